@@ -1,0 +1,3 @@
+"""VORA: the telephony API gateway."""
+
+__version__ = "0.2.0"

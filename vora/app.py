@@ -1,0 +1,142 @@
+"""Build the VORA WSGI application from settings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import connexion
+import redis
+import yaml
+from connexion.resolver import Resolver
+from flask import Flask, request
+from flask_cors import CORS
+from redis import Redis
+
+from vora.auth import TokenVerifier
+from vora.errors import install_error_handlers
+from vora.lifecycle import Lifecycle
+from vora.logs import RequestLogMiddleware
+from vora.sessions import SessionService
+from vora.settings import Settings
+from vora.store.client import connect
+from vora.store.directory import Directory
+from vora.store.sessions import SessionStore
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+class TagResolver(Resolver):  # type: ignore[misc]
+    """Bind each operationId to vora.handlers.<first tag>.<operationId>."""
+
+    def resolve_operation_id(self, operation: Any) -> str:
+        """Return the dotted name of the handler for an operation."""
+        tag = operation._operation["tags"][0].lower()
+        return f"vora.handlers.{tag}.{operation.operation_id}"
+
+
+@dataclass
+class VoraState:
+    """Everything a request handler needs, built once per app."""
+
+    settings: Settings
+    client: Redis
+    probe: Redis
+    sessions: SessionService
+    session_store: SessionStore
+    directory: Directory
+    verifier: TokenVerifier
+    lifecycle: Lifecycle
+    allowed_methods: dict[str, tuple[str, ...]]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def probe_redis(self) -> str | None:
+        """Return None when Redis answers PING within the readiness timeout, else why not."""
+        try:
+            self.probe.ping()
+        except redis.RedisError as exc:
+            return f"Redis does not answer: {type(exc).__name__}"
+        return None
+
+
+def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Map each spec path to the methods it declares, upper-cased."""
+    return {path: tuple(m.upper() for m in HTTP_METHODS if m in item) for path, item in spec.get("paths", {}).items()}
+
+
+def flask_rule(base_path: str, spec_path: str) -> str:
+    """Turn a spec path like /logout/{identity} into the Flask rule Connexion registers."""
+    return base_path + re.sub(r"\{(\w+)\}", r"<\1>", spec_path)
+
+
+def operation_ids_of(spec: dict[str, Any], base_path: str) -> dict[tuple[str, str], str]:
+    """Map (Flask rule, METHOD) to the spec's operationId."""
+    return {
+        (flask_rule(base_path, path), method.upper()): operation["operationId"]
+        for path, item in spec.get("paths", {}).items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def _route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str, ...]]) -> None:
+    """Let the spec's own OPTIONS operations answer instead of Flask's automatic ones."""
+    with_options = {flask_rule(base_path, p) for p, m in methods.items() if "OPTIONS" in m}
+    for rule in app.url_map.iter_rules():
+        if rule.rule in with_options and getattr(rule, "provide_automatic_options", False):
+            rule.provide_automatic_options = False  # type: ignore[attr-defined]
+            rule.methods = (rule.methods or set()) - {"OPTIONS"}
+    app.url_map._remap = True
+
+
+def create_app(settings: Settings) -> Flask:
+    """Build the Flask app (Connexion-bound to spec/vora.yaml) without touching Redis."""
+    spec = yaml.safe_load((settings.spec_dir / "vora.yaml").read_text())
+    cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
+    api = cx.add_api(
+        "vora.yaml",
+        resolver=TagResolver(),
+        strict_validation=True,
+        validate_responses=False,
+        options={"swagger_ui": True},
+    )
+    app: Flask = cx.app
+    _route_spec_options(app, api.base_path, allowed_methods_of(spec))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+
+    client = connect(settings.redis_url, settings.redis_timeout)
+    probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
+    directory = Directory(client)
+    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    app.extensions["vora"] = VoraState(
+        settings=settings,
+        client=client,
+        probe=probe,
+        sessions=SessionService(directory, store),
+        session_store=store,
+        directory=directory,
+        verifier=TokenVerifier.from_settings(settings),
+        lifecycle=Lifecycle(),
+        allowed_methods=allowed_methods_of(spec),
+    )
+    install_error_handlers(app)
+    operations = operation_ids_of(spec, api.base_path)
+
+    @app.before_request
+    def name_operation() -> None:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ["vora.operation"] = operations.get((rule.rule, request.method))
+
+    if settings.cors_origins:
+        CORS(
+            app,
+            origins=list(settings.cors_origins),
+            expose_headers=["X-Request-ID", "WWW-Authenticate", "Allow"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            max_age=600,
+        )
+    app.wsgi_app = RequestLogMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,166 @@
+"""The `vora` command: serve, mint dev tokens, provision identities, check the spec."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from vora.settings import Settings, SettingsError
+
+IDENTITY_HELP = "phone numbers, or a username for administrators"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def main() -> None:
+    """VORA telephony API gateway."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=18085, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Gevent worker processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the API and the WebSocket with gunicorn and gevent workers."""
+    _settings()  # fail here, not in every worker, on a bad variable
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:vora.gunicorn_conf",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "vora.wsgi:app_from_env()",
+    ]
+    os.execv(sys.executable, argv)
+
+
+@main.command("dev-key")
+@click.argument("path", type=click.Path(path_type=Path), default=Path(".vora/dev-key.pem"))
+def dev_key(path: Path) -> None:
+    """Create the local development signing key (kept if it exists)."""
+    from vora.devkeys import create_dev_key
+
+    created = create_dev_key(path)
+    click.echo(f"{'created' if created else 'kept'} {path}")
+
+
+@main.command()
+@click.option("--sub", "subject", default="demo", show_default=True, help="The user the token is for.")
+@click.option("--scope", "scopes", multiple=True, help="A scope to grant (repeat); default: all four VORA scopes.")
+@click.option("--lifetime", default=3600, show_default=True, type=int, help="Seconds until the token expires.")
+@click.option("--key", "key_path", type=click.Path(path_type=Path), help="Private key PEM; default: VORA_DEV_KEY.")
+def token(subject: str, scopes: tuple[str, ...], lifetime: int, key_path: Path | None) -> None:
+    """Mint an access token signed with the development key."""
+    from vora.devkeys import ALL_SCOPES, mint_token
+
+    settings = _settings()
+    path = key_path or settings.dev_key
+    if path is None or not path.is_file():
+        raise click.ClickException("no dev key: set VORA_DEV_KEY or pass --key (make run creates .vora/dev-key.pem)")
+    click.echo(
+        mint_token(
+            path.read_bytes(), subject, settings.oauth_issuer, settings.oauth_audience, scopes or ALL_SCOPES, lifetime
+        )
+    )
+
+
+@main.group()
+def identities() -> None:
+    """Provision which identities each user owns."""
+
+
+def _services() -> tuple[Settings, object, object]:
+    from vora.sessions import SessionService
+    from vora.store.client import connect
+    from vora.store.directory import Directory
+    from vora.store.sessions import SessionStore
+
+    settings = _settings()
+    client = connect(settings.redis_url, settings.redis_timeout)
+    directory = Directory(client)
+    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    return settings, directory, SessionService(directory, store)
+
+
+def _check_identities(values: tuple[str, ...]) -> list[str]:
+    import re
+
+    pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+    bad = [v for v in values if not pattern.match(v)]
+    if bad:
+        raise click.BadParameter(f"not an identity: {', '.join(bad)} ({IDENTITY_HELP})")
+    return list(values)
+
+
+@identities.command("add")
+@click.argument("user")
+@click.argument("identity", nargs=-1, required=True)
+def identities_add(user: str, identity: tuple[str, ...]) -> None:
+    """Give USER the IDENTITY values."""
+    _, directory, _ = _services()
+    added = directory.add(user, _check_identities(identity))  # type: ignore[attr-defined]
+    click.echo(f"{user}: {added} added, {len(identity) - added} already there")
+
+
+@identities.command("remove")
+@click.argument("user")
+@click.argument("identity", nargs=-1, required=True)
+def identities_remove(user: str, identity: tuple[str, ...]) -> None:
+    """Take IDENTITY values from USER and end USER's sessions on them."""
+    from vora.errors import NotFound
+
+    _, directory, service = _services()
+    removed = directory.remove(user, _check_identities(identity))  # type: ignore[attr-defined]
+    ended = 0
+    for value in identity:
+        with contextlib.suppress(NotFound):
+            ended += len(service.logout(user, value, reason="revoked"))  # type: ignore[attr-defined]
+    click.echo(f"{user}: {removed} removed, {ended} session(s) ended")
+
+
+@identities.command("list")
+@click.argument("user")
+def identities_list(user: str) -> None:
+    """Print USER's identities, one a line."""
+    _, directory, _ = _services()
+    for value in directory.identities_of(user):  # type: ignore[attr-defined]
+        click.echo(value)
+
+
+@main.command("check-spec")
+def check_spec() -> None:
+    """Validate the OpenAPI and AsyncAPI documents and their agreement with the code."""
+    from vora.spec_check import check_all
+
+    problems = check_all(_settings().spec_dir)
+    for problem in problems:
+        click.echo(f"FAIL {problem}", err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo("spec OK")
+
+
+@main.command("config")
+def config() -> None:
+    """Print every VORA_* variable with its default."""
+    click.echo(json.dumps(dict(Settings.variables()), indent=2))
+
+
+if __name__ == "__main__":
+    main()

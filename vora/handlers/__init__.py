@@ -1,0 +1,1 @@
+"""Connexion handlers, one module per spec tag; each operationId names its function."""

@@ -1,0 +1,55 @@
+"""Handlers of the Session tag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app
+
+from vora.auth import Principal
+from vora.errors import empty_response
+
+Body = dict[str, Any]
+
+
+def _service() -> Any:
+    return current_app.extensions["vora"].sessions
+
+
+def identities(token_info: dict[str, Any]) -> tuple[Body, int]:
+    """List the caller's identities."""
+    principal: Principal = token_info["principal"]
+    return {"identities": _service().identities(principal.subject)}, 200
+
+
+def identitiesOptions() -> tuple[Body, int, dict[str, str]]:  # noqa: N802 - named by the spec's operationId
+    """Answer OPTIONS /identity with its allowed methods and no identities."""
+    allow = current_app.extensions["vora"].allowed_methods["/identity"]
+    return {"identities": []}, 200, {"Allow": ", ".join(allow)}
+
+
+def setup(body: Body, token_info: dict[str, Any]) -> tuple[Body, int]:
+    """Open a session on one of the caller's identities and hand back its WebSocket token."""
+    principal: Principal = token_info["principal"]
+    opened = _service().open(
+        principal.subject,
+        body["identity"],
+        body["connectionType"],
+        bool(body.get("holdUpMode", False)),
+        principal.scopes,
+    )
+    return {"webSocketToken": opened.websocket_token}, 200
+
+
+def events(identity: str, body: Body, token_info: dict[str, Any]) -> Response:
+    """Set which events the caller's sessions on an identity receive."""
+    principal: Principal = token_info["principal"]
+    _service().subscribe(principal.subject, identity, bool(body["subscribeAll"]), body.get("events"))
+    return empty_response(200)
+
+
+def logout(identity: str, token_info: dict[str, Any]) -> Response:
+    """End the caller's sessions on an identity and close their sockets everywhere."""
+    principal: Principal = token_info["principal"]
+    _service().logout(principal.subject, identity)
+    return empty_response(200)

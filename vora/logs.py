@@ -1,0 +1,94 @@
+"""Write one JSON log line per event, and one per HTTP request with its request id."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vora.errors import utc_timestamp
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+access_log = logging.getLogger("vora.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object with its structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record as a JSON line."""
+        line: dict[str, Any] = {
+            "ts": utc_timestamp(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Send every log record to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Connexion logs each validation failure at ERROR; the access line already tells it.
+    logging.getLogger("connexion").setLevel(logging.CRITICAL)
+
+
+def request_id_of(environ: dict[str, Any]) -> str:
+    """Take the caller's X-Request-ID when it is safe to echo, else make one."""
+    offered = environ.get("HTTP_X_REQUEST_ID", "")
+    return offered if _SAFE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class RequestLogMiddleware:
+    """Log each request (never its query string or headers) and echo its request id."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Serve one request and log it."""
+        started = time.perf_counter()
+        request_id = request_id_of(environ)
+        environ["vora.request_id"] = request_id
+        seen: dict[str, Any] = {"status": 0}
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = int(status.split(" ", 1)[0])
+            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
+            headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        try:
+            return self.app(environ, start)
+        finally:
+            # Path only: a WebSocket token may ride in the query string.
+            access_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": environ.get("REQUEST_METHOD"),
+                        "path": environ.get("PATH_INFO"),
+                        "status": seen["status"] or None,
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "operation": environ.get("vora.operation"),
+                    }
+                },
+            )

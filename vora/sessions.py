@@ -1,0 +1,137 @@
+"""Session rules: who may open a session, what its token looks like, what it subscribes to."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vora.catalog import SUBSCRIBABLE_EVENTS
+from vora.errors import BadRequest, NotFound
+from vora.store.directory import Directory
+from vora.store.sessions import SessionStore
+
+SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
+TOKEN_VERSION = "v1"  # noqa: S105 - a format tag, not a secret
+TOKEN_SECRET_BYTES = 32  # 256 bits
+SUBSCRIBE_ALL = "*"
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """What setup hands back: the session's id and its WebSocket token."""
+
+    session_id: str
+    websocket_token: str
+    evicted: tuple[str, ...]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def mint_websocket_token(identity: str) -> str:
+    """Make a fresh WebSocket token that names its identity and carries 256 random bits."""
+    return f"{TOKEN_VERSION}.{_b64(identity.encode())}.{_b64(secrets.token_bytes(TOKEN_SECRET_BYTES))}"
+
+
+def hash_token(token: str) -> str:
+    """Return the SHA-256 of a token, the only form Redis ever holds."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def identity_of_token(token: str) -> str | None:
+    """Read the identity a WebSocket token names, or None for a malformed token."""
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != TOKEN_VERSION or len(token) > 512:
+        return None
+    try:
+        identity = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode()
+        secret = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if len(secret) != TOKEN_SECRET_BYTES or not identity:
+        return None
+    return identity
+
+
+def subscription_value(subscribe_all: bool, events: Iterable[str] | None) -> str:
+    """Encode a subscription request as stored: '*' for all, '' for none, else a list."""
+    if subscribe_all:
+        return SUBSCRIBE_ALL
+    wanted = list(dict.fromkeys(events or ()))
+    unknown = [name for name in wanted if name not in SUBSCRIBABLE_EVENTS]
+    if unknown:
+        raise BadRequest(f"Unknown event type(s) {', '.join(unknown)}; known events: {', '.join(SUBSCRIBABLE_EVENTS)}")
+    return ",".join(wanted)
+
+
+def subscribed_events(value: str) -> frozenset[str]:
+    """Decode a stored subscription into the set of event types it admits."""
+    if value == SUBSCRIBE_ALL:
+        return frozenset(SUBSCRIBABLE_EVENTS)
+    return frozenset(name for name in value.split(",") if name)
+
+
+class SessionService:
+    """Apply the session rules on top of the directory and the session store."""
+
+    def __init__(self, directory: Directory, store: SessionStore) -> None:
+        self._directory = directory
+        self._store = store
+
+    def identities(self, subject: str) -> list[str]:
+        """Return the caller's identities, or raise NotFound when it has none."""
+        identities = self._directory.identities_of(subject)
+        if not identities:
+            raise NotFound("No identity is assigned to this user")
+        return identities
+
+    def open(
+        self,
+        subject: str,
+        identity: str,
+        connection_type: str,
+        hold_up_mode: bool,
+        scopes: Iterable[str],
+    ) -> OpenedSession:
+        """Open a session on one of the caller's identities, subscribed to every event."""
+        if connection_type not in SUPPORTED_CONNECTION_TYPES:
+            supported = ", ".join(SUPPORTED_CONNECTION_TYPES)
+            raise BadRequest(f"connectionType {connection_type!r} is not supported; supported: {supported}")
+        if not self._directory.owns(subject, identity):
+            raise NotFound(f"Identity {identity} is not assigned to this user")
+        token = mint_websocket_token(identity)
+        session_id = uuid.uuid4().hex
+        evicted = self._store.create(
+            identity,
+            session_id,
+            hash_token(token),
+            int(time.time() * 1000),
+            {
+                "sub": subject,
+                "connectionType": connection_type,
+                "holdUpMode": "1" if hold_up_mode else "0",
+                "scopes": " ".join(sorted(scopes)),
+                "events": SUBSCRIBE_ALL,
+            },
+        )
+        return OpenedSession(session_id, token, tuple(evicted))
+
+    def subscribe(self, subject: str, identity: str, subscribe_all: bool, events: Iterable[str] | None) -> None:
+        """Set which events the caller's sessions on an identity receive."""
+        value = subscription_value(subscribe_all, events)
+        if not self._store.set_subscription(identity, subject, value):
+            raise NotFound(f"No active session of this user on identity {identity}; call /identity/setup first")
+
+    def logout(self, subject: str, identity: str, reason: str = "logout") -> list[str]:
+        """End the caller's sessions on an identity, or raise NotFound when there are none."""
+        ended = self._store.end_for_subject(identity, subject, reason)
+        if not ended:
+            raise NotFound(f"No active session of this user on identity {identity}")
+        return ended

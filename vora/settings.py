@@ -1,0 +1,129 @@
+"""Read the one frozen settings object from VORA_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
+
+
+class SettingsError(ValueError):
+    """A VORA_* variable holds a value VORA cannot use."""
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than zero, got {value}")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than zero, got {value}")
+    return value
+
+
+def _non_negative_float(name: str, raw: str) -> float:
+    if raw.strip() == "0":
+        return 0.0
+    return _positive_float(name, raw)
+
+
+def _csv(_name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _text(_name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _optional_path(_name: str, raw: str) -> Path | None:
+    return Path(raw).expanduser() if raw.strip() else None
+
+
+def _redis_url(name: str, raw: str) -> str:
+    schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+    if not raw.startswith(schemes):
+        raise SettingsError(f"{name} must start with one of {', '.join(schemes)}; got {raw!r}")
+    return raw
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"{name} must be DEBUG, INFO, WARNING or ERROR; got {raw!r}")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything VORA can be told from outside; each field maps to VORA_<FIELD>."""
+
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"parse": _redis_url})
+    redis_timeout: float = field(default=2.0, metadata={"parse": _positive_float})
+    readiness_timeout: float = field(default=0.5, metadata={"parse": _positive_float})
+    oauth_jwks: str = field(default="", metadata={"parse": _text})
+    oauth_issuer: str = field(default="vora-dev", metadata={"parse": _text})
+    oauth_audience: str = field(default="vora", metadata={"parse": _text})
+    oauth_leeway: float = field(default=30.0, metadata={"parse": _non_negative_float})
+    jwks_refresh_interval: float = field(default=30.0, metadata={"parse": _positive_float})
+    dev_key: Path | None = field(default=None, metadata={"parse": _optional_path})
+    session_ttl: int = field(default=3600, metadata={"parse": _positive_int})
+    session_max_age: int = field(default=86400, metadata={"parse": _positive_int})
+    max_sessions_per_identity: int = field(default=5, metadata={"parse": _positive_int})
+    max_body_bytes: int = field(default=64 * 1024, metadata={"parse": _positive_int})
+    cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
+    log_level: str = field(default="INFO", metadata={"parse": _log_level})
+    spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
+    stream_max_length: int = field(default=10_000, metadata={"parse": _positive_int})
+    stream_max_age: int = field(default=86_400, metadata={"parse": _positive_int})
+    ws_ping_interval: float = field(default=20.0, metadata={"parse": _positive_float})
+    ws_ping_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
+    ws_heartbeat_interval: float = field(default=30.0, metadata={"parse": _positive_float})
+    ws_queue_size: int = field(default=1000, metadata={"parse": _positive_int})
+    ws_lease_interval: float = field(default=15.0, metadata={"parse": _positive_float})
+    ws_max_message_bytes: int = field(default=4096, metadata={"parse": _positive_int})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from VORA_* variables, failing on the first bad value."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            name = f"VORA_{spec.name.upper()}"
+            if name in env:
+                values[spec.name] = spec.metadata["parse"](name, env[name])
+        return cls(**values).checked()
+
+    def checked(self) -> Settings:
+        """Return these settings after the checks that span several fields."""
+        if self.spec_dir is None or not (self.spec_dir / "vora.yaml").is_file():
+            raise SettingsError(f"VORA_SPEC_DIR must hold vora.yaml; {self.spec_dir} does not")
+        if self.session_max_age < self.session_ttl:
+            raise SettingsError("VORA_SESSION_MAX_AGE must not be shorter than VORA_SESSION_TTL")
+        if self.ws_ping_timeout >= self.ws_ping_interval:
+            raise SettingsError("VORA_WS_PING_TIMEOUT must be shorter than VORA_WS_PING_INTERVAL")
+        if self.ws_lease_interval * 2 >= self.session_ttl:
+            raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
+        return self
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """Return a checked copy with some fields changed."""
+        return replace(self, **changes).checked()
+
+    @staticmethod
+    def variables() -> list[tuple[str, str]]:
+        """List each VORA_* variable with its default, for docs and `vora config`."""
+        return [(f"VORA_{spec.name.upper()}", str(spec.default)) for spec in fields(Settings)]

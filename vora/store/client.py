@@ -1,0 +1,101 @@
+"""Connect to Redis from a VORA_REDIS_URL: standalone, TLS, unix socket, Sentinel or Cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed VORA_REDIS_URL."""
+
+    kind: str  # "single", "sentinel" or "cluster"
+    url: str
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    password: str | None = None
+    username: str | None = None
+    tls: bool = False
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse the URL forms VORA accepts, raising ValueError on a bad one."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisTarget("single", url)
+    scheme, _, rest = url.partition("://")
+    tls = scheme.endswith("s")
+    if scheme not in {"redis+sentinel", "redis+sentinels", "redis+cluster", "redis+clusters"}:
+        raise ValueError(f"unsupported Redis URL scheme {scheme!r}")
+    parts = urlsplit(f"redis://{rest}")
+    credentials, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = credentials.partition(":") if credentials else ("", "", "")
+    hosts = []
+    for item in hostlist.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"each Redis host needs host:port, got {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    segments = [s for s in parts.path.split("/") if s]
+    kind = "sentinel" if scheme.startswith("redis+sentinel") else "cluster"
+    service = ""
+    db = 0
+    if kind == "sentinel":
+        if not segments:
+            raise ValueError("a Sentinel URL needs the service name: redis+sentinel://h:p,h:p/SERVICE[/DB]")
+        service = segments[0]
+        db = int(segments[1]) if len(segments) > 1 else 0
+    query = parse_qs(parts.query)
+    if "password" in query:
+        password = query["password"][0]
+    return RedisTarget(
+        kind,
+        url,
+        tuple(hosts),
+        service,
+        db,
+        unquote(password) if password else None,
+        unquote(username) if username else None,
+        tls,
+    )
+
+
+def connect(url: str, timeout: float, **extra: Any) -> redis.Redis:
+    """Return a client for the URL; nothing is sent until the first command."""
+    target = parse_redis_url(url)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        **extra,
+    }
+    if target.kind == "single":
+        return redis.Redis.from_url(url, **common)
+    auth = {"password": target.password, "username": target.username}
+    if target.kind == "sentinel":
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.hosts),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        )
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.service, db=target.db, ssl=target.tls, **auth, **common
+        )
+        return master
+    cluster_options: dict[str, Any] = {
+        k: v for k, v in common.items() if k not in {"retry_on_error", "health_check_interval"}
+    }
+    cluster_options.update(auth)
+    nodes = [ClusterNode(h, p) for h, p in target.hosts]  # type: ignore[no-untyped-call]
+    return cast(redis.Redis, RedisCluster(startup_nodes=nodes, ssl=target.tls, **cluster_options))

@@ -1,0 +1,63 @@
+"""Build every Redis key VORA uses, in one place.
+
+Everything one operation touches for one identity shares the hash tag `{identity}`,
+so that scripts and transactions stay in one Redis Cluster slot. Lua scripts derive
+per-session keys from the identity prefix with the suffixes defined here and passed
+to them as arguments, never spelled out inside the script.
+"""
+
+from __future__ import annotations
+
+PREFIX = "vora"
+
+SESSION_SUFFIX = "session:"
+TOKEN_SUFFIX = "wstoken:"  # noqa: S105 - a key segment, not a secret
+ENDED_SUFFIX = "ended:"
+
+CONTROL_CHANNEL = f"{PREFIX}:control"
+EVENTS_CHANNEL = f"{PREFIX}:events"
+
+
+def _escape_tag(value: str) -> str:
+    # A brace in a user id would end the hash tag early; percent-encode it.
+    return value.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def user_identities(subject: str) -> str:
+    """Name the set of identities a user (token `sub`) owns."""
+    return f"{PREFIX}:{{u:{_escape_tag(subject)}}}:identities"
+
+
+def identity_prefix(identity: str) -> str:
+    """Name the prefix of every key of one identity (the identity is its hash tag)."""
+    return f"{PREFIX}:{{{_escape_tag(identity)}}}:"
+
+
+def sessions_index(identity: str) -> str:
+    """Name the sorted set of an identity's session ids, scored by creation time."""
+    return identity_prefix(identity) + "sessions"
+
+
+def session(identity: str, session_id: str) -> str:
+    """Name the hash that holds one session."""
+    return identity_prefix(identity) + SESSION_SUFFIX + session_id
+
+
+def websocket_token(identity: str, token_hash: str) -> str:
+    """Name the key that maps a WebSocket token's SHA-256 to its session id."""
+    return identity_prefix(identity) + TOKEN_SUFFIX + token_hash
+
+
+def session_ended(identity: str, session_id: str) -> str:
+    """Name the short-lived tombstone that says why a session ended."""
+    return identity_prefix(identity) + ENDED_SUFFIX + session_id
+
+
+def event_stream(identity: str) -> str:
+    """Name the Redis Stream of an identity's events."""
+    return identity_prefix(identity) + "events"
+
+
+def event_sequence(identity: str) -> str:
+    """Name the counter that numbers an identity's events."""
+    return identity_prefix(identity) + "seq"

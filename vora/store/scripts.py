@@ -1,0 +1,102 @@
+"""Lua scripts that make each multi-step session write atomic."""
+
+from __future__ import annotations
+
+# Shared helper: end one session of an identity, leaving a tombstone with the reason.
+_END_SESSION = """
+local function end_session(prefix, sid, reason, tombstone_ms)
+  local skey = prefix .. ARGV[1] .. sid
+  local token_hash = redis.call('HGET', skey, 'tokenHash')
+  if token_hash then
+    redis.call('DEL', prefix .. ARGV[2] .. token_hash)
+  end
+  redis.call('DEL', skey)
+  redis.call('ZREM', prefix .. 'sessions', sid)
+  redis.call('SET', prefix .. ARGV[3] .. sid, reason, 'PX', tombstone_ms)
+end
+"""
+
+# KEYS: sessions index, new session hash, new token key.
+# ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
+#       now (ms), ttl (ms), cap, tombstone ttl (ms), control channel, identity,
+#       then field/value pairs of the session hash.
+CREATE_SESSION = (
+    _END_SESSION
+    + """
+local prefix = ARGV[4]
+local sid = ARGV[5]
+local now = tonumber(ARGV[7])
+local ttl = tonumber(ARGV[8])
+local cap = tonumber(ARGV[9])
+local tombstone_ms = tonumber(ARGV[10])
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', prefix .. ARGV[1] .. member) == 0 then
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+local fields = {}
+for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], 'tokenHash', ARGV[6], unpack(fields))
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('SET', KEYS[3], sid, 'PX', ttl)
+redis.call('ZADD', KEYS[1], now, sid)
+local evicted = {}
+while redis.call('ZCARD', KEYS[1]) > cap do
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  end_session(prefix, oldest, 'replaced', tombstone_ms)
+  evicted[#evicted + 1] = oldest
+end
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+if #evicted > 0 then
+  redis.call('PUBLISH', ARGV[11], cjson.encode({action = 'terminate', identity = ARGV[12],
+    sessions = evicted, reason = 'replaced'}))
+end
+return evicted
+"""
+)
+
+# KEYS: sessions index.
+# ARGV: session suffix, token suffix, ended suffix, prefix, subject, reason,
+#       tombstone ttl (ms), control channel, identity.
+END_SUBJECT_SESSIONS = (
+    _END_SESSION
+    + """
+local prefix = ARGV[4]
+local ended = {}
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local owner = redis.call('HGET', prefix .. ARGV[1] .. sid, 'sub')
+  if owner == ARGV[5] then
+    end_session(prefix, sid, ARGV[6], tonumber(ARGV[7]))
+    ended[#ended + 1] = sid
+  elseif not owner then
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+if #ended > 0 then
+  redis.call('PUBLISH', ARGV[8], cjson.encode({action = 'terminate', identity = ARGV[9],
+    sessions = ended, reason = ARGV[6]}))
+end
+return ended
+"""
+)
+
+# KEYS: sessions index.
+# ARGV: session suffix, prefix, subject, subscription, control channel, identity.
+SET_SUBSCRIPTION = """
+local prefix = ARGV[2]
+local updated = {}
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local skey = prefix .. ARGV[1] .. sid
+  if redis.call('HGET', skey, 'sub') == ARGV[3] then
+    redis.call('HSET', skey, 'events', ARGV[4])
+    updated[#updated + 1] = sid
+  end
+end
+if #updated > 0 then
+  redis.call('PUBLISH', ARGV[5], cjson.encode({action = 'subscription', identity = ARGV[6],
+    sessions = updated, events = ARGV[4]}))
+end
+return updated
+"""

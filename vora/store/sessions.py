@@ -1,0 +1,151 @@
+"""Store sessions, their WebSocket tokens and their subscriptions in Redis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from vora.store import keys, scripts
+
+# How long a tombstone says why a session ended, so a late socket learns the reason.
+TOMBSTONE_MS = 10 * 60 * 1000
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    """One session as Redis holds it."""
+
+    identity: str
+    session_id: str
+    subject: str
+    connection_type: str
+    hold_up_mode: bool
+    scopes: frozenset[str]
+    events: str
+    created_at_ms: int
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -> StoredSession:
+    """Decode a session hash read from Redis."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    return StoredSession(
+        identity=identity,
+        session_id=session_id,
+        subject=fields.get("sub", ""),
+        connection_type=fields.get("connectionType", ""),
+        hold_up_mode=fields.get("holdUpMode") == "1",
+        scopes=frozenset(fields.get("scopes", "").split()),
+        events=fields.get("events", ""),
+        created_at_ms=int(fields.get("createdAt", "0") or 0),
+    )
+
+
+class SessionStore:
+    """Create, subscribe and end sessions with one atomic script each."""
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int, max_per_identity: int) -> None:
+        self._redis = client
+        self._ttl_ms = ttl_seconds * 1000
+        self._cap = max_per_identity
+        self._create = client.register_script(scripts.CREATE_SESSION)
+        self._end = client.register_script(scripts.END_SUBJECT_SESSIONS)
+        self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
+
+    def create(
+        self,
+        identity: str,
+        session_id: str,
+        token_hash: str,
+        now_ms: int,
+        fields: dict[str, str],
+    ) -> list[str]:
+        """Store a new session and its token hash; return the ids of sessions it evicted."""
+        flat: list[str] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        evicted = self._create(
+            keys=[
+                keys.sessions_index(identity),
+                keys.session(identity, session_id),
+                keys.websocket_token(identity, token_hash),
+            ],
+            args=[
+                keys.SESSION_SUFFIX,
+                keys.TOKEN_SUFFIX,
+                keys.ENDED_SUFFIX,
+                keys.identity_prefix(identity),
+                session_id,
+                token_hash,
+                now_ms,
+                self._ttl_ms,
+                self._cap,
+                TOMBSTONE_MS,
+                keys.CONTROL_CHANNEL,
+                identity,
+                "createdAt",
+                now_ms,
+                *flat,
+            ],
+        )
+        return [_text(sid) for sid in evicted]
+
+    def set_subscription(self, identity: str, subject: str, events: str) -> list[str]:
+        """Set the subscription of a user's sessions on an identity; return their ids."""
+        updated = self._subscribe(
+            keys=[keys.sessions_index(identity)],
+            args=[
+                keys.SESSION_SUFFIX,
+                keys.identity_prefix(identity),
+                subject,
+                events,
+                keys.CONTROL_CHANNEL,
+                identity,
+            ],
+        )
+        return [_text(sid) for sid in updated]
+
+    def end_for_subject(self, identity: str, subject: str, reason: str) -> list[str]:
+        """End a user's sessions on an identity and announce it; return their ids."""
+        ended = self._end(
+            keys=[keys.sessions_index(identity)],
+            args=[
+                keys.SESSION_SUFFIX,
+                keys.TOKEN_SUFFIX,
+                keys.ENDED_SUFFIX,
+                keys.identity_prefix(identity),
+                subject,
+                reason,
+                TOMBSTONE_MS,
+                keys.CONTROL_CHANNEL,
+                identity,
+            ],
+        )
+        return [_text(sid) for sid in ended]
+
+    def session_by_token(self, identity: str, token_hash: str) -> StoredSession | None:
+        """Find the live session a WebSocket token belongs to, in one round trip."""
+        session_id = self._redis.get(keys.websocket_token(identity, token_hash))
+        if session_id is None:
+            return None
+        sid = _text(session_id)  # type: ignore[arg-type]
+        raw = self._redis.hgetall(keys.session(identity, sid))
+        if not raw:
+            return None
+        return session_from_hash(identity, sid, raw)  # type: ignore[arg-type]
+
+    def get(self, identity: str, session_id: str) -> StoredSession | None:
+        """Read one session, or None once it has ended."""
+        raw = self._redis.hgetall(keys.session(identity, session_id))
+        return session_from_hash(identity, session_id, raw) if raw else None  # type: ignore[arg-type]
+
+    def ended_reason(self, identity: str, session_id: str) -> str | None:
+        """Say why a session ended, if its tombstone is still there."""
+        reason = self._redis.get(keys.session_ended(identity, session_id))
+        return _text(reason) if reason is not None else None  # type: ignore[arg-type]
