@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app
 from jose import jwk, jwt
-from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
+from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError, JWTError
 
 from vora.errors import InvalidToken
 from vora.settings import Settings
@@ -185,14 +185,16 @@ class TokenVerifier:
                 raise InvalidToken(description="The access token has expired") from None
             except JWTClaimsError as exc:
                 raise InvalidToken(description=f"The access token's claims are not accepted: {exc}") from None
-            except JOSEError:
+            except JWTError as exc:
+                if "missing required key" in str(exc):
+                    raise InvalidToken(description=f"The access token is incomplete: {exc}") from None
                 continue
         raise InvalidToken(description=last_error)
 
 
 def scopes_of(claims: dict[str, Any]) -> list[str]:
     """Read the scopes of a token from `scope` (space separated) or `scp`."""
-    raw = claims.get("scope", claims.get("scp", ""))
+    raw = claims.get("scope") or claims.get("scp") or ""
     if isinstance(raw, str):
         return raw.split()
     if isinstance(raw, list):

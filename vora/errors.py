@@ -87,6 +87,18 @@ def bearer_challenge(error: str | None = None, description: str | None = None, s
     return "Bearer " + ", ".join(parts)
 
 
+def readable_validation_message(detail: str) -> str:
+    """Turn Connexion's validation detail into one line that names the field first."""
+    first = detail.split("\n\n", 1)[0].strip()
+    message, separator, location = first.rpartition(" - ")
+    if separator and location.startswith("'") and location.endswith("'"):
+        return f"{location.strip(chr(39))}: {message}"
+    for name, value in (request.view_args or {}).items():
+        if repr(value) in first:
+            return f"{name}: {first}"
+    return first
+
+
 def install_error_handlers(app: Flask) -> None:
     """Replace Flask's and Connexion's error pages with the VORA error shape."""
 
@@ -97,7 +109,7 @@ def install_error_handlers(app: Flask) -> None:
         detail = exc.detail
         if isinstance(detail, list):
             detail = "; ".join(str(item) for item in detail)
-        message = str(detail or exc.title or HTTPStatus(exc.status).phrase)
+        message = readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase))
         return error_response(exc.status, message, dict(exc.headers or {}))
 
     def handle_http(exc: werkzeug.exceptions.HTTPException) -> Response:

@@ -18,6 +18,22 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_log = logging.getLogger("vora.access")
 
+# Whatever a library logs, a credential never reaches the output: query tokens,
+# bearer values and anything shaped like a JWT or a VORA WebSocket token.
+_SECRETS = [
+    (re.compile(r"(?i)([?&](?:token|access_token|lastEventId_token)=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
+    (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
+    (re.compile(r"v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}"), "[redacted-ws-token]"),
+]
+
+
+def redact(text: str) -> str:
+    """Mask every credential-shaped value in a log line."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
 
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object with its structured fields."""
@@ -33,7 +49,7 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return redact(json.dumps(line, default=str))
 
 
 def configure_logging(level: str) -> None:

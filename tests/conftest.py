@@ -1,0 +1,127 @@
+"""Fixtures shared by every VORA test: real Redis, real keys, real tokens, the app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from pytest_redis import factories
+
+from tests.keys import ec_private_pem, public_jwk, rsa_private_pem, write_jwks
+from vora.app import create_app
+from vora.devkeys import ALL_SCOPES, mint_token
+from vora.settings import Settings
+
+redis_proc = factories.redis_proc()
+redisdb = factories.redisdb("redis_proc")
+
+ISSUER = "https://auth.test.invalid/"
+AUDIENCE = "vora-test"
+RSA_KID = "rsa-test-1"
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Hold the session's signing keys and JWKS on disk."""
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+def dev_key_pem(key_dir: Path) -> bytes:
+    """Return the dev (ES256) private key, also written to dev-key.pem."""
+    pem = ec_private_pem()
+    (key_dir / "dev-key.pem").write_bytes(pem)
+    return pem
+
+
+@pytest.fixture(scope="session")
+def rsa_key_pem() -> bytes:
+    """Return the private half of the RS256 key the JWKS publishes."""
+    return rsa_private_pem()
+
+
+@pytest.fixture(scope="session")
+def jwks_path(key_dir: Path, rsa_key_pem: bytes) -> Path:
+    """Write a JWKS file that publishes the RS256 key."""
+    return write_jwks(key_dir / "jwks.json", [public_jwk(rsa_key_pem, RSA_KID, "RS256")])
+
+
+@pytest.fixture
+def redis_url(redis_proc: Any) -> str:
+    """Return the URL of the redis-server pytest-redis spawned."""
+    return f"redis://{redis_proc.host}:{redis_proc.port}/0"
+
+
+@pytest.fixture
+def settings(redis_url: str, key_dir: Path, dev_key_pem: bytes, jwks_path: Path) -> Settings:
+    """Build settings that trust the dev key and the test JWKS and use the spawned Redis."""
+    return Settings(
+        redis_url=redis_url,
+        dev_key=key_dir / "dev-key.pem",
+        oauth_jwks=str(jwks_path),
+        oauth_issuer=ISSUER,
+        oauth_audience=AUDIENCE,
+        oauth_leeway=0,
+    ).checked()
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    """Return the VORA_* variables that reproduce the settings fixture for a subprocess."""
+    return {
+        "VORA_REDIS_URL": settings.redis_url,
+        "VORA_DEV_KEY": str(settings.dev_key),
+        "VORA_OAUTH_JWKS": settings.oauth_jwks,
+        "VORA_OAUTH_ISSUER": settings.oauth_issuer,
+        "VORA_OAUTH_AUDIENCE": settings.oauth_audience,
+        "VORA_OAUTH_LEEWAY": "0",
+    }
+
+
+@pytest.fixture
+def app(settings: Settings, redisdb: redis.Redis) -> Iterator[Flask]:
+    """Build the app against a Redis that is flushed after each test."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Return a test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def make_token(dev_key_pem: bytes) -> TokenFactory:
+    """Mint access tokens signed by the dev key, all scopes by default."""
+
+    def make(subject: str = "alice", scopes: tuple[str, ...] = ALL_SCOPES, **options: Any) -> str:
+        return mint_token(dev_key_pem, subject, ISSUER, AUDIENCE, scopes, **options)
+
+    return make
+
+
+@pytest.fixture
+def auth(make_token: TokenFactory) -> Callable[..., dict[str, str]]:
+    """Return Authorization headers for a user and scopes."""
+
+    def headers(subject: str = "alice", scopes: tuple[str, ...] = ALL_SCOPES) -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_token(subject, scopes)}"}
+
+    return headers
+
+
+@pytest.fixture
+def provision(app: Flask) -> Callable[[str, list[str]], None]:
+    """Give a user identities in the directory."""
+
+    def add(subject: str, identities: list[str]) -> None:
+        app.extensions["vora"].directory.add(subject, identities)
+
+    return add

@@ -1,0 +1,502 @@
+"""Tests of the Session operations through the Connexion app with real tokens and Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from vora.catalog import SUBSCRIBABLE_EVENTS
+from vora.sessions import hash_token, identity_of_token
+from vora.settings import Settings
+from vora.store import keys
+
+Headers = Callable[..., dict[str, str]]
+Provision = Callable[[str, list[str]], None]
+IDENTITY = "910111000"
+SETUP = "/vora/identity/setup"
+
+
+def assert_error(response: Any, status: int, *fragments: str) -> dict[str, str]:
+    """Check a response is the VORA error shape with this status and message fragments."""
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"timestamp", "status", "error", "message"}
+    assert body["status"] == str(status)
+    assert datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).tzinfo is not None
+    assert body["timestamp"].endswith("Z")
+    for fragment in fragments:
+        assert fragment in body["message"]
+    return dict(body)
+
+
+def setup_session(client: FlaskClient, headers: dict[str, str], identity: str = IDENTITY, **extra: Any) -> str:
+    """Open a session and return its WebSocket token."""
+    response = client.post(SETUP, json={"connectionType": "WebSocket", "identity": identity, **extra}, headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    token: str = response.get_json()["webSocketToken"]
+    return token
+
+
+def session_hashes(redisdb: redis.Redis, identity: str = IDENTITY) -> list[dict[bytes, bytes]]:
+    """Read every session hash of an identity."""
+    ids = redisdb.zrange(keys.sessions_index(identity), 0, -1)
+    return [redisdb.hgetall(keys.session(identity, sid.decode())) for sid in ids]  # type: ignore[union-attr]
+
+
+class TestIdentities:
+    """GET /identity."""
+
+    def test_lists_the_callers_identities(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """A user sees exactly the identities provisioned for it, sorted."""
+        provision("alice", ["942788701", "602128708"])
+        provision("bob", ["915510577"])
+        response = client.get("/vora/identity", headers=auth("alice"))
+        assert response.status_code == 200
+        assert response.get_json() == {"identities": ["602128708", "942788701"]}
+
+    def test_user_without_identities_gets_404(self, client: FlaskClient, auth: Headers) -> None:
+        """A user with no identity gets 404 in the error shape."""
+        assert_error(client.get("/vora/identity", headers=auth("nobody")), 404, "No identity")
+
+    def test_missing_scope_gets_403_with_challenge(
+        self, client: FlaskClient, auth: Headers, provision: Provision
+    ) -> None:
+        """A token without scope.vora.identities gets 403 and an insufficient_scope challenge."""
+        provision("alice", [IDENTITY])
+        response = client.get("/vora/identity", headers=auth("alice", ("scope.vora.calls",)))
+        assert_error(response, 403, "scope.vora.identities")
+        challenge = response.headers["WWW-Authenticate"]
+        assert challenge.startswith('Bearer realm="vora"')
+        assert 'error="insufficient_scope"' in challenge
+        assert 'scope="scope.vora.identities"' in challenge
+
+    def test_missing_token_gets_401_with_bare_challenge(self, client: FlaskClient) -> None:
+        """A request without a token gets 401 and a challenge with no error code (RFC 6750 3.1)."""
+        response = client.get("/vora/identity")
+        assert_error(response, 401, "access token is required")
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="vora"'
+
+    def test_corrupt_directory_gets_500_without_a_trace(
+        self, client: FlaskClient, auth: Headers, redisdb: redis.Redis
+    ) -> None:
+        """An unexpected Redis error is a 500 whose body leaks no stack trace or Redis detail."""
+        redisdb.set(keys.user_identities("alice"), "not a set")
+        body = assert_error(client.get("/vora/identity", headers=auth("alice")), 500, "unexpected error")
+        text = json.dumps(body)
+        assert "Traceback" not in text
+        assert "WRONGTYPE" not in text
+
+
+class TestIdentitiesOptions:
+    """OPTIONS /identity."""
+
+    def test_needs_no_token_and_lists_allowed_methods(self, client: FlaskClient) -> None:
+        """OPTIONS answers 200 without a token, with the spec's methods in Allow."""
+        response = client.options("/vora/identity")
+        assert response.status_code == 200
+        assert response.headers["Allow"] == "GET, OPTIONS"
+        assert response.get_json() == {"identities": []}
+
+    def test_never_leaks_identities(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """Even with a valid token for a provisioned user, OPTIONS lists no identity."""
+        provision("alice", [IDENTITY])
+        response = client.options("/vora/identity", headers=auth("alice"))
+        assert response.get_json() == {"identities": []}
+
+
+class TestSetup:
+    """POST /identity/setup."""
+
+    def test_returns_a_256_bit_token_and_stores_only_its_hash(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis, settings: Settings
+    ) -> None:
+        """Setup returns a fresh token; Redis holds its SHA-256 with a TTL and never the token itself."""
+        provision("alice", [IDENTITY])
+        token = setup_session(client, auth("alice"))
+        assert identity_of_token(token) == IDENTITY
+        assert len(token.rsplit(".", 1)[1]) >= 43  # 32 bytes in unpadded base64url
+        token_key = keys.websocket_token(IDENTITY, hash_token(token))
+        assert redisdb.exists(token_key)
+        assert 0 < redisdb.pttl(token_key) <= settings.session_ttl * 1000
+        for key in redisdb.scan_iter(count=1000):
+            assert token.encode() not in key
+            if redisdb.type(key) == b"hash":
+                assert all(token.encode() not in v for v in redisdb.hgetall(key).values())  # type: ignore[union-attr]
+            elif redisdb.type(key) == b"string":
+                assert token.encode() not in (redisdb.get(key) or b"")  # type: ignore[operator]
+
+    def test_tokens_are_fresh_per_setup(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """Two setups give two different tokens."""
+        provision("alice", [IDENTITY])
+        assert setup_session(client, auth("alice")) != setup_session(client, auth("alice"))
+
+    def test_session_is_subscribed_to_all_events_and_keeps_hold_up_mode(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
+    ) -> None:
+        """A new session subscribes to every event and stores holdUpMode, the caller and its scopes."""
+        provision("alice", [IDENTITY])
+        setup_session(client, auth("alice"), holdUpMode=True)
+        [stored] = session_hashes(redisdb)
+        assert stored[b"events"] == b"*"
+        assert stored[b"holdUpMode"] == b"1"
+        assert stored[b"sub"] == b"alice"
+        assert stored[b"connectionType"] == b"WebSocket"
+        assert b"scope.vora.calls" in stored[b"scopes"].split()
+
+    def test_identity_not_owned_gets_404(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """Setup on someone else's identity is a 404 and creates nothing."""
+        provision("bob", [IDENTITY])
+        response = client.post(SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("alice"))
+        assert_error(response, 404, IDENTITY)
+
+    @pytest.mark.parametrize("connection_type", ["SIP", "websocket", "LongPolling"])
+    def test_unsupported_connection_type_gets_400_naming_supported(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis, connection_type: str
+    ) -> None:
+        """Any connectionType but WebSocket is a 400 that names the supported type and writes nothing."""
+        provision("alice", [IDENTITY])
+        response = client.post(
+            SETUP, json={"connectionType": connection_type, "identity": IDENTITY}, headers=auth("alice")
+        )
+        assert_error(response, 400, "WebSocket", "connectionType")
+        assert session_hashes(redisdb) == []
+
+    @pytest.mark.parametrize(
+        ("body", "fragment"),
+        [
+            ({"identity": IDENTITY}, "connectionType"),
+            ({"connectionType": "WebSocket"}, "identity"),
+            ({"connectionType": "WebSocket", "identity": IDENTITY, "extra": 1}, "extra"),
+            ({"connectionType": "WebSocket", "identity": "{bad}"}, "identity"),
+            ({"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": "yes"}, "holdUpMode"),
+            ([], "object"),
+        ],
+    )
+    def test_invalid_body_gets_400(
+        self, client: FlaskClient, auth: Headers, provision: Provision, body: Any, fragment: str
+    ) -> None:
+        """A body that breaks SetupIn is a 400 that says which field is wrong."""
+        provision("alice", [IDENTITY])
+        assert_error(client.post(SETUP, json=body, headers=auth("alice")), 400, fragment)
+
+    def test_malformed_json_gets_400(self, client: FlaskClient, auth: Headers) -> None:
+        """A body that is not JSON is a 400 in the error shape."""
+        response = client.post(SETUP, data="{not json", content_type="application/json", headers=auth("alice"))
+        assert_error(response, 400, "not valid JSON")
+
+    def test_non_utf8_json_gets_400(self, client: FlaskClient, auth: Headers) -> None:
+        """A body that is not UTF-8 is a 400 in the error shape."""
+        response = client.post(SETUP, data=b'{"identity": "\xff\xfe"}', content_type="application/json", headers=auth())
+        assert_error(response, 400, "not valid JSON")
+
+    def test_wrong_media_type_gets_415(self, client: FlaskClient, auth: Headers) -> None:
+        """A body that is not JSON by its Content-Type is a 415 in the error shape."""
+        response = client.post(SETUP, data="identity=1", content_type="text/plain", headers=auth("alice"))
+        assert_error(response, 415, "expected JSON")
+
+    def test_oversized_body_gets_413(self, client: FlaskClient, auth: Headers, settings: Settings) -> None:
+        """A body over the size limit is a 413 in the error shape."""
+        body = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY, "pad": "x" * settings.max_body_bytes})
+        response = client.post(SETUP, data=body, content_type="application/json", headers=auth("alice"))
+        assert_error(response, 413, str(settings.max_body_bytes))
+
+    def test_body_limit_is_configurable(self, settings: Settings, redisdb: redis.Redis, auth: Headers) -> None:
+        """VORA_MAX_BODY_BYTES lowers the limit."""
+        from vora.app import create_app
+
+        small = create_app(settings.with_changes(max_body_bytes=64)).test_client()
+        body = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": False, "x": "y" * 40})
+        assert_error(small.post(SETUP, data=body, content_type="application/json", headers=auth()), 413, "64 bytes")
+
+    def test_missing_scope_gets_403(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """Setup without scope.vora.identities is a 403."""
+        provision("alice", [IDENTITY])
+        response = client.post(
+            SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("alice", ("x",))
+        )
+        assert_error(response, 403)
+
+    def test_missing_token_gets_401(self, client: FlaskClient) -> None:
+        """Setup without a token is a 401."""
+        assert_error(client.post(SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}), 401)
+
+    def test_cap_evicts_the_oldest_session(self, settings: Settings, redisdb: redis.Redis, auth: Headers) -> None:
+        """Past the per-identity cap, the oldest session and its token are removed and announced."""
+        from vora.app import create_app
+
+        app = create_app(settings.with_changes(max_sessions_per_identity=2))
+        app.extensions["vora"].directory.add("alice", [IDENTITY])
+        client = app.test_client()
+        pubsub = redisdb.pubsub()
+        pubsub.subscribe(keys.CONTROL_CHANNEL)
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        first = setup_session(client, auth("alice"))
+        first_sid = redisdb.get(keys.websocket_token(IDENTITY, hash_token(first)))
+        second = setup_session(client, auth("alice"))
+        third = setup_session(client, auth("alice"))
+        assert not redisdb.exists(keys.websocket_token(IDENTITY, hash_token(first)))
+        assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(second)))
+        assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(third)))
+        assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 2
+        assert redisdb.get(keys.session_ended(IDENTITY, first_sid.decode())) == b"replaced"  # type: ignore[union-attr]
+        notice = pubsub.get_message(timeout=5)
+        assert notice is not None
+        assert json.loads(notice["data"]) == {
+            "action": "terminate",
+            "identity": IDENTITY,
+            "sessions": [first_sid.decode()],  # type: ignore[union-attr]
+            "reason": "replaced",
+        }
+        pubsub.close()
+
+
+class TestEventSubscription:
+    """POST /identity/{identity}/eventSubscription."""
+
+    def url(self, identity: str = IDENTITY) -> str:
+        """Return the subscription URL of an identity."""
+        return f"/vora/identity/{identity}/eventSubscription"
+
+    @pytest.mark.parametrize(
+        ("body", "stored"),
+        [
+            ({"subscribeAll": True}, b"*"),
+            ({"subscribeAll": True, "events": ["callRinging"]}, b"*"),
+            ({"subscribeAll": False, "events": ["callRinging", "presence", "callRinging"]}, b"callRinging,presence"),
+            ({"subscribeAll": False, "events": []}, b""),
+            ({"subscribeAll": False}, b""),
+        ],
+    )
+    def test_sets_the_subscription(
+        self,
+        client: FlaskClient,
+        auth: Headers,
+        provision: Provision,
+        redisdb: redis.Redis,
+        body: dict[str, Any],
+        stored: bytes,
+    ) -> None:
+        """SubscribeAll wins; otherwise the listed events, or none, are stored on the session."""
+        provision("alice", [IDENTITY])
+        setup_session(client, auth("alice"))
+        response = client.post(self.url(), json=body, headers=auth("alice"))
+        assert response.status_code == 200
+        assert response.get_data() == b""
+        [session] = session_hashes(redisdb)
+        assert session[b"events"] == stored
+
+    def test_updates_only_the_callers_sessions(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
+    ) -> None:
+        """Another user's session on the same identity keeps its subscription."""
+        provision("alice", [IDENTITY])
+        provision("manager", [IDENTITY])
+        setup_session(client, auth("alice"))
+        setup_session(client, auth("manager"))
+        client.post(self.url(), json={"subscribeAll": False, "events": ["presence"]}, headers=auth("alice"))
+        by_user = {s[b"sub"]: s[b"events"] for s in session_hashes(redisdb)}
+        assert by_user == {b"alice": b"presence", b"manager": b"*"}
+
+    def test_unknown_event_gets_400_listing_known_events(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
+    ) -> None:
+        """An unknown event name is a 400 that lists every known event and changes nothing."""
+        provision("alice", [IDENTITY])
+        setup_session(client, auth("alice"))
+        response = client.post(
+            self.url(), json={"subscribeAll": False, "events": ["callRinging", "callExploded"]}, headers=auth("alice")
+        )
+        assert_error(response, 400, "callExploded", *SUBSCRIBABLE_EVENTS)
+        [session] = session_hashes(redisdb)
+        assert session[b"events"] == b"*"
+
+    def test_without_a_session_gets_404(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """A caller with no active session on the identity gets 404."""
+        provision("alice", [IDENTITY])
+        response = client.post(self.url(), json={"subscribeAll": True}, headers=auth("alice"))
+        assert_error(response, 404, "setup")
+
+    def test_missing_subscribe_all_gets_400(self, client: FlaskClient, auth: Headers) -> None:
+        """SubscribeAll is required."""
+        assert_error(client.post(self.url(), json={"events": []}, headers=auth()), 400, "subscribeAll")
+
+    def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers) -> None:
+        """An identity that breaks the pattern is a 400."""
+        assert_error(client.post(self.url("%7Bx%7D"), json={"subscribeAll": True}, headers=auth()), 400)
+
+    def test_missing_scope_gets_403(self, client: FlaskClient, auth: Headers) -> None:
+        """A token without scope.vora.identities is a 403."""
+        assert_error(client.post(self.url(), json={"subscribeAll": True}, headers=auth("alice", ())), 403)
+
+    def test_missing_token_gets_401(self, client: FlaskClient) -> None:
+        """No token is a 401."""
+        assert_error(client.post(self.url(), json={"subscribeAll": True}), 401)
+
+    def test_oversized_body_gets_413(self, client: FlaskClient, auth: Headers, settings: Settings) -> None:
+        """A body over the size limit is a 413."""
+        events = ["presence"] * (settings.max_body_bytes // 10)
+        response = client.post(self.url(), json={"subscribeAll": False, "events": events}, headers=auth())
+        assert_error(response, 413)
+
+
+class TestLogout:
+    """POST /logout/{identity}."""
+
+    def test_removes_sessions_tokens_and_announces(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
+    ) -> None:
+        """Logout removes the caller's sessions and tokens and publishes a terminate notice."""
+        provision("alice", [IDENTITY])
+        tokens = [setup_session(client, auth("alice")) for _ in range(2)]
+        sids = sorted(s.decode() for s in redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1))  # type: ignore[union-attr]
+        pubsub = redisdb.pubsub()
+        pubsub.subscribe(keys.CONTROL_CHANNEL)
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        response = client.post(f"/vora/logout/{IDENTITY}", headers=auth("alice"))
+        assert response.status_code == 200
+        assert response.get_data() == b""
+        for token in tokens:
+            assert not redisdb.exists(keys.websocket_token(IDENTITY, hash_token(token)))
+        assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 0
+        assert all(redisdb.get(keys.session_ended(IDENTITY, sid)) == b"logout" for sid in sids)
+        notice = pubsub.get_message(timeout=5)
+        assert notice is not None
+        message = json.loads(notice["data"])
+        assert message["action"] == "terminate"
+        assert message["reason"] == "logout"
+        assert sorted(message["sessions"]) == sids
+        pubsub.close()
+
+    def test_keeps_other_users_sessions(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
+    ) -> None:
+        """Logout of one user leaves another user's session on the same identity alone."""
+        provision("alice", [IDENTITY])
+        provision("manager", [IDENTITY])
+        setup_session(client, auth("alice"))
+        kept = setup_session(client, auth("manager"))
+        assert client.post(f"/vora/logout/{IDENTITY}", headers=auth("alice")).status_code == 200
+        assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(kept)))
+
+    def test_second_logout_gets_404(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """With no session left, logout is a 404."""
+        provision("alice", [IDENTITY])
+        setup_session(client, auth("alice"))
+        assert client.post(f"/vora/logout/{IDENTITY}", headers=auth("alice")).status_code == 200
+        assert_error(client.post(f"/vora/logout/{IDENTITY}", headers=auth("alice")), 404)
+
+    def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers) -> None:
+        """An identity longer than 64 characters is a 400."""
+        assert_error(client.post("/vora/logout/" + "9" * 65, headers=auth()), 400, "identity")
+
+    def test_missing_scope_gets_403(self, client: FlaskClient, auth: Headers) -> None:
+        """A token without scope.vora.identities is a 403."""
+        assert_error(client.post(f"/vora/logout/{IDENTITY}", headers=auth("alice", ("scope.vora.calls",))), 403)
+
+    def test_missing_token_gets_401(self, client: FlaskClient) -> None:
+        """No token is a 401."""
+        assert_error(client.post(f"/vora/logout/{IDENTITY}"), 401)
+
+
+class TestErrorsEverywhere:
+    """Errors that no handler raises still have the VORA shape."""
+
+    def test_unknown_path_gets_404(self, client: FlaskClient) -> None:
+        """A path outside the spec is a 404 in the error shape."""
+        assert_error(client.get("/vora/nothing/here"), 404, "/vora/nothing/here")
+
+    def test_wrong_method_gets_405_with_allow(self, client: FlaskClient) -> None:
+        """A method the spec does not list is a 405 with an Allow header."""
+        response = client.delete("/vora/identity")
+        assert_error(response, 405, "DELETE")
+        assert response.headers["Allow"] == "GET, OPTIONS"
+
+    def test_extra_query_parameter_gets_400(self, client: FlaskClient, auth: Headers) -> None:
+        """Strict validation refuses query parameters the spec does not list on an operation with parameters."""
+        assert_error(client.post(f"/vora/logout/{IDENTITY}?debug=1", headers=auth()), 400, "debug")
+
+
+class TestRequestIds:
+    """X-Request-ID handling."""
+
+    def test_echoes_a_safe_request_id(self, client: FlaskClient) -> None:
+        """A caller's X-Request-ID comes back unchanged."""
+        response = client.get("/vora/health/liveness", headers={"X-Request-ID": "abc-123"})
+        assert response.headers["X-Request-ID"] == "abc-123"
+
+    def test_replaces_an_unsafe_request_id(self, client: FlaskClient) -> None:
+        """A request id with unsafe characters is replaced by a generated one."""
+        response = client.get("/vora/health/liveness", headers={"X-Request-ID": "a\tb<script>"})
+        assert response.headers["X-Request-ID"] not in {"", "a\tb<script>"}
+        assert len(response.headers["X-Request-ID"]) == 32
+
+
+class TestCors:
+    """Browser clients on other origins."""
+
+    def test_no_origin_is_allowed_by_default(self, client: FlaskClient) -> None:
+        """Without VORA_CORS_ORIGINS no Access-Control-Allow-Origin is sent."""
+        response = client.get("/vora/health/liveness", headers={"Origin": "https://app.example"})
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+    def test_configured_origin_is_allowed_and_others_not(self, settings: Settings, redisdb: redis.Redis) -> None:
+        """A configured origin gets CORS headers on preflight; another origin does not."""
+        from vora.app import create_app
+
+        app: Flask = create_app(settings.with_changes(cors_origins=("https://app.example",)))
+        client = app.test_client()
+        preflight = client.options(
+            SETUP,
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "Authorization, Content-Type",
+            },
+        )
+        assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        other = client.get("/vora/health/liveness", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+
+
+SECURED_CALLS = [
+    ("get", "/vora/identity", None),
+    ("post", SETUP, {"connectionType": "WebSocket", "identity": IDENTITY}),
+    ("post", f"/vora/identity/{IDENTITY}/eventSubscription", {"subscribeAll": True}),
+    ("post", f"/vora/logout/{IDENTITY}", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), SECURED_CALLS)
+def test_every_secured_operation_answers_500_on_corrupt_data(
+    client: FlaskClient, auth: Headers, redisdb: redis.Redis, method: str, path: str, body: Any
+) -> None:
+    """Keys of the wrong type make every secured operation a clean 500 with no trace."""
+    redisdb.set(keys.user_identities("alice"), "x")
+    redisdb.set(keys.sessions_index(IDENTITY), "x")
+    response = getattr(client, method)(path, json=body, headers=auth("alice"))
+    body_text = json.dumps(assert_error(response, 500, "unexpected error"))
+    assert "Traceback" not in body_text
+    assert "WRONGTYPE" not in body_text
+
+
+@pytest.mark.parametrize(("method", "path", "body"), SECURED_CALLS)
+def test_every_secured_operation_answers_503_without_redis(
+    settings: Settings, auth: Headers, method: str, path: str, body: Any
+) -> None:
+    """With Redis unreachable every secured operation is a 503 with Retry-After."""
+    from tests.server import free_port
+    from vora.app import create_app
+
+    dead = create_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
+    response = getattr(dead.test_client(), method)(path, json=body, headers=auth("alice"))
+    assert_error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "1"

@@ -1,0 +1,113 @@
+"""Start the real VORA server (gunicorn with gevent workers) on a loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    """A gunicorn process serving VORA, with its base URLs."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def base_url(self) -> str:
+        """Return the REST base URL."""
+        return f"http://127.0.0.1:{self.port}/vora"
+
+    @property
+    def ws_url(self) -> str:
+        """Return the WebSocket URL without a token."""
+        return f"ws://127.0.0.1:{self.port}/vora/ws"
+
+    def log(self) -> str:
+        """Return what the server has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        """Return the pids of the gunicorn workers."""
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False).stdout
+        return [int(pid) for pid in out.split()]
+
+
+def wait_until_live(base_url: str, process: subprocess.Popen[bytes], deadline_s: float = 30.0) -> None:
+    """Poll liveness until it answers 204, failing early if the process died."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was live")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{base_url}/health/liveness", timeout=1).status_code == 204:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("server did not become live in time")
+
+
+@contextlib.contextmanager
+def running_server(
+    env: dict[str, str], log_dir: Path, workers: int = 1, port: int | None = None
+) -> Iterator[RunningServer]:
+    """Run `vora serve` with these VORA_* variables until the block ends."""
+    port = port or free_port()
+    log_path = log_dir / f"server-{port}.log"
+    full_env = {**os.environ, **env}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vora.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        server = RunningServer(process, port, log_path)
+        try:
+            wait_until_live(server.base_url, process)
+            yield server
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop a server gracefully, killing it if it does not exit in time."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)

@@ -1,0 +1,78 @@
+"""Tests of the session scripts against a real Redis."""
+
+from __future__ import annotations
+
+import redis
+
+from vora.store import keys
+from vora.store.sessions import SessionStore
+
+IDENTITY = "910111000"
+
+
+def create(store: SessionStore, sid: str, subject: str = "alice", now: int = 1) -> list[str]:
+    """Create a session with a token hash derived from its id."""
+    return store.create(IDENTITY, sid, f"hash-{sid}", now, {"sub": subject, "events": "*"})
+
+
+def test_create_writes_session_token_and_index(redisdb: redis.Redis) -> None:
+    """A created session has its hash, token key and index entry, all with a TTL."""
+    store = SessionStore(redisdb, 60, 5)
+    assert create(store, "s1") == []
+    assert redisdb.hget(keys.session(IDENTITY, "s1"), "sub") == b"alice"
+    assert redisdb.get(keys.websocket_token(IDENTITY, "hash-s1")) == b"s1"
+    for key in [keys.session(IDENTITY, "s1"), keys.websocket_token(IDENTITY, "hash-s1"), keys.sessions_index(IDENTITY)]:
+        assert 0 < redisdb.pttl(key) <= 60_000
+
+
+def test_expired_sessions_leave_the_index_before_the_cap_counts(redisdb: redis.Redis) -> None:
+    """An index entry whose session expired is dropped instead of evicting a live session."""
+    store = SessionStore(redisdb, 60, 2)
+    create(store, "old", now=1)
+    create(store, "live", now=2)
+    redisdb.delete(keys.session(IDENTITY, "old"))
+    assert create(store, "new", now=3) == []
+    assert sorted(redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)) == [b"live", b"new"]
+
+
+def test_eviction_takes_the_oldest_and_leaves_a_tombstone(redisdb: redis.Redis) -> None:
+    """Past the cap the oldest session goes, with its token, and its tombstone says replaced."""
+    store = SessionStore(redisdb, 60, 2)
+    create(store, "a", now=1)
+    create(store, "b", now=2)
+    assert create(store, "c", now=3) == ["a"]
+    assert not redisdb.exists(keys.session(IDENTITY, "a"), keys.websocket_token(IDENTITY, "hash-a"))
+    assert store.ended_reason(IDENTITY, "a") == "replaced"
+
+
+def test_end_for_subject_ends_only_that_users_sessions(redisdb: redis.Redis) -> None:
+    """Ending alice's sessions leaves bob's on the same identity."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "a1", "alice")
+    create(store, "b1", "bob")
+    assert store.end_for_subject(IDENTITY, "alice", "logout") == ["a1"]
+    assert store.get(IDENTITY, "a1") is None
+    assert store.get(IDENTITY, "b1") is not None
+    assert store.ended_reason(IDENTITY, "a1") == "logout"
+    assert store.end_for_subject(IDENTITY, "alice", "logout") == []
+
+
+def test_session_by_token_reads_the_session(redisdb: redis.Redis) -> None:
+    """A token hash leads to its session; an unknown one to None."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "s1")
+    found = store.session_by_token(IDENTITY, "hash-s1")
+    assert found is not None
+    assert found.session_id == "s1"
+    assert found.subject == "alice"
+    assert store.session_by_token(IDENTITY, "hash-unknown") is None
+
+
+def test_set_subscription_touches_only_the_subjects_sessions(redisdb: redis.Redis) -> None:
+    """A subscription change applies to the caller's sessions and reports them."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "a1", "alice")
+    create(store, "b1", "bob")
+    assert store.set_subscription(IDENTITY, "alice", "presence") == ["a1"]
+    assert redisdb.hget(keys.session(IDENTITY, "a1"), "events") == b"presence"
+    assert redisdb.hget(keys.session(IDENTITY, "b1"), "events") == b"*"

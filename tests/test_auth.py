@@ -1,0 +1,250 @@
+"""Tests of bearer-token verification: every hostile token kind is refused with a 401."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from jose import jwt
+
+from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory
+from tests.keys import ec_private_pem, public_jwk, public_pem
+from vora.auth import KeySet, TokenVerifier, scopes_of
+from vora.devkeys import ALL_SCOPES, mint_token
+from vora.errors import InvalidToken
+from vora.settings import Settings
+
+Provision = Callable[[str, list[str]], None]
+
+
+def b64(data: dict[str, Any]) -> str:
+    """Encode a JSON object as unpadded base64url."""
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    """Return valid claims for alice, with overrides."""
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300, "scope": " ".join(ALL_SCOPES)}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def get_identity(client: FlaskClient, token: str) -> Any:
+    """Call GET /identity with a bearer token."""
+    return client.get("/vora/identity", headers={"Authorization": f"Bearer {token}"})
+
+
+def assert_invalid_token(response: Any, fragment: str) -> None:
+    """Check a 401 with an invalid_token challenge and a message naming the problem."""
+    assert response.status_code == 401
+    body = response.get_json()
+    assert fragment in body["message"]
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="vora"')
+    assert 'error="invalid_token"' in challenge
+
+
+@pytest.fixture
+def alice(provision: Provision) -> str:
+    """Provision alice with one identity."""
+    provision("alice", ["910111000"])
+    return "alice"
+
+
+class TestAccepted:
+    """Tokens VORA must accept."""
+
+    def test_es256_dev_token(self, client: FlaskClient, make_token: TokenFactory, alice: str) -> None:
+        """An ES256 token signed by the dev key is accepted."""
+        assert get_identity(client, make_token(alice)).status_code == 200
+
+    def test_rs256_token_from_jwks(self, client: FlaskClient, rsa_key_pem: bytes, alice: str) -> None:
+        """An RS256 token signed by a key in the JWKS is accepted."""
+        token = jwt.encode(claims(), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": RSA_KID})
+        assert get_identity(client, token).status_code == 200
+
+    def test_scp_list_grants_scopes(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """Scopes given as an `scp` list are honoured."""
+        token = mint_token(
+            dev_key_pem, alice, ISSUER, AUDIENCE, (), extra_claims={"scp": ["scope.vora.identities"], "scope": None}
+        )
+        assert get_identity(client, token).status_code == 200
+
+    def test_scopes_of_reads_scope_then_scp(self) -> None:
+        """`scope` is split on spaces; `scp` may be a list or a string."""
+        assert scopes_of({"scope": "a b"}) == ["a", "b"]
+        assert scopes_of({"scp": ["a", 3, "b"]}) == ["a", "b"]
+        assert scopes_of({"scp": "a"}) == ["a"]
+        assert scopes_of({}) == []
+
+
+class TestRefused:
+    """Every hostile token kind gets a 401 with an invalid_token challenge."""
+
+    def test_malformed(self, client: FlaskClient) -> None:
+        """A bearer value that is not a JWT is refused."""
+        assert_invalid_token(get_identity(client, "not-a-jwt"), "well-formed")
+
+    def test_expired(self, client: FlaskClient, make_token: TokenFactory, alice: str) -> None:
+        """A token past its exp is refused."""
+        token = make_token(alice, now=time.time() - 7200, lifetime=60)
+        assert_invalid_token(get_identity(client, token), "expired")
+
+    def test_not_yet_valid(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token whose nbf is in the future is refused."""
+        token = mint_token(dev_key_pem, alice, ISSUER, AUDIENCE, extra_claims={"nbf": int(time.time()) + 600})
+        assert_invalid_token(get_identity(client, token), "nbf")
+
+    def test_without_exp(self, client: FlaskClient, rsa_key_pem: bytes, alice: str) -> None:
+        """A token with no exp is refused."""
+        token = jwt.encode(claims(exp=None), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": RSA_KID})
+        assert_invalid_token(get_identity(client, token), "exp")
+
+    def test_badly_signed(self, client: FlaskClient, alice: str) -> None:
+        """A token signed by an untrusted key under the dev key's kid is refused."""
+        token = mint_token(ec_private_pem(), alice, ISSUER, AUDIENCE)
+        assert_invalid_token(get_identity(client, token), "signature")
+
+    def test_tampered_payload(self, client: FlaskClient, make_token: TokenFactory, alice: str) -> None:
+        """A valid token whose payload was changed after signing is refused."""
+        header, _, signature = make_token(alice).split(".")
+        forged = f"{header}.{b64(claims(sub='mallory'))}.{signature}"
+        assert_invalid_token(get_identity(client, forged), "signature")
+
+    def test_alg_none(self, client: FlaskClient, alice: str) -> None:
+        """An unsigned token (alg none) is refused."""
+        token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}."
+        assert_invalid_token(get_identity(client, token), "algorithm")
+
+    def test_hs256_keyed_with_the_public_key(self, client: FlaskClient, rsa_key_pem: bytes, alice: str) -> None:
+        """An HS256 token whose HMAC key is the server's public RSA key is refused."""
+        public = public_pem(rsa_key_pem).decode()
+        header = {"alg": "HS256", "typ": "JWT", "kid": RSA_KID}
+        import hashlib
+        import hmac
+
+        signing_input = f"{b64(header)}.{b64(claims())}"
+        mac = hmac.new(public.encode(), signing_input.encode(), hashlib.sha256).digest()
+        token = signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+        assert_invalid_token(get_identity(client, token), "algorithm")
+
+    def test_rs256_header_on_an_ec_key(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token that claims RS256 under the EC dev key's kid finds no usable key."""
+        header = {"alg": "RS256", "typ": "JWT", "kid": "vora-dev"}
+        token = f"{b64(header)}.{b64(claims())}.AAAA"
+        assert_invalid_token(get_identity(client, token), "does not trust")
+
+    def test_wrong_issuer(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token from another issuer is refused."""
+        token = mint_token(dev_key_pem, alice, "https://other.invalid/", AUDIENCE)
+        assert_invalid_token(get_identity(client, token), "issuer")
+
+    def test_wrong_audience(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token for another audience is refused."""
+        token = mint_token(dev_key_pem, alice, ISSUER, "someone-else")
+        assert_invalid_token(get_identity(client, token), "audience")
+
+    def test_unknown_kid(self, client: FlaskClient, rsa_key_pem: bytes, alice: str) -> None:
+        """A token naming a key id the JWKS does not have is refused."""
+        token = jwt.encode(claims(), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": "rotated-away"})
+        assert_invalid_token(get_identity(client, token), "does not trust")
+
+    def test_without_subject(self, client: FlaskClient, rsa_key_pem: bytes) -> None:
+        """A token with no sub is refused."""
+        token = jwt.encode(claims(sub=None), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": RSA_KID})
+        assert_invalid_token(get_identity(client, token), "subject")
+
+    def test_non_bearer_scheme(self, client: FlaskClient, make_token: TokenFactory) -> None:
+        """A token sent with another scheme counts as no token."""
+        response = client.get("/vora/identity", headers={"Authorization": f"Basic {make_token()}"})
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="vora"'
+
+    def test_bearer_without_value(self, client: FlaskClient) -> None:
+        """An Authorization header without a value is an invalid_request."""
+        response = client.get("/vora/identity", headers={"Authorization": "Bearer"})
+        assert response.status_code == 401
+        assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
+
+
+class JwksHandler(BaseHTTPRequestHandler):
+    """Serve the JWKS held by the server object, counting requests."""
+
+    def do_GET(self) -> None:
+        """Answer with the current JWKS."""
+        server: Any = self.server
+        server.hits += 1
+        body = json.dumps({"keys": server.keys}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        """Stay quiet."""
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[Any]:
+    """Serve a JWKS over HTTP on loopback."""
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
+    server.keys = []
+    server.hits = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+class TestRemoteJwks:
+    """A JWKS fetched from an http(s) URL."""
+
+    def test_refreshes_on_unknown_kid_after_rotation(self, jwks_server: Any) -> None:
+        """A token signed by a newly published key verifies once the JWKS is reloaded."""
+        old, new = ec_private_pem(), ec_private_pem()
+        jwks_server.keys = [public_jwk(old, "old", "ES256")]
+        url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
+        verifier = TokenVerifier(KeySet(url, refresh_interval=0.0), ISSUER, AUDIENCE, 0)
+        assert verifier.verify(mint_token(old, "alice", ISSUER, AUDIENCE, key_id="old")).subject == "alice"
+        jwks_server.keys = [public_jwk(new, "new", "ES256")]
+        assert verifier.verify(mint_token(new, "bob", ISSUER, AUDIENCE, key_id="new")).subject == "bob"
+        assert jwks_server.hits == 2
+
+    def test_caches_between_refreshes(self, jwks_server: Any) -> None:
+        """Unknown kids within the refresh interval do not hammer the JWKS URL."""
+        key = ec_private_pem()
+        jwks_server.keys = [public_jwk(key, "k1", "ES256")]
+        url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
+        verifier = TokenVerifier(KeySet(url, refresh_interval=3600.0), ISSUER, AUDIENCE, 0)
+        for _ in range(5):
+            verifier.verify(mint_token(key, "alice", ISSUER, AUDIENCE, key_id="k1"))
+            with pytest.raises(InvalidToken):
+                verifier.verify(mint_token(key, "alice", ISSUER, AUDIENCE, key_id="unknown"))
+        assert jwks_server.hits == 1
+
+
+class TestConfiguration:
+    """How the verifier is configured."""
+
+    def test_refuses_to_start_without_any_key(self, settings: Settings) -> None:
+        """With neither VORA_OAUTH_JWKS nor VORA_DEV_KEY, building the verifier fails."""
+        with pytest.raises(ValueError, match="VORA_OAUTH_JWKS or VORA_DEV_KEY"):
+            TokenVerifier.from_settings(settings.with_changes(oauth_jwks="", dev_key=None))
+
+    def test_refuses_a_jwks_file_that_is_not_a_jwks(self, settings: Settings, tmp_path: Path) -> None:
+        """A JWKS file without a keys list fails at start, not at the first request."""
+        bad = tmp_path / "jwks.json"
+        bad.write_text("{}")
+        with pytest.raises(ValueError, match="not a JWKS"):
+            TokenVerifier.from_settings(settings.with_changes(oauth_jwks=str(bad)))

@@ -1,0 +1,105 @@
+"""Tests of the `vora` command line against a real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from tests.conftest import AUDIENCE, ISSUER
+from vora.auth import KeySet, TokenVerifier, public_jwk_from_pem
+from vora.cli import main
+from vora.settings import Settings
+from vora.store import keys
+
+
+@pytest.fixture
+def runner(settings: Settings, redisdb: redis.Redis) -> CliRunner:
+    """Run CLI commands with the test settings in the environment."""
+    return CliRunner(
+        env={
+            "VORA_REDIS_URL": settings.redis_url,
+            "VORA_DEV_KEY": str(settings.dev_key),
+            "VORA_OAUTH_ISSUER": ISSUER,
+            "VORA_OAUTH_AUDIENCE": AUDIENCE,
+        }
+    )
+
+
+def test_identities_add_list_remove(runner: CliRunner, redisdb: redis.Redis) -> None:
+    """Identities are provisioned, listed sorted, and removed."""
+    added = runner.invoke(main, ["identities", "add", "alice", "942788701", "602128708"])
+    assert added.exit_code == 0, added.output
+    assert "2 added" in added.output
+    listed = runner.invoke(main, ["identities", "list", "alice"])
+    assert listed.output.split() == ["602128708", "942788701"]
+    removed = runner.invoke(main, ["identities", "remove", "alice", "942788701"])
+    assert removed.exit_code == 0
+    assert redisdb.smembers(keys.user_identities("alice")) == {b"602128708"}
+
+
+def test_identities_remove_ends_sessions(runner: CliRunner, settings: Settings, redisdb: redis.Redis) -> None:
+    """Removing an identity ends the user's sessions on it with reason revoked."""
+    from vora.app import create_app
+
+    app = create_app(settings)
+    state = app.extensions["vora"]
+    state.directory.add("alice", ["910111000"])
+    opened = state.sessions.open("alice", "910111000", "WebSocket", False, ["scope.vora.identities"])
+    result = runner.invoke(main, ["identities", "remove", "alice", "910111000"])
+    assert "1 session(s) ended" in result.output
+    assert state.session_store.ended_reason("910111000", opened.session_id) == "revoked"
+
+
+def test_identities_refuses_bad_identity(runner: CliRunner, redisdb: redis.Redis) -> None:
+    """An identity with characters outside the spec's pattern is refused and nothing is written."""
+    result = runner.invoke(main, ["identities", "add", "alice", "{slot}"])
+    assert result.exit_code != 0
+    assert "not an identity" in result.output
+    assert redisdb.exists(keys.user_identities("alice")) == 0
+
+
+def test_token_verifies_against_the_dev_key(runner: CliRunner, settings: Settings) -> None:
+    """`vora token` prints a token the server's verifier accepts, with the asked scopes."""
+    result = runner.invoke(main, ["token", "--sub", "carol", "--scope", "scope.vora.identities"])
+    assert result.exit_code == 0, result.output
+    assert settings.dev_key is not None
+    verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(settings.dev_key.read_bytes())]), ISSUER, AUDIENCE, 0)
+    principal = verifier.verify(result.output.strip())
+    assert principal.subject == "carol"
+    assert principal.scopes == {"scope.vora.identities"}
+
+
+def test_token_without_key_explains(tmp_path: Path) -> None:
+    """Without a dev key, `vora token` says how to get one."""
+    result = CliRunner(env={"VORA_DEV_KEY": str(tmp_path / "missing.pem")}).invoke(main, ["token"])
+    assert result.exit_code != 0
+    assert "make run" in result.output
+
+
+def test_dev_key_is_created_once(tmp_path: Path) -> None:
+    """`vora dev-key` creates a private key with mode 600 and keeps it on a second run."""
+    path = tmp_path / "k" / "dev.pem"
+    first = CliRunner().invoke(main, ["dev-key", str(path)])
+    content = path.read_bytes()
+    second = CliRunner().invoke(main, ["dev-key", str(path)])
+    assert "created" in first.output
+    assert "kept" in second.output
+    assert path.read_bytes() == content
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_check_spec_passes() -> None:
+    """`vora check-spec` succeeds on the committed spec."""
+    result = CliRunner().invoke(main, ["check-spec"])
+    assert result.exit_code == 0, result.output
+    assert "spec OK" in result.output
+
+
+def test_bad_setting_is_a_clear_error() -> None:
+    """A bad VORA_* value stops the CLI with the variable's name."""
+    result = CliRunner(env={"VORA_SESSION_TTL": "soon"}).invoke(main, ["identities", "list", "x"])
+    assert result.exit_code != 0
+    assert "VORA_SESSION_TTL" in result.output

@@ -1,0 +1,69 @@
+"""Tests of the settings read from VORA_* variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from vora.settings import Settings, SettingsError
+
+
+def test_defaults_need_no_environment() -> None:
+    """With no VORA_* variables the defaults apply."""
+    settings = Settings.from_env({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.max_body_bytes == 64 * 1024
+    assert settings.cors_origins == ()
+
+
+def test_reads_each_variable() -> None:
+    """Each variable maps to its field with its type."""
+    settings = Settings.from_env(
+        {
+            "VORA_REDIS_URL": "redis+sentinel://127.0.0.1:26379/vora/0",
+            "VORA_MAX_SESSIONS_PER_IDENTITY": "3",
+            "VORA_CORS_ORIGINS": "https://a.example, https://b.example",
+            "VORA_READINESS_TIMEOUT": "0.25",
+            "VORA_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings.max_sessions_per_identity == 3
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.readiness_timeout == 0.25
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("VORA_MAX_BODY_BYTES", "lots", "whole number"),
+        ("VORA_SESSION_TTL", "0", "greater than zero"),
+        ("VORA_READINESS_TIMEOUT", "-1", "greater than zero"),
+        ("VORA_REDIS_URL", "http://127.0.0.1:6379", "must start with"),
+        ("VORA_LOG_LEVEL", "chatty", "DEBUG"),
+        ("VORA_SPEC_DIR", "/nonexistent", "vora.yaml"),
+    ],
+)
+def test_bad_values_fail_fast(name: str, value: str, fragment: str) -> None:
+    """A bad value raises SettingsError naming the variable."""
+    with pytest.raises(SettingsError, match=fragment):
+        Settings.from_env({name: value})
+
+
+def test_cross_field_checks() -> None:
+    """A max session age shorter than the idle TTL is refused."""
+    with pytest.raises(SettingsError, match="MAX_AGE"):
+        Settings.from_env({"VORA_SESSION_TTL": "600", "VORA_SESSION_MAX_AGE": "60"})
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot be changed in place."""
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.redis_url = "redis://elsewhere:6379/0"  # type: ignore[misc]
+
+
+def test_every_variable_is_listed() -> None:
+    """variables() lists each field once as VORA_<FIELD>."""
+    names = [name for name, _ in Settings.variables()]
+    assert "VORA_REDIS_URL" in names
+    assert len(names) == len(set(names))
