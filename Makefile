@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VORA := $(VENV)/bin/vora
 STAMP := $(VENV)/.installed
+ASYNCAPI_SPECS := $(VENV)/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json
 HOST ?= 127.0.0.1
 PORT ?= 18085
 WORKERS ?= 2
@@ -12,9 +13,14 @@ export VORA_REDIS_URL ?= redis://127.0.0.1:6379/0
 DEMO_USER ?= demo
 DEMO_IDENTITY ?= 910111000
 
-.PHONY: install run test test-fast lint typecheck check-spec redis-server bench clean
+.PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
-install: $(STAMP) ## Create .venv with VORA and its dev tools (idempotent)
+install: $(STAMP) $(ASYNCAPI_SPECS) ## Create .venv with VORA and its dev tools (idempotent)
+
+# The official AsyncAPI JSON Schemas, to validate spec/vora-events.asyncapi.yaml in tests.
+$(ASYNCAPI_SPECS): | $(STAMP)
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/asyncapi @asyncapi/specs@6.11.1
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
@@ -24,11 +30,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
-	@if ! command -v redis-server >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server is missing: install it (apt-get install redis-server)"; exit 1; fi; \
-	fi
+	@bash scripts/apt-ensure.sh redis-server redis-server
+
+test-tools: redis-server ## Install what the topology tests start: nginx (redis-cli comes with redis-server)
+	@bash scripts/apt-ensure.sh nginx nginx-light
 
 run: install redis-server ## Start Redis if needed, create the dev key and a demo user, serve the API
 	@bash scripts/ensure-redis.sh "$$VORA_REDIS_URL"
@@ -37,7 +42,7 @@ run: install redis-server ## Start Redis if needed, create the dev key and a dem
 	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY)
 	@exec $(VORA) serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: install redis-server ## Run the whole suite: lint, types, spec, unit, server, contract
+test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests
 	$(VENV)/bin/ruff format --check vora tests
 	$(VENV)/bin/mypy

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import connexion
@@ -18,11 +18,15 @@ from vora.auth import TokenVerifier
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
+from vora.metrics import Metrics
 from vora.sessions import SessionService
 from vora.settings import Settings
 from vora.store.client import connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
+from vora.store.streams import StreamStore
+from vora.ws.endpoint import install_websocket
+from vora.ws.hub import Hub
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -49,7 +53,9 @@ class VoraState:
     verifier: TokenVerifier
     lifecycle: Lifecycle
     allowed_methods: dict[str, tuple[str, ...]]
-    extras: dict[str, Any] = field(default_factory=dict)
+    streams: StreamStore
+    hub: Hub
+    metrics: Metrics
 
     def probe_redis(self) -> str | None:
         """Return None when Redis answers PING within the readiness timeout, else why not."""
@@ -110,6 +116,17 @@ def create_app(settings: Settings) -> Flask:
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
     store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    lifecycle = Lifecycle()
+    metrics = Metrics()
+    hub = Hub(
+        client,
+        store,
+        settings.session_ttl * 1000,
+        settings.session_max_age * 1000,
+        settings.ws_lease_interval,
+        metrics.count,
+    )
+    lifecycle.on_drain(hub.drain)
     app.extensions["vora"] = VoraState(
         settings=settings,
         client=client,
@@ -118,10 +135,14 @@ def create_app(settings: Settings) -> Flask:
         session_store=store,
         directory=directory,
         verifier=TokenVerifier.from_settings(settings),
-        lifecycle=Lifecycle(),
+        lifecycle=lifecycle,
         allowed_methods=allowed_methods_of(spec),
+        streams=StreamStore(client, settings.stream_max_length, settings.stream_max_age),
+        hub=hub,
+        metrics=metrics,
     )
     install_error_handlers(app)
+    install_websocket(app, f"{api.base_path}/ws")
     operations = operation_ids_of(spec, api.base_path)
 
     @app.before_request

@@ -99,10 +99,9 @@ def _services() -> tuple[Settings, object, object]:
 
 
 def _check_identities(values: tuple[str, ...]) -> list[str]:
-    import re
+    from vora.identities import is_identity
 
-    pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
-    bad = [v for v in values if not pattern.match(v)]
+    bad = [v for v in values if not is_identity(v)]
     if bad:
         raise click.BadParameter(f"not an identity: {', '.join(bad)} ({IDENTITY_HELP})")
     return list(values)
@@ -141,6 +140,48 @@ def identities_list(user: str) -> None:
     _, directory, _ = _services()
     for value in directory.identities_of(user):  # type: ignore[attr-defined]
         click.echo(value)
+
+
+@main.group()
+def events() -> None:
+    """Publish telephony events (the ingress the telephony side uses)."""
+
+
+@events.command("publish")
+@click.argument("identity")
+@click.argument("event_type", metavar="TYPE")
+@click.option("--data", "data_json", default="{}", show_default=True, help="The event's data, as JSON.")
+@click.option("--timestamp", help="When it happened (RFC 3339); default: now.")
+def events_publish(identity: str, event_type: str, data_json: str, timestamp: str | None) -> None:
+    """Publish one TYPE event for IDENTITY; print its eventId and sequenceNumber."""
+    from vora.events import InvalidEvent, publisher_from_settings
+
+    try:
+        data = json.loads(data_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"--data is not JSON: {exc}") from None
+    try:
+        published = publisher_from_settings(_settings()).publish(identity, event_type, data, timestamp)
+    except InvalidEvent as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"eventId": published.event_id, "sequenceNumber": published.sequence_number}))
+
+
+@main.command()
+@click.option("--token", envvar="VORA_WS_TOKEN", required=True, help="The webSocketToken from /identity/setup.")
+@click.option("--url", default="ws://127.0.0.1:18085/vora/ws", show_default=True, help="The WebSocket URL.")
+@click.option("--last-event-id", help="Resume after this eventId.")
+@click.option("--count", type=int, help="Exit after this many events (lifecycle events included).")
+@click.option("--timeout", type=float, default=None, help="Exit after this many seconds without a message.")
+def listen(token: str, url: str, last_event_id: str | None, count: int | None, timeout: float | None) -> None:
+    """Open the event WebSocket and print each event as one JSON line."""
+    from vora.listen import ListenError, listen_events
+
+    try:
+        for envelope in listen_events(url, token, last_event_id, count, timeout):
+            click.echo(json.dumps(envelope))
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("check-spec")

@@ -6,7 +6,6 @@ import base64
 import binascii
 import hashlib
 import secrets
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -112,7 +111,6 @@ class SessionService:
             identity,
             session_id,
             hash_token(token),
-            int(time.time() * 1000),
             {
                 "sub": subject,
                 "connectionType": connection_type,

@@ -35,6 +35,12 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
+def _non_negative_int(name: str, raw: str) -> int:
+    if raw.strip() == "0":
+        return 0
+    return _positive_int(name, raw)
+
+
 def _non_negative_float(name: str, raw: str) -> float:
     if raw.strip() == "0":
         return 0.0
@@ -90,11 +96,13 @@ class Settings:
     stream_max_length: int = field(default=10_000, metadata={"parse": _positive_int})
     stream_max_age: int = field(default=86_400, metadata={"parse": _positive_int})
     ws_ping_interval: float = field(default=20.0, metadata={"parse": _positive_float})
-    ws_ping_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
+    ws_send_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
+    ws_accept_timeout: float = field(default=5.0, metadata={"parse": _positive_float})
     ws_heartbeat_interval: float = field(default=30.0, metadata={"parse": _positive_float})
     ws_queue_size: int = field(default=1000, metadata={"parse": _positive_int})
     ws_lease_interval: float = field(default=15.0, metadata={"parse": _positive_float})
     ws_max_message_bytes: int = field(default=4096, metadata={"parse": _positive_int})
+    ws_send_buffer: int = field(default=0, metadata={"parse": _non_negative_int})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,8 +121,6 @@ class Settings:
             raise SettingsError(f"VORA_SPEC_DIR must hold vora.yaml; {self.spec_dir} does not")
         if self.session_max_age < self.session_ttl:
             raise SettingsError("VORA_SESSION_MAX_AGE must not be shorter than VORA_SESSION_TTL")
-        if self.ws_ping_timeout >= self.ws_ping_interval:
-            raise SettingsError("VORA_WS_PING_TIMEOUT must be shorter than VORA_WS_PING_INTERVAL")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
         return self

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from vora.catalog import SUBSCRIBABLE_EVENTS
+from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
+from vora.events import ASYNCAPI_FILE
+from vora.identities import IDENTITY_PATTERN
+
+# Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
+DEFAULT_ASYNCAPI_SCHEMA = (
+    Path(__file__).resolve().parent.parent / ".venv/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json"
+)
+FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
 def check_openapi(spec_dir: Path) -> list[str]:
-    """Validate spec/vora.yaml and compare its EventType enum with the catalogue."""
+    """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
     path = spec_dir / "vora.yaml"
     problems: list[str] = []
     spec, _ = read_from_filename(str(path))
@@ -20,12 +31,45 @@ def check_openapi(spec_dir: Path) -> list[str]:
         validate(spec)
     except Exception as exc:  # noqa: BLE001 - any validator failure is the report
         problems.append(f"{path}: {exc}")
-    enum = yaml.safe_load(path.read_text())["components"]["schemas"]["EventType"]["enum"]
+    schemas = yaml.safe_load(path.read_text())["components"]["schemas"]
+    enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
         problems.append(f"{path}: EventType enum {enum} differs from vora.catalog {list(SUBSCRIBABLE_EVENTS)}")
+    if schemas["Identity"]["pattern"] != IDENTITY_PATTERN:
+        problems.append(f"{path}: the Identity pattern differs from vora.identities.IDENTITY_PATTERN")
     return problems
 
 
-def check_all(spec_dir: Path) -> list[str]:
+def asyncapi_events(document: dict[str, Any]) -> list[str]:
+    """List the message names the AsyncAPI channel sends, in order."""
+    one_of = document["channels"]["/vora/ws"]["subscribe"]["message"]["oneOf"]
+    return [ref["$ref"].rsplit("/", 1)[1] for ref in one_of]
+
+
+def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
+    """Validate the AsyncAPI document and compare its messages with the catalogue."""
+    path = spec_dir / ASYNCAPI_FILE
+    document = yaml.safe_load(path.read_text())
+    problems: list[str] = []
+    if schema_path is not None and schema_path.is_file():
+        validator = jsonschema.Draft7Validator(json.loads(schema_path.read_text()))
+        problems += [f"{path}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
+    expected = [*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS]
+    if asyncapi_events(document) != expected:
+        problems.append(f"{path}: channel messages {asyncapi_events(document)} differ from vora.catalog {expected}")
+    messages = document["components"]["messages"]
+    for name in expected:
+        if messages.get(name, {}).get("name") != name:
+            problems.append(f"{path}: message {name} is missing or misnamed")
+    schemas = document["components"]["schemas"]
+    for family, schema_name in FAMILY_EVENT_SCHEMAS.items():
+        declared = schemas[schema_name]["allOf"][1]["properties"]["type"]["enum"]
+        wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
+        if declared != wanted:
+            problems.append(f"{path}: {schema_name} types {declared} differ from vora.catalog {wanted}")
+    return problems
+
+
+def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
-    return check_openapi(spec_dir)
+    return check_openapi(spec_dir) + check_asyncapi(spec_dir, asyncapi_schema)

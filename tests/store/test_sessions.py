@@ -10,9 +10,9 @@ from vora.store.sessions import SessionStore
 IDENTITY = "910111000"
 
 
-def create(store: SessionStore, sid: str, subject: str = "alice", now: int = 1) -> list[str]:
+def create(store: SessionStore, sid: str, subject: str = "alice") -> list[str]:
     """Create a session with a token hash derived from its id."""
-    return store.create(IDENTITY, sid, f"hash-{sid}", now, {"sub": subject, "events": "*"})
+    return store.create(IDENTITY, sid, f"hash-{sid}", {"sub": subject, "events": "*"})
 
 
 def test_create_writes_session_token_and_index(redisdb: redis.Redis) -> None:
@@ -28,19 +28,19 @@ def test_create_writes_session_token_and_index(redisdb: redis.Redis) -> None:
 def test_expired_sessions_leave_the_index_before_the_cap_counts(redisdb: redis.Redis) -> None:
     """An index entry whose session expired is dropped instead of evicting a live session."""
     store = SessionStore(redisdb, 60, 2)
-    create(store, "old", now=1)
-    create(store, "live", now=2)
+    create(store, "old")
+    create(store, "live")
     redisdb.delete(keys.session(IDENTITY, "old"))
-    assert create(store, "new", now=3) == []
+    assert create(store, "new") == []
     assert sorted(redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)) == [b"live", b"new"]
 
 
 def test_eviction_takes_the_oldest_and_leaves_a_tombstone(redisdb: redis.Redis) -> None:
     """Past the cap the oldest session goes, with its token, and its tombstone says replaced."""
     store = SessionStore(redisdb, 60, 2)
-    create(store, "a", now=1)
-    create(store, "b", now=2)
-    assert create(store, "c", now=3) == ["a"]
+    create(store, "a")
+    create(store, "b")
+    assert create(store, "c") == ["a"]
     assert not redisdb.exists(keys.session(IDENTITY, "a"), keys.websocket_token(IDENTITY, "hash-a"))
     assert store.ended_reason(IDENTITY, "a") == "replaced"
 
@@ -76,3 +76,34 @@ def test_set_subscription_touches_only_the_subjects_sessions(redisdb: redis.Redi
     assert store.set_subscription(IDENTITY, "alice", "presence") == ["a1"]
     assert redisdb.hget(keys.session(IDENTITY, "a1"), "events") == b"presence"
     assert redisdb.hget(keys.session(IDENTITY, "b1"), "events") == b"*"
+
+
+def test_end_session_ends_one_and_reports_whether_it_was_there(redisdb: redis.Redis) -> None:
+    """Ending one session leaves the user's others and is a no-op the second time."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "a1")
+    create(store, "a2")
+    assert store.end_session(IDENTITY, "a1", "tokenExpired") is True
+    assert store.end_session(IDENTITY, "a1", "tokenExpired") is False
+    assert store.get(IDENTITY, "a2") is not None
+    assert store.ended_reason(IDENTITY, "a1") == "tokenExpired"
+
+
+def test_attach_tells_first_socket_from_later_ones(redisdb: redis.Redis) -> None:
+    """The first socket of a session gets 1, later ones 2, and an ended session 0 without recreating it."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "s1")
+    assert store.attach(IDENTITY, "s1", 5) == 1
+    assert store.attach(IDENTITY, "s1", 6) == 2
+    assert store.attach(IDENTITY, "gone", 7) == 0
+    assert not redisdb.exists(keys.session(IDENTITY, "gone"))
+
+
+def test_created_at_comes_from_redis_time(redisdb: redis.Redis) -> None:
+    """CreatedAt is Redis' clock in milliseconds, so it compares with stream ids."""
+    store = SessionStore(redisdb, 60, 5)
+    seconds, micros = redisdb.time()
+    create(store, "s1")
+    stored = store.get(IDENTITY, "s1")
+    assert stored is not None
+    assert abs(stored.created_at_ms - (seconds * 1000 + micros // 1000)) < 1000

@@ -18,14 +18,16 @@ end
 
 # KEYS: sessions index, new session hash, new token key.
 # ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
-#       now (ms), ttl (ms), cap, tombstone ttl (ms), control channel, identity,
-#       then field/value pairs of the session hash.
+#       (unused), ttl (ms), cap, tombstone ttl (ms), control channel, identity,
+#       then field/value pairs of the session hash. createdAt is Redis' own time.
 CREATE_SESSION = (
     _END_SESSION
     + """
 local prefix = ARGV[4]
 local sid = ARGV[5]
-local now = tonumber(ARGV[7])
+-- Redis' clock, so that createdAt compares with stream ids on any instance.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[8])
 local cap = tonumber(ARGV[9])
 local tombstone_ms = tonumber(ARGV[10])
@@ -36,10 +38,16 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 local fields = {}
 for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], 'tokenHash', ARGV[6], unpack(fields))
+redis.call('HSET', KEYS[2], 'tokenHash', ARGV[6], 'createdAt', now, unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[3], sid, 'PX', ttl)
-redis.call('ZADD', KEYS[1], now, sid)
+-- Strictly increasing scores keep creation order even within one millisecond.
+local score = now
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if newest[2] and tonumber(newest[2]) >= score then
+  score = tonumber(newest[2]) + 1
+end
+redis.call('ZADD', KEYS[1], score, sid)
 local evicted = {}
 while redis.call('ZCARD', KEYS[1]) > cap do
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
@@ -99,4 +107,60 @@ if #updated > 0 then
     sessions = updated, events = ARGV[4]}))
 end
 return updated
+"""
+
+# KEYS: event stream, sequence counter.
+# ARGV: type, timestamp, data (JSON), max length, max age (ms), sequence ttl (ms),
+#       events channel, identity.
+PUBLISH_EVENT = """
+local seq = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+-- The entry id is <milliseconds>-<sequence number>: it grows with the sequence even if
+-- Redis' clock steps back, and a client's lastEventId tells how many events it had.
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local ms = now_ms
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if newest then
+  local newest_ms = tonumber(string.match(newest[1], '^(%d+)-'))
+  if newest_ms > ms then ms = newest_ms end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], string.format('%d-%d', ms, seq),
+  'type', ARGV[1], 'seq', seq, 'ts', ARGV[2], 'data', ARGV[3])
+local oldest_ms = now_ms - tonumber(ARGV[5])
+if oldest_ms > 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(oldest_ms))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[7], cjson.encode({identity = ARGV[8], id = id, seq = seq,
+  type = ARGV[1], ts = ARGV[2], data = ARGV[3]}))
+return {id, seq}
+"""
+
+# KEYS: sessions index.
+# ARGV: session suffix, token suffix, ended suffix, prefix, session id, reason,
+#       tombstone ttl (ms), control channel, identity.
+END_ONE_SESSION = (
+    _END_SESSION
+    + """
+if redis.call('EXISTS', ARGV[4] .. ARGV[1] .. ARGV[5]) == 0 then
+  return 0
+end
+end_session(ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]))
+redis.call('PUBLISH', ARGV[8], cjson.encode({action = 'terminate', identity = ARGV[9],
+  sessions = {ARGV[5]}, reason = ARGV[6]}))
+return 1
+"""
+)
+
+# KEYS: session hash.
+# Returns 0 when the session is gone, 1 for its first socket, 2 for a later one.
+ATTACH_SOCKET = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+if redis.call('HSETNX', KEYS[1], 'attachedAt', ARGV[1]) == 1 then
+  return 1
+end
+return 2
 """

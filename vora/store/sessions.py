@@ -57,13 +57,14 @@ class SessionStore:
         self._create = client.register_script(scripts.CREATE_SESSION)
         self._end = client.register_script(scripts.END_SUBJECT_SESSIONS)
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
+        self._end_one = client.register_script(scripts.END_ONE_SESSION)
+        self._attach = client.register_script(scripts.ATTACH_SOCKET)
 
     def create(
         self,
         identity: str,
         session_id: str,
         token_hash: str,
-        now_ms: int,
         fields: dict[str, str],
     ) -> list[str]:
         """Store a new session and its token hash; return the ids of sessions it evicted."""
@@ -83,14 +84,12 @@ class SessionStore:
                 keys.identity_prefix(identity),
                 session_id,
                 token_hash,
-                now_ms,
+                0,
                 self._ttl_ms,
                 self._cap,
                 TOMBSTONE_MS,
                 keys.CONTROL_CHANNEL,
                 identity,
-                "createdAt",
-                now_ms,
                 *flat,
             ],
         )
@@ -149,3 +148,25 @@ class SessionStore:
         """Say why a session ended, if its tombstone is still there."""
         reason = self._redis.get(keys.session_ended(identity, session_id))
         return _text(reason) if reason is not None else None  # type: ignore[arg-type]
+
+    def end_session(self, identity: str, session_id: str, reason: str) -> bool:
+        """End one session and announce it; tell whether it was still there."""
+        ended = self._end_one(
+            keys=[keys.sessions_index(identity)],
+            args=[
+                keys.SESSION_SUFFIX,
+                keys.TOKEN_SUFFIX,
+                keys.ENDED_SUFFIX,
+                keys.identity_prefix(identity),
+                session_id,
+                reason,
+                TOMBSTONE_MS,
+                keys.CONTROL_CHANNEL,
+                identity,
+            ],
+        )
+        return bool(ended)
+
+    def attach(self, identity: str, session_id: str, now_ms: int) -> int:
+        """Record a socket on a session: 0 if it is gone, 1 for its first socket, 2 otherwise."""
+        return int(self._attach(keys=[keys.session(identity, session_id)], args=[now_ms]))

@@ -1,0 +1,92 @@
+"""Tests of spec/vora-events.asyncapi.yaml: valid AsyncAPI 2.6, and in step with the code."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS
+from vora.events import ASYNCAPI_FILE, EventCatalog, InvalidEvent, data_schema_name
+from vora.settings import DEFAULT_SPEC_DIR
+from vora.spec_check import DEFAULT_ASYNCAPI_SCHEMA, asyncapi_events, check_asyncapi
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    """Load the AsyncAPI document."""
+    loaded: dict[str, Any] = yaml.safe_load((DEFAULT_SPEC_DIR / ASYNCAPI_FILE).read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def official_validator() -> jsonschema.Draft7Validator:
+    """Build a validator from the official AsyncAPI 2.6.0 JSON Schema that `make install` fetches."""
+    assert DEFAULT_ASYNCAPI_SCHEMA.is_file(), "run `make install` to fetch @asyncapi/specs"
+    return jsonschema.Draft7Validator(json.loads(DEFAULT_ASYNCAPI_SCHEMA.read_text()))
+
+
+def test_validates_against_the_official_schema(
+    document: dict[str, Any], official_validator: jsonschema.Draft7Validator
+) -> None:
+    """The document is valid AsyncAPI 2.6.0."""
+    assert [e.message for e in official_validator.iter_errors(document)] == []
+
+
+def test_official_schema_catches_a_broken_document(
+    document: dict[str, Any], official_validator: jsonschema.Draft7Validator
+) -> None:
+    """The same check fails on a document with a malformed channel, so it is not vacuous."""
+    broken = copy.deepcopy(document)
+    broken["channels"]["/vora/ws"]["subscribe"]["message"] = 5
+    broken["info"].pop("version")
+    assert len(list(official_validator.iter_errors(broken))) >= 2
+
+
+def test_messages_are_the_catalogue(document: dict[str, Any]) -> None:
+    """The channel sends exactly the catalogue's events, subscribable then lifecycle, in order."""
+    assert asyncapi_events(document) == [*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS]
+    assert {"callRinging", "callHeld", "presence"} <= set(asyncapi_events(document))
+    assert check_asyncapi(DEFAULT_SPEC_DIR) == []
+
+
+def test_every_event_type_has_a_data_schema(document: dict[str, Any]) -> None:
+    """Each event type's data schema exists in the document."""
+    schemas = document["components"]["schemas"]
+    for event_type in (*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS):
+        assert data_schema_name(event_type) in schemas
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data"),
+    [
+        ("callRinging", {"callId": "c"}),
+        ("callTransferred", {"callId": "c", "transferTarget": "+3460", "direction": "inbound"}),
+        ("presence", {"status": "doNotDisturb", "note": "in a meeting"}),
+        ("recordingStopped", {"callId": "c", "recordingId": "r", "durationSeconds": 12}),
+    ],
+)
+def test_minimal_payloads_are_accepted(event_type: str, data: dict[str, Any]) -> None:
+    """A call needs only callId, presence only status, a recording callId and recordingId."""
+    EventCatalog(DEFAULT_SPEC_DIR).check(event_type, data)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "fragment"),
+    [
+        ("callRinging", {"callId": ""}, "callId"),
+        ("callRinging", {"callId": "c", "direction": "sideways"}, "direction"),
+        ("callEnded", {"callId": "c", "durationSeconds": -1}, "durationSeconds"),
+        ("presence", {"status": "busy", "mood": "good"}, "mood"),
+        ("recordingFailed", {"recordingId": "r"}, "callId"),
+        ("callRinging", [], "object"),
+    ],
+)
+def test_payloads_breaking_their_schema_are_refused(event_type: str, data: Any, fragment: str) -> None:
+    """Data that breaks its schema is refused with a message naming the problem."""
+    with pytest.raises(InvalidEvent, match=fragment):
+        EventCatalog(DEFAULT_SPEC_DIR).check(event_type, data)

@@ -1,0 +1,54 @@
+"""Fixtures that start real Redis topologies and nginx for the topology tests, and always stop them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness import Nginx, NginxUnavailable, RedisCluster3, RedisSentinelSet, ensure_nginx
+from tests.topology.upstreams import Upstream
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster3]:
+    """Yield a running three-master Redis Cluster shared by one test module."""
+    with RedisCluster3() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def sentinel_set() -> Iterator[RedisSentinelSet]:
+    """Yield a master, replica and three sentinels shared by one test module (do not fail it over)."""
+    with RedisSentinelSet() as sentinels:
+        yield sentinels
+
+
+@pytest.fixture
+def fresh_sentinel_set() -> Iterator[RedisSentinelSet]:
+    """Yield a master, replica and three sentinels of its own, for a test that fails the master over."""
+    with RedisSentinelSet() as sentinels:
+        yield sentinels
+
+
+@pytest.fixture(scope="session")
+def nginx_binary() -> str:
+    """Return the nginx binary, installing it when root, or skip when it cannot be had."""
+    try:
+        return ensure_nginx()
+    except NginxUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
+    """Yield two in-process HTTP upstreams named a and b."""
+    with Upstream("a") as first, Upstream("b") as second:
+        yield first, second
+
+
+@pytest.fixture
+def nginx(nginx_binary: str, upstreams: tuple[Upstream, Upstream]) -> Iterator[Nginx]:
+    """Yield nginx balancing over the two upstreams."""
+    with Nginx([u.port for u in upstreams], binary=nginx_binary) as proxy:
+        yield proxy

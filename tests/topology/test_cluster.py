@@ -1,0 +1,74 @@
+"""VORA's Redis client and store on a real three-master Redis Cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import pytest
+from redis.cluster import RedisCluster
+
+from tests.harness import RedisCluster3
+from vora.store import keys
+from vora.store.client import connect, parse_redis_url
+from vora.store.directory import Directory
+from vora.store.sessions import SessionStore
+
+pytestmark = [pytest.mark.topology, pytest.mark.slow]
+
+
+def test_cluster_url_parses_to_its_three_nodes(redis_cluster: RedisCluster3) -> None:
+    """The harness's redis+cluster:// URL names the three nodes VORA will bootstrap from."""
+    target = parse_redis_url(redis_cluster.url)
+    assert target.kind == "cluster"
+    assert target.hosts == tuple(("127.0.0.1", port) for port in redis_cluster.ports)
+
+
+def test_connect_returns_a_working_cluster_client(redis_cluster: RedisCluster3) -> None:
+    """connect() on the cluster URL writes and reads keys that land on all three masters."""
+    client = connect(redis_cluster.url, timeout=2.0)
+    with contextlib.closing(client):
+        assert isinstance(client, RedisCluster)
+        run = uuid.uuid4().hex
+        names = [f"topology:{run}:{i}" for i in range(48)]
+        for i, name in enumerate(names):
+            assert client.set(name, str(i), ex=60)
+        assert [client.get(name) for name in names] == [str(i).encode() for i in range(len(names))]
+        slots = {client.keyslot(name) for name in names}
+        owners = {client.get_node_from_key(name).port for name in names}
+        assert len(slots) > 3
+        assert owners == set(redis_cluster.ports)
+        for node in redis_cluster.nodes:  # each master really holds some of them
+            assert int(node.execute("DBSIZE")) > 0
+        with contextlib.closing(redis_cluster.client()) as independent:
+            assert independent.get(names[-1]) == str(len(names) - 1)
+
+
+def test_readiness_probe_options_work_on_the_cluster(redis_cluster: RedisCluster3) -> None:
+    """The no-retry client the app builds for its readiness probe also works on a cluster URL."""
+    probe = connect(redis_cluster.url, 1.0, retry=None, retry_on_error=[])
+    with contextlib.closing(probe):
+        assert probe.ping()
+
+
+def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> None:
+    """The session scripts, which derive keys from the identity's hash tag, run on the cluster."""
+    client = connect(redis_cluster.url, timeout=2.0)
+    with contextlib.closing(client):
+        store = SessionStore(client, ttl_seconds=60, max_per_identity=1)
+        directory = Directory(client)
+        identity = f"49{uuid.uuid4().int % 10**9}"
+        directory.add("alice", [identity])
+        assert directory.owns("alice", identity)
+        fields = {"sub": "alice", "events": "ALL"}
+        assert store.create(identity=identity, session_id="s1", token_hash="h1", fields=fields) == []
+        assert store.create(identity=identity, session_id="s2", token_hash="h2", fields=fields) == ["s1"]
+        assert store.ended_reason(identity, "s1") == "replaced"
+        found = store.session_by_token(identity, "h2")
+        assert found is not None
+        assert found.session_id == "s2"
+        assert store.set_subscription(identity, "alice", "CALLS") == ["s2"]
+        assert store.end_for_subject(identity, "alice", "logout") == ["s2"]
+        assert store.get(identity, "s2") is None
+        slot = client.keyslot(keys.sessions_index(identity))
+        assert client.keyslot(keys.session(identity, "s2")) == slot

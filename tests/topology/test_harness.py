@@ -1,0 +1,82 @@
+"""The harness itself: free ports, and standalone servers that start, crash, restart and always end."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from tests.harness import RedisServer, free_ports, live_processes, port_is_free
+from tests.harness.ports import CLUSTER_BUS_OFFSET, MAX_CLUSTER_PORT
+
+pytestmark = [pytest.mark.topology, pytest.mark.slow]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_free_ports_are_distinct_and_leave_room_for_the_cluster_bus() -> None:
+    """Cluster ports are distinct, below 55535 and have their bus port free too."""
+    ports = free_ports(6, cluster_bus=True)
+    assert len(set(ports)) == 6
+    assert set(ports).isdisjoint({p + CLUSTER_BUS_OFFSET for p in ports})
+    for port in ports:
+        assert port < MAX_CLUSTER_PORT
+        assert port_is_free(port)
+        assert port_is_free(port + CLUSTER_BUS_OFFSET)
+
+
+def test_server_survives_kill_and_restart_on_the_same_port() -> None:
+    """A killed server is gone at once and restart() brings it back on its port."""
+    with RedisServer() as server:
+        assert server.execute("SET", "k", "v") in {True, "OK"}
+        first_pid = server.pid
+        assert first_pid is not None
+        server.kill()
+        assert not _pid_alive(first_pid)
+        assert not server.running
+        server.restart()
+        assert server.running
+        assert server.pid != first_pid
+        assert server.execute("PING") is True
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        workdir = server.workdir
+    assert not server.running
+    assert not workdir.exists()
+    assert server not in live_processes()
+
+
+def test_server_is_stopped_when_the_block_raises() -> None:
+    """An exception inside the with-block still ends the server process."""
+    pids: list[int | None] = []
+
+    def fail_inside() -> None:
+        with RedisServer() as server:
+            pids.append(server.pid)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    (pid,) = pids
+    assert pid is not None
+    assert not _pid_alive(pid)
+
+
+def test_server_on_a_taken_port_fails_fast_with_its_log() -> None:
+    """Starting on a port someone else holds raises with redis-server's own complaint and leaves nothing behind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = RedisServer(port)
+        with pytest.raises(RuntimeError, match="exited early"):
+            server.start()
+        server.close()
+    assert not server.running
+    assert not live_processes()

@@ -1,0 +1,270 @@
+"""Tests of the socket lifecycle: refusal, logout everywhere, eviction, expiry, pings, drain, slow consumers."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+import requests
+import websocket
+
+from tests.conftest import TokenFactory
+from tests.server import RunningServer
+from tests.ws.conftest import IDENTITY, Client, ServerFactory, bearer
+from vora.events import EventPublisher
+from vora.sessions import hash_token
+from vora.store import keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.ws]
+
+Connect = Callable[..., Client]
+Setup = Callable[..., str]
+
+
+def refused_status(url: str, headers: list[str] | None = None) -> tuple[int, bytes]:
+    """Try to open a socket and return the HTTP status and body it was refused with."""
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, timeout=5, header=headers or [])
+    return refused.value.status_code, refused.value.resp_body or b""
+
+
+class TestRefusal:
+    """Sockets that must not open."""
+
+    def test_unknown_token_is_refused_with_401(self, server: RunningServer) -> None:
+        """A well-formed but unknown token gets HTTP 401 before the upgrade, in the error shape."""
+        fake = "v1." + base64.urlsafe_b64encode(IDENTITY.encode()).decode().rstrip("=") + "." + "A" * 43
+        status, body = refused_status(f"{server.ws_url}?token={fake}")
+        assert status == 401
+        assert b'"status": "401"' in body
+        assert b"unknown, expired or revoked" in body
+
+    @pytest.mark.parametrize("token", ["garbage", "v1.x.y", "", "v1.OTEw.short"])
+    def test_malformed_or_missing_token_is_refused(self, server: RunningServer, token: str) -> None:
+        """A malformed or missing token gets HTTP 401."""
+        assert refused_status(f"{server.ws_url}?token={token}")[0] == 401
+
+    def test_revoked_token_is_refused(
+        self, server: RunningServer, setup_token: Setup, make_token: TokenFactory
+    ) -> None:
+        """After logout the same token gets HTTP 401."""
+        token = setup_token(server)
+        requests.post(f"{server.base_url}/logout/{IDENTITY}", headers=bearer(make_token), timeout=5).raise_for_status()
+        assert refused_status(f"{server.ws_url}?token={token}")[0] == 401
+
+    def test_expired_token_is_refused(self, server: RunningServer, setup_token: Setup, redisdb: redis.Redis) -> None:
+        """Once the session's TTL runs out the token gets HTTP 401."""
+        token = setup_token(server)
+        token_key = keys.websocket_token(IDENTITY, hash_token(token))
+        redisdb.pexpire(token_key, 1)
+        deadline = time.monotonic() + 5
+        while redisdb.exists(token_key) and time.monotonic() < deadline:
+            redisdb.ping()  # a round trip lets Redis' expiry catch up; bounded by the deadline
+        assert refused_status(f"{server.ws_url}?token={token}")[0] == 401
+
+    def test_bad_last_event_id_and_extra_parameters_are_400(self, server: RunningServer, setup_token: Setup) -> None:
+        """A malformed lastEventId or an unknown query parameter gets HTTP 400."""
+        token = setup_token(server)
+        assert refused_status(f"{server.ws_url}?token={token}&lastEventId=yesterday")[0] == 400
+        assert refused_status(f"{server.ws_url}?token={token}&debug=1")[0] == 400
+
+    def test_plain_http_get_is_400(self, server: RunningServer, setup_token: Setup) -> None:
+        """A GET without an upgrade gets 400 in the error shape."""
+        response = requests.get(f"{server.base_url}/ws?token={setup_token(server)}", timeout=5)
+        assert response.status_code == 400
+        assert response.json()["message"] == "This endpoint only accepts WebSocket upgrades"
+
+    def test_token_never_reaches_the_server_log(
+        self, server: RunningServer, setup_token: Setup, connect: Connect
+    ) -> None:
+        """The WebSocket token in the query string is not in the access log or anywhere else."""
+        token = setup_token(server)
+        connect(server, token).close()
+        refused_status(f"{server.ws_url}?token={token}x")
+        log = server.log()
+        assert "/vora/ws" in log
+        assert token not in log
+        assert token.rsplit(".", 1)[1] not in log
+
+
+class TestTermination:
+    """Sockets the server closes, and why."""
+
+    def test_logout_on_one_instance_closes_the_socket_on_another(
+        self,
+        make_server: ServerFactory,
+        setup_token: Setup,
+        connect: Connect,
+        make_token: TokenFactory,
+    ) -> None:
+        """Setup on A, socket on B, logout on A: B sends channelTerminated(logout) and closes with 1000."""
+        with make_server() as a, make_server() as b:
+            token = setup_token(a)
+            client = connect(b, token)
+            started = time.monotonic()
+            response = requests.post(f"{a.base_url}/logout/{IDENTITY}", headers=bearer(make_token), timeout=5)
+            assert response.status_code == 200
+            event = client.next(timeout=5)
+            elapsed = time.monotonic() - started
+            assert event["type"] == "channelTerminated"
+            assert event["data"] == {"reason": "logout"}
+            assert client.close_status() == 1000
+            print(f"logout reached the other instance's socket in {elapsed * 1000:.1f} ms")
+
+    def test_eviction_sends_replaced(self, make_server: ServerFactory, setup_token: Setup, connect: Connect) -> None:
+        """A session evicted by the per-identity cap gets channelTerminated(replaced)."""
+        with make_server(max_sessions_per_identity="1") as server:
+            client = connect(server, setup_token(server))
+            setup_token(server)
+            event = client.next()
+            assert event["type"] == "channelTerminated"
+            assert event["data"]["reason"] == "replaced"
+            assert client.close_status() == 1000
+
+    def test_max_age_sends_token_expired(
+        self, make_server: ServerFactory, setup_token: Setup, connect: Connect, redisdb: redis.Redis
+    ) -> None:
+        """A session past VORA_SESSION_MAX_AGE is ended with channelTerminated(tokenExpired)."""
+        with make_server(session_ttl="2", session_max_age="2", ws_lease_interval="0.3") as server:
+            token = setup_token(server)
+            client = connect(server, token)
+            event = client.next(timeout=10)
+            assert event["data"] == {"reason": "tokenExpired"}
+            assert not redisdb.exists(keys.websocket_token(IDENTITY, hash_token(token)))
+
+    def test_open_socket_keeps_its_session_alive(
+        self,
+        make_server: ServerFactory,
+        setup_token: Setup,
+        connect: Connect,
+        redisdb: redis.Redis,
+        publisher: EventPublisher,
+    ) -> None:
+        """While a socket is open the session's TTL is renewed, so it outlives its idle TTL."""
+        with make_server(session_ttl="2", ws_lease_interval="0.3") as server:
+            token = setup_token(server)
+            client = connect(server, token)
+            token_key = keys.websocket_token(IDENTITY, hash_token(token))
+            first_deadline = redisdb.pttl(token_key)
+            # Wait on the lease itself: the TTL goes back up when the hub renews it.
+            deadline = time.monotonic() + 10
+            renewed = False
+            while time.monotonic() < deadline and not renewed:
+                event = publisher.publish(IDENTITY, "presence", {"status": "busy"})
+                assert client.next()["eventId"] == event.event_id
+                renewed = redisdb.pttl(token_key) > first_deadline
+            assert renewed
+            publisher.publish(IDENTITY, "presence", {"status": "away"})
+            assert client.next()["data"] == {"status": "away"}
+
+    def test_revoking_an_identity_sends_revoked(
+        self, server: RunningServer, setup_token: Setup, connect: Connect, ws_env: dict[str, str]
+    ) -> None:
+        """`vora identities remove` ends the user's sessions and their sockets hear reason revoked."""
+        client = connect(server, setup_token(server))
+        subprocess.run(
+            [sys.executable, "-m", "vora.cli", "identities", "remove", "alice", IDENTITY],
+            env={**os.environ, **ws_env},
+            check=True,
+            capture_output=True,
+        )
+        assert client.next()["data"] == {"reason": "revoked"}
+
+    def test_ping_timeout_closes_a_dead_client(self, make_server: ServerFactory, setup_token: Setup) -> None:
+        """A client that never answers pings is closed with 1008 after one ping interval."""
+        with make_server(ws_ping_interval="0.5") as server:
+            ws = websocket.create_connection(f"{server.ws_url}?token={setup_token(server)}", timeout=10)
+            pings = 0
+            while True:
+                frame = ws.recv_frame()  # raw frames: this client never answers a ping
+                if frame.opcode == websocket.ABNF.OPCODE_PING:
+                    pings += 1
+                    continue
+                if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                    assert int.from_bytes(frame.data[:2], "big") == 1008
+                    break
+            assert pings >= 1
+            ws.close()
+
+    def test_client_answering_pings_stays_open(
+        self, make_server: ServerFactory, setup_token: Setup, connect: Connect
+    ) -> None:
+        """A client that answers pings outlives several ping intervals and gets heartbeats."""
+        with make_server(ws_ping_interval="0.3", ws_heartbeat_interval="1") as server:
+            client = connect(server, setup_token(server))
+            for _ in range(3):
+                assert client.next(skip=())["type"] == "heartbeat"
+
+    def test_sigterm_drains_with_maintenance_and_readiness_turns_503(
+        self, make_server: ServerFactory, setup_token: Setup, connect: Connect
+    ) -> None:
+        """On SIGTERM the worker sends channelTerminated(maintenance), closes with 1001, and answers 503."""
+        with make_server() as server:
+            client = connect(server, setup_token(server))
+            probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            probe.request("GET", "/vora/health/readiness")
+            ready = probe.getresponse()
+            ready.read()
+            assert ready.status == 204
+            [worker] = server.worker_pids()
+            os.kill(worker, signal.SIGTERM)
+            event = client.next()
+            assert event["data"] == {"reason": "maintenance"}
+            assert client.close_status() == 1001
+            probe.request("GET", "/vora/health/readiness")
+            draining = probe.getresponse()
+            assert draining.status == 503
+            assert b"draining" in draining.read()
+            probe.close()
+
+    def test_slow_consumer_is_cut_off_without_delaying_a_fast_one(
+        self,
+        make_server: ServerFactory,
+        setup_token: Setup,
+        connect: Connect,
+        publisher: EventPublisher,
+    ) -> None:
+        """A socket that stops reading is closed once its queue overflows; the other gets every event in order."""
+        with make_server(ws_queue_size="50", ws_send_timeout="2", ws_send_buffer="4096") as server:
+            slow_token = setup_token(server)
+            slow = socket.create_connection(("127.0.0.1", server.port))
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            key = base64.b64encode(os.urandom(16)).decode()
+            slow.sendall(
+                (
+                    f"GET /vora/ws?token={slow_token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            assert slow.recv(12) == b"HTTP/1.1 101"
+            fast = connect(server, setup_token(server))
+            note = "x" * 200
+            published: list[Any] = []
+
+            def publish_all() -> None:
+                published.extend(
+                    publisher.publish(IDENTITY, "presence", {"status": "busy", "note": note}) for _ in range(3000)
+                )
+
+            producer = threading.Thread(target=publish_all)
+            producer.start()
+            received = fast.events(3000, timeout=30)
+            producer.join(timeout=30)
+            assert [e["eventId"] for e in received] == [p.event_id for p in published]
+            slow.settimeout(30)
+            total = 0
+            while chunk := slow.recv(65536):  # the server closes the slow socket: recv then returns b""
+                total += len(chunk)
+            assert total < 3000 * len(note)
+            slow.close()

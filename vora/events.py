@@ -1,0 +1,149 @@
+"""Event rules: the payload schema of each type, validation, and the envelope clients see."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
+from vora.identities import is_identity
+from vora.store.streams import StoredEvent, StreamStore
+
+ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
+MAX_DATA_BYTES = 8 * 1024
+
+# The AsyncAPI schema that describes the `data` of each family or lifecycle event.
+DATA_SCHEMAS: dict[str, str] = {
+    Family.CALL.value: "CallData",
+    Family.PRESENCE.value: "PresenceData",
+    Family.RECORDING.value: "RecordingData",
+    "heartbeat": "HeartbeatData",
+    "channelTerminated": "ChannelTerminatedData",
+    "resumeGap": "ResumeGapData",
+}
+
+
+class InvalidEvent(ValueError):
+    """An event a publisher offered that the catalogue refuses."""
+
+
+@cache
+def load_asyncapi(spec_dir: Path) -> dict[str, Any]:
+    """Load the AsyncAPI document once per process."""
+    document: dict[str, Any] = yaml.safe_load((spec_dir / ASYNCAPI_FILE).read_text())
+    return document
+
+
+def data_schema_name(event_type: str) -> str:
+    """Name the AsyncAPI schema of an event type's data."""
+    family = SUBSCRIBABLE_EVENTS.get(event_type)
+    return DATA_SCHEMAS[family.value if family else event_type]
+
+
+class EventCatalog:
+    """Validate event payloads against the AsyncAPI document's schemas."""
+
+    def __init__(self, spec_dir: Path) -> None:
+        document = load_asyncapi(spec_dir)
+        components = document["components"]
+        self._validators = {
+            event_type: jsonschema.Draft7Validator(
+                {"$ref": f"#/components/schemas/{data_schema_name(event_type)}", "components": components},
+                format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER,
+            )
+            for event_type in (*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS)
+        }
+
+    def check(self, event_type: str, data: Any) -> None:
+        """Raise InvalidEvent unless the type is publishable and the data fits its schema."""
+        if event_type not in SUBSCRIBABLE_EVENTS:
+            raise InvalidEvent(f"unknown event type {event_type!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
+        error = jsonschema.exceptions.best_match(self._validators[event_type].iter_errors(data))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "data"
+            raise InvalidEvent(f"{event_type} data is invalid at {where}: {error.message}")
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    """What publishing returned: the event's id and number, and its envelope."""
+
+    event_id: str
+    sequence_number: int
+    envelope: dict[str, Any]
+
+
+def _is_rfc3339(value: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None and "T" in value
+
+
+def utc_now() -> str:
+    """Return the current time in RFC 3339 UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stream_envelope(identity: str, event: StoredEvent) -> dict[str, Any]:
+    """Build the envelope of a stream event."""
+    return {
+        "eventId": event.event_id,
+        "sequenceNumber": event.sequence_number,
+        "identity": identity,
+        "type": event.event_type,
+        "timestamp": event.timestamp,
+        "data": json.loads(event.data_json),
+    }
+
+
+def lifecycle_envelope(identity: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Build the envelope of an event VORA sends to one socket."""
+    return {
+        "eventId": None,
+        "sequenceNumber": None,
+        "identity": identity,
+        "type": event_type,
+        "timestamp": utc_now(),
+        "data": data,
+    }
+
+
+class EventPublisher:
+    """Check events against the catalogue and append them to their identity's stream."""
+
+    def __init__(self, catalog: EventCatalog, streams: StreamStore) -> None:
+        self._catalog = catalog
+        self._streams = streams
+
+    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
+        """Publish one event; nothing is written when it is refused."""
+        if not is_identity(identity):
+            raise InvalidEvent(f"{identity!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
+        if timestamp is not None and not _is_rfc3339(timestamp):
+            raise InvalidEvent(f"timestamp {timestamp!r} is not an RFC 3339 date-time")
+        self._catalog.check(event_type, data)
+        data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if len(data_json.encode()) > MAX_DATA_BYTES:
+            raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
+        when = timestamp or utc_now()
+        event_id, sequence = self._streams.append(identity, event_type, when, data_json)
+        stored = StoredEvent(event_id, sequence, event_type, when, data_json)
+        return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
+
+
+def publisher_from_settings(settings: Any) -> EventPublisher:
+    """Build a publisher from settings, for the CLI and for telephony-side code."""
+    from vora.store.client import connect
+
+    client = connect(settings.redis_url, settings.redis_timeout)
+    streams = StreamStore(client, settings.stream_max_length, settings.stream_max_age)
+    return EventPublisher(EventCatalog(settings.spec_dir), streams)

@@ -1,0 +1,13 @@
+"""What an identity may look like: the one pattern the spec, the CLI and the publisher share."""
+
+from __future__ import annotations
+
+import re
+
+IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"
+_IDENTITY = re.compile(IDENTITY_PATTERN)
+
+
+def is_identity(value: str) -> bool:
+    """Tell whether a value is a well-formed identity."""
+    return bool(_IDENTITY.match(value))
