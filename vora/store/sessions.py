@@ -47,6 +47,21 @@ def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -
     )
 
 
+def _ending_args(identity: str, selector: str, reason: str) -> list[str | int]:
+    """Build the ARGV both ending scripts take; selector is a subject or a session id."""
+    return [
+        keys.SESSION_SUFFIX,
+        keys.TOKEN_SUFFIX,
+        keys.ENDED_SUFFIX,
+        keys.identity_prefix(identity),
+        selector,
+        reason,
+        TOMBSTONE_MS,
+        keys.CONTROL_CHANNEL,
+        identity,
+    ]
+
+
 class SessionStore:
     """Create, subscribe and end sessions with one atomic script each."""
 
@@ -112,20 +127,7 @@ class SessionStore:
 
     def end_for_subject(self, identity: str, subject: str, reason: str) -> list[str]:
         """End a user's sessions on an identity and announce it; return their ids."""
-        ended = self._end(
-            keys=[keys.sessions_index(identity)],
-            args=[
-                keys.SESSION_SUFFIX,
-                keys.TOKEN_SUFFIX,
-                keys.ENDED_SUFFIX,
-                keys.identity_prefix(identity),
-                subject,
-                reason,
-                TOMBSTONE_MS,
-                keys.CONTROL_CHANNEL,
-                identity,
-            ],
-        )
+        ended = self._end(keys=[keys.sessions_index(identity)], args=_ending_args(identity, subject, reason))
         return [_text(sid) for sid in ended]
 
     def session_by_token(self, identity: str, token_hash: str) -> StoredSession | None:
@@ -151,20 +153,7 @@ class SessionStore:
 
     def end_session(self, identity: str, session_id: str, reason: str) -> bool:
         """End one session and announce it; tell whether it was still there."""
-        ended = self._end_one(
-            keys=[keys.sessions_index(identity)],
-            args=[
-                keys.SESSION_SUFFIX,
-                keys.TOKEN_SUFFIX,
-                keys.ENDED_SUFFIX,
-                keys.identity_prefix(identity),
-                session_id,
-                reason,
-                TOMBSTONE_MS,
-                keys.CONTROL_CHANNEL,
-                identity,
-            ],
-        )
+        ended = self._end_one(keys=[keys.sessions_index(identity)], args=_ending_args(identity, session_id, reason))
         return bool(ended)
 
     def attach(self, identity: str, session_id: str, now_ms: int) -> int:
