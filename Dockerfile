@@ -12,7 +12,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    VORA_SPEC_DIR=/app/spec
+    VORA_SPEC_DIR=/app/spec \
+    VORA_METRICS_HOST=0.0.0.0 \
+    VORA_METRICS_PORT=9102
 
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot without a runAsUser of its own.
 RUN groupadd --system --gid 10001 vora \

@@ -31,6 +31,12 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    metrics_port: int = 0
+
+    @property
+    def metrics_url(self) -> str:
+        """Return the operators' Prometheus URL."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def base_url(self) -> str:
@@ -72,7 +78,8 @@ def running_server(
     """Run `vora serve` with these VORA_* variables until the block ends."""
     port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
-    full_env = {**os.environ, **env}
+    # Each server gets its own metrics port so that several can run side by side.
+    full_env = {**os.environ, "VORA_METRICS_PORT": str(free_port()), **env}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
@@ -92,7 +99,7 @@ def running_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        server = RunningServer(process, port, log_path)
+        server = RunningServer(process, port, log_path, int(full_env["VORA_METRICS_PORT"]))
         try:
             wait_until_live(server.base_url, process)
             yield server

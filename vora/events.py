@@ -14,6 +14,7 @@ import yaml
 
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.identities import is_identity
+from vora.metrics import EVENTS_PUBLISHED
 from vora.store.streams import StoredEvent, StreamStore
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
@@ -136,6 +137,7 @@ class EventPublisher:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
         when = timestamp or utc_now()
         event_id, sequence = self._streams.append(identity, event_type, when, data_json)
+        EVENTS_PUBLISHED.labels(event_type).inc()
         stored = StoredEvent(event_id, sequence, event_type, when, data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 

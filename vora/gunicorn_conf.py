@@ -1,22 +1,72 @@
-"""Gunicorn settings for VORA: gevent workers, JSON logs, draining on SIGTERM."""
+"""Gunicorn settings for VORA: gevent workers, JSON logs, metrics on a private port, draining on SIGTERM."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gevent
 
+from vora.settings import Settings
+
+_settings = Settings.from_env()
+
+# prometheus-client picks multiprocess mode when this is set before it is first imported;
+# the master sets it here, before any worker is forked.
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vora-metrics-")
+_METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+for stale in _METRICS_DIR.glob("*.db"):
+    stale.unlink()
+
 worker_class = "gevent"
-worker_connections = int(os.environ.get("VORA_WORKER_CONNECTIONS", "20000"))
-graceful_timeout = int(os.environ.get("VORA_GRACEFUL_TIMEOUT", "20"))
+worker_connections = _settings.worker_connections
+graceful_timeout = _settings.graceful_timeout
 timeout = 30
 keepalive = 75
 accesslog = None  # vora.access logs each request, without its query string
 errorlog = "-"
-loglevel = os.environ.get("VORA_LOG_LEVEL", "info").lower()
-forwarded_allow_ips = os.environ.get("VORA_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+loglevel = _settings.log_level.lower()
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+log = logging.getLogger("vora.gunicorn")
+
+
+def when_ready(server: Any) -> None:
+    """Serve the sum of every worker's metrics on the operators' port (0 turns it off)."""
+    if not _settings.metrics_port:
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    try:
+        start_http_server(_settings.metrics_port, addr=_settings.metrics_host, registry=registry)
+    except OSError as exc:
+        # Metrics are for operators; a taken port must not take the API down with it.
+        server.log.error("metrics not served on %s:%s: %s", _settings.metrics_host, _settings.metrics_port, exc)
+    else:
+        server.log.info("metrics on http://%s:%s/metrics", _settings.metrics_host, _settings.metrics_port)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges (its counters stay in the totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory the master created."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from vora.errors import utc_timestamp
+from vora.metrics import observe_request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -94,6 +95,12 @@ class RequestLogMiddleware:
         try:
             return self.app(environ, start)
         finally:
+            elapsed = time.perf_counter() - started
+            operation = environ.get("vora.operation")
+            if operation == "websocket":
+                seen["status"] = seen["status"] or 101
+            else:
+                observe_request(operation, environ.get("REQUEST_METHOD", ""), seen["status"], elapsed)
             # Path only: a WebSocket token may ride in the query string.
             access_log.info(
                 "request",
@@ -103,8 +110,8 @@ class RequestLogMiddleware:
                         "method": environ.get("REQUEST_METHOD"),
                         "path": environ.get("PATH_INFO"),
                         "status": seen["status"] or None,
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "operation": environ.get("vora.operation"),
+                        "latency_ms": round(elapsed * 1000, 2),
+                        "operation": operation,
                     }
                 },
             )

@@ -1,22 +1,74 @@
-"""Count what happens on a worker: sockets, events, Redis trouble."""
+"""Prometheus metrics, shared by every gunicorn worker through prometheus-client's multiprocess mode.
+
+The master process sets PROMETHEUS_MULTIPROC_DIR before it forks workers (vora.gunicorn_conf),
+so every worker writes its samples to files there and the master serves their sum on the
+operators' port. Without that variable (tests, the CLI) the metrics live in this process.
+"""
 
 from __future__ import annotations
 
 import threading
 
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter(
+    "vora_http_requests_total",
+    "HTTP requests served, by spec operationId and status.",
+    ["operation", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "vora_http_request_duration_seconds",
+    "Time to serve an HTTP request, by spec operationId.",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+OPEN_SOCKETS = Gauge("vora_ws_open_sockets", "WebSockets open now.", multiprocess_mode="livesum")
+EVENTS_RECEIVED = Counter("vora_events_received_total", "Events a worker took from the Redis event bus.")
+EVENTS_DELIVERED = Counter("vora_events_delivered_total", "Events written to sockets, lifecycle events included.")
+EVENTS_DROPPED = Counter("vora_events_dropped_total", "Events discarded when a slow consumer's queue overflowed.")
+SLOW_CONSUMERS = Counter("vora_ws_slow_consumers_total", "Sockets closed because their queue overflowed (4008).")
+RESUMES = Counter("vora_ws_resumes_total", "Sockets opened with lastEventId.")
+RESUME_GAPS = Counter("vora_ws_resume_gaps_total", "Resumes whose position was older than the retained events.")
+EVENTS_PUBLISHED = Counter("vora_events_published_total", "Events published by this process, by type.", ["type"])
+REDIS_ERRORS = Counter("vora_redis_errors_total", "Redis commands that failed, by where they failed.", ["where"])
+REDIS_RECONNECTS = Counter("vora_redis_reconnects_total", "Times a worker's event subscription was re-established.")
+
+_COUNTERS: dict[str, Counter] = {
+    "received": EVENTS_RECEIVED,
+    "delivered": EVENTS_DELIVERED,
+    "dropped": EVENTS_DROPPED,
+    "slow_consumer": SLOW_CONSUMERS,
+    "resumed": RESUMES,
+    "resume_gap": RESUME_GAPS,
+    "reconnect": REDIS_RECONNECTS,
+}
+
 
 class Metrics:
-    """Hold this worker's counters and gauges by name."""
+    """Count what happens on this worker, by short name, into Prometheus and a local tally."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.values: dict[str, int] = {}
 
     def count(self, name: str, amount: int = 1) -> None:
-        """Add amount (which may be negative, for gauges) to a named value."""
+        """Add amount (negative for the socket gauge) to a named value."""
         with self._lock:
             self.values[name] = self.values.get(name, 0) + amount
+        if name == "open":
+            OPEN_SOCKETS.inc(amount)
+        elif name.startswith("redis_error"):
+            REDIS_ERRORS.labels(name.partition(":")[2] or "bus").inc(amount)
+        else:
+            _COUNTERS[name].inc(amount)
 
     def get(self, name: str) -> int:
-        """Return a named value, zero when nothing was counted."""
+        """Return a named value of this app, zero when nothing was counted."""
         return self.values.get(name, 0)
+
+
+def observe_request(operation: str | None, method: str, status: int, seconds: float) -> None:
+    """Record one served HTTP request."""
+    label = operation or "unmatched"
+    HTTP_REQUESTS.labels(label, method, str(status)).inc()
+    HTTP_LATENCY.labels(label).observe(seconds)

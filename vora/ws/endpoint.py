@@ -56,6 +56,7 @@ def install_websocket(app: Flask, path: str) -> None:
     def authenticate_socket() -> Response | None:
         if request.path != path:
             return None
+        request.environ["vora.operation"] = "websocket"
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _refuse(400, "This endpoint only accepts WebSocket upgrades")
         if state.lifecycle.draining:
@@ -109,6 +110,7 @@ def install_websocket(app: Flask, path: str) -> None:
             elif grant.last_event_id is not None:
                 point = state.streams.resume_point(session.identity, grant.last_event_id)
                 if point.gap:
+                    state.metrics.count("resume_gap")
                     conn.send_lifecycle(
                         "resumeGap",
                         {

@@ -131,6 +131,8 @@ class Hub:
             return
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else channel
+        if channel == keys.EVENTS_CHANNEL:
+            self._metric("received", 1)
         conns = self._by_identity.get(notice.get("identity", ""))
         if not conns:
             return

@@ -1,0 +1,92 @@
+"""Measure Redis memory per session and per retained event, for docs/operations.md sizing."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from vora.events import EventCatalog, EventPublisher
+from vora.sessions import hash_token, mint_websocket_token
+from vora.settings import DEFAULT_SPEC_DIR
+from vora.store.directory import Directory
+from vora.store.sessions import SessionStore
+from vora.store.streams import StreamStore
+
+SESSIONS = 20_000
+EVENTS = 100_000
+IDENTITIES = 1_000
+
+
+def free_port() -> int:
+    """Return a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def used(client: redis.Redis) -> int:
+    """Return Redis' used_memory in bytes."""
+    return int(client.info("memory")["used_memory"])  # type: ignore[index]
+
+
+def main() -> None:
+    """Start a private redis-server, fill it, and print bytes per session and per event as JSON."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(port=port)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            store = SessionStore(client, 3600, 5)
+            directory = Directory(client)
+            base = used(client)
+            for n in range(SESSIONS):
+                identity = str(900_000_000 + n // 2)  # desktop + mobile per identity
+                if n % 2 == 0:
+                    directory.add(f"user-{n // 2}", [identity])
+                token = mint_websocket_token(identity)
+                store.create(identity, f"{n:032x}", hash_token(token), {
+                    "sub": f"user-{n // 2}", "connectionType": "WebSocket", "holdUpMode": "0",
+                    "scopes": "scope.vora.calls scope.vora.identities scope.vora.presence scope.vora.recording",
+                    "events": "*",
+                })
+            per_session = (used(client) - base) / SESSIONS
+            client.flushall()
+            base = used(client)
+            publisher = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, 1_000_000, 86_400))
+            for n in range(EVENTS):
+                publisher.publish(str(910_000_000 + n % IDENTITIES), "callRinging",
+                                  {"callId": f"c-{n:08d}", "direction": "inbound", "from": "+34602128708",
+                                   "to": "910111000"})
+            per_event = (used(client) - base) / EVENTS
+            version = client.info("server")["redis_version"]  # type: ignore[index]
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    json.dump({"redis_version": version, "sessions": SESSIONS, "bytes_per_session_with_directory": round(per_session),
+               "events": EVENTS, "identities": IDENTITIES, "bytes_per_retained_event": round(per_event)},
+              sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()

@@ -1,0 +1,111 @@
+"""Tests of the Prometheus metrics on the operators' port, scraped from the real server."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+import websocket
+
+from tests.conftest import TokenFactory
+from tests.server import RunningServer, running_server
+from vora.settings import Settings
+from vora.store import keys
+
+pytestmark = [pytest.mark.slow]
+
+IDENTITY = "910111000"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """Return the value of one sample in Prometheus text format, 0 when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = ",".join(sorted((match.group(2) or "").split(","))) if match.group(2) else ""
+        if found == wanted:
+            return float(match.group(3))
+    return 0.0
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path, redisdb: redis.Redis) -> Iterator[RunningServer]:
+    """Serve VORA with two workers, so the totals must add up across processes."""
+    with running_server({**env, "VORA_WS_HEARTBEAT_INTERVAL": "30"}, tmp_path, workers=2) as running:
+        yield running
+
+
+def test_metrics_move_after_a_client_journey(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, env: dict[str, str]
+) -> None:
+    """After setup, a socket, a published event and logout, the request, socket and event counters moved."""
+    before = requests.get(server.metrics_url, timeout=5).text
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    headers = {"Authorization": f"Bearer {make_token('alice')}"}
+    for _ in range(3):
+        assert requests.get(f"{server.base_url}/identity", headers=headers, timeout=5).status_code == 200
+    assert requests.get(f"{server.base_url}/identity", timeout=5).status_code == 401
+    setup = requests.post(
+        f"{server.base_url}/identity/setup",
+        json={"connectionType": "WebSocket", "identity": IDENTITY},
+        headers=headers,
+        timeout=5,
+    )
+    ws = websocket.create_connection(f"{server.ws_url}?token={setup.json()['webSocketToken']}", timeout=10)
+    subprocess.run(
+        [sys.executable, "-m", "vora.cli", "events", "publish", IDENTITY, "callRinging", "--data", '{"callId":"c"}'],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )
+    assert json.loads(ws.recv())["type"] == "callRinging"
+    during = requests.get(server.metrics_url, timeout=5).text
+    assert sample(during, "vora_ws_open_sockets") == 1
+    requests.post(f"{server.base_url}/logout/{IDENTITY}", headers=headers, timeout=5).raise_for_status()
+    assert json.loads(ws.recv())["type"] == "channelTerminated"
+    ws.close()
+    after = requests.get(server.metrics_url, timeout=5).text
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert moved("vora_http_requests_total", operation="identities", method="GET", status="200") == 3
+    assert moved("vora_http_requests_total", operation="identities", method="GET", status="401") == 1
+    assert moved("vora_http_requests_total", operation="setup", method="POST", status="200") == 1
+    assert moved("vora_http_requests_total", operation="logout", method="POST", status="200") == 1
+    assert moved("vora_http_request_duration_seconds_count", operation="identities") == 4
+    assert moved("vora_events_delivered_total") >= 2  # callRinging and channelTerminated
+    assert moved("vora_events_received_total") >= 1
+    assert sample(after, "vora_ws_open_sockets") == 0
+
+
+def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[str, str]]) -> None:
+    """A REST call that fails on Redis counts into vora_redis_errors_total{where="rest"}."""
+    from prometheus_client import REGISTRY
+
+    from tests.server import free_port
+    from vora.app import create_app
+
+    def rest_errors() -> float:
+        return REGISTRY.get_sample_value("vora_redis_errors_total", {"where": "rest"}) or 0.0
+
+    app = create_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
+    before = rest_errors()
+    assert app.test_client().get("/vora/identity", headers=auth()).status_code == 503
+    assert rest_errors() - before == 1
+    assert app.extensions["vora"].metrics.get("redis_error:rest") == 1
+
+
+def test_metrics_are_not_on_the_public_port(server: RunningServer) -> None:
+    """The API port does not serve /metrics: operators keep the metrics port private."""
+    assert requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status_code == 404
+    assert requests.get(f"{server.base_url}/metrics", timeout=5).status_code == 404
