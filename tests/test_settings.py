@@ -67,3 +67,11 @@ def test_every_variable_is_listed() -> None:
     names = [name for name, _ in Settings.variables()]
     assert "VORA_REDIS_URL" in names
     assert len(names) == len(set(names))
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    """The README's configuration table names every VORA_* variable."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert [name for name, _ in Settings.variables() if name not in readme] == []

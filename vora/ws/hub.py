@@ -171,7 +171,7 @@ class Hub:
             try:
                 self.renew_leases()
             except (redis.RedisError, OSError) as exc:
-                self._metric("redis_error", 1)
+                self._metric("redis_error:lease", 1)
                 log.warning("lease renewal failed", extra={"fields": {"error": type(exc).__name__}})
 
     def renew_leases(self) -> None:
