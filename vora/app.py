@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import connexion
-import redis
 import yaml
 from connexion.resolver import Resolver
 from flask import Flask, request
 from flask_cors import CORS
 from redis import Redis
+from redis.cluster import RedisCluster
 
 from vora.auth import TokenVerifier
 from vora.errors import install_error_handlers
@@ -21,7 +21,7 @@ from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
 from vora.sessions import SessionService
 from vora.settings import Settings
-from vora.store.client import connect
+from vora.store.client import REDIS_ERRORS, connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
@@ -61,7 +61,12 @@ class VoraState:
         """Return None when Redis answers PING within the readiness timeout, else why not."""
         try:
             self.probe.ping()
-        except redis.RedisError as exc:
+            if isinstance(self.probe, RedisCluster):
+                # A PING reaches one node; the cluster may still have uncovered slots.
+                state = self.probe.cluster_info().get("cluster_state")
+                if state != "ok":
+                    return f"Redis Cluster state is {state}"
+        except REDIS_ERRORS as exc:
             return f"Redis does not answer: {type(exc).__name__}"
         return None
 
@@ -119,7 +124,9 @@ def create_app(settings: Settings) -> Flask:
     lifecycle = Lifecycle()
     metrics = Metrics()
     hub = Hub(
-        client,
+        # Its own client: on Cluster a failed REST command resets the client's connections,
+        # and the worker's subscription must not go down with them.
+        connect(settings.redis_url, settings.redis_timeout),
         store,
         settings.session_ttl * 1000,
         settings.session_max_age * 1000,

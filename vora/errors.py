@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
-import redis
 import werkzeug.exceptions
 from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
 from flask import Flask, Response, request
+
+from vora.store.client import UNAVAILABLE
 
 log = logging.getLogger("vora.errors")
 
@@ -144,7 +145,7 @@ def install_error_handlers(app: Flask) -> None:
             message = f"The request body is larger than the {limit} bytes this server accepts"
         return error_response(status, message, headers)
 
-    def handle_redis_down(exc: redis.RedisError) -> Response:
+    def handle_redis_down(exc: Exception) -> Response:
         log.warning("redis unavailable", extra={"fields": {"error": type(exc).__name__}})
         app.extensions["vora"].metrics.count("redis_error:rest")
         return error_response(503, "The session store is unavailable; retry shortly", {"Retry-After": "1"})
@@ -158,8 +159,8 @@ def install_error_handlers(app: Flask) -> None:
     app.register_error_handler(werkzeug.exceptions.HTTPException, handle_http)
     app.register_error_handler(ProblemException, handle_problem)
     app.register_error_handler(VoraError, handle_vora_error)
-    app.register_error_handler(redis.ConnectionError, handle_redis_down)
-    app.register_error_handler(redis.TimeoutError, handle_redis_down)
+    for unavailable in UNAVAILABLE:
+        app.register_error_handler(unavailable, handle_redis_down)
     app.register_error_handler(Exception, handle_unexpected)
 
 

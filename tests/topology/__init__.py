@@ -1,1 +1,1 @@
-"""Tests of the process harness and of the store on Redis Cluster, Sentinel and behind nginx."""
+"""Tests of the process harness, and of VORA end to end on Redis Cluster, Sentinel, a failing Redis and behind nginx."""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.harness import Nginx, NginxUnavailable, RedisCluster3, RedisSentinelSet, ensure_nginx
+from tests.topology.journey import Entry, vora_env
 from tests.topology.upstreams import Upstream
+from tests.ws.client import Client, open_client
+
+EnvFactory = Callable[..., dict[str, str]]
+Sockets = Callable[..., Client]
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +58,28 @@ def nginx(nginx_binary: str, upstreams: tuple[Upstream, Upstream]) -> Iterator[N
     """Yield nginx balancing over the two upstreams."""
     with Nginx([u.port for u in upstreams], binary=nginx_binary) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def make_env(key_dir: Path, dev_key_pem: bytes) -> EnvFactory:
+    """Return the VORA_* variables of a server on a Redis URL, trusting the dev key that make_token signs with."""
+
+    def make(redis_url: str, **overrides: str) -> dict[str, str]:
+        return vora_env(redis_url, key_dir, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def sockets() -> Iterator[Sockets]:
+    """Open real WebSocket clients at an entry point and close every one of them after the test."""
+    opened: list[Client] = []
+
+    def open_socket(entry: Entry, token: str, last_event_id: str | None = None) -> Client:
+        client = open_client(entry.ws_url, token, last_event_id)
+        opened.append(client)
+        return client
+
+    yield open_socket
+    for client in opened:
+        client.close()

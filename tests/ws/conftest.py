@@ -3,94 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import redis
 import requests
-import websocket
 
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
 from tests.server import RunningServer, running_server
-from vora.events import EventCatalog, EventPublisher, load_asyncapi
-from vora.settings import DEFAULT_SPEC_DIR
-from vora.store.streams import StreamStore
+from tests.ws.client import Client, make_publisher, open_client
+from vora.events import EventPublisher
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
 IDENTITY = "910111000"
 ServerFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
-
-
-class EventContract:
-    """Validate every frame the server sends against its AsyncAPI message schema."""
-
-    def __init__(self) -> None:
-        document = load_asyncapi(DEFAULT_SPEC_DIR)
-        self._components = document["components"]
-        self._validators: dict[str, jsonschema.Draft7Validator] = {}
-
-    def check(self, envelope: dict[str, Any]) -> None:
-        """Raise unless the envelope matches the message schema of its type."""
-        event_type = envelope.get("type")
-        assert event_type in self._components["messages"], f"unknown event type {event_type!r}"
-        if event_type not in self._validators:
-            payload_ref = self._components["messages"][event_type]["payload"]["$ref"]
-            self._validators[event_type] = jsonschema.Draft7Validator(
-                {"$ref": payload_ref, "components": self._components},
-                format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER,
-            )
-        self._validators[event_type].validate(envelope)
-
-
-CONTRACT = EventContract()
-
-
-class Client:
-    """A real WebSocket client that checks each event against the contract."""
-
-    def __init__(self, ws: websocket.WebSocket) -> None:
-        self.ws = ws
-        self.received: list[dict[str, Any]] = []
-
-    def next(self, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10.0) -> dict[str, Any]:
-        """Return the next event whose type is not skipped."""
-        self.ws.settimeout(timeout)
-        while True:
-            frame = self.ws.recv()
-            assert frame, "the server closed the socket"
-            envelope: dict[str, Any] = json.loads(frame)
-            CONTRACT.check(envelope)
-            self.received.append(envelope)
-            if envelope["type"] not in skip:
-                return envelope
-
-    def events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Return the next count stream events."""
-        return [self.next(timeout=timeout) for _ in range(count)]
-
-    def close_status(self, timeout: float = 10.0) -> int:
-        """Read until the server closes the socket; return the close code."""
-        self.ws.settimeout(timeout)
-        while True:
-            opcode, frame = self.ws.recv_data_frame(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else 1005
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                envelope = json.loads(frame.data)
-                CONTRACT.check(envelope)
-                self.received.append(envelope)
-
-    def close(self) -> None:
-        """Close from the client side and release the socket whatever state it is in."""
-        with contextlib.suppress(Exception):
-            self.ws.close(timeout=1)
-        with contextlib.suppress(Exception):
-            self.ws.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +57,7 @@ def make_server(ws_env: dict[str, str], tmp_path: Path) -> ServerFactory:
 @pytest.fixture
 def publisher(redisdb: redis.Redis, redis_proc: Any) -> EventPublisher:
     """Publish events the way the telephony side does."""
-    client = redis.Redis(host=redis_proc.host, port=redis_proc.port)
-    return EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, 10_000, 86_400))
+    return make_publisher(redis.Redis(host=redis_proc.host, port=redis_proc.port))
 
 
 @pytest.fixture
@@ -163,22 +91,10 @@ def connect() -> Iterator[Callable[..., Client]]:
     def open_socket(
         server: RunningServer, token: str | None, last_event_id: str | None = None, bearer: bool = False
     ) -> Client:
-        query = []
-        if token and not bearer:
-            query.append(f"token={token}")
-        if last_event_id:
-            query.append(f"lastEventId={last_event_id}")
-        url = server.ws_url + ("?" + "&".join(query) if query else "")
-        headers = [f"Authorization: Bearer {token}"] if bearer else []
-        client = Client(websocket.create_connection(url, timeout=10, header=headers))
+        client = open_client(server.ws_url, token, last_event_id, bearer)
         opened.append(client)
         return client
 
     yield open_socket
     for client in opened:
         client.close()
-
-
-def bearer(make_token: TokenFactory, subject: str = "alice") -> dict[str, str]:
-    """Return an Authorization header with an access token for a user."""
-    return {"Authorization": f"Bearer {make_token(subject)}"}

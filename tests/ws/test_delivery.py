@@ -10,7 +10,8 @@ import requests
 
 from tests.conftest import TokenFactory
 from tests.server import RunningServer
-from tests.ws.conftest import IDENTITY, Client, bearer
+from tests.ws.client import Client, bearer
+from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher, InvalidEvent
 from vora.store import keys
 
@@ -202,3 +203,29 @@ def test_cli_publish_reaches_the_socket(
     event = client.next()
     assert event["eventId"] == printed["eventId"]
     assert event["type"] == "callMissed"
+
+
+def test_missed_subscription_notice_is_applied_by_the_lease(
+    make_server: ServerFactory, setup_token: Setup, connect: Connect, publisher: EventPublisher, redisdb: redis.Redis
+) -> None:
+    """A subscription change whose notice never reached the worker takes effect at the next lease renewal."""
+    import time
+
+    with make_server(ws_lease_interval="0.3") as server:
+        token = setup_token(server)
+        client = connect(server, token)
+        [session_id] = [s.decode() for s in redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)]
+        # Written behind VORA's back: no notice is published, as if the worker had missed it.
+        redisdb.hset(keys.session(IDENTITY, session_id), "events", "callRinging")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            publisher.publish(IDENTITY, "presence", {"status": "busy"})
+            marker = publisher.publish(IDENTITY, "callRinging", {"callId": "marker"})
+            received = client.next()
+            if received["type"] == "presence":
+                assert client.next()["eventId"] == marker.event_id
+                continue
+            assert received["eventId"] == marker.event_id
+            break
+        else:
+            pytest.fail("the subscription change was never applied")

@@ -21,7 +21,8 @@ import websocket
 
 from tests.conftest import TokenFactory
 from tests.server import RunningServer
-from tests.ws.conftest import IDENTITY, Client, ServerFactory, bearer
+from tests.ws.client import Client, bearer
+from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher
 from vora.sessions import hash_token
 from vora.store import keys

@@ -9,8 +9,30 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterError, ReadOnlyError, RedisClusterException, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+# Everything redis-py raises when a command fails: its cluster client's RedisClusterException
+# (no reachable node, slot not covered) is not a RedisError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+
+# What a read or write may raise when Redis fails under it. ValueError comes from redis-py when
+# another greenlet closed the connection under a blocked read, as the cluster client does to every
+# connection of a node (those of other greenlets included) each time it reloads the cluster's layout.
+REDIS_TROUBLE: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError, ValueError)
+
+# What says the store cannot serve now, on any topology: a connection lost, refused or timed out
+# (Sentinel's MasterNotFoundError and a loading server's BusyLoadingError included), a cluster
+# that is down, unreachable or moving slots, a master that Sentinel has just demoted.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,14 @@ from typing import Any
 from vora.catalog import SUBSCRIBABLE_EVENTS, required_scope
 from vora.events import lifecycle_envelope, stream_envelope
 from vora.sessions import subscribed_events
+from vora.store.client import REDIS_TROUBLE
 from vora.store.sessions import StoredSession
 from vora.store.streams import StoredEvent, StreamStore, stream_id_key
 
 log = logging.getLogger("vora.ws")
 
 CATCH_UP_PAGE = 500
+CATCH_UP_RETRY = 0.5  # seconds between attempts to read the stream while Redis fails
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 4008
@@ -157,10 +159,16 @@ class Connection:
             # A small kernel buffer makes a stalled client show up in the outbox, and bounds memory.
             ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
         next_heartbeat = time.monotonic() + self._heartbeat_interval
+        catch_up_at = 0.0  # a failed catch-up is tried again at this time, the socket kept open
         try:
             while ws.connected:
-                if self._catching_up and self._closing is None:
-                    self._catch_up()
+                if self._catching_up and self._closing is None and time.monotonic() >= catch_up_at:
+                    try:
+                        self._catch_up()
+                    except REDIS_TROUBLE as exc:
+                        # Live events wait in _pending meanwhile (bounded by the queue limit).
+                        log.info("catch-up failed", extra={"fields": {"error": type(exc).__name__}})
+                        catch_up_at = time.monotonic() + CATCH_UP_RETRY
                 sent = 0
                 while self._outbox:
                     ws.send(self._outbox.popleft())
@@ -178,7 +186,8 @@ class Connection:
                     ws.send(json.dumps(lifecycle_envelope(self.identity, "heartbeat", data)))
                     next_heartbeat = now + self._heartbeat_interval
                     continue
-                ws.event.wait(timeout=next_heartbeat - now)
+                wake_at = min(next_heartbeat, catch_up_at) if self._catching_up else next_heartbeat
+                ws.event.wait(timeout=max(0.0, wake_at - now))
                 ws.event.clear()
         except OSError as exc:  # includes TimeoutError from the send timeout
             log.info("socket write failed", extra={"fields": {"error": type(exc).__name__}})

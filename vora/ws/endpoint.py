@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ from flask_sock import Sock
 
 from vora.errors import bearer_challenge, error_response
 from vora.sessions import hash_token, identity_of_token
+from vora.store.client import REDIS_TROUBLE
 from vora.store.sessions import StoredSession
 from vora.ws.connection import CLOSE_SESSION_GONE, Connection
+
+log = logging.getLogger("vora.ws")
 
 LAST_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 # Exclusive start that takes in every stream entry of a millisecond and later ones.
@@ -126,5 +130,9 @@ def install_websocket(app: Flask, path: str) -> None:
             else:
                 conn.start_at(state.streams.last_id(session.identity))
             conn.run()
+        except REDIS_TROUBLE as exc:
+            # Past the upgrade an HTTP error page would corrupt the socket: close it, the client resumes.
+            log.warning("socket setup failed", extra={"fields": {"error": type(exc).__name__}})
+            ws.close(reason=1011, message="event store unavailable; retry")
         finally:
             hub.unregister(conn)

@@ -14,12 +14,17 @@ from typing import Any
 import redis
 
 from vora.store import keys
+from vora.store.client import REDIS_TROUBLE
 from vora.store.sessions import SessionStore
 from vora.ws.connection import Connection
 
 log = logging.getLogger("vora.ws.hub")
 
 Metric = Callable[[str, int], None]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Hub:
@@ -44,6 +49,7 @@ class Hub:
         self._lock = threading.Lock()
         self._started = False
         self._subscribed = threading.Event()
+        self._renew_now = threading.Event()
         self._stopping = False
         self.draining = False
 
@@ -105,24 +111,40 @@ class Hub:
                         confirmed += 1
                 self._subscribed.set()
                 if not first:
-                    self._metric("reconnect", 1)
-                    for conn in self.connections():
-                        conn.resync()
+                    self._resync_all()
                 first = False
                 backoff = 0.05
                 while not self._stopping:
                     message = pubsub.get_message(timeout=1.0)
-                    if message and message["type"] == "message":
+                    if not message:
+                        continue
+                    if message["type"] == "message":
                         self._dispatch(message)
-            except (redis.RedisError, OSError) as exc:
+                    elif message["type"] == "subscribe" and _text(message["channel"]) == keys.EVENTS_CHANNEL:
+                        # redis-py lost the connection and subscribed again on a new one by itself:
+                        # what was published in between never reached this worker.
+                        self._resync_all()
+            except Exception as exc:  # noqa: BLE001 - the worker's only reader must outlive any failure
                 self._subscribed.clear()
                 self._metric("redis_error", 1)
-                log.warning("hub lost its subscription", extra={"fields": {"error": type(exc).__name__}})
+                log.warning(
+                    "hub lost its subscription",
+                    extra={"fields": {"error": type(exc).__name__}},
+                    exc_info=not isinstance(exc, REDIS_TROUBLE),
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                with contextlib.suppress(redis.RedisError, OSError):
+                with contextlib.suppress(Exception):
                     pubsub.close()
+
+    def _resync_all(self) -> None:
+        """Make every connection re-read its stream: the subscription had a gap."""
+        self._metric("reconnect", 1)
+        for conn in self.connections():
+            conn.resync()
+        # Control notices were missed too: re-read every session's state now, not at the next lease.
+        self._renew_now.set()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         try:
@@ -167,15 +189,20 @@ class Hub:
 
     def _lease_forever(self) -> None:
         while not self._stopping:
-            time.sleep(self._lease_interval)
+            self._renew_now.wait(self._lease_interval)
+            self._renew_now.clear()
             try:
                 self.renew_leases()
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - open sessions must keep being renewed after any failure
                 self._metric("redis_error:lease", 1)
-                log.warning("lease renewal failed", extra={"fields": {"error": type(exc).__name__}})
+                log.warning(
+                    "lease renewal failed",
+                    extra={"fields": {"error": type(exc).__name__}},
+                    exc_info=not isinstance(exc, REDIS_TROUBLE),
+                )
 
     def renew_leases(self) -> None:
-        """Extend the TTL of every session with an open socket; close those that ended."""
+        """Extend the TTL of every session with an open socket, re-read its subscription, close those that ended."""
         conns = self.connections()
         if not conns:
             return
@@ -193,9 +220,15 @@ class Hub:
             pipe.pexpire(keys.session(identity, session_id), self._ttl_ms)
             pipe.pexpire(keys.websocket_token(identity, token_hash), self._ttl_ms)
             pipe.pexpire(keys.sessions_index(identity), self._ttl_ms, gt=True)
+            pipe.hget(keys.session(identity, session_id), "events")
         results = pipe.execute()
         for index, (identity, session_id) in enumerate(live):
-            if not results[index * 3]:
+            renewed, events = results[index * 4], results[index * 4 + 3]
+            if not renewed:
                 reason = self._sessions.ended_reason(identity, session_id) or "tokenExpired"
                 for conn in by_session[(identity, session_id)]:
                     conn.terminate(reason)
+            elif events is not None:
+                # Also applies a subscription change whose notice this worker missed.
+                for conn in by_session[(identity, session_id)]:
+                    conn.set_subscription(_text(events))

@@ -1,0 +1,119 @@
+"""A real WebSocket client for the event channel that checks every frame against the AsyncAPI contract."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+import jsonschema
+import redis
+import websocket
+
+from tests.conftest import TokenFactory
+from vora.events import EventCatalog, EventPublisher, load_asyncapi
+from vora.settings import DEFAULT_SPEC_DIR
+from vora.store.streams import StreamStore
+
+
+class EventContract:
+    """Validate every frame the server sends against its AsyncAPI message schema."""
+
+    def __init__(self) -> None:
+        document = load_asyncapi(DEFAULT_SPEC_DIR)
+        self._components = document["components"]
+        self._validators: dict[str, jsonschema.Draft7Validator] = {}
+
+    def check(self, envelope: dict[str, Any]) -> None:
+        """Raise unless the envelope matches the message schema of its type."""
+        event_type = envelope.get("type")
+        assert event_type in self._components["messages"], f"unknown event type {event_type!r}"
+        if event_type not in self._validators:
+            payload_ref = self._components["messages"][event_type]["payload"]["$ref"]
+            self._validators[event_type] = jsonschema.Draft7Validator(
+                {"$ref": payload_ref, "components": self._components},
+                format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER,
+            )
+        self._validators[event_type].validate(envelope)
+
+
+CONTRACT = EventContract()
+
+
+class Client:
+    """A real WebSocket client that checks each event against the contract."""
+
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        self.ws = ws
+        self.received: list[dict[str, Any]] = []
+
+    def next(self, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10.0) -> dict[str, Any]:
+        """Return the next event whose type is not skipped, within timeout seconds however many are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no event other than {', '.join(skip)} arrived within {timeout}s")
+            self.ws.settimeout(remaining)
+            frame = self.ws.recv()
+            assert frame, "the server closed the socket"
+            envelope: dict[str, Any] = json.loads(frame)
+            CONTRACT.check(envelope)
+            self.received.append(envelope)
+            if envelope["type"] not in skip:
+                return envelope
+
+    def events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Return the next count stream events."""
+        return [self.next(timeout=timeout) for _ in range(count)]
+
+    def close_status(self, timeout: float = 10.0) -> int:
+        """Read until the server closes the socket; return the close code."""
+        self.ws.settimeout(timeout)
+        while True:
+            opcode, frame = self.ws.recv_data_frame(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else 1005
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                envelope = json.loads(frame.data)
+                CONTRACT.check(envelope)
+                self.received.append(envelope)
+
+    def dropped(self, timeout: float = 10.0) -> int | None:
+        """Read until the socket ends; return its close code, or None when the connection was cut without one."""
+        try:
+            return self.close_status(timeout)
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return None
+
+    def close(self) -> None:
+        """Close from the client side and release the socket whatever state it is in."""
+        with contextlib.suppress(Exception):
+            self.ws.close(timeout=1)
+        with contextlib.suppress(Exception):
+            self.ws.shutdown()
+
+
+def open_client(
+    ws_url: str, token: str | None, last_event_id: str | None = None, bearer: bool = False, timeout: float = 10.0
+) -> Client:
+    """Open a socket at ws_url with a WebSocket token (in the query, or as a bearer header) and a resume point."""
+    query = []
+    if token and not bearer:
+        query.append(f"token={token}")
+    if last_event_id:
+        query.append(f"lastEventId={last_event_id}")
+    url = ws_url + ("?" + "&".join(query) if query else "")
+    headers = [f"Authorization: Bearer {token}"] if bearer else []
+    return Client(websocket.create_connection(url, timeout=timeout, header=headers))
+
+
+def make_publisher(client: redis.Redis, max_length: int = 10_000, max_age: int = 86_400) -> EventPublisher:
+    """Publish events through a Redis client the way the telephony side does."""
+    return EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, max_length, max_age))
+
+
+def bearer(make_token: TokenFactory, subject: str = "alice") -> dict[str, str]:
+    """Return an Authorization header with an access token for a user."""
+    return {"Authorization": f"Bearer {make_token(subject)}"}
