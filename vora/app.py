@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
 
-    client = connect(settings.redis_url, settings.redis_timeout)
+    client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size)
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
     store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)

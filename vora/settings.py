@@ -79,6 +79,7 @@ class Settings:
 
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"parse": _redis_url})
     redis_timeout: float = field(default=2.0, metadata={"parse": _positive_float})
+    redis_pool_size: int = field(default=32, metadata={"parse": _positive_int})
     readiness_timeout: float = field(default=0.5, metadata={"parse": _positive_float})
     oauth_jwks: str = field(default="", metadata={"parse": _text})
     oauth_issuer: str = field(default="vora-dev", metadata={"parse": _text})

@@ -90,8 +90,13 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def connect(url: str, timeout: float, **extra: Any) -> redis.Redis:
-    """Return a client for the URL; nothing is sent until the first command."""
+def connect(url: str, timeout: float, pool_size: int | None = None, **extra: Any) -> redis.Redis:
+    """Return a client for the URL; nothing is sent until the first command.
+
+    With pool_size, a standalone client keeps at most that many connections and makes
+    further callers wait (up to timeout) for one, so a burst of sockets resuming at once
+    cannot open a connection each.
+    """
     target = parse_redis_url(url)
     common: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -102,7 +107,10 @@ def connect(url: str, timeout: float, **extra: Any) -> redis.Redis:
         **extra,
     }
     if target.kind == "single":
-        return redis.Redis.from_url(url, **common)
+        if pool_size is None:
+            return redis.Redis.from_url(url, **common)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout, **common)
+        return redis.Redis(connection_pool=pool)
     auth = {"password": target.password, "username": target.username}
     if target.kind == "sentinel":
         sentinel = Sentinel(  # type: ignore[no-untyped-call]

@@ -1,0 +1,55 @@
+"""Tests of the Redis client factory."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from vora.store.client import connect, parse_redis_url
+
+
+def test_pool_size_bounds_connections(redisdb: redis.Redis, redis_url: str) -> None:
+    """With a pool size, concurrent callers share that many connections instead of opening one each."""
+    client = connect(redis_url, timeout=5, pool_size=2)
+    before = len(redisdb.client_list())
+    barrier = threading.Barrier(8)
+
+    def block_briefly() -> None:
+        barrier.wait()
+        client.blpop(["vora:test:never"], timeout=0.2)
+
+    threads = [threading.Thread(target=block_briefly) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(redisdb.client_list()) - before <= 2
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "hosts", "service", "db"),
+    [
+        ("redis://127.0.0.1:6379/0", "single", (), "", 0),
+        (
+            "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/vora/2",
+            "sentinel",
+            (("127.0.0.1", 26379), ("127.0.0.1", 26380)),
+            "vora",
+            2,
+        ),
+        ("redis+cluster://127.0.0.1:7000,[::1]:7001", "cluster", (("127.0.0.1", 7000), ("::1", 7001)), "", 0),
+    ],
+)
+def test_parses_every_url_form(url: str, kind: str, hosts: tuple[tuple[str, int], ...], service: str, db: int) -> None:
+    """Standalone, Sentinel and Cluster URLs parse into their parts."""
+    target = parse_redis_url(url)
+    assert (target.kind, target.hosts, target.service, target.db) == (kind, hosts, service, db)
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://127.0.0.1:26379", "redis+cluster://nohostport", "memcached://x:1"])
+def test_refuses_malformed_urls(url: str) -> None:
+    """A Sentinel URL without a service, a host without a port, or another scheme is refused."""
+    with pytest.raises(ValueError, match=r"\S"):
+        parse_redis_url(url)
