@@ -43,8 +43,8 @@ run: install redis-server ## Start Redis if needed, create the dev key and a dem
 	@exec $(VORA) serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests
-	$(VENV)/bin/ruff format --check vora tests
+	$(VENV)/bin/ruff check vora tests bench
+	$(VENV)/bin/ruff format --check vora tests bench
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VENV)/bin/pytest
@@ -53,14 +53,17 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests
-	$(VENV)/bin/ruff format --check vora tests
+	$(VENV)/bin/ruff check vora tests bench
+	$(VENV)/bin/ruff format --check vora tests bench
 
 typecheck: install
 	$(VENV)/bin/mypy
 
 check-spec: install
 	$(VORA) check-spec
+
+bench: install redis-server ## Measure VORA against its targets, each next to a same-run baseline (docs/BENCHMARKS.md)
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -42,8 +42,19 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp],
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -63,27 +74,45 @@ def main() -> None:
                 if n % 2 == 0:
                     directory.add(f"user-{n // 2}", [identity])
                 token = mint_websocket_token(identity)
-                store.create(identity, f"{n:032x}", hash_token(token), {
-                    "sub": f"user-{n // 2}", "connectionType": "WebSocket", "holdUpMode": "0",
-                    "scopes": "scope.vora.calls scope.vora.identities scope.vora.presence scope.vora.recording",
-                    "events": "*",
-                })
+                store.create(
+                    identity,
+                    f"{n:032x}",
+                    hash_token(token),
+                    {
+                        "sub": f"user-{n // 2}",
+                        "connectionType": "WebSocket",
+                        "holdUpMode": "0",
+                        "scopes": "scope.vora.calls scope.vora.identities scope.vora.presence scope.vora.recording",
+                        "events": "*",
+                    },
+                )
             per_session = (used(client) - base) / SESSIONS
             client.flushall()
             base = used(client)
             publisher = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, 1_000_000, 86_400))
             for n in range(EVENTS):
-                publisher.publish(str(910_000_000 + n % IDENTITIES), "callRinging",
-                                  {"callId": f"c-{n:08d}", "direction": "inbound", "from": "+34602128708",
-                                   "to": "910111000"})
+                publisher.publish(
+                    str(910_000_000 + n % IDENTITIES),
+                    "callRinging",
+                    {"callId": f"c-{n:08d}", "direction": "inbound", "from": "+34602128708", "to": "910111000"},
+                )
             per_event = (used(client) - base) / EVENTS
             version = client.info("server")["redis_version"]  # type: ignore[index]
         finally:
             server.terminate()
             server.wait(timeout=10)
-    json.dump({"redis_version": version, "sessions": SESSIONS, "bytes_per_session_with_directory": round(per_session),
-               "events": EVENTS, "identities": IDENTITIES, "bytes_per_retained_event": round(per_event)},
-              sys.stdout, indent=2)
+    json.dump(
+        {
+            "redis_version": version,
+            "sessions": SESSIONS,
+            "bytes_per_session_with_directory": round(per_session),
+            "events": EVENTS,
+            "identities": IDENTITIES,
+            "bytes_per_retained_event": round(per_event),
+        },
+        sys.stdout,
+        indent=2,
+    )
     print()
 
 

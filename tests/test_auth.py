@@ -248,3 +248,43 @@ class TestConfiguration:
         bad.write_text("{}")
         with pytest.raises(ValueError, match="not a JWKS"):
             TokenVerifier.from_settings(settings.with_changes(oauth_jwks=str(bad)))
+
+
+class TestCache:
+    """Verified tokens are remembered, never past their expiry."""
+
+    def test_same_token_is_verified_once(self, jwks_server: Any) -> None:
+        """A repeated token is served from the cache: the JWKS is not needed again."""
+        key = ec_private_pem()
+        jwks_server.keys = [public_jwk(key, "k1", "ES256")]
+        url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
+        verifier = TokenVerifier(KeySet(url, refresh_interval=0.0), ISSUER, AUDIENCE, 0)
+        token = mint_token(key, "alice", ISSUER, AUDIENCE, key_id="k1")
+        first = verifier.verify(token)
+        jwks_server.keys = []  # were the token checked again, its key would now be unknown
+        assert verifier.verify(token) is first
+
+    def test_cached_token_expires_with_its_exp(self, dev_key_pem: bytes) -> None:
+        """A cached token stops being accepted once its exp passes."""
+        from vora.auth import public_jwk_from_pem
+
+        verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(dev_key_pem)]), ISSUER, AUDIENCE, 0)
+        issued = time.time() - 59
+        token = mint_token(dev_key_pem, "alice", ISSUER, AUDIENCE, now=issued, lifetime=60)
+        assert verifier.verify(token).subject == "alice"
+        # The awaited event is the token's own exp: wait exactly until it has passed.
+        time.sleep(max(0.0, int(issued) + 61 - time.time()) + 0.05)  # python-jose compares whole seconds
+        with pytest.raises(InvalidToken, match="expired"):
+            verifier.verify(token)
+
+    def test_tampered_copy_of_a_cached_token_is_refused(self, dev_key_pem: bytes) -> None:
+        """The cache is keyed by the whole token, so a changed signature is verified and refused."""
+        from vora.auth import public_jwk_from_pem
+
+        verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(dev_key_pem)]), ISSUER, AUDIENCE, 0)
+        token = mint_token(dev_key_pem, "alice", ISSUER, AUDIENCE)
+        verifier.verify(token)
+        header, payload, signature = token.split(".")
+        forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+        with pytest.raises(InvalidToken):
+            verifier.verify(forged)

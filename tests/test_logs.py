@@ -48,3 +48,17 @@ def test_tokens_never_reach_the_log(
     assert token not in rendered
     assert "garbage-secret-value" not in rendered
     assert "Authorization" not in rendered
+
+
+def test_redact_masks_every_credential_shape() -> None:
+    """Query tokens, bearer values, JWTs and WebSocket tokens are masked; plain lines pass unchanged."""
+    from vora.logs import redact
+
+    jwt_like = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
+    ws_token = "v1.OTEwMTExMDAw." + "A" * 43
+    line = f"GET /vora/ws?token=abc&x=1 Authorization: Bearer xyz {jwt_like} {ws_token}"
+    masked = redact(line)
+    for secret in ["abc", "xyz", jwt_like, ws_token]:
+        assert secret not in masked
+    plain = '{"path": "/vora/identity", "status": 200}'
+    assert redact(plain) is plain

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import connexion
+import flask
 import yaml
+from connexion.apis.flask_api import FlaskApi
+from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
 from flask_cors import CORS
@@ -104,6 +107,8 @@ def _route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str
 def create_app(settings: Settings) -> Flask:
     """Build the Flask app (Connexion-bound to spec/vora.yaml) without touching Redis."""
     spec = yaml.safe_load((settings.spec_dir / "vora.yaml").read_text())
+    # Compact JSON: Connexion's default indent forces Python's slow pure-Python encoder.
+    FlaskApi.jsonifier = Jsonifier(flask.json)
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
     api = cx.add_api(
         "vora.yaml",

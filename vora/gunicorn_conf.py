@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -73,6 +74,10 @@ def post_worker_init(worker: Any) -> None:
     """Start the event hub, and make SIGTERM drain the app before gunicorn's graceful exit."""
     state = worker.wsgi.extensions["vora"]
     state.hub.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it
+    # What start-up allocated lives as long as the worker: keep it out of every later
+    # collection, whose full passes otherwise stall all sockets for 40-100 ms (docs/BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
     lifecycle = state.lifecycle
     previous = signal.getsignal(signal.SIGTERM)
 

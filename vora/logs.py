@@ -29,8 +29,14 @@ _SECRETS = [
 ]
 
 
+# Substrings without which none of the patterns can match: most lines skip the regexes.
+_SECRET_MARKERS = ("oken=", "earer", "EARER", "eyJ", "v1.")
+
+
 def redact(text: str) -> str:
     """Mask every credential-shaped value in a log line."""
+    if not any(marker in text for marker in _SECRET_MARKERS):
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

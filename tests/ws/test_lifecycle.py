@@ -269,3 +269,25 @@ class TestTermination:
                 total += len(chunk)
             assert total < 3000 * len(note)
             slow.close()
+
+
+def test_permessage_deflate_is_not_negotiated(server: RunningServer, setup_token: Setup) -> None:
+    """A client offering permessage-deflate gets an upgrade without it (its zlib state costs ~90 KB a socket)."""
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        (
+            f"GET /vora/ws?token={setup_token(server)} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = raw.recv(4096)
+        assert chunk, "the server closed before answering the upgrade"
+        response += chunk
+    raw.close()
+    head = response.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 101")
+    assert "sec-websocket-extensions" not in head

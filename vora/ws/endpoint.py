@@ -61,6 +61,8 @@ def install_websocket(app: Flask, path: str) -> None:
         if request.path != path:
             return None
         request.environ["vora.operation"] = "websocket"
+        # permessage-deflate keeps ~90 KB of zlib state per socket: never negotiate it.
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _refuse(400, "This endpoint only accepts WebSocket upgrades")
         if state.lifecycle.draining:

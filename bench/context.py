@@ -1,0 +1,154 @@
+"""What every scenario shares: the processes, Redis, the signing key, tokens, REST calls and publishers."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from bench.procs import Processes, RedisServer, Server, start_baseline, start_vora
+from vora.devkeys import create_dev_key, mint_token
+from vora.events import EventCatalog, EventPublisher
+from vora.settings import DEFAULT_SPEC_DIR, Settings
+from vora.store.directory import Directory
+from vora.store.streams import StreamStore
+
+WORKERS = 2
+DEFAULTS = Settings()
+
+
+class Rest:
+    """A keep-alive HTTP/1.1 client for one server, with an optional access token."""
+
+    def __init__(self, server: Server, token: str | None = None) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """Send one request under /vora and return its status and decoded JSON body (None when empty)."""
+        headers = dict(self._headers)
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self._connection.request(method, f"/vora{path}", body=payload, headers=headers)
+        response = self._connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+
+@dataclass
+class Bench:
+    """The running benchmark: its children, its Redis, its key, its options and its deadline."""
+
+    procs: Processes
+    redis_server: RedisServer
+    workdir: Path
+    wrk: str | None
+    quick: bool
+    deadline: float
+    profile_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dev_key = self.workdir / "dev-key.pem"
+        create_dev_key(self.dev_key)
+        self.pem = self.dev_key.read_bytes()
+        self.redis = self.redis_server.client()
+        self.directory = Directory(self.redis)
+        self.publisher = EventPublisher(
+            EventCatalog(DEFAULT_SPEC_DIR),
+            StreamStore(self.redis, DEFAULTS.stream_max_length, DEFAULTS.stream_max_age),
+        )
+
+    def remaining(self) -> float:
+        """Return the seconds left before the benchmark's deadline."""
+        return self.deadline - time.monotonic()
+
+    def seconds(self, full: float, quick: float) -> float:
+        """Pick a duration by mode."""
+        return quick if self.quick else full
+
+    def vora_env(self) -> dict[str, str]:
+        """Return the VORA_* variables of a benchmark server (defaults otherwise)."""
+        return {
+            "VORA_REDIS_URL": self.redis_server.url,
+            "VORA_DEV_KEY": str(self.dev_key),
+            "VORA_GRACEFUL_TIMEOUT": "3",
+            **self.extra_env,
+        }
+
+    def token(self, subject: str) -> str:
+        """Mint an access token with every VORA scope for a subject (default issuer and audience)."""
+        return mint_token(self.pem, subject, DEFAULTS.oauth_issuer, DEFAULTS.oauth_audience, lifetime=3600)
+
+    def provision(self, subject: str, identities: list[str]) -> None:
+        """Give a user identities in the directory."""
+        self.directory.add(subject, identities)
+
+    def open_sessions(self, server: Server, subject: str, identities: list[str], per_identity: int) -> list[str]:
+        """Provision a user, open per_identity sessions on each identity, subscribe them to all; return tokens."""
+        self.provision(subject, identities)
+        rest = Rest(server, self.token(subject))
+        tokens = []
+        try:
+            for identity in identities:
+                for _ in range(per_identity):
+                    status, body = rest.call(
+                        "POST", "/identity/setup", {"connectionType": "WebSocket", "identity": identity}
+                    )
+                    if status != 200:
+                        raise RuntimeError(f"setup answered {status}: {body}")
+                    tokens.append(body["webSocketToken"])
+                status, body = rest.call("POST", f"/identity/{identity}/eventSubscription", {"subscribeAll": True})
+                if status != 200:
+                    raise RuntimeError(f"eventSubscription answered {status}: {body}")
+        finally:
+            rest.close()
+        return tokens
+
+    @contextlib.contextmanager
+    def vora_server(self) -> Iterator[Server]:
+        """Run a fresh VORA with WORKERS gevent workers for one scenario."""
+        vora = start_vora(self.procs, self.vora_env(), WORKERS)
+        try:
+            yield vora
+        finally:
+            self.procs.stop(vora.process)
+
+    @contextlib.contextmanager
+    def servers(self, baseline_identities: list[str] | None = None) -> Iterator[tuple[Server, Server]]:
+        """Run a fresh VORA and a fresh baseline app, WORKERS gevent workers each, for one scenario."""
+        vora = start_vora(self.procs, self.vora_env(), WORKERS)
+        try:
+            env = {
+                "BENCH_REDIS_URL": self.redis_server.url,
+                "BENCH_IDENTITIES": ",".join(baseline_identities or []),
+                "VORA_GRACEFUL_TIMEOUT": "3",
+            }
+            baseline = start_baseline(self.procs, env, WORKERS)
+            try:
+                yield vora, baseline
+            finally:
+                self.procs.stop(baseline.process)
+        finally:
+            self.procs.stop(vora.process)
+
+    def redis_info(self, section: str) -> dict[str, Any]:
+        """Return one INFO section of the benchmark's Redis."""
+        return cast(dict[str, Any], self.redis.info(section))
+
+
+def identities(prefix: str, count: int) -> list[str]:
+    """Make count phone-number identities that start with a scenario's prefix."""
+    return [f"{prefix}{n:05d}" for n in range(count)]

@@ -1,0 +1,247 @@
+"""Scenario 4, event latency and fan-out: 1,000 subscribed sockets, events published at a fixed rate.
+
+IDENTITIES identities each hold SESSIONS sessions of SOCKETS sockets (subscribe-all, every
+scope), so each event goes to FAN_OUT sockets. A primer event per identity proves every socket is
+live; then RATE events/s for the paced phase (latency), then BURST events as fast as one
+publisher goes (capacity). Every socket checks sequenceNumber +1; the publisher stamps each event
+with its monotonic clock in data. The baseline relays the same envelopes over a bare Redis channel.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+
+from bench.baseline_app import CHANNEL
+from bench.context import Bench, identities
+from bench.procs import Server
+from bench.profiling import profiled
+from bench.report import Row
+from bench.wsclient import WsLoad, stamp
+from vora.events import EventPublisher, utc_now
+
+USER = "bench-fanout"
+IDENTITIES = 50
+SESSIONS = 2
+SOCKETS = 10
+FAN_OUT = SESSIONS * SOCKETS
+RATE = 1000
+TYPES = ("callRinging", "presence", "recordingStarted")
+TARGET_P99_MS = 5.0
+TARGET_DELIVERIES = 20_000
+
+
+class Publisher(Protocol):
+    """Publish one event and return its sequence number."""
+
+    def __call__(self, identity: str, event_type: str, data: dict[str, Any]) -> int:
+        """Publish the event."""
+
+
+def vora_publisher(publisher: EventPublisher) -> Publisher:
+    """Publish through VORA's own EventPublisher (validation, stream, Lua, pub/sub)."""
+
+    def publish(identity: str, event_type: str, data: dict[str, Any]) -> int:
+        return publisher.publish(identity, event_type, data).sequence_number
+
+    return publish
+
+
+@dataclass
+class BaselinePublisher:
+    """Publish the same envelope straight to the baseline app's Redis channel."""
+
+    client: redis.Redis
+    sequences: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, identity: str, event_type: str, data: dict[str, Any]) -> int:
+        """Give the event the next number, build its envelope and PUBLISH it."""
+        sequence = self.sequences.get(identity, 0) + 1
+        self.sequences[identity] = sequence
+        envelope = {
+            "eventId": f"{int(time.time() * 1000)}-{sequence}",
+            "sequenceNumber": sequence,
+            "identity": identity,
+            "type": event_type,
+            "timestamp": utc_now(),
+            "data": data,
+        }
+        self.client.publish(CHANNEL, f"{identity} {json.dumps(envelope)}")
+        return sequence
+
+
+def event_data(event_type: str, n: int) -> dict[str, Any]:
+    """Return a valid payload of event_type that carries the publish time."""
+    if event_type == "presence":
+        return {"status": "busy", "note": stamp()}
+    if event_type.startswith("recording"):
+        return {"callId": f"c-{n}", "recordingId": f"r-{n}", "reason": stamp()}
+    return {"callId": f"c-{n}", "reason": stamp()}
+
+
+def publish_events(publish: Publisher, ids: list[str], count: int, rate: float | None) -> dict[str, Any]:
+    """Publish count events round-robin over ids, at rate per second (None: as fast as possible)."""
+    final: dict[str, int] = {}
+    started = time.monotonic()
+    worst_lag = 0.0
+    for n in range(count):
+        if rate:
+            due = started + n / rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            else:
+                worst_lag = max(worst_lag, now - due)
+        identity = ids[n % len(ids)]
+        event_type = TYPES[n % len(TYPES)]
+        final[identity] = publish(identity, event_type, event_data(event_type, n))
+    elapsed = time.monotonic() - started
+    return {
+        "events": count,
+        "started": started,
+        "seconds": round(elapsed, 3),
+        "events_per_second": round(count / elapsed, 1),
+        "worst_lag_ms": round(worst_lag * 1000, 2),
+        "final": final,
+    }
+
+
+def _phase(
+    bench: Bench,
+    client: WsLoad,
+    server: Server,
+    publish: Publisher,
+    ids: list[str],
+    count: int,
+    rate: float | None,
+    name: str,
+) -> dict[str, Any]:
+    client.call({"cmd": "reset"}, timeout=30)
+    cpu = server.cpu_seconds()
+    client_cpu = client.cpu_seconds()
+    with profiled(bench.procs, bench.profile_dir, f"fanout-{name}", server, count / (rate or 3000)):
+        published = publish_events(publish, ids, count, rate)
+        report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": 30}, timeout=60)
+    span = (report["last_receive"] or published["started"]) - published["started"]
+    expected = count * FAN_OUT
+    return {
+        "publish": published,
+        "deliveries": report["deliveries"],
+        "expected_deliveries": expected,
+        "lost": report["gaps"] + report["missing_at_end"],
+        "duplicates": report["duplicates"],
+        "deliveries_per_second": round(report["deliveries"] / span, 1) if span > 0 else None,
+        "latency_ms": {k: report[k] for k in ("p50_ms", "p99_ms", "max_ms", "mean_ms")},
+        "latency_samples": report["latency_samples"],
+        "stalls": report["stalls"],
+        "server_cpu_cores": round((server.cpu_seconds() - cpu) / span, 2) if span > 0 else None,
+        "client_cpu_cores": round((client.cpu_seconds() - client_cpu) / span, 2) if span > 0 else None,
+        "sockets_closed": report["closed"],
+        "close_codes": report["close_codes"],
+    }
+
+
+def _run_one(
+    bench: Bench, server: Server, urls: list[str], ids: list[str], publish: Publisher, label: str
+) -> dict[str, Any]:
+    client = WsLoad(bench.procs, f"wsclient-fanout-{label}")
+    try:
+        opened = client.call({"cmd": "open", "urls": urls, "concurrency": 100}, timeout=120)
+        time.sleep(0.5)  # the hub registers a socket just after its upgrade answer
+        first = {identity: publish(identity, "presence", event_data("presence", 0)) for identity in ids}
+        primed = client.call({"cmd": "wait_primed", "first": first, "timeout": 20}, timeout=60)
+        paced_count = int(RATE * bench.seconds(10, 3))
+        burst_count = int(bench.seconds(5000, 1500))
+        paced = _phase(bench, client, server, publish, ids, paced_count, RATE, f"{label}-paced")
+        burst = _phase(bench, client, server, publish, ids, burst_count, None, f"{label}-burst")
+        client.call({"cmd": "close"}, timeout=120)
+        return {
+            "sockets": opened["held"],
+            "open_seconds": opened["seconds"],
+            "open_failed": opened["failed"],
+            "unprimed": primed["unprimed"],
+            "wrong_start": primed["wrong_start"],
+            "paced": paced,
+            "burst": burst,
+        }
+    finally:
+        client.stop()
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Run the paced and burst phases against VORA, then against the baseline app."""
+    ids = identities("7400", IDENTITIES)
+    figures: dict[str, Any] = {
+        "identities": IDENTITIES,
+        "sessions_per_identity": SESSIONS,
+        "sockets_per_session": SOCKETS,
+        "fan_out": FAN_OUT,
+        "rate": RATE,
+    }
+    with bench.servers() as (vora, baseline):
+        tokens = bench.open_sessions(vora, USER, ids, per_identity=SESSIONS)
+        vora_urls = [f"{vora.ws_url}?token={token}" for token in tokens for _ in range(SOCKETS)]
+        base_urls = [f"{baseline.ws_url}?identity={identity}" for identity in ids for _ in range(FAN_OUT)]
+        figures["vora"] = _run_one(bench, vora, vora_urls, ids, vora_publisher(bench.publisher), "vora")
+        baseline_publisher = BaselinePublisher(bench.redis)
+        figures["baseline"] = _run_one(bench, baseline, base_urls, ids, baseline_publisher, "baseline")
+    return figures
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    """Latency, deliveries per second and losses, VORA next to the baseline."""
+    vora, base = figures.get("vora"), figures.get("baseline")
+    if not vora or not base:
+        return []
+    paced_v, paced_b = vora["paced"], base["paced"]
+    burst_v, burst_b = vora["burst"], base["burst"]
+    lost_v = sum(p["lost"] + p["duplicates"] for p in (paced_v, burst_v)) + vora["unprimed"] + vora["wrong_start"]
+    lost_b = sum(p["lost"] + p["duplicates"] for p in (paced_b, burst_b)) + base["unprimed"] + base["wrong_start"]
+    sockets = f"{vora['sockets']:,} sockets, fan-out {figures['fan_out']}"
+    return [
+        Row(
+            f"4 event latency p99 @ {figures['rate']:,} ev/s ({sockets})",
+            paced_v["latency_ms"]["p99_ms"],
+            "ms",
+            paced_b["latency_ms"]["p99_ms"],
+            f"<= {TARGET_P99_MS:g} ms",
+            paced_v["latency_ms"]["p99_ms"] <= TARGET_P99_MS,
+        ),
+        Row(
+            "4 event latency p50",
+            paced_v["latency_ms"]["p50_ms"],
+            "ms",
+            paced_b["latency_ms"]["p50_ms"],
+            "(reported)",
+            None,
+        ),
+        Row(
+            "4 event latency max",
+            paced_v["latency_ms"]["max_ms"],
+            "ms",
+            paced_b["latency_ms"]["max_ms"],
+            "(reported)",
+            None,
+        ),
+        Row(
+            f"4 deliveries/s, paced {figures['rate']:,} ev/s",
+            paced_v["deliveries_per_second"],
+            "/s",
+            paced_b["deliveries_per_second"],
+            "(offered: rate x fan-out)",
+            None,
+        ),
+        Row(
+            "4 deliveries/s, burst (capacity)",
+            burst_v["deliveries_per_second"],
+            "/s",
+            burst_b["deliveries_per_second"],
+            f">= {TARGET_DELIVERIES:,}/s",
+            (burst_v["deliveries_per_second"] or 0) >= TARGET_DELIVERIES,
+        ),
+        Row("4 events lost or duplicated", float(lost_v), "", float(lost_b), "0", lost_v == 0, ratio=None),
+    ]

@@ -1,0 +1,140 @@
+"""Scenario 1, REST overhead: VORA's full stack against a bare Flask app under the same gunicorn and gevent.
+
+For GET /identity and POST /identity/setup: peak throughput over CONNECTIONS keep-alive
+connections (closed loop), then latency at a fixed rate of half VORA's peak, offered to both.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from bench.context import Bench, Rest, identities
+from bench.httpload import LoadSpec, run_load
+from bench.procs import Server
+from bench.profiling import profiled
+from bench.report import Row
+
+GET_USER = "bench-rest"
+GET_IDENTITIES = ["602128708", "910111000"]
+SETUP_USER = "bench-setup"
+SETUP_IDENTITIES = identities("7100", 100)
+CONNECTIONS = 32
+PEAK_RUNS = 2
+TARGETS = {"get_identity": 0.7, "setup": 0.5}
+LABELS = {"get_identity": "GET /identity", "setup": "POST /identity/setup"}
+
+
+def _spec(op: str, server: Server, token: str, seconds: float, rate: float | None = None) -> LoadSpec:
+    headers = {"Authorization": f"Bearer {token}"}
+    if op == "get_identity":
+        return LoadSpec(f"{server.base_url}/identity", "GET", headers, [], CONNECTIONS, seconds, rate)
+    bodies = [json.dumps({"connectionType": "WebSocket", "identity": i}) for i in SETUP_IDENTITIES]
+    headers["Content-Type"] = "application/json"
+    return LoadSpec(f"{server.base_url}/identity/setup", "POST", headers, bodies, CONNECTIONS, seconds, rate)
+
+
+def _check_answers(vora: Server, baseline: Server, tokens: dict[str, str]) -> None:
+    """Make sure both servers answer 200 with the same JSON shape before loading them."""
+    for server in (vora, baseline):
+        rest = Rest(server, tokens["get_identity"])
+        status, body = rest.call("GET", "/identity")
+        rest.close()
+        if status != 200 or body != {"identities": GET_IDENTITIES}:
+            raise RuntimeError(f"{server.name} GET /identity answered {status} {body}")
+        rest = Rest(server, tokens["setup"])
+        status, body = rest.call(
+            "POST", "/identity/setup", {"connectionType": "WebSocket", "identity": SETUP_IDENTITIES[0]}
+        )
+        rest.close()
+        if status != 200 or set(body or {}) != {"webSocketToken"}:
+            raise RuntimeError(f"{server.name} POST /identity/setup answered {status} {body}")
+
+
+def _load(bench: Bench, server: Server, spec: LoadSpec, name: str) -> dict[str, Any]:
+    """Run one load and add the server's CPU time and how its workers split the connections."""
+    split: dict[str, int] = {}
+
+    def sample() -> None:
+        time.sleep(min(1.0, spec.seconds / 2))
+        split.update(server.connections_per_worker())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    cpu = server.cpu_seconds()
+    sampler.start()
+    result = run_load(bench.procs, bench.wrk, spec, bench.workdir, name)
+    sampler.join()
+    return {
+        **result.as_dict(),
+        "server_cpu_seconds": round(server.cpu_seconds() - cpu, 2),
+        "connections_per_worker": sorted(split.values(), reverse=True),
+    }
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Measure peak req/s (best of PEAK_RUNS) and p99 at half of VORA's peak, both operations, both servers."""
+    bench.provision(GET_USER, GET_IDENTITIES)
+    bench.provision(SETUP_USER, SETUP_IDENTITIES)
+    tokens = {"get_identity": bench.token(GET_USER), "setup": bench.token(SETUP_USER)}
+    seconds = bench.seconds(8, 3)
+    warm = bench.seconds(2, 1)
+    runs = 1 if bench.quick else PEAK_RUNS
+    figures: dict[str, Any] = {"connections": CONNECTIONS, "seconds": seconds, "workers": 2, "peak_runs": runs}
+    with bench.servers(GET_IDENTITIES) as (vora, baseline):
+        _check_answers(vora, baseline, tokens)
+        for op in ("get_identity", "setup"):
+            result: dict[str, Any] = {}
+            for label, server in (("vora", vora), ("baseline", baseline)):
+                run_load(
+                    bench.procs, bench.wrk, _spec(op, server, tokens[op], warm), bench.workdir, f"{op}-{label}-warm"
+                )
+                peaks = []
+                for n in range(runs):
+                    with profiled(bench.procs, bench.profile_dir, f"rest-{op}-{label}-{n}", server, seconds):
+                        peaks.append(_load(bench, server, _spec(op, server, tokens[op], seconds), f"{op}-{label}-{n}"))
+                result[f"{label}_peak"] = max(peaks, key=lambda p: p["rps"])
+                result[f"{label}_peak_runs"] = [p["rps"] for p in peaks]
+            rate = round(result["vora_peak"]["rps"] / 2, 1)
+            for label, server in (("vora", vora), ("baseline", baseline)):
+                spec = _spec(op, server, tokens[op], seconds, rate)
+                result[f"{label}_half"] = _load(bench, server, spec, f"{op}-{label}-half")
+            figures[op] = result
+    return figures
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    """Peak throughput (ratio against its target) and p99 at half load, for each operation."""
+    out = []
+    for op, label in LABELS.items():
+        result = figures.get(op)
+        if not result:
+            continue
+        vora, baseline = result["vora_peak"], result["baseline_peak"]
+        ratio = round(vora["rps"] / baseline["rps"], 3) if baseline["rps"] else None
+        errors = vora["errors"] + result["vora_half"]["errors"]
+        out.append(
+            Row(
+                f"1 {label} peak",
+                vora["rps"],
+                "req/s",
+                baseline["rps"],
+                f">= {TARGETS[op]} x baseline",
+                ratio is not None and ratio >= TARGETS[op] and errors == 0,
+                ratio,
+                f"{errors} errors" if errors else "",
+            )
+        )
+        half_v, half_b = result["vora_half"], result["baseline_half"]
+        out.append(
+            Row(
+                f"1 {label} p99 @ {half_v['offered_rate']:.0f}/s",
+                half_v["p99_ms"],
+                "ms",
+                half_b["p99_ms"],
+                "(reported; same rate: half of VORA's peak)",
+                None,
+            )
+        )
+    return out

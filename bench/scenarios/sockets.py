@@ -1,0 +1,185 @@
+"""Scenario 3, sockets per instance: idle authenticated sockets held against one instance with 2 gevent workers.
+
+The load generator (one asyncio process) opens sockets in steps, OPEN_CONCURRENCY handshakes at
+a time, spread over SESSIONS sessions (one per identity, many sockets each). After each step
+settles, the server's memory is the summed RSS of the gunicorn master and workers; the figure is
+(RSS - idle RSS) / sockets. The baseline app holds the same sockets with flask-sock alone.
+
+Browsers offer permessage-deflate, and the server accepts it; its zlib state is allocated with
+the first message a socket sends. A second, smaller run (fresh servers, DEFLATE_SOCKETS sockets
+offering it) measures memory per socket before and after one event reached each socket.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.context import Bench, identities
+from bench.procs import Server
+from bench.report import Row
+from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, vora_publisher
+from bench.wsclient import WsLoad
+
+USER = "bench-sockets"
+SESSIONS = 100
+STEPS = (1000, 2500, 5000, 10_000)
+QUICK_STEPS = (500, 1000)
+OPEN_CONCURRENCY = 200
+SETTLE_SECONDS = 2.0
+TARGET_KB = 30.0
+DEFLATE_SOCKETS = 1000
+DEFLATE_WINDOW_BITS = 15
+
+
+def _idle_rss(server: Server) -> int:
+    samples = []
+    for _ in range(3):
+        samples.append(server.rss())
+        time.sleep(0.2)
+    return int(sum(samples) / len(samples))
+
+
+def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...], label: str) -> dict[str, Any]:
+    client = WsLoad(bench.procs, f"wsclient-sockets-{label}")
+    try:
+        # Warm up: one round of sockets, so that lazily imported code and pools are in the idle figure.
+        client.call({"cmd": "open", "urls": urls[:20], "concurrency": 20}, timeout=60)
+        client.call({"cmd": "close"}, timeout=60)
+        time.sleep(SETTLE_SECONDS)
+        idle = _idle_rss(server)
+        results = []
+        opened_up_to = 0
+        for step in steps:
+            if bench.remaining() < 60:
+                bench.notes.append(f"sockets/{label}: stopped before {step} sockets to stay within the time limit")
+                break
+            command = {"cmd": "open", "urls": urls[opened_up_to:step], "concurrency": OPEN_CONCURRENCY}
+            reply = client.call(command, timeout=180)
+            opened_up_to = step
+            time.sleep(SETTLE_SECONDS)
+            status = client.call({"cmd": "status"}, timeout=30)
+            held = status["held"]
+            rss = server.rss()
+            results.append(
+                {
+                    "target": step,
+                    "held": held,
+                    "accept_seconds": reply["seconds"],
+                    "accepted_per_second": round(reply["opened"] / reply["seconds"], 1) if reply["seconds"] else None,
+                    "failed": reply["failed"],
+                    "closed_by_server": status["closed"],
+                    "rss_mib": round(rss / 2**20, 1),
+                    "kb_per_socket": round((rss - idle) / held / 1024, 2) if held else None,
+                    "per_worker": server.connections_per_worker(),
+                    "client_cpu_seconds": status["cpu_seconds"],
+                }
+            )
+        client.call({"cmd": "close"}, timeout=180)
+        return {"idle_rss_mib": round(idle / 2**20, 1), "steps": results}
+    finally:
+        client.stop()
+
+
+def _deflate(
+    bench: Bench, server: Server, urls: list[str], ids: list[str], publish: Publisher, label: str
+) -> dict[str, Any]:
+    """Hold sockets that negotiated permessage-deflate; measure memory before and after one event each."""
+    client = WsLoad(bench.procs, f"wsclient-deflate-{label}")
+    try:
+        client.call({"cmd": "open", "urls": urls[:20], "concurrency": 20, "compress": DEFLATE_WINDOW_BITS}, timeout=60)
+        client.call({"cmd": "close"}, timeout=60)
+        time.sleep(SETTLE_SECONDS)
+        idle = _idle_rss(server)
+        command = {"cmd": "open", "urls": urls, "concurrency": OPEN_CONCURRENCY, "compress": DEFLATE_WINDOW_BITS}
+        opened = client.call(command, timeout=120)
+        time.sleep(SETTLE_SECONDS)
+        before = server.rss()
+        first = {identity: publish(identity, "presence", event_data("presence", 0)) for identity in ids}
+        primed = client.call({"cmd": "wait_primed", "first": first, "timeout": 20}, timeout=60)
+        time.sleep(SETTLE_SECONDS)
+        after = server.rss()
+        held = primed["held"]
+        client.call({"cmd": "close"}, timeout=120)
+        return {
+            "sockets": held,
+            "deflate_window_bits": opened["deflate_window_bits"],
+            "unprimed": primed["unprimed"],
+            "kb_per_socket_idle": round((before - idle) / held / 1024, 2) if held else None,
+            "kb_per_socket_after_one_event": round((after - idle) / held / 1024, 2) if held else None,
+        }
+    finally:
+        client.stop()
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Hold up to 10,000 idle sockets on VORA, then on the baseline app, measuring memory and accept time."""
+    steps = QUICK_STEPS if bench.quick else STEPS
+    ids = identities("7300", SESSIONS)
+    figures: dict[str, Any] = {"sessions": SESSIONS, "open_concurrency": OPEN_CONCURRENCY}
+    with bench.servers() as (vora, baseline):
+        tokens = bench.open_sessions(vora, USER, ids, per_identity=1)
+        vora_urls = [f"{vora.ws_url}?token={tokens[n % SESSIONS]}" for n in range(steps[-1])]
+        base_urls = [f"{baseline.ws_url}?identity={ids[n % SESSIONS]}" for n in range(steps[-1])]
+        figures["vora"] = _steps(bench, vora, vora_urls, steps, "vora")
+        figures["baseline"] = _steps(bench, baseline, base_urls, steps, "baseline")
+    if bench.remaining() < 40:
+        bench.notes.append("sockets: the permessage-deflate run was skipped to stay within the time limit")
+        return figures
+    count = min(DEFLATE_SOCKETS, steps[-1])
+    with bench.servers() as (vora, baseline):
+        tokens = bench.open_sessions(vora, USER + "-deflate", ids, per_identity=1)
+        vora_urls = [f"{vora.ws_url}?token={tokens[n % SESSIONS]}" for n in range(count)]
+        base_urls = [f"{baseline.ws_url}?identity={ids[n % SESSIONS]}" for n in range(count)]
+        figures["deflate"] = {
+            "vora": _deflate(bench, vora, vora_urls, ids, vora_publisher(bench.publisher), "vora"),
+            "baseline": _deflate(bench, baseline, base_urls, ids, BaselinePublisher(bench.redis), "baseline"),
+        }
+    return figures
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    """Memory per socket and accept time at each step, VORA next to the baseline."""
+    out = []
+    vora_steps = figures.get("vora", {}).get("steps", [])
+    base_steps = {s["target"]: s for s in figures.get("baseline", {}).get("steps", [])}
+    for step in vora_steps:
+        base = base_steps.get(step["target"], {})
+        last = step is vora_steps[-1]
+        complete = step["held"] >= step["target"]
+        kb = step["kb_per_socket"]
+        out.append(
+            Row(
+                f"3 memory per socket @ {step['target']:,} sockets",
+                kb,
+                "KB",
+                base.get("kb_per_socket"),
+                f"<= {TARGET_KB:g} KB at 10,000" if last else "(step)",
+                (complete and kb is not None and kb <= TARGET_KB and step["target"] >= 10_000) if last else None,
+                note="" if complete else f"only {step['held']} held",
+            )
+        )
+        out.append(
+            Row(
+                f"3 time to accept step to {step['target']:,}",
+                step["accept_seconds"],
+                "s",
+                base.get("accept_seconds"),
+                "(reported)",
+                None,
+            )
+        )
+    deflate = figures.get("deflate")
+    if deflate:
+        vora, base = deflate["vora"], deflate["baseline"]
+        out.append(
+            Row(
+                f"3 memory per socket, {vora['sockets']:,} with permessage-deflate, after 1 event",
+                vora["kb_per_socket_after_one_event"],
+                "KB",
+                base["kb_per_socket_after_one_event"],
+                "(reported: browsers offer it)",
+                None,
+            )
+        )
+    return out

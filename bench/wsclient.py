@@ -1,0 +1,381 @@
+"""The WebSocket load generator: an asyncio process (`python -m bench.wsclient`) driven by JSON lines.
+
+The benchmark sends one command a line on stdin and reads one JSON reply a line on stdout:
+open sockets, wait until each has its first event, check sequence numbers and measure latency,
+time a resume, close everything. Each socket checks that sequenceNumber grows by exactly one;
+a publisher puts `t<monotonic ns>` in data.note (presence) or data.reason (call, recording),
+which gives the publish-to-receive latency (one machine, one monotonic clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import select
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.procs import PYTHON, Processes
+
+CONNECT_TIMEOUT = 30.0
+STALL_BUCKET_NS = 100_000_000  # latency is also kept as its worst per 100 ms of receipt time
+STALL_MS = 10.0  # a bucket whose worst latency is above this is reported as a stall
+
+
+def stamp() -> str:
+    """Return the marker a publisher puts in an event: t and the monotonic clock in nanoseconds."""
+    return f"t{time.monotonic_ns()}"
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Return the q-th percentile (nearest rank) of an ascending list, 0 for an empty one."""
+    if not ordered:
+        return 0.0
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+@dataclass(eq=False)
+class Held:
+    """One open socket and what it has seen."""
+
+    ws: Any
+    identity: str | None = None
+    first: int | None = None
+    last: int | None = None
+    received: int = 0
+    closed: bool = False
+    close_code: int | None = None
+    terminated: str | None = None
+
+
+@dataclass
+class Stats:
+    """What the held sockets received since the last reset."""
+
+    deliveries: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    lifecycle: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    worst_by_bucket: dict[int, float] = field(default_factory=dict)
+    first_receive: float | None = None
+    last_receive: float | None = None
+
+
+class LoadClient:
+    """Hold many sockets in one event loop and answer the benchmark's commands."""
+
+    def __init__(self) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
+        )
+        self.held: list[Held] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stats = Stats()
+
+    async def _connect(self, url: str, compress: int = 0) -> Any:
+        aiohttp = self._aiohttp
+        return await self.session.ws_connect(
+            url,
+            autoping=True,
+            compress=compress,  # 15: offer permessage-deflate, as browsers do
+            max_msg_size=1 << 20,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+        )
+
+    async def open(self, urls: list[str], concurrency: int, compress: int = 0) -> dict[str, Any]:
+        """Open one socket per URL, concurrency at a time; return how many opened and how long it took."""
+        gate = asyncio.Semaphore(concurrency)
+        failures: Counter[str] = Counter()
+        started = time.monotonic()
+
+        async def one(url: str) -> None:
+            async with gate:
+                try:
+                    ws = await self._connect(url, compress)
+                except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
+                    failures[type(exc).__name__] += 1
+                    return
+            held = Held(ws)
+            self.held.append(held)
+            task = asyncio.create_task(self._read(held))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+        await asyncio.gather(*(one(url) for url in urls))
+        first = self.held[0].ws if self.held else None
+        return {
+            "opened": len(urls) - sum(failures.values()),
+            "deflate_window_bits": first.compress if first is not None else None,  # 0: no permessage-deflate
+            "failed": dict(failures),
+            "seconds": round(time.monotonic() - started, 3),
+            **self.status(),
+        }
+
+    async def _read(self, held: Held) -> None:
+        ws = held.ws
+        try:
+            async for message in ws:
+                if message.type == self._aiohttp.WSMsgType.TEXT:
+                    self._on_text(held, message.data)
+        except (TimeoutError, self._aiohttp.ClientError, OSError):
+            pass
+        finally:
+            held.closed = True
+            held.close_code = ws.close_code
+
+    def _on_text(self, held: Held, text: str) -> None:
+        now = time.monotonic_ns()
+        envelope = json.loads(text)
+        stats = self.stats
+        sequence = envelope.get("sequenceNumber")
+        if sequence is None:
+            stats.lifecycle += 1
+            if envelope.get("type") == "channelTerminated":
+                held.terminated = str(envelope.get("data", {}).get("reason"))
+            return
+        held.identity = envelope["identity"]
+        if held.last is None:
+            held.first = sequence
+        elif sequence <= held.last:
+            stats.duplicates += 1
+            return
+        elif sequence != held.last + 1:
+            stats.gaps += sequence - held.last - 1
+        held.last = sequence
+        held.received += 1
+        stats.deliveries += 1
+        data = envelope.get("data") or {}
+        marker = data.get("note") or data.get("reason") or ""
+        if marker.startswith("t"):
+            latency = (now - int(marker[1:])) / 1e6
+            stats.latencies_ms.append(latency)
+            bucket = now // STALL_BUCKET_NS
+            if latency > stats.worst_by_bucket.get(bucket, 0.0):
+                stats.worst_by_bucket[bucket] = latency
+        seconds = now / 1e9
+        if stats.first_receive is None:
+            stats.first_receive = seconds
+        stats.last_receive = seconds
+
+    def status(self) -> dict[str, Any]:
+        """Count open and closed sockets and this process' CPU time."""
+        closed = [h for h in self.held if h.closed]
+        return {
+            "held": len(self.held) - len(closed),
+            "closed": len(closed),
+            "close_codes": dict(Counter(str(h.close_code) for h in closed)),
+            "terminated": dict(Counter(h.terminated for h in self.held if h.terminated)),
+            "cpu_seconds": round(time.process_time(), 3),
+        }
+
+    async def wait_primed(self, first: dict[str, int], timeout: float) -> dict[str, Any]:
+        """Wait until every open socket has received its identity's first event."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            waiting = [h for h in self.held if not h.closed and h.last is None]
+            if not waiting:
+                break
+            await asyncio.sleep(0.02)
+        unprimed = sum(1 for h in self.held if not h.closed and h.last is None)
+        wrong_start = sum(
+            1 for h in self.held if h.first is not None and h.identity is not None and first.get(h.identity) != h.first
+        )
+        return {"unprimed": unprimed, "wrong_start": wrong_start, **self.status()}
+
+    def reset(self) -> dict[str, Any]:
+        """Start counting anew (sequence state is kept)."""
+        self.stats = Stats()
+        return {"reset": True}
+
+    async def expect(self, final: dict[str, int], timeout: float) -> dict[str, Any]:
+        """Wait until every open socket reached its identity's final sequence number, then report."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            behind = [h for h in self.held if not h.closed and h.identity and (h.last or 0) < final.get(h.identity, 0)]
+            if not behind:
+                break
+            await asyncio.sleep(0.02)
+        missing = sum(max(0, final.get(h.identity, 0) - (h.last or 0)) for h in self.held if h.identity)
+        stats = self.stats
+        ordered = sorted(stats.latencies_ms)
+        start = min(stats.worst_by_bucket, default=0)
+        stalls = [
+            [round((bucket - start) * STALL_BUCKET_NS / 1e9, 1), round(worst, 1)]
+            for bucket, worst in sorted(stats.worst_by_bucket.items())
+            if worst > STALL_MS
+        ]
+        return {
+            "deliveries": stats.deliveries,
+            "duplicates": stats.duplicates,
+            "gaps": stats.gaps,
+            "missing_at_end": missing,
+            "lifecycle": stats.lifecycle,
+            "latency_samples": len(ordered),
+            "p50_ms": round(percentile(ordered, 50), 3),
+            "p99_ms": round(percentile(ordered, 99), 3),
+            "max_ms": round(ordered[-1], 3) if ordered else 0.0,
+            "mean_ms": round(sum(ordered) / len(ordered), 3) if ordered else 0.0,
+            "stalls": stalls[:100],  # [seconds into the phase, worst latency ms] per 100 ms bucket over STALL_MS
+            "first_receive": stats.first_receive,
+            "last_receive": stats.last_receive,
+            **self.status(),
+        }
+
+    async def resume(self, url: str, count: int, timeout: float) -> dict[str, Any]:
+        """Connect (resuming), and time from the connect call to the count-th stream event."""
+        started = time.monotonic()
+        ws = await self._connect(url)
+        upgraded = time.monotonic()
+        got = gaps = duplicates = 0
+        first = last = None
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in ws:
+                    if message.type != self._aiohttp.WSMsgType.TEXT:
+                        continue
+                    envelope = json.loads(message.data)
+                    sequence = envelope.get("sequenceNumber")
+                    if sequence is None:
+                        continue
+                    if last is None:
+                        first = sequence
+                    elif sequence <= last:
+                        duplicates += 1
+                        continue
+                    elif sequence != last + 1:
+                        gaps += sequence - last - 1
+                    last = sequence
+                    got += 1
+                    if got >= count:
+                        break
+        except TimeoutError:
+            pass
+        finished = time.monotonic()
+        await ws.close()
+        return {
+            "ms": round((finished - started) * 1000, 3),
+            "upgrade_ms": round((upgraded - started) * 1000, 3),
+            "received": got,
+            "first": first,
+            "last": last,
+            "gaps": gaps,
+            "duplicates": duplicates,
+        }
+
+    async def close(self) -> dict[str, Any]:
+        """Close every held socket (a WebSocket close handshake each) and forget them."""
+        started = time.monotonic()
+        gate = asyncio.Semaphore(500)
+
+        async def one(held: Held) -> None:
+            async with gate:
+                with contextlib.suppress(TimeoutError, self._aiohttp.ClientError, OSError):
+                    await asyncio.wait_for(held.ws.close(), timeout=5)
+
+        count = len(self.held)
+        await asyncio.gather(*(one(h) for h in self.held if not h.closed))
+        for task in list(self.tasks):
+            task.cancel()
+        self.held = []
+        self.stats = Stats()
+        return {"closed": count, "seconds": round(time.monotonic() - started, 3)}
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Run one command and return its reply."""
+        name = command["cmd"]
+        if name == "open":
+            return await self.open(command["urls"], command.get("concurrency", 200), command.get("compress", 0))
+        if name == "wait_primed":
+            return await self.wait_primed(command["first"], command.get("timeout", 30))
+        if name == "reset":
+            return self.reset()
+        if name == "expect":
+            return await self.expect(command["final"], command.get("timeout", 30))
+        if name == "resume":
+            return await self.resume(command["url"], command["count"], command.get("timeout", 10))
+        if name == "close":
+            return await self.close()
+        if name == "status":
+            return self.status()
+        if name == "exit":
+            return {"bye": True}
+        return {"error": f"unknown command {name!r}"}
+
+
+async def serve_commands() -> None:
+    """Answer commands from stdin until `exit` or end of input."""
+    client = LoadClient()
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            command = json.loads(line)
+            try:
+                reply = await client.handle(command)
+            except Exception as exc:  # noqa: BLE001 - the benchmark reports it
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+            if command["cmd"] == "exit":
+                break
+    finally:
+        await client.close()
+        await client.session.close()
+
+
+class WsLoad:
+    """The benchmark's handle on one load-generator process."""
+
+    def __init__(self, procs: Processes, name: str) -> None:
+        self._procs = procs
+        self.child = procs.spawn([PYTHON, "-m", "bench.wsclient"], name, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one command and wait at most timeout seconds for its reply."""
+        assert self.child.stdin is not None
+        assert self.child.stdout is not None
+        self.child.stdin.write((json.dumps(command) + "\n").encode())
+        self.child.stdin.flush()
+        ready, _, _ = select.select([self.child.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"the WebSocket client did not answer {command['cmd']!r} within {timeout:.0f}s")
+        line = self.child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the WebSocket client exited with {self.child.poll()} during {command['cmd']!r}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the WebSocket client failed {command['cmd']!r}: {reply['error']}")
+        return reply
+
+    def cpu_seconds(self) -> float:
+        """Return the CPU seconds the client process has used."""
+        import psutil  # type: ignore[import-untyped]
+
+        times = psutil.Process(self.child.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        """Ask the client to close its sockets and exit; kill it if it does not."""
+        try:
+            self.call({"cmd": "exit"}, timeout=60)
+            self.child.wait(timeout=30)
+        except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        self._procs.stop(self.child, grace=2.0)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve_commands())
