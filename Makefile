@@ -63,7 +63,7 @@ check-spec: install
 	$(VORA) check-spec
 
 bench: install redis-server ## Measure VORA against its targets, each next to a same-run baseline (docs/BENCHMARKS.md)
-	$(PY) -m bench
+	$(PY) -m bench --update-docs $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
