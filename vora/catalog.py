@@ -51,8 +51,3 @@ def required_scope(event_type: str) -> str | None:
     """Return the access-token scope a socket needs to receive this event type."""
     family = SUBSCRIBABLE_EVENTS.get(event_type, Family.LIFECYCLE)
     return FAMILY_SCOPES[family]
-
-
-def is_subscribable(event_type: str) -> bool:
-    """Tell whether clients may subscribe to and publishers may publish this type."""
-    return event_type in SUBSCRIBABLE_EVENTS

@@ -6,7 +6,6 @@ import json
 import logging
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
 
 import werkzeug.exceptions
 from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
@@ -162,9 +161,3 @@ def install_error_handlers(app: Flask) -> None:
     for unavailable in UNAVAILABLE:
         app.register_error_handler(unavailable, handle_redis_down)
     app.register_error_handler(Exception, handle_unexpected)
-
-
-def describe(value: Any) -> str:
-    """Render a value for an error message without echoing huge input back."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -20,6 +20,7 @@ from vora.store.streams import StoredEvent, StreamStore, stream_id_key
 
 log = logging.getLogger("vora.ws")
 
+Position = tuple[int, int]  # a stream id as (milliseconds, sequence number)
 CATCH_UP_PAGE = 500
 CATCH_UP_RETRY = 0.5  # seconds between attempts to read the stream while Redis fails
 CLOSE_NORMAL = 1000
@@ -64,24 +65,24 @@ class Connection:
         self._metric = on_metric
         self._send_buffer = send_buffer
         self._outbox: deque[str] = deque()
-        self._pending: list[tuple[str, str]] = []  # live events held while catching up
+        self._pending: list[tuple[str, Position, str]] = []  # live events held while catching up
         self._catching_up = True
         self._last_id: str | None = None  # newest stream id queued for this socket
+        self._last_position: Position | None = None  # the same id, parsed once
         self._closing: tuple[int, str] | None = None
-        self.overflowed = False
 
     # Called by the hub, from its reader greenlet: must never block.
 
-    def offer(self, event_id: str, event_type: str, payload: str) -> None:
+    def offer(self, event_id: str, position: Position, event_type: str, payload: str) -> None:
         """Queue a live event for this socket if its filter allows it."""
         if event_type not in self.allowed or self._closing is not None:
             return
         if self._catching_up:
-            self._pending.append((event_id, payload))
+            self._pending.append((event_id, position, payload))
             if len(self._pending) > self._queue_limit:
                 self._overflow()
             return
-        self._queue(event_id, payload)
+        self._queue(event_id, position, payload)
 
     def set_subscription(self, events_value: str) -> None:
         """Apply a subscription change made through the REST API."""
@@ -102,17 +103,16 @@ class Connection:
 
     # Internals.
 
-    def _queue(self, event_id: str, payload: str) -> None:
-        if self._last_id is not None and stream_id_key(event_id) <= stream_id_key(self._last_id):
+    def _queue(self, event_id: str, position: Position, payload: str) -> None:
+        if self._last_position is not None and position <= self._last_position:
             return  # already queued: a live copy of an event the catch-up read
-        self._last_id = event_id
+        self._last_id, self._last_position = event_id, position
         self._outbox.append(payload)
         if len(self._outbox) > self._queue_limit:
             self._overflow()
         self._wake()
 
     def _overflow(self) -> None:
-        self.overflowed = True
         self._metric("dropped", len(self._outbox) + len(self._pending))
         self._metric("slow_consumer", 1)
         self._outbox.clear()
@@ -132,19 +132,21 @@ class Connection:
             if len(page) < CATCH_UP_PAGE:
                 break
         pending, self._pending = self._pending, []
-        for event_id, payload in pending:
-            self._queue(event_id, payload)
+        for event_id, position, payload in pending:
+            self._queue(event_id, position, payload)
         self._catching_up = False
 
     def _queue_stored(self, event: StoredEvent) -> None:
+        position = stream_id_key(event.event_id)
         if event.event_type in self.allowed:
-            self._queue(event.event_id, json.dumps(stream_envelope(self.identity, event)))
+            self._queue(event.event_id, position, json.dumps(stream_envelope(self.identity, event)))
         else:
-            self._last_id = event.event_id
+            self._last_id, self._last_position = event.event_id, position
 
     def start_at(self, after_id: str | None) -> None:
         """Set the stream position after which delivery starts (None: the oldest retained)."""
         self._last_id = after_id
+        self._last_position = stream_id_key(after_id) if after_id is not None else None
 
     def send_lifecycle(self, event_type: str, data: dict[str, Any]) -> None:
         """Queue an event VORA itself sends to this socket."""

@@ -16,6 +16,7 @@ import redis
 from vora.store import keys
 from vora.store.client import REDIS_TROUBLE
 from vora.store.sessions import SessionStore
+from vora.store.streams import stream_id_key
 from vora.ws.connection import Connection
 
 log = logging.getLogger("vora.ws.hub")
@@ -54,11 +55,6 @@ class Hub:
         self.draining = False
 
     # Registry.
-
-    @property
-    def connection_count(self) -> int:
-        """Count the sockets this worker holds."""
-        return sum(len(conns) for conns in self._by_identity.values())
 
     def register(self, conn: Connection) -> None:
         """Start routing events of the connection's identity to it."""
@@ -181,9 +177,10 @@ class Hub:
             "timestamp": notice["ts"],
             "data": json.loads(notice["data"]),
         }
-        payload = json.dumps(envelope)  # serialised once, sent to every socket as is
+        payload = json.dumps(envelope)  # serialised and positioned once, for every socket
+        position = stream_id_key(notice["id"])
         for conn in list(conns):
-            conn.offer(notice["id"], event_type, payload)
+            conn.offer(notice["id"], position, event_type, payload)
 
     # Keeping sessions alive while their sockets are open.
 
