@@ -340,6 +340,11 @@ class TestEventSubscription:
         """No token is a 401."""
         assert_error(client.post(self.url(), json={"subscribeAll": True}), 401)
 
+    def test_wrong_media_type_gets_415(self, client: FlaskClient, auth: Headers) -> None:
+        """A body sent as anything but JSON is a 415 in the error shape."""
+        response = client.post(self.url(), data="subscribeAll=true", content_type="text/plain", headers=auth())
+        assert_error(response, 415, "expected JSON")
+
     def test_oversized_body_gets_413(self, client: FlaskClient, auth: Headers, settings: Settings) -> None:
         """A body over the size limit is a 413."""
         events = ["presence"] * (settings.max_body_bytes // 10)

@@ -8,11 +8,10 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from .ports import HOST, free_port
-from .procs import DEFAULT_STOP_TIMEOUT, ManagedProcess
+from .procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
 from .wait import port_accepts, wait_for
 
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
@@ -59,7 +58,7 @@ _LOG_FORMAT = (
 )
 
 
-class Nginx:
+class Nginx(Harnessed):
     """An nginx master (one worker) that balances round-robin over 127.0.0.1 upstreams and proxies WebSockets."""
 
     def __init__(
@@ -250,15 +249,3 @@ http {{
         if self._given_workdir is None and self._prefix is not None:
             shutil.rmtree(self._prefix, ignore_errors=True)
             self._prefix = None
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import os
@@ -141,6 +142,30 @@ class ManagedProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class Harnessed(abc.ABC):
+    """Context-manager protocol of the harness: start() on entry, close() on exit or on a failed start."""
+
+    @abc.abstractmethod
+    def start(self) -> Self:
+        """Start what the harness manages and return self once it is ready."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop every process and remove what the harness made; safe to call twice."""
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def live_processes() -> list[ManagedProcess]:

@@ -13,14 +13,13 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from .ports import HOST, free_port, free_ports
-from .procs import DEFAULT_STOP_TIMEOUT, ManagedProcess
+from .procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
 from .wait import wait_for
 
 REDIS_SERVER = "redis-server"
@@ -76,7 +75,7 @@ class _Workdir:
             self._path = None
 
 
-class _RedisProcess:
+class _RedisProcess(Harnessed):
     """What a redis-server process (server or sentinel) shares: start, stop, kill, restart and cleanup."""
 
     kind = "redis"
@@ -196,18 +195,6 @@ class _RedisProcess:
         self.stop()
         self._workdir.remove()
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 class RedisServer(_RedisProcess):
     """A standalone redis-server on 127.0.0.1 that keeps nothing on disk."""
@@ -325,7 +312,7 @@ class RedisSentinel(_RedisProcess):
         return [_pairs(r) for r in self.execute("SENTINEL", "SENTINELS", self.service, timeout=1.0)]
 
 
-class RedisCluster3:
+class RedisCluster3(Harnessed):
     """A Redis Cluster of three masters and no replicas, created with redis-cli --cluster create."""
 
     def __init__(
@@ -419,16 +406,8 @@ class RedisCluster3:
         for node in self.nodes:
             node.close()
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class RedisSentinelSet:
+class RedisSentinelSet(Harnessed):
     """One master, one replica and three sentinels (quorum 2) that monitor the master as one service."""
 
     def __init__(
@@ -570,11 +549,3 @@ class RedisSentinelSet:
         for server in (self.replica, self.old_master, self.master):
             if server is not None:
                 server.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -198,6 +198,14 @@ class TestTermination:
             assert pings >= 1
             ws.close()
 
+    def test_oversized_client_message_closes_with_1009(
+        self, server: RunningServer, setup_token: Setup, connect: Connect
+    ) -> None:
+        """A client message over VORA_WS_MAX_MESSAGE_BYTES (4 KiB) closes the socket with 1009."""
+        client = connect(server, setup_token(server))
+        client.ws.send("x" * 5000)
+        assert client.close_status() == 1009
+
     def test_client_answering_pings_stays_open(
         self, make_server: ServerFactory, setup_token: Setup, connect: Connect
     ) -> None:

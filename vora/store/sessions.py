@@ -74,6 +74,7 @@ class SessionStore:
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
         self._end_one = client.register_script(scripts.END_ONE_SESSION)
         self._attach = client.register_script(scripts.ATTACH_SOCKET)
+        self._by_token = client.register_script(scripts.FIND_SESSION)
 
     def create(
         self,
@@ -132,14 +133,14 @@ class SessionStore:
 
     def session_by_token(self, identity: str, token_hash: str) -> StoredSession | None:
         """Find the live session a WebSocket token belongs to, in one round trip."""
-        session_id = self._redis.get(keys.websocket_token(identity, token_hash))
-        if session_id is None:
+        found = self._by_token(
+            keys=[keys.websocket_token(identity, token_hash)],
+            args=[keys.identity_prefix(identity) + keys.SESSION_SUFFIX],
+        )
+        if not found:
             return None
-        sid = _text(session_id)  # type: ignore[arg-type]
-        raw = self._redis.hgetall(keys.session(identity, sid))
-        if not raw:
-            return None
-        return session_from_hash(identity, sid, raw)  # type: ignore[arg-type]
+        sid, flat = _text(found[0]), found[1:]
+        return session_from_hash(identity, sid, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def get(self, identity: str, session_id: str) -> StoredSession | None:
         """Read one session, or None once it has ended."""

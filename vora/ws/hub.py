@@ -210,7 +210,8 @@ class Hub:
         expired = [k for k, cs in by_session.items() if now_ms - cs[0].session.created_at_ms > self._max_age_ms]
         for identity, session_id in expired:
             self._sessions.end_session(identity, session_id, "tokenExpired")
-        live = [k for k in by_session if k not in set(expired)]
+        ended_by_age = set(expired)
+        live = [k for k in by_session if k not in ended_by_age]
         pipe = self._redis.pipeline(transaction=False)
         for identity, session_id in live:
             token_hash = by_session[(identity, session_id)][0].token_hash
