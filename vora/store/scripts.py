@@ -164,18 +164,3 @@ if redis.call('HSETNX', KEYS[1], 'attachedAt', ARGV[1]) == 1 then
 end
 return 2
 """
-
-# KEYS: token key. ARGV: session key prefix (identity prefix + session suffix).
-# Returns the session id and the session hash as a flat list, or nothing.
-FIND_SESSION = """
-local sid = redis.call('GET', KEYS[1])
-if not sid then
-  return {}
-end
-local fields = redis.call('HGETALL', ARGV[1] .. sid)
-if #fields == 0 then
-  return {}
-end
-table.insert(fields, 1, sid)
-return fields
-"""
