@@ -12,11 +12,12 @@ from pathlib import Path
 
 import redis
 
+from vora.devkeys import ALL_SCOPES
 from vora.events import EventCatalog, EventPublisher
 from vora.sessions import hash_token, mint_websocket_token
 from vora.settings import DEFAULT_SPEC_DIR
 from vora.store.directory import Directory
-from vora.store.sessions import SessionStore
+from vora.store.sessions import NewSession, SessionStore
 from vora.store.streams import StreamStore
 
 SESSIONS = 20_000
@@ -66,7 +67,7 @@ def main() -> None:
                     break
                 except redis.ConnectionError:
                     time.sleep(0.05)
-            store = SessionStore(client, 3600, 5)
+            store = SessionStore(client, ttl_seconds=3600, max_per_identity=5, max_sockets_per_session=10)
             directory = Directory(client)
             base = used(client)
             for n in range(SESSIONS):
@@ -78,13 +79,7 @@ def main() -> None:
                     identity,
                     f"{n:032x}",
                     hash_token(token),
-                    {
-                        "sub": f"user-{n // 2}",
-                        "connectionType": "WebSocket",
-                        "holdUpMode": "0",
-                        "scopes": "scope.vora.calls scope.vora.identities scope.vora.presence scope.vora.recording",
-                        "events": "*",
-                    },
+                    NewSession(f"user-{n // 2}", "WebSocket", False, frozenset(ALL_SCOPES), "*"),
                 )
             per_session = (used(client) - base) / SESSIONS
             client.flushall()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import connexion
@@ -14,64 +13,57 @@ from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
 from flask_cors import CORS
-from redis import Redis
-from redis.cluster import RedisCluster
 
 from vora.auth import TokenVerifier
+from vora.bearer import BearerSecurityHandlerFactory
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
 from vora.sessions import SessionService
 from vora.settings import Settings
-from vora.store.client import REDIS_ERRORS, connect
+from vora.state import EXTENSION, VoraState
+from vora.store.bus import EventBus
+from vora.store.client import connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
 from vora.ws.endpoint import install_websocket
 from vora.ws.hub import Hub
+from vora.ws.leases import LeaseKeeper, presence_lease_ms
+from vora.ws.runner import HubRunner
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-class TagResolver(Resolver):  # type: ignore[misc]
+class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
     """Bind each operationId to vora.handlers.<first tag>.<operationId>."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        self._tags = {
+            (path, method.upper()): operation["tags"][0].lower()
+            for path, item in spec.get("paths", {}).items()
+            for method, operation in item.items()
+            if method in HTTP_METHODS
+        }
 
     def resolve_operation_id(self, operation: Any) -> str:
         """Return the dotted name of the handler for an operation."""
-        tag = operation._operation["tags"][0].lower()
+        tag = self._tags[(operation.path, operation.method.upper())]
         return f"vora.handlers.{tag}.{operation.operation_id}"
 
 
-@dataclass
-class VoraState:
-    """Everything a request handler needs, built once per app."""
+class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
+    """Connexion's Flask API with compact JSON and VORA's reading of the Authorization header."""
 
-    settings: Settings
-    client: Redis
-    probe: Redis
-    sessions: SessionService
-    session_store: SessionStore
-    directory: Directory
-    verifier: TokenVerifier
-    lifecycle: Lifecycle
-    allowed_methods: dict[str, tuple[str, ...]]
-    streams: StreamStore
-    hub: Hub
-    metrics: Metrics
+    # Compact JSON: Connexion's default indent forces Python's slow pure-Python encoder.
+    jsonifier = Jsonifier(flask.json)
 
-    def probe_redis(self) -> str | None:
-        """Return None when Redis answers PING within the readiness timeout, else why not."""
-        try:
-            self.probe.ping()
-            if isinstance(self.probe, RedisCluster):
-                # A PING reaches one node; the cluster may still have uncovered slots.
-                state = self.probe.cluster_info().get("cluster_state")
-                if state != "ok":
-                    return f"Redis Cluster state is {state}"
-        except REDIS_ERRORS as exc:
-            return f"Redis does not answer: {type(exc).__name__}"
-        return None
+    @staticmethod
+    def make_security_handler_factory(pass_context_arg_name: str | None) -> BearerSecurityHandlerFactory:
+        """Build the security handlers that read the header with the rule the WebSocket uses too."""
+        return BearerSecurityHandlerFactory(pass_context_arg_name)
 
 
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -107,12 +99,11 @@ def _route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str
 def create_app(settings: Settings) -> Flask:
     """Build the Flask app (Connexion-bound to spec/vora.yaml) without touching Redis."""
     spec = yaml.safe_load((settings.spec_dir / "vora.yaml").read_text())
-    # Compact JSON: Connexion's default indent forces Python's slow pure-Python encoder.
-    FlaskApi.jsonifier = Jsonifier(flask.json)
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
+    cx.api_cls = VoraFlaskApi
     api = cx.add_api(
         "vora.yaml",
-        resolver=TagResolver(),
+        resolver=TagResolver(spec),
         strict_validation=True,
         validate_responses=False,
         options={"swagger_ui": True},
@@ -125,32 +116,30 @@ def create_app(settings: Settings) -> Flask:
     client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size)
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
-    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    store = SessionStore.from_settings(client, settings)
+    streams = StreamStore(client, settings.stream_max_length, settings.stream_max_age)
     lifecycle = Lifecycle()
     metrics = Metrics()
-    hub = Hub(
-        # Its own client: on Cluster a failed REST command resets the client's connections,
-        # and the worker's subscription must not go down with them.
-        connect(settings.redis_url, settings.redis_timeout),
-        store,
-        settings.session_ttl * 1000,
-        settings.session_max_age * 1000,
-        settings.ws_lease_interval,
-        metrics.count,
-    )
+    hub = Hub(on_metric=metrics.count)
+    leases = LeaseKeeper.from_settings(hub, store, settings, metrics.count)
+    # The bus has its own client: on Cluster a failed REST command resets the client's
+    # connections, and the worker's subscription must not go down with them.
+    bus = EventBus(connect(settings.redis_url, settings.redis_timeout), on_metric=metrics.count)
     lifecycle.on_drain(hub.drain)
-    app.extensions["vora"] = VoraState(
+    app.extensions[EXTENSION] = VoraState(
         settings=settings,
-        client=client,
         probe=probe,
-        sessions=SessionService(directory, store),
+        sessions=SessionService(
+            directory=directory, store=store, streams=streams, presence_lease_ms=presence_lease_ms(settings)
+        ),
         session_store=store,
         directory=directory,
         verifier=TokenVerifier.from_settings(settings),
         lifecycle=lifecycle,
         allowed_methods=allowed_methods_of(spec),
-        streams=StreamStore(client, settings.stream_max_length, settings.stream_max_age),
+        streams=streams,
         hub=hub,
+        hub_runner=HubRunner(bus=bus, hub=hub, leases=leases, on_metric=metrics.count),
         metrics=metrics,
     )
     install_error_handlers(app)

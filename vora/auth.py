@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from jose import jwk, jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError, JWTError
 
@@ -229,7 +228,9 @@ def scopes_of(claims: dict[str, Any]) -> list[str]:
 
 def token_info(token: str) -> dict[str, Any]:
     """Verify a bearer token for Connexion (x-tokenInfoFunc)."""
-    principal: Principal = current_app.extensions["vora"].verifier.verify(token)
+    from vora.state import vora_state  # vora.state builds on this module
+
+    principal = vora_state().verifier.verify(token)
     return {"sub": principal.subject, "scope": sorted(principal.scopes), "principal": principal}
 
 

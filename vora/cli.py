@@ -7,10 +7,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from vora.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from vora.sessions import SessionService
+    from vora.store.directory import Directory
 
 IDENTITY_HELP = "phone numbers, or a username for administrators"
 
@@ -85,17 +90,24 @@ def identities() -> None:
     """Provision which identities each user owns."""
 
 
-def _services() -> tuple[Settings, object, object]:
+def _services() -> tuple[Settings, Directory, SessionService]:
     from vora.sessions import SessionService
     from vora.store.client import connect
     from vora.store.directory import Directory
     from vora.store.sessions import SessionStore
+    from vora.store.streams import StreamStore
+    from vora.ws.leases import presence_lease_ms
 
     settings = _settings()
     client = connect(settings.redis_url, settings.redis_timeout)
     directory = Directory(client)
-    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
-    return settings, directory, SessionService(directory, store)
+    service = SessionService(
+        directory=directory,
+        store=SessionStore.from_settings(client, settings),
+        streams=StreamStore(client, settings.stream_max_length, settings.stream_max_age),
+        presence_lease_ms=presence_lease_ms(settings),
+    )
+    return settings, directory, service
 
 
 def _check_identities(values: tuple[str, ...]) -> list[str]:
@@ -113,7 +125,7 @@ def _check_identities(values: tuple[str, ...]) -> list[str]:
 def identities_add(user: str, identity: tuple[str, ...]) -> None:
     """Give USER the IDENTITY values."""
     _, directory, _ = _services()
-    added = directory.add(user, _check_identities(identity))  # type: ignore[attr-defined]
+    added = directory.add(user, _check_identities(identity))
     click.echo(f"{user}: {added} added, {len(identity) - added} already there")
 
 
@@ -125,11 +137,11 @@ def identities_remove(user: str, identity: tuple[str, ...]) -> None:
     from vora.errors import NotFound
 
     _, directory, service = _services()
-    removed = directory.remove(user, _check_identities(identity))  # type: ignore[attr-defined]
+    removed = directory.remove(user, _check_identities(identity))
     ended = 0
     for value in identity:
         with contextlib.suppress(NotFound):
-            ended += len(service.logout(user, value, reason="revoked"))  # type: ignore[attr-defined]
+            ended += len(service.logout(user, value, reason="revoked"))
     click.echo(f"{user}: {removed} removed, {ended} session(s) ended")
 
 
@@ -138,7 +150,7 @@ def identities_remove(user: str, identity: tuple[str, ...]) -> None:
 def identities_list(user: str) -> None:
     """Print USER's identities, one a line."""
     _, directory, _ = _services()
-    for value in directory.identities_of(user):  # type: ignore[attr-defined]
+    for value in directory.identities_of(user):
         click.echo(value)
 
 

@@ -146,7 +146,9 @@ def install_error_handlers(app: Flask) -> None:
 
     def handle_redis_down(exc: Exception) -> Response:
         log.warning("redis unavailable", extra={"fields": {"error": type(exc).__name__}})
-        app.extensions["vora"].metrics.count("redis_error:rest")
+        from vora.state import vora_state  # vora.state builds on this module
+
+        vora_state(app).metrics.count("redis_error:rest")
         return error_response(503, "The session store is unavailable; retry shortly", {"Retry-After": "1"})
 
     def handle_unexpected(exc: Exception) -> Response:

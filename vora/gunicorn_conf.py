@@ -72,8 +72,10 @@ def on_exit(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Start the event hub, and make SIGTERM drain the app before gunicorn's graceful exit."""
-    state = worker.wsgi.extensions["vora"]
-    state.hub.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it
+    from vora.state import vora_state
+
+    state = vora_state(worker.wsgi)
+    state.hub_runner.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it
     # What start-up allocated lives as long as the worker: keep it out of every later
     # collection, whose full passes otherwise stall all sockets for 40-100 ms (docs/BENCHMARKS.md).
     gc.collect()

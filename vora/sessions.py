@@ -5,15 +5,21 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.errors import BadRequest, NotFound
+from vora.errors import BadRequest, NotFound, VoraError
+from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
-from vora.store.sessions import SessionStore
+from vora.store.sessions import Attached, NewSession, SessionStore, StoredSession
+from vora.store.streams import Position, StreamStore, position_before, stream_id
+
+log = logging.getLogger("vora.sessions")
 
 SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
 TOKEN_VERSION = "v1"  # noqa: S105 - a format tag, not a secret
@@ -27,7 +33,26 @@ class OpenedSession:
 
     session_id: str
     websocket_token: str
-    evicted: tuple[str, ...]
+
+
+class SocketRefused(VoraError):
+    """A socket turned away before the upgrade, with the HTTP status it gets."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SocketAdmission:
+    """A socket the session rules let in: its session, its presence entry and where its delivery starts."""
+
+    session: StoredSession
+    token_hash: str
+    socket_id: str
+    start: Position | None  # delivery starts after this stream position (None: the oldest retained)
+    resumed: bool  # the client passed a lastEventId
+    gap: dict[str, Any] | None  # the resumeGap data when events after lastEventId are gone
 
 
 def _b64(raw: bytes) -> str:
@@ -80,9 +105,13 @@ def subscribed_events(value: str) -> frozenset[str]:
 class SessionService:
     """Apply the session rules on top of the directory and the session store."""
 
-    def __init__(self, directory: Directory, store: SessionStore) -> None:
+    def __init__(
+        self, *, directory: Directory, store: SessionStore, streams: StreamStore, presence_lease_ms: int
+    ) -> None:
         self._directory = directory
         self._store = store
+        self._streams = streams
+        self._presence_lease_ms = presence_lease_ms
 
     def identities(self, subject: str) -> list[str]:
         """Return the caller's identities, or raise NotFound when it has none."""
@@ -107,19 +136,13 @@ class SessionService:
             raise NotFound(f"Identity {identity} is not assigned to this user")
         token = mint_websocket_token(identity)
         session_id = uuid.uuid4().hex
-        evicted = self._store.create(
+        self._store.create(
             identity,
             session_id,
             hash_token(token),
-            {
-                "sub": subject,
-                "connectionType": connection_type,
-                "holdUpMode": "1" if hold_up_mode else "0",
-                "scopes": " ".join(sorted(scopes)),
-                "events": SUBSCRIBE_ALL,
-            },
+            NewSession(subject, connection_type, hold_up_mode, frozenset(scopes), SUBSCRIBE_ALL),
         )
-        return OpenedSession(session_id, token, tuple(evicted))
+        return OpenedSession(session_id, token)
 
     def subscribe(self, subject: str, identity: str, subscribe_all: bool, events: Iterable[str] | None) -> None:
         """Set which events the caller's sessions on an identity receive."""
@@ -133,3 +156,59 @@ class SessionService:
         if not ended:
             raise NotFound(f"No active session of this user on identity {identity}")
         return ended
+
+    def admit_socket(self, token: str, last_event: Position | None, now_ms: int) -> SocketAdmission:
+        """Let a socket in before its upgrade: find its session, count it there, and say where it starts.
+
+        Raise SocketRefused (401 for an unknown token or an ended session, 429 when the session
+        has its most sockets open).
+        """
+        identity = identity_of_token(token)
+        token_hash = hash_token(token)
+        session = self._store.session_by_token(identity, token_hash) if identity else None
+        if session is None:
+            raise SocketRefused(401, "The webSocketToken is unknown, expired or revoked; call /identity/setup again")
+        socket_id = uuid.uuid4().hex
+        attached = self._store.attach(session.identity, session.session_id, socket_id, now_ms, self._presence_lease_ms)
+        if attached is Attached.GONE:
+            raise SocketRefused(401, "The webSocketToken is unknown, expired or revoked; call /identity/setup again")
+        if attached is Attached.FULL:
+            raise SocketRefused(
+                429, "This session has the most sockets it may open (VORA_WS_MAX_SOCKETS_PER_SESSION); close one first"
+            )
+        try:
+            return self._start_of(session, token_hash, socket_id, last_event, attached)
+        except BaseException:
+            self._store.detach(session.identity, session.session_id, socket_id)
+            raise
+
+    def _start_of(
+        self, session: StoredSession, token_hash: str, socket_id: str, last_event: Position | None, attached: Attached
+    ) -> SocketAdmission:
+        if last_event is not None:
+            point = self._streams.resume_point(session.identity, last_event)
+            gap = None
+            if point.gap:
+                requested = stream_id(last_event)
+                gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
+            return SocketAdmission(session, token_hash, socket_id, point.after, True, gap)
+        # The first socket gets everything published since setup; later ones start live.
+        first = attached is Attached.FIRST
+        start = position_before(session.created_at_ms) if first else self._streams.newest(session.identity)
+        return SocketAdmission(session, token_hash, socket_id, start, False, None)
+
+    def socket_opened(self, admission: SocketAdmission) -> str | None:
+        """Confirm the session outlived the upgrade: None while it lives, else why it ended ('' when unknown)."""
+        session = admission.session
+        if self._store.get(session.identity, session.session_id) is not None:
+            return None
+        return self._store.ended_reason(session.identity, session.session_id) or ""
+
+    def socket_closed(self, admission: SocketAdmission) -> None:
+        """Take a closed socket out of its session's presence."""
+        session = admission.session
+        try:
+            self._store.detach(session.identity, session.session_id, admission.socket_id)
+        except REDIS_TROUBLE as exc:
+            # The socket's lease runs out by itself; presence is only late, not wrong for long.
+            log.info("socket detach failed", extra={"fields": {"error": type(exc).__name__}})

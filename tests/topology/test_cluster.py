@@ -12,7 +12,7 @@ from tests.harness import RedisCluster3
 from vora.store import keys
 from vora.store.client import connect, parse_redis_url
 from vora.store.directory import Directory
-from vora.store.sessions import SessionStore
+from vora.store.sessions import NewSession, SessionStore
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
@@ -55,14 +55,14 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
     """The session scripts, which derive keys from the identity's hash tag, run on the cluster."""
     client = connect(redis_cluster.url, timeout=2.0)
     with contextlib.closing(client):
-        store = SessionStore(client, ttl_seconds=60, max_per_identity=1)
+        store = SessionStore(client, ttl_seconds=60, max_per_identity=1, max_sockets_per_session=10)
         directory = Directory(client)
         identity = f"49{uuid.uuid4().int % 10**9}"
         directory.add("alice", [identity])
         assert directory.owns("alice", identity)
-        fields = {"sub": "alice", "events": "ALL"}
-        assert store.create(identity=identity, session_id="s1", token_hash="h1", fields=fields) == []
-        assert store.create(identity=identity, session_id="s2", token_hash="h2", fields=fields) == ["s1"]
+        new = NewSession("alice", "WebSocket", False, frozenset(), "*")
+        assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
+        assert store.create(identity=identity, session_id="s2", token_hash="h2", new=new) == ["s1"]
         assert store.ended_reason(identity, "s1") == "replaced"
         found = store.session_by_token(identity, "h2")
         assert found is not None

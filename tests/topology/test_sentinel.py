@@ -11,7 +11,7 @@ import redis
 
 from tests.harness import RedisSentinelSet, wait_for
 from vora.store.client import connect, parse_redis_url
-from vora.store.sessions import SessionStore
+from vora.store.sessions import NewSession, SessionStore
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
@@ -69,10 +69,10 @@ def test_session_store_works_through_sentinels(sentinel_set: RedisSentinelSet) -
     """The session scripts run on the master found through the sentinels."""
     client = connect(sentinel_set.url, timeout=2.0)
     with contextlib.closing(client):
-        store = SessionStore(client, ttl_seconds=60, max_per_identity=2)
+        store = SessionStore(client, ttl_seconds=60, max_per_identity=2, max_sockets_per_session=10)
         identity = f"49{uuid.uuid4().int % 10**9}"
-        fields = {"sub": "bob", "events": "ALL"}
-        assert store.create(identity=identity, session_id="s1", token_hash="h1", fields=fields) == []
+        new = NewSession("bob", "WebSocket", False, frozenset(), "*")
+        assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
         stored = store.get(identity, "s1")
         assert stored is not None
         assert stored.subject == "bob"

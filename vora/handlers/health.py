@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app
+from flask import Response
 
 from vora.errors import empty_response, error_response
+from vora.state import vora_state
 
 
 def readiness() -> Response:
     """Answer 204 while Redis answers a PING in time and the worker is not draining."""
-    state = current_app.extensions["vora"]
+    state = vora_state()
     if state.lifecycle.draining:
         return error_response(503, "This instance is draining and takes no new work")
     problem = state.probe_redis()
@@ -20,6 +21,6 @@ def readiness() -> Response:
 
 def liveness() -> Response:
     """Answer 204 while the worker is healthy and 503 once it is draining."""
-    if current_app.extensions["vora"].lifecycle.draining:
+    if vora_state().lifecycle.draining:
         return error_response(503, "This worker is draining and will exit")
     return empty_response(204)

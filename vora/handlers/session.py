@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response
 
 from vora.auth import Principal
 from vora.errors import empty_response
+from vora.sessions import SessionService
+from vora.state import vora_state
 
 Body = dict[str, Any]
 
 
-def _service() -> Any:
-    return current_app.extensions["vora"].sessions
+def _service() -> SessionService:
+    return vora_state().sessions
 
 
 def identities(token_info: dict[str, Any]) -> tuple[Body, int]:
@@ -24,7 +26,7 @@ def identities(token_info: dict[str, Any]) -> tuple[Body, int]:
 
 def identitiesOptions() -> tuple[Body, int, dict[str, str]]:  # noqa: N802 - named by the spec's operationId
     """Answer OPTIONS /identity with its allowed methods and no identities."""
-    allow = current_app.extensions["vora"].allowed_methods["/identity"]
+    allow = vora_state().allowed_methods["/identity"]
     return {"identities": []}, 200, {"Allow": ", ".join(allow)}
 
 

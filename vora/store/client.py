@@ -35,6 +35,11 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """Tell whether Redis refused a command for good (a retry gets the same answer), not failed for now."""
+    return isinstance(exc, redis.ResponseError) and not isinstance(exc, UNAVAILABLE)
+
+
 @dataclass(frozen=True)
 class RedisTarget:
     """A parsed VORA_REDIS_URL."""

@@ -154,12 +154,24 @@ return 1
 )
 
 # KEYS: session hash, socket presence set.
-# ARGV: now (ms), socket member, lease deadline (ms), presence ttl (ms).
-# Returns 0 when the session is gone, 1 for its first socket, 2 for a later one; the
-# socket is in the presence set exactly when the session was there to attach to.
+# ARGV: now (ms), socket member, lease deadline (ms), presence ttl (ms),
+#       the session's member prefix (`<session id>:`), most sockets per session.
+# Returns 0 when the session is gone, 1 for its first socket, 2 for a later one, 3 when
+# the session already has its most sockets open (on any instance); the socket is in the
+# presence set exactly when 1 or 2 is returned.
 ATTACH_SOCKET = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
+end
+local prefix = ARGV[5]
+local open = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')) do
+  if string.sub(member, 1, #prefix) == prefix then
+    open = open + 1
+  end
+end
+if open >= tonumber(ARGV[6]) then
+  return 3
 end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then

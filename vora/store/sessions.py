@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
 import redis
 
+from vora.settings import Settings
 from vora.store import keys, scripts
+from vora.store.codec import text
 
 # How long a tombstone says why a session ended, so a late socket learns the reason.
 TOMBSTONE_MS = 10 * 60 * 1000
@@ -28,6 +31,28 @@ class StoredSession:
 
 
 @dataclass(frozen=True)
+class NewSession:
+    """What a new session holds besides its id, token and creation time."""
+
+    subject: str
+    connection_type: str
+    hold_up_mode: bool
+    scopes: frozenset[str]
+    events: str
+
+
+def session_fields(new: NewSession) -> dict[str, str]:
+    """Encode a new session as the fields of its hash (session_from_hash reads them back)."""
+    return {
+        "sub": new.subject,
+        "connectionType": new.connection_type,
+        "holdUpMode": "1" if new.hold_up_mode else "0",
+        "scopes": " ".join(sorted(new.scopes)),
+        "events": new.events,
+    }
+
+
+@dataclass(frozen=True)
 class Lease:
     """A session with sockets open on this instance, to be kept alive."""
 
@@ -37,15 +62,18 @@ class Lease:
     socket_ids: tuple[str, ...]
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
+class Attached(IntEnum):
+    """What attaching a socket to a session found (the ATTACH_SOCKET script's answer)."""
+
+    GONE = 0  # the session has ended: nothing was recorded
+    FIRST = 1  # the session's first socket ever
+    LATER = 2  # the session had a socket before
+    FULL = 3  # the session has its most sockets open already: nothing was recorded
 
 
 def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -> StoredSession:
     """Decode a session hash read from Redis."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {text(k): text(v) for k, v in raw.items()}
     return StoredSession(
         identity=identity,
         session_id=session_id,
@@ -76,26 +104,39 @@ def _ending_args(identity: str, selector: str, reason: str) -> list[str | int]:
 class SessionStore:
     """Create, subscribe and end sessions with one atomic script each."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int, max_per_identity: int) -> None:
+    def __init__(
+        self, client: redis.Redis, *, ttl_seconds: int, max_per_identity: int, max_sockets_per_session: int
+    ) -> None:
         self._redis = client
         self._ttl_ms = ttl_seconds * 1000
         self._cap = max_per_identity
+        self._socket_cap = max_sockets_per_session
         self._create = client.register_script(scripts.CREATE_SESSION)
         self._end = client.register_script(scripts.END_SUBJECT_SESSIONS)
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
         self._end_one = client.register_script(scripts.END_ONE_SESSION)
         self._attach = client.register_script(scripts.ATTACH_SOCKET)
 
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> SessionStore:
+        """Build the store with the session limits the settings give."""
+        return cls(
+            client,
+            ttl_seconds=settings.session_ttl,
+            max_per_identity=settings.max_sessions_per_identity,
+            max_sockets_per_session=settings.ws_max_sockets_per_session,
+        )
+
     def create(
         self,
         identity: str,
         session_id: str,
         token_hash: str,
-        fields: dict[str, str],
+        new: NewSession,
     ) -> list[str]:
         """Store a new session and its token hash; return the ids of sessions it evicted."""
         flat: list[str] = []
-        for name, value in fields.items():
+        for name, value in session_fields(new).items():
             flat += [name, value]
         evicted = self._create(
             keys=[
@@ -119,7 +160,7 @@ class SessionStore:
                 *flat,
             ],
         )
-        return [_text(sid) for sid in evicted]
+        return [text(sid) for sid in evicted]
 
     def set_subscription(self, identity: str, subject: str, events: str) -> list[str]:
         """Set the subscription of a user's sessions on an identity; return their ids."""
@@ -134,12 +175,12 @@ class SessionStore:
                 identity,
             ],
         )
-        return [_text(sid) for sid in updated]
+        return [text(sid) for sid in updated]
 
     def end_for_subject(self, identity: str, subject: str, reason: str) -> list[str]:
         """End a user's sessions on an identity and announce it; return their ids."""
         ended = self._end(keys=[keys.sessions_index(identity)], args=_ending_args(identity, subject, reason))
-        return [_text(sid) for sid in ended]
+        return [text(sid) for sid in ended]
 
     def session_by_token(self, identity: str, token_hash: str) -> StoredSession | None:
         """Find the live session a WebSocket token belongs to, with two plain reads.
@@ -149,7 +190,7 @@ class SessionStore:
         session_id = self._redis.get(keys.websocket_token(identity, token_hash))
         if session_id is None:
             return None
-        sid = _text(session_id)  # type: ignore[arg-type]
+        sid = text(session_id)
         raw = self._redis.hgetall(keys.session(identity, sid))
         if not raw:
             return None
@@ -163,19 +204,26 @@ class SessionStore:
     def ended_reason(self, identity: str, session_id: str) -> str | None:
         """Say why a session ended, if its tombstone is still there."""
         reason = self._redis.get(keys.session_ended(identity, session_id))
-        return _text(reason) if reason is not None else None  # type: ignore[arg-type]
+        return text(reason) if reason is not None else None
 
     def end_session(self, identity: str, session_id: str, reason: str) -> bool:
         """End one session and announce it; tell whether it was still there."""
         ended = self._end_one(keys=[keys.sessions_index(identity)], args=_ending_args(identity, session_id, reason))
         return bool(ended)
 
-    def attach(self, identity: str, session_id: str, socket_id: str, now_ms: int, lease_ms: int) -> int:
-        """Record an open socket on a session: 0 if the session is gone, 1 for its first socket, 2 otherwise."""
-        return int(
+    def attach(self, identity: str, session_id: str, socket_id: str, now_ms: int, lease_ms: int) -> Attached:
+        """Record an open socket on a session unless the session is gone or has its most sockets open."""
+        return Attached(
             self._attach(
                 keys=[keys.session(identity, session_id), keys.socket_presence(identity)],
-                args=[now_ms, keys.socket_member(session_id, socket_id), now_ms + lease_ms, self._ttl_ms],
+                args=[
+                    now_ms,
+                    keys.socket_member(session_id, socket_id),
+                    now_ms + lease_ms,
+                    self._ttl_ms,
+                    keys.socket_member(session_id, ""),
+                    self._socket_cap,
+                ],
             )
         )
 
@@ -188,7 +236,7 @@ class SessionStore:
         members = self._redis.zrangebyscore(keys.socket_presence(identity), f"({now_ms}", "+inf")
         counts: dict[str, int] = {}
         for member in members:  # type: ignore[union-attr]
-            session_id = _text(member).partition(":")[0]
+            session_id = text(member).partition(":")[0]
             counts[session_id] = counts.get(session_id, 0) + 1
         return counts
 
@@ -213,6 +261,6 @@ class SessionStore:
             pipe.zadd(keys.socket_presence(lease.identity), members)
         results = pipe.execute()
         return [
-            (bool(results[index * 4]), None if results[index * 4 + 3] is None else _text(results[index * 4 + 3]))
+            (bool(results[index * 4]), None if results[index * 4 + 3] is None else text(results[index * 4 + 3]))
             for index in range(len(leases))
         ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from vora.store import keys, scripts
+from vora.store.codec import text
 
 # The sequence counter outlives the stream so that numbers never restart while a
 # client may still remember one.
@@ -25,27 +27,48 @@ class StoredEvent:
     data_json: str
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def event_from_entry(entry_id: Any, fields: dict[Any, Any]) -> StoredEvent:
     """Decode an XRANGE entry."""
-    decoded = {_text(k): _text(v) for k, v in fields.items()}
-    return StoredEvent(_text(entry_id), int(decoded["seq"]), decoded["type"], decoded["ts"], decoded["data"])
+    decoded = {text(k): text(v) for k, v in fields.items()}
+    return StoredEvent(text(entry_id), int(decoded["seq"]), decoded["type"], decoded["ts"], decoded["data"])
 
 
-def stream_id_key(event_id: str) -> tuple[int, int]:
+Position = tuple[int, int]  # a stream id as (milliseconds, sequence number)
+
+MAX_ID_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit integer
+EVENT_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
+
+
+def stream_position(event_id: str) -> Position:
     """Order stream ids numerically."""
     millis, _, seq = event_id.partition("-")
     return int(millis), int(seq or 0)
+
+
+def stream_id(position: Position) -> str:
+    """Spell a position as the stream id it stands for."""
+    return f"{position[0]}-{position[1]}"
+
+
+def parse_event_id(value: str) -> Position | None:
+    """Read a client's eventId, or None when it is not a stream id Redis could hold."""
+    match = EVENT_ID.match(value)
+    if match is None:
+        return None
+    position = int(match[1]), int(match[2])
+    return position if max(position) <= MAX_ID_PART else None
+
+
+def position_before(millis: int) -> Position:
+    """Return the position just before every entry of a millisecond (an exclusive start)."""
+    return millis - 1, MAX_ID_PART
 
 
 @dataclass(frozen=True)
 class ResumePoint:
     """Where a resuming socket starts reading, and whether events were lost before it."""
 
-    after_id: str | None  # exclusive start; None reads from the oldest retained event
+    after: Position | None  # exclusive start; None reads from the oldest retained event
     gap: bool
     oldest_id: str | None
 
@@ -75,29 +98,29 @@ class StreamStore:
                 identity,
             ],
         )
-        return _text(result[0]), int(result[1])
+        return text(result[0]), int(result[1])
 
-    def read_after(self, identity: str, after_id: str | None, count: int) -> list[StoredEvent]:
-        """Read up to count events after an id (exclusive), or from the oldest when None."""
-        start = "-" if after_id is None else f"({after_id}"
+    def read_after(self, identity: str, after: Position | None, count: int) -> list[StoredEvent]:
+        """Read up to count events after a position (exclusive), or from the oldest when None."""
+        start = "-" if after is None else f"({stream_id(after)}"
         entries = self._redis.xrange(keys.event_stream(identity), min=start, max="+", count=count)
         return [event_from_entry(entry_id, fields) for entry_id, fields in entries]  # type: ignore[union-attr]
 
-    def last_id(self, identity: str) -> str | None:
-        """Return the id of the newest retained event, if any."""
+    def newest(self, identity: str) -> Position | None:
+        """Return the position of the newest retained event, if any."""
         entries = self._redis.xrevrange(keys.event_stream(identity), count=1)
-        return _text(entries[0][0]) if entries else None  # type: ignore[index]
+        return stream_position(text(entries[0][0])) if entries else None  # type: ignore[index]
 
-    def resume_point(self, identity: str, last_event_id: str) -> ResumePoint:
-        """Tell where to resume after last_event_id and whether events after it were trimmed."""
-        last_sequence = stream_id_key(last_event_id)[1]
+    def resume_point(self, identity: str, last_event: Position) -> ResumePoint:
+        """Tell where to resume after a client's last event and whether events after it were trimmed."""
+        last_sequence = last_event[1]
         oldest = self._redis.xrange(keys.event_stream(identity), count=1)
         if oldest:
-            oldest_id = _text(oldest[0][0])  # type: ignore[index]
-            if stream_id_key(oldest_id)[1] > last_sequence + 1:
+            oldest_id = text(oldest[0][0])  # type: ignore[index]
+            if stream_position(oldest_id)[1] > last_sequence + 1:
                 return ResumePoint(None, True, oldest_id)
-            return ResumePoint(last_event_id, False, oldest_id)
+            return ResumePoint(last_event, False, oldest_id)
         published = self._redis.get(keys.event_sequence(identity))
         if published is not None and int(published) > last_sequence:  # type: ignore[arg-type]
             return ResumePoint(None, True, None)  # the whole stream aged out after the client's event
-        return ResumePoint(last_event_id, False, None)
+        return ResumePoint(last_event, False, None)

@@ -1,34 +1,38 @@
-"""One client socket: its filter, its outbox, and the loop that writes to it."""
+"""One client socket: its filter, the catch-up from the stream, the live buffer and the writer loop."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from vora.catalog import SUBSCRIBABLE_EVENTS, required_scope
 from vora.events import lifecycle_envelope, stream_envelope
 from vora.sessions import subscribed_events
-from vora.store.client import REDIS_TROUBLE
+from vora.settings import Settings
+from vora.store.client import REDIS_TROUBLE, is_permanent
 from vora.store.sessions import StoredSession
-from vora.store.streams import StoredEvent, StreamStore, stream_id_key
+from vora.store.streams import Position, StoredEvent, StreamStore, stream_id, stream_position
+from vora.ws.transport import Transport
 
 log = logging.getLogger("vora.ws")
 
-Position = tuple[int, int]  # a stream id as (milliseconds, sequence number)
+Metric = Callable[[str, int], None]
+
 CATCH_UP_PAGE = 500
 CATCH_UP_RETRY = 0.5  # seconds between attempts to read the stream while Redis fails
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_SERVER_ERROR = 1011
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_SESSION_GONE = 4401
 CLOSE_CODES = {"maintenance": CLOSE_GOING_AWAY}
+SLOW_CONSUMER = "slow consumer: reconnect with lastEventId"
 
 
 def allowed_types(events_value: str, scopes: frozenset[str]) -> frozenset[str]:
@@ -38,53 +42,79 @@ def allowed_types(events_value: str, scopes: frozenset[str]) -> frozenset[str]:
     )
 
 
+@dataclass(frozen=True)
+class SocketOptions:
+    """The per-socket limits and intervals, from settings."""
+
+    queue_limit: int
+    heartbeat_interval: float
+    send_timeout: float
+    send_buffer: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SocketOptions:
+        """Read the socket options from settings."""
+        return cls(
+            queue_limit=settings.ws_queue_size,
+            heartbeat_interval=settings.ws_heartbeat_interval,
+            send_timeout=settings.ws_send_timeout,
+            send_buffer=settings.ws_send_buffer,
+        )
+
+
 class Connection:
-    """Deliver one session's events to one socket, in order and each once."""
+    """Deliver one session's events to one socket, in order and each once.
+
+    The backlog (what the stream holds after the start position) is written straight to
+    the socket page by page as it is read; live events wait meanwhile in a buffer bounded
+    by the queue limit. While catching up an overflowing buffer is simply emptied, since
+    the stream holds those events too and the next page reads them; once caught up, an
+    overflow means a slow consumer, closed with 4008.
+    """
 
     def __init__(
         self,
-        ws: Any,
+        transport: Transport,
         session: StoredSession,
+        *,
         token_hash: str,
         streams: StreamStore,
-        queue_limit: int,
-        heartbeat_interval: float,
-        send_timeout: float,
-        on_metric: Callable[[str, int], None] = lambda name, n: None,
-        send_buffer: int = 0,
+        options: SocketOptions,
+        on_metric: Metric = lambda name, n: None,
+        socket_id: str | None = None,
     ) -> None:
-        self.ws = ws
-        self.socket_id = uuid.uuid4().hex
+        self.transport = transport
+        self.socket_id = socket_id or uuid.uuid4().hex
         self.session = session
         self.identity = session.identity
         self.session_id = session.session_id
         self.token_hash = token_hash
         self.allowed = allowed_types(session.events, session.scopes)
         self._streams = streams
-        self._queue_limit = queue_limit
-        self._heartbeat_interval = heartbeat_interval
-        self._send_timeout = send_timeout
+        self._options = options
         self._metric = on_metric
-        self._send_buffer = send_buffer
-        self._outbox: deque[str] = deque()
-        self._pending: list[tuple[str, Position, str]] = []  # live events held while catching up
+        self._control: deque[str] = deque()  # lifecycle events, written before anything else
+        self._live: deque[tuple[Position, str]] = deque()  # live events not written yet
         self._catching_up = True
-        self._last_id: str | None = None  # newest stream id queued for this socket
-        self._last_position: Position | None = None  # the same id, parsed once
+        self._live_dropped = False  # the live buffer overflowed during the current catch-up page
+        self._last_position: Position | None = None  # newest stream position written (or skipped by the filter)
         self._closing: tuple[int, str] | None = None
 
     # Called by the hub, from its reader greenlet: must never block.
 
-    def offer(self, event_id: str, position: Position, event_type: str, payload: str) -> None:
-        """Queue a live event for this socket if its filter allows it."""
+    def offer(self, position: Position, event_type: str, payload: str) -> None:
+        """Buffer a live event for this socket if its filter allows it."""
         if event_type not in self.allowed or self._closing is not None:
             return
-        if self._catching_up:
-            self._pending.append((event_id, position, payload))
-            if len(self._pending) > self._queue_limit:
+        live = self._live
+        live.append((position, payload))
+        if len(live) > self._options.queue_limit:
+            if self._catching_up:
+                live.clear()  # the stream holds them: the catch-up reads them
+                self._live_dropped = True
+            else:
                 self._overflow()
-            return
-        self._queue(event_id, position, payload)
+        self.transport.wake()
 
     def set_subscription(self, events_value: str) -> None:
         """Apply a subscription change made through the REST API."""
@@ -94,111 +124,138 @@ class Connection:
         """Send channelTerminated with a reason, then close."""
         if self._closing is not None:
             return
-        self._outbox.append(json.dumps(lifecycle_envelope(self.identity, "channelTerminated", {"reason": reason})))
+        self._control.append(json.dumps(lifecycle_envelope(self.identity, "channelTerminated", {"reason": reason})))
         self._closing = (CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
-        self._wake()
+        self.transport.wake()
 
     def resync(self) -> None:
         """Re-read the stream after the hub lost its subscription for a while."""
         self._catching_up = True
-        self._wake()
+        self.transport.wake()
+
+    # Called by the endpoint before run().
+
+    def start_at(self, after: Position | None) -> None:
+        """Set the stream position after which delivery starts (None: the oldest retained)."""
+        self._last_position = after
+
+    def send_lifecycle(self, event_type: str, data: dict[str, Any]) -> None:
+        """Queue an event VORA itself sends to this socket, ahead of stream events."""
+        if self._closing is not None:
+            return
+        self._control.append(json.dumps(lifecycle_envelope(self.identity, event_type, data)))
+        self.transport.wake()
+
+    @property
+    def closing(self) -> bool:
+        """Tell whether this connection has decided to close."""
+        return self._closing is not None
 
     # Internals.
 
-    def _queue(self, event_id: str, position: Position, payload: str) -> None:
-        if self._last_position is not None and position <= self._last_position:
-            return  # already queued: a live copy of an event the catch-up read
-        self._last_id, self._last_position = event_id, position
-        self._outbox.append(payload)
-        if len(self._outbox) > self._queue_limit:
-            self._overflow()
-        self._wake()
-
     def _overflow(self) -> None:
-        self._metric("dropped", len(self._outbox) + len(self._pending))
+        self._metric("dropped", len(self._live))
         self._metric("slow_consumer", 1)
-        self._outbox.clear()
-        self._pending.clear()
-        self._closing = (CLOSE_SLOW_CONSUMER, "slow consumer: reconnect with lastEventId")
-        self._wake()
+        self._live.clear()
+        self._closing = (CLOSE_SLOW_CONSUMER, SLOW_CONSUMER)
 
-    def _wake(self) -> None:
-        self.ws.event.set()
+    def _write_control(self) -> None:
+        while self._control:
+            self.transport.send_text(self._control.popleft())
 
     def _catch_up(self) -> None:
-        """Queue what the stream holds after the last queued id, then what arrived meanwhile."""
+        """Write what the stream holds after the last written id, page by page, until it is read to the end."""
         while self._closing is None:
-            page = self._streams.read_after(self.identity, self._last_id, CATCH_UP_PAGE)
-            for event in page:
-                self._queue_stored(event)
-            if len(page) < CATCH_UP_PAGE:
+            self._live_dropped = False
+            page = self._streams.read_after(self.identity, self._last_position, CATCH_UP_PAGE)
+            self._write_stored(page)
+            if len(page) < CATCH_UP_PAGE and not self._live_dropped:
                 break
-        pending, self._pending = self._pending, []
-        for event_id, position, payload in pending:
-            self._queue(event_id, position, payload)
-        self._catching_up = False
+        if self._closing is None:
+            self._catching_up = False
 
-    def _queue_stored(self, event: StoredEvent) -> None:
-        position = stream_id_key(event.event_id)
-        if event.event_type in self.allowed:
-            self._queue(event.event_id, position, json.dumps(stream_envelope(self.identity, event)))
-        else:
-            self._last_id, self._last_position = event.event_id, position
+    def _write_stored(self, page: Iterable[StoredEvent]) -> None:
+        sent = 0
+        for event in page:
+            if self._closing is not None:
+                break
+            position = stream_position(event.event_id)
+            last = self._last_position
+            if last is not None and position[1] > last[1] + 1:
+                # Trimmed while this socket read: say so, as a resume would have.
+                self._metric("resume_gap", 1)
+                gap = {"reason": "retention", "requestedEventId": stream_id(last), "oldestEventId": event.event_id}
+                self.transport.send_text(json.dumps(lifecycle_envelope(self.identity, "resumeGap", gap)))
+            if event.event_type in self.allowed:
+                self.transport.send_text(json.dumps(stream_envelope(self.identity, event)))
+                sent += 1
+            self._last_position = position
+        if sent:
+            self._metric("delivered", sent)
 
-    def start_at(self, after_id: str | None) -> None:
-        """Set the stream position after which delivery starts (None: the oldest retained)."""
-        self._last_id = after_id
-        self._last_position = stream_id_key(after_id) if after_id is not None else None
-
-    def send_lifecycle(self, event_type: str, data: dict[str, Any]) -> None:
-        """Queue an event VORA itself sends to this socket."""
-        self._outbox.append(json.dumps(lifecycle_envelope(self.identity, event_type, data)))
-        self._wake()
+    def _write_live(self) -> None:
+        live = self._live
+        send = self.transport.send_text
+        sent = 0
+        while live and self._closing is None:
+            position, payload = live.popleft()
+            if self._last_position is not None and position <= self._last_position:
+                continue  # already written: a live copy of an event the catch-up read
+            send(payload)
+            self._last_position = position
+            sent += 1
+        if sent:
+            self._metric("delivered", sent)
 
     def run(self) -> None:
-        """Write queued events until the socket closes or the connection is terminated."""
-        ws = self.ws
-        ws.sock.settimeout(self._send_timeout)
-        if self._send_buffer:
-            # A small kernel buffer makes a stalled client show up in the outbox, and bounds memory.
-            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
-        next_heartbeat = time.monotonic() + self._heartbeat_interval
+        """Write events until the socket closes or the connection is terminated."""
+        transport = self.transport
+        options = self._options
+        transport.configure(send_timeout=options.send_timeout, send_buffer=options.send_buffer)
+        next_heartbeat = time.monotonic() + options.heartbeat_interval
         catch_up_at = 0.0  # a failed catch-up is tried again at this time, the socket kept open
         try:
-            while ws.connected:
+            while transport.connected:
+                self._write_control()
                 if self._catching_up and self._closing is None and time.monotonic() >= catch_up_at:
                     try:
                         self._catch_up()
                     except REDIS_TROUBLE as exc:
-                        # Live events wait in _pending meanwhile (bounded by the queue limit).
-                        log.info("catch-up failed", extra={"fields": {"error": type(exc).__name__}})
-                        catch_up_at = time.monotonic() + CATCH_UP_RETRY
-                sent = 0
-                while self._outbox:
-                    ws.send(self._outbox.popleft())
-                    sent += 1
-                if sent:
-                    self._metric("delivered", sent)
+                        if is_permanent(exc):
+                            # A command Redis refuses stays refused: retrying would spin forever.
+                            log.warning("catch-up refused", extra={"fields": {"error": type(exc).__name__}})
+                            self._closing = (CLOSE_SERVER_ERROR, "event stream unreadable; reconnect")
+                        else:
+                            # Live events wait in the live buffer meanwhile (bounded by the queue limit).
+                            log.info("catch-up failed", extra={"fields": {"error": type(exc).__name__}})
+                            catch_up_at = time.monotonic() + CATCH_UP_RETRY
+                if not self._catching_up:
+                    self._write_live()
                 if self._closing is not None:
+                    self._write_control()
                     code, reason = self._closing
-                    ws.close(reason=code, message=reason)
+                    transport.close(code, reason)
                     return
-                ws.input_buffer.clear()  # clients have nothing to say; drop what they send
+                transport.discard_input()
                 now = time.monotonic()
                 if now >= next_heartbeat:
-                    data = {"reason": "interval", "intervalSeconds": self._heartbeat_interval}
-                    ws.send(json.dumps(lifecycle_envelope(self.identity, "heartbeat", data)))
-                    next_heartbeat = now + self._heartbeat_interval
+                    data = {"reason": "interval", "intervalSeconds": options.heartbeat_interval}
+                    transport.send_text(json.dumps(lifecycle_envelope(self.identity, "heartbeat", data)))
+                    next_heartbeat = now + options.heartbeat_interval
                     continue
                 wake_at = min(next_heartbeat, catch_up_at) if self._catching_up else next_heartbeat
-                ws.event.wait(timeout=max(0.0, wake_at - now))
-                ws.event.clear()
+                transport.wait(wake_at - now)
         except OSError as exc:  # includes TimeoutError from the send timeout
             log.info("socket write failed", extra={"fields": {"error": type(exc).__name__}})
-            self.abort()
+            self._close_stalled(exc)
 
-    def abort(self) -> None:
-        """Drop the TCP connection when no close frame can get through."""
-        self.ws.connected = False
-        with contextlib.suppress(OSError):
-            self.ws.sock.shutdown(socket.SHUT_RDWR)
+    def _close_stalled(self, exc: OSError) -> None:
+        """Give a socket whose write failed one more send timeout to take a close frame, then cut it."""
+        if isinstance(exc, TimeoutError) and self.transport.connected:
+            self._metric("slow_consumer", 1)
+            try:
+                self.transport.close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER)
+                return
+            except OSError:
+                pass
+        self.transport.abort()

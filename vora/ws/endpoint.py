@@ -1,55 +1,79 @@
-"""The /vora/ws route: authenticate before the upgrade, then hand the socket to the hub."""
+"""The /vora/ws route: check the handshake and admit the socket before the upgrade, then run it."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import logging
-import re
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_sock import Sock
 
+from vora.bearer import bearer_token
 from vora.errors import bearer_challenge, error_response
-from vora.sessions import hash_token, identity_of_token
+from vora.sessions import SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
-from vora.store.sessions import StoredSession
-from vora.ws.connection import CLOSE_SESSION_GONE, Connection
+from vora.store.streams import parse_event_id
+from vora.ws.connection import CLOSE_SERVER_ERROR, CLOSE_SESSION_GONE, Connection, SocketOptions
+from vora.ws.transport import SimpleWebsocketTransport
 
 log = logging.getLogger("vora.ws")
 
-LAST_EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
-# Exclusive start that takes in every stream entry of a millisecond and later ones.
-_BEFORE_MILLISECOND = "{}-18446744073709551615"
+WEBSOCKET_VERSION = "13"
+WEBSOCKET_KEY_BYTES = 16  # RFC 6455 §4.1: the key is 16 random bytes, base64-encoded
+QUERY_PARAMETERS = {"token", "lastEventId"}
 
 
-@dataclass(frozen=True)
-class SocketGrant:
-    """What the pre-upgrade check found: the session, its token hash and the resume position."""
+def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = bearer_challenge("invalid_token", message)
+    return error_response(status, message, headers)
 
-    session: StoredSession
-    token_hash: str
-    last_event_id: str | None
+
+def _is_websocket_key(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == WEBSOCKET_KEY_BYTES
+    except (binascii.Error, ValueError):
+        return False
+
+
+def handshake_refusal() -> Response | None:
+    """Answer a WebSocket handshake the server could not complete, before the upgrade; None when it is sound."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return _refuse(400, "This endpoint only accepts WebSocket upgrades")
+    connection = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
+    if "upgrade" not in connection:
+        return _refuse(400, "A WebSocket handshake needs 'Connection: Upgrade'")
+    version = request.headers.get("Sec-WebSocket-Version")
+    if version != WEBSOCKET_VERSION:
+        # RFC 6455 §4.4: name the version the server speaks; 426 when the client asked for another.
+        return _refuse(
+            426 if version else 400,
+            f"This server speaks WebSocket version {WEBSOCKET_VERSION} only (Sec-WebSocket-Version)",
+            {"Sec-WebSocket-Version": WEBSOCKET_VERSION},
+        )
+    if not _is_websocket_key(request.headers.get("Sec-WebSocket-Key", "")):
+        return _refuse(400, "Sec-WebSocket-Key must be 16 bytes in base64")
+    if not request.headers.get("Host"):
+        return _refuse(400, "A WebSocket handshake needs a Host header")
+    return None
 
 
 def _token_of_request() -> str | None:
-    token = request.args.get("token")
-    if token:
-        return token
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
-def _refuse(status: int, message: str) -> Response:
-    headers = {"WWW-Authenticate": bearer_challenge("invalid_token", message)} if status == 401 else {}
-    return error_response(status, message, headers)
+    return request.args.get("token") or bearer_token(request.headers.get("Authorization"))
 
 
 def install_websocket(app: Flask, path: str) -> None:
     """Add the event WebSocket at path to the app."""
-    state = app.extensions["vora"]
+    from vora.state import vora_state
+
+    state = vora_state(app)
     settings = state.settings
+    options = SocketOptions.from_settings(settings)
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": settings.ws_ping_interval,
         "max_message_size": settings.ws_max_message_bytes,
@@ -57,91 +81,77 @@ def install_websocket(app: Flask, path: str) -> None:
     sock = Sock(app)
 
     @app.before_request
-    def authenticate_socket() -> Response | None:
+    def admit_socket() -> Response | None:
         if request.path != path:
             return None
         request.environ["vora.operation"] = "websocket"
         # permessage-deflate keeps ~90 KB of zlib state per socket: never negotiate it.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return _refuse(400, "This endpoint only accepts WebSocket upgrades")
+        refusal = handshake_refusal()
+        if refusal is not None:
+            return refusal
         if state.lifecycle.draining:
             return _refuse(503, "This instance is draining; connect to another one")
-        extra = set(request.args) - {"token", "lastEventId"}
+        extra = set(request.args) - QUERY_PARAMETERS
         if extra:
             return _refuse(400, f"Unknown query parameter(s): {', '.join(sorted(extra))}")
-        last_event_id = request.args.get("lastEventId") or None
-        if last_event_id is not None and not LAST_EVENT_ID.match(last_event_id):
-            return _refuse(400, "lastEventId must be an eventId such as 1795396666123-0")
+        raw_last_event_id = request.args.get("lastEventId") or None
+        last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
+        if raw_last_event_id is not None and last_event is None:
+            return _refuse(
+                400, "lastEventId must be an eventId such as 1795396666123-0, each part at most 18446744073709551615"
+            )
         token = _token_of_request()
         if token is None:
             return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
-        identity = identity_of_token(token)
-        token_hash = hash_token(token)
-        session = state.session_store.session_by_token(identity, token_hash) if identity else None
-        if session is None:
-            return _refuse(401, "The webSocketToken is unknown, expired or revoked; call /identity/setup again")
-        g.vora_socket = SocketGrant(session, token_hash, last_event_id)
+        try:
+            g.vora_socket = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
+        except SocketRefused as refused:
+            return _refuse(refused.status, refused.message)
         return None
 
-    @sock.route(path)  # type: ignore[misc]
+    @app.teardown_request
+    def release_socket(_error: BaseException | None) -> None:
+        admission: SocketAdmission | None = g.pop("vora_socket", None)
+        if admission is not None:
+            state.sessions.socket_closed(admission)
+
+    @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
-        grant: SocketGrant = g.vora_socket
+        admission: SocketAdmission = g.vora_socket
+        transport = SimpleWebsocketTransport(ws)
         hub = state.hub
-        if not hub.ensure_started(settings.ws_accept_timeout):
-            ws.close(reason=1011, message="event bus unavailable; retry")
+        if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
+            transport.close(CLOSE_SERVER_ERROR, "event bus unavailable; retry")
             return
         conn = Connection(
-            ws,
-            grant.session,
-            grant.token_hash,
-            state.streams,
-            settings.ws_queue_size,
-            settings.ws_heartbeat_interval,
-            settings.ws_send_timeout,
-            state.metrics.count,
-            settings.ws_send_buffer,
+            transport,
+            admission.session,
+            token_hash=admission.token_hash,
+            streams=state.streams,
+            options=options,
+            on_metric=state.metrics.count,
+            socket_id=admission.socket_id,
         )
-        session = grant.session
         hub.register(conn)
         try:
-            attached = state.session_store.attach(
-                session.identity, session.session_id, conn.socket_id, int(time.time() * 1000), hub.presence_lease_ms
-            )
-            if attached == 0:
-                # The session ended during the upgrade: say why when Redis still knows.
-                reason = state.session_store.ended_reason(session.identity, session.session_id)
-                if reason is None:
-                    ws.close(reason=CLOSE_SESSION_GONE, message="session ended")
-                    return
-                conn.terminate(reason)
-            elif grant.last_event_id is not None:
-                point = state.streams.resume_point(session.identity, grant.last_event_id)
-                if point.gap:
-                    state.metrics.count("resume_gap")
-                    conn.send_lifecycle(
-                        "resumeGap",
-                        {
-                            "reason": "retention",
-                            "requestedEventId": grant.last_event_id,
-                            "oldestEventId": point.oldest_id,
-                        },
-                    )
+            ended = state.sessions.socket_opened(admission)
+            if ended == "":
+                transport.close(CLOSE_SESSION_GONE, "session ended")
+                return
+            if ended is not None:
+                conn.terminate(ended)  # ended during the upgrade: say why
+            elif admission.gap is not None:
+                state.metrics.count("resume_gap")
+                conn.send_lifecycle("resumeGap", admission.gap)
+            if admission.resumed:
                 state.metrics.count("resumed")
-                conn.start_at(point.after_id)
-            elif attached == 1:
-                conn.start_at(_BEFORE_MILLISECOND.format(session.created_at_ms - 1))
-            else:
-                conn.start_at(state.streams.last_id(session.identity))
+            conn.start_at(admission.start)
             conn.run()
         except REDIS_TROUBLE as exc:
             # Past the upgrade an HTTP error page would corrupt the socket: close it, the client resumes.
             log.warning("socket setup failed", extra={"fields": {"error": type(exc).__name__}})
-            ws.close(reason=1011, message="event store unavailable; retry")
+            with contextlib.suppress(OSError):
+                transport.close(CLOSE_SERVER_ERROR, "event store unavailable; retry")
         finally:
             hub.unregister(conn)
-            try:
-                state.session_store.detach(session.identity, session.session_id, conn.socket_id)
-            except REDIS_TROUBLE as exc:
-                # The socket's lease runs out by itself; presence is only late, not wrong for long.
-                log.info("socket detach failed", extra={"fields": {"error": type(exc).__name__}})

@@ -1,0 +1,227 @@
+"""Hostile and far-behind clients on a real server: each case once broke the socket side, none may come back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+import pytest
+import redis
+import requests
+import websocket
+
+from tests.harness.wait import wait_for
+from tests.server import RunningServer
+from tests.ws.client import Client
+from tests.ws.conftest import IDENTITY, ServerFactory
+from vora.events import EventPublisher
+from vora.store import keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.ws]
+
+Connect = Callable[..., Client]
+Setup = Callable[..., str]
+
+
+def handshake_headers(**changes: str | None) -> dict[str, str]:
+    """Return the headers of a sound WebSocket handshake with some changed (None removes one)."""
+    headers: dict[str, str | None] = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
+    headers.update({name.replace("_", "-"): value for name, value in changes.items()})
+    return {name: value for name, value in headers.items() if value is not None}
+
+
+def assert_error_shape(response: requests.Response, status: int) -> dict[str, str]:
+    """Check a refusal's status and its VORA error body."""
+    assert response.status_code == status, response.text
+    body: dict[str, str] = response.json()
+    assert set(body) == {"timestamp", "status", "error", "message"}
+    assert body["status"] == str(status)
+    return body
+
+
+class TestFarBehind:
+    """A resuming client far behind gets every retained event, in order, once."""
+
+    @pytest.mark.parametrize("backlog", [1_200, 9_999])
+    def test_resume_far_behind_delivers_every_event_then_live_ones(
+        self, server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher, backlog: int
+    ) -> None:
+        """Past the queue size (1,000) and up to the retention (10,000), nothing is skipped and no 4008 comes."""
+        token = setup_token(server)
+        seen = publisher.publish(IDENTITY, "callHeld", {"callId": "seen"})
+        missed = [publisher.publish(IDENTITY, "callHeld", {"callId": f"m-{n}"}) for n in range(backlog)]
+        client = connect(server, token, last_event_id=seen.event_id)
+        live: list[str] = []
+
+        def publish_live() -> None:
+            live.extend(publisher.publish(IDENTITY, "callEnded", {"callId": f"l-{n}"}).event_id for n in range(300))
+
+        producer = threading.Thread(target=publish_live)
+        producer.start()
+        received = client.events(backlog + 300, timeout=60)
+        producer.join(timeout=30)
+        assert [e["type"] for e in client.received if e["type"] not in {"heartbeat"}][0] != "resumeGap"
+        assert [e["eventId"] for e in received] == [m.event_id for m in missed] + live
+        numbers = [e["sequenceNumber"] for e in received]
+        assert numbers == list(range(seen.sequence_number + 1, seen.sequence_number + 1 + backlog + 300))
+
+    def test_resume_from_the_last_delivered_event_gets_only_newer_ones(
+        self, server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    ) -> None:
+        """After a far-behind resume, resuming from the last event received yields exactly what came after it."""
+        token = setup_token(server)
+        seen = publisher.publish(IDENTITY, "callHeld", {"callId": "seen"})
+        for n in range(1_200):
+            publisher.publish(IDENTITY, "callHeld", {"callId": f"m-{n}"})
+        first = connect(server, token, last_event_id=seen.event_id)
+        last = first.events(1_200, timeout=60)[-1]
+        first.close()
+        after = publisher.publish(IDENTITY, "callEnded", {"callId": "after"})
+        second = connect(server, token, last_event_id=last["eventId"])
+        assert second.next()["eventId"] == after.event_id
+
+
+class TestBadResumePoints:
+    """A lastEventId Redis cannot use is refused at the handshake, and a stream Redis refuses closes the socket."""
+
+    @pytest.mark.parametrize(
+        "last_event_id",
+        ["18446744073709551616-0", "0-18446744073709551616", "99999999999999999999-1", "1-99999999999999999999"],
+    )
+    def test_last_event_id_beyond_64_bits_is_400(
+        self, server: RunningServer, setup_token: Setup, last_event_id: str
+    ) -> None:
+        """Either part above 2**64-1 gets HTTP 400 in the error shape before the upgrade."""
+        response = requests.get(
+            f"{server.base_url}/ws",
+            params={"token": setup_token(server), "lastEventId": last_event_id},
+            headers=handshake_headers(),
+            timeout=5,
+        )
+        assert "lastEventId" in assert_error_shape(response, 400)["message"]
+
+    def test_largest_last_event_id_is_accepted(self, server: RunningServer, setup_token: Setup, connect: Connect) -> None:
+        """2**64-1 in both parts is a valid stream id: the socket opens."""
+        client = connect(server, setup_token(server), last_event_id="18446744073709551615-18446744073709551615")
+        assert client.ws.connected
+
+    def test_stream_redis_refuses_closes_with_1011_instead_of_retrying(
+        self, server: RunningServer, setup_token: Setup, connect: Connect, redisdb: redis.Redis
+    ) -> None:
+        """A catch-up Redis answers with an error (WRONGTYPE) is not retried forever: the socket closes with 1011."""
+        token = setup_token(server)
+        redisdb.set(keys.event_stream(IDENTITY), "not a stream")
+        client = connect(server, token)
+        assert client.close_status(timeout=10) == 1011
+        assert "catch-up refused" in server.log()
+
+
+class TestHandshake:
+    """Handshakes wsproto would reject are answered before the upgrade, in the error shape, without a traceback."""
+
+    @pytest.mark.parametrize(
+        ("changes", "status"),
+        [
+            ({"Sec_WebSocket_Version": "8"}, 426),
+            ({"Sec_WebSocket_Version": None}, 400),
+            ({"Sec_WebSocket_Key": None}, 400),
+            ({"Sec_WebSocket_Key": "not base64!"}, 400),
+            ({"Sec_WebSocket_Key": base64.b64encode(b"short").decode()}, 400),
+            ({"Connection": "keep-alive"}, 400),
+        ],
+    )
+    def test_broken_handshake_is_a_4xx_in_the_error_shape(
+        self, server: RunningServer, setup_token: Setup, changes: dict[str, str | None], status: int
+    ) -> None:
+        """Each broken handshake gets its 4xx with the VORA error body; the server logs no traceback."""
+        response = requests.get(
+            f"{server.base_url}/ws",
+            params={"token": setup_token(server)},
+            headers=handshake_headers(**changes),
+            timeout=5,
+        )
+        assert_error_shape(response, status)
+        if "Sec_WebSocket_Version" in changes:
+            assert response.headers["Sec-WebSocket-Version"] == "13"
+        assert "Traceback" not in server.log()
+
+
+class TestSocketCap:
+    """A session holds at most VORA_WS_MAX_SOCKETS_PER_SESSION sockets at once."""
+
+    def test_socket_past_the_cap_is_refused_with_429_until_one_closes(
+        self, make_server: ServerFactory, setup_token: Setup, connect: Connect
+    ) -> None:
+        """With a cap of 3 the fourth socket of a token gets 429 in the error shape; once one closes, a new one opens."""
+        with make_server(ws_max_sockets_per_session="3") as server:
+            token = setup_token(server)
+            opened = [connect(server, token) for _ in range(3)]
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                websocket.create_connection(f"{server.ws_url}?token={token}", timeout=5)
+            assert refused.value.status_code == 429
+            body = json.loads(refused.value.resp_body or b"{}")
+            assert body["status"] == "429"
+            assert "VORA_WS_MAX_SOCKETS_PER_SESSION" in body["message"]
+            other = connect(server, setup_token(server))  # another session of the identity is not affected
+            assert other.ws.connected
+            opened[0].close()
+
+            def reopened() -> Client | None:
+                try:
+                    return connect(server, token)
+                except websocket.WebSocketBadStatusException:
+                    return None
+
+            assert wait_for(reopened, 10, what="a socket to fit again after one closed").ws.connected
+
+
+class TestStalledReader:
+    """A client that stops reading gets close 4008 when it reads again, not a bare TCP cut."""
+
+    def test_stalled_reader_gets_close_4008_after_the_send_timeout(
+        self, make_server: ServerFactory, setup_token: Setup, publisher: EventPublisher
+    ) -> None:
+        """A write blocked past VORA_WS_SEND_TIMEOUT is followed by close 4008 once the client reads again."""
+        # The queue is large enough for the hub's bursts; the kernel buffers (4 KiB each way) fill first.
+        with make_server(ws_queue_size="200", ws_send_timeout="2", ws_send_buffer="4096") as server:
+            token = setup_token(server)
+            stalled = websocket.create_connection(
+                f"{server.ws_url}?token={token}", timeout=10, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
+            )
+            client = Client(stalled)
+            note = "x" * 200
+            try:
+                for _ in range(600):
+                    publisher.publish(IDENTITY, "presence", {"status": "busy", "note": note})
+                wait_for(lambda: "socket write failed" in server.log(), 20, what="the server's write to time out")
+                assert client.close_status(timeout=10) == 4008
+                assert all(e["type"] == "presence" for e in client.received if e["type"] != "heartbeat")
+            finally:
+                client.close()
+
+
+class TestBearerRule:
+    """The socket reads its bearer header by the REST API's rule."""
+
+    @pytest.mark.parametrize(("template", "opens"), [("Bearer\t{}", True), ("BEARER  {}", True), ("Bearer{}", False)])
+    def test_socket_reads_the_bearer_header_like_rest(
+        self, server: RunningServer, setup_token: Setup, template: str, opens: bool
+    ) -> None:
+        """A tab or several spaces after the scheme, in any case, opens the socket; no separator is a 401."""
+        header = f"Authorization: {template.format(setup_token(server))}"
+        if opens:
+            ws = websocket.create_connection(server.ws_url, timeout=5, header=[header])
+            ws.close()
+        else:
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                websocket.create_connection(server.ws_url, timeout=5, header=[header])
+            assert refused.value.status_code == 401
