@@ -16,8 +16,6 @@ from tests.server import RunningServer, running_server
 from tests.ws.client import Client, make_publisher, open_client
 from vora.events import EventPublisher
 
-pytestmark = [pytest.mark.slow, pytest.mark.ws]
-
 IDENTITY = "910111000"
 ServerFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
 

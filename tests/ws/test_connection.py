@@ -1,10 +1,85 @@
-"""Tests of the per-socket filter: subscription and scopes together."""
+"""Tests of one connection without a server: its filter, catch-up, live buffer and closes, over a real socket pair."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import websocket
+
+from tests.harness.wait import wait_for
+from tests.ws.client import make_publisher
+from tests.ws.pair import SocketPair, socket_pair
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.devkeys import ALL_SCOPES
-from vora.ws.connection import allowed_types
+from vora.events import EventPublisher, PublishedEvent
+from vora.store import keys
+from vora.store.bus import EventNotice
+from vora.store.sessions import StoredSession
+from vora.store.streams import StoredEvent, StreamStore, stream_position
+from vora.ws.connection import Connection, SocketOptions, allowed_types
+from vora.ws.hub import Hub
+
+IDENTITY = "910111000"
+OPTIONS = SocketOptions(queue_limit=10, heartbeat_interval=30.0, send_timeout=10.0)
+
+
+def session(session_id: str = "s1", events: str = "*") -> StoredSession:
+    """Return a stored session of the test identity with every scope."""
+    return StoredSession(IDENTITY, session_id, "alice", "WebSocket", False, frozenset(ALL_SCOPES), events, 0)
+
+
+def notice_of(published: PublishedEvent) -> EventNotice:
+    """Turn what a publish returned into the notice the bus would have carried."""
+    envelope = published.envelope
+    data = json.dumps(envelope["data"], separators=(",", ":"), ensure_ascii=False)
+    event = StoredEvent(published.event_id, published.sequence_number, envelope["type"], envelope["timestamp"], data)
+    return EventNotice(IDENTITY, event)
+
+
+def read_frames(ws: websocket.WebSocket, timeout: float = 10.0) -> tuple[list[dict[str, object]], int | None]:
+    """Read text frames until the close frame; return them and the close code (None when the socket was cut)."""
+    ws.settimeout(timeout)
+    frames: list[dict[str, object]] = []
+    try:
+        while True:
+            opcode, frame = ws.recv_data_frame(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return frames, int.from_bytes(frame.data[:2], "big")
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                frames.append(json.loads(frame.data))
+    except (websocket.WebSocketConnectionClosedException, ConnectionError):
+        return frames, None
+
+
+@pytest.fixture
+def publisher(redisdb: redis.Redis) -> EventPublisher:
+    """Publish events into the test Redis the way the telephony side does."""
+    return make_publisher(redisdb)
+
+
+@pytest.fixture
+def streams(redisdb: redis.Redis) -> StreamStore:
+    """Read the test Redis' event streams."""
+    return StreamStore(redisdb, 10_000, 86_400)
+
+
+@pytest.fixture
+def pair() -> Iterator[SocketPair]:
+    """Open a WebSocket over a socket pair."""
+    with socket_pair() as opened:
+        yield opened
+
+
+def run_in_thread(conn: Connection) -> threading.Thread:
+    """Run a connection's writer loop in a thread, as a gevent worker runs it in a greenlet."""
+    writer = threading.Thread(target=conn.run, daemon=True)
+    writer.start()
+    return writer
 
 
 def test_all_scopes_and_subscribe_all_allow_every_event() -> None:
@@ -26,3 +101,96 @@ def test_subscription_and_scopes_intersect() -> None:
 def test_empty_subscription_allows_nothing() -> None:
     """An unsubscribed session receives no stream event."""
     assert allowed_types("", frozenset(ALL_SCOPES)) == frozenset()
+
+
+def test_catch_up_past_the_queue_limit_loses_nothing_while_live_events_arrive(
+    pair: SocketPair, publisher: EventPublisher, streams: StreamStore
+) -> None:
+    """1,200 retained events and 300 live ones offered meanwhile reach a queue-limit-10 socket in order, each once."""
+    backlog = [publisher.publish(IDENTITY, "callHeld", {"callId": f"b-{n}"}) for n in range(1_200)]
+    hub = Hub()
+    conn = Connection(pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS)
+    hub.register(conn)
+    conn.start_at(None)
+    writer = run_in_thread(conn)
+    live = []
+    for n in range(300):
+        published = publisher.publish(IDENTITY, "callEnded", {"callId": f"l-{n}"})
+        live.append(published)
+        hub.deliver(notice_of(published))
+    received = pair.client.events(1_500, timeout=30)
+    assert [e["eventId"] for e in received] == [p.event_id for p in backlog + live]
+    assert not conn.closing
+    conn.terminate("logout")
+    writer.join(timeout=10)
+
+
+def test_overflow_once_caught_up_closes_4008(pair: SocketPair, streams: StreamStore, publisher: EventPublisher) -> None:
+    """A caught-up socket whose live buffer passes the queue limit is closed with 4008 after what was written."""
+    conn = Connection(pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS)
+    conn.start_at(None)
+    writer = run_in_thread(conn)
+    first = publisher.publish(IDENTITY, "callHeld", {"callId": "first"})
+    conn.offer(stream_position(first.event_id), "callHeld", json.dumps(first.envelope))
+    assert pair.client.next()["eventId"] == first.event_id  # caught up: the live buffer is in use
+    big = json.dumps({**first.envelope, "data": {"callId": "x" * 8_000}})
+    position = stream_position(first.event_id)
+    offered = 0
+    while not conn.closing and offered < 10_000:  # the client does not read: the writer blocks, the buffer fills
+        offered += 1
+        conn.offer((position[0], position[1] + offered), "callHeld", big)
+    assert conn.closing
+    frames, code = read_frames(pair.client.ws)
+    assert code == 4008
+    assert len(frames) < offered
+    writer.join(timeout=10)
+
+
+def test_a_closing_connection_queues_nothing(pair: SocketPair, streams: StreamStore, publisher: EventPublisher) -> None:
+    """After terminate, neither live events nor lifecycle events are written: channelTerminated, then close 1000."""
+    published = publisher.publish(IDENTITY, "callHeld", {"callId": "after-logout"})
+    conn = Connection(pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS)
+    conn.start_at(stream_position(published.event_id))
+    conn.terminate("logout")
+    conn.offer(stream_position(published.event_id), "callHeld", json.dumps(published.envelope))
+    conn.send_lifecycle("resumeGap", {"reason": "retention", "requestedEventId": "1-1", "oldestEventId": None})
+    writer = run_in_thread(conn)
+    frames, code = read_frames(pair.client.ws)
+    assert [f["type"] for f in frames] == ["channelTerminated"]
+    assert code == 1000
+    writer.join(timeout=10)
+
+
+def test_a_stream_redis_refuses_closes_1011_at_once(
+    pair: SocketPair, streams: StreamStore, redisdb: redis.Redis
+) -> None:
+    """A catch-up answered with a Redis error (WRONGTYPE) is not retried: the socket closes with 1011."""
+    redisdb.set(keys.event_stream(IDENTITY), "not a stream")
+    conn = Connection(pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS)
+    conn.start_at(None)
+    started = time.monotonic()
+    writer = run_in_thread(conn)
+    assert read_frames(pair.client.ws)[1] == 1011
+    writer.join(timeout=10)
+    assert time.monotonic() - started < 5
+
+
+def test_a_write_blocked_past_the_send_timeout_gets_close_4008_when_the_client_reads_again(
+    pair: SocketPair, streams: StreamStore, publisher: EventPublisher
+) -> None:
+    """A stalled reader is not cut bare: once it reads again within one more send timeout, close 4008 arrives."""
+    options = SocketOptions(queue_limit=100_000, heartbeat_interval=30.0, send_timeout=2.0)
+    conn = Connection(pair.transport, session(), token_hash="h", streams=streams, options=options)
+    first = publisher.publish(IDENTITY, "callHeld", {"callId": "first"})
+    conn.start_at(None)
+    writer = run_in_thread(conn)
+    assert pair.client.next()["eventId"] == first.event_id
+    big = json.dumps({**first.envelope, "data": {"callId": "x" * 8_000}})
+    position = stream_position(first.event_id)
+    for n in range(1, 200):  # ~1.6 MB: more than the socket pair buffers
+        conn.offer((position[0], position[1] + n), "callHeld", big)
+    wait_for(lambda: not pair.transport.connected, 10, what="the write to time out")
+    frames, code = read_frames(pair.client.ws)
+    assert code == 4008
+    assert all(f["type"] == "callHeld" for f in frames)
+    writer.join(timeout=10)

@@ -1,0 +1,66 @@
+"""A real WebSocket over a socket pair: VORA's transport on one end, websocket-client on the other, no server."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import simple_websocket
+import websocket
+
+from tests.ws.client import Client
+from vora.ws.transport import SimpleWebsocketTransport
+
+HANDSHAKE_LIMIT = 16 * 1024
+
+
+@dataclass
+class SocketPair:
+    """Both ends of one WebSocket: the server's transport and a checking client."""
+
+    transport: SimpleWebsocketTransport
+    client: Client
+    server_socket: socket.socket
+
+
+def _read_request(sock: socket.socket) -> dict[str, str]:
+    """Read the client's HTTP upgrade request and return it as the WSGI environ simple_websocket expects."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        chunk = sock.recv(4096)
+        if not chunk or len(request) > HANDSHAKE_LIMIT:
+            raise ConnectionError("the client did not finish its handshake")
+        request += chunk
+    head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+    environ = {}
+    for line in head:
+        name, _, value = line.partition(":")
+        environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
+    return environ
+
+
+@contextlib.contextmanager
+def socket_pair(ping_interval: float | None = None) -> Iterator[SocketPair]:
+    """Open a WebSocket between a simple_websocket Server (behind VORA's transport) and websocket-client."""
+    server_sock, client_sock = socket.socketpair()
+    opened: dict[str, websocket.WebSocket] = {}
+
+    def connect_client() -> None:
+        opened["ws"] = websocket.create_connection("ws://pair.test/vora/ws", socket=client_sock, timeout=10)
+
+    connecting = threading.Thread(target=connect_client)
+    connecting.start()
+    environ: dict[str, object] = {**_read_request(server_sock), "werkzeug.socket": server_sock}
+    ws = simple_websocket.Server(environ, ping_interval=ping_interval)
+    connecting.join(timeout=10)
+    pair = SocketPair(SimpleWebsocketTransport(ws), Client(opened["ws"]), server_sock)
+    try:
+        yield pair
+    finally:
+        pair.client.close()
+        pair.transport.abort()
+        with contextlib.suppress(OSError):
+            server_sock.close()
