@@ -68,7 +68,7 @@ class Bench:
         self.directory = Directory(self.redis)
         self.publisher = EventPublisher(
             EventCatalog(DEFAULT_SPEC_DIR),
-            StreamStore(self.redis, DEFAULTS.stream_max_length, DEFAULTS.stream_max_age),
+            StreamStore(self.redis, max_length=DEFAULTS.stream_max_length, max_age_seconds=DEFAULTS.stream_max_age),
         )
 
     def remaining(self) -> float:

@@ -84,7 +84,9 @@ def main() -> None:
             per_session = (used(client) - base) / SESSIONS
             client.flushall()
             base = used(client)
-            publisher = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, 1_000_000, 86_400))
+            publisher = EventPublisher(
+                EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, max_length=1_000_000, max_age_seconds=86_400)
+            )
             for n in range(EVENTS):
                 publisher.publish(
                     str(910_000_000 + n % IDENTITIES),

@@ -12,8 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pytest_redis import factories
 
-from tests.keys import ec_private_pem, public_jwk, rsa_private_pem, write_jwks
+from tests.keys import ec_private_pem, rsa_private_pem, write_jwks
 from vora.app import create_app
+from vora.auth import public_jwk_from_pem
 from vora.devkeys import ALL_SCOPES, mint_token
 from vora.settings import Settings
 
@@ -50,7 +51,7 @@ def rsa_key_pem() -> bytes:
 @pytest.fixture(scope="session")
 def jwks_path(key_dir: Path, rsa_key_pem: bytes) -> Path:
     """Write a JWKS file that publishes the RS256 key."""
-    return write_jwks(key_dir / "jwks.json", [public_jwk(rsa_key_pem, RSA_KID, "RS256")])
+    return write_jwks(key_dir / "jwks.json", [public_jwk_from_pem(rsa_key_pem, RSA_KID)])
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jose import jwk
 
 
 def ec_private_pem() -> bytes:
@@ -25,17 +24,6 @@ def rsa_private_pem() -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def public_jwk(private_pem: bytes, kid: str, alg: str) -> dict[str, Any]:
-    """Return the public JWK of a private PEM key."""
-    private = serialization.load_pem_private_key(private_pem, password=None)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    data = jwk.construct(public_pem, alg).to_dict()
-    data.update({"kid": kid, "alg": alg, "use": "sig"})
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
 
 
 def public_pem(private_pem: bytes) -> bytes:

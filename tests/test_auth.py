@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from jose import jwt
 
 from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory
-from tests.keys import ec_private_pem, public_jwk, public_pem
-from vora.auth import KeySet, TokenVerifier, scopes_of
+from tests.keys import ec_private_pem, public_pem
+from vora.auth import KeySet, TokenVerifier, public_jwk_from_pem, scopes_of
 from vora.devkeys import ALL_SCOPES, mint_token
 from vora.errors import InvalidToken
 from vora.settings import Settings
@@ -213,18 +213,18 @@ class TestRemoteJwks:
     def test_refreshes_on_unknown_kid_after_rotation(self, jwks_server: Any) -> None:
         """A token signed by a newly published key verifies once the JWKS is reloaded."""
         old, new = ec_private_pem(), ec_private_pem()
-        jwks_server.keys = [public_jwk(old, "old", "ES256")]
+        jwks_server.keys = [public_jwk_from_pem(old, "old")]
         url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
         verifier = TokenVerifier(KeySet(url, refresh_interval=0.0), ISSUER, AUDIENCE, 0)
         assert verifier.verify(mint_token(old, "alice", ISSUER, AUDIENCE, key_id="old")).subject == "alice"
-        jwks_server.keys = [public_jwk(new, "new", "ES256")]
+        jwks_server.keys = [public_jwk_from_pem(new, "new")]
         assert verifier.verify(mint_token(new, "bob", ISSUER, AUDIENCE, key_id="new")).subject == "bob"
         assert jwks_server.hits == 2
 
     def test_caches_between_refreshes(self, jwks_server: Any) -> None:
         """Unknown kids within the refresh interval do not hammer the JWKS URL."""
         key = ec_private_pem()
-        jwks_server.keys = [public_jwk(key, "k1", "ES256")]
+        jwks_server.keys = [public_jwk_from_pem(key, "k1")]
         url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
         verifier = TokenVerifier(KeySet(url, refresh_interval=3600.0), ISSUER, AUDIENCE, 0)
         for _ in range(5):
@@ -256,7 +256,7 @@ class TestCache:
     def test_same_token_is_verified_once(self, jwks_server: Any) -> None:
         """A repeated token is served from the cache: the JWKS is not needed again."""
         key = ec_private_pem()
-        jwks_server.keys = [public_jwk(key, "k1", "ES256")]
+        jwks_server.keys = [public_jwk_from_pem(key, "k1")]
         url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
         verifier = TokenVerifier(KeySet(url, refresh_interval=0.0), ISSUER, AUDIENCE, 0)
         token = mint_token(key, "alice", ISSUER, AUDIENCE, key_id="k1")

@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> Flask:
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
     store = SessionStore.from_settings(client, settings)
-    streams = StreamStore(client, settings.stream_max_length, settings.stream_max_age)
+    streams = StreamStore.from_settings(client, settings)
     lifecycle = Lifecycle()
     metrics = Metrics()
     hub = Hub(on_metric=metrics.count)

@@ -104,7 +104,7 @@ def _services() -> tuple[Settings, Directory, SessionService]:
     service = SessionService(
         directory=directory,
         store=SessionStore.from_settings(client, settings),
-        streams=StreamStore(client, settings.stream_max_length, settings.stream_max_age),
+        streams=StreamStore.from_settings(client, settings),
         presence_lease_ms=presence_lease_ms(settings),
     )
     return settings, directory, service

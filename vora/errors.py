@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from http import HTTPStatus
 
 import werkzeug.exceptions
 from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
 from flask import Flask, Response, request
 
+from vora.clock import utc_timestamp
 from vora.store.client import UNAVAILABLE
 
 log = logging.getLogger("vora.errors")
@@ -43,11 +43,6 @@ class NotFound(VoraError):
 
 class InvalidToken(OAuthProblem):  # type: ignore[misc]
     """The bearer token is malformed, expired, badly signed or not for VORA."""
-
-
-def utc_timestamp() -> str:
-    """Return the current time as an RFC 3339 UTC timestamp with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def error_body(status: int, message: str) -> dict[str, str]:

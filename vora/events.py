@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,10 @@ import jsonschema
 import yaml
 
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
+from vora.clock import utc_timestamp
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
+from vora.settings import Settings
 from vora.store.streams import StoredEvent, StreamStore
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
@@ -89,11 +91,6 @@ def _is_rfc3339(value: str) -> bool:
     return parsed.tzinfo is not None and "T" in value
 
 
-def utc_now() -> str:
-    """Return the current time in RFC 3339 UTC with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def stream_envelope(identity: str, event: StoredEvent) -> dict[str, Any]:
     """Build the envelope of a stream event."""
     return {
@@ -113,7 +110,7 @@ def lifecycle_envelope(identity: str, event_type: str, data: dict[str, Any]) -> 
         "sequenceNumber": None,
         "identity": identity,
         "type": event_type,
-        "timestamp": utc_now(),
+        "timestamp": utc_timestamp(),
         "data": data,
     }
 
@@ -135,17 +132,17 @@ class EventPublisher:
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         if len(data_json.encode()) > MAX_DATA_BYTES:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
-        when = timestamp or utc_now()
+        when = timestamp or utc_timestamp()
         event_id, sequence = self._streams.append(identity, event_type, when, data_json)
         EVENTS_PUBLISHED.labels(event_type).inc()
         stored = StoredEvent(event_id, sequence, event_type, when, data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 
 
-def publisher_from_settings(settings: Any) -> EventPublisher:
+def publisher_from_settings(settings: Settings) -> EventPublisher:
     """Build a publisher from settings, for the CLI and for telephony-side code."""
     from vora.store.client import connect
 
     client = connect(settings.redis_url, settings.redis_timeout)
-    streams = StreamStore(client, settings.stream_max_length, settings.stream_max_age)
+    streams = StreamStore.from_settings(client, settings)
     return EventPublisher(EventCatalog(settings.spec_dir), streams)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from vora.errors import utc_timestamp
+from vora.clock import utc_timestamp
 from vora.metrics import observe_request
 
 REQUEST_ID_HEADER = "X-Request-ID"

@@ -30,7 +30,7 @@ SLOW_CONSUMERS = Counter("vora_ws_slow_consumers_total", "Sockets closed because
 RESUMES = Counter("vora_ws_resumes_total", "Sockets opened with lastEventId.")
 RESUME_GAPS = Counter("vora_ws_resume_gaps_total", "Resumes whose position was older than the retained events.")
 EVENTS_PUBLISHED = Counter("vora_events_published_total", "Events published by this process, by type.", ["type"])
-REDIS_ERRORS = Counter("vora_redis_errors_total", "Redis commands that failed, by where they failed.", ["where"])
+REDIS_FAILURES = Counter("vora_redis_errors_total", "Redis commands that failed, by where they failed.", ["where"])
 REDIS_RECONNECTS = Counter("vora_redis_reconnects_total", "Times a worker's event subscription was re-established.")
 
 _COUNTERS: dict[str, Counter] = {
@@ -58,7 +58,7 @@ class Metrics:
         if name == "open":
             OPEN_SOCKETS.inc(amount)
         elif name.startswith("redis_error"):
-            REDIS_ERRORS.labels(name.partition(":")[2] or "bus").inc(amount)
+            REDIS_FAILURES.labels(name.partition(":")[2] or "bus").inc(amount)
         else:
             _COUNTERS[name].inc(amount)
 

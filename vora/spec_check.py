@@ -51,7 +51,10 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
     path = spec_dir / ASYNCAPI_FILE
     document = yaml.safe_load(path.read_text())
     problems: list[str] = []
-    if schema_path is not None and schema_path.is_file():
+    if schema_path is not None:
+        if not schema_path.is_file():
+            # A missing official schema is a failed check, never a silent "spec OK".
+            return [f"{schema_path}: the official AsyncAPI 2.6.0 schema is missing; run `make install`"]
         validator = jsonschema.Draft7Validator(json.loads(schema_path.read_text()))
         problems += [f"{path}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
     expected = [*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS]

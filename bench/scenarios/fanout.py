@@ -22,7 +22,8 @@ from bench.procs import Server
 from bench.profiling import profiled
 from bench.report import Row
 from bench.wsclient import WsLoad, stamp
-from vora.events import EventPublisher, utc_now
+from vora.clock import utc_timestamp
+from vora.events import EventPublisher
 
 USER = "bench-fanout"
 IDENTITIES = 50
@@ -67,7 +68,7 @@ class BaselinePublisher:
             "sequenceNumber": sequence,
             "identity": identity,
             "type": event_type,
-            "timestamp": utc_now(),
+            "timestamp": utc_timestamp(),
             "data": data,
         }
         self.client.publish(CHANNEL, f"{identity} {json.dumps(envelope)}")

@@ -27,7 +27,7 @@ def test_publish_event_notice_decodes_to_the_stored_event(redisdb: redis.Redis) 
     """The notice PUBLISH_EVENT sends decodes into the very event XRANGE reads back."""
     pubsub = redisdb.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call] # redis-py
     pubsub.subscribe(keys.EVENTS_CHANNEL)
-    streams = StreamStore(redisdb, 100, 3600)
+    streams = StreamStore(redisdb, max_length=100, max_age_seconds=3600)
     streams.append(IDENTITY, "presence", "2026-11-23T01:12:12.798Z", '{"status":"busy"}')
     notice = decode_notice(*next_message(pubsub))
     assert notice == EventNotice(IDENTITY, streams.read_after(IDENTITY, None, 1)[0])

@@ -111,7 +111,9 @@ def open_client(
 
 def make_publisher(client: redis.Redis, max_length: int = 10_000, max_age: int = 86_400) -> EventPublisher:
     """Publish events through a Redis client the way the telephony side does."""
-    return EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, max_length, max_age))
+    return EventPublisher(
+        EventCatalog(DEFAULT_SPEC_DIR), StreamStore(client, max_length=max_length, max_age_seconds=max_age)
+    )
 
 
 def bearer(make_token: TokenFactory, subject: str = "alice") -> dict[str, str]:

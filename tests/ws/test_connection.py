@@ -65,7 +65,7 @@ def publisher(redisdb: redis.Redis) -> EventPublisher:
 @pytest.fixture
 def streams(redisdb: redis.Redis) -> StreamStore:
     """Read the test Redis' event streams."""
-    return StreamStore(redisdb, 10_000, 86_400)
+    return StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ def test_resume_before_retention_reports_a_gap(
     from vora.settings import DEFAULT_SPEC_DIR
     from vora.store.streams import StreamStore
 
-    small = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, 10, 86_400))
+    small = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, max_length=10, max_age_seconds=86_400))
     with make_server() as server:  # type: ignore[attr-defined]
         token = setup_token(server)
         first = small.publish(IDENTITY, "callRinging", {"callId": "c-0"})

@@ -41,7 +41,7 @@ def running(hub: Hub, pair: SocketPair, streams: StreamStore, conn_session: Stor
 
 def test_events_reach_only_the_sockets_of_their_identity(pairs: list[SocketPair], redisdb: redis.Redis) -> None:
     """An event of one identity is written to both of its sockets and to no socket of another identity."""
-    streams = StreamStore(redisdb, 10_000, 86_400)
+    streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
     hub = Hub()
     for n, pair in enumerate(pairs[:2]):
         running(hub, pair, streams, session(f"s{n}"))
@@ -56,7 +56,7 @@ def test_events_reach_only_the_sockets_of_their_identity(pairs: list[SocketPair]
 
 def test_control_notices_reach_only_the_sessions_they_name(pairs: list[SocketPair], redisdb: redis.Redis) -> None:
     """Terminating one session closes its socket with channelTerminated; the other session keeps receiving."""
-    streams = StreamStore(redisdb, 10_000, 86_400)
+    streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
     hub = Hub()
     ended, kept = (running(hub, pair, streams, session(f"s{n}")) for n, pair in enumerate(pairs[:2]))
     hub.apply(ControlNotice(IDENTITY, "terminate", frozenset({ended.session_id}), "logout", ""))
@@ -75,7 +75,7 @@ def test_control_notices_reach_only_the_sessions_they_name(pairs: list[SocketPai
 
 def test_drain_sends_maintenance_and_closes_1001(pairs: list[SocketPair], redisdb: redis.Redis) -> None:
     """Draining tells every socket maintenance and closes it with 1001."""
-    streams = StreamStore(redisdb, 10_000, 86_400)
+    streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
     hub = Hub()
     running(hub, pairs[0], streams, session())
     hub.drain()

@@ -18,7 +18,7 @@ end
 
 # KEYS: sessions index, new session hash, new token key.
 # ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
-#       (unused), ttl (ms), cap, tombstone ttl (ms), control channel, identity,
+#       ttl (ms), cap, tombstone ttl (ms), control channel, identity,
 #       then field/value pairs of the session hash. createdAt is Redis' own time.
 CREATE_SESSION = (
     _END_SESSION
@@ -28,16 +28,16 @@ local sid = ARGV[5]
 -- Redis' clock, so that createdAt compares with stream ids on any instance.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local ttl = tonumber(ARGV[8])
-local cap = tonumber(ARGV[9])
-local tombstone_ms = tonumber(ARGV[10])
+local ttl = tonumber(ARGV[7])
+local cap = tonumber(ARGV[8])
+local tombstone_ms = tonumber(ARGV[9])
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if redis.call('EXISTS', prefix .. ARGV[1] .. member) == 0 then
     redis.call('ZREM', KEYS[1], member)
   end
 end
 local fields = {}
-for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], 'tokenHash', ARGV[6], 'createdAt', now, unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[3], sid, 'PX', ttl)
@@ -58,7 +58,7 @@ if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
 if #evicted > 0 then
-  redis.call('PUBLISH', ARGV[11], cjson.encode({action = 'terminate', identity = ARGV[12],
+  redis.call('PUBLISH', ARGV[10], cjson.encode({action = 'terminate', identity = ARGV[11],
     sessions = evicted, reason = 'replaced'}))
 end
 return evicted

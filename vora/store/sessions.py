@@ -151,7 +151,6 @@ class SessionStore:
                 keys.identity_prefix(identity),
                 session_id,
                 token_hash,
-                0,
                 self._ttl_ms,
                 self._cap,
                 TOMBSTONE_MS,

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from vora.settings import Settings
 from vora.store import keys, scripts
 from vora.store.codec import text
 
@@ -76,12 +77,17 @@ class ResumePoint:
 class StreamStore:
     """Append events atomically and read them in pages."""
 
-    def __init__(self, client: redis.Redis, max_length: int, max_age_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, *, max_length: int, max_age_seconds: int) -> None:
         self._redis = client
         self._max_length = max_length
         self._max_age_ms = max_age_seconds * 1000
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
         self._publish = client.register_script(scripts.PUBLISH_EVENT)
+
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> StreamStore:
+        """Build the store with the retention the settings give."""
+        return cls(client, max_length=settings.stream_max_length, max_age_seconds=settings.stream_max_age)
 
     def append(self, identity: str, event_type: str, timestamp: str, data_json: str) -> tuple[str, int]:
         """Append an event, trim by length and age, announce it; return its id and number."""
