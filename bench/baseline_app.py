@@ -58,7 +58,7 @@ class FanOut:
         self._sockets[identity].discard(ws)
 
     def _read(self) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        pubsub = self._client.pubsub(ignore_subscribe_messages=False)
         pubsub.subscribe(CHANNEL)
         while True:
             message = pubsub.get_message(timeout=1.0)

@@ -9,7 +9,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 import redis
+
+# The benchmark starts VORA exactly as the tests do, from the same harness (it imports nothing else of tests/).
+from tests.harness.ports import free_port
+from tests.harness.vora_server import is_live, serve_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -57,14 +60,6 @@ def cpu_split() -> tuple[float, float]:
             times = proc.cpu_times()
             ours += times.user + times.system + times.children_user + times.children_system
     return busy, ours
-
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _die_with_parent() -> None:
@@ -259,15 +254,6 @@ class Server:
         return total
 
 
-def _live(port: int) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        connection.request("GET", "/vora/health/liveness")
-        return connection.getresponse().status == 204
-    finally:
-        connection.close()
-
-
 def _wait_workers(server: Server, workers: int, timeout: float) -> None:
     wait_until(lambda: len(server.worker_pids()) >= workers, timeout, f"{server.name} workers", server.process)
 
@@ -275,10 +261,10 @@ def _wait_workers(server: Server, workers: int, timeout: float) -> None:
 def start_vora(procs: Processes, env: dict[str, str], workers: int, name: str = "vora") -> Server:
     """Start `vora serve` (gunicorn, gevent workers) the way the tests do and wait until it is live."""
     port = free_port()
-    argv = [PYTHON, "-m", "vora.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv = serve_argv(port, workers)
     env = {"VORA_METRICS_PORT": str(free_port()), **env}  # metrics stay on, as by default, on a port of its own
     server = Server(name, procs.spawn(argv, f"{name}-{port}", env), port)
-    wait_until(lambda: _live(port), 30, name, server.process)
+    wait_until(lambda: is_live(port), 30, name, server.process)
     _wait_workers(server, workers, 30)
     return server
 
@@ -295,6 +281,6 @@ def start_baseline(procs: Processes, env: dict[str, str], workers: int, name: st
     ]  # fmt: skip
     full_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
     server = Server(name, procs.spawn(argv, f"{name}-{port}", full_env), port)
-    wait_until(lambda: _live(port), 30, name, server.process)
+    wait_until(lambda: is_live(port), 30, name, server.process)
     _wait_workers(server, workers, 30)
     return server

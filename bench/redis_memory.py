@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import redis
 
+from tests.harness.ports import free_port
 from vora.devkeys import ALL_SCOPES
 from vora.events import EventCatalog, EventPublisher
 from vora.sessions import hash_token, mint_websocket_token
@@ -23,14 +23,6 @@ from vora.store.streams import StreamStore
 SESSIONS = 20_000
 EVENTS = 100_000
 IDENTITIES = 1_000
-
-
-def free_port() -> int:
-    """Return a free loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def used(client: redis.Redis) -> int:

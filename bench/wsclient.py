@@ -362,7 +362,7 @@ class WsLoad:
 
     def cpu_seconds(self) -> float:
         """Return the CPU seconds the client process has used."""
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         times = psutil.Process(self.child.pid).cpu_times()
         return float(times.user + times.system)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ def env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def app(settings: Settings, redisdb: redis.Redis) -> Iterator[Flask]:
+def app(settings: Settings, redisdb: redis.Redis) -> Flask:
     """Build the app against a Redis that is flushed after each test."""
     return create_app(settings)
 

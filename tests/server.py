@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+from tests.harness.ports import free_port
+from tests.harness.procs import ManagedProcess
+from tests.harness.vora_server import is_live, serve_argv
+from tests.harness.wait import wait_for
 
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+STOP_TIMEOUT = 15.0  # a draining worker may take VORA_GRACEFUL_TIMEOUT (10 s in tests)
 
 
 @dataclass
 class RunningServer:
     """A gunicorn process serving VORA, with its base URLs."""
 
-    process: subprocess.Popen[bytes]
+    process: ManagedProcess
     port: int
     log_path: Path
     metrics_port: int = 0
@@ -58,19 +51,6 @@ class RunningServer:
         return [int(pid) for pid in out.split()]
 
 
-def wait_until_live(base_url: str, process: subprocess.Popen[bytes], deadline_s: float = 30.0) -> None:
-    """Poll liveness until it answers 204, failing early if the process died."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was live")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{base_url}/health/liveness", timeout=1).status_code == 204:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("server did not become live in time")
-
-
 @contextlib.contextmanager
 def running_server(
     env: dict[str, str], log_dir: Path, workers: int = 1, port: int | None = None
@@ -80,41 +60,11 @@ def running_server(
     log_path = log_dir / f"server-{port}.log"
     # Each server gets its own metrics port so that several can run side by side.
     full_env = {**os.environ, "VORA_METRICS_PORT": str(free_port()), **env}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vora.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-            ],
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = ManagedProcess(serve_argv(port, workers), cwd=Path.cwd(), log_path=log_path, env=full_env, name="vora")
+    with process:
         server = RunningServer(process, port, log_path, int(full_env["VORA_METRICS_PORT"]))
+        wait_for(lambda: is_live(port), 30, what="the VORA server to be live", abort=process.exit_reason)
         try:
-            wait_until_live(server.base_url, process)
             yield server
         finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """Stop a server gracefully, killing it if it does not exit in time."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+            process.stop(timeout=STOP_TIMEOUT)

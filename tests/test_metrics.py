@@ -92,7 +92,7 @@ def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[s
     """A REST call that fails on Redis counts into vora_redis_errors_total{where="rest"}."""
     from prometheus_client import REGISTRY
 
-    from tests.server import free_port
+    from tests.harness.ports import free_port
     from vora.app import create_app
 
     def rest_errors() -> float:

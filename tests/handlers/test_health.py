@@ -7,7 +7,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.handlers.test_session import assert_error
-from tests.server import free_port
+from tests.harness.ports import free_port
 from vora.app import create_app
 from vora.settings import Settings
 

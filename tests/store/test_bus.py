@@ -25,7 +25,7 @@ def next_message(pubsub: Any) -> tuple[str, bytes]:
 
 def test_publish_event_notice_decodes_to_the_stored_event(redisdb: redis.Redis) -> None:
     """The notice PUBLISH_EVENT sends decodes into the very event XRANGE reads back."""
-    pubsub = redisdb.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call] # redis-py
+    pubsub = redisdb.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.EVENTS_CHANNEL)
     streams = StreamStore(redisdb, max_length=100, max_age_seconds=3600)
     streams.append(IDENTITY, "presence", "2026-11-23T01:12:12.798Z", '{"status":"busy"}')
@@ -36,7 +36,7 @@ def test_publish_event_notice_decodes_to_the_stored_event(redisdb: redis.Redis) 
 
 def test_session_scripts_notices_decode_to_control_notices(redisdb: redis.Redis) -> None:
     """Subscribing and logging out announce notices naming the sessions, the subscription and the reason."""
-    pubsub = redisdb.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call] # redis-py
+    pubsub = redisdb.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.CONTROL_CHANNEL)
     store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
     create(store, "s1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from typing import cast
 
 import pytest
 from redis.cluster import RedisCluster
@@ -70,5 +71,6 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
         assert store.set_subscription(identity, "alice", "CALLS") == ["s2"]
         assert store.end_for_subject(identity, "alice", "logout") == ["s2"]
         assert store.get(identity, "s2") is None
-        slot = client.keyslot(keys.sessions_index(identity))
-        assert client.keyslot(keys.session(identity, "s2")) == slot
+        cluster = cast(RedisCluster, client)  # connect() returns the cluster client typed as a Redis
+        slot = cluster.keyslot(keys.sessions_index(identity))
+        assert cluster.keyslot(keys.session(identity, "s2")) == slot

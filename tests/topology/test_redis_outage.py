@@ -114,7 +114,7 @@ def test_subscription_restored_behind_the_hubs_back_still_delivers_what_it_misse
         pipe = s.client.pipeline(transaction=False)
         pipe.client_kill_filter(_type="pubsub")
         data = '{"callId":"in-the-gap"}'
-        stream_args = [10_000, 86_400_000, 30 * 86_400_000, keys.EVENTS_CHANNEL, IDENTITY]
+        stream_args: list[str | int] = [10_000, 86_400_000, 30 * 86_400_000, keys.EVENTS_CHANNEL, IDENTITY]
         publish(
             keys=[keys.event_stream(IDENTITY), keys.event_sequence(IDENTITY)],
             args=["callHeld", "2026-11-23T01:00:00.000Z", data, *stream_args],

@@ -36,7 +36,7 @@ def test_client_follows_the_master_through_a_failover(fresh_sentinel_set: RedisS
         assert client.set("before", "1")
         assert client.wait(1, 2000) == 1  # the replica has it before the master dies
         assert old_master.execute("GET", "before") == "1"
-        assert client.info("replication")["role"] == "master"
+        assert client.info("replication")["role"] == "master"  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
 
         killed = sentinel_set.kill_master()
         promoted = sentinel_set.wait_for_failover(timeout=FAILOVER_TIMEOUT)
@@ -54,7 +54,7 @@ def test_client_follows_the_master_through_a_failover(fresh_sentinel_set: RedisS
         assert recovered_in < RECOVERY_TIMEOUT
         assert sentinel_set.master.execute("GET", "after") == "2"
         assert client.get("before") == b"1"
-        assert client.info("replication")["role"] == "master"
+        assert client.info("replication")["role"] == "master"  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
 
 
 def test_readiness_probe_options_work_through_sentinels(sentinel_set: RedisSentinelSet) -> None:
@@ -62,7 +62,7 @@ def test_readiness_probe_options_work_through_sentinels(sentinel_set: RedisSenti
     probe = connect(sentinel_set.url, 1.0, retry=None, retry_on_error=[])
     with contextlib.closing(probe):
         assert probe.ping()
-        assert probe.info("replication")["role"] == "master"
+        assert probe.info("replication")["role"] == "master"  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
 
 
 def test_session_store_works_through_sentinels(sentinel_set: RedisSentinelSet) -> None:

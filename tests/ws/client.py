@@ -28,6 +28,7 @@ class EventContract:
     def check(self, envelope: dict[str, Any]) -> None:
         """Raise unless the envelope matches the message schema of its type."""
         event_type = envelope.get("type")
+        assert isinstance(event_type, str), f"no event type in {envelope!r}"
         assert event_type in self._components["messages"], f"unknown event type {event_type!r}"
         if event_type not in self._validators:
             payload_ref = self._components["messages"][event_type]["payload"]["$ref"]

@@ -214,7 +214,7 @@ def test_missed_subscription_notice_is_applied_by_the_lease(
     with make_server(ws_lease_interval="0.3") as server:
         token = setup_token(server)
         client = connect(server, token)
-        [session_id] = [s.decode() for s in redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)]
+        [session_id] = [s.decode() for s in redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)]  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
         # Written behind VORA's back: no notice is published, as if the worker had missed it.
         redisdb.hset(keys.session(IDENTITY, session_id), "events", "callRinging")
         deadline = time.monotonic() + 10

@@ -1,0 +1,278 @@
+"""Offline checks of the Kubernetes manifests in deploy/: strict schemas, probes, ports, drain, security."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy.artefacts import (
+    API_PORT,
+    GUNICORN_CONF,
+    K8S_DIR,
+    KUBERNETES_VERSIONS,
+    METRICS_PORT,
+    SPEC,
+    dockerfile_uid,
+    health_paths,
+)
+from vora.settings import Settings
+
+
+def _manifest_files() -> list[Path]:
+    return sorted(p for p in K8S_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@functools.cache
+def _resources() -> dict[tuple[str, str], dict[str, Any]]:
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in _manifest_files():
+        for doc in _documents(path):
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in found, f"{key} is defined twice"
+            found[key] = doc
+    return found
+
+
+def _only(kind: str) -> dict[str, Any]:
+    matches = [doc for (k, _), doc in _resources().items() if k == kind]
+    assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
+    return matches[0]
+
+
+def _services() -> list[dict[str, Any]]:
+    return [doc for (kind, _), doc in _resources().items() if kind == "Service"]
+
+
+def _pod_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = _only("Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+def _pod_labels() -> dict[str, str]:
+    labels: dict[str, str] = _only("Deployment")["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def _container() -> dict[str, Any]:
+    containers = _pod_spec()["containers"]
+    assert len(containers) == 1, "the pod runs exactly one container, vora"
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def _container_port(port: int | str) -> int:
+    """Resolve a port number or a container port name to the number."""
+    if isinstance(port, int):
+        return port
+    named = [p["containerPort"] for p in _container()["ports"] if p.get("name") == port]
+    assert named, f"no container port is named {port!r}"
+    return int(named[0])
+
+
+def _selects_pods(selector: dict[str, str]) -> bool:
+    labels = _pod_labels()
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+@functools.cache
+def _config_data() -> dict[str, str]:
+    data: dict[str, str] = _only("ConfigMap")["data"]
+    return data
+
+
+def _graceful_timeout() -> int:
+    return Settings.from_env(_config_data()).graceful_timeout
+
+
+def _prestop_pause() -> int:
+    """Return the seconds the preStop hook waits before the kubelet sends SIGTERM."""
+    pre_stop = _container()["lifecycle"]["preStop"]
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"]["seconds"])
+    command = pre_stop["exec"]["command"]
+    assert command[0] in {"sleep", "/bin/sleep", "/usr/bin/sleep"}, command
+    assert len(command) == 2, command
+    return int(command[1])
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("path", _manifest_files(), ids=lambda p: p.name)
+def test_manifest_matches_the_strict_kubernetes_schema(path: Path, version: str) -> None:
+    """Every resource in a manifest validates against the Kubernetes JSON schema that rejects unknown fields."""
+    documents = _documents(path)
+    assert documents, f"{path.name} holds no resource"
+    for doc in documents:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(part) for part in exc.path) or "(top level)"
+            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} at {where}: {exc.message}")
+
+
+def test_manifests_define_the_whole_deployment() -> None:
+    """The manifests hold a Deployment, a ConfigMap, a policy/v1 PodDisruptionBudget and two Services."""
+    kinds = sorted(kind for kind, _ in _resources())
+    assert kinds.count("Deployment") == 1
+    assert kinds.count("ConfigMap") == 1
+    assert kinds.count("PodDisruptionBudget") == 1
+    assert kinds.count("Service") == 2
+    assert _only("PodDisruptionBudget")["apiVersion"] == "policy/v1"
+
+
+def test_kustomization_lists_every_manifest_but_the_examples() -> None:
+    """kustomization.yaml lists each manifest file except *.example.yaml, and names the Deployment's image."""
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    expected = {p.name for p in _manifest_files() if not p.name.endswith(".example.yaml")}
+    assert sorted(kustomization["resources"]) == sorted(expected)
+    image_name = _container()["image"].rsplit(":", 1)[0]
+    assert image_name in {image["name"] for image in kustomization.get("images", [])}
+
+
+def test_deployment_runs_three_replicas_selected_by_its_own_labels() -> None:
+    """The Deployment runs three replicas and its selector matches its pod template's labels."""
+    deployment = _only("Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert _selects_pods(deployment["spec"]["selector"]["matchLabels"])
+
+
+def test_health_endpoints_exist_in_the_spec() -> None:
+    """The OpenAPI document declares GET liveness and readiness under the /vora base path."""
+    assert health_paths()["liveness"] == "/vora/health/liveness"
+    assert health_paths()["readiness"] == "/vora/health/readiness"
+
+
+def test_probes_ask_the_health_endpoints_on_the_api_port() -> None:
+    """Readiness asks the readiness endpoint, liveness and startup ask the liveness endpoint, all over HTTP on 18085."""
+    container = _container()
+    expected = {
+        "readinessProbe": health_paths()["readiness"],
+        "livenessProbe": health_paths()["liveness"],
+        "startupProbe": health_paths()["liveness"],
+    }
+    for probe_name, path in expected.items():
+        probe = container[probe_name]["httpGet"]
+        assert probe["path"] == path, probe_name
+        assert _container_port(probe["port"]) == API_PORT, probe_name
+        assert probe.get("scheme", "HTTP") == "HTTP", probe_name
+
+
+def test_container_declares_the_api_and_metrics_ports() -> None:
+    """The container declares port 18085 named http and port 9102 named metrics."""
+    assert _container_port("http") == API_PORT
+    assert _container_port("metrics") == METRICS_PORT
+
+
+def test_termination_grace_outlasts_the_prestop_pause_and_the_drain() -> None:
+    """The termination grace period exceeds the preStop pause plus gunicorn's graceful timeout, so no drain is cut."""
+    assert "graceful_timeout = _settings.graceful_timeout" in GUNICORN_CONF.read_text()
+    grace = _pod_spec()["terminationGracePeriodSeconds"]
+    assert grace > _prestop_pause() + _graceful_timeout()
+
+
+def test_prestop_pause_lets_load_balancers_take_the_pod_out_first() -> None:
+    """The preStop pause lasts at least one full readiness failure window, so traffic moves away before SIGTERM."""
+    readiness = _container()["readinessProbe"]
+    window = readiness.get("periodSeconds", 10) * readiness.get("failureThreshold", 3)
+    assert _prestop_pause() >= max(window, 5)
+
+
+def test_pod_runs_as_the_image_user_with_a_read_only_root() -> None:
+    """The pod runs as the image's non-root uid, read-only root, no privilege escalation, no capabilities."""
+    uid = dockerfile_uid()
+    pod = _pod_spec()["securityContext"]
+    container = _container()["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == uid
+    assert container["runAsNonRoot"] is True
+    assert container.get("runAsUser", uid) == uid
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert not container.get("privileged", False)
+    assert pod["seccompProfile"]["type"] == "RuntimeDefault"
+
+
+def test_read_only_root_still_has_a_writable_tmp() -> None:
+    """/tmp is an emptyDir, because gunicorn's worker heartbeat files need it under a read-only root."""
+    mounts = {m["mountPath"]: m["name"] for m in _container()["volumeMounts"]}
+    volumes = {v["name"]: v for v in _pod_spec()["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_container_requests_and_limits_cpu_and_memory() -> None:
+    """The container requests CPU and memory and limits memory."""
+    resources = _container()["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+
+
+def test_environment_comes_from_the_configmap_and_the_secret() -> None:
+    """Settings come from the ConfigMap and Secret; the Redis URL, which may hold a password, only from the Secret."""
+    sources = _container()["envFrom"]
+    config_maps = {s["configMapRef"]["name"] for s in sources if "configMapRef" in s}
+    secrets = {s["secretRef"]["name"] for s in sources if "secretRef" in s}
+    assert config_maps == {_only("ConfigMap")["metadata"]["name"]}
+    example = _documents(K8S_DIR / "secret.example.yaml")[0]
+    assert secrets == {example["metadata"]["name"]}
+    assert "VORA_REDIS_URL" not in _config_data()
+    assert "VORA_REDIS_URL" in example["stringData"]
+
+
+def test_service_links_do_not_inject_vora_variables() -> None:
+    """Service links are off, so Kubernetes never injects VORA_*_PORT variables for the vora Services."""
+    assert _pod_spec()["enableServiceLinks"] is False
+
+
+def test_configured_variables_are_ones_vora_reads_and_accepts() -> None:
+    """Every variable in the ConfigMap and Secret example is one VORA reads, and VORA's settings accept their values."""
+    example = _documents(K8S_DIR / "secret.example.yaml")[0]["stringData"]
+    configured = {**_config_data(), **example}
+    known = {name for name, _ in Settings.variables()}
+    assert set(configured) <= known, f"unknown variables: {sorted(set(configured) - known)}"
+    Settings.from_env({**configured, "VORA_SPEC_DIR": str(SPEC.parent)})
+
+
+def test_api_service_maps_port_80_to_the_api_port_without_affinity() -> None:
+    """The API Service maps port 80 to the pods' port 18085, with no session affinity and no metrics port."""
+    service = next(s for s in _services() if s["metadata"]["name"] == _only("Deployment")["metadata"]["name"])
+    assert _selects_pods(service["spec"]["selector"])
+    assert service["spec"].get("sessionAffinity", "None") == "None"
+    ports = {p["port"]: _container_port(p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports == {80: API_PORT}
+
+
+def test_metrics_port_is_scrapeable_only_apart_from_the_api() -> None:
+    """Port 9102 is reachable through a Service of its own and the scrape annotations, never through the API Service."""
+    exposing = [
+        s["metadata"]["name"]
+        for s in _services()
+        if _selects_pods(s["spec"]["selector"])
+        and any(_container_port(p.get("targetPort", p["port"])) == METRICS_PORT for p in s["spec"]["ports"])
+    ]
+    assert len(exposing) == 1
+    (metrics,) = [s for s in _services() if s["metadata"]["name"] == exposing[0]]
+    assert [_container_port(p["targetPort"]) for p in metrics["spec"]["ports"]] == [METRICS_PORT]
+    annotations = _only("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_disruption_budget_selects_the_pods_and_lets_one_go() -> None:
+    """The PodDisruptionBudget covers the VORA pods and always lets at least one be evicted, so node drains finish."""
+    pdb = _only("PodDisruptionBudget")["spec"]
+    assert _selects_pods(pdb["selector"]["matchLabels"])
+    replicas = _only("Deployment")["spec"]["replicas"]
+    if "maxUnavailable" in pdb:
+        assert int(pdb["maxUnavailable"]) >= 1
+    else:
+        assert int(pdb["minAvailable"]) < replicas
