@@ -98,14 +98,14 @@ def create_app() -> Flask:
     def liveness() -> Response:
         return Response(status=204)
 
-    @sock.route("/vora/ws")  # type: ignore[misc]
+    @sock.route("/vora/ws")  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
         identity = request.args.get("identity", "")
         last_event_id = request.args.get("lastEventId")
         fan_out.wait_ready(5.0)
         if last_event_id:
             entries = client.xrange(event_stream(identity), min=f"({last_event_id}", max="+", count=REPLAY_LIMIT)
-            for entry_id, fields in entries:  # type: ignore[union-attr]
+            for entry_id, fields in entries:  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
                 decoded = {_text(k): _text(v) for k, v in fields.items()}
                 envelope = {
                     "eventId": _text(entry_id),

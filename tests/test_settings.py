@@ -59,7 +59,7 @@ def test_settings_are_frozen() -> None:
     """Settings cannot be changed in place."""
     settings = Settings()
     with pytest.raises(AttributeError):
-        settings.redis_url = "redis://elsewhere:6379/0"  # type: ignore[misc]
+        settings.redis_url = "redis://elsewhere:6379/0"  # type: ignore[misc] # the test checks that the frozen dataclass refuses it
 
 
 def test_every_variable_is_listed() -> None:

@@ -91,7 +91,7 @@ def _route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str
     with_options = {flask_rule(base_path, p) for p, m in methods.items() if "OPTIONS" in m}
     for rule in app.url_map.iter_rules():
         if rule.rule in with_options and getattr(rule, "provide_automatic_options", False):
-            rule.provide_automatic_options = False  # type: ignore[attr-defined]
+            rule.provide_automatic_options = False  # type: ignore[attr-defined] # Flask sets it on its rules; werkzeug's Rule does not declare it
             rule.methods = (rule.methods or set()) - {"OPTIONS"}
     app.url_map._remap = True
 
@@ -160,5 +160,5 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
-    app.wsgi_app = RequestLogMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = RequestLogMiddleware(app.wsgi_app)  # type: ignore[method-assign] # wrapping wsgi_app is Flask's documented middleware hook
     return app

@@ -41,7 +41,7 @@ class NotFound(VoraError):
     status = 404
 
 
-class InvalidToken(OAuthProblem):  # type: ignore[misc]
+class InvalidToken(OAuthProblem):  # type: ignore[misc] # connexion is untyped
     """The bearer token is malformed, expired, badly signed or not for VORA."""
 
 

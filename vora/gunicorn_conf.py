@@ -47,7 +47,7 @@ def when_ready(server: Any) -> None:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call] # the library leaves it unannotated
     try:
         start_http_server(_settings.metrics_port, addr=_settings.metrics_host, registry=registry)
     except OSError as exc:
@@ -61,7 +61,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges (its counters stay in the totals)."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call] # the library leaves it unannotated
 
 
 def on_exit(server: Any) -> None:

@@ -129,9 +129,9 @@ class TestSetup:
         for key in redisdb.scan_iter(count=1000):
             assert token.encode() not in key
             if redisdb.type(key) == b"hash":
-                assert all(token.encode() not in v for v in redisdb.hgetall(key).values())  # type: ignore[union-attr]
+                assert all(token.encode() not in v for v in redisdb.hgetall(key).values())  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
             elif redisdb.type(key) == b"string":
-                assert token.encode() not in (redisdb.get(key) or b"")  # type: ignore[operator]
+                assert token.encode() not in (redisdb.get(key) or b"")  # type: ignore[operator] # redis-py types sync replies as Awaitable | Any
 
     def test_tokens_are_fresh_per_setup(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
         """Two setups give two different tokens."""
@@ -246,13 +246,13 @@ class TestSetup:
         assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(second)))
         assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(third)))
         assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 2
-        assert redisdb.get(keys.session_ended(IDENTITY, first_sid.decode())) == b"replaced"  # type: ignore[union-attr]
+        assert redisdb.get(keys.session_ended(IDENTITY, first_sid.decode())) == b"replaced"  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
         notice = pubsub.get_message(timeout=5)
         assert notice is not None
         assert json.loads(notice["data"]) == {
             "action": "terminate",
             "identity": IDENTITY,
-            "sessions": [first_sid.decode()],  # type: ignore[union-attr]
+            "sessions": [first_sid.decode()],  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
             "reason": "replaced",
         }
         pubsub.close()
@@ -361,7 +361,7 @@ class TestLogout:
         """Logout removes the caller's sessions and tokens and publishes a terminate notice."""
         provision("alice", [IDENTITY])
         tokens = [setup_session(client, auth("alice")) for _ in range(2)]
-        sids = sorted(s.decode() for s in redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1))  # type: ignore[union-attr]
+        sids = sorted(s.decode() for s in redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1))  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
         pubsub = redisdb.pubsub()
         pubsub.subscribe(keys.CONTROL_CHANNEL)
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"

@@ -89,14 +89,14 @@ def test_subscription_filters_events(
 
 
 def test_unsubscribed_session_receives_only_lifecycle_events(
-    make_server: Callable[..., object],
+    make_server: ServerFactory,
     setup_token: Setup,
     connect: Connect,
     publisher: EventPublisher,
     make_token: TokenFactory,
 ) -> None:
     """With subscribeAll false and no events, only heartbeats arrive."""
-    with make_server(ws_heartbeat_interval="0.5") as server:  # type: ignore[attr-defined]
+    with make_server(ws_heartbeat_interval="0.5") as server:
         token = setup_token(server)
         requests.post(
             f"{server.base_url}/identity/{IDENTITY}/eventSubscription",
@@ -140,7 +140,7 @@ def test_resume_after_disconnect_loses_nothing(
 
 
 def test_resume_before_retention_reports_a_gap(
-    make_server: Callable[..., object], setup_token: Setup, connect: Connect, redisdb: redis.Redis, redis_proc: object
+    make_server: ServerFactory, setup_token: Setup, connect: Connect, redisdb: redis.Redis, redis_proc: object
 ) -> None:
     """A lastEventId older than what is retained yields resumeGap, then the oldest retained event."""
     from vora.events import EventCatalog
@@ -148,12 +148,12 @@ def test_resume_before_retention_reports_a_gap(
     from vora.store.streams import StreamStore
 
     small = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, max_length=10, max_age_seconds=86_400))
-    with make_server() as server:  # type: ignore[attr-defined]
+    with make_server() as server:
         token = setup_token(server)
         first = small.publish(IDENTITY, "callRinging", {"callId": "c-0"})
         for n in range(1, 400):
             small.publish(IDENTITY, "callRinging", {"callId": f"c-{n}"})
-        oldest = redisdb.xrange(keys.event_stream(IDENTITY), count=1)[0][0].decode()  # type: ignore[index]
+        oldest = redisdb.xrange(keys.event_stream(IDENTITY), count=1)[0][0].decode()  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
         assert oldest != first.event_id
         client = connect(server, token, last_event_id=first.event_id)
         gap = client.next()

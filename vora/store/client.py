@@ -118,13 +118,13 @@ def connect(url: str, timeout: float, pool_size: int | None = None, **extra: Any
         return redis.Redis(connection_pool=pool)
     auth = {"password": target.password, "username": target.username}
     if target.kind == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call] # the library leaves it unannotated
             list(target.hosts),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
         )
-        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call] # the library leaves it unannotated
             target.service, db=target.db, ssl=target.tls, **auth, **common
         )
         return master
@@ -132,5 +132,5 @@ def connect(url: str, timeout: float, pool_size: int | None = None, **extra: Any
         k: v for k, v in common.items() if k not in {"retry_on_error", "health_check_interval"}
     }
     cluster_options.update(auth)
-    nodes = [ClusterNode(h, p) for h, p in target.hosts]  # type: ignore[no-untyped-call]
+    nodes = [ClusterNode(h, p) for h, p in target.hosts]  # type: ignore[no-untyped-call] # the library leaves it unannotated
     return cast(redis.Redis, RedisCluster(startup_nodes=nodes, ssl=target.tls, **cluster_options))

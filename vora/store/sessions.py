@@ -193,12 +193,12 @@ class SessionStore:
         raw = self._redis.hgetall(keys.session(identity, sid))
         if not raw:
             return None
-        return session_from_hash(identity, sid, raw)  # type: ignore[arg-type]
+        return session_from_hash(identity, sid, raw)  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
 
     def get(self, identity: str, session_id: str) -> StoredSession | None:
         """Read one session, or None once it has ended."""
         raw = self._redis.hgetall(keys.session(identity, session_id))
-        return session_from_hash(identity, session_id, raw) if raw else None  # type: ignore[arg-type]
+        return session_from_hash(identity, session_id, raw) if raw else None  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
 
     def ended_reason(self, identity: str, session_id: str) -> str | None:
         """Say why a session ended, if its tombstone is still there."""
@@ -234,7 +234,7 @@ class SessionStore:
         """Count the open sockets of each of an identity's sessions, on every instance."""
         members = self._redis.zrangebyscore(keys.socket_presence(identity), f"({now_ms}", "+inf")
         counts: dict[str, int] = {}
-        for member in members:  # type: ignore[union-attr]
+        for member in members:  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
             session_id = text(member).partition(":")[0]
             counts[session_id] = counts.get(session_id, 0) + 1
         return counts

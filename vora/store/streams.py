@@ -110,23 +110,23 @@ class StreamStore:
         """Read up to count events after a position (exclusive), or from the oldest when None."""
         start = "-" if after is None else f"({stream_id(after)}"
         entries = self._redis.xrange(keys.event_stream(identity), min=start, max="+", count=count)
-        return [event_from_entry(entry_id, fields) for entry_id, fields in entries]  # type: ignore[union-attr]
+        return [event_from_entry(entry_id, fields) for entry_id, fields in entries]  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
 
     def newest(self, identity: str) -> Position | None:
         """Return the position of the newest retained event, if any."""
         entries = self._redis.xrevrange(keys.event_stream(identity), count=1)
-        return stream_position(text(entries[0][0])) if entries else None  # type: ignore[index]
+        return stream_position(text(entries[0][0])) if entries else None  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
 
     def resume_point(self, identity: str, last_event: Position) -> ResumePoint:
         """Tell where to resume after a client's last event and whether events after it were trimmed."""
         last_sequence = last_event[1]
         oldest = self._redis.xrange(keys.event_stream(identity), count=1)
         if oldest:
-            oldest_id = text(oldest[0][0])  # type: ignore[index]
+            oldest_id = text(oldest[0][0])  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
             if stream_position(oldest_id)[1] > last_sequence + 1:
                 return ResumePoint(None, True, oldest_id)
             return ResumePoint(last_event, False, oldest_id)
         published = self._redis.get(keys.event_sequence(identity))
-        if published is not None and int(published) > last_sequence:  # type: ignore[arg-type]
+        if published is not None and int(published) > last_sequence:  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
             return ResumePoint(None, True, None)  # the whole stream aged out after the client's event
         return ResumePoint(last_event, False, None)

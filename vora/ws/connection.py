@@ -92,6 +92,7 @@ class Connection:
         self.allowed = allowed_types(session.events, session.scopes)
         self._streams = streams
         self._options = options
+        self._queue_limit = options.queue_limit  # read on every offer: the hot path
         self._metric = on_metric
         self._control: deque[str] = deque()  # lifecycle events, written before anything else
         self._live: deque[tuple[Position, str]] = deque()  # live events not written yet
@@ -108,7 +109,7 @@ class Connection:
             return
         live = self._live
         live.append((position, payload))
-        if len(live) > self._options.queue_limit:
+        if len(live) > self._queue_limit:
             if self._catching_up:
                 live.clear()  # the stream holds them: the catch-up reads them
                 self._live_dropped = True

@@ -70,16 +70,20 @@ class SerialSocket:
     def write(self, data: bytes) -> None:
         """Write data after whatever an earlier write left unsent, within the send timeout."""
         with self._lock:
-            view = memoryview(self._unsent + data if self._unsent else data)
-            deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
+            if self._unsent:
+                data = self._unsent + data
             offset = 0
             try:
-                while offset < len(view):
-                    offset += self._sock.send(view[offset:])
-                    if offset < len(view) and deadline is not None and time.monotonic() > deadline:
-                        raise TimeoutError("send timed out with a frame partly written")
+                offset = self._sock.send(data)  # the usual case: the whole frame in one call
+                if offset < len(data):
+                    view = memoryview(data)
+                    deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
+                    while offset < len(view):
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise TimeoutError("send timed out with a frame partly written")
+                        offset += self._sock.send(view[offset:])
             except OSError:
-                self._unsent = bytes(view[offset:])
+                self._unsent = bytes(data[offset:])
                 raise
             self._unsent = b""
 
