@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import websocket
 
 from tests.conftest import TokenFactory
 from tests.harness import RedisServer
@@ -131,20 +132,20 @@ def test_subscription_restored_behind_the_hubs_back_still_delivers_what_it_misse
         assert_no_server_errors(s.server, redis_was_lost=True)
 
 
-def test_redis_failing_after_the_upgrade_closes_the_socket_cleanly(
+def test_redis_stalling_writes_refuses_the_socket_with_503_before_the_upgrade(
     make_env: EnvFactory, make_token: TokenFactory, tmp_path: Path
 ) -> None:
-    """When Redis stalls writes between the token check and the upgraded socket's setup, the socket closes with 1011."""
+    """When Redis stalls writes, the script admitting the socket cannot run: HTTP 503 before the upgrade, no socket."""
     with stack(make_env, make_token, tmp_path, redis_timeout="0.2") as s:
         token = s.api.setup(IDENTITY)
-        # Reads go on, so the token check before the upgrade passes; the script that attaches the socket stalls.
+        # Reads go on, so the token lookup passes; the script that attaches the socket stalls.
         s.client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
         try:
-            client = open_client(s.entry.ws_url, token)
-            try:
-                assert client.close_status() == 1011
-            finally:
-                client.close()
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                open_client(s.entry.ws_url, token)
+            assert refused.value.status_code == 503
+            assert b'"status": "503"' in (refused.value.resp_body or b"")
         finally:
             s.client.execute_command("CLIENT", "UNPAUSE")
+        open_client(s.entry.ws_url, token).close()  # once writes go on, the same token opens a socket
         assert_no_server_errors(s.server, redis_was_lost=True)

@@ -161,8 +161,13 @@ class Connection:
         self._closing = (CLOSE_SLOW_CONSUMER, SLOW_CONSUMER)
 
     def _write_control(self) -> None:
+        if not self._control:
+            return
+        sent = 0
         while self._control:
             self.transport.send_text(self._control.popleft())
+            sent += 1
+        self._metric("delivered", sent)
 
     def _catch_up(self) -> None:
         """Write what the stream holds after the last written id, page by page, until it is read to the end."""
@@ -187,6 +192,7 @@ class Connection:
                 self._metric("resume_gap", 1)
                 gap = {"reason": "retention", "requestedEventId": stream_id(last), "oldestEventId": event.event_id}
                 self.transport.send_text(json.dumps(lifecycle_envelope(self.identity, "resumeGap", gap)))
+                sent += 1
             if event.event_type in self.allowed:
                 self.transport.send_text(json.dumps(stream_envelope(self.identity, event)))
                 sent += 1
