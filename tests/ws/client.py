@@ -70,9 +70,13 @@ class Client:
         return [self.next(timeout=timeout) for _ in range(count)]
 
     def close_status(self, timeout: float = 10.0) -> int:
-        """Read until the server closes the socket; return the close code."""
-        self.ws.settimeout(timeout)
+        """Read until the server closes the socket, within timeout seconds in all; return the close code."""
+        deadline = time.monotonic() + timeout
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"the server did not close the socket within {timeout}s")
+            self.ws.settimeout(remaining)
             opcode, frame = self.ws.recv_data_frame(control_frame=True)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 return int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else 1005
