@@ -82,13 +82,3 @@ def test_the_cap_refuses_with_429_and_a_closed_socket_frees_its_place(
     assert refused.value.status == 429
     service.socket_closed(first)
     service.admit_socket(token, None, NOW_MS)
-
-
-def test_socket_opened_tells_why_the_session_ended_during_the_upgrade(
-    service: SessionService, token: str, client: FlaskClient, auth: Callable[..., dict[str, str]]
-) -> None:
-    """While the session lives socket_opened answers None; after logout it answers the reason."""
-    admission = service.admit_socket(token, None, NOW_MS)
-    assert service.socket_opened(admission) is None
-    assert client.post(f"/vora/logout/{IDENTITY}", headers=auth("alice")).status_code == 200
-    assert service.socket_opened(admission) == "logout"

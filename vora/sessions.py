@@ -197,13 +197,6 @@ class SessionService:
         start = position_before(session.created_at_ms) if first else self._streams.newest(session.identity)
         return SocketAdmission(session, token_hash, socket_id, start, False, None)
 
-    def socket_opened(self, admission: SocketAdmission) -> str | None:
-        """Confirm the session outlived the upgrade: None while it lives, else why it ended ('' when unknown)."""
-        session = admission.session
-        if self._store.get(session.identity, session.session_id) is not None:
-            return None
-        return self._store.ended_reason(session.identity, session.session_id) or ""
-
     def socket_closed(self, admission: SocketAdmission) -> None:
         """Take a closed socket out of its session's presence."""
         session = admission.session

@@ -82,3 +82,30 @@ def test_drain_sends_maintenance_and_closes_1001(pairs: list[SocketPair], redisd
     frames, code = read_frames(pairs[0].client.ws)
     assert [f["data"] for f in frames] == [{"reason": "maintenance"}]
     assert code == 1001
+
+
+def test_a_session_ending_between_admission_and_registration_is_terminated_on_register(
+    pairs: list[SocketPair], redisdb: redis.Redis
+) -> None:
+    """A terminate notice for an admitted, not yet upgraded session terminates its socket when it registers."""
+    streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
+    hub = Hub()
+    hub.expect(IDENTITY, "s1")
+    hub.expect(IDENTITY, "s2")
+    hub.apply(ControlNotice(IDENTITY, "terminate", frozenset({"s1"}), "replaced", ""))
+    running(hub, pairs[0], streams, session("s1"))
+    frames, code = read_frames(pairs[0].client.ws)
+    assert [f["data"] for f in frames] == [{"reason": "replaced"}]
+    assert code == 1000
+    kept = running(hub, pairs[1], streams, session("s2"))
+    assert not kept.closing
+
+
+def test_an_admitted_socket_that_never_registers_is_forgotten(pairs: list[SocketPair], redisdb: redis.Redis) -> None:
+    """After forget, a later notice for that session is not held against the next socket of it."""
+    streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
+    hub = Hub()
+    hub.expect(IDENTITY, "s1")
+    hub.forget(IDENTITY, "s1")
+    hub.apply(ControlNotice(IDENTITY, "terminate", frozenset({"s1"}), "logout", ""))
+    assert not running(hub, pairs[0], streams, session("s1")).closing

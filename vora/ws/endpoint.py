@@ -17,7 +17,7 @@ from vora.errors import bearer_challenge, error_response
 from vora.sessions import SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
-from vora.ws.connection import CLOSE_SERVER_ERROR, CLOSE_SESSION_GONE, Connection, SocketOptions
+from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
 from vora.ws.transport import SimpleWebsocketTransport
 
 log = logging.getLogger("vora.ws")
@@ -104,26 +104,31 @@ def install_websocket(app: Flask, path: str) -> None:
         token = _token_of_request()
         if token is None:
             return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
+        # Subscribed before admitting: a session ending from here on reaches the hub as a notice.
+        if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
+            return _refuse(503, "The event bus is unavailable on this instance; retry", {"Retry-After": "1"})
         try:
-            g.vora_socket = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
+            admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
         except SocketRefused as refused:
             return _refuse(refused.status, refused.message)
+        state.hub.expect(admission.session.identity, admission.session.session_id)
+        g.vora_socket = admission
         return None
 
     @app.teardown_request
     def release_socket(_error: BaseException | None) -> None:
         admission: SocketAdmission | None = g.pop("vora_socket", None)
-        if admission is not None:
-            state.sessions.socket_closed(admission)
+        if admission is None:
+            return
+        if not g.pop("vora_socket_registered", False):
+            state.hub.forget(admission.session.identity, admission.session.session_id)
+        state.sessions.socket_closed(admission)
 
     @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
         admission: SocketAdmission = g.vora_socket
         transport = SimpleWebsocketTransport(ws)
         hub = state.hub
-        if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
-            transport.close(CLOSE_SERVER_ERROR, "event bus unavailable; retry")
-            return
         conn = Connection(
             transport,
             admission.session,
@@ -133,15 +138,10 @@ def install_websocket(app: Flask, path: str) -> None:
             on_metric=state.metrics.count,
             socket_id=admission.socket_id,
         )
-        hub.register(conn)
+        hub.register(conn)  # terminates it at once if its session ended during the upgrade
+        g.vora_socket_registered = True
         try:
-            ended = state.sessions.socket_opened(admission)
-            if ended == "":
-                transport.close(CLOSE_SESSION_GONE, "session ended")
-                return
-            if ended is not None:
-                conn.terminate(ended)  # ended during the upgrade: say why
-            elif admission.gap is not None:
+            if admission.gap is not None:
                 state.metrics.count("resume_gap")
                 conn.send_lifecycle("resumeGap", admission.gap)
             if admission.resumed:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 
 from vora.events import stream_envelope
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.streams import stream_position
 from vora.ws.connection import Connection, Metric
+
+
+@dataclass
+class _Expected:
+    """Sockets admitted on a session and not registered yet, and why the session ended meanwhile."""
+
+    sockets: int = 0
+    ended: str | None = None
 
 
 class Hub:
@@ -17,11 +26,31 @@ class Hub:
     def __init__(self, *, on_metric: Metric = lambda name, n: None) -> None:
         self._metric = on_metric
         self._by_identity: dict[str, set[Connection]] = defaultdict(set)
+        self._expected: dict[tuple[str, str], _Expected] = {}
+
+    def expect(self, identity: str, session_id: str) -> None:
+        """Watch a session whose socket was admitted but is not upgraded yet: it may end in between."""
+        self._expected.setdefault((identity, session_id), _Expected()).sockets += 1
+
+    def forget(self, identity: str, session_id: str) -> None:
+        """Stop watching for an admitted socket that will never register (its upgrade failed)."""
+        key = (identity, session_id)
+        expected = self._expected.get(key)
+        if expected is not None:
+            expected.sockets -= 1
+            if expected.sockets <= 0:
+                del self._expected[key]
 
     def register(self, conn: Connection) -> None:
-        """Start routing events of the connection's identity to it."""
+        """Start routing events of the connection's identity to it; terminate it if its session ended meanwhile."""
         self._by_identity[conn.identity].add(conn)
         self._metric("open", 1)
+        expected = self._expected.get((conn.identity, conn.session_id))
+        if expected is not None:
+            ended = expected.ended
+            self.forget(conn.identity, conn.session_id)
+            if ended is not None:
+                conn.terminate(ended)
 
     def unregister(self, conn: Connection) -> None:
         """Stop routing events to a closed connection."""
@@ -49,6 +78,11 @@ class Hub:
 
     def apply(self, notice: ControlNotice) -> None:
         """Terminate or re-filter the connections of the sessions a control notice names."""
+        if notice.action == "terminate" and self._expected:
+            for session_id in notice.sessions:
+                expected = self._expected.get((notice.identity, session_id))
+                if expected is not None:
+                    expected.ended = notice.reason
         conns = self._by_identity.get(notice.identity)
         if not conns:
             return
