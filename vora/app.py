@@ -13,6 +13,7 @@ from connexion.apis.flask_api import FlaskApi
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from redis import Redis
 from redis.cluster import RedisCluster
@@ -74,6 +75,17 @@ class VoraState:
         return None
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     """Map each spec path to the methods it declares, upper-cased."""
     return {path: tuple(m.upper() for m in HTTP_METHODS if m in item) for path, item in spec.get("paths", {}).items()}
@@ -118,6 +130,7 @@ def create_app(settings: Settings) -> Flask:
         options={"swagger_ui": True},
     )
     app: Flask = cx.app
+    app.json = BoundedJSONProvider(app)
     _route_spec_options(app, api.base_path, allowed_methods_of(spec))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False

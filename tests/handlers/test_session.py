@@ -12,6 +12,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.conftest import assert_no_traceback
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.sessions import hash_token, identity_of_token
 from vora.settings import Settings
@@ -192,6 +193,31 @@ class TestSetup:
         response = client.post(SETUP, data="{not json", content_type="application/json", headers=auth("alice"))
         assert_error(response, 400, "not valid JSON")
 
+    @pytest.mark.parametrize("depth", [900, 1000, 5000, 30_000])
+    @pytest.mark.parametrize("where", ["top", "identity", "extra"])
+    def test_deeply_nested_json_gets_400(
+        self,
+        client: FlaskClient,
+        auth: Headers,
+        provision: Provision,
+        redisdb: redis.Redis,
+        caplog: pytest.LogCaptureFixture,
+        depth: int,
+        where: str,
+    ) -> None:
+        """JSON nested thousands deep is a 400 in the error shape, writes nothing and logs no error."""
+        provision("alice", [IDENTITY])
+        deep = "[" * depth + "]" * depth
+        body = {
+            "top": deep,
+            "identity": f'{{"connectionType": "WebSocket", "identity": {deep}}}',
+            "extra": f'{{"connectionType": "WebSocket", "identity": "{IDENTITY}", "x": {deep}}}',
+        }[where]
+        response = client.post(SETUP, data=body, content_type="application/json", headers=auth("alice"))
+        assert_error(response, 400)
+        assert session_hashes(redisdb) == []
+        assert_no_traceback(caplog)
+
     def test_non_utf8_json_gets_400(self, client: FlaskClient, auth: Headers) -> None:
         """A body that is not UTF-8 is a 400 in the error shape."""
         response = client.post(SETUP, data=b'{"identity": "\xff\xfe"}', content_type="application/json", headers=auth())
@@ -344,6 +370,17 @@ class TestEventSubscription:
         """A body sent as anything but JSON is a 415 in the error shape."""
         response = client.post(self.url(), data="subscribeAll=true", content_type="text/plain", headers=auth())
         assert_error(response, 415, "expected JSON")
+
+    @pytest.mark.parametrize("depth", [900, 5000])
+    def test_deeply_nested_events_get_400(
+        self, client: FlaskClient, auth: Headers, provision: Provision, caplog: pytest.LogCaptureFixture, depth: int
+    ) -> None:
+        """Events nested thousands deep are a 400 in the error shape and log no error."""
+        provision("alice", [IDENTITY])
+        body = '{"subscribeAll": false, "events": ' + "[" * depth + "]" * depth + "}"
+        response = client.post(self.url(), data=body, content_type="application/json", headers=auth("alice"))
+        assert_error(response, 400)
+        assert_no_traceback(caplog)
 
     def test_oversized_body_gets_413(self, client: FlaskClient, auth: Headers, settings: Settings) -> None:
         """A body over the size limit is a 413."""
