@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from http import HTTPStatus
 
@@ -16,6 +17,11 @@ from vora.store.client import UNAVAILABLE
 log = logging.getLogger("vora.errors")
 
 REALM = "vora"
+
+# How much of a value a client sent an error message repeats: enough to recognise it.
+ECHO_LIMIT = 64
+# A quoted value (as repr or a validator writes it) or any long unbroken run of characters.
+_ECHOED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+""")
 
 
 class VoraError(Exception):
@@ -48,6 +54,23 @@ class InvalidToken(OAuthProblem):  # type: ignore[misc]
 def utc_timestamp() -> str:
     """Return the current time as an RFC 3339 UTC timestamp with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def clip(value: str, limit: int = ECHO_LIMIT) -> str:
+    """Shorten a value a client sent to `limit` characters and an ellipsis, for an error message."""
+    return value if len(value) <= limit else value[:limit] + "\u2026"
+
+
+def clip_echoes(message: str, limit: int = ECHO_LIMIT) -> str:
+    """Shorten every quoted value and every long unbroken run in a message, keeping the rest."""
+
+    def shorten(found: re.Match[str]) -> str:
+        text = found.group(0)
+        if len(text) > 1 and text[0] in "'\"":
+            return text[0] + clip(text[1:-1], limit) + text[0]
+        return clip(text, limit)
+
+    return _ECHOED.sub(shorten, message)
 
 
 def error_body(status: int, message: str) -> dict[str, str]:
@@ -109,7 +132,7 @@ def install_error_handlers(app: Flask) -> None:
         detail = exc.detail
         if isinstance(detail, list):
             detail = "; ".join(str(item) for item in detail)
-        message = readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase))
+        message = clip_echoes(readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase)))
         return error_response(exc.status, message, dict(exc.headers or {}))
 
     def handle_http(exc: werkzeug.exceptions.HTTPException) -> Response:
@@ -134,11 +157,11 @@ def install_error_handlers(app: Flask) -> None:
             allow = ", ".join(sorted(m for m in valid if m != "HEAD"))
             if allow:
                 headers["Allow"] = allow
-            message = f"{request.method} is not allowed on {request.path}"
+            message = f"{request.method} is not allowed on {clip(request.path)}"
             if allow:
                 message += f"; allowed: {allow}"
         elif status == 404:
-            message = f"No resource at {request.path}"
+            message = f"No resource at {clip(request.path)}"
         elif status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"The request body is larger than the {limit} bytes this server accepts"

@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
+from vora.errors import clip
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
 from vora.store.streams import StoredEvent, StreamStore
@@ -65,7 +66,7 @@ class EventCatalog:
     def check(self, event_type: str, data: Any) -> None:
         """Raise InvalidEvent unless the type is publishable and the data fits its schema."""
         if event_type not in SUBSCRIBABLE_EVENTS:
-            raise InvalidEvent(f"unknown event type {event_type!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
+            raise InvalidEvent(f"unknown event type {clip(event_type)!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
         error = jsonschema.exceptions.best_match(self._validators[event_type].iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "data"
@@ -128,9 +129,9 @@ class EventPublisher:
     def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
         """Publish one event; nothing is written when it is refused."""
         if not is_identity(identity):
-            raise InvalidEvent(f"{identity!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
+            raise InvalidEvent(f"{clip(identity)!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
         if timestamp is not None and not _is_rfc3339(timestamp):
-            raise InvalidEvent(f"timestamp {timestamp!r} is not an RFC 3339 date-time")
+            raise InvalidEvent(f"timestamp {clip(timestamp)!r} is not an RFC 3339 date-time")
         self._catalog.check(event_type, data)
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         if len(data_json.encode()) > MAX_DATA_BYTES:

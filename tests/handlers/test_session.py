@@ -177,6 +177,7 @@ class TestSetup:
             ({"connectionType": "WebSocket"}, "identity"),
             ({"connectionType": "WebSocket", "identity": IDENTITY, "extra": 1}, "extra"),
             ({"connectionType": "WebSocket", "identity": "{bad}"}, "identity"),
+            ({"connectionType": "WebSocket", "identity": f"{IDENTITY}\n"}, "identity"),
             ({"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": "yes"}, "holdUpMode"),
             ([], "object"),
         ],
@@ -187,6 +188,14 @@ class TestSetup:
         """A body that breaks SetupIn is a 400 that says which field is wrong."""
         provision("alice", [IDENTITY])
         assert_error(client.post(SETUP, json=body, headers=auth("alice")), 400, fragment)
+
+    def test_echoed_identity_is_truncated(self, client: FlaskClient, auth: Headers, redisdb: redis.Redis) -> None:
+        """A 10,000-character identity comes back in the 400 as its first 64 characters and an ellipsis."""
+        response = client.post(SETUP, json={"connectionType": "WebSocket", "identity": "9" * 10_000}, headers=auth())
+        body = assert_error(response, 400, "identity", "'" + "9" * 64 + "\u2026'")
+        assert "9" * 65 not in body["message"]
+        assert len(body["message"]) < 200
+        assert redisdb.dbsize() == 0
 
     def test_malformed_json_gets_400(self, client: FlaskClient, auth: Headers) -> None:
         """A body that is not JSON is a 400 in the error shape."""
@@ -354,9 +363,10 @@ class TestEventSubscription:
         """SubscribeAll is required."""
         assert_error(client.post(self.url(), json={"events": []}, headers=auth()), 400, "subscribeAll")
 
-    def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers) -> None:
-        """An identity that breaks the pattern is a 400."""
-        assert_error(client.post(self.url("%7Bx%7D"), json={"subscribeAll": True}, headers=auth()), 400)
+    @pytest.mark.parametrize("identity", ["%7Bx%7D", f"{IDENTITY}%0A"])
+    def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers, identity: str) -> None:
+        """An identity that breaks the pattern, a trailing newline included, is a 400."""
+        assert_error(client.post(self.url(identity), json={"subscribeAll": True}, headers=auth()), 400, "identity")
 
     def test_missing_scope_gets_403(self, client: FlaskClient, auth: Headers) -> None:
         """A token without scope.vora.identities is a 403."""
@@ -438,6 +448,15 @@ class TestLogout:
     def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers) -> None:
         """An identity longer than 64 characters is a 400."""
         assert_error(client.post("/vora/logout/" + "9" * 65, headers=auth()), 400, "identity")
+
+    def test_identity_with_a_trailing_newline_gets_400(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
+    ) -> None:
+        """Logout of an identity ending in an encoded newline is a 400 and touches no key."""
+        provision("alice", [IDENTITY])
+        before = redisdb.dbsize()
+        assert_error(client.post(f"/vora/logout/{IDENTITY}%0A", headers=auth("alice")), 400, "identity")
+        assert redisdb.dbsize() == before
 
     def test_missing_scope_gets_403(self, client: FlaskClient, auth: Headers) -> None:
         """A token without scope.vora.identities is a 403."""
