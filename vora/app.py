@@ -19,6 +19,7 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from vora.auth import TokenVerifier
+from vora.bodies import BodyLimitMiddleware
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
@@ -184,5 +185,8 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
-    app.wsgi_app = RequestLogMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    # Outermost the log, so that a body refused before the app runs is logged too.
+    app.wsgi_app = RequestLogMiddleware(  # type: ignore[method-assign]
+        BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
+    )
     return app

@@ -30,7 +30,7 @@ def uses_redis(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
-        from vora.errors import clip
+        from vora.error_shape import clip
         from vora.store.client import REDIS_ERRORS
 
         failures: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)

@@ -4,24 +4,42 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from datetime import UTC, datetime
 from http import HTTPStatus
 
 import werkzeug.exceptions
 from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
 from flask import Flask, Response, request
 
+from vora.error_shape import (
+    ECHO_LIMIT,
+    RequestReadTimeout,
+    body_too_large_message,
+    clip,
+    clip_echoes,
+    error_body,
+    utc_timestamp,
+)
 from vora.store.client import UNAVAILABLE
+
+__all__ = [
+    "ECHO_LIMIT",
+    "BadRequest",
+    "InvalidToken",
+    "NotFound",
+    "RequestReadTimeout",
+    "VoraError",
+    "body_too_large_message",
+    "clip",
+    "clip_echoes",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "utc_timestamp",
+]
 
 log = logging.getLogger("vora.errors")
 
 REALM = "vora"
-
-# How much of a value a client sent an error message repeats: enough to recognise it.
-ECHO_LIMIT = 64
-# A quoted value (as repr or a validator writes it) or any long unbroken run of characters.
-_ECHOED = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+""")
 
 
 class VoraError(Exception):
@@ -49,38 +67,6 @@ class NotFound(VoraError):
 
 class InvalidToken(OAuthProblem):  # type: ignore[misc]
     """The bearer token is malformed, expired, badly signed or not for VORA."""
-
-
-def utc_timestamp() -> str:
-    """Return the current time as an RFC 3339 UTC timestamp with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def clip(value: str, limit: int = ECHO_LIMIT) -> str:
-    """Shorten a value a client sent to `limit` characters and an ellipsis, for an error message."""
-    return value if len(value) <= limit else value[:limit] + "\u2026"
-
-
-def clip_echoes(message: str, limit: int = ECHO_LIMIT) -> str:
-    """Shorten every quoted value and every long unbroken run in a message, keeping the rest."""
-
-    def shorten(found: re.Match[str]) -> str:
-        text = found.group(0)
-        if len(text) > 1 and text[0] in "'\"":
-            return text[0] + clip(text[1:-1], limit) + text[0]
-        return clip(text, limit)
-
-    return _ECHOED.sub(shorten, message)
-
-
-def error_body(status: int, message: str) -> dict[str, str]:
-    """Build the ResponseStatusVoraError body for a status and a message."""
-    return {
-        "timestamp": utc_timestamp(),
-        "status": str(status),
-        "error": HTTPStatus(status).phrase,
-        "message": message,
-    }
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -163,8 +149,7 @@ def install_error_handlers(app: Flask) -> None:
         elif status == 404:
             message = f"No resource at {clip(request.path)}"
         elif status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"The request body is larger than the {limit} bytes this server accepts"
+            message = body_too_large_message(app.config["MAX_CONTENT_LENGTH"])
         return error_response(status, message, headers)
 
     def handle_redis_down(exc: Exception) -> Response:

@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
-from vora.errors import clip
+from vora.error_shape import clip
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
 from vora.store.streams import StoredEvent, StreamStore

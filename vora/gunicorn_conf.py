@@ -26,7 +26,7 @@ _METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 for stale in _METRICS_DIR.glob("*.db"):
     stale.unlink()
 
-worker_class = "gevent"
+worker_class = "vora.worker.VoraWorker"  # gevent, with bounded request reads and JSON refusals
 worker_connections = _settings.worker_connections
 graceful_timeout = _settings.graceful_timeout
 timeout = 30
