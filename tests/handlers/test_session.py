@@ -561,3 +561,28 @@ def test_every_secured_operation_answers_503_without_redis(
     response = getattr(dead.test_client(), method)(path, json=body, headers=auth("alice"))
     assert_error(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "1"
+
+
+def test_a_hung_redis_answers_503_after_one_timeout(settings: Settings, auth: Headers) -> None:
+    """With Redis stopped by SIGSTOP, a secured operation answers 503 after VORA_REDIS_TIMEOUT, not a multiple of it."""
+    import os
+    import signal
+    import time
+
+    from tests.harness import RedisServer
+    from vora.app import create_app
+
+    timeout = 1.0
+    with RedisServer() as hung:
+        client = create_app(settings.with_changes(redis_url=hung.url, redis_timeout=timeout)).test_client()
+        assert client.get("/vora/identity", headers=auth("alice")).status_code == 404  # connected, answering
+        assert hung.pid is not None
+        os.kill(hung.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            response = client.get("/vora/identity", headers=auth("alice"))
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(hung.pid, signal.SIGCONT)
+    assert_error(response, 503, "unavailable")
+    assert elapsed < timeout * 2  # one timeout and no retry of it (it was three timeouts and backoff)
