@@ -41,6 +41,8 @@ def test_reads_each_variable() -> None:
         ("VORA_REDIS_URL", "http://127.0.0.1:6379", "must start with"),
         ("VORA_LOG_LEVEL", "chatty", "DEBUG"),
         ("VORA_SPEC_DIR", "/nonexistent", "vora.yaml"),
+        ("VORA_HTTP_READ_TIMEOUT", "0", "greater than zero"),
+        ("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL", "2", "must not be below"),
     ],
 )
 def test_bad_values_fail_fast(name: str, value: str, fragment: str) -> None:

@@ -139,7 +139,9 @@ def create_app(settings: Settings) -> Flask:
     client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size)
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
-    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    store = SessionStore(
+        client, settings.session_ttl, settings.max_sessions_per_identity, settings.max_sessions_per_identity_total
+    )
     lifecycle = Lifecycle()
     metrics = Metrics()
     hub = Hub(

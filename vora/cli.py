@@ -114,7 +114,9 @@ def _services() -> tuple[Settings, object, object]:
     settings = _settings()
     client = connect(settings.redis_url, settings.redis_timeout)
     directory = Directory(client)
-    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    store = SessionStore(
+        client, settings.session_ttl, settings.max_sessions_per_identity, settings.max_sessions_per_identity_total
+    )
     return settings, directory, SessionService(directory, store)
 
 

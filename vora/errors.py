@@ -24,6 +24,7 @@ from vora.store.client import UNAVAILABLE
 __all__ = [
     "ECHO_LIMIT",
     "BadRequest",
+    "Conflict",
     "InvalidToken",
     "NotFound",
     "RequestReadTimeout",
@@ -63,6 +64,12 @@ class NotFound(VoraError):
     """The caller has no such identity or session."""
 
     status = 404
+
+
+class Conflict(VoraError):
+    """The request cannot be served in the current state of the resource."""
+
+    status = 409
 
 
 class InvalidToken(OAuthProblem):  # type: ignore[misc]

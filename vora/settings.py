@@ -90,6 +90,7 @@ class Settings:
     session_ttl: int = field(default=3600, metadata={"parse": _positive_int})
     session_max_age: int = field(default=86400, metadata={"parse": _positive_int})
     max_sessions_per_identity: int = field(default=5, metadata={"parse": _positive_int})
+    max_sessions_per_identity_total: int = field(default=50, metadata={"parse": _positive_int})
     max_body_bytes: int = field(default=64 * 1024, metadata={"parse": _positive_int})
     http_read_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
@@ -127,6 +128,8 @@ class Settings:
             raise SettingsError(f"VORA_SPEC_DIR must hold vora.yaml; {self.spec_dir} does not")
         if self.session_max_age < self.session_ttl:
             raise SettingsError("VORA_SESSION_MAX_AGE must not be shorter than VORA_SESSION_TTL")
+        if self.max_sessions_per_identity_total < self.max_sessions_per_identity:
+            raise SettingsError("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL must not be below VORA_MAX_SESSIONS_PER_IDENTITY")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
         return self

@@ -292,6 +292,40 @@ class TestSetup:
         }
         pubsub.close()
 
+    def test_a_co_owner_cannot_evict_the_callers_session(
+        self, settings: Settings, redisdb: redis.Redis, auth: Headers
+    ) -> None:
+        """With a per-user cap of 1, a manager opening sessions on a shared identity evicts only its own."""
+        from vora.app import create_app
+
+        app = create_app(settings.with_changes(max_sessions_per_identity=1))
+        app.extensions["vora"].directory.add("alice", [IDENTITY])
+        app.extensions["vora"].directory.add("manager", [IDENTITY])
+        client = app.test_client()
+        mine = setup_session(client, auth("alice"))
+        managers_first = setup_session(client, auth("manager"))
+        setup_session(client, auth("manager"))
+        assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(mine)))
+        assert not redisdb.exists(keys.websocket_token(IDENTITY, hash_token(managers_first)))
+
+    def test_identity_total_gets_409_and_writes_nothing(
+        self, settings: Settings, redisdb: redis.Redis, auth: Headers
+    ) -> None:
+        """Past VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL a user with no session to replace gets 409 and nothing changes."""
+        from vora.app import create_app
+
+        app = create_app(settings.with_changes(max_sessions_per_identity=1, max_sessions_per_identity_total=2))
+        for user in ("alice", "bob", "carol"):
+            app.extensions["vora"].directory.add(user, [IDENTITY])
+        client = app.test_client()
+        setup_session(client, auth("alice"))
+        setup_session(client, auth("bob"))
+        before = redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)
+        response = client.post(SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("carol"))
+        assert_error(response, 409, IDENTITY, "log out")
+        assert redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1) == before
+        setup_session(client, auth("alice"))  # alice replaces her own session
+
 
 class TestEventSubscription:
     """POST /identity/{identity}/eventSubscription."""

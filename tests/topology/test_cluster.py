@@ -55,7 +55,7 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
     """The session scripts, which derive keys from the identity's hash tag, run on the cluster."""
     client = connect(redis_cluster.url, timeout=2.0)
     with contextlib.closing(client):
-        store = SessionStore(client, ttl_seconds=60, max_per_identity=1)
+        store = SessionStore(client, ttl_seconds=60, max_per_user=1)
         directory = Directory(client)
         identity = f"49{uuid.uuid4().int % 10**9}"
         directory.add("alice", [identity])

@@ -18,26 +18,40 @@ end
 
 # KEYS: sessions index, new session hash, new token key.
 # ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
-#       (unused), ttl (ms), cap, tombstone ttl (ms), control channel, identity,
-#       then field/value pairs of the session hash. createdAt is Redis' own time.
+#       subject, ttl (ms), cap per user, tombstone ttl (ms), control channel, identity,
+#       cap per identity, then field/value pairs of the session hash. createdAt is Redis' own time.
+# Returns {'ok', evicted ids...}, or {'full'} (nothing written) when the identity holds its cap of
+# sessions even after the caller's own oldest ones made room: a user never evicts another's session.
 CREATE_SESSION = (
     _END_SESSION
     + """
 local prefix = ARGV[4]
 local sid = ARGV[5]
+local subject = ARGV[7]
 -- Redis' clock, so that createdAt compares with stream ids on any instance.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[8])
 local cap = tonumber(ARGV[9])
 local tombstone_ms = tonumber(ARGV[10])
+local identity_cap = tonumber(ARGV[13])
+local own = {}
+local total = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', prefix .. ARGV[1] .. member) == 0 then
+  local owner = redis.call('HGET', prefix .. ARGV[1] .. member, 'sub')
+  if not owner then
     redis.call('ZREM', KEYS[1], member)
+  else
+    total = total + 1
+    if owner == subject then own[#own + 1] = member end
   end
 end
+local evicting = math.max(0, #own + 1 - cap)
+if total - evicting + 1 > identity_cap then
+  return {'full'}
+end
 local fields = {}
-for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], 'tokenHash', ARGV[6], 'createdAt', now, unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[3], sid, 'PX', ttl)
@@ -48,20 +62,21 @@ if newest[2] and tonumber(newest[2]) >= score then
   score = tonumber(newest[2]) + 1
 end
 redis.call('ZADD', KEYS[1], score, sid)
-local evicted = {}
-while redis.call('ZCARD', KEYS[1]) > cap do
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-  end_session(prefix, oldest, 'replaced', tombstone_ms)
-  evicted[#evicted + 1] = oldest
+-- own is in creation order (the index is sorted by it): the caller's oldest go first.
+local result = {'ok'}
+for i = 1, evicting do
+  end_session(prefix, own[i], 'replaced', tombstone_ms)
+  result[#result + 1] = own[i]
 end
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-if #evicted > 0 then
+if evicting > 0 then
+  local evicted = {unpack(result, 2)}
   redis.call('PUBLISH', ARGV[11], cjson.encode({action = 'terminate', identity = ARGV[12],
     sessions = evicted, reason = 'replaced'}))
 end
-return evicted
+return result
 """
 )
 
