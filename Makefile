@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 VORA := $(VENV)/bin/vora
 STAMP := $(VENV)/.installed
 ASYNCAPI_SPECS := $(VENV)/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json
+DEVAUTH_MODULES := devauth/node_modules/.package-lock.json
 HOST ?= 127.0.0.1
 PORT ?= 18085
 WORKERS ?= 2
@@ -15,12 +16,16 @@ DEMO_IDENTITY ?= 910111000
 
 .PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
-install: $(STAMP) $(ASYNCAPI_SPECS) ## Create .venv with VORA and its dev tools (idempotent)
+install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) ## Create .venv with VORA and its dev tools (idempotent)
 
 # The official AsyncAPI JSON Schemas, to validate spec/vora-events.asyncapi.yaml in tests.
 $(ASYNCAPI_SPECS): | $(STAMP)
 	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/asyncapi @asyncapi/specs@6.11.1
+
+# The development authorization server (oidc-provider), exactly as devauth/package-lock.json pins it.
+$(DEVAUTH_MODULES): devauth/package.json devauth/package-lock.json | $(ASYNCAPI_SPECS)
+	npm ci --silent --no-audit --no-fund --prefix devauth
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
