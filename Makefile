@@ -37,8 +37,10 @@ $(STAMP): pyproject.toml
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
-test-tools: redis-server ## Install what the topology tests start: nginx (redis-cli comes with redis-server)
+test-tools: redis-server ## Install what the topology and browser tests start: nginx, Chromium and its driver
 	@bash scripts/apt-ensure.sh nginx nginx-light
+	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
+	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
 run: install redis-server ## Start Redis if needed, create the dev key and a demo user, serve the API
 	@bash scripts/ensure-redis.sh "$$VORA_REDIS_URL"

@@ -87,9 +87,9 @@ label,input,button{display:block;width:100%;margin:.4rem 0}input,button{padding:
 function loginPage(uid, clientId, error, login) {
   const message = error ? `<p class="error" id="login-error">${escapeHtml(error)}</p>` : '';
   return page('VORA sign-in', `<p>Sign in to continue to <b>${escapeHtml(clientId)}</b>.</p>${message}
-<form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
-<label for="username">User</label><input id="username" name="login" value="${escapeHtml(login || '')}" required autofocus>
-<label for="password">Password</label><input id="password" name="password" type="password" required>
+<form method="post" action="/interaction/${escapeHtml(uid)}/login">
+<label for="username">User</label><input id="username" name="login" value="${escapeHtml(login || '')}" autocomplete="username" required autofocus>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <button id="sign-in" type="submit">Sign in</button></form>`);
 }
 
@@ -151,6 +151,10 @@ function buildProvider(config) {
     // The key set holds one ES256 key, so ID tokens are ES256 too.
     clientDefaults: { id_token_signed_response_alg: 'ES256' },
     enabledJWA: { idTokenSigningAlgValues: ['ES256'] },
+    // Browsers may call the token endpoint only from the origin of one of the public client's redirect URIs.
+    clientBasedCORS(_ctx, origin, client) {
+      return client.clientAuthMethod === 'none' && client.redirectUris.some((uri) => new URL(uri).origin === origin);
+    },
     async findAccount(_ctx, sub) {
       if (!config.users.has(sub)) return undefined;
       return { accountId: sub, async claims() { return { sub }; } };
