@@ -45,7 +45,7 @@ def _binaries() -> tuple[str, str]:
     browser = next((path for name in CHROMIUM if (path := shutil.which(name))), None)
     driver = shutil.which("chromedriver")
     if browser is None or driver is None:
-        pytest.skip("Chromium or chromedriver is not installed: `make test-tools` installs chromium and chromium-driver")
+        pytest.skip("Chromium or chromedriver is missing: `make test-tools` installs chromium and chromium-driver")
     return browser, driver
 
 
