@@ -13,6 +13,10 @@ export VORA_DEV_KEY ?= $(CURDIR)/.vora/dev-key.pem
 export VORA_REDIS_URL ?= redis://127.0.0.1:6379/0
 DEMO_USER ?= demo
 DEMO_IDENTITY ?= 910111000
+DEMO_PASSWORD ?= demo
+AUTH_PORT ?= 18086
+SERVICE_CLIENT ?= demo-service
+SERVICE_SECRET ?= demo-service-secret
 
 .PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
@@ -42,12 +46,14 @@ test-tools: redis-server ## Install what the topology and browser tests start: n
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
 	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
-run: install redis-server ## Start Redis if needed, create the dev key and a demo user, serve the API
+run: install redis-server ## Start Redis if needed, a demo user, the dev authorization server and the API
 	@bash scripts/ensure-redis.sh "$$VORA_REDIS_URL"
 	@$(VORA) dev-key "$$VORA_DEV_KEY"
 	@$(VORA) identities add $(DEMO_USER) $(DEMO_IDENTITY) 602128708 >/dev/null
-	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY)
-	@exec $(VORA) serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	@$(VORA) identities add $(SERVICE_CLIENT) $(DEMO_IDENTITY) >/dev/null
+	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY) $(AUTH_PORT) $(DEMO_PASSWORD) $(SERVICE_CLIENT) $(SERVICE_SECRET)
+	@DEMO_USER=$(DEMO_USER) DEMO_PASSWORD=$(DEMO_PASSWORD) SERVICE_CLIENT=$(SERVICE_CLIENT) SERVICE_SECRET=$(SERVICE_SECRET) \
+	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests bench
