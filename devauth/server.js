@@ -165,7 +165,7 @@ function buildProvider(config) {
       if (grantId) return ctx.oidc.provider.Grant.find(grantId);
       if (!ctx.oidc.session.accountId) return undefined;
       const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
-      grant.addOIDCScope('openid');
+      grant.addOIDCScope(['openid', ...VORA_SCOPES].join(' '));
       grant.addResourceScope(config.resource, VORA_SCOPES.join(' '));
       await grant.save();
       return grant;
@@ -218,16 +218,8 @@ function interactionRoutes(provider, config) {
         ctx.body = loginPage(details.uid, params.client_id);
         return undefined;
       }
-      // Consent: the grant loadExistingGrant creates already covers VORA's scopes.
-      const grant = await provider.Grant.find(details.grantId) || new provider.Grant({
-        clientId: params.client_id, accountId: details.session.accountId,
-      });
-      if (prompt.details.missingOIDCScope) grant.addOIDCScope(prompt.details.missingOIDCScope.join(' '));
-      for (const [indicator, scopes] of Object.entries(prompt.details.missingResourceScopes || {})) {
-        grant.addResourceScope(indicator, scopes.join(' '));
-      }
-      const grantId = await grant.save();
-      return provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+      // loadExistingGrant grants VORA's scopes at sign-in, so login is the only prompt there is.
+      ctx.throw(400, `unexpected prompt ${prompt.name}`);
     }
     if (ctx.method === 'POST' && match[2] && prompt.name === 'login') {
       const form = await readForm(ctx.req);
