@@ -117,10 +117,12 @@ def install_websocket(app: Flask, path: str) -> None:
             state.metrics.count,
             settings.ws_send_buffer,
         )
+        session = grant.session
         hub.register(conn)
         try:
-            session = grant.session
-            attached = state.session_store.attach(session.identity, session.session_id, int(time.time() * 1000))
+            attached = state.session_store.attach(
+                session.identity, session.session_id, conn.socket_id, int(time.time() * 1000), hub.presence_lease_ms
+            )
             if attached == 0:
                 # The session ended during the upgrade: say why when Redis still knows.
                 reason = state.session_store.ended_reason(session.identity, session.session_id)
@@ -153,3 +155,8 @@ def install_websocket(app: Flask, path: str) -> None:
             ws.close(reason=1011, message="event store unavailable; retry")
         finally:
             hub.unregister(conn)
+            try:
+                state.session_store.detach(session.identity, session.session_id, conn.socket_id)
+            except REDIS_TROUBLE as exc:
+                # The socket's lease runs out by itself; presence is only late, not wrong for long.
+                log.info("socket detach failed", extra={"fields": {"error": type(exc).__name__}})
