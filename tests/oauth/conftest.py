@@ -16,8 +16,6 @@ from tests.oauth.flow import Tokens, authorization_code_login
 from tests.server import RunningServer, running_server
 from vora.store import keys
 
-pytestmark = [pytest.mark.slow, pytest.mark.oauth]
-
 USER = "carol"
 PASSWORD = "carol-s3cret"
 SERVICE_CLIENT = "vora-scripts"
@@ -33,14 +31,16 @@ def console_url(port: int) -> str:
 
 def oauth_env(redis_proc: Any, provider: DevAuth, **overrides: str) -> dict[str, str]:
     """Return the VORA_* variables of a server that trusts only this provider."""
+    discovery = provider.discovery()
     return {
         "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
+        "VORA_DEV_KEY": "",  # not the caller's (make exports one): only the provider's keys are trusted
         "VORA_OAUTH_JWKS": provider.jwks_url,
         "VORA_OAUTH_ISSUER": provider.issuer,
         "VORA_OAUTH_AUDIENCE": AUDIENCE,
         "VORA_OAUTH_LEEWAY": "0",
-        "VORA_OAUTH_AUTHORIZATION_URL": provider.discovery()["authorization_endpoint"],
-        "VORA_OAUTH_TOKEN_URL": provider.discovery()["token_endpoint"],
+        "VORA_OAUTH_AUTHORIZATION_URL": discovery["authorization_endpoint"],
+        "VORA_OAUTH_TOKEN_URL": discovery["token_endpoint"],
         "VORA_OAUTH_WEB_CLIENT_ID": WEB_CLIENT,
         **overrides,
     }

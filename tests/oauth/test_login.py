@@ -22,6 +22,8 @@ from tests.oauth.conftest import (
     SERVICE_CLIENT,
     SERVICE_SECRET,
     USER,
+    WEB_CLIENT,
+    console_url,
     new_provider,
     oauth_env,
 )
@@ -117,7 +119,7 @@ def test_token_from_another_issuer_is_refused(
     with new_provider(oauth_server.port, workdir=tmp_path) as impostor:
         assert impostor.issuer != provider.issuer
         tokens = authorization_code_login(
-            impostor.discovery(), "vora-web", f"{oauth_server.base_url}/console/", USER, PASSWORD
+            impostor.discovery(), WEB_CLIENT, console_url(oauth_server.port), USER, PASSWORD
         )
     response = requests.get(f"{oauth_server.base_url}/identity", headers=bearer(tokens.access_token), timeout=5)
     assert response.status_code == 401
@@ -133,16 +135,16 @@ def test_key_rotation_is_picked_up_through_the_jwks_url(
     with running_rotation_pair(redis_proc, tmp_path) as (provider, server):
         url = f"{server.base_url}/identity"
         discovery = provider.discovery()
-        redirect = f"{server.base_url}/console/"
-        used = authorization_code_login(discovery, "vora-web", redirect, USER, PASSWORD).access_token
-        unused = authorization_code_login(discovery, "vora-web", redirect, USER, PASSWORD).access_token
+        redirect = console_url(server.port)
+        used = authorization_code_login(discovery, WEB_CLIENT, redirect, USER, PASSWORD).access_token
+        unused = authorization_code_login(discovery, WEB_CLIENT, redirect, USER, PASSWORD).access_token
         assert requests.get(url, headers=bearer(used), timeout=5).status_code == 200
         old_kid = provider.kid
 
         new_kid = provider.rotate_key()
 
         assert new_kid != old_kid
-        fresh = authorization_code_login(provider.discovery(), "vora-web", redirect, USER, PASSWORD).access_token
+        fresh = authorization_code_login(provider.discovery(), WEB_CLIENT, redirect, USER, PASSWORD).access_token
         assert jwt.get_unverified_header(fresh)["kid"] == new_kid
         # VORA reloads the JWKS on an unknown kid at most once per VORA_JWKS_REFRESH_INTERVAL (1 s here).
         wait_for(
