@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from vora.store import keys
-from vora.store.sessions import IdentityFull, SessionStore
+from vora.store.sessions import IdentityFull, Lease, SessionStore
 
 IDENTITY = "910111000"
 
@@ -119,10 +119,51 @@ def test_attach_tells_first_socket_from_later_ones(redisdb: redis.Redis) -> None
     """The first socket of a session gets 1, later ones 2, and an ended session 0 without recreating it."""
     store = SessionStore(redisdb, 60, 5)
     create(store, "s1")
-    assert store.attach(IDENTITY, "s1", 5) == 1
-    assert store.attach(IDENTITY, "s1", 6) == 2
-    assert store.attach(IDENTITY, "gone", 7) == 0
+    assert store.attach(IDENTITY, "s1", "k1", 5, 1000) == 1
+    assert store.attach(IDENTITY, "s1", "k2", 6, 1000) == 2
+    assert store.attach(IDENTITY, "gone", "k3", 7, 1000) == 0
     assert not redisdb.exists(keys.session(IDENTITY, "gone"))
+
+
+def test_open_sockets_counts_attached_sockets_per_session(redisdb: redis.Redis) -> None:
+    """Attached sockets count per session until they detach; a refused attach never counts."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "s1")
+    create(store, "s2")
+    store.attach(IDENTITY, "s1", "k1", 1_000, 10_000)
+    store.attach(IDENTITY, "s1", "k2", 1_000, 10_000)
+    store.attach(IDENTITY, "s2", "k3", 1_000, 10_000)
+    store.attach(IDENTITY, "gone", "k4", 1_000, 10_000)
+    assert store.open_sockets(IDENTITY, 2_000) == {"s1": 2, "s2": 1}
+    store.detach(IDENTITY, "s1", "k1")
+    store.detach(IDENTITY, "s2", "k3")
+    assert store.open_sockets(IDENTITY, 2_000) == {"s1": 1}
+    assert 0 < redisdb.pttl(keys.socket_presence(IDENTITY)) <= 60_000
+
+
+def test_a_socket_whose_lease_ran_out_no_longer_counts(redisdb: redis.Redis) -> None:
+    """A socket left behind by an instance that died counts only until its lease deadline."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "s1")
+    store.attach(IDENTITY, "s1", "k1", 1_000, 5_000)
+    assert store.open_sockets(IDENTITY, 5_999) == {"s1": 1}
+    assert store.open_sockets(IDENTITY, 6_000) == {}
+
+
+def test_renew_extends_sessions_and_sockets_and_reports_the_subscription(redisdb: redis.Redis) -> None:
+    """Renewal moves each socket's deadline, drops dead instances' sockets, and tells which sessions are gone."""
+    store = SessionStore(redisdb, 60, 5)
+    create(store, "s1")
+    create(store, "s2")
+    store.attach(IDENTITY, "s1", "k1", 1_000, 5_000)
+    store.attach(IDENTITY, "s2", "dead", 1_000, 5_000)
+    store.set_subscription(IDENTITY, "alice", "presence")
+    redisdb.pexpire(keys.session(IDENTITY, "s1"), 5_000)
+    leases = [Lease(IDENTITY, "s1", "hash-s1", ("k1",)), Lease(IDENTITY, "gone", "hash-gone", ("k9",))]
+    assert store.renew(leases, 7_000, 5_000) == [(True, "presence"), (False, None)]
+    assert redisdb.pttl(keys.session(IDENTITY, "s1")) > 5_000
+    assert store.open_sockets(IDENTITY, 11_999) == {"s1": 1, "gone": 1}
+    assert store.open_sockets(IDENTITY, 12_000) == {}
 
 
 def test_created_at_comes_from_redis_time(redisdb: redis.Redis) -> None:

@@ -20,12 +20,14 @@ import requests
 import websocket
 
 from tests.conftest import TokenFactory
+from tests.harness.wait import wait_for
 from tests.server import RunningServer
 from tests.ws.client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher
 from vora.sessions import hash_token
 from vora.store import keys
+from vora.store.sessions import SessionStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
@@ -299,3 +301,28 @@ def test_permessage_deflate_is_not_negotiated(server: RunningServer, setup_token
     head = response.split(b"\r\n\r\n", 1)[0].decode().lower()
     assert head.startswith("http/1.1 101")
     assert "sec-websocket-extensions" not in head
+
+
+def test_open_sockets_are_present_in_redis_until_they_close(
+    server: RunningServer, setup_token: Setup, connect: Connect, redisdb: redis.Redis
+) -> None:
+    """Each open socket is counted on its session in Redis, for every instance to see, until it closes."""
+    store = SessionStore(redisdb, 3600, 5)
+    token = setup_token(server)
+    session_id = redisdb.get(keys.websocket_token(IDENTITY, hash_token(token)))
+    assert session_id is not None
+    first, second = connect(server, token), connect(server, token)
+    counts = wait_for(
+        lambda: store.open_sockets(IDENTITY, int(time.time() * 1000)).get(session_id.decode()) == 2,
+        10,
+        what="both sockets to be present",
+    )
+    assert counts
+    first.close()
+    wait_for(
+        lambda: store.open_sockets(IDENTITY, int(time.time() * 1000)) == {session_id.decode(): 1},
+        10,
+        what="the closed socket to leave",
+    )
+    second.close()
+    wait_for(lambda: store.open_sockets(IDENTITY, int(time.time() * 1000)) == {}, 10, what="no socket to be left")

@@ -48,6 +48,16 @@ def websocket_token(identity: str, token_hash: str) -> str:
     return identity_prefix(identity) + TOKEN_SUFFIX + token_hash
 
 
+def socket_presence(identity: str) -> str:
+    """Name the sorted set of an identity's open sockets (`<session id>:<socket id>`), scored by lease deadline."""
+    return identity_prefix(identity) + "sockets"
+
+
+def socket_member(session_id: str, socket_id: str) -> str:
+    """Name one open socket inside its identity's presence set."""
+    return f"{session_id}:{socket_id}"
+
+
 def session_ended(identity: str, session_id: str) -> str:
     """Name the short-lived tombstone that says why a session ended."""
     return identity_prefix(identity) + ENDED_SUFFIX + session_id

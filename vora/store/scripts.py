@@ -168,11 +168,17 @@ return 1
 """
 )
 
-# KEYS: session hash.
-# Returns 0 when the session is gone, 1 for its first socket, 2 for a later one.
+# KEYS: session hash, socket presence set.
+# ARGV: now (ms), socket member, lease deadline (ms), presence ttl (ms).
+# Returns 0 when the session is gone, 1 for its first socket, 2 for a later one; the
+# socket is in the presence set exactly when the session was there to attach to.
 ATTACH_SOCKET = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 if redis.call('HSETNX', KEYS[1], 'attachedAt', ARGV[1]) == 1 then
   return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -28,6 +29,16 @@ class StoredSession:
     scopes: frozenset[str]
     events: str
     created_at_ms: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A session with sockets open on this instance, to be kept alive."""
+
+    identity: str
+    session_id: str
+    token_hash: str
+    socket_ids: tuple[str, ...]
 
 
 def _text(value: bytes | str | None) -> str:
@@ -172,6 +183,49 @@ class SessionStore:
         ended = self._end_one(keys=[keys.sessions_index(identity)], args=_ending_args(identity, session_id, reason))
         return bool(ended)
 
-    def attach(self, identity: str, session_id: str, now_ms: int) -> int:
-        """Record a socket on a session: 0 if it is gone, 1 for its first socket, 2 otherwise."""
-        return int(self._attach(keys=[keys.session(identity, session_id)], args=[now_ms]))
+    def attach(self, identity: str, session_id: str, socket_id: str, now_ms: int, lease_ms: int) -> int:
+        """Record an open socket on a session: 0 if the session is gone, 1 for its first socket, 2 otherwise."""
+        return int(
+            self._attach(
+                keys=[keys.session(identity, session_id), keys.socket_presence(identity)],
+                args=[now_ms, keys.socket_member(session_id, socket_id), now_ms + lease_ms, self._ttl_ms],
+            )
+        )
+
+    def detach(self, identity: str, session_id: str, socket_id: str) -> None:
+        """Forget a socket that closed; a socket never detached drops out when its lease runs out."""
+        self._redis.zrem(keys.socket_presence(identity), keys.socket_member(session_id, socket_id))
+
+    def open_sockets(self, identity: str, now_ms: int) -> dict[str, int]:
+        """Count the open sockets of each of an identity's sessions, on every instance."""
+        members = self._redis.zrangebyscore(keys.socket_presence(identity), f"({now_ms}", "+inf")
+        counts: dict[str, int] = {}
+        for member in members:  # type: ignore[union-attr]
+            session_id = _text(member).partition(":")[0]
+            counts[session_id] = counts.get(session_id, 0) + 1
+        return counts
+
+    def renew(self, leases: Sequence[Lease], now_ms: int, lease_ms: int) -> list[tuple[bool, str | None]]:
+        """Extend the sessions and sockets of open leases in one round trip.
+
+        Return, for each lease, whether its session was still there and its current subscription.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for lease in leases:
+            pipe.pexpire(keys.session(lease.identity, lease.session_id), self._ttl_ms)
+            pipe.pexpire(keys.websocket_token(lease.identity, lease.token_hash), self._ttl_ms)
+            pipe.pexpire(keys.sessions_index(lease.identity), self._ttl_ms, gt=True)
+            pipe.hget(keys.session(lease.identity, lease.session_id), "events")
+        deadline = now_ms + lease_ms
+        for identity in dict.fromkeys(lease.identity for lease in leases):
+            # Sockets of an instance that died without detaching leave here once their lease is over.
+            pipe.zremrangebyscore(keys.socket_presence(identity), "-inf", now_ms)
+            pipe.pexpire(keys.socket_presence(identity), self._ttl_ms)
+        for lease in leases:
+            members = {keys.socket_member(lease.session_id, socket_id): deadline for socket_id in lease.socket_ids}
+            pipe.zadd(keys.socket_presence(lease.identity), members)
+        results = pipe.execute()
+        return [
+            (bool(results[index * 4]), None if results[index * 4 + 3] is None else _text(results[index * 4 + 3]))
+            for index in range(len(leases))
+        ]

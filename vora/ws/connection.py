@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,7 @@ class Connection:
         send_buffer: int = 0,
     ) -> None:
         self.ws = ws
+        self.socket_id = uuid.uuid4().hex
         self.session = session
         self.identity = session.identity
         self.session_id = session.session_id

@@ -41,6 +41,17 @@ def _token_of_request() -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Tell whether a browser page from origin may open the socket served at host."""
+    if origin in allowed or "*" in allowed:
+        return True
+    scheme, _, netloc = origin.partition("://")
+    if scheme not in ("http", "https") or not netloc:
+        return False
+    # Same origin; a proxy that forwards Host without its port (nginx's $host) still matches by name.
+    return netloc.lower() == host.lower() or (":" not in host and netloc.rsplit(":", 1)[0].lower() == host.lower())
+
+
 def _refuse(status: int, message: str) -> Response:
     headers = {"WWW-Authenticate": bearer_challenge("invalid_token", message)} if status == 401 else {}
     return error_response(status, message, headers)
@@ -65,6 +76,10 @@ def install_websocket(app: Flask, path: str) -> None:
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _refuse(400, "This endpoint only accepts WebSocket upgrades")
+        origin = request.headers.get("Origin")
+        # Non-browser clients send no Origin; pages may connect from VORA's own origin or a listed one.
+        if origin is not None and not origin_allowed(origin, request.host, settings.cors_origins):
+            return _refuse(403, f"Pages from {origin} may not open this socket (VORA_CORS_ORIGINS lists who may)")
         if state.lifecycle.draining:
             return _refuse(503, "This instance is draining; connect to another one")
         extra = set(request.args) - {"token", "lastEventId"}
@@ -102,10 +117,12 @@ def install_websocket(app: Flask, path: str) -> None:
             state.metrics.count,
             settings.ws_send_buffer,
         )
+        session = grant.session
         hub.register(conn)
         try:
-            session = grant.session
-            attached = state.session_store.attach(session.identity, session.session_id, int(time.time() * 1000))
+            attached = state.session_store.attach(
+                session.identity, session.session_id, conn.socket_id, int(time.time() * 1000), hub.presence_lease_ms
+            )
             if attached == 0:
                 # The session ended during the upgrade: say why when Redis still knows.
                 reason = state.session_store.ended_reason(session.identity, session.session_id)
@@ -138,3 +155,8 @@ def install_websocket(app: Flask, path: str) -> None:
             ws.close(reason=1011, message="event store unavailable; retry")
         finally:
             hub.unregister(conn)
+            try:
+                state.session_store.detach(session.identity, session.session_id, conn.socket_id)
+            except REDIS_TROUBLE as exc:
+                # The socket's lease runs out by itself; presence is only late, not wrong for long.
+                log.info("socket detach failed", extra={"fields": {"error": type(exc).__name__}})

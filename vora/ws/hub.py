@@ -15,7 +15,7 @@ import redis
 
 from vora.store import keys
 from vora.store.client import REDIS_TROUBLE
-from vora.store.sessions import SessionStore
+from vora.store.sessions import Lease, SessionStore
 from vora.store.streams import stream_id_key
 from vora.ws.connection import Connection
 
@@ -53,6 +53,11 @@ class Hub:
         self._renew_now = threading.Event()
         self._stopping = False
         self.draining = False
+
+    @property
+    def presence_lease_ms(self) -> int:
+        """Return how long a socket counts as open after its last renewal: three lease intervals."""
+        return int(self._lease_interval * 3000)
 
     # Registry.
 
@@ -212,21 +217,18 @@ class Hub:
             self._sessions.end_session(identity, session_id, "tokenExpired")
         ended_by_age = set(expired)
         live = [k for k in by_session if k not in ended_by_age]
-        pipe = self._redis.pipeline(transaction=False)
-        for identity, session_id in live:
-            token_hash = by_session[(identity, session_id)][0].token_hash
-            pipe.pexpire(keys.session(identity, session_id), self._ttl_ms)
-            pipe.pexpire(keys.websocket_token(identity, token_hash), self._ttl_ms)
-            pipe.pexpire(keys.sessions_index(identity), self._ttl_ms, gt=True)
-            pipe.hget(keys.session(identity, session_id), "events")
-        results = pipe.execute()
-        for index, (identity, session_id) in enumerate(live):
-            renewed, events = results[index * 4], results[index * 4 + 3]
-            if not renewed:
-                reason = self._sessions.ended_reason(identity, session_id) or "tokenExpired"
-                for conn in by_session[(identity, session_id)]:
+        leases = [
+            Lease(identity, session_id, cs[0].token_hash, tuple(conn.socket_id for conn in cs))
+            for (identity, session_id), cs in ((k, by_session[k]) for k in live)
+        ]
+        renewed = self._sessions.renew(leases, now_ms, self.presence_lease_ms)
+        for lease, (alive, events) in zip(leases, renewed, strict=True):
+            conns_of_session = by_session[(lease.identity, lease.session_id)]
+            if not alive:
+                reason = self._sessions.ended_reason(lease.identity, lease.session_id) or "tokenExpired"
+                for conn in conns_of_session:
                     conn.terminate(reason)
             elif events is not None:
                 # Also applies a subscription change whose notice this worker missed.
-                for conn in by_session[(identity, session_id)]:
-                    conn.set_subscription(_text(events))
+                for conn in conns_of_session:
+                    conn.set_subscription(events)
