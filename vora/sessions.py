@@ -99,11 +99,9 @@ class SessionService:
         hold_up_mode: bool,
         scopes: Iterable[str],
     ) -> OpenedSession:
-        """Open a session on one of the caller's identities, subscribed to every event.
-
-        Past the per-user cap the caller's own oldest session on the identity is evicted, never
-        another user's; past the per-identity total the setup is refused (409).
-        """
+        """Open a session on one of the caller's identities, subscribed to every event."""
+        # Past the per-user cap the caller's own oldest session goes, never another user's;
+        # past the identity's total the setup is refused (409).
         if connection_type not in SUPPORTED_CONNECTION_TYPES:
             supported = ", ".join(SUPPORTED_CONNECTION_TYPES)
             raise BadRequest(f"connectionType {connection_type!r} is not supported; supported: {supported}")

@@ -59,11 +59,10 @@ def error_response_bytes(status: int, message: str) -> bytes:
 
 
 class TimedReads:
-    """A client socket whose reads give up: a request's head within the timeout, its body at a pause as long.
+    """Wrap a client socket so that reads give up: a request's head within the timeout, its body at a pause as long."""
 
-    The wait for the next request on a kept-alive connection is not bounded here (gunicorn's keepalive
-    bounds it); the clock of a head starts with its first byte, or on accept for the first request.
-    """
+    # The wait for the next request on a kept-alive connection has no bound here (gunicorn's keepalive
+    # is that bound); the clock of a head starts at its first byte, or on accept for the first request.
 
     def __init__(self, sock: Any, timeout: float) -> None:
         self.socket = sock

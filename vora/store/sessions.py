@@ -98,11 +98,7 @@ class SessionStore:
         token_hash: str,
         fields: dict[str, str],
     ) -> list[str]:
-        """Store a new session; return the ids of its user's oldest sessions it evicted past the cap.
-
-        Raise IdentityFull, writing nothing, when the identity holds max_per_identity sessions
-        without counting those the caller's own new session would evict.
-        """
+        """Store a new session and return the ids of its user's oldest it evicted; raise IdentityFull when full."""
         flat: list[str] = []
         for name, value in fields.items():
             flat += [name, value]
