@@ -14,7 +14,7 @@ export VORA_REDIS_URL ?= redis://127.0.0.1:6379/0
 DEMO_USER ?= demo
 DEMO_IDENTITY ?= 910111000
 DEMO_PASSWORD ?= demo
-AUTH_PORT ?= 18086
+AUTH_PORT ?= 18087
 SERVICE_CLIENT ?= demo-service
 SERVICE_SECRET ?= demo-service-secret
 

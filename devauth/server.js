@@ -36,7 +36,7 @@ function pairs(name, raw) {
 function readConfig(env) {
   const host = env.DEVAUTH_HOST || '127.0.0.1';
   if (!LOOPBACK.has(host)) fail(`DEVAUTH_HOST must be a loopback address, got ${host}`);
-  const port = Number(env.DEVAUTH_PORT || '18086');
+  const port = Number(env.DEVAUTH_PORT || '18087');
   if (!Number.isInteger(port) || port <= 0 || port > 65535) fail(`DEVAUTH_PORT must be a port number, got ${env.DEVAUTH_PORT}`);
   const jwksFile = env.DEVAUTH_JWKS_FILE;
   if (!jwksFile) fail('DEVAUTH_JWKS_FILE must name the private JWKS (node devauth/keys.js FILE creates one)');

@@ -14,7 +14,7 @@ from vora.app import create_app
 from vora.devkeys import ALL_SCOPES
 from vora.settings import DEFAULT_SPEC_DIR, Settings, SettingsError
 
-PROVIDER = "http://127.0.0.1:18086"
+PROVIDER = "http://127.0.0.1:18087"
 LOGIN_SETTINGS = {
     "oauth_issuer": PROVIDER,
     "oauth_authorization_url": f"{PROVIDER}/auth",
