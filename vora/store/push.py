@@ -110,9 +110,13 @@ class PushStore:
         return _text(job_id)
 
     def ensure_group(self) -> None:
-        """Create the consumer group (and the queue) unless they exist; new groups start at new jobs."""
+        """Create the consumer group (and the queue) unless they exist.
+
+        A new group starts at the queue's oldest job: jobs queued before any worker ran are still
+        done (the worker drops those older than a hold-up), and acknowledged jobs are deleted anyway.
+        """
         try:
-            self._redis.xgroup_create(keys.PUSH_JOBS, keys.PUSH_GROUP, id="$", mkstream=True)
+            self._redis.xgroup_create(keys.PUSH_JOBS, keys.PUSH_GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
