@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 import pytest
@@ -50,7 +50,7 @@ class TestRegistration:
     def test_holdup_without_push_is_allowed_and_stores_none(
         self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
     ) -> None:
-        """holdUpMode true without a push object is accepted (such a session is never pushed)."""
+        """A holdUpMode session without a push object is accepted (such a session is never pushed)."""
         provision("alice", [IDENTITY])
         setup_session(client, auth("alice"), holdUpMode=True)
         [stored] = session_hashes(redisdb)
@@ -103,7 +103,7 @@ class TestRegistration:
         setup_session(client, auth("alice"), holdUpMode=True, push=DEVICE)
         assert client.post(f"/vora/logout/{IDENTITY}", headers=auth("alice")).status_code == 200
         assert session_hashes(redisdb) == []
-        assert not [k for k in redisdb.scan_iter(match=keys.identity_prefix(IDENTITY) + "session:*")]
+        assert not list(redisdb.scan_iter(match=keys.identity_prefix(IDENTITY) + "session:*"))
 
     def test_registration_repr_hides_the_device_token(self) -> None:
         """A registration never shows its device token when printed or logged."""
@@ -132,7 +132,7 @@ class TestBodies:
     """The bodies VORA posts match spec/vora-webhooks.yaml."""
 
     REF = HoldUpRef(IDENTITY, "s" * 32, "call-1")
-    HOLDUP: dict[str, Any] = {"eventId": "1795396666123-4", "caller": "+34602128708", "ringAt": 1795396666123}
+    HOLDUP: ClassVar[dict[str, Any]] = {"eventId": "1795396666123-4", "caller": "+34602128708", "ringAt": 1795396666123}
 
     def test_webhooks_document_passes_its_checks(self) -> None:
         """The webhooks document is valid OpenAPI 3.1 and names the code's webhooks and platforms."""

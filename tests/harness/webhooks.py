@@ -115,7 +115,7 @@ class WebhookReceiver:
                         receiver._accepted.append(received)
                         receiver._arrived.notify_all()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         return Handler

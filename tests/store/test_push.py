@@ -74,7 +74,7 @@ class TestHoldUps:
         assert (again["eventId"], again["pushedAt"]) == ("1-1", 1_500)
 
     def test_only_the_first_outcome_takes_the_call(self, store: PushStore) -> None:
-        """Ready and the deadline race: the first take wins, the other gets nothing, a re-delivery of the winner repeats it."""
+        """The first take wins the race, a later one gets nothing, and a re-delivery of the winner repeats it."""
         hold(store)
         [(ref, won)] = store.take(IDENTITY, "s1", "job-ready", "holdUpReady", 1_800)
         assert (ref, won["outcome"], won["takenAt"]) == (REF, "holdUpReady", 1_800)
