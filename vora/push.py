@@ -72,8 +72,9 @@ def push_body(ref: HoldUpRef, registration: PushRegistration, holdup: dict[str, 
 def readiness_body(ref: HoldUpRef, holdup: dict[str, Any]) -> dict[str, Any]:
     """Build the readiness signal for the telephony side: ready with the wake-up time, or not ready and why."""
     taken_at = int(holdup["takenAt"])
-    pushed_at = holdup.get("pushedAt")
     ready = holdup["outcome"] == HOLDUP_READY
+    # A device that connected before VORA recorded the gateway's 2xx was woken by the last attempt.
+    pushed_at = holdup.get("pushedAt") or (holdup.get("attemptAt") if ready else None)
     body: dict[str, Any] = {
         "type": HOLDUP_READY if ready else HOLDUP_NOT_READY,
         "signalId": delivery_id(ref, holdup["outcome"]),

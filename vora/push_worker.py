@@ -244,7 +244,8 @@ class PushWorker:
 
         def still_waiting() -> bool:
             touch()
-            return self._store.is_waiting(ref)
+            # The device may connect before the gateway's 2xx is recorded: the wake-up then counts from here.
+            return self._store.mark(ref, "attemptAt", now_ms())
 
         delivery = self._push_sender.deliver(
             self._settings.push_gateway_url,

@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from vora.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
 
-HANG = "hang"  # a planned answer: hold the request open until the receiver stops or HANG_LIMIT passes
+HANG = "hang"  # a planned answer: hold the request open until release_hanging(), the receiver stops, or HANG_LIMIT
 HANG_LIMIT = 30.0
 
 
@@ -40,7 +40,7 @@ class WebhookReceiver:
         self._plan: deque[int | str] = deque()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._stopping = threading.Event()
+        self._release = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
@@ -80,6 +80,11 @@ class WebhookReceiver:
         with self._lock:
             return [r for r in self.attempts if match(r)]
 
+    def release_hanging(self) -> None:
+        """End every request held open by HANG, without an answer (the sender sees the connection drop)."""
+        self._release.set()
+        self._release.clear()
+
     def _answer(self) -> int | str:
         with self._lock:
             return self._plan.popleft() if self._plan else 200
@@ -103,7 +108,7 @@ class WebhookReceiver:
                 if answer == HANG:
                     with receiver._lock:
                         receiver.hanging += 1
-                    receiver._stopping.wait(HANG_LIMIT)
+                    receiver._release.wait(HANG_LIMIT)
                     with receiver._lock:
                         receiver.hanging -= 1
                     return
@@ -127,7 +132,7 @@ class WebhookReceiver:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self._stopping.set()
+        self._release.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

@@ -80,7 +80,6 @@ class TestHoldUps:
         assert (ref, won["outcome"], won["takenAt"]) == (REF, "holdUpReady", 1_800)
         assert store.take(IDENTITY, "s1", "job-deadline", "holdUpNotReady", 2_000, "call-1", "timeout") == []
         assert store.take(IDENTITY, "s1", "job-ready", "holdUpReady", 1_900)[0][1]["takenAt"] == 1_800
-        assert not store.is_waiting(REF)
         assert not store.mark(REF, "pushedAt", 1)
 
     def test_release_forgets_the_call_and_its_deadline(self, store: PushStore, redisdb: redis.Redis) -> None:

@@ -226,11 +226,6 @@ class PushStore:
             for i in range(0, len(flat), 2)
         ]
 
-    def is_waiting(self, ref: HoldUpRef) -> bool:
-        """Tell whether a held-up call is still waiting for an outcome."""
-        raw = self._redis.hget(keys.holdups(ref.identity, ref.session_id), ref.call_id)
-        return raw is not None and "takenBy" not in json.loads(_text(raw))
-
     def release(self, ref: HoldUpRef) -> None:
         """Forget a held-up call whose outcome has been signalled."""
         self._redis.hdel(keys.holdups(ref.identity, ref.session_id), ref.call_id)
