@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from vora.store import keys
-from vora.store.push import HoldUpRef, PushStore
+from vora.store.push import JOBS_TTL_MS, HoldUpRef, PushStore
 
 IDENTITY = "910111000"
 REF = HoldUpRef(IDENTITY, "s1", "call-1")
@@ -42,6 +42,11 @@ class TestQueue:
         job_id = store.enqueue("ring", identity=IDENTITY)
         assert store.read("a", 10, 10) == []  # no group yet: created now, from the oldest job
         assert [j.job_id for j in store.read("a", 10, 10)] == [job_id]
+
+    def test_a_queue_nobody_uses_expires(self, store: PushStore, redisdb: redis.Redis) -> None:
+        """Every job renews the queue's expiry, so a queue without consumers does not stay forever."""
+        store.enqueue("ring", identity=IDENTITY)
+        assert 0 < redisdb.pttl(keys.PUSH_JOBS) <= JOBS_TTL_MS
 
     def test_an_unacknowledged_job_is_taken_over_after_its_idle_time(self, store: PushStore) -> None:
         """A job whose consumer never acknowledged it is claimed by another; touching it keeps it."""

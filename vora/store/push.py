@@ -13,6 +13,8 @@ from vora.store import keys, scripts
 # Jobs waiting for a push worker; past this (approximately) the oldest are trimmed. A job is small
 # (~200 bytes) and lives for one hold-up timeout, so this bounds memory when no worker runs.
 JOBS_MAX_LENGTH = 100_000
+# A queue nobody touched for this long is dropped with whatever it holds: its jobs are long stale.
+JOBS_TTL_MS = 24 * 3600 * 1000
 
 # The session-hash fields of a push registration.
 PUSH_PLATFORM = "pushPlatform"
@@ -100,14 +102,16 @@ class PushStore:
         self._take_holdups = client.register_script(scripts.TAKE_HOLDUPS)
         self._queue_due = client.register_script(scripts.QUEUE_DUE_DEADLINES)
         self._count_push = client.register_script(scripts.COUNT_PUSH)
+        self._enqueue = client.register_script(scripts.ENQUEUE_JOB)
 
     # The job queue: a Redis Stream read by one consumer group shared by every instance.
 
     def enqueue(self, kind: str, **fields: str | int) -> str:
         """Append a job to the queue; return its id."""
-        entry = {"kind": kind, **{name: str(value) for name, value in fields.items()}}
-        job_id = self._redis.xadd(keys.PUSH_JOBS, entry, maxlen=JOBS_MAX_LENGTH, approximate=True)  # type: ignore[arg-type]
-        return _text(job_id)
+        flat: list[str | int] = ["kind", kind]
+        for name, value in fields.items():
+            flat += [name, str(value)]
+        return _text(self._enqueue(keys=[keys.PUSH_JOBS], args=[JOBS_MAX_LENGTH, JOBS_TTL_MS, *flat]))
 
     def ensure_group(self) -> None:
         """Create the consumer group (and the queue) unless they exist.

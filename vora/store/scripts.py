@@ -255,3 +255,15 @@ if count > tonumber(ARGV[1]) then
 end
 return 1
 """
+
+# KEYS: the push job queue.
+# ARGV: max length, ttl (ms), then field/value pairs of the job.
+# Queue one job; the queue expires a while after its last job, so one nobody consumes (no
+# instance has a push gateway) does not stay in Redis. Consumers recreate their group.
+ENQUEUE_JOB = """
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return id
+"""
