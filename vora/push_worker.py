@@ -8,6 +8,7 @@ consumer died is taken over after CLAIM_IDLE. The flow is described in docs/mobi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -32,6 +33,18 @@ MIN_CLAIM_IDLE_S = 30.0  # a job untouched this long (or longer, see claim_idle_
 CLAIM_EVERY_S = 5.0
 DEADLINES_PER_TICK = 100
 HOLDUP_TTL_MARGIN_MS = 10 * 60 * 1000  # a hold-up outlives its deadline so the deadline job still finds it
+
+
+class MalformedJob(ValueError):
+    """A job whose fields can never be processed."""
+
+
+def job_ms(job: Job, name: str) -> int:
+    """Read a millisecond field of a job, raising MalformedJob when it is missing or not a number."""
+    raw = job.fields.get(name, "")
+    if not raw.isdigit():
+        raise MalformedJob(f"{job.kind} job without a numeric {name}")
+    return int(raw)
 
 
 def now_ms() -> int:
@@ -176,7 +189,7 @@ class PushWorker:
             elif job.kind == "attached":
                 fields = job.fields
                 for ref, holdup in self._store.take(
-                    fields["identity"], fields["sessionId"], job.job_id, push.HOLDUP_READY, int(fields["at"])
+                    fields["identity"], fields["sessionId"], job.job_id, push.HOLDUP_READY, job_ms(job, "at")
                 ):
                     self._signal(ref, holdup, touch)
             elif job.kind == "deadline":
@@ -193,13 +206,13 @@ class PushWorker:
                     self._signal(taken, holdup, touch)
             else:
                 log.warning("unknown push job dropped", extra={"fields": {"kind": job.kind}})
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, MalformedJob, json.JSONDecodeError) as exc:
             # A malformed job can never succeed: drop it rather than retry it forever.
             log.warning("malformed push job dropped", extra={"fields": {"kind": job.kind, "error": repr(exc)}})
 
     def _ring(self, job: Job, touch: Callable[[], None]) -> None:
         fields = job.fields
-        identity, call_id, ring_at = fields["identity"], fields["callId"], int(fields["ringAt"])
+        identity, call_id, ring_at = fields["identity"], fields["callId"], job_ms(job, "ringAt")
         deadline = ring_at + self._timeout_ms
         if now_ms() >= deadline:
             self._metrics.count("push_stale")  # queued longer than a hold-up lasts: the call is over

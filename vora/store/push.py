@@ -62,9 +62,11 @@ class HoldUpRef:
 
     @classmethod
     def from_member(cls, member: str) -> HoldUpRef:
-        """Decode a member of the deadline schedule."""
-        identity, session_id, call_id = json.loads(member)
-        return cls(str(identity), str(session_id), str(call_id))
+        """Decode a member of the deadline schedule, raising TypeError on anything else."""
+        decoded = json.loads(member)
+        if not (isinstance(decoded, list) and len(decoded) == 3):
+            raise TypeError(f"not a hold-up reference: {member!r}")
+        return cls(*(str(part) for part in decoded))
 
 
 def _text(value: Any) -> str:
