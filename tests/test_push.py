@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jsonschema
@@ -137,6 +139,19 @@ class TestBodies:
     def test_webhooks_document_passes_its_checks(self) -> None:
         """The webhooks document is valid OpenAPI 3.1 and names the code's webhooks and platforms."""
         assert check_webhooks(DEFAULT_SPEC_DIR) == []
+
+    def test_webhooks_check_reports_drift(self, tmp_path: Path) -> None:
+        """A renamed webhook or a platform missing from vora.yaml is reported."""
+        for name in ("vora.yaml", WEBHOOKS_FILE):
+            shutil.copy(DEFAULT_SPEC_DIR / name, tmp_path / name)
+        hooks = tmp_path / WEBHOOKS_FILE
+        text = (
+            hooks.read_text().replace("  holdUpReady:\n", "  holdUpDone:\n").replace("[apns, fcm, webpush]", "[apns]")
+        )
+        hooks.write_text(text)
+        problems = check_webhooks(tmp_path)
+        assert any("holdUpDone" in p for p in problems)
+        assert any("platforms" in p for p in problems)
 
     def test_push_body_matches_its_schema(self) -> None:
         """A push notification body validates and carries the call, the session and the device."""

@@ -25,15 +25,20 @@ DEFAULT_ASYNCAPI_SCHEMA = (
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
+def _validated_openapi(path: Path) -> tuple[Any, list[str]]:
+    """Read an OpenAPI document (3.0 or 3.1) and return it with what the validator found wrong."""
+    document, _ = read_from_filename(str(path))
+    try:
+        validate(document)
+    except Exception as exc:  # noqa: BLE001 - any validator failure is the report
+        return document, [f"{path}: {exc}"]
+    return document, []
+
+
 def check_openapi(spec_dir: Path) -> list[str]:
     """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
     path = spec_dir / "vora.yaml"
-    problems: list[str] = []
-    spec, _ = read_from_filename(str(path))
-    try:
-        validate(spec)
-    except Exception as exc:  # noqa: BLE001 - any validator failure is the report
-        problems.append(f"{path}: {exc}")
+    _, problems = _validated_openapi(path)
     schemas = yaml.safe_load(path.read_text())["components"]["schemas"]
     enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
@@ -76,12 +81,7 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
 def check_webhooks(spec_dir: Path) -> list[str]:
     """Validate the outgoing webhooks document and compare its webhooks and platforms with the code and vora.yaml."""
     path = spec_dir / WEBHOOKS_FILE
-    problems: list[str] = []
-    document, _ = read_from_filename(str(path))
-    try:
-        validate(document)
-    except Exception as exc:  # noqa: BLE001 - any validator failure is the report
-        problems.append(f"{path}: {exc}")
+    document, problems = _validated_openapi(path)
     names = list(document.get("webhooks", {}))
     expected = [PUSH_NOTIFICATION, HOLDUP_READY, HOLDUP_NOT_READY]
     if names != expected:
