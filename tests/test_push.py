@@ -67,7 +67,8 @@ class TestRegistration:
         body: dict[str, Any] = {"connectionType": "WebSocket", "identity": IDENTITY, "push": DEVICE}
         if hold_up is not None:
             body["holdUpMode"] = hold_up
-        assert_error(client.post(SETUP, json=body, headers=auth("alice")), 400, "holdUpMode")
+        error = assert_error(client.post(SETUP, json=body, headers=auth("alice")), 400, "holdUpMode")
+        assert DEVICE["deviceToken"] not in error["message"]
         assert session_hashes(redisdb) == []
 
     @pytest.mark.parametrize(

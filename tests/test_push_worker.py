@@ -62,6 +62,21 @@ def test_a_redelivered_ring_job_pushes_once(worker: PushWorker, gateway: Webhook
     assert redisdb.zcard(keys.PUSH_DEADLINES) == 1
 
 
+def test_a_ring_job_delivered_again_after_its_call_settled_does_nothing(
+    worker: PushWorker, gateway: WebhookReceiver, redisdb: redis.Redis
+) -> None:
+    """A ring job delivered again (its ack lost) after the device connected neither pushes nor holds the call up."""
+    PushStore(redisdb).ensure_group()
+    job = ring_job()
+    worker.process(job, "c")
+    attached = {"kind": "attached", "identity": IDENTITY, "sessionId": SESSION, "at": str(int(time.time() * 1000))}
+    worker.process(Job("2-1", attached), "c")
+    assert redisdb.zcard(keys.PUSH_DEADLINES) == 0
+    worker.process(job, "c")
+    assert len(gateway.attempts) == 1
+    assert redisdb.zcard(keys.PUSH_DEADLINES) == 0
+
+
 def test_a_ring_job_older_than_a_hold_up_is_dropped(worker: PushWorker, gateway: WebhookReceiver) -> None:
     """A call that waited in the queue past the hold-up timeout is not pushed."""
     worker.process(ring_job(ring_at=int(time.time() * 1000) - 3_600_000), "c")

@@ -29,6 +29,7 @@ from vora.store.client import REDIS_ERRORS, connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
+from vora.validation import RuleNamingBodyValidator
 from vora.ws.endpoint import install_websocket
 from vora.ws.hub import Hub
 
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> Flask:
         resolver=TagResolver(),
         strict_validation=True,
         validate_responses=False,
+        validator_map={"body": RuleNamingBodyValidator},
         options={"swagger_ui": True},
     )
     app: Flask = cx.app

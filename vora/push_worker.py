@@ -25,7 +25,7 @@ from vora.settings import Settings
 from vora.store.client import REDIS_TROUBLE
 from vora.store.push import HoldUpRef, Job, PushRegistration, PushStore
 from vora.store.sessions import SessionStore, StoredSession
-from vora.webhooks import MAX_BACKOFF_S, WebhookSender
+from vora.webhooks import WebhookSender
 
 log = logging.getLogger("vora.push")
 
@@ -86,8 +86,7 @@ class PushWorker:
         The owner touches its job before every attempt, so the longest silent span is one attempt
         and one backoff; three times that leaves room for a busy worker.
         """
-        longest_wait = min(MAX_BACKOFF_S, self._settings.push_backoff * 2 ** (self._settings.push_max_attempts - 1))
-        return int(max(MIN_CLAIM_IDLE_S, 3 * (self._settings.push_timeout + longest_wait)) * 1000)
+        return int(max(MIN_CLAIM_IDLE_S, 3 * self._push_sender.longest_pause_seconds()) * 1000)
 
     # Lifecycle.
 
@@ -239,7 +238,7 @@ class PushWorker:
         touch: Callable[[], None],
     ) -> None:
         if holdup.get("takenBy"):
-            if holdup["takenBy"] == job.job_id:  # this job's earlier try crashed before signalling
+            if holdup["takenBy"] == job.job_id:  # this job's earlier try stopped before signalling
                 self._signal(ref, holdup, touch)
             return
         if holdup.get("pushedAt") is not None:
@@ -288,6 +287,8 @@ class PushWorker:
             self._signal(taken, holdup, touch)
 
     def _signal(self, ref: HoldUpRef, holdup: dict[str, Any], touch: Callable[[], None]) -> None:
+        if holdup.get("signalledAt") is not None:
+            return  # a re-delivered job whose first try signalled already
         body = push.readiness_body(ref, holdup)
         HOLDUP_SIGNALS.labels(body["type"], body.get("reason", "")).inc()
         if body.get("wakeUpMs") is not None:
@@ -316,4 +317,4 @@ class PushWorker:
                     "readiness callback not delivered",
                     extra={"fields": {"session": ref.session_id, "problem": delivery.problem}},
                 )
-        self._store.release(ref)
+        self._store.settle(ref, now_ms())

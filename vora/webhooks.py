@@ -89,15 +89,17 @@ class WebhookSender:
         self._on_retry = on_retry
         self._sleep = sleep
 
+    def _backoff_ceiling(self, attempt: int) -> float:
+        return min(MAX_BACKOFF_S, self._backoff * 2.0 ** (attempt - 1))
+
     def backoff_delay(self, attempt: int) -> float:
         """Return how long to wait after a failed attempt (1-based): exponential, half of it random."""
-        ceiling = min(MAX_BACKOFF_S, self._backoff * 2.0 ** (attempt - 1))
+        ceiling = self._backoff_ceiling(attempt)
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
 
-    def worst_case_seconds(self) -> float:
-        """Return the longest one delivery can take, every attempt timing out."""
-        waits = sum(min(MAX_BACKOFF_S, self._backoff * 2.0 ** (n - 1)) for n in range(1, self._max_attempts))
-        return self._max_attempts * self._timeout + waits
+    def longest_pause_seconds(self) -> float:
+        """Return the longest time between two before_attempt calls: one attempt timing out and the longest wait."""
+        return self._timeout + self._backoff_ceiling(max(1, self._max_attempts - 1))
 
     def deliver(
         self,

@@ -80,6 +80,7 @@ def test_sleeping_device_is_pushed_once_then_signalled_ready(
     assert isinstance(ready.body["wakeUpMs"], int)
     assert ready.body["sinceRingMs"] >= ready.body["wakeUpMs"] >= 0
     assert len(gateway.attempts_for(for_identity(session.identity))) == 1
+    assert "f" * 64 not in push_server.log()  # the device token is credential-like: never logged
 
     def moved() -> bool:
         after = scrape(push_server)

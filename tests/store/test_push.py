@@ -87,12 +87,15 @@ class TestHoldUps:
         assert store.take(IDENTITY, "s1", "job-ready", "holdUpReady", 1_900)[0][1]["takenAt"] == 1_800
         assert not store.mark(REF, "pushedAt", 1)
 
-    def test_release_forgets_the_call_and_its_deadline(self, store: PushStore, redisdb: redis.Redis) -> None:
-        """After release neither the hold-up nor its deadline remains."""
+    def test_a_settled_call_is_not_held_up_again(self, store: PushStore, redisdb: redis.Redis) -> None:
+        """Once signalled, a call's deadline is gone and recording it again returns the settled record."""
         hold(store)
-        store.release(REF)
-        assert redisdb.hlen(keys.holdups(IDENTITY, "s1")) == 0
+        store.take(IDENTITY, "s1", "job", "holdUpReady", 1_800)
+        store.settle(REF, 1_900)
         assert redisdb.zcard(keys.PUSH_DEADLINES) == 0
+        again = hold(store)
+        assert (again["takenBy"], again["signalledAt"]) == ("job", 1_900)
+        assert 0 < redisdb.pttl(keys.holdups(IDENTITY, "s1")) <= 60_000
 
     def test_rate_limit_counts_per_identity_window(self, store: PushStore, redisdb: redis.Redis) -> None:
         """The limit admits that many pushes in a window, then refuses; the counter expires with its window."""

@@ -99,6 +99,6 @@ def test_push_store_runs_on_the_cluster(redis_cluster: RedisCluster3) -> None:
         assert store.queue_due_deadlines(10, 100) >= 1
         [(taken, holdup)] = store.take(identity, "s1", "job", "holdUpNotReady", 3, "c-1", "timeout")
         assert (taken, holdup["reason"]) == (ref, "timeout")
-        store.release(ref)
+        store.settle(ref, 4)
         assert store.count_push(identity, 1, 60_000)
         assert not store.count_push(identity, 1, 60_000)

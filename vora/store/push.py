@@ -202,16 +202,16 @@ class PushStore:
             keys=[keys.holdups(ref.identity, ref.session_id)],
             args=[ref.call_id, json.dumps(record, separators=(",", ":")), ttl_ms],
         )
-        # Idempotent, so a re-delivered job repairs a schedule its crashed first try never wrote.
-        self._redis.zadd(keys.PUSH_DEADLINES, {ref.member(): deadline_ms}, nx=True)
         result: dict[str, Any] = json.loads(_text(stored))
+        if "takenBy" not in result:
+            # Idempotent, so a re-delivered job repairs a schedule its crashed first try never wrote.
+            self._redis.zadd(keys.PUSH_DEADLINES, {ref.member(): deadline_ms}, nx=True)
         return result
 
     def mark(self, ref: HoldUpRef, field: str, value: int | str) -> bool:
         """Set a field of a held-up call that is still waiting; tell whether it was."""
-        return bool(
-            self._update_holdup(keys=[keys.holdups(ref.identity, ref.session_id)], args=[ref.call_id, field, value])
-        )
+        holdups = keys.holdups(ref.identity, ref.session_id)
+        return bool(self._update_holdup(keys=[holdups], args=[ref.call_id, field, value, "0"]))
 
     def take(
         self,
@@ -232,9 +232,14 @@ class PushStore:
             for i in range(0, len(flat), 2)
         ]
 
-    def release(self, ref: HoldUpRef) -> None:
-        """Forget a held-up call whose outcome has been signalled."""
-        self._redis.hdel(keys.holdups(ref.identity, ref.session_id), ref.call_id)
+    def settle(self, ref: HoldUpRef, now_ms: int) -> None:
+        """Record that a held-up call's outcome was signalled and drop its deadline.
+
+        The record stays until its key expires, so that a job delivered again (its acknowledgement
+        lost) finds it settled instead of holding the call up, and pushing, a second time.
+        """
+        holdups = keys.holdups(ref.identity, ref.session_id)
+        self._update_holdup(keys=[holdups], args=[ref.call_id, "signalledAt", now_ms, "1"])
         self._redis.zrem(keys.PUSH_DEADLINES, ref.member())
 
     def count_push(self, identity: str, limit: int, window_ms: int) -> bool:

@@ -183,13 +183,13 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
 # KEYS: a session's hold-up hash.
-# ARGV: call id, field name, value.
-# Set one field of a held-up call that nobody has taken yet; returns 1 when it was set.
+# ARGV: call id, field name, value, '1' to update a call already taken too.
+# Set one field of a held-up call (by default only while nobody has taken it); returns 1 when it was set.
 UPDATE_HOLDUP = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local holdup = cjson.decode(raw)
-if holdup.takenBy then return 0 end
+if holdup.takenBy and ARGV[4] ~= '1' then return 0 end
 holdup[ARGV[2]] = tonumber(ARGV[3]) or ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(holdup))
 return 1
