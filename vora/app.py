@@ -25,12 +25,14 @@ from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
+from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
 from vora.store.client import REDIS_ERRORS, connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
+from vora.validation import RuleNamingBodyValidator
 from vora.ws.endpoint import install_websocket
 from vora.ws.hub import Hub
 
@@ -62,6 +64,7 @@ class VoraState:
     streams: StreamStore
     hub: Hub
     metrics: Metrics
+    push: PushWorker
 
     def probe_redis(self) -> str | None:
         """Return None when Redis answers PING within the readiness timeout, else why not."""
@@ -129,6 +132,7 @@ def create_app(settings: Settings) -> Flask:
         resolver=TagResolver(),
         strict_validation=True,
         validate_responses=False,
+        validator_map={"body": RuleNamingBodyValidator},
         options=swagger_ui_options(settings),
     )
     app: Flask = cx.app
@@ -156,6 +160,9 @@ def create_app(settings: Settings) -> Flask:
         metrics.count,
     )
     lifecycle.on_drain(hub.drain)
+    # Its own client too: each consumer holds a connection in a blocking read.
+    push = PushWorker(settings, connect(settings.redis_url, settings.redis_timeout), store, metrics)
+    lifecycle.on_drain(push.stop)
     app.extensions["vora"] = VoraState(
         settings=settings,
         client=client,
@@ -169,6 +176,7 @@ def create_app(settings: Settings) -> Flask:
         streams=StreamStore(client, settings.stream_max_length, settings.stream_max_age),
         hub=hub,
         metrics=metrics,
+        push=push,
     )
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")

@@ -16,7 +16,9 @@ from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.error_shape import clip
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
-from vora.store.streams import StoredEvent, StreamStore
+from vora.push import is_terminating_call
+from vora.store.push import PushStore
+from vora.store.streams import StoredEvent, StreamStore, stream_id_key
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -120,11 +122,12 @@ def lifecycle_envelope(identity: str, event_type: str, data: dict[str, Any]) -> 
 
 
 class EventPublisher:
-    """Check events against the catalogue and append them to their identity's stream."""
+    """Check events against the catalogue, append them to their identity's stream, queue push wake-ups."""
 
-    def __init__(self, catalog: EventCatalog, streams: StreamStore) -> None:
+    def __init__(self, catalog: EventCatalog, streams: StreamStore, push_jobs: PushStore | None = None) -> None:
         self._catalog = catalog
         self._streams = streams
+        self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
 
     def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
         """Publish one event; nothing is written when it is refused."""
@@ -139,6 +142,16 @@ class EventPublisher:
         when = timestamp or utc_now()
         event_id, sequence = self._streams.append(identity, event_type, when, data_json)
         EVENTS_PUBLISHED.labels(event_type).inc()
+        if is_terminating_call(event_type, data):
+            # Every incoming call is queued; the push worker decides whether a held-up session needs waking.
+            self._push_jobs.enqueue(
+                "ring",
+                identity=identity,
+                callId=data["callId"],
+                caller=data.get("from", ""),
+                eventId=event_id,
+                ringAt=stream_id_key(event_id)[0],
+            )
         stored = StoredEvent(event_id, sequence, event_type, when, data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.errors import BadRequest, Conflict, NotFound
 from vora.store.directory import Directory
+from vora.store.push import PushRegistration, registration_fields
 from vora.store.sessions import IdentityFull, SessionStore
 
 SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
@@ -98,8 +99,9 @@ class SessionService:
         connection_type: str,
         hold_up_mode: bool,
         scopes: Iterable[str],
+        push: PushRegistration | None = None,
     ) -> OpenedSession:
-        """Open a session on one of the caller's identities, subscribed to every event."""
+        """Open a session on one of the caller's identities, subscribed to every event, with its push registration."""
         # Past the per-user cap the caller's own oldest session goes, never another user's;
         # past the identity's total the setup is refused (409).
         if connection_type not in SUPPORTED_CONNECTION_TYPES:
@@ -120,6 +122,7 @@ class SessionService:
                     "holdUpMode": "1" if hold_up_mode else "0",
                     "scopes": " ".join(sorted(scopes)),
                     "events": SUBSCRIBE_ALL,
+                    **registration_fields(push),
                 },
             )
         except IdentityFull:

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
+MIN_SECRET_LENGTH = 32  # an HMAC key of at least 256 bits written as text
 
 
 class SettingsError(ValueError):
@@ -73,6 +75,22 @@ def _redis_url(name: str, raw: str) -> str:
     return raw
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _webhook_url(name: str, raw: str) -> str:
+    """Accept an https:// URL, or http:// to a loopback host (development and tests), or nothing."""
+    url = raw.strip()
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.scheme not in {"https", "http"}:
+        raise SettingsError(f"{name} must be an https:// URL; got {raw!r}")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise SettingsError(f"{name} must use https:// (http:// only to a loopback address); got {raw!r}")
+    return url
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -120,6 +138,17 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})
     graceful_timeout: int = field(default=20, metadata={"parse": _positive_int})
+    push_gateway_url: str = field(default="", metadata={"parse": _webhook_url})
+    push_secret: str = field(default="", repr=False, metadata={"parse": _text})
+    push_timeout: float = field(default=5.0, metadata={"parse": _positive_float})
+    push_max_attempts: int = field(default=4, metadata={"parse": _positive_int})
+    push_backoff: float = field(default=0.5, metadata={"parse": _positive_float})
+    push_concurrency: int = field(default=4, metadata={"parse": _positive_int})
+    push_rate_limit: int = field(default=10, metadata={"parse": _positive_int})
+    push_rate_window: int = field(default=60, metadata={"parse": _positive_int})
+    holdup_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
+    holdup_callback_url: str = field(default="", metadata={"parse": _webhook_url})
+    holdup_callback_secret: str = field(default="", repr=False, metadata={"parse": _text})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -144,7 +173,24 @@ class Settings:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
         if bool(self.oauth_authorization_url) != bool(self.oauth_token_url):
             raise SettingsError("VORA_OAUTH_AUTHORIZATION_URL and VORA_OAUTH_TOKEN_URL must be set together")
+        if self.push_gateway_url and len(self.push_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"VORA_PUSH_SECRET must hold at least {MIN_SECRET_LENGTH} characters with a gateway URL"
+            )
+        if self.holdup_callback_url and len(self.holdup_callback_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"VORA_HOLDUP_CALLBACK_SECRET must hold at least {MIN_SECRET_LENGTH} characters with a callback URL"
+            )
+        if self.holdup_callback_url and not self.push_gateway_url:
+            raise SettingsError(
+                "VORA_HOLDUP_CALLBACK_URL needs VORA_PUSH_GATEWAY_URL: without pushes nothing is held up"
+            )
         return self
+
+    @property
+    def push_enabled(self) -> bool:
+        """Tell whether holdUpMode sessions are woken by pushes (a gateway is configured)."""
+        return bool(self.push_gateway_url)
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a checked copy with some fields changed."""

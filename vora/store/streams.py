@@ -60,6 +60,11 @@ class StreamStore:
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
         self._publish = client.register_script(scripts.PUBLISH_EVENT)
 
+    @property
+    def client(self) -> redis.Redis:
+        """Return the Redis client the streams live in."""
+        return self._redis
+
     def append(self, identity: str, event_type: str, timestamp: str, data_json: str) -> tuple[str, int]:
         """Append an event, trim by length and age, announce it; return its id and number."""
         result = self._publish(
