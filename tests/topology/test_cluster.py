@@ -83,8 +83,10 @@ def test_push_store_runs_on_the_cluster(redis_cluster: RedisCluster3) -> None:
         store = PushStore(client)
         identity = f"49{uuid.uuid4().int % 10**9}"
         assert client.keyslot(keys.PUSH_JOBS) == client.keyslot(keys.PUSH_DEADLINES)
-        sessions = SessionStore(client, ttl_seconds=60, max_per_identity=2)
-        sessions.create(identity, "s1", "t" * 64, {"holdUpMode": "1", "pushPlatform": "fcm", "pushDeviceToken": "d"})
+        sessions = SessionStore(client, ttl_seconds=60, max_per_user=2)
+        sessions.create(
+            identity, "s1", "t" * 64, {"sub": "alice", "holdUpMode": "1", "pushPlatform": "fcm", "pushDeviceToken": "d"}
+        )
         assert list(store.push_targets(identity)) == ["s1"]
 
         store.ensure_group()
