@@ -59,7 +59,7 @@ def main() -> None:
                     break
                 except redis.ConnectionError:
                     time.sleep(0.05)
-            store = SessionStore(client, ttl_seconds=3600, max_per_identity=5, max_sockets_per_session=10)
+            store = SessionStore(client, ttl_seconds=3600, max_per_user=5)
             directory = Directory(client)
             base = used(client)
             for n in range(SESSIONS):

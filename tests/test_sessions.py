@@ -71,7 +71,7 @@ def test_the_cap_refuses_with_429_and_a_closed_socket_frees_its_place(
     state = vora_state(app)
     service = SessionService(
         directory=state.directory,
-        store=SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=2),
+        store=SessionStore(redisdb, ttl_seconds=60, max_per_user=5, max_sockets_per_session=2),
         streams=state.streams,
         presence_lease_ms=45_000,
     )

@@ -12,14 +12,18 @@ from connexion.apis.flask_api import FlaskApi
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from vora.auth import TokenVerifier
 from vora.bearer import BearerSecurityHandlerFactory
+from vora.bodies import BodyLimitMiddleware
+from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
+from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
 from vora.state import EXTENSION, VoraState
@@ -28,6 +32,7 @@ from vora.store.client import connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
+from vora.validation import RuleNamingBodyValidator
 from vora.ws.endpoint import install_websocket
 from vora.ws.hub import Hub
 from vora.ws.leases import LeaseKeeper, presence_lease_ms
@@ -66,6 +71,17 @@ class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
         return BearerSecurityHandlerFactory(pass_context_arg_name)
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     """Map each spec path to the methods it declares, upper-cased."""
     return {path: tuple(m.upper() for m in HTTP_METHODS if m in item) for path, item in spec.get("paths", {}).items()}
@@ -102,13 +118,15 @@ def create_app(settings: Settings) -> Flask:
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
     cx.api_cls = VoraFlaskApi
     api = cx.add_api(
-        "vora.yaml",
+        served_spec(spec, settings),
         resolver=TagResolver(spec),
         strict_validation=True,
         validate_responses=False,
-        options={"swagger_ui": True},
+        validator_map={"body": RuleNamingBodyValidator},
+        options=swagger_ui_options(settings),
     )
     app: Flask = cx.app
+    app.json = BoundedJSONProvider(app)
     _route_spec_options(app, api.base_path, allowed_methods_of(spec))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
@@ -126,6 +144,9 @@ def create_app(settings: Settings) -> Flask:
     # connections, and the worker's subscription must not go down with them.
     bus = EventBus(connect(settings.redis_url, settings.redis_timeout), on_metric=metrics.count)
     lifecycle.on_drain(hub.drain)
+    # Its own client too: each consumer holds a connection in a blocking read.
+    push = PushWorker(settings, connect(settings.redis_url, settings.redis_timeout), store, metrics)
+    lifecycle.on_drain(push.stop)
     app.extensions[EXTENSION] = VoraState(
         settings=settings,
         probe=probe,
@@ -141,9 +162,11 @@ def create_app(settings: Settings) -> Flask:
         hub=hub,
         hub_runner=HubRunner(bus=bus, hub=hub, leases=leases, on_metric=metrics.count),
         metrics=metrics,
+        push=push,
     )
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
+    install_console(app, api.base_path)
     operations = operation_ids_of(spec, api.base_path)
 
     @app.before_request
@@ -160,5 +183,8 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
-    app.wsgi_app = RequestLogMiddleware(app.wsgi_app)  # type: ignore[method-assign] # wrapping wsgi_app is Flask's documented middleware hook
+    # Outermost the log, so that a body refused before the app runs is logged too.
+    app.wsgi_app = RequestLogMiddleware(  # type: ignore[method-assign] # Flask's documented middleware hook
+        BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
+    )
     return app

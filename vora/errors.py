@@ -11,7 +11,32 @@ from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemExcepti
 from flask import Flask, Response, request
 
 from vora.clock import utc_timestamp
+from vora.error_shape import (
+    ECHO_LIMIT,
+    RequestReadTimeout,
+    body_too_large_message,
+    clip,
+    clip_echoes,
+    error_body,
+)
 from vora.store.client import UNAVAILABLE
+
+__all__ = [
+    "ECHO_LIMIT",
+    "BadRequest",
+    "Conflict",
+    "InvalidToken",
+    "NotFound",
+    "RequestReadTimeout",
+    "VoraError",
+    "body_too_large_message",
+    "clip",
+    "clip_echoes",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "utc_timestamp",
+]
 
 log = logging.getLogger("vora.errors")
 
@@ -41,18 +66,14 @@ class NotFound(VoraError):
     status = 404
 
 
+class Conflict(VoraError):
+    """The request cannot be served in the current state of the resource."""
+
+    status = 409
+
+
 class InvalidToken(OAuthProblem):  # type: ignore[misc] # connexion is untyped
     """The bearer token is malformed, expired, badly signed or not for VORA."""
-
-
-def error_body(status: int, message: str) -> dict[str, str]:
-    """Build the ResponseStatusVoraError body for a status and a message."""
-    return {
-        "timestamp": utc_timestamp(),
-        "status": str(status),
-        "error": HTTPStatus(status).phrase,
-        "message": message,
-    }
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -104,7 +125,7 @@ def install_error_handlers(app: Flask) -> None:
         detail = exc.detail
         if isinstance(detail, list):
             detail = "; ".join(str(item) for item in detail)
-        message = readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase))
+        message = clip_echoes(readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase)))
         return error_response(exc.status, message, dict(exc.headers or {}))
 
     def handle_http(exc: werkzeug.exceptions.HTTPException) -> Response:
@@ -129,14 +150,13 @@ def install_error_handlers(app: Flask) -> None:
             allow = ", ".join(sorted(m for m in valid if m != "HEAD"))
             if allow:
                 headers["Allow"] = allow
-            message = f"{request.method} is not allowed on {request.path}"
+            message = f"{request.method} is not allowed on {clip(request.path)}"
             if allow:
                 message += f"; allowed: {allow}"
         elif status == 404:
-            message = f"No resource at {request.path}"
+            message = f"No resource at {clip(request.path)}"
         elif status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"The request body is larger than the {limit} bytes this server accepts"
+            message = body_too_large_message(app.config["MAX_CONTENT_LENGTH"])
         return error_response(status, message, headers)
 
     def handle_redis_down(exc: Exception) -> Response:

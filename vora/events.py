@@ -14,10 +14,13 @@ import yaml
 
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.clock import utc_timestamp
+from vora.error_shape import clip
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
+from vora.push import is_terminating_call
 from vora.settings import Settings
-from vora.store.streams import StoredEvent, StreamStore
+from vora.store.push import PushStore
+from vora.store.streams import StoredEvent, StreamStore, stream_position
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -67,7 +70,7 @@ class EventCatalog:
     def check(self, event_type: str, data: Any) -> None:
         """Raise InvalidEvent unless the type is publishable and the data fits its schema."""
         if event_type not in SUBSCRIBABLE_EVENTS:
-            raise InvalidEvent(f"unknown event type {event_type!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
+            raise InvalidEvent(f"unknown event type {clip(event_type)!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
         error = jsonschema.exceptions.best_match(self._validators[event_type].iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "data"
@@ -116,18 +119,19 @@ def lifecycle_envelope(identity: str, event_type: str, data: dict[str, Any]) -> 
 
 
 class EventPublisher:
-    """Check events against the catalogue and append them to their identity's stream."""
+    """Check events against the catalogue, append them to their identity's stream, queue push wake-ups."""
 
-    def __init__(self, catalog: EventCatalog, streams: StreamStore) -> None:
+    def __init__(self, catalog: EventCatalog, streams: StreamStore, push_jobs: PushStore | None = None) -> None:
         self._catalog = catalog
         self._streams = streams
+        self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
 
     def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
         """Publish one event; nothing is written when it is refused."""
         if not is_identity(identity):
-            raise InvalidEvent(f"{identity!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
+            raise InvalidEvent(f"{clip(identity)!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
         if timestamp is not None and not _is_rfc3339(timestamp):
-            raise InvalidEvent(f"timestamp {timestamp!r} is not an RFC 3339 date-time")
+            raise InvalidEvent(f"timestamp {clip(timestamp)!r} is not an RFC 3339 date-time")
         self._catalog.check(event_type, data)
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         if len(data_json.encode()) > MAX_DATA_BYTES:
@@ -135,6 +139,16 @@ class EventPublisher:
         when = timestamp or utc_timestamp()
         event_id, sequence = self._streams.append(identity, event_type, when, data_json)
         EVENTS_PUBLISHED.labels(event_type).inc()
+        if is_terminating_call(event_type, data):
+            # Every incoming call is queued; the push worker decides whether a held-up session needs waking.
+            self._push_jobs.enqueue(
+                "ring",
+                identity=identity,
+                callId=data["callId"],
+                caller=data.get("from", ""),
+                eventId=event_id,
+                ringAt=stream_position(event_id)[0],
+            )
         stored = StoredEvent(event_id, sequence, event_type, when, data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 

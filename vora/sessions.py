@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.errors import BadRequest, NotFound, VoraError
+from vora.errors import BadRequest, Conflict, NotFound, VoraError
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
-from vora.store.sessions import Attached, NewSession, SessionStore, StoredSession
+from vora.store.push import PushRegistration
+from vora.store.sessions import Attached, IdentityFull, NewSession, SessionStore, StoredSession
 from vora.store.streams import Position, StreamStore, position_before, stream_id
 
 log = logging.getLogger("vora.sessions")
@@ -127,8 +128,11 @@ class SessionService:
         connection_type: str,
         hold_up_mode: bool,
         scopes: Iterable[str],
+        push: PushRegistration | None = None,
     ) -> OpenedSession:
-        """Open a session on one of the caller's identities, subscribed to every event."""
+        """Open a session on one of the caller's identities, subscribed to every event, with its push registration."""
+        # Past the per-user cap the caller's own oldest session goes, never another user's;
+        # past the identity's total the setup is refused (409).
         if connection_type not in SUPPORTED_CONNECTION_TYPES:
             supported = ", ".join(SUPPORTED_CONNECTION_TYPES)
             raise BadRequest(f"connectionType {connection_type!r} is not supported; supported: {supported}")
@@ -136,12 +140,18 @@ class SessionService:
             raise NotFound(f"Identity {identity} is not assigned to this user")
         token = mint_websocket_token(identity)
         session_id = uuid.uuid4().hex
-        self._store.create(
-            identity,
-            session_id,
-            hash_token(token),
-            NewSession(subject, connection_type, hold_up_mode, frozenset(scopes), SUBSCRIBE_ALL),
-        )
+        try:
+            self._store.create(
+                identity,
+                session_id,
+                hash_token(token),
+                NewSession(subject, connection_type, hold_up_mode, frozenset(scopes), SUBSCRIBE_ALL, push),
+            )
+        except IdentityFull:
+            raise Conflict(
+                f"Identity {identity} already has as many open sessions as it may, counting all its users; "
+                "a user must log out of it first"
+            ) from None
         return OpenedSession(session_id, token)
 
     def subscribe(self, subject: str, identity: str, subscribe_all: bool, events: Iterable[str] | None) -> None:

@@ -11,6 +11,7 @@ from redis.cluster import RedisCluster
 from vora.auth import TokenVerifier
 from vora.lifecycle import Lifecycle
 from vora.metrics import Metrics
+from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
 from vora.store.client import REDIS_ERRORS
@@ -39,6 +40,7 @@ class VoraState:
     hub: Hub
     hub_runner: HubRunner
     metrics: Metrics
+    push: PushWorker
 
     def probe_redis(self) -> str | None:
         """Return None when Redis answers PING within the readiness timeout, else why not."""

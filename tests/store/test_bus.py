@@ -38,7 +38,7 @@ def test_session_scripts_notices_decode_to_control_notices(redisdb: redis.Redis)
     """Subscribing and logging out announce notices naming the sessions, the subscription and the reason."""
     pubsub = redisdb.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.CONTROL_CHANNEL)
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     store.set_subscription(IDENTITY, "alice", "presence")
     assert decode_notice(*next_message(pubsub)) == ControlNotice(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from vora.store import keys
-from vora.store.sessions import Attached, Lease, NewSession, SessionStore
+from vora.store.sessions import Attached, IdentityFull, Lease, NewSession, SessionStore
 
 IDENTITY = "910111000"
 
@@ -17,7 +18,7 @@ def create(store: SessionStore, sid: str, subject: str = "alice") -> list[str]:
 
 def test_create_writes_session_token_and_index(redisdb: redis.Redis) -> None:
     """A created session has its hash, token key and index entry, all with a TTL."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     assert create(store, "s1") == []
     assert redisdb.hget(keys.session(IDENTITY, "s1"), "sub") == b"alice"  # type: ignore[comparison-overlap] # redis-py types sync replies as Awaitable | Any
     assert redisdb.get(keys.websocket_token(IDENTITY, "hash-s1")) == b"s1"
@@ -27,7 +28,7 @@ def test_create_writes_session_token_and_index(redisdb: redis.Redis) -> None:
 
 def test_expired_sessions_leave_the_index_before_the_cap_counts(redisdb: redis.Redis) -> None:
     """An index entry whose session expired is dropped instead of evicting a live session."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=2, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2)
     create(store, "old")
     create(store, "live")
     redisdb.delete(keys.session(IDENTITY, "old"))
@@ -37,7 +38,7 @@ def test_expired_sessions_leave_the_index_before_the_cap_counts(redisdb: redis.R
 
 def test_eviction_takes_the_oldest_and_leaves_a_tombstone(redisdb: redis.Redis) -> None:
     """Past the cap the oldest session goes, with its token, and its tombstone says replaced."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=2, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2)
     create(store, "a")
     create(store, "b")
     assert create(store, "c") == ["a"]
@@ -45,9 +46,34 @@ def test_eviction_takes_the_oldest_and_leaves_a_tombstone(redisdb: redis.Redis) 
     assert store.ended_reason(IDENTITY, "a") == "replaced"
 
 
+def test_eviction_takes_the_callers_oldest_never_another_users(redisdb: redis.Redis) -> None:
+    """The cap counts one user's sessions on the identity: past it that user's oldest goes, a co-owner's stays."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2)
+    create(store, "bob-1", "bob")
+    create(store, "alice-1")
+    create(store, "alice-2")
+    assert create(store, "alice-3") == ["alice-1"]
+    assert create(store, "bob-2", "bob") == []
+    assert store.get(IDENTITY, "bob-1") is not None
+    assert store.ended_reason(IDENTITY, "alice-1") == "replaced"
+
+
+def test_identity_total_refuses_a_new_user_and_writes_nothing(redisdb: redis.Redis) -> None:
+    """At the per-identity total a user with nothing to evict is refused and nothing is written."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2, max_per_identity=3)
+    create(store, "alice-1")
+    create(store, "alice-2")
+    create(store, "bob-1", "bob")
+    before = sorted(redisdb.scan_iter())
+    with pytest.raises(IdentityFull):
+        create(store, "carol-1", "carol")
+    assert sorted(redisdb.scan_iter()) == before
+    assert create(store, "alice-3") == ["alice-1"]  # a user at its own cap still replaces its oldest
+
+
 def test_end_for_subject_ends_only_that_users_sessions(redisdb: redis.Redis) -> None:
     """Ending alice's sessions leaves bob's on the same identity."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "a1", "alice")
     create(store, "b1", "bob")
     assert store.end_for_subject(IDENTITY, "alice", "logout") == ["a1"]
@@ -59,7 +85,7 @@ def test_end_for_subject_ends_only_that_users_sessions(redisdb: redis.Redis) -> 
 
 def test_session_by_token_reads_the_session(redisdb: redis.Redis) -> None:
     """A token hash leads to its session; an unknown one to None."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     found = store.session_by_token(IDENTITY, "hash-s1")
     assert found is not None
@@ -70,7 +96,7 @@ def test_session_by_token_reads_the_session(redisdb: redis.Redis) -> None:
 
 def test_set_subscription_touches_only_the_subjects_sessions(redisdb: redis.Redis) -> None:
     """A subscription change applies to the caller's sessions and reports them."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "a1", "alice")
     create(store, "b1", "bob")
     assert store.set_subscription(IDENTITY, "alice", "presence") == ["a1"]
@@ -80,7 +106,7 @@ def test_set_subscription_touches_only_the_subjects_sessions(redisdb: redis.Redi
 
 def test_end_session_ends_one_and_reports_whether_it_was_there(redisdb: redis.Redis) -> None:
     """Ending one session leaves the user's others and is a no-op the second time."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "a1")
     create(store, "a2")
     assert store.end_session(IDENTITY, "a1", "tokenExpired") is True
@@ -91,7 +117,7 @@ def test_end_session_ends_one_and_reports_whether_it_was_there(redisdb: redis.Re
 
 def test_attach_tells_first_socket_from_later_ones(redisdb: redis.Redis) -> None:
     """The first socket of a session gets 1, later ones 2, and an ended session 0 without recreating it."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     assert store.attach(IDENTITY, "s1", "k1", 5, 1000) == 1
     assert store.attach(IDENTITY, "s1", "k2", 6, 1000) == 2
@@ -101,7 +127,7 @@ def test_attach_tells_first_socket_from_later_ones(redisdb: redis.Redis) -> None
 
 def test_open_sockets_counts_attached_sockets_per_session(redisdb: redis.Redis) -> None:
     """Attached sockets count per session until they detach; a refused attach never counts."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     create(store, "s2")
     store.attach(IDENTITY, "s1", "k1", 1_000, 10_000)
@@ -117,7 +143,7 @@ def test_open_sockets_counts_attached_sockets_per_session(redisdb: redis.Redis) 
 
 def test_a_socket_whose_lease_ran_out_no_longer_counts(redisdb: redis.Redis) -> None:
     """A socket left behind by an instance that died counts only until its lease deadline."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     store.attach(IDENTITY, "s1", "k1", 1_000, 5_000)
     assert store.open_sockets(IDENTITY, 5_999) == {"s1": 1}
@@ -126,7 +152,7 @@ def test_a_socket_whose_lease_ran_out_no_longer_counts(redisdb: redis.Redis) -> 
 
 def test_renew_extends_sessions_and_sockets_and_reports_the_subscription(redisdb: redis.Redis) -> None:
     """Renewal moves each socket's deadline, drops dead instances' sockets, and tells which sessions are gone."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     create(store, "s2")
     store.attach(IDENTITY, "s1", "k1", 1_000, 5_000)
@@ -142,7 +168,7 @@ def test_renew_extends_sessions_and_sockets_and_reports_the_subscription(redisdb
 
 def test_created_at_comes_from_redis_time(redisdb: redis.Redis) -> None:
     """CreatedAt is Redis' clock in milliseconds, so it compares with stream ids."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     seconds, micros = redisdb.time()  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
     create(store, "s1")
     stored = store.get(IDENTITY, "s1")
@@ -152,7 +178,7 @@ def test_created_at_comes_from_redis_time(redisdb: redis.Redis) -> None:
 
 def test_attach_refuses_a_socket_past_the_per_session_cap(redisdb: redis.Redis) -> None:
     """With the cap reached on a session, attach answers FULL and records nothing; other sessions are not affected."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=2)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5, max_sockets_per_session=2)
     create(store, "s1")
     create(store, "s2")
     assert store.attach(IDENTITY, "s1", "k1", 1_000, 10_000) is Attached.FIRST
@@ -166,7 +192,7 @@ def test_attach_refuses_a_socket_past_the_per_session_cap(redisdb: redis.Redis) 
 
 def test_sockets_whose_lease_ran_out_do_not_count_toward_the_cap(redisdb: redis.Redis) -> None:
     """Sockets of an instance that died stop counting toward the cap once their lease deadline passes."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=1)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5, max_sockets_per_session=1)
     create(store, "s1")
     assert store.attach(IDENTITY, "s1", "dead", 1_000, 5_000) is Attached.FIRST
     assert store.attach(IDENTITY, "s1", "k1", 5_999, 5_000) is Attached.FULL
@@ -175,7 +201,7 @@ def test_sockets_whose_lease_ran_out_do_not_count_toward_the_cap(redisdb: redis.
 
 def test_session_fields_round_trip_through_the_hash(redisdb: redis.Redis) -> None:
     """A session stored from NewSession reads back with the same subject, type, mode, scopes and subscription."""
-    store = SessionStore(redisdb, ttl_seconds=60, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     new = NewSession("alice", "WebSocket", True, frozenset({"scope.vora.calls", "scope.vora.identities"}), "presence")
     store.create(IDENTITY, "s1", "hash-s1", new)
     stored = store.get(IDENTITY, "s1")

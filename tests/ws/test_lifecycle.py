@@ -307,7 +307,7 @@ def test_open_sockets_are_present_in_redis_until_they_close(
     server: RunningServer, setup_token: Setup, connect: Connect, redisdb: redis.Redis
 ) -> None:
     """Each open socket is counted on its session in Redis, for every instance to see, until it closes."""
-    store = SessionStore(redisdb, ttl_seconds=3600, max_per_identity=5, max_sockets_per_session=10)
+    store = SessionStore(redisdb, ttl_seconds=3600, max_per_user=5)
     token = setup_token(server)
     session_id = redisdb.get(keys.websocket_token(IDENTITY, hash_token(token)))
     assert session_id is not None

@@ -11,9 +11,14 @@ import redis
 from vora.settings import Settings
 from vora.store import keys, scripts
 from vora.store.codec import text
+from vora.store.push import PushRegistration, registration_fields
 
 # How long a tombstone says why a session ended, so a late socket learns the reason.
 TOMBSTONE_MS = 10 * 60 * 1000
+
+
+class IdentityFull(Exception):
+    """The identity already holds as many sessions, of all its users together, as it may."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class NewSession:
     hold_up_mode: bool
     scopes: frozenset[str]
     events: str
+    push: PushRegistration | None = None
 
 
 def session_fields(new: NewSession) -> dict[str, str]:
@@ -49,6 +55,7 @@ def session_fields(new: NewSession) -> dict[str, str]:
         "holdUpMode": "1" if new.hold_up_mode else "0",
         "scopes": " ".join(sorted(new.scopes)),
         "events": new.events,
+        **registration_fields(new.push),
     }
 
 
@@ -105,11 +112,18 @@ class SessionStore:
     """Create, subscribe and end sessions with one atomic script each."""
 
     def __init__(
-        self, client: redis.Redis, *, ttl_seconds: int, max_per_identity: int, max_sockets_per_session: int
+        self,
+        client: redis.Redis,
+        *,
+        ttl_seconds: int,
+        max_per_user: int,
+        max_per_identity: int = 50,
+        max_sockets_per_session: int = 10,
     ) -> None:
         self._redis = client
         self._ttl_ms = ttl_seconds * 1000
-        self._cap = max_per_identity
+        self._cap = max_per_user
+        self._identity_cap = max_per_identity
         self._socket_cap = max_sockets_per_session
         self._create = client.register_script(scripts.CREATE_SESSION)
         self._end = client.register_script(scripts.END_SUBJECT_SESSIONS)
@@ -123,7 +137,8 @@ class SessionStore:
         return cls(
             client,
             ttl_seconds=settings.session_ttl,
-            max_per_identity=settings.max_sessions_per_identity,
+            max_per_user=settings.max_sessions_per_identity,
+            max_per_identity=settings.max_sessions_per_identity_total,
             max_sockets_per_session=settings.ws_max_sockets_per_session,
         )
 
@@ -134,11 +149,11 @@ class SessionStore:
         token_hash: str,
         new: NewSession,
     ) -> list[str]:
-        """Store a new session and its token hash; return the ids of sessions it evicted."""
+        """Store a new session and return the ids of its user's oldest it evicted; raise IdentityFull when full."""
         flat: list[str] = []
         for name, value in session_fields(new).items():
             flat += [name, value]
-        evicted = self._create(
+        reply = self._create(
             keys=[
                 keys.sessions_index(identity),
                 keys.session(identity, session_id),
@@ -151,15 +166,20 @@ class SessionStore:
                 keys.identity_prefix(identity),
                 session_id,
                 token_hash,
+                new.subject,
                 self._ttl_ms,
                 self._cap,
                 TOMBSTONE_MS,
                 keys.CONTROL_CHANNEL,
                 identity,
+                self._identity_cap,
                 *flat,
             ],
         )
-        return [text(sid) for sid in evicted]
+        status, *evicted = (text(item) for item in reply)
+        if status == "full":
+            raise IdentityFull(identity)
+        return evicted
 
     def set_subscription(self, identity: str, subject: str, events: str) -> list[str]:
         """Set the subscription of a user's sessions on an identity; return their ids."""

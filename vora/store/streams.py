@@ -89,6 +89,11 @@ class StreamStore:
         """Build the store with the retention the settings give."""
         return cls(client, max_length=settings.stream_max_length, max_age_seconds=settings.stream_max_age)
 
+    @property
+    def client(self) -> redis.Redis:
+        """Return the Redis client the streams live in."""
+        return self._redis
+
     def append(self, identity: str, event_type: str, timestamp: str, data_json: str) -> tuple[str, int]:
         """Append an event, trim by length and age, announce it; return its id and number."""
         result = self._publish(

@@ -67,6 +67,17 @@ def _token_of_request() -> str | None:
     return request.args.get("token") or bearer_token(request.headers.get("Authorization"))
 
 
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Tell whether a browser page from origin may open the socket served at host."""
+    if origin in allowed or "*" in allowed:
+        return True
+    scheme, _, netloc = origin.partition("://")
+    if scheme not in ("http", "https") or not netloc:
+        return False
+    # Same origin; a proxy that forwards Host without its port (nginx's $host) still matches by name.
+    return netloc.lower() == host.lower() or (":" not in host and netloc.rsplit(":", 1)[0].lower() == host.lower())
+
+
 def install_websocket(app: Flask, path: str) -> None:
     """Add the event WebSocket at path to the app."""
     from vora.state import vora_state
@@ -90,6 +101,10 @@ def install_websocket(app: Flask, path: str) -> None:
         refusal = handshake_refusal()
         if refusal is not None:
             return refusal
+        origin = request.headers.get("Origin")
+        # Non-browser clients send no Origin; pages may connect from VORA's own origin or a listed one.
+        if origin is not None and not origin_allowed(origin, request.host, settings.cors_origins):
+            return _refuse(403, f"Pages from {origin} may not open this socket (VORA_CORS_ORIGINS lists who may)")
         if state.lifecycle.draining:
             return _refuse(503, "This instance is draining; connect to another one")
         extra = set(request.args) - QUERY_PARAMETERS
@@ -141,6 +156,8 @@ def install_websocket(app: Flask, path: str) -> None:
         hub.register(conn)  # terminates it at once if its session ended during the upgrade
         g.vora_socket_registered = True
         try:
+            if not conn.closing:
+                state.push.socket_attached(admission.session)  # a call held up for this session is now ready
             if admission.gap is not None:
                 state.metrics.count("resume_gap")
                 conn.send_lifecycle("resumeGap", admission.gap)
