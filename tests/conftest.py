@@ -17,6 +17,7 @@ from vora.app import create_app
 from vora.auth import public_jwk_from_pem
 from vora.devkeys import ALL_SCOPES, mint_token
 from vora.settings import Settings
+from vora.state import vora_state
 
 redis_proc = factories.redis_proc()
 redisdb = factories.redisdb("redis_proc")
@@ -123,7 +124,7 @@ def provision(app: Flask) -> Callable[[str, list[str]], None]:
     """Give a user identities in the directory."""
 
     def add(subject: str, identities: list[str]) -> None:
-        app.extensions["vora"].directory.add(subject, identities)
+        vora_state(app).directory.add(subject, identities)
 
     return add
 

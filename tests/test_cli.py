@@ -12,6 +12,7 @@ from tests.conftest import AUDIENCE, ISSUER
 from vora.auth import KeySet, TokenVerifier, public_jwk_from_pem
 from vora.cli import main
 from vora.settings import Settings
+from vora.state import vora_state
 from vora.store import keys
 
 
@@ -45,7 +46,7 @@ def test_identities_remove_ends_sessions(runner: CliRunner, settings: Settings, 
     from vora.app import create_app
 
     app = create_app(settings)
-    state = app.extensions["vora"]
+    state = vora_state(app)
     state.directory.add("alice", ["910111000"])
     opened = state.sessions.open("alice", "910111000", "WebSocket", False, ["scope.vora.identities"])
     result = runner.invoke(main, ["identities", "remove", "alice", "910111000"])

@@ -17,6 +17,7 @@ import websocket
 from tests.conftest import TokenFactory
 from tests.server import RunningServer, running_server
 from vora.settings import Settings
+from vora.state import vora_state
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow]
@@ -102,7 +103,7 @@ def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[s
     before = rest_errors()
     assert app.test_client().get("/vora/identity", headers=auth()).status_code == 503
     assert rest_errors() - before == 1
-    assert app.extensions["vora"].metrics.get("redis_error:rest") == 1
+    assert vora_state(app).metrics.get("redis_error:rest") == 1
 
 
 def test_metrics_are_not_on_the_public_port(server: RunningServer) -> None:

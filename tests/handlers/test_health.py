@@ -10,6 +10,7 @@ from tests.handlers.test_session import assert_error
 from tests.harness.ports import free_port
 from vora.app import create_app
 from vora.settings import Settings
+from vora.state import vora_state
 
 
 def test_readiness_is_204_while_redis_answers(client: FlaskClient) -> None:
@@ -44,6 +45,6 @@ def test_liveness_needs_no_redis(settings: Settings, redisdb: redis.Redis) -> No
 def test_both_probes_are_503_once_draining(app: Flask, client: FlaskClient) -> None:
     """Once the worker drains, liveness and readiness answer 503."""
     assert client.get("/vora/health/liveness").status_code == 204
-    app.extensions["vora"].lifecycle.drain()
+    vora_state(app).lifecycle.drain()
     assert_error(client.get("/vora/health/liveness"), 503, "draining")
     assert_error(client.get("/vora/health/readiness"), 503, "draining")

@@ -16,6 +16,7 @@ from tests.conftest import assert_no_traceback
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.sessions import hash_token, identity_of_token
 from vora.settings import Settings
+from vora.state import vora_state
 from vora.store import keys
 
 Headers = Callable[..., dict[str, str]]
@@ -268,7 +269,7 @@ class TestSetup:
         from vora.app import create_app
 
         app = create_app(settings.with_changes(max_sessions_per_identity=2))
-        app.extensions["vora"].directory.add("alice", [IDENTITY])
+        vora_state(app).directory.add("alice", [IDENTITY])
         client = app.test_client()
         pubsub = redisdb.pubsub()
         pubsub.subscribe(keys.CONTROL_CHANNEL)
@@ -299,8 +300,8 @@ class TestSetup:
         from vora.app import create_app
 
         app = create_app(settings.with_changes(max_sessions_per_identity=1))
-        app.extensions["vora"].directory.add("alice", [IDENTITY])
-        app.extensions["vora"].directory.add("manager", [IDENTITY])
+        vora_state(app).directory.add("alice", [IDENTITY])
+        vora_state(app).directory.add("manager", [IDENTITY])
         client = app.test_client()
         mine = setup_session(client, auth("alice"))
         managers_first = setup_session(client, auth("manager"))
@@ -316,7 +317,7 @@ class TestSetup:
 
         app = create_app(settings.with_changes(max_sessions_per_identity=1, max_sessions_per_identity_total=2))
         for user in ("alice", "bob", "carol"):
-            app.extensions["vora"].directory.add(user, [IDENTITY])
+            vora_state(app).directory.add(user, [IDENTITY])
         client = app.test_client()
         setup_session(client, auth("alice"))
         setup_session(client, auth("bob"))

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from vora.store import keys, scripts
+from vora.store.codec import text
 
 # Jobs waiting for a push worker; past this (approximately) the oldest are trimmed. A job is small
 # (~200 bytes) and lives for one hold-up timeout, so this bounds memory when no worker runs.
@@ -69,10 +70,6 @@ class HoldUpRef:
         return cls(*(str(part) for part in decoded))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def registration_fields(registration: PushRegistration | None) -> dict[str, str]:
     """Encode a push registration as session-hash fields (none without one)."""
     if registration is None:
@@ -113,7 +110,7 @@ class PushStore:
         flat: list[str | int] = ["kind", kind]
         for name, value in fields.items():
             flat += [name, str(value)]
-        return _text(self._enqueue(keys=[keys.PUSH_JOBS], args=[JOBS_MAX_LENGTH, JOBS_TTL_MS, *flat]))
+        return text(self._enqueue(keys=[keys.PUSH_JOBS], args=[JOBS_MAX_LENGTH, JOBS_TTL_MS, *flat]))
 
     def ensure_group(self) -> None:
         """Create the consumer group (and the queue) unless they exist.
@@ -140,7 +137,7 @@ class PushStore:
             return []
         jobs: list[Job] = []
         for _stream, entries in reply or []:  # type: ignore[union-attr]
-            jobs += [Job(_text(job_id), {_text(k): _text(v) for k, v in fields.items()}) for job_id, fields in entries]
+            jobs += [Job(text(job_id), {text(k): text(v) for k, v in fields.items()}) for job_id, fields in entries]
         return jobs
 
     def claim_abandoned(self, consumer: str, min_idle_ms: int, count: int) -> list[Job]:
@@ -156,9 +153,9 @@ class PushStore:
         jobs: list[Job] = []
         for job_id, fields in entries:
             if fields is None:  # trimmed out of the queue meanwhile: nothing left to do
-                self.ack(_text(job_id))
+                self.ack(text(job_id))
                 continue
-            jobs.append(Job(_text(job_id), {_text(k): _text(v) for k, v in fields.items()}))
+            jobs.append(Job(text(job_id), {text(k): text(v) for k, v in fields.items()}))
         return jobs
 
     def touch(self, consumer: str, job_id: str) -> None:
@@ -180,7 +177,7 @@ class PushStore:
 
     def push_targets(self, identity: str) -> dict[str, PushRegistration]:
         """Return the push registration of each of an identity's holdUpMode sessions that has one."""
-        session_ids = [_text(s) for s in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr]
+        session_ids = [text(s) for s in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr]
         if not session_ids:
             return {}
         names = ["holdUpMode", PUSH_PLATFORM, PUSH_DEVICE_TOKEN, PUSH_APP_ID]
@@ -189,7 +186,7 @@ class PushStore:
             pipe.hmget(keys.session(identity, session_id), names)
         targets: dict[str, PushRegistration] = {}
         for session_id, values in zip(session_ids, pipe.execute(), strict=True):
-            registration = registration_from_hash({n: _text(v) for n, v in zip(names, values, strict=True) if v})
+            registration = registration_from_hash({n: text(v) for n, v in zip(names, values, strict=True) if v})
             if registration is not None:
                 targets[session_id] = registration
         return targets
@@ -202,7 +199,7 @@ class PushStore:
             keys=[keys.holdups(ref.identity, ref.session_id)],
             args=[ref.call_id, json.dumps(record, separators=(",", ":")), ttl_ms],
         )
-        result: dict[str, Any] = json.loads(_text(stored))
+        result: dict[str, Any] = json.loads(text(stored))
         if "takenBy" not in result:
             # Idempotent, so a re-delivered job repairs a schedule its crashed first try never wrote.
             self._redis.zadd(keys.PUSH_DEADLINES, {ref.member(): deadline_ms}, nx=True)
@@ -228,7 +225,7 @@ class PushStore:
             keys=[keys.holdups(identity, session_id)], args=[job_id, outcome, now_ms, call_id, reason]
         )
         return [
-            (HoldUpRef(identity, session_id, _text(flat[i])), json.loads(_text(flat[i + 1])))
+            (HoldUpRef(identity, session_id, text(flat[i])), json.loads(text(flat[i + 1])))
             for i in range(0, len(flat), 2)
         ]
 
