@@ -193,8 +193,8 @@ class TestStalledReader:
         self, make_server: ServerFactory, setup_token: Setup, publisher: EventPublisher
     ) -> None:
         """A write blocked past VORA_WS_SEND_TIMEOUT is followed by close 4008 once the client reads again."""
-        # The queue is large enough for the hub's bursts; the kernel buffers (4 KiB each way) fill first.
-        with make_server(ws_queue_size="200", ws_send_timeout="2", ws_send_buffer="4096") as server:
+        # The queue never overflows: only the blocked write (kernel buffers of 4 KiB each way) can end the socket.
+        with make_server(ws_queue_size="100000", ws_send_timeout="2", ws_send_buffer="4096") as server:
             token = setup_token(server)
             stalled = websocket.create_connection(
                 f"{server.ws_url}?token={token}", timeout=10, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
