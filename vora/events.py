@@ -15,7 +15,7 @@ import yaml
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
-from vora.store.streams import StoredEvent, StreamStore
+from vora.store.streams import NotReplicated, StoredEvent, StreamStore
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -136,7 +136,11 @@ class EventPublisher:
         if len(data_json.encode()) > MAX_DATA_BYTES:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
         when = timestamp or utc_now()
-        event_id, sequence = self._streams.append(identity, event_type, when, data_json)
+        try:
+            event_id, sequence = self._streams.append(identity, event_type, when, data_json)
+        except NotReplicated:
+            EVENTS_PUBLISHED.labels(event_type).inc()  # it is in the stream and on its way to sockets
+            raise
         EVENTS_PUBLISHED.labels(event_type).inc()
         stored = StoredEvent(event_id, sequence, event_type, when, data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
@@ -147,5 +151,4 @@ def publisher_from_settings(settings: Any) -> EventPublisher:
     from vora.store.client import connect
 
     client = connect(settings.redis_url, settings.redis_timeout)
-    streams = StreamStore(client, settings.stream_max_length, settings.stream_max_age)
-    return EventPublisher(EventCatalog(settings.spec_dir), streams)
+    return EventPublisher(EventCatalog(settings.spec_dir), StreamStore.from_settings(client, settings))
