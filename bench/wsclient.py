@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import select
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 from bench.procs import PYTHON, Processes
 
@@ -45,13 +47,28 @@ class Held:
     """One open socket and what it has seen."""
 
     ws: Any
+    url: str = ""
     identity: str | None = None
     first: int | None = None
     last: int | None = None
+    last_event_id: str | None = None
     received: int = 0
     closed: bool = False
     close_code: int | None = None
     terminated: str | None = None
+    reconnect_attempts: int = 0
+    reconnected_ns: int | None = None  # when the socket was last opened again after a drop
+    caught_up_ns: int | None = None  # when it first received an event published after that
+
+
+@dataclass
+class Failover:
+    """Where dropped sockets reconnect, and the jittered exponential backoff between attempts."""
+
+    url: str
+    base: float
+    cap: float
+    handshake_failures: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -82,6 +99,8 @@ class LoadClient:
         self.held: list[Held] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.stats = Stats()
+        self.failover: Failover | None = None
+        self.closing = False
 
     async def _connect(self, url: str, compress: int = 0) -> Any:
         aiohttp = self._aiohttp
@@ -106,7 +125,7 @@ class LoadClient:
                 except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
                     failures[type(exc).__name__] += 1
                     return
-            held = Held(ws)
+            held = Held(ws, url)
             self.held.append(held)
             task = asyncio.create_task(self._read(held))
             self.tasks.add(task)
@@ -123,16 +142,72 @@ class LoadClient:
         }
 
     async def _read(self, held: Held) -> None:
-        ws = held.ws
-        try:
-            async for message in ws:
-                if message.type == self._aiohttp.WSMsgType.TEXT:
-                    self._on_text(held, message.data)
-        except (TimeoutError, self._aiohttp.ClientError, OSError):
-            pass
-        finally:
-            held.closed = True
-            held.close_code = ws.close_code
+        while True:
+            ws = held.ws
+            try:
+                async for message in ws:
+                    if message.type == self._aiohttp.WSMsgType.TEXT:
+                        self._on_text(held, message.data)
+            except (TimeoutError, self._aiohttp.ClientError, OSError):
+                pass
+            finally:
+                held.closed = True
+                held.close_code = ws.close_code
+            if self.failover is None or self.closing or not await self._reconnect(held, self.failover):
+                return
+
+    async def _reconnect(self, held: Held, failover: Failover) -> bool:
+        """Open the socket again at the failover URL with its lastEventId, backing off between attempts."""
+        token = parse_qs(urlsplit(held.url).query)["token"][0]
+        url = f"{failover.url}?token={token}"
+        if held.last_event_id is not None:
+            url += f"&lastEventId={quote(held.last_event_id)}"
+        attempt = 0
+        while not self.closing:
+            # Full jitter, as the README advises clients: uniform over [0, min(cap, base * 2^attempt)].
+            await asyncio.sleep(random.uniform(0, min(failover.cap, failover.base * 2**attempt)))  # noqa: S311
+            held.reconnect_attempts += 1
+            try:
+                held.ws = await self._connect(url)
+            except self._aiohttp.WSServerHandshakeError as exc:
+                failover.handshake_failures[f"HTTP {exc.status}"] += 1
+            except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
+                failover.handshake_failures[type(exc).__name__] += 1
+            else:
+                held.closed = False
+                held.close_code = None
+                held.reconnected_ns = time.monotonic_ns()
+                held.caught_up_ns = None
+                return True
+            attempt += 1
+        return False
+
+    def arm_failover(self, url: str, base: float, cap: float) -> dict[str, Any]:
+        """From now on, reopen every socket that drops at url (its token and lastEventId kept)."""
+        self.failover = Failover(url, base, cap)
+        return {"armed": True}
+
+    def storm_report(self, since_ns: int) -> dict[str, Any]:
+        """Say how many dropped sockets came back and caught up, and how long after since_ns."""
+        back = [(h.reconnected_ns - since_ns) / 1e9 for h in self.held if h.reconnected_ns and not h.closed]
+        caught = [(h.caught_up_ns - since_ns) / 1e9 for h in self.held if h.caught_up_ns and not h.closed]
+        back.sort()
+        caught.sort()
+        attempts = [h.reconnect_attempts for h in self.held]
+        failures = self.failover.handshake_failures if self.failover else Counter()
+        return {
+            "sockets": len(self.held),
+            "back": len(back),
+            "caught_up": len(caught),
+            "all_back_seconds": round(back[-1], 3) if back else None,
+            "back_p50_seconds": round(percentile(back, 50), 3),
+            "all_caught_up_seconds": round(caught[-1], 3) if caught else None,
+            "caught_up_p50_seconds": round(percentile(caught, 50), 3),
+            "handshake_attempts": sum(attempts),
+            "handshake_failures": dict(failures),
+            "most_attempts": max(attempts, default=0),
+            **self.status(),
+        }
 
     def _on_text(self, held: Held, text: str) -> None:
         now = time.monotonic_ns()
@@ -145,6 +220,7 @@ class LoadClient:
                 held.terminated = str(envelope.get("data", {}).get("reason"))
             return
         held.identity = envelope["identity"]
+        held.last_event_id = envelope["eventId"]
         if held.last is None:
             held.first = sequence
         elif sequence <= held.last:
@@ -158,7 +234,10 @@ class LoadClient:
         data = envelope.get("data") or {}
         marker = data.get("note") or data.get("reason") or ""
         if marker.startswith("t"):
-            latency = (now - int(marker[1:])) / 1e6
+            published_ns = int(marker[1:])
+            if held.reconnected_ns is not None and held.caught_up_ns is None and published_ns > held.reconnected_ns:
+                held.caught_up_ns = now  # the replay is behind it: events arrive in order
+            latency = (now - published_ns) / 1e6
             stats.latencies_ms.append(latency)
             bucket = now // STALL_BUCKET_NS
             if latency > stats.worst_by_bucket.get(bucket, 0.0):
@@ -276,6 +355,7 @@ class LoadClient:
     async def close(self) -> dict[str, Any]:
         """Close every held socket (a WebSocket close handshake each) and forget them."""
         started = time.monotonic()
+        self.closing = True
         gate = asyncio.Semaphore(500)
 
         async def one(held: Held) -> None:
@@ -289,6 +369,8 @@ class LoadClient:
             task.cancel()
         self.held = []
         self.stats = Stats()
+        self.failover = None
+        self.closing = False
         return {"closed": count, "seconds": round(time.monotonic() - started, 3)}
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +388,10 @@ class LoadClient:
             return await self.resume(command["url"], command["count"], command.get("timeout", 10))
         if name == "close":
             return await self.close()
+        if name == "failover":
+            return self.arm_failover(command["url"], command["base"], command["cap"])
+        if name == "storm_report":
+            return self.storm_report(command["since_ns"])
         if name == "status":
             return self.status()
         if name == "exit":

@@ -102,7 +102,7 @@ class StreamStore:
         (the event stays in the stream) when fewer do within the timeout.
         """
         script_keys = [keys.event_stream(identity), keys.event_sequence(identity)]
-        script_args = [
+        script_args: list[str | int] = [
             event_type,
             timestamp,
             data_json,
@@ -119,7 +119,7 @@ class StreamStore:
         # the script's connection: a non-transactional pipeline sends both on one.
         pipe = self._redis.pipeline(transaction=False)
         self._publish(keys=script_keys, args=script_args, client=pipe)
-        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
         result, acknowledged = pipe.execute()
         event_id, sequence = _text(result[0]), int(result[1])
         if int(acknowledged) < self._min_replicas:

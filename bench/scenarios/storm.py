@@ -1,0 +1,220 @@
+"""Scenario 8, reconnect storm: instance A is SIGKILLed under 10,000 sockets; they all come back on B.
+
+Two VORA instances (A and B, 2 workers each) share the benchmark's Redis. IDENTITIES identities
+each get one session through A's REST API (setup, then subscribe-all) and SOCKETS sockets on A.
+A primer event per identity proves every socket live. Then a paced publisher (VORA's own
+EventPublisher, RATE events/s round-robin over the identities, each stamped with its publish
+time) runs for BEFORE_SECONDS + AFTER_SECONDS; BEFORE_SECONDS in, A's whole process group gets
+SIGKILL. Every socket the kill drops reconnects to B with its token and the eventId of the last
+event it received as lastEventId, waiting uniform(0, min(CAP, BASE * 2^attempt)) seconds before
+each attempt: the jittered exponential backoff the README advises clients.
+
+Measured from the kill: when every socket is open again on B ("back"), and when every socket has
+received an event published after its reconnection ("caught up": the replay of what it missed
+is then behind it, since a socket's events arrive in order; with 2 events/s per identity this
+is up to 0.5 s after its replay finished). Every socket checks sequenceNumber +1 across the drop,
+and at the end every socket must hold its identity's last published number, so events lost and
+duplicated are exact. A REST prober calls B (GET /identity and setup on an identity of its own,
+PROBE_RATE each per second) from the kill to the publisher's end; the handshake failures are
+those of the reconnect attempts. Everything is bounded: the publisher by count, the catch-up wait
+by DEADLINE seconds after the kill. Not in the default run (`--only storm` or `pressure`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from bench.context import Bench, Rest, identities
+from bench.procs import Server
+from bench.report import Row
+from bench.scenarios.fanout import Publisher, open_primed, publish_events, vora_publisher
+from bench.wsclient import WsLoad, percentile
+
+USER = "bench-storm"
+PROBE_USER = "bench-storm-probe"
+PROBE_IDENTITY = "7810000000"
+IDENTITIES = 500
+SOCKETS = 20
+QUICK_IDENTITIES = 50
+RATE = 1000
+BEFORE_SECONDS = 3.0
+AFTER_SECONDS = 20.0
+QUICK_AFTER_SECONDS = 6.0
+BASE = 0.25  # the README's client advice: first retry within 250 ms, doubling, jittered
+CAP = 30.0
+DEADLINE = 60.0
+PROBE_RATE = 50
+TARGET_SECONDS = 30.0
+
+
+class RestProbe(threading.Thread):
+    """Call B's REST API at a fixed rate until stopped; count answers by status and time them."""
+
+    def __init__(self, bench: Bench, server: Server) -> None:
+        super().__init__(name="storm-rest-probe", daemon=True)
+        bench.provision(PROBE_USER, [PROBE_IDENTITY])
+        self._rest = Rest(server, bench.token(PROBE_USER))
+        self._server = server
+        self._token = bench.token(PROBE_USER)
+        self.stopped = threading.Event()
+        self.statuses: Counter[str] = Counter()
+        self.latencies_ms: list[float] = []
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> None:
+        started = time.monotonic()
+        try:
+            status, _ = self._rest.call(method, path, body)
+            self.statuses[str(status)] += 1
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, broken, or not JSON
+            self.statuses[type(exc).__name__] += 1
+            self._rest.close()
+            self._rest = Rest(self._server, self._token)
+        self.latencies_ms.append((time.monotonic() - started) * 1000)
+
+    def run(self) -> None:
+        """Alternate GET /identity and setup, PROBE_RATE of each per second."""
+        started = time.monotonic()
+        n = 0
+        while not self.stopped.is_set():
+            due = started + n / (2 * PROBE_RATE)
+            if self.stopped.wait(max(0.0, due - time.monotonic())):
+                break
+            if n % 2:
+                self._call("POST", "/identity/setup", {"connectionType": "WebSocket", "identity": PROBE_IDENTITY})
+            else:
+                self._call("GET", "/identity", None)
+            n += 1
+        self._rest.close()
+
+    def report(self) -> dict[str, Any]:
+        """Count the calls, the failed ones (anything but 200) and the latency percentiles."""
+        ordered = sorted(self.latencies_ms)
+        calls = sum(self.statuses.values())
+        errors = calls - self.statuses.get("200", 0)
+        return {
+            "calls": calls,
+            "errors": errors,
+            "error_rate": round(errors / calls, 4) if calls else None,
+            "statuses": dict(self.statuses),
+            "p50_ms": round(percentile(ordered, 50), 2),
+            "p99_ms": round(percentile(ordered, 99), 2),
+            "max_ms": round(ordered[-1], 2) if ordered else 0.0,
+        }
+
+
+def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Publisher) -> dict[str, Any]:
+    tokens = bench.open_sessions(a, USER, ids, per_identity=1)
+    urls = [f"{a.ws_url}?token={token}" for token in tokens for _ in range(SOCKETS)]
+    client = WsLoad(bench.procs, "wsclient-storm")
+    try:
+        held = open_primed(client, urls, ids, publish)
+        client.call({"cmd": "reset"}, timeout=30)
+        client.call({"cmd": "failover", "url": b.ws_url, "base": BASE, "cap": CAP}, timeout=30)
+        after = bench.seconds(AFTER_SECONDS, QUICK_AFTER_SECONDS)
+        published: dict[str, Any] = {}
+        publisher = threading.Thread(
+            target=lambda: published.update(publish_events(publish, ids, int(RATE * (BEFORE_SECONDS + after)), RATE)),
+            name="storm-publisher",
+            daemon=True,
+        )
+        probe = RestProbe(bench, b)
+        publisher.start()
+        time.sleep(BEFORE_SECONDS)
+        killed_ns = time.monotonic_ns()
+        os.killpg(a.process.pid, signal.SIGKILL)
+        probe.start()
+        publisher.join(after + DEADLINE)
+        probe.stopped.set()
+        probe.join(10)
+        if "final" not in published:
+            raise RuntimeError("the storm's publisher did not finish")
+        left = max(5.0, DEADLINE - (time.monotonic_ns() - killed_ns) / 1e9)
+        report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": left}, timeout=left + 30)
+        storm = client.call({"cmd": "storm_report", "since_ns": killed_ns}, timeout=60)
+        client.call({"cmd": "close"}, timeout=180)
+    finally:
+        client.stop()
+    return {
+        **held,
+        "publish": published,
+        "deliveries": report["deliveries"],
+        "lost": report["gaps"] + report["missing_at_end"],
+        "duplicates": report["duplicates"],
+        "latency_ms": {k: report[k] for k in ("p50_ms", "p99_ms", "max_ms")},
+        "reconnect": storm,
+        "rest": probe.report(),
+    }
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Run A and B, hold the sockets on A, kill A mid-stream and follow the sockets to B."""
+    ids = identities("7800", QUICK_IDENTITIES if bench.quick else IDENTITIES)
+    figures: dict[str, Any] = {"identities": len(ids), "sockets_per_identity": SOCKETS, "rate": RATE}
+    figures["backoff"] = {"base_seconds": BASE, "cap_seconds": CAP, "jitter": "full"}
+    with bench.vora_server() as a, bench.vora_server() as b:
+        figures["vora"] = _storm(bench, a, b, ids, vora_publisher(bench.publisher))
+    return figures
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    """Time until every socket is back and caught up, losses, and the error rates during the storm."""
+    vora = figures.get("vora")
+    if not vora:
+        return []
+    storm, rest = vora["reconnect"], vora["rest"]
+    sockets = vora["sockets"]
+    everyone_back = storm["back"] >= sockets and storm["all_back_seconds"] is not None
+    everyone_caught_up = storm["caught_up"] >= sockets and storm["all_caught_up_seconds"] is not None
+    failures = sum(storm["handshake_failures"].values())
+    attempts = storm["handshake_attempts"]
+    return [
+        Row(
+            f"8 storm: all {sockets:,} sockets back on B after SIGKILL of A",
+            storm["all_back_seconds"],
+            "s",
+            None,
+            f"<= {TARGET_SECONDS:g} s",
+            everyone_back and storm["all_back_seconds"] <= TARGET_SECONDS,
+            note="" if everyone_back else f"only {storm['back']:,} back",
+        ),
+        Row(
+            "8 storm: all caught up (an event published after its reconnection received)",
+            storm["all_caught_up_seconds"],
+            "s",
+            None,
+            f"<= {TARGET_SECONDS:g} s",
+            everyone_caught_up and storm["all_caught_up_seconds"] <= TARGET_SECONDS,
+            note="" if everyone_caught_up else f"only {storm['caught_up']:,} caught up",
+        ),
+        Row(
+            "8 storm: events lost or duplicated",
+            float(vora["lost"] + vora["duplicates"]),
+            "",
+            None,
+            "0",
+            vora["lost"] == 0 and vora["duplicates"] == 0 and vora["unprimed"] == 0,
+        ),
+        Row(
+            f"8 storm: handshake failures ({failures:,} of {attempts:,} attempts)",
+            round(100 * failures / attempts, 2) if attempts else 0.0,
+            "%",
+            None,
+            "(reported)",
+            None,
+        ),
+        Row(
+            f"8 storm: REST errors on B ({rest['errors']:,} of {rest['calls']:,} calls)",
+            round(100 * (rest["error_rate"] or 0.0), 2),
+            "%",
+            None,
+            "(reported)",
+            None,
+        ),
+        Row("8 storm: REST p99 on B during the storm", rest["p99_ms"], "ms", None, "(reported)", None),
+    ]
