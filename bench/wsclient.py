@@ -10,6 +10,7 @@ which gives the publish-to-receive latency (one machine, one monotonic clock).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import random
@@ -27,6 +28,7 @@ from bench.procs import PYTHON, Processes
 CONNECT_TIMEOUT = 30.0
 STALL_BUCKET_NS = 100_000_000  # latency is also kept as its worst per 100 ms of receipt time
 STALL_MS = 10.0  # a bucket whose worst latency is above this is reported as a stall
+RECEIPTS_KEPT = 1000  # receipt times a reconnected socket keeps, for the catch-up time
 
 
 def stamp() -> str:
@@ -57,8 +59,9 @@ class Held:
     close_code: int | None = None
     terminated: str | None = None
     reconnect_attempts: int = 0
+    dropped_at: int | None = None  # the last sequence number it had when it last dropped
     reconnected_ns: int | None = None  # when the socket was last opened again after a drop
-    caught_up_ns: int | None = None  # when it first received an event published after that
+    received_ns: dict[int, int] = field(default_factory=dict)  # sequence -> receipt, since the reconnection
 
 
 @dataclass
@@ -153,7 +156,11 @@ class LoadClient:
             finally:
                 held.closed = True
                 held.close_code = ws.close_code
-            if self.failover is None or self.closing or not await self._reconnect(held, self.failover):
+            if self.failover is None or self.closing:
+                return
+            if held.reconnected_ns is None:
+                held.dropped_at = held.last
+            if not await self._reconnect(held, self.failover):
                 return
 
     async def _reconnect(self, held: Held, failover: Failover) -> bool:
@@ -177,7 +184,6 @@ class LoadClient:
                 held.closed = False
                 held.close_code = None
                 held.reconnected_ns = time.monotonic_ns()
-                held.caught_up_ns = None
                 return True
             attempt += 1
         return False
@@ -187,10 +193,32 @@ class LoadClient:
         self.failover = Failover(url, base, cap)
         return {"armed": True}
 
-    def storm_report(self, since_ns: int) -> dict[str, Any]:
-        """Say how many dropped sockets came back and caught up, and how long after since_ns."""
-        back = [(h.reconnected_ns - since_ns) / 1e9 for h in self.held if h.reconnected_ns and not h.closed]
-        caught = [(h.caught_up_ns - since_ns) / 1e9 for h in self.held if h.caught_up_ns and not h.closed]
+    def _caught_up_ns(self, held: Held, published: list[tuple[int, int]]) -> int | None:
+        """Return when a reconnected socket had everything published before its reconnection, or None."""
+        assert held.reconnected_ns is not None
+        index = bisect.bisect_left(published, (held.reconnected_ns, 0))
+        owed = published[index - 1][1] if index else 0  # the last number published before it was back
+        if owed <= (held.dropped_at or 0):
+            return held.reconnected_ns  # nothing was published while it was away
+        return held.received_ns.get(owed)
+
+    def storm_report(self, since_ns: int, published: dict[str, list[list[int]]]) -> dict[str, Any]:
+        """Say how many dropped sockets came back and caught up, and how long after since_ns.
+
+        published holds, per identity, [publish time (monotonic ns), sequence number] of every
+        event in publish order; a socket has caught up once it received the last event of its
+        identity published before it was back (the replay of what it missed is then behind it).
+        """
+        log = {identity: [(ns, seq) for ns, seq in entries] for identity, entries in published.items()}
+        back: list[float] = []
+        caught: list[float] = []
+        for held in self.held:
+            if held.reconnected_ns is None or held.closed:
+                continue
+            back.append((held.reconnected_ns - since_ns) / 1e9)
+            caught_ns = self._caught_up_ns(held, log.get(held.identity or "", []))
+            if caught_ns is not None:
+                caught.append((caught_ns - since_ns) / 1e9)
         back.sort()
         caught.sort()
         attempts = [h.reconnect_attempts for h in self.held]
@@ -233,11 +261,10 @@ class LoadClient:
         stats.deliveries += 1
         data = envelope.get("data") or {}
         marker = data.get("note") or data.get("reason") or ""
+        if held.reconnected_ns is not None and len(held.received_ns) < RECEIPTS_KEPT:
+            held.received_ns[sequence] = now
         if marker.startswith("t"):
-            published_ns = int(marker[1:])
-            if held.reconnected_ns is not None and held.caught_up_ns is None and published_ns > held.reconnected_ns:
-                held.caught_up_ns = now  # the replay is behind it: events arrive in order
-            latency = (now - published_ns) / 1e6
+            latency = (now - int(marker[1:])) / 1e6
             stats.latencies_ms.append(latency)
             bucket = now // STALL_BUCKET_NS
             if latency > stats.worst_by_bucket.get(bucket, 0.0):
@@ -391,7 +418,7 @@ class LoadClient:
         if name == "failover":
             return self.arm_failover(command["url"], command["base"], command["cap"])
         if name == "storm_report":
-            return self.storm_report(command["since_ns"])
+            return self.storm_report(command["since_ns"], command["published"])
         if name == "status":
             return self.status()
         if name == "exit":

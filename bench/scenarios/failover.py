@@ -6,8 +6,9 @@ redis+sentinel:// as the telephony side would be, publishes RATE presence events
 over IDENTITIES identities, each carrying its publish number n in data.note. BEFORE_SECONDS in,
 the master fails over, by SIGKILL (a crash: whatever the replica had not received is gone) or by
 SENTINEL FAILOVER (an operator's switch). Publishing goes on until AFTER_SECONDS after the
-sentinels agree on the new master. Then every identity's stream is read from the new master and
-compared with what the publisher was told:
+sentinels agree on the new master and, after SENTINEL FAILOVER, the old master (which keeps
+running, and keeps accepting writes) has been demoted to a replica. Then every identity's
+stream is read from the new master and compared with what the publisher was told:
 
 - lost: acknowledged (publish returned) but absent from the new master's stream;
 - duplicated: one publish number stored twice (a retried publish whose first attempt had landed);
@@ -31,6 +32,7 @@ from typing import Any
 from bench.context import DEFAULTS, Bench, identities
 from bench.report import Row
 from tests.harness.redis_procs import RedisSentinelSet
+from tests.harness.wait import wait_for
 from vora.events import EventPublisher, publisher_from_settings
 from vora.store import keys
 from vora.store.client import REDIS_TROUBLE
@@ -74,12 +76,17 @@ def _publish_through(topology: RedisSentinelSet, how: str, min_replicas: int, id
     failed: Counter[str] = Counter()
     promoted = threading.Event()
     failover_seconds: list[float] = []
+    demoted_seconds: list[float] = []
 
     def await_promotion() -> None:
         started = time.monotonic()
         try:
             topology.wait_for_failover(FAILOVER_DEADLINE)
             failover_seconds.append(time.monotonic() - started)
+            if how != "kill":  # the old master still runs: it accepts writes until Sentinel demotes it
+                old = topology.replica
+                wait_for(lambda: old.info("replication").get("role") == "slave", FAILOVER_DEADLINE, what="demotion")
+                demoted_seconds.append(time.monotonic() - started)
         finally:
             promoted.set()
 
@@ -115,6 +122,7 @@ def _publish_through(topology: RedisSentinelSet, how: str, min_replicas: int, id
         "failed": dict(failed),
         "seconds": round(time.monotonic() - started, 2),
         "failover_seconds": round(failover_seconds[0], 2) if failover_seconds else None,
+        "old_master_demoted_seconds": round(demoted_seconds[0], 2) if demoted_seconds else None,
     }
 
 
@@ -146,6 +154,7 @@ def _compare(topology: RedisSentinelSet, ids: list[str], told: dict[str, Any]) -
         "duplicated": sum(count - 1 for count in numbers.values() if count > 1),
         "seconds": told["seconds"],
         "failover_seconds": told["failover_seconds"],
+        "old_master_demoted_seconds": told["old_master_demoted_seconds"],
     }
 
 
@@ -168,7 +177,7 @@ def _one_run(bench: Bench, label: str, how: str, min_replicas: int, ids: list[st
 
 
 def run(bench: Bench) -> dict[str, Any]:
-    """Fail the master over while events flow: by SIGKILL with and without WAIT, and by SENTINEL FAILOVER."""
+    """Fail the master over while events flow, by SIGKILL and by SENTINEL FAILOVER, each with and without WAIT."""
     ids = identities("7900", IDENTITIES)
     return {
         "rate": RATE,
@@ -177,6 +186,7 @@ def run(bench: Bench) -> dict[str, Any]:
         "kill": _one_run(bench, "kill", "kill", 0, ids, throughput=True),
         "kill_wait": _one_run(bench, "kill-wait", "kill", 1, ids, throughput=False),
         "switch": _one_run(bench, "switch", "sentinel-failover", 0, ids, throughput=False),
+        "switch_wait": _one_run(bench, "switch-wait", "sentinel-failover", 1, ids, throughput=False),
     }
 
 
@@ -187,6 +197,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         ("kill", "master SIGKILLed, WAIT off", None),
         ("kill_wait", "master SIGKILLed, VORA_PUBLISH_MIN_REPLICAS=1", 0),
         ("switch", "SENTINEL FAILOVER, WAIT off", None),
+        ("switch_wait", "SENTINEL FAILOVER, VORA_PUBLISH_MIN_REPLICAS=1", 0),
     )
     for key, what, target in runs:
         run_ = figures.get(key)
