@@ -308,11 +308,21 @@ class LoadClient:
         """Wait until every open socket reached its identity's final sequence number, then report."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            behind = [h for h in self.held if not h.closed and h.identity and (h.last or 0) < final.get(h.identity, 0)]
+            # A dropped socket is waited for too while it is reconnecting.
+            behind = [
+                h
+                for h in self.held
+                if (not h.closed or self.failover is not None)
+                and h.identity
+                and (h.last or 0) < final.get(h.identity, 0)
+            ]
             if not behind:
                 break
             await asyncio.sleep(0.02)
         missing = sum(max(0, final.get(h.identity, 0) - (h.last or 0)) for h in self.held if h.identity)
+        missing_on_closed = sum(
+            max(0, final.get(h.identity, 0) - (h.last or 0)) for h in self.held if h.identity and h.closed
+        )
         stats = self.stats
         ordered = sorted(stats.latencies_ms)
         start = min(stats.worst_by_bucket, default=0)
@@ -326,6 +336,7 @@ class LoadClient:
             "duplicates": stats.duplicates,
             "gaps": stats.gaps,
             "missing_at_end": missing,
+            "missing_on_closed_sockets": missing_on_closed,  # events still in the stream for them
             "lifecycle": stats.lifecycle,
             "latency_samples": len(ordered),
             "p50_ms": round(percentile(ordered, 50), 3),
