@@ -217,7 +217,8 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             "",
             None,
             "0",
-            vora["lost"] == 0 and vora["duplicates"] == 0 and vora["unprimed"] == 0 and vora["owed_at_deadline"] == 0,
+            # What is still owed at the deadline (in the stream) shows in the rows above, not here.
+            vora["lost"] == 0 and vora["duplicates"] == 0 and vora["unprimed"] == 0,
             note="" if not vora["owed_at_deadline"] else f"{vora['owed_at_deadline']:,} still owed at the deadline",
         ),
         Row(
