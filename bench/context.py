@@ -118,9 +118,9 @@ class Bench:
         return tokens
 
     @contextlib.contextmanager
-    def vora_server(self) -> Iterator[Server]:
-        """Run a fresh VORA with WORKERS gevent workers for one scenario."""
-        vora = start_vora(self.procs, self.vora_env(), WORKERS)
+    def vora_server(self, **env: str) -> Iterator[Server]:
+        """Run a fresh VORA with WORKERS gevent workers for one scenario, with extra VORA_* variables."""
+        vora = start_vora(self.procs, {**self.vora_env(), **env}, WORKERS)
         try:
             yield vora
         finally:

@@ -19,7 +19,18 @@ from bench.context import Bench
 from bench.httpload import ensure_wrk
 from bench.procs import ROOT, Processes, cpu_split, raise_nofile_limit, start_redis
 from bench.report import Row, machine_info, source_state, table_lines, write_results
-from bench.scenarios import delivery_cpu, failover, fanout, rest, resume, roundtrips, sockets, sockets20k, storm
+from bench.scenarios import (
+    delivery_cpu,
+    failover,
+    fanout,
+    push,
+    rest,
+    resume,
+    roundtrips,
+    sockets,
+    sockets20k,
+    storm,
+)
 
 SCENARIOS: dict[str, ModuleType] = {
     "rest": rest,
@@ -27,6 +38,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "sockets": sockets,
     "fanout": fanout,
     "resume": resume,
+    "push": push,
     "delivery_cpu": delivery_cpu,
     "sockets20k": sockets20k,
     "storm": storm,
@@ -39,6 +51,7 @@ NEEDS = {
     "sockets": 90,
     "fanout": 70,
     "resume": 30,
+    "push": 30,
     "delivery_cpu": 60,
     "sockets20k": 120,
     "storm": 150,
@@ -47,7 +60,7 @@ NEEDS = {
 # What `--only GROUP` stands for. A plain `make bench` runs the default group; the pressure
 # scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "delivery_cpu"),
+    "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu"),
     "pressure": ("sockets20k", "storm", "failover"),
 }
 BUDGET_SECONDS = 540.0

@@ -122,3 +122,41 @@ def test_events_publish_unconfirmed_by_replicas_exits_3_and_prints_the_event(
     assert "0 of the 1 replicas" in result.output
     stored = redisdb.xrange(keys.event_stream("942788701"))
     assert [entry_id.decode() for entry_id, _ in stored] == [printed["eventId"]]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["identities", "add", "alice", "602128708\n"],
+        ["identities", "remove", "alice", "602128708\n"],
+        ["events", "publish", "602128708\n", "presence", "--data", '{"status": "busy"}'],
+    ],
+)
+def test_identity_with_a_trailing_newline_is_refused(runner: CliRunner, redisdb: redis.Redis, argv: list[str]) -> None:
+    """An identity ending in a newline is refused and no key is written."""
+    result = runner.invoke(main, argv)
+    assert result.exit_code != 0
+    assert "identity" in result.output
+    assert redisdb.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["identities", "add", "alice", "602128708"],
+        ["identities", "remove", "alice", "602128708"],
+        ["identities", "list", "alice"],
+        ["events", "publish", "602128708", "presence", "--data", '{"status": "busy"}'],
+    ],
+)
+def test_redis_down_is_one_error_line(argv: list[str]) -> None:
+    """With nothing listening at VORA_REDIS_URL, each Redis command prints one `Error:` line and exits 1."""
+    from tests.harness import free_port
+
+    env = {"VORA_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "VORA_REDIS_TIMEOUT": "0.5"}
+    result = CliRunner(env=env).invoke(main, argv)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: Redis failed: ConnectionError")
+    assert not isinstance(result.exception, redis.RedisError)

@@ -13,21 +13,26 @@ from connexion.apis.flask_api import FlaskApi
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from redis import Redis
 from redis.cluster import RedisCluster
 
 from vora.auth import TokenVerifier
+from vora.bodies import BodyLimitMiddleware
+from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
+from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
 from vora.store.client import REDIS_ERRORS, connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
+from vora.validation import RuleNamingBodyValidator
 from vora.ws.endpoint import install_websocket
 from vora.ws.hub import Hub
 
@@ -59,6 +64,7 @@ class VoraState:
     streams: StreamStore
     hub: Hub
     metrics: Metrics
+    push: PushWorker
 
     def probe_redis(self) -> str | None:
         """Return None when Redis answers PING within the readiness timeout, else why not."""
@@ -72,6 +78,17 @@ class VoraState:
         except REDIS_ERRORS as exc:
             return f"Redis does not answer: {type(exc).__name__}"
         return None
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -111,13 +128,15 @@ def create_app(settings: Settings) -> Flask:
     FlaskApi.jsonifier = Jsonifier(flask.json)
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
     api = cx.add_api(
-        "vora.yaml",
+        served_spec(spec, settings),
         resolver=TagResolver(),
         strict_validation=True,
         validate_responses=False,
-        options={"swagger_ui": True},
+        validator_map={"body": RuleNamingBodyValidator},
+        options=swagger_ui_options(settings),
     )
     app: Flask = cx.app
+    app.json = BoundedJSONProvider(app)
     _route_spec_options(app, api.base_path, allowed_methods_of(spec))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
@@ -125,7 +144,9 @@ def create_app(settings: Settings) -> Flask:
     client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size)
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
-    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    store = SessionStore(
+        client, settings.session_ttl, settings.max_sessions_per_identity, settings.max_sessions_per_identity_total
+    )
     lifecycle = Lifecycle()
     metrics = Metrics()
     hub = Hub(
@@ -139,6 +160,9 @@ def create_app(settings: Settings) -> Flask:
         metrics.count,
     )
     lifecycle.on_drain(hub.drain)
+    # Its own client too: each consumer holds a connection in a blocking read.
+    push = PushWorker(settings, connect(settings.redis_url, settings.redis_timeout), store, metrics)
+    lifecycle.on_drain(push.stop)
     app.extensions["vora"] = VoraState(
         settings=settings,
         client=client,
@@ -152,9 +176,11 @@ def create_app(settings: Settings) -> Flask:
         streams=StreamStore.from_settings(client, settings),
         hub=hub,
         metrics=metrics,
+        push=push,
     )
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
+    install_console(app, api.base_path)
     operations = operation_ids_of(spec, api.base_path)
 
     @app.before_request
@@ -171,5 +197,8 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
-    app.wsgi_app = RequestLogMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    # Outermost the log, so that a body refused before the app runs is logged too.
+    app.wsgi_app = RequestLogMiddleware(  # type: ignore[method-assign]
+        BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
+    )
     return app

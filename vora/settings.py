@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
+MIN_SECRET_LENGTH = 32  # an HMAC key of at least 256 bits written as text
 
 
 class SettingsError(ValueError):
@@ -59,11 +61,34 @@ def _optional_path(_name: str, raw: str) -> Path | None:
     return Path(raw).expanduser() if raw.strip() else None
 
 
+def _optional_http_url(name: str, raw: str) -> str:
+    url = raw.strip()
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http:// or https:// URL; got {raw!r}")
+    return url
+
+
 def _redis_url(name: str, raw: str) -> str:
     schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
     if not raw.startswith(schemes):
         raise SettingsError(f"{name} must start with one of {', '.join(schemes)}; got {raw!r}")
     return raw
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _webhook_url(name: str, raw: str) -> str:
+    """Accept an https:// URL, or http:// to a loopback host (development and tests), or nothing."""
+    url = raw.strip()
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.scheme not in {"https", "http"}:
+        raise SettingsError(f"{name} must be an https:// URL; got {raw!r}")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise SettingsError(f"{name} must use https:// (http:// only to a loopback address); got {raw!r}")
+    return url
 
 
 def _log_level(name: str, raw: str) -> str:
@@ -85,12 +110,17 @@ class Settings:
     oauth_issuer: str = field(default="vora-dev", metadata={"parse": _text})
     oauth_audience: str = field(default="vora", metadata={"parse": _text})
     oauth_leeway: float = field(default=30.0, metadata={"parse": _non_negative_float})
+    oauth_authorization_url: str = field(default="", metadata={"parse": _optional_http_url})
+    oauth_token_url: str = field(default="", metadata={"parse": _optional_http_url})
+    oauth_web_client_id: str = field(default="vora-web", metadata={"parse": _text})
     jwks_refresh_interval: float = field(default=30.0, metadata={"parse": _positive_float})
     dev_key: Path | None = field(default=None, metadata={"parse": _optional_path})
     session_ttl: int = field(default=3600, metadata={"parse": _positive_int})
     session_max_age: int = field(default=86400, metadata={"parse": _positive_int})
     max_sessions_per_identity: int = field(default=5, metadata={"parse": _positive_int})
+    max_sessions_per_identity_total: int = field(default=50, metadata={"parse": _positive_int})
     max_body_bytes: int = field(default=64 * 1024, metadata={"parse": _positive_int})
+    http_read_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
     log_level: str = field(default="INFO", metadata={"parse": _log_level})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
@@ -110,6 +140,17 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})
     graceful_timeout: int = field(default=20, metadata={"parse": _positive_int})
+    push_gateway_url: str = field(default="", metadata={"parse": _webhook_url})
+    push_secret: str = field(default="", repr=False, metadata={"parse": _text})
+    push_timeout: float = field(default=5.0, metadata={"parse": _positive_float})
+    push_max_attempts: int = field(default=4, metadata={"parse": _positive_int})
+    push_backoff: float = field(default=0.5, metadata={"parse": _positive_float})
+    push_concurrency: int = field(default=4, metadata={"parse": _positive_int})
+    push_rate_limit: int = field(default=10, metadata={"parse": _positive_int})
+    push_rate_window: int = field(default=60, metadata={"parse": _positive_int})
+    holdup_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
+    holdup_callback_url: str = field(default="", metadata={"parse": _webhook_url})
+    holdup_callback_secret: str = field(default="", repr=False, metadata={"parse": _text})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -128,6 +169,8 @@ class Settings:
             raise SettingsError(f"VORA_SPEC_DIR must hold vora.yaml; {self.spec_dir} does not")
         if self.session_max_age < self.session_ttl:
             raise SettingsError("VORA_SESSION_MAX_AGE must not be shorter than VORA_SESSION_TTL")
+        if self.max_sessions_per_identity_total < self.max_sessions_per_identity:
+            raise SettingsError("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL must not be below VORA_MAX_SESSIONS_PER_IDENTITY")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
         if self.publish_min_replicas:
@@ -139,7 +182,26 @@ class Settings:
                 # A WAIT that outlasts the socket timeout would be retried, and the retry would
                 # publish the event a second time.
                 raise SettingsError("VORA_PUBLISH_REPLICA_TIMEOUT (ms) must be shorter than VORA_REDIS_TIMEOUT (s)")
+        if bool(self.oauth_authorization_url) != bool(self.oauth_token_url):
+            raise SettingsError("VORA_OAUTH_AUTHORIZATION_URL and VORA_OAUTH_TOKEN_URL must be set together")
+        if self.push_gateway_url and len(self.push_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"VORA_PUSH_SECRET must hold at least {MIN_SECRET_LENGTH} characters with a gateway URL"
+            )
+        if self.holdup_callback_url and len(self.holdup_callback_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"VORA_HOLDUP_CALLBACK_SECRET must hold at least {MIN_SECRET_LENGTH} characters with a callback URL"
+            )
+        if self.holdup_callback_url and not self.push_gateway_url:
+            raise SettingsError(
+                "VORA_HOLDUP_CALLBACK_URL needs VORA_PUSH_GATEWAY_URL: without pushes nothing is held up"
+            )
         return self
+
+    @property
+    def push_enabled(self) -> bool:
+        """Tell whether holdUpMode sessions are woken by pushes (a gateway is configured)."""
+        return bool(self.push_gateway_url)
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a checked copy with some fields changed."""

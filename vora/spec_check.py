@@ -14,6 +14,9 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.events import ASYNCAPI_FILE
 from vora.identities import IDENTITY_PATTERN
+from vora.push import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
+
+WEBHOOKS_FILE = "vora-webhooks.yaml"
 
 # Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
 DEFAULT_ASYNCAPI_SCHEMA = (
@@ -22,15 +25,20 @@ DEFAULT_ASYNCAPI_SCHEMA = (
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
+def _validated_openapi(path: Path) -> tuple[Any, list[str]]:
+    """Read an OpenAPI document (3.0 or 3.1) and return it with what the validator found wrong."""
+    document, _ = read_from_filename(str(path))
+    try:
+        validate(document)
+    except Exception as exc:  # noqa: BLE001 - any validator failure is the report
+        return document, [f"{path}: {exc}"]
+    return document, []
+
+
 def check_openapi(spec_dir: Path) -> list[str]:
     """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
     path = spec_dir / "vora.yaml"
-    problems: list[str] = []
-    spec, _ = read_from_filename(str(path))
-    try:
-        validate(spec)
-    except Exception as exc:  # noqa: BLE001 - any validator failure is the report
-        problems.append(f"{path}: {exc}")
+    _, problems = _validated_openapi(path)
     schemas = yaml.safe_load(path.read_text())["components"]["schemas"]
     enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
@@ -70,6 +78,21 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
     return problems
 
 
+def check_webhooks(spec_dir: Path) -> list[str]:
+    """Validate the outgoing webhooks document and compare its webhooks and platforms with the code and vora.yaml."""
+    path = spec_dir / WEBHOOKS_FILE
+    document, problems = _validated_openapi(path)
+    names = list(document.get("webhooks", {}))
+    expected = [PUSH_NOTIFICATION, HOLDUP_READY, HOLDUP_NOT_READY]
+    if names != expected:
+        problems.append(f"{path}: webhooks {names} differ from vora.push {expected}")
+    push_schema = document["components"]["schemas"]["PushNotification"]["allOf"][1]["properties"]
+    registration = yaml.safe_load((spec_dir / "vora.yaml").read_text())["components"]["schemas"]["PushRegistration"]
+    if push_schema["platform"]["enum"] != registration["properties"]["platform"]["enum"]:
+        problems.append(f"{path}: PushNotification platforms differ from PushRegistration in vora.yaml")
+    return problems
+
+
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
-    return check_openapi(spec_dir) + check_asyncapi(spec_dir, asyncapi_schema)
+    return check_openapi(spec_dir) + check_asyncapi(spec_dir, asyncapi_schema) + check_webhooks(spec_dir)

@@ -1,4 +1,4 @@
-"""Scenario 6, CPU per delivery: server CPU seconds per 100,000 deliveries at a paced 1,000 events/s.
+"""Scenario 7, CPU per delivery: server CPU seconds per 100,000 deliveries at a paced 1,000 events/s.
 
 The sockets are those of scenario 4 (50 identities x 20 subscribe-all sockets, fan-out 20), held
 for a longer paced phase (PACED_SECONDS). CPU is user+system time of the gunicorn master and
@@ -65,7 +65,7 @@ def _measure(
 
 def run(bench: Bench) -> dict[str, Any]:
     """Hold scenario 4's sockets on VORA, then on the baseline, through one long paced phase each."""
-    ids = identities("7600", 50)
+    ids = identities("7610", 50)
     figures: dict[str, Any] = {"rate": RATE, "fan_out": FAN_OUT, "paced_seconds": bench.seconds(PACED_SECONDS, 4)}
     with bench.servers() as (vora, baseline):
         vora_urls, base_urls = socket_urls(bench, vora, baseline, USER, ids)
@@ -85,7 +85,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     where = f"@ {figures['rate']:,} ev/s, fan-out {figures['fan_out']}, {figures['paced_seconds']:g} s"
     return [
         Row(
-            f"6 server CPU per 100,000 deliveries {where}",
+            f"7 server CPU per 100,000 deliveries {where}",
             vora["server_cpu_seconds_per_100k"],
             "s",
             base["server_cpu_seconds_per_100k"],
@@ -94,7 +94,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             note="" if complete else "events lost or duplicated",
         ),
         Row(
-            "6 Redis CPU per 100,000 deliveries",
+            "7 Redis CPU per 100,000 deliveries",
             vora["redis_cpu_seconds_per_100k"],
             "s",
             base["redis_cpu_seconds_per_100k"],
@@ -102,7 +102,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             None,
         ),
         Row(
-            f"6 event latency p99 {where}",
+            f"7 event latency p99 {where}",
             p99_v,
             "ms",
             p99_b,

@@ -1,4 +1,4 @@
-"""Scenario 9, Redis failover: events acknowledged to the publisher that the promoted master does not have.
+"""Scenario 10, Redis failover: events acknowledged to the publisher that the promoted master does not have.
 
 A Sentinel set (one master, one replica, three sentinels; tests/harness/redis_procs.py, the
 topology tests' own harness) on loopback. VORA's EventPublisher, connected through
@@ -210,7 +210,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         )
         out.append(
             Row(
-                f"9 acknowledged but lost @ {figures['rate']:,} ev/s, {what}",
+                f"10 acknowledged but lost @ {figures['rate']:,} ev/s, {what}",
                 float(run_["lost"]),
                 "",
                 None,
@@ -223,7 +223,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     if throughput:
         out.append(
             Row(
-                "9 publish throughput, one publisher, WAIT 1 replica (baseline: WAIT off)",
+                "10 publish throughput, one publisher, WAIT 1 replica (baseline: WAIT off)",
                 throughput["wait1"],
                 "ev/s",
                 throughput["off"],

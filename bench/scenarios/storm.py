@@ -1,4 +1,4 @@
-"""Scenario 8, reconnect storm: instance A is SIGKILLed under 10,000 sockets; they all come back on B.
+"""Scenario 9, reconnect storm: instance A is SIGKILLed under 10,000 sockets; they all come back on B.
 
 Two VORA instances (A and B, 2 workers each) share the benchmark's Redis. IDENTITIES identities
 each get one session through A's REST API (setup, then subscribe-all) and SOCKETS sockets on A.
@@ -195,7 +195,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     attempts = storm["handshake_attempts"]
     return [
         Row(
-            f"8 storm: sockets back on B after SIGKILL of A ({storm['back']:,} of {sockets:,})",
+            f"9 storm: sockets back on B after SIGKILL of A ({storm['back']:,} of {sockets:,})",
             storm["all_back_seconds"] if everyone_back else None,
             "s",
             None,
@@ -203,16 +203,16 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             everyone_back and storm["all_back_seconds"] <= TARGET_SECONDS,
         ),
         Row(
-            f"8 storm: sockets caught up, what each missed replayed ({storm['caught_up']:,} of {sockets:,})",
+            f"9 storm: sockets caught up, what each missed replayed ({storm['caught_up']:,} of {sockets:,})",
             storm["all_caught_up_seconds"] if everyone_caught_up else None,
             "s",
             None,
             f"all within {TARGET_SECONDS:g} s",
             everyone_caught_up and storm["all_caught_up_seconds"] <= TARGET_SECONDS,
         ),
-        Row("8 storm: median time back (of those back)", storm["back_p50_seconds"], "s", None, "(reported)", None),
+        Row("9 storm: median time back (of those back)", storm["back_p50_seconds"], "s", None, "(reported)", None),
         Row(
-            "8 storm: events lost (skipped) or duplicated",
+            "9 storm: events lost (skipped) or duplicated",
             float(vora["lost"] + vora["duplicates"]),
             "",
             None,
@@ -222,7 +222,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             note="" if not vora["owed_at_deadline"] else f"{vora['owed_at_deadline']:,} still owed at the deadline",
         ),
         Row(
-            f"8 storm: handshake failures ({failures:,} of {attempts:,} attempts)",
+            f"9 storm: handshake failures ({failures:,} of {attempts:,} attempts)",
             round(100 * failures / attempts, 2) if attempts else 0.0,
             "%",
             None,
@@ -230,12 +230,12 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             None,
         ),
         Row(
-            f"8 storm: REST errors on B ({rest['errors']:,} of {rest['calls']:,} calls)",
+            f"9 storm: REST errors on B ({rest['errors']:,} of {rest['calls']:,} calls)",
             round(100 * (rest["error_rate"] or 0.0), 2),
             "%",
             None,
             "(reported)",
             None,
         ),
-        Row("8 storm: REST p99 on B during the storm", rest["p99_ms"], "ms", None, "(reported)", None),
+        Row("9 storm: REST p99 on B during the storm", rest["p99_ms"], "ms", None, "(reported)", None),
     ]

@@ -9,6 +9,8 @@ import redis
 
 from tests.harness.redis_procs import RedisServer
 from tests.harness.wait import wait_for
+from vora.events import EventCatalog, EventPublisher
+from vora.settings import DEFAULT_SPEC_DIR
 from vora.store import keys
 from vora.store.streams import NotReplicated, StreamStore
 
@@ -75,3 +77,15 @@ def test_publish_sends_no_wait_when_no_replica_is_asked_for(redisdb: redis.Redis
     store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA)
     assert redisdb.xlen(keys.event_stream(IDENTITY)) == 1
     assert _wait_calls(redisdb) == 0
+
+
+def test_unconfirmed_publish_still_queues_the_push_wake_up(redisdb: redis.Redis) -> None:
+    """An inbound call that no replica confirmed raises NotReplicated, and its push job is queued all the same."""
+    publisher = EventPublisher(
+        EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, 1000, 3600, min_replicas=1, replica_timeout_ms=50)
+    )
+    with pytest.raises(NotReplicated) as raised:
+        publisher.publish(IDENTITY, "callRinging", {"callId": "c-1", "direction": "inbound", "from": "+34602128708"})
+    [(_, job)] = redisdb.xrange(keys.PUSH_JOBS)
+    assert job[b"eventId"].decode() == raised.value.event_id
+    assert job[b"kind"] == b"ring"
