@@ -20,7 +20,7 @@ from vora.metrics import EVENTS_PUBLISHED
 from vora.push import is_terminating_call
 from vora.settings import Settings
 from vora.store.push import PushStore
-from vora.store.streams import StoredEvent, StreamStore, stream_position
+from vora.store.streams import NotReplicated, StoredEvent, StreamStore, stream_position
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -137,7 +137,13 @@ class EventPublisher:
         if len(data_json.encode()) > MAX_DATA_BYTES:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
         when = timestamp or utc_timestamp()
-        event_id, sequence = self._streams.append(identity, event_type, when, data_json)
+        unconfirmed: NotReplicated | None = None
+        try:
+            event_id, sequence = self._streams.append(identity, event_type, when, data_json)
+        except NotReplicated as exc:
+            # The event is in the stream and on its way to sockets: what follows the append still happens.
+            unconfirmed = exc
+            event_id, sequence = exc.event_id, exc.sequence_number
         EVENTS_PUBLISHED.labels(event_type).inc()
         if is_terminating_call(event_type, data):
             # Every incoming call is queued; the push worker decides whether a held-up session needs waking.
@@ -149,6 +155,8 @@ class EventPublisher:
                 eventId=event_id,
                 ringAt=stream_position(event_id)[0],
             )
+        if unconfirmed is not None:
+            raise unconfirmed
         stored = StoredEvent(event_id, sequence, event_type, when, data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 
@@ -158,5 +166,4 @@ def publisher_from_settings(settings: Settings) -> EventPublisher:
     from vora.store.client import connect
 
     client = connect(settings.redis_url, settings.redis_timeout)
-    streams = StreamStore.from_settings(client, settings)
-    return EventPublisher(EventCatalog(settings.spec_dir), streams)
+    return EventPublisher(EventCatalog(settings.spec_dir), StreamStore.from_settings(client, settings))

@@ -65,6 +65,20 @@ def position_before(millis: int) -> Position:
     return millis - 1, MAX_ID_PART
 
 
+class NotReplicated(RuntimeError):
+    """An event is in the master's stream, but fewer replicas than asked confirmed it in time."""
+
+    def __init__(self, event_id: str, sequence_number: int, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"event {event_id} (sequence {sequence_number}) is stored on the Redis master, but {acknowledged} of "
+            f"the {wanted} replicas asked for confirmed it within {timeout_ms} ms; a master failover now may lose it"
+        )
+        self.event_id = event_id
+        self.sequence_number = sequence_number
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     """Where a resuming socket starts reading, and whether events were lost before it."""
@@ -77,8 +91,18 @@ class ResumePoint:
 class StreamStore:
     """Append events atomically and read them in pages."""
 
-    def __init__(self, client: redis.Redis, *, max_length: int, max_age_seconds: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        max_length: int,
+        max_age_seconds: int,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 500,
+    ) -> None:
         self._redis = client
+        self._min_replicas = min_replicas
+        self._replica_timeout_ms = replica_timeout_ms
         self._max_length = max_length
         self._max_age_ms = max_age_seconds * 1000
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
@@ -86,8 +110,14 @@ class StreamStore:
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> StreamStore:
-        """Build the store with the retention the settings give."""
-        return cls(client, max_length=settings.stream_max_length, max_age_seconds=settings.stream_max_age)
+        """Build the store with the retention and replication the settings ask for."""
+        return cls(
+            client,
+            max_length=settings.stream_max_length,
+            max_age_seconds=settings.stream_max_age,
+            min_replicas=settings.publish_min_replicas,
+            replica_timeout_ms=settings.publish_replica_timeout,
+        )
 
     @property
     def client(self) -> redis.Redis:
@@ -95,21 +125,35 @@ class StreamStore:
         return self._redis
 
     def append(self, identity: str, event_type: str, timestamp: str, data_json: str) -> tuple[str, int]:
-        """Append an event, trim by length and age, announce it; return its id and number."""
-        result = self._publish(
-            keys=[keys.event_stream(identity), keys.event_sequence(identity)],
-            args=[
-                event_type,
-                timestamp,
-                data_json,
-                self._max_length,
-                self._max_age_ms,
-                self._sequence_ttl_ms,
-                keys.EVENTS_CHANNEL,
-                identity,
-            ],
-        )
-        return text(result[0]), int(result[1])
+        """Append an event, trim by length and age, announce it; return its id and number.
+
+        With min_replicas, also wait for that many replicas to confirm it, raising NotReplicated
+        (the event stays in the stream) when fewer do within the timeout.
+        """
+        script_keys = [keys.event_stream(identity), keys.event_sequence(identity)]
+        script_args: list[str | int] = [
+            event_type,
+            timestamp,
+            data_json,
+            self._max_length,
+            self._max_age_ms,
+            self._sequence_ttl_ms,
+            keys.EVENTS_CHANNEL,
+            identity,
+        ]
+        if not self._min_replicas:
+            result = self._publish(keys=script_keys, args=script_args)
+            return text(result[0]), int(result[1])
+        # WAIT counts the replicas that have the writes of its own connection, so it must travel on
+        # the script's connection: a non-transactional pipeline sends both on one.
+        pipe = self._redis.pipeline(transaction=False)
+        self._publish(keys=script_keys, args=script_args, client=pipe)
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+        result, acknowledged = pipe.execute()
+        event_id, sequence = text(result[0]), int(result[1])
+        if int(acknowledged) < self._min_replicas:
+            raise NotReplicated(event_id, sequence, int(acknowledged), self._min_replicas, self._replica_timeout_ms)
+        return event_id, sequence
 
     def read_after(self, identity: str, after: Position | None, count: int) -> list[StoredEvent]:
         """Read up to count events after a position (exclusive), or from the oldest when None."""
