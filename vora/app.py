@@ -20,7 +20,7 @@ from redis.cluster import RedisCluster
 from vora.auth import TokenVerifier
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
-from vora.logs import RequestLogMiddleware
+from vora.logs import RequestLogMiddleware, WsgiApp
 from vora.metrics import Metrics
 from vora.sessions import SessionService
 from vora.settings import Settings
@@ -94,6 +94,17 @@ def operation_ids_of(spec: dict[str, Any], base_path: str) -> dict[tuple[str, st
     }
 
 
+def name_operations(app: Flask, spec: dict[str, Any], base_path: str) -> None:
+    """Put each request's spec operationId in its environ, for logs and metrics."""
+    operations = operation_ids_of(spec, base_path)
+
+    @app.before_request
+    def name_operation() -> None:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ["vora.operation"] = operations.get((rule.rule, request.method))
+
+
 def _route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str, ...]]) -> None:
     """Let the spec's own OPTIONS operations answer instead of Flask's automatic ones."""
     with_options = {flask_rule(base_path, p) for p, m in methods.items() if "OPTIONS" in m}
@@ -155,13 +166,7 @@ def create_app(settings: Settings) -> Flask:
     )
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
-    operations = operation_ids_of(spec, api.base_path)
-
-    @app.before_request
-    def name_operation() -> None:
-        rule = request.url_rule
-        if rule is not None:
-            request.environ["vora.operation"] = operations.get((rule.rule, request.method))
+    name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:
         CORS(
@@ -171,5 +176,11 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
-    app.wsgi_app = RequestLogMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    served: WsgiApp = app.wsgi_app
+    if settings.server_api_enabled:
+        from vora.server_app import ListenerDispatcher, create_server_app
+
+        server = create_server_app(settings, app.extensions["vora"])
+        served = ListenerDispatcher(served, server, settings.server_api_port)
+    app.wsgi_app = RequestLogMiddleware(served)  # type: ignore[method-assign]
     return app

@@ -15,7 +15,7 @@ import yaml
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
-from vora.store.streams import StoredEvent, StreamStore
+from vora.store.streams import Append, StoredEvent, StreamStore
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -125,8 +125,8 @@ class EventPublisher:
         self._catalog = catalog
         self._streams = streams
 
-    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
-        """Publish one event; nothing is written when it is refused."""
+    def checked(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> Append:
+        """Check an event and return it ready to append (stamped now when it has no timestamp)."""
         if not is_identity(identity):
             raise InvalidEvent(f"{identity!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
         if timestamp is not None and not _is_rfc3339(timestamp):
@@ -135,10 +135,14 @@ class EventPublisher:
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         if len(data_json.encode()) > MAX_DATA_BYTES:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
-        when = timestamp or utc_now()
-        event_id, sequence = self._streams.append(identity, event_type, when, data_json)
+        return Append(identity, event_type, timestamp or utc_now(), data_json)
+
+    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
+        """Publish one event; nothing is written when it is refused."""
+        event = self.checked(identity, event_type, data, timestamp)
+        event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
         EVENTS_PUBLISHED.labels(event_type).inc()
-        stored = StoredEvent(event_id, sequence, event_type, when, data_json)
+        stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 
 

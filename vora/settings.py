@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
+# The batch publish's maxItems in spec/vora-server.yaml; VORA_SERVER_API_MAX_BATCH may only lower it.
+MAX_BATCH_CEILING = 1000
 
 
 class SettingsError(ValueError):
@@ -57,6 +59,13 @@ def _text(_name: str, raw: str) -> str:
 
 def _optional_path(_name: str, raw: str) -> Path | None:
     return Path(raw).expanduser() if raw.strip() else None
+
+
+def _port(name: str, raw: str) -> int:
+    value = _non_negative_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (0-65535), got {value}")
+    return value
 
 
 def _redis_url(name: str, raw: str) -> str:
@@ -108,6 +117,13 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})
     graceful_timeout: int = field(default=20, metadata={"parse": _positive_int})
+    server_api_host: str = field(default="127.0.0.1", metadata={"parse": _text})
+    server_api_port: int = field(default=18086, metadata={"parse": _port})
+    server_api_keys: tuple[str, ...] = field(default=(), repr=False, metadata={"parse": _csv})
+    server_api_keys_file: Path | None = field(default=None, metadata={"parse": _optional_path})
+    server_api_max_batch: int = field(default=1000, metadata={"parse": _positive_int})
+    server_api_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata={"parse": _positive_int})
+    server_api_idempotency_window: int = field(default=600, metadata={"parse": _positive_int})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -128,7 +144,30 @@ class Settings:
             raise SettingsError("VORA_SESSION_MAX_AGE must not be shorter than VORA_SESSION_TTL")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
+        if self.server_api_max_batch > MAX_BATCH_CEILING:
+            raise SettingsError(f"VORA_SERVER_API_MAX_BATCH must be at most {MAX_BATCH_CEILING}, the spec's maxItems")
+        if self.server_api_enabled and self.server_api_port == self.metrics_port:
+            raise SettingsError("VORA_SERVER_API_PORT must differ from VORA_METRICS_PORT")
+        from vora.server_keys import KeyFileError, check_keys, read_key_file
+
+        try:
+            check_keys("VORA_SERVER_API_KEYS", self.server_api_keys)
+            if self.server_api_keys_file is not None:
+                read_key_file(self.server_api_keys_file)
+        except KeyFileError as exc:
+            raise SettingsError(str(exc)) from None
         return self
+
+    @property
+    def server_api_enabled(self) -> bool:
+        """Tell whether the server API listens: it needs a port and at least one configured key."""
+        return bool(self.server_api_port) and (bool(self.server_api_keys) or self.server_api_keys_file is not None)
+
+    @property
+    def server_api_bind(self) -> str:
+        """Return the gunicorn bind address of the server API listener."""
+        host = self.server_api_host
+        return f"[{host}]:{self.server_api_port}" if ":" in host else f"{host}:{self.server_api_port}"
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a checked copy with some fields changed."""

@@ -71,3 +71,8 @@ def event_stream(identity: str) -> str:
 def event_sequence(identity: str) -> str:
     """Name the counter that numbers an identity's events."""
     return identity_prefix(identity) + "seq"
+
+
+def idempotency(identity: str, key: str) -> str:
+    """Name the record of what a publisher's idempotency key published for an identity."""
+    return identity_prefix(identity) + "idem:" + key

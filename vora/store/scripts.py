@@ -170,3 +170,48 @@ if redis.call('HSETNX', KEYS[1], 'attachedAt', ARGV[1]) == 1 then
 end
 return 2
 """
+
+# KEYS: event stream, sequence counter, idempotency record.
+# ARGV: those of PUBLISH_EVENT, then the event's fingerprint and the record's retention (ms).
+# Returns {id, seq, fingerprint, duplicate}: a key seen within its retention answers what it
+# first published (and that event's fingerprint) and publishes nothing.
+PUBLISH_EVENT_ONCE = (
+    """
+local stored = redis.call('HMGET', KEYS[3], 'id', 'seq', 'fp')
+if stored[1] then
+  return {stored[1], tonumber(stored[2]), stored[3], 1}
+end
+local function publish()
+"""
+    + PUBLISH_EVENT
+    + """
+end
+local published = publish()
+redis.call('HSET', KEYS[3], 'id', published[1], 'seq', published[2], 'fp', ARGV[9])
+redis.call('PEXPIRE', KEYS[3], ARGV[10])
+return {published[1], published[2], ARGV[9], 0}
+"""
+)
+
+# KEYS: sessions index.
+# ARGV: session suffix, token suffix, ended suffix, prefix, (unused), reason,
+#       tombstone ttl (ms), control channel, identity.
+END_IDENTITY_SESSIONS = (
+    _END_SESSION
+    + """
+local ended = {}
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', ARGV[4] .. ARGV[1] .. sid) == 1 then
+    end_session(ARGV[4], sid, ARGV[6], tonumber(ARGV[7]))
+    ended[#ended + 1] = sid
+  else
+    redis.call('ZREM', KEYS[1], sid)
+  end
+end
+if #ended > 0 then
+  redis.call('PUBLISH', ARGV[8], cjson.encode({action = 'terminate', identity = ARGV[9],
+    sessions = ended, reason = ARGV[6]}))
+end
+return ended
+"""
+)

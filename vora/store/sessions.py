@@ -85,6 +85,7 @@ class SessionStore:
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
         self._end_one = client.register_script(scripts.END_ONE_SESSION)
         self._attach = client.register_script(scripts.ATTACH_SOCKET)
+        self._end_identity = client.register_script(scripts.END_IDENTITY_SESSIONS)
 
     def create(
         self,
@@ -215,4 +216,23 @@ class SessionStore:
         return [
             (bool(results[index * 4]), None if results[index * 4 + 3] is None else _text(results[index * 4 + 3]))
             for index in range(len(leases))
+        ]
+
+    def end_for_identity(self, identity: str, reason: str) -> list[str]:
+        """End every session of an identity, whoever opened it, and announce it; return their ids."""
+        ended = self._end_identity(keys=[keys.sessions_index(identity)], args=_ending_args(identity, "", reason))
+        return [_text(sid) for sid in ended]
+
+    def sessions_of(self, identity: str) -> list[StoredSession]:
+        """Read an identity's live sessions, oldest first, in two round trips."""
+        session_ids = [_text(sid) for sid in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr]
+        if not session_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.hgetall(keys.session(identity, session_id))
+        return [
+            session_from_hash(identity, session_id, raw)
+            for session_id, raw in zip(session_ids, pipe.execute(), strict=True)
+            if raw
         ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from vora.store import keys, scripts
 
@@ -35,10 +38,38 @@ def event_from_entry(entry_id: Any, fields: dict[Any, Any]) -> StoredEvent:
     return StoredEvent(_text(entry_id), int(decoded["seq"]), decoded["type"], decoded["ts"], decoded["data"])
 
 
+def _appended(result: Any) -> Appended:
+    if len(result) == 2:
+        return Appended(_text(result[0]), int(result[1]))
+    return Appended(_text(result[0]), int(result[1]), bool(int(result[3])), _text(result[2]))
+
+
 def stream_id_key(event_id: str) -> tuple[int, int]:
     """Order stream ids numerically."""
     millis, _, seq = event_id.partition("-")
     return int(millis), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Append:
+    """One checked event to append, with the idempotency key (and fingerprint) it was offered under."""
+
+    identity: str
+    event_type: str
+    timestamp: str
+    data_json: str
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where an event went; duplicate when its idempotency key had published it before."""
+
+    event_id: str
+    sequence_number: int
+    duplicate: bool = False
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,23 +90,66 @@ class StreamStore:
         self._max_age_ms = max_age_seconds * 1000
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
         self._publish = client.register_script(scripts.PUBLISH_EVENT)
+        self._publish_once = client.register_script(scripts.PUBLISH_EVENT_ONCE)
+
+    def _publish_args(self, identity: str, event_type: str, timestamp: str, data_json: str) -> list[Any]:
+        return [
+            event_type,
+            timestamp,
+            data_json,
+            self._max_length,
+            self._max_age_ms,
+            self._sequence_ttl_ms,
+            keys.EVENTS_CHANNEL,
+            identity,
+        ]
 
     def append(self, identity: str, event_type: str, timestamp: str, data_json: str) -> tuple[str, int]:
         """Append an event, trim by length and age, announce it; return its id and number."""
         result = self._publish(
             keys=[keys.event_stream(identity), keys.event_sequence(identity)],
-            args=[
-                event_type,
-                timestamp,
-                data_json,
-                self._max_length,
-                self._max_age_ms,
-                self._sequence_ttl_ms,
-                keys.EVENTS_CHANNEL,
-                identity,
-            ],
+            args=self._publish_args(identity, event_type, timestamp, data_json),
         )
         return _text(result[0]), int(result[1])
+
+    def _script_call(self, event: Append, window_ms: int) -> tuple[Script, list[Any], list[Any]]:
+        """Name the script, keys and args that append one event (at most once per idempotency key)."""
+        args = self._publish_args(event.identity, event.event_type, event.timestamp, event.data_json)
+        stream_keys = [keys.event_stream(event.identity), keys.event_sequence(event.identity)]
+        if event.idempotency_key is None:
+            return self._publish, stream_keys, args
+        record = keys.idempotency(event.identity, event.idempotency_key)
+        return self._publish_once, [*stream_keys, record], [*args, event.fingerprint, window_ms]
+
+    def append_checked(self, event: Append, window_ms: int) -> Appended:
+        """Append one event; with an idempotency key, a key seen within window_ms answers its first event."""
+        script, script_keys, args = self._script_call(event, window_ms)
+        return _appended(script(keys=script_keys, args=args))
+
+    def append_many(self, events: Sequence[Append], window_ms: int) -> list[Appended | Exception]:
+        """Append events in one round trip, one script call each (each identity may live on its own node).
+
+        The calls are pipelined, not transactional: each result is the event's, or the error that
+        refused it alone.
+        """
+        calls = [self._script_call(event, window_ms) for event in events]
+        results: list[Any] = [NoScriptError()] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for index in pending:
+                script, script_keys, args = calls[index]
+                # EVALSHA directly: a pipeline that knows its scripts asks SCRIPT EXISTS on every execute.
+                pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            for index, result in zip(pending, pipe.execute(raise_on_error=False), strict=True):
+                results[index] = result
+            pending = [index for index in pending if isinstance(results[index], NoScriptError)]
+            if not pending or attempt:
+                break
+            # A restarted or failed-over Redis forgot the scripts; a NOSCRIPT item ran nothing.
+            for script in {id(calls[index][0]): calls[index][0] for index in pending}.values():
+                self._redis.script_load(script.script)
+        return [result if isinstance(result, Exception) else _appended(result) for result in results]
 
     def read_after(self, identity: str, after_id: str | None, count: int) -> list[StoredEvent]:
         """Read up to count events after an id (exclusive), or from the oldest when None."""
