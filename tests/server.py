@@ -32,6 +32,12 @@ class RunningServer:
     port: int
     log_path: Path
     metrics_port: int = 0
+    server_api_port: int = 0
+
+    @property
+    def server_api_url(self) -> str:
+        """Return the server API's base URL (it listens only when a server API key is configured)."""
+        return f"http://127.0.0.1:{self.server_api_port}/vora/server/v1"
 
     @property
     def metrics_url(self) -> str:
@@ -79,7 +85,7 @@ def running_server(
     port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
     # Each server gets its own metrics port so that several can run side by side.
-    full_env = {**os.environ, "VORA_METRICS_PORT": str(free_port()), **env}
+    full_env = {**os.environ, "VORA_METRICS_PORT": str(free_port()), "VORA_SERVER_API_PORT": str(free_port()), **env}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
@@ -99,7 +105,9 @@ def running_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        server = RunningServer(process, port, log_path, int(full_env["VORA_METRICS_PORT"]))
+        server = RunningServer(
+            process, port, log_path, int(full_env["VORA_METRICS_PORT"]), int(full_env["VORA_SERVER_API_PORT"])
+        )
         try:
             wait_until_live(server.base_url, process)
             yield server
