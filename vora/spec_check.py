@@ -14,11 +14,13 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.events import ASYNCAPI_FILE
 from vora.identities import IDENTITY_PATTERN
+from vora.server_api import SERVER_SPEC_FILE
 
 # Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
 DEFAULT_ASYNCAPI_SCHEMA = (
     Path(__file__).resolve().parent.parent / ".venv/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json"
 )
+SERVER_FAMILY_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
@@ -70,6 +72,44 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
     return problems
 
 
+def check_server_openapi(spec_dir: Path) -> list[str]:
+    """Validate spec/vora-server.yaml and hold its enums, patterns and payload schemas equal to the others."""
+    path = spec_dir / SERVER_SPEC_FILE
+    problems: list[str] = []
+    spec, _ = read_from_filename(str(path))
+    try:
+        validate(spec)
+    except Exception as exc:  # noqa: BLE001 - any validator failure is the report
+        problems.append(f"{path}: {exc}")
+    schemas = yaml.safe_load(path.read_text())["components"]["schemas"]
+    if list(schemas["EventType"]["enum"]) != list(SUBSCRIBABLE_EVENTS):
+        problems.append(f"{path}: EventType enum differs from vora.catalog {list(SUBSCRIBABLE_EVENTS)}")
+    if schemas["Identity"]["pattern"] != IDENTITY_PATTERN:
+        problems.append(f"{path}: the Identity pattern differs from vora.identities.IDENTITY_PATTERN")
+    asyncapi_schemas = yaml.safe_load((spec_dir / ASYNCAPI_FILE).read_text())["components"]["schemas"]
+    for name in ("Text", "CallData", "PresenceData", "RecordingData"):
+        if _without_description(schemas[name]) != _without_description(asyncapi_schemas[name]):
+            problems.append(f"{path}: schema {name} differs from the one in {ASYNCAPI_FILE}")
+    reasons = asyncapi_schemas["ChannelTerminatedData"]["properties"]["reason"]["enum"]
+    unknown = [r for r in schemas["DisconnectReason"]["enum"] if r not in reasons]
+    if unknown:
+        problems.append(f"{path}: DisconnectReason {unknown} are not channelTerminated reasons in {ASYNCAPI_FILE}")
+    publish = schemas["PublishRequest"]
+    for family, schema_name in SERVER_FAMILY_SCHEMAS.items():
+        declared = schemas[schema_name]["properties"]["type"]["enum"]
+        wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
+        if declared != wanted:
+            problems.append(f"{path}: {schema_name} types {declared} differ from vora.catalog {wanted}")
+        mapped = [t for t, ref in publish["discriminator"]["mapping"].items() if ref.endswith(f"/{schema_name}")]
+        if mapped != wanted:
+            problems.append(f"{path}: the PublishRequest discriminator maps {mapped} to {schema_name}, not {wanted}")
+    return problems
+
+
+def _without_description(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k != "description"}
+
+
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
-    return check_openapi(spec_dir) + check_asyncapi(spec_dir, asyncapi_schema)
+    return check_openapi(spec_dir) + check_asyncapi(spec_dir, asyncapi_schema) + check_server_openapi(spec_dir)

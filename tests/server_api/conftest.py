@@ -76,4 +76,3 @@ def assert_error_shape(response: requests.Response, status: int) -> dict[str, An
     assert set(body) == {"timestamp", "status", "error", "message"}, body
     assert body["status"] == str(status)
     return body
-

@@ -76,7 +76,9 @@ def test_missing_or_wrong_key_is_401(
     assert redisdb.dbsize() == 0
 
 
-def test_access_token_is_not_a_server_key(server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis) -> None:
+def test_access_token_is_not_a_server_key(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis
+) -> None:
     """A valid public access token (a JWT) gets 401 on the server API, and the server log does not show it."""
     token = make_token("alice")
     response = ServerApiClient(server, token).request("GET", f"/identities/{IDENTITY}/sessions")
