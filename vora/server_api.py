@@ -20,7 +20,7 @@ from vora.metrics import EVENTS_PUBLISHED
 from vora.sessions import SUBSCRIBE_ALL
 from vora.store.client import UNAVAILABLE
 from vora.store.sessions import SessionStore, StoredSession
-from vora.store.streams import Append, Appended, StreamStore
+from vora.store.streams import Append, Appended, StreamStore, stream_id_key
 
 SERVER_SPEC_FILE = "vora-server.yaml"
 UINT64_MAX = 2**64 - 1
@@ -199,6 +199,8 @@ class ServerApi:
     def history(self, identity: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         """Return up to limit retained events after an eventId, and the cursor of the next page."""
         start = None if after is None else check_event_id(after)
+        if start is not None and stream_id_key(start) == (UINT64_MAX, UINT64_MAX):
+            return [], None  # nothing can follow the largest id, and Redis refuses an exclusive range after it
         events = self._streams.read_after(identity, start, limit + 1)
         page = events[:limit]
         next_after = page[-1].event_id if len(events) > limit else None
