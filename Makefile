@@ -12,6 +12,9 @@ export VORA_DEV_KEY ?= $(CURDIR)/.vora/dev-key.pem
 export VORA_REDIS_URL ?= redis://127.0.0.1:6379/0
 DEMO_USER ?= demo
 DEMO_IDENTITY ?= 910111000
+# Only `make run` serves the server API: tests start their servers with keys of their own.
+SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
+SERVER_API_PORT ?= 18086
 
 .PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
@@ -38,9 +41,11 @@ test-tools: redis-server ## Install what the topology tests start: nginx (redis-
 run: install redis-server ## Start Redis if needed, create the dev key and a demo user, serve the API
 	@bash scripts/ensure-redis.sh "$$VORA_REDIS_URL"
 	@$(VORA) dev-key "$$VORA_DEV_KEY"
+	@$(VORA) server-key "$(SERVER_API_KEYS_FILE)"
 	@$(VORA) identities add $(DEMO_USER) $(DEMO_IDENTITY) 602128708 >/dev/null
-	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY)
-	@exec $(VORA) serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY) $(SERVER_API_PORT)
+	@VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
+		exec $(VORA) serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests bench

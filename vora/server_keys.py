@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -85,3 +86,13 @@ class ServerKeys:
             # No early exit: the time taken does not tell which key, or how much of one, matched.
             matched |= hmac.compare_digest(candidate, key)
         return matched
+
+
+def create_key_file(path: Path) -> bool:
+    """Write a new random server API key to path (owner-only) unless the file exists; tell whether it wrote."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(f"# VORA server API keys, one a line (VORA_SERVER_API_KEYS_FILE)\n{secrets.token_urlsafe(32)}\n")
+    return True
