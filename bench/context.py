@@ -118,9 +118,9 @@ class Bench:
         return tokens
 
     @contextlib.contextmanager
-    def vora_server(self) -> Iterator[Server]:
-        """Run a fresh VORA with WORKERS gevent workers for one scenario."""
-        vora = start_vora(self.procs, self.vora_env(), WORKERS)
+    def vora_server(self, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+        """Run a fresh VORA with WORKERS gevent workers (and some more variables) for one scenario."""
+        vora = start_vora(self.procs, {**self.vora_env(), **(extra_env or {})}, WORKERS)
         try:
             yield vora
         finally:

@@ -1,0 +1,183 @@
+"""Scenario 6, the server API: events/s published over HTTP next to the Python publisher, and latency through HTTP.
+
+The same VORA serves both: first the Python publisher (`EventPublisher.publish`, one event per
+call, one after another, straight into Redis) runs for a fixed time, then wrk posts single
+events (32 connections) and batches of BATCH events (8 connections) to the server API, each
+after a warm-up. Events/s of each HTTP way is compared with the Python publisher's.
+Then fan-out scenario 4's 1,000 sockets get RATE events/s twice: from the Python publisher,
+then over HTTP (one keep-alive connection, one event per request, the stamp taken just before
+the request), so the p99 publish-to-socket latency of the HTTP path sits next to the Python one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import secrets
+import time
+from dataclasses import replace
+from typing import Any
+
+from bench.context import Bench, identities
+from bench.httpload import LoadSpec, run_load
+from bench.procs import Server, free_port
+from bench.report import Row
+from bench.scenarios import fanout
+from bench.scenarios.fanout import TYPES, event_data
+
+USER = "bench-serverapi"
+IDENTITIES = 50
+BATCH = 100
+BASE_PATH = "/vora/server/v1"
+TARGET_BATCH_RATIO = 0.5
+
+
+class HttpPublisher:
+    """Publish one event per request to the server API over one keep-alive connection."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """Send one POST under the server API's base path and return the decoded answer, raising unless 200."""
+        self._connection.request("POST", BASE_PATH + path, body=json.dumps(body).encode(), headers=self._headers)
+        response = self._connection.getresponse()
+        raw = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path} answered {response.status}: {raw[:300]!r}")
+        return json.loads(raw)
+
+    def __call__(self, identity: str, event_type: str, data: dict[str, Any]) -> int:
+        """Publish the event and return its sequence number."""
+        sequence: int = self.post(f"/identities/{identity}/events", {"type": event_type, "data": data})[
+            "sequenceNumber"
+        ]
+        return sequence
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+
+def _python_rate(bench: Bench, ids: list[str], seconds: float) -> dict[str, Any]:
+    """Publish with the Python publisher for a fixed time, one event after another."""
+    count = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        event_type = TYPES[count % len(TYPES)]
+        bench.publisher.publish(ids[count % len(ids)], event_type, event_data(event_type, count))
+        count += 1
+    elapsed = time.monotonic() - started
+    return {"events": count, "seconds": round(elapsed, 3), "events_per_second": round(count / elapsed, 1)}
+
+
+def _batch_body(ids: list[str]) -> str:
+    events = []
+    for n in range(BATCH):
+        event_type = TYPES[n % len(TYPES)]
+        events.append({"identity": ids[n % len(ids)], "type": event_type, "data": event_data(event_type, n)})
+    return json.dumps({"events": events})
+
+
+def _http_rates(bench: Bench, server: Server, port: int, key: str, ids: list[str]) -> dict[str, Any]:
+    """Measure events/s over HTTP, one event per request and BATCH per request, with wrk."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    single = LoadSpec(
+        url=f"http://127.0.0.1:{port}{BASE_PATH}/identities/{ids[0]}/events",
+        method="POST",
+        headers=headers,
+        bodies=[json.dumps({"type": "callRinging", "data": {"callId": "c-1", "from": "+34602128708"}})],
+        connections=32,
+    )
+    batch = LoadSpec(
+        url=f"http://127.0.0.1:{port}{BASE_PATH}/events/batch",
+        method="POST",
+        headers=headers,
+        bodies=[_batch_body(ids)],
+        connections=8,
+    )
+    figures: dict[str, Any] = {}
+    for name, spec, per_request in (("single", single, 1), ("batch", batch, BATCH)):
+        run_load(bench.procs, bench.wrk, replace(spec, seconds=2.0), bench.workdir, f"sa-{name}-warm")
+        spec = replace(spec, seconds=bench.seconds(8, 3))  # noqa: PLW2901 - the measured run of the warmed spec
+        cpu = server.cpu_seconds()
+        result = run_load(bench.procs, bench.wrk, spec, bench.workdir, f"sa-{name}")
+        figures[name] = {
+            **result.as_dict(),
+            "events_per_request": per_request,
+            "events_per_second": round(result.rps * per_request, 1),
+            "server_cpu_cores": round((server.cpu_seconds() - cpu) / result.seconds, 2) if result.seconds else None,
+        }
+    return figures
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Measure publish throughput (Python, HTTP single, HTTP batch), then latency (Python, HTTP) on one VORA."""
+    key = secrets.token_urlsafe(32)
+    port = free_port()
+    ids = identities("7600", IDENTITIES)
+    figures: dict[str, Any] = {"batch_size": BATCH, "rate": fanout.RATE, "fan_out": fanout.FAN_OUT}
+    with bench.vora_server({"VORA_SERVER_API_KEYS": key, "VORA_SERVER_API_PORT": str(port)}) as server:
+        check = HttpPublisher(port, key)
+        try:
+            answered = check.post("/events/batch", json.loads(_batch_body(ids)))
+        finally:
+            check.close()
+        if answered["published"] != BATCH:
+            raise RuntimeError(f"a batch of {BATCH} published {answered['published']}")
+        figures["python"] = _python_rate(bench, ids, bench.seconds(8, 3))
+        figures.update(_http_rates(bench, server, port, key, ids))
+        tokens = bench.open_sessions(server, USER, ids, per_identity=fanout.SESSIONS)
+        urls = [f"{server.ws_url}?token={token}" for token in tokens for _ in range(fanout.SOCKETS)]
+        python_publisher = fanout.vora_publisher(bench.publisher)
+        figures["latency_python"] = fanout.run_one(bench, server, urls, ids, python_publisher, "sa-py", burst=False)
+        http_publisher = HttpPublisher(port, key)
+        try:
+            figures["latency_http"] = fanout.run_one(bench, server, urls, ids, http_publisher, "sa-http", burst=False)
+        finally:
+            http_publisher.close()
+    return figures
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    """HTTP events/s next to the Python publisher's; HTTP-path latency next to the Python path's."""
+    python = figures.get("python")
+    single, batch = figures.get("single"), figures.get("batch")
+    lat_http, lat_python = figures.get("latency_http"), figures.get("latency_python")
+    if not python or not single or not batch or not lat_http or not lat_python:
+        return []
+    baseline = python["events_per_second"]
+    paced_http, paced_python = lat_http["paced"], lat_python["paced"]
+    lost = paced_http["lost"] + paced_http["duplicates"] + lat_http["unprimed"] + lat_http["wrong_start"]
+    lag_ms = paced_http["publish"]["worst_lag_ms"]
+    return [
+        Row(
+            "6 publish over HTTP, one event per request",
+            single["events_per_second"],
+            "ev/s",
+            baseline,
+            "(reported; baseline: Python publisher)",
+            None,
+            note=f"{single['errors']} errors" if single["errors"] else "",
+        ),
+        Row(
+            f"6 publish over HTTP, batches of {figures['batch_size']}",
+            batch["events_per_second"],
+            "ev/s",
+            baseline,
+            f">= {TARGET_BATCH_RATIO:g} x Python publisher",
+            batch["errors"] == 0 and batch["events_per_second"] >= TARGET_BATCH_RATIO * baseline,
+            note=f"{batch['errors']} errors" if batch["errors"] else "",
+        ),
+        Row(
+            f"6 HTTP publish-to-socket p99 @ {figures['rate']:,} ev/s (fan-out {figures['fan_out']})",
+            paced_http["latency_ms"]["p99_ms"],
+            "ms",
+            paced_python["latency_ms"]["p99_ms"],
+            "(reported; baseline: Python publisher)",
+            None,
+            note=f"the HTTP publisher fell behind its schedule by up to {lag_ms:.0f} ms" if lag_ms > 50 else "",
+        ),
+        Row("6 HTTP path events lost or duplicated", float(lost), "", None, "0", lost == 0, ratio=None),
+    ]
