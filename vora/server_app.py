@@ -106,6 +106,7 @@ def create_server_app(settings: Settings, state: Any) -> Flask:
     app: Flask = cx.app
     app.config["MAX_CONTENT_LENGTH"] = settings.server_api_max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # answers in the order the spec lists their fields
     publisher = EventPublisher(EventCatalog(settings.spec_dir), state.streams)
     app.extensions["vora"] = state
     app.extensions["vora.server_keys"] = ServerKeys(settings.server_api_keys, settings.server_api_keys_file)
