@@ -34,7 +34,7 @@ def test_server_api_schemathesis_finds_nothing(server: RunningServer, tmp_path: 
         server.server_api_url,
         f"Bearer {SERVER_KEY}",
         tmp_path,
-        max_examples=100,
+        max_examples=50,
         seed="20261202",
         workers=1,
     )
