@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 VORA := $(VENV)/bin/vora
 STAMP := $(VENV)/.installed
 ASYNCAPI_SPECS := $(VENV)/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json
+DEVAUTH_MODULES := devauth/node_modules/.package-lock.json
 HOST ?= 127.0.0.1
 PORT ?= 18085
 WORKERS ?= 2
@@ -12,18 +13,26 @@ export VORA_DEV_KEY ?= $(CURDIR)/.vora/dev-key.pem
 export VORA_REDIS_URL ?= redis://127.0.0.1:6379/0
 DEMO_USER ?= demo
 DEMO_IDENTITY ?= 910111000
+DEMO_PASSWORD ?= demo
+AUTH_PORT ?= 18087
+SERVICE_CLIENT ?= demo-service
+SERVICE_SECRET ?= demo-service-secret
 # Only `make run` serves the server API: tests start their servers with keys of their own.
 SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
 SERVER_API_PORT ?= 18086
 
 .PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
-install: $(STAMP) $(ASYNCAPI_SPECS) ## Create .venv with VORA and its dev tools (idempotent)
+install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) ## Create .venv with VORA and its dev tools (idempotent)
 
 # The official AsyncAPI JSON Schemas, to validate spec/vora-events.asyncapi.yaml in tests.
 $(ASYNCAPI_SPECS): | $(STAMP)
 	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/asyncapi @asyncapi/specs@6.11.1
+
+# The development authorization server (oidc-provider), exactly as devauth/package-lock.json pins it.
+$(DEVAUTH_MODULES): devauth/package.json devauth/package-lock.json | $(ASYNCAPI_SPECS)
+	npm ci --silent --no-audit --no-fund --prefix devauth
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
@@ -35,17 +44,21 @@ $(STAMP): pyproject.toml
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
-test-tools: redis-server ## Install what the topology tests start: nginx (redis-cli comes with redis-server)
+test-tools: redis-server ## Install what the topology and browser tests start: nginx, Chromium and its driver
 	@bash scripts/apt-ensure.sh nginx nginx-light
+	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
+	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
-run: install redis-server ## Start Redis if needed, create the dev key and a demo user, serve the API
+run: install redis-server ## Start Redis if needed, a demo user, the dev authorization server and the API
 	@bash scripts/ensure-redis.sh "$$VORA_REDIS_URL"
 	@$(VORA) dev-key "$$VORA_DEV_KEY"
 	@$(VORA) server-key "$(SERVER_API_KEYS_FILE)"
 	@$(VORA) identities add $(DEMO_USER) $(DEMO_IDENTITY) 602128708 >/dev/null
-	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY) $(SERVER_API_PORT)
-	@VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
-		exec $(VORA) serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	@$(VORA) identities add $(SERVICE_CLIENT) $(DEMO_IDENTITY) >/dev/null
+	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY) $(AUTH_PORT) $(DEMO_PASSWORD) $(SERVICE_CLIENT) $(SERVICE_SECRET) $(SERVER_API_PORT)
+	@DEMO_USER=$(DEMO_USER) DEMO_PASSWORD=$(DEMO_PASSWORD) SERVICE_CLIENT=$(SERVICE_CLIENT) SERVICE_SECRET=$(SERVICE_SECRET) \
+	  VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
+	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests bench

@@ -18,6 +18,7 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from vora.auth import TokenVerifier
+from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware, WsgiApp
@@ -122,11 +123,11 @@ def create_app(settings: Settings) -> Flask:
     FlaskApi.jsonifier = Jsonifier(flask.json)
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
     api = cx.add_api(
-        "vora.yaml",
+        served_spec(spec, settings),
         resolver=TagResolver(),
         strict_validation=True,
         validate_responses=False,
-        options={"swagger_ui": True},
+        options=swagger_ui_options(settings),
     )
     app: Flask = cx.app
     _route_spec_options(app, api.base_path, allowed_methods_of(spec))
@@ -166,6 +167,7 @@ def create_app(settings: Settings) -> Flask:
     )
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
+    install_console(app, api.base_path)
     name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:

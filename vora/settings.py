@@ -61,6 +61,13 @@ def _optional_path(_name: str, raw: str) -> Path | None:
     return Path(raw).expanduser() if raw.strip() else None
 
 
+def _optional_http_url(name: str, raw: str) -> str:
+    url = raw.strip()
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http:// or https:// URL; got {raw!r}")
+    return url
+
+
 def _port(name: str, raw: str) -> int:
     value = _non_negative_int(name, raw)
     if value > 65535:
@@ -94,6 +101,9 @@ class Settings:
     oauth_issuer: str = field(default="vora-dev", metadata={"parse": _text})
     oauth_audience: str = field(default="vora", metadata={"parse": _text})
     oauth_leeway: float = field(default=30.0, metadata={"parse": _non_negative_float})
+    oauth_authorization_url: str = field(default="", metadata={"parse": _optional_http_url})
+    oauth_token_url: str = field(default="", metadata={"parse": _optional_http_url})
+    oauth_web_client_id: str = field(default="vora-web", metadata={"parse": _text})
     jwks_refresh_interval: float = field(default=30.0, metadata={"parse": _positive_float})
     dev_key: Path | None = field(default=None, metadata={"parse": _optional_path})
     session_ttl: int = field(default=3600, metadata={"parse": _positive_int})
@@ -144,6 +154,8 @@ class Settings:
             raise SettingsError("VORA_SESSION_MAX_AGE must not be shorter than VORA_SESSION_TTL")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
+        if bool(self.oauth_authorization_url) != bool(self.oauth_token_url):
+            raise SettingsError("VORA_OAUTH_AUTHORIZATION_URL and VORA_OAUTH_TOKEN_URL must be set together")
         if self.server_api_max_batch > MAX_BATCH_CEILING:
             raise SettingsError(f"VORA_SERVER_API_MAX_BATCH must be at most {MAX_BATCH_CEILING}, the spec's maxItems")
         if self.server_api_enabled and self.server_api_port == self.metrics_port:

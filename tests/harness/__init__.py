@@ -1,5 +1,6 @@
 """Process harness for tests: free loopback ports, real Redis topologies and nginx, always cleaned up."""
 
+from .devauth import DevAuth, DevAuthUnavailable
 from .nginx import Nginx, NginxUnavailable, ensure_nginx
 from .ports import free_port, free_ports, port_is_free
 from .procs import ManagedProcess, live_processes
@@ -7,6 +8,8 @@ from .redis_procs import RedisCluster3, RedisSentinel, RedisSentinelSet, RedisSe
 from .wait import WaitTimeout, port_accepts, wait_for
 
 __all__ = [
+    "DevAuth",
+    "DevAuthUnavailable",
     "ManagedProcess",
     "Nginx",
     "NginxUnavailable",

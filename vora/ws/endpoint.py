@@ -41,6 +41,17 @@ def _token_of_request() -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
+    """Tell whether a browser page from origin may open the socket served at host."""
+    if origin in allowed or "*" in allowed:
+        return True
+    scheme, _, netloc = origin.partition("://")
+    if scheme not in ("http", "https") or not netloc:
+        return False
+    # Same origin; a proxy that forwards Host without its port (nginx's $host) still matches by name.
+    return netloc.lower() == host.lower() or (":" not in host and netloc.rsplit(":", 1)[0].lower() == host.lower())
+
+
 def _refuse(status: int, message: str) -> Response:
     headers = {"WWW-Authenticate": bearer_challenge("invalid_token", message)} if status == 401 else {}
     return error_response(status, message, headers)
@@ -65,6 +76,10 @@ def install_websocket(app: Flask, path: str) -> None:
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _refuse(400, "This endpoint only accepts WebSocket upgrades")
+        origin = request.headers.get("Origin")
+        # Non-browser clients send no Origin; pages may connect from VORA's own origin or a listed one.
+        if origin is not None and not origin_allowed(origin, request.host, settings.cors_origins):
+            return _refuse(403, f"Pages from {origin} may not open this socket (VORA_CORS_ORIGINS lists who may)")
         if state.lifecycle.draining:
             return _refuse(503, "This instance is draining; connect to another one")
         extra = set(request.args) - {"token", "lastEventId"}
