@@ -24,21 +24,26 @@ SERVER_FAMILY_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEve
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
-def check_openapi(spec_dir: Path) -> list[str]:
-    """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
-    path = spec_dir / "vora.yaml"
-    problems: list[str] = []
+def _check_openapi_document(path: Path, problems: list[str]) -> dict[str, Any]:
+    """Validate an OpenAPI document, hold its EventType enum and Identity pattern to the code; return its schemas."""
     spec, _ = read_from_filename(str(path))
     try:
         validate(spec)
     except Exception as exc:  # noqa: BLE001 - any validator failure is the report
         problems.append(f"{path}: {exc}")
-    schemas = yaml.safe_load(path.read_text())["components"]["schemas"]
+    schemas: dict[str, Any] = yaml.safe_load(path.read_text())["components"]["schemas"]
     enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
         problems.append(f"{path}: EventType enum {enum} differs from vora.catalog {list(SUBSCRIBABLE_EVENTS)}")
     if schemas["Identity"]["pattern"] != IDENTITY_PATTERN:
         problems.append(f"{path}: the Identity pattern differs from vora.identities.IDENTITY_PATTERN")
+    return schemas
+
+
+def check_openapi(spec_dir: Path) -> list[str]:
+    """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
+    problems: list[str] = []
+    _check_openapi_document(spec_dir / "vora.yaml", problems)
     return problems
 
 
@@ -76,16 +81,7 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
     """Validate spec/vora-server.yaml and hold its enums, patterns and payload schemas equal to the others."""
     path = spec_dir / SERVER_SPEC_FILE
     problems: list[str] = []
-    spec, _ = read_from_filename(str(path))
-    try:
-        validate(spec)
-    except Exception as exc:  # noqa: BLE001 - any validator failure is the report
-        problems.append(f"{path}: {exc}")
-    schemas = yaml.safe_load(path.read_text())["components"]["schemas"]
-    if list(schemas["EventType"]["enum"]) != list(SUBSCRIBABLE_EVENTS):
-        problems.append(f"{path}: EventType enum differs from vora.catalog {list(SUBSCRIBABLE_EVENTS)}")
-    if schemas["Identity"]["pattern"] != IDENTITY_PATTERN:
-        problems.append(f"{path}: the Identity pattern differs from vora.identities.IDENTITY_PATTERN")
+    schemas = _check_openapi_document(path, problems)
     asyncapi_schemas = yaml.safe_load((spec_dir / ASYNCAPI_FILE).read_text())["components"]["schemas"]
     for name in ("Text", "CallData", "PresenceData", "RecordingData"):
         if _without_description(schemas[name]) != _without_description(asyncapi_schemas[name]):

@@ -66,8 +66,8 @@ return evicted
 )
 
 # KEYS: sessions index.
-# ARGV: session suffix, token suffix, ended suffix, prefix, subject, reason,
-#       tombstone ttl (ms), control channel, identity.
+# ARGV: session suffix, token suffix, ended suffix, prefix, subject ('' for every subject),
+#       reason, tombstone ttl (ms), control channel, identity.
 END_SUBJECT_SESSIONS = (
     _END_SESSION
     + """
@@ -75,7 +75,7 @@ local prefix = ARGV[4]
 local ended = {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local owner = redis.call('HGET', prefix .. ARGV[1] .. sid, 'sub')
-  if owner == ARGV[5] then
+  if owner and (ARGV[5] == '' or owner == ARGV[5]) then
     end_session(prefix, sid, ARGV[6], tonumber(ARGV[7]))
     ended[#ended + 1] = sid
   elseif not owner then
@@ -190,28 +190,5 @@ local published = publish()
 redis.call('HSET', KEYS[3], 'id', published[1], 'seq', published[2], 'fp', ARGV[9])
 redis.call('PEXPIRE', KEYS[3], ARGV[10])
 return {published[1], published[2], ARGV[9], 0}
-"""
-)
-
-# KEYS: sessions index.
-# ARGV: session suffix, token suffix, ended suffix, prefix, (unused), reason,
-#       tombstone ttl (ms), control channel, identity.
-END_IDENTITY_SESSIONS = (
-    _END_SESSION
-    + """
-local ended = {}
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', ARGV[4] .. ARGV[1] .. sid) == 1 then
-    end_session(ARGV[4], sid, ARGV[6], tonumber(ARGV[7]))
-    ended[#ended + 1] = sid
-  else
-    redis.call('ZREM', KEYS[1], sid)
-  end
-end
-if #ended > 0 then
-  redis.call('PUBLISH', ARGV[8], cjson.encode({action = 'terminate', identity = ARGV[9],
-    sessions = ended, reason = ARGV[6]}))
-end
-return ended
 """
 )
