@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +41,10 @@ class Publisher(Protocol):
 
     def __call__(self, identity: str, event_type: str, data: dict[str, Any]) -> int:
         """Publish the event."""
+
+
+# Publish a phase: (publisher, identities, count, rate or None) -> what publish_events returns.
+Sender = Callable[[Publisher, list[str], int, float | None], dict[str, Any]]
 
 
 def vora_publisher(publisher: EventPublisher) -> Publisher:
@@ -119,12 +124,13 @@ def _phase(
     count: int,
     rate: float | None,
     name: str,
+    send: Sender,
 ) -> dict[str, Any]:
     client.call({"cmd": "reset"}, timeout=30)
     cpu = server.cpu_seconds()
     client_cpu = client.cpu_seconds()
     with profiled(bench.procs, bench.profile_dir, f"fanout-{name}", server, count / (rate or 3000)):
-        published = publish_events(publish, ids, count, rate)
+        published = send(publish, ids, count, rate)
         report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": 30}, timeout=60)
     span = (report["last_receive"] or published["started"]) - published["started"]
     expected = count * FAN_OUT
@@ -146,9 +152,20 @@ def _phase(
 
 
 def run_one(
-    bench: Bench, server: Server, urls: list[str], ids: list[str], publish: Publisher, label: str, burst: bool = True
+    bench: Bench,
+    server: Server,
+    urls: list[str],
+    ids: list[str],
+    publish: Publisher,
+    label: str,
+    burst: bool = True,
+    send: Sender | None = None,
 ) -> dict[str, Any]:
-    """Open the sockets, prime them, run the paced phase and (unless told not to) the burst, then close them."""
+    """Open the sockets, prime them, run the paced phase and (unless told not to) the burst, then close them.
+
+    send publishes a phase's events (publish_events: one publish call per event, by default).
+    """
+    send = send or publish_events
     client = WsLoad(bench.procs, f"wsclient-fanout-{label}")
     try:
         opened = client.call({"cmd": "open", "urls": urls, "concurrency": 100}, timeout=120)
@@ -157,7 +174,7 @@ def run_one(
         primed = client.call({"cmd": "wait_primed", "first": first, "timeout": 20}, timeout=60)
         paced_count = int(RATE * bench.seconds(10, 3))
         burst_count = int(bench.seconds(5000, 1500))
-        paced = _phase(bench, client, server, publish, ids, paced_count, RATE, f"{label}-paced")
+        paced = _phase(bench, client, server, publish, ids, paced_count, RATE, f"{label}-paced", send)
         figures = {
             "sockets": opened["held"],
             "open_seconds": opened["seconds"],
@@ -167,7 +184,7 @@ def run_one(
             "paced": paced,
         }
         if burst:
-            figures["burst"] = _phase(bench, client, server, publish, ids, burst_count, None, f"{label}-burst")
+            figures["burst"] = _phase(bench, client, server, publish, ids, burst_count, None, f"{label}-burst", send)
         client.call({"cmd": "close"}, timeout=120)
         return figures
     finally:
