@@ -44,8 +44,6 @@ def on_starting(server: Any) -> None:
     if not _settings.server_api_enabled:
         return
     bind = list(server.cfg.bind)
-    if _settings.server_api_bind in bind:
-        return
     if any(address.rsplit(":", 1)[-1] == str(_settings.server_api_port) for address in bind):
         # Requests are routed by the port they arrive on: one port cannot be both.
         raise SystemExit(f"VORA_SERVER_API_PORT {_settings.server_api_port} is also a public --bind port")

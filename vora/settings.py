@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from vora.server_keys import KeyFileError, check_keys, read_key_file
+
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
 # The batch publish's maxItems in spec/vora-server.yaml; VORA_SERVER_API_MAX_BATCH may only lower it.
 MAX_BATCH_CEILING = 1000
@@ -160,8 +162,6 @@ class Settings:
             raise SettingsError(f"VORA_SERVER_API_MAX_BATCH must be at most {MAX_BATCH_CEILING}, the spec's maxItems")
         if self.server_api_enabled and self.server_api_port == self.metrics_port:
             raise SettingsError("VORA_SERVER_API_PORT must differ from VORA_METRICS_PORT")
-        from vora.server_keys import KeyFileError, check_keys, read_key_file
-
         try:
             check_keys("VORA_SERVER_API_KEYS", self.server_api_keys)
             if self.server_api_keys_file is not None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 import requests
 
 from tests.conftest import TokenFactory
-from tests.server import RunningServer
+from tests.harness.wait import port_accepts
+from tests.server import RunningServer, free_port, running_server
 from tests.server_api.conftest import IDENTITY, ROTATED_KEY, SERVER_KEY, ServerApiClient, assert_error_shape
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]
@@ -97,3 +100,21 @@ def test_swagger_ui_and_document_are_served_on_the_server_port(server: RunningSe
     assert document["info"]["title"] == "VORA Server API"
     public_ui = requests.get(f"http://127.0.0.1:{server.port}/vora/server/v1/ui/", timeout=5)
     assert public_ui.status_code == 404
+
+
+def test_without_a_key_the_server_api_does_not_listen(ws_env: dict[str, str], tmp_path: Path) -> None:
+    """A server with no server API key configured binds only its public port."""
+    with running_server(ws_env, tmp_path) as plain:
+        assert port_accepts(plain.port)
+        assert not port_accepts(plain.server_api_port)
+
+
+def test_server_api_port_may_not_be_a_public_port(api_env: dict[str, str], tmp_path: Path) -> None:
+    """Routing is by listening port, so a server API port equal to the public one stops the server at start."""
+    port = free_port()
+    with (
+        pytest.raises(RuntimeError, match="exited"),
+        running_server({**api_env, "VORA_SERVER_API_PORT": str(port)}, tmp_path, port=port),
+    ):
+        pass
+    assert "is also a public --bind port" in (tmp_path / f"server-{port}.log").read_text()
