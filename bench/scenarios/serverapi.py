@@ -33,7 +33,7 @@ IDENTITIES = 50
 BATCH = 100
 BASE_PATH = "/vora/server/v1"
 TARGET_BATCH_RATIO = 0.5
-LATENCY_BATCH = 10
+LATENCY_BATCH = 50
 
 
 class HttpPublisher:
