@@ -118,9 +118,9 @@ class Bench:
         return tokens
 
     @contextlib.contextmanager
-    def vora_server(self, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-        """Run a fresh VORA with WORKERS gevent workers (and some more variables) for one scenario."""
-        vora = start_vora(self.procs, {**self.vora_env(), **(extra_env or {})}, WORKERS)
+    def vora_server(self, **env: str) -> Iterator[Server]:
+        """Run a fresh VORA with WORKERS gevent workers for one scenario, with extra VORA_* variables."""
+        vora = start_vora(self.procs, {**self.vora_env(), **env}, WORKERS)
         try:
             yield vora
         finally:

@@ -19,7 +19,7 @@ from bench.context import Bench
 from bench.httpload import ensure_wrk
 from bench.procs import ROOT, Processes, cpu_split, raise_nofile_limit, start_redis
 from bench.report import Row, machine_info, source_state, table_lines, write_results
-from bench.scenarios import fanout, rest, resume, roundtrips, serverapi, sockets
+from bench.scenarios import fanout, push, rest, resume, roundtrips, serverapi, sockets
 
 SCENARIOS: dict[str, ModuleType] = {
     "rest": rest,
@@ -27,10 +27,11 @@ SCENARIOS: dict[str, ModuleType] = {
     "sockets": sockets,
     "fanout": fanout,
     "resume": resume,
+    "push": push,
     "serverapi": serverapi,
 }
 # Seconds a scenario needs at least; with less left before the deadline it is skipped.
-NEEDS = {"rest": 100, "roundtrips": 30, "sockets": 90, "fanout": 70, "resume": 30, "serverapi": 90}
+NEEDS = {"rest": 100, "roundtrips": 30, "sockets": 90, "fanout": 70, "resume": 30, "push": 30, "serverapi": 90}
 BUDGET_SECONDS = 540.0
 FOREIGN_CPU_NOTE = 0.15  # cores used by processes outside the benchmark, above which a scenario is flagged
 DOCS = ROOT / "docs" / "BENCHMARKS.md"

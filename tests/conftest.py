@@ -125,3 +125,9 @@ def provision(app: Flask) -> Callable[[str, list[str]], None]:
         app.extensions["vora"].directory.add(subject, identities)
 
     return add
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """Check that nothing was logged with a traceback (an unhandled error)."""
+    tracebacks = [record.getMessage() for record in caplog.records if record.exc_info]
+    assert not tracebacks, tracebacks

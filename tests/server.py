@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -126,3 +128,52 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
+
+
+@dataclass
+class RawReply:
+    """What a server sent back on a raw connection, split into status, headers and body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    closed: bool
+
+    def json(self) -> Any:
+        """Parse the body as JSON."""
+        return json.loads(self.body)
+
+
+def read_reply(sock: socket.socket, deadline_s: float = 15.0) -> RawReply:
+    """Read one HTTP/1.1 response with a Content-Length from a raw socket, and tell whether the server closed."""
+    sock.settimeout(deadline_s)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a complete response head: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    closed = False
+    if headers.get("connection") == "close":
+        try:
+            closed = sock.recv(1) == b""
+        except ConnectionResetError:  # closed with bytes of ours still unread
+            closed = True
+    return RawReply(int(status_line.split()[1]), headers, body[:length], closed)
+
+
+def raw_exchange(port: int, request: bytes, deadline_s: float = 15.0) -> RawReply:
+    """Send raw bytes to a loopback server and read its one response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=deadline_s) as sock:
+        with contextlib.suppress(OSError):  # a server may refuse before it has read everything
+            sock.sendall(request)
+        return read_reply(sock, deadline_s)

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from jose import jwt
+from jose import jws, jwt
 
-from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory
+from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory, assert_no_traceback
 from tests.keys import ec_private_pem, public_jwk, public_pem
 from vora.auth import KeySet, TokenVerifier, scopes_of
 from vora.devkeys import ALL_SCOPES, mint_token
@@ -158,10 +158,54 @@ class TestRefused:
         token = jwt.encode(claims(), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": "rotated-away"})
         assert_invalid_token(get_identity(client, token), "does not trust")
 
-    def test_without_subject(self, client: FlaskClient, rsa_key_pem: bytes) -> None:
-        """A token with no sub is refused."""
-        token = jwt.encode(claims(sub=None), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": RSA_KID})
-        assert_invalid_token(get_identity(client, token), "subject")
+    @pytest.mark.parametrize("missing", ["sub", "aud", "iss", "exp"])
+    def test_without_a_required_claim(self, client: FlaskClient, rsa_key_pem: bytes, alice: str, missing: str) -> None:
+        """A token lacking sub, aud, iss or exp is refused, whatever else it carries."""
+        token = jwt.encode(claims(**{missing: None}), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": RSA_KID})
+        assert_invalid_token(get_identity(client, token), missing)
+
+    @pytest.mark.parametrize("critical", [["exp"], ["b64"], [], "x"])
+    def test_with_a_crit_header(self, client: FlaskClient, rsa_key_pem: bytes, alice: str, critical: Any) -> None:
+        """A token whose JOSE header has crit, whatever it names, is refused (RFC 7515 section 4.1.11)."""
+        token = jwt.encode(
+            claims(), rsa_key_pem.decode(), algorithm="RS256", headers={"kid": RSA_KID, "crit": critical}
+        )
+        assert_invalid_token(get_identity(client, token), "crit")
+
+    @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+    @pytest.mark.parametrize(
+        "literal", ["null", "[]", "{}", '"Infinity"', "1e400", "-1e400", "NaN", "true", '"99999999999"']
+    )
+    def test_numeric_date_of_the_wrong_type(
+        self,
+        client: FlaskClient,
+        rsa_key_pem: bytes,
+        alice: str,
+        claim: str,
+        literal: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A signed token whose exp, nbf or iat is not a finite number is a 401, never a 500 with a traceback."""
+        placeholder = "__numeric_date__"
+        payload = json.dumps(claims(**{claim: placeholder})).replace(f'"{placeholder}"', literal)
+        token = jws.sign(payload.encode(), rsa_key_pem.decode(), headers={"kid": RSA_KID}, algorithm="RS256")
+        assert_invalid_token(get_identity(client, token), "")
+        assert_no_traceback(caplog)
+
+    def test_deeply_nested_header(self, client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+        """A token whose header nests thousands of JSON arrays is refused as malformed, not a 500."""
+        header = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).rstrip(b"=").decode()
+        assert_invalid_token(get_identity(client, f"{header}.{b64(claims())}.AAAA"), "well-formed")
+        assert_no_traceback(caplog)
+
+    def test_deeply_nested_signed_payload(
+        self, client: FlaskClient, rsa_key_pem: bytes, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A correctly signed token whose claims nest thousands of JSON arrays is refused, not a 500."""
+        payload = json.dumps(claims()).replace('"scope"', '"deep": ' + "[" * 5000 + "]" * 5000 + ', "scope"')
+        token = jws.sign(payload.encode(), rsa_key_pem.decode(), headers={"kid": RSA_KID}, algorithm="RS256")
+        assert_invalid_token(get_identity(client, token), "well-formed")
+        assert_no_traceback(caplog)
 
     def test_non_bearer_scheme(self, client: FlaskClient, make_token: TokenFactory) -> None:
         """A token sent with another scheme counts as no token."""

@@ -116,3 +116,41 @@ def test_server_key_creates_a_private_key_file_once(runner: CliRunner, tmp_path:
     assert path.stat().st_mode & 0o077 == 0
     assert "kept" in runner.invoke(main, ["server-key", str(path)]).output
     assert read_key_file(path) == first
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["identities", "add", "alice", "602128708\n"],
+        ["identities", "remove", "alice", "602128708\n"],
+        ["events", "publish", "602128708\n", "presence", "--data", '{"status": "busy"}'],
+    ],
+)
+def test_identity_with_a_trailing_newline_is_refused(runner: CliRunner, redisdb: redis.Redis, argv: list[str]) -> None:
+    """An identity ending in a newline is refused and no key is written."""
+    result = runner.invoke(main, argv)
+    assert result.exit_code != 0
+    assert "identity" in result.output
+    assert redisdb.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["identities", "add", "alice", "602128708"],
+        ["identities", "remove", "alice", "602128708"],
+        ["identities", "list", "alice"],
+        ["events", "publish", "602128708", "presence", "--data", '{"status": "busy"}'],
+    ],
+)
+def test_redis_down_is_one_error_line(argv: list[str]) -> None:
+    """With nothing listening at VORA_REDIS_URL, each Redis command prints one `Error:` line and exits 1."""
+    from tests.harness import free_port
+
+    env = {"VORA_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "VORA_REDIS_TIMEOUT": "0.5"}
+    result = CliRunner(env=env).invoke(main, argv)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: Redis failed: ConnectionError")
+    assert not isinstance(result.exception, redis.RedisError)

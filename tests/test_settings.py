@@ -41,6 +41,8 @@ def test_reads_each_variable() -> None:
         ("VORA_REDIS_URL", "http://127.0.0.1:6379", "must start with"),
         ("VORA_LOG_LEVEL", "chatty", "DEBUG"),
         ("VORA_SPEC_DIR", "/nonexistent", "vora.yaml"),
+        ("VORA_HTTP_READ_TIMEOUT", "0", "greater than zero"),
+        ("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL", "2", "must not be below"),
     ],
 )
 def test_bad_values_fail_fast(name: str, value: str, fragment: str) -> None:
@@ -113,3 +115,47 @@ def test_bad_server_api_settings_fail_fast(variables: dict[str, str], fragment: 
     """A weak or malformed key, an unreadable key file or an impossible limit stops VORA at start."""
     with pytest.raises(SettingsError, match=fragment):
         Settings.from_env(variables)
+
+
+class TestPushSettings:
+    """VORA_PUSH_* and VORA_HOLDUP_* checks."""
+
+    SECRET = "k" * 32
+
+    def test_pushes_are_off_without_a_gateway(self) -> None:
+        """No gateway URL: pushes are off."""
+        assert not Settings.from_env({}).push_enabled
+
+    @pytest.mark.parametrize(
+        "url", ["https://push.example.com/vora", "http://127.0.0.1:8080/hook", "http://[::1]:9/x", "http://localhost/"]
+    )
+    def test_https_or_loopback_http_gateways_are_accepted(self, url: str) -> None:
+        """An https URL, or http to a loopback host, turns pushes on."""
+        settings = Settings.from_env({"VORA_PUSH_GATEWAY_URL": url, "VORA_PUSH_SECRET": self.SECRET})
+        assert settings.push_enabled
+        assert self.SECRET not in repr(settings)
+
+    @pytest.mark.parametrize(
+        ("env", "fragment"),
+        [
+            ({"VORA_PUSH_GATEWAY_URL": "http://push.example.com/x", "VORA_PUSH_SECRET": SECRET}, "https"),
+            ({"VORA_PUSH_GATEWAY_URL": "ftp://push.example.com/x", "VORA_PUSH_SECRET": SECRET}, "https"),
+            ({"VORA_PUSH_GATEWAY_URL": "https://push.example.com/x"}, "VORA_PUSH_SECRET"),
+            ({"VORA_PUSH_GATEWAY_URL": "https://push.example.com/x", "VORA_PUSH_SECRET": "short"}, "32"),
+            ({"VORA_HOLDUP_CALLBACK_URL": "https://tel.example.com/x", "VORA_HOLDUP_CALLBACK_SECRET": SECRET}, "needs"),
+            (
+                {
+                    "VORA_PUSH_GATEWAY_URL": "https://push.example.com/x",
+                    "VORA_PUSH_SECRET": SECRET,
+                    "VORA_HOLDUP_CALLBACK_URL": "https://tel.example.com/x",
+                },
+                "VORA_HOLDUP_CALLBACK_SECRET",
+            ),
+            ({"VORA_PUSH_MAX_ATTEMPTS": "0"}, "greater than zero"),
+            ({"VORA_HOLDUP_TIMEOUT": "soon"}, "number"),
+        ],
+    )
+    def test_bad_push_settings_fail_fast(self, env: dict[str, str], fragment: str) -> None:
+        """A plain-http remote gateway, a missing or short secret, or a callback without a gateway is refused."""
+        with pytest.raises(SettingsError, match=fragment):
+            Settings.from_env(env)

@@ -13,22 +13,26 @@ from connexion.apis.flask_api import FlaskApi
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from redis import Redis
 from redis.cluster import RedisCluster
 
 from vora.auth import TokenVerifier
+from vora.bodies import BodyLimitMiddleware, WsgiApp
 from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
-from vora.logs import RequestLogMiddleware, WsgiApp
+from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
+from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
 from vora.store.client import REDIS_ERRORS, connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
+from vora.validation import RuleNamingBodyValidator
 from vora.ws.endpoint import install_websocket
 from vora.ws.hub import Hub
 
@@ -60,6 +64,7 @@ class VoraState:
     streams: StreamStore
     hub: Hub
     metrics: Metrics
+    push: PushWorker
 
     def probe_redis(self) -> str | None:
         """Return None when Redis answers PING within the readiness timeout, else why not."""
@@ -73,6 +78,17 @@ class VoraState:
         except REDIS_ERRORS as exc:
             return f"Redis does not answer: {type(exc).__name__}"
         return None
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -127,9 +143,11 @@ def create_app(settings: Settings) -> Flask:
         resolver=TagResolver(),
         strict_validation=True,
         validate_responses=False,
+        validator_map={"body": RuleNamingBodyValidator},
         options=swagger_ui_options(settings),
     )
     app: Flask = cx.app
+    app.json = BoundedJSONProvider(app)
     _route_spec_options(app, api.base_path, allowed_methods_of(spec))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
@@ -137,7 +155,9 @@ def create_app(settings: Settings) -> Flask:
     client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size)
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
-    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    store = SessionStore(
+        client, settings.session_ttl, settings.max_sessions_per_identity, settings.max_sessions_per_identity_total
+    )
     lifecycle = Lifecycle()
     metrics = Metrics()
     hub = Hub(
@@ -151,6 +171,9 @@ def create_app(settings: Settings) -> Flask:
         metrics.count,
     )
     lifecycle.on_drain(hub.drain)
+    # Its own client too: each consumer holds a connection in a blocking read.
+    push = PushWorker(settings, connect(settings.redis_url, settings.redis_timeout), store, metrics)
+    lifecycle.on_drain(push.stop)
     app.extensions["vora"] = VoraState(
         settings=settings,
         client=client,
@@ -164,6 +187,7 @@ def create_app(settings: Settings) -> Flask:
         streams=StreamStore(client, settings.stream_max_length, settings.stream_max_age),
         hub=hub,
         metrics=metrics,
+        push=push,
     )
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
@@ -178,11 +202,13 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
-    served: WsgiApp = app.wsgi_app
+    served: WsgiApp = BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
     if settings.server_api_enabled:
         from vora.server_app import ListenerDispatcher, create_server_app
 
         server = create_server_app(settings, app.extensions["vora"])
-        served = ListenerDispatcher(served, server, settings.server_api_port)
+        server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes)
+        served = ListenerDispatcher(served, server_api, settings.server_api_port)
+    # Outermost the log, so that a body refused before the app runs is logged too.
     app.wsgi_app = RequestLogMiddleware(served)  # type: ignore[method-assign]
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import urllib.request
@@ -26,6 +27,9 @@ log = logging.getLogger("vora.auth")
 # neither `none` nor an HMAC keyed with a public key can ever verify.
 ALGORITHM_KEY_TYPES = {"RS256": "RSA", "ES256": "EC"}
 DEV_KEY_ID = "vora-dev"
+# Claims without which a token is refused: python-jose skips the check of an absent aud or iss.
+REQUIRED_CLAIMS = ("exp", "aud", "iss", "sub")
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,11 @@ class TokenVerifier:
         """Verify signature, algorithm, issuer, audience and lifetime of a token."""
         try:
             header = jwt.get_unverified_header(token)
-        except JOSEError:
+        except (JOSEError, RecursionError):
             raise InvalidToken(description="The access token is not a well-formed JWT") from None
+        if "crit" in header:
+            # RFC 7515 section 4.1.11: VORA understands no JOSE extension, so it must refuse every one.
+            raise InvalidToken(description="The access token's header names extensions (crit) VORA does not support")
         algorithm = header.get("alg")
         key_type = ALGORITHM_KEY_TYPES.get(algorithm) if isinstance(algorithm, str) else None
         if key_type is None:
@@ -187,13 +194,17 @@ class TokenVerifier:
         if not keys:
             raise InvalidToken(description="The access token was signed by a key VORA does not trust")
         claims = self._decode(token, algorithm, keys)
+        for name in NUMERIC_DATE_CLAIMS:
+            if name in claims and not is_numeric_date(claims[name]):
+                raise InvalidToken(description=f"The access token's {name} is not a NumericDate (a finite number)")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken(description="The access token has no subject (sub)")
         return Principal(subject, frozenset(scopes_of(claims)), claims)
 
     def _decode(self, token: str, algorithm: str, keys: list[dict[str, Any]]) -> dict[str, Any]:
-        options = {"require_exp": True, "require_iat": False, "leeway": self._leeway}
+        options: dict[str, Any] = {f"require_{name}": True for name in REQUIRED_CLAIMS}
+        options["leeway"] = self._leeway
         last_error = "The access token's signature does not verify"
         for key in keys:
             try:
@@ -214,7 +225,17 @@ class TokenVerifier:
                 if "missing required key" in str(exc):
                     raise InvalidToken(description=f"The access token is incomplete: {exc}") from None
                 continue
+            except (TypeError, OverflowError):
+                # python-jose applies int() to exp, nbf and iat: null, [], {} or an infinite number end here.
+                raise InvalidToken(description="The access token's exp, nbf or iat is not a NumericDate") from None
+            except RecursionError:
+                raise InvalidToken(description="The access token is not a well-formed JWT") from None
         raise InvalidToken(description=last_error)
+
+
+def is_numeric_date(value: Any) -> bool:
+    """Tell whether a claim is a JSON number of seconds (RFC 7519 NumericDate): finite, not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def scopes_of(claims: dict[str, Any]) -> list[str]:

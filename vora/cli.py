@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,6 +23,23 @@ def _settings() -> Settings:
         return Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def uses_redis(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn a Redis failure inside a command into one `Error: ...` line and exit status 1."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        from vora.error_shape import clip
+        from vora.store.client import REDIS_ERRORS
+
+        failures: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
+        try:
+            command(*args, **kwargs)
+        except failures as exc:
+            raise click.ClickException(f"Redis failed: {type(exc).__name__}: {clip(str(exc), 200)}") from None
+
+    return run
 
 
 @click.group()
@@ -104,7 +124,9 @@ def _services() -> tuple[Settings, object, object]:
     settings = _settings()
     client = connect(settings.redis_url, settings.redis_timeout)
     directory = Directory(client)
-    store = SessionStore(client, settings.session_ttl, settings.max_sessions_per_identity)
+    store = SessionStore(
+        client, settings.session_ttl, settings.max_sessions_per_identity, settings.max_sessions_per_identity_total
+    )
     return settings, directory, SessionService(directory, store)
 
 
@@ -120,6 +142,7 @@ def _check_identities(values: tuple[str, ...]) -> list[str]:
 @identities.command("add")
 @click.argument("user")
 @click.argument("identity", nargs=-1, required=True)
+@uses_redis
 def identities_add(user: str, identity: tuple[str, ...]) -> None:
     """Give USER the IDENTITY values."""
     _, directory, _ = _services()
@@ -130,6 +153,7 @@ def identities_add(user: str, identity: tuple[str, ...]) -> None:
 @identities.command("remove")
 @click.argument("user")
 @click.argument("identity", nargs=-1, required=True)
+@uses_redis
 def identities_remove(user: str, identity: tuple[str, ...]) -> None:
     """Take IDENTITY values from USER and end USER's sessions on them."""
     from vora.errors import NotFound
@@ -145,6 +169,7 @@ def identities_remove(user: str, identity: tuple[str, ...]) -> None:
 
 @identities.command("list")
 @click.argument("user")
+@uses_redis
 def identities_list(user: str) -> None:
     """Print USER's identities, one a line."""
     _, directory, _ = _services()
@@ -162,6 +187,7 @@ def events() -> None:
 @click.argument("event_type", metavar="TYPE")
 @click.option("--data", "data_json", default="{}", show_default=True, help="The event's data, as JSON.")
 @click.option("--timestamp", help="When it happened (RFC 3339); default: now.")
+@uses_redis
 def events_publish(identity: str, event_type: str, data_json: str, timestamp: str | None) -> None:
     """Publish one TYPE event for IDENTITY; print its eventId and sequenceNumber."""
     from vora.events import InvalidEvent, publisher_from_settings

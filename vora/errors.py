@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from http import HTTPStatus
 
 import werkzeug.exceptions
 from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
 from flask import Flask, Response, request
 
+from vora.error_shape import (
+    ECHO_LIMIT,
+    RequestReadTimeout,
+    body_too_large_message,
+    clip,
+    clip_echoes,
+    error_body,
+    utc_timestamp,
+)
 from vora.store.client import UNAVAILABLE
+
+__all__ = [
+    "ECHO_LIMIT",
+    "BadRequest",
+    "Conflict",
+    "InvalidToken",
+    "NotFound",
+    "RequestReadTimeout",
+    "VoraError",
+    "body_too_large_message",
+    "clip",
+    "clip_echoes",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "utc_timestamp",
+]
 
 log = logging.getLogger("vora.errors")
 
@@ -41,23 +66,14 @@ class NotFound(VoraError):
     status = 404
 
 
+class Conflict(VoraError):
+    """The request cannot be served in the current state of the resource."""
+
+    status = 409
+
+
 class InvalidToken(OAuthProblem):  # type: ignore[misc]
     """The bearer token is malformed, expired, badly signed or not for VORA."""
-
-
-def utc_timestamp() -> str:
-    """Return the current time as an RFC 3339 UTC timestamp with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def error_body(status: int, message: str) -> dict[str, str]:
-    """Build the ResponseStatusVoraError body for a status and a message."""
-    return {
-        "timestamp": utc_timestamp(),
-        "status": str(status),
-        "error": HTTPStatus(status).phrase,
-        "message": message,
-    }
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -109,7 +125,7 @@ def install_error_handlers(app: Flask) -> None:
         detail = exc.detail
         if isinstance(detail, list):
             detail = "; ".join(str(item) for item in detail)
-        message = readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase))
+        message = clip_echoes(readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase)))
         return error_response(exc.status, message, dict(exc.headers or {}))
 
     def handle_http(exc: werkzeug.exceptions.HTTPException) -> Response:
@@ -134,14 +150,13 @@ def install_error_handlers(app: Flask) -> None:
             allow = ", ".join(sorted(m for m in valid if m != "HEAD"))
             if allow:
                 headers["Allow"] = allow
-            message = f"{request.method} is not allowed on {request.path}"
+            message = f"{request.method} is not allowed on {clip(request.path)}"
             if allow:
                 message += f"; allowed: {allow}"
         elif status == 404:
-            message = f"No resource at {request.path}"
+            message = f"No resource at {clip(request.path)}"
         elif status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"The request body is larger than the {limit} bytes this server accepts"
+            message = body_too_large_message(app.config["MAX_CONTENT_LENGTH"])
         return error_response(status, message, headers)
 
     def handle_redis_down(exc: Exception) -> Response:

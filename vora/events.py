@@ -13,9 +13,12 @@ import jsonschema
 import yaml
 
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
+from vora.error_shape import clip
 from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
-from vora.store.streams import Append, StoredEvent, StreamStore
+from vora.push import is_terminating_call
+from vora.store.push import PushStore
+from vora.store.streams import Append, StoredEvent, StreamStore, stream_id_key
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -65,7 +68,7 @@ class EventCatalog:
     def check(self, event_type: str, data: Any) -> None:
         """Raise InvalidEvent unless the type is publishable and the data fits its schema."""
         if event_type not in SUBSCRIBABLE_EVENTS:
-            raise InvalidEvent(f"unknown event type {event_type!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
+            raise InvalidEvent(f"unknown event type {clip(event_type)!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
         error = jsonschema.exceptions.best_match(self._validators[event_type].iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "data"
@@ -119,29 +122,43 @@ def lifecycle_envelope(identity: str, event_type: str, data: dict[str, Any]) -> 
 
 
 class EventPublisher:
-    """Check events against the catalogue and append them to their identity's stream."""
+    """Check events against the catalogue, append them to their identity's stream, queue push wake-ups."""
 
-    def __init__(self, catalog: EventCatalog, streams: StreamStore) -> None:
+    def __init__(self, catalog: EventCatalog, streams: StreamStore, push_jobs: PushStore | None = None) -> None:
         self._catalog = catalog
         self._streams = streams
+        self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
 
     def checked(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> Append:
         """Check an event and return it ready to append (stamped now when it has no timestamp)."""
         if not is_identity(identity):
-            raise InvalidEvent(f"{identity!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
+            raise InvalidEvent(f"{clip(identity)!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
         if timestamp is not None and not _is_rfc3339(timestamp):
-            raise InvalidEvent(f"timestamp {timestamp!r} is not an RFC 3339 date-time")
+            raise InvalidEvent(f"timestamp {clip(timestamp)!r} is not an RFC 3339 date-time")
         self._catalog.check(event_type, data)
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         if len(data_json.encode()) > MAX_DATA_BYTES:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
         return Append(identity, event_type, timestamp or utc_now(), data_json)
 
+    def queue_wake_up(self, identity: str, event_type: str, data: Any, event_id: str) -> None:
+        """Queue the push job a published incoming call needs (the push worker decides whether to wake a device)."""
+        if is_terminating_call(event_type, data):
+            self._push_jobs.enqueue(
+                "ring",
+                identity=identity,
+                callId=data["callId"],
+                caller=data.get("from", ""),
+                eventId=event_id,
+                ringAt=stream_id_key(event_id)[0],
+            )
+
     def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
         """Publish one event; nothing is written when it is refused."""
         event = self.checked(identity, event_type, data, timestamp)
         event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
         EVENTS_PUBLISHED.labels(event_type).inc()
+        self.queue_wake_up(identity, event_type, data, event_id)
         stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 

@@ -26,7 +26,7 @@ _METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 for stale in _METRICS_DIR.glob("*.db"):
     stale.unlink()
 
-worker_class = "gevent"
+worker_class = "vora.worker.VoraWorker"  # gevent, with bounded request reads and JSON refusals
 worker_connections = _settings.worker_connections
 graceful_timeout = _settings.graceful_timeout
 timeout = 30
@@ -83,9 +83,10 @@ def on_exit(server: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start the event hub, and make SIGTERM drain the app before gunicorn's graceful exit."""
+    """Start the event hub and the push worker, and make SIGTERM drain the app before gunicorn's graceful exit."""
     state = worker.wsgi.extensions["vora"]
     state.hub.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it
+    state.push.ensure_started()  # only when a push gateway is configured
     # What start-up allocated lives as long as the worker: keep it out of every later
     # collection, whose full passes otherwise stall all sockets for 40-100 ms (docs/BENCHMARKS.md).
     gc.collect()

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from vora.bodies import WsgiApp
 from vora.errors import utc_timestamp
 from vora.metrics import observe_request
 
@@ -73,10 +74,7 @@ def configure_logging(level: str) -> None:
 def request_id_of(environ: dict[str, Any]) -> str:
     """Take the caller's X-Request-ID when it is safe to echo, else make one."""
     offered = environ.get("HTTP_X_REQUEST_ID", "")
-    return offered if _SAFE_REQUEST_ID.match(offered) else uuid.uuid4().hex
-
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+    return offered if _SAFE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
 
 
 class RequestLogMiddleware:

@@ -32,6 +32,28 @@ RESUME_GAPS = Counter("vora_ws_resume_gaps_total", "Resumes whose position was o
 EVENTS_PUBLISHED = Counter("vora_events_published_total", "Events published by this process, by type.", ["type"])
 REDIS_ERRORS = Counter("vora_redis_errors_total", "Redis commands that failed, by where they failed.", ["where"])
 REDIS_RECONNECTS = Counter("vora_redis_reconnects_total", "Times a worker's event subscription was re-established.")
+PUSHES_SENT = Counter("vora_push_sent_total", "Pushes the push gateway accepted (2xx).")
+PUSHES_FAILED = Counter(
+    "vora_push_failed_total", "Pushes given up: every attempt failed, or the gateway refused (4xx)."
+)
+PUSHES_RETRIED = Counter(
+    "vora_push_retries_total", "Push attempts repeated after a timeout, a refused connection or a 5xx."
+)
+PUSHES_RATE_LIMITED = Counter("vora_push_rate_limited_total", "Pushes not sent: the identity's rate limit was reached.")
+PUSH_JOBS_STALE = Counter("vora_push_jobs_stale_total", "Ringing calls that waited in the push queue past the hold-up.")
+HOLDUP_CALLBACKS_FAILED = Counter(
+    "vora_holdup_callbacks_failed_total", "Readiness signals the telephony side's callback never accepted."
+)
+HOLDUP_SIGNALS = Counter(
+    "vora_holdup_signals_total",
+    "Held-up calls ended, by signal (holdUpReady/holdUpNotReady) and reason.",
+    ["outcome", "reason"],
+)
+WAKEUP_LATENCY = Histogram(
+    "vora_push_wakeup_seconds",
+    "Time from a push accepted by the gateway to its device's socket attaching.",
+    buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0),
+)
 
 _COUNTERS: dict[str, Counter] = {
     "received": EVENTS_RECEIVED,
@@ -41,6 +63,12 @@ _COUNTERS: dict[str, Counter] = {
     "resumed": RESUMES,
     "resume_gap": RESUME_GAPS,
     "reconnect": REDIS_RECONNECTS,
+    "push_sent": PUSHES_SENT,
+    "push_failed": PUSHES_FAILED,
+    "push_retried": PUSHES_RETRIED,
+    "push_rate_limited": PUSHES_RATE_LIMITED,
+    "push_stale": PUSH_JOBS_STALE,
+    "holdup_callback_failed": HOLDUP_CALLBACKS_FAILED,
 }
 
 

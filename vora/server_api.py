@@ -108,6 +108,7 @@ class Offered:
 
     index: int
     event: Append
+    data: Any
 
 
 class ServerApi:
@@ -158,26 +159,27 @@ class ServerApi:
                 f"({appended.event_id}) for {event.identity}; use a new key for a new event"
             )
 
-    @staticmethod
-    def _count(event: Append, appended: Appended) -> None:
+    def _published(self, event: Append, data: Any, appended: Appended) -> None:
+        """Count a new event and queue the push wake-up it may need, as the Python publisher does."""
         if not appended.duplicate:
             EVENTS_PUBLISHED.labels(event.event_type).inc()
+            self._publisher.queue_wake_up(event.identity, event.event_type, data, appended.event_id)
 
     def publish(self, identity: str, body: dict[str, Any]) -> Appended:
         """Publish one event, or answer what its idempotency key published before."""
         event = self._checked(identity, body)
         appended = self._streams.append_checked(event, self._window_ms)
         self._refuse_reuse(event, appended)
-        self._count(event, appended)
+        self._published(event, body["data"], appended)
         return appended
 
     def _offered(self, index: int, item: Any) -> Offered:
         valid = self._batch_event.is_valid(item)
         error = None if valid else jsonschema.exceptions.best_match(self._batch_event.iter_errors(item))
         if error is not None:
-            where = "/".join(str(part) for part in error.absolute_path)
+            where = ".".join(str(part) for part in error.absolute_path)
             raise BadRequest(f"{where}: {error.message}" if where else error.message)
-        return Offered(index, self._checked(item["identity"], item))
+        return Offered(index, self._checked(item["identity"], item), item["data"])
 
     def publish_batch(self, items: Sequence[Any]) -> list[ItemOutcome]:
         """Check each item on its own, publish the good ones in one round trip and answer every one."""
@@ -205,7 +207,7 @@ class ServerApi:
             self._refuse_reuse(item.event, result)
         except Conflict as exc:
             return ItemOutcome(item.index, error_status=409, message=exc.message)
-        self._count(item.event, result)
+        self._published(item.event, item.data, result)
         return ItemOutcome(item.index, result)
 
     def history(self, identity: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:

@@ -6,17 +6,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import connexion
-import jsonschema
-from connexion.decorators.validation import RequestBodyValidator
-from connexion.exceptions import BadRequestProblem, OAuthProblem
+from connexion.exceptions import OAuthProblem
 from flask import Flask, Response, current_app
 
+from vora.bodies import WsgiApp
 from vora.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
 from vora.events import EventCatalog, EventPublisher
-from vora.logs import WsgiApp
 from vora.server_api import SERVER_SPEC_FILE, ServerApi
 from vora.server_keys import ServerKeys
 from vora.settings import Settings
+from vora.validation import RuleNamingBodyValidator
 
 SERVER_API = "vora.server"
 KEY_REQUIRED = "A server API key is required: send 'Authorization: Bearer <server API key>'"
@@ -42,41 +41,6 @@ def key_info(token: str) -> dict[str, Any]:
     raise ServerKeyRefused(description="The server API key is not one this server is configured with")
 
 
-class DiscriminatingBodyValidator(RequestBodyValidator):  # type: ignore[misc]
-    """Name the failing field of the oneOf branch the body's discriminator picks, not the whole oneOf."""
-
-    def validate_schema(self, data: Any, url: str) -> None:
-        """Raise BadRequestProblem with the most specific reason a body breaks its schema."""
-        error = jsonschema.exceptions.best_match(self.validator.iter_errors(data))
-        if error is None:
-            return
-        error = _discriminated(self.validator, error)
-        where = "/".join(str(part) for part in error.absolute_path)
-        raise BadRequestProblem(detail=f"{where}: {error.message}" if where else error.message)
-
-
-def _discriminated(validator: Any, error: jsonschema.ValidationError) -> jsonschema.ValidationError:
-    """Descend from a failed oneOf into the branch whose discriminator enum holds the instance's value."""
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    discriminator = schema.get("discriminator")
-    if error.validator != "oneOf" or not discriminator or not isinstance(error.instance, dict):
-        return error
-    name = discriminator["propertyName"]
-    value = error.instance.get(name)
-    allowed: list[Any] = []
-    branches: list[dict[str, Any]] = schema.get("oneOf", [])
-    for branch in branches:
-        enum = branch.get("properties", {}).get(name, {}).get("enum", [])
-        allowed += enum
-        if value in enum:
-            inner = jsonschema.exceptions.best_match(validator.evolve(schema=branch).iter_errors(error.instance))
-            if inner is not None:
-                inner.path.extendleft(reversed(error.absolute_path))
-                return _discriminated(validator, inner)
-    where = [*error.absolute_path, name]
-    return jsonschema.ValidationError(f"{value!r} is not one of {allowed}", path=where, instance=value)
-
-
 def _refuse_without_key(exc: OAuthProblem) -> Response:
     """Answer 401 in the error shape, saying a server API key (not an access token) is wanted."""
     if isinstance(exc, InvalidToken):
@@ -100,7 +64,7 @@ def create_server_app(settings: Settings, state: Any) -> Flask:
         resolver=TagResolver(),
         strict_validation=True,
         validate_responses=False,
-        validator_map={"body": DiscriminatingBodyValidator},
+        validator_map={"body": RuleNamingBodyValidator},
         options={"swagger_ui": True},
     )
     app: Flask = cx.app

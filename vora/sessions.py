@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.errors import BadRequest, NotFound
+from vora.errors import BadRequest, Conflict, NotFound
 from vora.store.directory import Directory
-from vora.store.sessions import SessionStore
+from vora.store.push import PushRegistration, registration_fields
+from vora.store.sessions import IdentityFull, SessionStore
 
 SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
 TOKEN_VERSION = "v1"  # noqa: S105 - a format tag, not a secret
@@ -98,8 +99,11 @@ class SessionService:
         connection_type: str,
         hold_up_mode: bool,
         scopes: Iterable[str],
+        push: PushRegistration | None = None,
     ) -> OpenedSession:
-        """Open a session on one of the caller's identities, subscribed to every event."""
+        """Open a session on one of the caller's identities, subscribed to every event, with its push registration."""
+        # Past the per-user cap the caller's own oldest session goes, never another user's;
+        # past the identity's total the setup is refused (409).
         if connection_type not in SUPPORTED_CONNECTION_TYPES:
             supported = ", ".join(SUPPORTED_CONNECTION_TYPES)
             raise BadRequest(f"connectionType {connection_type!r} is not supported; supported: {supported}")
@@ -107,18 +111,25 @@ class SessionService:
             raise NotFound(f"Identity {identity} is not assigned to this user")
         token = mint_websocket_token(identity)
         session_id = uuid.uuid4().hex
-        evicted = self._store.create(
-            identity,
-            session_id,
-            hash_token(token),
-            {
-                "sub": subject,
-                "connectionType": connection_type,
-                "holdUpMode": "1" if hold_up_mode else "0",
-                "scopes": " ".join(sorted(scopes)),
-                "events": SUBSCRIBE_ALL,
-            },
-        )
+        try:
+            evicted = self._store.create(
+                identity,
+                session_id,
+                hash_token(token),
+                {
+                    "sub": subject,
+                    "connectionType": connection_type,
+                    "holdUpMode": "1" if hold_up_mode else "0",
+                    "scopes": " ".join(sorted(scopes)),
+                    "events": SUBSCRIBE_ALL,
+                    **registration_fields(push),
+                },
+            )
+        except IdentityFull:
+            raise Conflict(
+                f"Identity {identity} already has as many open sessions as it may, counting all its users; "
+                "a user must log out of it first"
+            ) from None
         return OpenedSession(session_id, token, tuple(evicted))
 
     def subscribe(self, subject: str, identity: str, subscribe_all: bool, events: Iterable[str] | None) -> None:

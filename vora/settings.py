@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vora.server_keys import KeyFileError, check_keys, read_key_file
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
 # The batch publish's maxItems in spec/vora-server.yaml; VORA_SERVER_API_MAX_BATCH may only lower it.
 MAX_BATCH_CEILING = 1000
+MIN_SECRET_LENGTH = 32  # an HMAC key of at least 256 bits written as text
 
 
 class SettingsError(ValueError):
@@ -84,6 +86,22 @@ def _redis_url(name: str, raw: str) -> str:
     return raw
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _webhook_url(name: str, raw: str) -> str:
+    """Accept an https:// URL, or http:// to a loopback host (development and tests), or nothing."""
+    url = raw.strip()
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.scheme not in {"https", "http"}:
+        raise SettingsError(f"{name} must be an https:// URL; got {raw!r}")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise SettingsError(f"{name} must use https:// (http:// only to a loopback address); got {raw!r}")
+    return url
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -111,7 +129,9 @@ class Settings:
     session_ttl: int = field(default=3600, metadata={"parse": _positive_int})
     session_max_age: int = field(default=86400, metadata={"parse": _positive_int})
     max_sessions_per_identity: int = field(default=5, metadata={"parse": _positive_int})
+    max_sessions_per_identity_total: int = field(default=50, metadata={"parse": _positive_int})
     max_body_bytes: int = field(default=64 * 1024, metadata={"parse": _positive_int})
+    http_read_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
     log_level: str = field(default="INFO", metadata={"parse": _log_level})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
@@ -136,6 +156,17 @@ class Settings:
     server_api_max_batch: int = field(default=1000, metadata={"parse": _positive_int})
     server_api_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata={"parse": _positive_int})
     server_api_idempotency_window: int = field(default=600, metadata={"parse": _positive_int})
+    push_gateway_url: str = field(default="", metadata={"parse": _webhook_url})
+    push_secret: str = field(default="", repr=False, metadata={"parse": _text})
+    push_timeout: float = field(default=5.0, metadata={"parse": _positive_float})
+    push_max_attempts: int = field(default=4, metadata={"parse": _positive_int})
+    push_backoff: float = field(default=0.5, metadata={"parse": _positive_float})
+    push_concurrency: int = field(default=4, metadata={"parse": _positive_int})
+    push_rate_limit: int = field(default=10, metadata={"parse": _positive_int})
+    push_rate_window: int = field(default=60, metadata={"parse": _positive_int})
+    holdup_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
+    holdup_callback_url: str = field(default="", metadata={"parse": _webhook_url})
+    holdup_callback_secret: str = field(default="", repr=False, metadata={"parse": _text})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -154,6 +185,8 @@ class Settings:
             raise SettingsError(f"VORA_SPEC_DIR must hold vora.yaml; {self.spec_dir} does not")
         if self.session_max_age < self.session_ttl:
             raise SettingsError("VORA_SESSION_MAX_AGE must not be shorter than VORA_SESSION_TTL")
+        if self.max_sessions_per_identity_total < self.max_sessions_per_identity:
+            raise SettingsError("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL must not be below VORA_MAX_SESSIONS_PER_IDENTITY")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
         if bool(self.oauth_authorization_url) != bool(self.oauth_token_url):
@@ -168,6 +201,18 @@ class Settings:
                 read_key_file(self.server_api_keys_file)
         except KeyFileError as exc:
             raise SettingsError(str(exc)) from None
+        if self.push_gateway_url and len(self.push_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"VORA_PUSH_SECRET must hold at least {MIN_SECRET_LENGTH} characters with a gateway URL"
+            )
+        if self.holdup_callback_url and len(self.holdup_callback_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"VORA_HOLDUP_CALLBACK_SECRET must hold at least {MIN_SECRET_LENGTH} characters with a callback URL"
+            )
+        if self.holdup_callback_url and not self.push_gateway_url:
+            raise SettingsError(
+                "VORA_HOLDUP_CALLBACK_URL needs VORA_PUSH_GATEWAY_URL: without pushes nothing is held up"
+            )
         return self
 
     @property
@@ -180,6 +225,11 @@ class Settings:
         """Return the gunicorn bind address of the server API listener."""
         host = self.server_api_host
         return f"[{host}]:{self.server_api_port}" if ":" in host else f"{host}:{self.server_api_port}"
+
+    @property
+    def push_enabled(self) -> bool:
+        """Tell whether holdUpMode sessions are woken by pushes (a gateway is configured)."""
+        return bool(self.push_gateway_url)
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a checked copy with some fields changed."""

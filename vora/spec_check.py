@@ -14,7 +14,10 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.events import ASYNCAPI_FILE
 from vora.identities import IDENTITY_PATTERN
+from vora.push import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api import SERVER_SPEC_FILE
+
+WEBHOOKS_FILE = "vora-webhooks.yaml"
 
 # Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
 DEFAULT_ASYNCAPI_SCHEMA = (
@@ -24,13 +27,18 @@ SERVER_FAMILY_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEve
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
-def _check_openapi_document(path: Path, problems: list[str]) -> dict[str, Any]:
-    """Validate an OpenAPI document, hold its EventType enum and Identity pattern to the code; return its schemas."""
-    spec, _ = read_from_filename(str(path))
+def _validated_openapi(path: Path) -> tuple[Any, list[str]]:
+    """Read an OpenAPI document (3.0 or 3.1) and return it with what the validator found wrong."""
+    document, _ = read_from_filename(str(path))
     try:
-        validate(spec)
+        validate(document)
     except Exception as exc:  # noqa: BLE001 - any validator failure is the report
-        problems.append(f"{path}: {exc}")
+        return document, [f"{path}: {exc}"]
+    return document, []
+
+
+def _check_catalogue_terms(path: Path, problems: list[str]) -> dict[str, Any]:
+    """Hold a document's EventType enum and Identity pattern to the code; return its schemas."""
     schemas: dict[str, Any] = yaml.safe_load(path.read_text())["components"]["schemas"]
     enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
@@ -42,8 +50,9 @@ def _check_openapi_document(path: Path, problems: list[str]) -> dict[str, Any]:
 
 def check_openapi(spec_dir: Path) -> list[str]:
     """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
-    problems: list[str] = []
-    _check_openapi_document(spec_dir / "vora.yaml", problems)
+    path = spec_dir / "vora.yaml"
+    _, problems = _validated_openapi(path)
+    _check_catalogue_terms(path, problems)
     return problems
 
 
@@ -80,8 +89,8 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
 def check_server_openapi(spec_dir: Path) -> list[str]:
     """Validate spec/vora-server.yaml and hold its enums, patterns and payload schemas equal to the others."""
     path = spec_dir / SERVER_SPEC_FILE
-    problems: list[str] = []
-    schemas = _check_openapi_document(path, problems)
+    _, problems = _validated_openapi(path)
+    schemas = _check_catalogue_terms(path, problems)
     asyncapi_schemas = yaml.safe_load((spec_dir / ASYNCAPI_FILE).read_text())["components"]["schemas"]
     for name in ("Text", "CallData", "PresenceData", "RecordingData"):
         if _without_description(schemas[name]) != _without_description(asyncapi_schemas[name]):
@@ -102,10 +111,35 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
     return problems
 
 
-def _without_description(schema: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in schema.items() if k != "description"}
+def _without_description(schema: Any) -> Any:
+    """Drop every description, at any depth: the copies may explain themselves differently."""
+    if isinstance(schema, dict):
+        return {k: _without_description(v) for k, v in schema.items() if k != "description"}
+    if isinstance(schema, list):
+        return [_without_description(item) for item in schema]
+    return schema
+
+
+def check_webhooks(spec_dir: Path) -> list[str]:
+    """Validate the outgoing webhooks document and compare its webhooks and platforms with the code and vora.yaml."""
+    path = spec_dir / WEBHOOKS_FILE
+    document, problems = _validated_openapi(path)
+    names = list(document.get("webhooks", {}))
+    expected = [PUSH_NOTIFICATION, HOLDUP_READY, HOLDUP_NOT_READY]
+    if names != expected:
+        problems.append(f"{path}: webhooks {names} differ from vora.push {expected}")
+    push_schema = document["components"]["schemas"]["PushNotification"]["allOf"][1]["properties"]
+    registration = yaml.safe_load((spec_dir / "vora.yaml").read_text())["components"]["schemas"]["PushRegistration"]
+    if push_schema["platform"]["enum"] != registration["properties"]["platform"]["enum"]:
+        problems.append(f"{path}: PushNotification platforms differ from PushRegistration in vora.yaml")
+    return problems
 
 
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
-    return check_openapi(spec_dir) + check_asyncapi(spec_dir, asyncapi_schema) + check_server_openapi(spec_dir)
+    return (
+        check_openapi(spec_dir)
+        + check_asyncapi(spec_dir, asyncapi_schema)
+        + check_webhooks(spec_dir)
+        + check_server_openapi(spec_dir)
+    )

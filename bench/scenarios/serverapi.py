@@ -1,4 +1,4 @@
-"""Scenario 6, the server API: events/s published over HTTP next to the Python publisher, and latency through HTTP.
+"""Scenario 7, the server API: events/s published over HTTP next to the Python publisher, and latency through HTTP.
 
 The same VORA serves both: first the Python publisher (`EventPublisher.publish`, one event per
 call, one after another, straight into Redis) runs for a fixed time, then wrk posts single
@@ -162,7 +162,7 @@ def run(bench: Bench) -> dict[str, Any]:
     port = free_port()
     ids = identities("7600", IDENTITIES)
     figures: dict[str, Any] = {"batch_size": BATCH, "rate": fanout.RATE, "fan_out": fanout.FAN_OUT}
-    with bench.vora_server({"VORA_SERVER_API_KEYS": key, "VORA_SERVER_API_PORT": str(port)}) as server:
+    with bench.vora_server(VORA_SERVER_API_KEYS=key, VORA_SERVER_API_PORT=str(port)) as server:
         check = HttpPublisher(port, key)
         try:
             answered = check.post("/events/batch", json.loads(_batch_body(ids)))
@@ -199,7 +199,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     lag_ms = paced_http["publish"]["worst_lag_ms"]
     return [
         Row(
-            "6 publish over HTTP, one event per request",
+            "7 publish over HTTP, one event per request",
             single["events_per_second"],
             "ev/s",
             baseline,
@@ -208,7 +208,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             note=f"{single['errors']} errors" if single["errors"] else "",
         ),
         Row(
-            f"6 publish over HTTP, batches of {figures['batch_size']}",
+            f"7 publish over HTTP, batches of {figures['batch_size']}",
             batch["events_per_second"],
             "ev/s",
             baseline,
@@ -217,7 +217,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             note=f"{batch['errors']} errors" if batch["errors"] else "",
         ),
         Row(
-            f"6 HTTP publish-to-socket p99 @ {figures['rate']:,} ev/s, batches of {LATENCY_BATCH} "
+            f"7 HTTP publish-to-socket p99 @ {figures['rate']:,} ev/s, batches of {LATENCY_BATCH} "
             f"(fan-out {figures['fan_out']})",
             paced_http["latency_ms"]["p99_ms"],
             "ms",
@@ -226,5 +226,5 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             None,
             note=f"the HTTP publisher fell behind its schedule by up to {lag_ms:.0f} ms" if lag_ms > 50 else "",
         ),
-        Row("6 HTTP path events lost or duplicated", float(lost), "", None, "0", lost == 0, ratio=None),
+        Row("7 HTTP path events lost or duplicated", float(lost), "", None, "0", lost == 0, ratio=None),
     ]

@@ -450,7 +450,7 @@ def test_dockerfile_pip_installs_the_project_like_make_install() -> None:
 
 
 def test_dockerfile_serves_gunicorn_with_gevent_on_the_api_port() -> None:
-    """CMD runs gunicorn with vora.gunicorn_conf (gevent workers) on 0.0.0.0:18085, and STOPSIGNAL is SIGTERM."""
+    """CMD runs gunicorn with vora.gunicorn_conf (VORA's gevent workers) on 0.0.0.0:18085, and STOPSIGNAL is SIGTERM."""
     (_, cmd), *rest = _instructions("CMD")
     assert not rest
     assert not _instructions("ENTRYPOINT")
@@ -464,7 +464,12 @@ def test_dockerfile_serves_gunicorn_with_gevent_on_the_api_port() -> None:
         "2",
         "vora.wsgi:app_from_env()",
     ]
-    assert re.search(r"""^worker_class\s*=\s*["']gevent["']""", GUNICORN_CONF.read_text(), re.MULTILINE)
+    assert re.search(r"""^worker_class\s*=\s*["']vora.worker.VoraWorker["']""", GUNICORN_CONF.read_text(), re.MULTILINE)
+    from gunicorn.workers.ggevent import GeventWorker
+
+    from vora.worker import VoraWorker
+
+    assert issubclass(VoraWorker, GeventWorker)
     assert [ins.args for _, ins in _instructions("STOPSIGNAL")] == ["SIGTERM"]
 
 

@@ -12,6 +12,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.conftest import assert_no_traceback
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.sessions import hash_token, identity_of_token
 from vora.settings import Settings
@@ -176,6 +177,7 @@ class TestSetup:
             ({"connectionType": "WebSocket"}, "identity"),
             ({"connectionType": "WebSocket", "identity": IDENTITY, "extra": 1}, "extra"),
             ({"connectionType": "WebSocket", "identity": "{bad}"}, "identity"),
+            ({"connectionType": "WebSocket", "identity": f"{IDENTITY}\n"}, "identity"),
             ({"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": "yes"}, "holdUpMode"),
             ([], "object"),
         ],
@@ -187,10 +189,43 @@ class TestSetup:
         provision("alice", [IDENTITY])
         assert_error(client.post(SETUP, json=body, headers=auth("alice")), 400, fragment)
 
+    def test_echoed_identity_is_truncated(self, client: FlaskClient, auth: Headers, redisdb: redis.Redis) -> None:
+        """A 10,000-character identity comes back in the 400 as its first 64 characters and an ellipsis."""
+        response = client.post(SETUP, json={"connectionType": "WebSocket", "identity": "9" * 10_000}, headers=auth())
+        body = assert_error(response, 400, "identity", "'" + "9" * 64 + "\u2026'")
+        assert "9" * 65 not in body["message"]
+        assert len(body["message"]) < 200
+        assert redisdb.dbsize() == 0
+
     def test_malformed_json_gets_400(self, client: FlaskClient, auth: Headers) -> None:
         """A body that is not JSON is a 400 in the error shape."""
         response = client.post(SETUP, data="{not json", content_type="application/json", headers=auth("alice"))
         assert_error(response, 400, "not valid JSON")
+
+    @pytest.mark.parametrize("depth", [900, 1000, 5000, 30_000])
+    @pytest.mark.parametrize("where", ["top", "identity", "extra"])
+    def test_deeply_nested_json_gets_400(
+        self,
+        client: FlaskClient,
+        auth: Headers,
+        provision: Provision,
+        redisdb: redis.Redis,
+        caplog: pytest.LogCaptureFixture,
+        depth: int,
+        where: str,
+    ) -> None:
+        """JSON nested thousands deep is a 400 in the error shape, writes nothing and logs no error."""
+        provision("alice", [IDENTITY])
+        deep = "[" * depth + "]" * depth
+        body = {
+            "top": deep,
+            "identity": f'{{"connectionType": "WebSocket", "identity": {deep}}}',
+            "extra": f'{{"connectionType": "WebSocket", "identity": "{IDENTITY}", "x": {deep}}}',
+        }[where]
+        response = client.post(SETUP, data=body, content_type="application/json", headers=auth("alice"))
+        assert_error(response, 400)
+        assert session_hashes(redisdb) == []
+        assert_no_traceback(caplog)
 
     def test_non_utf8_json_gets_400(self, client: FlaskClient, auth: Headers) -> None:
         """A body that is not UTF-8 is a 400 in the error shape."""
@@ -256,6 +291,40 @@ class TestSetup:
             "reason": "replaced",
         }
         pubsub.close()
+
+    def test_a_co_owner_cannot_evict_the_callers_session(
+        self, settings: Settings, redisdb: redis.Redis, auth: Headers
+    ) -> None:
+        """With a per-user cap of 1, a manager opening sessions on a shared identity evicts only its own."""
+        from vora.app import create_app
+
+        app = create_app(settings.with_changes(max_sessions_per_identity=1))
+        app.extensions["vora"].directory.add("alice", [IDENTITY])
+        app.extensions["vora"].directory.add("manager", [IDENTITY])
+        client = app.test_client()
+        mine = setup_session(client, auth("alice"))
+        managers_first = setup_session(client, auth("manager"))
+        setup_session(client, auth("manager"))
+        assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(mine)))
+        assert not redisdb.exists(keys.websocket_token(IDENTITY, hash_token(managers_first)))
+
+    def test_identity_total_gets_409_and_writes_nothing(
+        self, settings: Settings, redisdb: redis.Redis, auth: Headers
+    ) -> None:
+        """Past VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL a user with no session to replace gets 409 and nothing changes."""
+        from vora.app import create_app
+
+        app = create_app(settings.with_changes(max_sessions_per_identity=1, max_sessions_per_identity_total=2))
+        for user in ("alice", "bob", "carol"):
+            app.extensions["vora"].directory.add(user, [IDENTITY])
+        client = app.test_client()
+        setup_session(client, auth("alice"))
+        setup_session(client, auth("bob"))
+        before = redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)
+        response = client.post(SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("carol"))
+        assert_error(response, 409, IDENTITY, "log out")
+        assert redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1) == before
+        setup_session(client, auth("alice"))  # alice replaces her own session
 
 
 class TestEventSubscription:
@@ -328,9 +397,10 @@ class TestEventSubscription:
         """SubscribeAll is required."""
         assert_error(client.post(self.url(), json={"events": []}, headers=auth()), 400, "subscribeAll")
 
-    def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers) -> None:
-        """An identity that breaks the pattern is a 400."""
-        assert_error(client.post(self.url("%7Bx%7D"), json={"subscribeAll": True}, headers=auth()), 400)
+    @pytest.mark.parametrize("identity", ["%7Bx%7D", f"{IDENTITY}%0A"])
+    def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers, identity: str) -> None:
+        """An identity that breaks the pattern, a trailing newline included, is a 400."""
+        assert_error(client.post(self.url(identity), json={"subscribeAll": True}, headers=auth()), 400, "identity")
 
     def test_missing_scope_gets_403(self, client: FlaskClient, auth: Headers) -> None:
         """A token without scope.vora.identities is a 403."""
@@ -344,6 +414,17 @@ class TestEventSubscription:
         """A body sent as anything but JSON is a 415 in the error shape."""
         response = client.post(self.url(), data="subscribeAll=true", content_type="text/plain", headers=auth())
         assert_error(response, 415, "expected JSON")
+
+    @pytest.mark.parametrize("depth", [900, 5000])
+    def test_deeply_nested_events_get_400(
+        self, client: FlaskClient, auth: Headers, provision: Provision, caplog: pytest.LogCaptureFixture, depth: int
+    ) -> None:
+        """Events nested thousands deep are a 400 in the error shape and log no error."""
+        provision("alice", [IDENTITY])
+        body = '{"subscribeAll": false, "events": ' + "[" * depth + "]" * depth + "}"
+        response = client.post(self.url(), data=body, content_type="application/json", headers=auth("alice"))
+        assert_error(response, 400)
+        assert_no_traceback(caplog)
 
     def test_oversized_body_gets_413(self, client: FlaskClient, auth: Headers, settings: Settings) -> None:
         """A body over the size limit is a 413."""
@@ -401,6 +482,15 @@ class TestLogout:
     def test_bad_identity_gets_400(self, client: FlaskClient, auth: Headers) -> None:
         """An identity longer than 64 characters is a 400."""
         assert_error(client.post("/vora/logout/" + "9" * 65, headers=auth()), 400, "identity")
+
+    def test_identity_with_a_trailing_newline_gets_400(
+        self, client: FlaskClient, auth: Headers, provision: Provision, redisdb: redis.Redis
+    ) -> None:
+        """Logout of an identity ending in an encoded newline is a 400 and touches no key."""
+        provision("alice", [IDENTITY])
+        before = redisdb.dbsize()
+        assert_error(client.post(f"/vora/logout/{IDENTITY}%0A", headers=auth("alice")), 400, "identity")
+        assert redisdb.dbsize() == before
 
     def test_missing_scope_gets_403(self, client: FlaskClient, auth: Headers) -> None:
         """A token without scope.vora.identities is a 403."""
@@ -505,3 +595,28 @@ def test_every_secured_operation_answers_503_without_redis(
     response = getattr(dead.test_client(), method)(path, json=body, headers=auth("alice"))
     assert_error(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "1"
+
+
+def test_a_hung_redis_answers_503_after_one_timeout(settings: Settings, auth: Headers) -> None:
+    """With Redis stopped by SIGSTOP, a secured operation answers 503 after VORA_REDIS_TIMEOUT, not a multiple of it."""
+    import os
+    import signal
+    import time
+
+    from tests.harness import RedisServer
+    from vora.app import create_app
+
+    timeout = 1.0
+    with RedisServer() as hung:
+        client = create_app(settings.with_changes(redis_url=hung.url, redis_timeout=timeout)).test_client()
+        assert client.get("/vora/identity", headers=auth("alice")).status_code == 404  # connected, answering
+        assert hung.pid is not None
+        os.kill(hung.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            response = client.get("/vora/identity", headers=auth("alice"))
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(hung.pid, signal.SIGCONT)
+    assert_error(response, 503, "unavailable")
+    assert elapsed < timeout * 2  # one timeout and no retry of it (it was three timeouts and backoff)

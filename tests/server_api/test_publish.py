@@ -43,7 +43,7 @@ def test_published_event_reaches_the_socket(
     [
         (IDENTITY, {"type": "callExploded", "data": {"callId": "c"}}, "type: 'callExploded' is not one of"),
         (IDENTITY, {"type": "callRinging", "data": {}}, "data: 'callId' is a required property"),
-        (IDENTITY, {"type": "presence", "data": {"status": "asleep"}}, "data/status: 'asleep' is not one of"),
+        (IDENTITY, {"type": "presence", "data": {"status": "asleep"}}, "data.status: 'asleep' is not one of"),
         (IDENTITY, {"type": "callRinging", "data": {"callId": "c", "colour": "red"}}, "data: Additional properties"),
         (IDENTITY, {"type": "presence", "data": {"status": "busy"}, "extra": 1}, "Additional properties"),
         (IDENTITY, {"type": "presence", "data": {"status": "busy"}, "timestamp": "yesterday"}, "timestamp"),
@@ -167,7 +167,7 @@ def test_batch_refuses_only_its_bad_items(api: ServerApiClient, redisdb: redis.R
         ({"events": []}, "events"),
         ({"events": [{"identity": IDENTITY, **RINGING}] * 101}, "more than the 100"),
         ({"events": [{"identity": IDENTITY, **RINGING}] * 1001}, "events"),
-        ({"events": [{"identity": IDENTITY, **RINGING}, 7]}, "events/1"),
+        ({"events": [{"identity": IDENTITY, **RINGING}, 7]}, "events.1"),
         ({"events": {"identity": IDENTITY}}, "events"),
         ({"events": [], "more": True}, "Additional properties"),
     ],
@@ -209,3 +209,17 @@ def test_publish_needs_a_body(server: RunningServer, redisdb: redis.Redis) -> No
         timeout=5,
     )
     assert_error_shape(response, 400)
+
+
+def test_incoming_call_over_http_queues_one_push_job(api: ServerApiClient, redisdb: redis.Redis) -> None:
+    """An inbound callRinging published over HTTP queues the push wake-up job, once even when retried."""
+    from vora.store import keys
+
+    ringing = {"type": "callRinging", "data": {"callId": "c-9", "direction": "inbound"}, "idempotencyKey": "ring-9"}
+    assert api.publish(IDENTITY, ringing).json()["duplicate"] is False
+    assert api.publish(IDENTITY, ringing).json()["duplicate"] is True
+    assert api.batch([{"identity": IDENTITY, **ringing}]).json()["duplicates"] == 1
+    assert redisdb.xlen(keys.PUSH_JOBS) == 1
+    outbound = {"identity": IDENTITY, "type": "callRinging", "data": {"callId": "c-10", "direction": "outbound"}}
+    assert api.batch([outbound]).json()["published"] == 1
+    assert redisdb.xlen(keys.PUSH_JOBS) == 1

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 import redis
 
+from tests.harness import RedisServer
 from vora.store.client import connect, parse_redis_url
 
 
@@ -53,3 +58,35 @@ def test_refuses_malformed_urls(url: str) -> None:
     """A Sentinel URL without a service, a host without a port, or another scheme is refused."""
     with pytest.raises(ValueError, match=r"\S"):
         parse_redis_url(url)
+
+
+@pytest.fixture
+def hung_redis() -> Iterator[RedisServer]:
+    """Yield a real redis-server that is stopped with SIGSTOP (it accepts connections, answers nothing)."""
+    with RedisServer() as server:
+        assert server.pid is not None
+        yield server
+        os.kill(server.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("pool_size", [None, 4])
+def test_a_hung_redis_fails_a_command_after_one_timeout(hung_redis: RedisServer, pool_size: int | None) -> None:
+    """A command to a SIGSTOPped Redis gives up after VORA_REDIS_TIMEOUT, without retrying the timeout."""
+    timeout = 1.0
+    client = connect(hung_redis.url, timeout, pool_size)
+    client.ping()  # the connection is open before Redis stops answering
+    assert hung_redis.pid is not None
+    os.kill(hung_redis.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError):
+        client.get("vora:test:key")
+    # One timeout, not three (two retries): well under twice the setting even on a busy machine.
+    assert time.monotonic() - started < timeout * 2
+
+
+def test_a_refused_connection_is_retried(redis_url: str) -> None:
+    """A connection that is dropped under a client is reopened by a retry, so the command still succeeds."""
+    client = connect(redis_url, timeout=2)
+    client.set("vora:test:key", "1")
+    client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no")
+    assert client.get("vora:test:key") == b"1"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from vora.store import keys
-from vora.store.sessions import Lease, SessionStore
+from vora.store.sessions import IdentityFull, Lease, SessionStore
 
 IDENTITY = "910111000"
 
@@ -43,6 +44,31 @@ def test_eviction_takes_the_oldest_and_leaves_a_tombstone(redisdb: redis.Redis) 
     assert create(store, "c") == ["a"]
     assert not redisdb.exists(keys.session(IDENTITY, "a"), keys.websocket_token(IDENTITY, "hash-a"))
     assert store.ended_reason(IDENTITY, "a") == "replaced"
+
+
+def test_eviction_takes_the_callers_oldest_never_another_users(redisdb: redis.Redis) -> None:
+    """The cap counts one user's sessions on the identity: past it that user's oldest goes, a co-owner's stays."""
+    store = SessionStore(redisdb, 60, 2)
+    create(store, "bob-1", "bob")
+    create(store, "alice-1")
+    create(store, "alice-2")
+    assert create(store, "alice-3") == ["alice-1"]
+    assert create(store, "bob-2", "bob") == []
+    assert store.get(IDENTITY, "bob-1") is not None
+    assert store.ended_reason(IDENTITY, "alice-1") == "replaced"
+
+
+def test_identity_total_refuses_a_new_user_and_writes_nothing(redisdb: redis.Redis) -> None:
+    """At the per-identity total a user with nothing to evict is refused and nothing is written."""
+    store = SessionStore(redisdb, 60, 2, max_per_identity=3)
+    create(store, "alice-1")
+    create(store, "alice-2")
+    create(store, "bob-1", "bob")
+    before = sorted(redisdb.scan_iter())
+    with pytest.raises(IdentityFull):
+        create(store, "carol-1", "carol")
+    assert sorted(redisdb.scan_iter()) == before
+    assert create(store, "alice-3") == ["alice-1"]  # a user at its own cap still replaces its oldest
 
 
 def test_end_for_subject_ends_only_that_users_sessions(redisdb: redis.Redis) -> None:

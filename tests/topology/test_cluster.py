@@ -55,7 +55,7 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
     """The session scripts, which derive keys from the identity's hash tag, run on the cluster."""
     client = connect(redis_cluster.url, timeout=2.0)
     with contextlib.closing(client):
-        store = SessionStore(client, ttl_seconds=60, max_per_identity=1)
+        store = SessionStore(client, ttl_seconds=60, max_per_user=1)
         directory = Directory(client)
         identity = f"49{uuid.uuid4().int % 10**9}"
         directory.add("alice", [identity])
@@ -72,3 +72,35 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
         assert store.get(identity, "s2") is None
         slot = client.keyslot(keys.sessions_index(identity))
         assert client.keyslot(keys.session(identity, "s2")) == slot
+
+
+def test_push_store_runs_on_the_cluster(redis_cluster: RedisCluster3) -> None:
+    """Every push-store step works on the cluster: the {push} keys in one slot, hold-ups in the identity's."""
+    from vora.store.push import HoldUpRef, PushStore
+
+    client = connect(redis_cluster.url, timeout=2.0)
+    with contextlib.closing(client):
+        store = PushStore(client)
+        identity = f"49{uuid.uuid4().int % 10**9}"
+        assert client.keyslot(keys.PUSH_JOBS) == client.keyslot(keys.PUSH_DEADLINES)
+        sessions = SessionStore(client, ttl_seconds=60, max_per_user=2)
+        sessions.create(
+            identity, "s1", "t" * 64, {"sub": "alice", "holdUpMode": "1", "pushPlatform": "fcm", "pushDeviceToken": "d"}
+        )
+        assert list(store.push_targets(identity)) == ["s1"]
+
+        store.ensure_group()
+        job_id = store.enqueue("ring", identity=identity)
+        assert job_id in {j.job_id for j in store.read("a", 100, 10) + store.claim_abandoned("a", 0, 100)}
+        store.touch("a", job_id)
+        store.ack(job_id)
+
+        ref = HoldUpRef(identity, "s1", "c-1")
+        store.hold_up(ref, {"eventId": "1-1", "ringAt": 1, "deadline": 2}, 2, 60_000)
+        assert store.mark(ref, "pushedAt", 1)
+        assert store.queue_due_deadlines(10, 100) >= 1
+        [(taken, holdup)] = store.take(identity, "s1", "job", "holdUpNotReady", 3, "c-1", "timeout")
+        assert (taken, holdup["reason"]) == (ref, "timeout")
+        store.settle(ref, 4)
+        assert store.count_push(identity, 1, 60_000)
+        assert not store.count_push(identity, 1, 60_000)

@@ -69,7 +69,7 @@ def test_session_store_works_through_sentinels(sentinel_set: RedisSentinelSet) -
     """The session scripts run on the master found through the sentinels."""
     client = connect(sentinel_set.url, timeout=2.0)
     with contextlib.closing(client):
-        store = SessionStore(client, ttl_seconds=60, max_per_identity=2)
+        store = SessionStore(client, ttl_seconds=60, max_per_user=2)
         identity = f"49{uuid.uuid4().int % 10**9}"
         fields = {"sub": "bob", "events": "ALL"}
         assert store.create(identity=identity, session_id="s1", token_hash="h1", fields=fields) == []

@@ -8,6 +8,7 @@ from flask import Response, current_app
 
 from vora.auth import Principal
 from vora.errors import empty_response
+from vora.push import registration_of
 
 Body = dict[str, Any]
 
@@ -31,12 +32,14 @@ def identitiesOptions() -> tuple[Body, int, dict[str, str]]:  # noqa: N802 - nam
 def setup(body: Body, token_info: dict[str, Any]) -> tuple[Body, int]:
     """Open a session on one of the caller's identities and hand back its WebSocket token."""
     principal: Principal = token_info["principal"]
+    hold_up_mode = bool(body.get("holdUpMode", False))
     opened = _service().open(
         principal.subject,
         body["identity"],
         body["connectionType"],
-        bool(body.get("holdUpMode", False)),
+        hold_up_mode,
         principal.scopes,
+        registration_of(hold_up_mode, body.get("push")),
     )
     return {"webSocketToken": opened.websocket_token}, 200
 

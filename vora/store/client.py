@@ -102,8 +102,10 @@ def connect(url: str, timeout: float, pool_size: int | None = None, **extra: Any
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": 30,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        # A refused or dropped connection is retried at once; a timeout is not, so that a Redis that
+        # does not answer fails a command after `timeout` and not after a multiple of it.
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2, supported_errors=(redis.ConnectionError,)),
+        "retry_on_error": [redis.ConnectionError],
         **extra,
     }
     if target.kind == "single":

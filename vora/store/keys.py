@@ -76,3 +76,20 @@ def event_sequence(identity: str) -> str:
 def idempotency(identity: str, key: str) -> str:
     """Name the record of what a publisher's idempotency key published for an identity."""
     return identity_prefix(identity) + "idem:" + key
+
+
+# Push wake-up (holdUpMode). The job queue and the hold-up deadlines are shared by every identity;
+# they carry a hash tag of their own, so in Redis Cluster both live in the one slot of `{push}`.
+PUSH_JOBS = f"{PREFIX}:{{push}}:jobs"
+PUSH_DEADLINES = f"{PREFIX}:{{push}}:deadlines"
+PUSH_GROUP = "vora-push"
+
+
+def holdups(identity: str, session_id: str) -> str:
+    """Name the hash of a session's held-up calls (call id -> hold-up JSON)."""
+    return identity_prefix(identity) + "holdups:" + session_id
+
+
+def push_rate(identity: str) -> str:
+    """Name the counter of pushes sent to an identity in the current rate-limit window."""
+    return identity_prefix(identity) + "pushrate"

@@ -18,26 +18,40 @@ end
 
 # KEYS: sessions index, new session hash, new token key.
 # ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
-#       (unused), ttl (ms), cap, tombstone ttl (ms), control channel, identity,
-#       then field/value pairs of the session hash. createdAt is Redis' own time.
+#       subject, ttl (ms), cap per user, tombstone ttl (ms), control channel, identity,
+#       cap per identity, then field/value pairs of the session hash. createdAt is Redis' own time.
+# Returns {'ok', evicted ids...}, or {'full'} (nothing written) when the identity holds its cap of
+# sessions even after the caller's own oldest ones made room: a user never evicts another's session.
 CREATE_SESSION = (
     _END_SESSION
     + """
 local prefix = ARGV[4]
 local sid = ARGV[5]
+local subject = ARGV[7]
 -- Redis' clock, so that createdAt compares with stream ids on any instance.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[8])
 local cap = tonumber(ARGV[9])
 local tombstone_ms = tonumber(ARGV[10])
+local identity_cap = tonumber(ARGV[13])
+local own = {}
+local total = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', prefix .. ARGV[1] .. member) == 0 then
+  local owner = redis.call('HGET', prefix .. ARGV[1] .. member, 'sub')
+  if not owner then
     redis.call('ZREM', KEYS[1], member)
+  else
+    total = total + 1
+    if owner == subject then own[#own + 1] = member end
   end
 end
+local evicting = math.max(0, #own + 1 - cap)
+if total - evicting + 1 > identity_cap then
+  return {'full'}
+end
 local fields = {}
-for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], 'tokenHash', ARGV[6], 'createdAt', now, unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[3], sid, 'PX', ttl)
@@ -48,20 +62,21 @@ if newest[2] and tonumber(newest[2]) >= score then
   score = tonumber(newest[2]) + 1
 end
 redis.call('ZADD', KEYS[1], score, sid)
-local evicted = {}
-while redis.call('ZCARD', KEYS[1]) > cap do
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-  end_session(prefix, oldest, 'replaced', tombstone_ms)
-  evicted[#evicted + 1] = oldest
+-- own is in creation order (the index is sorted by it): the caller's oldest go first.
+local result = {'ok'}
+for i = 1, evicting do
+  end_session(prefix, own[i], 'replaced', tombstone_ms)
+  result[#result + 1] = own[i]
 end
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-if #evicted > 0 then
+if evicting > 0 then
+  local evicted = {unpack(result, 2)}
   redis.call('PUBLISH', ARGV[11], cjson.encode({action = 'terminate', identity = ARGV[12],
     sessions = evicted, reason = 'replaced'}))
 end
-return evicted
+return result
 """
 )
 
@@ -192,3 +207,100 @@ redis.call('PEXPIRE', KEYS[3], ARGV[10])
 return {published[1], published[2], ARGV[9], 0}
 """
 )
+
+# KEYS: a session's hold-up hash.
+# ARGV: call id, hold-up JSON, key ttl (ms).
+# Record a held-up call once (a re-delivered job finds the first record); returns the stored record.
+CREATE_HOLDUP = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+
+# KEYS: a session's hold-up hash.
+# ARGV: call id, field name, value, '1' to update a call already taken too.
+# Set one field of a held-up call (by default only while nobody has taken it); returns 1 when it was set.
+UPDATE_HOLDUP = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local holdup = cjson.decode(raw)
+if holdup.takenBy and ARGV[4] ~= '1' then return 0 end
+holdup[ARGV[2]] = tonumber(ARGV[3]) or ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(holdup))
+return 1
+"""
+
+# KEYS: a session's hold-up hash.
+# ARGV: job id, outcome, time (ms), call id ('' for every call of the session), reason ('' for none).
+# Take held-up calls for one outcome, exactly once: a call already taken by another job is
+# skipped, one taken by this same job (a re-delivery after a crash) is returned again.
+# Returns a flat list of call id, hold-up JSON (with outcome, takenBy and takenAt set).
+TAKE_HOLDUPS = """
+local taken = {}
+local calls
+if ARGV[4] == '' then
+  calls = redis.call('HKEYS', KEYS[1])
+else
+  calls = {ARGV[4]}
+end
+for _, call in ipairs(calls) do
+  local raw = redis.call('HGET', KEYS[1], call)
+  if raw then
+    local holdup = cjson.decode(raw)
+    if not holdup.takenBy then
+      holdup.takenBy = ARGV[1]
+      holdup.outcome = ARGV[2]
+      holdup.takenAt = tonumber(ARGV[3])
+      if ARGV[5] ~= '' then holdup.reason = ARGV[5] end
+      raw = cjson.encode(holdup)
+      redis.call('HSET', KEYS[1], call, raw)
+    end
+    if holdup.takenBy == ARGV[1] then
+      taken[#taken + 1] = call
+      taken[#taken + 1] = raw
+    end
+  end
+end
+return taken
+"""
+
+# KEYS: the deadline schedule, the job queue.
+# ARGV: now (ms), most to move, queue max length.
+# Move due hold-up deadlines into the job queue in one step: each is claimed by exactly one
+# caller and, once queued, survives the crash of whoever processes it.
+QUEUE_DUE_DEADLINES = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'kind', 'deadline', 'holdup', member)
+end
+return #due
+"""
+
+# KEYS: an identity's push counter.
+# ARGV: limit, window (ms).
+# Count one push in the identity's fixed window; returns 1 when it is within the limit.
+COUNT_PUSH = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if count > tonumber(ARGV[1]) then
+  return 0
+end
+return 1
+"""
+
+# KEYS: the push job queue.
+# ARGV: max length, ttl (ms), then field/value pairs of the job.
+# Queue one job; the queue expires a while after its last job, so one nobody consumes (no
+# instance has a push gateway) does not stay in Redis. Consumers recreate their group.
+ENQUEUE_JOB = """
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return id
+"""

@@ -13,6 +13,10 @@ from vora.store import keys, scripts
 TOMBSTONE_MS = 10 * 60 * 1000
 
 
+class IdentityFull(Exception):
+    """The identity already holds as many sessions, of all its users together, as it may."""
+
+
 @dataclass(frozen=True)
 class StoredSession:
     """One session as Redis holds it."""
@@ -76,10 +80,11 @@ def _ending_args(identity: str, selector: str, reason: str) -> list[str | int]:
 class SessionStore:
     """Create, subscribe and end sessions with one atomic script each."""
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int, max_per_identity: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_seconds: int, max_per_user: int, max_per_identity: int = 50) -> None:
         self._redis = client
         self._ttl_ms = ttl_seconds * 1000
-        self._cap = max_per_identity
+        self._cap = max_per_user
+        self._identity_cap = max_per_identity
         self._create = client.register_script(scripts.CREATE_SESSION)
         self._end = client.register_script(scripts.END_SUBJECT_SESSIONS)
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
@@ -93,11 +98,11 @@ class SessionStore:
         token_hash: str,
         fields: dict[str, str],
     ) -> list[str]:
-        """Store a new session and its token hash; return the ids of sessions it evicted."""
+        """Store a new session and return the ids of its user's oldest it evicted; raise IdentityFull when full."""
         flat: list[str] = []
         for name, value in fields.items():
             flat += [name, value]
-        evicted = self._create(
+        reply = self._create(
             keys=[
                 keys.sessions_index(identity),
                 keys.session(identity, session_id),
@@ -110,16 +115,20 @@ class SessionStore:
                 keys.identity_prefix(identity),
                 session_id,
                 token_hash,
-                0,
+                fields["sub"],
                 self._ttl_ms,
                 self._cap,
                 TOMBSTONE_MS,
                 keys.CONTROL_CHANNEL,
                 identity,
+                self._identity_cap,
                 *flat,
             ],
         )
-        return [_text(sid) for sid in evicted]
+        status, *evicted = (_text(item) for item in reply)
+        if status == "full":
+            raise IdentityFull(identity)
+        return evicted
 
     def set_subscription(self, identity: str, subject: str, events: str) -> list[str]:
         """Set the subscription of a user's sessions on an identity; return their ids."""

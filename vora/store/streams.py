@@ -104,6 +104,11 @@ class StreamStore:
             identity,
         ]
 
+    @property
+    def client(self) -> redis.Redis:
+        """Return the Redis client the streams live in."""
+        return self._redis
+
     def append(self, identity: str, event_type: str, timestamp: str, data_json: str) -> tuple[str, int]:
         """Append an event, trim by length and age, announce it; return its id and number."""
         result = self._publish(

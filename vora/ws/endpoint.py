@@ -123,6 +123,8 @@ def install_websocket(app: Flask, path: str) -> None:
             attached = state.session_store.attach(
                 session.identity, session.session_id, conn.socket_id, int(time.time() * 1000), hub.presence_lease_ms
             )
+            if attached:
+                state.push.socket_attached(session)  # a call held up for this session is now ready
             if attached == 0:
                 # The session ended during the upgrade: say why when Redis still knows.
                 reason = state.session_store.ended_reason(session.identity, session.session_id)

@@ -1,0 +1,215 @@
+"""Journeys of a sleeping mobile softphone: pushed once for an incoming call, then ready or not ready in time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from tests.harness import wait_for
+from tests.harness.webhooks import HANG, WebhookReceiver
+from tests.push.conftest import HOLDUP_TIMEOUT, OpenedSession, for_identity
+from tests.server import RunningServer
+from tests.test_metrics import sample
+from tests.test_push import webhook_schema
+from tests.ws.client import Client
+from vora.events import EventPublisher, PublishedEvent
+from vora.store import keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.push]
+
+Connect = Callable[..., Client]
+OpenSession = Callable[..., OpenedSession]
+WAIT = 20.0
+
+
+def ring(publisher: EventPublisher, identity: str, call_id: str = "call-1") -> PublishedEvent:
+    """Publish an incoming call for an identity, as the telephony side does."""
+    data = {"callId": call_id, "direction": "inbound", "from": "+34602128708", "to": identity}
+    return publisher.publish(identity, "callRinging", data)
+
+
+def queue_drained(redisdb: redis.Redis) -> None:
+    """Wait until every push job queued so far has been processed and acknowledged."""
+    wait_for(lambda: redisdb.xlen(keys.PUSH_JOBS) == 0, WAIT, what="the push queue to drain")
+
+
+def scrape(server: RunningServer) -> str:
+    """Read the server's Prometheus metrics."""
+    return requests.get(server.metrics_url, timeout=5).text
+
+
+def test_sleeping_device_is_pushed_once_then_signalled_ready(
+    push_server: RunningServer,
+    gateway: WebhookReceiver,
+    callback: WebhookReceiver,
+    open_session: OpenSession,
+    connect: Connect,
+    publisher: EventPublisher,
+) -> None:
+    """No socket and an inbound call: one signed push; the woken socket gets the call; ready says how long it took."""
+    session = open_session(push_server, "700000001")
+    before = scrape(push_server)
+    published = ring(publisher, session.identity)
+
+    pushed = gateway.next_accepted(for_identity(session.identity), timeout=WAIT)
+    assert pushed.signed
+    assert pushed.event == "pushNotification"
+    webhook_schema("PushNotification").validate(pushed.body)
+    assert {k: pushed.body[k] for k in ("sessionId", "callId", "caller", "eventId", "platform", "deviceToken")} == {
+        "sessionId": session.session_id,
+        "callId": "call-1",
+        "caller": "+34602128708",
+        "eventId": published.event_id,
+        "platform": "apns",
+        "deviceToken": "f" * 64,
+    }
+
+    client = connect(push_server, session.token)
+    event = client.next()
+    assert (event["type"], event["eventId"]) == ("callRinging", published.event_id)
+
+    ready = callback.next_accepted(for_identity(session.identity), timeout=WAIT)
+    assert ready.signed
+    assert ready.event == "holdUpReady"
+    webhook_schema("HoldUpReady").validate(ready.body)
+    assert (ready.body["sessionId"], ready.body["callId"]) == (session.session_id, "call-1")
+    assert isinstance(ready.body["wakeUpMs"], int)
+    assert ready.body["sinceRingMs"] >= ready.body["wakeUpMs"] >= 0
+    assert len(gateway.attempts_for(for_identity(session.identity))) == 1
+    assert "f" * 64 not in push_server.log()  # the device token is credential-like: never logged
+
+    def moved() -> bool:
+        after = scrape(push_server)
+        return (
+            sample(after, "vora_push_sent_total") > sample(before, "vora_push_sent_total")
+            and sample(after, "vora_push_wakeup_seconds_count") > sample(before, "vora_push_wakeup_seconds_count")
+            and sample(after, "vora_holdup_signals_total", outcome="holdUpReady", reason="")
+            > sample(before, "vora_holdup_signals_total", outcome="holdUpReady", reason="")
+        )
+
+    wait_for(moved, WAIT, what="the push metrics to move")
+
+
+def test_device_that_never_connects_is_signalled_not_ready(
+    push_server: RunningServer,
+    gateway: WebhookReceiver,
+    callback: WebhookReceiver,
+    open_session: OpenSession,
+    connect: Connect,
+    publisher: EventPublisher,
+    redisdb: redis.Redis,
+) -> None:
+    """Pushed but no socket within the hold-up timeout: notReady (timeout); a late socket still gets the call."""
+    session = open_session(push_server, "700000002")
+    published = ring(publisher, session.identity)
+    gateway.next_accepted(for_identity(session.identity), timeout=WAIT)
+
+    not_ready = callback.next_accepted(for_identity(session.identity), timeout=HOLDUP_TIMEOUT + WAIT)
+    assert not_ready.signed
+    assert not_ready.event == "holdUpNotReady"
+    webhook_schema("HoldUpNotReady").validate(not_ready.body)
+    assert (not_ready.body["reason"], not_ready.body["callId"]) == ("timeout", "call-1")
+
+    late = connect(push_server, session.token)
+    assert late.next()["eventId"] == published.event_id
+    queue_drained(redisdb)
+    assert callback.accepted_now(for_identity(session.identity)) == []  # no ready after notReady
+
+
+def test_awake_or_plain_sessions_are_never_pushed(
+    push_server: RunningServer,
+    gateway: WebhookReceiver,
+    callback: WebhookReceiver,
+    open_session: OpenSession,
+    connect: Connect,
+    publisher: EventPublisher,
+    redisdb: redis.Redis,
+) -> None:
+    """A holdUpMode session with a socket open, or a session without holdUpMode, gets its call and no push."""
+    awake = open_session(push_server, "700000003")
+    client = connect(push_server, awake.token)
+    wait_for(lambda: redisdb.zcard(keys.socket_presence(awake.identity)) == 1, WAIT, what="the socket's presence")
+    plain = open_session(push_server, "700000004", hold_up=False, device=None)
+    published = ring(publisher, awake.identity)
+    ring(publisher, plain.identity)
+    assert client.next()["eventId"] == published.event_id
+    queue_drained(redisdb)
+    for identity in (awake.identity, plain.identity):
+        assert gateway.attempts_for(for_identity(identity)) == []
+        assert callback.accepted_now(for_identity(identity)) == []
+
+
+@pytest.mark.parametrize("failure", [500, HANG], ids=["http-500", "timeout"])
+def test_failed_attempt_is_retried_and_the_push_delivered_once(
+    push_server: RunningServer,
+    gateway: WebhookReceiver,
+    open_session: OpenSession,
+    publisher: EventPublisher,
+    failure: int | str,
+) -> None:
+    """A 500, or a gateway holding the request past VORA's timeout, is retried; the push is accepted exactly once."""
+    identity = "700000005" if failure == 500 else "700000006"
+    session = open_session(push_server, identity)
+    before = scrape(push_server)
+    gateway.plan(failure)
+    ring(publisher, session.identity)
+    pushed = gateway.next_accepted(for_identity(identity), timeout=WAIT)
+    attempts = gateway.attempts_for(for_identity(identity))
+    assert [a.answer for a in attempts] == [failure, 200]
+    assert {a.delivery for a in attempts} == {pushed.delivery}
+    assert all(a.signed for a in attempts)
+    wait_for(
+        lambda: sample(scrape(push_server), "vora_push_retries_total") > sample(before, "vora_push_retries_total"),
+        WAIT,
+        what="the retry counter to move",
+    )
+    gateway.release_hanging()
+
+
+def test_rate_limit_caps_pushes_per_identity(
+    push_server: RunningServer,
+    gateway: WebhookReceiver,
+    callback: WebhookReceiver,
+    open_session: OpenSession,
+    publisher: EventPublisher,
+    redisdb: redis.Redis,
+) -> None:
+    """With a limit of 3 per window, a fourth incoming call is not pushed and is signalled notReady (rateLimited)."""
+    session = open_session(push_server, "700000007")
+    for index in range(4):
+        ring(publisher, session.identity, f"call-{index}")
+    limited = callback.next_accepted(for_identity(session.identity, "holdUpNotReady"), timeout=WAIT)
+    assert limited.body["reason"] == "rateLimited"
+    queue_drained(redisdb)
+    pushed = gateway.accepted_now(for_identity(session.identity))
+    assert len(pushed) == 3
+    assert limited.body["callId"] not in {p.body["callId"] for p in pushed}
+
+
+def test_two_instances_send_each_push_and_signal_once(
+    push_server: RunningServer,
+    make_push_server: Callable[..., Any],
+    gateway: WebhookReceiver,
+    callback: WebhookReceiver,
+    open_session: OpenSession,
+    publisher: EventPublisher,
+    redisdb: redis.Redis,
+) -> None:
+    """Two servers on one Redis: each of three calls is pushed once and gets one notReady at its deadline."""
+    with make_push_server():
+        session = open_session(push_server, "700000008")
+        calls = {f"call-{index}" for index in range(3)}
+        for call_id in sorted(calls):
+            ring(publisher, session.identity, call_id)
+        signals = [callback.next_accepted(for_identity(session.identity), timeout=HOLDUP_TIMEOUT + WAIT) for _ in calls]
+        wait_for(lambda: redisdb.zcard(keys.PUSH_DEADLINES) == 0, WAIT, what="every deadline to be taken")
+        queue_drained(redisdb)
+    assert sorted(s.body["callId"] for s in signals) == sorted(calls)
+    assert {s.body["reason"] for s in signals} == {"timeout"}
+    assert callback.accepted_now(for_identity(session.identity)) == []
+    pushes = gateway.attempts_for(for_identity(session.identity))
+    assert sorted(p.body["callId"] for p in pushes) == sorted(calls)

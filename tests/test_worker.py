@@ -1,0 +1,201 @@
+"""Tests of the gunicorn worker over raw loopback sockets: gunicorn's refusals in the VORA shape, bounded reads."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import TokenFactory
+from tests.server import RawReply, RunningServer, raw_exchange, read_reply, running_server
+from vora.store import keys
+from vora.worker import TimedReads, refusal_of
+
+pytestmark = pytest.mark.slow
+
+READ_TIMEOUT = 1.0
+BODY_LIMIT = 1024
+IDENTITY = "910111000"
+SETUP_HEAD = "POST /vora/identity/setup HTTP/1.1\r\nHost: vora\r\nContent-Type: application/json\r\n"
+
+
+@pytest.fixture(scope="module")
+def server(
+    redis_proc: Any, key_dir: Path, dev_key_pem: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Serve VORA with a 1 s read timeout and a 1 KiB body limit for the whole module."""
+    from tests.conftest import AUDIENCE, ISSUER
+
+    env = {
+        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
+        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
+        "VORA_OAUTH_ISSUER": ISSUER,
+        "VORA_OAUTH_AUDIENCE": AUDIENCE,
+        "VORA_HTTP_READ_TIMEOUT": str(READ_TIMEOUT),
+        "VORA_MAX_BODY_BYTES": str(BODY_LIMIT),
+    }
+    with running_server(env, tmp_path_factory.mktemp("worker-server")) as running:
+        yield running
+
+
+def assert_refused(reply: RawReply, status: int, *fragments: str) -> None:
+    """Check a refusal in the VORA error shape that closes the connection."""
+    assert reply.status == status, reply
+    assert reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert set(body) == {"timestamp", "status", "error", "message"}
+    assert body["status"] == str(status)
+    for fragment in fragments:
+        assert fragment in body["message"]
+    assert reply.headers["connection"] == "close"
+    assert reply.closed
+
+
+def assert_no_traceback(server: RunningServer) -> None:
+    """Check the server logged no traceback."""
+    assert "Traceback" not in server.log()
+
+
+def setup_request(token: str, body: bytes, framing: str) -> bytes:
+    """Build a setup request with a Content-Length or chunked body."""
+    head = f"{SETUP_HEAD}Authorization: Bearer {token}\r\n"
+    if framing == "chunked":
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(body[i : i + 500]), body[i : i + 500]) for i in range(0, len(body), 500)
+        )
+        return f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunks + b"0\r\n\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+GUNICORN_REFUSALS = [
+    pytest.param(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: vora\r\n\r\n", 414, id="request-line-over-limit"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: vora\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n", 431, id="64k-header"),
+    pytest.param(
+        b"GET / HTTP/1.1\r\nHost: vora\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(101)) + b"\r\n",
+        431,
+        id="101-headers",
+    ),
+    pytest.param(f"{SETUP_HEAD}Content-Length: -1\r\n\r\n".encode(), 400, id="content-length-minus-1"),
+    pytest.param(f"{SETUP_HEAD}Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}".encode(), 400, id="two-lengths"),
+    pytest.param(
+        f"{SETUP_HEAD}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode(),
+        400,
+        id="length-and-te",
+    ),
+    pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, id="tls-to-plain-http"),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), GUNICORN_REFUSALS)
+def test_gunicorn_refusals_answer_the_error_shape(server: RunningServer, request_bytes: bytes, status: int) -> None:
+    """What gunicorn refuses before the app runs is answered as VORA JSON, not HTML, and logged without a traceback."""
+    assert_refused(raw_exchange(server.port, request_bytes), status)
+    assert_no_traceback(server)
+
+
+def test_headers_never_finished_get_408(server: RunningServer) -> None:
+    """A client that sends half a head and stops gets 408 and its connection closed."""
+    reply = raw_exchange(server.port, b"GET /vora/health/liveness HTTP/1.1\r\nHost: vora\r\n")
+    assert_refused(reply, 408, "did not arrive in time")
+
+
+def test_headers_trickled_get_408(server: RunningServer) -> None:
+    """A client that trickles its head a byte at a time gets 408 once the read timeout has passed in total."""
+    head = b"GET /vora/health/liveness HTTP/1.1\r\nHost: vora\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        started = time.monotonic()
+        for byte in head:
+            sock.sendall(bytes([byte]))
+            readable, _, _ = select.select([sock], [], [], 0.1)  # pace the bytes; stop once the server answers
+            if readable:
+                break
+        assert_refused(read_reply(sock), 408)
+        assert time.monotonic() - started < len(head) * 0.1  # refused before the head was complete
+
+
+def test_body_never_sent_gets_408(server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis) -> None:
+    """A client that promises a body and sends one byte of it gets 408, its connection closed, nothing created."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    request = f"{SETUP_HEAD}Authorization: Bearer {make_token()}\r\nContent-Length: 100\r\n\r\n{{".encode()
+    assert_refused(raw_exchange(server.port, request), 408)
+    assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 0
+    assert_no_traceback(server)
+
+
+def test_kept_alive_connection_outlives_the_read_timeout(server: RunningServer) -> None:
+    """Between requests a kept-alive connection waits longer than the read timeout and serves the next request."""
+    request = b"GET /vora/health/liveness HTTP/1.1\r\nHost: vora\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(request)
+        assert read_reply(sock).status == 204
+        readable, _, _ = select.select([sock], [], [], READ_TIMEOUT * 2.5)
+        assert not readable  # neither a 408 nor a close while idle
+        sock.sendall(request)
+        assert read_reply(sock).status == 204
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_body_over_the_limit_gets_413_and_creates_nothing(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, framing: str
+) -> None:
+    """Setup JSON padded past VORA_MAX_BODY_BYTES is a 413 that closes the connection, chunked or not."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    body = b'{"connectionType": "WebSocket", "identity": "910111000"}' + b" " * (BODY_LIMIT * 10)
+    assert_refused(raw_exchange(server.port, setup_request(make_token(), body, framing)), 413, str(BODY_LIMIT))
+    assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 0
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_body_within_the_limit_is_served(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, framing: str
+) -> None:
+    """A setup body under the limit, chunked or not, opens a session."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    body = b'{"connectionType": "WebSocket", "identity": "910111000"}' + b" " * 600
+    reply = raw_exchange(server.port, setup_request(make_token(), body, framing))
+    assert reply.status == 200, reply
+    assert "webSocketToken" in reply.json()
+    assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 1
+
+
+def test_malformed_chunk_gets_400(server: RunningServer, make_token: TokenFactory) -> None:
+    """A chunked body with a chunk size that is not hexadecimal is a 400 in the error shape."""
+    request = f"{SETUP_HEAD}Authorization: Bearer {make_token()}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".encode()
+    assert_refused(raw_exchange(server.port, request), 400, "could not be read")
+    assert_no_traceback(server)
+
+
+def test_unexpected_errors_are_500_and_parse_errors_map_to_statuses() -> None:
+    """Refusals map gunicorn's parse errors to statuses; anything else is not a refusal (a logged 500)."""
+    from gunicorn.http.errors import InvalidHeader, LimitRequestLine
+
+    assert refusal_of(LimitRequestLine(9000, 4094)) == (
+        414,
+        "The request line is too long: " + str(LimitRequestLine(9000, 4094)),
+    )
+    assert refusal_of(InvalidHeader("X" * 500))[0] == 400  # type: ignore[index]
+    assert refusal_of(RuntimeError("boom")) is None
+
+
+def test_timed_reads_bound_each_phase() -> None:
+    """The head has one deadline from accept, a body a bound per pause, and the wait between requests none."""
+    from gevent import socket as gevent_socket
+
+    from vora.error_shape import RequestReadTimeout
+
+    left, right = gevent_socket.socketpair()  # a gevent socket, as gunicorn's worker hands out
+    with left, right:
+        reads = TimedReads(left, 0.2)
+        with pytest.raises(RequestReadTimeout):
+            reads.recv(10)
+        reads.between_requests()
+        right.sendall(b"GET")
+        assert reads.recv(10) == b"GET"  # the first byte of a request starts its head's clock
+        with pytest.raises(RequestReadTimeout):
+            reads.recv(10)
