@@ -77,31 +77,15 @@ def publish_batches(publish: fanout.Publisher, ids: list[str], count: int, rate:
     if not isinstance(publish, HttpPublisher):
         raise TypeError("batches go through the server API's HttpPublisher")
     final: dict[str, int] = {}
-    started = time.monotonic()
-    worst_lag = 0.0
+    schedule = fanout.Schedule(rate)
     for first in range(0, count, LATENCY_BATCH):
-        if rate:
-            due = started + first / rate
-            now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
-            else:
-                worst_lag = max(worst_lag, now - due)
+        schedule.wait_for(first)
         numbers = range(first, min(first + LATENCY_BATCH, count))
         events = [(ids[n % len(ids)], TYPES[n % len(TYPES)]) for n in numbers]
         sequences = publish.batch([(i, t, event_data(t, n)) for n, (i, t) in zip(numbers, events, strict=True)])
         for (identity, _), sequence in zip(events, sequences, strict=True):
             final[identity] = sequence
-    elapsed = time.monotonic() - started
-    return {
-        "events": count,
-        "batch": LATENCY_BATCH,
-        "started": started,
-        "seconds": round(elapsed, 3),
-        "events_per_second": round(count / elapsed, 1),
-        "worst_lag_ms": round(worst_lag * 1000, 2),
-        "final": final,
-    }
+    return {**schedule.report(count, final), "batch": LATENCY_BATCH}
 
 
 def _python_rate(bench: Bench, ids: list[str], seconds: float) -> dict[str, Any]:
