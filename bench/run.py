@@ -19,7 +19,19 @@ from bench.context import Bench
 from bench.httpload import ensure_wrk
 from bench.procs import ROOT, Processes, cpu_split, raise_nofile_limit, start_redis
 from bench.report import Row, machine_info, source_state, table_lines, write_results
-from bench.scenarios import fanout, push, rest, resume, roundtrips, serverapi, sockets
+from bench.scenarios import (
+    delivery_cpu,
+    failover,
+    fanout,
+    push,
+    rest,
+    resume,
+    roundtrips,
+    serverapi,
+    sockets,
+    sockets20k,
+    storm,
+)
 
 SCENARIOS: dict[str, ModuleType] = {
     "rest": rest,
@@ -28,15 +40,39 @@ SCENARIOS: dict[str, ModuleType] = {
     "fanout": fanout,
     "resume": resume,
     "push": push,
+    "delivery_cpu": delivery_cpu,
+    "sockets20k": sockets20k,
+    "storm": storm,
+    "failover": failover,
     "serverapi": serverapi,
 }
 # Seconds a scenario needs at least; with less left before the deadline it is skipped.
-NEEDS = {"rest": 100, "roundtrips": 30, "sockets": 90, "fanout": 70, "resume": 30, "push": 30, "serverapi": 90}
+NEEDS = {
+    "rest": 100,
+    "roundtrips": 30,
+    "sockets": 90,
+    "fanout": 70,
+    "resume": 30,
+    "push": 30,
+    "delivery_cpu": 60,
+    "sockets20k": 120,
+    "storm": 150,
+    "failover": 120,
+    "serverapi": 90,
+}
+# What `--only GROUP` stands for. A plain `make bench` runs the default group; the pressure
+# scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu", "serverapi"),
+    "pressure": ("sockets20k", "storm", "failover"),
+}
 BUDGET_SECONDS = 540.0
 FOREIGN_CPU_NOTE = 0.15  # cores used by processes outside the benchmark, above which a scenario is flagged
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
-TABLE_START = "<!-- bench:table:start -->"
-TABLE_END = "<!-- bench:table:end -->"
+TABLE_MARKERS = {
+    "default": ("<!-- bench:table:start -->", "<!-- bench:table:end -->"),
+    "pressure": ("<!-- bench:pressure:start -->", "<!-- bench:pressure:end -->"),
+}
 
 
 class Interrupted(BaseException):
@@ -55,7 +91,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs and fewer sockets (a smoke test, not figures)")
     parser.add_argument(
-        "--only", default=",".join(SCENARIOS), help="comma-separated scenarios: " + ", ".join(SCENARIOS)
+        "--only",
+        default="default",
+        help="comma-separated scenarios or groups: "
+        + ", ".join(SCENARIOS)
+        + "; "
+        + "; ".join(f"{group} = {','.join(names)}" for group, names in GROUPS.items()),
     )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="sample the server workers with py-spy into DIR")
     parser.add_argument(
@@ -75,34 +116,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server and client logs)")
     parser.add_argument("--budget", type=float, default=BUDGET_SECONDS, help="seconds before scenarios are skipped")
     args = parser.parse_args(argv)
-    unknown = set(args.only.split(",")) - set(SCENARIOS)
+    unknown = set(args.only.split(",")) - set(SCENARIOS) - set(GROUPS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    args.scenarios = chosen_scenarios(args.only)
     if args.output is None:
-        full = not args.quick and set(args.only.split(",")) == set(SCENARIOS)
+        full = not args.quick and set(args.scenarios) == set(GROUPS["default"])
         args.output = ROOT / "bench" / "results" / ("latest.json" if full else "partial.json")
     return args
 
 
-def update_docs(rows: list[Row], machine: dict[str, Any], when: str) -> None:
-    """Replace the table between the markers in docs/BENCHMARKS.md."""
+def chosen_scenarios(only: str) -> list[str]:
+    """Expand scenario and group names into scenario names, in the order SCENARIOS lists them."""
+    chosen: set[str] = set()
+    for name in only.split(","):
+        chosen.update(GROUPS.get(name, (name,)))
+    return [name for name in SCENARIOS if name in chosen]
+
+
+def update_docs(rows_by_scenario: dict[str, list[Row]], machine: dict[str, Any], when: str) -> None:
+    """Replace, in docs/BENCHMARKS.md, the table of each group whose scenarios all ran."""
     text = DOCS.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        return
-    head, _, rest_ = text.partition(TABLE_START)
-    _, _, tail = rest_.partition(TABLE_END)
     machine_line = (
         f"Measured {when} on {machine['nproc']} x {machine['cpu_model']}, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}, Redis {machine['redis']}, {machine['load_generator']}."
     )
-    body = "\n".join([machine_line, "", *table_lines(rows, markdown=True)])
-    DOCS.write_text(f"{head}{TABLE_START}\n{body}\n{TABLE_END}{tail}")
+    for group, names in GROUPS.items():
+        start, end = TABLE_MARKERS[group]
+        if start not in text or end not in text or not set(names) <= set(rows_by_scenario):
+            continue
+        rows = [row for name in names for row in rows_by_scenario[name]]
+        head, _, rest_ = text.partition(start)
+        _, _, tail = rest_.partition(end)
+        body = "\n".join([machine_line, "", *table_lines(rows, markdown=True)])
+        text = f"{head}{start}\n{body}\n{end}{tail}"
+    DOCS.write_text(text)
 
 
-def run_scenarios(bench: Bench, names: list[str]) -> tuple[dict[str, Any], list[Row], bool]:
-    """Run the chosen scenarios in order; return their figures, the table rows and whether all ran."""
+def run_scenarios(bench: Bench, names: list[str]) -> tuple[dict[str, Any], dict[str, list[Row]], bool]:
+    """Run the chosen scenarios in order; return their figures, their table rows and whether all ran."""
     figures: dict[str, Any] = {}
-    rows: list[Row] = []
+    rows: dict[str, list[Row]] = {}
     ok = True
     for name in names:
         module = SCENARIOS[name]
@@ -115,7 +169,7 @@ def run_scenarios(bench: Bench, names: list[str]) -> tuple[dict[str, Any], list[
         busy_before, ours_before = cpu_split()
         try:
             figures[name] = module.run(bench)
-            rows.extend(module.rows(figures[name]))
+            rows[name] = module.rows(figures[name])
         except Exception as exc:  # noqa: BLE001 - one failed scenario must not hide the others
             ok = False
             figures[name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -156,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.notes.append("HTTP load came from the Python fallback (bench/httpload.py), not wrk")
         if nofile < 12_000:
             bench.notes.append(f"open-file limit is only {nofile}: 10,000 sockets may not fit")
-        chosen = set(args.only.split(","))
-        figures, rows, ok = run_scenarios(bench, [name for name in SCENARIOS if name in chosen])
+        figures, rows_by_scenario, ok = run_scenarios(bench, args.scenarios)
+        rows = [row for name in args.scenarios for row in rows_by_scenario.get(name, [])]
         machine = machine_info(str(bench.redis_info("server").get("redis_version")), wrk)
         extra = {
             "mode": "quick" if args.quick else "full",
@@ -179,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {len(rows)} figures, {sum(1 for r in rows if r.met is False)} targets not met, "
               f"{time.monotonic() - started:.0f}s")  # fmt: skip
         if args.update_docs:
-            update_docs(rows, machine, time.strftime("%Y-%m-%d"))
+            update_docs(rows_by_scenario, machine, time.strftime("%Y-%m-%d"))
     except Interrupted as exc:
         print(f"\n[bench] stopped: {exc}; stopping every process it started", file=sys.stderr, flush=True)
         return 130

@@ -10,8 +10,10 @@ which gives the publish-to-receive latency (one machine, one monotonic clock).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
+import random
 import select
 import subprocess
 import sys
@@ -19,12 +21,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 from bench.procs import PYTHON, Processes
 
 CONNECT_TIMEOUT = 30.0
 STALL_BUCKET_NS = 100_000_000  # latency is also kept as its worst per 100 ms of receipt time
 STALL_MS = 10.0  # a bucket whose worst latency is above this is reported as a stall
+RECEIPTS_KEPT = 1000  # receipt times a reconnected socket keeps, for the catch-up time
 
 
 def stamp() -> str:
@@ -45,13 +49,29 @@ class Held:
     """One open socket and what it has seen."""
 
     ws: Any
+    url: str = ""
     identity: str | None = None
     first: int | None = None
     last: int | None = None
+    last_event_id: str | None = None
     received: int = 0
     closed: bool = False
     close_code: int | None = None
     terminated: str | None = None
+    reconnect_attempts: int = 0
+    dropped_at: int | None = None  # the last sequence number it had when it last dropped
+    reconnected_ns: int | None = None  # when the socket was last opened again after a drop
+    received_ns: dict[int, int] = field(default_factory=dict)  # sequence -> receipt, since the reconnection
+
+
+@dataclass
+class Failover:
+    """Where dropped sockets reconnect, and the jittered exponential backoff between attempts."""
+
+    url: str
+    base: float
+    cap: float
+    handshake_failures: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -82,6 +102,8 @@ class LoadClient:
         self.held: list[Held] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.stats = Stats()
+        self.failover: Failover | None = None
+        self.closing = False
 
     async def _connect(self, url: str, compress: int = 0) -> Any:
         aiohttp = self._aiohttp
@@ -106,7 +128,7 @@ class LoadClient:
                 except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
                     failures[type(exc).__name__] += 1
                     return
-            held = Held(ws)
+            held = Held(ws, url)
             self.held.append(held)
             task = asyncio.create_task(self._read(held))
             self.tasks.add(task)
@@ -123,16 +145,97 @@ class LoadClient:
         }
 
     async def _read(self, held: Held) -> None:
-        ws = held.ws
-        try:
-            async for message in ws:
-                if message.type == self._aiohttp.WSMsgType.TEXT:
-                    self._on_text(held, message.data)
-        except (TimeoutError, self._aiohttp.ClientError, OSError):
-            pass
-        finally:
-            held.closed = True
-            held.close_code = ws.close_code
+        while True:
+            ws = held.ws
+            try:
+                async for message in ws:
+                    if message.type == self._aiohttp.WSMsgType.TEXT:
+                        self._on_text(held, message.data)
+            except (TimeoutError, self._aiohttp.ClientError, OSError):
+                pass
+            finally:
+                held.closed = True
+                held.close_code = ws.close_code
+            if self.failover is None or self.closing:
+                return
+            if held.reconnected_ns is None:
+                held.dropped_at = held.last
+            if not await self._reconnect(held, self.failover):
+                return
+
+    async def _reconnect(self, held: Held, failover: Failover) -> bool:
+        """Open the socket again at the failover URL with its lastEventId, backing off between attempts."""
+        token = parse_qs(urlsplit(held.url).query)["token"][0]
+        url = f"{failover.url}?token={token}"
+        if held.last_event_id is not None:
+            url += f"&lastEventId={quote(held.last_event_id)}"
+        attempt = 0
+        while not self.closing:
+            # Full jitter, as the README advises clients: uniform over [0, min(cap, base * 2^attempt)].
+            await asyncio.sleep(random.uniform(0, min(failover.cap, failover.base * 2**attempt)))  # noqa: S311
+            held.reconnect_attempts += 1
+            try:
+                held.ws = await self._connect(url)
+            except self._aiohttp.WSServerHandshakeError as exc:
+                failover.handshake_failures[f"HTTP {exc.status}"] += 1
+            except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
+                failover.handshake_failures[type(exc).__name__] += 1
+            else:
+                held.closed = False
+                held.close_code = None
+                held.reconnected_ns = time.monotonic_ns()
+                return True
+            attempt += 1
+        return False
+
+    def arm_failover(self, url: str, base: float, cap: float) -> dict[str, Any]:
+        """From now on, reopen every socket that drops at url (its token and lastEventId kept)."""
+        self.failover = Failover(url, base, cap)
+        return {"armed": True}
+
+    def _caught_up_ns(self, held: Held, published: list[tuple[int, int]]) -> int | None:
+        """Return when a reconnected socket had everything published before its reconnection, or None."""
+        assert held.reconnected_ns is not None
+        index = bisect.bisect_left(published, (held.reconnected_ns, 0))
+        owed = published[index - 1][1] if index else 0  # the last number published before it was back
+        if owed <= (held.dropped_at or 0):
+            return held.reconnected_ns  # nothing was published while it was away
+        return held.received_ns.get(owed)
+
+    def storm_report(self, since_ns: int, published: dict[str, list[list[int]]]) -> dict[str, Any]:
+        """Say how many dropped sockets came back and caught up, and how long after since_ns.
+
+        published holds, per identity, [publish time (monotonic ns), sequence number] of every
+        event in publish order; a socket has caught up once it received the last event of its
+        identity published before it was back (the replay of what it missed is then behind it).
+        """
+        log = {identity: [(ns, seq) for ns, seq in entries] for identity, entries in published.items()}
+        back: list[float] = []
+        caught: list[float] = []
+        for held in self.held:
+            if held.reconnected_ns is None or held.closed:
+                continue
+            back.append((held.reconnected_ns - since_ns) / 1e9)
+            caught_ns = self._caught_up_ns(held, log.get(held.identity or "", []))
+            if caught_ns is not None:
+                caught.append((caught_ns - since_ns) / 1e9)
+        back.sort()
+        caught.sort()
+        attempts = [h.reconnect_attempts for h in self.held]
+        failures = self.failover.handshake_failures if self.failover else Counter()
+        return {
+            "sockets": len(self.held),
+            "back": len(back),
+            "caught_up": len(caught),
+            "all_back_seconds": round(back[-1], 3) if back else None,
+            "back_p50_seconds": round(percentile(back, 50), 3),
+            "all_caught_up_seconds": round(caught[-1], 3) if caught else None,
+            "caught_up_p50_seconds": round(percentile(caught, 50), 3),
+            "handshake_attempts": sum(attempts),
+            "handshake_failures": dict(failures),
+            "most_attempts": max(attempts, default=0),
+            **self.status(),
+        }
 
     def _on_text(self, held: Held, text: str) -> None:
         now = time.monotonic_ns()
@@ -145,6 +248,7 @@ class LoadClient:
                 held.terminated = str(envelope.get("data", {}).get("reason"))
             return
         held.identity = envelope["identity"]
+        held.last_event_id = envelope["eventId"]
         if held.last is None:
             held.first = sequence
         elif sequence <= held.last:
@@ -157,6 +261,8 @@ class LoadClient:
         stats.deliveries += 1
         data = envelope.get("data") or {}
         marker = data.get("note") or data.get("reason") or ""
+        if held.reconnected_ns is not None and len(held.received_ns) < RECEIPTS_KEPT:
+            held.received_ns[sequence] = now
         if marker.startswith("t"):
             latency = (now - int(marker[1:])) / 1e6
             stats.latencies_ms.append(latency)
@@ -202,11 +308,21 @@ class LoadClient:
         """Wait until every open socket reached its identity's final sequence number, then report."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            behind = [h for h in self.held if not h.closed and h.identity and (h.last or 0) < final.get(h.identity, 0)]
+            # A dropped socket is waited for too while it is reconnecting.
+            behind = [
+                h
+                for h in self.held
+                if (not h.closed or self.failover is not None)
+                and h.identity
+                and (h.last or 0) < final.get(h.identity, 0)
+            ]
             if not behind:
                 break
             await asyncio.sleep(0.02)
         missing = sum(max(0, final.get(h.identity, 0) - (h.last or 0)) for h in self.held if h.identity)
+        missing_on_closed = sum(
+            max(0, final.get(h.identity, 0) - (h.last or 0)) for h in self.held if h.identity and h.closed
+        )
         stats = self.stats
         ordered = sorted(stats.latencies_ms)
         start = min(stats.worst_by_bucket, default=0)
@@ -220,6 +336,7 @@ class LoadClient:
             "duplicates": stats.duplicates,
             "gaps": stats.gaps,
             "missing_at_end": missing,
+            "missing_on_closed_sockets": missing_on_closed,  # events still in the stream for them
             "lifecycle": stats.lifecycle,
             "latency_samples": len(ordered),
             "p50_ms": round(percentile(ordered, 50), 3),
@@ -276,6 +393,7 @@ class LoadClient:
     async def close(self) -> dict[str, Any]:
         """Close every held socket (a WebSocket close handshake each) and forget them."""
         started = time.monotonic()
+        self.closing = True
         gate = asyncio.Semaphore(500)
 
         async def one(held: Held) -> None:
@@ -289,6 +407,8 @@ class LoadClient:
             task.cancel()
         self.held = []
         self.stats = Stats()
+        self.failover = None
+        self.closing = False
         return {"closed": count, "seconds": round(time.monotonic() - started, 3)}
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +426,10 @@ class LoadClient:
             return await self.resume(command["url"], command["count"], command.get("timeout", 10))
         if name == "close":
             return await self.close()
+        if name == "failover":
+            return self.arm_failover(command["url"], command["base"], command["cap"])
+        if name == "storm_report":
+            return self.storm_report(command["since_ns"], command["published"])
         if name == "status":
             return self.status()
         if name == "exit":

@@ -118,6 +118,25 @@ def test_server_key_creates_a_private_key_file_once(runner: CliRunner, tmp_path:
     assert read_key_file(path) == first
 
 
+def test_events_publish_unconfirmed_by_replicas_exits_3_and_prints_the_event(
+    runner: CliRunner, redisdb: redis.Redis
+) -> None:
+    """Asked for a replica that Redis does not have, publish prints the stored event and exits with status 3."""
+    import json
+
+    result = runner.invoke(
+        main,
+        ["events", "publish", "942788701", "presence", "--data", '{"status": "busy"}'],
+        env={"VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_PUBLISH_REPLICA_TIMEOUT": "50"},
+    )
+    assert result.exit_code == 3, result.output
+    printed = json.loads(result.stdout.splitlines()[0])
+    assert printed["replicated"] is False
+    assert "0 of the 1 replicas" in result.output
+    stored = redisdb.xrange(keys.event_stream("942788701"))
+    assert [entry_id.decode() for entry_id, _ in stored] == [printed["eventId"]]
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -117,6 +117,19 @@ def test_bad_server_api_settings_fail_fast(variables: dict[str, str], fragment: 
         Settings.from_env(variables)
 
 
+def test_publish_replicas_are_read_and_checked() -> None:
+    """VORA_PUBLISH_MIN_REPLICAS and its timeout are read; Cluster and a timeout past the socket's are refused."""
+    settings = Settings.from_env({"VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_PUBLISH_REPLICA_TIMEOUT": "250"})
+    assert (settings.publish_min_replicas, settings.publish_replica_timeout) == (1, 250)
+    assert Settings.from_env({}).publish_min_replicas == 0
+    with pytest.raises(SettingsError, match="not supported on Redis Cluster"):
+        Settings.from_env({"VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_REDIS_URL": "redis+cluster://127.0.0.1:7000"})
+    with pytest.raises(SettingsError, match="shorter than VORA_REDIS_TIMEOUT"):
+        Settings.from_env({"VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_PUBLISH_REPLICA_TIMEOUT": "2000"})
+    with pytest.raises(SettingsError, match="greater than zero"):
+        Settings.from_env({"VORA_PUBLISH_MIN_REPLICAS": "-1"})
+
+
 class TestPushSettings:
     """VORA_PUSH_* and VORA_HOLDUP_* checks."""
 

@@ -184,7 +184,7 @@ def create_app(settings: Settings) -> Flask:
         verifier=TokenVerifier.from_settings(settings),
         lifecycle=lifecycle,
         allowed_methods=allowed_methods_of(spec),
-        streams=StreamStore(client, settings.stream_max_length, settings.stream_max_age),
+        streams=StreamStore.from_settings(client, settings),
         hub=hub,
         metrics=metrics,
         push=push,

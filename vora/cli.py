@@ -182,6 +182,12 @@ def events() -> None:
     """Publish telephony events (the ingress the telephony side uses)."""
 
 
+class UnconfirmedPublish(click.ClickException):
+    """The event was stored on the master, but not confirmed by the replicas asked for (exit status 3)."""
+
+    exit_code = 3
+
+
 @events.command("publish")
 @click.argument("identity")
 @click.argument("event_type", metavar="TYPE")
@@ -191,6 +197,7 @@ def events() -> None:
 def events_publish(identity: str, event_type: str, data_json: str, timestamp: str | None) -> None:
     """Publish one TYPE event for IDENTITY; print its eventId and sequenceNumber."""
     from vora.events import InvalidEvent, publisher_from_settings
+    from vora.store.streams import NotReplicated
 
     try:
         data = json.loads(data_json)
@@ -200,6 +207,10 @@ def events_publish(identity: str, event_type: str, data_json: str, timestamp: st
         published = publisher_from_settings(_settings()).publish(identity, event_type, data, timestamp)
     except InvalidEvent as exc:
         raise click.ClickException(str(exc)) from None
+    except NotReplicated as exc:
+        # Printed all the same: the event is in the stream, and a retry would publish it twice.
+        click.echo(json.dumps({"eventId": exc.event_id, "sequenceNumber": exc.sequence_number, "replicated": False}))
+        raise UnconfirmedPublish(str(exc)) from None
     click.echo(json.dumps({"eventId": published.event_id, "sequenceNumber": published.sequence_number}))
 
 

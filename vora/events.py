@@ -18,7 +18,7 @@ from vora.identities import is_identity
 from vora.metrics import EVENTS_PUBLISHED
 from vora.push import is_terminating_call
 from vora.store.push import PushStore
-from vora.store.streams import Append, StoredEvent, StreamStore, stream_id_key
+from vora.store.streams import Append, NotReplicated, StoredEvent, StreamStore, stream_id_key
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -156,9 +156,17 @@ class EventPublisher:
     def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
         """Publish one event; nothing is written when it is refused."""
         event = self.checked(identity, event_type, data, timestamp)
-        event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
+        unconfirmed: NotReplicated | None = None
+        try:
+            event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
+        except NotReplicated as exc:
+            # The event is in the stream and on its way to sockets: what follows the append still happens.
+            unconfirmed = exc
+            event_id, sequence = exc.event_id, exc.sequence_number
         EVENTS_PUBLISHED.labels(event_type).inc()
         self.queue_wake_up(identity, event_type, data, event_id)
+        if unconfirmed is not None:
+            raise unconfirmed
         stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 
@@ -168,5 +176,4 @@ def publisher_from_settings(settings: Any) -> EventPublisher:
     from vora.store.client import connect
 
     client = connect(settings.redis_url, settings.redis_timeout)
-    streams = StreamStore(client, settings.stream_max_length, settings.stream_max_age)
-    return EventPublisher(EventCatalog(settings.spec_dir), streams)
+    return EventPublisher(EventCatalog(settings.spec_dir), StreamStore.from_settings(client, settings))

@@ -20,7 +20,7 @@ from vora.metrics import EVENTS_PUBLISHED
 from vora.sessions import SUBSCRIBE_ALL
 from vora.store.client import UNAVAILABLE
 from vora.store.sessions import SessionStore, StoredSession
-from vora.store.streams import Append, Appended, StreamStore, stream_id_key
+from vora.store.streams import Append, Appended, NotReplicated, StreamStore, stream_id_key
 
 SERVER_SPEC_FILE = "vora-server.yaml"
 UINT64_MAX = 2**64 - 1
@@ -168,7 +168,12 @@ class ServerApi:
     def publish(self, identity: str, body: dict[str, Any]) -> Appended:
         """Publish one event, or answer what its idempotency key published before."""
         event = self._checked(identity, body)
-        appended = self._streams.append_checked(event, self._window_ms)
+        try:
+            appended = self._streams.append_checked(event, self._window_ms)
+        except NotReplicated as exc:
+            # Stored and on its way to sockets: what follows a publish still happens before the 503.
+            self._published(event, body["data"], Appended(exc.event_id, exc.sequence_number))
+            raise
         self._refuse_reuse(event, appended)
         self._published(event, body["data"], appended)
         return appended
@@ -200,6 +205,9 @@ class ServerApi:
         return [outcomes[index] for index in range(len(items))]
 
     def _outcome(self, item: Offered, result: Appended | Exception) -> ItemOutcome:
+        if isinstance(result, NotReplicated):
+            self._published(item.event, item.data, Appended(result.event_id, result.sequence_number))
+            return ItemOutcome(item.index, error_status=503, message=str(result))
         if isinstance(result, Exception):
             # Unavailable or refused by Redis: this item alone, and retrying it later is safe.
             return ItemOutcome(item.index, error_status=503, message=f"not published: {type(result).__name__}")

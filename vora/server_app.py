@@ -15,6 +15,7 @@ from vora.events import EventCatalog, EventPublisher
 from vora.server_api import SERVER_SPEC_FILE, ServerApi
 from vora.server_keys import ServerKeys
 from vora.settings import Settings
+from vora.store.streams import NotReplicated
 from vora.validation import RuleNamingBodyValidator
 
 SERVER_API = "vora.server"
@@ -54,6 +55,12 @@ def _refuse_without_key(exc: OAuthProblem) -> Response:
     return error_response(401, message, {"WWW-Authenticate": challenge})
 
 
+def _unconfirmed(exc: NotReplicated) -> Response:
+    """Answer 503 for an event the Redis master holds but too few replicas confirmed (a retry with its key is safe)."""
+    message = f"{exc}; retry with the same idempotencyKey to publish it exactly once"
+    return error_response(503, message, {"Retry-After": "1"})
+
+
 def create_server_app(settings: Settings, state: Any) -> Flask:
     """Build the server API app on the public app's state (its Redis clients, stores and metrics)."""
     from vora.app import TagResolver, name_operations
@@ -84,6 +91,7 @@ def create_server_app(settings: Settings, state: Any) -> Flask:
     )
     install_error_handlers(app)
     app.register_error_handler(OAuthProblem, _refuse_without_key)
+    app.register_error_handler(NotReplicated, _unconfirmed)
     name_operations(app, api.specification.raw, api.base_path)
     return app
 

@@ -137,6 +137,8 @@ class Settings:
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
     stream_max_length: int = field(default=10_000, metadata={"parse": _positive_int})
     stream_max_age: int = field(default=86_400, metadata={"parse": _positive_int})
+    publish_min_replicas: int = field(default=0, metadata={"parse": _non_negative_int})
+    publish_replica_timeout: int = field(default=500, metadata={"parse": _positive_int})
     ws_ping_interval: float = field(default=20.0, metadata={"parse": _positive_float})
     ws_send_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
     ws_accept_timeout: float = field(default=5.0, metadata={"parse": _positive_float})
@@ -189,6 +191,15 @@ class Settings:
             raise SettingsError("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL must not be below VORA_MAX_SESSIONS_PER_IDENTITY")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
+        if self.publish_min_replicas:
+            if self.redis_url.startswith("redis+cluster"):
+                # WAIT counts the replicas of the connection's own writes: on Cluster it would have
+                # to follow each identity's slot to its node, which the cluster client does not do.
+                raise SettingsError("VORA_PUBLISH_MIN_REPLICAS is not supported on Redis Cluster; set it to 0")
+            if self.publish_replica_timeout >= self.redis_timeout * 1000:
+                # A WAIT that outlasts the socket timeout would be retried, and the retry would
+                # publish the event a second time.
+                raise SettingsError("VORA_PUBLISH_REPLICA_TIMEOUT (ms) must be shorter than VORA_REDIS_TIMEOUT (s)")
         if bool(self.oauth_authorization_url) != bool(self.oauth_token_url):
             raise SettingsError("VORA_OAUTH_AUTHORIZATION_URL and VORA_OAUTH_TOKEN_URL must be set together")
         if self.server_api_max_batch > MAX_BATCH_CEILING:

@@ -43,10 +43,6 @@ class Publisher(Protocol):
         """Publish the event."""
 
 
-# Publish a phase: (publisher, identities, count, rate or None) -> what publish_events returns.
-Sender = Callable[[Publisher, list[str], int, float | None], dict[str, Any]]
-
-
 def vora_publisher(publisher: EventPublisher) -> Publisher:
     """Publish through VORA's own EventPublisher (validation, stream, Lua, pub/sub)."""
 
@@ -132,7 +128,11 @@ def publish_events(publish: Publisher, ids: list[str], count: int, rate: float |
     return schedule.report(count, final)
 
 
-def _phase(
+# Publish a phase: (publisher, identities, count, rate or None) -> what publish_events returns.
+Sender = Callable[[Publisher, list[str], int, float | None], dict[str, Any]]
+
+
+def phase(
     bench: Bench,
     client: WsLoad,
     server: Server,
@@ -141,12 +141,13 @@ def _phase(
     count: int,
     rate: float | None,
     name: str,
-    send: Sender,
+    send: Sender = publish_events,
 ) -> dict[str, Any]:
+    """Publish count events at rate (None: flat out) to primed sockets; report deliveries, latency and CPU."""
     client.call({"cmd": "reset"}, timeout=30)
     cpu = server.cpu_seconds()
     client_cpu = client.cpu_seconds()
-    with profiled(bench.procs, bench.profile_dir, f"fanout-{name}", server, count / (rate or 3000)):
+    with profiled(bench.procs, bench.profile_dir, name, server, count / (rate or 3000)):
         published = send(publish, ids, count, rate)
         report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": 30}, timeout=60)
     span = (report["last_receive"] or published["started"]) - published["started"]
@@ -161,6 +162,7 @@ def _phase(
         "latency_ms": {k: report[k] for k in ("p50_ms", "p99_ms", "max_ms", "mean_ms")},
         "latency_samples": report["latency_samples"],
         "stalls": report["stalls"],
+        "server_cpu_seconds": round(server.cpu_seconds() - cpu, 3),
         "server_cpu_cores": round((server.cpu_seconds() - cpu) / span, 2) if span > 0 else None,
         "client_cpu_cores": round((client.cpu_seconds() - client_cpu) / span, 2) if span > 0 else None,
         "sockets_closed": report["closed"],
@@ -168,44 +170,43 @@ def _phase(
     }
 
 
-def run_one(
-    bench: Bench,
-    server: Server,
-    urls: list[str],
-    ids: list[str],
-    publish: Publisher,
-    label: str,
-    burst: bool = True,
-    send: Sender | None = None,
-) -> dict[str, Any]:
-    """Open the sockets, prime them, run the paced phase and (unless told not to) the burst, then close them.
+def open_primed(client: WsLoad, urls: list[str], ids: list[str], publish: Publisher) -> dict[str, Any]:
+    """Open the sockets and wait until each has its identity's primer event; report how that went."""
+    opened = client.call({"cmd": "open", "urls": urls, "concurrency": 100}, timeout=120)
+    time.sleep(0.5)  # the hub registers a socket just after its upgrade answer
+    first = {identity: publish(identity, "presence", event_data("presence", 0)) for identity in ids}
+    primed = client.call({"cmd": "wait_primed", "first": first, "timeout": 20}, timeout=60)
+    return {
+        "sockets": opened["held"],
+        "open_seconds": opened["seconds"],
+        "open_failed": opened["failed"],
+        "unprimed": primed["unprimed"],
+        "wrong_start": primed["wrong_start"],
+    }
 
-    send publishes a phase's events (publish_events: one publish call per event, by default).
-    """
-    send = send or publish_events
+
+def _run_one(
+    bench: Bench, server: Server, urls: list[str], ids: list[str], publish: Publisher, label: str
+) -> dict[str, Any]:
     client = WsLoad(bench.procs, f"wsclient-fanout-{label}")
     try:
-        opened = client.call({"cmd": "open", "urls": urls, "concurrency": 100}, timeout=120)
-        time.sleep(0.5)  # the hub registers a socket just after its upgrade answer
-        first = {identity: publish(identity, "presence", event_data("presence", 0)) for identity in ids}
-        primed = client.call({"cmd": "wait_primed", "first": first, "timeout": 20}, timeout=60)
+        held = open_primed(client, urls, ids, publish)
         paced_count = int(RATE * bench.seconds(10, 3))
         burst_count = int(bench.seconds(5000, 1500))
-        paced = _phase(bench, client, server, publish, ids, paced_count, RATE, f"{label}-paced", send)
-        figures = {
-            "sockets": opened["held"],
-            "open_seconds": opened["seconds"],
-            "open_failed": opened["failed"],
-            "unprimed": primed["unprimed"],
-            "wrong_start": primed["wrong_start"],
-            "paced": paced,
-        }
-        if burst:
-            figures["burst"] = _phase(bench, client, server, publish, ids, burst_count, None, f"{label}-burst", send)
+        paced = phase(bench, client, server, publish, ids, paced_count, RATE, f"fanout-{label}-paced")
+        burst = phase(bench, client, server, publish, ids, burst_count, None, f"fanout-{label}-burst")
         client.call({"cmd": "close"}, timeout=120)
-        return figures
+        return {**held, "paced": paced, "burst": burst}
     finally:
         client.stop()
+
+
+def socket_urls(bench: Bench, vora: Server, baseline: Server, user: str, ids: list[str]) -> tuple[list[str], list[str]]:
+    """Open SESSIONS subscribe-all sessions per identity; return FAN_OUT socket URLs per identity on each server."""
+    tokens = bench.open_sessions(vora, user, ids, per_identity=SESSIONS)
+    vora_urls = [f"{vora.ws_url}?token={token}" for token in tokens for _ in range(SOCKETS)]
+    base_urls = [f"{baseline.ws_url}?identity={identity}" for identity in ids for _ in range(FAN_OUT)]
+    return vora_urls, base_urls
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -219,12 +220,10 @@ def run(bench: Bench) -> dict[str, Any]:
         "rate": RATE,
     }
     with bench.servers() as (vora, baseline):
-        tokens = bench.open_sessions(vora, USER, ids, per_identity=SESSIONS)
-        vora_urls = [f"{vora.ws_url}?token={token}" for token in tokens for _ in range(SOCKETS)]
-        base_urls = [f"{baseline.ws_url}?identity={identity}" for identity in ids for _ in range(FAN_OUT)]
-        figures["vora"] = run_one(bench, vora, vora_urls, ids, vora_publisher(bench.publisher), "vora")
+        vora_urls, base_urls = socket_urls(bench, vora, baseline, USER, ids)
+        figures["vora"] = _run_one(bench, vora, vora_urls, ids, vora_publisher(bench.publisher), "vora")
         baseline_publisher = BaselinePublisher(bench.redis)
-        figures["baseline"] = run_one(bench, baseline, base_urls, ids, baseline_publisher, "baseline")
+        figures["baseline"] = _run_one(bench, baseline, base_urls, ids, baseline_publisher, "baseline")
     return figures
 
 

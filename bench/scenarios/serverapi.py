@@ -1,4 +1,4 @@
-"""Scenario 7, the server API: events/s published over HTTP next to the Python publisher, and latency through HTTP.
+"""Scenario 11, the server API: events/s published over HTTP next to the Python publisher, and latency through HTTP.
 
 The same VORA serves both: first the Python publisher (`EventPublisher.publish`, one event per
 call, one after another, straight into Redis) runs for a fixed time, then wrk posts single
@@ -27,6 +27,7 @@ from bench.procs import Server, free_port
 from bench.report import Row
 from bench.scenarios import fanout
 from bench.scenarios.fanout import TYPES, event_data
+from bench.wsclient import WsLoad
 
 USER = "bench-serverapi"
 IDENTITIES = 50
@@ -140,6 +141,27 @@ def _http_rates(bench: Bench, server: Server, port: int, key: str, ids: list[str
     return figures
 
 
+def _paced(
+    bench: Bench,
+    server: Server,
+    urls: list[str],
+    ids: list[str],
+    publish: fanout.Publisher,
+    label: str,
+    send: fanout.Sender = fanout.publish_events,
+) -> dict[str, Any]:
+    """Open and prime scenario 4's sockets, publish RATE events/s for the paced phase's time, close them."""
+    client = WsLoad(bench.procs, f"wsclient-serverapi-{label}")
+    try:
+        held = fanout.open_primed(client, urls, ids, publish)
+        count = int(fanout.RATE * bench.seconds(10, 3))
+        paced = fanout.phase(bench, client, server, publish, ids, count, fanout.RATE, f"serverapi-{label}", send)
+        client.call({"cmd": "close"}, timeout=120)
+        return {**held, "paced": paced}
+    finally:
+        client.stop()
+
+
 def run(bench: Bench) -> dict[str, Any]:
     """Measure publish throughput (Python, HTTP single, HTTP batch), then latency (Python, HTTP) on one VORA."""
     key = secrets.token_urlsafe(32)
@@ -158,13 +180,10 @@ def run(bench: Bench) -> dict[str, Any]:
         figures.update(_http_rates(bench, server, port, key, ids))
         tokens = bench.open_sessions(server, USER, ids, per_identity=fanout.SESSIONS)
         urls = [f"{server.ws_url}?token={token}" for token in tokens for _ in range(fanout.SOCKETS)]
-        python_publisher = fanout.vora_publisher(bench.publisher)
-        figures["latency_python"] = fanout.run_one(bench, server, urls, ids, python_publisher, "sa-py", burst=False)
         http_publisher = HttpPublisher(port, key)
         try:
-            figures["latency_http"] = fanout.run_one(
-                bench, server, urls, ids, http_publisher, "sa-http", burst=False, send=publish_batches
-            )
+            figures["latency_python"] = _paced(bench, server, urls, ids, fanout.vora_publisher(bench.publisher), "py")
+            figures["latency_http"] = _paced(bench, server, urls, ids, http_publisher, "http", publish_batches)
         finally:
             http_publisher.close()
     return figures
@@ -183,7 +202,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     lag_ms = paced_http["publish"]["worst_lag_ms"]
     return [
         Row(
-            "7 publish over HTTP, one event per request",
+            "11 publish over HTTP, one event per request",
             single["events_per_second"],
             "ev/s",
             baseline,
@@ -192,7 +211,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             note=f"{single['errors']} errors" if single["errors"] else "",
         ),
         Row(
-            f"7 publish over HTTP, batches of {figures['batch_size']}",
+            f"11 publish over HTTP, batches of {figures['batch_size']}",
             batch["events_per_second"],
             "ev/s",
             baseline,
@@ -201,7 +220,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             note=f"{batch['errors']} errors" if batch["errors"] else "",
         ),
         Row(
-            f"7 HTTP publish-to-socket p99 @ {figures['rate']:,} ev/s, batches of {LATENCY_BATCH} "
+            f"11 HTTP publish-to-socket p99 @ {figures['rate']:,} ev/s, batches of {LATENCY_BATCH} "
             f"(fan-out {figures['fan_out']})",
             paced_http["latency_ms"]["p99_ms"],
             "ms",
@@ -210,5 +229,5 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             None,
             note=f"the HTTP publisher fell behind its schedule by up to {lag_ms:.0f} ms" if lag_ms > 50 else "",
         ),
-        Row("7 HTTP path events lost or duplicated", float(lost), "", None, "0", lost == 0, ratio=None),
+        Row("11 HTTP path events lost or duplicated", float(lost), "", None, "0", lost == 0, ratio=None),
     ]

@@ -27,7 +27,8 @@ STEPS = (1000, 2500, 5000, 10_000)
 QUICK_STEPS = (500, 1000)
 OPEN_CONCURRENCY = 200
 SETTLE_SECONDS = 2.0
-TARGET_KB = 30.0
+TARGET_KB = 30.0  # the issue's first target; the bare baseline alone needs ~41 KB
+TARGET_RATIO = 1.05  # memory per socket against the bare flask-sock baseline (issue 11)
 DEFLATE_SOCKETS = 1000
 DEFLATE_WINDOW_BITS = 15
 
@@ -55,7 +56,12 @@ def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...]
                 bench.notes.append(f"sockets/{label}: stopped before {step} sockets to stay within the time limit")
                 break
             command = {"cmd": "open", "urls": urls[opened_up_to:step], "concurrency": OPEN_CONCURRENCY}
-            reply = client.call(command, timeout=180)
+            try:
+                # 180 s, or 30 ms a socket for large steps: a busy machine accepts 20,000 slowly.
+                reply = client.call(command, timeout=max(180.0, 0.03 * (step - opened_up_to)))
+            except RuntimeError as exc:  # the steps before it stand; the client is stopped below
+                bench.notes.append(f"sockets/{label}: the step to {step:,} sockets did not finish: {exc}")
+                break
             opened_up_to = step
             time.sleep(SETTLE_SECONDS)
             status = client.call({"cmd": "status"}, timeout=30)
@@ -72,13 +78,27 @@ def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...]
                     "rss_mib": round(rss / 2**20, 1),
                     "kb_per_socket": round((rss - idle) / held / 1024, 2) if held else None,
                     "per_worker": server.connections_per_worker(),
+                    "rss_per_process_mib": [round(p.memory_info().rss / 2**20, 1) for p in server.processes()],
                     "client_cpu_seconds": status["cpu_seconds"],
                 }
             )
-        client.call({"cmd": "close"}, timeout=180)
+        if len(results) == len(steps):
+            client.call({"cmd": "close"}, timeout=180)
         return {"idle_rss_mib": round(idle / 2**20, 1), "steps": results}
     finally:
         client.stop()
+
+
+def hold_steps(bench: Bench, user: str, ids: list[str], steps: tuple[int, ...], label: str) -> dict[str, Any]:
+    """Hold idle sockets in steps on a fresh VORA, then on a fresh baseline; report memory and accept time."""
+    figures: dict[str, Any] = {"sessions": len(ids), "open_concurrency": OPEN_CONCURRENCY}
+    with bench.servers() as (vora, baseline):
+        tokens = bench.open_sessions(vora, user, ids, per_identity=1)
+        vora_urls = [f"{vora.ws_url}?token={tokens[n % len(ids)]}" for n in range(steps[-1])]
+        base_urls = [f"{baseline.ws_url}?identity={ids[n % len(ids)]}" for n in range(steps[-1])]
+        figures["vora"] = _steps(bench, vora, vora_urls, steps, f"{label}-vora")
+        figures["baseline"] = _steps(bench, baseline, base_urls, steps, f"{label}-baseline")
+    return figures
 
 
 def _deflate(
@@ -116,13 +136,7 @@ def run(bench: Bench) -> dict[str, Any]:
     """Hold up to 10,000 idle sockets on VORA, then on the baseline app, measuring memory and accept time."""
     steps = QUICK_STEPS if bench.quick else STEPS
     ids = identities("7300", SESSIONS)
-    figures: dict[str, Any] = {"sessions": SESSIONS, "open_concurrency": OPEN_CONCURRENCY}
-    with bench.servers() as (vora, baseline):
-        tokens = bench.open_sessions(vora, USER, ids, per_identity=1)
-        vora_urls = [f"{vora.ws_url}?token={tokens[n % SESSIONS]}" for n in range(steps[-1])]
-        base_urls = [f"{baseline.ws_url}?identity={ids[n % SESSIONS]}" for n in range(steps[-1])]
-        figures["vora"] = _steps(bench, vora, vora_urls, steps, "vora")
-        figures["baseline"] = _steps(bench, baseline, base_urls, steps, "baseline")
+    figures = hold_steps(bench, USER, ids, steps, "sockets")
     if bench.remaining() < 40:
         bench.notes.append("sockets: the permessage-deflate run was skipped to stay within the time limit")
         return figures
@@ -138,30 +152,30 @@ def run(bench: Bench) -> dict[str, Any]:
     return figures
 
 
-def rows(figures: dict[str, Any]) -> list[Row]:
-    """Memory per socket and accept time at each step, VORA next to the baseline."""
+def step_rows(figures: dict[str, Any], number: int, target_at: int) -> list[Row]:
+    """Memory per socket and accept time at each step; the target applies at target_at sockets."""
     out = []
     vora_steps = figures.get("vora", {}).get("steps", [])
     base_steps = {s["target"]: s for s in figures.get("baseline", {}).get("steps", [])}
     for step in vora_steps:
         base = base_steps.get(step["target"], {})
-        last = step is vora_steps[-1]
-        complete = step["held"] >= step["target"]
-        kb = step["kb_per_socket"]
+        targeted = step["target"] == target_at
+        complete = step["held"] >= step["target"] and base.get("held", 0) >= step["target"]
+        kb, base_kb = step["kb_per_socket"], base.get("kb_per_socket")
         out.append(
             Row(
-                f"3 memory per socket @ {step['target']:,} sockets",
+                f"{number} memory per socket @ {step['target']:,} sockets",
                 kb,
                 "KB",
-                base.get("kb_per_socket"),
-                f"<= {TARGET_KB:g} KB at 10,000" if last else "(step)",
-                (complete and kb is not None and kb <= TARGET_KB and step["target"] >= 10_000) if last else None,
-                note="" if complete else f"only {step['held']} held",
+                base_kb,
+                f"<= {TARGET_RATIO:g} x baseline (was {TARGET_KB:g} KB)" if targeted else "(step)",
+                (complete and kb is not None and bool(base_kb) and kb <= TARGET_RATIO * base_kb) if targeted else None,
+                note="" if complete else f"only {step['held']} / {base.get('held', 0)} held",
             )
         )
         out.append(
             Row(
-                f"3 time to accept step to {step['target']:,}",
+                f"{number} time to accept step to {step['target']:,}",
                 step["accept_seconds"],
                 "s",
                 base.get("accept_seconds"),
@@ -169,6 +183,12 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                 None,
             )
         )
+    return out
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    """Memory per socket and accept time at each step, VORA next to the baseline, and the deflate run."""
+    out = step_rows(figures, 3, 10_000)
     deflate = figures.get("deflate")
     if deflate:
         vora, base = deflate["vora"], deflate["baseline"]

@@ -10,6 +10,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from vora.settings import Settings
 from vora.store import keys, scripts
 
 # The sequence counter outlives the stream so that numbers never restart while a
@@ -50,6 +51,20 @@ def stream_id_key(event_id: str) -> tuple[int, int]:
     return int(millis), int(seq or 0)
 
 
+class NotReplicated(RuntimeError):
+    """An event is in the master's stream, but fewer replicas than asked confirmed it in time."""
+
+    def __init__(self, event_id: str, sequence_number: int, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"event {event_id} (sequence {sequence_number}) is stored on the Redis master, but {acknowledged} of "
+            f"the {wanted} replicas asked for confirmed it within {timeout_ms} ms; a master failover now may lose it"
+        )
+        self.event_id = event_id
+        self.sequence_number = sequence_number
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+
+
 @dataclass(frozen=True)
 class Append:
     """One checked event to append, with the idempotency key (and fingerprint) it was offered under."""
@@ -84,8 +99,17 @@ class ResumePoint:
 class StreamStore:
     """Append events atomically and read them in pages."""
 
-    def __init__(self, client: redis.Redis, max_length: int, max_age_seconds: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        max_length: int,
+        max_age_seconds: int,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 500,
+    ) -> None:
         self._redis = client
+        self._min_replicas = min_replicas
+        self._replica_timeout_ms = replica_timeout_ms
         self._max_length = max_length
         self._max_age_ms = max_age_seconds * 1000
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
@@ -104,18 +128,47 @@ class StreamStore:
             identity,
         ]
 
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> StreamStore:
+        """Build the store with the retention and replication the settings ask for."""
+        return cls(
+            client,
+            settings.stream_max_length,
+            settings.stream_max_age,
+            settings.publish_min_replicas,
+            settings.publish_replica_timeout,
+        )
+
     @property
     def client(self) -> redis.Redis:
         """Return the Redis client the streams live in."""
         return self._redis
 
     def append(self, identity: str, event_type: str, timestamp: str, data_json: str) -> tuple[str, int]:
-        """Append an event, trim by length and age, announce it; return its id and number."""
-        result = self._publish(
-            keys=[keys.event_stream(identity), keys.event_sequence(identity)],
-            args=self._publish_args(identity, event_type, timestamp, data_json),
-        )
-        return _text(result[0]), int(result[1])
+        """Append an event, trim by length and age, announce it; return its id and number.
+
+        With min_replicas, also wait for that many replicas to confirm it, raising NotReplicated
+        (the event stays in the stream) when fewer do within the timeout.
+        """
+        script_keys = [keys.event_stream(identity), keys.event_sequence(identity)]
+        script_args = self._publish_args(identity, event_type, timestamp, data_json)
+        if not self._min_replicas:
+            result = self._publish(keys=script_keys, args=script_args)
+            return _text(result[0]), int(result[1])
+        # WAIT counts the replicas that have the writes of its own connection, so it must travel on
+        # the script's connection: a non-transactional pipeline sends both on one.
+        pipe = self._redis.pipeline(transaction=False)
+        self._publish(keys=script_keys, args=script_args, client=pipe)
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+        result, acknowledged = pipe.execute()
+        event_id, sequence = _text(result[0]), int(result[1])
+        self._check_replicated(event_id, sequence, acknowledged)
+        return event_id, sequence
+
+    def _check_replicated(self, event_id: str, sequence: int, acknowledged: Any) -> None:
+        """Raise NotReplicated when WAIT saw fewer replicas confirm the connection's writes than asked."""
+        if int(acknowledged) < self._min_replicas:
+            raise NotReplicated(event_id, sequence, int(acknowledged), self._min_replicas, self._replica_timeout_ms)
 
     def _script_call(self, event: Append, window_ms: int) -> tuple[Script, list[Any], list[Any]]:
         """Name the script, keys and args that append one event (at most once per idempotency key)."""
@@ -129,7 +182,16 @@ class StreamStore:
     def append_checked(self, event: Append, window_ms: int) -> Appended:
         """Append one event; with an idempotency key, a key seen within window_ms answers its first event."""
         script, script_keys, args = self._script_call(event, window_ms)
-        return _appended(script(keys=script_keys, args=args))
+        if not self._min_replicas:
+            return _appended(script(keys=script_keys, args=args))
+        pipe = self._redis.pipeline(transaction=False)
+        script(keys=script_keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+        result, acknowledged = pipe.execute()
+        appended = _appended(result)
+        if not appended.duplicate:
+            self._check_replicated(appended.event_id, appended.sequence_number, acknowledged)
+        return appended
 
     def append_many(self, events: Sequence[Append], window_ms: int) -> list[Appended | Exception]:
         """Append events in one round trip, one script call each (each identity may live on its own node).
@@ -138,6 +200,7 @@ class StreamStore:
         refused it alone.
         """
         calls = [self._script_call(event, window_ms) for event in events]
+        acknowledged: Any = self._min_replicas
         results: list[Any] = [NoScriptError()] * len(calls)
         pending = list(range(len(calls)))
         for attempt in range(2):
@@ -146,7 +209,12 @@ class StreamStore:
                 script, script_keys, args = calls[index]
                 # EVALSHA directly: a pipeline that knows its scripts asks SCRIPT EXISTS on every execute.
                 pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
-            for index, result in zip(pending, pipe.execute(raise_on_error=False), strict=True):
+            if self._min_replicas:
+                pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+            answers = pipe.execute(raise_on_error=False)
+            if self._min_replicas:
+                acknowledged = answers.pop()
+            for index, result in zip(pending, answers, strict=True):
                 results[index] = result
             pending = [index for index in pending if isinstance(results[index], NoScriptError)]
             if not pending or attempt:
@@ -154,7 +222,21 @@ class StreamStore:
             # A restarted or failed-over Redis forgot the scripts; a NOSCRIPT item ran nothing.
             for script in {id(calls[index][0]): calls[index][0] for index in pending}.values():
                 self._redis.script_load(script.script)
-        return [result if isinstance(result, Exception) else _appended(result) for result in results]
+        appended = [result if isinstance(result, Exception) else _appended(result) for result in results]
+        if self._min_replicas:
+            written = [a for a in appended if isinstance(a, Appended) and not a.duplicate]
+            if written and (isinstance(acknowledged, Exception) or int(acknowledged) < self._min_replicas):
+                return [self._unconfirmed(a, acknowledged) for a in appended]
+        return appended
+
+    def _unconfirmed(self, appended: Appended | Exception, acknowledged: Any) -> Appended | Exception:
+        """Turn a written item of a batch whose WAIT fell short into its NotReplicated error."""
+        if isinstance(appended, Exception) or appended.duplicate:
+            return appended
+        confirmed = 0 if isinstance(acknowledged, Exception) else int(acknowledged)
+        return NotReplicated(
+            appended.event_id, appended.sequence_number, confirmed, self._min_replicas, self._replica_timeout_ms
+        )
 
     def read_after(self, identity: str, after_id: str | None, count: int) -> list[StoredEvent]:
         """Read up to count events after an id (exclusive), or from the oldest when None."""
