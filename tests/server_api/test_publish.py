@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
 
-from tests.server import RunningServer
+from tests.server import RunningServer, running_server
 from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape, stream_length
 from tests.ws.client import Client
 
@@ -223,3 +224,21 @@ def test_incoming_call_over_http_queues_one_push_job(api: ServerApiClient, redis
     outbound = {"identity": IDENTITY, "type": "callRinging", "data": {"callId": "c-10", "direction": "outbound"}}
     assert api.batch([outbound]).json()["published"] == 1
     assert redisdb.xlen(keys.PUSH_JOBS) == 1
+
+
+def test_publish_unconfirmed_by_replicas_is_503_and_a_keyed_retry_is_safe(
+    api_env: dict[str, str], tmp_path: Path, redisdb: redis.Redis
+) -> None:
+    """With a replica asked for and none there, a publish is stored but answered 503; its keyed retry is a duplicate."""
+    env = {**api_env, "VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_PUBLISH_REPLICA_TIMEOUT": "50"}
+    with running_server(env, tmp_path) as waiting:
+        api = ServerApiClient(waiting)
+        event = {**RINGING, "idempotencyKey": "wait-1"}
+        refused = assert_error_shape(api.publish(IDENTITY, event), 503)
+        assert "0 of the 1 replicas" in refused["message"]
+        retried = api.publish(IDENTITY, event)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["duplicate"] is True
+        batch = api.batch([{"identity": IDENTITY, "type": "presence", "data": {"status": "busy"}}]).json()
+        assert batch["results"][0]["error"]["status"] == "503"
+        assert stream_length(redisdb) == 2
