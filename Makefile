@@ -17,6 +17,9 @@ DEMO_PASSWORD ?= demo
 AUTH_PORT ?= 18087
 SERVICE_CLIENT ?= demo-service
 SERVICE_SECRET ?= demo-service-secret
+# Only `make run` serves the server API: tests start their servers with keys of their own.
+SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
+SERVER_API_PORT ?= 18086
 
 .PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
@@ -49,10 +52,12 @@ test-tools: redis-server ## Install what the topology and browser tests start: n
 run: install redis-server ## Start Redis if needed, a demo user, the dev authorization server and the API
 	@bash scripts/ensure-redis.sh "$$VORA_REDIS_URL"
 	@$(VORA) dev-key "$$VORA_DEV_KEY"
+	@$(VORA) server-key "$(SERVER_API_KEYS_FILE)"
 	@$(VORA) identities add $(DEMO_USER) $(DEMO_IDENTITY) 602128708 >/dev/null
 	@$(VORA) identities add $(SERVICE_CLIENT) $(DEMO_IDENTITY) >/dev/null
-	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY) $(AUTH_PORT) $(DEMO_PASSWORD) $(SERVICE_CLIENT) $(SERVICE_SECRET)
+	@bash scripts/run-banner.sh $(HOST) $(PORT) $(DEMO_USER) $(DEMO_IDENTITY) $(AUTH_PORT) $(DEMO_PASSWORD) $(SERVICE_CLIENT) $(SERVICE_SECRET) $(SERVER_API_PORT)
 	@DEMO_USER=$(DEMO_USER) DEMO_PASSWORD=$(DEMO_PASSWORD) SERVICE_CLIENT=$(SERVICE_CLIENT) SERVICE_SECRET=$(SERVICE_SECRET) \
+	  VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
 	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract

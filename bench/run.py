@@ -27,6 +27,7 @@ from bench.scenarios import (
     rest,
     resume,
     roundtrips,
+    serverapi,
     sockets,
     sockets20k,
     storm,
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "sockets20k": sockets20k,
     "storm": storm,
     "failover": failover,
+    "serverapi": serverapi,
 }
 # Seconds a scenario needs at least; with less left before the deadline it is skipped.
 NEEDS = {
@@ -56,11 +58,12 @@ NEEDS = {
     "sockets20k": 120,
     "storm": 150,
     "failover": 120,
+    "serverapi": 90,
 }
 # What `--only GROUP` stands for. A plain `make bench` runs the default group; the pressure
 # scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu"),
+    "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu", "serverapi"),
     "pressure": ("sockets20k", "storm", "failover"),
 }
 BUDGET_SECONDS = 540.0

@@ -28,6 +28,12 @@ class RunningServer:
     port: int
     log_path: Path
     metrics_port: int = 0
+    server_api_port: int = 0
+
+    @property
+    def server_api_url(self) -> str:
+        """Return the server API's base URL (it listens only when a server API key is configured)."""
+        return f"http://127.0.0.1:{self.server_api_port}/vora/server/v1"
 
     @property
     def metrics_url(self) -> str:
@@ -62,10 +68,12 @@ def running_server(
     port = port or free_port()
     log_path = log_dir / f"server-{port}.log"
     # Each server gets its own metrics port so that several can run side by side.
-    full_env = {**os.environ, "VORA_METRICS_PORT": str(free_port()), **env}
+    full_env = {**os.environ, "VORA_METRICS_PORT": str(free_port()), "VORA_SERVER_API_PORT": str(free_port()), **env}
     process = ManagedProcess(serve_argv(port, workers), cwd=Path.cwd(), log_path=log_path, env=full_env, name="vora")
     with process:
-        server = RunningServer(process, port, log_path, int(full_env["VORA_METRICS_PORT"]))
+        server = RunningServer(
+            process, port, log_path, int(full_env["VORA_METRICS_PORT"]), int(full_env["VORA_SERVER_API_PORT"])
+        )
         wait_for(lambda: is_live(port), 30, what="the VORA server to be live", abort=process.exit_reason)
         try:
             yield server

@@ -106,6 +106,19 @@ def test_bad_setting_is_a_clear_error() -> None:
     assert "VORA_SESSION_TTL" in result.output
 
 
+def test_server_key_creates_a_private_key_file_once(runner: CliRunner, tmp_path: Path) -> None:
+    """`vora server-key` writes one strong key to an owner-only file VORA accepts, and keeps it on a second run."""
+    from vora.server_keys import read_key_file
+
+    path = tmp_path / "server-api.key"
+    assert "created" in runner.invoke(main, ["server-key", str(path)]).output
+    first = read_key_file(path)
+    assert len(first) == 1
+    assert path.stat().st_mode & 0o077 == 0
+    assert "kept" in runner.invoke(main, ["server-key", str(path)]).output
+    assert read_key_file(path) == first
+
+
 def test_events_publish_unconfirmed_by_replicas_exits_3_and_prints_the_event(
     runner: CliRunner, redisdb: redis.Redis
 ) -> None:

@@ -79,6 +79,44 @@ def test_every_variable_is_documented_in_the_readme() -> None:
     assert [name for name, _ in Settings.variables() if name not in readme] == []
 
 
+GOOD_KEY = "k" * 32
+
+
+def test_server_api_is_off_without_a_key() -> None:
+    """With no server API key configured the server API does not listen."""
+    assert Settings.from_env({}).server_api_enabled is False
+    assert Settings.from_env({"VORA_SERVER_API_KEYS": GOOD_KEY}).server_api_enabled is True
+    assert (
+        Settings.from_env({"VORA_SERVER_API_KEYS": GOOD_KEY, "VORA_SERVER_API_PORT": "0"}).server_api_enabled is False
+    )
+
+
+def test_server_api_keys_are_read_and_never_shown() -> None:
+    """Several comma-separated keys are kept, and the settings' repr does not print them."""
+    settings = Settings.from_env({"VORA_SERVER_API_KEYS": f"{GOOD_KEY}, {'m' * 40}", "VORA_SERVER_API_HOST": "::1"})
+    assert settings.server_api_keys == (GOOD_KEY, "m" * 40)
+    assert GOOD_KEY not in repr(settings)
+    assert settings.server_api_bind == "[::1]:18086"
+
+
+@pytest.mark.parametrize(
+    ("variables", "fragment"),
+    [
+        ({"VORA_SERVER_API_KEYS": "short"}, "shorter than 32"),
+        ({"VORA_SERVER_API_KEYS": "k" * 31 + " x"}, "characters a bearer value cannot carry"),
+        ({"VORA_SERVER_API_KEYS_FILE": "/nonexistent/keys"}, "cannot read"),
+        ({"VORA_SERVER_API_PORT": "70000"}, "TCP port"),
+        ({"VORA_SERVER_API_MAX_BATCH": "1001"}, "at most 1000"),
+        ({"VORA_SERVER_API_KEYS": GOOD_KEY, "VORA_SERVER_API_PORT": "9102"}, "differ from VORA_METRICS_PORT"),
+        ({"VORA_SERVER_API_IDEMPOTENCY_WINDOW": "0"}, "greater than zero"),
+    ],
+)
+def test_bad_server_api_settings_fail_fast(variables: dict[str, str], fragment: str) -> None:
+    """A weak or malformed key, an unreadable key file or an impossible limit stops VORA at start."""
+    with pytest.raises(SettingsError, match=fragment):
+        Settings.from_env(variables)
+
+
 def test_publish_replicas_are_read_and_checked() -> None:
     """VORA_PUBLISH_MIN_REPLICAS and its timeout are read; Cluster and a timeout past the socket's are refused."""
     settings = Settings.from_env({"VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_PUBLISH_REPLICA_TIMEOUT": "250"})

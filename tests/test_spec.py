@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
 from vora.catalog import SUBSCRIBABLE_EVENTS
+from vora.server_api import SERVER_SPEC_FILE
 from vora.settings import DEFAULT_SPEC_DIR
-from vora.spec_check import check_all
+from vora.spec_check import check_all, check_server_openapi
 
 SPEC_PATH = DEFAULT_SPEC_DIR / "vora.yaml"
 
@@ -115,3 +118,27 @@ def test_deviations_are_documented() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "spec-deviations.md").read_text()
     for topic in ["IdentityOut", "*/*", "204", "413", "415", "503", "pattern", "additionalProperties", "enum"]:
         assert topic in text, topic
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda s: s["EventType"]["enum"].pop(), "EventType enum"),
+        (lambda s: s["Identity"].update(pattern="^.*$"), "Identity pattern"),
+        (lambda s: s["PresenceData"]["properties"]["status"]["enum"].append("asleep"), "schema PresenceData differs"),
+        (lambda s: s["DisconnectReason"]["enum"].append("kicked"), "not channelTerminated reasons"),
+        (lambda s: s["CallEvent"]["properties"]["type"]["enum"].pop(), "CallEvent types"),
+        (lambda s: s["PublishRequest"]["discriminator"]["mapping"].pop("presence"), "discriminator maps"),
+    ],
+)
+def test_check_spec_holds_the_server_api_equal_to_the_catalogue(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], object], fragment: str
+) -> None:
+    """A server API document whose enums, patterns or payload schemas drift from the others is reported."""
+    for document in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(document, tmp_path / document.name)
+    server = yaml.safe_load((tmp_path / SERVER_SPEC_FILE).read_text())
+    edit(server["components"]["schemas"])
+    (tmp_path / SERVER_SPEC_FILE).write_text(yaml.safe_dump(server, sort_keys=False))
+    problems = check_server_openapi(tmp_path)
+    assert any(fragment in problem for problem in problems), problems

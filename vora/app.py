@@ -17,7 +17,7 @@ from flask_cors import CORS
 
 from vora.auth import TokenVerifier
 from vora.bearer import BearerSecurityHandlerFactory
-from vora.bodies import BodyLimitMiddleware
+from vora.bodies import BodyLimitMiddleware, WsgiApp
 from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
@@ -26,7 +26,7 @@ from vora.metrics import Metrics
 from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
-from vora.state import EXTENSION, VoraState
+from vora.state import EXTENSION, VoraState, vora_state
 from vora.store.bus import EventBus
 from vora.store.client import connect
 from vora.store.directory import Directory
@@ -102,6 +102,17 @@ def operation_ids_of(spec: dict[str, Any], base_path: str) -> dict[tuple[str, st
     }
 
 
+def name_operations(app: Flask, spec: dict[str, Any], base_path: str) -> None:
+    """Put each request's spec operationId in its environ, for logs and metrics."""
+    operations = operation_ids_of(spec, base_path)
+
+    @app.before_request
+    def name_operation() -> None:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ["vora.operation"] = operations.get((rule.rule, request.method))
+
+
 def _route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str, ...]]) -> None:
     """Let the spec's own OPTIONS operations answer instead of Flask's automatic ones."""
     with_options = {flask_rule(base_path, p) for p, m in methods.items() if "OPTIONS" in m}
@@ -167,13 +178,7 @@ def create_app(settings: Settings) -> Flask:
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
     install_console(app, api.base_path)
-    operations = operation_ids_of(spec, api.base_path)
-
-    @app.before_request
-    def name_operation() -> None:
-        rule = request.url_rule
-        if rule is not None:
-            request.environ["vora.operation"] = operations.get((rule.rule, request.method))
+    name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:
         CORS(
@@ -183,8 +188,13 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
+    served: WsgiApp = BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
+    if settings.server_api_enabled:
+        from vora.server_app import ListenerDispatcher, create_server_app
+
+        server = create_server_app(settings, vora_state(app))
+        server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes)
+        served = ListenerDispatcher(served, server_api, settings.server_api_port)
     # Outermost the log, so that a body refused before the app runs is logged too.
-    app.wsgi_app = RequestLogMiddleware(  # type: ignore[method-assign] # Flask's documented middleware hook
-        BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
-    )
+    app.wsgi_app = RequestLogMiddleware(served)  # type: ignore[method-assign] # Flask's documented middleware hook
     return app

@@ -84,6 +84,16 @@ def dev_key(path: Path) -> None:
     click.echo(f"{'created' if created else 'kept'} {path}")
 
 
+@main.command("server-key")
+@click.argument("path", type=click.Path(path_type=Path), default=Path(".vora/server-api.key"))
+def server_key(path: Path) -> None:
+    """Create a file holding a random server API key (kept if it exists), for VORA_SERVER_API_KEYS_FILE."""
+    from vora.server_keys import create_key_file
+
+    created = create_key_file(path)
+    click.echo(f"{'created' if created else 'kept'} {path}")
+
+
 @main.command()
 @click.option("--sub", "subject", default="demo", show_default=True, help="The user the token is for.")
 @click.option("--scope", "scopes", multiple=True, help="A scope to grant (repeat); default: all four VORA scopes.")

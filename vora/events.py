@@ -20,7 +20,7 @@ from vora.metrics import EVENTS_PUBLISHED
 from vora.push import is_terminating_call
 from vora.settings import Settings
 from vora.store.push import PushStore
-from vora.store.streams import NotReplicated, StoredEvent, StreamStore, stream_position
+from vora.store.streams import Append, NotReplicated, StoredEvent, StreamStore, stream_position
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -126,8 +126,8 @@ class EventPublisher:
         self._streams = streams
         self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
 
-    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
-        """Publish one event; nothing is written when it is refused."""
+    def checked(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> Append:
+        """Check an event and return it ready to append (stamped now when it has no timestamp)."""
         if not is_identity(identity):
             raise InvalidEvent(f"{clip(identity)!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
         if timestamp is not None and not _is_rfc3339(timestamp):
@@ -136,17 +136,11 @@ class EventPublisher:
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         if len(data_json.encode()) > MAX_DATA_BYTES:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
-        when = timestamp or utc_timestamp()
-        unconfirmed: NotReplicated | None = None
-        try:
-            event_id, sequence = self._streams.append(identity, event_type, when, data_json)
-        except NotReplicated as exc:
-            # The event is in the stream and on its way to sockets: what follows the append still happens.
-            unconfirmed = exc
-            event_id, sequence = exc.event_id, exc.sequence_number
-        EVENTS_PUBLISHED.labels(event_type).inc()
+        return Append(identity, event_type, timestamp or utc_timestamp(), data_json)
+
+    def queue_wake_up(self, identity: str, event_type: str, data: Any, event_id: str) -> None:
+        """Queue the push job a published incoming call needs (the push worker decides whether to wake a device)."""
         if is_terminating_call(event_type, data):
-            # Every incoming call is queued; the push worker decides whether a held-up session needs waking.
             self._push_jobs.enqueue(
                 "ring",
                 identity=identity,
@@ -155,9 +149,22 @@ class EventPublisher:
                 eventId=event_id,
                 ringAt=stream_position(event_id)[0],
             )
+
+    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
+        """Publish one event; nothing is written when it is refused."""
+        event = self.checked(identity, event_type, data, timestamp)
+        unconfirmed: NotReplicated | None = None
+        try:
+            event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
+        except NotReplicated as exc:
+            # The event is in the stream and on its way to sockets: what follows the append still happens.
+            unconfirmed = exc
+            event_id, sequence = exc.event_id, exc.sequence_number
+        EVENTS_PUBLISHED.labels(event_type).inc()
+        self.queue_wake_up(identity, event_type, data, event_id)
         if unconfirmed is not None:
             raise unconfirmed
-        stored = StoredEvent(event_id, sequence, event_type, when, data_json)
+        stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
 
 

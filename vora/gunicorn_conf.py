@@ -39,6 +39,18 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 log = logging.getLogger("vora.gunicorn")
 
 
+def on_starting(server: Any) -> None:
+    """Bind the server API's own listener beside the public one when it is configured (before any socket opens)."""
+    if not _settings.server_api_enabled:
+        return
+    bind = list(server.cfg.bind)
+    if any(address.rsplit(":", 1)[-1] == str(_settings.server_api_port) for address in bind):
+        # Requests are routed by the port they arrive on: one port cannot be both.
+        raise SystemExit(f"VORA_SERVER_API_PORT {_settings.server_api_port} is also a public --bind port")
+    server.cfg.set("bind", [*bind, _settings.server_api_bind])
+    server.log.info("server API on http://%s/vora/server/v1", _settings.server_api_bind)
+
+
 def when_ready(server: Any) -> None:
     """Serve the sum of every worker's metrics on the operators' port (0 turns it off)."""
     if not _settings.metrics_port:

@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from vora.server_keys import KeyFileError, check_keys, read_key_file
+
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
+# The batch publish's maxItems in spec/vora-server.yaml; VORA_SERVER_API_MAX_BATCH may only lower it.
+MAX_BATCH_CEILING = 1000
 MIN_SECRET_LENGTH = 32  # an HMAC key of at least 256 bits written as text
 
 
@@ -66,6 +70,13 @@ def _optional_http_url(name: str, raw: str) -> str:
     if url and not url.startswith(("http://", "https://")):
         raise SettingsError(f"{name} must be an http:// or https:// URL; got {raw!r}")
     return url
+
+
+def _port(name: str, raw: str) -> int:
+    value = _non_negative_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (0-65535), got {value}")
+    return value
 
 
 def _redis_url(name: str, raw: str) -> str:
@@ -141,6 +152,13 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})
     graceful_timeout: int = field(default=20, metadata={"parse": _positive_int})
+    server_api_host: str = field(default="127.0.0.1", metadata={"parse": _text})
+    server_api_port: int = field(default=18086, metadata={"parse": _port})
+    server_api_keys: tuple[str, ...] = field(default=(), repr=False, metadata={"parse": _csv})
+    server_api_keys_file: Path | None = field(default=None, metadata={"parse": _optional_path})
+    server_api_max_batch: int = field(default=1000, metadata={"parse": _positive_int})
+    server_api_max_body_bytes: int = field(default=4 * 1024 * 1024, metadata={"parse": _positive_int})
+    server_api_idempotency_window: int = field(default=600, metadata={"parse": _positive_int})
     push_gateway_url: str = field(default="", metadata={"parse": _webhook_url})
     push_secret: str = field(default="", repr=False, metadata={"parse": _text})
     push_timeout: float = field(default=5.0, metadata={"parse": _positive_float})
@@ -185,6 +203,16 @@ class Settings:
                 raise SettingsError("VORA_PUBLISH_REPLICA_TIMEOUT (ms) must be shorter than VORA_REDIS_TIMEOUT (s)")
         if bool(self.oauth_authorization_url) != bool(self.oauth_token_url):
             raise SettingsError("VORA_OAUTH_AUTHORIZATION_URL and VORA_OAUTH_TOKEN_URL must be set together")
+        if self.server_api_max_batch > MAX_BATCH_CEILING:
+            raise SettingsError(f"VORA_SERVER_API_MAX_BATCH must be at most {MAX_BATCH_CEILING}, the spec's maxItems")
+        if self.server_api_enabled and self.server_api_port == self.metrics_port:
+            raise SettingsError("VORA_SERVER_API_PORT must differ from VORA_METRICS_PORT")
+        try:
+            check_keys("VORA_SERVER_API_KEYS", self.server_api_keys)
+            if self.server_api_keys_file is not None:
+                read_key_file(self.server_api_keys_file)
+        except KeyFileError as exc:
+            raise SettingsError(str(exc)) from None
         if self.push_gateway_url and len(self.push_secret) < MIN_SECRET_LENGTH:
             raise SettingsError(
                 f"VORA_PUSH_SECRET must hold at least {MIN_SECRET_LENGTH} characters with a gateway URL"
@@ -198,6 +226,17 @@ class Settings:
                 "VORA_HOLDUP_CALLBACK_URL needs VORA_PUSH_GATEWAY_URL: without pushes nothing is held up"
             )
         return self
+
+    @property
+    def server_api_enabled(self) -> bool:
+        """Tell whether the server API listens: it needs a port and at least one configured key."""
+        return bool(self.server_api_port) and (bool(self.server_api_keys) or self.server_api_keys_file is not None)
+
+    @property
+    def server_api_bind(self) -> str:
+        """Return the gunicorn bind address of the server API listener."""
+        host = self.server_api_host
+        return f"[{host}]:{self.server_api_port}" if ":" in host else f"{host}:{self.server_api_port}"
 
     @property
     def push_enabled(self) -> bool:

@@ -15,6 +15,7 @@ from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.events import ASYNCAPI_FILE
 from vora.identities import IDENTITY_PATTERN
 from vora.push import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
+from vora.server_api import SERVER_SPEC_FILE
 
 WEBHOOKS_FILE = "vora-webhooks.yaml"
 
@@ -22,6 +23,7 @@ WEBHOOKS_FILE = "vora-webhooks.yaml"
 DEFAULT_ASYNCAPI_SCHEMA = (
     Path(__file__).resolve().parent.parent / ".venv/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json"
 )
+SERVER_FAMILY_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
@@ -35,16 +37,22 @@ def _validated_openapi(path: Path) -> tuple[Any, list[str]]:
     return document, []
 
 
-def check_openapi(spec_dir: Path) -> list[str]:
-    """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
-    path = spec_dir / "vora.yaml"
-    _, problems = _validated_openapi(path)
-    schemas = yaml.safe_load(path.read_text())["components"]["schemas"]
+def _check_catalogue_terms(path: Path, problems: list[str]) -> dict[str, Any]:
+    """Hold a document's EventType enum and Identity pattern to the code; return its schemas."""
+    schemas: dict[str, Any] = yaml.safe_load(path.read_text())["components"]["schemas"]
     enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
         problems.append(f"{path}: EventType enum {enum} differs from vora.catalog {list(SUBSCRIBABLE_EVENTS)}")
     if schemas["Identity"]["pattern"] != IDENTITY_PATTERN:
         problems.append(f"{path}: the Identity pattern differs from vora.identities.IDENTITY_PATTERN")
+    return schemas
+
+
+def check_openapi(spec_dir: Path) -> list[str]:
+    """Validate spec/vora.yaml and compare its EventType enum and Identity pattern with the code."""
+    path = spec_dir / "vora.yaml"
+    _, problems = _validated_openapi(path)
+    _check_catalogue_terms(path, problems)
     return problems
 
 
@@ -81,6 +89,40 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
     return problems
 
 
+def check_server_openapi(spec_dir: Path) -> list[str]:
+    """Validate spec/vora-server.yaml and hold its enums, patterns and payload schemas equal to the others."""
+    path = spec_dir / SERVER_SPEC_FILE
+    _, problems = _validated_openapi(path)
+    schemas = _check_catalogue_terms(path, problems)
+    asyncapi_schemas = yaml.safe_load((spec_dir / ASYNCAPI_FILE).read_text())["components"]["schemas"]
+    for name in ("Text", "CallData", "PresenceData", "RecordingData"):
+        if _without_description(schemas[name]) != _without_description(asyncapi_schemas[name]):
+            problems.append(f"{path}: schema {name} differs from the one in {ASYNCAPI_FILE}")
+    reasons = asyncapi_schemas["ChannelTerminatedData"]["properties"]["reason"]["enum"]
+    unknown = [r for r in schemas["DisconnectReason"]["enum"] if r not in reasons]
+    if unknown:
+        problems.append(f"{path}: DisconnectReason {unknown} are not channelTerminated reasons in {ASYNCAPI_FILE}")
+    publish = schemas["PublishRequest"]
+    for family, schema_name in SERVER_FAMILY_SCHEMAS.items():
+        declared = schemas[schema_name]["properties"]["type"]["enum"]
+        wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
+        if declared != wanted:
+            problems.append(f"{path}: {schema_name} types {declared} differ from vora.catalog {wanted}")
+        mapped = [t for t, ref in publish["discriminator"]["mapping"].items() if ref.endswith(f"/{schema_name}")]
+        if mapped != wanted:
+            problems.append(f"{path}: the PublishRequest discriminator maps {mapped} to {schema_name}, not {wanted}")
+    return problems
+
+
+def _without_description(schema: Any) -> Any:
+    """Drop every description, at any depth: the copies may explain themselves differently."""
+    if isinstance(schema, dict):
+        return {k: _without_description(v) for k, v in schema.items() if k != "description"}
+    if isinstance(schema, list):
+        return [_without_description(item) for item in schema]
+    return schema
+
+
 def check_webhooks(spec_dir: Path) -> list[str]:
     """Validate the outgoing webhooks document and compare its webhooks and platforms with the code and vora.yaml."""
     path = spec_dir / WEBHOOKS_FILE
@@ -98,4 +140,9 @@ def check_webhooks(spec_dir: Path) -> list[str]:
 
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
-    return check_openapi(spec_dir) + check_asyncapi(spec_dir, asyncapi_schema) + check_webhooks(spec_dir)
+    return (
+        check_openapi(spec_dir)
+        + check_asyncapi(spec_dir, asyncapi_schema)
+        + check_webhooks(spec_dir)
+        + check_server_openapi(spec_dir)
+    )

@@ -9,6 +9,7 @@ from connexion.decorators.validation import RequestBodyValidator
 from connexion.exceptions import BadRequestProblem
 from connexion.utils import is_null
 from jsonschema import ValidationError
+from jsonschema.exceptions import best_match
 
 log = logging.getLogger("vora.validation")
 
@@ -29,7 +30,8 @@ class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc]
             return None
         try:
             self.validator.validate(data)
-        except ValidationError as exc:
+        except ValidationError as refused:
+            exc = discriminated(self.validator, refused)
             where = ".".join(str(item) for item in exc.path)
             message = exc.message
             schema = exc.schema if isinstance(exc.schema, dict) else {}
@@ -38,3 +40,28 @@ class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc]
             log.info("request body refused", extra={"fields": {"rule": exc.validator, "at": where or "body"}})
             raise BadRequestProblem(detail=message + (f" - '{where}'" if where else "")) from None
         return None
+
+
+def discriminated(validator: Any, error: ValidationError) -> ValidationError:
+    """Descend from a failed oneOf into the branch its discriminator names, for the error that says what is wrong.
+
+    A oneOf with a `discriminator` (spec/vora-server.yaml's PublishRequest) picks its branch by one
+    property's value: the branch whose enum for that property holds it. An unknown value is itself the error.
+    """
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    discriminator = schema.get("discriminator")
+    if error.validator != "oneOf" or not discriminator or not isinstance(error.instance, dict):
+        return error
+    name = discriminator["propertyName"]
+    value = error.instance.get(name)
+    allowed: list[Any] = []
+    branches: list[dict[str, Any]] = schema.get("oneOf", [])
+    for branch in branches:
+        enum = branch.get("properties", {}).get(name, {}).get("enum", [])
+        allowed += enum
+        if value in enum:
+            inner = best_match(validator.evolve(schema=branch).iter_errors(error.instance))
+            if inner is not None:
+                inner.path.extendleft(reversed(error.path))
+                return discriminated(validator, inner)
+    return ValidationError(f"{value!r} is not one of {allowed}", path=[*error.path, name], validator="enum")

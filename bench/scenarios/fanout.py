@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,31 +85,52 @@ def event_data(event_type: str, n: int) -> dict[str, Any]:
     return {"callId": f"c-{n}", "reason": stamp()}
 
 
+class Schedule:
+    """Pace publishing onto one fixed schedule of rate events/s (None: as fast as possible), noting the worst lag."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.started = time.monotonic()
+        self.worst_lag = 0.0
+
+    def wait_for(self, n: int) -> None:
+        """Sleep until event n's slot, or note how late it is."""
+        if not self.rate:
+            return
+        due = self.started + n / self.rate
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        else:
+            self.worst_lag = max(self.worst_lag, now - due)
+
+    def report(self, count: int, final: dict[str, int]) -> dict[str, Any]:
+        """Summarise a finished phase of count events with each identity's last sequence number."""
+        elapsed = time.monotonic() - self.started
+        return {
+            "events": count,
+            "started": self.started,
+            "seconds": round(elapsed, 3),
+            "events_per_second": round(count / elapsed, 1),
+            "worst_lag_ms": round(self.worst_lag * 1000, 2),
+            "final": final,
+        }
+
+
 def publish_events(publish: Publisher, ids: list[str], count: int, rate: float | None) -> dict[str, Any]:
     """Publish count events round-robin over ids, at rate per second (None: as fast as possible)."""
     final: dict[str, int] = {}
-    started = time.monotonic()
-    worst_lag = 0.0
+    schedule = Schedule(rate)
     for n in range(count):
-        if rate:
-            due = started + n / rate
-            now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
-            else:
-                worst_lag = max(worst_lag, now - due)
+        schedule.wait_for(n)
         identity = ids[n % len(ids)]
         event_type = TYPES[n % len(TYPES)]
         final[identity] = publish(identity, event_type, event_data(event_type, n))
-    elapsed = time.monotonic() - started
-    return {
-        "events": count,
-        "started": started,
-        "seconds": round(elapsed, 3),
-        "events_per_second": round(count / elapsed, 1),
-        "worst_lag_ms": round(worst_lag * 1000, 2),
-        "final": final,
-    }
+    return schedule.report(count, final)
+
+
+# Publish a phase: (publisher, identities, count, rate or None) -> what publish_events returns.
+Sender = Callable[[Publisher, list[str], int, float | None], dict[str, Any]]
 
 
 def phase(
@@ -120,13 +142,14 @@ def phase(
     count: int,
     rate: float | None,
     name: str,
+    send: Sender = publish_events,
 ) -> dict[str, Any]:
     """Publish count events at rate (None: flat out) to primed sockets; report deliveries, latency and CPU."""
     client.call({"cmd": "reset"}, timeout=30)
     cpu = server.cpu_seconds()
     client_cpu = client.cpu_seconds()
     with profiled(bench.procs, bench.profile_dir, name, server, count / (rate or 3000)):
-        published = publish_events(publish, ids, count, rate)
+        published = send(publish, ids, count, rate)
         report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": 30}, timeout=60)
     span = (report["last_receive"] or published["started"]) - published["started"]
     expected = count * FAN_OUT

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 import redis
 
 from tests.conftest import TokenFactory
+from tests.contract.runner import run_schemathesis
 from tests.server import RunningServer, running_server
 from vora.settings import DEFAULT_SPEC_DIR
 
@@ -32,45 +31,9 @@ def test_schemathesis_finds_nothing(
 
     redisdb.sadd(keys.user_identities("qa"), "910111000", "0", "A")
     token = make_token("qa")
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "schemathesis"),
-            "run",
-            str(DEFAULT_SPEC_DIR / "vora.yaml"),
-            "--url",
-            server.base_url,
-            "--checks",
-            "all",
-            "--mode",
-            "all",
-            "--header",
-            f"Authorization: Bearer {token}",
-            "--max-examples",
-            "300",
-            "--generation-database",
-            "none",
-            "--seed",
-            "20261123",
-            "--workers",
-            "2",
-            "--max-response-time",
-            "5",
-            "--request-timeout",
-            "5",
-            "--no-color",
-            "--report",
-            "junit",
-            "--report-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-        cwd=tmp_path,
+    returncode, report = run_schemathesis(
+        DEFAULT_SPEC_DIR / "vora.yaml", server.base_url, f"Bearer {token}", tmp_path, 300, "20261123"
     )
-    report = result.stdout + result.stderr
-    print(report)
-    assert result.returncode == 0, report[-6000:]
+    assert returncode == 0, report[-6000:]
     assert "No issues found" in report or " passed" in report, report[-3000:]
     assert token not in server.log(), "the access token leaked into the server log"

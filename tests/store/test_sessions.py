@@ -213,3 +213,41 @@ def test_session_fields_round_trip_through_the_hash(redisdb: redis.Redis) -> Non
         new.scopes,
         new.events,
     )
+
+
+def test_ending_an_identity_ends_every_users_sessions_and_announces_it(redisdb: redis.Redis) -> None:
+    """end_for_identity ends all sessions whoever opened them, leaves tombstones and publishes one notice."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    create(store, "a", "alice")
+    create(store, "b", "bob")
+    subscriber = redisdb.pubsub()
+    subscriber.subscribe(keys.CONTROL_CHANNEL)
+    assert subscriber.get_message(timeout=5)["type"] == "subscribe"
+    assert sorted(store.end_for_identity(IDENTITY, "revoked")) == ["a", "b"]
+    notice = subscriber.get_message(timeout=5)
+    subscriber.close()
+    assert notice is not None
+    assert b'"reason":"revoked"' in notice["data"]
+    assert store.sessions_of(IDENTITY) == []
+    assert store.ended_reason(IDENTITY, "b") == "revoked"
+    assert not redisdb.exists(keys.websocket_token(IDENTITY, "hash-a"), keys.websocket_token(IDENTITY, "hash-b"))
+    assert store.end_for_identity(IDENTITY, "revoked") == []
+
+
+def test_an_empty_subject_ends_nothing(redisdb: redis.Redis) -> None:
+    """end_for_subject with an empty subject does not reach the script's every-subject mode."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    create(store, "a", "alice")
+    assert store.end_for_subject(IDENTITY, "", "logout") == []
+    assert [s.session_id for s in store.sessions_of(IDENTITY)] == ["a"]
+
+
+def test_sessions_of_lists_live_sessions_oldest_first(redisdb: redis.Redis) -> None:
+    """sessions_of reads every live session in creation order and skips index entries whose session expired."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    for sid in ("s1", "s2", "s3"):
+        create(store, sid, subject=f"user-{sid}")
+    redisdb.delete(keys.session(IDENTITY, "s2"))
+    sessions = store.sessions_of(IDENTITY)
+    assert [(s.session_id, s.subject) for s in sessions] == [("s1", "user-s1"), ("s3", "user-s3")]
+    assert store.sessions_of("602128708") == []

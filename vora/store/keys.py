@@ -73,6 +73,11 @@ def event_sequence(identity: str) -> str:
     return identity_prefix(identity) + "seq"
 
 
+def idempotency(identity: str, key: str) -> str:
+    """Name the record of what a publisher's idempotency key published for an identity."""
+    return identity_prefix(identity) + "idem:" + key
+
+
 # Push wake-up (holdUpMode). The job queue and the hold-up deadlines are shared by every identity;
 # they carry a hash tag of their own, so in Redis Cluster both live in the one slot of `{push}`.
 PUSH_JOBS = f"{PREFIX}:{{push}}:jobs"

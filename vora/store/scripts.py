@@ -81,8 +81,8 @@ return result
 )
 
 # KEYS: sessions index.
-# ARGV: session suffix, token suffix, ended suffix, prefix, subject, reason,
-#       tombstone ttl (ms), control channel, identity.
+# ARGV: session suffix, token suffix, ended suffix, prefix, subject ('' for every subject),
+#       reason, tombstone ttl (ms), control channel, identity.
 END_SUBJECT_SESSIONS = (
     _END_SESSION
     + """
@@ -90,7 +90,7 @@ local prefix = ARGV[4]
 local ended = {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local owner = redis.call('HGET', prefix .. ARGV[1] .. sid, 'sub')
-  if owner == ARGV[5] then
+  if owner and (ARGV[5] == '' or owner == ARGV[5]) then
     end_session(prefix, sid, ARGV[6], tonumber(ARGV[7]))
     ended[#ended + 1] = sid
   elseif not owner then
@@ -197,6 +197,28 @@ if redis.call('HSETNX', KEYS[1], 'attachedAt', ARGV[1]) == 1 then
 end
 return 2
 """
+
+# KEYS: event stream, sequence counter, idempotency record.
+# ARGV: those of PUBLISH_EVENT, then the event's fingerprint and the record's retention (ms).
+# Returns {id, seq, fingerprint, duplicate}: a key seen within its retention answers what it
+# first published (and that event's fingerprint) and publishes nothing.
+PUBLISH_EVENT_ONCE = (
+    """
+local stored = redis.call('HMGET', KEYS[3], 'id', 'seq', 'fp')
+if stored[1] then
+  return {stored[1], tonumber(stored[2]), stored[3], 1}
+end
+local function publish()
+"""
+    + PUBLISH_EVENT
+    + """
+end
+local published = publish()
+redis.call('HSET', KEYS[3], 'id', published[1], 'seq', published[2], 'fp', ARGV[9])
+redis.call('PEXPIRE', KEYS[3], ARGV[10])
+return {published[1], published[2], ARGV[9], 0}
+"""
+)
 
 # KEYS: a session's hold-up hash.
 # ARGV: call id, hold-up JSON, key ttl (ms).

@@ -198,6 +198,8 @@ class SessionStore:
 
     def end_for_subject(self, identity: str, subject: str, reason: str) -> list[str]:
         """End a user's sessions on an identity and announce it; return their ids."""
+        if not subject:
+            return []  # the script reads an empty subject as every subject
         ended = self._end(keys=[keys.sessions_index(identity)], args=_ending_args(identity, subject, reason))
         return [text(sid) for sid in ended]
 
@@ -282,4 +284,24 @@ class SessionStore:
         return [
             (bool(results[index * 4]), None if results[index * 4 + 3] is None else text(results[index * 4 + 3]))
             for index in range(len(leases))
+        ]
+
+    def end_for_identity(self, identity: str, reason: str) -> list[str]:
+        """End every session of an identity, whoever opened it, and announce it; return their ids."""
+        # A token's subject is never empty, so '' selects every session (see END_SUBJECT_SESSIONS).
+        ended = self._end(keys=[keys.sessions_index(identity)], args=_ending_args(identity, "", reason))
+        return [text(sid) for sid in ended]
+
+    def sessions_of(self, identity: str) -> list[StoredSession]:
+        """Read an identity's live sessions, oldest first, in two round trips."""
+        session_ids = [text(sid) for sid in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr]
+        if not session_ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id in session_ids:
+            pipe.hgetall(keys.session(identity, session_id))
+        return [
+            session_from_hash(identity, session_id, raw)
+            for session_id, raw in zip(session_ids, pipe.execute(), strict=True)
+            if raw
         ]

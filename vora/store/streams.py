@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from vora.settings import Settings
 from vora.store import keys, scripts
@@ -38,6 +41,12 @@ Position = tuple[int, int]  # a stream id as (milliseconds, sequence number)
 
 MAX_ID_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit integer
 EVENT_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
+
+
+def _appended(result: Any) -> Appended:
+    if len(result) == 2:
+        return Appended(text(result[0]), int(result[1]))
+    return Appended(text(result[0]), int(result[1]), bool(int(result[3])), text(result[2]))
 
 
 def stream_position(event_id: str) -> Position:
@@ -80,6 +89,28 @@ class NotReplicated(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Append:
+    """One checked event to append, with the idempotency key (and fingerprint) it was offered under."""
+
+    identity: str
+    event_type: str
+    timestamp: str
+    data_json: str
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where an event went; duplicate when its idempotency key had published it before."""
+
+    event_id: str
+    sequence_number: int
+    duplicate: bool = False
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
 class ResumePoint:
     """Where a resuming socket starts reading, and whether events were lost before it."""
 
@@ -107,6 +138,19 @@ class StreamStore:
         self._max_age_ms = max_age_seconds * 1000
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
         self._publish = client.register_script(scripts.PUBLISH_EVENT)
+        self._publish_once = client.register_script(scripts.PUBLISH_EVENT_ONCE)
+
+    def _publish_args(self, identity: str, event_type: str, timestamp: str, data_json: str) -> list[Any]:
+        return [
+            event_type,
+            timestamp,
+            data_json,
+            self._max_length,
+            self._max_age_ms,
+            self._sequence_ttl_ms,
+            keys.EVENTS_CHANNEL,
+            identity,
+        ]
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> StreamStore:
@@ -131,16 +175,7 @@ class StreamStore:
         (the event stays in the stream) when fewer do within the timeout.
         """
         script_keys = [keys.event_stream(identity), keys.event_sequence(identity)]
-        script_args: list[str | int] = [
-            event_type,
-            timestamp,
-            data_json,
-            self._max_length,
-            self._max_age_ms,
-            self._sequence_ttl_ms,
-            keys.EVENTS_CHANNEL,
-            identity,
-        ]
+        script_args = self._publish_args(identity, event_type, timestamp, data_json)
         if not self._min_replicas:
             result = self._publish(keys=script_keys, args=script_args)
             return text(result[0]), int(result[1])
@@ -151,12 +186,86 @@ class StreamStore:
         pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
         result, acknowledged = pipe.execute()
         event_id, sequence = text(result[0]), int(result[1])
+        self._check_replicated(event_id, sequence, acknowledged)
+        return event_id, sequence
+
+    def _check_replicated(self, event_id: str, sequence: int, acknowledged: Any) -> None:
+        """Raise NotReplicated when WAIT saw fewer replicas confirm the connection's writes than asked."""
         if int(acknowledged) < self._min_replicas:
             raise NotReplicated(event_id, sequence, int(acknowledged), self._min_replicas, self._replica_timeout_ms)
-        return event_id, sequence
+
+    def _script_call(self, event: Append, window_ms: int) -> tuple[Script, list[Any], list[Any]]:
+        """Name the script, keys and args that append one event (at most once per idempotency key)."""
+        args = self._publish_args(event.identity, event.event_type, event.timestamp, event.data_json)
+        stream_keys = [keys.event_stream(event.identity), keys.event_sequence(event.identity)]
+        if event.idempotency_key is None:
+            return self._publish, stream_keys, args
+        record = keys.idempotency(event.identity, event.idempotency_key)
+        return self._publish_once, [*stream_keys, record], [*args, event.fingerprint, window_ms]
+
+    def append_checked(self, event: Append, window_ms: int) -> Appended:
+        """Append one event; with an idempotency key, a key seen within window_ms answers its first event."""
+        script, script_keys, args = self._script_call(event, window_ms)
+        if not self._min_replicas:
+            return _appended(script(keys=script_keys, args=args))
+        pipe = self._redis.pipeline(transaction=False)
+        script(keys=script_keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+        result, acknowledged = pipe.execute()
+        appended = _appended(result)
+        if not appended.duplicate:
+            self._check_replicated(appended.event_id, appended.sequence_number, acknowledged)
+        return appended
+
+    def append_many(self, events: Sequence[Append], window_ms: int) -> list[Appended | Exception]:
+        """Append events in one round trip, one script call each (each identity may live on its own node).
+
+        The calls are pipelined, not transactional: each result is the event's, or the error that
+        refused it alone.
+        """
+        calls = [self._script_call(event, window_ms) for event in events]
+        acknowledged: Any = self._min_replicas
+        results: list[Any] = [NoScriptError()] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for index in pending:
+                script, script_keys, args = calls[index]
+                # EVALSHA directly: a pipeline that knows its scripts asks SCRIPT EXISTS on every execute.
+                pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+            if self._min_replicas:
+                pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+            answers = pipe.execute(raise_on_error=False)
+            if self._min_replicas:
+                acknowledged = answers.pop()
+            for index, result in zip(pending, answers, strict=True):
+                results[index] = result
+            pending = [index for index in pending if isinstance(results[index], NoScriptError)]
+            if not pending or attempt:
+                break
+            # A restarted or failed-over Redis forgot the scripts; a NOSCRIPT item ran nothing.
+            for script in {id(calls[index][0]): calls[index][0] for index in pending}.values():
+                self._redis.script_load(script.script)
+        appended = [result if isinstance(result, Exception) else _appended(result) for result in results]
+        if self._min_replicas:
+            written = [a for a in appended if isinstance(a, Appended) and not a.duplicate]
+            if written and (isinstance(acknowledged, Exception) or int(acknowledged) < self._min_replicas):
+                return [self._unconfirmed(a, acknowledged) for a in appended]
+        return appended
+
+    def _unconfirmed(self, appended: Appended | Exception, acknowledged: Any) -> Appended | Exception:
+        """Turn a written item of a batch whose WAIT fell short into its NotReplicated error."""
+        if isinstance(appended, Exception) or appended.duplicate:
+            return appended
+        confirmed = 0 if isinstance(acknowledged, Exception) else int(acknowledged)
+        return NotReplicated(
+            appended.event_id, appended.sequence_number, confirmed, self._min_replicas, self._replica_timeout_ms
+        )
 
     def read_after(self, identity: str, after: Position | None, count: int) -> list[StoredEvent]:
         """Read up to count events after a position (exclusive), or from the oldest when None."""
+        if after == (MAX_ID_PART, MAX_ID_PART):
+            return []  # nothing can follow the largest id, and Redis refuses an exclusive range after it
         start = "-" if after is None else f"({stream_id(after)}"
         entries = self._redis.xrange(keys.event_stream(identity), min=start, max="+", count=count)
         return [event_from_entry(entry_id, fields) for entry_id, fields in entries]  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any

@@ -1,0 +1,234 @@
+"""Scenario 11, the server API: events/s published over HTTP next to the Python publisher, and latency through HTTP.
+
+The same VORA serves both: first the Python publisher (`EventPublisher.publish`, one event per
+call, one after another, straight into Redis) runs for a fixed time, then wrk posts single
+events (32 connections) and batches of BATCH events (8 connections) to the server API, each
+after a warm-up. Events/s of each HTTP way is compared with the Python publisher's.
+Then fan-out scenario 4's 1,000 sockets get RATE events/s twice: from the Python publisher,
+then over HTTP (one keep-alive connection, a batch of LATENCY_BATCH events every
+LATENCY_BATCH/RATE seconds, each event stamped as its batch is built), so the p99
+publish-to-socket latency of the HTTP path sits next to the Python one. One event per request
+cannot offer RATE events/s from one connection on this machine (the single-event figure above
+says why), and a telephony backend sending that many would batch them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import secrets
+import time
+from dataclasses import replace
+from typing import Any
+
+from bench.context import Bench, identities
+from bench.httpload import LoadSpec, run_load
+from bench.procs import Server
+from bench.report import Row
+from bench.scenarios import fanout
+from bench.scenarios.fanout import TYPES, event_data
+from bench.wsclient import WsLoad
+from tests.harness.ports import free_port
+
+USER = "bench-serverapi"
+IDENTITIES = 50
+BATCH = 100
+BASE_PATH = "/vora/server/v1"
+TARGET_BATCH_RATIO = 0.5
+LATENCY_BATCH = 50
+
+
+class HttpPublisher:
+    """Publish one event per request to the server API over one keep-alive connection."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """Send one POST under the server API's base path and return the decoded answer, raising unless 200."""
+        self._connection.request("POST", BASE_PATH + path, body=json.dumps(body).encode(), headers=self._headers)
+        response = self._connection.getresponse()
+        raw = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path} answered {response.status}: {raw[:300]!r}")
+        return json.loads(raw)
+
+    def __call__(self, identity: str, event_type: str, data: dict[str, Any]) -> int:
+        """Publish the event and return its sequence number."""
+        sequence: int = self.post(f"/identities/{identity}/events", {"type": event_type, "data": data})[
+            "sequenceNumber"
+        ]
+        return sequence
+
+    def batch(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[int]:
+        """Publish (identity, type, data) events in one batch and return their sequence numbers."""
+        body = {"events": [{"identity": i, "type": t, "data": d} for i, t, d in events]}
+        results = self.post("/events/batch", body)["results"]
+        if any(result["status"] != "published" for result in results):
+            raise RuntimeError(f"a batch item was not published: {results}")
+        return [result["sequenceNumber"] for result in results]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
+
+
+def publish_batches(publish: fanout.Publisher, ids: list[str], count: int, rate: float | None) -> dict[str, Any]:
+    """Publish count events round-robin over ids in batches of LATENCY_BATCH, each batch on its slot of rate/s."""
+    if not isinstance(publish, HttpPublisher):
+        raise TypeError("batches go through the server API's HttpPublisher")
+    final: dict[str, int] = {}
+    schedule = fanout.Schedule(rate)
+    for first in range(0, count, LATENCY_BATCH):
+        schedule.wait_for(first)
+        numbers = range(first, min(first + LATENCY_BATCH, count))
+        events = [(ids[n % len(ids)], TYPES[n % len(TYPES)]) for n in numbers]
+        sequences = publish.batch([(i, t, event_data(t, n)) for n, (i, t) in zip(numbers, events, strict=True)])
+        for (identity, _), sequence in zip(events, sequences, strict=True):
+            final[identity] = sequence
+    return {**schedule.report(count, final), "batch": LATENCY_BATCH}
+
+
+def _python_rate(bench: Bench, ids: list[str], seconds: float) -> dict[str, Any]:
+    """Publish with the Python publisher for a fixed time, one event after another."""
+    count = 0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        event_type = TYPES[count % len(TYPES)]
+        bench.publisher.publish(ids[count % len(ids)], event_type, event_data(event_type, count))
+        count += 1
+    elapsed = time.monotonic() - started
+    return {"events": count, "seconds": round(elapsed, 3), "events_per_second": round(count / elapsed, 1)}
+
+
+def _batch_body(ids: list[str]) -> str:
+    events = []
+    for n in range(BATCH):
+        event_type = TYPES[n % len(TYPES)]
+        events.append({"identity": ids[n % len(ids)], "type": event_type, "data": event_data(event_type, n)})
+    return json.dumps({"events": events})
+
+
+def _http_rates(bench: Bench, server: Server, port: int, key: str, ids: list[str]) -> dict[str, Any]:
+    """Measure events/s over HTTP, one event per request and BATCH per request, with wrk."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    single = LoadSpec(
+        url=f"http://127.0.0.1:{port}{BASE_PATH}/identities/{ids[0]}/events",
+        method="POST",
+        headers=headers,
+        bodies=[json.dumps({"type": "callRinging", "data": {"callId": "c-1", "from": "+34602128708"}})],
+        connections=32,
+    )
+    batch = LoadSpec(
+        url=f"http://127.0.0.1:{port}{BASE_PATH}/events/batch",
+        method="POST",
+        headers=headers,
+        bodies=[_batch_body(ids)],
+        connections=8,
+    )
+    figures: dict[str, Any] = {}
+    for name, spec, per_request in (("single", single, 1), ("batch", batch, BATCH)):
+        run_load(bench.procs, bench.wrk, replace(spec, seconds=2.0), bench.workdir, f"sa-{name}-warm")
+        spec = replace(spec, seconds=bench.seconds(8, 3))  # noqa: PLW2901 - the measured run of the warmed spec
+        cpu = server.cpu_seconds()
+        result = run_load(bench.procs, bench.wrk, spec, bench.workdir, f"sa-{name}")
+        figures[name] = {
+            **result.as_dict(),
+            "events_per_request": per_request,
+            "events_per_second": round(result.rps * per_request, 1),
+            "server_cpu_cores": round((server.cpu_seconds() - cpu) / result.seconds, 2) if result.seconds else None,
+        }
+    return figures
+
+
+def _paced(
+    bench: Bench,
+    server: Server,
+    urls: list[str],
+    ids: list[str],
+    publish: fanout.Publisher,
+    label: str,
+    send: fanout.Sender = fanout.publish_events,
+) -> dict[str, Any]:
+    """Open and prime scenario 4's sockets, publish RATE events/s for the paced phase's time, close them."""
+    client = WsLoad(bench.procs, f"wsclient-serverapi-{label}")
+    try:
+        held = fanout.open_primed(client, urls, ids, publish)
+        count = int(fanout.RATE * bench.seconds(10, 3))
+        paced = fanout.phase(bench, client, server, publish, ids, count, fanout.RATE, f"serverapi-{label}", send)
+        client.call({"cmd": "close"}, timeout=120)
+        return {**held, "paced": paced}
+    finally:
+        client.stop()
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    """Measure publish throughput (Python, HTTP single, HTTP batch), then latency (Python, HTTP) on one VORA."""
+    key = secrets.token_urlsafe(32)
+    port = free_port()
+    ids = identities("7600", IDENTITIES)
+    figures: dict[str, Any] = {"batch_size": BATCH, "rate": fanout.RATE, "fan_out": fanout.FAN_OUT}
+    with bench.vora_server(VORA_SERVER_API_KEYS=key, VORA_SERVER_API_PORT=str(port)) as server:
+        check = HttpPublisher(port, key)
+        try:
+            answered = check.post("/events/batch", json.loads(_batch_body(ids)))
+        finally:
+            check.close()
+        if answered["published"] != BATCH:
+            raise RuntimeError(f"a batch of {BATCH} published {answered['published']}")
+        figures["python"] = _python_rate(bench, ids, bench.seconds(8, 3))
+        figures.update(_http_rates(bench, server, port, key, ids))
+        tokens = bench.open_sessions(server, USER, ids, per_identity=fanout.SESSIONS)
+        urls = [f"{server.ws_url}?token={token}" for token in tokens for _ in range(fanout.SOCKETS)]
+        http_publisher = HttpPublisher(port, key)
+        try:
+            figures["latency_python"] = _paced(bench, server, urls, ids, fanout.vora_publisher(bench.publisher), "py")
+            figures["latency_http"] = _paced(bench, server, urls, ids, http_publisher, "http", publish_batches)
+        finally:
+            http_publisher.close()
+    return figures
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    """HTTP events/s next to the Python publisher's; HTTP-path latency next to the Python path's."""
+    python = figures.get("python")
+    single, batch = figures.get("single"), figures.get("batch")
+    lat_http, lat_python = figures.get("latency_http"), figures.get("latency_python")
+    if not python or not single or not batch or not lat_http or not lat_python:
+        return []
+    baseline = python["events_per_second"]
+    paced_http, paced_python = lat_http["paced"], lat_python["paced"]
+    lost = paced_http["lost"] + paced_http["duplicates"] + lat_http["unprimed"] + lat_http["wrong_start"]
+    lag_ms = paced_http["publish"]["worst_lag_ms"]
+    return [
+        Row(
+            "11 publish over HTTP, one event per request",
+            single["events_per_second"],
+            "ev/s",
+            baseline,
+            "(reported; baseline: Python publisher)",
+            None,
+            note=f"{single['errors']} errors" if single["errors"] else "",
+        ),
+        Row(
+            f"11 publish over HTTP, batches of {figures['batch_size']}",
+            batch["events_per_second"],
+            "ev/s",
+            baseline,
+            f">= {TARGET_BATCH_RATIO:g} x Python publisher",
+            batch["errors"] == 0 and batch["events_per_second"] >= TARGET_BATCH_RATIO * baseline,
+            note=f"{batch['errors']} errors" if batch["errors"] else "",
+        ),
+        Row(
+            f"11 HTTP publish-to-socket p99 @ {figures['rate']:,} ev/s, batches of {LATENCY_BATCH} "
+            f"(fan-out {figures['fan_out']})",
+            paced_http["latency_ms"]["p99_ms"],
+            "ms",
+            paced_python["latency_ms"]["p99_ms"],
+            "(reported; baseline: Python publisher)",
+            None,
+            note=f"the HTTP publisher fell behind its schedule by up to {lag_ms:.0f} ms" if lag_ms > 50 else "",
+        ),
+        Row("11 HTTP path events lost or duplicated", float(lost), "", None, "0", lost == 0, ratio=None),
+    ]
