@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from bench.procs import Processes, RedisServer, Server, start_baseline, start_vora
+from bench.procs import Launcher, Server, start_baseline, start_vora
+from tests.harness.redis_procs import RedisServer
 from vora.devkeys import create_dev_key, mint_token
 from vora.events import EventCatalog, EventPublisher
 from vora.settings import DEFAULT_SPEC_DIR, Settings
@@ -19,6 +20,7 @@ from vora.store.directory import Directory
 from vora.store.streams import StreamStore
 
 WORKERS = 2
+STOP_TIMEOUT = 10.0  # SIGKILL after this; VORA_GRACEFUL_TIMEOUT is 3 s here
 DEFAULTS = Settings()
 
 
@@ -50,7 +52,7 @@ class Rest:
 class Bench:
     """The running benchmark: its children, its Redis, its key, its options and its deadline."""
 
-    procs: Processes
+    procs: Launcher
     redis_server: RedisServer
     workdir: Path
     wrk: str | None
@@ -64,7 +66,7 @@ class Bench:
         self.dev_key = self.workdir / "dev-key.pem"
         create_dev_key(self.dev_key)
         self.pem = self.dev_key.read_bytes()
-        self.redis = self.redis_server.client()
+        self.redis = self.redis_server.client(decode_responses=False, socket_timeout=10)  # bytes, as VORA reads
         self.directory = Directory(self.redis)
         self.publisher = EventPublisher(
             EventCatalog(DEFAULT_SPEC_DIR),
@@ -124,7 +126,7 @@ class Bench:
         try:
             yield vora
         finally:
-            self.procs.stop(vora.process)
+            vora.process.stop(STOP_TIMEOUT)
 
     @contextlib.contextmanager
     def servers(self, baseline_identities: list[str] | None = None) -> Iterator[tuple[Server, Server]]:
@@ -140,9 +142,9 @@ class Bench:
             try:
                 yield vora, baseline
             finally:
-                self.procs.stop(baseline.process)
+                baseline.process.stop(STOP_TIMEOUT)
         finally:
-            self.procs.stop(vora.process)
+            vora.process.stop(STOP_TIMEOUT)
 
     def redis_info(self, section: str) -> dict[str, Any]:
         """Return one INFO section of the benchmark's Redis."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.procs import PYTHON, Processes
+from bench.procs import PYTHON, Launcher
 
 WRK_THREADS = 1  # one load thread leaves the second core to the server
 MARKER = "BENCH_JSON "
@@ -59,7 +59,7 @@ class LoadResult:
         return asdict(self)
 
 
-def ensure_wrk(procs: Processes) -> str | None:
+def ensure_wrk(procs: Launcher) -> str | None:
     """Return the path of wrk, installing Debian's package when missing and root; None means use the fallback."""
     found = shutil.which("wrk")
     if found or os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -162,7 +162,7 @@ def parse_result(output: str, tool: str, spec: LoadSpec) -> LoadResult:
     )
 
 
-def run_load(procs: Processes, wrk: str | None, spec: LoadSpec, workdir: Path, name: str) -> LoadResult:
+def run_load(procs: Launcher, wrk: str | None, spec: LoadSpec, workdir: Path, name: str) -> LoadResult:
     """Run one load in a separate process (wrk, or the asyncio fallback) and return what it measured."""
     timeout = spec.seconds + 30
     if wrk is not None:

@@ -1,37 +1,28 @@
-"""Start, watch and always stop the processes the benchmark needs: Redis, servers, load generators."""
+"""Start the benchmark's servers and load generators with the test harness, and measure the servers."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import http.client
 import os
 import resource
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import psutil
-import redis
 
-# The benchmark starts VORA exactly as the tests do, from the same harness (it imports nothing else of tests/).
+# The benchmark starts its processes and VORA exactly as the tests do, with the same harness
+# (it imports nothing else of tests/): one process manager, one Redis launcher, one server launcher.
 from tests.harness.ports import free_port
-from tests.harness.vora_server import is_live, serve_argv
+from tests.harness.procs import ManagedProcess
+from tests.harness.vora_server import RunningServer, serve_argv, server_env, start_server
+from tests.harness.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 NOFILE = 65536
-_PR_SET_PDEATHSIG = 1
-try:  # looked up once here: a forked child must only call it
-    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):
-    _PRCTL = None
 
 
 def raise_nofile_limit(wanted: int = NOFILE) -> int:
@@ -62,166 +53,51 @@ def cpu_split() -> tuple[float, float]:
     return busy, ours
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this child when the benchmark process dies (Linux only)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+@dataclass(frozen=True)
+class Launcher:
+    """Where the benchmark's children run and log: ROOT and log_dir/NAME.log, each a harness ManagedProcess."""
 
+    log_dir: Path
 
-class Processes:
-    """Every child the benchmark starts, each in its own process group, stopped together at the end."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self._children: list[subprocess.Popen[Any]] = []
-
-    def spawn(
-        self,
-        argv: Sequence[str],
-        name: str,
-        env: dict[str, str] | None = None,
-        stdin: int | None = subprocess.DEVNULL,
-        stdout: int | IO[Any] | None = None,
-    ) -> subprocess.Popen[Any]:
-        """Start a child in a new session; its stderr (and stdout unless given) go to log_dir/name.log."""
-        log = (self.log_dir / f"{name}.log").open("ab")
-        try:
-            child = subprocess.Popen(
-                list(argv),
-                env={**os.environ, **(env or {})},
-                cwd=ROOT,
-                stdin=stdin,
-                stdout=log if stdout is None else stdout,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - the child only calls prctl, looked up before
-            )
-        finally:
-            log.close()
-        self._children.append(child)
+    def start(
+        self, argv: Sequence[str], name: str, env: dict[str, str] | None = None, *, pipes: bool = False
+    ) -> ManagedProcess:
+        """Start a child in its own session with these extra variables; stop_all() ends whatever is left."""
+        child = ManagedProcess(
+            argv,
+            cwd=ROOT,
+            log_path=self.log_dir / f"{name}.log",
+            env={**os.environ, **(env or {})},
+            name=name,
+            pipes=pipes,
+        )
+        child.start()
         return child
 
     def run(self, argv: Sequence[str], name: str, timeout: float, env: dict[str, str] | None = None) -> str:
         """Run a child to completion within timeout seconds and return its stdout."""
-        child = self.spawn(argv, name, env, stdout=subprocess.PIPE)
+        child = self.start(argv, name, env, pipes=True)
         try:
-            out, _ = child.communicate(timeout=timeout)
+            out = child.communicate(timeout)
         except subprocess.TimeoutExpired:
-            self.stop(child, grace=1.0)
             raise RuntimeError(f"{name} did not finish within {timeout:.0f}s") from None
         finally:
-            self.stop(child, grace=1.0)
+            child.stop(1.0)
         if child.returncode != 0:
-            raise RuntimeError(f"{name} exited with {child.returncode}; see {self.log_dir / name}.log")
-        return out.decode() if isinstance(out, bytes) else str(out)
-
-    def stop(self, child: subprocess.Popen[Any], grace: float = 10.0) -> None:
-        """Stop a child's whole process group: SIGTERM, then SIGKILL after grace seconds."""
-        if child.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=grace)
-        # Whatever is left in the group (a worker that outlived its master) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=5)
-        for stream in (child.stdin, child.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        if child in self._children:
-            self._children.remove(child)
-
-    def stop_all(self) -> None:
-        """Stop every child still running, newest first."""
-        for child in reversed(list(self._children)):
-            self.stop(child, grace=5.0)
-
-
-def wait_until(condition: Any, timeout: float, what: str, child: subprocess.Popen[Any] | None = None) -> None:
-    """Poll condition() until it is true, failing at the deadline or when child exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child is not None and child.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {child.returncode}")
-        with contextlib.suppress(OSError, redis.RedisError, http.client.HTTPException):
-            if condition():
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what}: not ready within {timeout:.0f}s")
+            raise RuntimeError(f"{name} exited with {child.returncode}; see {child.log_path}")
+        return out.decode()
 
 
 @dataclass
-class RedisServer:
-    """The benchmark's own redis-server on a free loopback port."""
+class Server(RunningServer):
+    """A gunicorn server (VORA or the baseline app) on a loopback port, as the benchmark measures it."""
 
-    process: subprocess.Popen[Any]
-    port: int
-
-    @property
-    def url(self) -> str:
-        """Return its redis:// URL."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        """Return a new client."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
-
-
-def start_redis(procs: Processes, workdir: Path) -> RedisServer:
-    """Start a throw-away redis-server (no persistence) and wait until it answers PING."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        raise RuntimeError("redis-server is missing: `make redis-server` (or apt-get install redis-server) first")
-    port = free_port()
-    data = workdir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
-    argv = [
-        binary,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(data),
-        "--maxclients", "10000",
-        "--daemonize", "no",
-    ]  # fmt: skip
-    child = procs.spawn(argv, "redis")
-    server = RedisServer(child, port)
-    client = server.client()
-    wait_until(lambda: client.ping(), 15, "redis-server", child)
-    client.close()
-    return server
-
-
-@dataclass
-class Server:
-    """A gunicorn server (VORA or the baseline app) on a loopback port."""
-
-    name: str
-    process: subprocess.Popen[Any]
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        """Return the REST base URL."""
-        return f"http://127.0.0.1:{self.port}/vora"
-
-    @property
-    def ws_url(self) -> str:
-        """Return the WebSocket URL without a query."""
-        return f"ws://127.0.0.1:{self.port}/vora/ws"
+    name: str = "vora"
 
     def processes(self) -> list[psutil.Process]:
         """Return the gunicorn master and its workers."""
         master = psutil.Process(self.process.pid)
         return [master, *master.children(recursive=True)]
-
-    def worker_pids(self) -> list[int]:
-        """Return the pids of the workers."""
-        return [p.pid for p in psutil.Process(self.process.pid).children(recursive=True)]
 
     def connections_per_worker(self) -> dict[str, int]:
         """Count the established connections each worker holds on the server's port."""
@@ -254,22 +130,25 @@ class Server:
         return total
 
 
-def _wait_workers(server: Server, workers: int, timeout: float) -> None:
-    wait_until(lambda: len(server.worker_pids()) >= workers, timeout, f"{server.name} workers", server.process)
-
-
-def start_vora(procs: Processes, env: dict[str, str], workers: int, name: str = "vora") -> Server:
-    """Start `vora serve` (gunicorn, gevent workers) the way the tests do and wait until it is live."""
-    port = free_port()
-    argv = serve_argv(port, workers)
-    env = {"VORA_METRICS_PORT": str(free_port()), **env}  # metrics stay on, as by default, on a port of its own
-    server = Server(name, procs.spawn(argv, f"{name}-{port}", env), port)
-    wait_until(lambda: is_live(port), 30, name, server.process)
-    _wait_workers(server, workers, 30)
+def _start(launcher: Launcher, argv: list[str], port: int, env: dict[str, str], workers: int, name: str) -> Server:
+    full_env = server_env(env)
+    process = start_server(argv, full_env, launcher.log_dir / f"{name}-{port}.log", port, name)
+    server = Server(
+        process, port, process.log_path, int(full_env["VORA_METRICS_PORT"]), int(full_env["VORA_SERVER_API_PORT"]), name
+    )
+    wait_for(
+        lambda: len(server.worker_pids()) >= workers, 30, what=f"{name}'s {workers} workers", abort=process.exit_reason
+    )
     return server
 
 
-def start_baseline(procs: Processes, env: dict[str, str], workers: int, name: str = "baseline") -> Server:
+def start_vora(launcher: Launcher, env: dict[str, str], workers: int, name: str = "vora") -> Server:
+    """Start `vora serve` (gunicorn, gevent workers) the way the tests do and wait until it is live."""
+    port = free_port()
+    return _start(launcher, serve_argv(port, workers), port, env, workers, name)
+
+
+def start_baseline(launcher: Launcher, env: dict[str, str], workers: int, name: str = "baseline") -> Server:
     """Start the bare Flask baseline app under VORA's own gunicorn settings and wait until it is live."""
     port = free_port()
     argv = [
@@ -280,7 +159,4 @@ def start_baseline(procs: Processes, env: dict[str, str], workers: int, name: st
         "bench.baseline_app:create_app()",
     ]  # fmt: skip
     full_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
-    server = Server(name, procs.spawn(argv, f"{name}-{port}", full_env), port)
-    wait_until(lambda: is_live(port), 30, name, server.process)
-    _wait_workers(server, workers, 30)
-    return server
+    return _start(launcher, argv, port, full_env, workers, name)

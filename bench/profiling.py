@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.procs import PYTHON, Processes, Server
+from bench.procs import PYTHON, Launcher, Server
 
 _LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 _FRAME_LINE = re.compile(r":\d+\)$")
@@ -85,7 +84,7 @@ def summarise(stacks: list[Path], top: int = 30) -> str:
 
 
 @contextlib.contextmanager
-def profiled(procs: Processes, out_dir: Path | None, name: str, server: Server, seconds: float) -> Iterator[None]:
+def profiled(procs: Launcher, out_dir: Path | None, name: str, server: Server, seconds: float) -> Iterator[None]:
     """Sample every worker of server for seconds while the block runs (nothing when out_dir is None)."""
     executable = py_spy() if out_dir is not None else None
     if out_dir is None or executable is None:
@@ -104,12 +103,11 @@ def profiled(procs: Processes, out_dir: Path | None, name: str, server: Server, 
             "--format", "raw",
             "--output", str(out),
         ]  # fmt: skip
-        children.append((procs.spawn(argv, f"py-spy-{name}-{pid}"), out))
+        children.append((procs.start(argv, f"py-spy-{name}-{pid}"), out))
     try:
         yield
     finally:
         for child, _ in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=seconds + 20)
-            procs.stop(child, grace=2.0)
+            child.wait(seconds + 20)
+            child.stop(2.0)
         (out_dir / f"{name}-summary.txt").write_text(summarise([out for _, out in children]))

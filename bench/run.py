@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.context import Bench
 from bench.httpload import ensure_wrk
-from bench.procs import ROOT, Processes, cpu_split, raise_nofile_limit, start_redis
+from bench.procs import ROOT, Launcher, cpu_split, raise_nofile_limit
 from bench.report import Row, machine_info, source_state, table_lines, write_results
 from bench.scenarios import (
     delivery_cpu,
@@ -32,6 +32,8 @@ from bench.scenarios import (
     sockets20k,
     storm,
 )
+from tests.harness.procs import stop_all
+from tests.harness.redis_procs import RedisServer
 
 SCENARIOS: dict[str, ModuleType] = {
     "rest": rest,
@@ -199,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, _raise("the benchmark ran past its hard time limit"))
     signal.alarm(int(args.budget + 50))  # a hard stop well inside `make bench`'s ten minutes
     workdir = Path(tempfile.mkdtemp(prefix="vora-bench-"))
-    procs = Processes(workdir)
+    procs = Launcher(workdir)
     ok = False
     try:
         wrk = None if args.no_wrk else ensure_wrk(procs)
-        redis_server = start_redis(procs, workdir)
+        # No persistence; room for the 10,000-20,000 sockets' sessions of the pressure scenarios' clients.
+        redis_server = RedisServer(extra_args=["--maxclients", "10000"], workdir=workdir / "redis").start()
         bench = Bench(procs, redis_server, workdir, wrk, args.quick, started + args.budget, args.profile)
         bench.extra_env = dict(item.partition("=")[::2] for item in args.server_env)
         if wrk is None:
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        procs.stop_all()
+        stop_all()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if args.keep or not ok:

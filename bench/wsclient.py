@@ -15,7 +15,6 @@ import contextlib
 import json
 import random
 import select
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from bench.procs import PYTHON, Processes
+from bench.procs import PYTHON, Launcher
 
 CONNECT_TIMEOUT = 30.0
 STALL_BUCKET_NS = 100_000_000  # latency is also kept as its worst per 100 ms of receipt time
@@ -463,14 +462,11 @@ async def serve_commands() -> None:
 class WsLoad:
     """The benchmark's handle on one load-generator process."""
 
-    def __init__(self, procs: Processes, name: str) -> None:
-        self._procs = procs
-        self.child = procs.spawn([PYTHON, "-m", "bench.wsclient"], name, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    def __init__(self, procs: Launcher, name: str) -> None:
+        self.child = procs.start([PYTHON, "-m", "bench.wsclient"], name, pipes=True)
 
     def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one command and wait at most timeout seconds for its reply."""
-        assert self.child.stdin is not None
-        assert self.child.stdout is not None
         self.child.stdin.write((json.dumps(command) + "\n").encode())
         self.child.stdin.flush()
         ready, _, _ = select.select([self.child.stdout], [], [], timeout)
@@ -478,7 +474,7 @@ class WsLoad:
             raise RuntimeError(f"the WebSocket client did not answer {command['cmd']!r} within {timeout:.0f}s")
         line = self.child.stdout.readline()
         if not line:
-            raise RuntimeError(f"the WebSocket client exited with {self.child.poll()} during {command['cmd']!r}")
+            raise RuntimeError(f"the WebSocket client exited during {command['cmd']!r}: {self.child.exit_reason()}")
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
             raise RuntimeError(f"the WebSocket client failed {command['cmd']!r}: {reply['error']}")
@@ -495,10 +491,10 @@ class WsLoad:
         """Ask the client to close its sockets and exit; kill it if it does not."""
         try:
             self.call({"cmd": "exit"}, timeout=60)
-            self.child.wait(timeout=30)
-        except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired):
+            self.child.wait(30)
+        except (RuntimeError, OSError, ValueError):
             pass
-        self._procs.stop(self.child, grace=2.0)
+        self.child.stop(2.0)
 
 
 if __name__ == "__main__":

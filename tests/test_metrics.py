@@ -15,7 +15,7 @@ import requests
 import websocket
 
 from tests.conftest import TokenFactory
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from vora.settings import Settings
 from vora.state import vora_state
 from vora.store import keys

@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from tests.conftest import TokenFactory
-from tests.server import RawReply, RunningServer, raw_exchange, read_reply, running_server
+from tests.harness.vora_server import RunningServer, running_server
+from tests.server import RawReply, raw_exchange, read_reply
 from vora.store import keys
 from vora.worker import TimedReads, refusal_of
 

@@ -23,8 +23,6 @@ by DEADLINE seconds after the kill. Not in the default run (`--only storm` or `p
 from __future__ import annotations
 
 import http.client
-import os
-import signal
 import threading
 import time
 from collections import Counter, defaultdict
@@ -143,7 +141,7 @@ def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Recordin
         time.sleep(BEFORE_SECONDS)
         with profiled(bench.procs, bench.profile_dir, "storm-b", b, after):
             killed_ns = time.monotonic_ns()
-            os.killpg(a.process.pid, signal.SIGKILL)
+            a.process.kill()
             probe.start()
             publisher.join(after + DEADLINE)
         probe.stopped.set()

@@ -14,8 +14,8 @@ from selenium.webdriver.support import expected_conditions as ec
 
 from tests.browser.conftest import Wait
 from tests.harness.devauth import DevAuth
+from tests.harness.vora_server import RunningServer
 from tests.oauth.conftest import IDENTITY, PASSWORD, USER, console_url
-from tests.server import RunningServer
 from tests.ws.client import make_publisher
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]

@@ -10,9 +10,9 @@ from selenium import webdriver
 
 from tests.browser.conftest import Wait
 from tests.harness.devauth import DevAuth
+from tests.harness.vora_server import RunningServer
 from tests.oauth.conftest import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url
 from tests.oauth.flow import authorization_code_login
-from tests.server import RunningServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]
 

@@ -10,7 +10,7 @@ import redis
 
 from tests.conftest import TokenFactory
 from tests.contract.runner import run_schemathesis
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from vora.settings import DEFAULT_SPEC_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.contract]

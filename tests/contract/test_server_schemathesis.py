@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.contract.runner import run_schemathesis
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from vora.server_api import SERVER_SPEC_FILE
 from vora.settings import DEFAULT_SPEC_DIR
 

@@ -12,8 +12,8 @@ import redis
 from tests.conftest import AUDIENCE
 from tests.harness.devauth import DevAuth
 from tests.harness.ports import free_port
+from tests.harness.vora_server import RunningServer, running_server
 from tests.oauth.flow import Tokens, authorization_code_login
-from tests.server import RunningServer, running_server
 from vora.store import keys
 
 USER = "carol"

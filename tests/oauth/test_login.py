@@ -15,6 +15,7 @@ from jose import jwt
 from tests.conftest import AUDIENCE
 from tests.harness.devauth import DevAuth
 from tests.harness.ports import free_port
+from tests.harness.vora_server import RunningServer, running_server
 from tests.harness.wait import wait_for
 from tests.oauth.conftest import (
     IDENTITY,
@@ -28,7 +29,6 @@ from tests.oauth.conftest import (
     oauth_env,
 )
 from tests.oauth.flow import LoginRefused, Tokens, authorization_code_login, client_credentials_token
-from tests.server import RunningServer, running_server
 from tests.ws.client import open_client
 from vora.devkeys import ALL_SCOPES
 from vora.settings import DEFAULT_SPEC_DIR

@@ -10,9 +10,9 @@ import redis
 import requests
 
 from tests.harness import wait_for
+from tests.harness.vora_server import RunningServer
 from tests.harness.webhooks import HANG, WebhookReceiver
 from tests.push.conftest import HOLDUP_TIMEOUT, OpenedSession, for_identity
-from tests.server import RunningServer
 from tests.test_metrics import sample
 from tests.test_push import webhook_schema
 from tests.ws.client import Client

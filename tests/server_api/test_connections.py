@@ -10,8 +10,8 @@ import redis
 import requests
 
 from tests.conftest import TokenFactory
+from tests.harness.vora_server import RunningServer
 from tests.harness.wait import wait_for
-from tests.server import RunningServer
 from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape
 from tests.ws.client import Client
 

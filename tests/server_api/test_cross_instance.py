@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from tests.server_api.conftest import IDENTITY, ServerApiClient
 from tests.ws.client import Client
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 import requests
 
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape, stream_length
 from tests.ws.client import Client
 

@@ -13,7 +13,7 @@ import requests
 
 from tests.conftest import AUDIENCE, ISSUER
 from tests.harness import wait_for
-from tests.server import RunningServer
+from tests.harness.vora_server import RunningServer
 from tests.ws.client import Client
 from vora.events import PublishedEvent
 

@@ -13,7 +13,7 @@ from redis.cluster import RedisCluster
 
 from tests.conftest import TokenFactory
 from tests.harness import RedisCluster3, RedisServer, wait_for
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from tests.topology.conftest import EnvFactory, Sockets
 from tests.topology.journey import (
     Api,

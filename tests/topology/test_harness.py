@@ -1,14 +1,20 @@
-"""The harness itself: free ports, and standalone servers that start, crash, restart and always end."""
+"""The harness itself: free ports, child processes and standalone servers that start, crash, restart and always end."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
-from tests.harness import RedisServer, free_ports, live_processes, port_is_free
+from tests.harness import ManagedProcess, RedisServer, free_ports, live_processes, port_is_free, wait_for
 from tests.harness.ports import CLUSTER_BUS_OFFSET, MAX_CLUSTER_PORT
+from tests.harness.vora_server import REPO
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
@@ -19,6 +25,56 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _pid_running(pid: int) -> bool:
+    # An orphan's zombie lingers where nothing reaps it (a container's pid 1): dead all the same.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_piped_child_hands_back_its_stdout_and_logs_its_stderr(tmp_path: Path) -> None:
+    """A child started with pipes reads stdin, answers on stdout, logs stderr, and its exit status is kept."""
+    script = "import sys; print(sys.stdin.readline().upper(), end=''); print('oops', file=sys.stderr); sys.exit(3)"
+    child = ManagedProcess([sys.executable, "-c", script], cwd=tmp_path, log_path=tmp_path / "child.log", pipes=True)
+    child.start()
+    child.stdin.write(b"hello\n")
+    output = child.communicate(timeout=30)
+    child.stop()
+    assert output == b"HELLO\n"
+    assert child.returncode == 3
+    assert child.log_tail() == "oops"
+    assert child not in live_processes()
+
+
+def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """A SIGKILLed parent, whose atexit never runs, leaves no child behind: the kernel kills it too."""
+    parent_script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        from tests.harness.procs import ManagedProcess
+        log_path = Path({str(tmp_path)!r}) / "child.log"
+        sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+        child = ManagedProcess(sleeper, cwd=Path.cwd(), log_path=log_path)
+        child.start()
+        print(child.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", parent_script], cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    child_pid = int(parent.stdout)
+    try:
+        wait_for(lambda: not _pid_running(child_pid), 15, what="the orphaned child to be killed")
+    finally:
+        if _pid_running(child_pid):
+            os.killpg(child_pid, signal.SIGKILL)
 
 
 def test_free_ports_are_distinct_and_leave_room_for_the_cluster_bus() -> None:

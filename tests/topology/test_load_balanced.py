@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import TokenFactory
 from tests.harness import Nginx, RedisServer, wait_for
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from tests.topology.conftest import EnvFactory, Sockets
 from tests.topology.journey import Api, Entry, assert_delivered, assert_no_server_errors, readiness
 from tests.ws.client import make_publisher

@@ -13,7 +13,7 @@ import websocket
 
 from tests.conftest import TokenFactory
 from tests.harness import RedisServer
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from tests.topology.conftest import EnvFactory, Sockets
 from tests.topology.journey import (
     Api,

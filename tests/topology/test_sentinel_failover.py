@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import TokenFactory
 from tests.harness import RedisSentinelSet, wait_for
-from tests.server import running_server
+from tests.harness.vora_server import running_server
 from tests.topology.conftest import EnvFactory, Sockets
 from tests.topology.journey import (
     Api,

@@ -12,7 +12,7 @@ import redis
 import requests
 
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
-from tests.server import RunningServer, running_server
+from tests.harness.vora_server import RunningServer, running_server
 from tests.ws.client import Client, make_publisher, open_client
 from vora.events import EventPublisher
 

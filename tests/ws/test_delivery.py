@@ -9,7 +9,7 @@ import redis
 import requests
 
 from tests.conftest import TokenFactory
-from tests.server import RunningServer
+from tests.harness.vora_server import RunningServer
 from tests.ws.client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher, InvalidEvent

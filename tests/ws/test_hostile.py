@@ -14,8 +14,8 @@ import redis
 import requests
 import websocket
 
+from tests.harness.vora_server import RunningServer
 from tests.harness.wait import wait_for
-from tests.server import RunningServer
 from tests.ws.client import Client
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher

@@ -20,8 +20,8 @@ import requests
 import websocket
 
 from tests.conftest import TokenFactory
+from tests.harness.vora_server import RunningServer
 from tests.harness.wait import wait_for
-from tests.server import RunningServer
 from tests.ws.client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher
