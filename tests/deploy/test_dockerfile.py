@@ -26,6 +26,7 @@ from tests.deploy.artefacts import (
     MAKEFILE,
     METRICS_PORT,
     REPO,
+    SERVER_API_PORT,
     Instruction,
     dockerfile_uid,
     health_paths,
@@ -146,10 +147,10 @@ def test_dockerfile_serves_gunicorn_with_gevent_on_the_api_port() -> None:
     assert [ins.args for _, ins in instructions("STOPSIGNAL")] == ["SIGTERM"]
 
 
-def test_dockerfile_exposes_the_api_and_metrics_ports() -> None:
-    """EXPOSE lists the API port 18085 and the metrics port 9102."""
+def test_dockerfile_exposes_the_api_metrics_and_server_api_ports() -> None:
+    """EXPOSE lists the API port 18085, the metrics port 9102 and the server API port 18086."""
     exposed = {word.split("/")[0] for _, ins in instructions("EXPOSE") for word in ins.args.split()}
-    assert exposed == {str(API_PORT), str(METRICS_PORT)}
+    assert exposed == {str(API_PORT), str(METRICS_PORT), str(SERVER_API_PORT)}
 
 
 def test_dockerfile_healthcheck_asks_liveness_with_urllib() -> None:

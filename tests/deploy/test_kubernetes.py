@@ -1,4 +1,4 @@
-"""Offline checks of the Kubernetes manifests in deploy/: strict schemas, probes, ports, drain, security."""
+"""Offline checks of the Kubernetes manifests in deploy/: strict schemas, probes, ports, drain, security, server API."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from tests.deploy.artefacts import (
     K8S_DIR,
     KUBERNETES_VERSIONS,
     METRICS_PORT,
+    SERVER_API_PORT,
     SPEC,
+    dockerfile_env,
     dockerfile_uid,
     health_paths,
 )
@@ -119,12 +121,13 @@ def test_manifest_matches_the_strict_kubernetes_schema(path: Path, version: str)
 
 
 def test_manifests_define_the_whole_deployment() -> None:
-    """The manifests hold a Deployment, a ConfigMap, a policy/v1 PodDisruptionBudget and two Services."""
+    """The manifests hold a Deployment, a ConfigMap, a policy/v1 PodDisruptionBudget, 3 Services, a NetworkPolicy."""
     kinds = sorted(kind for kind, _ in _resources())
     assert kinds.count("Deployment") == 1
     assert kinds.count("ConfigMap") == 1
     assert kinds.count("PodDisruptionBudget") == 1
-    assert kinds.count("Service") == 2
+    assert kinds.count("Service") == 3
+    assert kinds.count("NetworkPolicy") == 1
     assert _only("PodDisruptionBudget")["apiVersion"] == "policy/v1"
 
 
@@ -166,10 +169,11 @@ def test_probes_ask_the_health_endpoints_on_the_api_port() -> None:
         assert probe.get("scheme", "HTTP") == "HTTP", probe_name
 
 
-def test_container_declares_the_api_and_metrics_ports() -> None:
-    """The container declares port 18085 named http and port 9102 named metrics."""
+def test_container_declares_the_api_metrics_and_server_api_ports() -> None:
+    """The container declares port 18085 named http, port 9102 named metrics and port 18086 named server-api."""
     assert _container_port("http") == API_PORT
     assert _container_port("metrics") == METRICS_PORT
+    assert _container_port("server-api") == SERVER_API_PORT == Settings().server_api_port
 
 
 def test_termination_grace_outlasts_the_prestop_pause_and_the_drain() -> None:
@@ -276,3 +280,81 @@ def test_disruption_budget_selects_the_pods_and_lets_one_go() -> None:
         assert int(pdb["maxUnavailable"]) >= 1
     else:
         assert int(pdb["minAvailable"]) < replicas
+
+
+def _server_api_keys_secret() -> dict[str, Any]:
+    (secret,) = _documents(K8S_DIR / "secret-server-api.example.yaml")
+    return secret
+
+
+def _services_targeting(port: int) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in _services()
+        if _selects_pods(s["spec"]["selector"])
+        and any(_container_port(p.get("targetPort", p["port"])) == port for p in s["spec"]["ports"])
+    ]
+
+
+def test_server_api_is_reachable_only_through_a_cluster_internal_service_of_its_own() -> None:
+    """Port 18086 is reached through one ClusterIP Service that maps nothing else, never through the API Service."""
+    (service,) = _services_targeting(SERVER_API_PORT)
+    spec = service["spec"]
+    assert spec.get("type", "ClusterIP") == "ClusterIP"
+    assert not spec.get("externalIPs")
+    assert [_container_port(p["targetPort"]) for p in spec["ports"]] == [SERVER_API_PORT]
+    assert service["metadata"]["name"] != _only("Deployment")["metadata"]["name"]
+
+
+def test_server_api_keys_come_from_a_mounted_secret_that_can_rotate() -> None:
+    """VORA_SERVER_API_KEYS_FILE names a file of the read-only mounted key Secret, not mounted by subPath."""
+    env = {e["name"]: e["value"] for e in _container().get("env", [])}
+    key_file = Path(env["VORA_SERVER_API_KEYS_FILE"])
+    mounts = [m for m in _container()["volumeMounts"] if key_file.parent == Path(m["mountPath"])]
+    assert len(mounts) == 1, f"no volume is mounted at {key_file.parent}"
+    (mount,) = mounts
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount, "a subPath mount never sees a rotated Secret"
+    volumes = {v["name"]: v for v in _pod_spec()["volumes"]}
+    secret = _server_api_keys_secret()
+    assert volumes[mount["name"]]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert key_file.name in secret["stringData"]
+    assert "VORA_SERVER_API_KEYS" not in _config_data()
+    assert "VORA_SERVER_API_KEYS_FILE" not in _config_data()
+
+
+def test_image_listens_on_every_interface_for_the_server_api_only_with_a_key(tmp_path: Path) -> None:
+    """With the image's and the ConfigMap's settings the server API binds 0.0.0.0:18086 once a key exists, else not."""
+    configured = {**dockerfile_env(), **_config_data(), "VORA_SPEC_DIR": str(SPEC.parent)}
+    assert not Settings.from_env(configured).server_api_enabled
+    secret = _server_api_keys_secret()
+    env = {e["name"]: e["value"] for e in _container()["env"]}
+    key_file = tmp_path / Path(env["VORA_SERVER_API_KEYS_FILE"]).name
+    key_file.write_text(secret["stringData"][key_file.name])
+    settings = Settings.from_env({**configured, "VORA_SERVER_API_KEYS_FILE": str(key_file)})
+    assert settings.server_api_enabled
+    assert settings.server_api_bind == f"0.0.0.0:{_container_port('server-api')}"
+
+
+def _admitted_peers(policy: dict[str, Any], port: int) -> list[list[dict[str, Any]]]:
+    """Return, for each ingress rule of a policy that admits a container port, its from list ([] admits everyone)."""
+    return [
+        rule.get("from", [])
+        for rule in policy["spec"].get("ingress", [])
+        if not rule.get("ports") or any(_container_port(p["port"]) == port for p in rule["ports"])
+    ]
+
+
+def test_network_policy_admits_the_server_api_only_from_the_telephony_platform() -> None:
+    """A NetworkPolicy on the VORA pods admits 18086 only from labelled peers, the API and metrics ports as before."""
+    policy = _only("NetworkPolicy")
+    assert _selects_pods(policy["spec"]["podSelector"]["matchLabels"])
+    assert "Ingress" in policy["spec"]["policyTypes"]
+    server_api_rules = _admitted_peers(policy, SERVER_API_PORT)
+    assert server_api_rules, "no rule admits the server API: the telephony platform could not reach it"
+    for peers in server_api_rules:
+        assert peers, "a rule admits everyone to the server API"
+        for peer in peers:
+            assert peer.get("podSelector", {}).get("matchLabels") or "ipBlock" in peer, peer
+    for port in (API_PORT, METRICS_PORT):
+        assert [] in _admitted_peers(policy, port), f"the policy cuts port {port} off"
