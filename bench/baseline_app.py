@@ -20,6 +20,7 @@ import redis
 from flask import Flask, Response, request
 from flask_sock import Sock
 
+from vora.store.codec import text
 from vora.store.keys import event_stream
 
 CHANNEL = "bench:baseline:events"
@@ -30,10 +31,6 @@ REPLAY_LIMIT = 10_000
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class FanOut:
@@ -67,7 +64,7 @@ class FanOut:
             if message["type"] == "subscribe":
                 self._ready.set()
                 continue
-            identity, _, payload = _text(message["data"]).partition(" ")
+            identity, _, payload = text(message["data"]).partition(" ")
             for ws in list(self._sockets.get(identity, ())):
                 try:
                     ws.send(payload)
@@ -106,9 +103,9 @@ def create_app() -> Flask:
         if last_event_id:
             entries = client.xrange(event_stream(identity), min=f"({last_event_id}", max="+", count=REPLAY_LIMIT)
             for entry_id, fields in entries:  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
-                decoded = {_text(k): _text(v) for k, v in fields.items()}
+                decoded = {text(k): text(v) for k, v in fields.items()}
                 envelope = {
-                    "eventId": _text(entry_id),
+                    "eventId": text(entry_id),
                     "sequenceNumber": int(decoded["seq"]),
                     "identity": identity,
                     "type": decoded["type"],

@@ -171,7 +171,7 @@ class LoadClient:
         attempt = 0
         while not self.closing:
             # Full jitter, as the README advises clients: uniform over [0, min(cap, base * 2^attempt)].
-            await asyncio.sleep(random.uniform(0, min(failover.cap, failover.base * 2**attempt)))  # noqa: S311
+            await asyncio.sleep(random.uniform(0, min(failover.cap, failover.base * 2**attempt)))  # noqa: S311 - jitter, not cryptography
             held.reconnect_attempts += 1
             try:
                 held.ws = await self._connect(url)

@@ -109,7 +109,7 @@ def test_only_holdup_sockets_queue_an_attachment(worker: PushWorker, redisdb: re
     worker.socket_attached(plain)
     worker.socket_attached(held)
     wait_for(lambda: redisdb.xlen(keys.PUSH_JOBS) >= 1, 10, what="the attached job")  # type: ignore[operator] # redis-py types sync replies as Awaitable | Any
-    [(_, fields)] = redisdb.xrange(keys.PUSH_JOBS)  # type: ignore[misc]
+    [(_, fields)] = redisdb.xrange(keys.PUSH_JOBS)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
     assert (fields[b"kind"], fields[b"sessionId"]) == (b"attached", SESSION.encode())
 
 

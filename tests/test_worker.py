@@ -180,7 +180,9 @@ def test_unexpected_errors_are_500_and_parse_errors_map_to_statuses() -> None:
         414,
         "The request line is too long: " + str(LimitRequestLine(9000, 4094)),
     )
-    assert refusal_of(InvalidHeader("X" * 500))[0] == 400  # type: ignore[index]
+    header_refusal = refusal_of(InvalidHeader("X" * 500))
+    assert header_refusal is not None
+    assert header_refusal[0] == 400
     assert refusal_of(RuntimeError("boom")) is None
 
 

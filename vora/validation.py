@@ -17,7 +17,7 @@ log = logging.getLogger("vora.validation")
 COMPOSITE_KEYWORDS = frozenset({"anyOf", "oneOf", "not"})
 
 
-class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc]
+class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc] # connexion is untyped
     """Refuse an invalid body with a 400 whose message names the broken rule, never logging the body's values.
 
     Connexion's own validator reports a failed anyOf as a dump of the whole body (a device token

@@ -97,7 +97,7 @@ class TimedReads:
         self._idle = True
 
 
-class VoraWorker(GeventWorker):  # type: ignore[misc]
+class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
     """Gevent worker that bounds request reads (VORA_HTTP_READ_TIMEOUT) and answers refusals as JSON."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -133,7 +133,7 @@ def _compare(topology: RedisSentinelSet, ids: list[str], told: dict[str, Any]) -
     stored_sequences: set[tuple[str, int]] = set()
     numbers: Counter[str] = Counter()
     for identity in ids:
-        entries: list[tuple[str, dict[str, str]]] = client.xrange(keys.event_stream(identity))  # type: ignore[assignment]
+        entries: list[tuple[str, dict[str, str]]] = client.xrange(keys.event_stream(identity))  # type: ignore[assignment] # redis-py types sync replies as Awaitable | Any
         for entry_id, fields in entries:
             stored_ids.add(entry_id)
             stored_sequences.add((identity, int(fields["seq"])))
