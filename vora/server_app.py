@@ -8,7 +8,7 @@ from typing import Any
 import connexion
 import yaml
 from connexion.exceptions import OAuthProblem
-from flask import Flask, Response, current_app
+from flask import Flask, Response
 
 from vora.bodies import WsgiApp
 from vora.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
@@ -16,11 +16,12 @@ from vora.events import EventCatalog, EventPublisher
 from vora.server_api import SERVER_SPEC_FILE, ServerApi
 from vora.server_keys import ServerKeys
 from vora.settings import Settings
-from vora.state import EXTENSION, VoraState
+from vora.state import EXTENSION, VoraState, extension
 from vora.store.streams import NotReplicated
 from vora.validation import RuleNamingBodyValidator
 
 SERVER_API = "vora.server"
+SERVER_KEYS = "vora.server_keys"
 KEY_REQUIRED = "A server API key is required: send 'Authorization: Bearer <server API key>'"
 
 
@@ -30,13 +31,12 @@ class ServerKeyRefused(InvalidToken):
 
 def server_api() -> ServerApi:
     """Return the server API service of the current app."""
-    service: ServerApi = current_app.extensions[SERVER_API]
-    return service
+    return extension(SERVER_API, ServerApi)
 
 
 def key_info(token: str) -> dict[str, Any]:
     """Accept a configured server API key for Connexion (x-bearerInfoFunc), or refuse it with a reason."""
-    keys: ServerKeys = current_app.extensions["vora.server_keys"]
+    keys = extension(SERVER_KEYS, ServerKeys)
     if keys.accepts(token):
         return {"sub": "server-api"}
     if token.count(".") == 2 and token.startswith("eyJ"):
@@ -82,7 +82,7 @@ def create_server_app(settings: Settings, state: VoraState) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers in the order the spec lists their fields
     publisher = EventPublisher(EventCatalog(settings.spec_dir), state.streams)
     app.extensions[EXTENSION] = state
-    app.extensions["vora.server_keys"] = ServerKeys(settings.server_api_keys, settings.server_api_keys_file)
+    app.extensions[SERVER_KEYS] = ServerKeys(settings.server_api_keys, settings.server_api_keys_file)
     app.extensions[SERVER_API] = ServerApi(
         publisher,
         state.streams,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import Flask, current_app
 from redis import Redis
@@ -22,6 +23,7 @@ from vora.ws.hub import Hub
 from vora.ws.runner import HubRunner
 
 EXTENSION = "vora"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,14 @@ class VoraState:
         return None
 
 
+def extension(name: str, kind: type[T], app: Flask | None = None) -> T:
+    """Return what an app (the current one by default) keeps in extensions[name], checked to be a kind."""
+    value = (app if app is not None else current_app).extensions[name]
+    if not isinstance(value, kind):
+        raise TypeError(f"app.extensions[{name!r}] is not a {kind.__name__}")
+    return value
+
+
 def vora_state(app: Flask | None = None) -> VoraState:
     """Return the state of an app (the current one by default)."""
-    state = (app if app is not None else current_app).extensions[EXTENSION]
-    if not isinstance(state, VoraState):
-        raise TypeError(f"app.extensions[{EXTENSION!r}] is not a VoraState")
-    return state
+    return extension(EXTENSION, VoraState, app)
