@@ -242,7 +242,6 @@ class Connection:
                     code, reason = self._closing
                     transport.close(code, reason)
                     return
-                transport.discard_input()
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     data = {"reason": "interval", "intervalSeconds": options.heartbeat_interval}
@@ -250,7 +249,7 @@ class Connection:
                     next_heartbeat = now + options.heartbeat_interval
                     continue
                 wake_at = min(next_heartbeat, catch_up_at) if self._catching_up else next_heartbeat
-                transport.wait(wake_at - now)
+                transport.wait(wake_at)
         except OSError as exc:  # includes TimeoutError from the send timeout
             log.info("socket write failed", extra={"fields": {"error": type(exc).__name__}})
             self._close_stalled(exc)
