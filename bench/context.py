@@ -21,6 +21,8 @@ from vora.store.streams import StreamStore
 
 WORKERS = 2
 STOP_TIMEOUT = 10.0  # SIGKILL after this; VORA_GRACEFUL_TIMEOUT is 3 s here
+# The socket scenarios hold up to 20,000 sockets on 100 sessions; the default cap (10 a session) would refuse most.
+SOCKETS_PER_SESSION = 200
 DEFAULTS = Settings()
 
 
@@ -87,6 +89,7 @@ class Bench:
             "VORA_REDIS_URL": self.redis_server.url,
             "VORA_DEV_KEY": str(self.dev_key),
             "VORA_GRACEFUL_TIMEOUT": "3",
+            "VORA_WS_MAX_SOCKETS_PER_SESSION": str(SOCKETS_PER_SESSION),
             **self.extra_env,
         }
 
@@ -137,6 +140,7 @@ class Bench:
                 "BENCH_REDIS_URL": self.redis_server.url,
                 "BENCH_IDENTITIES": ",".join(baseline_identities or []),
                 "VORA_GRACEFUL_TIMEOUT": "3",
+            "VORA_WS_MAX_SOCKETS_PER_SESSION": str(SOCKETS_PER_SESSION),
             }
             baseline = start_baseline(self.procs, env, WORKERS)
             try:

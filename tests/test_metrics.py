@@ -16,6 +16,8 @@ import websocket
 
 from tests.conftest import TokenFactory
 from tests.harness.vora_server import RunningServer, running_server
+from tests.harness.wait import wait_for
+from vora.metrics import Metrics
 from vora.settings import Settings
 from vora.state import vora_state
 from vora.store import keys
@@ -84,7 +86,14 @@ def test_metrics_move_after_a_client_journey(
     assert moved("vora_http_requests_total", operation="setup", method="POST", status="200") == 1
     assert moved("vora_http_requests_total", operation="logout", method="POST", status="200") == 1
     assert moved("vora_http_request_duration_seconds_count", operation="identities") == 4
-    assert moved("vora_events_delivered_total") >= 2  # callRinging and channelTerminated
+    # Deliveries reach the metrics port when the worker flushes them (each second, and as a socket ends).
+    delivered_before = sample(before, "vora_events_delivered_total")
+    wait_for(
+        lambda: sample(requests.get(server.metrics_url, timeout=5).text, "vora_events_delivered_total")
+        >= delivered_before + 2,  # callRinging and channelTerminated
+        5,
+        what="the deliveries on the metrics port",
+    )
     assert moved("vora_events_received_total") >= 1
     assert sample(after, "vora_ws_open_sockets") == 0
 
@@ -104,6 +113,23 @@ def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[s
     assert app.test_client().get("/vora/identity", headers=auth()).status_code == 503
     assert rest_errors() - before == 1
     assert vora_state(app).metrics.get("redis_error:rest") == 1
+
+
+def test_deliveries_reach_prometheus_at_flush_and_are_counted_locally_at_once() -> None:
+    """Counted deliveries show in the local tally at once and in vora_events_delivered_total after flush()."""
+    from prometheus_client import REGISTRY
+
+    def exported() -> float:
+        return REGISTRY.get_sample_value("vora_events_delivered_total") or 0.0
+
+    metrics = Metrics()
+    before = exported()
+    metrics.count("delivered", 3)
+    metrics.count("delivered", 2)
+    assert (metrics.get("delivered"), exported() - before) == (5, 0)
+    metrics.flush()
+    metrics.flush()  # nothing new: adds nothing
+    assert (metrics.get("delivered"), exported() - before) == (5, 5)
 
 
 def test_metrics_are_not_on_the_public_port(server: RunningServer) -> None:

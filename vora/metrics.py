@@ -73,14 +73,24 @@ _COUNTERS: dict[str, Counter] = {
 
 
 class Metrics:
-    """Count what happens on this worker, by short name, into Prometheus and a local tally."""
+    """Count what happens on this worker, by short name, into Prometheus and a local tally.
+
+    Deliveries are counted on every socket wake, the hot path: into a plain integer that
+    flush() adds to Prometheus (the worker's reactor calls it every second and when a socket
+    ends), not with a lock and a multiprocess mmap write each time. The integer is exact under
+    gevent, where nothing switches inside an addition.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.values: dict[str, int] = {}
+        self._unflushed_deliveries = 0
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add amount (negative for the socket gauge) to a named value."""
+        if name == "delivered":
+            self._unflushed_deliveries += amount
+            return
         with self._lock:
             self.values[name] = self.values.get(name, 0) + amount
         if name == "open":
@@ -90,9 +100,20 @@ class Metrics:
         else:
             _COUNTERS[name].inc(amount)
 
+    def flush(self) -> None:
+        """Add the deliveries counted since the last flush to Prometheus; never blocks."""
+        delivered = self._unflushed_deliveries
+        if not delivered:
+            return
+        self._unflushed_deliveries -= delivered
+        with self._lock:
+            self.values["delivered"] = self.values.get("delivered", 0) + delivered
+        EVENTS_DELIVERED.inc(delivered)
+
     def get(self, name: str) -> int:
         """Return a named value of this app, zero when nothing was counted."""
-        return self.values.get(name, 0)
+        unflushed = self._unflushed_deliveries if name == "delivered" else 0
+        return self.values.get(name, 0) + unflushed
 
 
 def observe_request(operation: str | None, method: str, status: int, seconds: float) -> None:

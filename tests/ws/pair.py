@@ -8,11 +8,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import gevent.socket
 import simple_websocket
 import websocket
 
 from tests.ws.client import Client
-from vora.ws.transport import SimpleWebsocketTransport
+from vora.ws.reactor import Reactor, worker_reactor
+from vora.ws.transport import WebsocketTransport, handshake_options
 
 HANDSHAKE_LIMIT = 16 * 1024
 
@@ -21,7 +23,7 @@ HANDSHAKE_LIMIT = 16 * 1024
 class SocketPair:
     """Both ends of one WebSocket: the server's transport and a checking client."""
 
-    transport: SimpleWebsocketTransport
+    transport: WebsocketTransport
     client: Client
     server_socket: socket.socket
 
@@ -43,9 +45,21 @@ def _read_request(sock: socket.socket) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def socket_pair(ping_interval: float | None = None) -> Iterator[SocketPair]:
-    """Open a WebSocket between a simple_websocket Server (behind VORA's transport) and websocket-client."""
-    server_sock, client_sock = socket.socketpair()
+def socket_pair(
+    ping_interval: float = 0, max_message_size: int = 4096, reactor: Reactor | None = None
+) -> Iterator[SocketPair]:
+    """Open a WebSocket upgraded by simple_websocket and served by VORA's transport, to websocket-client.
+
+    With a GeventReactor the server's end is a gevent socket (driven by this thread's hub, as in
+    a worker) and the client keeps a plain one in its own thread.
+    """
+    server_sock: socket.socket
+    if reactor is None:
+        reactor = worker_reactor()
+        server_sock, client_sock = socket.socketpair()
+    else:
+        server_sock, green_client = gevent.socket.socketpair()
+        client_sock = socket.socket(fileno=green_client.detach())
     opened: dict[str, websocket.WebSocket] = {}
 
     def connect_client() -> None:
@@ -54,13 +68,15 @@ def socket_pair(ping_interval: float | None = None) -> Iterator[SocketPair]:
     connecting = threading.Thread(target=connect_client)
     connecting.start()
     environ: dict[str, object] = {**_read_request(server_sock), "werkzeug.socket": server_sock}
-    ws = simple_websocket.Server(environ, ping_interval=ping_interval)
+    ws = simple_websocket.Server(environ, **handshake_options(max_message_size=max_message_size))
     connecting.join(timeout=10)
-    pair = SocketPair(SimpleWebsocketTransport(ws), Client(opened["ws"]), server_sock)
+    transport = WebsocketTransport.take_over(ws, reactor, ping_interval=ping_interval)
+    pair = SocketPair(transport, Client(opened["ws"]), server_sock)
     try:
         yield pair
     finally:
         pair.client.close()
         pair.transport.abort()
+        pair.transport.release()
         with contextlib.suppress(OSError):
             server_sock.close()

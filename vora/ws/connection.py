@@ -71,6 +71,27 @@ class Connection:
     overflow means a slow consumer, closed with 4008.
     """
 
+    # Thousands per worker: no per-instance dict, and no buffers until the first event needs one.
+    __slots__ = (
+        "_catching_up",
+        "_closing",
+        "_control",
+        "_last_position",
+        "_live",
+        "_live_dropped",
+        "_metric",
+        "_options",
+        "_queue_limit",
+        "_streams",
+        "allowed",
+        "identity",
+        "session",
+        "session_id",
+        "socket_id",
+        "token_hash",
+        "transport",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -93,8 +114,8 @@ class Connection:
         self._options = options
         self._queue_limit = options.queue_limit  # read on every offer: the hot path
         self._metric = on_metric
-        self._control: deque[str] = deque()  # lifecycle events, written before anything else
-        self._live: deque[tuple[Position, str]] = deque()  # live events not written yet
+        self._control: deque[str] | None = None  # lifecycle events, written before anything else
+        self._live: deque[tuple[Position, str]] | None = None  # live events not written yet
         self._catching_up = True
         self._live_dropped = False  # the live buffer overflowed during the current catch-up page
         self._last_position: Position | None = None  # newest stream position written (or skipped by the filter)
@@ -107,6 +128,8 @@ class Connection:
         if event_type not in self.allowed or self._closing is not None:
             return
         live = self._live
+        if live is None:
+            live = self._live = deque()
         live.append((position, payload))
         if len(live) > self._queue_limit:
             if self._catching_up:
@@ -124,7 +147,7 @@ class Connection:
         """Send channelTerminated with a reason, then close."""
         if self._closing is not None:
             return
-        self._control.append(json.dumps(lifecycle_envelope(self.identity, "channelTerminated", {"reason": reason})))
+        self._queue_control(json.dumps(lifecycle_envelope(self.identity, "channelTerminated", {"reason": reason})))
         self._closing = (CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
         self.transport.wake()
 
@@ -143,7 +166,7 @@ class Connection:
         """Queue an event VORA itself sends to this socket, ahead of stream events."""
         if self._closing is not None:
             return
-        self._control.append(json.dumps(lifecycle_envelope(self.identity, event_type, data)))
+        self._queue_control(json.dumps(lifecycle_envelope(self.identity, event_type, data)))
         self.transport.wake()
 
     @property
@@ -153,18 +176,25 @@ class Connection:
 
     # Internals.
 
+    def _queue_control(self, text: str) -> None:
+        if self._control is None:
+            self._control = deque()
+        self._control.append(text)
+
     def _overflow(self) -> None:
-        self._metric("dropped", len(self._live))
+        if self._live is not None:
+            self._metric("dropped", len(self._live))
+            self._live.clear()
         self._metric("slow_consumer", 1)
-        self._live.clear()
         self._closing = (CLOSE_SLOW_CONSUMER, SLOW_CONSUMER)
 
     def _write_control(self) -> None:
-        if not self._control:
+        control = self._control
+        if not control:
             return
         sent = 0
-        while self._control:
-            self.transport.send_text(self._control.popleft())
+        while control:
+            self.transport.send_text(control.popleft())
             sent += 1
         self._metric("delivered", sent)
 
@@ -201,6 +231,8 @@ class Connection:
 
     def _write_live(self) -> None:
         live = self._live
+        if not live:
+            return
         send = self.transport.send_text
         sent = 0
         while live and self._closing is None:
@@ -242,7 +274,6 @@ class Connection:
                     code, reason = self._closing
                     transport.close(code, reason)
                     return
-                transport.discard_input()
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     data = {"reason": "interval", "intervalSeconds": options.heartbeat_interval}
@@ -250,7 +281,7 @@ class Connection:
                     next_heartbeat = now + options.heartbeat_interval
                     continue
                 wake_at = min(next_heartbeat, catch_up_at) if self._catching_up else next_heartbeat
-                transport.wait(wake_at - now)
+                transport.wait(wake_at)
         except OSError as exc:  # includes TimeoutError from the send timeout
             log.info("socket write failed", extra={"fields": {"error": type(exc).__name__}})
             self._close_stalled(exc)

@@ -18,13 +18,15 @@ from vora.sessions import SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
-from vora.ws.transport import SimpleWebsocketTransport
+from vora.ws.reactor import Reactor, call_every, worker_reactor
+from vora.ws.transport import WebsocketTransport, handshake_options
 
 log = logging.getLogger("vora.ws")
 
 WEBSOCKET_VERSION = "13"
 WEBSOCKET_KEY_BYTES = 16  # RFC 6455 §4.1: the key is 16 random bytes, base64-encoded
 QUERY_PARAMETERS = {"token", "lastEventId"}
+METRICS_FLUSH_SECONDS = 1.0  # how stale the delivery counter may be on the metrics port
 
 
 def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -85,11 +87,16 @@ def install_websocket(app: Flask, path: str) -> None:
     state = vora_state(app)
     settings = state.settings
     options = SocketOptions.from_settings(settings)
-    app.config["SOCK_SERVER_OPTIONS"] = {
-        "ping_interval": settings.ws_ping_interval,
-        "max_message_size": settings.ws_max_message_bytes,
-    }
+    # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
+    app.config["SOCK_SERVER_OPTIONS"] = handshake_options(max_message_size=settings.ws_max_message_bytes)
     sock = Sock(app)
+    reactors: list[Reactor] = []  # the worker's, once the first socket needs it (after the fork)
+
+    def socket_reactor() -> Reactor:
+        if not reactors:
+            reactors.append(worker_reactor())
+            call_every(reactors[0], METRICS_FLUSH_SECONDS, state.metrics.flush)
+        return reactors[0]
 
     @app.before_request
     def admit_socket() -> Response | None:
@@ -142,7 +149,7 @@ def install_websocket(app: Flask, path: str) -> None:
     @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
         admission: SocketAdmission = g.vora_socket
-        transport = SimpleWebsocketTransport(ws)
+        transport = WebsocketTransport.take_over(ws, socket_reactor(), ping_interval=settings.ws_ping_interval)
         hub = state.hub
         conn = Connection(
             transport,
@@ -172,3 +179,5 @@ def install_websocket(app: Flask, path: str) -> None:
                 transport.close(CLOSE_SERVER_ERROR, "event store unavailable; retry")
         finally:
             hub.unregister(conn)
+            transport.release()
+            state.metrics.flush()

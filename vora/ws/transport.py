@@ -1,15 +1,29 @@
-"""The one module that knows simple_websocket: a socket VORA can write to, wait on and close."""
+"""The one module that knows simple_websocket and wsproto: a socket VORA can write to, wait on and close.
+
+simple_websocket (through flask-sock) does the HTTP upgrade; from there on the socket's own
+greenlet does everything: it writes frames, and when its reactor says the peer sent something it
+reads it and answers pings and closes. simple_websocket's per-socket reader thread is never
+started, and pings come from the worker's due-time queue, not a timer per socket.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
-import threading
 import time
 from typing import Any, Protocol
 
-from wsproto.events import CloseConnection, TextMessage
+from wsproto import WSConnection
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
+
+from vora.ws.reactor import Reactor
+
+RECEIVE_BYTES = 4096  # simple_websocket's receive_bytes default
+PING_TIMEOUT_REASON = "Ping/Pong timeout"  # simple_websocket's words, kept for clients that log them
+TOO_BIG_REASON = "Message is too big"
 
 
 class SocketClosed(ConnectionError):
@@ -40,118 +54,231 @@ class Transport(Protocol):
         """Cut the TCP connection when no close frame can get through."""
         ...
 
-    def wait(self, timeout: float) -> None:
-        """Block until wake() is called, the peer sends something or closes, or timeout seconds pass."""
+    def wait(self, until: float) -> None:
+        """Block until wake() is called, the peer sends something or closes, or the monotonic time until."""
         ...
 
     def wake(self) -> None:
         """Wake a wait() in progress (or make the next one return at once); never blocks."""
         ...
 
-    def discard_input(self) -> None:
-        """Drop the messages the peer sent (VORA clients have nothing to say)."""
-        ...
+
+class _NoReader:
+    """Stand in for simple_websocket's reader thread (and its event): the socket's own greenlet reads."""
+
+    name = "vora-no-reader"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        """Start nothing."""
 
 
-class SerialSocket:
-    """A socket whose writes never interleave and never end mid-frame unnoticed.
+def handshake_options(*, max_message_size: int) -> dict[str, Any]:
+    """Return flask-sock's SOCK_SERVER_OPTIONS: simple_websocket does the upgrade and starts no thread."""
+    return {
+        "max_message_size": max_message_size,
+        "thread_class": _NoReader,
+        "event_class": _NoReader,
+    }
 
-    simple_websocket's reader thread writes pongs and close replies with `sock.send`,
-    which may write part of a frame; all writes go through `write` here instead, under
-    one lock, and what a timed-out write left unsent goes out first next time.
+
+class WebsocketTransport:
+    """A server WebSocket served by its own greenlet alone: writes whole, reads when the reactor says so.
+
+    Every write comes from the socket's greenlet (its writes and its answers to pings and closes),
+    so frames never interleave; what a timed-out write left unsent goes out first next time, so a
+    close frame never lands inside a cut frame.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    __slots__ = (
+        "_connected",
+        "_incoming_bytes",
+        "_max_message_size",
+        "_next_ping",
+        "_ping_interval",
+        "_pong_received",
+        "_protocol",
+        "_reactor",
+        "_readable",
+        "_send_timeout",
+        "_sock",
+        "_timer_at",
+        "_unsent",
+        "_watch",
+        "_woken",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: WSConnection,
+        reactor: Reactor,
+        *,
+        ping_interval: float,
+        max_message_size: int,
+    ) -> None:
         self._sock = sock
-        self._lock = threading.Lock()
+        self._protocol = protocol
+        self._reactor = reactor
+        self._woken = reactor.signal()
+        self._watch = reactor.watch_readable(sock, self._on_readable)
+        self._readable = False
+        self._connected = True
         self._unsent = b""
-        self.send_timeout: float | None = None
+        self._send_timeout: float | None = None
+        self._ping_interval = ping_interval
+        self._next_ping = time.monotonic() + ping_interval if ping_interval else math.inf
+        self._pong_received = True
+        self._timer_at = math.inf  # the earliest time this transport has in the reactor's queue
+        self._incoming_bytes = 0  # of the message the peer is sending, against the size limit
+        self._max_message_size = max_message_size
+        self._watch.arm()
 
-    def write(self, data: bytes) -> None:
-        """Write data after whatever an earlier write left unsent, within the send timeout."""
-        with self._lock:
-            if self._unsent:
-                data = self._unsent + data
-            offset = 0
-            try:
-                offset = self._sock.send(data)  # the usual case: the whole frame in one call
-                if offset < len(data):
-                    view = memoryview(data)
-                    deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
-                    while offset < len(view):
-                        if deadline is not None and time.monotonic() > deadline:
-                            raise TimeoutError("send timed out with a frame partly written")
-                        offset += self._sock.send(view[offset:])
-            except OSError:
-                self._unsent = bytes(data[offset:])
-                raise
-            self._unsent = b""
-
-    def send(self, data: bytes) -> int:
-        """Write data whole (simple_websocket's reader thread calls this)."""
-        self.write(data)
-        return len(data)
-
-    def __getattr__(self, name: str) -> Any:
-        # recv, close, fileno, settimeout...: the reader thread uses the real socket's.
-        return getattr(self._sock, name)
-
-
-class SimpleWebsocketTransport:
-    """Adapt a simple_websocket Server (its reader thread answers pings and reads closes) to Transport."""
-
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
-        self._raw: socket.socket = ws.sock
-        self._socket = SerialSocket(self._raw)
-        # From here on the reader thread writes through the serialising socket too.
-        ws.sock = self._socket
+    @classmethod
+    def take_over(cls, ws: Any, reactor: Reactor, *, ping_interval: float) -> WebsocketTransport:
+        """Take the socket and the wsproto connection of an upgraded simple_websocket Server."""
+        ws.connected = False  # flask-sock's ws.close() after the handler then does nothing
+        return cls(ws.sock, ws.ws, reactor, ping_interval=ping_interval, max_message_size=ws.max_message_size or 0)
 
     @property
     def connected(self) -> bool:
         """Tell whether frames can still be written."""
-        return bool(self._ws.connected)
+        return self._connected
 
     def configure(self, *, send_timeout: float, send_buffer: int) -> None:
         """Bound each write by send_timeout seconds, and size the kernel send buffer (0: the OS default)."""
-        self._socket.send_timeout = send_timeout
-        self._raw.settimeout(send_timeout)
+        self._send_timeout = send_timeout
+        self._sock.settimeout(send_timeout)
         if send_buffer:
             # A small kernel buffer makes a stalled client show up in the outbox, and bounds memory.
-            self._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
 
     def send_text(self, text: str) -> None:
         """Write one text message whole, or raise OSError (TimeoutError after the send timeout)."""
-        if not self._ws.connected:
+        if not self._connected:
             raise SocketClosed("the socket is closed")
-        self._socket.write(self._ws.ws.send(TextMessage(data=text)))
+        self._write(self._protocol.send(TextMessage(data=text)))
 
     def close(self, code: int, reason: str) -> None:
         """Finish any partly written frame, send a close frame, and stop; raise OSError when it cannot."""
-        if not self._ws.connected:
+        if not self._connected:
             return
-        self._ws.connected = False
+        self._connected = False
+        self._woken.set()
         try:
-            frame = self._ws.ws.send(CloseConnection(code, reason))
+            frame = self._protocol.send(CloseConnection(code, reason))
         except LocalProtocolError:
-            return  # the peer's close frame came first: the reader thread has answered it
-        self._socket.write(frame)
+            return  # the peer's close frame came first and was answered
+        self._write(frame)
 
     def abort(self) -> None:
         """Cut the TCP connection when no close frame can get through."""
-        self._ws.connected = False
+        self._connected = False
+        self._woken.set()
         with contextlib.suppress(OSError):
-            self._raw.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_RDWR)
 
-    def wait(self, timeout: float) -> None:
-        """Block until wake() is called, the peer sends something or closes, or timeout seconds pass."""
-        self._ws.event.wait(timeout=max(0.0, timeout))
-        self._ws.event.clear()
+    def release(self) -> None:
+        """Stop watching the socket; call once its greenlet is done with it, before the server closes it."""
+        self._connected = False
+        self._watch.close()
+
+    def wait(self, until: float) -> None:
+        """Block until wake() is called, the peer sends something or closes, or the monotonic time until."""
+        due = min(until, self._next_ping)
+        if due < self._timer_at:
+            self._timer_at = due
+            self._reactor.call_at(due, self._on_due)
+        if not self._woken.is_set():
+            self._woken.wait()
+        self._woken.clear()
+        if self._readable:
+            self._readable = False
+            self._read()
+        if self._connected and time.monotonic() >= self._next_ping:
+            self._ping()
 
     def wake(self) -> None:
         """Wake a wait() in progress (or make the next one return at once); never blocks."""
-        self._ws.event.set()
+        self._woken.set()
 
-    def discard_input(self) -> None:
-        """Drop the messages the peer sent (VORA clients have nothing to say)."""
-        self._ws.input_buffer.clear()
+    # Called by the reactor: must never block.
+
+    def _on_readable(self) -> None:
+        self._readable = True
+        self._woken.set()
+
+    def _on_due(self) -> None:
+        self._timer_at = math.inf
+        self._woken.set()
+
+    # Internals, run by the socket's greenlet.
+
+    def _write(self, data: bytes) -> None:
+        """Write data after whatever an earlier write left unsent, within the send timeout."""
+        if self._unsent:
+            data = self._unsent + data
+        offset = 0
+        try:
+            offset = self._sock.send(data)  # the usual case: the whole frame in one call
+            if offset < len(data):
+                view = memoryview(data)
+                timeout = self._send_timeout
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while offset < len(view):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError("send timed out with a frame partly written")
+                    offset += self._sock.send(view[offset:])
+        except OSError:
+            self._unsent = bytes(data[offset:])
+            raise
+        self._unsent = b""
+
+    def _ping(self) -> None:
+        """Ping the peer, or close the socket when it never answered the previous ping (as simple_websocket did)."""
+        if not self._pong_received:
+            self.close(CloseReason.POLICY_VIOLATION, PING_TIMEOUT_REASON)
+            return
+        self._pong_received = False
+        self._write(self._protocol.send(Ping()))
+        self._next_ping = max(time.monotonic(), self._next_ping) + self._ping_interval
+
+    def _read(self) -> None:
+        """Read what the peer sent (the reactor saw it arrive) and answer it; the message data is dropped."""
+        try:
+            data = self._sock.recv(RECEIVE_BYTES)
+        except TimeoutError:
+            data = None  # nothing there after all: watch again
+        except OSError:
+            data = b""
+        if data == b"":
+            self._connected = False  # the peer is gone
+            return
+        if data is not None:
+            self._protocol.receive_data(data)
+            self._answer()
+        if self._connected:
+            self._watch.arm()
+
+    def _answer(self) -> None:
+        for event in self._protocol.events():
+            if isinstance(event, CloseConnection):
+                # Also how wsproto reports a frame that breaks the protocol (code 1002).
+                self._connected = False
+                with contextlib.suppress(LocalProtocolError):
+                    self._write(self._protocol.send(event.response()))
+                return
+            if isinstance(event, Ping):
+                self._write(self._protocol.send(event.response()))
+            elif isinstance(event, Pong):
+                self._pong_received = True
+            elif isinstance(event, (TextMessage, BytesMessage)):
+                # VORA clients have nothing to say: only the size of what they send is checked.
+                self._incoming_bytes += len(event.data)
+                if self._max_message_size and self._incoming_bytes > self._max_message_size:
+                    self.close(CloseReason.MESSAGE_TOO_BIG, TOO_BIG_REASON)
+                    return
+                if event.message_finished:
+                    self._incoming_bytes = 0

@@ -1,0 +1,157 @@
+"""Tests of the transport without a server: what it answers to the peer's frames, its pings, and what it costs."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import threading
+from collections.abc import Iterator
+
+import gevent
+import greenlet  # type: ignore[import-untyped]  # greenlet ships no type stubs
+import pytest
+import websocket
+
+from tests.ws.pair import SocketPair, socket_pair
+from vora.ws.reactor import GeventReactor
+from vora.ws.transport import WebsocketTransport
+
+pytestmark = pytest.mark.ws
+
+UNMASKED_TEXT_FRAME = b"\x81\x02hi"  # RFC 6455 §5.1: a client must mask its frames
+
+
+def serve(transport: WebsocketTransport) -> None:
+    """Wait on the transport until the socket closes, as a connection with nothing to write does."""
+    while transport.connected:
+        transport.wait(math.inf)
+
+
+@contextlib.contextmanager
+def served(ping_interval: float = 0, max_message_size: int = 4096) -> Iterator[SocketPair]:
+    """Open a socket pair whose server end waits in a thread of its own (a worker's greenlet stand-in)."""
+    with socket_pair(ping_interval=ping_interval, max_message_size=max_message_size) as pair:
+        waiter = threading.Thread(target=serve, args=(pair.transport,), daemon=True)
+        waiter.start()
+        yield pair
+        pair.transport.abort()
+        waiter.join(timeout=10)
+
+
+def next_frame(ws: websocket.WebSocket) -> websocket.ABNF:
+    """Read the next frame as it came, answering nothing."""
+    ws.settimeout(10)
+    frame: websocket.ABNF = ws.recv_frame()
+    return frame
+
+
+def payload(frame: websocket.ABNF) -> bytes:
+    """Return a control frame's bytes."""
+    assert isinstance(frame.data, bytes)
+    return frame.data
+
+
+def close_code(frame: websocket.ABNF) -> int:
+    """Return the status code of a close frame."""
+    assert frame.opcode == websocket.ABNF.OPCODE_CLOSE
+    return int.from_bytes(payload(frame)[:2], "big")
+
+
+def test_a_ping_gets_a_pong_with_its_data() -> None:
+    """The peer's ping is answered with a pong carrying the same bytes."""
+    with served() as pair:
+        pair.client.ws.ping(b"are you there")
+        frame = next_frame(pair.client.ws)
+        assert (frame.opcode, frame.data) == (websocket.ABNF.OPCODE_PONG, b"are you there")
+
+
+def test_a_close_gets_a_close_reply_and_ends_the_socket() -> None:
+    """The peer's close 1000 is answered with close 1000, and the transport stops being connected."""
+    with served() as pair:
+        pair.client.ws.send_close(1000, b"bye")
+        assert close_code(next_frame(pair.client.ws)) == 1000
+        assert not pair.transport.connected
+
+
+def test_a_message_over_the_size_limit_gets_close_1009() -> None:
+    """A 200-byte message against a 100-byte limit is answered with close 1009, as simple_websocket did."""
+    with served(max_message_size=100) as pair:
+        pair.client.ws.send("x" * 200)
+        assert close_code(next_frame(pair.client.ws)) == 1009
+
+
+def test_messages_under_the_limit_are_dropped_and_the_socket_stays() -> None:
+    """Messages within the limit, however many, change nothing: a ping after them still gets its pong."""
+    with served(max_message_size=100) as pair:
+        for _ in range(5):
+            pair.client.ws.send("x" * 90)
+        pair.client.ws.ping(b"still")
+        frame = next_frame(pair.client.ws)
+        assert (frame.opcode, frame.data) == (websocket.ABNF.OPCODE_PONG, b"still")
+
+
+def test_a_protocol_error_gets_close_1002() -> None:
+    """An unmasked frame from the client breaks RFC 6455 and is answered with close 1002."""
+    with served() as pair:
+        raw = pair.client.ws.sock
+        assert raw is not None
+        raw.sendall(UNMASKED_TEXT_FRAME)
+        assert close_code(next_frame(pair.client.ws)) == 1002
+
+
+def test_pings_come_every_interval_while_the_peer_answers() -> None:
+    """A peer that answers each ping gets the next one and stays connected."""
+    with served(ping_interval=0.2) as pair:
+        for _ in range(3):
+            frame = next_frame(pair.client.ws)
+            assert frame.opcode == websocket.ABNF.OPCODE_PING
+            pair.client.ws.pong(payload(frame))
+        assert pair.transport.connected
+
+
+def test_a_peer_that_never_answers_a_ping_gets_close_1008_at_the_next() -> None:
+    """An unanswered ping is followed, one interval later, by close 1008 'Ping/Pong timeout'."""
+    with served(ping_interval=0.2) as pair:
+        assert next_frame(pair.client.ws).opcode == websocket.ABNF.OPCODE_PING
+        frame = next_frame(pair.client.ws)
+        assert close_code(frame) == 1008
+        assert payload(frame)[2:] == b"Ping/Pong timeout"
+
+
+def test_sockets_start_no_thread_of_their_own() -> None:
+    """Twenty more open sockets add no thread to the process (simple_websocket started one each)."""
+    with served():  # the process's reactor thread exists from here on
+        threads_before = threading.active_count()
+        with contextlib.ExitStack() as stack:
+            pairs = [stack.enter_context(socket_pair()) for _ in range(20)]
+            assert threading.active_count() == threads_before
+            assert all(pair.transport.connected for pair in pairs)
+            for pair in pairs:
+                pair.transport.abort()  # nothing serves them: the clients' closes need no reply
+
+
+def test_under_gevent_each_socket_is_served_by_its_own_greenlet_alone() -> None:
+    """With the gevent reactor, N waiting sockets add exactly their N greenlets, and still answer pings."""
+    reactor = GeventReactor()
+    with contextlib.ExitStack() as stack:
+        pairs = [stack.enter_context(socket_pair(reactor=reactor)) for _ in range(3)]
+        gevent.sleep(0)
+        greenlets_before = sum(isinstance(o, greenlet.greenlet) for o in gc.get_objects())
+        waiters = [gevent.spawn(serve, pair.transport) for pair in pairs]
+        gevent.sleep(0)  # each waiter parks in its transport's wait
+        greenlets_after = sum(isinstance(o, greenlet.greenlet) for o in gc.get_objects())
+        assert greenlets_after - greenlets_before == len(pairs)
+        pongs: list[bytes] = []
+
+        def ping_all() -> None:
+            for pair in pairs:
+                pair.client.ws.ping(b"green")
+                pongs.append(payload(next_frame(pair.client.ws)))
+                pair.client.ws.send_close(1000, b"bye")
+
+        pinger = threading.Thread(target=ping_all)
+        pinger.start()
+        assert gevent.joinall(waiters, timeout=10) == waiters  # the hub runs the watches meanwhile
+        pinger.join(timeout=10)
+        assert pongs == [b"green"] * len(pairs)
