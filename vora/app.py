@@ -161,9 +161,7 @@ def create_app(settings: Settings) -> Flask:
     app.extensions[EXTENSION] = VoraState(
         settings=settings,
         probe=probe,
-        sessions=SessionService(
-            directory=directory, store=store, streams=streams, presence_lease_ms=presence_lease_ms(settings)
-        ),
+        sessions=SessionService(directory=directory, store=store, presence_lease_ms=presence_lease_ms(settings)),
         session_store=store,
         directory=directory,
         verifier=TokenVerifier.from_settings(settings),
