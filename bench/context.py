@@ -140,7 +140,7 @@ class Bench:
                 "BENCH_REDIS_URL": self.redis_server.url,
                 "BENCH_IDENTITIES": ",".join(baseline_identities or []),
                 "VORA_GRACEFUL_TIMEOUT": "3",
-            "VORA_WS_MAX_SOCKETS_PER_SESSION": str(SOCKETS_PER_SESSION),
+                "VORA_WS_MAX_SOCKETS_PER_SESSION": str(SOCKETS_PER_SESSION),
             }
             baseline = start_baseline(self.procs, env, WORKERS)
             try:

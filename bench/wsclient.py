@@ -70,7 +70,21 @@ class Failover:
     url: str
     base: float
     cap: float
+    first: float  # the window of the first attempt after a drop (seconds)
     handshake_failures: Counter[str] = field(default_factory=Counter)
+
+    def wait_before(self, attempt: int, retry_after: float) -> float:
+        """Return the seconds to wait before an attempt: full jitter, never sooner than a refusal's Retry-After."""
+        window = self.first if attempt == 0 else min(self.cap, self.base * 2**attempt)
+        return retry_after + random.uniform(0, window)  # noqa: S311
+
+
+def retry_after_of(headers: Any) -> float:
+    """Read the seconds a refused handshake's Retry-After asks for (0 when absent or not a number)."""
+    try:
+        return max(0.0, float((headers or {}).get("Retry-After", 0)))
+    except ValueError:
+        return 0.0
 
 
 @dataclass
@@ -169,14 +183,17 @@ class LoadClient:
         if held.last_event_id is not None:
             url += f"&lastEventId={quote(held.last_event_id)}"
         attempt = 0
+        retry_after = 0.0
         while not self.closing:
-            # Full jitter, as the README advises clients: uniform over [0, min(cap, base * 2^attempt)].
-            await asyncio.sleep(random.uniform(0, min(failover.cap, failover.base * 2**attempt)))  # noqa: S311 - jitter, not cryptography
+            # As the README advises clients: full jitter, after the Retry-After of the last refusal.
+            await asyncio.sleep(failover.wait_before(attempt, retry_after))
             held.reconnect_attempts += 1
+            retry_after = 0.0
             try:
                 held.ws = await self._connect(url)
             except self._aiohttp.WSServerHandshakeError as exc:
                 failover.handshake_failures[f"HTTP {exc.status}"] += 1
+                retry_after = retry_after_of(exc.headers)
             except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
                 failover.handshake_failures[type(exc).__name__] += 1
             else:
@@ -187,9 +204,9 @@ class LoadClient:
             attempt += 1
         return False
 
-    def arm_failover(self, url: str, base: float, cap: float) -> dict[str, Any]:
+    def arm_failover(self, url: str, base: float, cap: float, first: float) -> dict[str, Any]:
         """From now on, reopen every socket that drops at url (its token and lastEventId kept)."""
-        self.failover = Failover(url, base, cap)
+        self.failover = Failover(url, base, cap, first)
         return {"armed": True}
 
     def _caught_up_ns(self, held: Held, published: list[tuple[int, int]]) -> int | None:
@@ -426,7 +443,7 @@ class LoadClient:
         if name == "close":
             return await self.close()
         if name == "failover":
-            return self.arm_failover(command["url"], command["base"], command["cap"])
+            return self.arm_failover(command["url"], command["base"], command["cap"], command["first"])
         if name == "storm_report":
             return self.storm_report(command["since_ns"], command["published"])
         if name == "status":

@@ -72,7 +72,6 @@ def test_the_cap_refuses_with_429_and_a_closed_socket_frees_its_place(
     service = SessionService(
         directory=state.directory,
         store=SessionStore(redisdb, ttl_seconds=60, max_per_user=5, max_sockets_per_session=2),
-        streams=state.streams,
         presence_lease_ms=45_000,
     )
     first = service.admit_socket(token, None, NOW_MS)

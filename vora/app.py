@@ -142,7 +142,7 @@ def create_app(settings: Settings) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
 
-    client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size)
+    client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size, settings.redis_pool_timeout)
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
     directory = Directory(client)
     store = SessionStore.from_settings(client, settings)
@@ -161,9 +161,7 @@ def create_app(settings: Settings) -> Flask:
     app.extensions[EXTENSION] = VoraState(
         settings=settings,
         probe=probe,
-        sessions=SessionService(
-            directory=directory, store=store, streams=streams, presence_lease_ms=presence_lease_ms(settings)
-        ),
+        sessions=SessionService(directory=directory, store=store, presence_lease_ms=presence_lease_ms(settings)),
         session_store=store,
         directory=directory,
         verifier=TokenVerifier.from_settings(settings),

@@ -124,7 +124,6 @@ def _services() -> tuple[Settings, Directory, SessionService]:
     from vora.store.client import connect
     from vora.store.directory import Directory
     from vora.store.sessions import SessionStore
-    from vora.store.streams import StreamStore
     from vora.ws.leases import presence_lease_ms
 
     settings = _settings()
@@ -133,7 +132,6 @@ def _services() -> tuple[Settings, Directory, SessionService]:
     service = SessionService(
         directory=directory,
         store=SessionStore.from_settings(client, settings),
-        streams=StreamStore.from_settings(client, settings),
         presence_lease_ms=presence_lease_ms(settings),
     )
     return settings, directory, service

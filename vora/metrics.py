@@ -27,6 +27,10 @@ EVENTS_RECEIVED = Counter("vora_events_received_total", "Events a worker took fr
 EVENTS_DELIVERED = Counter("vora_events_delivered_total", "Events written to sockets, lifecycle events included.")
 EVENTS_DROPPED = Counter("vora_events_dropped_total", "Events discarded when a slow consumer's queue overflowed.")
 SLOW_CONSUMERS = Counter("vora_ws_slow_consumers_total", "Sockets closed because their queue overflowed (4008).")
+HANDSHAKES_SHED = Counter(
+    "vora_ws_handshakes_shed_total",
+    "WebSocket handshakes refused 503 at once: the worker had VORA_WS_MAX_PENDING_HANDSHAKES in progress.",
+)
 RESUMES = Counter("vora_ws_resumes_total", "Sockets opened with lastEventId.")
 RESUME_GAPS = Counter("vora_ws_resume_gaps_total", "Resumes whose position was older than the retained events.")
 EVENTS_PUBLISHED = Counter("vora_events_published_total", "Events published by this process, by type.", ["type"])
@@ -60,6 +64,7 @@ _COUNTERS: dict[str, Counter] = {
     "delivered": EVENTS_DELIVERED,
     "dropped": EVENTS_DROPPED,
     "slow_consumer": SLOW_CONSUMERS,
+    "handshake_shed": HANDSHAKES_SHED,
     "resumed": RESUMES,
     "resume_gap": RESUME_GAPS,
     "reconnect": REDIS_RECONNECTS,

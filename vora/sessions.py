@@ -17,8 +17,8 @@ from vora.errors import BadRequest, Conflict, NotFound, VoraError
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
 from vora.store.push import PushRegistration
-from vora.store.sessions import Attached, IdentityFull, NewSession, SessionStore, StoredSession
-from vora.store.streams import Position, StreamStore, position_before, stream_id
+from vora.store.sessions import Admitted, Attached, IdentityFull, NewSession, SessionStore, StoredSession
+from vora.store.streams import Position, position_before, resume_point, stream_id, stream_position
 
 log = logging.getLogger("vora.sessions")
 
@@ -103,15 +103,33 @@ def subscribed_events(value: str) -> frozenset[str]:
     return frozenset(name for name in value.split(",") if name)
 
 
+UNKNOWN_TOKEN = "The webSocketToken is unknown, expired or revoked; call /identity/setup again"  # noqa: S105 - a message
+
+
+def _start_of(
+    session: StoredSession, token_hash: str, socket_id: str, last_event: Position | None, admitted: Admitted
+) -> SocketAdmission:
+    """Say where an admitted socket's delivery starts, from what the admission read."""
+    if last_event is not None:
+        point = resume_point(last_event, admitted.oldest_id, admitted.published)
+        gap = None
+        if point.gap:
+            requested = stream_id(last_event)
+            gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
+        return SocketAdmission(session, token_hash, socket_id, point.after, True, gap)
+    # The first socket gets everything published since setup; later ones start live.
+    start: Position | None = position_before(session.created_at_ms)
+    if admitted.attached is not Attached.FIRST:
+        start = stream_position(admitted.newest_id) if admitted.newest_id is not None else None
+    return SocketAdmission(session, token_hash, socket_id, start, False, None)
+
+
 class SessionService:
     """Apply the session rules on top of the directory and the session store."""
 
-    def __init__(
-        self, *, directory: Directory, store: SessionStore, streams: StreamStore, presence_lease_ms: int
-    ) -> None:
+    def __init__(self, *, directory: Directory, store: SessionStore, presence_lease_ms: int) -> None:
         self._directory = directory
         self._store = store
-        self._streams = streams
         self._presence_lease_ms = presence_lease_ms
 
     def identities(self, subject: str) -> list[str]:
@@ -170,42 +188,24 @@ class SessionService:
     def admit_socket(self, token: str, last_event: Position | None, now_ms: int) -> SocketAdmission:
         """Let a socket in before its upgrade: find its session, count it there, and say where it starts.
 
-        Raise SocketRefused (401 for an unknown token or an ended session, 429 when the session
-        has its most sockets open).
+        One Redis round trip. Raise SocketRefused (401 for an unknown token or an ended session,
+        429 when the session has its most sockets open).
         """
         identity = identity_of_token(token)
+        if identity is None:
+            raise SocketRefused(401, UNKNOWN_TOKEN)
         token_hash = hash_token(token)
-        session = self._store.session_by_token(identity, token_hash) if identity else None
-        if session is None:
-            raise SocketRefused(401, "The webSocketToken is unknown, expired or revoked; call /identity/setup again")
         socket_id = uuid.uuid4().hex
-        attached = self._store.attach(session.identity, session.session_id, socket_id, now_ms, self._presence_lease_ms)
-        if attached is Attached.GONE:
-            raise SocketRefused(401, "The webSocketToken is unknown, expired or revoked; call /identity/setup again")
-        if attached is Attached.FULL:
+        admitted = self._store.admit(
+            identity, token_hash, socket_id, now_ms, self._presence_lease_ms, resuming=last_event is not None
+        )
+        if admitted.attached is Attached.FULL:
             raise SocketRefused(
                 429, "This session has the most sockets it may open (VORA_WS_MAX_SOCKETS_PER_SESSION); close one first"
             )
-        try:
-            return self._start_of(session, token_hash, socket_id, last_event, attached)
-        except BaseException:
-            self._store.detach(session.identity, session.session_id, socket_id)
-            raise
-
-    def _start_of(
-        self, session: StoredSession, token_hash: str, socket_id: str, last_event: Position | None, attached: Attached
-    ) -> SocketAdmission:
-        if last_event is not None:
-            point = self._streams.resume_point(session.identity, last_event)
-            gap = None
-            if point.gap:
-                requested = stream_id(last_event)
-                gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
-            return SocketAdmission(session, token_hash, socket_id, point.after, True, gap)
-        # The first socket gets everything published since setup; later ones start live.
-        first = attached is Attached.FIRST
-        start = position_before(session.created_at_ms) if first else self._streams.newest(session.identity)
-        return SocketAdmission(session, token_hash, socket_id, start, False, None)
+        if admitted.session is None:
+            raise SocketRefused(401, UNKNOWN_TOKEN)
+        return _start_of(admitted.session, token_hash, socket_id, last_event, admitted)
 
     def socket_closed(self, admission: SocketAdmission) -> None:
         """Take a closed socket out of its session's presence."""

@@ -33,14 +33,15 @@ LOGOUT_PREFIX = "7201"
 SOCKET_PREFIX = "7202"
 EXCLUDED = ("info", "echo", "monitor", "ping")
 _MONITOR_LINE = re.compile(r'^\+[0-9.]+ \[\d+ (?P<source>[^\]]+)\] "(?P<command>[^"]+)"')
-TARGETS = {"liveness": 0, "get_identity": 1, "setup": 2, "event_subscription": 2, "logout": 2}
+# A socket: its admission is one script, its first catch-up read (in the connection) one more, its detach a third.
+TARGETS = {"liveness": 0, "get_identity": 1, "setup": 2, "event_subscription": 2, "logout": 2, "websocket_open": 3}
 LABELS = {
     "liveness": "GET /health/liveness",
     "get_identity": "GET /identity",
     "setup": "POST /identity/setup",
     "event_subscription": "POST /identity/{id}/eventSubscription",
     "logout": "POST /logout/{id}",
-    "websocket_open": "WebSocket open (1st socket of a session)",
+    "websocket_open": "WebSocket open and close (1st socket of a session)",
     "publish": "publish one event (telephony side)",
 }
 

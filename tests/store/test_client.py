@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from tests.harness import RedisServer
+from tests.harness.wait import wait_for
 from vora.store.client import connect, parse_redis_url
 
 
@@ -31,6 +32,25 @@ def test_pool_size_bounds_connections(redisdb: redis.Redis, redis_url: str) -> N
     for thread in threads:
         thread.join()
     assert len(redisdb.client_list()) - before <= 2  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
+
+
+def test_a_caller_waits_for_a_pool_connection_only_up_to_the_pool_timeout(redisdb: redis.Redis, redis_url: str) -> None:
+    """With every pool connection busy, a caller fails after pool_timeout, well before the command timeout."""
+    client = connect(redis_url, timeout=10, pool_size=1, pool_timeout=0.2)
+    holder = threading.Thread(target=lambda: client.blpop(["vora:test:never"], timeout=3))
+    holder.start()
+    try:
+
+        def blocked() -> bool:
+            return bool(redisdb.info("clients")["blocked_clients"] == 1)  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
+
+        wait_for(blocked, 5, what="the pool's one connection to block")
+        started = time.monotonic()
+        with pytest.raises(redis.ConnectionError, match="No connection available"):
+            client.ping()
+        assert time.monotonic() - started < 2.0
+    finally:
+        holder.join()
 
 
 @pytest.mark.parametrize(

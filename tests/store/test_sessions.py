@@ -16,6 +16,11 @@ def create(store: SessionStore, sid: str, subject: str = "alice") -> list[str]:
     return store.create(IDENTITY, sid, f"hash-{sid}", NewSession(subject, "WebSocket", False, frozenset(), "*"))
 
 
+def attach(store: SessionStore, sid: str, socket_id: str, now_ms: int, lease_ms: int) -> Attached:
+    """Admit a socket, not resuming, with the token hash create() gave a session; return the attach outcome."""
+    return store.admit(IDENTITY, f"hash-{sid}", socket_id, now_ms, lease_ms, resuming=False).attached
+
+
 def test_create_writes_session_token_and_index(redisdb: redis.Redis) -> None:
     """A created session has its hash, token key and index entry, all with a TTL."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
@@ -83,15 +88,59 @@ def test_end_for_subject_ends_only_that_users_sessions(redisdb: redis.Redis) -> 
     assert store.end_for_subject(IDENTITY, "alice", "logout") == []
 
 
-def test_session_by_token_reads_the_session(redisdb: redis.Redis) -> None:
-    """A token hash leads to its session; an unknown one to None."""
+def test_admit_reads_the_tokens_session_and_attaches_in_one_script(redisdb: redis.Redis) -> None:
+    """A known token hash admits its socket with the session as stored; an unknown one writes nothing."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
-    found = store.session_by_token(IDENTITY, "hash-s1")
-    assert found is not None
-    assert found.session_id == "s1"
-    assert found.subject == "alice"
-    assert store.session_by_token(IDENTITY, "hash-unknown") is None
+    admitted = store.admit(IDENTITY, "hash-s1", "k1", 1_000, 10_000, resuming=False)
+    assert admitted.attached is Attached.FIRST
+    assert admitted.session == store.get(IDENTITY, "s1")
+    assert admitted.session is not None
+    assert (admitted.session.subject, admitted.session.events) == ("alice", "*")
+    assert store.open_sockets(IDENTITY, 2_000) == {"s1": 1}
+    unknown = store.admit(IDENTITY, "hash-unknown", "k2", 1_000, 10_000, resuming=True)
+    assert (unknown.attached, unknown.session) == (Attached.GONE, None)
+    assert store.open_sockets(IDENTITY, 2_000) == {"s1": 1}
+
+
+def test_admit_refuses_a_token_whose_session_expired_and_writes_nothing(redisdb: redis.Redis) -> None:
+    """A token key left without its session hash is GONE: no presence entry, no session hash recreated."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    create(store, "s1")
+    redisdb.delete(keys.session(IDENTITY, "s1"))
+    assert store.admit(IDENTITY, "hash-s1", "k1", 1_000, 10_000, resuming=False).attached is Attached.GONE
+    assert not redisdb.exists(keys.session(IDENTITY, "s1"), keys.socket_presence(IDENTITY))
+
+
+def test_admit_reads_the_resume_facts_only_when_resuming(redisdb: redis.Redis) -> None:
+    """Resuming reads the oldest entry (or the counter of an empty stream); a later live socket the newest entry."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    create(store, "s1")
+    empty = store.admit(IDENTITY, "hash-s1", "k1", 1_000, 10_000, resuming=True)
+    assert (empty.oldest_id, empty.published, empty.newest_id) == (None, None, None)
+    redisdb.set(keys.event_sequence(IDENTITY), 7)
+    aged_out = store.admit(IDENTITY, "hash-s1", "k2", 1_000, 10_000, resuming=True)
+    assert (aged_out.oldest_id, aged_out.published, aged_out.newest_id) == (None, 7, None)
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "8"}, id="5-8")
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "9"}, id="6-9")
+    resumed = store.admit(IDENTITY, "hash-s1", "k3", 1_000, 10_000, resuming=True)
+    assert (resumed.attached, resumed.oldest_id, resumed.published, resumed.newest_id) == (
+        Attached.LATER,
+        "5-8",
+        None,
+        None,
+    )
+    live = store.admit(IDENTITY, "hash-s1", "k4", 1_000, 10_000, resuming=False)
+    assert (live.oldest_id, live.published, live.newest_id) == (None, None, "6-9")
+
+
+def test_admit_reads_no_stream_for_a_first_socket_that_does_not_resume(redisdb: redis.Redis) -> None:
+    """The first socket of a session starts at the session's creation, so its admission reads no stream entry."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    create(store, "s1")
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "1"}, id="5-1")
+    first = store.admit(IDENTITY, "hash-s1", "k1", 1_000, 10_000, resuming=False)
+    assert (first.attached, first.oldest_id, first.newest_id) == (Attached.FIRST, None, None)
 
 
 def test_set_subscription_touches_only_the_subjects_sessions(redisdb: redis.Redis) -> None:
@@ -116,12 +165,12 @@ def test_end_session_ends_one_and_reports_whether_it_was_there(redisdb: redis.Re
 
 
 def test_attach_tells_first_socket_from_later_ones(redisdb: redis.Redis) -> None:
-    """The first socket of a session gets 1, later ones 2, and an ended session 0 without recreating it."""
+    """The first socket of a session gets 1, later ones 2, and an unknown session 0 without creating it."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
-    assert store.attach(IDENTITY, "s1", "k1", 5, 1000) == 1
-    assert store.attach(IDENTITY, "s1", "k2", 6, 1000) == 2
-    assert store.attach(IDENTITY, "gone", "k3", 7, 1000) == 0
+    assert attach(store, "s1", "k1", 5, 1000) == 1
+    assert attach(store, "s1", "k2", 6, 1000) == 2
+    assert attach(store, "gone", "k3", 7, 1000) == 0
     assert not redisdb.exists(keys.session(IDENTITY, "gone"))
 
 
@@ -130,10 +179,10 @@ def test_open_sockets_counts_attached_sockets_per_session(redisdb: redis.Redis) 
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     create(store, "s2")
-    store.attach(IDENTITY, "s1", "k1", 1_000, 10_000)
-    store.attach(IDENTITY, "s1", "k2", 1_000, 10_000)
-    store.attach(IDENTITY, "s2", "k3", 1_000, 10_000)
-    store.attach(IDENTITY, "gone", "k4", 1_000, 10_000)
+    attach(store, "s1", "k1", 1_000, 10_000)
+    attach(store, "s1", "k2", 1_000, 10_000)
+    attach(store, "s2", "k3", 1_000, 10_000)
+    attach(store, "gone", "k4", 1_000, 10_000)
     assert store.open_sockets(IDENTITY, 2_000) == {"s1": 2, "s2": 1}
     store.detach(IDENTITY, "s1", "k1")
     store.detach(IDENTITY, "s2", "k3")
@@ -145,7 +194,7 @@ def test_a_socket_whose_lease_ran_out_no_longer_counts(redisdb: redis.Redis) -> 
     """A socket left behind by an instance that died counts only until its lease deadline."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
-    store.attach(IDENTITY, "s1", "k1", 1_000, 5_000)
+    attach(store, "s1", "k1", 1_000, 5_000)
     assert store.open_sockets(IDENTITY, 5_999) == {"s1": 1}
     assert store.open_sockets(IDENTITY, 6_000) == {}
 
@@ -155,8 +204,8 @@ def test_renew_extends_sessions_and_sockets_and_reports_the_subscription(redisdb
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     create(store, "s2")
-    store.attach(IDENTITY, "s1", "k1", 1_000, 5_000)
-    store.attach(IDENTITY, "s2", "dead", 1_000, 5_000)
+    attach(store, "s1", "k1", 1_000, 5_000)
+    attach(store, "s2", "dead", 1_000, 5_000)
     store.set_subscription(IDENTITY, "alice", "presence")
     redisdb.pexpire(keys.session(IDENTITY, "s1"), 5_000)
     leases = [Lease(IDENTITY, "s1", "hash-s1", ("k1",)), Lease(IDENTITY, "gone", "hash-gone", ("k9",))]
@@ -181,22 +230,22 @@ def test_attach_refuses_a_socket_past_the_per_session_cap(redisdb: redis.Redis) 
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5, max_sockets_per_session=2)
     create(store, "s1")
     create(store, "s2")
-    assert store.attach(IDENTITY, "s1", "k1", 1_000, 10_000) is Attached.FIRST
-    assert store.attach(IDENTITY, "s1", "k2", 1_000, 10_000) is Attached.LATER
-    assert store.attach(IDENTITY, "s1", "k3", 1_000, 10_000) is Attached.FULL
-    assert store.attach(IDENTITY, "s2", "k4", 1_000, 10_000) is Attached.FIRST
+    assert attach(store, "s1", "k1", 1_000, 10_000) is Attached.FIRST
+    assert attach(store, "s1", "k2", 1_000, 10_000) is Attached.LATER
+    assert attach(store, "s1", "k3", 1_000, 10_000) is Attached.FULL
+    assert attach(store, "s2", "k4", 1_000, 10_000) is Attached.FIRST
     assert store.open_sockets(IDENTITY, 2_000) == {"s1": 2, "s2": 1}
     store.detach(IDENTITY, "s1", "k1")
-    assert store.attach(IDENTITY, "s1", "k5", 1_000, 10_000) is Attached.LATER
+    assert attach(store, "s1", "k5", 1_000, 10_000) is Attached.LATER
 
 
 def test_sockets_whose_lease_ran_out_do_not_count_toward_the_cap(redisdb: redis.Redis) -> None:
     """Sockets of an instance that died stop counting toward the cap once their lease deadline passes."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5, max_sockets_per_session=1)
     create(store, "s1")
-    assert store.attach(IDENTITY, "s1", "dead", 1_000, 5_000) is Attached.FIRST
-    assert store.attach(IDENTITY, "s1", "k1", 5_999, 5_000) is Attached.FULL
-    assert store.attach(IDENTITY, "s1", "k1", 6_000, 5_000) is Attached.LATER
+    assert attach(store, "s1", "dead", 1_000, 5_000) is Attached.FIRST
+    assert attach(store, "s1", "k1", 5_999, 5_000) is Attached.FULL
+    assert attach(store, "s1", "k1", 6_000, 5_000) is Attached.LATER
 
 
 def test_session_fields_round_trip_through_the_hash(redisdb: redis.Redis) -> None:

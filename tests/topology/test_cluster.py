@@ -53,7 +53,7 @@ def test_readiness_probe_options_work_on_the_cluster(redis_cluster: RedisCluster
 
 
 def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> None:
-    """The session scripts, which derive keys from the identity's hash tag, run on the cluster."""
+    """The session scripts, admission included, derive keys from the identity's hash tag and run on the cluster."""
     client = connect(redis_cluster.url, timeout=2.0)
     with contextlib.closing(client):
         store = SessionStore(client, ttl_seconds=60, max_per_user=1)
@@ -65,9 +65,9 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
         assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
         assert store.create(identity=identity, session_id="s2", token_hash="h2", new=new) == ["s1"]
         assert store.ended_reason(identity, "s1") == "replaced"
-        found = store.session_by_token(identity, "h2")
-        assert found is not None
-        assert found.session_id == "s2"
+        admitted = store.admit(identity, "h2", "k1", 1_000, 10_000, resuming=True)
+        assert admitted.session is not None
+        assert admitted.session.session_id == "s2"
         assert store.set_subscription(identity, "alice", "CALLS") == ["s2"]
         assert store.end_for_subject(identity, "alice", "logout") == ["s2"]
         assert store.get(identity, "s2") is None

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 import time
 from typing import Any
 
 import jsonschema
 import redis
+import requests
 import websocket
 
 from tests.conftest import TokenFactory
@@ -40,6 +43,27 @@ class EventContract:
 
 
 CONTRACT = EventContract()
+
+
+def handshake_headers(**changes: str | None) -> dict[str, str]:
+    """Return the headers of a sound WebSocket handshake with some changed (None removes one)."""
+    headers: dict[str, str | None] = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
+    headers.update({name.replace("_", "-"): value for name, value in changes.items()})
+    return {name: value for name, value in headers.items() if value is not None}
+
+
+def assert_error_shape(response: requests.Response, status: int) -> dict[str, str]:
+    """Check a refusal's status and its VORA error body."""
+    assert response.status_code == status, response.text
+    body: dict[str, str] = response.json()
+    assert set(body) == {"timestamp", "status", "error", "message"}
+    assert body["status"] == str(status)
+    return body
 
 
 class Client:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -16,7 +15,7 @@ import websocket
 
 from tests.harness.vora_server import RunningServer
 from tests.harness.wait import wait_for
-from tests.ws.client import Client
+from tests.ws.client import Client, assert_error_shape, handshake_headers
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher
 from vora.store import keys
@@ -25,27 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
 Connect = Callable[..., Client]
 Setup = Callable[..., str]
-
-
-def handshake_headers(**changes: str | None) -> dict[str, str]:
-    """Return the headers of a sound WebSocket handshake with some changed (None removes one)."""
-    headers: dict[str, str | None] = {
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
-    }
-    headers.update({name.replace("_", "-"): value for name, value in changes.items()})
-    return {name: value for name, value in headers.items() if value is not None}
-
-
-def assert_error_shape(response: requests.Response, status: int) -> dict[str, str]:
-    """Check a refusal's status and its VORA error body."""
-    assert response.status_code == status, response.text
-    body: dict[str, str] = response.json()
-    assert set(body) == {"timestamp", "status", "error", "message"}
-    assert body["status"] == str(status)
-    return body
 
 
 class TestFarBehind:

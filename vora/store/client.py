@@ -95,12 +95,14 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def connect(url: str, timeout: float, pool_size: int | None = None, **extra: Any) -> redis.Redis:
+def connect(
+    url: str, timeout: float, pool_size: int | None = None, pool_timeout: float | None = None, **extra: Any
+) -> redis.Redis:
     """Return a client for the URL; nothing is sent until the first command.
 
     With pool_size, a standalone client keeps at most that many connections and makes
-    further callers wait (up to timeout) for one, so a burst of sockets resuming at once
-    cannot open a connection each.
+    further callers wait (up to pool_timeout, at most timeout) for one, so a burst of sockets
+    resuming at once cannot open a connection each.
     """
     target = parse_redis_url(url)
     common: dict[str, Any] = {
@@ -116,7 +118,10 @@ def connect(url: str, timeout: float, pool_size: int | None = None, **extra: Any
     if target.kind == "single":
         if pool_size is None:
             return redis.Redis.from_url(url, **common)
-        pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout, **common)
+        # A caller that cannot get a connection soon is better refused (503, retry) than held:
+        # waiting longer only lets the queue of callers behind it grow.
+        wait = timeout if pool_timeout is None else min(timeout, pool_timeout)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=wait, **common)
         return redis.Redis(connection_pool=pool)
     auth = {"password": target.password, "username": target.username}
     if target.kind == "sentinel":

@@ -53,9 +53,12 @@ def socket_presence(identity: str) -> str:
     return identity_prefix(identity) + "sockets"
 
 
+SOCKET_MEMBER_SEPARATOR = ":"
+
+
 def socket_member(session_id: str, socket_id: str) -> str:
     """Name one open socket inside its identity's presence set."""
-    return f"{session_id}:{socket_id}"
+    return f"{session_id}{SOCKET_MEMBER_SEPARATOR}{socket_id}"
 
 
 def session_ended(identity: str, session_id: str) -> str:

@@ -168,34 +168,61 @@ return 1
 """
 )
 
-# KEYS: session hash, socket presence set.
-# ARGV: now (ms), socket member, lease deadline (ms), presence ttl (ms),
-#       the session's member prefix (`<session id>:`), most sockets per session.
-# Returns 0 when the session is gone, 1 for its first socket, 2 for a later one, 3 when
-# the session already has its most sockets open (on any instance); the socket is in the
-# presence set exactly when 1 or 2 is returned.
-ATTACH_SOCKET = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
+# KEYS: WebSocket token key, socket presence set, event stream, sequence counter.
+# ARGV: identity prefix, session suffix, socket member separator, now (ms), socket id,
+#       lease deadline (ms), presence ttl (ms), most sockets per session, '1' when the client resumes.
+# Admit a socket in one round trip: find the token's session, count the session's open sockets
+# (on any instance: members whose lease deadline is after now) and record one more, and read
+# what the socket's start position needs. Returns {0} when the token or its session is gone,
+# {3} when the session already has its most sockets open (nothing recorded for either), else
+# {1 for the session's first socket ever or 2 for a later one, session id, the session hash as
+# a field/value list, the oldest retained entry id ('' for none; read only when resuming), the
+# sequence counter ('' unless resuming on an empty stream), the newest entry id ('' for none;
+# read only for a later socket that does not resume)}.
+ADMIT_SOCKET = """
+local sid = redis.call('GET', KEYS[1])
+if not sid then
+  return {0}
 end
-local prefix = ARGV[5]
+local skey = ARGV[1] .. ARGV[2] .. sid
+local fields = redis.call('HGETALL', skey)
+if #fields == 0 then
+  return {0}
+end
+local member_prefix = sid .. ARGV[3]
+local now = ARGV[4]
 local open = 0
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')) do
-  if string.sub(member, 1, #prefix) == prefix then
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')) do
+  if string.sub(member, 1, #member_prefix) == member_prefix then
     open = open + 1
   end
 end
-if open >= tonumber(ARGV[6]) then
-  return 3
+if open >= tonumber(ARGV[8]) then
+  return {3}
 end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[6], member_prefix .. ARGV[5])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[7]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
-if redis.call('HSETNX', KEYS[1], 'attachedAt', ARGV[1]) == 1 then
-  return 1
+local attached = 2
+if redis.call('HSETNX', skey, 'attachedAt', now) == 1 then
+  attached = 1
 end
-return 2
+local oldest, published, newest = '', '', ''
+if ARGV[9] == '1' then
+  local entry = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+  if entry then
+    oldest = entry[1]
+  else
+    published = redis.call('GET', KEYS[4]) or ''
+  end
+elseif attached == 2 then
+  local entry = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  if entry then
+    newest = entry[1]
+  end
+end
+return {attached, sid, fields, oldest, published, newest}
 """
 
 # KEYS: event stream, sequence counter, idempotency record.

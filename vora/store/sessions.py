@@ -70,12 +70,23 @@ class Lease:
 
 
 class Attached(IntEnum):
-    """What attaching a socket to a session found (the ATTACH_SOCKET script's answer)."""
+    """What attaching a socket to a session found (the ADMIT_SOCKET script's first answer)."""
 
     GONE = 0  # the session has ended: nothing was recorded
     FIRST = 1  # the session's first socket ever
     LATER = 2  # the session had a socket before
     FULL = 3  # the session has its most sockets open already: nothing was recorded
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What admitting a socket found: the attach outcome, the session, and what its start needs."""
+
+    attached: Attached
+    session: StoredSession | None  # None exactly when GONE or FULL
+    oldest_id: str | None = None  # the stream's oldest entry (read only when resuming)
+    published: int | None = None  # the sequence counter (read only when resuming on an empty stream)
+    newest_id: str | None = None  # the stream's newest entry (read only for a later socket, not resuming)
 
 
 def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -> StoredSession:
@@ -129,7 +140,7 @@ class SessionStore:
         self._end = client.register_script(scripts.END_SUBJECT_SESSIONS)
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
         self._end_one = client.register_script(scripts.END_ONE_SESSION)
-        self._attach = client.register_script(scripts.ATTACH_SOCKET)
+        self._admit = client.register_script(scripts.ADMIT_SOCKET)
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> SessionStore:
@@ -203,20 +214,6 @@ class SessionStore:
         ended = self._end(keys=[keys.sessions_index(identity)], args=_ending_args(identity, subject, reason))
         return [text(sid) for sid in ended]
 
-    def session_by_token(self, identity: str, token_hash: str) -> StoredSession | None:
-        """Find the live session a WebSocket token belongs to, with two plain reads.
-
-        Plain reads, not a script: they go on while Redis pauses writes or serves from a replica.
-        """
-        session_id = self._redis.get(keys.websocket_token(identity, token_hash))
-        if session_id is None:
-            return None
-        sid = text(session_id)
-        raw = self._redis.hgetall(keys.session(identity, sid))
-        if not raw:
-            return None
-        return session_from_hash(identity, sid, raw)  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
-
     def get(self, identity: str, session_id: str) -> StoredSession | None:
         """Read one session, or None once it has ended."""
         raw = self._redis.hgetall(keys.session(identity, session_id))
@@ -232,20 +229,41 @@ class SessionStore:
         ended = self._end_one(keys=[keys.sessions_index(identity)], args=_ending_args(identity, session_id, reason))
         return bool(ended)
 
-    def attach(self, identity: str, session_id: str, socket_id: str, now_ms: int, lease_ms: int) -> Attached:
-        """Record an open socket on a session unless the session is gone or has its most sockets open."""
-        return Attached(
-            self._attach(
-                keys=[keys.session(identity, session_id), keys.socket_presence(identity)],
-                args=[
-                    now_ms,
-                    keys.socket_member(session_id, socket_id),
-                    now_ms + lease_ms,
-                    self._ttl_ms,
-                    keys.socket_member(session_id, ""),
-                    self._socket_cap,
-                ],
-            )
+    def admit(
+        self, identity: str, token_hash: str, socket_id: str, now_ms: int, lease_ms: int, *, resuming: bool
+    ) -> Admitted:
+        """Find a token's session and attach a socket to it in one script, with what its start position needs."""
+        reply = self._admit(
+            keys=[
+                keys.websocket_token(identity, token_hash),
+                keys.socket_presence(identity),
+                keys.event_stream(identity),
+                keys.event_sequence(identity),
+            ],
+            args=[
+                keys.identity_prefix(identity),
+                keys.SESSION_SUFFIX,
+                keys.SOCKET_MEMBER_SEPARATOR,
+                now_ms,
+                socket_id,
+                now_ms + lease_ms,
+                self._ttl_ms,
+                self._socket_cap,
+                "1" if resuming else "",
+            ],
+        )
+        attached = Attached(int(reply[0]))
+        if attached in (Attached.GONE, Attached.FULL):
+            return Admitted(attached, None)
+        _, session_id, flat, oldest, published, newest = reply
+        sid = text(session_id)
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return Admitted(
+            attached,
+            session_from_hash(identity, sid, raw),
+            oldest_id=text(oldest) or None,
+            published=int(published) if published else None,
+            newest_id=text(newest) or None,
         )
 
     def detach(self, identity: str, session_id: str, socket_id: str) -> None:
@@ -257,7 +275,7 @@ class SessionStore:
         members = self._redis.zrangebyscore(keys.socket_presence(identity), f"({now_ms}", "+inf")
         counts: dict[str, int] = {}
         for member in members:  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
-            session_id = text(member).partition(":")[0]
+            session_id = text(member).partition(keys.SOCKET_MEMBER_SEPARATOR)[0]
             counts[session_id] = counts.get(session_id, 0) + 1
         return counts
 

@@ -119,6 +119,22 @@ class ResumePoint:
     oldest_id: str | None
 
 
+def resume_point(last_event: Position, oldest_id: str | None, published: int | None) -> ResumePoint:
+    """Tell where to resume after a client's last event and whether events after it were trimmed.
+
+    oldest_id is the stream's oldest retained entry; published, read only when the stream is
+    empty, the identity's sequence counter.
+    """
+    last_sequence = last_event[1]
+    if oldest_id is not None:
+        if stream_position(oldest_id)[1] > last_sequence + 1:
+            return ResumePoint(None, True, oldest_id)
+        return ResumePoint(last_event, False, oldest_id)
+    if published is not None and published > last_sequence:
+        return ResumePoint(None, True, None)  # the whole stream aged out after the client's event
+    return ResumePoint(last_event, False, None)
+
+
 class StreamStore:
     """Append events atomically and read them in pages."""
 
@@ -274,17 +290,3 @@ class StreamStore:
         """Return the position of the newest retained event, if any."""
         entries = self._redis.xrevrange(keys.event_stream(identity), count=1)
         return stream_position(text(entries[0][0])) if entries else None  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
-
-    def resume_point(self, identity: str, last_event: Position) -> ResumePoint:
-        """Tell where to resume after a client's last event and whether events after it were trimmed."""
-        last_sequence = last_event[1]
-        oldest = self._redis.xrange(keys.event_stream(identity), count=1)
-        if oldest:
-            oldest_id = text(oldest[0][0])  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
-            if stream_position(oldest_id)[1] > last_sequence + 1:
-                return ResumePoint(None, True, oldest_id)
-            return ResumePoint(last_event, False, oldest_id)
-        published = self._redis.get(keys.event_sequence(identity))
-        if published is not None and int(published) > last_sequence:  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
-            return ResumePoint(None, True, None)  # the whole stream aged out after the client's event
-        return ResumePoint(last_event, False, None)

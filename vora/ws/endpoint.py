@@ -17,6 +17,7 @@ from vora.errors import bearer_challenge, error_response
 from vora.sessions import SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
+from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
 from vora.ws.reactor import Reactor, call_every, worker_reactor
 from vora.ws.transport import WebsocketTransport, handshake_options
@@ -27,6 +28,7 @@ WEBSOCKET_VERSION = "13"
 WEBSOCKET_KEY_BYTES = 16  # RFC 6455 §4.1: the key is 16 random bytes, base64-encoded
 QUERY_PARAMETERS = {"token", "lastEventId"}
 METRICS_FLUSH_SECONDS = 1.0  # how stale the delivery counter may be on the metrics port
+HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load should wait before its next attempt
 
 
 def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -98,6 +100,8 @@ def install_websocket(app: Flask, path: str) -> None:
             call_every(reactors[0], METRICS_FLUSH_SECONDS, state.metrics.flush)
         return reactors[0]
 
+    gate = HandshakeGate(settings.ws_max_pending_handshakes)
+
     @app.before_request
     def admit_socket() -> Response | None:
         if request.path != path:
@@ -126,13 +130,23 @@ def install_websocket(app: Flask, path: str) -> None:
         token = _token_of_request()
         if token is None:
             return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
-        # Subscribed before admitting: a session ending from here on reaches the hub as a notice.
-        if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
-            return _refuse(503, "The event bus is unavailable on this instance; retry", {"Retry-After": "1"})
-        try:
-            admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
-        except SocketRefused as refused:
-            return _refuse(refused.status, refused.message)
+        with gate.entered() as entered:
+            if not entered:
+                # Refused in microseconds, the client backs off; queued, it would hold a greenlet
+                # and the pool for seconds and slow every handshake behind it (a reconnect storm).
+                state.metrics.count("handshake_shed")
+                return _refuse(
+                    503,
+                    "This instance has too many WebSocket handshakes in progress; retry after Retry-After seconds",
+                    {"Retry-After": HANDSHAKE_RETRY_AFTER},
+                )
+            # Subscribed before admitting: a session ending from here on reaches the hub as a notice.
+            if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
+                return _refuse(503, "The event bus is unavailable on this instance; retry", {"Retry-After": "1"})
+            try:
+                admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
+            except SocketRefused as refused:
+                return _refuse(refused.status, refused.message)
         state.hub.expect(admission.session.identity, admission.session.session_id)
         g.vora_socket = admission
         return None
