@@ -136,7 +136,7 @@ class PushStore:
             self.ensure_group()  # the queue was deleted (FLUSHALL, a new Redis): start again
             return []
         jobs: list[Job] = []
-        for _stream, entries in reply or []:  # type: ignore[union-attr]
+        for _stream, entries in reply or []:  # type: ignore[union-attr] # redis-py types every reply as Awaitable | value
             jobs += [Job(text(job_id), {text(k): text(v) for k, v in fields.items()}) for job_id, fields in entries]
         return jobs
 
@@ -149,7 +149,7 @@ class PushStore:
                 raise
             self.ensure_group()
             return []
-        entries = reply[1]  # type: ignore[index]
+        entries = reply[1]  # type: ignore[index] # redis-py types the XAUTOCLAIM reply as Awaitable | Any
         jobs: list[Job] = []
         for job_id, fields in entries:
             if fields is None:  # trimmed out of the queue meanwhile: nothing left to do
@@ -177,7 +177,7 @@ class PushStore:
 
     def push_targets(self, identity: str) -> dict[str, PushRegistration]:
         """Return the push registration of each of an identity's holdUpMode sessions that has one."""
-        session_ids = [text(s) for s in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr]
+        session_ids = [text(s) for s in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr] # redis-py types every reply as Awaitable | value
         if not session_ids:
             return {}
         names = ["holdUpMode", PUSH_PLATFORM, PUSH_DEVICE_TOKEN, PUSH_APP_ID]

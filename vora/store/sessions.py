@@ -274,7 +274,7 @@ class SessionStore:
         """Count the open sockets of each of an identity's sessions, on every instance."""
         members = self._redis.zrangebyscore(keys.socket_presence(identity), f"({now_ms}", "+inf")
         counts: dict[str, int] = {}
-        for member in members:  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
+        for member in members:  # type: ignore[union-attr] # redis-py types every reply as Awaitable | value # redis-py types sync replies as Awaitable | Any
             session_id = text(member).partition(keys.SOCKET_MEMBER_SEPARATOR)[0]
             counts[session_id] = counts.get(session_id, 0) + 1
         return counts
@@ -312,7 +312,7 @@ class SessionStore:
 
     def sessions_of(self, identity: str) -> list[StoredSession]:
         """Read an identity's live sessions, oldest first, in two round trips."""
-        session_ids = [text(sid) for sid in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr]
+        session_ids = [text(sid) for sid in self._redis.zrange(keys.sessions_index(identity), 0, -1)]  # type: ignore[union-attr] # redis-py types every reply as Awaitable | value
         if not session_ids:
             return []
         pipe = self._redis.pipeline(transaction=False)

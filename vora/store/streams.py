@@ -199,7 +199,7 @@ class StreamStore:
         # the script's connection: a non-transactional pipeline sends both on one.
         pipe = self._redis.pipeline(transaction=False)
         self._publish(keys=script_keys, args=script_args, client=pipe)
-        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call] # redis-py leaves Pipeline.execute_command untyped
         result, acknowledged = pipe.execute()
         event_id, sequence = text(result[0]), int(result[1])
         self._check_replicated(event_id, sequence, acknowledged)
@@ -226,7 +226,7 @@ class StreamStore:
             return _appended(script(keys=script_keys, args=args))
         pipe = self._redis.pipeline(transaction=False)
         script(keys=script_keys, args=args, client=pipe)
-        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+        pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call] # redis-py leaves Pipeline.execute_command untyped
         result, acknowledged = pipe.execute()
         appended = _appended(result)
         if not appended.duplicate:
@@ -250,7 +250,7 @@ class StreamStore:
                 # EVALSHA directly: a pipeline that knows its scripts asks SCRIPT EXISTS on every execute.
                 pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
             if self._min_replicas:
-                pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call]
+                pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call] # redis-py leaves Pipeline.execute_command untyped
             answers = pipe.execute(raise_on_error=False)
             if self._min_replicas:
                 acknowledged = answers.pop()
