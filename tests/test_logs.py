@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from vora.logs import JsonFormatter
+from vora.logs import JsonFormatter, access_line, configure_logging
 
 Headers = Callable[..., dict[str, str]]
 
@@ -62,3 +62,47 @@ def test_redact_masks_every_credential_shape() -> None:
         assert secret not in masked
     plain = '{"path": "/vora/identity", "status": 200}'
     assert redact(plain) is plain
+
+
+def test_access_line_is_the_one_the_formatter_renders() -> None:
+    """The directly written access line holds the same JSON as JsonFormatter renders from its record."""
+    fields = {
+        "request_id": "r1",
+        "method": "GET",
+        "path": '/vora/x"\u00e9',
+        "status": 200,
+        "latency_ms": 1.5,
+        "operation": None,
+    }
+    record = logging.LogRecord("vora.access", logging.INFO, __file__, 0, "request", None, None)
+    record.fields = fields
+    direct, formatted = json.loads(access_line(fields)), json.loads(JsonFormatter().format(record))
+    assert isinstance(direct.pop("ts"), str)
+    assert isinstance(formatted.pop("ts"), str)
+    assert direct == formatted
+
+
+def test_access_line_skips_logging_when_vora_handler_is_alone(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With only VORA's own handler configured, each request's line reaches stderr without a LogRecord."""
+    root = logging.getLogger()
+    saved_handlers, saved_level, saved_factory = root.handlers[:], root.level, logging.getLogRecordFactory()
+    access_records: list[logging.LogRecord] = []
+
+    def counting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = saved_factory(*args, **kwargs)
+        if record.name == "vora.access":
+            access_records.append(record)
+        return record
+
+    try:
+        configure_logging("INFO")
+        logging.setLogRecordFactory(counting_factory)
+        client.get("/vora/health/liveness", headers={"X-Request-ID": "req-2"})
+    finally:
+        logging.setLogRecordFactory(saved_factory)
+        root.handlers[:], root.level = saved_handlers, saved_level
+    [line] = [json.loads(text) for text in capsys.readouterr().err.splitlines() if '"vora.access"' in text]
+    assert access_records == []
+    assert (line["request_id"], line["status"], line["operation"]) == ("req-2", 204, "liveness")

@@ -12,12 +12,14 @@ from connexion.apis.flask_api import FlaskApi
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
+from flask.globals import request_ctx
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from vora.auth import TokenVerifier
 from vora.bearer import BearerSecurityHandlerFactory
 from vora.bodies import BodyLimitMiddleware, WsgiApp
+from vora.connexion_request import LazyConnexionRequest
 from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.lifecycle import Lifecycle
@@ -62,13 +64,28 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
 class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
     """Connexion's Flask API with compact JSON and VORA's reading of the Authorization header."""
 
-    # Compact JSON: Connexion's default indent forces Python's slow pure-Python encoder.
-    jsonifier = Jsonifier(flask.json)
+    @classmethod
+    def _set_jsonifier(cls) -> None:
+        """Serialize compact JSON: Connexion's default indent forces Python's slow pure-Python encoder."""
+        # A class attribute would not do: Connexion's metaclass calls this after the class body and overwrites it.
+        cls.jsonifier = Jsonifier(flask.json)
 
     @staticmethod
     def make_security_handler_factory(pass_context_arg_name: str | None) -> BearerSecurityHandlerFactory:
         """Build the security handlers that read the header with the rule the WebSocket uses too."""
         return BearerSecurityHandlerFactory(pass_context_arg_name)
+
+    @classmethod
+    def get_request(cls, *args: Any, **params: Any) -> LazyConnexionRequest:
+        """Wrap the Flask request for Connexion's decorators without reading any part of it yet."""
+        context: dict[str, Any] = {}
+        setattr(request_ctx, "connexion_context", context)  # where connexion.context reads it  # noqa: B010
+        return LazyConnexionRequest(flask.request, params, context)
+
+    @classmethod
+    def get_response(cls, response: Any, mimetype: str | None = None, request: Any = None) -> Any:
+        """Turn a handler's answer into a Flask response, without the full URL Connexion builds only for debug logs."""
+        return cls._get_response(response, mimetype=mimetype)
 
 
 class BoundedJSONProvider(DefaultJSONProvider):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -60,13 +61,63 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str))
 
 
+class AccessLineWriter:
+    """Write access lines straight to VORA's own log handler while it is the only one, else through logging.
+
+    A LogRecord, its formatter and the handler chain cost about a tenth of a GET /identity
+    (docs/BENCHMARKS.md); the line written here is the one JsonFormatter would render from it.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[Any] | None = None) -> None:
+        self._handler = handler
+
+    def is_direct(self) -> bool:
+        """Tell whether a line may skip logging: nothing but VORA's own handler would see its record."""
+        handler = self._handler
+        root = logging.root
+        return (
+            handler is not None
+            and len(root.handlers) == 1
+            and root.handlers[0] is handler
+            and not access_log.handlers
+            and not access_log.filters
+            and not handler.filters
+            and access_log.propagate
+        )
+
+    def write(self, fields: dict[str, Any]) -> None:
+        """Log one request's line with its fields, at INFO."""
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        if self._handler is None or not self.is_direct():
+            access_log.info("request", extra={"fields": fields})
+            return
+        line = access_line(fields)
+        handler = self._handler
+        with handler.lock or contextlib.nullcontext():
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+
+
+def access_line(fields: dict[str, Any]) -> str:
+    """Render an access record's JSON line as JsonFormatter does, without a LogRecord."""
+    head = f'{{"ts": "{utc_timestamp()}", "level": "info", "logger": "vora.access", "msg": "request"'
+    # One C-encoded dumps of the fields, its opening brace dropped, continues the line.
+    return redact(f"{head}, {json.dumps(fields)[1:]}" if fields else head + "}")
+
+
+access_writer = AccessLineWriter()
+
+
 def configure_logging(level: str) -> None:
     """Send every log record to stderr as JSON lines."""
+    global access_writer  # noqa: PLW0603 - the middleware writes through whatever this configured last
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    access_writer = AccessLineWriter(handler)
     # Connexion logs each validation failure at ERROR; the access line already tells it.
     logging.getLogger("connexion").setLevel(logging.CRITICAL)
 
@@ -106,16 +157,13 @@ class RequestLogMiddleware:
             else:
                 observe_request(operation, environ.get("REQUEST_METHOD", ""), seen["status"], elapsed)
             # Path only: a WebSocket token may ride in the query string.
-            access_log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "method": environ.get("REQUEST_METHOD"),
-                        "path": environ.get("PATH_INFO"),
-                        "status": seen["status"] or None,
-                        "latency_ms": round(elapsed * 1000, 2),
-                        "operation": operation,
-                    }
-                },
+            access_writer.write(
+                {
+                    "request_id": request_id,
+                    "method": environ.get("REQUEST_METHOD"),
+                    "path": environ.get("PATH_INFO"),
+                    "status": seen["status"] or None,
+                    "latency_ms": round(elapsed * 1000, 2),
+                    "operation": operation,
+                }
             )

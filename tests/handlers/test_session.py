@@ -64,6 +64,12 @@ class TestIdentities:
         assert response.status_code == 200
         assert response.get_json() == {"identities": ["602128708", "942788701"]}
 
+    def test_answers_compact_json(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """The answer is compact JSON, without the indentation that sends Python to its slow pure-Python encoder."""
+        provision("alice", ["602128708"])
+        response = client.get("/vora/identity", headers=auth("alice"))
+        assert response.data == b'{"identities": ["602128708"]}\n'
+
     def test_user_without_identities_gets_404(self, client: FlaskClient, auth: Headers) -> None:
         """A user with no identity gets 404 in the error shape."""
         assert_error(client.get("/vora/identity", headers=auth("nobody")), 404, "No identity")
