@@ -28,7 +28,7 @@ WEBSOCKET_VERSION = "13"
 WEBSOCKET_KEY_BYTES = 16  # RFC 6455 §4.1: the key is 16 random bytes, base64-encoded
 QUERY_PARAMETERS = {"token", "lastEventId"}
 METRICS_FLUSH_SECONDS = 1.0  # how stale the delivery counter may be on the metrics port
-HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load should wait before its next attempt
+HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load or a missing bus should wait before retrying
 
 
 def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -142,7 +142,9 @@ def install_websocket(app: Flask, path: str) -> None:
                 )
             # Subscribed before admitting: a session ending from here on reaches the hub as a notice.
             if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
-                return _refuse(503, "The event bus is unavailable on this instance; retry", {"Retry-After": "1"})
+                return _refuse(
+                    503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
+                )
             try:
                 admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
             except SocketRefused as refused:
