@@ -12,10 +12,11 @@ import gevent
 import greenlet  # type: ignore[import-untyped]  # greenlet ships no type stubs
 import pytest
 import websocket
+from wsproto.frame_protocol import FrameProtocol
 
 from tests.ws.pair import SocketPair, socket_pair
 from vora.ws.reactor import GeventReactor
-from vora.ws.transport import WebsocketTransport
+from vora.ws.transport import WebsocketTransport, text_frame
 
 pytestmark = pytest.mark.ws
 
@@ -155,3 +156,10 @@ def test_under_gevent_each_socket_is_served_by_its_own_greenlet_alone() -> None:
         assert gevent.joinall(waiters, timeout=10) == waiters  # the hub runs the watches meanwhile
         pinger.join(timeout=10)
         assert pongs == [b"green"] * len(pairs)
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 200_000])
+def test_text_frame_is_the_frame_wsproto_would_send(size: int) -> None:
+    """The shared frame the hub writes to every socket is byte for byte what wsproto sends for the same text."""
+    text = ("é" + "x" * size)[:size]
+    assert text_frame(text) == FrameProtocol(client=False, extensions=[]).send_data(text, fin=True)
