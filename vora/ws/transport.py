@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import gevent.ssl
 from wsproto import WSConnection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
@@ -28,6 +30,7 @@ PING_TIMEOUT_REASON = "Ping/Pong timeout"  # simple_websocket's words, kept for 
 TOO_BIG_REASON = "Message is too big"
 
 
+TLS_SOCKETS = (ssl.SSLSocket, gevent.ssl.SSLSocket)
 FINAL_TEXT = 0x81  # FIN + opcode 1 (text); a server's frames are never masked
 
 
@@ -157,8 +160,10 @@ class WebsocketTransport:
         self._unsent = b""
         self._writing = False  # in _write, which may wait for the peer: nobody else may write meanwhile
         # A gevent socket's send with a timeout of 0 never waits: BlockingIOError when the kernel buffer is full.
+        # Not over TLS: a write OpenSSL could not finish must be retried with the same bytes, not another frame.
+        direct = reactor.cooperative and not isinstance(sock, TLS_SOCKETS)
         self._send_now: Callable[[bytes], int] | None = (
-            (lambda frame: sock.send(frame, 0, 0.0)) if reactor.cooperative else None  # type: ignore[call-arg]  # gevent's send takes a timeout
+            (lambda frame: sock.send(frame, 0, 0.0)) if direct else None  # type: ignore[call-arg]  # gevent's send takes a timeout
         )
         self._send_timeout: float | None = None
         self._ping_interval = ping_interval
