@@ -28,6 +28,8 @@ CONNECT_TIMEOUT = 30.0
 STALL_BUCKET_NS = 100_000_000  # latency is also kept as its worst per 100 ms of receipt time
 STALL_MS = 10.0  # a bucket whose worst latency is above this is reported as a stall
 RECEIPTS_KEPT = 1000  # receipt times a reconnected socket keeps, for the catch-up time
+OPEN_ATTEMPTS = 5  # a socket refused for load (503/429) or whose connect failed is tried again, as real clients do
+LOAD_REFUSALS = (429, 503)
 
 
 def stamp() -> str:
@@ -132,15 +134,30 @@ class LoadClient:
         """Open one socket per URL, concurrency at a time; return how many opened and how long it took."""
         gate = asyncio.Semaphore(concurrency)
         failures: Counter[str] = Counter()
+        # Refusals and failed connects retried as the README advises clients (after any Retry-After).
+        retried: Counter[str] = Counter()
         started = time.monotonic()
 
         async def one(url: str) -> None:
-            async with gate:
-                try:
-                    ws = await self._connect(url, compress)
-                except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
-                    failures[type(exc).__name__] += 1
-                    return
+            for attempt in range(OPEN_ATTEMPTS):
+                retry_after = 0.0
+                async with gate:
+                    try:
+                        ws = await self._connect(url, compress)
+                        break
+                    except self._aiohttp.WSServerHandshakeError as exc:
+                        if exc.status not in LOAD_REFUSALS or attempt == OPEN_ATTEMPTS - 1:
+                            failures[f"HTTP {exc.status}"] += 1
+                            return
+                        retried[f"HTTP {exc.status}"] += 1
+                        retry_after = retry_after_of(exc.headers)
+                    except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:
+                        # A connect the kernel refused or dropped (a full accept queue, no free port yet).
+                        if attempt == OPEN_ATTEMPTS - 1:
+                            failures[type(exc).__name__] += 1
+                            return
+                        retried[type(exc).__name__] += 1
+                await asyncio.sleep(retry_after + random.uniform(0, 1))  # noqa: S311 - jitter, not security
             held = Held(ws, url)
             self.held.append(held)
             task = asyncio.create_task(self._read(held))
@@ -153,6 +170,7 @@ class LoadClient:
             "opened": len(urls) - sum(failures.values()),
             "deflate_window_bits": first.compress if first is not None else None,  # 0: no permessage-deflate
             "failed": dict(failures),
+            "retried": dict(retried),
             "seconds": round(time.monotonic() - started, 3),
             **self.status(),
         }

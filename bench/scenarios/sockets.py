@@ -74,6 +74,7 @@ def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...]
                     "accept_seconds": reply["seconds"],
                     "accepted_per_second": round(reply["opened"] / reply["seconds"], 1) if reply["seconds"] else None,
                     "failed": reply["failed"],
+                    "retried": reply.get("retried", {}),
                     "closed_by_server": status["closed"],
                     "rss_mib": round(rss / 2**20, 1),
                     "kb_per_socket": round((rss - idle) / held / 1024, 2) if held else None,

@@ -145,11 +145,20 @@ def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Recordin
         probe = RestProbe(bench, b)
         publisher.start()
         time.sleep(BEFORE_SECONDS)
+        b_cpu = b.cpu_seconds()
+        client_cpu = client.cpu_seconds()
         with profiled(bench.procs, bench.profile_dir, "storm-b", b, after):
             killed_ns = time.monotonic_ns()
             a.process.kill()
             probe.start()
             publisher.join(after + DEADLINE)
+        # Who was busy: B's workers taking the sockets back, or the one load-generator process.
+        storm_seconds = (time.monotonic_ns() - killed_ns) / 1e9
+        busy = {
+            "seconds": round(storm_seconds, 1),
+            "b_server_cpu_cores": round((b.cpu_seconds() - b_cpu) / storm_seconds, 2),
+            "load_client_cpu_cores": round((client.cpu_seconds() - client_cpu) / storm_seconds, 2),
+        }
         probe.stopped.set()
         probe.join(10)
         if "final" not in published:
@@ -172,6 +181,7 @@ def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Recordin
         "duplicates": report["duplicates"],
         "latency_ms": {k: report[k] for k in ("p50_ms", "p99_ms", "max_ms")},
         "reconnect": storm,
+        "cpu_during_publish": busy,
         "rest": probe.report(),
     }
 

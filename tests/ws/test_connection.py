@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import gevent
 import pytest
 import redis
 import websocket
@@ -23,6 +24,8 @@ from vora.store.sessions import StoredSession
 from vora.store.streams import StoredEvent, StreamStore, stream_position
 from vora.ws.connection import Connection, SocketOptions, allowed_types
 from vora.ws.hub import Hub
+from vora.ws.reactor import GeventReactor
+from vora.ws.transport import text_frame
 
 IDENTITY = "910111000"
 OPTIONS = SocketOptions(queue_limit=10, heartbeat_interval=30.0, send_timeout=10.0)
@@ -131,14 +134,14 @@ def test_overflow_once_caught_up_closes_4008(pair: SocketPair, streams: StreamSt
     conn.start_at(None)
     writer = run_in_thread(conn)
     first = publisher.publish(IDENTITY, "callHeld", {"callId": "first"})
-    conn.offer(stream_position(first.event_id), "callHeld", json.dumps(first.envelope))
+    conn.offer(stream_position(first.event_id), "callHeld", text_frame(json.dumps(first.envelope)))
     assert pair.client.next()["eventId"] == first.event_id  # caught up: the live buffer is in use
-    big = json.dumps({**first.envelope, "data": {"callId": "x" * 8_000}})
+    big_frame = text_frame(json.dumps({**first.envelope, "data": {"callId": "x" * 8_000}}))
     position = stream_position(first.event_id)
     offered = 0
     while not conn.closing and offered < 10_000:  # the client does not read: the writer blocks, the buffer fills
         offered += 1
-        conn.offer((position[0], position[1] + offered), "callHeld", big)
+        conn.offer((position[0], position[1] + offered), "callHeld", big_frame)
     assert conn.closing
     frames, code = read_frames(pair.client.ws)
     assert code == 4008
@@ -152,7 +155,7 @@ def test_a_closing_connection_queues_nothing(pair: SocketPair, streams: StreamSt
     conn = Connection(pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS)
     conn.start_at(stream_position(published.event_id))
     conn.terminate("logout")
-    conn.offer(stream_position(published.event_id), "callHeld", json.dumps(published.envelope))
+    conn.offer(stream_position(published.event_id), "callHeld", text_frame(json.dumps(published.envelope)))
     conn.send_lifecycle("resumeGap", {"reason": "retention", "requestedEventId": "1-1", "oldestEventId": None})
     writer = run_in_thread(conn)
     frames, code = read_frames(pair.client.ws)
@@ -185,12 +188,89 @@ def test_a_write_blocked_past_the_send_timeout_gets_close_4008_when_the_client_r
     conn.start_at(None)
     writer = run_in_thread(conn)
     assert pair.client.next()["eventId"] == first.event_id
-    big = json.dumps({**first.envelope, "data": {"callId": "x" * 8_000}})
+    big_frame = text_frame(json.dumps({**first.envelope, "data": {"callId": "x" * 8_000}}))
     position = stream_position(first.event_id)
     for n in range(1, 200):  # ~1.6 MB: more than the socket pair buffers
-        conn.offer((position[0], position[1] + n), "callHeld", big)
+        conn.offer((position[0], position[1] + n), "callHeld", big_frame)
     wait_for(lambda: not pair.transport.connected, 10, what="the write to time out")
     frames, code = read_frames(pair.client.ws)
     assert code == 4008
     assert all(f["type"] == "callHeld" for f in frames)
     writer.join(timeout=10)
+
+
+def test_a_threaded_transport_never_writes_from_another_thread(pair: SocketPair) -> None:
+    """Without gevent the hub never writes itself: threads preempt, so only the socket's own thread writes."""
+    assert not pair.transport.try_send(text_frame("{}"))
+
+
+class Metrics:
+    """Record what a hub or a connection counts."""
+
+    def __init__(self) -> None:
+        self.counted: dict[str, int] = {}
+
+    def __call__(self, name: str, amount: int) -> None:
+        self.counted[name] = self.counted.get(name, 0) + amount
+
+
+def test_under_gevent_the_hub_writes_a_caught_up_sockets_event_itself(
+    streams: StreamStore, publisher: EventPublisher
+) -> None:
+    """Under gevent a live event for a caught-up, idle socket is written within deliver(), by the hub's greenlet."""
+    with socket_pair(reactor=GeventReactor()) as pair:
+        hub_counts, conn_counts = Metrics(), Metrics()
+        hub = Hub(on_metric=hub_counts)
+        conn = Connection(
+            pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS, on_metric=conn_counts
+        )
+        hub.register(conn)
+        conn.start_at(None)
+        writer = gevent.spawn(conn.run)
+        gevent.sleep(0)  # the writer reads the empty stream (Redis is not patched: no switch) and parks in its wait
+        published = publisher.publish(IDENTITY, "callHeld", {"callId": "direct"})
+        hub.deliver(notice_of(published))
+        assert hub_counts.counted.get("delivered") == 1
+        assert pair.client.next()["eventId"] == published.event_id
+        assert "delivered" not in conn_counts.counted
+        conn.terminate("logout")
+        writer.join(timeout=10)
+        assert writer.dead
+
+
+def test_under_gevent_a_frame_the_kernel_takes_in_part_is_finished_before_anything_else(
+    streams: StreamStore, publisher: EventPublisher
+) -> None:
+    """Frames larger than the send buffer, the first written partly by the hub, reach the client whole, in order."""
+    options = SocketOptions(queue_limit=1_000, heartbeat_interval=30.0, send_timeout=10.0, send_buffer=4_096)
+    with socket_pair(reactor=GeventReactor()) as pair:
+        conn_counts = Metrics()
+        conn = Connection(
+            pair.transport, session(), token_hash="h", streams=streams, options=options, on_metric=conn_counts
+        )
+        first = publisher.publish(IDENTITY, "callHeld", {"callId": "first"})
+        conn.start_at(stream_position(first.event_id))
+        writer = gevent.spawn(conn.run)
+        gevent.sleep(0)  # caught up at once: the stream holds nothing after the start
+        base = stream_position(first.event_id)
+        positions = [(base[0], base[1] + n) for n in range(1, 21)]
+        big = {"callId": "x" * 60_000}
+        frames_out = [
+            text_frame(json.dumps({**first.envelope, "eventId": f"{p[0]}-{p[1]}", "data": big})) for p in positions
+        ]
+        written_now = [
+            conn.offer(p, "callHeld", frame) for p, frame in zip(positions, frames_out, strict=True)
+        ]  # the client is not reading: the first frame goes in part, the rest queue behind it
+        # A pool thread reads while this greenlet waits on it, so the writer's greenlet runs meanwhile.
+        # Raw frames: a 60 KB callId is past the contract's limit, and only the framing is under test here.
+        frames = (
+            gevent.get_hub()
+            .threadpool.spawn(lambda: [json.loads(pair.client.ws.recv()) for _ in positions])
+            .get(timeout=30)
+        )
+        assert [f["eventId"] for f in frames] == [f"{p[0]}-{p[1]}" for p in positions]
+        conn.terminate("logout")
+        writer.join(timeout=30)
+        assert writer.dead
+        assert written_now == [1] + [0] * 19
+        assert conn_counts.counted.get("delivered") == 20  # the other 19 and channelTerminated, from its greenlet

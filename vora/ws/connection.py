@@ -115,7 +115,7 @@ class Connection:
         self._queue_limit = options.queue_limit  # read on every offer: the hot path
         self._metric = on_metric
         self._control: deque[str] | None = None  # lifecycle events, written before anything else
-        self._live: deque[tuple[Position, str]] | None = None  # live events not written yet
+        self._live: deque[tuple[Position, bytes]] | None = None  # live events' frames not written yet
         self._catching_up = True
         self._live_dropped = False  # the live buffer overflowed during the current catch-up page
         self._last_position: Position | None = None  # newest stream position written (or skipped by the filter)
@@ -123,14 +123,22 @@ class Connection:
 
     # Called by the hub, from its reader greenlet: must never block.
 
-    def offer(self, position: Position, event_type: str, payload: str) -> None:
-        """Buffer a live event for this socket if its filter allows it."""
+    def offer(self, position: Position, event_type: str, frame: bytes) -> int:
+        """Write a live event's frame now, or buffer it, if the filter allows it; return 1 when it was written now."""
         if event_type not in self.allowed or self._closing is not None:
-            return
+            return 0
         live = self._live
+        if not live and not self._catching_up and not self._control:
+            # Nothing is waiting before it: write it from the hub's greenlet if the socket takes it at once.
+            last = self._last_position
+            if last is not None and position <= last:
+                return 0
+            if self.transport.try_send(frame):
+                self._last_position = position
+                return 1
         if live is None:
             live = self._live = deque()
-        live.append((position, payload))
+        live.append((position, frame))
         if len(live) > self._queue_limit:
             if self._catching_up:
                 live.clear()  # the stream holds them: the catch-up reads them
@@ -138,6 +146,7 @@ class Connection:
             else:
                 self._overflow()
         self.transport.wake()
+        return 0
 
     def set_subscription(self, events_value: str) -> None:
         """Apply a subscription change made through the REST API."""
@@ -233,13 +242,13 @@ class Connection:
         live = self._live
         if not live:
             return
-        send = self.transport.send_text
+        send = self.transport.send_frame
         sent = 0
         while live and self._closing is None:
-            position, payload = live.popleft()
+            position, frame = live.popleft()
             if self._last_position is not None and position <= self._last_position:
                 continue  # already written: a live copy of an event the catch-up read
-            send(payload)
+            send(frame)
             self._last_position = position
             sent += 1
         if sent:

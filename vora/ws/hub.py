@@ -10,6 +10,7 @@ from vora.events import stream_envelope
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.streams import stream_position
 from vora.ws.connection import Connection, Metric
+from vora.ws.transport import text_frame
 
 
 @dataclass
@@ -66,15 +67,19 @@ class Hub:
         return [conn for conns in list(self._by_identity.values()) for conn in list(conns)]
 
     def deliver(self, notice: EventNotice) -> None:
-        """Offer a live event to every connection of its identity; serialised and positioned once for all."""
+        """Offer a live event to every connection of its identity; serialised, framed and positioned once for all."""
         conns = self._by_identity.get(notice.identity)
         if not conns:
             return
         event = notice.event
-        payload = json.dumps(stream_envelope(notice.identity, event))
+        frame = text_frame(json.dumps(stream_envelope(notice.identity, event)))
         position = stream_position(event.event_id)
+        event_type = event.event_type
+        written = 0
         for conn in list(conns):
-            conn.offer(position, event.event_type, payload)
+            written += conn.offer(position, event_type, frame)
+        if written:
+            self._metric("delivered", written)
 
     def apply(self, notice: ControlNotice) -> None:
         """Terminate or re-filter the connections of the sessions a control notice names."""

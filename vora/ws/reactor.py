@@ -62,6 +62,10 @@ class ReadWatch(Protocol):
 class Reactor(Protocol):
     """A worker's watches and due times."""
 
+    # True when every greenlet of the worker runs in one thread and switches only where it waits, so
+    # that the hub's greenlet may write a frame to a socket whose own greenlet is not writing.
+    cooperative: bool
+
     def signal(self) -> Signal:
         """Return a new wake-up flag of this reactor's kind."""
         ...
@@ -131,6 +135,8 @@ class _GeventWatch:
 
 class GeventReactor:
     """The reactor of a gevent worker: libev io watchers, and one libev timer serving the heap."""
+
+    cooperative = True
 
     def __init__(self) -> None:
         self._loop = gevent.get_hub().loop
@@ -202,6 +208,8 @@ class _ThreadWatch:
 
 class ThreadReactor:
     """The reactor of a process gevent did not patch: one daemon thread with a selector and the heap."""
+
+    cooperative = False  # threads preempt each other: only a socket's own thread writes to it
 
     def __init__(self) -> None:
         self.lock = threading.Lock()

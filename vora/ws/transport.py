@@ -11,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import ssl
+import struct
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
+import gevent.ssl
 from wsproto import WSConnection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
@@ -24,6 +28,21 @@ from vora.ws.reactor import Reactor
 RECEIVE_BYTES = 4096  # simple_websocket's receive_bytes default
 PING_TIMEOUT_REASON = "Ping/Pong timeout"  # simple_websocket's words, kept for clients that log them
 TOO_BIG_REASON = "Message is too big"
+
+
+TLS_SOCKETS = (ssl.SSLSocket, gevent.ssl.SSLSocket)
+FINAL_TEXT = 0x81  # FIN + opcode 1 (text); a server's frames are never masked
+
+
+def text_frame(text: str) -> bytes:
+    """Return the one WebSocket frame that carries text whole: the same bytes for every socket (no extension)."""
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        return bytes((FINAL_TEXT, size)) + data
+    if size < 1 << 16:
+        return struct.pack("!BBH", FINAL_TEXT, 126, size) + data
+    return struct.pack("!BBQ", FINAL_TEXT, 127, size) + data
 
 
 class SocketClosed(ConnectionError):
@@ -44,6 +63,14 @@ class Transport(Protocol):
 
     def send_text(self, text: str) -> None:
         """Write one text message whole, or raise OSError (TimeoutError after the send timeout)."""
+        ...
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write one frame made by text_frame whole, or raise OSError (TimeoutError after the send timeout)."""
+        ...
+
+    def try_send(self, frame: bytes) -> bool:
+        """Write a frame from another greenlet without blocking, if no write is under way; tell whether it was."""
         ...
 
     def close(self, code: int, reason: str) -> None:
@@ -87,8 +114,10 @@ def handshake_options(*, max_message_size: int) -> dict[str, Any]:
 class WebsocketTransport:
     """A server WebSocket served by its own greenlet alone: writes whole, reads when the reactor says so.
 
-    Every write comes from the socket's greenlet (its writes and its answers to pings and closes),
-    so frames never interleave; what a timed-out write left unsent goes out first next time, so a
+    Writes come from the socket's greenlet (its writes and its answers to pings and closes), and
+    under gevent also from the hub's, which writes a live frame at once when the socket's greenlet
+    is not in a write and the kernel takes it without waiting: that spares a greenlet switch per
+    delivery. Frames never interleave: what a write left unsent goes out first next time, so a
     close frame never lands inside a cut frame.
     """
 
@@ -102,12 +131,14 @@ class WebsocketTransport:
         "_protocol",
         "_reactor",
         "_readable",
+        "_send_now",
         "_send_timeout",
         "_sock",
         "_timer_at",
         "_unsent",
         "_watch",
         "_woken",
+        "_writing",
     )
 
     def __init__(
@@ -127,6 +158,13 @@ class WebsocketTransport:
         self._readable = False
         self._connected = True
         self._unsent = b""
+        self._writing = False  # in _write, which may wait for the peer: nobody else may write meanwhile
+        # A gevent socket's send with a timeout of 0 never waits: BlockingIOError when the kernel buffer is full.
+        # Not over TLS: a write OpenSSL could not finish must be retried with the same bytes, not another frame.
+        direct = reactor.cooperative and not isinstance(sock, TLS_SOCKETS)
+        self._send_now: Callable[[bytes], int] | None = (
+            (lambda frame: sock.send(frame, 0, 0.0)) if direct else None  # type: ignore[call-arg]  # gevent's send takes a timeout
+        )
         self._send_timeout: float | None = None
         self._ping_interval = ping_interval
         self._next_ping = time.monotonic() + ping_interval if ping_interval else math.inf
@@ -157,9 +195,31 @@ class WebsocketTransport:
 
     def send_text(self, text: str) -> None:
         """Write one text message whole, or raise OSError (TimeoutError after the send timeout)."""
+        self.send_frame(text_frame(text))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write one frame made by text_frame whole, or raise OSError (TimeoutError after the send timeout)."""
         if not self._connected:
             raise SocketClosed("the socket is closed")
-        self._write(self._protocol.send(TextMessage(data=text)))
+        self._write(frame)
+
+    def try_send(self, frame: bytes) -> bool:
+        """Write a frame from another greenlet without blocking, if no write is under way; tell whether it was.
+
+        A frame the kernel took only in part counts as written: the socket's greenlet is woken to
+        write the rest before anything else.
+        """
+        send_now = self._send_now
+        if send_now is None or self._writing or self._unsent or not self._connected:
+            return False
+        try:
+            sent = send_now(frame)
+        except OSError:
+            return False  # a full buffer (the greenlet waits for it) or a broken socket (its next write finds out)
+        if sent < len(frame):
+            self._unsent = frame[sent:]
+            self._woken.set()
+        return True
 
     def close(self, code: int, reason: str) -> None:
         """Finish any partly written frame, send a close frame, and stop; raise OSError when it cannot."""
@@ -194,6 +254,8 @@ class WebsocketTransport:
         if not self._woken.is_set():
             self._woken.wait()
         self._woken.clear()
+        if self._unsent and self._connected:
+            self._write(b"")  # the rest of a frame the hub's greenlet wrote in part
         if self._readable:
             self._readable = False
             self._read()
@@ -221,6 +283,7 @@ class WebsocketTransport:
         if self._unsent:
             data = self._unsent + data
         offset = 0
+        self._writing = True
         try:
             offset = self._sock.send(data)  # the usual case: the whole frame in one call
             if offset < len(data):
@@ -234,6 +297,8 @@ class WebsocketTransport:
         except OSError:
             self._unsent = bytes(data[offset:])
             raise
+        finally:
+            self._writing = False
         self._unsent = b""
 
     def _ping(self) -> None:
