@@ -1,0 +1,272 @@
+"""Serve the well-formed requests of simple operations without Connexion's per-request chain.
+
+Connexion 2 turns every request into a ConnexionRequest, runs five decorator layers (security,
+URI parsing, body validation, produces, parameter introspection), then converts the answer back;
+with Flask's request context around it, that is most of what a GET /identity costs. For an
+operation whose spec needs nothing else (no parameters, one OAuth2 requirement checked by VORA's
+own token functions, at most a JSON body), this layer does the same checks with the same objects
+Connexion built at start-up: the operation's handler, its required scopes, its compiled body
+validator and its response mimetype. It answers only requests that pass every check; anything
+else (no or bad token, a missing scope, a query string, a body that is not valid JSON for the
+schema, an unexpected answer) goes to the full Flask/Connexion stack untouched, which answers it
+exactly as before. An exception from the handler is answered by the app's own error handlers
+inside a full request context.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from connexion.decorators.parameter import inspect_function_arguments
+from connexion.utils import is_nullable
+from flask import Flask, signals
+
+from vora.auth import token_info, validate_scope
+from vora.bearer import bearer_token
+
+log = logging.getLogger("vora.fast_path")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# A Flask hook with this attribute acts only on requests to that path; the fast path may skip it elsewhere.
+ACTS_ONLY_ON = "vora_acts_only_on"
+# A Flask hook with this attribute is one whose work the fast path does itself.
+DONE_BY_FAST_PATH = "vora_done_by_fast_path"
+JSON_MIMETYPE = "application/json"
+OPTIONAL_ARGUMENTS = frozenset({"token_info", "user"})
+
+
+def acts_only_on(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a Flask hook as doing nothing for requests to any other path."""
+
+    def mark(hook: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(hook, ACTS_ONLY_ON, path)
+        return hook
+
+    return mark
+
+
+def done_by_fast_path(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a Flask hook whose work the fast path does for its own requests."""
+    setattr(hook, DONE_BY_FAST_PATH, True)
+    return hook
+
+
+@dataclass(frozen=True)
+class FastOperation:
+    """What one operation's fast path needs, read from Connexion's operation object at start-up."""
+
+    operation_id: str
+    handler: Callable[..., Any]
+    required_scopes: list[str]
+    arguments: frozenset[str]
+    body_validator: Any  # the operation's compiled jsonschema validator; None: the operation takes no body
+    mimetype: str
+
+
+def fast_operation(operation: Any) -> FastOperation | None:
+    """Derive an operation's fast path from Connexion's operation object, or None when the spec asks for more."""
+    if operation.parameters or operation.validate_responses or operation.get_mimetype() != JSON_MIMETYPE:
+        return None
+    scopes = _required_scopes(operation)
+    if scopes is None:
+        return None
+    arguments, has_kwargs = inspect_function_arguments(operation._resolution.function)
+    wanted = frozenset(arguments)
+    validator = None
+    if operation.body_schema:
+        if operation.consumes != [JSON_MIMETYPE] or "x-body-name" in operation.request_body:
+            return None
+        # The very validator Connexion builds for the operation (vora.validation.RuleNamingBodyValidator).
+        body_validator_class = operation.validator_map["body"]
+        validator = body_validator_class(
+            operation.body_schema,
+            operation.consumes,
+            operation.api,
+            is_nullable(operation.body_definition),
+            strict_validation=operation.strict_validation,
+        ).validator
+        wanted -= {"body"}
+    elif operation.request_body:
+        return None
+    if has_kwargs or not wanted <= OPTIONAL_ARGUMENTS:
+        return None
+    # The spec's own operationId, as logs and metrics name it (Connexion's operation_id is the resolved handler).
+    return FastOperation(
+        operation._operation["operationId"],
+        operation._resolution.function,
+        scopes,
+        frozenset(arguments),
+        validator,
+        JSON_MIMETYPE,
+    )
+
+
+def _required_scopes(operation: Any) -> list[str] | None:
+    """Return the scopes of the operation's one OAuth2 requirement checked by vora.auth, or None."""
+    security = operation.security
+    if len(security) != 1 or len(security[0]) != 1:
+        return None
+    ((name, scopes),) = security[0].items()
+    scheme = operation.security_schemes.get(name, {})
+    if (
+        scheme.get("type") != "oauth2"
+        or scheme.get("x-tokenInfoFunc") != "vora.auth.token_info"
+        or scheme.get("x-scopeValidateFunc") != "vora.auth.validate_scope"
+    ):
+        return None
+    return list(scopes)
+
+
+def skippable_hooks(app: Flask, paths: Iterable[str]) -> bool:
+    """Tell whether every request hook of the app may be skipped for requests to these paths."""
+    hooks: list[Any] = []
+    for registry in (app.before_request_funcs, app.teardown_request_funcs):
+        for funcs in registry.values():
+            hooks += funcs
+    paths = set(paths)
+    for hook in hooks:
+        if getattr(hook, DONE_BY_FAST_PATH, False):
+            continue
+        if getattr(hook, ACTS_ONLY_ON, None) not in (None, *paths):
+            continue
+        return False
+    later = (app.after_request_funcs, app.url_value_preprocessors)
+    return not any(funcs for registry in later for funcs in registry.values()) and not app.teardown_appcontext_funcs
+
+
+class FastPath:
+    """Answer the well-formed requests of the fast operations; hand every other request to the app."""
+
+    def __init__(
+        self,
+        app: Flask,
+        routes: dict[tuple[str, str], FastOperation],
+        fallback: WsgiApp,
+        get_response: Callable[[Any, str], Any],
+    ) -> None:
+        self._app = app
+        self._routes = routes
+        self._fallback = fallback
+        self._get_response = get_response  # Connexion's conversion, for answers other than (JSON, status[, headers])
+        self._max_body = app.config["MAX_CONTENT_LENGTH"]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Serve one request."""
+        operation = self._routes.get((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+        if operation is None or environ.get("QUERY_STRING") or self._signalled():
+            return self._fallback(environ, start_response)
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+        if token is None:
+            return self._fallback(environ, start_response)
+        body = None
+        if operation.body_validator is not None:
+            body = self._body_of(environ)
+            if body is None:
+                return self._fallback(environ, start_response)
+        app_context = self._app.app_context()
+        app_context.push()
+        try:
+            return self._serve(operation, token, body, environ, start_response)
+        finally:
+            app_context.pop()
+
+    @staticmethod
+    def _signalled() -> bool:
+        """Tell whether anything listens to Flask's request signals, which only the full stack sends."""
+        return bool(signals.request_started.receivers or signals.request_finished.receivers)
+
+    def _body_of(self, environ: dict[str, Any]) -> bytes | None:
+        """Read a JSON body the app would accept, putting it back for the app; None when it is not one."""
+        length = environ.get("CONTENT_LENGTH") or ""
+        content_type = environ.get("CONTENT_TYPE", "")
+        if not length.isdigit() or int(length) > self._max_body:
+            return None
+        if content_type.partition(";")[0].strip() != JSON_MIMETYPE:
+            return None
+        raw: bytes = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(raw)
+        return raw
+
+    def _serve(
+        self,
+        operation: FastOperation,
+        token: str,
+        raw: bytes | None,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:
+        kwargs: dict[str, Any] = {}
+        try:
+            info = token_info(token)
+        except Exception:  # noqa: BLE001 - the full stack answers every refusal, exactly as before
+            return self._fallback(environ, start_response)
+        if not validate_scope(operation.required_scopes, info["scope"]):
+            return self._fallback(environ, start_response)
+        if raw is not None:
+            try:
+                body = self._app.json.loads(raw)
+            except ValueError:
+                return self._fallback(environ, start_response)
+            if body is None or not operation.body_validator.is_valid(body):
+                return self._fallback(environ, start_response)
+            kwargs["body"] = body
+        if "token_info" in operation.arguments:
+            kwargs["token_info"] = info
+        if "user" in operation.arguments:
+            kwargs["user"] = info.get("sub", info.get("uid"))
+        environ["vora.operation"] = operation.operation_id
+        try:
+            answer = operation.handler(**kwargs)
+            response = self._response(answer, operation.mimetype)
+        except Exception as exc:  # noqa: BLE001 - answered by the app's own error handlers, as Flask would
+            return self._answer_error(exc, environ, start_response)
+        result: Iterable[bytes] = response(environ, start_response)
+        return result
+
+    def _response(self, answer: Any, mimetype: str) -> Any:
+        """Turn a handler's answer into a response, as Connexion's FlaskApi.get_response does."""
+        if type(answer) is tuple and 2 <= len(answer) <= 3 and type(answer[1]) is int:
+            data = answer[0]
+            if type(data) is dict or type(data) is list:
+                # Connexion's Jsonifier(flask.json): the app's JSON provider, and a newline.
+                payload = self._app.json.dumps(data) + "\n"
+                if len(answer) == 2:
+                    return self._app.response_class(response=payload, status=answer[1], mimetype=mimetype)
+                if answer[2] is not None:
+                    return self._app.response_class(
+                        response=payload, status=answer[1], mimetype=mimetype, headers=answer[2]
+                    )
+        return self._get_response(answer, mimetype)
+
+    def _answer_error(
+        self, exc: Exception, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """Answer a handler's exception with the app's error handlers in a full request context."""
+        with self._app.request_context(environ):
+            try:
+                response = self._app.finalize_request(self._app.handle_user_exception(exc))
+            except Exception as unhandled:  # noqa: BLE001 - as Flask.wsgi_app does
+                response = self._app.handle_exception(unhandled)
+            result: Iterable[bytes] = response(environ, start_response)
+            return result
+
+
+def routes_of(
+    app: Flask, base_path: str, operations: Iterator[tuple[str, str, Any]]
+) -> dict[tuple[str, str], FastOperation]:
+    """Return the fast operations by (METHOD, full path), for the operations whose spec allows it."""
+    routes = {}
+    for method, path, operation in operations:
+        if "{" in path:
+            continue
+        fast = fast_operation(operation)
+        if fast is not None:
+            routes[(method.upper(), base_path + path)] = fast
+    if not skippable_hooks(app, {path for _, path in routes}):
+        log.warning("fast path off: the app has request hooks it does not know to be inert")
+        return {}
+    return routes
