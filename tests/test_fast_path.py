@@ -131,7 +131,7 @@ def test_hands_every_other_request_to_the_app(app: Flask, make_token: TokenFacto
         environ = EnvironBuilder(
             path=path,
             method="POST" if data else "GET",
-            headers={"Authorization": f"Bearer {auth}", "Content-Type": "application/json"},
+            headers=[("Authorization", f"Bearer {auth}"), ("Content-Type", "application/json")],
             data=data or None,
         ).get_environ()
         environ["wsgi.input"] = io.BytesIO(data)

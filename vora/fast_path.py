@@ -16,6 +16,7 @@ inside a full request context.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from typing import Any
 from connexion.decorators.parameter import inspect_function_arguments
 from connexion.utils import is_nullable
 from flask import Flask, signals
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.http import HTTP_STATUS_CODES
 
 from vora.auth import token_info, validate_scope
 from vora.bearer import bearer_token
@@ -138,6 +141,18 @@ def skippable_hooks(app: Flask, paths: Iterable[str]) -> bool:
     return not any(funcs for registry in later for funcs in registry.values()) and not app.teardown_appcontext_funcs
 
 
+def json_encoder_of(app: Flask) -> Callable[[Any], str]:
+    """Return the app's JSON serializer: one encoder built once when the provider is Flask's default one."""
+    provider = app.json
+    if isinstance(provider, DefaultJSONProvider) and type(provider).dumps is DefaultJSONProvider.dumps:
+        # What DefaultJSONProvider.dumps has json.dumps build anew for every call.
+        encoder = json.JSONEncoder(
+            default=provider.default, ensure_ascii=provider.ensure_ascii, sort_keys=provider.sort_keys
+        )
+        return encoder.encode
+    return provider.dumps
+
+
 class FastPath:
     """Answer the well-formed requests of the fast operations; hand every other request to the app."""
 
@@ -153,6 +168,13 @@ class FastPath:
         self._fallback = fallback
         self._get_response = get_response  # Connexion's conversion, for answers other than (JSON, status[, headers])
         self._max_body = app.config["MAX_CONTENT_LENGTH"]
+        self._encode = json_encoder_of(app)
+        # The status lines Werkzeug writes, for the codes that carry a body.
+        self._statuses = {
+            code: f"{code} {phrase.upper()}"
+            for code, phrase in HTTP_STATUS_CODES.items()
+            if code >= 200 and code not in (204, 304)
+        }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Serve one request."""
@@ -221,26 +243,27 @@ class FastPath:
         environ["vora.operation"] = operation.operation_id
         try:
             answer = operation.handler(**kwargs)
-            response = self._response(answer, operation.mimetype)
+            sent = self._json_answer(answer, operation.mimetype, start_response)
+            if sent is not None:
+                return sent
+            response = self._get_response(answer, operation.mimetype)
         except Exception as exc:  # noqa: BLE001 - answered by the app's own error handlers, as Flask would
             return self._answer_error(exc, environ, start_response)
         result: Iterable[bytes] = response(environ, start_response)
         return result
 
-    def _response(self, answer: Any, mimetype: str) -> Any:
-        """Turn a handler's answer into a response, as Connexion's FlaskApi.get_response does."""
-        if type(answer) is tuple and 2 <= len(answer) <= 3 and type(answer[1]) is int:
-            data = answer[0]
-            if type(data) is dict or type(data) is list:
-                # Connexion's Jsonifier(flask.json): the app's JSON provider, and a newline.
-                payload = self._app.json.dumps(data) + "\n"
-                if len(answer) == 2:
-                    return self._app.response_class(response=payload, status=answer[1], mimetype=mimetype)
-                if answer[2] is not None:
-                    return self._app.response_class(
-                        response=payload, status=answer[1], mimetype=mimetype, headers=answer[2]
-                    )
-        return self._get_response(answer, mimetype)
+    def _json_answer(self, answer: Any, mimetype: str, start_response: Callable[..., Any]) -> list[bytes] | None:
+        """Answer a handler's (JSON, status) with the bytes and headers Werkzeug's response would send; else None."""
+        if type(answer) is not tuple or len(answer) != 2 or type(answer[1]) is not int:
+            return None
+        data, code = answer
+        status = self._statuses.get(code)
+        if status is None or (type(data) is not dict and type(data) is not list):
+            return None
+        # Connexion's Jsonifier(flask.json): the app's JSON provider, and a newline.
+        payload = (self._encode(data) + "\n").encode()
+        start_response(status, [("Content-Type", mimetype), ("Content-Length", str(len(payload)))])
+        return [payload]
 
     def _answer_error(
         self, exc: Exception, environ: dict[str, Any], start_response: Callable[..., Any]
