@@ -14,7 +14,7 @@ from werkzeug.test import EnvironBuilder
 
 from tests.conftest import TokenFactory
 from vora.app import API_EXTENSION, VoraFlaskApi, create_app
-from vora.fast_path import FastPath, routes_of
+from vora.fast_path import FastPath, routes_of, shared_meaning
 from vora.settings import Settings
 
 Provision = Callable[[str, list[str]], None]
@@ -150,3 +150,62 @@ def _routes(app: Flask) -> dict[tuple[str, str], Any]:
     """Derive the fast routes of an app from the operations its Connexion API bound."""
     api = app.extensions[API_EXTENSION]
     return routes_of(app, api.base_path, iter(api.added_operations))
+
+
+def setup_bodies() -> list[Any]:
+    """Return setup bodies that probe each rule of SetupIn, on both sides of it."""
+    base = {"connectionType": "WebSocket", "identity": IDENTITY}
+    push = {"platform": "apns", "deviceToken": "a" * 64}
+    identities = ["9", "a" * 64, "a" * 65, "910111000\n", "\n910111000", "é", "9 1", "_9", "9.@+-_", "", "\uff19"]
+    tokens = ["", "a b", "\x7f", "~" * 4096, "~" * 4097, "é", "\u2028"]
+    bodies: list[Any] = [None, [], "x", 1, {}, base, {**base, "extra": 1}, {**base, "connectionType": "websocket"}]
+    bodies += [{**base, "identity": value} for value in [*identities, 9, None, ["9"]]]
+    bodies += [{**base, "holdUpMode": value} for value in (True, False, 1, 0, "true", None)]
+    bodies += [{**base, "holdUpMode": mode, "push": push} for mode in (True, False, 1)]
+    bodies += [{**base, "push": push}, {"connectionType": "WebSocket"}, {"identity": IDENTITY}]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "deviceToken": token}} for token in tokens]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "platform": p}} for p in ("fcm", "webpush", "sms", 1)]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "appId": a}} for a in ("com.x", "-x", "", "a" * 256)]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "more": 1}}, {**base, "holdUpMode": True, "push": {}}]
+    bodies += [{**base, "identity": "\ud800"}, {**base, "identity": 10**30}, {**base, "identity": float("nan")}]
+    return bodies
+
+
+def test_checks_setup_bodies_as_connexions_validator_does(app: Flask) -> None:
+    """The fast check of a setup body gives the verdict of Connexion's own validator of the operation, rule by rule."""
+    setup = _routes(app)[("POST", SETUP)]
+    assert setup.body_is_valid is not None
+    assert setup.body_is_valid != setup.body_validator.is_valid  # jsonschema_rs's twin is in use for SetupIn
+    for body in setup_bodies():
+        assert setup.body_is_valid(body) == setup.body_validator.is_valid(body), body
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "nullable": True},
+        {"type": "string", "format": "date-time"},
+        {"type": "object", "properties": {"id": {"type": "string", "readOnly": True}}},
+        {"type": "integer"},
+        {"type": ["string", "integer"]},
+        {"type": "string", "pattern": "^\\d+$"},
+        {"allOf": [{"$ref": "#/components/schemas/Identity"}]},
+        {"type": "object", "additionalProperties": {"type": "string", "writeOnly": True}},
+    ],
+)
+def test_leaves_schemas_read_differently_to_jsonschema(schema: dict[str, Any]) -> None:
+    """A schema with a keyword jsonschema_rs could read otherwise than Connexion's validator is not given to it."""
+    assert not shared_meaning(schema)
+
+
+def test_gives_jsonschema_rs_the_schemas_both_read_alike() -> None:
+    """Types, enums, required, combinators, lengths and portable patterns go to jsonschema_rs."""
+    assert shared_meaning(
+        {
+            "type": "object",
+            "required": ["a"],
+            "additionalProperties": False,
+            "properties": {"a": {"type": "string", "pattern": "^[A-Za-z0-9][._-]{0,3}(?!\\n)$", "maxLength": 9}},
+            "anyOf": [{"not": {"required": ["b"]}}, {"properties": {"b": {"enum": [True]}}}],
+        }
+    )

@@ -18,10 +18,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema_rs
 from connexion.decorators.parameter import inspect_function_arguments
 from connexion.utils import is_nullable
 from flask import Flask, signals
@@ -40,6 +42,20 @@ ACTS_ONLY_ON = "vora_acts_only_on"
 DONE_BY_FAST_PATH = "vora_done_by_fast_path"
 JSON_MIMETYPE = "application/json"
 OPTIONAL_ARGUMENTS = frozenset({"token_info", "user"})
+# The Draft 4 keywords whose meaning jsonschema (with Connexion's request extensions) and jsonschema_rs share
+# exactly; Connexion's own (nullable, readOnly, writeOnly) and format, whose checkers differ, are not among them.
+SHARED_KEYWORDS = frozenset(
+    {
+        "type", "enum", "required", "properties", "additionalProperties", "allOf", "anyOf", "oneOf", "not",
+        "items", "minItems", "maxItems", "minLength", "maxLength", "pattern", "minProperties", "maxProperties",
+        "description", "title", "default", "example",
+    }
+)  # fmt: skip
+# Draft 4's integer excludes 1.0 in jsonschema; the other types mean the same in both.
+SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null", "number"})
+# Patterns of literal characters, classes, anchors, groups, lookaheads and \x/\n/\./\-/\+ escapes: Python's re and
+# Rust's regex read them alike (no \d, \w, \s, \b, whose Unicode reach differs).
+_PORTABLE_PATTERN = re.compile(r"(?:[^\\]|\\[xn.+\-])*")
 
 
 def acts_only_on(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -68,6 +84,46 @@ class FastOperation:
     arguments: frozenset[str]
     body_validator: Any  # the operation's compiled jsonschema validator; None: the operation takes no body
     mimetype: str
+    body_is_valid: Callable[[Any], bool] | None = None  # validator's verdict, maybe from a faster twin of it
+
+
+def shared_meaning(schema: Any) -> bool:
+    """Tell whether a resolved body schema uses only keywords jsonschema and jsonschema_rs read alike."""
+    if not isinstance(schema, dict) or not set(schema) <= SHARED_KEYWORDS:
+        return False
+    types = schema.get("type", "string")
+    if not all(t in SHARED_TYPES for t in (types if isinstance(types, list) else [types])):
+        return False
+    pattern = schema.get("pattern", "")
+    if not isinstance(pattern, str) or not _PORTABLE_PATTERN.fullmatch(pattern):
+        return False
+    children: list[Any] = list(schema.get("properties", {}).values())
+    children += schema.get("allOf", []) + schema.get("anyOf", []) + schema.get("oneOf", [])
+    children += [schema[key] for key in ("not", "items") if key in schema]
+    if isinstance(schema.get("additionalProperties"), dict):
+        children.append(schema["additionalProperties"])
+    return all(shared_meaning(child) for child in children)
+
+
+def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
+    """Return the operation validator's verdict on a body, from jsonschema_rs when both read the schema alike."""
+    # Connexion resolves every $ref in place and keeps the spec's components beside them for any it could
+    # not; shared_meaning refuses a $ref, so without one the components are never read.
+    schema = {key: value for key, value in schema.items() if key != "components"}
+    if not shared_meaning(schema):
+        return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
+    try:
+        twin = jsonschema_rs.Draft4Validator(schema)
+    except (ValueError, jsonschema_rs.ValidationError):
+        return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
+
+    def is_valid(body: Any) -> bool:
+        try:
+            return bool(twin.is_valid(body))
+        except Exception:  # noqa: BLE001 - a value Rust cannot take (a lone surrogate): the full stack decides
+            return False
+
+    return is_valid
 
 
 def fast_operation(operation: Any) -> FastOperation | None:
@@ -105,6 +161,7 @@ def fast_operation(operation: Any) -> FastOperation | None:
         frozenset(arguments),
         validator,
         JSON_MIMETYPE,
+        body_check(operation.body_schema, validator) if validator is not None else None,
     )
 
 
@@ -233,7 +290,7 @@ class FastPath:
                 body = self._app.json.loads(raw)
             except ValueError:
                 return self._fallback(environ, start_response)
-            if body is None or not operation.body_validator.is_valid(body):
+            if body is None or operation.body_is_valid is None or not operation.body_is_valid(body):
                 return self._fallback(environ, start_response)
             kwargs["body"] = body
         if "token_info" in operation.arguments:
