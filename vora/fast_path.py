@@ -10,7 +10,8 @@ validator and its response mimetype. It answers only requests that pass every ch
 else (no or bad token, a missing scope, a query string, a body that is not valid JSON for the
 schema, an unexpected answer) goes to the full Flask/Connexion stack untouched, which answers it
 exactly as before. An exception from the handler is answered by the app's own error handlers
-inside a full request context.
+inside a full request context. A fast handler runs in an app context but no request context: it
+takes what it needs from the arguments Connexion would pass it, never from flask.request.
 """
 
 from __future__ import annotations
