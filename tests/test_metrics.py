@@ -136,3 +136,21 @@ def test_metrics_are_not_on_the_public_port(server: RunningServer) -> None:
     """The API port does not serve /metrics: operators keep the metrics port private."""
     assert requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).status_code == 404
     assert requests.get(f"{server.base_url}/metrics", timeout=5).status_code == 404
+
+
+def test_observe_request_counts_each_label_set_apart() -> None:
+    """Requests keep counting under their own operation, method and status, however often their labels repeat."""
+    from prometheus_client import REGISTRY
+
+    from vora.metrics import observe_request
+
+    def count(status: str) -> float:
+        labels = {"operation": "metrics-test", "method": "GET", "status": status}
+        return REGISTRY.get_sample_value("vora_http_requests_total", labels) or 0.0
+
+    before = (count("200"), count("404"))
+    for status in (200, 200, 404):
+        observe_request("metrics-test", "GET", status, 0.001)
+    assert (count("200"), count("404")) == (before[0] + 2, before[1] + 1)
+    latency = REGISTRY.get_sample_value("vora_http_request_duration_seconds_count", {"operation": "metrics-test"})
+    assert latency == 3

@@ -22,6 +22,7 @@ from vora.bodies import BodyLimitMiddleware, WsgiApp
 from vora.connexion_request import LazyConnexionRequest
 from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
+from vora.fast_path import FastPath, done_by_fast_path, routes_of
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
@@ -40,6 +41,7 @@ from vora.ws.hub import Hub
 from vora.ws.leases import LeaseKeeper, presence_lease_ms
 from vora.ws.runner import HubRunner
 
+API_EXTENSION = "vora.api"  # the Connexion API object, whose operations the fast path reads
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -62,7 +64,13 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
 
 
 class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
-    """Connexion's Flask API with compact JSON and VORA's reading of the Authorization header."""
+    """Connexion's Flask API with compact JSON, VORA's reading of the Authorization header, its operations kept."""
+
+    def _add_operation_internal(self, method: str, path: str, operation: Any) -> None:
+        """Bind an operation's handler to its Flask route, and keep the operation for the fast path."""
+        # Connexion adds the operations while its own __init__ runs: no __init__ of ours could come first.
+        self.__dict__.setdefault("added_operations", []).append((method, path, operation))
+        super()._add_operation_internal(method, path, operation)
 
     @classmethod
     def _set_jsonifier(cls) -> None:
@@ -124,6 +132,7 @@ def name_operations(app: Flask, spec: dict[str, Any], base_path: str) -> None:
     operations = operation_ids_of(spec, base_path)
 
     @app.before_request
+    @done_by_fast_path
     def name_operation() -> None:
         rule = request.url_rule
         if rule is not None:
@@ -140,7 +149,7 @@ def _route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str
     app.url_map._remap = True
 
 
-def create_app(settings: Settings) -> Flask:
+def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     """Build the Flask app (Connexion-bound to spec/vora.yaml) without touching Redis."""
     spec = yaml.safe_load((settings.spec_dir / "vora.yaml").read_text())
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
@@ -154,6 +163,7 @@ def create_app(settings: Settings) -> Flask:
         options=swagger_ui_options(settings),
     )
     app: Flask = cx.app
+    app.extensions[API_EXTENSION] = api
     app.json = BoundedJSONProvider(app)
     _route_spec_options(app, api.base_path, allowed_methods_of(spec))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -203,7 +213,11 @@ def create_app(settings: Settings) -> Flask:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             max_age=600,
         )
-    served: WsgiApp = BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
+    served: WsgiApp = app.wsgi_app
+    routes = routes_of(app, api.base_path, iter(api.added_operations)) if fast_path else {}
+    if routes:
+        served = FastPath(app, routes, served, VoraFlaskApi.get_response)
+    served = BodyLimitMiddleware(served, settings.max_body_bytes)
     if settings.server_api_enabled:
         from vora.server_app import ListenerDispatcher, create_server_app
 

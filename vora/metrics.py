@@ -8,6 +8,7 @@ operators' port. Without that variable (tests, the CLI) the metrics live in this
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -121,8 +122,16 @@ class Metrics:
         return self.values.get(name, 0) + unflushed
 
 
+# labels() checks, locks and looks up its values on every call: each request's two children, kept by their labels.
+_request_children: dict[tuple[str | None, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(operation: str | None, method: str, status: int, seconds: float) -> None:
     """Record one served HTTP request."""
-    label = operation or "unmatched"
-    HTTP_REQUESTS.labels(label, method, str(status)).inc()
-    HTTP_LATENCY.labels(label).observe(seconds)
+    children = _request_children.get((operation, method, status))
+    if children is None:
+        label = operation or "unmatched"
+        children = (HTTP_REQUESTS.labels(label, method, str(status)), HTTP_LATENCY.labels(label))
+        _request_children[(operation, method, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)

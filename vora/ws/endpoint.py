@@ -14,6 +14,7 @@ from flask_sock import Sock
 
 from vora.bearer import bearer_token
 from vora.errors import bearer_challenge, error_response
+from vora.fast_path import acts_only_on
 from vora.sessions import SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
@@ -103,6 +104,7 @@ def install_websocket(app: Flask, path: str) -> None:
     gate = HandshakeGate(settings.ws_max_pending_handshakes)
 
     @app.before_request
+    @acts_only_on(path)
     def admit_socket() -> Response | None:
         if request.path != path:
             return None
@@ -154,6 +156,7 @@ def install_websocket(app: Flask, path: str) -> None:
         return None
 
     @app.teardown_request
+    @acts_only_on(path)
     def release_socket(_error: BaseException | None) -> None:
         admission: SocketAdmission | None = g.pop("vora_socket", None)
         if admission is None:

@@ -1,0 +1,211 @@
+"""Tests of the fast path: the same answers as the full Connexion stack, from the same spec, real Redis and tokens."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from werkzeug.test import EnvironBuilder
+
+from tests.conftest import TokenFactory
+from vora.app import API_EXTENSION, VoraFlaskApi, create_app
+from vora.fast_path import FastPath, routes_of, shared_meaning
+from vora.settings import Settings
+
+Provision = Callable[[str, list[str]], None]
+SETUP = "/vora/identity/setup"
+IDENTITY = "910111000"
+# Values that differ between any two answers: the moment of an error, a fresh WebSocket token, the request id.
+VOLATILE_FIELDS = ("timestamp", "webSocketToken")
+
+
+def cases(token: str, bare: str) -> list[tuple[str, str, dict[str, str], bytes | None]]:
+    """Return requests of the fast operations, well-formed and not: (method, path, headers, body)."""
+    bearer = {"Authorization": f"Bearer {token}"}
+    json_type = {"Content-Type": "application/json"}
+    good = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY}).encode()
+    return [
+        ("GET", "/vora/identity", bearer, None),
+        ("GET", "/vora/identity", {"Authorization": f"Bearer {bare}"}, None),
+        ("GET", "/vora/identity", {}, None),
+        ("GET", "/vora/identity", {"Authorization": "Bearer"}, None),
+        ("GET", "/vora/identity", {"Authorization": "Basic YTpi"}, None),
+        ("GET", "/vora/identity", {"Authorization": "Bearer not.a.jwt"}, None),
+        ("GET", "/vora/identity?unexpected=1", bearer, None),
+        ("HEAD", "/vora/identity", bearer, None),
+        ("POST", SETUP, {**bearer, **json_type}, good),
+        ("POST", SETUP, {**bearer, "Content-Type": "application/json; charset=utf-8"}, good),
+        ("POST", SETUP, {**bearer, **json_type}, json.dumps({"connectionType": "WebSocket"}).encode()),
+        ("POST", SETUP, {**bearer, **json_type}, json.dumps({"connectionType": "Fax", "identity": IDENTITY}).encode()),
+        ("POST", SETUP, {**bearer, **json_type}, json.dumps({"connectionType": "WebSocket", "identity": "1"}).encode()),
+        ("POST", SETUP, {**bearer, **json_type}, b"{not json"),
+        ("POST", SETUP, {**bearer, **json_type}, b"null"),
+        ("POST", SETUP, {**bearer, **json_type}, b"[" * 5000 + b"]" * 5000),
+        ("POST", SETUP, {**bearer, **json_type}, b""),
+        ("POST", SETUP, {**bearer, "Content-Type": "text/plain"}, good),
+        ("POST", SETUP, bearer, good),
+        ("POST", SETUP, {"Authorization": f"Bearer {bare}", **json_type}, good),
+        ("POST", SETUP, json_type, good),
+    ]
+
+
+def answer(app: Flask, method: str, path: str, headers: dict[str, str], body: bytes | None) -> tuple[int, Any, Any]:
+    """Send one request through the app's whole WSGI stack; return its status, headers and body, volatile parts out."""
+    response = app.test_client().open(path, method=method, headers=headers, data=body)
+    kept = sorted((k, v) for k, v in response.headers.items() if k.lower() != "x-request-id")
+    payload: Any = response.get_data()
+    if response.mimetype == "application/json" and payload:
+        payload = json.loads(payload)
+        if isinstance(payload, dict):
+            payload = {k: (k in VOLATILE_FIELDS) or v for k, v in payload.items()}
+    return response.status_code, kept, payload
+
+
+@pytest.fixture
+def full(settings: Settings, redisdb: redis.Redis) -> Flask:
+    """Build the app without the fast path: every request through Flask and Connexion."""
+    return create_app(settings, fast_path=False)
+
+
+def test_answers_every_request_as_the_full_stack_does(
+    app: Flask, full: Flask, make_token: TokenFactory, provision: Provision
+) -> None:
+    """Each request, well-formed or not, gets the status, headers and body the full Connexion stack gives it."""
+    provision("alice", ["602128708", IDENTITY])
+    token, bare = make_token("alice"), make_token("alice", scopes=())
+    for method, path, headers, body in cases(token, bare):
+        assert answer(app, method, path, headers, body) == answer(full, method, path, headers, body), (method, path)
+
+
+def test_answers_a_handlers_error_as_the_full_stack_does(
+    app: Flask, full: Flask, make_token: TokenFactory, provision: Provision
+) -> None:
+    """A handler's refusal (no identity, an identity not the caller's) comes out of the app's own error handlers."""
+    provision("alice", [IDENTITY])
+    headers = {"Authorization": f"Bearer {make_token('nobody')}", "Content-Type": "application/json"}
+    setup = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY}).encode()
+    for method, path, body in (("GET", "/vora/identity", None), ("POST", SETUP, setup)):
+        fast = answer(app, method, path, headers, body)
+        assert fast == answer(full, method, path, headers, body)
+        assert fast[0] == 404
+
+
+def test_binds_only_the_operations_whose_spec_it_covers(app: Flask) -> None:
+    """GET /identity and POST /identity/setup are fast; operations with parameters, no security or a form are not."""
+    routes = _routes(app)
+    assert {key: op.operation_id for key, op in routes.items()} == {
+        ("GET", "/vora/identity"): "identities",
+        ("POST", SETUP): "setup",
+    }
+    assert routes[("POST", SETUP)].body_validator is not None
+    assert routes[("GET", "/vora/identity")].body_validator is None
+
+
+def test_is_off_when_the_app_has_a_hook_it_does_not_know(settings: Settings, redisdb: redis.Redis) -> None:
+    """An after_request hook (as flask-cors adds) turns the fast path off rather than being skipped."""
+    app = create_app(settings)
+    app.after_request(lambda response: response)
+    assert _routes(app) == {}
+
+
+def test_hands_every_other_request_to_the_app(app: Flask, make_token: TokenFactory, provision: Provision) -> None:
+    """A well-formed request is answered without the app; a refused one goes to the app with its body intact."""
+    provision("alice", [IDENTITY])
+    handed: list[tuple[str, bytes]] = []
+
+    def fallback(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        handed.append((environ["PATH_INFO"], environ["wsgi.input"].read()))
+        start_response("418 I'm a teapot", [])
+        return [b""]
+
+    fast = FastPath(app, _routes(app), fallback, VoraFlaskApi.get_response)
+    token = make_token("alice")
+    body = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY}).encode()
+    statuses = []
+    for path, auth, data in (("/vora/identity", token, b""), (SETUP, token, body), (SETUP, "bad", body)):
+        environ = EnvironBuilder(
+            path=path,
+            method="POST" if data else "GET",
+            headers=[("Authorization", f"Bearer {auth}"), ("Content-Type", "application/json")],
+            data=data or None,
+        ).get_environ()
+        environ["wsgi.input"] = io.BytesIO(data)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            statuses.append(status)
+
+        b"".join(fast(environ, start))
+        if path == SETUP and auth == token:
+            assert environ["vora.operation"] == "setup"
+    assert statuses == ["200 OK", "200 OK", "418 I'm a teapot"]
+    assert handed == [(SETUP, body)]
+
+
+def _routes(app: Flask) -> dict[tuple[str, str], Any]:
+    """Derive the fast routes of an app from the operations its Connexion API bound."""
+    api = app.extensions[API_EXTENSION]
+    return routes_of(app, api.base_path, iter(api.added_operations))
+
+
+def setup_bodies() -> list[Any]:
+    """Return setup bodies that probe each rule of SetupIn, on both sides of it."""
+    base = {"connectionType": "WebSocket", "identity": IDENTITY}
+    push = {"platform": "apns", "deviceToken": "a" * 64}
+    identities = ["9", "a" * 64, "a" * 65, "910111000\n", "\n910111000", "é", "9 1", "_9", "9.@+-_", "", "\uff19"]
+    tokens = ["", "a b", "\x7f", "~" * 4096, "~" * 4097, "é", "\u2028"]
+    bodies: list[Any] = [None, [], "x", 1, {}, base, {**base, "extra": 1}, {**base, "connectionType": "websocket"}]
+    bodies += [{**base, "identity": value} for value in [*identities, 9, None, ["9"]]]
+    bodies += [{**base, "holdUpMode": value} for value in (True, False, 1, 0, "true", None)]
+    bodies += [{**base, "holdUpMode": mode, "push": push} for mode in (True, False, 1)]
+    bodies += [{**base, "push": push}, {"connectionType": "WebSocket"}, {"identity": IDENTITY}]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "deviceToken": token}} for token in tokens]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "platform": p}} for p in ("fcm", "webpush", "sms", 1)]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "appId": a}} for a in ("com.x", "-x", "", "a" * 256)]
+    bodies += [{**base, "holdUpMode": True, "push": {**push, "more": 1}}, {**base, "holdUpMode": True, "push": {}}]
+    bodies += [{**base, "identity": "\ud800"}, {**base, "identity": 10**30}, {**base, "identity": float("nan")}]
+    return bodies
+
+
+def test_checks_setup_bodies_as_connexions_validator_does(app: Flask) -> None:
+    """The fast check of a setup body gives the verdict of Connexion's own validator of the operation, rule by rule."""
+    setup = _routes(app)[("POST", SETUP)]
+    assert setup.body_is_valid is not None
+    assert setup.body_is_valid != setup.body_validator.is_valid  # jsonschema_rs's twin is in use for SetupIn
+    for body in setup_bodies():
+        assert setup.body_is_valid(body) == setup.body_validator.is_valid(body), body
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "nullable": True},
+        {"type": "string", "format": "date-time"},
+        {"type": "object", "properties": {"id": {"type": "string", "readOnly": True}}},
+        {"type": "integer"},
+        {"type": ["string", "integer"]},
+        {"type": "string", "pattern": "^\\d+$"},
+        {"allOf": [{"$ref": "#/components/schemas/Identity"}]},
+        {"type": "object", "additionalProperties": {"type": "string", "writeOnly": True}},
+    ],
+)
+def test_leaves_schemas_read_differently_to_jsonschema(schema: dict[str, Any]) -> None:
+    """A schema with a keyword jsonschema_rs could read otherwise than Connexion's validator is not given to it."""
+    assert not shared_meaning(schema)
+
+
+def test_gives_jsonschema_rs_the_schemas_both_read_alike() -> None:
+    """Types, enums, required, combinators, lengths and portable patterns go to jsonschema_rs."""
+    assert shared_meaning(
+        {
+            "type": "object",
+            "required": ["a"],
+            "additionalProperties": False,
+            "properties": {"a": {"type": "string", "pattern": "^[A-Za-z0-9][._-]{0,3}(?!\\n)$", "maxLength": 9}},
+            "anyOf": [{"not": {"required": ["b"]}}, {"properties": {"b": {"enum": [True]}}}],
+        }
+    )
