@@ -502,17 +502,25 @@ class WsLoad:
 
     def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one command and wait at most timeout seconds for its reply."""
+        self.send(command)
+        return self.reply(command["cmd"], timeout)
+
+    def send(self, command: dict[str, Any]) -> None:
+        """Send one command without waiting for its reply."""
         self.child.stdin.write((json.dumps(command) + "\n").encode())
         self.child.stdin.flush()
+
+    def reply(self, name: str, timeout: float) -> dict[str, Any]:
+        """Wait at most timeout seconds for the reply to the command sent last."""
         ready, _, _ = select.select([self.child.stdout], [], [], timeout)
         if not ready:
-            raise RuntimeError(f"the WebSocket client did not answer {command['cmd']!r} within {timeout:.0f}s")
+            raise RuntimeError(f"the WebSocket client did not answer {name!r} within {timeout:.0f}s")
         line = self.child.stdout.readline()
         if not line:
-            raise RuntimeError(f"the WebSocket client exited during {command['cmd']!r}: {self.child.exit_reason()}")
+            raise RuntimeError(f"the WebSocket client exited during {name!r}: {self.child.exit_reason()}")
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
-            raise RuntimeError(f"the WebSocket client failed {command['cmd']!r}: {reply['error']}")
+            raise RuntimeError(f"the WebSocket client failed {name!r}: {reply['error']}")
         return reply
 
     def cpu_seconds(self) -> float:
@@ -534,3 +542,50 @@ class WsLoad:
 
 if __name__ == "__main__":
     asyncio.run(serve_commands())
+
+
+SOCKETS_PER_PROCESS = 15_000  # one process may open RLIMIT_NOFILE files, which may not be raised past 20,000
+
+
+def _merged(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the replies of several load generators: counts add up, times take the longest."""
+    merged: dict[str, Any] = {}
+    for reply in replies:
+        for key, value in reply.items():
+            if key == "seconds":
+                merged[key] = max(merged.get(key, 0.0), value)
+            elif key == "deflate_window_bits":
+                merged.setdefault(key, value)  # what the server negotiated, the same for all
+            elif isinstance(value, dict):
+                counts = merged.setdefault(key, {})
+                for name, count in value.items():
+                    counts[name] = counts.get(name, 0) + count
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+class WsLoadPool:
+    """Several load-generator processes behind one handle, for more sockets than one process may open."""
+
+    def __init__(self, procs: Launcher, name: str, sockets: int) -> None:
+        count = max(1, -(-sockets // SOCKETS_PER_PROCESS))
+        self.clients = [WsLoad(procs, name if count == 1 else f"{name}-{n}") for n in range(count)]
+
+    def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send a command to every process (an open's URLs dealt out among them) and merge their replies."""
+        count = len(self.clients)
+        for n, client in enumerate(self.clients):
+            if command["cmd"] == "open":
+                share = {"urls": command["urls"][n::count], "concurrency": max(1, command["concurrency"] // count)}
+                client.send({**command, **share})
+            else:
+                client.send(command)
+        return _merged([client.reply(command["cmd"], timeout) for client in self.clients])
+
+    def stop(self) -> None:
+        """Stop every process."""
+        for client in self.clients:
+            client.stop()

@@ -1,6 +1,7 @@
 """Scenario 3, sockets per instance: idle authenticated sockets held against one instance with 2 gevent workers.
 
-The load generator (one asyncio process) opens sockets in steps, OPEN_CONCURRENCY handshakes at
+The load generator (one asyncio process per 15,000 sockets: a process may not hold more open
+files here) opens sockets in steps, OPEN_CONCURRENCY handshakes at
 a time, spread over SESSIONS sessions (one per identity, many sockets each). After each step
 settles, the server's memory is the summed RSS of the gunicorn master and workers; the figure is
 (RSS - idle RSS) / sockets. The baseline app holds the same sockets with flask-sock alone.
@@ -19,7 +20,7 @@ from bench.context import Bench, identities
 from bench.procs import Server
 from bench.report import Row
 from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, vora_publisher
-from bench.wsclient import WsLoad
+from bench.wsclient import WsLoad, WsLoadPool
 
 USER = "bench-sockets"
 SESSIONS = 100
@@ -42,7 +43,7 @@ def _idle_rss(server: Server) -> int:
 
 
 def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...], label: str) -> dict[str, Any]:
-    client = WsLoad(bench.procs, f"wsclient-sockets-{label}")
+    client = WsLoadPool(bench.procs, f"wsclient-sockets-{label}", steps[-1])
     try:
         # Warm up: one round of sockets, so that lazily imported code and pools are in the idle figure.
         client.call({"cmd": "open", "urls": urls[:20], "concurrency": 20}, timeout=60)
