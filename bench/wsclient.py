@@ -62,6 +62,7 @@ class Held:
     reconnect_attempts: int = 0
     dropped_at: int | None = None  # the last sequence number it had when it last dropped
     reconnected_ns: int | None = None  # when the socket was last opened again after a drop
+    first_try_ns: int | None = None  # when its first reconnect attempt started
     received_ns: dict[int, int] = field(default_factory=dict)  # sequence -> receipt, since the reconnection
 
 
@@ -74,6 +75,7 @@ class Failover:
     cap: float
     first: float  # the window of the first attempt after a drop (seconds)
     handshake_failures: Counter[str] = field(default_factory=Counter)
+    handshake_ms: list[float] = field(default_factory=list)  # how long each successful reconnect's handshake took
 
     def wait_before(self, attempt: int, retry_after: float) -> float:
         """Return the seconds to wait before an attempt: full jitter, never sooner than a refusal's Retry-After."""
@@ -207,8 +209,12 @@ class LoadClient:
             await asyncio.sleep(failover.wait_before(attempt, retry_after))
             held.reconnect_attempts += 1
             retry_after = 0.0
+            tried_ns = time.monotonic_ns()
+            if held.first_try_ns is None:
+                held.first_try_ns = tried_ns
             try:
                 held.ws = await self._connect(url)
+                failover.handshake_ms.append((time.monotonic_ns() - tried_ns) / 1e6)
             except self._aiohttp.WSServerHandshakeError as exc:
                 failover.handshake_failures[f"HTTP {exc.status}"] += 1
                 retry_after = retry_after_of(exc.headers)
@@ -257,6 +263,8 @@ class LoadClient:
         caught.sort()
         attempts = [h.reconnect_attempts for h in self.held]
         failures = self.failover.handshake_failures if self.failover else Counter()
+        handshakes = sorted(self.failover.handshake_ms) if self.failover else []
+        first_tries = sorted((h.first_try_ns - since_ns) / 1e9 for h in self.held if h.first_try_ns is not None)
         return {
             "sockets": len(self.held),
             "back": len(back),
@@ -268,6 +276,14 @@ class LoadClient:
             "handshake_attempts": sum(attempts),
             "handshake_failures": dict(failures),
             "most_attempts": max(attempts, default=0),
+            # Where the time goes: when clients first tried (their backoff), and how long B took to answer.
+            "first_try_p50_seconds": round(percentile(first_tries, 50), 3),
+            "first_try_last_seconds": round(first_tries[-1], 3) if first_tries else None,
+            "handshake_ms": {
+                "p50": round(percentile(handshakes, 50), 1),
+                "p99": round(percentile(handshakes, 99), 1),
+                "max": round(handshakes[-1], 1) if handshakes else None,
+            },
             **self.status(),
         }
 
