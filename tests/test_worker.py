@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 READ_TIMEOUT = 1.0
 BODY_LIMIT = 1024
+LISTEN_BACKLOG = 1000  # under net.core.somaxconn, which caps it
 IDENTITY = "910111000"
 SETUP_HEAD = "POST /vora/identity/setup HTTP/1.1\r\nHost: vora\r\nContent-Type: application/json\r\n"
 
@@ -40,9 +42,19 @@ def server(
         "VORA_OAUTH_AUDIENCE": AUDIENCE,
         "VORA_HTTP_READ_TIMEOUT": str(READ_TIMEOUT),
         "VORA_MAX_BODY_BYTES": str(BODY_LIMIT),
+        "VORA_LISTEN_BACKLOG": str(LISTEN_BACKLOG),
     }
     with running_server(env, tmp_path_factory.mktemp("worker-server")) as running:
         yield running
+
+
+def test_the_public_port_queues_listen_backlog_connections(server: RunningServer) -> None:
+    """The public port's accept queue is VORA_LISTEN_BACKLOG long (ss shows a listener's queue as Send-Q)."""
+    listing = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{server.port}"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.split()
+    assert listing[0] == "LISTEN"
+    assert int(listing[2]) == LISTEN_BACKLOG
 
 
 def assert_refused(reply: RawReply, status: int, *fragments: str) -> None:

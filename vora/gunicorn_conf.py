@@ -28,6 +28,9 @@ for stale in _METRICS_DIR.glob("*.db"):
 
 worker_class = "vora.worker.VoraWorker"  # gevent, with bounded request reads and JSON refusals
 worker_connections = _settings.worker_connections
+# A reconnect storm arrives faster than the workers accept: connects the queue cannot hold are dropped
+# and come back only after the kernel's SYN retransmission (1, 3, 7 s). The kernel caps it at somaxconn.
+backlog = _settings.listen_backlog
 graceful_timeout = _settings.graceful_timeout
 timeout = 30
 keepalive = 75

@@ -153,6 +153,7 @@ class Settings:
     metrics_port: int = field(default=9102, metadata={"parse": _non_negative_int})
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})
+    listen_backlog: int = field(default=4096, metadata={"parse": _positive_int})
     graceful_timeout: int = field(default=20, metadata={"parse": _positive_int})
     server_api_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     server_api_port: int = field(default=18086, metadata={"parse": _port})
