@@ -1,9 +1,11 @@
 """The one module that knows simple_websocket and wsproto: a socket VORA can write to, wait on and close.
 
 simple_websocket (through flask-sock) does the HTTP upgrade; from there on the socket's own
-greenlet does everything: it writes frames, and when its reactor says the peer sent something it
-reads it and answers pings and closes. simple_websocket's per-socket reader thread is never
-started, and pings come from the worker's due-time queue, not a timer per socket.
+greenlet does everything but one thing: it writes frames, and when its reactor says the peer sent
+something it reads it and answers pings and closes. The one thing: under gevent the hub's greenlet
+may write a live event's frame itself (try_send) when this greenlet is not in a write and the
+kernel takes it without waiting. simple_websocket's per-socket reader thread is never started,
+and pings come from the worker's due-time queue, not a timer per socket.
 """
 
 from __future__ import annotations
