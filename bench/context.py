@@ -154,6 +154,11 @@ class Bench:
         """Return one INFO section of the benchmark's Redis."""
         return cast(dict[str, Any], self.redis.info(section))
 
+    def redis_cpu_seconds(self) -> float:
+        """Return the user+system CPU seconds the benchmark's Redis has used so far."""
+        info = self.redis_info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
 
 def identities(prefix: str, count: int) -> list[str]:
     """Make count phone-number identities that start with a scenario's prefix."""

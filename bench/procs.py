@@ -122,12 +122,16 @@ class Server(RunningServer):
 
     def cpu_seconds(self) -> float:
         """Return the user+system CPU seconds master and workers have used so far."""
-        total = 0.0
+        return sum(self.cpu_seconds_by_process().values())
+
+    def cpu_seconds_by_process(self) -> dict[int, float]:
+        """Return the user+system CPU seconds of the master and of each worker, by pid (master first)."""
+        seconds = {}
         for proc in self.processes():
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = proc.cpu_times()
-                total += times.user + times.system
-        return total
+                seconds[proc.pid] = times.user + times.system
+        return seconds
 
 
 def _start(launcher: Launcher, argv: list[str], port: int, env: dict[str, str], workers: int, name: str) -> Server:

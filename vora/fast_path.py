@@ -243,7 +243,7 @@ class FastPath:
         if token is None:
             return self._fallback(environ, start_response)
         body = None
-        if operation.body_validator is not None:
+        if operation.body_is_valid is not None:
             body = self._body_of(environ)
             if body is None:
                 return self._fallback(environ, start_response)

@@ -34,11 +34,6 @@ TARGET_CPU_RATIO = 1.5
 TARGET_P99_RATIO = 3.0
 
 
-def _redis_cpu(bench: Bench) -> float:
-    info = bench.redis_info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def _measure(
     bench: Bench, server: Server, urls: list[str], ids: list[str], publish: Publisher, label: str
 ) -> dict[str, Any]:
@@ -46,9 +41,9 @@ def _measure(
     try:
         held = open_primed(client, urls, ids, publish)
         count = int(RATE * bench.seconds(PACED_SECONDS, 4))
-        redis_before = _redis_cpu(bench)
+        redis_before = bench.redis_cpu_seconds()
         paced = phase(bench, client, server, publish, ids, count, RATE, f"delivery_cpu-{label}")
-        redis_cpu = _redis_cpu(bench) - redis_before
+        redis_cpu = bench.redis_cpu_seconds() - redis_before
         client.call({"cmd": "close"}, timeout=120)
     finally:
         client.stop()

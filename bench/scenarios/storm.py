@@ -23,15 +23,12 @@ by DEADLINE seconds after the kill. Not in the default run (`--only storm` or `p
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import threading
 import time
 from collections import Counter, defaultdict
 from typing import Any
-
-import psutil
 
 from bench.context import Bench, Rest, identities
 from bench.procs import Server
@@ -59,18 +56,6 @@ CAP = 30.0
 DEADLINE = 60.0
 PROBE_RATE = 50
 TARGET_SECONDS = 30.0
-
-
-def _cpu_of(proc: psutil.Process) -> float:
-    with contextlib.suppress(psutil.NoSuchProcess):
-        times = proc.cpu_times()
-        return float(times.user + times.system)
-    return 0.0
-
-
-def _redis_cpu(bench: Bench) -> float:
-    info = bench.redis_info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 class RecordingPublisher:
@@ -161,10 +146,9 @@ def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Recordin
         publisher.start()
         time.sleep(BEFORE_SECONDS)
         b_cpu = b.cpu_seconds()
-        b_procs = b.processes()
-        b_each = [_cpu_of(proc) for proc in b_procs]
+        b_each = b.cpu_seconds_by_process()
         client_cpu = client.cpu_seconds()
-        redis_cpu = _redis_cpu(bench)
+        redis_cpu = bench.redis_cpu_seconds()
         with profiled(bench.procs, bench.profile_dir, "storm-b", b, after):
             killed_ns = time.monotonic_ns()
             a.process.kill()
@@ -178,9 +162,10 @@ def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Recordin
             "load_client_cpu_cores": round((client.cpu_seconds() - client_cpu) / storm_seconds, 2),
             # Master first, then each worker: gevent workers race to accept, and one may take most sockets.
             "b_cpu_cores_by_process": [
-                round((_cpu_of(proc) - before) / storm_seconds, 2) for proc, before in zip(b_procs, b_each, strict=True)
+                round((now - b_each.get(pid, 0.0)) / storm_seconds, 2)
+                for pid, now in b.cpu_seconds_by_process().items()
             ],
-            "redis_cpu_cores": round((_redis_cpu(bench) - redis_cpu) / storm_seconds, 2),
+            "redis_cpu_cores": round((bench.redis_cpu_seconds() - redis_cpu) / storm_seconds, 2),
             "b_connections_per_worker": b.connections_per_worker(),
         }
         probe.stopped.set()
