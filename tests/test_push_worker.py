@@ -15,6 +15,7 @@ from vora.metrics import Metrics
 from vora.push_worker import PushWorker
 from vora.settings import Settings
 from vora.store import keys
+from vora.store.directory import Directory
 from vora.store.push import Job, PushRegistration, PushStore
 from vora.store.sessions import NewSession, SessionStore, StoredSession
 
@@ -35,6 +36,7 @@ def worker(settings: Settings, redisdb: redis.Redis, gateway: WebhookReceiver) -
     """Build a push worker (its loops not started) with a sleeping holdUpMode session to wake."""
     pushing = settings.with_changes(push_gateway_url=gateway.url, push_secret=SECRET, push_backoff=0.01)
     sessions = SessionStore.from_settings(redisdb, pushing)
+    Directory(redisdb).add("alice", [IDENTITY])
     sessions.create(
         IDENTITY,
         SESSION,

@@ -311,16 +311,19 @@ class FastPath:
         return result
 
     def _json_answer(self, answer: Any, mimetype: str, start_response: Callable[..., Any]) -> list[bytes] | None:
-        """Answer a handler's (JSON, status) with the bytes and headers Werkzeug's response would send; else None."""
-        if type(answer) is not tuple or len(answer) != 2 or type(answer[1]) is not int:
+        """Answer a handler's (JSON, status[, headers]) with the bytes and headers Werkzeug would send; else None."""
+        if type(answer) is not tuple or len(answer) not in (2, 3) or type(answer[1]) is not int:
             return None
-        data, code = answer
+        data, code = answer[0], answer[1]
+        extra: dict[str, str] = answer[2] if len(answer) == 3 else {}
         status = self._statuses.get(code)
-        if status is None or (type(data) is not dict and type(data) is not list):
+        if status is None or (type(data) is not dict and type(data) is not list) or type(extra) is not dict:
             return None
         # Connexion's Jsonifier(flask.json): the app's JSON provider, and a newline.
         payload = (self._encode(data) + "\n").encode()
-        start_response(status, [("Content-Type", mimetype), ("Content-Length", str(len(payload)))])
+        headers = [("Content-Type", mimetype), ("Content-Length", str(len(payload)))]
+        headers += extra.items()
+        start_response(status, headers)
         return [payload]
 
     def _answer_error(

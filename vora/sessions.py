@@ -17,7 +17,15 @@ from vora.errors import BadRequest, Conflict, NotFound, VoraError
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
 from vora.store.push import PushRegistration
-from vora.store.sessions import Admitted, Attached, IdentityFull, NewSession, SessionStore, StoredSession
+from vora.store.sessions import (
+    Admitted,
+    Attached,
+    IdentityFull,
+    NewSession,
+    NotOwner,
+    SessionStore,
+    StoredSession,
+)
 from vora.store.streams import Position, position_before, resume_point, stream_id, stream_position
 
 log = logging.getLogger("vora.sessions")
@@ -154,8 +162,6 @@ class SessionService:
         if connection_type not in SUPPORTED_CONNECTION_TYPES:
             supported = ", ".join(SUPPORTED_CONNECTION_TYPES)
             raise BadRequest(f"connectionType {connection_type!r} is not supported; supported: {supported}")
-        if not self._directory.owns(subject, identity):
-            raise NotFound(f"Identity {identity} is not assigned to this user")
         token = mint_websocket_token(identity)
         session_id = uuid.uuid4().hex
         try:
@@ -165,6 +171,8 @@ class SessionService:
                 hash_token(token),
                 NewSession(subject, connection_type, hold_up_mode, frozenset(scopes), SUBSCRIBE_ALL, push),
             )
+        except NotOwner:
+            raise NotFound(f"Identity {identity} is not assigned to this user") from None
         except IdentityFull:
             raise Conflict(
                 f"Identity {identity} already has as many open sessions as it may, counting all its users; "

@@ -34,7 +34,7 @@ SOCKET_PREFIX = "7202"
 EXCLUDED = ("info", "echo", "monitor", "ping")
 _MONITOR_LINE = re.compile(r'^\+[0-9.]+ \[\d+ (?P<source>[^\]]+)\] "(?P<command>[^"]+)"')
 # A socket: its admission is one script, its first catch-up read (in the connection) one more, its detach a third.
-TARGETS = {"liveness": 0, "get_identity": 1, "setup": 2, "event_subscription": 2, "logout": 2, "websocket_open": 3}
+TARGETS = {"liveness": 0, "get_identity": 1, "setup": 1, "event_subscription": 2, "logout": 2, "websocket_open": 3}
 LABELS = {
     "liveness": "GET /health/liveness",
     "get_identity": "GET /identity",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import redis
 
-from tests.store.test_sessions import IDENTITY, create
+from tests.store.conftest import IDENTITY
+from tests.store.test_sessions import create
 from vora.store import keys
 from vora.store.bus import ControlNotice, EventNotice, decode_notice
 from vora.store.codec import text
@@ -34,6 +36,7 @@ def test_publish_event_notice_decodes_to_the_stored_event(redisdb: redis.Redis) 
     pubsub.close()
 
 
+@pytest.mark.usefixtures("owners")
 def test_session_scripts_notices_decode_to_control_notices(redisdb: redis.Redis) -> None:
     """Subscribing and logging out announce notices naming the sessions, the subscription and the reason."""
     pubsub = redisdb.pubsub(ignore_subscribe_messages=True)

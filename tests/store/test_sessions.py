@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 
+from tests.store.conftest import IDENTITY
 from vora.store import keys
-from vora.store.sessions import Attached, IdentityFull, Lease, NewSession, SessionStore
+from vora.store.directory import Directory
+from vora.store.sessions import Attached, IdentityFull, Lease, NewSession, NotOwner, SessionStore
 
-IDENTITY = "910111000"
+pytestmark = pytest.mark.usefixtures("owners")
 
 
 def create(store: SessionStore, sid: str, subject: str = "alice") -> list[str]:
@@ -31,6 +35,26 @@ def test_create_writes_session_token_and_index(redisdb: redis.Redis) -> None:
         assert 0 < redisdb.pttl(key) <= 60_000  # type: ignore[operator] # redis-py types sync replies as Awaitable | Any
 
 
+def test_create_refuses_a_user_who_does_not_own_the_identity_and_writes_nothing(redisdb: redis.Redis) -> None:
+    """A session for an identity the user does not own is refused inside the script, before any write."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=1)
+    create(store, "a")
+    before = sorted(redisdb.scan_iter(count=1000))
+    with pytest.raises(NotOwner):
+        create(store, "b", "mallory")
+    assert sorted(redisdb.scan_iter(count=1000)) == before
+    assert redisdb.exists(keys.session(IDENTITY, "a"))
+
+
+def test_a_revoked_identity_refuses_new_sessions(redisdb: redis.Redis) -> None:
+    """Once the directory no longer gives the user the identity, the next session is refused."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    create(store, "a")
+    Directory(redisdb).remove("alice", [IDENTITY])
+    with pytest.raises(NotOwner):
+        create(store, "b")
+
+
 def test_expired_sessions_leave_the_index_before_the_cap_counts(redisdb: redis.Redis) -> None:
     """An index entry whose session expired is dropped instead of evicting a live session."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2)
@@ -49,6 +73,36 @@ def test_eviction_takes_the_oldest_and_leaves_a_tombstone(redisdb: redis.Redis) 
     assert create(store, "c") == ["a"]
     assert not redisdb.exists(keys.session(IDENTITY, "a"), keys.websocket_token(IDENTITY, "hash-a"))
     assert store.ended_reason(IDENTITY, "a") == "replaced"
+
+
+def next_control_notice(subscriber: redis.client.PubSub, redisdb: redis.Redis) -> bytes:
+    """Return the first control notice after what the test did, or the marker this publishes behind it."""
+    redisdb.publish(keys.CONTROL_CHANNEL, b"marker")  # one subscriber gets messages in publish order
+    message = subscriber.get_message(timeout=5)
+    assert message is not None
+    return bytes(message["data"])
+
+
+def test_eviction_announces_only_sessions_a_socket_was_admitted_to(redisdb: redis.Redis) -> None:
+    """Evicting sessions announces those that ever admitted a socket and stays silent about the rest."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2)
+    create(store, "never-connected")
+    create(store, "connected")
+    assert attach(store, "connected", "k1", 1_000, 10_000) is Attached.FIRST
+    subscriber = redisdb.pubsub()
+    subscriber.subscribe(keys.CONTROL_CHANNEL)
+    assert subscriber.get_message(timeout=5)["type"] == "subscribe"
+    assert create(store, "c") == ["never-connected"]
+    assert next_control_notice(subscriber, redisdb) == b"marker"
+    assert create(store, "d") == ["connected"]
+    notice = next_control_notice(subscriber, redisdb)
+    subscriber.close()
+    assert json.loads(notice) == {
+        "action": "terminate",
+        "identity": IDENTITY,
+        "sessions": ["connected"],
+        "reason": "replaced",
+    }
 
 
 def test_eviction_takes_the_callers_oldest_never_another_users(redisdb: redis.Redis) -> None:
@@ -295,6 +349,7 @@ def test_sessions_of_lists_live_sessions_oldest_first(redisdb: redis.Redis) -> N
     """sessions_of reads every live session in creation order and skips index entries whose session expired."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     for sid in ("s1", "s2", "s3"):
+        Directory(redisdb).add(f"user-{sid}", [IDENTITY])
         create(store, sid, subject=f"user-{sid}")
     redisdb.delete(keys.session(IDENTITY, "s2"))
     sessions = store.sessions_of(IDENTITY)

@@ -13,7 +13,7 @@ from tests.harness import RedisCluster3
 from vora.store import keys
 from vora.store.client import connect, parse_redis_url
 from vora.store.directory import Directory
-from vora.store.sessions import NewSession, SessionStore
+from vora.store.sessions import NewSession, NotOwner, SessionStore
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
@@ -60,10 +60,14 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
         directory = Directory(client)
         identity = f"49{uuid.uuid4().int % 10**9}"
         directory.add("alice", [identity])
-        assert directory.owns("alice", identity)
+        assert directory.identities_of("alice") == [identity]
         new = NewSession("alice", "WebSocket", False, frozenset(), "*")
         assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
         assert store.create(identity=identity, session_id="s2", token_hash="h2", new=new) == ["s1"]
+        stranger = NewSession("mallory", "WebSocket", False, frozenset(), "*")
+        with pytest.raises(NotOwner):  # asked apart from the script: the user's set is in another slot
+            store.create(identity=identity, session_id="s3", token_hash="h3", new=stranger)
+        assert store.get(identity, "s3") is None
         assert store.ended_reason(identity, "s1") == "replaced"
         admitted = store.admit(identity, "h2", "k1", 1_000, 10_000, resuming=True)
         assert admitted.session is not None
@@ -88,6 +92,7 @@ def test_push_store_runs_on_the_cluster(redis_cluster: RedisCluster3) -> None:
         assert cluster.keyslot(keys.PUSH_JOBS) == cluster.keyslot(keys.PUSH_DEADLINES)
         sessions = SessionStore(client, ttl_seconds=60, max_per_user=2)
         push = PushRegistration("fcm", "d")
+        Directory(client).add("alice", [identity])
         sessions.create(identity, "s1", "t" * 64, NewSession("alice", "WebSocket", True, frozenset(), "*", push))
         assert list(store.push_targets(identity)) == ["s1"]
 

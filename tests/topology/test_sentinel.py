@@ -11,6 +11,7 @@ import redis
 
 from tests.harness import RedisSentinelSet, wait_for
 from vora.store.client import connect, parse_redis_url
+from vora.store.directory import Directory
 from vora.store.sessions import NewSession, SessionStore
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
@@ -72,6 +73,7 @@ def test_session_store_works_through_sentinels(sentinel_set: RedisSentinelSet) -
         store = SessionStore(client, ttl_seconds=60, max_per_user=2)
         identity = f"49{uuid.uuid4().int % 10**9}"
         new = NewSession("bob", "WebSocket", False, frozenset(), "*")
+        Directory(client).add("bob", [identity])
         assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
         stored = store.get(identity, "s1")
         assert stored is not None

@@ -14,6 +14,9 @@ from vora.state import vora_state
 
 Body = dict[str, Any]
 
+# The WebSocket token is a credential: no cache on the way may keep the answer that carries it.
+NO_STORE = {"Cache-Control": "no-store"}
+
 
 def _service() -> SessionService:
     return vora_state().sessions
@@ -31,7 +34,7 @@ def identitiesOptions() -> tuple[Body, int, dict[str, str]]:  # noqa: N802 - nam
     return {"identities": []}, 200, {"Allow": ", ".join(allow)}
 
 
-def setup(body: Body, token_info: dict[str, Any]) -> tuple[Body, int]:
+def setup(body: Body, token_info: dict[str, Any]) -> tuple[Body, int, dict[str, str]]:
     """Open a session on one of the caller's identities and hand back its WebSocket token."""
     principal: Principal = token_info["principal"]
     hold_up_mode = bool(body.get("holdUpMode", False))
@@ -43,7 +46,7 @@ def setup(body: Body, token_info: dict[str, Any]) -> tuple[Body, int]:
         principal.scopes,
         registration_of(hold_up_mode, body.get("push")),
     )
-    return {"webSocketToken": opened.websocket_token}, 200
+    return {"webSocketToken": opened.websocket_token}, 200, NO_STORE
 
 
 def events(identity: str, body: Body, token_info: dict[str, Any]) -> Response:

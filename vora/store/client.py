@@ -141,3 +141,8 @@ def connect(
     cluster_options.update(auth)
     nodes = [ClusterNode(h, p) for h, p in target.hosts]  # type: ignore[no-untyped-call] # the library leaves it unannotated
     return cast(redis.Redis, RedisCluster(startup_nodes=nodes, ssl=target.tls, **cluster_options))
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    """Tell whether a client speaks to a Redis Cluster, where one command or script stays within one slot."""
+    return isinstance(client, RedisCluster)

@@ -18,10 +18,6 @@ class Directory:
         members = self._redis.smembers(keys.user_identities(subject))
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
 
-    def owns(self, subject: str, identity: str) -> bool:
-        """Tell whether a user owns an identity, in one round trip."""
-        return bool(self._redis.sismember(keys.user_identities(subject), identity))
-
     def add(self, subject: str, identities: list[str]) -> int:
         """Give a user identities; return how many were new."""
         return int(self._redis.sadd(keys.user_identities(subject), *identities))  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any

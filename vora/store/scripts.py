@@ -16,15 +16,21 @@ local function end_session(prefix, sid, reason, tombstone_ms)
 end
 """
 
-# KEYS: sessions index, new session hash, new token key.
+# KEYS: sessions index, new session hash, new token key, and (not on Cluster, where it lies in
+#       another slot) the user's set of identities, which must hold the identity.
 # ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
 #       subject, ttl (ms), cap per user, tombstone ttl (ms), control channel, identity,
 #       cap per identity, then field/value pairs of the session hash. createdAt is Redis' own time.
-# Returns {'ok', evicted ids...}, or {'full'} (nothing written) when the identity holds its cap of
-# sessions even after the caller's own oldest ones made room: a user never evicts another's session.
+# Returns {'ok', evicted ids...}, {'not-owner'} (nothing written) when the set given does not hold the
+# identity, or {'full'} (nothing written) when the identity holds its cap of sessions even after the
+# caller's own oldest ones made room: a user never evicts another's session.
+# The terminate notice names only the evicted sessions a socket was ever admitted to.
 CREATE_SESSION = (
     _END_SESSION
     + """
+if KEYS[4] and redis.call('SISMEMBER', KEYS[4], ARGV[12]) == 0 then
+  return {'not-owner'}
+end
 local prefix = ARGV[4]
 local sid = ARGV[5]
 local subject = ARGV[7]
@@ -64,17 +70,23 @@ end
 redis.call('ZADD', KEYS[1], score, sid)
 -- own is in creation order (the index is sorted by it): the caller's oldest go first.
 local result = {'ok'}
+-- Only a session that ever admitted a socket (ADMIT_SOCKET sets attachedAt, atomically on this slot)
+-- can have a socket or an upgrade in flight anywhere: announcing the others would wake every worker
+-- of every instance for nothing, once per setup of a client that never connects.
+local announced = {}
 for i = 1, evicting do
+  if redis.call('HEXISTS', prefix .. ARGV[1] .. own[i], 'attachedAt') == 1 then
+    announced[#announced + 1] = own[i]
+  end
   end_session(prefix, own[i], 'replaced', tombstone_ms)
   result[#result + 1] = own[i]
 end
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-if evicting > 0 then
-  local evicted = {unpack(result, 2)}
+if #announced > 0 then
   redis.call('PUBLISH', ARGV[11], cjson.encode({action = 'terminate', identity = ARGV[12],
-    sessions = evicted, reason = 'replaced'}))
+    sessions = announced, reason = 'replaced'}))
 end
 return result
 """

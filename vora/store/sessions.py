@@ -10,6 +10,7 @@ import redis
 
 from vora.settings import Settings
 from vora.store import keys, scripts
+from vora.store.client import is_cluster
 from vora.store.codec import text
 from vora.store.push import PushRegistration, registration_fields
 
@@ -19,6 +20,10 @@ TOMBSTONE_MS = 10 * 60 * 1000
 
 class IdentityFull(Exception):
     """The identity already holds as many sessions, of all its users together, as it may."""
+
+
+class NotOwner(Exception):
+    """The user does not own the identity it asked for a session on."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,9 @@ class SessionStore:
         max_sockets_per_session: int = 10,
     ) -> None:
         self._redis = client
+        # Outside Cluster one script may also read the user's directory entry (another hash tag):
+        # the ownership check then costs no round trip of its own and cannot race a revocation.
+        self._owner_in_script = not is_cluster(client)
         self._ttl_ms = ttl_seconds * 1000
         self._cap = max_per_user
         self._identity_cap = max_per_identity
@@ -160,16 +168,25 @@ class SessionStore:
         token_hash: str,
         new: NewSession,
     ) -> list[str]:
-        """Store a new session and return the ids of its user's oldest it evicted; raise IdentityFull when full."""
+        """Store a new session and return the ids of its user's oldest it evicted.
+
+        Raise NotOwner, writing nothing, when the user does not own the identity, and IdentityFull when it is full.
+        """
+        script_keys = [
+            keys.sessions_index(identity),
+            keys.session(identity, session_id),
+            keys.websocket_token(identity, token_hash),
+        ]
+        owners = keys.user_identities(new.subject)
+        if self._owner_in_script:
+            script_keys.append(owners)
+        elif not self._redis.sismember(owners, identity):
+            raise NotOwner(identity)
         flat: list[str] = []
         for name, value in session_fields(new).items():
             flat += [name, value]
         reply = self._create(
-            keys=[
-                keys.sessions_index(identity),
-                keys.session(identity, session_id),
-                keys.websocket_token(identity, token_hash),
-            ],
+            keys=script_keys,
             args=[
                 keys.SESSION_SUFFIX,
                 keys.TOKEN_SUFFIX,
@@ -190,6 +207,8 @@ class SessionStore:
         status, *evicted = (text(item) for item in reply)
         if status == "full":
             raise IdentityFull(identity)
+        if status == "not-owner":
+            raise NotOwner(identity)
         return evicted
 
     def set_subscription(self, identity: str, subject: str, events: str) -> list[str]:

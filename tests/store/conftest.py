@@ -1,0 +1,19 @@
+"""Fixtures of the store tests."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from vora.store.directory import Directory
+
+IDENTITY = "910111000"
+OWNERS = ("alice", "bob", "carol")
+
+
+@pytest.fixture
+def owners(redisdb: redis.Redis) -> None:
+    """Give IDENTITY to every user the store tests open sessions for."""
+    directory = Directory(redisdb)
+    for subject in OWNERS:
+        directory.add(subject, [IDENTITY])
