@@ -43,12 +43,19 @@ def test_reads_each_variable() -> None:
         ("VORA_SPEC_DIR", "/nonexistent", "vora.yaml"),
         ("VORA_HTTP_READ_TIMEOUT", "0", "greater than zero"),
         ("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL", "2", "must not be below"),
+        ("VORA_REDIS_BATCHING", "sometimes", "on or off"),
     ],
 )
 def test_bad_values_fail_fast(name: str, value: str, fragment: str) -> None:
     """A bad value raises SettingsError naming the variable."""
     with pytest.raises(SettingsError, match=fragment):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("on", True), ("0", False), (" Off ", False), ("TRUE", True)])
+def test_switches_read_on_and_off_words(value: str, expected: bool) -> None:
+    """A switch takes 1/0, true/false, on/off and yes/no in any case."""
+    assert Settings.from_env({"VORA_REDIS_BATCHING": value}).redis_batching is expected
 
 
 def test_cross_field_checks() -> None:

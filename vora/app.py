@@ -30,6 +30,7 @@ from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
 from vora.state import EXTENSION, VoraState, vora_state
+from vora.store.batching import batcher_for
 from vora.store.bus import EventBus
 from vora.store.client import connect
 from vora.store.directory import Directory
@@ -171,8 +172,9 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
 
     client = connect(settings.redis_url, settings.redis_timeout, settings.redis_pool_size, settings.redis_pool_timeout)
     probe = connect(settings.redis_url, settings.readiness_timeout, retry=None, retry_on_error=[])
-    directory = Directory(client)
-    store = SessionStore.from_settings(client, settings)
+    batcher = batcher_for(client, settings)
+    directory = Directory(client, batcher)
+    store = SessionStore.from_settings(client, settings, batcher)
     streams = StreamStore.from_settings(client, settings)
     lifecycle = Lifecycle()
     metrics = Metrics()

@@ -53,6 +53,16 @@ def _non_negative_float(name: str, raw: str) -> float:
     return _positive_float(name, raw)
 
 
+_SWITCH_VALUES = dict.fromkeys(("1", "true", "on", "yes"), True) | dict.fromkeys(("0", "false", "off", "no"), False)
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = _SWITCH_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise SettingsError(f"{name} must be on or off (1/0, true/false, yes/no), got {raw!r}")
+    return value
+
+
 def _csv(_name: str, raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -117,6 +127,7 @@ class Settings:
     redis_timeout: float = field(default=2.0, metadata={"parse": _positive_float})
     redis_pool_size: int = field(default=32, metadata={"parse": _positive_int})
     redis_pool_timeout: float = field(default=0.5, metadata={"parse": _positive_float})
+    redis_batching: bool = field(default=True, metadata={"parse": _switch})
     readiness_timeout: float = field(default=0.5, metadata={"parse": _positive_float})
     oauth_jwks: str = field(default="", metadata={"parse": _text})
     oauth_issuer: str = field(default="vora-dev", metadata={"parse": _text})

@@ -9,6 +9,8 @@ import redis
 
 from tests.store.conftest import IDENTITY
 from vora.store import keys
+from vora.store.batching import CommandBatcher
+from vora.store.client import connect
 from vora.store.directory import Directory
 from vora.store.sessions import Attached, IdentityFull, Lease, NewSession, NotOwner, SessionStore
 
@@ -53,6 +55,18 @@ def test_a_revoked_identity_refuses_new_sessions(redisdb: redis.Redis) -> None:
     Directory(redisdb).remove("alice", [IDENTITY])
     with pytest.raises(NotOwner):
         create(store, "b")
+
+
+def test_create_through_a_batcher_loads_the_script_when_redis_lost_it(redisdb: redis.Redis, redis_url: str) -> None:
+    """A store whose scripts go through the batcher creates sessions, also after Redis forgot every script."""
+    batcher = CommandBatcher(connect(redis_url, 2.0, 4, 0.5), wait_timeout=5.0)
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=1, batcher=batcher)
+    assert create(store, "a") == []
+    redisdb.script_flush()
+    assert create(store, "b") == ["a"]
+    assert batcher.commands == 2
+    with pytest.raises(NotOwner):
+        create(store, "c", "mallory")
 
 
 def test_expired_sessions_leave_the_index_before_the_cap_counts(redisdb: redis.Redis) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from vora.settings import Settings
 from vora.store import keys, scripts
+from vora.store.batching import CommandBatcher
 from vora.store.client import is_cluster
 from vora.store.codec import text
 from vora.store.push import PushRegistration, registration_fields
@@ -135,8 +138,10 @@ class SessionStore:
         max_per_user: int,
         max_per_identity: int = 50,
         max_sockets_per_session: int = 10,
+        batcher: CommandBatcher | None = None,
     ) -> None:
         self._redis = client
+        self._batcher = batcher
         # Outside Cluster one script may also read the user's directory entry (another hash tag):
         # the ownership check then costs no round trip of its own and cannot race a revocation.
         self._owner_in_script = not is_cluster(client)
@@ -151,7 +156,9 @@ class SessionStore:
         self._admit = client.register_script(scripts.ADMIT_SOCKET)
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings: Settings) -> SessionStore:
+    def from_settings(
+        cls, client: redis.Redis, settings: Settings, batcher: CommandBatcher | None = None
+    ) -> SessionStore:
         """Build the store with the session limits the settings give."""
         return cls(
             client,
@@ -159,6 +166,7 @@ class SessionStore:
             max_per_user=settings.max_sessions_per_identity,
             max_per_identity=settings.max_sessions_per_identity_total,
             max_sockets_per_session=settings.ws_max_sockets_per_session,
+            batcher=batcher,
         )
 
     def create(
@@ -185,31 +193,38 @@ class SessionStore:
         flat: list[str] = []
         for name, value in session_fields(new).items():
             flat += [name, value]
-        reply = self._create(
-            keys=script_keys,
-            args=[
-                keys.SESSION_SUFFIX,
-                keys.TOKEN_SUFFIX,
-                keys.ENDED_SUFFIX,
-                keys.identity_prefix(identity),
-                session_id,
-                token_hash,
-                new.subject,
-                self._ttl_ms,
-                self._cap,
-                TOMBSTONE_MS,
-                keys.CONTROL_CHANNEL,
-                identity,
-                self._identity_cap,
-                *flat,
-            ],
-        )
+        script_args = [
+            keys.SESSION_SUFFIX,
+            keys.TOKEN_SUFFIX,
+            keys.ENDED_SUFFIX,
+            keys.identity_prefix(identity),
+            session_id,
+            token_hash,
+            new.subject,
+            self._ttl_ms,
+            self._cap,
+            TOMBSTONE_MS,
+            keys.CONTROL_CHANNEL,
+            identity,
+            self._identity_cap,
+            *flat,
+        ]
+        reply = self._run(self._create, script_keys, script_args)
         status, *evicted = (text(item) for item in reply)
         if status == "full":
             raise IdentityFull(identity)
         if status == "not-owner":
             raise NotOwner(identity)
         return evicted
+
+    def _run(self, script: Script, script_keys: list[str], args: list[Any]) -> Any:
+        """Run a script, in the batcher's next round trip when there is one; load it first if Redis lost it."""
+        if self._batcher is None:
+            return script(keys=script_keys, args=args)
+        try:
+            return self._batcher.execute("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+        except redis.exceptions.NoScriptError:
+            return script(keys=script_keys, args=args)  # a restarted or new master: this loads it
 
     def set_subscription(self, identity: str, subject: str, events: str) -> list[str]:
         """Set the subscription of a user's sessions on an identity; return their ids."""
