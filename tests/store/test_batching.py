@@ -52,6 +52,26 @@ def busy_round_trip(batcher: CommandBatcher) -> Iterator[Callable[[int], None]]:
         thread.join(10)
 
 
+def run_in_thread(call: Callable[[], Any]) -> Callable[[], Any]:
+    """Start a call in a thread; return a function that waits for it and gives what it returned or raised."""
+    done: list[Any] = []
+
+    def run() -> None:
+        try:
+            done.append(call())
+        except Exception as exc:  # noqa: BLE001 - the test looks at what the caller got
+            done.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+
+    def result() -> Any:
+        thread.join(10)
+        return done[0]
+
+    return result
+
+
 def run_concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
     """Run each call in a thread of its own and return what each returned or raised, in order."""
     results: list[Any] = [None] * len(calls)
@@ -147,6 +167,23 @@ def test_a_round_trip_that_fails_answers_every_caller_and_the_next_one_is_tried(
         batcher.execute("PING")
     assert batcher.round_trips == 2
     assert not batcher.in_flight()
+
+
+def test_commands_queued_behind_a_round_trip_that_timed_out_fail_with_it_unsent(
+    redisdb: redis.Redis, redis_url: str
+) -> None:
+    """When a round trip times out, the commands queued meanwhile get the same error at once and are never sent."""
+    hasty = CommandBatcher(connect(redis_url, 0.3, 8, 0.3), wait_timeout=5.0)
+    busy = run_in_thread(lambda: hasty.execute("EVAL", BUSY, 0, 800))
+    until(hasty.in_flight)
+    started = time.monotonic()
+    with pytest.raises(redis.TimeoutError):
+        hasty.execute("SET", "queued", "1")
+    assert time.monotonic() - started < 0.5  # with the 0.3 s round trip it queued behind, not after its own 0.3 s
+    assert isinstance(busy(), redis.TimeoutError)
+    redisdb.ping()  # answered once the busy script has ended
+    assert redisdb.get("queued") is None
+    assert hasty.execute("SET", "later", "1") is True
 
 
 def test_batching_is_off_when_asked_or_on_cluster(redisdb: redis.Redis) -> None:

@@ -66,18 +66,22 @@ class CommandBatcher:
         except BaseException:
             self._withdraw(slot)
             raise
-        if not arrived:
-            self._withdraw(slot)
+        if not arrived and not self._withdraw(slot):
             raise redis.TimeoutError(f"no Redis reply within {self._wait_timeout} s of queueing the command")
 
-    def _withdraw(self, slot: _Slot) -> None:
-        """Take a command its caller gave up on out of the queue, passing the turn to send on if it had it."""
+    def _withdraw(self, slot: _Slot) -> bool:
+        """Take a command its caller gives up on out of the queue, passing its turn to send on if it had it.
+
+        Return True when its reply came in the meantime after all (nothing is then undone).
+        """
         with self._lock:
             if slot.done.is_set() and not slot.leads:
-                return  # its reply came in the meantime: nothing is left to undo
+                return True
             self._queued = [(args, queued) for args, queued in self._queued if queued is not slot]
             if slot.leads:
+                slot.leads = False
                 self._pass_turn()
+            return False
 
     def _send_queued(self) -> None:
         """Send every queued command in one pipeline and hand each caller its reply; then pass the turn on."""
@@ -91,6 +95,13 @@ class CommandBatcher:
                 replies: list[Any] = pipe.execute(raise_on_error=False)
             except redis.RedisError as exc:  # the round trip itself failed: every command of it did
                 replies = [exc] * len(batch)
+                if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                    # Redis is unreachable (after the client's retries) or hung: what queued meanwhile has
+                    # not been sent, so it fails now, as it would have alone, rather than wait out its own.
+                    with self._lock:
+                        unsent, self._queued = self._queued, []
+                    batch += unsent
+                    replies += [exc] * len(unsent)
             self.round_trips += 1
             self.commands += len(batch)
         except BaseException as exc:
