@@ -13,9 +13,9 @@ from typing import Any, cast
 
 from bench.procs import Launcher, Server, start_baseline, start_vora
 from tests.harness.redis_procs import RedisServer
-from vora.devkeys import create_dev_key, mint_token
-from vora.events import EventCatalog, EventPublisher
-from vora.settings import DEFAULT_SPEC_DIR, Settings
+from vora.auth.devkeys import create_dev_key, mint_token
+from vora.core.settings import DEFAULT_SPEC_DIR, Settings
+from vora.events.publisher import EventCatalog, EventPublisher
 from vora.store.directory import Directory
 from vora.store.streams import StreamStore
 

@@ -18,10 +18,10 @@ _FRAME_FILE = re.compile(r"\((?P<file>[^():]+)(?::\d+)?\)$")
 # Where a sample's time goes: the nearest frame (from the leaf up) of a library that does work of its own.
 LAYERS = (
     ("jose/", "JWT verification (python-jose)"),
-    ("vora/auth.py", "JWT verification (python-jose)"),
+    ("vora/auth/tokens.py", "JWT verification (python-jose)"),
     ("redis/", "Redis client (redis-py)"),
-    ("vora/logs.py", "request log (vora/logs.py)"),
-    ("logging/", "request log (vora/logs.py)"),
+    ("vora/observability/logs.py", "request log (vora/observability/logs.py)"),
+    ("logging/", "request log (vora/observability/logs.py)"),
     ("jsonschema/", "JSON Schema validation"),
     ("connexion/", "Connexion decorators, parsing, validation"),
     ("simple_websocket/", "WebSocket framing (simple-websocket, wsproto)"),

@@ -12,10 +12,10 @@ from pathlib import Path
 import redis
 
 from tests.harness.ports import free_port
-from vora.devkeys import ALL_SCOPES
-from vora.events import EventCatalog, EventPublisher
-from vora.sessions import hash_token, mint_websocket_token
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.auth.devkeys import ALL_SCOPES
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.events.publisher import EventCatalog, EventPublisher
+from vora.sessions.service import hash_token, mint_websocket_token
 from vora.store.directory import Directory
 from vora.store.sessions import NewSession, SessionStore
 from vora.store.streams import StreamStore

@@ -14,10 +14,10 @@ from pytest_redis import factories
 
 from tests.keys import ec_private_pem, rsa_private_pem, write_jwks
 from vora.app import create_app
-from vora.auth import public_jwk_from_pem
-from vora.devkeys import ALL_SCOPES, mint_token
-from vora.settings import Settings
-from vora.state import vora_state
+from vora.auth.devkeys import ALL_SCOPES, mint_token
+from vora.auth.tokens import public_jwk_from_pem
+from vora.core.settings import Settings
+from vora.services import vora_state
 
 redis_proc = factories.redis_proc()
 redisdb = factories.redisdb("redis_proc")

@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 import yaml
 
-from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS
-from vora.events import ASYNCAPI_FILE, EventCatalog, InvalidEvent, data_schema_name
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.events.publisher import ASYNCAPI_FILE, EventCatalog, InvalidEvent, data_schema_name
 from vora.spec_check import DEFAULT_ASYNCAPI_SCHEMA, asyncapi_events, check_asyncapi
 
 

@@ -17,10 +17,10 @@ from jose import jws, jwt
 
 from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory, assert_no_traceback
 from tests.keys import ec_private_pem, public_pem
-from vora.auth import KeySet, TokenVerifier, public_jwk_from_pem, scopes_of
-from vora.devkeys import ALL_SCOPES, mint_token
-from vora.errors import InvalidToken
-from vora.settings import Settings
+from vora.auth.devkeys import ALL_SCOPES, mint_token
+from vora.auth.tokens import KeySet, TokenVerifier, public_jwk_from_pem, scopes_of
+from vora.core.settings import Settings
+from vora.http.errors import InvalidToken
 
 Provision = Callable[[str, list[str]], None]
 
@@ -310,7 +310,7 @@ class TestCache:
 
     def test_cached_token_expires_with_its_exp(self, dev_key_pem: bytes) -> None:
         """A cached token stops being accepted once its exp passes."""
-        from vora.auth import public_jwk_from_pem
+        from vora.auth.tokens import public_jwk_from_pem
 
         verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(dev_key_pem)]), ISSUER, AUDIENCE, 0)
         issued = time.time() - 59
@@ -323,7 +323,7 @@ class TestCache:
 
     def test_tampered_copy_of_a_cached_token_is_refused(self, dev_key_pem: bytes) -> None:
         """The cache is keyed by the whole token, so a changed signature is verified and refused."""
-        from vora.auth import public_jwk_from_pem
+        from vora.auth.tokens import public_jwk_from_pem
 
         verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(dev_key_pem)]), ISSUER, AUDIENCE, 0)
         token = mint_token(dev_key_pem, "alice", ISSUER, AUDIENCE)

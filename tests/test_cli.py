@@ -9,10 +9,10 @@ import redis
 from click.testing import CliRunner
 
 from tests.conftest import AUDIENCE, ISSUER
-from vora.auth import KeySet, TokenVerifier, public_jwk_from_pem
+from vora.auth.tokens import KeySet, TokenVerifier, public_jwk_from_pem
 from vora.cli import main
-from vora.settings import Settings
-from vora.state import vora_state
+from vora.core.settings import Settings
+from vora.services import vora_state
 from vora.store import keys
 
 
@@ -108,7 +108,7 @@ def test_bad_setting_is_a_clear_error() -> None:
 
 def test_server_key_creates_a_private_key_file_once(runner: CliRunner, tmp_path: Path) -> None:
     """`vora server-key` writes one strong key to an owner-only file VORA accepts, and keeps it on a second run."""
-    from vora.server_keys import read_key_file
+    from vora.core.server_keys import read_key_file
 
     path = tmp_path / "server-api.key"
     assert "created" in runner.invoke(main, ["server-key", str(path)]).output

@@ -6,7 +6,7 @@ import json
 
 from flask import Flask, request
 
-from vora.connexion_request import LazyConnexionRequest
+from vora.http.connexion_request import LazyConnexionRequest
 
 
 def test_reads_no_part_of_the_request_until_asked() -> None:

@@ -14,8 +14,8 @@ from werkzeug.test import EnvironBuilder
 
 from tests.conftest import TokenFactory
 from vora.app import API_EXTENSION, VoraFlaskApi, create_app
-from vora.fast_path import FastPath, routes_of, shared_meaning
-from vora.settings import Settings
+from vora.core.settings import Settings
+from vora.rest.fast_path import FastPath, routes_of, shared_meaning
 
 Provision = Callable[[str, list[str]], None]
 SETUP = "/vora/identity/setup"

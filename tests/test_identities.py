@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from vora.identities import IDENTITY_PATTERN, is_identity
+from vora.core.identities import IDENTITY_PATTERN, is_identity
 
 
 @pytest.mark.parametrize("value", ["910111000", "34602128708", "admin.ops@example", "a", "9" * 64])

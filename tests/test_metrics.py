@@ -17,9 +17,9 @@ import websocket
 from tests.conftest import TokenFactory
 from tests.harness.vora_server import RunningServer, running_server
 from tests.harness.wait import wait_for
-from vora.metrics import Metrics
-from vora.settings import Settings
-from vora.state import vora_state
+from vora.core.settings import Settings
+from vora.observability.metrics import Metrics
+from vora.services import vora_state
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow]
@@ -142,7 +142,7 @@ def test_observe_request_counts_each_label_set_apart() -> None:
     """Requests keep counting under their own operation, method and status, however often their labels repeat."""
     from prometheus_client import REGISTRY
 
-    from vora.metrics import observe_request
+    from vora.observability.metrics import observe_request
 
     def count(status: str) -> float:
         labels = {"operation": "metrics-test", "method": "GET", "status": status}

@@ -14,8 +14,8 @@ import yaml
 from flask.testing import FlaskClient
 
 from tests.handlers.test_session import SETUP, assert_error, session_hashes, setup_session
-from vora import push
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.push import rules as push
 from vora.spec_check import WEBHOOKS_FILE, check_webhooks
 from vora.store import keys
 from vora.store.push import HoldUpRef, PushRegistration

@@ -11,9 +11,9 @@ import redis
 
 from tests.harness import wait_for
 from tests.harness.webhooks import WebhookReceiver
-from vora.metrics import Metrics
-from vora.push_worker import PushWorker
-from vora.settings import Settings
+from vora.core.settings import Settings
+from vora.observability.metrics import Metrics
+from vora.push.worker import PushWorker
 from vora.store import keys
 from vora.store.directory import Directory
 from vora.store.push import Job, PushRegistration, PushStore

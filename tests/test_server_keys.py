@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vora import server_keys
-from vora.server_keys import KeyFileError, ServerKeys, read_key_file
+from vora.core import server_keys
+from vora.core.server_keys import KeyFileError, ServerKeys, read_key_file
 
 CURRENT = "current-key-0123456789abcdefghijklmnop"
 NEXT = "next-key-0123456789abcdefghijklmnopqrstu"

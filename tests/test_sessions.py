@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 
 from tests.handlers.test_session import IDENTITY, setup_session
 from tests.ws.client import make_publisher
-from vora.sessions import SessionService, SocketRefused
-from vora.state import vora_state
+from vora.services import vora_state
+from vora.sessions.service import SessionService, SocketRefused
 from vora.store.sessions import SessionStore
 from vora.store.streams import position_before, stream_position
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vora.settings import Settings, SettingsError
+from vora.core.settings import Settings, SettingsError
 
 
 def test_defaults_need_no_environment() -> None:

@@ -13,9 +13,9 @@ import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.server_api import SERVER_SPEC_FILE
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.core.catalog import SUBSCRIBABLE_EVENTS
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.server_api.rules import SERVER_SPEC_FILE
 from vora.spec_check import check_all, check_server_openapi
 
 SPEC_PATH = DEFAULT_SPEC_DIR / "vora.yaml"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from vora.server_keys import ServerKeys
-from vora.state import extension
+from vora.core.server_keys import ServerKeys
+from vora.services import extension
 
 
 def test_extension_hands_back_a_kept_object_of_the_asked_kind_and_refuses_another() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.harness import free_port
 from tests.harness.webhooks import HANG, WebhookReceiver
-from vora.webhooks import Delivery, WebhookSender, sign, verify
+from vora.push.webhooks import Delivery, WebhookSender, sign, verify
 
 SECRET = "s" * 32
 

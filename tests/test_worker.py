@@ -16,8 +16,8 @@ import redis
 from tests.conftest import TokenFactory
 from tests.harness.vora_server import RunningServer, running_server
 from tests.server import RawReply, raw_exchange, read_reply
+from vora.http.worker import TimedReads, refusal_of
 from vora.store import keys
-from vora.worker import TimedReads, refusal_of
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +202,7 @@ def test_timed_reads_bound_each_phase() -> None:
     """The head has one deadline from accept, a body a bound per pause, and the wait between requests none."""
     from gevent import socket as gevent_socket
 
-    from vora.error_shape import RequestReadTimeout
+    from vora.core.error_shape import RequestReadTimeout
 
     left, right = gevent_socket.socketpair()  # a gevent socket, as gunicorn's worker hands out
     with left, right:

@@ -16,27 +16,27 @@ from flask.globals import request_ctx
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
-from vora.auth import TokenVerifier
-from vora.bearer import BearerSecurityHandlerFactory
-from vora.bodies import BodyLimitMiddleware, WsgiApp
-from vora.connexion_request import LazyConnexionRequest
-from vora.console import install_console, served_spec, swagger_ui_options
-from vora.errors import install_error_handlers
-from vora.fast_path import FastPath, done_by_fast_path, routes_of
-from vora.lifecycle import Lifecycle
-from vora.logs import RequestLogMiddleware
-from vora.metrics import Metrics
-from vora.push_worker import PushWorker
-from vora.sessions import SessionService
-from vora.settings import Settings
-from vora.state import EXTENSION, VoraState, vora_state
+from vora.auth.bearer import BearerSecurityHandlerFactory
+from vora.auth.tokens import TokenVerifier
+from vora.core.lifecycle import Lifecycle
+from vora.core.settings import Settings
+from vora.http.bodies import BodyLimitMiddleware, WsgiApp
+from vora.http.connexion_request import LazyConnexionRequest
+from vora.http.errors import install_error_handlers
+from vora.http.validation import RuleNamingBodyValidator
+from vora.observability.logs import RequestLogMiddleware
+from vora.observability.metrics import Metrics
+from vora.push.worker import PushWorker
+from vora.rest.console import install_console, served_spec, swagger_ui_options
+from vora.rest.fast_path import FastPath, done_by_fast_path, routes_of
+from vora.services import EXTENSION, VoraState, vora_state
+from vora.sessions.service import SessionService
 from vora.store.batching import batcher_for
 from vora.store.bus import EventBus
 from vora.store.client import connect
 from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
-from vora.validation import RuleNamingBodyValidator
 from vora.ws.endpoint import install_websocket
 from vora.ws.hub import Hub
 from vora.ws.leases import LeaseKeeper, presence_lease_ms
@@ -47,10 +47,11 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
-    """Bind each operationId to vora.handlers.<first tag>.<operationId>."""
+    """Bind each operationId to <package>.<first tag>.<operationId>: each spec has its own handler package."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], package: str) -> None:
         super().__init__()
+        self._package = package
         self._tags = {
             (path, method.upper()): operation["tags"][0].lower()
             for path, item in spec.get("paths", {}).items()
@@ -61,7 +62,7 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
     def resolve_operation_id(self, operation: Any) -> str:
         """Return the dotted name of the handler for an operation."""
         tag = self._tags[(operation.path, operation.method.upper())]
-        return f"vora.handlers.{tag}.{operation.operation_id}"
+        return f"{self._package}.{tag}.{operation.operation_id}"
 
 
 class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
@@ -157,7 +158,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     cx.api_cls = VoraFlaskApi
     api = cx.add_api(
         served_spec(spec, settings),
-        resolver=TagResolver(spec),
+        resolver=TagResolver(spec, "vora.rest.handlers"),
         strict_validation=True,
         validate_responses=False,
         validator_map={"body": RuleNamingBodyValidator},
@@ -221,7 +222,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
         served = FastPath(app, routes, served, VoraFlaskApi.get_response)
     served = BodyLimitMiddleware(served, settings.max_body_bytes)
     if settings.server_api_enabled:
-        from vora.server_app import ListenerDispatcher, create_server_app
+        from vora.server_api.app import ListenerDispatcher, create_server_app
 
         server = create_server_app(settings, vora_state(app))
         server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes)

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from vora.settings import Settings, SettingsError
+from vora.core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from vora.sessions import SessionService
+    from vora.sessions.service import SessionService
     from vora.store.directory import Directory
 
 IDENTITY_HELP = "phone numbers, or a username for administrators"
@@ -34,7 +34,7 @@ def uses_redis(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
-        from vora.error_shape import clip
+        from vora.core.error_shape import clip
         from vora.store.client import REDIS_ERRORS
 
         failures: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
@@ -78,7 +78,7 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.argument("path", type=click.Path(path_type=Path), default=Path(".vora/dev-key.pem"))
 def dev_key(path: Path) -> None:
     """Create the local development signing key (kept if it exists)."""
-    from vora.devkeys import create_dev_key
+    from vora.auth.devkeys import create_dev_key
 
     created = create_dev_key(path)
     click.echo(f"{'created' if created else 'kept'} {path}")
@@ -88,7 +88,7 @@ def dev_key(path: Path) -> None:
 @click.argument("path", type=click.Path(path_type=Path), default=Path(".vora/server-api.key"))
 def server_key(path: Path) -> None:
     """Create a file holding a random server API key (kept if it exists), for VORA_SERVER_API_KEYS_FILE."""
-    from vora.server_keys import create_key_file
+    from vora.core.server_keys import create_key_file
 
     created = create_key_file(path)
     click.echo(f"{'created' if created else 'kept'} {path}")
@@ -101,7 +101,7 @@ def server_key(path: Path) -> None:
 @click.option("--key", "key_path", type=click.Path(path_type=Path), help="Private key PEM; default: VORA_DEV_KEY.")
 def token(subject: str, scopes: tuple[str, ...], lifetime: int, key_path: Path | None) -> None:
     """Mint an access token signed with the development key."""
-    from vora.devkeys import ALL_SCOPES, mint_token
+    from vora.auth.devkeys import ALL_SCOPES, mint_token
 
     settings = _settings()
     path = key_path or settings.dev_key
@@ -120,7 +120,7 @@ def identities() -> None:
 
 
 def _services() -> tuple[Settings, Directory, SessionService]:
-    from vora.sessions import SessionService
+    from vora.sessions.service import SessionService
     from vora.store.client import connect
     from vora.store.directory import Directory
     from vora.store.sessions import SessionStore
@@ -138,7 +138,7 @@ def _services() -> tuple[Settings, Directory, SessionService]:
 
 
 def _check_identities(values: tuple[str, ...]) -> list[str]:
-    from vora.identities import is_identity
+    from vora.core.identities import is_identity
 
     bad = [v for v in values if not is_identity(v)]
     if bad:
@@ -163,7 +163,7 @@ def identities_add(user: str, identity: tuple[str, ...]) -> None:
 @uses_redis
 def identities_remove(user: str, identity: tuple[str, ...]) -> None:
     """Take IDENTITY values from USER and end USER's sessions on them."""
-    from vora.errors import NotFound
+    from vora.http.errors import NotFound
 
     _, directory, service = _services()
     removed = directory.remove(user, _check_identities(identity))
@@ -203,7 +203,7 @@ class UnconfirmedPublish(click.ClickException):
 @uses_redis
 def events_publish(identity: str, event_type: str, data_json: str, timestamp: str | None) -> None:
     """Publish one TYPE event for IDENTITY; print its eventId and sequenceNumber."""
-    from vora.events import InvalidEvent, publisher_from_settings
+    from vora.events.publisher import InvalidEvent, publisher_from_settings
     from vora.store.streams import NotReplicated
 
     try:
@@ -229,7 +229,7 @@ def events_publish(identity: str, event_type: str, data_json: str, timestamp: st
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds without a message.")
 def listen(token: str, url: str, last_event_id: str | None, count: int | None, timeout: float | None) -> None:
     """Open the event WebSocket and print each event as one JSON line."""
-    from vora.listen import ListenError, listen_events
+    from vora.ws.listen import ListenError, listen_events
 
     try:
         for envelope in listen_events(url, token, last_event_id, count, timeout):

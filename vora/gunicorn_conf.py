@@ -13,7 +13,7 @@ from typing import Any
 
 import gevent
 
-from vora.settings import Settings
+from vora.core.settings import Settings
 
 _settings = Settings.from_env()
 
@@ -26,7 +26,7 @@ _METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 for stale in _METRICS_DIR.glob("*.db"):
     stale.unlink()
 
-worker_class = "vora.worker.VoraWorker"  # gevent, with bounded request reads and JSON refusals
+worker_class = "vora.http.worker.VoraWorker"  # gevent, with bounded request reads and JSON refusals
 worker_connections = _settings.worker_connections
 # A reconnect storm arrives faster than the workers accept: connects the queue cannot hold are dropped
 # and come back only after the kernel's SYN retransmission (1, 3, 7 s). The kernel caps it at somaxconn.
@@ -87,7 +87,7 @@ def on_exit(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Start the event hub and the push worker, and make SIGTERM drain the app before gunicorn's graceful exit."""
-    from vora.state import vora_state
+    from vora.services import vora_state
 
     state = vora_state(worker.wsgi)
     state.hub_runner.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it

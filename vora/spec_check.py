@@ -11,11 +11,11 @@ import yaml
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 
-from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
-from vora.events import ASYNCAPI_FILE
-from vora.identities import IDENTITY_PATTERN
-from vora.push import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
-from vora.server_api import SERVER_SPEC_FILE
+from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
+from vora.core.identities import IDENTITY_PATTERN
+from vora.events.publisher import ASYNCAPI_FILE
+from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
+from vora.server_api.rules import SERVER_SPEC_FILE
 
 WEBHOOKS_FILE = "vora-webhooks.yaml"
 
@@ -42,9 +42,9 @@ def _check_catalogue_terms(path: Path, problems: list[str]) -> dict[str, Any]:
     schemas: dict[str, Any] = yaml.safe_load(path.read_text())["components"]["schemas"]
     enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
-        problems.append(f"{path}: EventType enum {enum} differs from vora.catalog {list(SUBSCRIBABLE_EVENTS)}")
+        problems.append(f"{path}: EventType enum {enum} differs from vora.core.catalog {list(SUBSCRIBABLE_EVENTS)}")
     if schemas["Identity"]["pattern"] != IDENTITY_PATTERN:
-        problems.append(f"{path}: the Identity pattern differs from vora.identities.IDENTITY_PATTERN")
+        problems.append(f"{path}: the Identity pattern differs from vora.core.identities.IDENTITY_PATTERN")
     return schemas
 
 
@@ -75,7 +75,9 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
         problems += [f"{path}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
     expected = [*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS]
     if asyncapi_events(document) != expected:
-        problems.append(f"{path}: channel messages {asyncapi_events(document)} differ from vora.catalog {expected}")
+        problems.append(
+            f"{path}: channel messages {asyncapi_events(document)} differ from vora.core.catalog {expected}"
+        )
     messages = document["components"]["messages"]
     for name in expected:
         if messages.get(name, {}).get("name") != name:
@@ -85,7 +87,7 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
         declared = schemas[schema_name]["allOf"][1]["properties"]["type"]["enum"]
         wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
         if declared != wanted:
-            problems.append(f"{path}: {schema_name} types {declared} differ from vora.catalog {wanted}")
+            problems.append(f"{path}: {schema_name} types {declared} differ from vora.core.catalog {wanted}")
     return problems
 
 
@@ -107,7 +109,7 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
         declared = schemas[schema_name]["properties"]["type"]["enum"]
         wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
         if declared != wanted:
-            problems.append(f"{path}: {schema_name} types {declared} differ from vora.catalog {wanted}")
+            problems.append(f"{path}: {schema_name} types {declared} differ from vora.core.catalog {wanted}")
         mapped = [t for t, ref in publish["discriminator"]["mapping"].items() if ref.endswith(f"/{schema_name}")]
         if mapped != wanted:
             problems.append(f"{path}: the PublishRequest discriminator maps {mapped} to {schema_name}, not {wanted}")
@@ -130,7 +132,7 @@ def check_webhooks(spec_dir: Path) -> list[str]:
     names = list(document.get("webhooks", {}))
     expected = [PUSH_NOTIFICATION, HOLDUP_READY, HOLDUP_NOT_READY]
     if names != expected:
-        problems.append(f"{path}: webhooks {names} differ from vora.push {expected}")
+        problems.append(f"{path}: webhooks {names} differ from vora.push.rules {expected}")
     push_schema = document["components"]["schemas"]["PushNotification"]["allOf"][1]["properties"]
     registration = yaml.safe_load((spec_dir / "vora.yaml").read_text())["components"]["schemas"]["PushRegistration"]
     if push_schema["platform"]["enum"] != registration["properties"]["platform"]["enum"]:

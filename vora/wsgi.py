@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Flask
 
 from vora.app import create_app
-from vora.logs import configure_logging
-from vora.settings import Settings
+from vora.core.settings import Settings
+from vora.observability.logs import configure_logging
 
 
 def app_from_env() -> Flask:

@@ -23,8 +23,8 @@ from bench.procs import Server
 from bench.profiling import profiled
 from bench.report import Row
 from bench.wsclient import WsLoad, stamp
-from vora.clock import utc_timestamp
-from vora.events import EventPublisher
+from vora.core.clock import utc_timestamp
+from vora.events.publisher import EventPublisher
 
 USER = "bench-fanout"
 IDENTITIES = 50

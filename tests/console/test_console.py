@@ -11,8 +11,8 @@ import yaml
 from flask.testing import FlaskClient
 
 from vora.app import create_app
-from vora.devkeys import ALL_SCOPES
-from vora.settings import DEFAULT_SPEC_DIR, Settings, SettingsError
+from vora.auth.devkeys import ALL_SCOPES
+from vora.core.settings import DEFAULT_SPEC_DIR, Settings, SettingsError
 
 PROVIDER = "http://127.0.0.1:18087"
 LOGIN_SETTINGS = {

@@ -11,7 +11,7 @@ import redis
 from tests.conftest import TokenFactory
 from tests.contract.runner import run_schemathesis
 from tests.harness.vora_server import RunningServer, running_server
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.core.settings import DEFAULT_SPEC_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.contract]
 

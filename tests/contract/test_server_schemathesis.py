@@ -10,8 +10,8 @@ import redis
 
 from tests.contract.runner import run_schemathesis
 from tests.harness.vora_server import RunningServer, running_server
-from vora.server_api import SERVER_SPEC_FILE
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.server_api.rules import SERVER_SPEC_FILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.contract, pytest.mark.server_api]
 

@@ -138,10 +138,12 @@ def test_dockerfile_serves_gunicorn_with_gevent_on_the_api_port() -> None:
         "2",
         "vora.wsgi:app_from_env()",
     ]
-    assert re.search(r"""^worker_class\s*=\s*["']vora.worker.VoraWorker["']""", GUNICORN_CONF.read_text(), re.MULTILINE)
+    assert re.search(
+        r"""^worker_class\s*=\s*["']vora.http.worker.VoraWorker["']""", GUNICORN_CONF.read_text(), re.MULTILINE
+    )
     from gunicorn.workers.ggevent import GeventWorker
 
-    from vora.worker import VoraWorker
+    from vora.http.worker import VoraWorker
 
     assert issubclass(VoraWorker, GeventWorker)
     assert [ins.args for _, ins in instructions("STOPSIGNAL")] == ["SIGTERM"]

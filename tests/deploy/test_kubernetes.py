@@ -22,7 +22,7 @@ from tests.deploy.artefacts import (
     dockerfile_uid,
     health_paths,
 )
-from vora.settings import Settings
+from vora.core.settings import Settings
 
 
 def _manifest_files() -> list[Path]:

@@ -22,8 +22,8 @@ import pytest
 
 from tests.deploy.artefacts import API_PORT, LOOPBACK, METRICS_PORT, NGINX_EXAMPLE, NGINX_TIMEOUT_UNITS, SPEC, WS_PATH
 from tests.harness.ports import free_port
-from vora.logs import request_id_of
-from vora.settings import Settings
+from vora.core.settings import Settings
+from vora.observability.logs import request_id_of
 
 
 @dataclass

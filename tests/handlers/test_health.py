@@ -9,8 +9,8 @@ from flask.testing import FlaskClient
 from tests.handlers.test_session import assert_error
 from tests.harness.ports import free_port
 from vora.app import create_app
-from vora.settings import Settings
-from vora.state import vora_state
+from vora.core.settings import Settings
+from vora.services import vora_state
 
 
 def test_readiness_is_204_while_redis_answers(client: FlaskClient) -> None:

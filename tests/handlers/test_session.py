@@ -13,10 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import assert_no_traceback
-from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.sessions import hash_token, identity_of_token
-from vora.settings import Settings
-from vora.state import vora_state
+from vora.core.catalog import SUBSCRIBABLE_EVENTS
+from vora.core.settings import Settings
+from vora.services import vora_state
+from vora.sessions.service import hash_token, identity_of_token
 from vora.store import keys
 
 Headers = Callable[..., dict[str, str]]

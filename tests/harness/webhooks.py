@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-from vora.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
+from vora.push.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
 
 HANG = "hang"  # a planned answer: hold the request open until release_hanging(), the receiver stops, or HANG_LIMIT
 HANG_LIMIT = 30.0

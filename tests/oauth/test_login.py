@@ -30,8 +30,8 @@ from tests.oauth.conftest import (
 )
 from tests.oauth.flow import LoginRefused, Tokens, authorization_code_login, client_credentials_token
 from tests.ws.client import open_client
-from vora.devkeys import ALL_SCOPES
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.auth.devkeys import ALL_SCOPES
+from vora.core.settings import DEFAULT_SPEC_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.oauth]
 

@@ -11,7 +11,7 @@ from tests.harness import wait_for
 from tests.harness.webhooks import HANG, WebhookReceiver
 from tests.push.conftest import for_identity
 from tests.push.test_wakeup import WAIT, Connect, OpenSession, ring
-from vora.events import EventPublisher
+from vora.events.publisher import EventPublisher
 
 # Its own module: no other push server may consume the shared queue while this one's consumer is stuck.
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.push]

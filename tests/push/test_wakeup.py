@@ -16,7 +16,7 @@ from tests.push.conftest import HOLDUP_TIMEOUT, OpenedSession, for_identity
 from tests.test_metrics import sample
 from tests.test_push import webhook_schema
 from tests.ws.client import Client
-from vora.events import EventPublisher, PublishedEvent
+from vora.events.publisher import EventPublisher, PublishedEvent
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.push]

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests.harness.ports import free_port
-from vora.settings import Settings
+from vora.core.settings import Settings
 from vora.store.batching import CommandBatcher, batcher_for
 from vora.store.client import connect
 

@@ -9,8 +9,8 @@ import redis
 
 from tests.harness.redis_procs import RedisServer
 from tests.harness.wait import wait_for
-from vora.events import EventCatalog, EventPublisher
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.events.publisher import EventCatalog, EventPublisher
 from vora.store import keys
 from vora.store.streams import NotReplicated, StreamStore
 

@@ -15,7 +15,7 @@ from tests.conftest import AUDIENCE, ISSUER
 from tests.harness import wait_for
 from tests.harness.vora_server import RunningServer
 from tests.ws.client import Client
-from vora.events import PublishedEvent
+from vora.events.publisher import PublishedEvent
 
 REQUEST_TIMEOUT = 10.0
 ERROR_FIELDS = {"timestamp", "status", "error", "message"}

@@ -26,8 +26,8 @@ from tests.topology.journey import (
     wait_ready,
 )
 from tests.ws.client import make_publisher
-from vora.events import EventPublisher, PublishedEvent
-from vora.sessions import hash_token
+from vora.events.publisher import EventPublisher, PublishedEvent
+from vora.sessions.service import hash_token
 from vora.store import keys
 from vora.store.client import connect
 from vora.store.directory import Directory

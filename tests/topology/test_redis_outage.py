@@ -25,7 +25,7 @@ from tests.topology.journey import (
     wait_ready,
 )
 from tests.ws.client import make_publisher, open_client
-from vora.events import EventPublisher
+from vora.events.publisher import EventPublisher
 from vora.store import keys, scripts
 from vora.store.client import connect
 from vora.store.directory import Directory

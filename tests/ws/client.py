@@ -15,8 +15,8 @@ import requests
 import websocket
 
 from tests.conftest import TokenFactory
-from vora.events import EventCatalog, EventPublisher, load_asyncapi
-from vora.settings import DEFAULT_SPEC_DIR
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.events.publisher import EventCatalog, EventPublisher, load_asyncapi
 from vora.store.streams import StreamStore
 
 

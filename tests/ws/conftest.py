@@ -14,7 +14,7 @@ import requests
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
 from tests.harness.vora_server import RunningServer, running_server
 from tests.ws.client import Client, make_publisher, open_client
-from vora.events import EventPublisher
+from vora.events.publisher import EventPublisher
 
 IDENTITY = "910111000"
 ServerFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]

@@ -15,9 +15,9 @@ import websocket
 from tests.harness.wait import wait_for
 from tests.ws.client import make_publisher
 from tests.ws.pair import SocketPair, socket_pair
-from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.devkeys import ALL_SCOPES
-from vora.events import EventPublisher, PublishedEvent
+from vora.auth.devkeys import ALL_SCOPES
+from vora.core.catalog import SUBSCRIBABLE_EVENTS
+from vora.events.publisher import EventPublisher, PublishedEvent
 from vora.store import keys
 from vora.store.bus import EventNotice
 from vora.store.sessions import StoredSession

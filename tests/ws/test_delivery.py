@@ -12,7 +12,7 @@ from tests.conftest import TokenFactory
 from tests.harness.vora_server import RunningServer
 from tests.ws.client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
-from vora.events import EventPublisher, InvalidEvent
+from vora.events.publisher import EventPublisher, InvalidEvent
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
@@ -143,8 +143,8 @@ def test_resume_before_retention_reports_a_gap(
     make_server: ServerFactory, setup_token: Setup, connect: Connect, redisdb: redis.Redis, redis_proc: object
 ) -> None:
     """A lastEventId older than what is retained yields resumeGap, then the oldest retained event."""
-    from vora.events import EventCatalog
-    from vora.settings import DEFAULT_SPEC_DIR
+    from vora.core.settings import DEFAULT_SPEC_DIR
+    from vora.events.publisher import EventCatalog
     from vora.store.streams import StreamStore
 
     small = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, max_length=10, max_age_seconds=86_400))

@@ -17,7 +17,7 @@ from tests.harness.vora_server import RunningServer
 from tests.harness.wait import wait_for
 from tests.ws.client import Client, assert_error_shape, handshake_headers
 from tests.ws.conftest import IDENTITY, ServerFactory
-from vora.events import EventPublisher
+from vora.events.publisher import EventPublisher
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]

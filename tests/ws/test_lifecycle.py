@@ -24,8 +24,8 @@ from tests.harness.vora_server import RunningServer
 from tests.harness.wait import wait_for
 from tests.ws.client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
-from vora.events import EventPublisher
-from vora.sessions import hash_token
+from vora.events.publisher import EventPublisher
+from vora.sessions.service import hash_token
 from vora.store import keys
 from vora.store.sessions import SessionStore
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from vora.settings import Settings
+from vora.core.settings import Settings
 from vora.store.client import is_cluster
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from vora.settings import Settings
+from vora.core.settings import Settings
 from vora.store import keys, scripts
 from vora.store.batching import CommandBatcher
 from vora.store.client import is_cluster

@@ -11,7 +11,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from vora.settings import Settings
+from vora.core.settings import Settings
 from vora.store import keys, scripts
 from vora.store.codec import text
 

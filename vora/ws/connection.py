@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from vora.catalog import SUBSCRIBABLE_EVENTS, required_scope
-from vora.events import lifecycle_envelope, stream_envelope
-from vora.sessions import subscribed_events
-from vora.settings import Settings
+from vora.core.catalog import SUBSCRIBABLE_EVENTS, required_scope
+from vora.core.settings import Settings
+from vora.events.publisher import lifecycle_envelope, stream_envelope
+from vora.sessions.service import subscribed_events
 from vora.store.client import REDIS_TROUBLE, is_permanent
 from vora.store.sessions import StoredSession
 from vora.store.streams import Position, StoredEvent, StreamStore, stream_id, stream_position

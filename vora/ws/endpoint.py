@@ -12,10 +12,10 @@ from typing import Any
 from flask import Flask, Response, g, request
 from flask_sock import Sock
 
-from vora.bearer import bearer_token
-from vora.errors import bearer_challenge, error_response
-from vora.fast_path import acts_only_on
-from vora.sessions import SocketAdmission, SocketRefused
+from vora.auth.bearer import bearer_token
+from vora.http.errors import bearer_challenge, error_response
+from vora.rest.fast_path import acts_only_on
+from vora.sessions.service import SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
 from vora.ws.admission import HandshakeGate
@@ -85,7 +85,7 @@ def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
 
 def install_websocket(app: Flask, path: str) -> None:
     """Add the event WebSocket at path to the app."""
-    from vora.state import vora_state
+    from vora.services import vora_state
 
     state = vora_state(app)
     settings = state.settings

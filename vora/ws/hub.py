@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 
-from vora.events import stream_envelope
+from vora.events.publisher import stream_envelope
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.streams import stream_position
 from vora.ws.connection import Connection, Metric

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import defaultdict
 
-from vora.settings import Settings
+from vora.core.settings import Settings
 from vora.store.client import REDIS_TROUBLE
 from vora.store.sessions import Lease, SessionStore
 from vora.ws.connection import Connection, Metric

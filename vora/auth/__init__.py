@@ -1,0 +1,1 @@
+"""Who the caller is: bearer tokens, their verification, the development key."""

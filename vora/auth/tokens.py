@@ -1,0 +1,260 @@
+"""Verify OAuth2 bearer access tokens (JWTs) against a JWKS and the dev key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jose import jwk, jwt
+from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError, JWTError
+
+from vora.core.settings import Settings
+from vora.http.errors import InvalidToken
+
+log = logging.getLogger("vora.auth")
+
+# The only algorithms VORA accepts, each with the key type that must sign it, so that
+# neither `none` nor an HMAC keyed with a public key can ever verify.
+ALGORITHM_KEY_TYPES = {"RS256": "RSA", "ES256": "EC"}
+DEV_KEY_ID = "vora-dev"
+# Claims without which a token is refused: python-jose skips the check of an absent aud or iss.
+REQUIRED_CLAIMS = ("exp", "aud", "iss", "sub")
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller: who it is and which scopes its token grants."""
+
+    subject: str
+    scopes: frozenset[str]
+    claims: dict[str, Any]
+
+
+def public_jwk_from_pem(pem: bytes, key_id: str = DEV_KEY_ID) -> dict[str, Any]:
+    """Return the public JWK of a PEM private key, for the dev key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    private = serialization.load_pem_private_key(pem, password=None)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if isinstance(private, rsa.RSAPrivateKey):
+        algorithm = "RS256"
+    elif isinstance(private, ec.EllipticCurvePrivateKey):
+        algorithm = "ES256"
+    else:
+        raise ValueError("the dev key must be an RSA or P-256 EC private key")
+    public = jwk.construct(public_pem, algorithm).to_dict()
+    public.update({"kid": key_id, "alg": algorithm, "use": "sig"})
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in public.items()}
+
+
+class KeySet:
+    """Hold the trusted public keys, reloading a remote JWKS when an unknown `kid` appears."""
+
+    def __init__(
+        self,
+        source: str,
+        extra_keys: Iterable[dict[str, Any]] = (),
+        refresh_interval: float = 30.0,
+        fetch: Callable[[str], bytes] | None = None,
+    ) -> None:
+        self._source = source
+        self._extra = list(extra_keys)
+        self._refresh_interval = refresh_interval
+        self._fetch = fetch or _http_get
+        self._lock = threading.Lock()
+        self._keys: list[dict[str, Any]] = []
+        self._loaded_at = float("-inf")
+
+    @property
+    def is_remote(self) -> bool:
+        """Tell whether the JWKS comes from an http(s) URL."""
+        return self._source.startswith(("http://", "https://"))
+
+    def _load(self) -> list[dict[str, Any]]:
+        if not self._source:
+            return []
+        raw = self._fetch(self._source) if self.is_remote else Path(self._source).read_bytes()
+        document = json.loads(raw)
+        keys = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(keys, list):
+            raise ValueError(f"{self._source} is not a JWKS: it has no 'keys' list")
+        return [k for k in keys if isinstance(k, dict)]
+
+    def refresh(self, force: bool = False) -> None:
+        """Reload the JWKS unless it was loaded within the refresh interval."""
+        with self._lock:
+            if not force and time.monotonic() - self._loaded_at < self._refresh_interval:
+                return
+            try:
+                self._keys = self._load()
+            except (OSError, ValueError) as exc:
+                log.warning("jwks load failed", extra={"fields": {"source": self._source, "error": str(exc)}})
+                if force:
+                    raise
+            self._loaded_at = time.monotonic()
+
+    def candidates(self, key_id: str | None, key_type: str) -> list[dict[str, Any]]:
+        """Return the keys that may have signed a token with this `kid` and key type."""
+        found = self._match(key_id, key_type)
+        if not found and self.is_remote:
+            self.refresh()
+            found = self._match(key_id, key_type)
+        return found
+
+    def _match(self, key_id: str | None, key_type: str) -> list[dict[str, Any]]:
+        usable = [k for k in (*self._keys, *self._extra) if k.get("kty") == key_type and k.get("use", "sig") == "sig"]
+        if key_id is None:
+            return usable
+        return [k for k in usable if k.get("kid") == key_id]
+
+
+def _http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - operator-configured JWKS URL
+        body: bytes = response.read(1024 * 1024)
+        return body
+
+
+class TokenVerifier:
+    """Turn a bearer token into a Principal, or raise InvalidToken saying why."""
+
+    # A client repeats its access token on every call; verifying an ES256/RS256 signature
+    # costs about 100 us, so verified tokens are kept, keyed by the whole token (signature
+    # included), never past their own exp.
+    CACHE_SIZE = 10_000
+    CACHE_SECONDS = 300.0
+
+    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: float) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier:
+        """Build the verifier the settings describe, loading keys once up front."""
+        extra = []
+        if settings.dev_key is not None:
+            extra.append(public_jwk_from_pem(settings.dev_key.read_bytes()))
+        if not settings.oauth_jwks and not extra:
+            raise ValueError("no token key is configured: set VORA_OAUTH_JWKS or VORA_DEV_KEY")
+        keys = KeySet(settings.oauth_jwks, extra, settings.jwks_refresh_interval)
+        if settings.oauth_jwks:
+            keys.refresh(force=not keys.is_remote)
+        return cls(keys, settings.oauth_issuer, settings.oauth_audience, settings.oauth_leeway)
+
+    def verify(self, token: str) -> Principal:
+        """Verify a token, or return the Principal of the same token verified moments ago."""
+        now = time.time()
+        with self._cache_lock:
+            cached = self._verified.get(token)
+            if cached is not None and now < cached[1]:
+                self._verified.move_to_end(token)
+                return cached[0]
+        principal = self._verify(token)
+        expires = min(float(principal.claims["exp"]), now + self.CACHE_SECONDS)
+        with self._cache_lock:
+            self._verified[token] = (principal, expires)
+            if len(self._verified) > self.CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
+        """Verify signature, algorithm, issuer, audience and lifetime of a token."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except (JOSEError, RecursionError):
+            raise InvalidToken(description="The access token is not a well-formed JWT") from None
+        if "crit" in header:
+            # RFC 7515 section 4.1.11: VORA understands no JOSE extension, so it must refuse every one.
+            raise InvalidToken(description="The access token's header names extensions (crit) VORA does not support")
+        algorithm = header.get("alg")
+        key_type = ALGORITHM_KEY_TYPES.get(algorithm) if isinstance(algorithm, str) else None
+        if key_type is None:
+            raise InvalidToken(
+                description=f"The access token's algorithm must be one of {', '.join(ALGORITHM_KEY_TYPES)}"
+            )
+        kid = header.get("kid")
+        keys = self._keys.candidates(kid if isinstance(kid, str) else None, key_type)
+        if not keys:
+            raise InvalidToken(description="The access token was signed by a key VORA does not trust")
+        claims = self._decode(token, algorithm, keys)
+        for name in NUMERIC_DATE_CLAIMS:
+            if name in claims and not is_numeric_date(claims[name]):
+                raise InvalidToken(description=f"The access token's {name} is not a NumericDate (a finite number)")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken(description="The access token has no subject (sub)")
+        return Principal(subject, frozenset(scopes_of(claims)), claims)
+
+    def _decode(self, token: str, algorithm: str, keys: list[dict[str, Any]]) -> dict[str, Any]:
+        options: dict[str, Any] = {f"require_{name}": True for name in REQUIRED_CLAIMS}
+        options["leeway"] = self._leeway
+        last_error = "The access token's signature does not verify"
+        for key in keys:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[algorithm],
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    options=options,
+                )
+                return claims
+            except ExpiredSignatureError:
+                raise InvalidToken(description="The access token has expired") from None
+            except JWTClaimsError as exc:
+                raise InvalidToken(description=f"The access token's claims are not accepted: {exc}") from None
+            except JWTError as exc:
+                if "missing required key" in str(exc):
+                    raise InvalidToken(description=f"The access token is incomplete: {exc}") from None
+                continue
+            except (TypeError, OverflowError):
+                # python-jose applies int() to exp, nbf and iat: null, [], {} or an infinite number end here.
+                raise InvalidToken(description="The access token's exp, nbf or iat is not a NumericDate") from None
+            except RecursionError:
+                raise InvalidToken(description="The access token is not a well-formed JWT") from None
+        raise InvalidToken(description=last_error)
+
+
+def is_numeric_date(value: Any) -> bool:
+    """Tell whether a claim is a JSON number of seconds (RFC 7519 NumericDate): finite, not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def scopes_of(claims: dict[str, Any]) -> list[str]:
+    """Read the scopes of a token from `scope` (space separated) or `scp`."""
+    raw = claims.get("scope") or claims.get("scp") or ""
+    if isinstance(raw, str):
+        return raw.split()
+    if isinstance(raw, list):
+        return [item for item in raw if isinstance(item, str)]
+    return []
+
+
+def token_info(token: str) -> dict[str, Any]:
+    """Verify a bearer token for Connexion (x-tokenInfoFunc)."""
+    from vora.services import vora_state  # vora.services builds on this module
+
+    principal = vora_state().verifier.verify(token)
+    return {"sub": principal.subject, "scope": sorted(principal.scopes), "principal": principal}
+
+
+def validate_scope(required_scopes: list[str], token_scopes: list[str]) -> bool:
+    """Tell Connexion whether the token grants every required scope (x-scopeValidateFunc)."""
+    return set(required_scopes).issubset(token_scopes)

@@ -1,0 +1,1 @@
+"""Events the telephony side publishes: checked against the catalogue, appended, announced."""

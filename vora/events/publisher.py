@@ -1,0 +1,176 @@
+"""Event rules: the payload schema of each type, validation, and the envelope clients see."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
+from vora.core.clock import utc_timestamp
+from vora.core.error_shape import clip
+from vora.core.identities import is_identity
+from vora.core.settings import Settings
+from vora.observability.metrics import EVENTS_PUBLISHED
+from vora.push.rules import is_terminating_call
+from vora.store.push import PushStore
+from vora.store.streams import Append, NotReplicated, StoredEvent, StreamStore, stream_position
+
+ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
+MAX_DATA_BYTES = 8 * 1024
+
+# The AsyncAPI schema that describes the `data` of each family or lifecycle event.
+DATA_SCHEMAS: dict[str, str] = {
+    Family.CALL.value: "CallData",
+    Family.PRESENCE.value: "PresenceData",
+    Family.RECORDING.value: "RecordingData",
+    "heartbeat": "HeartbeatData",
+    "channelTerminated": "ChannelTerminatedData",
+    "resumeGap": "ResumeGapData",
+}
+
+
+class InvalidEvent(ValueError):
+    """An event a publisher offered that the catalogue refuses."""
+
+
+@cache
+def load_asyncapi(spec_dir: Path) -> dict[str, Any]:
+    """Load the AsyncAPI document once per process."""
+    document: dict[str, Any] = yaml.safe_load((spec_dir / ASYNCAPI_FILE).read_text())
+    return document
+
+
+def data_schema_name(event_type: str) -> str:
+    """Name the AsyncAPI schema of an event type's data."""
+    family = SUBSCRIBABLE_EVENTS.get(event_type)
+    return DATA_SCHEMAS[family.value if family else event_type]
+
+
+class EventCatalog:
+    """Validate event payloads against the AsyncAPI document's schemas."""
+
+    def __init__(self, spec_dir: Path) -> None:
+        document = load_asyncapi(spec_dir)
+        components = document["components"]
+        self._validators = {
+            event_type: jsonschema.Draft7Validator(
+                {"$ref": f"#/components/schemas/{data_schema_name(event_type)}", "components": components},
+                format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER,
+            )
+            for event_type in (*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS)
+        }
+
+    def check(self, event_type: str, data: Any) -> None:
+        """Raise InvalidEvent unless the type is publishable and the data fits its schema."""
+        if event_type not in SUBSCRIBABLE_EVENTS:
+            raise InvalidEvent(f"unknown event type {clip(event_type)!r}; known: {', '.join(SUBSCRIBABLE_EVENTS)}")
+        error = jsonschema.exceptions.best_match(self._validators[event_type].iter_errors(data))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "data"
+            raise InvalidEvent(f"{event_type} data is invalid at {where}: {error.message}")
+
+
+@dataclass(frozen=True)
+class PublishedEvent:
+    """What publishing returned: the event's id and number, and its envelope."""
+
+    event_id: str
+    sequence_number: int
+    envelope: dict[str, Any]
+
+
+def _is_rfc3339(value: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None and "T" in value
+
+
+def stream_envelope(identity: str, event: StoredEvent) -> dict[str, Any]:
+    """Build the envelope of a stream event."""
+    return {
+        "eventId": event.event_id,
+        "sequenceNumber": event.sequence_number,
+        "identity": identity,
+        "type": event.event_type,
+        "timestamp": event.timestamp,
+        "data": json.loads(event.data_json),
+    }
+
+
+def lifecycle_envelope(identity: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Build the envelope of an event VORA sends to one socket."""
+    return {
+        "eventId": None,
+        "sequenceNumber": None,
+        "identity": identity,
+        "type": event_type,
+        "timestamp": utc_timestamp(),
+        "data": data,
+    }
+
+
+class EventPublisher:
+    """Check events against the catalogue, append them to their identity's stream, queue push wake-ups."""
+
+    def __init__(self, catalog: EventCatalog, streams: StreamStore, push_jobs: PushStore | None = None) -> None:
+        self._catalog = catalog
+        self._streams = streams
+        self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
+
+    def checked(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> Append:
+        """Check an event and return it ready to append (stamped now when it has no timestamp)."""
+        if not is_identity(identity):
+            raise InvalidEvent(f"{clip(identity)!r} is not an identity (see the Identity pattern in spec/vora.yaml)")
+        if timestamp is not None and not _is_rfc3339(timestamp):
+            raise InvalidEvent(f"timestamp {clip(timestamp)!r} is not an RFC 3339 date-time")
+        self._catalog.check(event_type, data)
+        data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if len(data_json.encode()) > MAX_DATA_BYTES:
+            raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
+        return Append(identity, event_type, timestamp or utc_timestamp(), data_json)
+
+    def queue_wake_up(self, identity: str, event_type: str, data: Any, event_id: str) -> None:
+        """Queue the push job a published incoming call needs (the push worker decides whether to wake a device)."""
+        if is_terminating_call(event_type, data):
+            self._push_jobs.enqueue(
+                "ring",
+                identity=identity,
+                callId=data["callId"],
+                caller=data.get("from", ""),
+                eventId=event_id,
+                ringAt=stream_position(event_id)[0],
+            )
+
+    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
+        """Publish one event; nothing is written when it is refused."""
+        event = self.checked(identity, event_type, data, timestamp)
+        unconfirmed: NotReplicated | None = None
+        try:
+            event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
+        except NotReplicated as exc:
+            # The event is in the stream and on its way to sockets: what follows the append still happens.
+            unconfirmed = exc
+            event_id, sequence = exc.event_id, exc.sequence_number
+        EVENTS_PUBLISHED.labels(event_type).inc()
+        self.queue_wake_up(identity, event_type, data, event_id)
+        if unconfirmed is not None:
+            raise unconfirmed
+        stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
+        return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
+
+
+def publisher_from_settings(settings: Settings) -> EventPublisher:
+    """Build a publisher from settings, for the CLI and for telephony-side code."""
+    from vora.store.client import connect
+
+    client = connect(settings.redis_url, settings.redis_timeout)
+    return EventPublisher(EventCatalog(settings.spec_dir), StreamStore.from_settings(client, settings))

@@ -1,1 +1,0 @@
-"""Connexion handlers, one module per spec tag; each operationId names its function."""

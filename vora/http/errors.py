@@ -1,0 +1,180 @@
+"""Shape every error VORA sends as {timestamp, status, error, message}."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+import werkzeug.exceptions
+from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
+from flask import Flask, Response, request
+
+from vora.core.clock import utc_timestamp
+from vora.core.error_shape import (
+    ECHO_LIMIT,
+    RequestReadTimeout,
+    body_too_large_message,
+    clip,
+    clip_echoes,
+    error_body,
+)
+from vora.store.client import UNAVAILABLE
+
+__all__ = [
+    "ECHO_LIMIT",
+    "BadRequest",
+    "Conflict",
+    "InvalidToken",
+    "NotFound",
+    "RequestReadTimeout",
+    "VoraError",
+    "body_too_large_message",
+    "clip",
+    "clip_echoes",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "utc_timestamp",
+]
+
+log = logging.getLogger("vora.errors")
+
+REALM = "vora"
+
+
+class VoraError(Exception):
+    """An error a handler raises on purpose, with its status and a message for humans."""
+
+    status = 500
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(VoraError):
+    """The request is well-formed JSON but asks for something VORA does not support."""
+
+    status = 400
+
+
+class NotFound(VoraError):
+    """The caller has no such identity or session."""
+
+    status = 404
+
+
+class Conflict(VoraError):
+    """The request cannot be served in the current state of the resource."""
+
+    status = 409
+
+
+class InvalidToken(OAuthProblem):  # type: ignore[misc] # connexion is untyped
+    """The bearer token is malformed, expired, badly signed or not for VORA."""
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """Build a complete JSON error response."""
+    response = Response(json.dumps(error_body(status, message)), status=status, mimetype="application/json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def empty_response(status: int) -> Response:
+    """Build a response with no body and so no Content-Type."""
+    response = Response(status=status)
+    del response.headers["Content-Type"]
+    return response
+
+
+def bearer_challenge(error: str | None = None, description: str | None = None, scope: str | None = None) -> str:
+    """Build an RFC 6750 WWW-Authenticate value."""
+    parts = [f'realm="{REALM}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append('error_description="{}"'.format(description.replace('"', "'")))
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return "Bearer " + ", ".join(parts)
+
+
+def readable_validation_message(detail: str) -> str:
+    """Turn Connexion's validation detail into one line that names the field first."""
+    first = detail.split("\n\n", 1)[0].strip()
+    message, separator, location = first.rpartition(" - ")
+    if separator and location.startswith("'") and location.endswith("'"):
+        return f"{location.strip(chr(39))}: {message}"
+    for name, value in (request.view_args or {}).items():
+        if repr(value) in first:
+            return f"{name}: {first}"
+    return first
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Replace Flask's and Connexion's error pages with the VORA error shape."""
+
+    def handle_vora_error(exc: VoraError) -> Response:
+        return error_response(exc.status, exc.message, exc.headers)
+
+    def handle_problem(exc: ProblemException) -> Response:
+        detail = exc.detail
+        if isinstance(detail, list):
+            detail = "; ".join(str(item) for item in detail)
+        message = clip_echoes(readable_validation_message(str(detail or exc.title or HTTPStatus(exc.status).phrase)))
+        return error_response(exc.status, message, dict(exc.headers or {}))
+
+    def handle_http(exc: werkzeug.exceptions.HTTPException) -> Response:
+        status = exc.code or 500
+        headers: dict[str, str] = {}
+        message = exc.description or HTTPStatus(status).phrase
+        if isinstance(exc, OAuthScopeProblem):
+            needed = " ".join(sorted(exc.required_scopes or ()))
+            message = f"The access token lacks the scope this operation needs: {needed}"
+            headers["WWW-Authenticate"] = bearer_challenge("insufficient_scope", message, needed)
+        elif isinstance(exc, InvalidToken):
+            headers["WWW-Authenticate"] = bearer_challenge("invalid_token", message)
+        elif isinstance(exc, OAuthProblem):
+            if exc.description == "Invalid authorization header":
+                message = "The Authorization header must be 'Bearer <access token>'"
+                headers["WWW-Authenticate"] = bearer_challenge("invalid_request", message)
+            else:
+                message = "An access token is required: send 'Authorization: Bearer <access token>'"
+                headers["WWW-Authenticate"] = bearer_challenge()
+        elif status == 405:
+            valid = getattr(exc, "valid_methods", None) or []
+            allow = ", ".join(sorted(m for m in valid if m != "HEAD"))
+            if allow:
+                headers["Allow"] = allow
+            message = f"{request.method} is not allowed on {clip(request.path)}"
+            if allow:
+                message += f"; allowed: {allow}"
+        elif status == 404:
+            message = f"No resource at {clip(request.path)}"
+        elif status == 413:
+            message = body_too_large_message(app.config["MAX_CONTENT_LENGTH"])
+        return error_response(status, message, headers)
+
+    def handle_redis_down(exc: Exception) -> Response:
+        log.warning("redis unavailable", extra={"fields": {"error": type(exc).__name__}})
+        from vora.services import vora_state  # vora.services builds on this module
+
+        vora_state(app).metrics.count("redis_error:rest")
+        return error_response(503, "The session store is unavailable; retry shortly", {"Retry-After": "1"})
+
+    def handle_unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "An unexpected error occurred; it has been logged")
+
+    for code in werkzeug.exceptions.default_exceptions:
+        app.register_error_handler(code, handle_http)
+    app.register_error_handler(werkzeug.exceptions.HTTPException, handle_http)
+    app.register_error_handler(ProblemException, handle_problem)
+    app.register_error_handler(VoraError, handle_vora_error)
+    for unavailable in UNAVAILABLE:
+        app.register_error_handler(unavailable, handle_redis_down)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,356 @@
+"""Serve the well-formed requests of simple operations without Connexion's per-request chain.
+
+Connexion 2 turns every request into a ConnexionRequest, runs five decorator layers (security,
+URI parsing, body validation, produces, parameter introspection), then converts the answer back;
+with Flask's request context around it, that is most of what a GET /identity costs. For an
+operation whose spec needs nothing else (no parameters, one OAuth2 requirement checked by VORA's
+own token functions, at most a JSON body), this layer does the same checks with the same objects
+Connexion built at start-up: the operation's handler, its required scopes, its compiled body
+validator and its response mimetype. It answers only requests that pass every check; anything
+else (no or bad token, a missing scope, a query string, a body that is not valid JSON for the
+schema, an unexpected answer) goes to the full Flask/Connexion stack untouched, which answers it
+exactly as before. An exception from the handler is answered by the app's own error handlers
+inside a full request context. A fast handler runs in an app context but no request context: it
+takes what it needs from the arguments Connexion would pass it, never from flask.request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+from connexion.decorators.parameter import inspect_function_arguments
+from connexion.utils import is_nullable
+from flask import Flask, signals
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.http import HTTP_STATUS_CODES
+
+from vora.auth.bearer import bearer_token
+from vora.auth.tokens import token_info, validate_scope
+
+log = logging.getLogger("vora.fast_path")
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# A Flask hook with this attribute acts only on requests to that path; the fast path may skip it elsewhere.
+ACTS_ONLY_ON = "vora_acts_only_on"
+# A Flask hook with this attribute is one whose work the fast path does itself.
+DONE_BY_FAST_PATH = "vora_done_by_fast_path"
+JSON_MIMETYPE = "application/json"
+OPTIONAL_ARGUMENTS = frozenset({"token_info", "user"})
+# The Draft 4 keywords whose meaning jsonschema (with Connexion's request extensions) and jsonschema_rs share
+# exactly; Connexion's own (nullable, readOnly, writeOnly) and format, whose checkers differ, are not among them.
+SHARED_KEYWORDS = frozenset(
+    {
+        "type", "enum", "required", "properties", "additionalProperties", "allOf", "anyOf", "oneOf", "not",
+        "items", "minItems", "maxItems", "minLength", "maxLength", "pattern", "minProperties", "maxProperties",
+        "description", "title", "default", "example",
+    }
+)  # fmt: skip
+# Draft 4's integer excludes 1.0 in jsonschema; the other types mean the same in both.
+SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null", "number"})
+# Patterns of literal characters, classes, anchors, groups, lookaheads and \x/\n/\./\-/\+ escapes: Python's re and
+# Rust's regex read them alike (no \d, \w, \s, \b, whose Unicode reach differs).
+_PORTABLE_PATTERN = re.compile(r"(?:[^\\]|\\[xn.+\-])*")
+
+
+def acts_only_on(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a Flask hook as doing nothing for requests to any other path."""
+
+    def mark(hook: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(hook, ACTS_ONLY_ON, path)
+        return hook
+
+    return mark
+
+
+def done_by_fast_path(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a Flask hook whose work the fast path does for its own requests."""
+    setattr(hook, DONE_BY_FAST_PATH, True)
+    return hook
+
+
+@dataclass(frozen=True)
+class FastOperation:
+    """What one operation's fast path needs, read from Connexion's operation object at start-up."""
+
+    operation_id: str
+    handler: Callable[..., Any]
+    required_scopes: list[str]
+    arguments: frozenset[str]
+    body_validator: Any  # the operation's compiled jsonschema validator; None: the operation takes no body
+    mimetype: str
+    body_is_valid: Callable[[Any], bool] | None = None  # validator's verdict, maybe from a faster twin of it
+
+
+def shared_meaning(schema: Any) -> bool:
+    """Tell whether a resolved body schema uses only keywords jsonschema and jsonschema_rs read alike."""
+    if not isinstance(schema, dict) or not set(schema) <= SHARED_KEYWORDS:
+        return False
+    types = schema.get("type", "string")
+    if not all(t in SHARED_TYPES for t in (types if isinstance(types, list) else [types])):
+        return False
+    pattern = schema.get("pattern", "")
+    if not isinstance(pattern, str) or not _PORTABLE_PATTERN.fullmatch(pattern):
+        return False
+    children: list[Any] = list(schema.get("properties", {}).values())
+    children += schema.get("allOf", []) + schema.get("anyOf", []) + schema.get("oneOf", [])
+    children += [schema[key] for key in ("not", "items") if key in schema]
+    if isinstance(schema.get("additionalProperties"), dict):
+        children.append(schema["additionalProperties"])
+    return all(shared_meaning(child) for child in children)
+
+
+def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
+    """Return the operation validator's verdict on a body, from jsonschema_rs when both read the schema alike."""
+    # Connexion resolves every $ref in place and keeps the spec's components beside them for any it could
+    # not; shared_meaning refuses a $ref, so without one the components are never read.
+    schema = {key: value for key, value in schema.items() if key != "components"}
+    if not shared_meaning(schema):
+        return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
+    try:
+        twin = jsonschema_rs.Draft4Validator(schema)
+    except (ValueError, jsonschema_rs.ValidationError):
+        return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
+
+    def is_valid(body: Any) -> bool:
+        try:
+            return bool(twin.is_valid(body))
+        except Exception:  # noqa: BLE001 - a value Rust cannot take (a lone surrogate): the full stack decides
+            return False
+
+    return is_valid
+
+
+def fast_operation(operation: Any) -> FastOperation | None:
+    """Derive an operation's fast path from Connexion's operation object, or None when the spec asks for more."""
+    if operation.parameters or operation.validate_responses or operation.get_mimetype() != JSON_MIMETYPE:
+        return None
+    scopes = _required_scopes(operation)
+    if scopes is None:
+        return None
+    arguments, has_kwargs = inspect_function_arguments(operation._resolution.function)
+    wanted = frozenset(arguments)
+    validator = None
+    if operation.body_schema:
+        if operation.consumes != [JSON_MIMETYPE] or "x-body-name" in operation.request_body:
+            return None
+        # The very validator Connexion builds for the operation (vora.http.validation.RuleNamingBodyValidator).
+        body_validator_class = operation.validator_map["body"]
+        validator = body_validator_class(
+            operation.body_schema,
+            operation.consumes,
+            operation.api,
+            is_nullable(operation.body_definition),
+            strict_validation=operation.strict_validation,
+        ).validator
+        wanted -= {"body"}
+    elif operation.request_body:
+        return None
+    if has_kwargs or not wanted <= OPTIONAL_ARGUMENTS:
+        return None
+    # The spec's own operationId, as logs and metrics name it (Connexion's operation_id is the resolved handler).
+    return FastOperation(
+        operation._operation["operationId"],
+        operation._resolution.function,
+        scopes,
+        frozenset(arguments),
+        validator,
+        JSON_MIMETYPE,
+        body_check(operation.body_schema, validator) if validator is not None else None,
+    )
+
+
+def _required_scopes(operation: Any) -> list[str] | None:
+    """Return the scopes of the operation's one OAuth2 requirement checked by vora.auth.tokens, or None."""
+    security = operation.security
+    if len(security) != 1 or len(security[0]) != 1:
+        return None
+    ((name, scopes),) = security[0].items()
+    scheme = operation.security_schemes.get(name, {})
+    if (
+        scheme.get("type") != "oauth2"
+        or scheme.get("x-tokenInfoFunc") != "vora.auth.tokens.token_info"
+        or scheme.get("x-scopeValidateFunc") != "vora.auth.tokens.validate_scope"
+    ):
+        return None
+    return list(scopes)
+
+
+def skippable_hooks(app: Flask, paths: Iterable[str]) -> bool:
+    """Tell whether every request hook of the app may be skipped for requests to these paths."""
+    hooks: list[Any] = []
+    for registry in (app.before_request_funcs, app.teardown_request_funcs):
+        for funcs in registry.values():
+            hooks += funcs
+    paths = set(paths)
+    for hook in hooks:
+        if getattr(hook, DONE_BY_FAST_PATH, False):
+            continue
+        if getattr(hook, ACTS_ONLY_ON, None) not in (None, *paths):
+            continue
+        return False
+    later = (app.after_request_funcs, app.url_value_preprocessors)
+    return not any(funcs for registry in later for funcs in registry.values()) and not app.teardown_appcontext_funcs
+
+
+def json_encoder_of(app: Flask) -> Callable[[Any], str]:
+    """Return the app's JSON serializer: one encoder built once when the provider is Flask's default one."""
+    provider = app.json
+    if isinstance(provider, DefaultJSONProvider) and type(provider).dumps is DefaultJSONProvider.dumps:
+        # What DefaultJSONProvider.dumps has json.dumps build anew for every call.
+        encoder = json.JSONEncoder(
+            default=provider.default, ensure_ascii=provider.ensure_ascii, sort_keys=provider.sort_keys
+        )
+        return encoder.encode
+    return provider.dumps
+
+
+class FastPath:
+    """Answer the well-formed requests of the fast operations; hand every other request to the app."""
+
+    def __init__(
+        self,
+        app: Flask,
+        routes: dict[tuple[str, str], FastOperation],
+        fallback: WsgiApp,
+        get_response: Callable[[Any, str], Any],
+    ) -> None:
+        self._app = app
+        self._routes = routes
+        self._fallback = fallback
+        self._get_response = get_response  # Connexion's conversion, for answers other than (JSON, status[, headers])
+        self._max_body = app.config["MAX_CONTENT_LENGTH"]
+        self._encode = json_encoder_of(app)
+        # The status lines Werkzeug writes, for the codes that carry a body.
+        self._statuses = {
+            code: f"{code} {phrase.upper()}"
+            for code, phrase in HTTP_STATUS_CODES.items()
+            if code >= 200 and code not in (204, 304)
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Serve one request."""
+        operation = self._routes.get((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+        if operation is None or environ.get("QUERY_STRING") or self._signalled():
+            return self._fallback(environ, start_response)
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+        if token is None:
+            return self._fallback(environ, start_response)
+        body = None
+        if operation.body_is_valid is not None:
+            body = self._body_of(environ)
+            if body is None:
+                return self._fallback(environ, start_response)
+        app_context = self._app.app_context()
+        app_context.push()
+        try:
+            return self._serve(operation, token, body, environ, start_response)
+        finally:
+            app_context.pop()
+
+    @staticmethod
+    def _signalled() -> bool:
+        """Tell whether anything listens to Flask's request signals, which only the full stack sends."""
+        return bool(signals.request_started.receivers or signals.request_finished.receivers)
+
+    def _body_of(self, environ: dict[str, Any]) -> bytes | None:
+        """Read a JSON body the app would accept, putting it back for the app; None when it is not one."""
+        length = environ.get("CONTENT_LENGTH") or ""
+        content_type = environ.get("CONTENT_TYPE", "")
+        if not length.isdigit() or int(length) > self._max_body:
+            return None
+        if content_type.partition(";")[0].strip() != JSON_MIMETYPE:
+            return None
+        raw: bytes = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(raw)
+        return raw
+
+    def _serve(
+        self,
+        operation: FastOperation,
+        token: str,
+        raw: bytes | None,
+        environ: dict[str, Any],
+        start_response: Callable[..., Any],
+    ) -> Iterable[bytes]:
+        kwargs: dict[str, Any] = {}
+        try:
+            info = token_info(token)
+        except Exception:  # noqa: BLE001 - the full stack answers every refusal, exactly as before
+            return self._fallback(environ, start_response)
+        if not validate_scope(operation.required_scopes, info["scope"]):
+            return self._fallback(environ, start_response)
+        if raw is not None:
+            try:
+                body = self._app.json.loads(raw)
+            except ValueError:
+                return self._fallback(environ, start_response)
+            if body is None or operation.body_is_valid is None or not operation.body_is_valid(body):
+                return self._fallback(environ, start_response)
+            kwargs["body"] = body
+        if "token_info" in operation.arguments:
+            kwargs["token_info"] = info
+        if "user" in operation.arguments:
+            kwargs["user"] = info.get("sub", info.get("uid"))
+        environ["vora.operation"] = operation.operation_id
+        try:
+            answer = operation.handler(**kwargs)
+            sent = self._json_answer(answer, operation.mimetype, start_response)
+            if sent is not None:
+                return sent
+            response = self._get_response(answer, operation.mimetype)
+        except Exception as exc:  # noqa: BLE001 - answered by the app's own error handlers, as Flask would
+            return self._answer_error(exc, environ, start_response)
+        result: Iterable[bytes] = response(environ, start_response)
+        return result
+
+    def _json_answer(self, answer: Any, mimetype: str, start_response: Callable[..., Any]) -> list[bytes] | None:
+        """Answer a handler's (JSON, status[, headers]) with the bytes and headers Werkzeug would send; else None."""
+        if type(answer) is not tuple or len(answer) not in (2, 3) or type(answer[1]) is not int:
+            return None
+        data, code = answer[0], answer[1]
+        extra: dict[str, str] = answer[2] if len(answer) == 3 else {}
+        status = self._statuses.get(code)
+        if status is None or (type(data) is not dict and type(data) is not list) or type(extra) is not dict:
+            return None
+        # Connexion's Jsonifier(flask.json): the app's JSON provider, and a newline.
+        payload = (self._encode(data) + "\n").encode()
+        headers = [("Content-Type", mimetype), ("Content-Length", str(len(payload)))]
+        headers += extra.items()
+        start_response(status, headers)
+        return [payload]
+
+    def _answer_error(
+        self, exc: Exception, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """Answer a handler's exception with the app's error handlers in a full request context."""
+        with self._app.request_context(environ):
+            try:
+                response = self._app.finalize_request(self._app.handle_user_exception(exc))
+            except Exception as unhandled:  # noqa: BLE001 - as Flask.wsgi_app does
+                response = self._app.handle_exception(unhandled)
+            result: Iterable[bytes] = response(environ, start_response)
+            return result
+
+
+def routes_of(
+    app: Flask, base_path: str, operations: Iterator[tuple[str, str, Any]]
+) -> dict[tuple[str, str], FastOperation]:
+    """Return the fast operations by (METHOD, full path), for the operations whose spec allows it."""
+    routes = {}
+    for method, path, operation in operations:
+        if "{" in path:
+            continue
+        fast = fast_operation(operation)
+        if fast is not None:
+            routes[(method.upper(), base_path + path)] = fast
+    if not skippable_hooks(app, {path for _, path in routes}):
+        log.warning("fast path off: the app has request hooks it does not know to be inert")
+        return {}
+    return routes

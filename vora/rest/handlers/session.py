@@ -1,0 +1,63 @@
+"""Handlers of the Session tag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+
+from vora.auth.tokens import Principal
+from vora.http.errors import empty_response
+from vora.push.rules import registration_of
+from vora.services import vora_state
+from vora.sessions.service import SessionService
+
+Body = dict[str, Any]
+
+# The WebSocket token is a credential: no cache on the way may keep the answer that carries it.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _service() -> SessionService:
+    return vora_state().sessions
+
+
+def identities(token_info: dict[str, Any]) -> tuple[Body, int]:
+    """List the caller's identities."""
+    principal: Principal = token_info["principal"]
+    return {"identities": _service().identities(principal.subject)}, 200
+
+
+def identitiesOptions() -> tuple[Body, int, dict[str, str]]:  # noqa: N802 - named by the spec's operationId
+    """Answer OPTIONS /identity with its allowed methods and no identities."""
+    allow = vora_state().allowed_methods["/identity"]
+    return {"identities": []}, 200, {"Allow": ", ".join(allow)}
+
+
+def setup(body: Body, token_info: dict[str, Any]) -> tuple[Body, int, dict[str, str]]:
+    """Open a session on one of the caller's identities and hand back its WebSocket token."""
+    principal: Principal = token_info["principal"]
+    hold_up_mode = bool(body.get("holdUpMode", False))
+    opened = _service().open(
+        principal.subject,
+        body["identity"],
+        body["connectionType"],
+        hold_up_mode,
+        principal.scopes,
+        registration_of(hold_up_mode, body.get("push")),
+    )
+    return {"webSocketToken": opened.websocket_token}, 200, NO_STORE
+
+
+def events(identity: str, body: Body, token_info: dict[str, Any]) -> Response:
+    """Set which events the caller's sessions on an identity receive."""
+    principal: Principal = token_info["principal"]
+    _service().subscribe(principal.subject, identity, bool(body["subscribeAll"]), body.get("events"))
+    return empty_response(200)
+
+
+def logout(identity: str, token_info: dict[str, Any]) -> Response:
+    """End the caller's sessions on an identity and close their sockets everywhere."""
+    principal: Principal = token_info["principal"]
+    _service().logout(principal.subject, identity)
+    return empty_response(200)

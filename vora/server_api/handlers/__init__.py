@@ -1,0 +1,1 @@
+"""Handlers of spec/vora-server.yaml, one module per tag; each operationId names its function."""

@@ -1,0 +1,244 @@
+"""Server API rules: publish for the telephony side (once per idempotency key), end sessions, look them up."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from vora.events.publisher import EventPublisher, InvalidEvent, stream_envelope
+from vora.http.errors import BadRequest, NotFound, VoraError
+from vora.observability.metrics import EVENTS_PUBLISHED
+from vora.sessions.service import SUBSCRIBE_ALL
+from vora.store.client import UNAVAILABLE
+from vora.store.sessions import SessionStore, StoredSession
+from vora.store.streams import Append, Appended, NotReplicated, StreamStore, stream_position
+
+SERVER_SPEC_FILE = "vora-server.yaml"
+UINT64_MAX = 2**64 - 1
+
+
+class Conflict(VoraError):
+    """The idempotency key already published a different event within its window."""
+
+    status = 409
+
+
+@cache
+def load_server_spec(spec_dir: Path) -> dict[str, Any]:
+    """Load the server API's OpenAPI document once per process."""
+    document: dict[str, Any] = yaml.safe_load((spec_dir / SERVER_SPEC_FILE).read_text())
+    return document
+
+
+def inline_refs(schema: Any, schemas: dict[str, Any]) -> Any:
+    """Replace every `#/components/schemas/...` reference in a (non-recursive) schema by its target."""
+    if isinstance(schema, list):
+        return [inline_refs(item, schemas) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        return inline_refs(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
+    return {key: inline_refs(value, schemas) for key, value in schema.items()}
+
+
+def fingerprint(event_type: str, data: Any, timestamp: str | None) -> str:
+    """Hash an event as the publisher offered it, so that a retry matches whatever its key order."""
+    canonical = json.dumps([event_type, data, timestamp], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_event_id(event_id: str) -> str:
+    """Return an eventId unchanged, or raise BadRequest when a part does not fit in 64 bits."""
+    millis, _, sequence = event_id.partition("-")
+    if not (millis.isdigit() and sequence.isdigit()) or max(int(millis), int(sequence)) > UINT64_MAX:
+        raise BadRequest(f"after: {event_id!r} is not an eventId (two numbers of at most {UINT64_MAX}, joined by -)")
+    return event_id
+
+
+def rfc3339_ms(epoch_ms: int) -> str:
+    """Format milliseconds since the epoch as an RFC 3339 UTC timestamp."""
+    when = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def subscription_of(value: str) -> dict[str, Any]:
+    """Describe a stored subscription the way eventSubscription takes it."""
+    if value == SUBSCRIBE_ALL:
+        return {"subscribeAll": True, "events": []}
+    return {"subscribeAll": False, "events": [name for name in value.split(",") if name]}
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What became of one item of a batch."""
+
+    index: int
+    appended: Appended | None = None
+    error_status: int = 0
+    message: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """Shape the item's result as BatchItemResult."""
+        if self.appended is None:
+            return {
+                "index": self.index,
+                "status": "refused",
+                "error": {"status": str(self.error_status), "message": self.message},
+            }
+        return {
+            "index": self.index,
+            "status": "duplicate" if self.appended.duplicate else "published",
+            "eventId": self.appended.event_id,
+            "sequenceNumber": self.appended.sequence_number,
+        }
+
+
+@dataclass(frozen=True)
+class Offered:
+    """An item that passed its checks, ready to append."""
+
+    index: int
+    event: Append
+    data: Any
+
+
+class ServerApi:
+    """Apply the server API's rules on top of the publisher and the stores."""
+
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        streams: StreamStore,
+        sessions: SessionStore,
+        spec_dir: Path,
+        max_batch: int,
+        idempotency_window_seconds: int,
+    ) -> None:
+        self._publisher = publisher
+        self._streams = streams
+        self._sessions = sessions
+        self._max_batch = max_batch
+        self._window_ms = idempotency_window_seconds * 1000
+        schemas = load_server_spec(spec_dir)["components"]["schemas"]
+        # Inlined once: resolving $ref on every item costs more than the rest of its checks.
+        self._batch_event = jsonschema.Draft4Validator(inline_refs(schemas["BatchEvent"], schemas))
+
+    def _checked(self, identity: str, body: dict[str, Any]) -> Append:
+        """Check one event against the catalogue and attach its idempotency key and fingerprint."""
+        event_type, data, timestamp = body["type"], body["data"], body.get("timestamp")
+        try:
+            event = self._publisher.checked(identity, event_type, data, timestamp)
+        except InvalidEvent as exc:
+            raise BadRequest(str(exc)) from None
+        key = body.get("idempotencyKey")
+        if key is None:
+            return event
+        return Append(
+            event.identity,
+            event.event_type,
+            event.timestamp,
+            event.data_json,
+            key,
+            fingerprint(event_type, data, timestamp),
+        )
+
+    @staticmethod
+    def _refuse_reuse(event: Append, appended: Appended) -> None:
+        if appended.duplicate and appended.fingerprint != event.fingerprint:
+            raise Conflict(
+                f"idempotencyKey {event.idempotency_key!r} already published a different event "
+                f"({appended.event_id}) for {event.identity}; use a new key for a new event"
+            )
+
+    def _published(self, event: Append, data: Any, appended: Appended) -> None:
+        """Count a new event and queue the push wake-up it may need, as the Python publisher does."""
+        if not appended.duplicate:
+            EVENTS_PUBLISHED.labels(event.event_type).inc()
+            self._publisher.queue_wake_up(event.identity, event.event_type, data, appended.event_id)
+
+    def publish(self, identity: str, body: dict[str, Any]) -> Appended:
+        """Publish one event, or answer what its idempotency key published before."""
+        event = self._checked(identity, body)
+        try:
+            appended = self._streams.append_checked(event, self._window_ms)
+        except NotReplicated as exc:
+            # Stored and on its way to sockets: what follows a publish still happens before the 503.
+            self._published(event, body["data"], Appended(exc.event_id, exc.sequence_number))
+            raise
+        self._refuse_reuse(event, appended)
+        self._published(event, body["data"], appended)
+        return appended
+
+    def _offered(self, index: int, item: Any) -> Offered:
+        valid = self._batch_event.is_valid(item)
+        error = None if valid else jsonschema.exceptions.best_match(self._batch_event.iter_errors(item))
+        if error is not None:
+            where = ".".join(str(part) for part in error.absolute_path)
+            raise BadRequest(f"{where}: {error.message}" if where else error.message)
+        return Offered(index, self._checked(item["identity"], item), item["data"])
+
+    def publish_batch(self, items: Sequence[Any]) -> list[ItemOutcome]:
+        """Check each item on its own, publish the good ones in one round trip and answer every one."""
+        if len(items) > self._max_batch:
+            raise BadRequest(f"events: {len(items)} items is more than the {self._max_batch} a batch may carry")
+        outcomes: dict[int, ItemOutcome] = {}
+        offered: list[Offered] = []
+        for index, item in enumerate(items):
+            try:
+                offered.append(self._offered(index, item))
+            except BadRequest as exc:
+                outcomes[index] = ItemOutcome(index, error_status=400, message=exc.message)
+        results = self._streams.append_many([o.event for o in offered], self._window_ms)
+        if results and all(isinstance(r, UNAVAILABLE) for r in results):
+            raise results[0]  # type: ignore[misc]  # Redis is down: the whole request is a 503
+        for item, result in zip(offered, results, strict=True):
+            outcomes[item.index] = self._outcome(item, result)
+        return [outcomes[index] for index in range(len(items))]
+
+    def _outcome(self, item: Offered, result: Appended | Exception) -> ItemOutcome:
+        if isinstance(result, NotReplicated):
+            self._published(item.event, item.data, Appended(result.event_id, result.sequence_number))
+            return ItemOutcome(item.index, error_status=503, message=str(result))
+        if isinstance(result, Exception):
+            # Unavailable or refused by Redis: this item alone, and retrying it later is safe.
+            return ItemOutcome(item.index, error_status=503, message=f"not published: {type(result).__name__}")
+        try:
+            self._refuse_reuse(item.event, result)
+        except Conflict as exc:
+            return ItemOutcome(item.index, error_status=409, message=exc.message)
+        self._published(item.event, item.data, result)
+        return ItemOutcome(item.index, result)
+
+    def history(self, identity: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Return up to limit retained events after an eventId, and the cursor of the next page."""
+        start = None if after is None else stream_position(check_event_id(after))
+        events = self._streams.read_after(identity, start, limit + 1)
+        page = events[:limit]
+        next_after = page[-1].event_id if len(events) > limit else None
+        return [stream_envelope(identity, event) for event in page], next_after
+
+    def sessions(self, identity: str, now_ms: int) -> list[tuple[StoredSession, int]]:
+        """Return an identity's sessions, oldest first, each with its sockets open on any instance."""
+        sockets = self._sessions.open_sockets(identity, now_ms)
+        return [(session, sockets.get(session.session_id, 0)) for session in self._sessions.sessions_of(identity)]
+
+    def open_sockets(self, identity: str, now_ms: int) -> int:
+        """Count the sockets an identity has open, on every instance."""
+        return sum(self._sessions.open_sockets(identity, now_ms).values())
+
+    def disconnect(self, identity: str, reason: str, session_id: str | None = None) -> list[str]:
+        """End one session, or every session, of an identity; its sockets are told why and closed."""
+        if session_id is None:
+            return self._sessions.end_for_identity(identity, reason)
+        if not self._sessions.end_session(identity, session_id, reason):
+            raise NotFound(f"Identity {identity} has no session {session_id}")
+        return [session_id]

@@ -1,0 +1,1 @@
+"""Session rules: setup, subscriptions, logout, socket admission."""

@@ -1,0 +1,225 @@
+"""Session rules: who may open a session, what its token looks like, what it subscribes to."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from vora.core.catalog import SUBSCRIBABLE_EVENTS
+from vora.http.errors import BadRequest, Conflict, NotFound, VoraError
+from vora.store.client import REDIS_TROUBLE
+from vora.store.directory import Directory
+from vora.store.push import PushRegistration
+from vora.store.sessions import (
+    Admitted,
+    Attached,
+    IdentityFull,
+    NewSession,
+    NotOwner,
+    SessionStore,
+    StoredSession,
+)
+from vora.store.streams import Position, position_before, resume_point, stream_id, stream_position
+
+log = logging.getLogger("vora.sessions")
+
+SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
+TOKEN_VERSION = "v1"  # noqa: S105 - a format tag, not a secret
+TOKEN_SECRET_BYTES = 32  # 256 bits
+SUBSCRIBE_ALL = "*"
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """What setup hands back: the session's id and its WebSocket token."""
+
+    session_id: str
+    websocket_token: str
+
+
+class SocketRefused(VoraError):
+    """A socket turned away before the upgrade, with the HTTP status it gets."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SocketAdmission:
+    """A socket the session rules let in: its session, its presence entry and where its delivery starts."""
+
+    session: StoredSession
+    token_hash: str
+    socket_id: str
+    start: Position | None  # delivery starts after this stream position (None: the oldest retained)
+    resumed: bool  # the client passed a lastEventId
+    gap: dict[str, Any] | None  # the resumeGap data when events after lastEventId are gone
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def mint_websocket_token(identity: str) -> str:
+    """Make a fresh WebSocket token that names its identity and carries 256 random bits."""
+    return f"{TOKEN_VERSION}.{_b64(identity.encode())}.{_b64(secrets.token_bytes(TOKEN_SECRET_BYTES))}"
+
+
+def hash_token(token: str) -> str:
+    """Return the SHA-256 of a token, the only form Redis ever holds."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def identity_of_token(token: str) -> str | None:
+    """Read the identity a WebSocket token names, or None for a malformed token."""
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != TOKEN_VERSION or len(token) > 512:
+        return None
+    try:
+        identity = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode()
+        secret = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if len(secret) != TOKEN_SECRET_BYTES or not identity:
+        return None
+    return identity
+
+
+def subscription_value(subscribe_all: bool, events: Iterable[str] | None) -> str:
+    """Encode a subscription request as stored: '*' for all, '' for none, else a list."""
+    if subscribe_all:
+        return SUBSCRIBE_ALL
+    wanted = list(dict.fromkeys(events or ()))
+    unknown = [name for name in wanted if name not in SUBSCRIBABLE_EVENTS]
+    if unknown:
+        raise BadRequest(f"Unknown event type(s) {', '.join(unknown)}; known events: {', '.join(SUBSCRIBABLE_EVENTS)}")
+    return ",".join(wanted)
+
+
+def subscribed_events(value: str) -> frozenset[str]:
+    """Decode a stored subscription into the set of event types it admits."""
+    if value == SUBSCRIBE_ALL:
+        return frozenset(SUBSCRIBABLE_EVENTS)
+    return frozenset(name for name in value.split(",") if name)
+
+
+UNKNOWN_TOKEN = "The webSocketToken is unknown, expired or revoked; call /identity/setup again"  # noqa: S105 - a message
+
+
+def _start_of(
+    session: StoredSession, token_hash: str, socket_id: str, last_event: Position | None, admitted: Admitted
+) -> SocketAdmission:
+    """Say where an admitted socket's delivery starts, from what the admission read."""
+    if last_event is not None:
+        point = resume_point(last_event, admitted.oldest_id, admitted.published)
+        gap = None
+        if point.gap:
+            requested = stream_id(last_event)
+            gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
+        return SocketAdmission(session, token_hash, socket_id, point.after, True, gap)
+    # The first socket gets everything published since setup; later ones start live.
+    start: Position | None = position_before(session.created_at_ms)
+    if admitted.attached is not Attached.FIRST:
+        start = stream_position(admitted.newest_id) if admitted.newest_id is not None else None
+    return SocketAdmission(session, token_hash, socket_id, start, False, None)
+
+
+class SessionService:
+    """Apply the session rules on top of the directory and the session store."""
+
+    def __init__(self, *, directory: Directory, store: SessionStore, presence_lease_ms: int) -> None:
+        self._directory = directory
+        self._store = store
+        self._presence_lease_ms = presence_lease_ms
+
+    def identities(self, subject: str) -> list[str]:
+        """Return the caller's identities, or raise NotFound when it has none."""
+        identities = self._directory.identities_of(subject)
+        if not identities:
+            raise NotFound("No identity is assigned to this user")
+        return identities
+
+    def open(
+        self,
+        subject: str,
+        identity: str,
+        connection_type: str,
+        hold_up_mode: bool,
+        scopes: Iterable[str],
+        push: PushRegistration | None = None,
+    ) -> OpenedSession:
+        """Open a session on one of the caller's identities, subscribed to every event, with its push registration."""
+        # Past the per-user cap the caller's own oldest session goes, never another user's;
+        # past the identity's total the setup is refused (409).
+        if connection_type not in SUPPORTED_CONNECTION_TYPES:
+            supported = ", ".join(SUPPORTED_CONNECTION_TYPES)
+            raise BadRequest(f"connectionType {connection_type!r} is not supported; supported: {supported}")
+        token = mint_websocket_token(identity)
+        session_id = uuid.uuid4().hex
+        try:
+            self._store.create(
+                identity,
+                session_id,
+                hash_token(token),
+                NewSession(subject, connection_type, hold_up_mode, frozenset(scopes), SUBSCRIBE_ALL, push),
+            )
+        except NotOwner:
+            raise NotFound(f"Identity {identity} is not assigned to this user") from None
+        except IdentityFull:
+            raise Conflict(
+                f"Identity {identity} already has as many open sessions as it may, counting all its users; "
+                "a user must log out of it first"
+            ) from None
+        return OpenedSession(session_id, token)
+
+    def subscribe(self, subject: str, identity: str, subscribe_all: bool, events: Iterable[str] | None) -> None:
+        """Set which events the caller's sessions on an identity receive."""
+        value = subscription_value(subscribe_all, events)
+        if not self._store.set_subscription(identity, subject, value):
+            raise NotFound(f"No active session of this user on identity {identity}; call /identity/setup first")
+
+    def logout(self, subject: str, identity: str, reason: str = "logout") -> list[str]:
+        """End the caller's sessions on an identity, or raise NotFound when there are none."""
+        ended = self._store.end_for_subject(identity, subject, reason)
+        if not ended:
+            raise NotFound(f"No active session of this user on identity {identity}")
+        return ended
+
+    def admit_socket(self, token: str, last_event: Position | None, now_ms: int) -> SocketAdmission:
+        """Let a socket in before its upgrade: find its session, count it there, and say where it starts.
+
+        One Redis round trip. Raise SocketRefused (401 for an unknown token or an ended session,
+        429 when the session has its most sockets open).
+        """
+        identity = identity_of_token(token)
+        if identity is None:
+            raise SocketRefused(401, UNKNOWN_TOKEN)
+        token_hash = hash_token(token)
+        socket_id = uuid.uuid4().hex
+        admitted = self._store.admit(
+            identity, token_hash, socket_id, now_ms, self._presence_lease_ms, resuming=last_event is not None
+        )
+        if admitted.attached is Attached.FULL:
+            raise SocketRefused(
+                429, "This session has the most sockets it may open (VORA_WS_MAX_SOCKETS_PER_SESSION); close one first"
+            )
+        if admitted.session is None:
+            raise SocketRefused(401, UNKNOWN_TOKEN)
+        return _start_of(admitted.session, token_hash, socket_id, last_event, admitted)
+
+    def socket_closed(self, admission: SocketAdmission) -> None:
+        """Take a closed socket out of its session's presence."""
+        session = admission.session
+        try:
+            self._store.detach(session.identity, session.session_id, admission.socket_id)
+        except REDIS_TROUBLE as exc:
+            # The socket's lease runs out by itself; presence is only late, not wrong for long.
+            log.info("socket detach failed", extra={"fields": {"error": type(exc).__name__}})
