@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from bench.procs import Launcher, Server, start_baseline, start_vora
-from tests.harness.redis_procs import RedisServer
+from testbed.redis_procs import RedisServer
 from vora.auth.devkeys import create_dev_key, mint_token
 from vora.core.settings import DEFAULT_SPEC_DIR, Settings
 from vora.events.publisher import EventCatalog, EventPublisher

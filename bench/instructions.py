@@ -181,7 +181,7 @@ def instructions(command: list[str], env: dict[str, str], workdir: Path, name: s
 @contextlib.contextmanager
 def environment(workdir: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     """Start Redis, provision scenario 1's users and mint their tokens; yield the children's env and tokens."""
-    from tests.harness.redis_procs import RedisServer
+    from testbed.redis_procs import RedisServer
     from vora.auth.devkeys import create_dev_key, mint_token
     from vora.core.settings import Settings
     from vora.store.directory import Directory

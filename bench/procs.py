@@ -15,10 +15,10 @@ import psutil
 
 # The benchmark starts its processes and VORA exactly as the tests do, with the same harness
 # (it imports nothing else of tests/): one process manager, one Redis launcher, one server launcher.
-from tests.harness.ports import free_port
-from tests.harness.procs import ManagedProcess
-from tests.harness.vora_server import RunningServer, serve_argv, server_env, start_server
-from tests.harness.wait import wait_for
+from testbed.ports import free_port
+from testbed.procs import ManagedProcess
+from testbed.vora_server import RunningServer, serve_argv, server_env, start_server
+from testbed.wait import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

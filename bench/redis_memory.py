@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.harness.ports import free_port
+from testbed.ports import free_port
 from vora.auth.devkeys import ALL_SCOPES
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher

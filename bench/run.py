@@ -32,8 +32,8 @@ from bench.scenarios import (
     sockets20k,
     storm,
 )
-from tests.harness.procs import stop_all
-from tests.harness.redis_procs import RedisServer
+from testbed.procs import stop_all
+from testbed.redis_procs import RedisServer
 
 SCENARIOS: dict[str, ModuleType] = {
     "rest": rest,

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pytest_redis import factories
 
-from tests.keys import ec_private_pem, rsa_private_pem, write_jwks
+from tests.harness.keys import ec_private_pem, rsa_private_pem, write_jwks
 from vora.app import create_app
 from vora.auth.devkeys import ALL_SCOPES, mint_token
 from vora.auth.tokens import public_jwk_from_pem

@@ -31,8 +31,8 @@ from typing import Any
 
 from bench.context import DEFAULTS, Bench, identities
 from bench.report import Row
-from tests.harness.redis_procs import RedisSentinelSet
-from tests.harness.wait import wait_for
+from testbed.redis_procs import RedisSentinelSet
+from testbed.wait import wait_for
 from vora.events.publisher import EventPublisher, publisher_from_settings
 from vora.store import keys
 from vora.store.client import REDIS_TROUBLE

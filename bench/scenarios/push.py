@@ -20,7 +20,7 @@ import websocket
 
 from bench.context import Bench, Rest, identities
 from bench.report import Row
-from tests.harness.webhooks import Received, WebhookReceiver
+from testbed.webhooks import Received, WebhookReceiver
 
 USER = "bench-push"
 SILENT = "7600000000"  # publish-cost identity: no session, so its jobs are dropped at once

@@ -28,7 +28,7 @@ from bench.report import Row
 from bench.scenarios import fanout
 from bench.scenarios.fanout import TYPES, event_data
 from bench.wsclient import WsLoad
-from tests.harness.ports import free_port
+from testbed.ports import free_port
 
 USER = "bench-serverapi"
 IDENTITIES = 50

@@ -12,11 +12,11 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
+from testbed.vora_server import RunningServer
 from tests.browser.conftest import Wait
 from tests.harness.devauth import DevAuth
-from tests.harness.vora_server import RunningServer
+from tests.harness.ws_client import make_publisher
 from tests.oauth.conftest import IDENTITY, PASSWORD, USER, console_url
-from tests.ws.client import make_publisher
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]
 

@@ -8,11 +8,11 @@ import pytest
 import requests
 from selenium import webdriver
 
+from testbed.vora_server import RunningServer
 from tests.browser.conftest import Wait
 from tests.harness.devauth import DevAuth
-from tests.harness.vora_server import RunningServer
+from tests.harness.oauth_flow import authorization_code_login
 from tests.oauth.conftest import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url
-from tests.oauth.flow import authorization_code_login
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]
 

@@ -9,10 +9,10 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
+from testbed.vora_server import RunningServer
 from tests.browser.conftest import Wait
 from tests.browser.test_console import sign_in_on_provider_page
 from tests.harness.devauth import DevAuth
-from tests.harness.vora_server import RunningServer
 from tests.oauth.conftest import IDENTITY, USER
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from testbed.vora_server import RunningServer, running_server
 from tests.conftest import TokenFactory
-from tests.contract.runner import run_schemathesis
-from tests.harness.vora_server import RunningServer, running_server
+from tests.harness.schemathesis_runner import run_schemathesis
 from vora.core.settings import DEFAULT_SPEC_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.contract]

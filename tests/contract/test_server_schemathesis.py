@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.contract.runner import run_schemathesis
-from tests.harness.vora_server import RunningServer, running_server
+from testbed.vora_server import RunningServer, running_server
+from tests.harness.schemathesis_runner import run_schemathesis
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.server_api.rules import SERVER_SPEC_FILE
 

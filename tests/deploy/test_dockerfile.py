@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import pytest
 
-from tests.deploy.artefacts import (
+from tests.harness.artefacts import (
     API_PORT,
     DOCKERIGNORE,
     GUNICORN_CONF,

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.artefacts import (
+from tests.harness.artefacts import (
     API_PORT,
     GUNICORN_CONF,
     K8S_DIR,

@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import pytest
 
-from tests.deploy.artefacts import API_PORT, LOOPBACK, METRICS_PORT, NGINX_EXAMPLE, NGINX_TIMEOUT_UNITS, SPEC, WS_PATH
-from tests.harness.ports import free_port
+from testbed.ports import free_port
+from tests.harness.artefacts import API_PORT, LOOPBACK, METRICS_PORT, NGINX_EXAMPLE, NGINX_TIMEOUT_UNITS, SPEC, WS_PATH
 from vora.core.settings import Settings
 from vora.observability.logs import request_id_of
 

@@ -13,9 +13,9 @@ from typing import Any, Self
 
 import requests
 
-from .ports import HOST, free_port
-from .procs import Harnessed, ManagedProcess
-from .wait import wait_for
+from testbed.ports import HOST, free_port
+from testbed.procs import Harnessed, ManagedProcess
+from testbed.wait import wait_for
 
 DEVAUTH_DIR = Path(__file__).resolve().parents[2] / "devauth"
 

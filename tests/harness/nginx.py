@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
-from .ports import HOST, free_port
-from .procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
-from .wait import port_accepts, wait_for
+from testbed.ports import HOST, free_port
+from testbed.procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
+from testbed.wait import port_accepts, wait_for
 
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
 _APT_TIMEOUT = 600.0

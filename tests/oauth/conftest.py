@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import redis
 
+from testbed.ports import free_port
+from testbed.vora_server import RunningServer, running_server
 from tests.conftest import AUDIENCE
 from tests.harness.devauth import DevAuth
-from tests.harness.ports import free_port
-from tests.harness.vora_server import RunningServer, running_server
-from tests.oauth.flow import Tokens, authorization_code_login
+from tests.harness.oauth_flow import Tokens, authorization_code_login
 from vora.store import keys
 
 USER = "carol"

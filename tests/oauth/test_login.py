@@ -12,11 +12,13 @@ import requests
 import yaml
 from jose import jwt
 
+from testbed.ports import free_port
+from testbed.vora_server import RunningServer, running_server
+from testbed.wait import wait_for
 from tests.conftest import AUDIENCE
 from tests.harness.devauth import DevAuth
-from tests.harness.ports import free_port
-from tests.harness.vora_server import RunningServer, running_server
-from tests.harness.wait import wait_for
+from tests.harness.oauth_flow import LoginRefused, Tokens, authorization_code_login, client_credentials_token
+from tests.harness.ws_client import open_client
 from tests.oauth.conftest import (
     IDENTITY,
     PASSWORD,
@@ -28,8 +30,6 @@ from tests.oauth.conftest import (
     new_provider,
     oauth_env,
 )
-from tests.oauth.flow import LoginRefused, Tokens, authorization_code_login, client_credentials_token
-from tests.ws.client import open_client
 from vora.auth.devkeys import ALL_SCOPES
 from vora.core.settings import DEFAULT_SPEC_DIR
 

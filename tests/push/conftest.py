@@ -12,9 +12,9 @@ import pytest
 import redis
 import requests
 
+from testbed.vora_server import RunningServer, running_server
+from testbed.webhooks import Received, WebhookReceiver
 from tests.conftest import TokenFactory
-from tests.harness.vora_server import RunningServer, running_server
-from tests.harness.webhooks import Received, WebhookReceiver
 from tests.ws.conftest import connect, publisher, ws_env  # noqa: F401 - fixtures shared with the socket tests
 from vora.sessions.service import hash_token
 from vora.store import keys

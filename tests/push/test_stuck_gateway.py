@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from testbed.webhooks import HANG, WebhookReceiver
 from tests.harness import wait_for
-from tests.harness.webhooks import HANG, WebhookReceiver
 from tests.push.conftest import for_identity
 from tests.push.test_wakeup import WAIT, Connect, OpenSession, ring
 from vora.events.publisher import EventPublisher

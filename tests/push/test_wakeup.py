@@ -9,13 +9,13 @@ import pytest
 import redis
 import requests
 
+from testbed.vora_server import RunningServer
+from testbed.webhooks import HANG, WebhookReceiver
 from tests.harness import wait_for
-from tests.harness.vora_server import RunningServer
-from tests.harness.webhooks import HANG, WebhookReceiver
+from tests.harness.ws_client import Client
+from tests.observability.test_metrics import sample
 from tests.push.conftest import HOLDUP_TIMEOUT, OpenedSession, for_identity
-from tests.test_metrics import sample
-from tests.test_push import webhook_schema
-from tests.ws.client import Client
+from tests.push.test_rules import webhook_schema
 from vora.events.publisher import EventPublisher, PublishedEvent
 from vora.store import keys
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 import requests
 
-from tests.harness.vora_server import RunningServer, running_server
+from testbed.vora_server import RunningServer, running_server
 from tests.ws.conftest import connect, setup_token, ws_env
 
 __all__ = ["connect", "setup_token", "ws_env"]

@@ -9,11 +9,11 @@ import pytest
 import redis
 import requests
 
+from testbed.vora_server import RunningServer
+from testbed.wait import wait_for
 from tests.conftest import TokenFactory
-from tests.harness.vora_server import RunningServer
-from tests.harness.wait import wait_for
+from tests.harness.ws_client import Client
 from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape
-from tests.ws.client import Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api, pytest.mark.ws]
 

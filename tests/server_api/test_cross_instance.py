@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.harness.vora_server import RunningServer, running_server
+from testbed.vora_server import RunningServer, running_server
+from tests.harness.ws_client import Client
 from tests.server_api.conftest import IDENTITY, ServerApiClient
-from tests.ws.client import Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api, pytest.mark.ws]
 

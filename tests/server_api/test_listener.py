@@ -8,10 +8,10 @@ import pytest
 import redis
 import requests
 
+from testbed.ports import free_port
+from testbed.vora_server import RunningServer, running_server
+from testbed.wait import port_accepts
 from tests.conftest import TokenFactory
-from tests.harness.ports import free_port
-from tests.harness.vora_server import RunningServer, running_server
-from tests.harness.wait import port_accepts
 from tests.server_api.conftest import IDENTITY, ROTATED_KEY, SERVER_KEY, ServerApiClient, assert_error_shape
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]

@@ -10,9 +10,9 @@ import pytest
 import redis
 import requests
 
-from tests.harness.vora_server import RunningServer, running_server
+from testbed.vora_server import RunningServer, running_server
+from tests.harness.ws_client import Client
 from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape, stream_length
-from tests.ws.client import Client
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]
 

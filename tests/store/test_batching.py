@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.harness.ports import free_port
+from testbed.ports import free_port
 from vora.core.settings import Settings
 from vora.store.batching import CommandBatcher, batcher_for
 from vora.store.client import connect

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from testbed.wait import wait_for
 from tests.harness import RedisServer
-from tests.harness.wait import wait_for
 from vora.store.client import connect, parse_redis_url
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.harness.redis_procs import RedisServer
-from tests.harness.wait import wait_for
+from testbed.redis_procs import RedisServer
+from testbed.wait import wait_for
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher
 from vora.store import keys

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Nginx, NginxUnavailable, RedisCluster3, RedisSentinelSet, ensure_nginx
-from tests.topology.journey import Entry, vora_env
-from tests.topology.upstreams import Upstream
-from tests.ws.client import Client, open_client
+from tests.harness.journey import Entry, vora_env
+from tests.harness.upstreams import Upstream
+from tests.harness.ws_client import Client, open_client
 
 EnvFactory = Callable[..., dict[str, str]]
 Sockets = Callable[..., Client]

@@ -11,11 +11,10 @@ import pytest
 from redis import Redis
 from redis.cluster import RedisCluster
 
+from testbed.vora_server import RunningServer, running_server
 from tests.conftest import TokenFactory
 from tests.harness import RedisCluster3, RedisServer, wait_for
-from tests.harness.vora_server import RunningServer, running_server
-from tests.topology.conftest import EnvFactory, Sockets
-from tests.topology.journey import (
+from tests.harness.journey import (
     Api,
     Entry,
     assert_delivered,
@@ -25,7 +24,8 @@ from tests.topology.journey import (
     vora_cli,
     wait_ready,
 )
-from tests.ws.client import make_publisher
+from tests.harness.ws_client import make_publisher
+from tests.topology.conftest import EnvFactory, Sockets
 from vora.events.publisher import EventPublisher, PublishedEvent
 from vora.sessions.service import hash_token
 from vora.store import keys

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.ports import CLUSTER_BUS_OFFSET, MAX_CLUSTER_PORT
+from testbed.vora_server import REPO
 from tests.harness import ManagedProcess, RedisServer, free_ports, live_processes, port_is_free, wait_for
-from tests.harness.ports import CLUSTER_BUS_OFFSET, MAX_CLUSTER_PORT
-from tests.harness.vora_server import REPO
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
@@ -56,7 +56,7 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
         f"""
         import os, signal, sys
         from pathlib import Path
-        from tests.harness.procs import ManagedProcess
+        from testbed.procs import ManagedProcess
         log_path = Path({str(tmp_path)!r}) / "child.log"
         sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
         child = ManagedProcess(sleeper, cwd=Path.cwd(), log_path=log_path)

@@ -10,12 +10,12 @@ from typing import Any
 import psutil
 import pytest
 
+from testbed.vora_server import RunningServer, running_server
 from tests.conftest import TokenFactory
 from tests.harness import Nginx, RedisServer, wait_for
-from tests.harness.vora_server import RunningServer, running_server
+from tests.harness.journey import Api, Entry, assert_delivered, assert_no_server_errors, readiness
+from tests.harness.ws_client import make_publisher
 from tests.topology.conftest import EnvFactory, Sockets
-from tests.topology.journey import Api, Entry, assert_delivered, assert_no_server_errors, readiness
-from tests.ws.client import make_publisher
 from vora.store.client import connect
 from vora.store.directory import Directory
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.harness import Nginx, wait_for
-from tests.topology.upstreams import UPSTREAM_HEADER, Upstream, http_get, upgrade_and_echo
+from tests.harness.upstreams import UPSTREAM_HEADER, Upstream, http_get, upgrade_and_echo
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 

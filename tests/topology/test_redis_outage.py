@@ -11,11 +11,10 @@ import pytest
 import redis
 import websocket
 
+from testbed.vora_server import RunningServer, running_server
 from tests.conftest import TokenFactory
 from tests.harness import RedisServer
-from tests.harness.vora_server import RunningServer, running_server
-from tests.topology.conftest import EnvFactory, Sockets
-from tests.topology.journey import (
+from tests.harness.journey import (
     Api,
     Entry,
     assert_delivered,
@@ -24,7 +23,8 @@ from tests.topology.journey import (
     readiness,
     wait_ready,
 )
-from tests.ws.client import make_publisher, open_client
+from tests.harness.ws_client import make_publisher, open_client
+from tests.topology.conftest import EnvFactory, Sockets
 from vora.events.publisher import EventPublisher
 from vora.store import keys, scripts
 from vora.store.client import connect

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from testbed.vora_server import running_server
 from tests.conftest import TokenFactory
 from tests.harness import RedisSentinelSet, wait_for
-from tests.harness.vora_server import running_server
-from tests.topology.conftest import EnvFactory, Sockets
-from tests.topology.journey import (
+from tests.harness.journey import (
     Api,
     Entry,
     assert_delivered,
@@ -20,7 +19,8 @@ from tests.topology.journey import (
     readiness,
     wait_ready,
 )
-from tests.ws.client import make_publisher
+from tests.harness.ws_client import make_publisher
+from tests.topology.conftest import EnvFactory, Sockets
 from vora.store.client import connect
 from vora.store.directory import Directory
 

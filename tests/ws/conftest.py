@@ -11,9 +11,9 @@ import pytest
 import redis
 import requests
 
+from testbed.vora_server import RunningServer, running_server
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
-from tests.harness.vora_server import RunningServer, running_server
-from tests.ws.client import Client, make_publisher, open_client
+from tests.harness.ws_client import Client, make_publisher, open_client
 from vora.events.publisher import EventPublisher
 
 IDENTITY = "910111000"

@@ -11,8 +11,8 @@ import redis
 import requests
 import websocket
 
-from tests.harness.wait import wait_for
-from tests.ws.client import Client, assert_error_shape, handshake_headers
+from testbed.wait import wait_for
+from tests.harness.ws_client import Client, assert_error_shape, handshake_headers
 from tests.ws.conftest import ServerFactory
 from vora.store import keys
 

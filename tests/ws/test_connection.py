@@ -12,9 +12,9 @@ import pytest
 import redis
 import websocket
 
-from tests.harness.wait import wait_for
-from tests.ws.client import make_publisher
-from tests.ws.pair import SocketPair, socket_pair
+from testbed.wait import wait_for
+from tests.harness.ws_client import make_publisher
+from tests.harness.ws_pair import SocketPair, socket_pair
 from vora.auth.devkeys import ALL_SCOPES
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.events.publisher import EventPublisher, PublishedEvent

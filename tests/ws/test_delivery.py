@@ -8,9 +8,9 @@ import pytest
 import redis
 import requests
 
+from testbed.vora_server import RunningServer
 from tests.conftest import TokenFactory
-from tests.harness.vora_server import RunningServer
-from tests.ws.client import Client, bearer
+from tests.harness.ws_client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events.publisher import EventPublisher, InvalidEvent
 from vora.store import keys

@@ -13,9 +13,9 @@ import redis
 import requests
 import websocket
 
-from tests.harness.vora_server import RunningServer
-from tests.harness.wait import wait_for
-from tests.ws.client import Client, assert_error_shape, handshake_headers
+from testbed.vora_server import RunningServer
+from testbed.wait import wait_for
+from tests.harness.ws_client import Client, assert_error_shape, handshake_headers
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events.publisher import EventPublisher
 from vora.store import keys

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 import redis
 
-from tests.ws.client import make_publisher
-from tests.ws.pair import SocketPair, socket_pair
+from tests.harness.ws_client import make_publisher
+from tests.harness.ws_pair import SocketPair, socket_pair
 from tests.ws.test_connection import IDENTITY, OPTIONS, notice_of, read_frames, session
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.sessions import StoredSession

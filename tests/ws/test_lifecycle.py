@@ -19,10 +19,10 @@ import redis
 import requests
 import websocket
 
+from testbed.vora_server import RunningServer
+from testbed.wait import wait_for
 from tests.conftest import TokenFactory
-from tests.harness.vora_server import RunningServer
-from tests.harness.wait import wait_for
-from tests.ws.client import Client, bearer
+from tests.harness.ws_client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events.publisher import EventPublisher
 from vora.sessions.service import hash_token

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import websocket
 
-from tests.harness.vora_server import RunningServer
+from testbed.vora_server import RunningServer
 from tests.ws.conftest import ServerFactory
 from vora.ws.endpoint import origin_allowed
 

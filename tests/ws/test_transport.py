@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from wsproto import ConnectionType, WSConnection
 from wsproto.frame_protocol import FrameProtocol
 
-from tests.ws.pair import SocketPair, socket_pair
+from tests.harness.ws_pair import SocketPair, socket_pair
 from vora.ws.reactor import GeventReactor
 from vora.ws.transport import WebsocketTransport, text_frame
 

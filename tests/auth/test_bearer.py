@@ -8,7 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import TokenFactory
-from vora.auth.bearer import authorization_parts, bearer_token
+from vora.http.bearer import authorization_parts, bearer_token
 
 # (header template, whether it carries a bearer token): the hostile forms once read differently.
 HEADERS = [

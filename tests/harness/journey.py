@@ -11,10 +11,10 @@ from typing import Any
 
 import requests
 
+from testbed.vora_server import RunningServer
 from tests.conftest import AUDIENCE, ISSUER
 from tests.harness import wait_for
-from tests.harness.vora_server import RunningServer
-from tests.ws.client import Client
+from tests.harness.ws_client import Client
 from vora.events.publisher import PublishedEvent
 
 REQUEST_TIMEOUT = 10.0

@@ -82,7 +82,7 @@ def test_every_variable_is_documented_in_the_readme() -> None:
     """The README's configuration table names every VORA_* variable."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert [name for name, _ in Settings.variables() if name not in readme] == []
 
 

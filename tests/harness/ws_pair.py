@@ -12,7 +12,7 @@ import gevent.socket
 import simple_websocket
 import websocket
 
-from tests.ws.client import Client
+from tests.harness.ws_client import Client
 from vora.ws.reactor import Reactor, worker_reactor
 from vora.ws.transport import WebsocketTransport, handshake_options
 

@@ -13,7 +13,7 @@ import redis
 import yaml
 from flask.testing import FlaskClient
 
-from tests.handlers.test_session import SETUP, assert_error, session_hashes, setup_session
+from tests.rest.handlers.test_session import SETUP, assert_error, session_hashes, setup_session
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.push import rules as push
 from vora.spec_check import WEBHOOKS_FILE, check_webhooks

@@ -6,8 +6,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.handlers.test_session import assert_error
-from tests.harness.ports import free_port
+from testbed.ports import free_port
+from tests.rest.handlers.test_session import assert_error
 from vora.app import create_app
 from vora.core.settings import Settings
 from vora.services import vora_state

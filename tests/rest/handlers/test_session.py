@@ -600,7 +600,7 @@ def test_every_secured_operation_answers_503_without_redis(
     settings: Settings, auth: Headers, method: str, path: str, body: Any
 ) -> None:
     """With Redis unreachable every secured operation is a 503 with Retry-After."""
-    from tests.harness.ports import free_port
+    from testbed.ports import free_port
     from vora.app import create_app
 
     dead = create_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))

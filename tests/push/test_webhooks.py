@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testbed.webhooks import HANG, WebhookReceiver
 from tests.harness import free_port
-from tests.harness.webhooks import HANG, WebhookReceiver
 from vora.push.webhooks import Delivery, WebhookSender, sign, verify
 
 SECRET = "s" * 32

@@ -14,9 +14,9 @@ import redis
 import requests
 import websocket
 
+from testbed.vora_server import RunningServer, running_server
+from testbed.wait import wait_for
 from tests.conftest import TokenFactory
-from tests.harness.vora_server import RunningServer, running_server
-from tests.harness.wait import wait_for
 from vora.core.settings import Settings
 from vora.observability.metrics import Metrics
 from vora.services import vora_state
@@ -102,7 +102,7 @@ def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[s
     """A REST call that fails on Redis counts into vora_redis_errors_total{where="rest"}."""
     from prometheus_client import REGISTRY
 
-    from tests.harness.ports import free_port
+    from testbed.ports import free_port
     from vora.app import create_app
 
     def rest_errors() -> float:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 
+from testbed.vora_server import RunningServer, running_server
 from tests.conftest import TokenFactory
-from tests.harness.vora_server import RunningServer, running_server
-from tests.server import RawReply, raw_exchange, read_reply
+from tests.harness.raw_http import RawReply, raw_exchange, read_reply
 from vora.http.worker import TimedReads, refusal_of
 from vora.store import keys
 

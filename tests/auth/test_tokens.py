@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from jose import jws, jwt
 
 from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory, assert_no_traceback
-from tests.keys import ec_private_pem, public_pem
+from tests.harness.keys import ec_private_pem, public_pem
 from vora.auth.devkeys import ALL_SCOPES, mint_token
 from vora.auth.tokens import KeySet, TokenVerifier, public_jwk_from_pem, scopes_of
 from vora.core.settings import Settings

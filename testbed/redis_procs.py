@@ -18,9 +18,9 @@ from typing import Any, Self
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from .ports import HOST, free_port, free_ports
-from .procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
-from .wait import wait_for
+from testbed.ports import HOST, free_port, free_ports
+from testbed.procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
+from testbed.wait import wait_for
 
 REDIS_SERVER = "redis-server"
 REDIS_CLI = "redis-cli"

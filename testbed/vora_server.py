@@ -11,11 +11,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ports import HOST, free_port
-from .procs import ManagedProcess
-from .wait import wait_for
+from testbed.ports import HOST, free_port
+from testbed.procs import ManagedProcess
+from testbed.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def serve_argv(port: int, workers: int) -> list[str]:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from testbed.webhooks import WebhookReceiver
 from tests.harness import wait_for
-from tests.harness.webhooks import WebhookReceiver
 from vora.core.settings import Settings
 from vora.observability.metrics import Metrics
 from vora.push.worker import PushWorker

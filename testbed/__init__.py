@@ -1,0 +1,1 @@
+"""What the tests and the benchmark both start: ports, processes, Redis, VORA servers, webhook receivers."""
