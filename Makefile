@@ -60,9 +60,10 @@ run: install redis-server ## Start Redis if needed, a demo user, the dev authori
 	  VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
 	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
-test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
+test: install test-tools ## Run the whole suite: lint, layers, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests bench testbed
 	$(VENV)/bin/ruff format --check vora tests bench testbed
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VENV)/bin/pytest
@@ -73,6 +74,7 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 lint: install
 	$(VENV)/bin/ruff check vora tests bench testbed
 	$(VENV)/bin/ruff format --check vora tests bench testbed
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -84,4 +86,4 @@ bench: install redis-server ## Measure VORA against its targets, each next to a 
 	$(PY) -m bench --update-docs $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from testbed.ports import free_port
-from vora.auth.devkeys import ALL_SCOPES
+from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher
 from vora.sessions.service import hash_token, mint_websocket_token

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import aiohttp
+import psutil
+
 from bench.procs import PYTHON, Launcher
 
 CONNECT_TIMEOUT = 30.0
@@ -109,8 +112,6 @@ class LoadClient:
     """Hold many sockets in one event loop and answer the benchmark's commands."""
 
     def __init__(self) -> None:
-        import aiohttp
-
         self._aiohttp = aiohttp
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),
@@ -541,8 +542,6 @@ class WsLoad:
 
     def cpu_seconds(self) -> float:
         """Return the CPU seconds the client process has used."""
-        import psutil
-
         times = psutil.Process(self.child.pid).cpu_times()
         return float(times.user + times.system)
 

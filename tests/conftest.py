@@ -14,10 +14,11 @@ from pytest_redis import factories
 
 from tests.harness.keys import ec_private_pem, rsa_private_pem, write_jwks
 from vora.app import create_app
-from vora.auth.devkeys import ALL_SCOPES, mint_token
+from vora.auth.devkeys import mint_token
 from vora.auth.tokens import public_jwk_from_pem
+from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import Settings
-from vora.services import vora_state
+from vora.services import services_of
 
 redis_proc = factories.redis_proc()
 redisdb = factories.redisdb("redis_proc")
@@ -124,7 +125,7 @@ def provision(app: Flask) -> Callable[[str, list[str]], None]:
     """Give a user identities in the directory."""
 
     def add(subject: str, identities: list[str]) -> None:
-        vora_state(app).directory.add(subject, identities)
+        services_of(app).directory.add(subject, identities)
 
     return add
 

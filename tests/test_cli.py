@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,13 @@ import redis
 from click.testing import CliRunner
 
 from tests.conftest import AUDIENCE, ISSUER
+from tests.harness import free_port
+from vora.app import create_app
 from vora.auth.tokens import KeySet, TokenVerifier, public_jwk_from_pem
 from vora.cli import main
+from vora.core.server_keys import read_key_file
 from vora.core.settings import Settings
-from vora.services import vora_state
+from vora.services import services_of
 from vora.store import keys
 
 
@@ -43,10 +47,8 @@ def test_identities_add_list_remove(runner: CliRunner, redisdb: redis.Redis) -> 
 
 def test_identities_remove_ends_sessions(runner: CliRunner, settings: Settings, redisdb: redis.Redis) -> None:
     """Removing an identity ends the user's sessions on it with reason revoked."""
-    from vora.app import create_app
-
     app = create_app(settings)
-    state = vora_state(app)
+    state = services_of(app)
     state.directory.add("alice", ["910111000"])
     opened = state.sessions.open("alice", "910111000", "WebSocket", False, ["scope.vora.identities"])
     result = runner.invoke(main, ["identities", "remove", "alice", "910111000"])
@@ -108,8 +110,6 @@ def test_bad_setting_is_a_clear_error() -> None:
 
 def test_server_key_creates_a_private_key_file_once(runner: CliRunner, tmp_path: Path) -> None:
     """`vora server-key` writes one strong key to an owner-only file VORA accepts, and keeps it on a second run."""
-    from vora.core.server_keys import read_key_file
-
     path = tmp_path / "server-api.key"
     assert "created" in runner.invoke(main, ["server-key", str(path)]).output
     first = read_key_file(path)
@@ -123,8 +123,6 @@ def test_events_publish_unconfirmed_by_replicas_exits_3_and_prints_the_event(
     runner: CliRunner, redisdb: redis.Redis
 ) -> None:
     """Asked for a replica that Redis does not have, publish prints the stored event and exits with status 3."""
-    import json
-
     result = runner.invoke(
         main,
         ["events", "publish", "942788701", "presence", "--data", '{"status": "busy"}'],
@@ -165,8 +163,6 @@ def test_identity_with_a_trailing_newline_is_refused(runner: CliRunner, redisdb:
 )
 def test_redis_down_is_one_error_line(argv: list[str]) -> None:
     """With nothing listening at VORA_REDIS_URL, each Redis command prints one `Error:` line and exits 1."""
-    from tests.harness import free_port
-
     env = {"VORA_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "VORA_REDIS_TIMEOUT": "0.5"}
     result = CliRunner(env=env).invoke(main, argv)
     assert result.exit_code == 1

@@ -16,8 +16,7 @@ import click
 from vora.core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from vora.sessions.service import SessionService
-    from vora.store.directory import Directory
+    from vora.services import Stores
 
 IDENTITY_HELP = "phone numbers, or a username for administrators"
 
@@ -101,7 +100,8 @@ def server_key(path: Path) -> None:
 @click.option("--key", "key_path", type=click.Path(path_type=Path), help="Private key PEM; default: VORA_DEV_KEY.")
 def token(subject: str, scopes: tuple[str, ...], lifetime: int, key_path: Path | None) -> None:
     """Mint an access token signed with the development key."""
-    from vora.auth.devkeys import ALL_SCOPES, mint_token
+    from vora.auth.devkeys import mint_token
+    from vora.core.catalog import ALL_SCOPES
 
     settings = _settings()
     path = key_path or settings.dev_key
@@ -119,22 +119,10 @@ def identities() -> None:
     """Provision which identities each user owns."""
 
 
-def _services() -> tuple[Settings, Directory, SessionService]:
-    from vora.sessions.service import SessionService
-    from vora.store.client import connect
-    from vora.store.directory import Directory
-    from vora.store.sessions import SessionStore
-    from vora.ws.leases import presence_lease_ms
+def _stores() -> Stores:
+    from vora.services import build_stores
 
-    settings = _settings()
-    client = connect(settings.redis_url, settings.redis_timeout)
-    directory = Directory(client)
-    service = SessionService(
-        directory=directory,
-        store=SessionStore.from_settings(client, settings),
-        presence_lease_ms=presence_lease_ms(settings),
-    )
-    return settings, directory, service
+    return build_stores(_settings())
 
 
 def _check_identities(values: tuple[str, ...]) -> list[str]:
@@ -152,8 +140,7 @@ def _check_identities(values: tuple[str, ...]) -> list[str]:
 @uses_redis
 def identities_add(user: str, identity: tuple[str, ...]) -> None:
     """Give USER the IDENTITY values."""
-    _, directory, _ = _services()
-    added = directory.add(user, _check_identities(identity))
+    added = _stores().directory.add(user, _check_identities(identity))
     click.echo(f"{user}: {added} added, {len(identity) - added} already there")
 
 
@@ -163,14 +150,14 @@ def identities_add(user: str, identity: tuple[str, ...]) -> None:
 @uses_redis
 def identities_remove(user: str, identity: tuple[str, ...]) -> None:
     """Take IDENTITY values from USER and end USER's sessions on them."""
-    from vora.http.errors import NotFound
+    from vora.core.errors import NotFound
 
-    _, directory, service = _services()
-    removed = directory.remove(user, _check_identities(identity))
+    stores = _stores()
+    removed = stores.directory.remove(user, _check_identities(identity))
     ended = 0
     for value in identity:
         with contextlib.suppress(NotFound):
-            ended += len(service.logout(user, value, reason="revoked"))
+            ended += len(stores.sessions.logout(user, value, reason="revoked"))
     click.echo(f"{user}: {removed} removed, {ended} session(s) ended")
 
 
@@ -179,8 +166,7 @@ def identities_remove(user: str, identity: tuple[str, ...]) -> None:
 @uses_redis
 def identities_list(user: str) -> None:
     """Print USER's identities, one a line."""
-    _, directory, _ = _services()
-    for value in directory.identities_of(user):
+    for value in _stores().directory.identities_of(user):
         click.echo(value)
 
 
@@ -203,7 +189,7 @@ class UnconfirmedPublish(click.ClickException):
 @uses_redis
 def events_publish(identity: str, event_type: str, data_json: str, timestamp: str | None) -> None:
     """Publish one TYPE event for IDENTITY; print its eventId and sequenceNumber."""
-    from vora.events.publisher import InvalidEvent, publisher_from_settings
+    from vora.events.publisher import InvalidEvent
     from vora.store.streams import NotReplicated
 
     try:
@@ -211,7 +197,7 @@ def events_publish(identity: str, event_type: str, data_json: str, timestamp: st
     except ValueError as exc:
         raise click.BadParameter(f"--data is not JSON: {exc}") from None
     try:
-        published = publisher_from_settings(_settings()).publish(identity, event_type, data, timestamp)
+        published = _stores().publisher.publish(identity, event_type, data, timestamp)
     except InvalidEvent as exc:
         raise click.ClickException(str(exc)) from None
     except NotReplicated as exc:

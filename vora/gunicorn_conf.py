@@ -6,12 +6,9 @@ import gc
 import logging
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import gevent
 
 from vora.core.settings import Settings
 
@@ -25,6 +22,10 @@ if _OWN_METRICS_DIR:
 _METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 for stale in _METRICS_DIR.glob("*.db"):
     stale.unlink()
+
+# Imported only now: they import prometheus-client, which must see PROMETHEUS_MULTIPROC_DIR first.
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: E402
+from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
 
 worker_class = "vora.http.worker.VoraWorker"  # gevent, with bounded request reads and JSON refusals
 worker_connections = _settings.worker_connections
@@ -58,9 +59,6 @@ def when_ready(server: Any) -> None:
     """Serve the sum of every worker's metrics on the operators' port (0 turns it off)."""
     if not _settings.metrics_port:
         return
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
-
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call] # the library leaves it unannotated
     try:
@@ -74,8 +72,6 @@ def when_ready(server: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges (its counters stay in the totals)."""
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call] # the library leaves it unannotated
 
 
@@ -87,22 +83,13 @@ def on_exit(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Start the event hub and the push worker, and make SIGTERM drain the app before gunicorn's graceful exit."""
-    from vora.services import vora_state
+    # Imported in the worker, after gevent patched it: the app's modules must never load unpatched in the master.
+    from vora.services import services_of  # noqa: PLC0415
 
-    state = vora_state(worker.wsgi)
-    state.hub_runner.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it
-    state.push.ensure_started()  # only when a push gateway is configured
+    services = services_of(worker.wsgi)
+    services.start_workers()
     # What start-up allocated lives as long as the worker: keep it out of every later
     # collection, whose full passes otherwise stall all sockets for 40-100 ms (docs/BENCHMARKS.md).
     gc.collect()
     gc.freeze()
-    lifecycle = state.lifecycle
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def drain_then_exit(signum: int, frame: Any) -> None:
-        # A signal handler runs in gevent's loop callback: blocking there is forbidden.
-        gevent.spawn(lifecycle.drain)
-        if callable(previous):
-            previous(signum, frame)
-
-    signal.signal(signal.SIGTERM, drain_then_exit)
+    worker.drain_on_sigterm(services.lifecycle.drain)

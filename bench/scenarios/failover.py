@@ -33,7 +33,8 @@ from bench.context import DEFAULTS, Bench, identities
 from bench.report import Row
 from testbed.redis_procs import RedisSentinelSet
 from testbed.wait import wait_for
-from vora.events.publisher import EventPublisher, publisher_from_settings
+from vora.events.publisher import EventPublisher
+from vora.services import build_stores
 from vora.store import keys
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import NotReplicated
@@ -51,7 +52,7 @@ def _publisher(url: str, min_replicas: int) -> EventPublisher:
     settings = DEFAULTS.with_changes(
         redis_url=url, publish_min_replicas=min_replicas, publish_replica_timeout=REPLICA_TIMEOUT_MS
     )
-    return publisher_from_settings(settings)
+    return build_stores(settings).publisher
 
 
 def _throughput(publisher: EventPublisher, ids: list[str], count: int) -> float:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -17,8 +19,9 @@ from jose import jws, jwt
 
 from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory, assert_no_traceback
 from tests.harness.keys import ec_private_pem, public_pem
-from vora.auth.devkeys import ALL_SCOPES, mint_token
+from vora.auth.devkeys import mint_token
 from vora.auth.tokens import KeySet, TokenVerifier, public_jwk_from_pem, scopes_of
+from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import Settings
 from vora.http.errors import InvalidToken
 
@@ -129,8 +132,6 @@ class TestRefused:
         """An HS256 token whose HMAC key is the server's public RSA key is refused."""
         public = public_pem(rsa_key_pem).decode()
         header = {"alg": "HS256", "typ": "JWT", "kid": RSA_KID}
-        import hashlib
-        import hmac
 
         signing_input = f"{b64(header)}.{b64(claims())}"
         mac = hmac.new(public.encode(), signing_input.encode(), hashlib.sha256).digest()
@@ -310,8 +311,6 @@ class TestCache:
 
     def test_cached_token_expires_with_its_exp(self, dev_key_pem: bytes) -> None:
         """A cached token stops being accepted once its exp passes."""
-        from vora.auth.tokens import public_jwk_from_pem
-
         verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(dev_key_pem)]), ISSUER, AUDIENCE, 0)
         issued = time.time() - 59
         token = mint_token(dev_key_pem, "alice", ISSUER, AUDIENCE, now=issued, lifetime=60)
@@ -323,8 +322,6 @@ class TestCache:
 
     def test_tampered_copy_of_a_cached_token_is_refused(self, dev_key_pem: bytes) -> None:
         """The cache is keyed by the whole token, so a changed signature is verified and refused."""
-        from vora.auth.tokens import public_jwk_from_pem
-
         verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(dev_key_pem)]), ISSUER, AUDIENCE, 0)
         token = mint_token(dev_key_pem, "alice", ISSUER, AUDIENCE)
         verifier.verify(token)

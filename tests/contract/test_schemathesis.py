@@ -12,6 +12,7 @@ from testbed.vora_server import RunningServer, running_server
 from tests.conftest import TokenFactory
 from tests.harness.schemathesis_runner import run_schemathesis
 from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.contract]
 
@@ -27,8 +28,6 @@ def test_schemathesis_finds_nothing(
     server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, tmp_path: Path
 ) -> None:
     """Every check schemathesis has passes for every operation, positive and negative data."""
-    from vora.store import keys
-
     redisdb.sadd(keys.user_identities("qa"), "910111000", "0", "A")
     token = make_token("qa")
     returncode, report = run_schemathesis(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from gunicorn.workers.ggevent import GeventWorker
 
 from tests.harness.artefacts import (
     API_PORT,
@@ -32,6 +33,7 @@ from tests.harness.artefacts import (
     health_paths,
     instructions,
 )
+from vora.http.worker import VoraWorker
 
 
 def _copy_sources(instruction: Instruction) -> tuple[list[str], str]:
@@ -141,9 +143,6 @@ def test_dockerfile_serves_gunicorn_with_gevent_on_the_api_port() -> None:
     assert re.search(
         r"""^worker_class\s*=\s*["']vora.http.worker.VoraWorker["']""", GUNICORN_CONF.read_text(), re.MULTILINE
     )
-    from gunicorn.workers.ggevent import GeventWorker
-
-    from vora.http.worker import VoraWorker
 
     assert issubclass(VoraWorker, GeventWorker)
     assert [ins.args for _, ins in instructions("STOPSIGNAL")] == ["SIGTERM"]

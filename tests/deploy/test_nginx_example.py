@@ -22,6 +22,7 @@ import pytest
 
 from testbed.ports import free_port
 from tests.harness.artefacts import API_PORT, LOOPBACK, METRICS_PORT, NGINX_EXAMPLE, NGINX_TIMEOUT_UNITS, SPEC, WS_PATH
+from tests.harness.nginx import NginxUnavailable, ensure_nginx
 from vora.core.settings import Settings
 from vora.observability.logs import request_id_of
 
@@ -229,8 +230,6 @@ def test_nginx_passes_a_request_id_vora_accepts() -> None:
 @pytest.fixture(scope="module")
 def nginx_binary() -> str:
     """Return nginx (apt-get installs nginx-light when root and it is missing), or skip when it cannot be had."""
-    from tests.harness.nginx import NginxUnavailable, ensure_nginx
-
     try:
         return ensure_nginx()
     except NginxUnavailable as exc:

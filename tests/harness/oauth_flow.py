@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
-from vora.auth.devkeys import ALL_SCOPES
+from vora.core.catalog import ALL_SCOPES
 
 _FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
 _MAX_REDIRECTS = 10

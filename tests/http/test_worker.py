@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 import redis
+from gevent import socket as gevent_socket
+from gunicorn.http.errors import InvalidHeader, LimitRequestLine
 
 from testbed.vora_server import RunningServer, running_server
-from tests.conftest import TokenFactory
+from tests.conftest import AUDIENCE, ISSUER, TokenFactory
 from tests.harness.raw_http import RawReply, raw_exchange, read_reply
+from vora.core.error_shape import RequestReadTimeout
 from vora.http.worker import TimedReads, refusal_of
 from vora.store import keys
 
@@ -33,8 +36,6 @@ def server(
     redis_proc: Any, key_dir: Path, dev_key_pem: bytes, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """Serve VORA with a 1 s read timeout and a 1 KiB body limit for the whole module."""
-    from tests.conftest import AUDIENCE, ISSUER
-
     env = {
         "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
         "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
@@ -186,8 +187,6 @@ def test_malformed_chunk_gets_400(server: RunningServer, make_token: TokenFactor
 
 def test_unexpected_errors_are_500_and_parse_errors_map_to_statuses() -> None:
     """Refusals map gunicorn's parse errors to statuses; anything else is not a refusal (a logged 500)."""
-    from gunicorn.http.errors import InvalidHeader, LimitRequestLine
-
     assert refusal_of(LimitRequestLine(9000, 4094)) == (
         414,
         "The request line is too long: " + str(LimitRequestLine(9000, 4094)),
@@ -200,10 +199,6 @@ def test_unexpected_errors_are_500_and_parse_errors_map_to_statuses() -> None:
 
 def test_timed_reads_bound_each_phase() -> None:
     """The head has one deadline from accept, a body a bound per pause, and the wait between requests none."""
-    from gevent import socket as gevent_socket
-
-    from vora.core.error_shape import RequestReadTimeout
-
     left, right = gevent_socket.socketpair()  # a gevent socket, as gunicorn's worker hands out
     with left, right:
         reads = TimedReads(left, 0.2)

@@ -30,7 +30,7 @@ from tests.oauth.conftest import (
     new_provider,
     oauth_env,
 )
-from vora.auth.devkeys import ALL_SCOPES
+from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import DEFAULT_SPEC_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.oauth]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from vora.observability.logs import JsonFormatter, access_line, configure_logging
+from vora.observability.logs import JsonFormatter, access_line, configure_logging, redact
 
 Headers = Callable[..., dict[str, str]]
 
@@ -52,8 +52,6 @@ def test_tokens_never_reach_the_log(
 
 def test_redact_masks_every_credential_shape() -> None:
     """Query tokens, bearer values, JWTs and WebSocket tokens are masked; plain lines pass unchanged."""
-    from vora.observability.logs import redact
-
     jwt_like = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
     ws_token = "v1.OTEwMTExMDAw." + "A" * 43
     line = f"GET /vora/ws?token=abc&x=1 Authorization: Bearer xyz {jwt_like} {ws_token}"

@@ -13,13 +13,16 @@ import pytest
 import redis
 import requests
 import websocket
+from prometheus_client import REGISTRY
 
+from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
 from tests.conftest import TokenFactory
+from vora.app import create_app
 from vora.core.settings import Settings
-from vora.observability.metrics import Metrics
-from vora.services import vora_state
+from vora.observability.metrics import Metrics, observe_request
+from vora.services import services_of
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow]
@@ -100,10 +103,6 @@ def test_metrics_move_after_a_client_journey(
 
 def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[str, str]]) -> None:
     """A REST call that fails on Redis counts into vora_redis_errors_total{where="rest"}."""
-    from prometheus_client import REGISTRY
-
-    from testbed.ports import free_port
-    from vora.app import create_app
 
     def rest_errors() -> float:
         return REGISTRY.get_sample_value("vora_redis_errors_total", {"where": "rest"}) or 0.0
@@ -112,12 +111,11 @@ def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[s
     before = rest_errors()
     assert app.test_client().get("/vora/identity", headers=auth()).status_code == 503
     assert rest_errors() - before == 1
-    assert vora_state(app).metrics.get("redis_error:rest") == 1
+    assert services_of(app).metrics.get("redis_error:rest") == 1
 
 
 def test_deliveries_reach_prometheus_at_flush_and_are_counted_locally_at_once() -> None:
     """Counted deliveries show in the local tally at once and in vora_events_delivered_total after flush()."""
-    from prometheus_client import REGISTRY
 
     def exported() -> float:
         return REGISTRY.get_sample_value("vora_events_delivered_total") or 0.0
@@ -140,9 +138,6 @@ def test_metrics_are_not_on_the_public_port(server: RunningServer) -> None:
 
 def test_observe_request_counts_each_label_set_apart() -> None:
     """Requests keep counting under their own operation, method and status, however often their labels repeat."""
-    from prometheus_client import REGISTRY
-
-    from vora.observability.metrics import observe_request
 
     def count(status: str) -> float:
         labels = {"operation": "metrics-test", "method": "GET", "status": status}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import jsonschema
 import pytest
@@ -18,7 +19,7 @@ from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.push import rules as push
 from vora.spec_check import WEBHOOKS_FILE, check_webhooks
 from vora.store import keys
-from vora.store.push import HoldUpRef, PushRegistration
+from vora.store.push import HoldUp, HoldUpRef, PushRegistration
 
 Headers = Callable[..., dict[str, str]]
 Provision = Callable[[str, list[str]], None]
@@ -135,7 +136,7 @@ class TestBodies:
     """The bodies VORA posts match spec/vora-webhooks.yaml."""
 
     REF = HoldUpRef(IDENTITY, "s" * 32, "call-1")
-    HOLDUP: ClassVar[dict[str, Any]] = {"eventId": "1795396666123-4", "caller": "+34602128708", "ringAt": 1795396666123}
+    HOLDUP = HoldUp("1795396666123-4", 1795396666123, 1795396696123, "+34602128708")
 
     def test_webhooks_document_passes_its_checks(self) -> None:
         """The webhooks document is valid OpenAPI 3.1 and names the code's webhooks and platforms."""
@@ -156,15 +157,13 @@ class TestBodies:
 
     def test_push_body_matches_its_schema(self) -> None:
         """A push notification body validates and carries the call, the session and the device."""
-        body = push.push_body(
-            self.REF, PushRegistration("fcm", "tok", None), {**self.HOLDUP, "deadline": 1795396696123}
-        )
+        body = push.push_body(self.REF, PushRegistration("fcm", "tok", None), self.HOLDUP)
         webhook_schema("PushNotification").validate(body)
         assert body["expiresAt"] == "2026-11-23T01:18:16.123Z"
 
     def test_ready_body_reports_the_wake_up_time(self) -> None:
         """A ready signal validates and reports milliseconds from push and from ring."""
-        holdup = {**self.HOLDUP, "pushedAt": 1795396666500, "takenAt": 1795396667750, "outcome": push.HOLDUP_READY}
+        holdup = replace(self.HOLDUP, pushed_at=1795396666500, taken_at=1795396667750, outcome=push.HOLDUP_READY)
         body = push.readiness_body(self.REF, holdup)
         webhook_schema("HoldUpReady").validate(body)
         assert (body["wakeUpMs"], body["sinceRingMs"]) == (1250, 1627)
@@ -172,7 +171,7 @@ class TestBodies:
     @pytest.mark.parametrize("reason", ["timeout", "pushFailed", "rateLimited"])
     def test_not_ready_body_says_why(self, reason: str) -> None:
         """A not-ready signal validates and carries its reason."""
-        holdup = {**self.HOLDUP, "takenAt": 1795396696123, "outcome": push.HOLDUP_NOT_READY, "reason": reason}
+        holdup = replace(self.HOLDUP, taken_at=1795396696123, outcome=push.HOLDUP_NOT_READY, reason=reason)
         body = push.readiness_body(self.REF, holdup)
         webhook_schema("HoldUpNotReady").validate(body)
         assert body["reason"] == reason

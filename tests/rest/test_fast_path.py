@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Callable, Iterable
@@ -13,9 +14,13 @@ from flask import Flask
 from werkzeug.test import EnvironBuilder
 
 from tests.conftest import TokenFactory
-from vora.app import API_EXTENSION, VoraFlaskApi, create_app
+from vora.app import create_app
+from vora.auth.tokens import token_info
 from vora.core.settings import Settings
+from vora.http.connexion import VoraFlaskApi
+from vora.rest.app import API_EXTENSION
 from vora.rest.fast_path import FastPath, routes_of, shared_meaning
+from vora.services import services_of
 
 Provision = Callable[[str, list[str]], None]
 SETUP = "/vora/identity/setup"
@@ -123,7 +128,8 @@ def test_hands_every_other_request_to_the_app(app: Flask, make_token: TokenFacto
         start_response("418 I'm a teapot", [])
         return [b""]
 
-    fast = FastPath(app, _routes(app), fallback, VoraFlaskApi.get_response)
+    check_token = functools.partial(token_info, services_of(app).verifier)
+    fast = FastPath(app, _routes(app), fallback, VoraFlaskApi.get_response, check_token)
     token = make_token("alice")
     body = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY}).encode()
     statuses = []

@@ -11,6 +11,7 @@ import requests
 
 from testbed.vora_server import RunningServer, running_server
 from tests.ws.conftest import connect, setup_token, ws_env
+from vora.store import keys
 
 __all__ = ["connect", "setup_token", "ws_env"]
 
@@ -64,8 +65,6 @@ def api(server: RunningServer, redisdb: redis.Redis) -> Iterator[ServerApiClient
 
 def stream_length(redisdb: redis.Redis, identity: str = IDENTITY) -> int:
     """Count the events retained for an identity."""
-    from vora.store import keys
-
     return int(redisdb.xlen(keys.event_stream(identity)))  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
 
 

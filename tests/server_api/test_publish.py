@@ -13,6 +13,7 @@ import requests
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.ws_client import Client
 from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape, stream_length
+from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]
 
@@ -214,8 +215,6 @@ def test_publish_needs_a_body(server: RunningServer, redisdb: redis.Redis) -> No
 
 def test_incoming_call_over_http_queues_one_push_job(api: ServerApiClient, redisdb: redis.Redis) -> None:
     """An inbound callRinging published over HTTP queues the push wake-up job, once even when retried."""
-    from vora.store import keys
-
     ringing = {"type": "callRinging", "data": {"callId": "c-9", "direction": "inbound"}, "idempotencyKey": "ring-9"}
     assert api.publish(IDENTITY, ringing).json()["duplicate"] is False
     assert api.publish(IDENTITY, ringing).json()["duplicate"] is True

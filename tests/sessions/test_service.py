@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from tests.harness.ws_client import make_publisher
 from tests.rest.handlers.test_session import IDENTITY, setup_session
-from vora.services import vora_state
+from vora.services import services_of
 from vora.sessions.service import SessionService, SocketRefused
 from vora.store.sessions import SessionStore
 from vora.store.streams import position_before, stream_position
@@ -22,7 +22,7 @@ NOW_MS = 1_800_000_000_000
 @pytest.fixture
 def service(app: Flask) -> SessionService:
     """Return the app's session service."""
-    return vora_state(app).sessions
+    return services_of(app).sessions
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_the_cap_refuses_with_429_and_a_closed_socket_frees_its_place(
     app: Flask, token: str, redisdb: redis.Redis
 ) -> None:
     """Past VORA_WS_MAX_SOCKETS_PER_SESSION admission answers 429; socket_closed makes room again."""
-    state = vora_state(app)
+    state = services_of(app)
     service = SessionService(
         directory=state.directory,
         store=SessionStore(redisdb, ttl_seconds=60, max_per_user=5, max_sockets_per_session=2),

@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from vora.store import keys
-from vora.store.push import JOBS_TTL_MS, HoldUpRef, PushStore
+from vora.store.push import JOBS_TTL_MS, HoldUp, HoldUpRef, PushStore
 
 IDENTITY = "910111000"
 REF = HoldUpRef(IDENTITY, "s1", "call-1")
@@ -18,9 +18,9 @@ def store(redisdb: redis.Redis) -> PushStore:
     return PushStore(redisdb)
 
 
-def hold(store: PushStore, ref: HoldUpRef = REF, deadline_ms: int = 2_000) -> dict[str, object]:
+def hold(store: PushStore, ref: HoldUpRef = REF, deadline_ms: int = 2_000) -> HoldUp:
     """Record a held-up call due at deadline_ms."""
-    return store.hold_up(ref, {"eventId": "1-1", "ringAt": 1_000, "deadline": deadline_ms}, deadline_ms, 60_000)
+    return store.hold_up(ref, HoldUp("1-1", 1_000, deadline_ms), 60_000)
 
 
 class TestQueue:
@@ -75,16 +75,16 @@ class TestHoldUps:
         """Recording the same call again returns the stored record, unchanged."""
         hold(store)
         store.mark(REF, "pushedAt", 1_500)
-        again = store.hold_up(REF, {"eventId": "9-9", "ringAt": 5, "deadline": 6}, 6, 60_000)
-        assert (again["eventId"], again["pushedAt"]) == ("1-1", 1_500)
+        again = store.hold_up(REF, HoldUp("9-9", 5, 6), 60_000)
+        assert (again.event_id, again.pushed_at) == ("1-1", 1_500)
 
     def test_only_the_first_outcome_takes_the_call(self, store: PushStore) -> None:
         """The first take wins the race, a later one gets nothing, and a re-delivery of the winner repeats it."""
         hold(store)
         [(ref, won)] = store.take(IDENTITY, "s1", "job-ready", "holdUpReady", 1_800)
-        assert (ref, won["outcome"], won["takenAt"]) == (REF, "holdUpReady", 1_800)
+        assert (ref, won.outcome, won.taken_at) == (REF, "holdUpReady", 1_800)
         assert store.take(IDENTITY, "s1", "job-deadline", "holdUpNotReady", 2_000, "call-1", "timeout") == []
-        assert store.take(IDENTITY, "s1", "job-ready", "holdUpReady", 1_900)[0][1]["takenAt"] == 1_800
+        assert store.take(IDENTITY, "s1", "job-ready", "holdUpReady", 1_900)[0][1].taken_at == 1_800
         assert not store.mark(REF, "pushedAt", 1)
 
     def test_a_settled_call_is_not_held_up_again(self, store: PushStore, redisdb: redis.Redis) -> None:
@@ -94,7 +94,7 @@ class TestHoldUps:
         store.settle(REF, 1_900)
         assert redisdb.zcard(keys.PUSH_DEADLINES) == 0
         again = hold(store)
-        assert (again["takenBy"], again["signalledAt"]) == ("job", 1_900)
+        assert (again.taken_by, again.signalled_at) == ("job", 1_900)
         assert 0 < redisdb.pttl(keys.holdups(IDENTITY, "s1")) <= 60_000  # type: ignore[operator] # redis-py types sync replies as Awaitable | Any
 
     def test_rate_limit_counts_per_identity_window(self, store: PushStore, redisdb: redis.Redis) -> None:

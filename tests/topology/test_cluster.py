@@ -13,6 +13,7 @@ from tests.harness import RedisCluster3
 from vora.store import keys
 from vora.store.client import connect, parse_redis_url
 from vora.store.directory import Directory
+from vora.store.push import HoldUp, HoldUpRef, PushRegistration, PushStore
 from vora.store.sessions import NewSession, NotOwner, SessionStore
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
@@ -82,8 +83,6 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
 
 def test_push_store_runs_on_the_cluster(redis_cluster: RedisCluster3) -> None:
     """Every push-store step works on the cluster: the {push} keys in one slot, hold-ups in the identity's."""
-    from vora.store.push import HoldUpRef, PushRegistration, PushStore
-
     client = connect(redis_cluster.url, timeout=2.0)
     with contextlib.closing(client):
         store = PushStore(client)
@@ -103,11 +102,11 @@ def test_push_store_runs_on_the_cluster(redis_cluster: RedisCluster3) -> None:
         store.ack(job_id)
 
         ref = HoldUpRef(identity, "s1", "c-1")
-        store.hold_up(ref, {"eventId": "1-1", "ringAt": 1, "deadline": 2}, 2, 60_000)
+        store.hold_up(ref, HoldUp("1-1", 1, 2), 60_000)
         assert store.mark(ref, "pushedAt", 1)
         assert store.queue_due_deadlines(10, 100) >= 1
         [(taken, holdup)] = store.take(identity, "s1", "job", "holdUpNotReady", 3, "c-1", "timeout")
-        assert (taken, holdup["reason"]) == (ref, "timeout")
+        assert (taken, holdup.reason) == (ref, "timeout")
         store.settle(ref, 4)
         assert store.count_push(identity, 1, 60_000)
         assert not store.count_push(identity, 1, 60_000)

@@ -15,6 +15,7 @@ from testbed.vora_server import RunningServer, running_server
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
 from tests.harness.ws_client import Client, make_publisher, open_client
 from vora.events.publisher import EventPublisher
+from vora.store import keys
 
 IDENTITY = "910111000"
 ServerFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
@@ -61,7 +62,6 @@ def publisher(redisdb: redis.Redis, redis_proc: Any) -> EventPublisher:
 @pytest.fixture
 def setup_token(redisdb: redis.Redis, make_token: TokenFactory) -> Callable[..., str]:
     """Provision a user, open a session through the REST API and return its WebSocket token."""
-    from vora.store import keys
 
     def setup(
         server: RunningServer, subject: str = "alice", identity: str = IDENTITY, scopes: tuple[str, ...] | None = None

@@ -15,8 +15,7 @@ import websocket
 from testbed.wait import wait_for
 from tests.harness.ws_client import make_publisher
 from tests.harness.ws_pair import SocketPair, socket_pair
-from vora.auth.devkeys import ALL_SCOPES
-from vora.core.catalog import SUBSCRIBABLE_EVENTS
+from vora.core.catalog import ALL_SCOPES, SUBSCRIBABLE_EVENTS
 from vora.events.publisher import EventPublisher, PublishedEvent
 from vora.store import keys
 from vora.store.bus import EventNotice

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -12,8 +16,10 @@ from testbed.vora_server import RunningServer
 from tests.conftest import TokenFactory
 from tests.harness.ws_client import Client, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
-from vora.events.publisher import EventPublisher, InvalidEvent
+from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.events.publisher import EventCatalog, EventPublisher, InvalidEvent
 from vora.store import keys
+from vora.store.streams import StreamStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
@@ -143,10 +149,6 @@ def test_resume_before_retention_reports_a_gap(
     make_server: ServerFactory, setup_token: Setup, connect: Connect, redisdb: redis.Redis, redis_proc: object
 ) -> None:
     """A lastEventId older than what is retained yields resumeGap, then the oldest retained event."""
-    from vora.core.settings import DEFAULT_SPEC_DIR
-    from vora.events.publisher import EventCatalog
-    from vora.store.streams import StreamStore
-
     small = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, max_length=10, max_age_seconds=86_400))
     with make_server() as server:
         token = setup_token(server)
@@ -187,10 +189,6 @@ def test_cli_publish_reaches_the_socket(
     server: RunningServer, setup_token: Setup, connect: Connect, ws_env: dict[str, str]
 ) -> None:
     """`vora events publish` is the ingress: its event reaches an open socket."""
-    import json
-    import subprocess
-    import sys
-
     client = connect(server, setup_token(server))
     result = subprocess.run(
         [sys.executable, "-m", "vora.cli", "events", "publish", IDENTITY, "callMissed", "--data", '{"callId": "x"}'],
@@ -209,8 +207,6 @@ def test_missed_subscription_notice_is_applied_by_the_lease(
     make_server: ServerFactory, setup_token: Setup, connect: Connect, publisher: EventPublisher, redisdb: redis.Redis
 ) -> None:
     """A subscription change whose notice never reached the worker takes effect at the next lease renewal."""
-    import time
-
     with make_server(ws_lease_interval="0.3") as server:
         token = setup_token(server)
         client = connect(server, token)

@@ -12,9 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwt
 
 from vora.auth.tokens import DEV_KEY_ID
-from vora.core.catalog import FAMILY_SCOPES, SCOPE_IDENTITIES
-
-ALL_SCOPES: tuple[str, ...] = (SCOPE_IDENTITIES, *(s for s in FAMILY_SCOPES.values() if s))
+from vora.core.catalog import ALL_SCOPES
 
 
 def create_dev_key(path: Path) -> bool:

@@ -23,6 +23,9 @@ FAMILY_SCOPES: dict[Family, str | None] = {
     Family.LIFECYCLE: None,
 }
 
+# Every scope a VORA access token may carry: what the dev tokens grant and what browsers ask for.
+ALL_SCOPES: tuple[str, ...] = (SCOPE_IDENTITIES, *(s for s in FAMILY_SCOPES.values() if s))
+
 # Order matters: it is the order of the EventType enum in spec/vora.yaml and of the
 # AsyncAPI messages; tests hold the three lists equal.
 SUBSCRIBABLE_EVENTS: dict[str, Family] = {

@@ -16,7 +16,6 @@ from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.core.clock import utc_timestamp
 from vora.core.error_shape import clip
 from vora.core.identities import is_identity
-from vora.core.settings import Settings
 from vora.observability.metrics import EVENTS_PUBLISHED
 from vora.push.rules import is_terminating_call
 from vora.store.push import PushStore
@@ -166,11 +165,3 @@ class EventPublisher:
             raise unconfirmed
         stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
         return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
-
-
-def publisher_from_settings(settings: Settings) -> EventPublisher:
-    """Build a publisher from settings, for the CLI and for telephony-side code."""
-    from vora.store.client import connect
-
-    client = connect(settings.redis_url, settings.redis_timeout)
-    return EventPublisher(EventCatalog(settings.spec_dir), StreamStore.from_settings(client, settings))

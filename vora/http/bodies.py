@@ -11,13 +11,12 @@ from http import HTTPStatus
 from typing import Any
 
 from vora.core.error_shape import RequestReadTimeout, body_too_large_message, clip, error_body
+from vora.core.types import WsgiApp
 
 # The request gunicorn serves in this greenlet (vora.http.worker sets it; none under a test client), so that
 # a refusal can end the connection instead of leaving the server to read, or wait for, the rest of the body.
 _serving: ContextVar[Any] = ContextVar("vora_serving", default=None)
 READ_SIZE = 16 * 1024
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 @contextlib.contextmanager

@@ -10,66 +10,19 @@ import werkzeug.exceptions
 from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
 from flask import Flask, Response, request
 
-from vora.core.clock import utc_timestamp
 from vora.core.error_shape import (
-    ECHO_LIMIT,
-    RequestReadTimeout,
     body_too_large_message,
     clip,
     clip_echoes,
     error_body,
 )
+from vora.core.errors import VoraError
+from vora.observability.metrics import Metrics
 from vora.store.client import UNAVAILABLE
-
-__all__ = [
-    "ECHO_LIMIT",
-    "BadRequest",
-    "Conflict",
-    "InvalidToken",
-    "NotFound",
-    "RequestReadTimeout",
-    "VoraError",
-    "body_too_large_message",
-    "clip",
-    "clip_echoes",
-    "error_body",
-    "error_response",
-    "install_error_handlers",
-    "utc_timestamp",
-]
 
 log = logging.getLogger("vora.errors")
 
 REALM = "vora"
-
-
-class VoraError(Exception):
-    """An error a handler raises on purpose, with its status and a message for humans."""
-
-    status = 500
-
-    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.headers = headers or {}
-
-
-class BadRequest(VoraError):
-    """The request is well-formed JSON but asks for something VORA does not support."""
-
-    status = 400
-
-
-class NotFound(VoraError):
-    """The caller has no such identity or session."""
-
-    status = 404
-
-
-class Conflict(VoraError):
-    """The request cannot be served in the current state of the resource."""
-
-    status = 409
 
 
 class InvalidToken(OAuthProblem):  # type: ignore[misc] # connexion is untyped
@@ -115,8 +68,8 @@ def readable_validation_message(detail: str) -> str:
     return first
 
 
-def install_error_handlers(app: Flask) -> None:
-    """Replace Flask's and Connexion's error pages with the VORA error shape."""
+def install_error_handlers(app: Flask, metrics: Metrics) -> None:
+    """Replace Flask's and Connexion's error pages with the VORA error shape; count Redis failures in metrics."""
 
     def handle_vora_error(exc: VoraError) -> Response:
         return error_response(exc.status, exc.message, exc.headers)
@@ -161,9 +114,7 @@ def install_error_handlers(app: Flask) -> None:
 
     def handle_redis_down(exc: Exception) -> Response:
         log.warning("redis unavailable", extra={"fields": {"error": type(exc).__name__}})
-        from vora.services import vora_state  # vora.services builds on this module
-
-        vora_state(app).metrics.count("redis_error:rest")
+        metrics.count("redis_error:rest")
         return error_response(503, "The session store is unavailable; retry shortly", {"Retry-After": "1"})
 
     def handle_unexpected(exc: Exception) -> Response:

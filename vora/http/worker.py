@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -103,6 +105,18 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = Settings.from_env().http_read_timeout
+
+    def drain_on_sigterm(self, drain: Callable[[], None]) -> None:
+        """Make SIGTERM start draining the app before gunicorn's own graceful exit."""
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def drain_then_exit(signum: int, frame: Any) -> None:
+            # A signal handler runs in gevent's loop callback: blocking there is forbidden.
+            gevent.spawn(drain)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, drain_then_exit)
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one connection with bounded reads."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from vora.core.clock import utc_timestamp
-from vora.http.bodies import WsgiApp
+from vora.core.types import WsgiApp
 from vora.observability.metrics import observe_request
 
 REQUEST_ID_HEADER = "X-Request-ID"

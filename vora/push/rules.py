@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Any
 
-from vora.http.errors import BadRequest
-from vora.store.push import HoldUpRef, PushRegistration
+from vora.core.clock import rfc3339_ms
+from vora.core.errors import BadRequest
+from vora.store.push import HoldUp, HoldUpRef, PushRegistration
 
 # The event that announces a terminating call; only an explicitly inbound one wakes a device.
 RINGING_EVENT = "callRinging"
@@ -38,11 +38,9 @@ def is_terminating_call(event_type: str, data: Any) -> bool:
     return event_type == RINGING_EVENT and isinstance(data, dict) and data.get("direction") == INBOUND
 
 
-def iso_ms(epoch_ms: int | None) -> str | None:
-    """Format milliseconds since the epoch as RFC 3339 UTC, or None."""
-    if epoch_ms is None:
-        return None
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _at(epoch_ms: int | None) -> str | None:
+    """Format an optional time of a hold-up (milliseconds since the epoch) as RFC 3339, or None."""
+    return None if epoch_ms is None else rfc3339_ms(epoch_ms)
 
 
 def delivery_id(ref: HoldUpRef, event: str) -> str:
@@ -51,7 +49,7 @@ def delivery_id(ref: HoldUpRef, event: str) -> str:
     return digest[:32]
 
 
-def push_body(ref: HoldUpRef, registration: PushRegistration, holdup: dict[str, Any]) -> dict[str, Any]:
+def push_body(ref: HoldUpRef, registration: PushRegistration, holdup: HoldUp) -> dict[str, Any]:
     """Build the body VORA posts to the push gateway to wake a session's device."""
     return {
         "type": PUSH_NOTIFICATION,
@@ -59,37 +57,39 @@ def push_body(ref: HoldUpRef, registration: PushRegistration, holdup: dict[str, 
         "identity": ref.identity,
         "sessionId": ref.session_id,
         "callId": ref.call_id,
-        "caller": holdup.get("caller"),
-        "eventId": holdup["eventId"],
+        "caller": holdup.caller,
+        "eventId": holdup.event_id,
         "platform": registration.platform,
         "deviceToken": registration.device_token,
         "appId": registration.app_id,
-        "ringAt": iso_ms(holdup["ringAt"]),
-        "expiresAt": iso_ms(holdup["deadline"]),
+        "ringAt": rfc3339_ms(holdup.ring_at),
+        "expiresAt": rfc3339_ms(holdup.deadline),
     }
 
 
-def readiness_body(ref: HoldUpRef, holdup: dict[str, Any]) -> dict[str, Any]:
+def readiness_body(ref: HoldUpRef, holdup: HoldUp) -> dict[str, Any]:
     """Build the readiness signal for the telephony side: ready with the wake-up time, or not ready and why."""
-    taken_at = int(holdup["takenAt"])
-    ready = holdup["outcome"] == HOLDUP_READY
+    if holdup.taken_at is None or holdup.outcome is None:
+        raise TypeError("a hold-up is signalled only once it is taken for an outcome")
+    taken_at = holdup.taken_at
+    ready = holdup.outcome == HOLDUP_READY
     # A device that connected before VORA recorded the gateway's 2xx was woken by the last attempt.
-    pushed_at = holdup.get("pushedAt") or (holdup.get("attemptAt") if ready else None)
+    pushed_at = holdup.pushed_at or (holdup.attempt_at if ready else None)
     body: dict[str, Any] = {
         "type": HOLDUP_READY if ready else HOLDUP_NOT_READY,
-        "signalId": delivery_id(ref, holdup["outcome"]),
+        "signalId": delivery_id(ref, holdup.outcome),
         "identity": ref.identity,
         "sessionId": ref.session_id,
         "callId": ref.call_id,
-        "eventId": holdup["eventId"],
-        "ringAt": iso_ms(holdup["ringAt"]),
-        "pushedAt": iso_ms(pushed_at),
+        "eventId": holdup.event_id,
+        "ringAt": rfc3339_ms(holdup.ring_at),
+        "pushedAt": _at(pushed_at),
     }
     if ready:
-        body["readyAt"] = iso_ms(taken_at)
-        body["wakeUpMs"] = max(0, taken_at - int(pushed_at)) if pushed_at is not None else None
-        body["sinceRingMs"] = max(0, taken_at - int(holdup["ringAt"]))
+        body["readyAt"] = rfc3339_ms(taken_at)
+        body["wakeUpMs"] = max(0, taken_at - pushed_at) if pushed_at is not None else None
+        body["sinceRingMs"] = max(0, taken_at - holdup.ring_at)
     else:
-        body["reason"] = holdup.get("reason") or NOT_READY_TIMEOUT
-        body["at"] = iso_ms(taken_at)
+        body["reason"] = holdup.reason or NOT_READY_TIMEOUT
+        body["at"] = rfc3339_ms(taken_at)
     return body

@@ -8,23 +8,22 @@ consumer died is taken over after CLAIM_IDLE. The flow is described in docs/mobi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
+from vora.core.clock import now_ms
 from vora.core.settings import Settings
 from vora.observability.metrics import HOLDUP_SIGNALS, WAKEUP_LATENCY, Metrics
 from vora.push import rules as push
 from vora.push.webhooks import WebhookSender
 from vora.store.client import REDIS_TROUBLE
-from vora.store.push import HoldUpRef, Job, PushRegistration, PushStore
+from vora.store.push import HoldUp, HoldUpRef, Job, PushRegistration, PushStore
 from vora.store.sessions import SessionStore, StoredSession
 
 log = logging.getLogger("vora.push")
@@ -45,11 +44,6 @@ def job_ms(job: Job, name: str) -> int:
     if not raw.isdigit():
         raise MalformedJob(f"{job.kind} job without a numeric {name}")
     return int(raw)
-
-
-def now_ms() -> int:
-    """Return the wall clock in milliseconds since the epoch."""
-    return int(time.time() * 1000)
 
 
 class PushWorker:
@@ -205,7 +199,7 @@ class PushWorker:
                     self._signal(taken, holdup, touch)
             else:
                 log.warning("unknown push job dropped", extra={"fields": {"kind": job.kind}})
-        except (KeyError, TypeError, MalformedJob, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, ValueError, MalformedJob) as exc:
             # A malformed job can never succeed: drop it rather than retry it forever.
             log.warning("malformed push job dropped", extra={"fields": {"kind": job.kind, "error": repr(exc)}})
 
@@ -224,9 +218,8 @@ class PushWorker:
             if open_sockets.get(session_id):
                 continue  # awake: the call reaches it on its socket
             ref = HoldUpRef(identity, session_id, call_id)
-            record = {"eventId": fields["eventId"], "caller": fields.get("caller") or None, "ringAt": ring_at}
-            record["deadline"] = deadline
-            holdup = self._store.hold_up(ref, record, deadline, self._timeout_ms + HOLDUP_TTL_MARGIN_MS)
+            record = HoldUp(fields["eventId"], ring_at, deadline, fields.get("caller") or None)
+            holdup = self._store.hold_up(ref, record, self._timeout_ms + HOLDUP_TTL_MARGIN_MS)
             self._wake(job, ref, registration, holdup, touch)
 
     def _wake(
@@ -234,14 +227,14 @@ class PushWorker:
         job: Job,
         ref: HoldUpRef,
         registration: PushRegistration,
-        holdup: dict[str, Any],
+        holdup: HoldUp,
         touch: Callable[[], None],
     ) -> None:
-        if holdup.get("takenBy"):
-            if holdup["takenBy"] == job.job_id:  # this job's earlier try stopped before signalling
+        if holdup.taken_by:
+            if holdup.taken_by == job.job_id:  # this job's earlier try stopped before signalling
                 self._signal(ref, holdup, touch)
             return
-        if holdup.get("pushedAt") is not None:
+        if holdup.pushed_at is not None:
             return  # this job's earlier try pushed already
         if self._sessions.open_sockets(ref.identity, now_ms()).get(ref.session_id):
             # A socket opened between the presence read and the hold-up: the device is awake, no push.
@@ -286,8 +279,8 @@ class PushWorker:
         ):
             self._signal(taken, holdup, touch)
 
-    def _signal(self, ref: HoldUpRef, holdup: dict[str, Any], touch: Callable[[], None]) -> None:
-        if holdup.get("signalledAt") is not None:
+    def _signal(self, ref: HoldUpRef, holdup: HoldUp, touch: Callable[[], None]) -> None:
+        if holdup.signalled_at is not None:
             return  # a re-delivered job whose first try signalled already
         body = push.readiness_body(ref, holdup)
         HOLDUP_SIGNALS.labels(body["type"], body.get("reason", "")).inc()

@@ -31,16 +31,13 @@ from flask import Flask, signals
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.http import HTTP_STATUS_CODES
 
-from vora.auth.bearer import bearer_token
-from vora.auth.tokens import token_info, validate_scope
+from vora.auth.tokens import SCOPE_VALIDATE_FUNC, TOKEN_INFO_FUNC, validate_scope
+from vora.core.types import WsgiApp
+from vora.http.bearer import bearer_token
+from vora.http.hooks import ACTS_ONLY_ON, DONE_BY_FAST_PATH
 
 log = logging.getLogger("vora.fast_path")
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-# A Flask hook with this attribute acts only on requests to that path; the fast path may skip it elsewhere.
-ACTS_ONLY_ON = "vora_acts_only_on"
-# A Flask hook with this attribute is one whose work the fast path does itself.
-DONE_BY_FAST_PATH = "vora_done_by_fast_path"
 JSON_MIMETYPE = "application/json"
 OPTIONAL_ARGUMENTS = frozenset({"token_info", "user"})
 # The Draft 4 keywords whose meaning jsonschema (with Connexion's request extensions) and jsonschema_rs share
@@ -57,22 +54,6 @@ SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null", "numbe
 # Patterns of literal characters, classes, anchors, groups, lookaheads and \x/\n/\./\-/\+ escapes: Python's re and
 # Rust's regex read them alike (no \d, \w, \s, \b, whose Unicode reach differs).
 _PORTABLE_PATTERN = re.compile(r"(?:[^\\]|\\[xn.+\-])*")
-
-
-def acts_only_on(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a Flask hook as doing nothing for requests to any other path."""
-
-    def mark(hook: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(hook, ACTS_ONLY_ON, path)
-        return hook
-
-    return mark
-
-
-def done_by_fast_path(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a Flask hook whose work the fast path does for its own requests."""
-    setattr(hook, DONE_BY_FAST_PATH, True)
-    return hook
 
 
 @dataclass(frozen=True)
@@ -175,8 +156,8 @@ def _required_scopes(operation: Any) -> list[str] | None:
     scheme = operation.security_schemes.get(name, {})
     if (
         scheme.get("type") != "oauth2"
-        or scheme.get("x-tokenInfoFunc") != "vora.auth.tokens.token_info"
-        or scheme.get("x-scopeValidateFunc") != "vora.auth.tokens.validate_scope"
+        or scheme.get("x-tokenInfoFunc") != TOKEN_INFO_FUNC
+        or scheme.get("x-scopeValidateFunc") != SCOPE_VALIDATE_FUNC
     ):
         return None
     return list(scopes)
@@ -220,8 +201,10 @@ class FastPath:
         routes: dict[tuple[str, str], FastOperation],
         fallback: WsgiApp,
         get_response: Callable[[Any, str], Any],
+        token_info: Callable[[str], dict[str, Any]],
     ) -> None:
         self._app = app
+        self._token_info = token_info  # the app's own x-tokenInfoFunc, bound to its verifier
         self._routes = routes
         self._fallback = fallback
         self._get_response = get_response  # Connexion's conversion, for answers other than (JSON, status[, headers])
@@ -281,7 +264,7 @@ class FastPath:
     ) -> Iterable[bytes]:
         kwargs: dict[str, Any] = {}
         try:
-            info = token_info(token)
+            info = self._token_info(token)
         except Exception:  # noqa: BLE001 - the full stack answers every refusal, exactly as before
             return self._fallback(environ, start_response)
         if not validate_scope(operation.required_scopes, info["scope"]):

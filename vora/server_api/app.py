@@ -1,8 +1,8 @@
-"""Build the server API app (spec/vora-server.yaml) and route its listener's requests to it."""
+"""Build the server API app (spec/vora-server.yaml), for the telephony side on its own listener."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
 from typing import Any
 
 import connexion
@@ -12,16 +12,19 @@ from flask import Flask, Response
 
 from vora.core.server_keys import ServerKeys
 from vora.core.settings import Settings
-from vora.events.publisher import EventCatalog, EventPublisher
-from vora.http.bodies import WsgiApp
+from vora.events.publisher import EventPublisher
+from vora.http.connexion import TagResolver, api_class, name_operations
 from vora.http.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
 from vora.http.validation import RuleNamingBodyValidator
+from vora.observability.metrics import Metrics
+from vora.server_api.handlers.connections import ConnectionHandlers
+from vora.server_api.handlers.events import EventHandlers
 from vora.server_api.rules import SERVER_SPEC_FILE, ServerApi
-from vora.services import EXTENSION, VoraState, extension
-from vora.store.streams import NotReplicated
+from vora.store.sessions import SessionStore
+from vora.store.streams import NotReplicated, StreamStore
 
-SERVER_API = "vora.server"
-SERVER_KEYS = "vora.server_keys"
+# The name spec/vora-server.yaml gives its bearer check (x-bearerInfoFunc).
+KEY_INFO_FUNC = "vora.server_api.app.key_info"
 KEY_REQUIRED = "A server API key is required: send 'Authorization: Bearer <server API key>'"
 
 
@@ -29,14 +32,8 @@ class ServerKeyRefused(InvalidToken):
     """The bearer value is not a configured server API key."""
 
 
-def server_api() -> ServerApi:
-    """Return the server API service of the current app."""
-    return extension(SERVER_API, ServerApi)
-
-
-def key_info(token: str) -> dict[str, Any]:
-    """Accept a configured server API key for Connexion (x-bearerInfoFunc), or refuse it with a reason."""
-    keys = extension(SERVER_KEYS, ServerKeys)
+def key_info(keys: ServerKeys, token: str) -> dict[str, Any]:
+    """Accept a configured server API key for Connexion (x-bearerInfoFunc, bound to the app's keys), or refuse it."""
     if keys.accepts(token):
         return {"sub": "server-api"}
     if token.count(".") == 2 and token.startswith("eyJ"):
@@ -63,15 +60,32 @@ def _unconfirmed(exc: NotReplicated) -> Response:
     return error_response(503, message, {"Retry-After": "1"})
 
 
-def create_server_app(settings: Settings, state: VoraState) -> Flask:
-    """Build the server API app on the public app's state (its Redis clients, stores and metrics)."""
-    from vora.app import TagResolver, name_operations
-
+def create_server_app(
+    settings: Settings,
+    *,
+    publisher: EventPublisher,
+    streams: StreamStore,
+    session_store: SessionStore,
+    server_keys: ServerKeys,
+    metrics: Metrics,
+) -> Flask:
+    """Build the server API app on the instance's stores, publisher and metrics; nothing connects yet."""
+    rules = ServerApi(
+        publisher,
+        streams,
+        session_store,
+        settings.spec_dir,
+        settings.server_api_max_batch,
+        settings.server_api_idempotency_window,
+    )
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
+    cx.api_cls = api_class({KEY_INFO_FUNC: functools.partial(key_info, server_keys)})
     api = cx.add_api(
         SERVER_SPEC_FILE,
         resolver=TagResolver(
-            yaml.safe_load((settings.spec_dir / SERVER_SPEC_FILE).read_text()), "vora.server_api.handlers"
+            yaml.safe_load((settings.spec_dir / SERVER_SPEC_FILE).read_text()),
+            "vora.server_api.handlers",
+            {"events": EventHandlers(rules), "connections": ConnectionHandlers(rules)},
         ),
         strict_validation=True,
         validate_responses=False,
@@ -82,47 +96,8 @@ def create_server_app(settings: Settings, state: VoraState) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.server_api_max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers in the order the spec lists their fields
-    publisher = EventPublisher(EventCatalog(settings.spec_dir), state.streams)
-    app.extensions[EXTENSION] = state
-    app.extensions[SERVER_KEYS] = ServerKeys(settings.server_api_keys, settings.server_api_keys_file)
-    app.extensions[SERVER_API] = ServerApi(
-        publisher,
-        state.streams,
-        state.session_store,
-        settings.spec_dir,
-        settings.server_api_max_batch,
-        settings.server_api_idempotency_window,
-    )
-    install_error_handlers(app)
+    install_error_handlers(app, metrics)
     app.register_error_handler(OAuthProblem, _refuse_without_key)
     app.register_error_handler(NotReplicated, _unconfirmed)
     name_operations(app, api.specification.raw, api.base_path)
     return app
-
-
-def listener_port(environ: dict[str, Any]) -> int | None:
-    """Return the local port of the listener the request arrived on (gunicorn's socket, not the Host header)."""
-    sock = environ.get("gunicorn.socket")
-    if sock is not None:
-        try:
-            address = sock.getsockname()
-        except OSError:
-            return None
-        return address[1] if isinstance(address, tuple) else None
-    port = environ.get("SERVER_PORT", "")
-    return int(port) if str(port).isdigit() else None
-
-
-class ListenerDispatcher:
-    """Send what arrives on the server API's listener to the server API app, the rest to the public app."""
-
-    def __init__(self, public: WsgiApp, server: WsgiApp, server_port: int) -> None:
-        self._public = public
-        self._server = server
-        self._server_port = server_port
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """Serve one request with the app of the listener it came in on."""
-        if listener_port(environ) == self._server_port:
-            return self._server(environ, start_response)
-        return self._public(environ, start_response)

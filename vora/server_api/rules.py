@@ -6,7 +6,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,22 +13,23 @@ from typing import Any
 import jsonschema
 import yaml
 
+from vora.core.errors import BadRequest, Conflict, NotFound
 from vora.events.publisher import EventPublisher, InvalidEvent, stream_envelope
-from vora.http.errors import BadRequest, NotFound, VoraError
 from vora.observability.metrics import EVENTS_PUBLISHED
-from vora.sessions.service import SUBSCRIBE_ALL
 from vora.store.client import UNAVAILABLE
 from vora.store.sessions import SessionStore, StoredSession
-from vora.store.streams import Append, Appended, NotReplicated, StreamStore, stream_position
+from vora.store.streams import (
+    MAX_ID_PART,
+    Append,
+    Appended,
+    NotReplicated,
+    Position,
+    StreamStore,
+    parse_event_id,
+)
+from vora.store.subscriptions import Subscription
 
 SERVER_SPEC_FILE = "vora-server.yaml"
-UINT64_MAX = 2**64 - 1
-
-
-class Conflict(VoraError):
-    """The idempotency key already published a different event within its window."""
-
-    status = 409
 
 
 @cache
@@ -56,25 +56,19 @@ def fingerprint(event_type: str, data: Any, timestamp: str | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_event_id(event_id: str) -> str:
-    """Return an eventId unchanged, or raise BadRequest when a part does not fit in 64 bits."""
-    millis, _, sequence = event_id.partition("-")
-    if not (millis.isdigit() and sequence.isdigit()) or max(int(millis), int(sequence)) > UINT64_MAX:
-        raise BadRequest(f"after: {event_id!r} is not an eventId (two numbers of at most {UINT64_MAX}, joined by -)")
-    return event_id
-
-
-def rfc3339_ms(epoch_ms: int) -> str:
-    """Format milliseconds since the epoch as an RFC 3339 UTC timestamp."""
-    when = datetime.fromtimestamp(epoch_ms / 1000, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def check_event_id(event_id: str) -> Position:
+    """Return the stream position of an eventId, or raise BadRequest when it is not one Redis could hold."""
+    # parse_event_id's `$` lets a final newline through, as the WebSocket's lastEventId always has; `after` never did.
+    position = parse_event_id(event_id) if not event_id.endswith("\n") else None
+    if position is None:
+        raise BadRequest(f"after: {event_id!r} is not an eventId (two numbers of at most {MAX_ID_PART}, joined by -)")
+    return position
 
 
 def subscription_of(value: str) -> dict[str, Any]:
     """Describe a stored subscription the way eventSubscription takes it."""
-    if value == SUBSCRIBE_ALL:
-        return {"subscribeAll": True, "events": []}
-    return {"subscribeAll": False, "events": [name for name in value.split(",") if name]}
+    subscription = Subscription.decode(value)
+    return {"subscribeAll": subscription.subscribe_all, "events": list(subscription.events)}
 
 
 @dataclass(frozen=True)
@@ -220,7 +214,7 @@ class ServerApi:
 
     def history(self, identity: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         """Return up to limit retained events after an eventId, and the cursor of the next page."""
-        start = None if after is None else stream_position(check_event_id(after))
+        start = None if after is None else check_event_id(after)
         events = self._streams.read_after(identity, start, limit + 1)
         page = events[:limit]
         next_after = page[-1].event_id if len(events) > limit else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
-from vora.http.errors import BadRequest, Conflict, NotFound, VoraError
+from vora.core.errors import BadRequest, Conflict, NotFound, VoraError
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
 from vora.store.push import PushRegistration
@@ -27,13 +27,13 @@ from vora.store.sessions import (
     StoredSession,
 )
 from vora.store.streams import Position, position_before, resume_point, stream_id, stream_position
+from vora.store.subscriptions import SUBSCRIBE_ALL, Subscription
 
 log = logging.getLogger("vora.sessions")
 
 SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
 TOKEN_VERSION = "v1"  # noqa: S105 - a format tag, not a secret
 TOKEN_SECRET_BYTES = 32  # 256 bits
-SUBSCRIBE_ALL = "*"
 
 
 @dataclass(frozen=True)
@@ -94,21 +94,12 @@ def identity_of_token(token: str) -> str | None:
 
 
 def subscription_value(subscribe_all: bool, events: Iterable[str] | None) -> str:
-    """Encode a subscription request as stored: '*' for all, '' for none, else a list."""
-    if subscribe_all:
-        return SUBSCRIBE_ALL
-    wanted = list(dict.fromkeys(events or ()))
-    unknown = [name for name in wanted if name not in SUBSCRIBABLE_EVENTS]
+    """Check a subscription request and encode it as stored, refusing event types outside the catalogue."""
+    wanted = () if subscribe_all else tuple(events or ())
+    unknown = [name for name in dict.fromkeys(wanted) if name not in SUBSCRIBABLE_EVENTS]
     if unknown:
         raise BadRequest(f"Unknown event type(s) {', '.join(unknown)}; known events: {', '.join(SUBSCRIBABLE_EVENTS)}")
-    return ",".join(wanted)
-
-
-def subscribed_events(value: str) -> frozenset[str]:
-    """Decode a stored subscription into the set of event types it admits."""
-    if value == SUBSCRIBE_ALL:
-        return frozenset(SUBSCRIBABLE_EVENTS)
-    return frozenset(name for name in value.split(",") if name)
+    return Subscription(subscribe_all, wanted).encode()
 
 
 UNKNOWN_TOKEN = "The webSocketToken is unknown, expired or revoked; call /identity/setup again"  # noqa: S105 - a message

@@ -146,3 +146,17 @@ def connect(
 def is_cluster(client: redis.Redis) -> bool:
     """Tell whether a client speaks to a Redis Cluster, where one command or script stays within one slot."""
     return isinstance(client, RedisCluster)
+
+
+def readiness_problem(probe: redis.Redis) -> str | None:
+    """Return None when Redis answers PING within the probe's timeout, else why not."""
+    try:
+        probe.ping()
+        if isinstance(probe, RedisCluster):
+            # A PING reaches one node; the cluster may still have uncovered slots.
+            state = probe.cluster_info().get("cluster_state")
+            if state != "ok":
+                return f"Redis Cluster state is {state}"
+    except REDIS_ERRORS as exc:
+        return f"Redis does not answer: {type(exc).__name__}"
+    return None

@@ -70,6 +70,56 @@ class HoldUpRef:
         return cls(*(str(part) for part in decoded))
 
 
+def _optional_ms(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class HoldUp:
+    """A held-up call as stored: the event that rang, its deadline, and how far its wake-up went.
+
+    Stored as JSON in the session's hold-up hash under the call id; the scripts set the progress
+    fields (attemptAt, pushedAt, takenBy, takenAt, outcome, reason, signalledAt) in place.
+    """
+
+    event_id: str
+    ring_at: int
+    deadline: int
+    caller: str | None = None
+    attempt_at: int | None = None  # a push attempt started (the device may connect before its 2xx)
+    pushed_at: int | None = None  # the push gateway accepted the push
+    taken_by: str | None = None  # the job that took the call for its outcome, exactly once
+    taken_at: int | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    signalled_at: int | None = None  # the readiness signal went out
+
+    def encode(self) -> str:
+        """Encode a new hold-up record (its progress fields are the scripts' to set)."""
+        record = {"eventId": self.event_id, "caller": self.caller, "ringAt": self.ring_at, "deadline": self.deadline}
+        return json.dumps(record, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> HoldUp:
+        """Decode a stored hold-up, raising KeyError, TypeError or ValueError on a malformed one."""
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise TypeError("a hold-up record is a JSON object")
+        return cls(
+            event_id=str(record["eventId"]),
+            ring_at=int(record["ringAt"]),
+            deadline=int(record["deadline"]),
+            caller=record.get("caller") or None,
+            attempt_at=_optional_ms(record.get("attemptAt")),
+            pushed_at=_optional_ms(record.get("pushedAt")),
+            taken_by=record.get("takenBy") or None,
+            taken_at=_optional_ms(record.get("takenAt")),
+            outcome=record.get("outcome"),
+            reason=record.get("reason") or None,
+            signalled_at=_optional_ms(record.get("signalledAt")),
+        )
+
+
 def registration_fields(registration: PushRegistration | None) -> dict[str, str]:
     """Encode a push registration as session-hash fields (none without one)."""
     if registration is None:
@@ -193,16 +243,15 @@ class PushStore:
 
     # Hold-ups: a call waiting for a session's device to connect.
 
-    def hold_up(self, ref: HoldUpRef, record: dict[str, Any], deadline_ms: int, ttl_ms: int) -> dict[str, Any]:
+    def hold_up(self, ref: HoldUpRef, record: HoldUp, ttl_ms: int) -> HoldUp:
         """Record a held-up call once and schedule its deadline; return the stored record (maybe an older one)."""
         stored = self._create_holdup(
-            keys=[keys.holdups(ref.identity, ref.session_id)],
-            args=[ref.call_id, json.dumps(record, separators=(",", ":")), ttl_ms],
+            keys=[keys.holdups(ref.identity, ref.session_id)], args=[ref.call_id, record.encode(), ttl_ms]
         )
-        result: dict[str, Any] = json.loads(text(stored))
-        if "takenBy" not in result:
+        result = HoldUp.decode(text(stored))
+        if result.taken_by is None:
             # Idempotent, so a re-delivered job repairs a schedule its crashed first try never wrote.
-            self._redis.zadd(keys.PUSH_DEADLINES, {ref.member(): deadline_ms}, nx=True)
+            self._redis.zadd(keys.PUSH_DEADLINES, {ref.member(): record.deadline}, nx=True)
         return result
 
     def mark(self, ref: HoldUpRef, field: str, value: int | str) -> bool:
@@ -219,13 +268,13 @@ class PushStore:
         now_ms: int,
         call_id: str = "",
         reason: str = "",
-    ) -> list[tuple[HoldUpRef, dict[str, Any]]]:
+    ) -> list[tuple[HoldUpRef, HoldUp]]:
         """Take a session's held-up calls (or one call) for an outcome, each exactly once across instances."""
         flat = self._take_holdups(
             keys=[keys.holdups(identity, session_id)], args=[job_id, outcome, now_ms, call_id, reason]
         )
         return [
-            (HoldUpRef(identity, session_id, text(flat[i])), json.loads(text(flat[i + 1])))
+            (HoldUpRef(identity, session_id, text(flat[i])), HoldUp.decode(text(flat[i + 1])))
             for i in range(0, len(flat), 2)
         ]
 

@@ -14,10 +14,10 @@ from typing import Any
 from vora.core.catalog import SUBSCRIBABLE_EVENTS, required_scope
 from vora.core.settings import Settings
 from vora.events.publisher import lifecycle_envelope, stream_envelope
-from vora.sessions.service import subscribed_events
 from vora.store.client import REDIS_TROUBLE, is_permanent
 from vora.store.sessions import StoredSession
 from vora.store.streams import Position, StoredEvent, StreamStore, stream_id, stream_position
+from vora.store.subscriptions import Subscription
 from vora.ws.transport import Transport
 
 log = logging.getLogger("vora.ws")
@@ -37,7 +37,9 @@ SLOW_CONSUMER = "slow consumer: reconnect with lastEventId"
 def allowed_types(events_value: str, scopes: frozenset[str]) -> frozenset[str]:
     """Return the event types a session may receive: subscribed and covered by its scopes."""
     return frozenset(
-        t for t in subscribed_events(events_value) if t in SUBSCRIBABLE_EVENTS and required_scope(t) in scopes
+        t
+        for t in Subscription.decode(events_value).admits(SUBSCRIBABLE_EVENTS)
+        if t in SUBSCRIBABLE_EVENTS and required_scope(t) in scopes
     )
 
 

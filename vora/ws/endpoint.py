@@ -6,21 +6,28 @@ import base64
 import binascii
 import contextlib
 import logging
-import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_sock import Sock
 
-from vora.auth.bearer import bearer_token
+from vora.core.clock import now_ms
+from vora.core.lifecycle import Lifecycle
+from vora.core.settings import Settings
+from vora.http.bearer import bearer_token
 from vora.http.errors import bearer_challenge, error_response
-from vora.rest.fast_path import acts_only_on
-from vora.sessions.service import SocketAdmission, SocketRefused
+from vora.http.hooks import acts_only_on
+from vora.observability.metrics import Metrics
+from vora.push.worker import PushWorker
+from vora.sessions.service import SessionService, SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
-from vora.store.streams import parse_event_id
+from vora.store.streams import StreamStore, parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
+from vora.ws.hub import Hub
 from vora.ws.reactor import Reactor, call_every, worker_reactor
+from vora.ws.runner import HubRunner
 from vora.ws.transport import WebsocketTransport, handshake_options
 
 log = logging.getLogger("vora.ws")
@@ -83,11 +90,22 @@ def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
     return netloc.lower() == host.lower() or (":" not in host and netloc.rsplit(":", 1)[0].lower() == host.lower())
 
 
-def install_websocket(app: Flask, path: str) -> None:
-    """Add the event WebSocket at path to the app."""
-    from vora.services import vora_state
+@dataclass(frozen=True)
+class SocketServices:
+    """What the event WebSocket works with: the session rules, the stream, this worker's hub and its workers."""
 
-    state = vora_state(app)
+    settings: Settings
+    lifecycle: Lifecycle
+    sessions: SessionService
+    streams: StreamStore
+    hub: Hub
+    hub_runner: HubRunner
+    metrics: Metrics
+    push: PushWorker
+
+
+def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
+    """Add the event WebSocket at path to the app."""
     settings = state.settings
     options = SocketOptions.from_settings(settings)
     # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
@@ -148,7 +166,7 @@ def install_websocket(app: Flask, path: str) -> None:
                     503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
                 )
             try:
-                admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
+                admission = state.sessions.admit_socket(token, last_event, now_ms())
             except SocketRefused as refused:
                 return _refuse(refused.status, refused.message)
         state.hub.expect(admission.session.identity, admission.session.session_id)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 
+from vora.core import clock
 from vora.core.settings import Settings
 from vora.store.client import REDIS_TROUBLE
 from vora.store.sessions import Lease, SessionStore
@@ -80,7 +80,7 @@ class LeaseKeeper:
         conns = self._hub.connections()
         if not conns:
             return
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         by_session: dict[tuple[str, str], list[Connection]] = defaultdict(list)
         for conn in conns:
             by_session[(conn.identity, conn.session_id)].append(conn)

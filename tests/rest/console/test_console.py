@@ -11,7 +11,7 @@ import yaml
 from flask.testing import FlaskClient
 
 from vora.app import create_app
-from vora.auth.devkeys import ALL_SCOPES
+from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import DEFAULT_SPEC_DIR, Settings, SettingsError
 
 PROVIDER = "http://127.0.0.1:18087"

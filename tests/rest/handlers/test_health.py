@@ -10,7 +10,7 @@ from testbed.ports import free_port
 from tests.rest.handlers.test_session import assert_error
 from vora.app import create_app
 from vora.core.settings import Settings
-from vora.services import vora_state
+from vora.services import services_of
 
 
 def test_readiness_is_204_while_redis_answers(client: FlaskClient) -> None:
@@ -45,6 +45,6 @@ def test_liveness_needs_no_redis(settings: Settings, redisdb: redis.Redis) -> No
 def test_both_probes_are_503_once_draining(app: Flask, client: FlaskClient) -> None:
     """Once the worker drains, liveness and readiness answer 503."""
     assert client.get("/vora/health/liveness").status_code == 204
-    vora_state(app).lifecycle.drain()
+    services_of(app).lifecycle.drain()
     assert_error(client.get("/vora/health/liveness"), 503, "draining")
     assert_error(client.get("/vora/health/readiness"), 503, "draining")

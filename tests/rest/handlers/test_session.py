@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -12,10 +15,13 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from testbed.ports import free_port
 from tests.conftest import assert_no_traceback
+from tests.harness import RedisServer
+from vora.app import create_app
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.core.settings import Settings
-from vora.services import vora_state
+from vora.services import services_of
 from vora.sessions.service import hash_token, identity_of_token
 from vora.store import keys
 
@@ -261,8 +267,6 @@ class TestSetup:
 
     def test_body_limit_is_configurable(self, settings: Settings, redisdb: redis.Redis, auth: Headers) -> None:
         """VORA_MAX_BODY_BYTES lowers the limit."""
-        from vora.app import create_app
-
         small = create_app(settings.with_changes(max_body_bytes=64)).test_client()
         body = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": False, "x": "y" * 40})
         assert_error(small.post(SETUP, data=body, content_type="application/json", headers=auth()), 413, "64 bytes")
@@ -281,10 +285,8 @@ class TestSetup:
 
     def test_cap_evicts_the_oldest_session(self, settings: Settings, redisdb: redis.Redis, auth: Headers) -> None:
         """Past the per-identity cap the oldest session and its token go; one that never had a socket goes silently."""
-        from vora.app import create_app
-
         app = create_app(settings.with_changes(max_sessions_per_identity=2))
-        vora_state(app).directory.add("alice", [IDENTITY])
+        services_of(app).directory.add("alice", [IDENTITY])
         client = app.test_client()
         pubsub = redisdb.pubsub()
         pubsub.subscribe(keys.CONTROL_CHANNEL)
@@ -308,11 +310,9 @@ class TestSetup:
         self, settings: Settings, redisdb: redis.Redis, auth: Headers
     ) -> None:
         """With a per-user cap of 1, a manager opening sessions on a shared identity evicts only its own."""
-        from vora.app import create_app
-
         app = create_app(settings.with_changes(max_sessions_per_identity=1))
-        vora_state(app).directory.add("alice", [IDENTITY])
-        vora_state(app).directory.add("manager", [IDENTITY])
+        services_of(app).directory.add("alice", [IDENTITY])
+        services_of(app).directory.add("manager", [IDENTITY])
         client = app.test_client()
         mine = setup_session(client, auth("alice"))
         managers_first = setup_session(client, auth("manager"))
@@ -324,11 +324,9 @@ class TestSetup:
         self, settings: Settings, redisdb: redis.Redis, auth: Headers
     ) -> None:
         """Past VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL a user with no session to replace gets 409 and nothing changes."""
-        from vora.app import create_app
-
         app = create_app(settings.with_changes(max_sessions_per_identity=1, max_sessions_per_identity_total=2))
         for user in ("alice", "bob", "carol"):
-            vora_state(app).directory.add(user, [IDENTITY])
+            services_of(app).directory.add(user, [IDENTITY])
         client = app.test_client()
         setup_session(client, auth("alice"))
         setup_session(client, auth("bob"))
@@ -556,8 +554,6 @@ class TestCors:
 
     def test_configured_origin_is_allowed_and_others_not(self, settings: Settings, redisdb: redis.Redis) -> None:
         """A configured origin gets CORS headers on preflight; another origin does not."""
-        from vora.app import create_app
-
         app: Flask = create_app(settings.with_changes(cors_origins=("https://app.example",)))
         client = app.test_client()
         preflight = client.options(
@@ -600,9 +596,6 @@ def test_every_secured_operation_answers_503_without_redis(
     settings: Settings, auth: Headers, method: str, path: str, body: Any
 ) -> None:
     """With Redis unreachable every secured operation is a 503 with Retry-After."""
-    from testbed.ports import free_port
-    from vora.app import create_app
-
     dead = create_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
     response = getattr(dead.test_client(), method)(path, json=body, headers=auth("alice"))
     assert_error(response, 503, "unavailable")
@@ -611,13 +604,6 @@ def test_every_secured_operation_answers_503_without_redis(
 
 def test_a_hung_redis_answers_503_after_one_timeout(settings: Settings, auth: Headers) -> None:
     """With Redis stopped by SIGSTOP, a secured operation answers 503 after VORA_REDIS_TIMEOUT, not a multiple of it."""
-    import os
-    import signal
-    import time
-
-    from tests.harness import RedisServer
-    from vora.app import create_app
-
     timeout = 1.0
     with RedisServer() as hung:
         client = create_app(settings.with_changes(redis_url=hung.url, redis_timeout=timeout)).test_client()

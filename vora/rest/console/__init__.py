@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, send_from_directory
 
-from vora.auth.devkeys import ALL_SCOPES
+from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -44,11 +44,8 @@ def swagger_ui_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def install_console(app: Flask, base_path: str) -> None:
+def install_console(app: Flask, base_path: str, settings: Settings) -> None:
     """Serve the web console and its configuration under base_path/console/."""
-    from vora.services import vora_state  # vora.services builds on the app this module serves
-
-    settings: Settings = vora_state(app).settings
     console = Blueprint("vora_console", __name__, url_prefix=f"{base_path}/console")
 
     @console.get("/")

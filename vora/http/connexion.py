@@ -1,0 +1,139 @@
+"""The Connexion glue both apps share: the API class, the resolver, the names of operations, spec-driven routes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import flask
+from connexion.apis.flask_api import FlaskApi
+from connexion.jsonifier import Jsonifier
+from connexion.resolver import Resolution, Resolver
+from flask import Flask, request
+from flask.globals import request_ctx
+from flask.json.provider import DefaultJSONProvider
+
+from vora.http.bearer import BearerSecurityHandlerFactory
+from vora.http.connexion_request import LazyConnexionRequest
+from vora.http.hooks import done_by_fast_path
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
+    """Bind each operationId to the method of that name on the handler object of the operation's first tag.
+
+    Each spec has its own handler package (vora.rest.handlers, vora.server_api.handlers), one module
+    a tag; the app builds one handler object a tag with what its operations need.
+    """
+
+    def __init__(self, spec: dict[str, Any], package: str, handlers: Mapping[str, object]) -> None:
+        super().__init__()
+        self._package = package
+        self._handlers = dict(handlers)
+        self._tags = {
+            (path, method.upper()): operation["tags"][0].lower()
+            for path, item in spec.get("paths", {}).items()
+            for method, operation in item.items()
+            if method in HTTP_METHODS
+        }
+
+    def resolve(self, operation: Any) -> Resolution:
+        """Return the bound handler of an operation, named <package>.<tag>.<operationId>."""
+        tag = self._tags[(operation.path, operation.method.upper())]
+        handler = getattr(self._handlers[tag], operation.operation_id)
+        return Resolution(handler, f"{self._package}.{tag}.{operation.operation_id}")
+
+
+class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
+    """Connexion's Flask API with compact JSON, VORA's reading of the Authorization header, its operations kept."""
+
+    # The security functions the spec names (x-tokenInfoFunc...), bound to this app's own objects.
+    security_functions: ClassVar[Mapping[str, Callable[..., Any]]] = {}
+
+    def _add_operation_internal(self, method: str, path: str, operation: Any) -> None:
+        """Bind an operation's handler to its Flask route, and keep the operation for the fast path."""
+        # Connexion adds the operations while its own __init__ runs: no __init__ of ours could come first.
+        self.__dict__.setdefault("added_operations", []).append((method, path, operation))
+        super()._add_operation_internal(method, path, operation)
+
+    @classmethod
+    def _set_jsonifier(cls) -> None:
+        """Serialize compact JSON: Connexion's default indent forces Python's slow pure-Python encoder."""
+        # A class attribute would not do: Connexion's metaclass calls this after the class body and overwrites it.
+        cls.jsonifier = Jsonifier(flask.json)
+
+    def make_security_handler_factory(self, pass_context_arg_name: str | None) -> BearerSecurityHandlerFactory:
+        """Build the security handlers: VORA's reading of the header, the spec's functions bound to this app."""
+        return BearerSecurityHandlerFactory(pass_context_arg_name, self.security_functions)
+
+    @classmethod
+    def get_request(cls, *args: Any, **params: Any) -> LazyConnexionRequest:
+        """Wrap the Flask request for Connexion's decorators without reading any part of it yet."""
+        context: dict[str, Any] = {}
+        setattr(request_ctx, "connexion_context", context)  # where connexion.context reads it  # noqa: B010
+        return LazyConnexionRequest(flask.request, params, context)
+
+    @classmethod
+    def get_response(cls, response: Any, mimetype: str | None = None, request: Any = None) -> Any:
+        """Turn a handler's answer into a Flask response, without the full URL Connexion builds only for debug logs."""
+        return cls._get_response(response, mimetype=mimetype)
+
+
+def api_class(security_functions: Mapping[str, Callable[..., Any]]) -> type[VoraFlaskApi]:
+    """Return the API class of one app, whose spec's security functions are bound to that app's objects."""
+    return type("BoundVoraFlaskApi", (VoraFlaskApi,), {"security_functions": dict(security_functions)})
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
+def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Map each spec path to the methods it declares, upper-cased."""
+    return {path: tuple(m.upper() for m in HTTP_METHODS if m in item) for path, item in spec.get("paths", {}).items()}
+
+
+def flask_rule(base_path: str, spec_path: str) -> str:
+    """Turn a spec path like /logout/{identity} into the Flask rule Connexion registers."""
+    return base_path + re.sub(r"\{(\w+)\}", r"<\1>", spec_path)
+
+
+def operation_ids_of(spec: dict[str, Any], base_path: str) -> dict[tuple[str, str], str]:
+    """Map (Flask rule, METHOD) to the spec's operationId."""
+    return {
+        (flask_rule(base_path, path), method.upper()): operation["operationId"]
+        for path, item in spec.get("paths", {}).items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def name_operations(app: Flask, spec: dict[str, Any], base_path: str) -> None:
+    """Put each request's spec operationId in its environ, for logs and metrics."""
+    operations = operation_ids_of(spec, base_path)
+
+    @app.before_request
+    @done_by_fast_path
+    def name_operation() -> None:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ["vora.operation"] = operations.get((rule.rule, request.method))
+
+
+def route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str, ...]]) -> None:
+    """Let the spec's own OPTIONS operations answer instead of Flask's automatic ones."""
+    with_options = {flask_rule(base_path, p) for p, m in methods.items() if "OPTIONS" in m}
+    for rule in app.url_map.iter_rules():
+        if rule.rule in with_options and getattr(rule, "provide_automatic_options", False):
+            rule.provide_automatic_options = False  # type: ignore[attr-defined] # Flask sets it on its rules; werkzeug's Rule does not declare it
+            rule.methods = (rule.methods or set()) - {"OPTIONS"}
+    app.url_map._remap = True

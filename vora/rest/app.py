@@ -1,0 +1,90 @@
+"""Build the client API's app (spec/vora.yaml): its handlers, the WebSocket, the console, the fast path."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import connexion
+import yaml
+from flask import Flask
+from flask_cors import CORS
+
+from vora.auth.tokens import TOKEN_INFO_FUNC, TokenVerifier, token_info
+from vora.core.lifecycle import Lifecycle
+from vora.core.settings import Settings
+from vora.http.connexion import (
+    BoundedJSONProvider,
+    TagResolver,
+    VoraFlaskApi,
+    allowed_methods_of,
+    api_class,
+    name_operations,
+    route_spec_options,
+)
+from vora.http.errors import install_error_handlers
+from vora.http.validation import RuleNamingBodyValidator
+from vora.observability.metrics import Metrics
+from vora.rest.console import install_console, served_spec, swagger_ui_options
+from vora.rest.fast_path import FastPath, routes_of
+from vora.rest.handlers.health import HealthHandlers
+from vora.rest.handlers.session import SessionHandlers
+from vora.sessions.service import SessionService
+from vora.ws.endpoint import SocketServices, install_websocket
+
+SPEC_FILE = "vora.yaml"
+API_EXTENSION = "vora.api"  # the Connexion API object, whose operations the fast path reads
+
+
+def create_rest_app(
+    settings: Settings,
+    *,
+    verifier: TokenVerifier,
+    sessions: SessionService,
+    lifecycle: Lifecycle,
+    redis_problem: Callable[[], str | None],
+    metrics: Metrics,
+    sockets: SocketServices,
+    fast_path: bool = True,
+) -> Flask:
+    """Build the Flask app Connexion binds to spec/vora.yaml, its WebSocket and console; nothing connects yet."""
+    spec = yaml.safe_load((settings.spec_dir / SPEC_FILE).read_text())
+    allowed_methods = allowed_methods_of(spec)
+    check_token = functools.partial(token_info, verifier)
+    cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
+    cx.api_cls = api_class({TOKEN_INFO_FUNC: check_token})
+    handlers = {
+        "session": SessionHandlers(sessions, allowed_methods),
+        "health": HealthHandlers(lifecycle, redis_problem),
+    }
+    api = cx.add_api(
+        served_spec(spec, settings),
+        resolver=TagResolver(spec, "vora.rest.handlers", handlers),
+        strict_validation=True,
+        validate_responses=False,
+        validator_map={"body": RuleNamingBodyValidator},
+        options=swagger_ui_options(settings),
+    )
+    app: Flask = cx.app
+    app.extensions[API_EXTENSION] = api
+    app.json = BoundedJSONProvider(app)
+    route_spec_options(app, api.base_path, allowed_methods)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    install_error_handlers(app, metrics)
+    install_websocket(app, f"{api.base_path}/ws", sockets)
+    install_console(app, api.base_path, settings)
+    name_operations(app, spec, api.base_path)
+
+    if settings.cors_origins:
+        CORS(
+            app,
+            origins=list(settings.cors_origins),
+            expose_headers=["X-Request-ID", "WWW-Authenticate", "Allow"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            max_age=600,
+        )
+    routes = routes_of(app, api.base_path, iter(api.added_operations)) if fast_path else {}
+    if routes:
+        app.wsgi_app = FastPath(app, routes, app.wsgi_app, VoraFlaskApi.get_response, check_token)  # type: ignore[method-assign] # Flask's documented middleware hook
+    return app
