@@ -21,7 +21,7 @@ SERVICE_SECRET ?= demo-service-secret
 SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
 SERVER_API_PORT ?= 18086
 
-.PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
+.PHONY: install run stop test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
 install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) ## Create .venv with VORA and its dev tools (idempotent)
 
@@ -60,9 +60,12 @@ run: install redis-server ## Start Redis if needed, a demo user, the dev authori
 	  VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
 	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
+stop: ## Stop what make run started: VORA, the dev authorization server and the redis-server it started
+	@bash scripts/stop-dev.sh $(PORT) $(SERVER_API_PORT) $(AUTH_PORT) $${VORA_METRICS_PORT:-9102}
+
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench
-	$(VENV)/bin/ruff format --check vora tests bench
+	$(VENV)/bin/ruff check vora tests bench scripts
+	$(VENV)/bin/ruff format --check vora tests bench scripts
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VENV)/bin/pytest
@@ -71,8 +74,8 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench
-	$(VENV)/bin/ruff format --check vora tests bench
+	$(VENV)/bin/ruff check vora tests bench scripts
+	$(VENV)/bin/ruff format --check vora tests bench scripts
 
 typecheck: install
 	$(VENV)/bin/mypy

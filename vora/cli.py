@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -231,8 +232,12 @@ def listen(token: str, url: str, last_event_id: str | None, count: int | None, t
     """Open the event WebSocket and print each event as one JSON line."""
     from vora.listen import ListenError, listen_events
 
+    def connected() -> None:
+        resuming = f", resuming after eventId {last_event_id}" if last_event_id else ""
+        click.echo(f"connected to {url}{resuming}; waiting for events (Ctrl-C stops)", err=True)
+
     try:
-        for envelope in listen_events(url, token, last_event_id, count, timeout):
+        for envelope in listen_events(url, token, last_event_id, count, timeout, on_open=connected):
             click.echo(json.dumps(envelope))
     except ListenError as exc:
         raise click.ClickException(str(exc)) from None
@@ -252,9 +257,20 @@ def check_spec() -> None:
 
 
 @main.command("config")
-def config() -> None:
-    """Print every VORA_* variable with its default."""
-    click.echo(json.dumps(dict(Settings.variables()), indent=2))
+@click.option("--defaults", is_flag=True, help="List every variable with its default instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (name, value, source) per variable.")
+def config(defaults: bool, as_json: bool) -> None:
+    """Check the settings in effect and print each VORA_* variable as it would be set; secrets are masked."""
+    if defaults:
+        click.echo(json.dumps(dict(Settings.variables()), indent=2))
+        return
+    shown = _settings().in_effect(os.environ)
+    if as_json:
+        click.echo(json.dumps([vars(setting) for setting in shown], indent=2))
+        return
+    for setting in shown:
+        remark = f"  # {setting.source}{f'; {setting.note}' if setting.note else ''}"
+        click.echo(f"{setting.name}={shlex.quote(setting.written) if setting.written else ''}{remark}")
 
 
 if __name__ == "__main__":

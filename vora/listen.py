@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,7 +15,12 @@ class ListenError(RuntimeError):
 
 
 def listen_events(
-    url: str, token: str, last_event_id: str | None = None, count: int | None = None, timeout: float | None = None
+    url: str,
+    token: str,
+    last_event_id: str | None = None,
+    count: int | None = None,
+    timeout: float | None = None,
+    on_open: Callable[[], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield each event the server sends until it closes the socket, count is reached or timeout passes."""
     query = {"token": token, **({"lastEventId": last_event_id} if last_event_id else {})}
@@ -26,6 +31,8 @@ def listen_events(
         raise ListenError(f"refused with HTTP {exc.status_code}: {body}") from None
     except OSError as exc:
         raise ListenError(f"cannot connect to {url}: {exc}") from None
+    if on_open is not None:
+        on_open()
     received = 0
     try:
         while count is None or received < count:
