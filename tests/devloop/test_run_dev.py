@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,37 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_ensure_redis_warns_before_writing_into_a_redis_it_did_not_start(
+    settings: Settings, redisdb: Any, tmp_path: Path
+) -> None:
+    """A Redis that answers but that make run did not start gets a warning naming its database and key count."""
+    redisdb.set("someone-elses-key", "1")
+    ran = subprocess.run(
+        ["bash", "scripts/ensure-redis.sh", settings.redis_url],
+        cwd=REPO,
+        env={**os.environ, "VORA_RUN_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "was not started by make run" in ran.stderr
+    assert "database 0 (which holds 1 keys now)" in ran.stderr
+
+
+def test_ensure_redis_knows_the_redis_it_started(settings: Settings, redisdb: Any, tmp_path: Path) -> None:
+    """The Redis whose pid make run recorded is used without a warning."""
+    (tmp_path / "redis.pid").write_text(str(redisdb.info("server")["process_id"]))
+    ran = subprocess.run(
+        ["bash", "scripts/ensure-redis.sh", settings.redis_url],
+        cwd=REPO,
+        env={**os.environ, "VORA_RUN_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "started by make run" in ran.stdout
+    assert ran.stderr == ""
