@@ -34,11 +34,11 @@ $(ASYNCAPI_SPECS): | $(STAMP)
 $(DEVAUTH_MODULES): devauth/package.json devauth/package-lock.json | $(ASYNCAPI_SPECS)
 	npm ci --silent --no-audit --no-fund --prefix devauth
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e clients/python
 	@touch $(STAMP)
 
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
@@ -64,8 +64,8 @@ stop: ## Stop what make run started: VORA, the dev authorization server and the 
 	@bash scripts/stop-dev.sh $(PORT) $(SERVER_API_PORT) $(AUTH_PORT) $${VORA_METRICS_PORT:-9102}
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench scripts
-	$(VENV)/bin/ruff format --check vora tests bench scripts
+	$(VENV)/bin/ruff check vora tests bench scripts clients/python
+	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VENV)/bin/pytest
@@ -74,8 +74,8 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench scripts
-	$(VENV)/bin/ruff format --check vora tests bench scripts
+	$(VENV)/bin/ruff check vora tests bench scripts clients/python
+	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python
 
 typecheck: install
 	$(VENV)/bin/mypy

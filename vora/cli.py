@@ -229,16 +229,26 @@ def events_publish(identity: str, event_type: str, data_json: str, timestamp: st
 @click.option("--count", type=int, help="Exit after this many events (lifecycle events included).")
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds without a message.")
 def listen(token: str, url: str, last_event_id: str | None, count: int | None, timeout: float | None) -> None:
-    """Open the event WebSocket and print each event as one JSON line."""
-    from vora.listen import ListenError, listen_events
+    """Open the event WebSocket and print each event as one JSON line; drops are resumed with lastEventId."""
+    try:
+        from vora.listen import ListenError, listen
+    except ImportError as exc:  # the server image ships without the client SDK
+        raise click.ClickException(f"vora listen needs the Python SDK (pip install clients/python): {exc}") from None
 
     def connected() -> None:
         resuming = f", resuming after eventId {last_event_id}" if last_event_id else ""
         click.echo(f"connected to {url}{resuming}; waiting for events (Ctrl-C stops)", err=True)
 
     try:
-        for envelope in listen_events(url, token, last_event_id, count, timeout, on_open=connected):
-            click.echo(json.dumps(envelope))
+        listen(
+            url,
+            token,
+            lambda envelope: click.echo(json.dumps(envelope)),
+            last_event_id=last_event_id,
+            count=count,
+            timeout=timeout,
+            on_open=connected,
+        )
     except ListenError as exc:
         raise click.ClickException(str(exc)) from None
 

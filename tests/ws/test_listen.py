@@ -38,3 +38,16 @@ def test_listen_says_when_it_is_connected_then_prints_events(
     assert listener.returncode == 0, err
     (line,) = out.splitlines()
     assert json.loads(line)["eventId"] == published.event_id
+
+
+def test_listen_reports_a_refused_token(server: RunningServer) -> None:
+    """A token the server refuses ends `vora listen` with exit status 1 and the refusal's status."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "vora.cli", "listen", "--token", "v1.bm90LWEtdG9rZW4.x", "--url", server.ws_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ran.returncode == 1
+    assert "refused with HTTP 401" in ran.stderr
