@@ -21,7 +21,7 @@ SERVICE_SECRET ?= demo-service-secret
 SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
 SERVER_API_PORT ?= 18086
 
-.PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
+.PHONY: install run stop test test-tools test-fast lint typecheck check-spec redis-server bench clean
 
 install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) ## Create .venv with VORA and its dev tools (idempotent)
 
@@ -34,11 +34,11 @@ $(ASYNCAPI_SPECS): | $(STAMP)
 $(DEVAUTH_MODULES): devauth/package.json devauth/package-lock.json | $(ASYNCAPI_SPECS)
 	npm ci --silent --no-audit --no-fund --prefix devauth
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e clients/python
 	@touch $(STAMP)
 
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
@@ -60,9 +60,12 @@ run: install redis-server ## Start Redis if needed, a demo user, the dev authori
 	  VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
 	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
+stop: ## Stop what make run started: VORA, the dev authorization server and the redis-server it started
+	@bash scripts/stop-dev.sh $(PORT) $(SERVER_API_PORT) $(AUTH_PORT) $${VORA_METRICS_PORT:-9102}
+
 test: install test-tools ## Run the whole suite: lint, layers, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench testbed
-	$(VENV)/bin/ruff format --check vora tests bench testbed
+	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python
+	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
@@ -72,8 +75,8 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench testbed
-	$(VENV)/bin/ruff format --check vora tests bench testbed
+	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python
+	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python
 	$(VENV)/bin/lint-imports
 
 typecheck: install

@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Serve VORA next to the dev authorization server (devauth/, on loopback); Ctrl-C or SIGTERM stops both.
-# usage: run-dev.sh HOST PORT WORKERS AUTH_PORT  (DEMO_USER, DEMO_PASSWORD, SERVICE_CLIENT, SERVICE_SECRET from make)
-set -euo pipefail
+# Serve VORA next to the dev authorization server (devauth/, on loopback) until Ctrl-C, SIGTERM, SIGHUP
+# (the terminal closed), `make stop`, or the exit of either server: then stop both, and all they started.
+# usage: run-dev.sh HOST PORT WORKERS AUTH_PORT  (DEMO_USER, DEMO_PASSWORD, SERVICE_CLIENT, SERVICE_SECRET from make;
+#        VORA_RUN_DIR holds the run's files, .vora by default)
+set -uo pipefail # not -e: the cleanup must run to its end whatever fails on the way
 host="$1"; port="$2"; workers="$3"; auth_port="$4"
+run_dir="${VORA_RUN_DIR:-.vora}"
 issuer="http://127.0.0.1:${auth_port}"
-jwks_file=.vora/devauth-jwks.json
+jwks_file="$run_dir/devauth-jwks.json"
+pid_file="$run_dir/run.pid"
+py=.venv/bin/python
 
 export VORA_OAUTH_ISSUER="${VORA_OAUTH_ISSUER:-$issuer}"
 export VORA_OAUTH_JWKS="${VORA_OAUTH_JWKS:-$issuer/jwks}"
 export VORA_OAUTH_AUTHORIZATION_URL="${VORA_OAUTH_AUTHORIZATION_URL:-$issuer/auth}"
 export VORA_OAUTH_TOKEN_URL="${VORA_OAUTH_TOKEN_URL:-$issuer/token}"
 
-[ -f "$jwks_file" ] || node devauth/keys.js "$jwks_file"
+# Name what holds a port before starting anything, rather than failing halfway with "Connection in use".
+ports=("$port" "$auth_port")
+[ -n "${VORA_SERVER_API_KEYS_FILE:-}${VORA_SERVER_API_KEYS:-}" ] && ports+=("${VORA_SERVER_API_PORT:-18086}")
+ports+=("${VORA_METRICS_PORT:-9102}")
+"$py" scripts/devports.py check "${ports[@]}" || exit 1
+
+mkdir -p "$run_dir"
+[ -f "$jwks_file" ] || node devauth/keys.js "$jwks_file" || exit 1
 redirects=""
 for origin in "http://localhost:${port}" "http://127.0.0.1:${port}"; do
   redirects+="${origin}/vora/console/,${origin}/vora/ui/oauth2-redirect.html,"
@@ -19,35 +31,56 @@ done
 
 auth_pid=""
 vora_pid=""
-stop() {
-  trap - INT TERM EXIT
-  [ -n "$vora_pid" ] && kill -TERM "$vora_pid" 2>/dev/null
-  [ -n "$auth_pid" ] && kill -TERM "$auth_pid" 2>/dev/null
-  wait
+# Each server runs in a process group of its own (setsid): the terminal's SIGHUP and Ctrl-C reach only
+# this script, which stops the whole group, gunicorn's workers included. gunicorn alone would take
+# SIGHUP as "reload" and live on.
+stop_group() {
+  local pid="$1" grace="$2"
+  [ -n "$pid" ] || return 0
+  if kill -TERM "$pid" 2>/dev/null; then
+    for _ in $(seq $((grace * 10))); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  # Whatever is left of the group goes too: gunicorn's workers outlive a master that was SIGKILLed.
+  kill -KILL -- "-$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
 }
-trap stop INT TERM EXIT
+stop() {
+  trap - HUP INT TERM EXIT
+  echo "make run: stopping" >&2
+  stop_group "$vora_pid" 25 # gunicorn drains its sockets with `maintenance` first (VORA_GRACEFUL_TIMEOUT)
+  stop_group "$auth_pid" 5
+  rm -f "$pid_file"
+  echo "make run: stopped" >&2
+}
+trap 'stop; exit 129' HUP
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
+echo $$ >"$pid_file"
 
 DEVAUTH_HOST=127.0.0.1 DEVAUTH_PORT="$auth_port" DEVAUTH_JWKS_FILE="$jwks_file" \
   DEVAUTH_AUDIENCE="${VORA_OAUTH_AUDIENCE:-vora}" DEVAUTH_USERS="${DEMO_USER}:${DEMO_PASSWORD}" \
   DEVAUTH_WEB_REDIRECT_URIS="$redirects" DEVAUTH_SERVICE_CLIENTS="${SERVICE_CLIENT}:${SERVICE_SECRET}" \
-  node devauth/server.js &
+  setsid node devauth/server.js &
 auth_pid=$!
-.venv/bin/python - "$issuer" "$auth_pid" <<'PY'
-import os, sys, time, urllib.request
-issuer, pid = sys.argv[1], int(sys.argv[2])
-for _ in range(200):
-    try:
-        with urllib.request.urlopen(f"{issuer}/.well-known/openid-configuration", timeout=1):
-            sys.exit(0)
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            sys.exit("the dev authorization server exited; see its output above")
-        time.sleep(0.1)
-sys.exit(f"the dev authorization server did not answer at {issuer}")
-PY
+"$py" scripts/await_http.py "the dev authorization server" "$issuer/.well-known/openid-configuration" "$auth_pid" \
+  || exit 1
 
-.venv/bin/vora serve --host "$host" --port "$port" --workers "$workers" &
+setsid .venv/bin/vora serve --host "$host" --port "$port" --workers "$workers" &
 vora_pid=$!
-wait -n "$auth_pid" "$vora_pid" || true
+url_host="$host"
+case "$host" in 127.0.0.1 | 0.0.0.0 | ::) url_host=localhost ;; *:*) url_host="[$host]" ;; esac
+ready_host="$host"
+case "$host" in 0.0.0.0) ready_host=127.0.0.1 ;; ::) ready_host="[::1]" ;; *:*) ready_host="[$host]" ;; esac
+if "$py" scripts/await_http.py "VORA" "http://${ready_host}:${port}/vora/health/readiness" "$vora_pid"; then
+  echo "make run: VORA is ready on http://${url_host}:${port}/vora/ (console: /vora/console/, stop: Ctrl-C or make stop)" >&2
+else
+  exit 1
+fi
+wait -n "$auth_pid" "$vora_pid"
+echo "make run: a server exited (status $?)" >&2
+exit 1

@@ -170,3 +170,47 @@ def test_redis_down_is_one_error_line(argv: list[str]) -> None:
     assert len(lines) == 1, result.output
     assert lines[0].startswith("Error: Redis failed: ConnectionError")
     assert not isinstance(result.exception, redis.RedisError)
+
+
+def test_config_prints_the_values_in_effect_as_written(runner: CliRunner, tmp_path: Path) -> None:
+    """`vora config` shows each variable as it would be set, marks its source, and masks secrets and passwords."""
+    key_file = tmp_path / "server-api.key"
+    key_file.write_text("srv-config-key-0123456789abcdefghijklmnopqrstu\n")
+    shown = runner.invoke(
+        main,
+        ["config"],
+        env={
+            "VORA_REDIS_BATCHING": "no",
+            "VORA_CORS_ORIGINS": "https://a.example, https://b.example",
+            "VORA_SERVER_API_KEYS": "srv-config-key-abcdefghijklmnopqrstuvwxyz0123456789",
+            "VORA_SERVER_API_KEYS_FILE": str(key_file),
+            "VORA_REDIS_URL": "redis://:hunter2-secret@127.0.0.1:6390/3",
+        },
+    )
+    assert shown.exit_code == 0, shown.output
+    lines = dict(line.split("=", 1) for line in shown.output.splitlines())
+    assert lines["VORA_REDIS_BATCHING"] == "off  # environment"
+    assert lines["VORA_CORS_ORIGINS"] == "https://a.example,https://b.example  # environment"
+    assert lines["VORA_SESSION_TTL"] == "3600  # default"
+    assert lines["VORA_SERVER_API_KEYS"] == "'[1 masked]'  # environment"
+    assert lines["VORA_SERVER_API_KEYS_FILE"].endswith("# environment; 1 keys read from the file")
+    assert lines["VORA_REDIS_URL"].startswith("'redis://:[masked]@127.0.0.1:6390/3'")
+    assert "hunter2" not in shown.output
+    assert "srv-config-key" not in shown.output
+
+
+def test_config_refuses_a_bad_value_by_name(runner: CliRunner) -> None:
+    """A value that does not parse makes `vora config` fail with the variable's name, as serving would."""
+    shown = runner.invoke(main, ["config"], env={"VORA_SESSION_TTL": "soon"})
+    assert shown.exit_code == 1
+    assert "VORA_SESSION_TTL" in shown.output
+
+
+def test_config_json_and_defaults(runner: CliRunner) -> None:
+    """--json gives name, value and source per variable; --defaults keeps the old listing of defaults."""
+    as_json = runner.invoke(main, ["config", "--json"], env={"VORA_SESSION_TTL": "7200"})
+    settings = {entry["name"]: entry for entry in json.loads(as_json.output)}
+    assert settings["VORA_SESSION_TTL"]["written"] == "7200"
+    assert settings["VORA_SESSION_TTL"]["source"] == "environment"
+    defaults = json.loads(runner.invoke(main, ["config", "--defaults"]).output)
+    assert defaults["VORA_SESSION_TTL"] == "3600"

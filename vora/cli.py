@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -214,12 +215,26 @@ def events_publish(identity: str, event_type: str, data_json: str, timestamp: st
 @click.option("--count", type=int, help="Exit after this many events (lifecycle events included).")
 @click.option("--timeout", type=float, default=None, help="Exit after this many seconds without a message.")
 def listen(token: str, url: str, last_event_id: str | None, count: int | None, timeout: float | None) -> None:
-    """Open the event WebSocket and print each event as one JSON line."""
-    from vora.ws.listen import ListenError, listen_events
+    """Open the event WebSocket and print each event as one JSON line; drops are resumed with lastEventId."""
+    try:
+        from vora.ws.listen import ListenError, listen
+    except ImportError as exc:  # the server image ships without the client SDK
+        raise click.ClickException(f"vora listen needs the Python SDK (pip install clients/python): {exc}") from None
+
+    def connected() -> None:
+        resuming = f", resuming after eventId {last_event_id}" if last_event_id else ""
+        click.echo(f"connected to {url}{resuming}; waiting for events (Ctrl-C stops)", err=True)
 
     try:
-        for envelope in listen_events(url, token, last_event_id, count, timeout):
-            click.echo(json.dumps(envelope))
+        listen(
+            url,
+            token,
+            lambda envelope: click.echo(json.dumps(envelope)),
+            last_event_id=last_event_id,
+            count=count,
+            timeout=timeout,
+            on_open=connected,
+        )
     except ListenError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -238,9 +253,20 @@ def check_spec() -> None:
 
 
 @main.command("config")
-def config() -> None:
-    """Print every VORA_* variable with its default."""
-    click.echo(json.dumps(dict(Settings.variables()), indent=2))
+@click.option("--defaults", is_flag=True, help="List every variable with its default instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (name, value, source) per variable.")
+def config(defaults: bool, as_json: bool) -> None:
+    """Check the settings in effect and print each VORA_* variable as it would be set; secrets are masked."""
+    if defaults:
+        click.echo(json.dumps(dict(Settings.variables()), indent=2))
+        return
+    shown = _settings().in_effect(os.environ)
+    if as_json:
+        click.echo(json.dumps([vars(setting) for setting in shown], indent=2))
+        return
+    for setting in shown:
+        remark = f"  # {setting.source}{f'; {setting.note}' if setting.note else ''}"
+        click.echo(f"{setting.name}={shlex.quote(setting.written) if setting.written else ''}{remark}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,41 @@ MAX_BATCH_CEILING = 1000
 MIN_SECRET_LENGTH = 32  # an HMAC key of at least 256 bits written as text
 
 
+@dataclass(frozen=True)
+class SettingInEffect:
+    """One variable as `vora config` shows it: its value written as it would be set, and where it came from."""
+
+    name: str
+    written: str
+    source: str  # "environment" or "default"
+    note: str = ""
+
+
+def written_form(value: Any) -> str:
+    """Write a setting's value the way its VORA_* variable would be set."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return "" if value is None else str(value)
+
+
+def _masked(value: Any) -> str:
+    if not value:
+        return ""
+    if isinstance(value, tuple):
+        return f"[{len(value)} masked]"
+    return "[masked]"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    return parts._replace(netloc=f"{user}[masked]@{parts.hostname}{f':{parts.port}' if parts.port else ''}").geturl()
+
+
 class SettingsError(ValueError):
     """A VORA_* variable holds a value VORA cannot use."""
 
@@ -260,6 +295,21 @@ class Settings:
     def with_changes(self, **changes: Any) -> Settings:
         """Return a checked copy with some fields changed."""
         return replace(self, **changes).checked()
+
+    def in_effect(self, environ: Mapping[str, str]) -> list[SettingInEffect]:
+        """List every variable's value in effect as it is written, with its source; secrets and passwords masked."""
+        shown = []
+        for spec in fields(self):
+            name = f"VORA_{spec.name.upper()}"
+            value = getattr(self, spec.name)
+            written = written_form(value) if spec.repr else _masked(value)
+            if spec.name == "redis_url":
+                written = _without_password(written)
+            note = ""
+            if spec.name == "server_api_keys_file" and value is not None:
+                note = f"{len(read_key_file(value))} keys read from the file"
+            shown.append(SettingInEffect(name, written, "environment" if name in environ else "default", note))
+        return shown
 
     @staticmethod
     def variables() -> list[tuple[str, str]]:

@@ -1,43 +1,60 @@
-"""A tiny WebSocket client for the event channel, used by `vora listen`."""
+"""`vora listen`: print a session's events, on the Python SDK's stream (it resumes across drops, each event once)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
 
-import websocket
+from vora_client import EventStream, Session, State, StateChange, VoraError
 
 
 class ListenError(RuntimeError):
-    """The socket could not be opened or closed abnormally."""
+    """The stream could not be opened, or ended on a refusal."""
 
 
-def listen_events(
-    url: str, token: str, last_event_id: str | None = None, count: int | None = None, timeout: float | None = None
-) -> Iterator[dict[str, Any]]:
-    """Yield each event the server sends until it closes the socket, count is reached or timeout passes."""
-    query = {"token": token, **({"lastEventId": last_event_id} if last_event_id else {})}
-    try:
-        ws = websocket.create_connection(f"{url}?{urlencode(query)}", timeout=timeout)
-    except websocket.WebSocketBadStatusException as exc:
-        body = exc.resp_body.decode(errors="replace") if exc.resp_body else ""
-        raise ListenError(f"refused with HTTP {exc.status_code}: {body}") from None
-    except OSError as exc:
-        raise ListenError(f"cannot connect to {url}: {exc}") from None
+async def _listen(
+    url: str,
+    token: str,
+    last_event_id: str | None,
+    count: int | None,
+    timeout: float | None,
+    on_open: Callable[[], None] | None,
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    def announce(change: StateChange) -> None:
+        if change.current is State.OPEN and on_open is not None:
+            on_open()
+
+    stream = EventStream(
+        None, "", session=Session("", token), last_event_id=last_event_id, ws_url=url, on_state=announce
+    )
+    await stream.start()
     received = 0
     try:
         while count is None or received < count:
             try:
-                frame = ws.recv()
-            except websocket.WebSocketTimeoutException:
-                return
-            except websocket.WebSocketConnectionClosedException:
-                return
-            if not frame:
-                return
+                envelope = await asyncio.wait_for(stream.__anext__(), timeout)
+            except (TimeoutError, StopAsyncIteration):
+                break
             received += 1
-            yield json.loads(frame)
+            emit(envelope)
     finally:
-        ws.close()
+        await stream.close()
+    if isinstance(stream.error, VoraError) and received == 0:
+        error = stream.error
+        raise ListenError(f"refused with HTTP {error.status}: {error.error}: {error.message}")
+
+
+def listen(
+    url: str,
+    token: str,
+    emit: Callable[[dict[str, Any]], None],
+    *,
+    last_event_id: str | None = None,
+    count: int | None = None,
+    timeout: float | None = None,
+    on_open: Callable[[], None] | None = None,
+) -> None:
+    """Hand each event to emit as it arrives, until the session ends, count is reached or timeout passes."""
+    asyncio.run(_listen(url, token, last_event_id, count, timeout, on_open, emit))

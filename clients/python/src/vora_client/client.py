@@ -1,0 +1,107 @@
+"""The REST half of VORA's client protocol: identities, setup, subscription and logout."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+from urllib.parse import quote
+
+import httpx
+
+from vora_client.errors import ConnectionFailed, error_from_response
+
+TokenProvider = Callable[[], Awaitable[str]]
+ConnectionType = Literal["WebSocket", "ServerSentEvents"]
+
+
+class PushRegistration(TypedDict, total=False):
+    """A mobile device's push registration (spec/vora.yaml, PushRegistration)."""
+
+    platform: Literal["apns", "fcm", "webpush"]
+    deviceToken: str
+    appId: str
+
+
+@dataclass(frozen=True)
+class Session:
+    """What setup returned: the identity and the token that opens its event stream."""
+
+    identity: str
+    web_socket_token: str
+    connection_type: ConnectionType = "WebSocket"
+
+
+class VoraClient:
+    """Call VORA's REST API with access tokens from the app's provider (which owns OAuth and its refresh)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token_provider: TokenProvider,
+        *,
+        timeout: float = 10.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token_provider = token_provider
+        self._http = http or httpx.AsyncClient(timeout=timeout)
+        self._owns_http = http is None
+
+    async def __aenter__(self) -> VoraClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections this client opened."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def identities(self) -> list[str]:
+        """Return the identities the token's user owns."""
+        answer = await self._call("GET", "/identity")
+        return [str(identity) for identity in answer["identities"]]
+
+    async def setup(
+        self,
+        identity: str,
+        *,
+        connection_type: ConnectionType = "WebSocket",
+        hold_up_mode: bool = False,
+        push: PushRegistration | None = None,
+    ) -> Session:
+        """Open a session on one of the user's identities and return the token for its event stream."""
+        body: dict[str, Any] = {"connectionType": connection_type, "identity": identity, "holdUpMode": hold_up_mode}
+        if push is not None:
+            body["push"] = dict(push)
+        answer = await self._call("POST", "/identity/setup", body)
+        return Session(identity, str(answer["webSocketToken"]), connection_type)
+
+    async def subscribe(self, identity: str, events: Sequence[str] = (), *, subscribe_all: bool = False) -> None:
+        """Choose the events the identity's session receives (all that the token's scopes allow with subscribe_all)."""
+        body: dict[str, Any] = {"subscribeAll": subscribe_all, "events": list(events)}
+        await self._call("POST", f"/identity/{quote(identity, safe='')}/eventSubscription", body)
+
+    async def logout(self, identity: str) -> None:
+        """End the identity's sessions: every stream of them closes with channelTerminated logout."""
+        await self._call("POST", f"/logout/{quote(identity, safe='')}")
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        token = await self._token_provider()
+        try:
+            response = await self._http.request(
+                method,
+                self.base_url + path,
+                json=body,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(f"{method} {path}: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.content, response.headers)
+        if not response.content:
+            return {}
+        parsed: dict[str, Any] = response.json()
+        return parsed

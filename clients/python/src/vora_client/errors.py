@@ -1,0 +1,107 @@
+"""Errors the client raises: one class per status VORA documents, each carrying the error shape."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+class VoraError(Exception):
+    """VORA answered an error: status, error, message and timestamp come from its error shape."""
+
+    def __init__(
+        self, status: int, error: str, message: str, timestamp: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{status} {error}: {message}")
+        self.status = status
+        self.error = error
+        self.message = message
+        self.timestamp = timestamp
+        self.retry_after = retry_after
+
+
+class BadRequest(VoraError):
+    """400: the request breaks the contract; sending it again will not help."""
+
+
+class Unauthorized(VoraError):
+    """401: the access token (or WebSocket token) is missing, invalid or expired."""
+
+
+class Forbidden(VoraError):
+    """403: the token lacks a scope, or the identity is not the user's."""
+
+
+class NotFound(VoraError):
+    """404: no such identity or session for this user."""
+
+
+class Conflict(VoraError):
+    """409: the request conflicts with the session's state."""
+
+
+class PayloadTooLarge(VoraError):
+    """413: the body is over VORA's limit."""
+
+
+class TooManyRequests(VoraError):
+    """429: a rate or a cap was reached; wait retry_after seconds."""
+
+
+class ServiceUnavailable(VoraError):
+    """503: VORA or its store is briefly unavailable; retry after retry_after seconds."""
+
+
+class ConnectionFailed(Exception):
+    """VORA could not be reached at all (refused, timed out, or the connection broke)."""
+
+
+class StreamClosed(Exception):
+    """The event stream closed for good; reason says why (logout, revoked, closed by the app...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the event stream is closed: {reason}")
+        self.reason = reason
+
+
+_BY_STATUS: dict[int, type[VoraError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: TooManyRequests,
+    503: ServiceUnavailable,
+}
+
+
+def retry_after_of(headers: Mapping[str, str]) -> float | None:
+    """Read a Retry-After header given in seconds (VORA never sends a date)."""
+    raw = headers.get("retry-after") or headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> VoraError:
+    """Build the typed error for an answer, from VORA's error shape when the body holds one."""
+    shape: dict[str, Any] = {}
+    try:
+        parsed = json.loads(body) if body else {}
+        if isinstance(parsed, dict):
+            shape = parsed
+    except ValueError:
+        pass
+    kind = _BY_STATUS.get(status, VoraError)
+    return kind(
+        status,
+        str(shape.get("error", "")),
+        str(shape.get("message", body[:200].decode(errors="replace"))),
+        str(shape.get("timestamp", "")),
+        retry_after_of(headers),
+    )

@@ -1,0 +1,347 @@
+"""The event stream: an explicit connection state machine that delivers each event once, in order, across drops.
+
+idle --start--> connecting --open--> open --drop--> reconnecting --wait--> connecting ...
+                    |                   |                                      |
+                    +----refused------> reconnecting (Retry-After + backoff)   |
+any state --logout/revoked/close()/setup refused for good--> closed(reason)  <-+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vora_client.client import PushRegistration, Session, VoraClient
+from vora_client.errors import (
+    ConnectionFailed,
+    ServiceUnavailable,
+    StreamClosed,
+    TooManyRequests,
+    Unauthorized,
+    VoraError,
+)
+from vora_client.reconnect import ABNORMAL_CLOSURE, Next, ReconnectPolicy, after_close, after_termination
+from vora_client.transport import Closed, Connection, Transport, WebSocketTransport, websocket_url
+
+Envelope = dict[str, Any]
+LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap"})
+
+
+class State(enum.Enum):
+    """Where the stream's connection is."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One transition: from, to, and why (a close code, a channelTerminated reason, a refusal, the wait ahead)."""
+
+    previous: State
+    current: State
+    reason: str = ""
+    code: int | None = None
+    wait: float | None = None
+    transport: str = ""
+
+
+def event_position(event_id: str) -> tuple[int, int]:
+    """Return an eventId's position, compared part by part as numbers (never as strings)."""
+    milliseconds, _, sequence = event_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
+class _SessionOver(Exception):
+    """The session ended and this stream has no client to set up another."""
+
+
+Callback = Callable[[Any], object]
+_END = object()
+
+
+async def _call(callback: Callback | None, value: Any) -> None:
+    if callback is None:
+        return
+    result = callback(value)
+    if inspect.isawaitable(result):
+        await result
+
+
+class EventStream:
+    """Hold one identity's event stream open: resume after drops, set up again when the session ends, stop on logout.
+
+    Iterate with `async for envelope in stream`, or pass callbacks; both see every event once, in order
+    (stream events and the lifecycle events resumeGap and channelTerminated; heartbeats only reset the
+    dead-connection clock).
+    """
+
+    def __init__(
+        self,
+        client: VoraClient | None,
+        identity: str,
+        *,
+        session: Session | None = None,
+        last_event_id: str | None = None,
+        events: Sequence[str] | None = None,
+        subscribe_all: bool = False,
+        hold_up_mode: bool = False,
+        push: PushRegistration | None = None,
+        transport: Transport | None = None,
+        ws_url: str | None = None,
+        policy: ReconnectPolicy | None = None,
+        heartbeat_timeout: float = 75.0,
+        open_timeout: float = 10.0,
+        queue_size: int = 1000,
+        on_event: Callback | None = None,
+        on_state: Callback | None = None,
+        on_resume_gap: Callback | None = None,
+        on_position: Callable[[str], object] | None = None,
+    ) -> None:
+        self.client = client
+        self.identity = identity
+        self.session = session
+        self.last_event_id = last_event_id
+        self.close_reason: str | None = None
+        self.error: BaseException | None = None
+        self.state = State.IDLE
+        self._subscription = (list(events or ()), subscribe_all) if events is not None or subscribe_all else None
+        self._setup_options: dict[str, Any] = {"hold_up_mode": hold_up_mode, "push": push}
+        if transport is None:
+            if ws_url is None and client is None:
+                raise ValueError("an EventStream without a client needs ws_url or a transport")
+            transport = WebSocketTransport(ws_url or websocket_url(client.base_url if client else ""))
+        self._transport = transport
+        self._policy = policy or ReconnectPolicy()
+        self._heartbeat_timeout = heartbeat_timeout
+        self._open_timeout = open_timeout
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
+        self._on_event = on_event
+        self._on_state = on_state
+        self._on_resume_gap = on_resume_gap
+        self._on_position = on_position
+        self._connection: Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changes: list[StateChange] = []
+        self._session_over_reason = ""
+
+    @property
+    def changes(self) -> list[StateChange]:
+        """Return every transition so far, oldest first."""
+        return list(self._changes)
+
+    async def start(self) -> EventStream:
+        """Set up (unless a session was given), apply the subscription, and start connecting in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"vora-stream-{self.identity}")
+        return self
+
+    async def close(self) -> None:
+        """Close the stream for good from the app's side."""
+        await self._finish("closed by the app")
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_closed(self) -> str:
+        """Wait until the stream is closed and return why."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return self.close_reason or ""
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Envelope:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # later readers end too
+            raise StopAsyncIteration
+        envelope: Envelope = item  # type: ignore[assignment] # only envelopes and _END are queued
+        return envelope
+
+    async def next_event(self, timeout: float | None = None) -> Envelope:
+        """Return the next event, raising StreamClosed once the stream has ended."""
+        try:
+            return await asyncio.wait_for(self.__anext__(), timeout)
+        except StopAsyncIteration:
+            raise StreamClosed(self.close_reason or "closed") from None
+
+    def _closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    async def _transition(self, state: State, **why: Any) -> None:
+        change = StateChange(self.state, state, transport=self._transport.name, **why)
+        self.state = state
+        self._changes.append(change)
+        await _call(self._on_state, change)
+
+    async def _finish(self, reason: str, error: BaseException | None = None) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.close_reason = reason
+        self.error = error
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+        await self._transition(State.CLOSED, reason=reason)
+        while True:  # the end marker must get in even when the app stopped reading
+            try:
+                self._queue.put_nowait(_END)
+                break
+            except asyncio.QueueFull:
+                self._queue.get_nowait()
+
+    async def _set_up(self) -> None:
+        if self.client is None:
+            raise _SessionOver
+        self.session = await self.client.setup(self.identity, **self._setup_options)
+        if self._subscription is not None:
+            events, subscribe_all = self._subscription
+            await self.client.subscribe(self.identity, events, subscribe_all=subscribe_all)
+
+    async def _run(self) -> None:
+        try:
+            await self._follow()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the app learns it and the iterator ends
+            await self._finish(f"failed: {exc!r}", exc)
+
+    async def _follow(self) -> None:
+        attempt = 0
+        wait = 0.0
+        while self.state is not State.CLOSED:
+            if wait:
+                await asyncio.sleep(wait)
+            await self._transition(State.CONNECTING)
+            try:
+                if self.session is None:
+                    await self._set_up()
+                assert self.session is not None
+                connection = await self._transport.open(
+                    self.session.web_socket_token, self.last_event_id, self._open_timeout
+                )
+            except _SessionOver:
+                await self._finish(self._session_over_reason or "session over")
+                return
+            except Unauthorized as exc:
+                if self.session is None or self.client is None:  # refused, and nothing can set up another
+                    await self._finish(f"setup refused: {exc}", exc)
+                    return
+                self._session_over_reason = "session over (the stream's token was refused)"
+                self.session = None  # the session ended while no stream was open: set up again
+                attempt += 1
+                wait = self._policy.first_wait(None) if attempt == 1 else self._policy.refused_wait(attempt, None)
+                await self._transition(State.RECONNECTING, reason="session over", code=401, wait=wait)
+                continue
+            except (ServiceUnavailable, TooManyRequests, ConnectionFailed) as exc:
+                attempt += 1
+                retry_after = exc.retry_after if isinstance(exc, VoraError) else None
+                wait = self._policy.refused_wait(attempt, retry_after)
+                code = exc.status if isinstance(exc, VoraError) else None
+                await self._transition(State.RECONNECTING, reason=str(exc), code=code, wait=wait)
+                continue
+            except VoraError as exc:
+                if exc.status == 400 and self.last_event_id is not None:
+                    # The stream has no such position (Redis lost it, or it came from another deployment):
+                    # start from the live stream and tell the app that what came before may be missing.
+                    await self._announce_gap(f"lastEventId {self.last_event_id} refused: {exc.message}")
+                    self.last_event_id = None
+                    wait = 0.0
+                    continue
+                await self._finish(f"refused: {exc}", exc)
+                return
+            self._connection = connection
+            opened = time.monotonic()
+            await self._transition(State.OPEN)
+            code, reason = await self._read(connection)
+            self._connection = None
+            if self._closed():  # the app closed the stream while it was reading
+                return
+            stable = time.monotonic() - opened >= self._policy.stable_after
+            attempt = 0 if stable else attempt + 1
+            next_step = after_termination(reason) if reason else after_close(code)
+            if next_step is Next.STOP:
+                await self._finish(reason or f"closed with {code}")
+                return
+            if next_step is Next.SET_UP_AGAIN:
+                self._session_over_reason = reason or f"session over (closed with {code})"
+                self.session = None
+                if self.client is None:  # nothing to set up with: the stream ends with its session
+                    await self._finish(self._session_over_reason)
+                    return
+            wait = self._policy.first_wait(code) if stable or attempt <= 1 else self._policy.refused_wait(attempt, None)
+            await self._transition(State.RECONNECTING, reason=reason, code=code, wait=wait)
+
+    async def _read(self, connection: Connection) -> tuple[int, str]:
+        """Deliver messages until the connection ends; return its close code and channelTerminated reason."""
+        reason = ""
+        while True:
+            try:
+                message = await asyncio.wait_for(connection.receive(), self._heartbeat_timeout)
+            except Closed as closed:
+                return closed.code, reason
+            except TimeoutError:
+                # No heartbeat for too long: the path is dead even if TCP has not noticed.
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                return ABNORMAL_CLOSURE, reason
+            envelope: Envelope = json.loads(message)
+            kind = envelope.get("type")
+            if kind == "heartbeat":
+                continue
+            if kind == "channelTerminated":
+                reason = str(envelope.get("data", {}).get("reason", ""))
+                await self._deliver(envelope)
+                continue
+            if kind == "resumeGap":
+                await _call(self._on_resume_gap, envelope)
+                await self._deliver(envelope)
+                continue
+            event_id = envelope.get("eventId")
+            if isinstance(event_id, str):
+                if self.last_event_id is not None and event_position(event_id) <= event_position(self.last_event_id):
+                    continue  # delivered before a drop: each event reaches the app once
+                self.last_event_id = event_id
+                if self._on_position is not None:
+                    await _call(self._on_position, event_id)
+            await self._deliver(envelope)
+
+    async def _announce_gap(self, why: str) -> None:
+        notice: Envelope = {
+            "eventId": None,
+            "sequenceNumber": None,
+            "identity": self.identity,
+            "type": "resumeGap",
+            "timestamp": "",
+            "data": {"reason": why, "local": True},
+        }
+        await _call(self._on_resume_gap, notice)
+        await self._deliver(notice)
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        await _call(self._on_event, envelope)
+        await self._queue.put(envelope)
+
+
+async def connect(
+    client: VoraClient,
+    identity: str,
+    **options: Any,
+) -> EventStream:
+    """Set up a session on identity (or use options' session), subscribe, and start its event stream."""
+    return await EventStream(client, identity, **options).start()

@@ -1,0 +1,95 @@
+"""How the event stream reaches the client: the WebSocket now; Server-Sent Events plug in behind the same protocol."""
+
+from __future__ import annotations
+
+from typing import Protocol
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from vora_client.errors import ConnectionFailed, error_from_response
+from vora_client.reconnect import ABNORMAL_CLOSURE
+
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class Closed(Exception):
+    """The connection ended; code is the WebSocket close code (1006 when it was cut without one)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"closed with {code}")
+        self.code = code
+
+
+class Connection(Protocol):
+    """One open event connection."""
+
+    async def receive(self) -> str:
+        """Return the next message, or raise Closed."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection from the client's side."""
+        ...
+
+
+class Transport(Protocol):
+    """Opens event connections for a session's token."""
+
+    name: str
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Open a connection, or raise a VoraError for a refusal or ConnectionFailed when nothing answered."""
+        ...
+
+
+def websocket_url(base_url: str) -> str:
+    """Turn the REST base URL (http://host/vora) into the event WebSocket's (ws://host/vora/ws)."""
+    parts = urlsplit(base_url.rstrip("/"))
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path + "/ws", "", ""))
+
+
+class _WebSocketConnection:
+    def __init__(self, socket: ClientConnection) -> None:
+        self._socket = socket
+
+    async def receive(self) -> str:
+        try:
+            message = await self._socket.recv()
+        except ConnectionClosed as exc:
+            raise Closed(exc.rcvd.code if exc.rcvd is not None else ABNORMAL_CLOSURE) from None
+        return message if isinstance(message, str) else message.decode()
+
+    async def close(self) -> None:
+        await self._socket.close()
+
+
+class WebSocketTransport:
+    """VORA's event WebSocket: the token rides in the Authorization header, never in a URL that proxies log."""
+
+    name = "websocket"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Open the socket (resuming after last_event_id), or raise the refusal as a typed error."""
+        url = f"{self.url}?{urlencode({'lastEventId': last_event_id})}" if last_event_id else self.url
+        try:
+            socket = await connect(
+                url,
+                additional_headers={"Authorization": f"Bearer {token}"},
+                open_timeout=timeout,
+                # VORA pings and the client only answers (websockets does): clients send nothing else.
+                ping_interval=None,
+                max_size=MAX_MESSAGE_BYTES,
+                compression=None,
+            )
+        except InvalidStatus as exc:
+            response = exc.response
+            raise error_from_response(response.status_code, response.body or b"", response.headers) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise ConnectionFailed(f"{self.url}: {exc!r}") from exc
+        return _WebSocketConnection(socket)

@@ -1,0 +1,257 @@
+"""Tests of the Python SDK against a real VORA: the journey, resume, each channelTerminated reason, gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from vora_client import (
+    EventStream,
+    NotFound,
+    ReconnectPolicy,
+    State,
+    VoraClient,
+    connect,
+)
+
+from testbed.vora_server import RunningServer
+from tests.clients.python.conftest import IDENTITY, ServerFactory
+from tests.harness.server_api import end_sessions, publish_batch
+
+pytestmark = [pytest.mark.slow, pytest.mark.ws]
+
+SERVER_KEY = "sdk-test-server-key-0123456789abcdefghijklmnop"
+QUICK = ReconnectPolicy(crowd_window=0.3, alone_window=0.1, backoff_cap=1.0, rng=random.Random(1))
+Publish = Callable[..., str]
+Tokens = Callable[..., Callable[[], Any]]
+
+
+async def until(stream: EventStream, state: State, timeout: float = 20.0) -> None:
+    """Wait until the stream reaches a state (polling its transitions, which the loop records)."""
+    async with asyncio.timeout(timeout):
+        while stream.state is not state:
+            await asyncio.sleep(0.02)
+
+
+async def take(stream: EventStream, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """Read count events that are not heartbeats from the stream."""
+    return [await stream.next_event(timeout) for _ in range(count)]
+
+
+def test_journey_identities_setup_subscribe_stream_logout(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+) -> None:
+    """The whole client journey: events arrive in order, logout ends the stream with channelTerminated logout."""
+    owner("alice")
+
+    async def journey() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            assert await client.identities() == [IDENTITY]
+            states: list[State] = []
+            stream = await connect(
+                client, IDENTITY, events=["callRinging", "callEnded"], on_state=lambda c: states.append(c.current)
+            )
+            await until(stream, State.OPEN)
+            ids = [
+                await asyncio.to_thread(publish, "callRinging", {"callId": "c-1", "direction": "inbound"}),
+                await asyncio.to_thread(publish, "presence", {"status": "busy"}),  # not subscribed
+                await asyncio.to_thread(publish, "callEnded", {"callId": "c-1"}),
+            ]
+            got = await take(stream, 2)
+            assert [e["eventId"] for e in got] == [ids[0], ids[2]]
+            assert stream.last_event_id == ids[2]
+            await client.logout(IDENTITY)
+            terminated = await stream.next_event(10)
+            assert terminated["type"] == "channelTerminated"
+            assert terminated["data"]["reason"] == "logout"
+            assert await stream.wait_closed() == "logout"
+            assert states == [State.CONNECTING, State.OPEN, State.CLOSED]
+
+    asyncio.run(journey())
+
+
+def test_resume_after_the_worker_dies_loses_and_repeats_nothing(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+) -> None:
+    """A worker SIGKILLed mid-stream: the SDK reconnects with lastEventId and gets what it missed, once each."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK)
+            await until(stream, State.OPEN)
+            first = await asyncio.to_thread(publish, "presence", {"status": "available"})
+            assert (await stream.next_event(10))["eventId"] == first
+            for pid in server.worker_pids():
+                os.kill(pid, signal.SIGKILL)
+            await until(stream, State.RECONNECTING)
+            missed = [await asyncio.to_thread(publish, "callRinging", {"callId": f"c-{n}"}) for n in range(5)]
+            got = await take(stream, 5, timeout=40)
+            assert [e["eventId"] for e in got] == missed
+            assert stream.session is not None
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("reason", ["disconnected"])
+def test_a_session_ended_by_the_telephony_side_is_set_up_again(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, reason: str
+) -> None:
+    """After channelTerminated disconnected the SDK sets up a new session, subscribes again and streams on."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, events=["presence"], policy=QUICK)
+            await until(stream, State.OPEN)
+            old_token = stream.session.web_socket_token if stream.session else ""
+            await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, reason)
+            terminated = await stream.next_event(10)
+            assert terminated["data"]["reason"] == reason
+            await until(stream, State.RECONNECTING)
+            await until(stream, State.OPEN)
+            assert stream.session is not None
+            assert stream.session.web_socket_token != old_token
+            after = await asyncio.to_thread(publish, "presence", {"status": "away"})
+            assert (await stream.next_event(10))["eventId"] == after
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_revoked_session_stops_the_stream(server: RunningServer, owner: Callable[..., None], tokens: Tokens) -> None:
+    """After channelTerminated revoked the stream closes for good and the iterator ends."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK)
+            await until(stream, State.OPEN)
+            await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "revoked")
+            seen = [envelope async for envelope in stream]
+            assert [e["type"] for e in seen] == ["channelTerminated"]
+            assert stream.close_reason == "revoked"
+
+    asyncio.run(scenario())
+
+
+def test_replaced_sets_up_again(make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens) -> None:
+    """A session evicted as the oldest (replaced) is set up again by the SDK."""
+    owner("alice")
+
+    async def scenario(server: RunningServer) -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK)
+            await until(stream, State.OPEN)
+            await client.setup(IDENTITY)  # the second session evicts the first (one allowed)
+            terminated = await stream.next_event(10)
+            assert terminated["data"]["reason"] == "replaced"
+            await until(stream, State.RECONNECTING)
+            await until(stream, State.OPEN)
+            await stream.close()
+
+    with make_server(max_sessions_per_identity="1") as server:
+        asyncio.run(scenario(server))
+
+
+def test_resume_gap_reaches_the_app(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, redisdb: redis.Redis
+) -> None:
+    """Resuming after events no longer retained delivers resumeGap (and calls on_resume_gap) before the rest."""
+    owner("alice")
+    gaps: list[dict[str, Any]] = []
+
+    async def scenario(server: RunningServer) -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            session = await client.setup(IDENTITY)
+            await client.subscribe(IDENTITY, subscribe_all=True)
+            events = [{"identity": IDENTITY, "type": "callRinging", "data": {"callId": f"c-{n}"}} for n in range(300)]
+            answers = await asyncio.to_thread(publish_batch, server.server_api_url, SERVER_KEY, events)
+            first, last = answers[0], answers[-1]
+            stream = await connect(
+                client, IDENTITY, session=session, last_event_id=first, policy=QUICK, on_resume_gap=gaps.append
+            )
+            gap = await stream.next_event(10)
+            assert gap["type"] == "resumeGap"
+            rest = [await stream.next_event(10)]
+            while rest[-1]["eventId"] != last:
+                rest.append(await stream.next_event(10))
+            numbers = [int(e["data"]["callId"].removeprefix("c-")) for e in rest]
+            assert numbers == list(range(numbers[0], 300))
+            assert numbers[0] > 1
+            await stream.close()
+
+    with make_server(stream_max_length="10") as server:
+        asyncio.run(scenario(server))
+    assert len(gaps) == 1
+
+
+def test_missed_heartbeats_mark_a_dead_connection(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+) -> None:
+    """A server that stops answering (SIGSTOP) is detected by missed heartbeats; the SDK reconnects after SIGCONT."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, heartbeat_timeout=3.0)
+            await until(stream, State.OPEN)
+            workers = server.worker_pids()
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                await until(stream, State.RECONNECTING, timeout=15)
+            finally:
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+            change = next(c for c in stream.changes if c.current is State.RECONNECTING)
+            assert change.code == 1006
+            await until(stream, State.OPEN, timeout=30)
+            after = await asyncio.to_thread(publish, "presence", {"status": "available"})
+            assert (await stream.next_event(10))["eventId"] == after
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_setup_refused_for_good_closes_the_stream_with_the_error(server: RunningServer, tokens: Tokens) -> None:
+    """An identity the user does not own: the stream closes at once, carrying the typed 404."""
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("mallory")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK)
+            assert await stream.wait_closed() != ""
+            assert isinstance(stream.error, NotFound)
+            assert stream.error.status == 404
+            assert stream.error.message
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_last_event_id_restarts_from_the_live_stream_with_a_gap(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+) -> None:
+    """A lastEventId the server refuses (400) is dropped, the app told by a local resumeGap, and live events flow."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(
+                client, IDENTITY, subscribe_all=True, last_event_id="99999999999999999999999-0", policy=QUICK
+            )
+            gap = await stream.next_event(10)
+            assert gap["type"] == "resumeGap"
+            assert gap["data"]["local"] is True
+            await until(stream, State.OPEN)
+            live = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+            assert (await stream.next_event(10))["eventId"] == live
+            await stream.close()
+
+    asyncio.run(scenario())
