@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -19,7 +21,7 @@ from vora.core.identities import is_identity
 from vora.observability.metrics import EVENTS_PUBLISHED
 from vora.push.rules import is_terminating_call
 from vora.store.push import PushStore
-from vora.store.streams import Append, NotReplicated, StoredEvent, StreamStore, stream_position
+from vora.store.streams import Append, Appended, NotReplicated, StoredEvent, StreamStore, stream_position
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -117,8 +119,14 @@ def lifecycle_envelope(identity: str, event_type: str, data: dict[str, Any]) -> 
     }
 
 
+def fingerprint(event_type: str, data: Any, timestamp: str | None) -> str:
+    """Hash an event as the publisher offered it, so that a retry matches whatever its key order."""
+    canonical = json.dumps([event_type, data, timestamp], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class EventPublisher:
-    """Check events against the catalogue, append them to their identity's stream, queue push wake-ups."""
+    """Publish events (plain, once per idempotency key, batched): checked, appended, counted, wake-ups queued."""
 
     def __init__(self, catalog: EventCatalog, streams: StreamStore, push_jobs: PushStore | None = None) -> None:
         self._catalog = catalog
@@ -137,31 +145,49 @@ class EventPublisher:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
         return Append(identity, event_type, timestamp or utc_timestamp(), data_json)
 
-    def queue_wake_up(self, identity: str, event_type: str, data: Any, event_id: str) -> None:
-        """Queue the push job a published incoming call needs (the push worker decides whether to wake a device)."""
-        if is_terminating_call(event_type, data):
+    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
+        """Publish one event; nothing is written when it is refused."""
+        event = self.checked(identity, event_type, data, timestamp)
+        try:
+            event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
+        except NotReplicated as exc:
+            # The event is in the stream and on its way to sockets: what follows the append still happens.
+            self._announce(event, data, exc.event_id)
+            raise
+        self._announce(event, data, event_id)
+        stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
+        return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))
+
+    def publish_once(self, event: Append, data: Any, window_ms: int) -> Appended:
+        """Publish one checked event, or answer what its idempotency key published within window_ms."""
+        try:
+            appended = self._streams.append_checked(event, window_ms)
+        except NotReplicated as exc:
+            # Stored and on its way to sockets: what follows a publish still happens before the caller hears.
+            self._announce(event, data, exc.event_id)
+            raise
+        if not appended.duplicate:
+            self._announce(event, data, appended.event_id)
+        return appended
+
+    def publish_many(self, events: Sequence[tuple[Append, Any]], window_ms: int) -> list[Appended | Exception]:
+        """Publish checked events (each with its data) in one round trip; answer each one's result or error."""
+        results = self._streams.append_many([event for event, _ in events], window_ms)
+        for (event, data), result in zip(events, results, strict=True):
+            if isinstance(result, NotReplicated) or (isinstance(result, Appended) and not result.duplicate):
+                self._announce(event, data, result.event_id)
+        return results
+
+    def _announce(self, event: Append, data: Any, event_id: str) -> None:
+        """Count a newly stored event and queue the push wake-up it may need: once per event, whichever path."""
+        EVENTS_PUBLISHED.labels(event.event_type).inc()
+        if is_terminating_call(event.event_type, data):
+            # The push worker decides whether a device needs waking.
             self._push_jobs.enqueue(
                 "ring",
-                identity=identity,
+                identity=event.identity,
                 callId=data["callId"],
                 caller=data.get("from", ""),
                 eventId=event_id,
                 ringAt=stream_position(event_id)[0],
             )
-
-    def publish(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> PublishedEvent:
-        """Publish one event; nothing is written when it is refused."""
-        event = self.checked(identity, event_type, data, timestamp)
-        unconfirmed: NotReplicated | None = None
-        try:
-            event_id, sequence = self._streams.append(identity, event_type, event.timestamp, event.data_json)
-        except NotReplicated as exc:
-            # The event is in the stream and on its way to sockets: what follows the append still happens.
-            unconfirmed = exc
-            event_id, sequence = exc.event_id, exc.sequence_number
-        EVENTS_PUBLISHED.labels(event_type).inc()
-        self.queue_wake_up(identity, event_type, data, event_id)
-        if unconfirmed is not None:
-            raise unconfirmed
-        stored = StoredEvent(event_id, sequence, event_type, event.timestamp, event.data_json)
-        return PublishedEvent(event_id, sequence, stream_envelope(identity, stored))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -14,8 +12,7 @@ import jsonschema
 import yaml
 
 from vora.core.errors import BadRequest, Conflict, NotFound
-from vora.events.publisher import EventPublisher, InvalidEvent, stream_envelope
-from vora.observability.metrics import EVENTS_PUBLISHED
+from vora.events.publisher import EventPublisher, InvalidEvent, fingerprint, stream_envelope
 from vora.store.client import UNAVAILABLE
 from vora.store.sessions import SessionStore, StoredSession
 from vora.store.streams import (
@@ -48,12 +45,6 @@ def inline_refs(schema: Any, schemas: dict[str, Any]) -> Any:
     if "$ref" in schema:
         return inline_refs(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
     return {key: inline_refs(value, schemas) for key, value in schema.items()}
-
-
-def fingerprint(event_type: str, data: Any, timestamp: str | None) -> str:
-    """Hash an event as the publisher offered it, so that a retry matches whatever its key order."""
-    canonical = json.dumps([event_type, data, timestamp], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def check_event_id(event_id: str) -> Position:
@@ -153,23 +144,11 @@ class ServerApi:
                 f"({appended.event_id}) for {event.identity}; use a new key for a new event"
             )
 
-    def _published(self, event: Append, data: Any, appended: Appended) -> None:
-        """Count a new event and queue the push wake-up it may need, as the Python publisher does."""
-        if not appended.duplicate:
-            EVENTS_PUBLISHED.labels(event.event_type).inc()
-            self._publisher.queue_wake_up(event.identity, event.event_type, data, appended.event_id)
-
     def publish(self, identity: str, body: dict[str, Any]) -> Appended:
         """Publish one event, or answer what its idempotency key published before."""
         event = self._checked(identity, body)
-        try:
-            appended = self._streams.append_checked(event, self._window_ms)
-        except NotReplicated as exc:
-            # Stored and on its way to sockets: what follows a publish still happens before the 503.
-            self._published(event, body["data"], Appended(exc.event_id, exc.sequence_number))
-            raise
+        appended = self._publisher.publish_once(event, body["data"], self._window_ms)
         self._refuse_reuse(event, appended)
-        self._published(event, body["data"], appended)
         return appended
 
     def _offered(self, index: int, item: Any) -> Offered:
@@ -191,7 +170,7 @@ class ServerApi:
                 offered.append(self._offered(index, item))
             except BadRequest as exc:
                 outcomes[index] = ItemOutcome(index, error_status=400, message=exc.message)
-        results = self._streams.append_many([o.event for o in offered], self._window_ms)
+        results = self._publisher.publish_many([(o.event, o.data) for o in offered], self._window_ms)
         if results and all(isinstance(r, UNAVAILABLE) for r in results):
             raise results[0]  # type: ignore[misc]  # Redis is down: the whole request is a 503
         for item, result in zip(offered, results, strict=True):
@@ -200,7 +179,6 @@ class ServerApi:
 
     def _outcome(self, item: Offered, result: Appended | Exception) -> ItemOutcome:
         if isinstance(result, NotReplicated):
-            self._published(item.event, item.data, Appended(result.event_id, result.sequence_number))
             return ItemOutcome(item.index, error_status=503, message=str(result))
         if isinstance(result, Exception):
             # Unavailable or refused by Redis: this item alone, and retrying it later is safe.
@@ -209,7 +187,6 @@ class ServerApi:
             self._refuse_reuse(item.event, result)
         except Conflict as exc:
             return ItemOutcome(item.index, error_status=409, message=exc.message)
-        self._published(item.event, item.data, result)
         return ItemOutcome(item.index, result)
 
     def history(self, identity: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
