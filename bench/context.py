@@ -14,10 +14,8 @@ from typing import Any, cast
 from bench.procs import Launcher, Server, start_baseline, start_vora
 from testbed.redis_procs import RedisServer
 from vora.auth.devkeys import create_dev_key, mint_token
-from vora.core.settings import DEFAULT_SPEC_DIR, Settings
-from vora.events.publisher import EventCatalog, EventPublisher
-from vora.store.directory import Directory
-from vora.store.streams import StreamStore
+from vora.core.settings import Settings
+from vora.services import build_stores
 
 WORKERS = 2
 STOP_TIMEOUT = 10.0  # SIGKILL after this; VORA_GRACEFUL_TIMEOUT is 3 s here
@@ -68,12 +66,11 @@ class Bench:
         self.dev_key = self.workdir / "dev-key.pem"
         create_dev_key(self.dev_key)
         self.pem = self.dev_key.read_bytes()
-        self.redis = self.redis_server.client(decode_responses=False, socket_timeout=10)  # bytes, as VORA reads
-        self.directory = Directory(self.redis)
-        self.publisher = EventPublisher(
-            EventCatalog(DEFAULT_SPEC_DIR),
-            StreamStore(self.redis, max_length=DEFAULTS.stream_max_length, max_age_seconds=DEFAULTS.stream_max_age),
-        )
+        # The benchmark's own stores come from VORA's composition root, as the CLI's do.
+        stores = build_stores(DEFAULTS.with_changes(redis_url=self.redis_server.url, redis_timeout=10.0))
+        self.redis = stores.client
+        self.directory = stores.directory
+        self.publisher = stores.publisher
 
     def remaining(self) -> float:
         """Return the seconds left before the benchmark's deadline."""

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from pytest_redis import factories
 
 from tests.harness.keys import ec_private_pem, rsa_private_pem, write_jwks
+from tests.harness.tokens import AUDIENCE, ISSUER, RSA_KID, TokenFactory
 from vora.app import create_app
 from vora.auth.devkeys import mint_token
 from vora.auth.tokens import public_jwk_from_pem
@@ -20,14 +21,11 @@ from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import Settings
 from vora.services import services_of
 
+# Fixtures more than one test package uses live in the harness and are registered for all.
+pytest_plugins = ["tests.harness.ws_server", "tests.harness.oauth"]
+
 redis_proc = factories.redis_proc()
 redisdb = factories.redisdb("redis_proc")
-
-ISSUER = "https://auth.test.invalid/"
-AUDIENCE = "vora-test"
-RSA_KID = "rsa-test-1"
-
-TokenFactory = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +126,3 @@ def provision(app: Flask) -> Callable[[str, list[str]], None]:
         services_of(app).directory.add(subject, identities)
 
     return add
-
-
-def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    """Check that nothing was logged with a traceback (an unhandled error)."""
-    tracebacks = [record.getMessage() for record in caplog.records if record.exc_info]
-    assert not tracebacks, tracebacks

@@ -9,8 +9,8 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from tests.conftest import AUDIENCE, ISSUER
 from tests.harness import free_port
+from tests.harness.tokens import AUDIENCE, ISSUER
 from vora.app import create_app
 from vora.auth.tokens import KeySet, TokenVerifier, public_jwk_from_pem
 from vora.cli import main

@@ -1,6 +1,6 @@
 """Scenario 10, Redis failover: events acknowledged to the publisher that the promoted master does not have.
 
-A Sentinel set (one master, one replica, three sentinels; tests/harness/redis_procs.py, the
+A Sentinel set (one master, one replica, three sentinels; testbed/redis_procs.py, the
 topology tests' own harness) on loopback. VORA's EventPublisher, connected through
 redis+sentinel:// as the telephony side would be, publishes RATE presence events/s round-robin
 over IDENTITIES identities, each carrying its publish number n in data.note. BEFORE_SECONDS in,

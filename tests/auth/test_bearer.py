@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import TokenFactory
+from tests.harness.tokens import TokenFactory
 from vora.http.bearer import authorization_parts, bearer_token
 
 # (header template, whether it carries a bearer token): the hostile forms once read differently.

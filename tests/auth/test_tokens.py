@@ -17,8 +17,9 @@ import pytest
 from flask.testing import FlaskClient
 from jose import jws, jwt
 
-from tests.conftest import AUDIENCE, ISSUER, RSA_KID, TokenFactory, assert_no_traceback
+from tests.harness.assertions import assert_no_traceback
 from tests.harness.keys import ec_private_pem, public_pem
+from tests.harness.tokens import AUDIENCE, ISSUER, RSA_KID, TokenFactory
 from vora.auth.devkeys import mint_token
 from vora.auth.tokens import KeySet, TokenVerifier, public_jwk_from_pem, scopes_of
 from vora.core.catalog import ALL_SCOPES

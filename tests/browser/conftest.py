@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +14,7 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.oauth.conftest import oauth_server, owns, provider, vora_port
-
-__all__ = ["oauth_server", "owns", "provider", "vora_port"]
+from tests.harness.browser import Wait
 
 CHROMIUM = ("chromium", "chromium-browser")
 # Chromium reaches out to Google's services unless told not to; only loopback is open here.
@@ -37,8 +35,6 @@ CHROMIUM_FLAGS = (
     "--window-size=1280,1000",
 )
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "browser-artifacts"
-
-Wait = Callable[..., WebDriverWait[webdriver.Chrome]]
 
 
 def _binaries() -> tuple[str, str]:

@@ -13,10 +13,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
 from testbed.vora_server import RunningServer
-from tests.browser.conftest import Wait
+from tests.harness.browser import Wait, sign_in_on_provider_page
 from tests.harness.devauth import DevAuth
+from tests.harness.oauth import IDENTITY, USER, console_url
 from tests.harness.ws_client import make_publisher
-from tests.oauth.conftest import IDENTITY, PASSWORD, USER, console_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]
 
@@ -25,15 +25,6 @@ def text_of(browser: webdriver.Chrome, element_id: str) -> str:
     """Return the visible text of the element with this id."""
     text: str = browser.find_element(By.ID, element_id).text
     return text
-
-
-def sign_in_on_provider_page(browser: webdriver.Chrome, wait: Wait, provider: DevAuth) -> None:
-    """Fill in and submit the provider's own login form."""
-    wait().until(ec.visibility_of_element_located((By.ID, "username")))
-    assert browser.current_url.startswith(provider.issuer)
-    browser.find_element(By.ID, "username").send_keys(USER)
-    browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    browser.find_element(By.ID, "sign-in").click()
 
 
 def envelopes(browser: webdriver.Chrome, event_type: str) -> list[dict[str, Any]]:

@@ -9,10 +9,10 @@ import requests
 from selenium import webdriver
 
 from testbed.vora_server import RunningServer
-from tests.browser.conftest import Wait
+from tests.harness.browser import Wait
 from tests.harness.devauth import DevAuth
+from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url
 from tests.harness.oauth_flow import authorization_code_login
-from tests.oauth.conftest import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]
 

@@ -10,10 +10,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
 from testbed.vora_server import RunningServer
-from tests.browser.conftest import Wait
-from tests.browser.test_console import sign_in_on_provider_page
+from tests.harness.browser import Wait, sign_in_on_provider_page
 from tests.harness.devauth import DevAuth
-from tests.oauth.conftest import IDENTITY, USER
+from tests.harness.oauth import IDENTITY, USER
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]
 

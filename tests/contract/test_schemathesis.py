@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from testbed.vora_server import RunningServer, running_server
-from tests.conftest import TokenFactory
 from tests.harness.schemathesis_runner import run_schemathesis
+from tests.harness.tokens import TokenFactory
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.store import keys
 

@@ -12,8 +12,8 @@ from typing import Any
 import requests
 
 from testbed.vora_server import RunningServer
-from tests.conftest import AUDIENCE, ISSUER
 from tests.harness import wait_for
+from tests.harness.tokens import AUDIENCE, ISSUER
 from tests.harness.ws_client import Client
 from vora.events.publisher import PublishedEvent
 

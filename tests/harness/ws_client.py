@@ -14,7 +14,7 @@ import redis
 import requests
 import websocket
 
-from tests.conftest import TokenFactory
+from tests.harness.tokens import TokenFactory
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher, load_asyncapi
 from vora.store.streams import StreamStore

@@ -16,8 +16,8 @@ from gevent import socket as gevent_socket
 from gunicorn.http.errors import InvalidHeader, LimitRequestLine
 
 from testbed.vora_server import RunningServer, running_server
-from tests.conftest import AUDIENCE, ISSUER, TokenFactory
 from tests.harness.raw_http import RawReply, raw_exchange, read_reply
+from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
 from vora.core.error_shape import RequestReadTimeout
 from vora.http.worker import TimedReads, refusal_of
 from vora.store import keys

@@ -15,11 +15,8 @@ from jose import jwt
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
-from tests.conftest import AUDIENCE
 from tests.harness.devauth import DevAuth
-from tests.harness.oauth_flow import LoginRefused, Tokens, authorization_code_login, client_credentials_token
-from tests.harness.ws_client import open_client
-from tests.oauth.conftest import (
+from tests.harness.oauth import (
     IDENTITY,
     PASSWORD,
     SERVICE_CLIENT,
@@ -30,6 +27,9 @@ from tests.oauth.conftest import (
     new_provider,
     oauth_env,
 )
+from tests.harness.oauth_flow import LoginRefused, Tokens, authorization_code_login, client_credentials_token
+from tests.harness.tokens import AUDIENCE
+from tests.harness.ws_client import open_client
 from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import DEFAULT_SPEC_DIR
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,7 +17,8 @@ from prometheus_client import REGISTRY
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
-from tests.conftest import TokenFactory
+from tests.harness.metrics import sample
+from tests.harness.tokens import TokenFactory
 from vora.app import create_app
 from vora.core.settings import Settings
 from vora.observability.metrics import Metrics, observe_request
@@ -28,19 +28,6 @@ from vora.store import keys
 pytestmark = [pytest.mark.slow]
 
 IDENTITY = "910111000"
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """Return the value of one sample in Prometheus text format, 0 when absent."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = ",".join(sorted((match.group(2) or "").split(","))) if match.group(2) else ""
-        if found == wanted:
-            return float(match.group(3))
-    return 0.0
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +12,15 @@ import redis
 import requests
 
 from testbed.vora_server import RunningServer, running_server
-from testbed.webhooks import Received, WebhookReceiver
-from tests.conftest import TokenFactory
-from tests.ws.conftest import connect, publisher, ws_env  # noqa: F401 - fixtures shared with the socket tests
+from testbed.webhooks import WebhookReceiver
+from tests.harness.push import HOLDUP_TIMEOUT, OpenedSession
+from tests.harness.tokens import TokenFactory
 from vora.sessions.service import hash_token
 from vora.store import keys
 
 GATEWAY_SECRET = "gateway-secret-" + "g" * 24
 CALLBACK_SECRET = "callback-secret-" + "c" * 24
 DEVICE = {"platform": "apns", "deviceToken": "f" * 64, "appId": "com.example.vora"}
-HOLDUP_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class OpenedSession:
-    """A session opened through the REST API: its identity, WebSocket token and id."""
-
-    identity: str
-    token: str
-    session_id: str
-
-
-def for_identity(identity: str, event: str | None = None) -> Callable[[Received], bool]:
-    """Match webhooks about one identity (and, optionally, of one event)."""
-    return lambda r: r.body.get("identity") == identity and (event is None or r.event == event)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +39,7 @@ def callback() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture(scope="module")
 def push_env(
-    ws_env: dict[str, str],  # noqa: F811 - the imported fixture, requested by name
+    ws_env: dict[str, str],
     gateway: WebhookReceiver,
     callback: WebhookReceiver,
 ) -> dict[str, str]:

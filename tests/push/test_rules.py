@@ -8,13 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import redis
-import yaml
 from flask.testing import FlaskClient
 
-from tests.rest.handlers.test_session import SETUP, assert_error, session_hashes, setup_session
+from tests.harness.push import webhook_schema
+from tests.harness.rest import SETUP, assert_error, session_hashes, setup_session
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.push import rules as push
 from vora.spec_check import WEBHOOKS_FILE, check_webhooks
@@ -25,15 +24,6 @@ Headers = Callable[..., dict[str, str]]
 Provision = Callable[[str, list[str]], None]
 IDENTITY = "910111000"
 DEVICE = {"platform": "apns", "deviceToken": "a" * 64, "appId": "com.example.vora"}
-
-
-def webhook_schema(name: str) -> jsonschema.Draft202012Validator:
-    """Return a validator of one body schema of spec/vora-webhooks.yaml."""
-    document = yaml.safe_load((DEFAULT_SPEC_DIR / WEBHOOKS_FILE).read_text())
-    return jsonschema.Draft202012Validator(
-        {"$ref": f"#/components/schemas/{name}", "components": document["components"]},
-        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
-    )
 
 
 class TestRegistration:

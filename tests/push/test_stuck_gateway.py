@@ -9,8 +9,7 @@ import pytest
 
 from testbed.webhooks import HANG, WebhookReceiver
 from tests.harness import wait_for
-from tests.push.conftest import for_identity
-from tests.push.test_wakeup import WAIT, Connect, OpenSession, ring
+from tests.harness.push import WAIT, Connect, OpenSession, for_identity, ring
 from vora.events.publisher import EventPublisher
 
 # Its own module: no other push server may consume the shared queue while this one's consumer is stuck.

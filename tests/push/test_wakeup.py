@@ -12,24 +12,20 @@ import requests
 from testbed.vora_server import RunningServer
 from testbed.webhooks import HANG, WebhookReceiver
 from tests.harness import wait_for
-from tests.harness.ws_client import Client
-from tests.observability.test_metrics import sample
-from tests.push.conftest import HOLDUP_TIMEOUT, OpenedSession, for_identity
-from tests.push.test_rules import webhook_schema
-from vora.events.publisher import EventPublisher, PublishedEvent
+from tests.harness.metrics import sample
+from tests.harness.push import (
+    HOLDUP_TIMEOUT,
+    WAIT,
+    Connect,
+    OpenSession,
+    for_identity,
+    ring,
+    webhook_schema,
+)
+from vora.events.publisher import EventPublisher
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.push]
-
-Connect = Callable[..., Client]
-OpenSession = Callable[..., OpenedSession]
-WAIT = 20.0
-
-
-def ring(publisher: EventPublisher, identity: str, call_id: str = "call-1") -> PublishedEvent:
-    """Publish an incoming call for an identity, as the telephony side does."""
-    data = {"callId": call_id, "direction": "inbound", "from": "+34602128708", "to": identity}
-    return publisher.publish(identity, "callRinging", data)
 
 
 def queue_drained(redisdb: redis.Redis) -> None:

@@ -13,7 +13,7 @@ import redis
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
-from tests.conftest import TokenFactory
+from tests.harness.tokens import TokenFactory
 from vora.app import create_app
 from vora.auth.tokens import token_info
 from vora.core.settings import Settings

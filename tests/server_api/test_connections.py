@@ -11,9 +11,9 @@ import requests
 
 from testbed.vora_server import RunningServer
 from testbed.wait import wait_for
-from tests.conftest import TokenFactory
+from tests.harness.server_api import IDENTITY, ServerApiClient, assert_error_shape
+from tests.harness.tokens import TokenFactory
 from tests.harness.ws_client import Client
-from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api, pytest.mark.ws]
 

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from testbed.vora_server import RunningServer, running_server
+from tests.harness.server_api import IDENTITY, ServerApiClient
 from tests.harness.ws_client import Client
-from tests.server_api.conftest import IDENTITY, ServerApiClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api, pytest.mark.ws]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape
+from tests.harness.server_api import IDENTITY, ServerApiClient, assert_error_shape
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]
 

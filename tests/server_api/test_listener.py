@@ -11,8 +11,8 @@ import requests
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import port_accepts
-from tests.conftest import TokenFactory
-from tests.server_api.conftest import IDENTITY, ROTATED_KEY, SERVER_KEY, ServerApiClient, assert_error_shape
+from tests.harness.server_api import IDENTITY, ROTATED_KEY, SERVER_KEY, ServerApiClient, assert_error_shape
+from tests.harness.tokens import TokenFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]
 

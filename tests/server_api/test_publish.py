@@ -11,8 +11,8 @@ import redis
 import requests
 
 from testbed.vora_server import RunningServer, running_server
+from tests.harness.server_api import IDENTITY, ServerApiClient, assert_error_shape, stream_length
 from tests.harness.ws_client import Client
-from tests.server_api.conftest import IDENTITY, ServerApiClient, assert_error_shape, stream_length
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]

@@ -9,8 +9,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.harness.rest import IDENTITY, setup_session
 from tests.harness.ws_client import make_publisher
-from tests.rest.handlers.test_session import IDENTITY, setup_session
 from vora.services import services_of
 from vora.sessions.service import SessionService, SocketRefused
 from vora.store.sessions import SessionStore

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
+from tests.harness.store import IDENTITY
 from vora.store.directory import Directory
 
-IDENTITY = "910111000"
 OWNERS = ("alice", "bob", "carol")
 
 

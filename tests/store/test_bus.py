@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.store.conftest import IDENTITY
-from tests.store.test_sessions import create
+from tests.harness.store import IDENTITY, create
 from vora.store import keys
 from vora.store.bus import ControlNotice, EventNotice, decode_notice
 from vora.store.codec import text

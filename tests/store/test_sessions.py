@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from tests.store.conftest import IDENTITY
+from tests.harness.store import IDENTITY, create
 from vora.store import keys
 from vora.store.batching import CommandBatcher
 from vora.store.client import connect
@@ -15,11 +15,6 @@ from vora.store.directory import Directory
 from vora.store.sessions import Attached, IdentityFull, Lease, NewSession, NotOwner, SessionStore
 
 pytestmark = pytest.mark.usefixtures("owners")
-
-
-def create(store: SessionStore, sid: str, subject: str = "alice") -> list[str]:
-    """Create a session with a token hash derived from its id."""
-    return store.create(IDENTITY, sid, f"hash-{sid}", NewSession(subject, "WebSocket", False, frozenset(), "*"))
 
 
 def attach(store: SessionStore, sid: str, socket_id: str, now_ms: int, lease_ms: int) -> Attached:

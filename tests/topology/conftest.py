@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import Nginx, NginxUnavailable, RedisCluster3, RedisSentinelSet, ensure_nginx
 from tests.harness.journey import Entry, vora_env
+from tests.harness.topology import EnvFactory, Sockets
 from tests.harness.upstreams import Upstream
 from tests.harness.ws_client import Client, open_client
-
-EnvFactory = Callable[..., dict[str, str]]
-Sockets = Callable[..., Client]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from testbed.vora_server import RunningServer, running_server
-from tests.conftest import TokenFactory
 from tests.harness import RedisCluster3, RedisServer, wait_for
 from tests.harness.journey import (
     Api,
@@ -24,8 +23,9 @@ from tests.harness.journey import (
     vora_cli,
     wait_ready,
 )
+from tests.harness.tokens import TokenFactory
+from tests.harness.topology import EnvFactory, Sockets
 from tests.harness.ws_client import make_publisher
-from tests.topology.conftest import EnvFactory, Sockets
 from vora.events.publisher import EventPublisher, PublishedEvent
 from vora.sessions.service import hash_token
 from vora.store import keys

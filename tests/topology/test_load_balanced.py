@@ -11,11 +11,11 @@ import psutil
 import pytest
 
 from testbed.vora_server import RunningServer, running_server
-from tests.conftest import TokenFactory
 from tests.harness import Nginx, RedisServer, wait_for
 from tests.harness.journey import Api, Entry, assert_delivered, assert_no_server_errors, readiness
+from tests.harness.tokens import TokenFactory
+from tests.harness.topology import EnvFactory, Sockets
 from tests.harness.ws_client import make_publisher
-from tests.topology.conftest import EnvFactory, Sockets
 from vora.store.client import connect
 from vora.store.directory import Directory
 

@@ -12,7 +12,6 @@ import redis
 import websocket
 
 from testbed.vora_server import RunningServer, running_server
-from tests.conftest import TokenFactory
 from tests.harness import RedisServer
 from tests.harness.journey import (
     Api,
@@ -23,8 +22,9 @@ from tests.harness.journey import (
     readiness,
     wait_ready,
 )
+from tests.harness.tokens import TokenFactory
+from tests.harness.topology import EnvFactory, Sockets
 from tests.harness.ws_client import make_publisher, open_client
-from tests.topology.conftest import EnvFactory, Sockets
 from vora.events.publisher import EventPublisher
 from vora.store import keys, scripts
 from vora.store.client import connect

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from testbed.vora_server import running_server
-from tests.conftest import TokenFactory
 from tests.harness import RedisSentinelSet, wait_for
 from tests.harness.journey import (
     Api,
@@ -19,8 +18,9 @@ from tests.harness.journey import (
     readiness,
     wait_ready,
 )
+from tests.harness.tokens import TokenFactory
+from tests.harness.topology import EnvFactory, Sockets
 from tests.harness.ws_client import make_publisher
-from tests.topology.conftest import EnvFactory, Sockets
 from vora.store.client import connect
 from vora.store.directory import Directory
 

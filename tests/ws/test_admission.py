@@ -13,7 +13,7 @@ import websocket
 
 from testbed.wait import wait_for
 from tests.harness.ws_client import Client, assert_error_shape, handshake_headers
-from tests.ws.conftest import ServerFactory
+from tests.harness.ws_server import ServerFactory
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]

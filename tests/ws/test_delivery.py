@@ -13,9 +13,9 @@ import redis
 import requests
 
 from testbed.vora_server import RunningServer
-from tests.conftest import TokenFactory
+from tests.harness.tokens import TokenFactory
 from tests.harness.ws_client import Client, bearer
-from tests.ws.conftest import IDENTITY, ServerFactory
+from tests.harness.ws_server import IDENTITY, ServerFactory
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher, InvalidEvent
 from vora.store import keys

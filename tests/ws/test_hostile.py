@@ -16,7 +16,7 @@ import websocket
 from testbed.vora_server import RunningServer
 from testbed.wait import wait_for
 from tests.harness.ws_client import Client, assert_error_shape, handshake_headers
-from tests.ws.conftest import IDENTITY, ServerFactory
+from tests.harness.ws_server import IDENTITY, ServerFactory
 from vora.events.publisher import EventPublisher
 from vora.store import keys
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from tests.harness.ws_client import make_publisher
+from tests.harness.ws_connection import IDENTITY, OPTIONS, notice_of, read_frames, session
 from tests.harness.ws_pair import SocketPair, socket_pair
-from tests.ws.test_connection import IDENTITY, OPTIONS, notice_of, read_frames, session
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.sessions import StoredSession
 from vora.store.streams import StoredEvent, StreamStore

@@ -21,9 +21,9 @@ import websocket
 
 from testbed.vora_server import RunningServer
 from testbed.wait import wait_for
-from tests.conftest import TokenFactory
+from tests.harness.tokens import TokenFactory
 from tests.harness.ws_client import Client, bearer
-from tests.ws.conftest import IDENTITY, ServerFactory
+from tests.harness.ws_server import IDENTITY, ServerFactory
 from vora.events.publisher import EventPublisher
 from vora.sessions.service import hash_token
 from vora.store import keys

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from testbed.vora_server import RunningServer
-from tests.ws.conftest import IDENTITY
+from tests.harness.ws_server import IDENTITY
 from vora.events.publisher import EventPublisher
 
 pytestmark = [pytest.mark.ws, pytest.mark.slow]

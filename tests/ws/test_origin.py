@@ -9,7 +9,7 @@ import pytest
 import websocket
 
 from testbed.vora_server import RunningServer
-from tests.ws.conftest import ServerFactory
+from tests.harness.ws_server import ServerFactory
 from vora.ws.endpoint import origin_allowed
 
 Setup = Callable[..., str]

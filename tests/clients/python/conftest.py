@@ -11,13 +11,10 @@ import pytest
 import redis
 
 from testbed.vora_server import RunningServer, running_server
-from tests.conftest import AUDIENCE, ISSUER, TokenFactory
+from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory
 from tests.harness.server_api import publish_event
+from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
 from vora.store import keys
-
-IDENTITY = "910111000"
-SERVER_KEY = "sdk-test-server-key-0123456789abcdefghijklmnop"
-ServerFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
 
 
 @pytest.fixture(scope="module")

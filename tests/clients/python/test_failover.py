@@ -16,8 +16,8 @@ import redis
 from vora_client import EventStream, ReconnectPolicy, State, StateChange, VoraClient, connect
 
 from testbed.vora_server import RunningServer, running_server
-from tests.clients.python.conftest import SERVER_KEY
 from tests.harness.nginx import Nginx, NginxUnavailable, ensure_nginx
+from tests.harness.sdk import SERVER_KEY
 from tests.harness.server_api import publish_batch
 from vora.store import keys
 

@@ -21,7 +21,7 @@ from vora_client import (
 )
 
 from testbed.vora_server import RunningServer
-from tests.clients.python.conftest import IDENTITY, ServerFactory
+from tests.harness.sdk import IDENTITY, ServerFactory
 from tests.harness.server_api import end_sessions, publish_batch
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]

@@ -7,7 +7,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from testbed.ports import free_port
-from tests.rest.handlers.test_session import assert_error
+from tests.harness.rest import assert_error
 from vora.app import create_app
 from vora.core.settings import Settings
 from vora.services import services_of

@@ -7,7 +7,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -16,8 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from testbed.ports import free_port
-from tests.conftest import assert_no_traceback
 from tests.harness import RedisServer
+from tests.harness.assertions import assert_no_traceback
+from tests.harness.rest import IDENTITY, SETUP, assert_error, session_hashes, setup_session
 from vora.app import create_app
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.core.settings import Settings
@@ -27,36 +27,6 @@ from vora.store import keys
 
 Headers = Callable[..., dict[str, str]]
 Provision = Callable[[str, list[str]], None]
-IDENTITY = "910111000"
-SETUP = "/vora/identity/setup"
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, str]:
-    """Check a response is the VORA error shape with this status and message fragments."""
-    assert response.status_code == status
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert set(body) == {"timestamp", "status", "error", "message"}
-    assert body["status"] == str(status)
-    assert datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).tzinfo is not None
-    assert body["timestamp"].endswith("Z")
-    for fragment in fragments:
-        assert fragment in body["message"]
-    return dict(body)
-
-
-def setup_session(client: FlaskClient, headers: dict[str, str], identity: str = IDENTITY, **extra: Any) -> str:
-    """Open a session and return its WebSocket token."""
-    response = client.post(SETUP, json={"connectionType": "WebSocket", "identity": identity, **extra}, headers=headers)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    token: str = response.get_json()["webSocketToken"]
-    return token
-
-
-def session_hashes(redisdb: redis.Redis, identity: str = IDENTITY) -> list[dict[bytes, bytes]]:
-    """Read every session hash of an identity."""
-    ids = redisdb.zrange(keys.sessions_index(identity), 0, -1)
-    return [redisdb.hgetall(keys.session(identity, sid.decode())) for sid in ids]  # type: ignore[misc, union-attr] # redis-py types sync replies as Awaitable | Any
 
 
 class TestIdentities:

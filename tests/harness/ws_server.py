@@ -1,0 +1,82 @@
+"""A VORA server for socket tests, its environment, tokens from a real setup, a publisher and socket clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from testbed.vora_server import RunningServer
+from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
+from tests.harness.ws_client import Client, make_publisher, open_client
+from vora.events.publisher import EventPublisher
+from vora.store import keys
+
+IDENTITY = "910111000"
+
+
+ServerFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
+
+
+@pytest.fixture(scope="module")
+def ws_env(redis_proc: Any, key_dir: Path, dev_key_pem: bytes, jwks_path: Path) -> dict[str, str]:
+    """Return the VORA_* variables of a WebSocket test server."""
+    return {
+        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
+        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
+        "VORA_OAUTH_JWKS": str(jwks_path),
+        "VORA_OAUTH_ISSUER": ISSUER,
+        "VORA_OAUTH_AUDIENCE": AUDIENCE,
+        "VORA_WS_HEARTBEAT_INTERVAL": "5",
+        "VORA_GRACEFUL_TIMEOUT": "10",
+    }
+
+
+@pytest.fixture
+def publisher(redisdb: redis.Redis, redis_proc: Any) -> EventPublisher:
+    """Publish events the way the telephony side does."""
+    return make_publisher(redis.Redis(host=redis_proc.host, port=redis_proc.port))
+
+
+@pytest.fixture
+def setup_token(redisdb: redis.Redis, make_token: TokenFactory) -> Callable[..., str]:
+    """Provision a user, open a session through the REST API and return its WebSocket token."""
+
+    def setup(
+        server: RunningServer, subject: str = "alice", identity: str = IDENTITY, scopes: tuple[str, ...] | None = None
+    ) -> str:
+        redisdb.sadd(keys.user_identities(subject), identity)
+        token = make_token(subject) if scopes is None else make_token(subject, scopes)
+        response = requests.post(
+            f"{server.base_url}/identity/setup",
+            json={"connectionType": "WebSocket", "identity": identity},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        assert response.status_code == 200, response.text
+        ws_token: str = response.json()["webSocketToken"]
+        return ws_token
+
+    return setup
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., Client]]:
+    """Open real WebSocket clients and close them after the test."""
+    opened: list[Client] = []
+
+    def open_socket(
+        server: RunningServer, token: str | None, last_event_id: str | None = None, bearer: bool = False
+    ) -> Client:
+        client = open_client(server.ws_url, token, last_event_id, bearer)
+        opened.append(client)
+        return client
+
+    yield open_socket
+    for client in opened:
+        client.close()
