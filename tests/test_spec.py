@@ -16,7 +16,7 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.server_api.rules import SERVER_SPEC_FILE
-from vora.spec_check import check_all, check_server_openapi
+from vora.tools.spec_check import check_all, check_server_openapi
 
 SPEC_PATH = DEFAULT_SPEC_DIR / "vora.yaml"
 

@@ -242,7 +242,7 @@ def listen(token: str, url: str, last_event_id: str | None, count: int | None, t
 @main.command("check-spec")
 def check_spec() -> None:
     """Validate the OpenAPI and AsyncAPI documents and their agreement with the code."""
-    from vora.spec_check import check_all
+    from vora.tools.spec_check import check_all
 
     problems = check_all(_settings().spec_dir)
     for problem in problems:

@@ -13,7 +13,7 @@ import yaml
 from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import ASYNCAPI_FILE, EventCatalog, InvalidEvent, data_schema_name
-from vora.spec_check import DEFAULT_ASYNCAPI_SCHEMA, asyncapi_events, check_asyncapi
+from vora.tools.spec_check import DEFAULT_ASYNCAPI_SCHEMA, asyncapi_events, check_asyncapi
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from testbed.webhooks import Received
 from tests.harness.ws_client import Client
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventPublisher, PublishedEvent
-from vora.spec_check import WEBHOOKS_FILE
+from vora.tools.spec_check import WEBHOOKS_FILE
 
 HOLDUP_TIMEOUT = 5.0
 

@@ -16,9 +16,9 @@ from tests.harness.push import webhook_schema
 from tests.harness.rest import SETUP, assert_error, session_hashes, setup_session
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.push import rules as push
-from vora.spec_check import WEBHOOKS_FILE, check_webhooks
 from vora.store import keys
 from vora.store.push import HoldUp, HoldUpRef, PushRegistration
+from vora.tools.spec_check import WEBHOOKS_FILE, check_webhooks
 
 Headers = Callable[..., dict[str, str]]
 Provision = Callable[[str, list[str]], None]

@@ -21,7 +21,7 @@ WEBHOOKS_FILE = "vora-webhooks.yaml"
 
 # Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
 DEFAULT_ASYNCAPI_SCHEMA = (
-    Path(__file__).resolve().parent.parent / ".venv/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json"
+    Path(__file__).resolve().parents[2] / ".venv/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json"
 )
 SERVER_FAMILY_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
