@@ -211,3 +211,28 @@ def test_a_connection_pipelining_requests_lets_the_worker_serve_others(server: R
     assert ping.status == 204
     assert answered[0] == count
     assert served_meanwhile < count  # the ping did not wait for the whole flood
+
+
+def test_a_request_pipelined_after_a_chunked_body_with_trailers_is_served(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis
+) -> None:
+    """What follows a chunked body's trailer section on the connection is the next request, and it is served."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    body = b'{"connectionType": "WebSocket", "identity": "910111000"}'
+    chunked = chunked_head("public", make_token()) + b"%x\r\n%s\r\n0\r\nX-Checksum: abc\r\n\r\n" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=PROMPT) as sock:
+        sock.sendall(chunked + PING)
+        answers = b""
+        while b"HTTP/1.1 204 " not in answers:  # both answers may come in one read
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            answers += chunk
+    assert answers.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("listener", PORTS)
+def test_malformed_trailer_field_is_a_400(server: RunningServer, listener: str) -> None:
+    """A trailer line that is not a field is a 400 in the error shape, logged without a traceback."""
+    request = chunked_head(listener) + b"5\r\nhello\r\n0\r\nnot a field\r\n\r\n"
+    assert_refused(prompt_exchange(port_of(server, listener), request), 400)
+    assert "Traceback" not in server.log()
