@@ -215,6 +215,12 @@ class SessionService:
             raise SocketRefused(401, UNKNOWN_TOKEN)
         return _start_of(admitted.session, token_hash, socket_id, last_event, admitted)
 
+    def ended_reason(self, session: StoredSession) -> str | None:
+        """Say why an admitted socket's session has ended since (tokenExpired when no tombstone says), or None."""
+        if self._store.get(session.identity, session.session_id) is not None:
+            return None
+        return self._store.ended_reason(session.identity, session.session_id) or "tokenExpired"
+
     def socket_closed(self, admission: SocketAdmission) -> None:
         """Take a closed socket out of its session's presence."""
         session = admission.session
