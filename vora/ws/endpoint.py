@@ -22,7 +22,7 @@ from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
 from vora.ws.hub import AdmissionWatch
 from vora.ws.reactor import Reactor, call_every, worker_reactor
-from vora.ws.transport import WebsocketTransport, handshake_options
+from vora.ws.transport import ClientBudget, WebsocketTransport, handshake_options
 
 log = logging.getLogger("vora.ws")
 
@@ -91,6 +91,7 @@ def install_websocket(app: Flask, path: str) -> None:
     state = vora_state(app)
     settings = state.settings
     options = SocketOptions.from_settings(settings)
+    client_budget = ClientBudget(settings.ws_client_frames_per_minute, settings.ws_client_bytes_per_minute)
     # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
     app.config["SOCK_SERVER_OPTIONS"] = handshake_options(max_message_size=settings.ws_max_message_bytes)
     sock = Sock(app)
@@ -180,7 +181,13 @@ def install_websocket(app: Flask, path: str) -> None:
     @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
         admission: SocketAdmission = g.vora_socket
-        transport = WebsocketTransport.take_over(ws, socket_reactor(), ping_interval=settings.ws_ping_interval)
+        transport = WebsocketTransport.take_over(
+            ws,
+            socket_reactor(),
+            ping_interval=settings.ws_ping_interval,
+            client_budget=client_budget,
+            on_metric=state.metrics.count,
+        )
         hub = state.hub
         conn = Connection(
             transport,
