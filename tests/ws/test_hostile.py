@@ -90,9 +90,40 @@ class TestBadResumePoints:
     def test_largest_last_event_id_is_accepted(
         self, server: RunningServer, setup_token: Setup, connect: Connect
     ) -> None:
-        """2**64-1 in both parts is a valid stream id: the socket opens and stays open (heartbeats, no 1011)."""
+        """2**64-1 in both parts is a valid stream id: the socket opens, says it is ahead, and stays open (no 1011)."""
         client = connect(server, setup_token(server), last_event_id="18446744073709551615-18446744073709551615")
+        assert client.next(skip=())["data"]["reason"] == "ahead"
         assert client.next(skip=())["type"] == "heartbeat"
+
+    @pytest.mark.parametrize("history", ["events", "none"])
+    def test_last_event_id_an_hour_ahead_is_announced_and_live_events_arrive(
+        self,
+        server: RunningServer,
+        setup_token: Setup,
+        connect: Connect,
+        publisher: EventPublisher,
+        redisdb: redis.Redis,
+        history: str,
+    ) -> None:
+        """A lastEventId an hour after the stream gets resumeGap(ahead), then every live event, none dropped."""
+        token = setup_token(server)
+        newest = publisher.publish(IDENTITY, "callHeld", {"callId": "old"}) if history == "events" else None
+        if newest is None:
+            future = f"{int(redisdb.time()[0]) * 1000 + 3_600_000}-1"  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
+        else:
+            millis, seq = newest.event_id.split("-")
+            future = f"{int(millis) + 3_600_000}-{seq}"
+        client = connect(server, token, last_event_id=future)
+        gap = client.next()
+        assert gap["type"] == "resumeGap"
+        assert gap["data"] == {
+            "reason": "ahead",
+            "requestedEventId": future,
+            "oldestEventId": None,
+            "newestEventId": None if newest is None else newest.event_id,
+        }
+        live = [publisher.publish(IDENTITY, "callHeld", {"callId": f"live-{n}"}) for n in range(3)]
+        assert [e["eventId"] for e in client.events(3)] == [p.event_id for p in live]
 
     def test_stream_redis_refuses_closes_with_1011_instead_of_retrying(
         self, server: RunningServer, setup_token: Setup, connect: Connect, redisdb: redis.Redis
