@@ -119,10 +119,20 @@ def _start_of(
 ) -> SocketAdmission:
     """Say where an admitted socket's delivery starts, from what the admission read."""
     if last_event is not None:
-        point = resume_point(last_event, admitted.oldest_id, admitted.published)
-        gap = None
-        if point.gap:
-            requested = stream_id(last_event)
+        point = resume_point(last_event, admitted.oldest_id, admitted.published, admitted.newest_id, admitted.now_ms)
+        gap: dict[str, Any] | None = None
+        requested = stream_id(last_event)
+        if point.ahead:
+            # Never handed out here: events acknowledged before a Redis failover or restart were
+            # lost, or the id is another identity's. Said, not refused: the client did nothing wrong
+            # in the first case, and a 400 would keep it from reconnecting at all.
+            gap = {
+                "reason": "ahead",
+                "requestedEventId": requested,
+                "oldestEventId": None,
+                "newestEventId": admitted.newest_id,
+            }
+        elif point.gap:
             gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
         return SocketAdmission(session, token_hash, socket_id, point.after, True, gap)
     # The first socket gets everything published since setup; later ones start live.
@@ -214,6 +224,12 @@ class SessionService:
         if admitted.session is None:
             raise SocketRefused(401, UNKNOWN_TOKEN)
         return _start_of(admitted.session, token_hash, socket_id, last_event, admitted)
+
+    def ended_reason(self, session: StoredSession) -> str | None:
+        """Say why an admitted socket's session has ended since (tokenExpired when no tombstone says), or None."""
+        if self._store.get(session.identity, session.session_id) is not None:
+            return None
+        return self._store.ended_reason(session.identity, session.session_id) or "tokenExpired"
 
     def socket_closed(self, admission: SocketAdmission) -> None:
         """Take a closed socket out of its session's presence."""

@@ -14,6 +14,7 @@ from vora.server_keys import KeyFileError, check_keys, read_key_file
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
 # The batch publish's maxItems in spec/vora-server.yaml; VORA_SERVER_API_MAX_BATCH may only lower it.
 MAX_BATCH_CEILING = 1000
+MAX_CLIENT_FRAME_HEADER = 14  # RFC 6455: 2 bytes, 8 of extended length, 4 of mask
 MIN_SECRET_LENGTH = 32  # an HMAC key of at least 256 bits written as text
 
 
@@ -194,6 +195,8 @@ class Settings:
     ws_queue_size: int = field(default=1000, metadata={"parse": _positive_int})
     ws_lease_interval: float = field(default=15.0, metadata={"parse": _positive_float})
     ws_max_message_bytes: int = field(default=4096, metadata={"parse": _positive_int})
+    ws_client_frames_per_minute: int = field(default=60, metadata={"parse": _positive_int})
+    ws_client_bytes_per_minute: int = field(default=65536, metadata={"parse": _positive_int})
     ws_send_buffer: int = field(default=0, metadata={"parse": _non_negative_int})
     ws_max_sockets_per_session: int = field(default=10, metadata={"parse": _positive_int})
     ws_max_pending_handshakes: int = field(default=512, metadata={"parse": _positive_int})
@@ -242,6 +245,12 @@ class Settings:
             raise SettingsError("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL must not be below VORA_MAX_SESSIONS_PER_IDENTITY")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
+        if self.ws_client_bytes_per_minute < self.ws_max_message_bytes + MAX_CLIENT_FRAME_HEADER:
+            # Else a socket sending one message of the largest size would be closed for it.
+            raise SettingsError(
+                "VORA_WS_CLIENT_BYTES_PER_MINUTE must be at least "
+                f"VORA_WS_MAX_MESSAGE_BYTES + {MAX_CLIENT_FRAME_HEADER}"
+            )
         if self.publish_min_replicas:
             if self.redis_url.startswith("redis+cluster"):
                 # WAIT counts the replicas of the connection's own writes: on Cluster it would have

@@ -181,25 +181,29 @@ def test_admit_refuses_a_token_whose_session_expired_and_writes_nothing(redisdb:
 
 
 def test_admit_reads_the_resume_facts_only_when_resuming(redisdb: redis.Redis) -> None:
-    """Resuming reads the oldest entry (or the counter of an empty stream); a later live socket the newest entry."""
+    """Resuming reads the oldest and newest entries, the counter and Redis' clock; a later live socket the newest."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
+    redis_ms = int(redisdb.time()[0]) * 1000  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
     empty = store.admit(IDENTITY, "hash-s1", "k1", 1_000, 10_000, resuming=True)
     assert (empty.oldest_id, empty.published, empty.newest_id) == (None, None, None)
+    assert empty.now_ms is not None
+    assert redis_ms <= empty.now_ms < redis_ms + 60_000
     redisdb.set(keys.event_sequence(IDENTITY), 7)
     aged_out = store.admit(IDENTITY, "hash-s1", "k2", 1_000, 10_000, resuming=True)
     assert (aged_out.oldest_id, aged_out.published, aged_out.newest_id) == (None, 7, None)
     redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "8"}, id="5-8")
     redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "9"}, id="6-9")
+    redisdb.set(keys.event_sequence(IDENTITY), 9)
     resumed = store.admit(IDENTITY, "hash-s1", "k3", 1_000, 10_000, resuming=True)
     assert (resumed.attached, resumed.oldest_id, resumed.published, resumed.newest_id) == (
         Attached.LATER,
         "5-8",
-        None,
-        None,
+        9,
+        "6-9",
     )
     live = store.admit(IDENTITY, "hash-s1", "k4", 1_000, 10_000, resuming=False)
-    assert (live.oldest_id, live.published, live.newest_id) == (None, None, "6-9")
+    assert (live.oldest_id, live.published, live.newest_id, live.now_ms) == (None, None, "6-9", None)
 
 
 def test_admit_reads_no_stream_for_a_first_socket_that_does_not_resume(redisdb: redis.Redis) -> None:

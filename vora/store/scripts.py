@@ -189,8 +189,9 @@ return 1
 # {3} when the session already has its most sockets open (nothing recorded for either), else
 # {1 for the session's first socket ever or 2 for a later one, session id, the session hash as
 # a field/value list, the oldest retained entry id ('' for none; read only when resuming), the
-# sequence counter ('' unless resuming on an empty stream), the newest entry id ('' for none;
-# read only for a later socket that does not resume)}.
+# sequence counter ('' when there is none or the socket does not resume), the newest entry id
+# ('' for none; read when resuming and for a later socket), Redis' time in ms ('' unless resuming)}.
+# Resuming reads all of them so that a lastEventId after anything the stream ever held shows.
 ADMIT_SOCKET = """
 local sid = redis.call('GET', KEYS[1])
 if not sid then
@@ -220,21 +221,24 @@ local attached = 2
 if redis.call('HSETNX', skey, 'attachedAt', now) == 1 then
   attached = 1
 end
-local oldest, published, newest = '', '', ''
+local oldest, published, newest, now_ms = '', '', '', ''
 if ARGV[9] == '1' then
   local entry = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
   if entry then
     oldest = entry[1]
-  else
-    published = redis.call('GET', KEYS[4]) or ''
   end
-elseif attached == 2 then
+  published = redis.call('GET', KEYS[4]) or ''
+  -- Redis' clock: the one that stamps the ids of the events published next.
+  local time = redis.call('TIME')
+  now_ms = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+end
+if ARGV[9] == '1' or attached == 2 then
   local entry = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
   if entry then
     newest = entry[1]
   end
 end
-return {attached, sid, fields, oldest, published, newest}
+return {attached, sid, fields, oldest, published, newest, now_ms}
 """
 
 # KEYS: event stream, sequence counter, idempotency record.

@@ -117,14 +117,38 @@ class ResumePoint:
     after: Position | None  # exclusive start; None reads from the oldest retained event
     gap: bool
     oldest_id: str | None
+    ahead: bool = False  # the client's position is after anything the stream ever held
 
 
-def resume_point(last_event: Position, oldest_id: str | None, published: int | None) -> ResumePoint:
+def is_ahead(last_event: Position, newest_id: str | None, published: int | None, now_ms: int | None) -> bool:
+    """Tell whether a client's last event is after every event the identity's stream has ever had.
+
+    newest_id is the stream's newest entry, published its sequence counter, now_ms Redis' clock
+    (which stamps the next ids): an id past all of them was never handed out here.
+    """
+    if newest_id is not None and last_event > stream_position(newest_id):
+        return True
+    if published is not None and last_event[1] > published:
+        return True
+    return newest_id is None and now_ms is not None and last_event[0] > now_ms
+
+
+def resume_point(
+    last_event: Position,
+    oldest_id: str | None,
+    published: int | None,
+    newest_id: str | None = None,
+    now_ms: int | None = None,
+) -> ResumePoint:
     """Tell where to resume after a client's last event and whether events after it were trimmed.
 
-    oldest_id is the stream's oldest retained entry; published, read only when the stream is
-    empty, the identity's sequence counter.
+    oldest_id and newest_id are the stream's oldest and newest retained entries, published the
+    identity's sequence counter, now_ms Redis' clock. A last event from the future (after all of
+    them) resumes after the newest entry, with the next event published: filtering on it would
+    drop every event until the stream caught up with it.
     """
+    if is_ahead(last_event, newest_id, published, now_ms):
+        return ResumePoint(stream_position(newest_id) if newest_id is not None else None, True, oldest_id, True)
     last_sequence = last_event[1]
     if oldest_id is not None:
         if stream_position(oldest_id)[1] > last_sequence + 1:

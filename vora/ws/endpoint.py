@@ -15,13 +15,14 @@ from flask_sock import Sock
 from vora.bearer import bearer_token
 from vora.errors import bearer_challenge, error_response
 from vora.fast_path import acts_only_on
-from vora.sessions import SocketAdmission, SocketRefused
+from vora.sessions import SocketAdmission, SocketRefused, identity_of_token
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
+from vora.ws.hub import AdmissionWatch
 from vora.ws.reactor import Reactor, call_every, worker_reactor
-from vora.ws.transport import WebsocketTransport, handshake_options
+from vora.ws.transport import ClientBudget, WebsocketTransport, handshake_options
 
 log = logging.getLogger("vora.ws")
 
@@ -90,6 +91,7 @@ def install_websocket(app: Flask, path: str) -> None:
     state = vora_state(app)
     settings = state.settings
     options = SocketOptions.from_settings(settings)
+    client_budget = ClientBudget(settings.ws_client_frames_per_minute, settings.ws_client_bytes_per_minute)
     # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
     app.config["SOCK_SERVER_OPTIONS"] = handshake_options(max_message_size=settings.ws_max_message_bytes)
     sock = Sock(app)
@@ -147,28 +149,45 @@ def install_websocket(app: Flask, path: str) -> None:
                 return _refuse(
                     503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
                 )
+            # Watched before the admission script runs: a logout (on any instance) that Redis runs after
+            # the script found the session is announced after this point, and the watch keeps what it said
+            # until the socket registers, however the reply and the notice race through this worker.
+            identity = identity_of_token(token)
+            watch = state.hub.watch(identity) if identity is not None else None
+            admitted = False
             try:
                 admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
+                admitted = True
             except SocketRefused as refused:
                 return _refuse(refused.status, refused.message)
-        state.hub.expect(admission.session.identity, admission.session.session_id)
+            finally:
+                if watch is not None and not admitted:
+                    state.hub.unwatch(watch)
         g.vora_socket = admission
+        g.vora_watch = watch
         return None
 
     @app.teardown_request
     @acts_only_on(path)
     def release_socket(_error: BaseException | None) -> None:
         admission: SocketAdmission | None = g.pop("vora_socket", None)
+        watch: AdmissionWatch | None = g.pop("vora_watch", None)
         if admission is None:
             return
-        if not g.pop("vora_socket_registered", False):
-            state.hub.forget(admission.session.identity, admission.session.session_id)
+        if watch is not None and not g.pop("vora_socket_registered", False):
+            state.hub.unwatch(watch)
         state.sessions.socket_closed(admission)
 
     @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
         admission: SocketAdmission = g.vora_socket
-        transport = WebsocketTransport.take_over(ws, socket_reactor(), ping_interval=settings.ws_ping_interval)
+        transport = WebsocketTransport.take_over(
+            ws,
+            socket_reactor(),
+            ping_interval=settings.ws_ping_interval,
+            client_budget=client_budget,
+            on_metric=state.metrics.count,
+        )
         hub = state.hub
         conn = Connection(
             transport,
@@ -179,9 +198,15 @@ def install_websocket(app: Flask, path: str) -> None:
             on_metric=state.metrics.count,
             socket_id=admission.socket_id,
         )
-        hub.register(conn)  # terminates it at once if its session ended during the upgrade
+        watch: AdmissionWatch | None = g.vora_watch
+        hub.register(conn, watch)  # terminates it at once if its session ended during admission or upgrade
         g.vora_socket_registered = True
         try:
+            if watch is not None and watch.missed and not conn.closing:
+                # The bus was lost meanwhile: an end announced then never arrived, so ask Redis.
+                ended = state.sessions.ended_reason(admission.session)
+                if ended is not None:
+                    conn.terminate(ended)
             if not conn.closing:
                 state.push.socket_attached(admission.session)  # a call held up for this session is now ready
             if admission.gap is not None:
