@@ -133,6 +133,8 @@ class Settings:
     oauth_issuer: str = field(default="vora-dev", metadata={"parse": _text})
     oauth_audience: str = field(default="vora", metadata={"parse": _text})
     oauth_leeway: float = field(default=30.0, metadata={"parse": _non_negative_float})
+    oauth_max_token_lifetime: float = field(default=86_400.0, metadata={"parse": _positive_float})
+    oauth_require_low_s: bool = field(default=False, metadata={"parse": _switch})
     oauth_authorization_url: str = field(default="", metadata={"parse": _optional_http_url})
     oauth_token_url: str = field(default="", metadata={"parse": _optional_http_url})
     oauth_web_client_id: str = field(default="vora-web", metadata={"parse": _text})
