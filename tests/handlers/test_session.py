@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import assert_no_traceback
+from tests.harness.vora_server import running_server
 from vora.app import create_app
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.sessions import hash_token, identity_of_token
@@ -402,6 +406,36 @@ class TestSetupRate:
         assert statuses.count(429) == 170
         assert list(redisdb.scan_iter(match="*ended*")) == []
         assert int(redisdb.dbsize()) <= 20  # type: ignore[arg-type] # the directory, 5 sessions and tokens, the index, 2 limiters
+
+
+@pytest.mark.slow
+def test_real_server_refuses_a_setup_flood_with_429(
+    env: dict[str, str], tmp_path: Path, redisdb: redis.Redis, make_token: Callable[..., str]
+) -> None:
+    """Against gunicorn with default limits, a token flooding setup gets 30 sessions, then 429 with Retry-After."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    headers = {"Authorization": f"Bearer {make_token('alice')}"}
+    with running_server(env, tmp_path) as server, requests.Session() as http:
+        started = time.monotonic()
+        answers = [
+            http.post(
+                f"{server.base_url}/identity/setup",
+                json={"connectionType": "WebSocket", "identity": IDENTITY},
+                headers=headers,
+                timeout=5,
+            )
+            for _ in range(60)
+        ]
+        elapsed = time.monotonic() - started
+    statuses = [a.status_code for a in answers]
+    assert statuses[:31] == [200] * 30 + [429]
+    # The burst, then one setup every 2 s: a flood slower than 2 s (a busy machine) earns one more.
+    assert statuses.count(200) <= 30 + int(elapsed / 2) + 1
+    assert set(statuses) == {200, 429}
+    refused = answers[30]
+    assert refused.json()["status"] == "429"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 2
+    assert list(redisdb.scan_iter(match="*ended*")) == []
 
 
 class TestEventSubscription:
