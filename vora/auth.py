@@ -249,7 +249,9 @@ class TokenVerifier:
         cached = self._cached(token, now)
         if cached is not None:
             return cached
-        # Only canonical forms are cached: a token seen again in another encoding is the same entry.
+        # A token is cached under its canonical form, so that its high-S twin is the same entry, and
+        # under the form its issuer sent (half of all ES256 tokens are high-S), so that the token's
+        # own next request is one lookup: at most two entries per token, never a third spelling.
         canonical = canonical_token(token, self._require_low_s)
         if canonical != token:
             cached = self._cached(canonical, now)
@@ -259,7 +261,9 @@ class TokenVerifier:
         expires = min(float(principal.claims["exp"]), now + self.CACHE_SECONDS)
         with self._cache_lock:
             self._verified[canonical] = (principal, expires)
-            if len(self._verified) > self.CACHE_SIZE:
+            if canonical != token:
+                self._verified[token] = (principal, expires)
+            while len(self._verified) > self.CACHE_SIZE:
                 self._verified.popitem(last=False)
         return principal
 
