@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def test_identities_remove_ends_sessions(runner: CliRunner, settings: Settings, 
     state = vora_state(app)
     state.directory.add("alice", ["910111000"])
     opened = state.sessions.open("alice", "910111000", "WebSocket", False, ["scope.vora.identities"])
+    state.sessions.admit_socket(opened.websocket_token, None, int(time.time() * 1000))  # only then a tombstone
     result = runner.invoke(main, ["identities", "remove", "alice", "910111000"])
     assert "1 session(s) ended" in result.output
     assert state.session_store.ended_reason("910111000", opened.session_id) == "revoked"

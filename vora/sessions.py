@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.errors import BadRequest, Conflict, NotFound, VoraError
+from vora.errors import BadRequest, Conflict, NotFound, TooManyRequests, VoraError
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
 from vora.store.push import PushRegistration
@@ -24,6 +24,7 @@ from vora.store.sessions import (
     NewSession,
     NotOwner,
     SessionStore,
+    SetupRateLimited,
     StoredSession,
 )
 from vora.store.streams import Position, position_before, resume_point, stream_id, stream_position
@@ -183,6 +184,13 @@ class SessionService:
             )
         except NotOwner:
             raise NotFound(f"Identity {identity} is not assigned to this user") from None
+        except SetupRateLimited as limited:
+            retry_after = max(1, -(-limited.wait_ms // 1000))
+            if limited.scope == "user":
+                message = "This user set up too many sessions lately (VORA_SETUP_RATE_PER_USER)"
+            else:
+                message = f"Identity {identity} had too many sessions set up lately (VORA_SETUP_RATE_PER_IDENTITY)"
+            raise TooManyRequests(f"{message}; retry after {retry_after} s", retry_after) from None
         except IdentityFull:
             raise Conflict(
                 f"Identity {identity} already has as many open sessions as it may, counting all its users; "

@@ -199,7 +199,7 @@ class StreamStore:
             client,
             max_length=settings.stream_max_length,
             max_age_seconds=settings.stream_max_age,
-            min_replicas=settings.publish_min_replicas,
+            min_replicas=settings.publish_replicas,
             replica_timeout_ms=settings.publish_replica_timeout,
         )
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request
 from flask_sock import Sock
@@ -73,15 +74,40 @@ def _token_of_request() -> str | None:
     return request.args.get("token") or bearer_token(request.headers.get("Authorization"))
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Host names that only a browser on this very machine can send: a DNS-rebinding page
+# (evil.example resolving to VORA's address) sends its own name, never one of these.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _name_and_port(netloc: str, default_port: int) -> tuple[str, int] | None:
+    """Split host[:port] (IPv6 in brackets) into a lower-cased name and a port; None when malformed."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        name, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not name or parts.username is not None or parts.path or parts.query or parts.fragment:
+        return None
+    return name.lower(), default_port if port is None else port
+
+
 def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
-    """Tell whether a browser page from origin may open the socket served at host."""
+    """Tell whether a browser page from origin may open the socket served at host.
+
+    A listed origin (or '*') may. Otherwise only the page's own origin may, and only on a loopback
+    Host: any other Host name can be a DNS-rebinding page's own, so a public deployment lists its
+    origin in VORA_CORS_ORIGINS. A Host without a port means the origin scheme's default port.
+    """
     if origin in allowed or "*" in allowed:
         return True
     scheme, _, netloc = origin.partition("://")
-    if scheme not in ("http", "https") or not netloc:
+    default_port = DEFAULT_PORTS.get(scheme)
+    if default_port is None:
         return False
-    # Same origin; a proxy that forwards Host without its port (nginx's $host) still matches by name.
-    return netloc.lower() == host.lower() or (":" not in host and netloc.rsplit(":", 1)[0].lower() == host.lower())
+    page = _name_and_port(netloc, default_port)
+    served = _name_and_port(host, default_port)
+    return page is not None and page == served and page[0] in LOOPBACK_NAMES
 
 
 def install_websocket(app: Flask, path: str) -> None:
