@@ -6,6 +6,8 @@ host="$1"; port="$2"; workers="$3"; auth_port="$4"
 issuer="http://127.0.0.1:${auth_port}"
 jwks_file=.vora/devauth-jwks.json
 
+# Development: an operation without a finished handler answers 501 instead of failing the start (docs/qa.md).
+export VORA_DEVELOPMENT="${VORA_DEVELOPMENT:-1}"
 export VORA_OAUTH_ISSUER="${VORA_OAUTH_ISSUER:-$issuer}"
 export VORA_OAUTH_JWKS="${VORA_OAUTH_JWKS:-$issuer/jwks}"
 export VORA_OAUTH_AUTHORIZATION_URL="${VORA_OAUTH_AUTHORIZATION_URL:-$issuer/auth}"
