@@ -18,6 +18,7 @@ from flask.globals import request_ctx
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
+from vora.asyncapi_page import install_asyncapi_page
 from vora.auth import TokenVerifier
 from vora.bearer import BearerSecurityHandlerFactory
 from vora.bodies import BodyLimitMiddleware, WsgiApp
@@ -221,6 +222,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
     install_console(app, api.base_path)
+    install_asyncapi_page(app, api.base_path, settings.spec_dir)
     name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:
