@@ -199,7 +199,7 @@ def summary(outcomes: list[Outcome], seed: int) -> str:
         "",
         f"schemathesis, every check, positive and negative data, seed {seed}.",
         "",
-        "| document | base URL | operations | failed | errors | seconds | result |",
+        "| document | base URL | JUnit cases | failed | errors | seconds | result |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for o in outcomes:
