@@ -9,6 +9,8 @@ import connexion
 import flask
 import yaml
 from connexion.apis.flask_api import FlaskApi
+from connexion.exceptions import ResolverError
+from connexion.handlers import ResolverErrorHandler
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
@@ -16,6 +18,7 @@ from flask.globals import request_ctx
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
+from vora.asyncapi_page import install_asyncapi_page
 from vora.auth import TokenVerifier
 from vora.bearer import BearerSecurityHandlerFactory
 from vora.bodies import BODY_GATE, BodyGate, BodyLimitMiddleware, WsgiApp
@@ -26,6 +29,7 @@ from vora.fast_path import FastPath, done_by_fast_path, routes_of
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
+from vora.operations import resolver_error_status
 from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
@@ -63,6 +67,17 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
         tag = self._tags[(operation.path, operation.method.upper())]
         return f"vora.handlers.{tag}.{operation.operation_id}"
 
+    def resolve_function_from_operation_id(self, operation_id: str) -> Any:
+        """Import a handler, or say which one is missing and how to write it (Connexion's 501 in development)."""
+        try:
+            return super().resolve_function_from_operation_id(operation_id)
+        except ResolverError as exc:
+            function = operation_id.rsplit(".", 1)[-1]
+            raise ResolverError(
+                f"Operation {function} has no handler {operation_id} yet; `vora scaffold {function}` writes one",
+                exc.exc_info,
+            ) from None
+
 
 class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
     """Connexion's Flask API with compact JSON, VORA's reading of the Authorization header, its operations kept."""
@@ -70,7 +85,8 @@ class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
     def _add_operation_internal(self, method: str, path: str, operation: Any) -> None:
         """Bind an operation's handler to its Flask route, and keep the operation for the fast path."""
         # Connexion adds the operations while its own __init__ runs: no __init__ of ours could come first.
-        self.__dict__.setdefault("added_operations", []).append((method, path, operation))
+        if not isinstance(operation, ResolverErrorHandler):  # a development 501 has nothing for the fast path
+            self.__dict__.setdefault("added_operations", []).append((method, path, operation))
         super()._add_operation_internal(method, path, operation)
 
     @classmethod
@@ -162,6 +178,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
         validate_responses=False,
         validator_map={"body": RuleNamingBodyValidator},
         options=swagger_ui_options(settings),
+        resolver_error=resolver_error_status(settings.development, settings.spec_dir, "vora.yaml"),
     )
     app: Flask = cx.app
     app.extensions[API_EXTENSION] = api
@@ -205,6 +222,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     install_error_handlers(app)
     install_websocket(app, f"{api.base_path}/ws")
     install_console(app, api.base_path)
+    install_asyncapi_page(app, api.base_path, settings.spec_dir)
     name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:

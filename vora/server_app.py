@@ -13,6 +13,7 @@ from flask import Flask, Response
 from vora.bodies import BODY_GATE, BodyGate, WsgiApp
 from vora.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
 from vora.events import EventCatalog, EventPublisher
+from vora.operations import resolver_error_status
 from vora.server_api import SERVER_SPEC_FILE, ServerApi
 from vora.server_keys import ServerKeys
 from vora.settings import Settings
@@ -75,6 +76,7 @@ def create_server_app(settings: Settings, state: VoraState) -> Flask:
         validate_responses=False,
         validator_map={"body": RuleNamingBodyValidator},
         options={"swagger_ui": True},
+        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SERVER_SPEC_FILE),
     )
     app: Flask = cx.app
     app.config["MAX_CONTENT_LENGTH"] = settings.server_api_max_body_bytes

@@ -193,6 +193,8 @@ class Settings:
     http_body_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
     log_level: str = field(default="INFO", metadata={"parse": _log_level})
+    # Development (make run sets it): an operation without a finished handler answers 501 instead of failing the start.
+    development: bool = field(default=False, metadata={"parse": _switch})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
     stream_max_length: int = field(default=10_000, metadata={"parse": _positive_int})
     stream_max_age: int = field(default=86_400, metadata={"parse": _positive_int})

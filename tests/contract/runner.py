@@ -15,8 +15,9 @@ def run_schemathesis(
     max_examples: int,
     seed: str,
     workers: int = 2,
+    phases: str = "examples,coverage,fuzzing,stateful",
 ) -> tuple[int, str]:
-    """Run every check on positive and negative data; return the exit code and the printed report."""
+    """Run every check on positive and negative data in every phase; return the exit code and the printed report."""
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),
@@ -28,6 +29,8 @@ def run_schemathesis(
             "all",
             "--mode",
             "all",
+            "--phases",
+            phases,
             "--header",
             f"Authorization: {authorization}",
             "--max-examples",
