@@ -96,6 +96,17 @@ def test_a_compatible_change_passes(spec_dir: Path, edit: Edit) -> None:
     assert not check_breaking(spec_dir).failed
 
 
+def test_reworded_asyncapi_prose_passes(spec_dir: Path) -> None:
+    """A message's summary or a schema's description reworded in the AsyncAPI document breaks no client."""
+
+    def reword(document: dict[str, Any]) -> None:
+        document["components"]["messages"]["resumeGap"]["summary"] = "Reworded."
+        document["components"]["schemas"]["ResumeGapData"]["description"] = "Reworded."
+
+    edit_document(spec_dir, "vora-events.asyncapi.yaml", reword)
+    assert not check_breaking(spec_dir).failed
+
+
 def test_an_acknowledged_break_passes_and_is_listed(spec_dir: Path) -> None:
     """A break named in breaking-changes.yaml with a reason passes, and is still listed as acknowledged."""
     edit_document(spec_dir, "vora.yaml", lambda d: d["paths"].pop("/health/liveness"))

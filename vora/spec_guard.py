@@ -25,6 +25,8 @@ TOOLS_MODULES = REPO_ROOT / "tools" / "node_modules" / "api-smart-diff"
 BREAKING = "breaking"
 UNCLASSIFIED = "unclassified"
 TAKING_ACTIONS = frozenset({"remove", "replace", "rename"})
+# Prose that no client acts on: changing it breaks nothing, whatever the tool could not tell.
+PROSE_FIELDS = frozenset({"description", "summary", "title", "example", "examples", "externalDocs"})
 
 
 class GuardError(Exception):
@@ -44,7 +46,10 @@ class Change:
     @property
     def breaking(self) -> bool:
         """Tell whether the change can break a client built against the released document."""
-        return self.type == BREAKING or (self.type == UNCLASSIFIED and self.action in TAKING_ACTIONS)
+        if self.type == BREAKING:
+            return True
+        prose = self.path.rsplit("/", 1)[-1] in PROSE_FIELDS
+        return self.type == UNCLASSIFIED and self.action in TAKING_ACTIONS and not prose
 
     def line(self) -> str:
         """Describe the change on one line."""
