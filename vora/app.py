@@ -15,7 +15,6 @@ from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
 from flask.globals import request_ctx
-from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from vora.asyncapi_page import install_asyncapi_page
@@ -26,10 +25,12 @@ from vora.connexion_request import LazyConnexionRequest
 from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.fast_path import FastPath, done_by_fast_path, routes_of
+from vora.json_provider import BoundedJSONProvider
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
 from vora.operations import resolver_error_status
+from vora.ownership import Ownership
 from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
@@ -113,17 +114,6 @@ class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
         return cls._get_response(response, mimetype=mimetype)
 
 
-class BoundedJSONProvider(DefaultJSONProvider):
-    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
-
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
-
-
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     """Map each spec path to the methods it declares, upper-cased."""
     return {path: tuple(m.upper() for m in HTTP_METHODS if m in item) for path, item in spec.get("paths", {}).items()}
@@ -193,6 +183,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     directory = Directory(client, batcher)
     store = SessionStore.from_settings(client, settings, batcher)
     streams = StreamStore.from_settings(client, settings)
+    ownership = Ownership(directory, store)
     lifecycle = Lifecycle()
     metrics = Metrics()
     hub = Hub(on_metric=metrics.count)
@@ -207,9 +198,12 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     app.extensions[EXTENSION] = VoraState(
         settings=settings,
         probe=probe,
-        sessions=SessionService(directory=directory, store=store, presence_lease_ms=presence_lease_ms(settings)),
+        sessions=SessionService(
+            directory=directory, store=store, presence_lease_ms=presence_lease_ms(settings), ownership=ownership
+        ),
         session_store=store,
         directory=directory,
+        ownership=ownership,
         verifier=TokenVerifier.from_settings(settings),
         lifecycle=lifecycle,
         allowed_methods=allowed_methods_of(spec),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -17,8 +16,7 @@ import click
 from vora.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from vora.sessions import SessionService
-    from vora.store.directory import Directory
+    from vora.ownership import Ownership
 
 IDENTITY_HELP = "phone numbers, or a username for administrators"
 
@@ -120,22 +118,16 @@ def identities() -> None:
     """Provision which identities each user owns."""
 
 
-def _services() -> tuple[Settings, Directory, SessionService]:
-    from vora.sessions import SessionService
+def _ownership() -> Ownership:
+    """Build the ownership rules the server API applies too, on a client of their own."""
+    from vora.ownership import Ownership
     from vora.store.client import connect
     from vora.store.directory import Directory
     from vora.store.sessions import SessionStore
-    from vora.ws.leases import presence_lease_ms
 
     settings = _settings()
     client = connect(settings.redis_url, settings.redis_timeout)
-    directory = Directory(client)
-    service = SessionService(
-        directory=directory,
-        store=SessionStore.from_settings(client, settings),
-        presence_lease_ms=presence_lease_ms(settings),
-    )
-    return settings, directory, service
+    return Ownership(Directory(client), SessionStore.from_settings(client, settings))
 
 
 def _check_identities(values: tuple[str, ...]) -> list[str]:
@@ -153,8 +145,7 @@ def _check_identities(values: tuple[str, ...]) -> list[str]:
 @uses_redis
 def identities_add(user: str, identity: tuple[str, ...]) -> None:
     """Give USER the IDENTITY values."""
-    _, directory, _ = _services()
-    added = directory.add(user, _check_identities(identity))
+    added = _ownership().grant(user, _check_identities(identity))
     click.echo(f"{user}: {added} added, {len(identity) - added} already there")
 
 
@@ -164,15 +155,8 @@ def identities_add(user: str, identity: tuple[str, ...]) -> None:
 @uses_redis
 def identities_remove(user: str, identity: tuple[str, ...]) -> None:
     """Take IDENTITY values from USER and end USER's sessions on them."""
-    from vora.errors import NotFound
-
-    _, directory, service = _services()
-    removed = directory.remove(user, _check_identities(identity))
-    ended = 0
-    for value in identity:
-        with contextlib.suppress(NotFound):
-            ended += len(service.logout(user, value, reason="revoked"))
-    click.echo(f"{user}: {removed} removed, {ended} session(s) ended")
+    removed, ended = _ownership().revoke(user, _check_identities(identity))
+    click.echo(f"{user}: {removed} removed, {len(ended)} session(s) ended")
 
 
 @identities.command("list")
@@ -180,8 +164,7 @@ def identities_remove(user: str, identity: tuple[str, ...]) -> None:
 @uses_redis
 def identities_list(user: str) -> None:
     """Print USER's identities, one a line."""
-    _, directory, _ = _services()
-    for value in directory.identities_of(user):
+    for value in _ownership().identities_of(user):
         click.echo(value)
 
 

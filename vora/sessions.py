@@ -10,10 +10,11 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.errors import BadRequest, Conflict, NotFound, TooManyRequests, VoraError
+from vora.ownership import DirectoryState, Ownership
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
 from vora.store.push import PushRegistration
@@ -143,19 +144,56 @@ def _start_of(
     return SocketAdmission(session, token_hash, socket_id, start, False, None)
 
 
+class DirectoryUnavailable(VoraError):
+    """The directory holds nothing since Redis last started empty: a user's missing identity proves nothing (503)."""
+
+    status = 503
+
+    def __init__(self, state: DirectoryState) -> None:
+        if state is DirectoryState.LOST:
+            message = (
+                "The identity directory was lost (the session store restarted empty) and has not been restored "
+                "by the telephony side yet; retry later"
+            )
+        else:
+            message = (
+                "The identity directory is empty: the telephony side has not provisioned it since the session "
+                "store last started empty; retry later"
+            )
+        super().__init__(message, {"Retry-After": str(DIRECTORY_RETRY_AFTER)})
+
+
+DIRECTORY_RETRY_AFTER = 10  # seconds: a resynchronisation by the telephony side takes about that
+
+
 class SessionService:
     """Apply the session rules on top of the directory and the session store."""
 
-    def __init__(self, *, directory: Directory, store: SessionStore, presence_lease_ms: int) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        store: SessionStore,
+        presence_lease_ms: int,
+        ownership: Ownership | None = None,
+    ) -> None:
         self._directory = directory
         self._store = store
         self._presence_lease_ms = presence_lease_ms
+        self._ownership = ownership or Ownership(directory, store)
+
+    def _refuse_unowned(self, not_found: str) -> NoReturn:
+        """Raise NotFound, or DirectoryUnavailable when the directory is not there to say who owns what."""
+        state = self._ownership.status().state
+        if state is not DirectoryState.PROVISIONED:
+            raise DirectoryUnavailable(state)
+        raise NotFound(not_found)
 
     def identities(self, subject: str) -> list[str]:
-        """Return the caller's identities, or raise NotFound when it has none."""
+        """Return the caller's identities, or raise NotFound when it has none (503 while the directory is absent)."""
         identities = self._directory.identities_of(subject)
         if not identities:
-            raise NotFound("No identity is assigned to this user")
+            self._refuse_unowned("No identity is assigned to this user")
         return identities
 
     def open(
@@ -183,7 +221,7 @@ class SessionService:
                 NewSession(subject, connection_type, hold_up_mode, frozenset(scopes), SUBSCRIBE_ALL, push),
             )
         except NotOwner:
-            raise NotFound(f"Identity {identity} is not assigned to this user") from None
+            self._refuse_unowned(f"Identity {identity} is not assigned to this user")
         except SetupRateLimited as limited:
             retry_after = max(1, -(-limited.wait_ms // 1000))
             if limited.scope == "user":

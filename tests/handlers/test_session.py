@@ -75,9 +75,18 @@ class TestIdentities:
         response = client.get("/vora/identity", headers=auth("alice"))
         assert response.data == b'{"identities": ["602128708"]}\n'
 
-    def test_user_without_identities_gets_404(self, client: FlaskClient, auth: Headers) -> None:
-        """A user with no identity gets 404 in the error shape."""
+    def test_user_without_identities_gets_404(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """A user with no identity in a provisioned directory gets 404 in the error shape."""
+        provision("alice", [IDENTITY])
         assert_error(client.get("/vora/identity", headers=auth("nobody")), 404, "No identity")
+
+    def test_user_without_identities_gets_503_while_the_directory_is_empty(
+        self, client: FlaskClient, auth: Headers
+    ) -> None:
+        """Before anyone is provisioned (or after Redis lost the directory) a user with none gets 503, not 404."""
+        response = client.get("/vora/identity", headers=auth("nobody"))
+        assert_error(response, 503, "directory is empty")
+        assert response.headers["Retry-After"] == "10"
 
     def test_missing_scope_gets_403_with_challenge(
         self, client: FlaskClient, auth: Headers, provision: Provision
@@ -720,7 +729,9 @@ def test_a_hung_redis_answers_503_after_one_timeout(settings: Settings, auth: He
 
     timeout = 1.0
     with RedisServer() as hung:
-        client = create_app(settings.with_changes(redis_url=hung.url, redis_timeout=timeout)).test_client()
+        app = create_app(settings.with_changes(redis_url=hung.url, redis_timeout=timeout))
+        vora_state(app).directory.add("bob", [IDENTITY])
+        client = app.test_client()
         assert client.get("/vora/identity", headers=auth("alice")).status_code == 404  # connected, answering
         assert hung.pid is not None
         os.kill(hung.pid, signal.SIGSTOP)

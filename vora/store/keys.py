@@ -33,6 +33,12 @@ def user_setup_rate(subject: str) -> str:
     return f"{PREFIX}:{{u:{_escape_tag(subject)}}}:setuprate"
 
 
+# Set when the directory is first provisioned (the value: when, in ms) and never removed by VORA: its
+# absence means Redis holds no directory written since it last started empty. Its own hash tag: on
+# Cluster it lives in the slot of `{directory}`.
+DIRECTORY_MARKER = f"{PREFIX}:{{directory}}:provisioned"
+
+
 def identity_prefix(identity: str) -> str:
     """Name the prefix of every key of one identity (the identity is its hash tag)."""
     return f"{PREFIX}:{{{_escape_tag(identity)}}}:"

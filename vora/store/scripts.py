@@ -437,3 +437,23 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(field
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return id
 """
+
+
+# Replace a user's identity set (KEYS[1]) with ARGV; returns {added ids..., '|', removed ids...}.
+REPLACE_IDENTITIES = """
+local wanted = {}
+for i = 1, #ARGV do wanted[ARGV[i]] = true end
+local removed = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if wanted[member] then wanted[member] = nil else removed[#removed + 1] = member end
+end
+local reply = {}
+for i = 1, #ARGV do
+  if wanted[ARGV[i]] then reply[#reply + 1] = ARGV[i]; wanted[ARGV[i]] = nil end
+end
+if #removed > 0 then redis.call('SREM', KEYS[1], unpack(removed)) end
+if #reply > 0 then redis.call('SADD', KEYS[1], unpack(reply)) end
+reply[#reply + 1] = '|'
+for i = 1, #removed do reply[#reply + 1] = removed[i] end
+return reply
+"""

@@ -13,6 +13,7 @@ from redis.exceptions import NoScriptError
 
 from vora.settings import Settings
 from vora.store import keys, scripts
+from vora.store.client import UNAVAILABLE, tracked_sends, tracks_sends, unavailable_write
 from vora.store.codec import text
 
 # The sequence counter outlives the stream so that numbers never restart while a
@@ -179,6 +180,7 @@ class StreamStore:
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
         self._publish = client.register_script(scripts.PUBLISH_EVENT)
         self._publish_once = client.register_script(scripts.PUBLISH_EVENT_ONCE)
+        self._tracks_sends = tracks_sends(client)
 
     def _publish_args(self, identity: str, event_type: str, timestamp: str, data_json: str) -> list[Any]:
         return [
@@ -244,7 +246,18 @@ class StreamStore:
         return self._publish_once, [*stream_keys, record], [*args, event.fingerprint, window_ms]
 
     def append_checked(self, event: Append, window_ms: int) -> Appended:
-        """Append one event; with an idempotency key, a key seen within window_ms answers its first event."""
+        """Append one event; with an idempotency key, a key seen within window_ms answers its first event.
+
+        When Redis is unavailable, raise NotWritten (nothing was written) or WriteOutcomeUnknown
+        (the script may have run: only a retry under the same idempotency key is safe).
+        """
+        with tracked_sends() as sends:
+            try:
+                return self._append_checked(event, window_ms)
+            except UNAVAILABLE as exc:
+                raise unavailable_write(exc, sends, self._tracks_sends) from exc
+
+    def _append_checked(self, event: Append, window_ms: int) -> Appended:
         script, script_keys, args = self._script_call(event, window_ms)
         if not self._min_replicas:
             return _appended(script(keys=script_keys, args=args))
@@ -261,8 +274,16 @@ class StreamStore:
         """Append events in one round trip, one script call each (each identity may live on its own node).
 
         The calls are pipelined, not transactional: each result is the event's, or the error that
-        refused it alone.
+        refused it alone. When Redis is unavailable, raise NotWritten or WriteOutcomeUnknown for the
+        whole batch, as append_checked does.
         """
+        with tracked_sends() as sends:
+            try:
+                return self._append_many(events, window_ms)
+            except UNAVAILABLE as exc:
+                raise unavailable_write(exc, sends, self._tracks_sends) from exc
+
+    def _append_many(self, events: Sequence[Append], window_ms: int) -> list[Appended | Exception]:
         calls = [self._script_call(event, window_ms) for event in events]
         acknowledged: Any = self._min_replicas
         results: list[Any] = [NoScriptError()] * len(calls)
