@@ -6,7 +6,7 @@ from flask import Flask
 
 from vora.core.settings import Settings
 from vora.core.types import WsgiApp
-from vora.http.bodies import BodyLimitMiddleware
+from vora.http.bodies import BODY_GATE, BodyLimitMiddleware
 from vora.http.dispatch import ListenerDispatcher
 from vora.observability.logs import RequestLogMiddleware
 from vora.rest.app import create_rest_app
@@ -38,22 +38,24 @@ def create_app(settings: Settings, fast_path: bool = True, *, services: Services
         sessions=services.sessions,
         lifecycle=services.lifecycle,
         redis_problem=services.probe_redis,
+        directory_state=services.directory_state,
         metrics=services.metrics,
         sockets=sockets,
         fast_path=fast_path,
     )
     app.extensions[EXTENSION] = services
-    served: WsgiApp = BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes)
+    served: WsgiApp = BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes, app.extensions[BODY_GATE])
     if services.server_keys is not None:
         server = create_server_app(
             settings,
             publisher=services.publisher,
             streams=services.streams,
             session_store=services.session_store,
+            ownership=services.ownership,
             server_keys=services.server_keys,
             metrics=services.metrics,
         )
-        server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes)
+        server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes, server.extensions[BODY_GATE])
         served = ListenerDispatcher(served, server_api, settings.server_api_port)
     # Outermost the log, so that a body refused before the app runs is logged too.
     app.wsgi_app = RequestLogMiddleware(served)  # type: ignore[method-assign] # Flask's documented middleware hook

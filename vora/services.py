@@ -15,6 +15,7 @@ from vora.core.settings import Settings
 from vora.events.publisher import EventCatalog, EventPublisher
 from vora.observability.metrics import Metrics
 from vora.push.worker import PushWorker
+from vora.sessions.ownership import DirectoryState, Ownership
 from vora.sessions.service import SessionService
 from vora.store.batching import batcher_for
 from vora.store.bus import EventBus
@@ -39,6 +40,7 @@ class Stores:
     directory: Directory
     session_store: SessionStore
     streams: StreamStore
+    ownership: Ownership
     sessions: SessionService
     publisher: EventPublisher
 
@@ -52,6 +54,7 @@ class Services:
     directory: Directory
     session_store: SessionStore
     streams: StreamStore
+    ownership: Ownership
     sessions: SessionService
     publisher: EventPublisher
     verifier: TokenVerifier
@@ -66,6 +69,10 @@ class Services:
         """Return None when Redis answers PING within the readiness timeout, else why not."""
         return readiness_problem(self.probe)
 
+    def directory_state(self) -> DirectoryState:
+        """Return what Redis holds of the identity directory, read with the readiness probe's timeout."""
+        return self.ownership.status(self.probe).state
+
     def start_workers(self) -> None:
         """Start this worker's bus reader, lease keeper and push worker (after the fork; each only once)."""
         self.hub_runner.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it
@@ -79,9 +86,12 @@ def build_stores(settings: Settings, metrics: Metrics | None = None) -> Stores:
     directory = Directory(client, batcher)
     session_store = SessionStore.from_settings(client, settings, batcher)
     streams = StreamStore.from_settings(client, settings)
-    sessions = SessionService(directory=directory, store=session_store, presence_lease_ms=presence_lease_ms(settings))
+    ownership = Ownership(directory, session_store)
+    sessions = SessionService(
+        directory=directory, store=session_store, presence_lease_ms=presence_lease_ms(settings), ownership=ownership
+    )
     publisher = EventPublisher(EventCatalog(settings.spec_dir), streams, PushStore(client))
-    return Stores(settings, client, directory, session_store, streams, sessions, publisher)
+    return Stores(settings, client, directory, session_store, streams, ownership, sessions, publisher)
 
 
 def build_services(settings: Settings) -> Services:
@@ -107,6 +117,7 @@ def build_services(settings: Settings) -> Services:
         directory=stores.directory,
         session_store=stores.session_store,
         streams=stores.streams,
+        ownership=stores.ownership,
         sessions=stores.sessions,
         publisher=stores.publisher,
         verifier=TokenVerifier.from_settings(settings),

@@ -30,3 +30,12 @@ class Conflict(VoraError):
     """The request cannot be served in the current state of the resource (a full identity, a reused key)."""
 
     status = 409
+
+
+class TooManyRequests(VoraError):
+    """The caller did this too often; Retry-After says when it may again."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after)})

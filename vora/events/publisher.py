@@ -18,6 +18,7 @@ from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.core.clock import utc_timestamp
 from vora.core.error_shape import clip
 from vora.core.identities import is_identity
+from vora.http.validation import rule_message
 from vora.observability.metrics import EVENTS_PUBLISHED
 from vora.push.rules import is_terminating_call
 from vora.store.push import PushStore
@@ -75,7 +76,7 @@ class EventCatalog:
         error = jsonschema.exceptions.best_match(self._validators[event_type].iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "data"
-            raise InvalidEvent(f"{event_type} data is invalid at {where}: {error.message}")
+            raise InvalidEvent(f"{event_type} data is invalid at {where}: {rule_message(error)}")
 
 
 @dataclass(frozen=True)

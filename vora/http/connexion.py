@@ -8,11 +8,12 @@ from typing import Any, ClassVar
 
 import flask
 from connexion.apis.flask_api import FlaskApi
+from connexion.exceptions import ResolverError
+from connexion.handlers import ResolverErrorHandler
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolution, Resolver
 from flask import Flask, request
 from flask.globals import request_ctx
-from flask.json.provider import DefaultJSONProvider
 
 from vora.http.bearer import BearerSecurityHandlerFactory
 from vora.http.connexion_request import LazyConnexionRequest
@@ -25,7 +26,9 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
     """Bind each operationId to the method of that name on the handler object of the operation's first tag.
 
     Each spec has its own handler package (vora.rest.handlers, vora.server_api.handlers), one module
-    a tag; the app builds one handler object a tag with what its operations need.
+    a tag; the app builds one handler object a tag with what its operations need. An operation no
+    handler object has falls back to a function of that name in the tag's module: a stub written by
+    `vora scaffold` (it needs nothing), or none, which Connexion answers 501 in development.
     """
 
     def __init__(self, spec: dict[str, Any], package: str, handlers: Mapping[str, object]) -> None:
@@ -40,10 +43,24 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
         }
 
     def resolve(self, operation: Any) -> Resolution:
-        """Return the bound handler of an operation, named <package>.<tag>.<operationId>."""
+        """Return the handler of an operation, named <package>.<tag>.<operationId>."""
         tag = self._tags[(operation.path, operation.method.upper())]
-        handler = getattr(self._handlers[tag], operation.operation_id)
-        return Resolution(handler, f"{self._package}.{tag}.{operation.operation_id}")
+        name = f"{self._package}.{tag}.{operation.operation_id}"
+        handler = getattr(self._handlers.get(tag), operation.operation_id, None)
+        if handler is None:
+            handler = self.resolve_function_from_operation_id(name)
+        return Resolution(handler, name)
+
+    def resolve_function_from_operation_id(self, operation_id: str) -> Any:
+        """Import a handler function, or say which one is missing and how to write it (501 in development)."""
+        try:
+            return super().resolve_function_from_operation_id(operation_id)
+        except ResolverError as exc:
+            function = operation_id.rsplit(".", 1)[-1]
+            raise ResolverError(
+                f"Operation {function} has no handler {operation_id} yet; `vora scaffold {function}` writes one",
+                exc.exc_info,
+            ) from None
 
 
 class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
@@ -55,7 +72,8 @@ class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
     def _add_operation_internal(self, method: str, path: str, operation: Any) -> None:
         """Bind an operation's handler to its Flask route, and keep the operation for the fast path."""
         # Connexion adds the operations while its own __init__ runs: no __init__ of ours could come first.
-        self.__dict__.setdefault("added_operations", []).append((method, path, operation))
+        if not isinstance(operation, ResolverErrorHandler):  # a development 501 has nothing for the fast path
+            self.__dict__.setdefault("added_operations", []).append((method, path, operation))
         super()._add_operation_internal(method, path, operation)
 
     @classmethod
@@ -84,17 +102,6 @@ class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
 def api_class(security_functions: Mapping[str, Callable[..., Any]]) -> type[VoraFlaskApi]:
     """Return the API class of one app, whose spec's security functions are bound to that app's objects."""
     return type("BoundVoraFlaskApi", (VoraFlaskApi,), {"security_functions": dict(security_functions)})
-
-
-class BoundedJSONProvider(DefaultJSONProvider):
-    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
-
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
 
 
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:

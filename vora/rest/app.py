@@ -13,8 +13,8 @@ from flask_cors import CORS
 from vora.auth.tokens import TOKEN_INFO_FUNC, TokenVerifier, token_info
 from vora.core.lifecycle import Lifecycle
 from vora.core.settings import Settings
+from vora.http.bodies import BODY_GATE, BodyGate
 from vora.http.connexion import (
-    BoundedJSONProvider,
     TagResolver,
     VoraFlaskApi,
     allowed_methods_of,
@@ -23,12 +23,16 @@ from vora.http.connexion import (
     route_spec_options,
 )
 from vora.http.errors import install_error_handlers
+from vora.http.json_provider import BoundedJSONProvider
+from vora.http.operations import resolver_error_status
 from vora.http.validation import RuleNamingBodyValidator
 from vora.observability.metrics import Metrics
+from vora.rest.asyncapi_page import install_asyncapi_page
 from vora.rest.console import install_console, served_spec, swagger_ui_options
 from vora.rest.fast_path import FastPath, routes_of
 from vora.rest.handlers.health import HealthHandlers
 from vora.rest.handlers.session import SessionHandlers
+from vora.sessions.ownership import DirectoryState
 from vora.sessions.service import SessionService
 from vora.ws.endpoint import SocketServices, install_websocket
 
@@ -43,6 +47,7 @@ def create_rest_app(
     sessions: SessionService,
     lifecycle: Lifecycle,
     redis_problem: Callable[[], str | None],
+    directory_state: Callable[[], DirectoryState],
     metrics: Metrics,
     sockets: SocketServices,
     fast_path: bool = True,
@@ -55,7 +60,7 @@ def create_rest_app(
     cx.api_cls = api_class({TOKEN_INFO_FUNC: check_token})
     handlers = {
         "session": SessionHandlers(sessions, allowed_methods),
-        "health": HealthHandlers(lifecycle, redis_problem),
+        "health": HealthHandlers(lifecycle, redis_problem, directory_state),
     }
     api = cx.add_api(
         served_spec(spec, settings),
@@ -64,9 +69,11 @@ def create_rest_app(
         validate_responses=False,
         validator_map={"body": RuleNamingBodyValidator},
         options=swagger_ui_options(settings),
+        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SPEC_FILE),
     )
     app: Flask = cx.app
     app.extensions[API_EXTENSION] = api
+    app.extensions[BODY_GATE] = BodyGate.from_spec(spec, api.base_path)
     app.json = BoundedJSONProvider(app)
     route_spec_options(app, api.base_path, allowed_methods)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -74,6 +81,7 @@ def create_rest_app(
     install_error_handlers(app, metrics)
     install_websocket(app, f"{api.base_path}/ws", sockets)
     install_console(app, api.base_path, settings)
+    install_asyncapi_page(app, api.base_path, settings.spec_dir)
     name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:

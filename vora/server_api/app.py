@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import connexion
@@ -13,15 +14,23 @@ from flask import Flask, Response
 from vora.core.server_keys import ServerKeys
 from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher
+from vora.http.bodies import BODY_GATE, BodyGate
 from vora.http.connexion import TagResolver, api_class, name_operations
 from vora.http.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
+from vora.http.json_provider import BoundedJSONProvider
+from vora.http.operations import resolver_error_status
+from vora.http.status_line import StandardReasonPhrases
 from vora.http.validation import RuleNamingBodyValidator
 from vora.observability.metrics import Metrics
 from vora.server_api.handlers.connections import ConnectionHandlers
+from vora.server_api.handlers.directory import DirectoryHandlers
 from vora.server_api.handlers.events import EventHandlers
-from vora.server_api.rules import SERVER_SPEC_FILE, ServerApi
+from vora.server_api.rules import SERVER_SPEC_FILE, PublishUnavailable, ServerApi
+from vora.sessions.ownership import Ownership
 from vora.store.sessions import SessionStore
 from vora.store.streams import NotReplicated, StreamStore
+
+log = logging.getLogger("vora.server_api")
 
 # The name spec/vora-server.yaml gives its bearer check (x-bearerInfoFunc).
 KEY_INFO_FUNC = "vora.server_api.app.key_info"
@@ -66,6 +75,7 @@ def create_server_app(
     publisher: EventPublisher,
     streams: StreamStore,
     session_store: SessionStore,
+    ownership: Ownership,
     server_keys: ServerKeys,
     metrics: Metrics,
 ) -> Flask:
@@ -85,19 +95,34 @@ def create_server_app(
         resolver=TagResolver(
             yaml.safe_load((settings.spec_dir / SERVER_SPEC_FILE).read_text()),
             "vora.server_api.handlers",
-            {"events": EventHandlers(rules), "connections": ConnectionHandlers(rules)},
+            {
+                "events": EventHandlers(rules),
+                "connections": ConnectionHandlers(rules),
+                "directory": DirectoryHandlers(ownership),
+            },
         ),
         strict_validation=True,
         validate_responses=False,
         validator_map={"body": RuleNamingBodyValidator},
         options={"swagger_ui": True},
+        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SERVER_SPEC_FILE),
     )
     app: Flask = cx.app
+    app.json = BoundedJSONProvider(app)
+    app.json.sort_keys = False  # answers in the order the spec lists their fields
     app.config["MAX_CONTENT_LENGTH"] = settings.server_api_max_body_bytes
-    app.config["JSON_SORT_KEYS"] = False
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # answers in the order the spec lists their fields
+    app.extensions[BODY_GATE] = BodyGate.from_spec(api.specification.raw, api.base_path)
+
+    def publish_unavailable(exc: PublishUnavailable) -> Response:
+        """Answer 503 for a publish Redis could not take, counted and logged as any Redis failure is."""
+        log.warning("redis unavailable", extra={"fields": {"error": type(exc.__cause__ or exc).__name__}})
+        metrics.count("redis_error:rest")
+        return error_response(exc.status, exc.message, exc.headers)
+
     install_error_handlers(app, metrics)
     app.register_error_handler(OAuthProblem, _refuse_without_key)
     app.register_error_handler(NotReplicated, _unconfirmed)
+    app.register_error_handler(PublishUnavailable, publish_unavailable)
     name_operations(app, api.specification.raw, api.base_path)
+    app.wsgi_app = StandardReasonPhrases(app.wsgi_app)  # type: ignore[method-assign] # Flask's documented middleware hook
     return app

@@ -11,9 +11,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from vora.core.errors import BadRequest, Conflict, NotFound
+from vora.core.errors import BadRequest, Conflict, NotFound, VoraError
 from vora.events.publisher import EventPublisher, InvalidEvent, fingerprint, stream_envelope
-from vora.store.client import UNAVAILABLE
+from vora.http.validation import rule_message
+from vora.store.client import UNAVAILABLE, NotWritten, WriteOutcomeUnknown
 from vora.store.sessions import SessionStore, StoredSession
 from vora.store.streams import (
     MAX_ID_PART,
@@ -27,6 +28,34 @@ from vora.store.streams import (
 from vora.store.subscriptions import Subscription
 
 SERVER_SPEC_FILE = "vora-server.yaml"
+
+
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+class PublishUnavailable(VoraError):
+    """Redis could not take a publish: the message says whether the event was not published or may have been."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, RETRY_AFTER)
+
+
+def not_published(outcome: str) -> PublishUnavailable:
+    """Say that Redis could not be reached before anything was sent, or refused it: nothing was published."""
+    return PublishUnavailable(f"The event store is unavailable: {outcome}; retry shortly")
+
+
+def maybe_published(what: str, keyed: bool) -> PublishUnavailable:
+    """Say that Redis went silent after the write was sent: it may or may not have been published."""
+    message = f"The event store did not confirm the write in time: {what} may or may not have been published"
+    if keyed:
+        return PublishUnavailable(f"{message}; retry with the same idempotencyKey to publish it exactly once")
+    return PublishUnavailable(
+        f"{message}, and a retry without an idempotencyKey may publish it twice: read the identity's events "
+        "(GET /identities/{identity}/events) before retrying, and send an idempotencyKey with every event"
+    )
 
 
 @cache
@@ -147,7 +176,12 @@ class ServerApi:
     def publish(self, identity: str, body: dict[str, Any]) -> Appended:
         """Publish one event, or answer what its idempotency key published before."""
         event = self._checked(identity, body)
-        appended = self._publisher.publish_once(event, body["data"], self._window_ms)
+        try:
+            appended = self._publisher.publish_once(event, body["data"], self._window_ms)
+        except NotWritten as exc:
+            raise not_published("the event was not published") from exc
+        except WriteOutcomeUnknown as exc:
+            raise maybe_published("the event", event.idempotency_key is not None) from exc
         self._refuse_reuse(event, appended)
         return appended
 
@@ -156,7 +190,8 @@ class ServerApi:
         error = None if valid else jsonschema.exceptions.best_match(self._batch_event.iter_errors(item))
         if error is not None:
             where = ".".join(str(part) for part in error.absolute_path)
-            raise BadRequest(f"{where}: {error.message}" if where else error.message)
+            message = rule_message(error)
+            raise BadRequest(f"{where}: {message}" if where else message)
         return Offered(index, self._checked(item["identity"], item), item["data"])
 
     def publish_batch(self, items: Sequence[Any]) -> list[ItemOutcome]:
@@ -170,9 +205,15 @@ class ServerApi:
                 offered.append(self._offered(index, item))
             except BadRequest as exc:
                 outcomes[index] = ItemOutcome(index, error_status=400, message=exc.message)
-        results = self._publisher.publish_many([(o.event, o.data) for o in offered], self._window_ms)
+        try:
+            results = self._publisher.publish_many([(o.event, o.data) for o in offered], self._window_ms)
+        except NotWritten as exc:
+            raise not_published("no event of the batch was published") from exc
+        except WriteOutcomeUnknown as exc:
+            keyed = all(o.event.idempotency_key is not None for o in offered)
+            raise maybe_published("any event of the batch", keyed) from exc
         if results and all(isinstance(r, UNAVAILABLE) for r in results):
-            raise results[0]  # type: ignore[misc]  # Redis is down: the whole request is a 503
+            raise not_published("no event of the batch was published")  # Redis refused every call (READONLY, TRYAGAIN)
         for item, result in zip(offered, results, strict=True):
             outcomes[item.index] = self._outcome(item, result)
         return [outcomes[index] for index in range(len(items))]

@@ -14,6 +14,7 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.core.identities import IDENTITY_PATTERN
 from vora.events.publisher import ASYNCAPI_FILE
+from vora.http.operations import describe, unfinished_operations
 from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api.rules import SERVER_SPEC_FILE
 
@@ -140,6 +141,11 @@ def check_webhooks(spec_dir: Path) -> list[str]:
     return problems
 
 
+def check_handlers(spec_dir: Path) -> list[str]:
+    """List each operation of the served documents with no handler, or with a scaffolded one not built yet."""
+    return [describe(operation, binding) for operation, binding in unfinished_operations(spec_dir)]
+
+
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
     return (
@@ -147,4 +153,5 @@ def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SC
         + check_asyncapi(spec_dir, asyncapi_schema)
         + check_webhooks(spec_dir)
         + check_server_openapi(spec_dir)
+        + check_handlers(spec_dir)
     )

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request
 from flask_sock import Sock
@@ -20,15 +21,15 @@ from vora.http.errors import bearer_challenge, error_response
 from vora.http.hooks import acts_only_on
 from vora.observability.metrics import Metrics
 from vora.push.worker import PushWorker
-from vora.sessions.service import SessionService, SocketAdmission, SocketRefused
+from vora.sessions.service import SessionService, SocketAdmission, SocketRefused, identity_of_token
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import StreamStore, parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
-from vora.ws.hub import Hub
+from vora.ws.hub import AdmissionWatch, Hub
 from vora.ws.reactor import Reactor, call_every, worker_reactor
 from vora.ws.runner import HubRunner
-from vora.ws.transport import WebsocketTransport, handshake_options
+from vora.ws.transport import ClientBudget, WebsocketTransport, handshake_options
 
 log = logging.getLogger("vora.ws")
 
@@ -79,15 +80,40 @@ def _token_of_request() -> str | None:
     return request.args.get("token") or bearer_token(request.headers.get("Authorization"))
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Host names that only a browser on this very machine can send: a DNS-rebinding page
+# (evil.example resolving to VORA's address) sends its own name, never one of these.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _name_and_port(netloc: str, default_port: int) -> tuple[str, int] | None:
+    """Split host[:port] (IPv6 in brackets) into a lower-cased name and a port; None when malformed."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        name, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not name or parts.username is not None or parts.path or parts.query or parts.fragment:
+        return None
+    return name.lower(), default_port if port is None else port
+
+
 def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
-    """Tell whether a browser page from origin may open the socket served at host."""
+    """Tell whether a browser page from origin may open the socket served at host.
+
+    A listed origin (or '*') may. Otherwise only the page's own origin may, and only on a loopback
+    Host: any other Host name can be a DNS-rebinding page's own, so a public deployment lists its
+    origin in VORA_CORS_ORIGINS. A Host without a port means the origin scheme's default port.
+    """
     if origin in allowed or "*" in allowed:
         return True
     scheme, _, netloc = origin.partition("://")
-    if scheme not in ("http", "https") or not netloc:
+    default_port = DEFAULT_PORTS.get(scheme)
+    if default_port is None:
         return False
-    # Same origin; a proxy that forwards Host without its port (nginx's $host) still matches by name.
-    return netloc.lower() == host.lower() or (":" not in host and netloc.rsplit(":", 1)[0].lower() == host.lower())
+    page = _name_and_port(netloc, default_port)
+    served = _name_and_port(host, default_port)
+    return page is not None and page == served and page[0] in LOOPBACK_NAMES
 
 
 @dataclass(frozen=True)
@@ -108,6 +134,7 @@ def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
     """Add the event WebSocket at path to the app."""
     settings = state.settings
     options = SocketOptions.from_settings(settings)
+    client_budget = ClientBudget(settings.ws_client_frames_per_minute, settings.ws_client_bytes_per_minute)
     # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
     app.config["SOCK_SERVER_OPTIONS"] = handshake_options(max_message_size=settings.ws_max_message_bytes)
     sock = Sock(app)
@@ -165,28 +192,45 @@ def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
                 return _refuse(
                     503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
                 )
+            # Watched before the admission script runs: a logout (on any instance) that Redis runs after
+            # the script found the session is announced after this point, and the watch keeps what it said
+            # until the socket registers, however the reply and the notice race through this worker.
+            identity = identity_of_token(token)
+            watch = state.hub.watch(identity) if identity is not None else None
+            admitted = False
             try:
                 admission = state.sessions.admit_socket(token, last_event, now_ms())
+                admitted = True
             except SocketRefused as refused:
                 return _refuse(refused.status, refused.message)
-        state.hub.expect(admission.session.identity, admission.session.session_id)
+            finally:
+                if watch is not None and not admitted:
+                    state.hub.unwatch(watch)
         g.vora_socket = admission
+        g.vora_watch = watch
         return None
 
     @app.teardown_request
     @acts_only_on(path)
     def release_socket(_error: BaseException | None) -> None:
         admission: SocketAdmission | None = g.pop("vora_socket", None)
+        watch: AdmissionWatch | None = g.pop("vora_watch", None)
         if admission is None:
             return
-        if not g.pop("vora_socket_registered", False):
-            state.hub.forget(admission.session.identity, admission.session.session_id)
+        if watch is not None and not g.pop("vora_socket_registered", False):
+            state.hub.unwatch(watch)
         state.sessions.socket_closed(admission)
 
     @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
         admission: SocketAdmission = g.vora_socket
-        transport = WebsocketTransport.take_over(ws, socket_reactor(), ping_interval=settings.ws_ping_interval)
+        transport = WebsocketTransport.take_over(
+            ws,
+            socket_reactor(),
+            ping_interval=settings.ws_ping_interval,
+            client_budget=client_budget,
+            on_metric=state.metrics.count,
+        )
         hub = state.hub
         conn = Connection(
             transport,
@@ -197,9 +241,15 @@ def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
             on_metric=state.metrics.count,
             socket_id=admission.socket_id,
         )
-        hub.register(conn)  # terminates it at once if its session ended during the upgrade
+        watch: AdmissionWatch | None = g.vora_watch
+        hub.register(conn, watch)  # terminates it at once if its session ended during admission or upgrade
         g.vora_socket_registered = True
         try:
+            if watch is not None and watch.missed and not conn.closing:
+                # The bus was lost meanwhile: an end announced then never arrived, so ask Redis.
+                ended = state.sessions.ended_reason(admission.session)
+                if ended is not None:
+                    conn.terminate(ended)
             if not conn.closing:
                 state.push.socket_attached(admission.session)  # a call held up for this session is now ready
             if admission.gap is not None:
