@@ -314,7 +314,8 @@ def open_event_stream(
     head, _, rest = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head else 0
     if status != 200:
-        lengths = [int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+        header_lines = head.split(b"\r\n")
+        lengths = [int(line.split(b":", 1)[1]) for line in header_lines if line.lower().startswith(b"content-length:")]
         length = lengths[0] if lengths else 0
         while len(rest) < length and (chunk := sock.recv(65536)):
             rest += chunk
