@@ -24,6 +24,8 @@ Connect = Callable[..., EventClient]
 def connect(connect_either: Connect) -> Connect:
     """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
     return connect_either
+
+
 Setup = Callable[..., str]
 
 

@@ -134,9 +134,7 @@ def test_the_per_session_cap_counts_sockets_and_streams_together(
             stream_client.close()
 
 
-def test_an_open_stream_counts_as_online(
-    make_server: ServerFactory, setup_token: Setup
-) -> None:
+def test_an_open_stream_counts_as_online(make_server: ServerFactory, setup_token: Setup) -> None:
     """The server API says an identity with only an event stream open is online, and lists its socket."""
     key = "sse-test-server-key-0123456789abcdefghijklmnop"
     with make_server(server_api_keys=key) as server:
