@@ -56,3 +56,16 @@ def raw_exchange(port: int, request: bytes, deadline_s: float = 15.0) -> RawRepl
         with contextlib.suppress(OSError):  # a server may refuse before it has read everything
             sock.sendall(request)
         return read_reply(sock, deadline_s)
+
+
+def assert_refused(reply: RawReply, status: int, *fragments: str) -> None:
+    """Check a refusal in the VORA error shape that closes the connection."""
+    assert reply.status == status, reply
+    assert reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert set(body) == {"timestamp", "status", "error", "message"}
+    assert body["status"] == str(status)
+    for fragment in fragments:
+        assert fragment in body["message"]
+    assert reply.headers["connection"] == "close"
+    assert reply.closed

@@ -15,7 +15,7 @@ import redis
 
 from tests.conftest import TokenFactory
 from tests.harness.vora_server import RunningServer, running_server
-from tests.server import RawReply, raw_exchange, read_reply
+from tests.server import assert_refused, raw_exchange, read_reply
 from vora.store import keys
 from vora.worker import TimedReads, refusal_of
 
@@ -55,19 +55,6 @@ def test_the_public_port_queues_listen_backlog_connections(server: RunningServer
     ).stdout.split()
     assert listing[0] == "LISTEN"
     assert int(listing[2]) == LISTEN_BACKLOG
-
-
-def assert_refused(reply: RawReply, status: int, *fragments: str) -> None:
-    """Check a refusal in the VORA error shape that closes the connection."""
-    assert reply.status == status, reply
-    assert reply.headers["content-type"] == "application/json"
-    body = reply.json()
-    assert set(body) == {"timestamp", "status", "error", "message"}
-    assert body["status"] == str(status)
-    for fragment in fragments:
-        assert fragment in body["message"]
-    assert reply.headers["connection"] == "close"
-    assert reply.closed
 
 
 def assert_no_traceback(server: RunningServer) -> None:

@@ -18,7 +18,7 @@ from flask_cors import CORS
 
 from vora.auth import TokenVerifier
 from vora.bearer import BearerSecurityHandlerFactory
-from vora.bodies import BodyLimitMiddleware, WsgiApp
+from vora.bodies import BODY_GATE, BodyGate, BodyLimitMiddleware, WsgiApp
 from vora.connexion_request import LazyConnexionRequest
 from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
@@ -221,12 +221,12 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     routes = routes_of(app, api.base_path, iter(api.added_operations)) if fast_path else {}
     if routes:
         served = FastPath(app, routes, served, VoraFlaskApi.get_response)
-    served = BodyLimitMiddleware(served, settings.max_body_bytes)
+    served = BodyLimitMiddleware(served, settings.max_body_bytes, BodyGate.from_spec(spec, api.base_path))
     if settings.server_api_enabled:
         from vora.server_app import ListenerDispatcher, create_server_app
 
         server = create_server_app(settings, vora_state(app))
-        server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes)
+        server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes, server.extensions[BODY_GATE])
         served = ListenerDispatcher(served, server_api, settings.server_api_port)
     # Outermost the log, so that a body refused before the app runs is logged too.
     app.wsgi_app = RequestLogMiddleware(served)  # type: ignore[method-assign] # Flask's documented middleware hook

@@ -25,6 +25,23 @@ class RequestReadTimeout(Exception):
         self.seconds = seconds
 
 
+class RequestBodyTimeout(RequestReadTimeout):
+    """A client took longer than VORA_HTTP_BODY_TIMEOUT to send a request's whole body."""
+
+    def __init__(self, seconds: float) -> None:
+        message = f"The request body did not arrive in time: the server waits {seconds:g} s for a whole body"
+        Exception.__init__(self, message)
+        self.seconds = seconds
+
+
+class RequestBodyTooLarge(Exception):
+    """A request's body, as sent (chunked framing included), is over the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(body_too_large_message(limit))
+        self.limit = limit
+
+
 def clip(value: str, limit: int = ECHO_LIMIT) -> str:
     """Shorten a value a client sent to `limit` characters and an ellipsis, for an error message."""
     return value if len(value) <= limit else value[:limit] + "\u2026"

@@ -10,7 +10,7 @@ import yaml
 from connexion.exceptions import OAuthProblem
 from flask import Flask, Response
 
-from vora.bodies import WsgiApp
+from vora.bodies import BODY_GATE, BodyGate, WsgiApp
 from vora.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
 from vora.events import EventCatalog, EventPublisher
 from vora.server_api import SERVER_SPEC_FILE, ServerApi
@@ -82,6 +82,7 @@ def create_server_app(settings: Settings, state: VoraState) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # answers in the order the spec lists their fields
     publisher = EventPublisher(EventCatalog(settings.spec_dir), state.streams)
     app.extensions[EXTENSION] = state
+    app.extensions[BODY_GATE] = BodyGate.from_spec(api.specification.raw, api.base_path)
     app.extensions[SERVER_KEYS] = ServerKeys(settings.server_api_keys, settings.server_api_keys_file)
     app.extensions[SERVER_API] = ServerApi(
         publisher,

@@ -179,6 +179,7 @@ class Settings:
     max_sessions_per_identity_total: int = field(default=50, metadata={"parse": _positive_int})
     max_body_bytes: int = field(default=64 * 1024, metadata={"parse": _positive_int})
     http_read_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
+    http_body_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
     log_level: str = field(default="INFO", metadata={"parse": _log_level})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})

@@ -9,6 +9,7 @@ from http import HTTPStatus
 from typing import Any
 
 import gevent
+import gunicorn.http
 from gunicorn import util
 from gunicorn.http.errors import (
     ConfigurationProblem,
@@ -20,15 +21,21 @@ from gunicorn.http.errors import (
 )
 from gunicorn.workers.ggevent import GeventWorker
 
-from vora.bodies import serving
-from vora.error_shape import RequestReadTimeout, clip, error_body
+from vora.bodies import ServedRequest, serving
+from vora.error_shape import RequestBodyTimeout, RequestBodyTooLarge, RequestReadTimeout, clip, error_body
+from vora.framing import BoundedRequestParser
 from vora.settings import Settings
 
 log = logging.getLogger("vora.http")
 
+# How long a connection may keep the worker's CPU (reading, or serving pipelined requests) before
+# it lets the others run.
+TURN_SECONDS = 0.002
+
 # What gunicorn's own refusals answer; any other parse error is a 400.
 REFUSALS: tuple[tuple[type[Exception], int, str], ...] = (
     (RequestReadTimeout, 408, ""),
+    (RequestBodyTooLarge, 413, ""),
     (LimitRequestLine, 414, "The request line is too long"),
     (LimitRequestHeaders, 431, "The request's header fields are too large or too many"),
     (UnsupportedTransferCoding, 501, "The request's Transfer-Encoding is not supported"),
@@ -59,60 +66,118 @@ def error_response_bytes(status: int, message: str) -> bytes:
 
 
 class TimedReads:
-    """Wrap a client socket so that reads give up: a request's head within the timeout, its body at a pause as long."""
+    """Wrap a client socket so that reads give up and take turns: a head within the timeout, a body within its own."""
 
     # The wait for the next request on a kept-alive connection has no bound here (gunicorn's keepalive
     # is that bound); the clock of a head starts at its first byte, or on accept for the first request.
+    # A gevent recv with data waiting returns without switching: a client that keeps the socket full
+    # would keep the worker to itself, so a connection that has run for a turn lets the others run.
 
-    def __init__(self, sock: Any, timeout: float) -> None:
+    def __init__(self, sock: Any, timeout: float, body_timeout: float = 30.0, body_limit: int = 64 * 1024) -> None:
         self.socket = sock
+        self.body_limit = body_limit  # what BoundedRequestParser counts a chunked body's bytes against
         self._timeout = timeout
+        self._body_timeout = body_timeout
         self._idle = False
         self._head_deadline: float | None = time.monotonic() + timeout
+        self._body_deadline: float | None = None
+        self._hub = gevent.get_hub()
+        self._loop = self._hub.loop
+        self._turn_iteration = getattr(self._loop, "iteration", None)
+        self._turn_started = time.monotonic()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.socket, name)
 
     def recv(self, size: int) -> bytes:
         """Read from the client, raising RequestReadTimeout when it keeps the server waiting too long."""
+        self.take_turns()
         if self._idle:
             data: bytes = self.socket.recv(size)
             if data:
                 self._idle = False
                 self._head_deadline = time.monotonic() + self._timeout
             return data
-        wait = self._timeout if self._head_deadline is None else self._head_deadline - time.monotonic()
-        if wait <= 0:
-            raise RequestReadTimeout(self._timeout)
-        with gevent.Timeout(wait, RequestReadTimeout(self._timeout)):
+        wait, timeout = self._wait()
+        with gevent.Timeout(wait, timeout):
             received: bytes = self.socket.recv(size)
             return received
 
+    def _wait(self) -> tuple[float, RequestReadTimeout]:
+        """Return how long the next read may wait, and what to raise when it waits longer."""
+        now = time.monotonic()
+        if self._head_deadline is not None:
+            wait, timeout = self._head_deadline - now, RequestReadTimeout(self._timeout)
+        elif self._body_deadline is not None and self._body_deadline - now < self._timeout:
+            wait, timeout = self._body_deadline - now, RequestBodyTimeout(self._body_timeout)
+        else:
+            wait, timeout = self._timeout, RequestReadTimeout(self._timeout)
+        if wait <= 0:
+            raise timeout
+        return wait, timeout
+
+    def take_turns(self) -> None:
+        """Let the worker's other greenlets run when this connection has kept the CPU for a turn."""
+        # The event loop only iterates while the hub runs, so a new iteration means this connection
+        # has waited since the turn started. gevent.sleep(0) only runs callbacks, and sockets may wait
+        # for 50 of them; a timer already due makes the loop poll them once, without a wait (libev).
+        iteration = getattr(self._loop, "iteration", None)
+        now = time.monotonic()
+        if iteration is not None and iteration != self._turn_iteration:
+            self._turn_iteration, self._turn_started = iteration, now
+        elif now - self._turn_started >= TURN_SECONDS:
+            with self._loop.timer(0) as due:
+                self._hub.wait(due)
+            self._turn_iteration, self._turn_started = getattr(self._loop, "iteration", None), time.monotonic()
+
     def reading_body(self) -> None:
-        """Switch from the head's deadline to a bound on each pause in the body."""
+        """Switch from the head's deadline to the body's: a bound on each pause and one on the whole body."""
         self._head_deadline = None
+        self._body_deadline = time.monotonic() + self._body_timeout
 
     def between_requests(self) -> None:
         """Wait for the next request without a bound of its own."""
         self._idle = True
+        self._body_deadline = None
 
 
 class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
-    """Gevent worker that bounds request reads (VORA_HTTP_READ_TIMEOUT) and answers refusals as JSON."""
+    """Gevent worker that bounds request reads (VORA_HTTP_*_TIMEOUT, chunked framing) and answers refusals as JSON."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.read_timeout = Settings.from_env().http_read_timeout
+        settings = Settings.from_env()
+        self.read_timeout = settings.http_read_timeout
+        self.body_timeout = settings.http_body_timeout
+        self.body_limit = settings.max_body_bytes
+        self.server_api_port = settings.server_api_port if settings.server_api_enabled else None
+        self.server_api_body_limit = settings.server_api_max_body_bytes
+
+    def init_process(self) -> None:
+        """Parse requests with VORA's bounded parser in this worker, then run it."""
+        # gunicorn's async worker builds each connection's parser as gunicorn.http.RequestParser.
+        gunicorn.http.RequestParser = BoundedRequestParser
+        super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
-        """Serve one connection with bounded reads."""
-        super().handle(listener, TimedReads(client, self.read_timeout), addr)
+        """Serve one connection with bounded reads and its listener's body limit."""
+        local = listener.getsockname()
+        on_server_api = isinstance(local, tuple) and local[1] == self.server_api_port
+        limit = self.server_api_body_limit if on_server_api else self.body_limit
+        super().handle(listener, TimedReads(client, self.read_timeout, self.body_timeout, limit), addr)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
         """Serve one request on the bare socket: an upgraded WebSocket keeps its own timeouts."""
+        sock.take_turns()  # pipelined requests arrive without a read that waits
         sock.reading_body()
+        # gunicorn answers `Expect: 100-continue` as soon as it builds the environ; VORA answers it only
+        # when it is about to read the body (vora.bodies), never before a 401 or a 413.
+        expects_continue = req.version >= (1, 1) and any(
+            name == "EXPECT" and value.lower() == "100-continue" for name, value in req.headers
+        )
+        req.headers = [(name, value) for name, value in req.headers if name != "EXPECT"]
         try:
-            with serving(req):
+            with serving(ServedRequest(req, sock.socket, expects_continue)):
                 super().handle_request(listener_name, req, sock.socket, addr)
         finally:
             sock.between_requests()
