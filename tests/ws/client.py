@@ -190,14 +190,35 @@ class EventStreamRefused(ConnectionError):
 class EventStreamClient:
     """A real Server-Sent Events client on a raw socket, with Client's interface (close codes from the last comment)."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+    def __init__(self, sock: socket.socket, leftover: bytes, *, chunked: bool = False) -> None:
         self.sock = sock
         self.received: list[dict[str, Any]] = []
         self.retry_ms: int | None = None
         self.last_event_id: str | None = None
-        self._buffer = leftover
+        self._chunked = chunked  # a proxy (nginx) re-frames the close-delimited stream in chunks
+        self._raw = b""
+        self._buffer = b""
         self._closed_code: int | None = None
         self._ended = False
+        self._take(leftover)
+
+    def _take(self, data: bytes) -> None:
+        """Add received bytes to the stream, decoding chunks when a proxy chunked it; the last chunk ends it."""
+        if not self._chunked:
+            self._buffer += data
+            return
+        self._raw += data
+        while b"\r\n" in self._raw:
+            size_line, rest = self._raw.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            if len(rest) < size + 2:
+                return
+            if size == 0:
+                self._ended = True
+                self._raw = b""
+                return
+            self._buffer += rest[:size]
+            self._raw = rest[size + 2 :]
 
     def _message(self, deadline: float) -> dict[str, str] | None:
         """Return the fields of the next message (comments included as 'comment'), or None when the stream ended."""
@@ -214,10 +235,11 @@ class EventStreamClient:
                 data = b""
             if not data:
                 self._ended = True
+            self._take(data)
+            if self._ended and b"\n\n" not in self._buffer:
                 if not self._buffer.strip():
                     return None
                 self._buffer += b"\n\n"
-            self._buffer += data
         raw, self._buffer = self._buffer.split(b"\n\n", 1)
         fields: dict[str, str] = {}
         for line in raw.decode().split("\n"):
@@ -257,6 +279,14 @@ class EventStreamClient:
     def events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Return the next count stream events."""
         return [self.next(timeout=timeout) for _ in range(count)]
+
+    def next_or_end(self, timeout: float = 10.0) -> dict[str, Any] | None:
+        """Return the next event that is not a heartbeat, or None when the stream ends first."""
+        deadline = time.monotonic() + timeout
+        while (envelope := self._envelope(deadline)) is not None:
+            if envelope["type"] != "heartbeat":
+                return envelope
+        return None
 
     def close_status(self, timeout: float = 10.0) -> int:
         """Read until the server ends the stream; return the code its closing comment names."""
@@ -323,4 +353,5 @@ def open_event_stream(
         raise EventStreamRefused(status, rest)
     content_type = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-type:")]
     assert content_type == [b"Content-Type: text/event-stream; charset=utf-8"], head
-    return EventStreamClient(sock, rest)
+    chunked = any(line.lower() == b"transfer-encoding: chunked" for line in head.split(b"\r\n"))
+    return EventStreamClient(sock, rest, chunked=chunked)
