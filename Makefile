@@ -6,6 +6,10 @@ VORA := $(VENV)/bin/vora
 STAMP := $(VENV)/.installed
 ASYNCAPI_SPECS := $(VENV)/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json
 DEVAUTH_MODULES := devauth/node_modules/.package-lock.json
+# Spectral, Widdershins, api-smart-diff and the AsyncAPI page's bundle, as tools/package-lock.json pins them.
+TOOLS_MODULES := tools/node_modules/.package-lock.json
+ASYNCAPI_VENDOR := vora/asyncapi_page/static/vendor/.copied
+SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 HOST ?= 127.0.0.1
 PORT ?= 18085
 WORKERS ?= 2
@@ -21,9 +25,9 @@ SERVICE_SECRET ?= demo-service-secret
 SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
 SERVER_API_PORT ?= 18086
 
-.PHONY: install run stop test test-tools test-fast lint typecheck check-spec redis-server bench clean
+.PHONY: install run stop test test-tools test-fast lint typecheck check-spec lint-spec check-breaking docs fuzz redis-server bench clean
 
-install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) ## Create .venv with VORA and its dev tools (idempotent)
+install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) $(TOOLS_MODULES) $(ASYNCAPI_VENDOR) ## Create .venv with VORA and its dev tools (idempotent)
 
 # The official AsyncAPI JSON Schemas, to validate spec/vora-events.asyncapi.yaml in tests.
 $(ASYNCAPI_SPECS): | $(STAMP)
@@ -33,6 +37,15 @@ $(ASYNCAPI_SPECS): | $(STAMP)
 # The development authorization server (oidc-provider), exactly as devauth/package-lock.json pins it.
 $(DEVAUTH_MODULES): devauth/package.json devauth/package-lock.json | $(ASYNCAPI_SPECS)
 	npm ci --silent --no-audit --no-fund --prefix devauth
+
+# The spec tools (tools/package.json). Scarf is Spectral's install-time analytics: nothing to report here.
+$(TOOLS_MODULES): tools/package.json tools/package-lock.json | $(ASYNCAPI_SPECS)
+	SCARF_ANALYTICS=false npm ci --silent --no-audit --no-fund --prefix tools
+
+# The AsyncAPI page (/vora/asyncapi/) serves @asyncapi/react-component's standalone bundle from the package.
+$(ASYNCAPI_VENDOR): $(TOOLS_MODULES)
+	bash scripts/vendor-asyncapi-page.sh
+	@touch $@
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
@@ -64,24 +77,37 @@ stop: ## Stop what make run started: VORA, the dev authorization server and the 
 	@bash scripts/stop-dev.sh $(PORT) $(SERVER_API_PORT) $(AUTH_PORT) $${VORA_METRICS_PORT:-9102}
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench scripts clients/python
-	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python
+	$(VENV)/bin/ruff check vora tests bench scripts clients/python fuzz
+	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python fuzz
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
+	$(VORA) check-breaking
 	$(VENV)/bin/pytest
 
 test-fast: install redis-server ## Run the suite without the slow server and contract tests
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench scripts clients/python
-	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python
+	$(VENV)/bin/ruff check vora tests bench scripts clients/python fuzz
+	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python fuzz
 
 typecheck: install
 	$(VENV)/bin/mypy
 
 check-spec: install
 	$(VORA) check-spec
+
+check-breaking: install ## Fail on changes to the spec documents that break clients of the last release
+	$(VORA) check-breaking
+
+lint-spec: install ## Lint the OpenAPI and AsyncAPI documents with Spectral (.spectral.yaml)
+	tools/node_modules/.bin/spectral lint --fail-severity=warn -r .spectral.yaml $(SPEC_DOCUMENTS)
+
+docs: install ## Render spec/vora.yaml and spec/vora-server.yaml with Widdershins into docs/api/
+	bash scripts/render-api-docs.sh docs/api
+
+fuzz: install redis-server ## Fuzz a VORA with schemathesis (FUZZ_URL, FUZZ_TOKEN...; default: one started on loopback), docs/qa.md
+	$(PY) -m fuzz $(FUZZ_ARGS)
 
 bench: install redis-server ## Measure VORA against its targets, each next to a same-run baseline (docs/BENCHMARKS.md)
 	$(PY) -m bench --update-docs $(BENCH_ARGS)

@@ -181,6 +181,7 @@ def instructions(command: list[str], env: dict[str, str], workdir: Path, name: s
 @contextlib.contextmanager
 def environment(workdir: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     """Start Redis, provision scenario 1's users and mint their tokens; yield the children's env and tokens."""
+    from bench.context import UNREFUSING_SETUP_RATE
     from tests.harness.redis_procs import RedisServer
     from vora.devkeys import create_dev_key, mint_token
     from vora.settings import Settings
@@ -207,6 +208,7 @@ def environment(workdir: Path) -> Iterator[tuple[dict[str, str], dict[str, str]]
             "PYTHONHASHSEED": "0",  # the same dict and set layouts in every child
             "VORA_REDIS_URL": server.url,
             "VORA_DEV_KEY": str(dev_key),
+            **UNREFUSING_SETUP_RATE,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # as the gunicorn master sets it for its workers
             "BENCH_REDIS_URL": server.url,
             "BENCH_IDENTITIES": ",".join(GET_IDENTITIES),

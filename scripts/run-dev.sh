@@ -11,6 +11,8 @@ jwks_file="$run_dir/devauth-jwks.json"
 pid_file="$run_dir/run.pid"
 py=.venv/bin/python
 
+# Development: an operation without a finished handler answers 501 instead of failing the start (docs/qa.md).
+export VORA_DEVELOPMENT="${VORA_DEVELOPMENT:-1}"
 export VORA_OAUTH_ISSUER="${VORA_OAUTH_ISSUER:-$issuer}"
 export VORA_OAUTH_JWKS="${VORA_OAUTH_JWKS:-$issuer/jwks}"
 export VORA_OAUTH_AUTHORIZATION_URL="${VORA_OAUTH_AUTHORIZATION_URL:-$issuer/auth}"

@@ -332,3 +332,133 @@ class TestCache:
         forged = f"{header}.{payload}.{signature[:-4]}AAAA"
         with pytest.raises(InvalidToken):
             verifier.verify(forged)
+
+
+def es256_signature(token: str) -> tuple[str, int, int]:
+    """Split an ES256 token into its signed part and its signature's r and s."""
+    signed, _, signature = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return signed, int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+
+
+def with_s(token: str, s: int) -> str:
+    """Return the token with its ES256 signature's s replaced (n - s forges the other valid form)."""
+    signed, r, _ = es256_signature(token)
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return f"{signed}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}"
+
+
+def signed_es256(dev_key_pem: bytes, payload: str, header: str | None = None) -> str:
+    """Sign raw header and payload JSON texts with the dev key, exactly as given (duplicates kept)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    header = header or json.dumps({"alg": "ES256", "typ": "JWT", "kid": "vora-dev"})
+    signing_input = (
+        base64.urlsafe_b64encode(header.encode()).rstrip(b"=").decode()
+        + "."
+        + base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    )
+    key = serialization.load_pem_private_key(dev_key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return f"{signing_input}.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}"
+
+
+class TestHostileButSigned:
+    """Tokens signed for real by a trusted key, that a lenient reader would take for more than they are."""
+
+    def test_exp_of_1e308_is_refused(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token whose exp is 1e308 (it would never expire) is refused."""
+        payload = json.dumps(claims()).replace('"exp": ', '"exp": 1e308, "was": ')
+        assert_invalid_token(get_identity(client, signed_es256(dev_key_pem, payload)), "exp is more than")
+
+    def test_exp_beyond_the_longest_lifetime_is_refused(
+        self, client: FlaskClient, dev_key_pem: bytes, alice: str
+    ) -> None:
+        """A token that expires two days from now is over the default 24 h lifetime and refused."""
+        token = mint_token(dev_key_pem, alice, ISSUER, AUDIENCE, lifetime=2 * 86_400)
+        assert_invalid_token(get_identity(client, token), "VORA_OAUTH_MAX_TOKEN_LIFETIME")
+
+    def test_a_day_long_token_is_accepted(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token with exactly the default longest lifetime still works."""
+        token = mint_token(dev_key_pem, alice, ISSUER, AUDIENCE, lifetime=86_400)
+        assert get_identity(client, token).status_code == 200
+
+    def test_iat_in_the_future_is_refused(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token issued an hour from now is refused."""
+        token = mint_token(dev_key_pem, alice, ISSUER, AUDIENCE, extra_claims={"iat": int(time.time()) + 3600})
+        assert_invalid_token(get_identity(client, token), "iat is in the future")
+
+    def test_nbf_in_the_far_future_is_refused(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A token not valid before 1e300 is refused."""
+        payload = json.dumps(claims(nbf="__nbf__")).replace('"__nbf__"', "1e300")
+        assert_invalid_token(get_identity(client, signed_es256(dev_key_pem, payload)), "nbf")
+
+    @pytest.mark.parametrize("claim", ["sub", "exp", "aud", "scope"])
+    def test_duplicate_claim_is_refused(self, client: FlaskClient, dev_key_pem: bytes, alice: str, claim: str) -> None:
+        """A signed token naming a claim twice is refused, whichever value would win."""
+        valid = claims()
+        doubled = {"sub": '"mallory"', "exp": "1e308", "aud": '"other"', "scope": '"identities"'}[claim]
+        payload = json.dumps(valid)[:-1] + f', "{claim}": {doubled}}}'
+        token = signed_es256(dev_key_pem, payload)
+        assert_invalid_token(get_identity(client, token), f"name '{claim}' more than once")
+
+    def test_duplicate_header_member_is_refused(self, client: FlaskClient, dev_key_pem: bytes, alice: str) -> None:
+        """A signed token whose header names alg twice is refused."""
+        header = '{"alg": "RS256", "typ": "JWT", "kid": "vora-dev", "alg": "ES256"}'
+        token = signed_es256(dev_key_pem, json.dumps(claims()), header)
+        assert_invalid_token(get_identity(client, token), "name 'alg' more than once")
+
+    def test_stray_signature_bits_are_refused(self, client: FlaskClient, make_token: TokenFactory, alice: str) -> None:
+        """A signature whose base64url ends in non-zero spare bits (another spelling of the same bytes) is refused."""
+        token = make_token(alice)
+        last = token[-1]
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        # 64 bytes in base64url leave 4 spare bits in the last character: flip the lowest.
+        twin = token[:-1] + alphabet[alphabet.index(last) ^ 1]
+        assert_invalid_token(get_identity(client, twin), "canonically encoded")
+
+
+class TestMalleableSignature:
+    """A high-S ES256 signature is the same token as its low-S twin, or refused when low-S is required."""
+
+    def test_high_and_low_s_twins_share_one_cache_entry(self, dev_key_pem: bytes) -> None:
+        """Both forms of one signature verify once, as one token."""
+        from vora.auth import P256_ORDER
+
+        verifier = TokenVerifier(KeySet("", [public_jwk_from_pem(dev_key_pem)]), ISSUER, AUDIENCE, 0)
+        token = mint_token(dev_key_pem, "alice", ISSUER, AUDIENCE)
+        s = es256_signature(token)[2]
+        twin = with_s(token, P256_ORDER - s)
+        first = verifier.verify(token)
+        assert verifier.verify(twin) is first  # not verified again: the same Principal
+        assert verifier.verify(token) is first
+        assert len(verifier._verified) <= 2  # the canonical form, and the issuer's if that was high-S
+
+    def test_high_s_is_refused_when_low_s_is_required(
+        self, settings: Settings, client: FlaskClient, dev_key_pem: bytes
+    ) -> None:
+        """With VORA_OAUTH_REQUIRE_LOW_S on, the high-S form of a signature is refused and the low-S form accepted."""
+        from vora.auth import P256_ORDER
+
+        verifier = TokenVerifier.from_settings(settings.with_changes(oauth_require_low_s=True))
+        token = mint_token(dev_key_pem, "alice", ISSUER, AUDIENCE)
+        s = es256_signature(token)[2]
+        low, high = with_s(token, min(s, P256_ORDER - s)), with_s(token, max(s, P256_ORDER - s))
+        assert verifier.verify(low).subject == "alice"
+        with pytest.raises(InvalidToken, match="low-S"):
+            verifier.verify(high)
+
+    def test_high_s_twin_over_http_is_the_same_caller(
+        self, client: FlaskClient, make_token: TokenFactory, alice: str
+    ) -> None:
+        """By default (issuers sign with either S) both forms of a real signature are accepted as one token."""
+        from vora.auth import P256_ORDER
+
+        token = make_token(alice)
+        s = es256_signature(token)[2]
+        assert get_identity(client, with_s(token, P256_ORDER - s)).status_code == 200
+        assert get_identity(client, token).status_code == 200

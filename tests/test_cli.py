@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def test_identities_remove_ends_sessions(runner: CliRunner, settings: Settings, 
     state = vora_state(app)
     state.directory.add("alice", ["910111000"])
     opened = state.sessions.open("alice", "910111000", "WebSocket", False, ["scope.vora.identities"])
+    state.sessions.admit_socket(opened.websocket_token, None, int(time.time() * 1000))  # only then a tombstone
     result = runner.invoke(main, ["identities", "remove", "alice", "910111000"])
     assert "1 session(s) ended" in result.output
     assert state.session_store.ended_reason("910111000", opened.session_id) == "revoked"
@@ -219,3 +221,20 @@ def test_config_json_and_defaults(runner: CliRunner) -> None:
     assert settings["VORA_SESSION_TTL"]["source"] == "environment"
     defaults = json.loads(runner.invoke(main, ["config", "--defaults"]).output)
     assert defaults["VORA_SESSION_TTL"] == "3600"
+
+
+def test_identities_add_marks_the_directory_provisioned(runner: CliRunner, redisdb: redis.Redis) -> None:
+    """Provisioning from the CLI marks the directory provisioned, as the server API does, once."""
+    from vora.ownership import DirectoryState, Ownership
+    from vora.store.directory import Directory
+    from vora.store.sessions import SessionStore
+
+    ownership = Ownership(Directory(redisdb), SessionStore(redisdb, ttl_seconds=60, max_per_user=5))
+    assert ownership.status().state is DirectoryState.EMPTY
+    assert runner.invoke(main, ["identities", "add", "alice", "942788701"]).exit_code == 0
+    first = ownership.status()
+    assert first.state is DirectoryState.PROVISIONED
+    assert runner.invoke(main, ["identities", "add", "bob", "942788701"]).exit_code == 0
+    assert ownership.status() == first  # the first provisioning's time is kept
+    redisdb.flushall()  # what a Redis restarted without persistence holds
+    assert ownership.status().state is DirectoryState.LOST

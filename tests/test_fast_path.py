@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.conftest import TokenFactory
 from vora.app import API_EXTENSION, VoraFlaskApi, create_app
 from vora.fast_path import FastPath, routes_of, shared_meaning
 from vora.settings import Settings
+from vora.state import vora_state
 
 Provision = Callable[[str, list[str]], None]
 SETUP = "/vora/identity/setup"
@@ -209,3 +211,25 @@ def test_gives_jsonschema_rs_the_schemas_both_read_alike() -> None:
             "anyOf": [{"not": {"required": ["b"]}}, {"properties": {"b": {"enum": [True]}}}],
         }
     )
+
+
+def test_answers_a_spent_setup_limit_as_the_full_stack_does(
+    settings: Settings, redisdb: redis.Redis, make_token: TokenFactory
+) -> None:
+    """Past the setup limit both paths answer the same 429, with Retry-After, in the error shape."""
+    limited = settings.with_changes(setup_rate_per_user=1)
+    fast, full = create_app(limited), create_app(limited, fast_path=False)
+    vora_state(fast).directory.add("alice", [IDENTITY])
+    headers = {"Authorization": f"Bearer {make_token('alice')}", "Content-Type": "application/json"}
+    setup = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY}).encode()
+    assert answer(fast, "POST", SETUP, headers, setup)[0] == 200
+    refused = [answer(app, "POST", SETUP, headers, setup) for app in (fast, full)]
+    # Retry-After counts down between the two answers: compare it apart.
+    waits = [dict(headers).pop("Retry-After") for _, headers, _ in refused]
+    assert all(1 <= int(wait) <= 60 for wait in waits)
+    unchanging = [(status, [h for h in kept if h[0] != "Retry-After"], body) for status, kept, body in refused]
+    assert unchanging[0][0] == 429
+    assert unchanging[0][:2] == unchanging[1][:2]
+    messages = [re.sub(r"\d+", "N", body.pop("message")) for _, _, body in unchanging]
+    assert messages[0] == messages[1]
+    assert unchanging[0][2] == unchanging[1][2]

@@ -64,6 +64,41 @@ def test_resume_behind_the_retention_carries_the_gap(service: SessionService, to
     assert admission.gap["requestedEventId"] == gone.event_id
 
 
+@pytest.mark.parametrize(
+    ("published", "ahead_of"),
+    [(3, "the newest event's milliseconds"), (3, "the newest event's sequence number"), (0, "Redis' clock")],
+)
+def test_resume_from_the_future_is_announced_and_starts_after_the_newest(
+    service: SessionService, token: str, redisdb: redis.Redis, published: int, ahead_of: str
+) -> None:
+    """A lastEventId after anything the stream held yields resumeGap(ahead) and resumes after the newest event."""
+    publisher = make_publisher(redisdb)
+    newest = None
+    for n in range(published):
+        newest = publisher.publish(IDENTITY, "callHeld", {"callId": f"c-{n}"})
+    redis_ms = int(redisdb.time()[0]) * 1000  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
+    if newest is None:
+        future = (redis_ms + 3_600_000, 1)
+    else:
+        millis, seq = stream_position(newest.event_id)
+        future = (millis + 3_600_000, seq) if ahead_of.endswith("milliseconds") else (millis, seq + 1)
+    admission = service.admit_socket(token, future, NOW_MS)
+    assert admission.gap == {
+        "reason": "ahead",
+        "requestedEventId": f"{future[0]}-{future[1]}",
+        "oldestEventId": None,
+        "newestEventId": None if newest is None else newest.event_id,
+    }
+    assert admission.start == (None if newest is None else stream_position(newest.event_id))
+
+
+def test_resume_from_the_newest_event_is_no_gap(service: SessionService, token: str, redisdb: redis.Redis) -> None:
+    """The newest event itself, or one before it, is a position the stream knows: no gap."""
+    newest = make_publisher(redisdb).publish(IDENTITY, "callHeld", {"callId": "c"})
+    admission = service.admit_socket(token, stream_position(newest.event_id), NOW_MS)
+    assert (admission.gap, admission.start) == (None, stream_position(newest.event_id))
+
+
 def test_the_cap_refuses_with_429_and_a_closed_socket_frees_its_place(
     app: Flask, token: str, redisdb: redis.Redis
 ) -> None:

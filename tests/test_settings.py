@@ -128,7 +128,32 @@ def test_publish_replicas_are_read_and_checked() -> None:
     """VORA_PUBLISH_MIN_REPLICAS and its timeout are read; Cluster and a timeout past the socket's are refused."""
     settings = Settings.from_env({"VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_PUBLISH_REPLICA_TIMEOUT": "250"})
     assert (settings.publish_min_replicas, settings.publish_replica_timeout) == (1, 250)
-    assert Settings.from_env({}).publish_min_replicas == 0
+    assert Settings.from_env({}).publish_replicas == 0
+
+
+SENTINEL_URL = "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/vora/0"
+
+
+@pytest.mark.parametrize(
+    ("variables", "replicas"),
+    [
+        ({}, 0),
+        ({"VORA_REDIS_URL": SENTINEL_URL}, 1),
+        ({"VORA_REDIS_URL": SENTINEL_URL, "VORA_PUBLISH_MIN_REPLICAS": "auto"}, 1),
+        ({"VORA_REDIS_URL": SENTINEL_URL, "VORA_PUBLISH_MIN_REPLICAS": "0"}, 0),
+        ({"VORA_REDIS_URL": SENTINEL_URL, "VORA_PUBLISH_MIN_REPLICAS": "2"}, 2),
+        ({"VORA_REDIS_URL": "redis+cluster://127.0.0.1:7000"}, 0),
+    ],
+)
+def test_publishes_wait_for_a_replica_by_default_on_sentinel(variables: dict[str, str], replicas: int) -> None:
+    """Unset (or auto), VORA_PUBLISH_MIN_REPLICAS is 1 on Sentinel and 0 elsewhere; an explicit value wins."""
+    assert Settings.from_env(variables).publish_replicas == replicas
+
+
+def test_auto_replicas_on_sentinel_need_a_replica_timeout_under_the_socket_timeout() -> None:
+    """The Sentinel default brings the timeout check with it."""
+    with pytest.raises(SettingsError, match="shorter than VORA_REDIS_TIMEOUT"):
+        Settings.from_env({"VORA_REDIS_URL": SENTINEL_URL, "VORA_PUBLISH_REPLICA_TIMEOUT": "2000"})
     with pytest.raises(SettingsError, match="not supported on Redis Cluster"):
         Settings.from_env({"VORA_PUBLISH_MIN_REPLICAS": "1", "VORA_REDIS_URL": "redis+cluster://127.0.0.1:7000"})
     with pytest.raises(SettingsError, match="shorter than VORA_REDIS_TIMEOUT"):

@@ -9,13 +9,15 @@ import connexion
 import flask
 import yaml
 from connexion.apis.flask_api import FlaskApi
+from connexion.exceptions import ResolverError
+from connexion.handlers import ResolverErrorHandler
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from flask import Flask, request
 from flask.globals import request_ctx
-from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
+from vora.asyncapi_page import install_asyncapi_page
 from vora.auth import TokenVerifier
 from vora.bearer import BearerSecurityHandlerFactory
 from vora.bodies import BODY_GATE, BodyGate, BodyLimitMiddleware, WsgiApp
@@ -23,9 +25,12 @@ from vora.connexion_request import LazyConnexionRequest
 from vora.console import install_console, served_spec, swagger_ui_options
 from vora.errors import install_error_handlers
 from vora.fast_path import FastPath, done_by_fast_path, routes_of
+from vora.json_provider import BoundedJSONProvider
 from vora.lifecycle import Lifecycle
 from vora.logs import RequestLogMiddleware
 from vora.metrics import Metrics
+from vora.operations import resolver_error_status
+from vora.ownership import Ownership
 from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
@@ -63,6 +68,17 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
         tag = self._tags[(operation.path, operation.method.upper())]
         return f"vora.handlers.{tag}.{operation.operation_id}"
 
+    def resolve_function_from_operation_id(self, operation_id: str) -> Any:
+        """Import a handler, or say which one is missing and how to write it (Connexion's 501 in development)."""
+        try:
+            return super().resolve_function_from_operation_id(operation_id)
+        except ResolverError as exc:
+            function = operation_id.rsplit(".", 1)[-1]
+            raise ResolverError(
+                f"Operation {function} has no handler {operation_id} yet; `vora scaffold {function}` writes one",
+                exc.exc_info,
+            ) from None
+
 
 class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
     """Connexion's Flask API with compact JSON, VORA's reading of the Authorization header, its operations kept."""
@@ -70,7 +86,8 @@ class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
     def _add_operation_internal(self, method: str, path: str, operation: Any) -> None:
         """Bind an operation's handler to its Flask route, and keep the operation for the fast path."""
         # Connexion adds the operations while its own __init__ runs: no __init__ of ours could come first.
-        self.__dict__.setdefault("added_operations", []).append((method, path, operation))
+        if not isinstance(operation, ResolverErrorHandler):  # a development 501 has nothing for the fast path
+            self.__dict__.setdefault("added_operations", []).append((method, path, operation))
         super()._add_operation_internal(method, path, operation)
 
     @classmethod
@@ -95,17 +112,6 @@ class VoraFlaskApi(FlaskApi):  # type: ignore[misc] # connexion is untyped
     def get_response(cls, response: Any, mimetype: str | None = None, request: Any = None) -> Any:
         """Turn a handler's answer into a Flask response, without the full URL Connexion builds only for debug logs."""
         return cls._get_response(response, mimetype=mimetype)
-
-
-class BoundedJSONProvider(DefaultJSONProvider):
-    """Parse request JSON so that nesting too deep for Python is a parse error, not a crash."""
-
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        """Parse JSON, turning a RecursionError into the ValueError of malformed JSON."""
-        try:
-            return super().loads(s, **kwargs)
-        except RecursionError:
-            raise ValueError("JSON nested too deeply") from None
 
 
 def allowed_methods_of(spec: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -162,6 +168,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
         validate_responses=False,
         validator_map={"body": RuleNamingBodyValidator},
         options=swagger_ui_options(settings),
+        resolver_error=resolver_error_status(settings.development, settings.spec_dir, "vora.yaml"),
     )
     app: Flask = cx.app
     app.extensions[API_EXTENSION] = api
@@ -176,6 +183,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     directory = Directory(client, batcher)
     store = SessionStore.from_settings(client, settings, batcher)
     streams = StreamStore.from_settings(client, settings)
+    ownership = Ownership(directory, store)
     lifecycle = Lifecycle()
     metrics = Metrics()
     hub = Hub(on_metric=metrics.count)
@@ -190,9 +198,12 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     app.extensions[EXTENSION] = VoraState(
         settings=settings,
         probe=probe,
-        sessions=SessionService(directory=directory, store=store, presence_lease_ms=presence_lease_ms(settings)),
+        sessions=SessionService(
+            directory=directory, store=store, presence_lease_ms=presence_lease_ms(settings), ownership=ownership
+        ),
         session_store=store,
         directory=directory,
+        ownership=ownership,
         verifier=TokenVerifier.from_settings(settings),
         lifecycle=lifecycle,
         allowed_methods=allowed_methods_of(spec),
@@ -207,6 +218,7 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
     install_websocket(app, f"{api.base_path}/ws", channel)
     install_event_stream(app, f"{api.base_path}/sse", channel)
     install_console(app, api.base_path)
+    install_asyncapi_page(app, api.base_path, settings.spec_dir)
     name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:

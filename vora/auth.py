@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -29,6 +31,73 @@ DEV_KEY_ID = "vora-dev"
 # Claims without which a token is refused: python-jose skips the check of an absent aud or iss.
 REQUIRED_CLAIMS = ("exp", "aud", "iss", "sub")
 NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+# The order n of P-256's base point: an ES256 signature (r, s) also verifies as (r, n - s). Issuers
+# (OpenSSL, Go, Java, Node) sign with either S, so VORA reads both as the low-S one (BIP 62's form).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+ES256_SIGNATURE_BYTES = 64
+
+
+class DuplicateMember(ValueError):
+    """A JSON object names the same member twice."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, refusing one that names a member twice (RFC 7519 section 4 lets a JWT be refused)."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise DuplicateMember(name)
+            seen.add(name)
+    return members
+
+
+def _segment(raw: str) -> bytes:
+    """Decode one base64url segment of a compact JWS, refusing any other alphabet."""
+    if raw and not (raw.isascii() and raw.replace("-", "").replace("_", "").isalnum()):
+        raise binascii.Error("not base64url")
+    return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def canonical_token(token: str, require_low_s: bool = False) -> str:
+    """Return the one form of a JWT that VORA keys it by, refusing one python-jose would read leniently.
+
+    Refused: a header or claims naming a member twice (python-jose keeps the last), a signature whose
+    base64url has stray trailing bits, and (with require_low_s) a high-S ES256 signature. Otherwise a
+    high-S ES256 signature (r, s), which verifies exactly as (r, n - s) does, is rewritten low-S, so
+    that both encodings of one signature are one token.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise InvalidToken(description="The access token is not a well-formed JWT")
+    try:
+        header = json.loads(_segment(parts[0]), object_pairs_hook=_unique_members)
+        json.loads(_segment(parts[1]), object_pairs_hook=_unique_members)
+        signature = _segment(parts[2])
+    except DuplicateMember as twice:
+        raise InvalidToken(
+            description=f"The access token's header or claims name {str(twice)[:64]!r} more than once"
+        ) from None
+    except (ValueError, RecursionError):  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InvalidToken(description="The access token is not a well-formed JWT") from None
+    if _b64url(signature) != parts[2]:
+        raise InvalidToken(description="The access token's signature is not canonically encoded (base64url)")
+    if not isinstance(header, dict) or header.get("alg") != "ES256" or len(signature) != ES256_SIGNATURE_BYTES:
+        return token
+    s = int.from_bytes(signature[32:], "big")
+    if s <= P256_ORDER // 2:
+        return token
+    if require_low_s:
+        raise InvalidToken(
+            description="The access token's ES256 signature is not in canonical low-S form (VORA_OAUTH_REQUIRE_LOW_S)"
+        )
+    low_s = signature[:32] + (P256_ORDER - s).to_bytes(32, "big")
+    return f"{parts[0]}.{parts[1]}.{_b64url(low_s)}"
 
 
 @dataclass(frozen=True)
@@ -136,11 +205,21 @@ class TokenVerifier:
     CACHE_SIZE = 10_000
     CACHE_SECONDS = 300.0
 
-    def __init__(self, keys: KeySet, issuer: str, audience: str, leeway: float) -> None:
+    def __init__(
+        self,
+        keys: KeySet,
+        issuer: str,
+        audience: str,
+        leeway: float,
+        max_lifetime: float = 86_400.0,
+        require_low_s: bool = False,
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._max_lifetime = max_lifetime
+        self._require_low_s = require_low_s
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
@@ -155,23 +234,47 @@ class TokenVerifier:
         keys = KeySet(settings.oauth_jwks, extra, settings.jwks_refresh_interval)
         if settings.oauth_jwks:
             keys.refresh(force=not keys.is_remote)
-        return cls(keys, settings.oauth_issuer, settings.oauth_audience, settings.oauth_leeway)
+        return cls(
+            keys,
+            settings.oauth_issuer,
+            settings.oauth_audience,
+            settings.oauth_leeway,
+            settings.oauth_max_token_lifetime,
+            settings.oauth_require_low_s,
+        )
 
     def verify(self, token: str) -> Principal:
         """Verify a token, or return the Principal of the same token verified moments ago."""
         now = time.time()
+        cached = self._cached(token, now)
+        if cached is not None:
+            return cached
+        # A token is cached under its canonical form, so that its high-S twin is the same entry, and
+        # under the form its issuer sent (half of all ES256 tokens are high-S), so that the token's
+        # own next request is one lookup: at most two entries per token, never a third spelling.
+        canonical = canonical_token(token, self._require_low_s)
+        if canonical != token:
+            cached = self._cached(canonical, now)
+            if cached is not None:
+                return cached
+        principal = self._verify(token)
+        expires = min(float(principal.claims["exp"]), now + self.CACHE_SECONDS)
+        with self._cache_lock:
+            self._verified[canonical] = (principal, expires)
+            if canonical != token:
+                self._verified[token] = (principal, expires)
+            while len(self._verified) > self.CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _cached(self, token: str, now: float) -> Principal | None:
+        """Return the Principal of a token verified moments ago, or None."""
         with self._cache_lock:
             cached = self._verified.get(token)
             if cached is not None and now < cached[1]:
                 self._verified.move_to_end(token)
                 return cached[0]
-        principal = self._verify(token)
-        expires = min(float(principal.claims["exp"]), now + self.CACHE_SECONDS)
-        with self._cache_lock:
-            self._verified[token] = (principal, expires)
-            if len(self._verified) > self.CACHE_SIZE:
-                self._verified.popitem(last=False)
-        return principal
+        return None
 
     def _verify(self, token: str) -> Principal:
         """Verify signature, algorithm, issuer, audience and lifetime of a token."""
@@ -196,10 +299,24 @@ class TokenVerifier:
         for name in NUMERIC_DATE_CLAIMS:
             if name in claims and not is_numeric_date(claims[name]):
                 raise InvalidToken(description=f"The access token's {name} is not a NumericDate (a finite number)")
+        self._check_lifetime(claims)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken(description="The access token has no subject (sub)")
         return Principal(subject, frozenset(scopes_of(claims)), claims)
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Refuse an exp further ahead than the longest lifetime VORA accepts, or an iat or nbf in the future."""
+        now = time.time()
+        if claims["exp"] > now + self._max_lifetime + self._leeway:
+            raise InvalidToken(
+                description=f"The access token's exp is more than {self._max_lifetime:g} s ahead "
+                "(VORA_OAUTH_MAX_TOKEN_LIFETIME)"
+            )
+        if claims.get("iat", 0) > now + self._leeway:
+            raise InvalidToken(description="The access token's iat is in the future")
+        if any(claims.get(name, 0) < 0 for name in NUMERIC_DATE_CLAIMS):
+            raise InvalidToken(description="The access token's exp, nbf or iat is before 1970")
 
     def _decode(self, token: str, algorithm: str, keys: list[dict[str, Any]]) -> dict[str, Any]:
         options: dict[str, Any] = {f"require_{name}": True for name in REQUIRED_CLAIMS}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -17,8 +16,7 @@ import click
 from vora.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from vora.sessions import SessionService
-    from vora.store.directory import Directory
+    from vora.ownership import Ownership
 
 IDENTITY_HELP = "phone numbers, or a username for administrators"
 
@@ -120,22 +118,16 @@ def identities() -> None:
     """Provision which identities each user owns."""
 
 
-def _services() -> tuple[Settings, Directory, SessionService]:
-    from vora.sessions import SessionService
+def _ownership() -> Ownership:
+    """Build the ownership rules the server API applies too, on a client of their own."""
+    from vora.ownership import Ownership
     from vora.store.client import connect
     from vora.store.directory import Directory
     from vora.store.sessions import SessionStore
-    from vora.ws.leases import presence_lease_ms
 
     settings = _settings()
     client = connect(settings.redis_url, settings.redis_timeout)
-    directory = Directory(client)
-    service = SessionService(
-        directory=directory,
-        store=SessionStore.from_settings(client, settings),
-        presence_lease_ms=presence_lease_ms(settings),
-    )
-    return settings, directory, service
+    return Ownership(Directory(client), SessionStore.from_settings(client, settings))
 
 
 def _check_identities(values: tuple[str, ...]) -> list[str]:
@@ -153,8 +145,7 @@ def _check_identities(values: tuple[str, ...]) -> list[str]:
 @uses_redis
 def identities_add(user: str, identity: tuple[str, ...]) -> None:
     """Give USER the IDENTITY values."""
-    _, directory, _ = _services()
-    added = directory.add(user, _check_identities(identity))
+    added = _ownership().grant(user, _check_identities(identity))
     click.echo(f"{user}: {added} added, {len(identity) - added} already there")
 
 
@@ -164,15 +155,8 @@ def identities_add(user: str, identity: tuple[str, ...]) -> None:
 @uses_redis
 def identities_remove(user: str, identity: tuple[str, ...]) -> None:
     """Take IDENTITY values from USER and end USER's sessions on them."""
-    from vora.errors import NotFound
-
-    _, directory, service = _services()
-    removed = directory.remove(user, _check_identities(identity))
-    ended = 0
-    for value in identity:
-        with contextlib.suppress(NotFound):
-            ended += len(service.logout(user, value, reason="revoked"))
-    click.echo(f"{user}: {removed} removed, {ended} session(s) ended")
+    removed, ended = _ownership().revoke(user, _check_identities(identity))
+    click.echo(f"{user}: {removed} removed, {len(ended)} session(s) ended")
 
 
 @identities.command("list")
@@ -180,8 +164,7 @@ def identities_remove(user: str, identity: tuple[str, ...]) -> None:
 @uses_redis
 def identities_list(user: str) -> None:
     """Print USER's identities, one a line."""
-    _, directory, _ = _services()
-    for value in directory.identities_of(user):
+    for value in _ownership().identities_of(user):
         click.echo(value)
 
 
@@ -255,7 +238,7 @@ def listen(token: str, url: str, last_event_id: str | None, count: int | None, t
 
 @main.command("check-spec")
 def check_spec() -> None:
-    """Validate the OpenAPI and AsyncAPI documents and their agreement with the code."""
+    """Validate the spec documents, their agreement with the code, and that every operation has a finished handler."""
     from vora.spec_check import check_all
 
     problems = check_all(_settings().spec_dir)
@@ -264,6 +247,57 @@ def check_spec() -> None:
     if problems:
         raise SystemExit(1)
     click.echo("spec OK")
+
+
+@main.command("scaffold")
+@click.argument("operation_ids", metavar="OPERATION_ID", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Scaffold every operation that has no handler.")
+def scaffold(operation_ids: tuple[str, ...], every: bool) -> None:
+    """Write a typed handler stub (answering 501 in development) and a test module for each OPERATION_ID."""
+    from vora.operations import Binding, unfinished_operations
+    from vora.scaffold import ScaffoldError
+    from vora.scaffold import scaffold as write_stub
+
+    spec_dir = _settings().spec_dir
+    if every:
+        missing = [op.operation_id for op, binding in unfinished_operations(spec_dir) if binding is Binding.MISSING]
+        operation_ids = (*operation_ids, *missing)
+    if not operation_ids:
+        raise click.UsageError("name an OPERATION_ID, or pass --all")
+    for operation_id in operation_ids:
+        try:
+            written = write_stub(spec_dir, operation_id)
+        except ScaffoldError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"{operation_id}: wrote {', '.join(str(path) for path in written)}")
+    click.echo("Implement each stub (remove @not_built_yet), then `vora check-spec` passes again.")
+
+
+@main.command("check-breaking")
+def check_breaking() -> None:
+    """Fail on each change of a spec document that breaks clients of the last release, unless acknowledged."""
+    from vora.spec_guard import ACKNOWLEDGED_FILE, GuardError
+    from vora.spec_guard import check_breaking as guard
+
+    spec_dir = _settings().spec_dir
+    try:
+        report = guard(spec_dir)
+    except GuardError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"compared with {report.baseline}")
+    for document in report.unreleased:
+        click.echo(f"new   {document}: not in the release, nothing to compare")
+    for change in report.acknowledged:
+        click.echo(f"ACK   {change.line()}")
+    for change in report.breaking:
+        click.echo(f"BREAK {change.line()}", err=True)
+    if report.failed:
+        click.echo(
+            f"{len(report.breaking)} breaking change(s); if deliberate, name each in {spec_dir / ACKNOWLEDGED_FILE}",
+            err=True,
+        )
+        raise SystemExit(1)
+    click.echo("no unacknowledged breaking change")
 
 
 @main.command("config")

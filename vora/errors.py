@@ -28,6 +28,7 @@ __all__ = [
     "InvalidToken",
     "NotFound",
     "RequestReadTimeout",
+    "TooManyRequests",
     "VoraError",
     "body_too_large_message",
     "clip",
@@ -70,6 +71,15 @@ class Conflict(VoraError):
     """The request cannot be served in the current state of the resource."""
 
     status = 409
+
+
+class TooManyRequests(VoraError):
+    """The caller did this too often; Retry-After says when it may again."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after)})
 
 
 class InvalidToken(OAuthProblem):  # type: ignore[misc] # connexion is untyped

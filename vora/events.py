@@ -21,6 +21,7 @@ from vora.push import is_terminating_call
 from vora.settings import Settings
 from vora.store.push import PushStore
 from vora.store.streams import Append, NotReplicated, StoredEvent, StreamStore, stream_position
+from vora.validation import rule_message
 
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
 MAX_DATA_BYTES = 8 * 1024
@@ -74,7 +75,7 @@ class EventCatalog:
         error = jsonschema.exceptions.best_match(self._validators[event_type].iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "data"
-            raise InvalidEvent(f"{event_type} data is invalid at {where}: {error.message}")
+            raise InvalidEvent(f"{event_type} data is invalid at {where}: {rule_message(error)}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ EVENTS_RECEIVED = Counter("vora_events_received_total", "Events a worker took fr
 EVENTS_DELIVERED = Counter("vora_events_delivered_total", "Events written to sockets, lifecycle events included.")
 EVENTS_DROPPED = Counter("vora_events_dropped_total", "Events discarded when a slow consumer's queue overflowed.")
 SLOW_CONSUMERS = Counter("vora_ws_slow_consumers_total", "Sockets closed because their queue overflowed (4008).")
+CLIENT_FLOODS = Counter(
+    "vora_ws_client_floods_total", "Sockets closed because the client sent more frames or bytes than it may (4029)."
+)
 HANDSHAKES_SHED = Counter(
     "vora_ws_handshakes_shed_total",
     "WebSocket handshakes refused 503 at once: the worker had VORA_WS_MAX_PENDING_HANDSHAKES in progress.",
@@ -65,6 +68,7 @@ _COUNTERS: dict[str, Counter] = {
     "delivered": EVENTS_DELIVERED,
     "dropped": EVENTS_DROPPED,
     "slow_consumer": SLOW_CONSUMERS,
+    "client_flood": CLIENT_FLOODS,
     "handshake_shed": HANDSHAKES_SHED,
     "resumed": RESUMES,
     "resume_gap": RESUME_GAPS,

@@ -18,9 +18,10 @@ from vora.errors import BadRequest, NotFound, VoraError
 from vora.events import EventPublisher, InvalidEvent, stream_envelope
 from vora.metrics import EVENTS_PUBLISHED
 from vora.sessions import SUBSCRIBE_ALL
-from vora.store.client import UNAVAILABLE
+from vora.store.client import UNAVAILABLE, NotWritten, WriteOutcomeUnknown
 from vora.store.sessions import SessionStore, StoredSession
 from vora.store.streams import Append, Appended, NotReplicated, StreamStore, stream_position
+from vora.validation import rule_message
 
 SERVER_SPEC_FILE = "vora-server.yaml"
 UINT64_MAX = 2**64 - 1
@@ -30,6 +31,34 @@ class Conflict(VoraError):
     """The idempotency key already published a different event within its window."""
 
     status = 409
+
+
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+class PublishUnavailable(VoraError):
+    """Redis could not take a publish: the message says whether the event was not published or may have been."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, RETRY_AFTER)
+
+
+def not_published(outcome: str) -> PublishUnavailable:
+    """Say that Redis could not be reached before anything was sent, or refused it: nothing was published."""
+    return PublishUnavailable(f"The event store is unavailable: {outcome}; retry shortly")
+
+
+def maybe_published(what: str, keyed: bool) -> PublishUnavailable:
+    """Say that Redis went silent after the write was sent: it may or may not have been published."""
+    message = f"The event store did not confirm the write in time: {what} may or may not have been published"
+    if keyed:
+        return PublishUnavailable(f"{message}; retry with the same idempotencyKey to publish it exactly once")
+    return PublishUnavailable(
+        f"{message}, and a retry without an idempotencyKey may publish it twice: read the identity's events "
+        "(GET /identities/{identity}/events) before retrying, and send an idempotencyKey with every event"
+    )
 
 
 @cache
@@ -170,6 +199,10 @@ class ServerApi:
         event = self._checked(identity, body)
         try:
             appended = self._streams.append_checked(event, self._window_ms)
+        except NotWritten as exc:
+            raise not_published("the event was not published") from exc
+        except WriteOutcomeUnknown as exc:
+            raise maybe_published("the event", event.idempotency_key is not None) from exc
         except NotReplicated as exc:
             # Stored and on its way to sockets: what follows a publish still happens before the 503.
             self._published(event, body["data"], Appended(exc.event_id, exc.sequence_number))
@@ -183,7 +216,8 @@ class ServerApi:
         error = None if valid else jsonschema.exceptions.best_match(self._batch_event.iter_errors(item))
         if error is not None:
             where = ".".join(str(part) for part in error.absolute_path)
-            raise BadRequest(f"{where}: {error.message}" if where else error.message)
+            message = rule_message(error)
+            raise BadRequest(f"{where}: {message}" if where else message)
         return Offered(index, self._checked(item["identity"], item), item["data"])
 
     def publish_batch(self, items: Sequence[Any]) -> list[ItemOutcome]:
@@ -197,9 +231,15 @@ class ServerApi:
                 offered.append(self._offered(index, item))
             except BadRequest as exc:
                 outcomes[index] = ItemOutcome(index, error_status=400, message=exc.message)
-        results = self._streams.append_many([o.event for o in offered], self._window_ms)
+        try:
+            results = self._streams.append_many([o.event for o in offered], self._window_ms)
+        except NotWritten as exc:
+            raise not_published("no event of the batch was published") from exc
+        except WriteOutcomeUnknown as exc:
+            keyed = all(o.event.idempotency_key is not None for o in offered)
+            raise maybe_published("any event of the batch", keyed) from exc
         if results and all(isinstance(r, UNAVAILABLE) for r in results):
-            raise results[0]  # type: ignore[misc]  # Redis is down: the whole request is a 503
+            raise not_published("no event of the batch was published")  # Redis refused every call (READONLY, TRYAGAIN)
         for item, result in zip(offered, results, strict=True):
             outcomes[item.index] = self._outcome(item, result)
         return [outcomes[index] for index in range(len(items))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,12 +14,17 @@ from flask import Flask, Response
 from vora.bodies import BODY_GATE, BodyGate, WsgiApp
 from vora.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
 from vora.events import EventCatalog, EventPublisher
-from vora.server_api import SERVER_SPEC_FILE, ServerApi
+from vora.json_provider import BoundedJSONProvider
+from vora.operations import resolver_error_status
+from vora.server_api import SERVER_SPEC_FILE, PublishUnavailable, ServerApi
 from vora.server_keys import ServerKeys
 from vora.settings import Settings
-from vora.state import EXTENSION, VoraState, extension
+from vora.state import EXTENSION, VoraState, extension, vora_state
+from vora.status_line import StandardReasonPhrases
 from vora.store.streams import NotReplicated
 from vora.validation import RuleNamingBodyValidator
+
+log = logging.getLogger("vora.server_api")
 
 SERVER_API = "vora.server"
 SERVER_KEYS = "vora.server_keys"
@@ -63,11 +69,19 @@ def _unconfirmed(exc: NotReplicated) -> Response:
     return error_response(503, message, {"Retry-After": "1"})
 
 
+def _publish_unavailable(exc: PublishUnavailable) -> Response:
+    """Answer 503 for a publish Redis could not take, counted and logged as any Redis failure is."""
+    log.warning("redis unavailable", extra={"fields": {"error": type(exc.__cause__ or exc).__name__}})
+    vora_state().metrics.count("redis_error:rest")
+    return error_response(exc.status, exc.message, exc.headers)
+
+
 def create_server_app(settings: Settings, state: VoraState) -> Flask:
     """Build the server API app on the public app's state (its Redis clients, stores and metrics)."""
-    from vora.app import TagResolver, name_operations
+    from vora.app import TagResolver, VoraFlaskApi, name_operations
 
     cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
+    cx.api_cls = VoraFlaskApi  # compact JSON and the public API's reading of requests
     api = cx.add_api(
         SERVER_SPEC_FILE,
         resolver=TagResolver(yaml.safe_load((settings.spec_dir / SERVER_SPEC_FILE).read_text())),
@@ -75,11 +89,12 @@ def create_server_app(settings: Settings, state: VoraState) -> Flask:
         validate_responses=False,
         validator_map={"body": RuleNamingBodyValidator},
         options={"swagger_ui": True},
+        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SERVER_SPEC_FILE),
     )
     app: Flask = cx.app
+    app.json = BoundedJSONProvider(app)
+    app.json.sort_keys = False  # answers in the order the spec lists their fields
     app.config["MAX_CONTENT_LENGTH"] = settings.server_api_max_body_bytes
-    app.config["JSON_SORT_KEYS"] = False
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # answers in the order the spec lists their fields
     publisher = EventPublisher(EventCatalog(settings.spec_dir), state.streams)
     app.extensions[EXTENSION] = state
     app.extensions[BODY_GATE] = BodyGate.from_spec(api.specification.raw, api.base_path)
@@ -95,7 +110,9 @@ def create_server_app(settings: Settings, state: VoraState) -> Flask:
     install_error_handlers(app)
     app.register_error_handler(OAuthProblem, _refuse_without_key)
     app.register_error_handler(NotReplicated, _unconfirmed)
+    app.register_error_handler(PublishUnavailable, _publish_unavailable)
     name_operations(app, api.specification.raw, api.base_path)
+    app.wsgi_app = StandardReasonPhrases(app.wsgi_app)  # type: ignore[method-assign] # Flask's documented middleware hook
     return app
 
 

@@ -10,10 +10,11 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from vora.catalog import SUBSCRIBABLE_EVENTS
-from vora.errors import BadRequest, Conflict, NotFound, VoraError
+from vora.errors import BadRequest, Conflict, NotFound, TooManyRequests, VoraError
+from vora.ownership import DirectoryState, Ownership
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
 from vora.store.push import PushRegistration
@@ -24,6 +25,7 @@ from vora.store.sessions import (
     NewSession,
     NotOwner,
     SessionStore,
+    SetupRateLimited,
     StoredSession,
 )
 from vora.store.streams import Position, position_before, resume_point, stream_id, stream_position
@@ -119,10 +121,20 @@ def _start_of(
 ) -> SocketAdmission:
     """Say where an admitted socket's delivery starts, from what the admission read."""
     if last_event is not None:
-        point = resume_point(last_event, admitted.oldest_id, admitted.published)
-        gap = None
-        if point.gap:
-            requested = stream_id(last_event)
+        point = resume_point(last_event, admitted.oldest_id, admitted.published, admitted.newest_id, admitted.now_ms)
+        gap: dict[str, Any] | None = None
+        requested = stream_id(last_event)
+        if point.ahead:
+            # Never handed out here: events acknowledged before a Redis failover or restart were
+            # lost, or the id is another identity's. Said, not refused: the client did nothing wrong
+            # in the first case, and a 400 would keep it from reconnecting at all.
+            gap = {
+                "reason": "ahead",
+                "requestedEventId": requested,
+                "oldestEventId": None,
+                "newestEventId": admitted.newest_id,
+            }
+        elif point.gap:
             gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
         return SocketAdmission(session, token_hash, socket_id, point.after, True, gap)
     # The first socket gets everything published since setup; later ones start live.
@@ -132,19 +144,56 @@ def _start_of(
     return SocketAdmission(session, token_hash, socket_id, start, False, None)
 
 
+class DirectoryUnavailable(VoraError):
+    """The directory holds nothing since Redis last started empty: a user's missing identity proves nothing (503)."""
+
+    status = 503
+
+    def __init__(self, state: DirectoryState) -> None:
+        if state is DirectoryState.LOST:
+            message = (
+                "The identity directory was lost (the session store restarted empty) and has not been restored "
+                "by the telephony side yet; retry later"
+            )
+        else:
+            message = (
+                "The identity directory is empty: the telephony side has not provisioned it since the session "
+                "store last started empty; retry later"
+            )
+        super().__init__(message, {"Retry-After": str(DIRECTORY_RETRY_AFTER)})
+
+
+DIRECTORY_RETRY_AFTER = 10  # seconds: a resynchronisation by the telephony side takes about that
+
+
 class SessionService:
     """Apply the session rules on top of the directory and the session store."""
 
-    def __init__(self, *, directory: Directory, store: SessionStore, presence_lease_ms: int) -> None:
+    def __init__(
+        self,
+        *,
+        directory: Directory,
+        store: SessionStore,
+        presence_lease_ms: int,
+        ownership: Ownership | None = None,
+    ) -> None:
         self._directory = directory
         self._store = store
         self._presence_lease_ms = presence_lease_ms
+        self._ownership = ownership or Ownership(directory, store)
+
+    def _refuse_unowned(self, not_found: str) -> NoReturn:
+        """Raise NotFound, or DirectoryUnavailable when the directory is not there to say who owns what."""
+        state = self._ownership.status().state
+        if state is not DirectoryState.PROVISIONED:
+            raise DirectoryUnavailable(state)
+        raise NotFound(not_found)
 
     def identities(self, subject: str) -> list[str]:
-        """Return the caller's identities, or raise NotFound when it has none."""
+        """Return the caller's identities, or raise NotFound when it has none (503 while the directory is absent)."""
         identities = self._directory.identities_of(subject)
         if not identities:
-            raise NotFound("No identity is assigned to this user")
+            self._refuse_unowned("No identity is assigned to this user")
         return identities
 
     def open(
@@ -172,7 +221,14 @@ class SessionService:
                 NewSession(subject, connection_type, hold_up_mode, frozenset(scopes), SUBSCRIBE_ALL, push),
             )
         except NotOwner:
-            raise NotFound(f"Identity {identity} is not assigned to this user") from None
+            self._refuse_unowned(f"Identity {identity} is not assigned to this user")
+        except SetupRateLimited as limited:
+            retry_after = max(1, -(-limited.wait_ms // 1000))
+            if limited.scope == "user":
+                message = "This user set up too many sessions lately (VORA_SETUP_RATE_PER_USER)"
+            else:
+                message = f"Identity {identity} had too many sessions set up lately (VORA_SETUP_RATE_PER_IDENTITY)"
+            raise TooManyRequests(f"{message}; retry after {retry_after} s", retry_after) from None
         except IdentityFull:
             raise Conflict(
                 f"Identity {identity} already has as many open sessions as it may, counting all its users; "
@@ -214,6 +270,12 @@ class SessionService:
         if admitted.session is None:
             raise SocketRefused(401, UNKNOWN_TOKEN)
         return _start_of(admitted.session, token_hash, socket_id, last_event, admitted)
+
+    def ended_reason(self, session: StoredSession) -> str | None:
+        """Say why an admitted socket's session has ended since (tokenExpired when no tombstone says), or None."""
+        if self._store.get(session.identity, session.session_id) is not None:
+            return None
+        return self._store.ended_reason(session.identity, session.session_id) or "tokenExpired"
 
     def socket_closed(self, admission: SocketAdmission) -> None:
         """Take a closed socket out of its session's presence."""

@@ -14,6 +14,7 @@ from vora.server_keys import KeyFileError, check_keys, read_key_file
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
 # The batch publish's maxItems in spec/vora-server.yaml; VORA_SERVER_API_MAX_BATCH may only lower it.
 MAX_BATCH_CEILING = 1000
+MAX_CLIENT_FRAME_HEADER = 14  # RFC 6455: 2 bytes, 8 of extended length, 4 of mask
 MIN_SECRET_LENGTH = 32  # an HMAC key of at least 256 bits written as text
 
 
@@ -117,6 +118,11 @@ def _optional_http_url(name: str, raw: str) -> str:
     return url
 
 
+def _replicas(name: str, raw: str) -> int | None:
+    """Read a replica count, or `auto` (None): the default for the Redis topology."""
+    return None if raw.strip().lower() == "auto" else _non_negative_int(name, raw)
+
+
 def _port(name: str, raw: str) -> int:
     value = _non_negative_int(name, raw)
     if value > 65535:
@@ -168,6 +174,8 @@ class Settings:
     oauth_issuer: str = field(default="vora-dev", metadata={"parse": _text})
     oauth_audience: str = field(default="vora", metadata={"parse": _text})
     oauth_leeway: float = field(default=30.0, metadata={"parse": _non_negative_float})
+    oauth_max_token_lifetime: float = field(default=86_400.0, metadata={"parse": _positive_float})
+    oauth_require_low_s: bool = field(default=False, metadata={"parse": _switch})
     oauth_authorization_url: str = field(default="", metadata={"parse": _optional_http_url})
     oauth_token_url: str = field(default="", metadata={"parse": _optional_http_url})
     oauth_web_client_id: str = field(default="vora-web", metadata={"parse": _text})
@@ -177,15 +185,21 @@ class Settings:
     session_max_age: int = field(default=86400, metadata={"parse": _positive_int})
     max_sessions_per_identity: int = field(default=5, metadata={"parse": _positive_int})
     max_sessions_per_identity_total: int = field(default=50, metadata={"parse": _positive_int})
+    setup_rate_per_user: int = field(default=30, metadata={"parse": _non_negative_int})
+    setup_rate_per_identity: int = field(default=120, metadata={"parse": _non_negative_int})
+    setup_rate_window: int = field(default=60, metadata={"parse": _positive_int})
     max_body_bytes: int = field(default=64 * 1024, metadata={"parse": _positive_int})
     http_read_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
     http_body_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
     log_level: str = field(default="INFO", metadata={"parse": _log_level})
+    # Development (make run sets it): an operation without a finished handler answers 501 instead of failing the start.
+    development: bool = field(default=False, metadata={"parse": _switch})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
     stream_max_length: int = field(default=10_000, metadata={"parse": _positive_int})
     stream_max_age: int = field(default=86_400, metadata={"parse": _positive_int})
-    publish_min_replicas: int = field(default=0, metadata={"parse": _non_negative_int})
+    # None (`auto`): 1 on Sentinel, where a planned failover otherwise loses acknowledged events; else 0.
+    publish_min_replicas: int | None = field(default=None, metadata={"parse": _replicas, "default_text": "auto"})
     publish_replica_timeout: int = field(default=500, metadata={"parse": _positive_int})
     ws_ping_interval: float = field(default=20.0, metadata={"parse": _positive_float})
     ws_send_timeout: float = field(default=10.0, metadata={"parse": _positive_float})
@@ -194,6 +208,8 @@ class Settings:
     ws_queue_size: int = field(default=1000, metadata={"parse": _positive_int})
     ws_lease_interval: float = field(default=15.0, metadata={"parse": _positive_float})
     ws_max_message_bytes: int = field(default=4096, metadata={"parse": _positive_int})
+    ws_client_frames_per_minute: int = field(default=60, metadata={"parse": _positive_int})
+    ws_client_bytes_per_minute: int = field(default=65536, metadata={"parse": _positive_int})
     ws_send_buffer: int = field(default=0, metadata={"parse": _non_negative_int})
     ws_max_sockets_per_session: int = field(default=10, metadata={"parse": _positive_int})
     ws_max_pending_handshakes: int = field(default=512, metadata={"parse": _positive_int})
@@ -243,15 +259,20 @@ class Settings:
             raise SettingsError("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL must not be below VORA_MAX_SESSIONS_PER_IDENTITY")
         if self.ws_lease_interval * 2 >= self.session_ttl:
             raise SettingsError("VORA_WS_LEASE_INTERVAL must be under half of VORA_SESSION_TTL")
-        if self.publish_min_replicas:
-            if self.redis_url.startswith("redis+cluster"):
-                # WAIT counts the replicas of the connection's own writes: on Cluster it would have
-                # to follow each identity's slot to its node, which the cluster client does not do.
-                raise SettingsError("VORA_PUBLISH_MIN_REPLICAS is not supported on Redis Cluster; set it to 0")
-            if self.publish_replica_timeout >= self.redis_timeout * 1000:
-                # A WAIT that outlasts the socket timeout would be retried, and the retry would
-                # publish the event a second time.
-                raise SettingsError("VORA_PUBLISH_REPLICA_TIMEOUT (ms) must be shorter than VORA_REDIS_TIMEOUT (s)")
+        if self.ws_client_bytes_per_minute < self.ws_max_message_bytes + MAX_CLIENT_FRAME_HEADER:
+            # Else a socket sending one message of the largest size would be closed for it.
+            raise SettingsError(
+                "VORA_WS_CLIENT_BYTES_PER_MINUTE must be at least "
+                f"VORA_WS_MAX_MESSAGE_BYTES + {MAX_CLIENT_FRAME_HEADER}"
+            )
+        if self.publish_min_replicas and self.redis_url.startswith("redis+cluster"):
+            # WAIT counts the replicas of the connection's own writes: on Cluster it would have
+            # to follow each identity's slot to its node, which the cluster client does not do.
+            raise SettingsError("VORA_PUBLISH_MIN_REPLICAS is not supported on Redis Cluster; set it to 0")
+        if self.publish_replicas and self.publish_replica_timeout >= self.redis_timeout * 1000:
+            # A WAIT that outlasts the socket timeout would be retried, and the retry would
+            # publish the event a second time.
+            raise SettingsError("VORA_PUBLISH_REPLICA_TIMEOUT (ms) must be shorter than VORA_REDIS_TIMEOUT (s)")
         if bool(self.oauth_authorization_url) != bool(self.oauth_token_url):
             raise SettingsError("VORA_OAUTH_AUTHORIZATION_URL and VORA_OAUTH_TOKEN_URL must be set together")
         if self.server_api_max_batch > MAX_BATCH_CEILING:
@@ -277,6 +298,13 @@ class Settings:
                 "VORA_HOLDUP_CALLBACK_URL needs VORA_PUSH_GATEWAY_URL: without pushes nothing is held up"
             )
         return self
+
+    @property
+    def publish_replicas(self) -> int:
+        """Return how many replicas must confirm each publish: VORA_PUBLISH_MIN_REPLICAS, or its topology default."""
+        if self.publish_min_replicas is not None:
+            return self.publish_min_replicas
+        return 1 if self.redis_url.startswith("redis+sentinel") else 0
 
     @property
     def server_api_enabled(self) -> bool:
@@ -316,4 +344,7 @@ class Settings:
     @staticmethod
     def variables() -> list[tuple[str, str]]:
         """List each VORA_* variable with its default, for docs and `vora config`."""
-        return [(f"VORA_{spec.name.upper()}", str(spec.default)) for spec in fields(Settings)]
+        return [
+            (f"VORA_{spec.name.upper()}", spec.metadata.get("default_text", str(spec.default)))
+            for spec in fields(Settings)
+        ]

@@ -14,6 +14,7 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.events import ASYNCAPI_FILE
 from vora.identities import IDENTITY_PATTERN
+from vora.operations import describe, unfinished_operations
 from vora.push import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api import SERVER_SPEC_FILE
 
@@ -79,7 +80,8 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
         problems += [f"{path}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
     expected = [*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS]
     if sorted(document["channels"]) != sorted(EVENT_CHANNELS):
-        problems.append(f"{path}: channels {sorted(document['channels'])} differ from the served {list(EVENT_CHANNELS)}")
+        described = sorted(document["channels"])
+        problems.append(f"{path}: channels {described} differ from the served {list(EVENT_CHANNELS)}")
     for channel in EVENT_CHANNELS:
         sent = asyncapi_events(document, channel) if channel in document["channels"] else []
         if sent != expected:
@@ -146,6 +148,11 @@ def check_webhooks(spec_dir: Path) -> list[str]:
     return problems
 
 
+def check_handlers(spec_dir: Path) -> list[str]:
+    """List each operation of the served documents with no handler, or with a scaffolded one not built yet."""
+    return [describe(operation, binding) for operation, binding in unfinished_operations(spec_dir)]
+
+
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
     return (
@@ -153,4 +160,5 @@ def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SC
         + check_asyncapi(spec_dir, asyncapi_schema)
         + check_webhooks(spec_dir)
         + check_server_openapi(spec_dir)
+        + check_handlers(spec_dir)
     )

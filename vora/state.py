@@ -12,6 +12,7 @@ from redis.cluster import RedisCluster
 from vora.auth import TokenVerifier
 from vora.lifecycle import Lifecycle
 from vora.metrics import Metrics
+from vora.ownership import Ownership
 from vora.push_worker import PushWorker
 from vora.sessions import SessionService
 from vora.settings import Settings
@@ -35,6 +36,7 @@ class VoraState:
     sessions: SessionService
     session_store: SessionStore
     directory: Directory
+    ownership: Ownership
     verifier: TokenVerifier
     lifecycle: Lifecycle
     allowed_methods: dict[str, tuple[str, ...]]

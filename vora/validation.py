@@ -11,10 +11,39 @@ from connexion.utils import is_null
 from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
+from vora.error_shape import clip, clip_echoes
+
 log = logging.getLogger("vora.validation")
 
 # Keywords whose own message is a dump of the whole instance: report their schema's description instead.
 COMPOSITE_KEYWORDS = frozenset({"anyOf", "oneOf", "not"})
+# The longest rule message an answer carries: room for an enum the schema lists, not for what a client sent.
+MAX_RULE_MESSAGE = 1024
+# How many unexpected property names a message repeats.
+NAMED_EXTRAS = 5
+
+
+def rule_message(error: ValidationError) -> str:
+    """Say which rule a value broke without repeating it: an array or object by its size, anything else clipped."""
+    message = error.message
+    instance = error.instance
+    if isinstance(instance, list | dict):
+        shown = repr(instance)  # what jsonschema began its message with; bodies are nested 64 deep at most
+        size = len(instance)
+        kind = f"an array of {size} items" if isinstance(instance, list) else f"an object of {size} properties"
+        if message.startswith(shown):
+            message = kind + message[len(shown) :]
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        extras = [name for name in instance if name not in allowed]
+        if len(extras) > NAMED_EXTRAS:
+            named = ", ".join(repr(clip(str(name))) for name in extras[:NAMED_EXTRAS])
+            message = f"Additional properties are not allowed ({len(extras)} unexpected, among them {named})"
+    bound = {"max": "at most", "min": "at least"}.get(str(error.validator)[:3])
+    if bound and str(error.validator)[3:] in {"Items", "Length", "Properties"}:
+        message += f" ({bound} {error.validator_value})"
+    message = clip_echoes(message)
+    return message if len(message) <= MAX_RULE_MESSAGE else message[:MAX_RULE_MESSAGE] + "\u2026"
 
 
 class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc] # connexion is untyped
@@ -33,7 +62,7 @@ class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc] # con
         except ValidationError as refused:
             exc = discriminated(self.validator, refused)
             where = ".".join(str(item) for item in exc.path)
-            message = exc.message
+            message = rule_message(exc)
             schema = exc.schema if isinstance(exc.schema, dict) else {}
             if exc.validator in COMPOSITE_KEYWORDS and schema.get("description"):
                 message = str(schema["description"])

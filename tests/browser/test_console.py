@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -92,3 +93,34 @@ def test_console_logs_in_subscribes_receives_resumes_and_logs_out(
     # The provider's session ended too: logging in again asks for the password.
     wait().until(ec.element_to_be_clickable((By.ID, "login"))).click()
     wait().until(ec.visibility_of_element_located((By.ID, "password")))
+    # Everything above ran under the console's Content-Security-Policy without tripping it.
+    assert [entry for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]] == []
+
+
+# Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).
+FRAME_URL = """
+const [url, done] = arguments;
+const frame = document.createElement('iframe');
+frame.onload = () => done('loaded');
+frame.src = url;
+document.body.appendChild(frame);
+"""
+
+
+def test_console_sends_its_security_headers_and_refuses_to_be_framed(
+    browser: webdriver.Chrome, provider: DevAuth, oauth_server: RunningServer
+) -> None:
+    """The real server sends CSP, X-Frame-Options and nosniff on the console, and Chromium refuses to frame it."""
+    page = requests.get(console_url(oauth_server.port), timeout=5)
+    policy = page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert f"connect-src 'self' {provider.issuer.rstrip('/')}" in policy
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    for asset in ("console.js", "config.json"):
+        assert requests.get(console_url(oauth_server.port) + asset, timeout=5).headers["X-Content-Type-Options"]
+    browser.set_script_timeout(20)
+    browser.get(f"{provider.issuer}/.well-known/openid-configuration")  # a page of another origin
+    assert browser.execute_async_script(FRAME_URL, console_url(oauth_server.port)) == "loaded"
+    refusals = [entry["message"] for entry in browser.get_log("browser") if "frame" in entry["message"]]
+    assert any("frame-ancestors" in message or "X-Frame-Options" in message for message in refusals), refusals

@@ -101,6 +101,10 @@ def test_console_page_and_assets_are_served(client: FlaskClient) -> None:
         assert b'src="console.js"' in page.data
     with client.get("/vora/console/console.js") as script:
         assert script.mimetype in {"text/javascript", "application/javascript"}
+    for answer in (page, script, client.get("/vora/console/config.json")):
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
     missing = client.get("/vora/console/nothing.js")
     assert missing.status_code == 404
     assert missing.get_json()["status"] == "404"
@@ -117,3 +121,14 @@ def test_login_urls_are_checked(variables: dict[str, str], fragment: str) -> Non
     """The authorization and token URLs must both be http(s) URLs, set together."""
     with pytest.raises(SettingsError, match=fragment):
         Settings.from_env(variables)
+
+
+def test_console_policy_lets_the_page_reach_only_itself_and_the_issuer(login_client: FlaskClient) -> None:
+    """The console's CSP allows its own scripts and styles, and connections to itself and the issuer only."""
+    with login_client.get("/vora/console/") as page:
+        header = page.headers["Content-Security-Policy"]
+    policy = dict(part.strip().split(" ", 1) for part in header.split(";"))
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'"
+    assert policy["connect-src"] == f"'self' {PROVIDER}"
+    assert policy["frame-ancestors"] == "'none'"

@@ -15,8 +15,11 @@ def run_schemathesis(
     max_examples: int,
     seed: str,
     workers: int = 2,
+    phases: str = "examples,coverage,fuzzing,stateful",
+    exclude_checks: tuple[str, ...] = (),
 ) -> tuple[int, str]:
-    """Run every check on positive and negative data; return the exit code and the printed report."""
+    """Run every check (but those excluded) on positive and negative data in every phase; return code and report."""
+    excluded = ["--exclude-checks", ",".join(exclude_checks)] if exclude_checks else []
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),
@@ -26,8 +29,11 @@ def run_schemathesis(
             base_url,
             "--checks",
             "all",
+            *excluded,
             "--mode",
             "all",
+            "--phases",
+            phases,
             "--header",
             f"Authorization: {authorization}",
             "--max-examples",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def server(env: dict[str, str], tmp_path: Path, redisdb: redis.Redis) -> Iterato
 def test_schemathesis_finds_nothing(
     server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, tmp_path: Path
 ) -> None:
-    """Every check schemathesis has passes for every operation, positive and negative data."""
+    """Every check passes for every operation, positive and negative data, and for the linked sequences."""
     from vora.store import keys
 
     redisdb.sadd(keys.user_identities("qa"), "910111000", "0", "A")
@@ -36,4 +37,7 @@ def test_schemathesis_finds_nothing(
     )
     assert returncode == 0, report[-6000:]
     assert "No issues found" in report or " passed" in report, report[-3000:]
+    # The stateful phase ran the spec's links: identities -> setup -> eventSubscription / logout.
+    assert re.search(r"✅ Stateful", report), report[-3000:]
+    assert re.search(r"API Links:\s+4 covered / 4 selected / 4 total", report), report[-3000:]
     assert token not in server.log(), "the access token leaked into the server log"

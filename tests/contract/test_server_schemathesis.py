@@ -37,6 +37,11 @@ def test_server_api_schemathesis_finds_nothing(server: RunningServer, tmp_path: 
         max_examples=50,
         seed="20261202",
         workers=1,
+        # use_after_free expects a GET to answer 404 after a DELETE of the same path. DELETE
+        # /identities/{identity}/sessions ends the sessions of a collection that stays there:
+        # its GET answers 200 with an empty list, as the spec says. Schemathesis links the two
+        # through the identity that the Directory operations answer.
+        exclude_checks=("use_after_free",),
     )
     assert returncode == 0, report[-6000:]
     assert "No issues found" in report or " passed" in report, report[-3000:]

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import assert_no_traceback
+from tests.harness.vora_server import running_server
+from vora.app import create_app
 from vora.catalog import SUBSCRIBABLE_EVENTS
 from vora.sessions import hash_token, identity_of_token
 from vora.settings import Settings
@@ -70,9 +75,18 @@ class TestIdentities:
         response = client.get("/vora/identity", headers=auth("alice"))
         assert response.data == b'{"identities": ["602128708"]}\n'
 
-    def test_user_without_identities_gets_404(self, client: FlaskClient, auth: Headers) -> None:
-        """A user with no identity gets 404 in the error shape."""
+    def test_user_without_identities_gets_404(self, client: FlaskClient, auth: Headers, provision: Provision) -> None:
+        """A user with no identity in a provisioned directory gets 404 in the error shape."""
+        provision("alice", [IDENTITY])
         assert_error(client.get("/vora/identity", headers=auth("nobody")), 404, "No identity")
+
+    def test_user_without_identities_gets_503_while_the_directory_is_empty(
+        self, client: FlaskClient, auth: Headers
+    ) -> None:
+        """Before anyone is provisioned (or after Redis lost the directory) a user with none gets 503, not 404."""
+        response = client.get("/vora/identity", headers=auth("nobody"))
+        assert_error(response, 503, "directory is empty")
+        assert response.headers["Retry-After"] == "10"
 
     def test_missing_scope_gets_403_with_challenge(
         self, client: FlaskClient, auth: Headers, provision: Provision
@@ -297,7 +311,8 @@ class TestSetup:
         assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(second)))
         assert redisdb.exists(keys.websocket_token(IDENTITY, hash_token(third)))
         assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 2
-        assert redisdb.get(keys.session_ended(IDENTITY, first_sid.decode())) == b"replaced"  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
+        # No socket ever joined the evicted session: it leaves nothing behind (no tombstone).
+        assert not redisdb.exists(keys.session_ended(IDENTITY, first_sid.decode()))  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
         redisdb.publish(keys.CONTROL_CHANNEL, b"marker")  # a notice of the eviction would arrive before it
         notice = pubsub.get_message(timeout=5)
         pubsub.close()
@@ -337,6 +352,99 @@ class TestSetup:
         assert_error(response, 409, IDENTITY, "log out")
         assert redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1) == before
         setup_session(client, auth("alice"))  # alice replaces her own session
+
+
+class TestSetupRate:
+    """Setups are rate-limited per user and per identity, answered 429 with Retry-After, in both app paths."""
+
+    @pytest.fixture(params=[True, False], ids=["fast-path", "connexion"])
+    def limited(self, request: pytest.FixtureRequest, settings: Settings, redisdb: redis.Redis) -> FlaskClient:
+        """Return a client of an app allowing 3 setups per user and 5 per identity a minute."""
+        limits = settings.with_changes(setup_rate_per_user=3, setup_rate_per_identity=5, max_sessions_per_identity=10)
+        app = create_app(limits, fast_path=request.param)
+        vora_state(app).directory.add("alice", [IDENTITY, "602128708"])
+        vora_state(app).directory.add("bob", [IDENTITY])
+        vora_state(app).directory.add("carol", [IDENTITY])
+        return app.test_client()
+
+    def test_past_the_users_limit_setup_is_429_with_retry_after(
+        self, limited: FlaskClient, auth: Headers, redisdb: redis.Redis
+    ) -> None:
+        """The 4th setup within a minute is refused in the error shape with Retry-After, and writes nothing."""
+        for _ in range(3):
+            setup_session(limited, auth("alice"))
+        sessions = redisdb.zcard(keys.sessions_index(IDENTITY))
+        response = limited.post(
+            SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("alice")
+        )
+        retry_after = int(response.headers["Retry-After"])
+        assert 1 <= retry_after <= 20  # one setup every 20 s once the burst of 3 is spent
+        body = assert_error(response, 429, "VORA_SETUP_RATE_PER_USER", f"retry after {retry_after} s")
+        assert body["error"] == "Too Many Requests"
+        assert redisdb.zcard(keys.sessions_index(IDENTITY)) == sessions
+        # The user's limit spans its identities.
+        other = limited.post(
+            SETUP, json={"connectionType": "WebSocket", "identity": "602128708"}, headers=auth("alice")
+        )
+        assert other.status_code == 429
+
+    def test_past_the_identitys_limit_every_user_gets_429(self, limited: FlaskClient, auth: Headers) -> None:
+        """The identity's limit counts its users together: once spent, a user with room of its own is refused too."""
+        for subject in ("alice", "alice", "alice", "bob", "bob"):
+            setup_session(limited, auth(subject))
+        response = limited.post(
+            SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("carol")
+        )
+        assert_error(response, 429, f"Identity {IDENTITY}", "VORA_SETUP_RATE_PER_IDENTITY")
+        assert int(response.headers["Retry-After"]) >= 1
+
+    def test_hammering_setup_leaves_no_tombstones(
+        self, settings: Settings, redisdb: redis.Redis, auth: Headers
+    ) -> None:
+        """Hammering setup with one token (the issue's 5,000 in 2.6 s): 30 pass, then 429; no key per setup stays."""
+        app = create_app(settings)
+        vora_state(app).directory.add("alice", [IDENTITY])
+        client = app.test_client()
+        statuses = [
+            client.post(
+                SETUP, json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("alice")
+            ).status_code
+            for _ in range(200)
+        ]
+        assert statuses.count(200) == 30
+        assert statuses.count(429) == 170
+        assert list(redisdb.scan_iter(match="*ended*")) == []
+        assert int(redisdb.dbsize()) <= 20  # type: ignore[arg-type] # the directory, 5 sessions and tokens, the index, 2 limiters
+
+
+@pytest.mark.slow
+def test_real_server_refuses_a_setup_flood_with_429(
+    env: dict[str, str], tmp_path: Path, redisdb: redis.Redis, make_token: Callable[..., str]
+) -> None:
+    """Against gunicorn with default limits, a token flooding setup gets 30 sessions, then 429 with Retry-After."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    headers = {"Authorization": f"Bearer {make_token('alice')}"}
+    with running_server(env, tmp_path) as server, requests.Session() as http:
+        started = time.monotonic()
+        answers = [
+            http.post(
+                f"{server.base_url}/identity/setup",
+                json={"connectionType": "WebSocket", "identity": IDENTITY},
+                headers=headers,
+                timeout=5,
+            )
+            for _ in range(60)
+        ]
+        elapsed = time.monotonic() - started
+    statuses = [a.status_code for a in answers]
+    assert statuses[:31] == [200] * 30 + [429]
+    # The burst, then one setup every 2 s: a flood slower than 2 s (a busy machine) earns one more.
+    assert statuses.count(200) <= 30 + int(elapsed / 2) + 1
+    assert set(statuses) == {200, 429}
+    refused = answers[30]
+    assert refused.json()["status"] == "429"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 2
+    assert list(redisdb.scan_iter(match="*ended*")) == []
 
 
 class TestEventSubscription:
@@ -464,7 +572,8 @@ class TestLogout:
         for token in tokens:
             assert not redisdb.exists(keys.websocket_token(IDENTITY, hash_token(token)))
         assert redisdb.zcard(keys.sessions_index(IDENTITY)) == 0
-        assert all(redisdb.get(keys.session_ended(IDENTITY, sid)) == b"logout" for sid in sids)
+        # Sessions no socket ever joined leave no tombstone (tests/store/test_sessions.py covers those that did).
+        assert not any(redisdb.exists(keys.session_ended(IDENTITY, sid)) for sid in sids)
         notice = pubsub.get_message(timeout=5)
         assert notice is not None
         message = json.loads(notice["data"])
@@ -620,7 +729,9 @@ def test_a_hung_redis_answers_503_after_one_timeout(settings: Settings, auth: He
 
     timeout = 1.0
     with RedisServer() as hung:
-        client = create_app(settings.with_changes(redis_url=hung.url, redis_timeout=timeout)).test_client()
+        app = create_app(settings.with_changes(redis_url=hung.url, redis_timeout=timeout))
+        vora_state(app).directory.add("bob", [IDENTITY])
+        client = app.test_client()
         assert client.get("/vora/identity", headers=auth("alice")).status_code == 404  # connected, answering
         assert hung.pid is not None
         os.kill(hung.pid, signal.SIGSTOP)

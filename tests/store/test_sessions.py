@@ -12,7 +12,16 @@ from vora.store import keys
 from vora.store.batching import CommandBatcher
 from vora.store.client import connect
 from vora.store.directory import Directory
-from vora.store.sessions import Attached, IdentityFull, Lease, NewSession, NotOwner, SessionStore
+from vora.store.sessions import (
+    Attached,
+    IdentityFull,
+    Lease,
+    NewSession,
+    NotOwner,
+    SessionStore,
+    SetupRate,
+    SetupRateLimited,
+)
 
 pytestmark = pytest.mark.usefixtures("owners")
 
@@ -83,10 +92,21 @@ def test_eviction_takes_the_oldest_and_leaves_a_tombstone(redisdb: redis.Redis) 
     """Past the cap the oldest session goes, with its token, and its tombstone says replaced."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2)
     create(store, "a")
+    attach(store, "a", "k1", 1_000, 10_000)
     create(store, "b")
     assert create(store, "c") == ["a"]
     assert not redisdb.exists(keys.session(IDENTITY, "a"), keys.websocket_token(IDENTITY, "hash-a"))
     assert store.ended_reason(IDENTITY, "a") == "replaced"
+    assert 0 < int(redisdb.pttl(keys.session_ended(IDENTITY, "a"))) <= 120_000  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
+
+
+def test_a_session_no_socket_ever_joined_leaves_no_tombstone(redisdb: redis.Redis) -> None:
+    """Ending a session that never admitted a socket leaves no key behind: only a socket's lease reads one."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=1)
+    for number in range(50):
+        create(store, f"s{number}")
+    store.end_for_subject(IDENTITY, "alice", "logout")
+    assert list(redisdb.scan_iter(match="*ended*")) == []
 
 
 def next_control_notice(subscriber: redis.client.PubSub, redisdb: redis.Redis) -> bytes:
@@ -124,6 +144,7 @@ def test_eviction_takes_the_callers_oldest_never_another_users(redisdb: redis.Re
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=2)
     create(store, "bob-1", "bob")
     create(store, "alice-1")
+    attach(store, "alice-1", "k1", 1_000, 10_000)
     create(store, "alice-2")
     assert create(store, "alice-3") == ["alice-1"]
     assert create(store, "bob-2", "bob") == []
@@ -148,6 +169,7 @@ def test_end_for_subject_ends_only_that_users_sessions(redisdb: redis.Redis) -> 
     """Ending alice's sessions leaves bob's on the same identity."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "a1", "alice")
+    attach(store, "a1", "k1", 1_000, 10_000)
     create(store, "b1", "bob")
     assert store.end_for_subject(IDENTITY, "alice", "logout") == ["a1"]
     assert store.get(IDENTITY, "a1") is None
@@ -181,25 +203,29 @@ def test_admit_refuses_a_token_whose_session_expired_and_writes_nothing(redisdb:
 
 
 def test_admit_reads_the_resume_facts_only_when_resuming(redisdb: redis.Redis) -> None:
-    """Resuming reads the oldest entry (or the counter of an empty stream); a later live socket the newest entry."""
+    """Resuming reads the oldest and newest entries, the counter and Redis' clock; a later live socket the newest."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
+    redis_ms = int(redisdb.time()[0]) * 1000  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
     empty = store.admit(IDENTITY, "hash-s1", "k1", 1_000, 10_000, resuming=True)
     assert (empty.oldest_id, empty.published, empty.newest_id) == (None, None, None)
+    assert empty.now_ms is not None
+    assert redis_ms <= empty.now_ms < redis_ms + 60_000
     redisdb.set(keys.event_sequence(IDENTITY), 7)
     aged_out = store.admit(IDENTITY, "hash-s1", "k2", 1_000, 10_000, resuming=True)
     assert (aged_out.oldest_id, aged_out.published, aged_out.newest_id) == (None, 7, None)
     redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "8"}, id="5-8")
     redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "9"}, id="6-9")
+    redisdb.set(keys.event_sequence(IDENTITY), 9)
     resumed = store.admit(IDENTITY, "hash-s1", "k3", 1_000, 10_000, resuming=True)
     assert (resumed.attached, resumed.oldest_id, resumed.published, resumed.newest_id) == (
         Attached.LATER,
         "5-8",
-        None,
-        None,
+        9,
+        "6-9",
     )
     live = store.admit(IDENTITY, "hash-s1", "k4", 1_000, 10_000, resuming=False)
-    assert (live.oldest_id, live.published, live.newest_id) == (None, None, "6-9")
+    assert (live.oldest_id, live.published, live.newest_id, live.now_ms) == (None, None, "6-9", None)
 
 
 def test_admit_reads_no_stream_for_a_first_socket_that_does_not_resume(redisdb: redis.Redis) -> None:
@@ -225,6 +251,7 @@ def test_end_session_ends_one_and_reports_whether_it_was_there(redisdb: redis.Re
     """Ending one session leaves the user's others and is a no-op the second time."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "a1")
+    attach(store, "a1", "k1", 1_000, 10_000)
     create(store, "a2")
     assert store.end_session(IDENTITY, "a1", "tokenExpired") is True
     assert store.end_session(IDENTITY, "a1", "tokenExpired") is False
@@ -337,6 +364,7 @@ def test_ending_an_identity_ends_every_users_sessions_and_announces_it(redisdb: 
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "a", "alice")
     create(store, "b", "bob")
+    attach(store, "b", "k1", 1_000, 10_000)
     subscriber = redisdb.pubsub()
     subscriber.subscribe(keys.CONTROL_CHANNEL)
     assert subscriber.get_message(timeout=5)["type"] == "subscribe"
@@ -369,3 +397,66 @@ def test_sessions_of_lists_live_sessions_oldest_first(redisdb: redis.Redis) -> N
     sessions = store.sessions_of(IDENTITY)
     assert [(s.session_id, s.subject) for s in sessions] == [("s1", "user-s1"), ("s3", "user-s3")]
     assert store.sessions_of("602128708") == []
+
+
+def limited_store(redisdb: redis.Redis, per_user: int, per_identity: int, window: int = 60) -> SessionStore:
+    """Return a store whose setups are limited per user and per identity."""
+    return SessionStore(
+        redisdb,
+        ttl_seconds=60,
+        max_per_user=50,
+        max_per_identity=500,
+        setup_rate=SetupRate(per_user, per_identity, window),
+    )
+
+
+def test_setup_limit_lets_a_burst_through_then_refuses_and_writes_nothing(redisdb: redis.Redis) -> None:
+    """A limit of 3 a minute lets 3 setups through at once; the 4th is refused, writes nothing, says how long."""
+    store = limited_store(redisdb, per_user=3, per_identity=100)
+    for number in range(3):
+        create(store, f"s{number}")
+    before = {key: redisdb.dump(key) for key in redisdb.scan_iter()}
+    with pytest.raises(SetupRateLimited) as refused:
+        create(store, "s3")
+    assert refused.value.scope == "user"
+    assert 19_000 < refused.value.wait_ms <= 20_000  # one setup every 20 s once the burst is spent
+    assert {key: redisdb.dump(key) for key in redisdb.scan_iter()} == before
+    # Asking again does not push the moment further away: a refused setup stores nothing.
+    with pytest.raises(SetupRateLimited) as again:
+        create(store, "s4")
+    assert again.value.wait_ms <= refused.value.wait_ms
+
+
+def test_setup_limit_per_identity_counts_every_user(redisdb: redis.Redis) -> None:
+    """The identity's limit counts all its users' setups together; each user still has its own."""
+    redisdb.sadd(keys.user_identities("bob"), IDENTITY)
+    store = limited_store(redisdb, per_user=2, per_identity=3)
+    create(store, "a1", "alice")
+    create(store, "a2", "alice")
+    with pytest.raises(SetupRateLimited) as user_refused:
+        create(store, "a3", "alice")
+    assert user_refused.value.scope == "user"
+    create(store, "b1", "bob")
+    with pytest.raises(SetupRateLimited) as identity_refused:
+        create(store, "b2", "bob")
+    assert identity_refused.value.scope == "identity"
+
+
+def test_a_stranger_cannot_spend_an_identitys_setup_limit(redisdb: redis.Redis) -> None:
+    """Setups refused because the caller does not own the identity spend nothing of the identity's limit."""
+    store = limited_store(redisdb, per_user=100, per_identity=1)
+    for number in range(5):
+        with pytest.raises(NotOwner):
+            create(store, f"m{number}", "mallory")
+    assert not redisdb.exists(keys.identity_setup_rate(IDENTITY))
+    create(store, "a1", "alice")
+
+
+def test_setup_limiter_keys_expire_once_the_window_has_refilled(redisdb: redis.Redis) -> None:
+    """Each limiter is one small key that expires when the burst is whole again: nothing stays behind."""
+    store = limited_store(redisdb, per_user=30, per_identity=120)
+    create(store, "s1")
+    user_ttl = int(redisdb.pttl(keys.user_setup_rate("alice")))  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
+    identity_ttl = int(redisdb.pttl(keys.identity_setup_rate(IDENTITY)))  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
+    assert 0 < user_ttl <= 2_000
+    assert 0 < identity_ttl <= 500

@@ -13,7 +13,7 @@ from tests.harness import RedisCluster3
 from vora.store import keys
 from vora.store.client import connect, parse_redis_url
 from vora.store.directory import Directory
-from vora.store.sessions import NewSession, NotOwner, SessionStore
+from vora.store.sessions import NewSession, NotOwner, SessionStore, SetupRate, SetupRateLimited
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
@@ -63,6 +63,7 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
         assert directory.identities_of("alice") == [identity]
         new = NewSession("alice", "WebSocket", False, frozenset(), "*")
         assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
+        store.admit(identity, "h1", "k0", 1_000, 10_000, resuming=False)  # a session a socket joined: a tombstone
         assert store.create(identity=identity, session_id="s2", token_hash="h2", new=new) == ["s1"]
         stranger = NewSession("mallory", "WebSocket", False, frozenset(), "*")
         with pytest.raises(NotOwner):  # asked apart from the script: the user's set is in another slot
@@ -111,3 +112,25 @@ def test_push_store_runs_on_the_cluster(redis_cluster: RedisCluster3) -> None:
         store.settle(ref, 4)
         assert store.count_push(identity, 1, 60_000)
         assert not store.count_push(identity, 1, 60_000)
+
+
+def test_setup_limits_hold_on_the_cluster(redis_cluster: RedisCluster3) -> None:
+    """On Cluster the user's limit is counted with the ownership check, the identity's in setup's script."""
+    client = connect(redis_cluster.url, timeout=2.0)
+    with contextlib.closing(client):
+        store = SessionStore(client, ttl_seconds=60, max_per_user=50, setup_rate=SetupRate(2, 3, 60))
+        identity = f"48{uuid.uuid4().int % 10**9}"
+        user, other = f"u-{uuid.uuid4().hex}", f"v-{uuid.uuid4().hex}"
+        Directory(client).add(user, [identity])
+        Directory(client).add(other, [identity])
+        new = NewSession(user, "WebSocket", False, frozenset(), "*")
+        store.create(identity, "s1", "h1", new)
+        store.create(identity, "s2", "h2", new)
+        with pytest.raises(SetupRateLimited) as by_user:
+            store.create(identity, "s3", "h3", new)
+        assert by_user.value.scope == "user"
+        assert store.get(identity, "s3") is None
+        store.create(identity, "o1", "g1", NewSession(other, "WebSocket", False, frozenset(), "*"))
+        with pytest.raises(SetupRateLimited) as by_identity:
+            store.create(identity, "o2", "g2", NewSession(other, "WebSocket", False, frozenset(), "*"))
+        assert by_identity.value.scope == "identity"

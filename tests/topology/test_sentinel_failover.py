@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import TokenFactory
 from tests.harness import RedisSentinelSet, wait_for
@@ -21,6 +24,7 @@ from tests.topology.journey import (
     wait_ready,
 )
 from tests.ws.client import make_publisher
+from vora.store import keys
 from vora.store.client import connect
 from vora.store.directory import Directory
 
@@ -98,3 +102,64 @@ def test_failover_keeps_sockets_open_and_loses_nothing_replicated(
         assert_delivered(listener, [live])
         assert [e["sequenceNumber"] for e in listener.received if e["eventId"]] == list(range(1, 7))
         assert_no_server_errors(server, redis_was_lost=True)
+
+
+SERVER_KEY = "srv-failover-key-0123456789abcdefghijklmnop"
+# Bounds of the publishing loop: the old master is demoted within Sentinel's 10 s INFO period.
+PLANNED_SWITCH_DEADLINE = 40.0
+MOST_PUBLISHES = 20_000
+
+
+def test_planned_failover_loses_no_acknowledged_event_with_default_settings(
+    fresh_sentinel_set: RedisSentinelSet, make_env: EnvFactory, tmp_path: Path
+) -> None:
+    """Through SENTINEL FAILOVER with default settings, every event the server API acknowledged survives it."""
+    sentinel_set = fresh_sentinel_set
+    old_master = sentinel_set.master
+    env = make_env(sentinel_set.url, server_api_keys=SERVER_KEY)  # VORA_PUBLISH_MIN_REPLICAS left unset
+    with running_server(env, tmp_path) as server, requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {SERVER_KEY}"
+        url = f"{server.server_api_url}/identities/{IDENTITY}/events"
+        acknowledged: list[str] = []
+        refused: list[int] = []
+
+        def publish(number: int) -> None:
+            response = http.post(url, json={"type": "callRinging", "data": {"callId": f"c-{number}"}}, timeout=10)
+            if response.status_code == 200:
+                acknowledged.append(response.json()["eventId"])
+            else:
+                assert response.status_code == 503, response.text  # not replicated, or Redis switching
+                refused.append(number)
+
+        for number in range(20):
+            publish(number)
+        assert len(acknowledged) == 20
+        wait_replicated(sentinel_set)
+        sentinel_set.sentinels[0].execute("SENTINEL", "FAILOVER", sentinel_set.service, timeout=5.0)
+
+        def demoted() -> bool:
+            info = old_master.info("replication")
+            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+        # Publish one event after the other until the old master has been demoted and resynchronised:
+        # that is when a write it acknowledged alone is dropped.
+        started, number = time.monotonic(), 20
+        while not demoted():
+            assert time.monotonic() - started < PLANNED_SWITCH_DEADLINE, "the old master was never demoted"
+            assert number < MOST_PUBLISHES
+            publish(number)
+            number += 1
+        new_master = next(s for s in sentinel_set.servers if s is not old_master)
+
+        def publishes_again() -> bool:
+            count = len(acknowledged)
+            publish(len(acknowledged) + len(refused))
+            return len(acknowledged) > count
+
+        wait_for(publishes_again, 20.0, what="a publish to succeed once the old master follows the new one")
+        with contextlib.closing(new_master.client()) as client:
+            entries: list[Any] = client.xrange(keys.event_stream(IDENTITY))  # type: ignore[assignment] # redis-py types sync replies as Awaitable | Any
+        kept = {event_id for event_id, _ in entries}
+        lost = [event_id for event_id in acknowledged if event_id not in kept]
+        assert lost == [], f"{len(lost)} of {len(acknowledged)} acknowledged events lost ({len(refused)} refused)"
+        assert refused, "the switch refused nothing: the test did not publish through it"

@@ -90,9 +90,40 @@ class TestBadResumePoints:
     def test_largest_last_event_id_is_accepted(
         self, server: RunningServer, setup_token: Setup, connect: Connect
     ) -> None:
-        """2**64-1 in both parts is a valid stream id: the socket opens and stays open (heartbeats, no 1011)."""
+        """2**64-1 in both parts is a valid stream id: the socket opens, says it is ahead, and stays open (no 1011)."""
         client = connect(server, setup_token(server), last_event_id="18446744073709551615-18446744073709551615")
+        assert client.next(skip=())["data"]["reason"] == "ahead"
         assert client.next(skip=())["type"] == "heartbeat"
+
+    @pytest.mark.parametrize("history", ["events", "none"])
+    def test_last_event_id_an_hour_ahead_is_announced_and_live_events_arrive(
+        self,
+        server: RunningServer,
+        setup_token: Setup,
+        connect: Connect,
+        publisher: EventPublisher,
+        redisdb: redis.Redis,
+        history: str,
+    ) -> None:
+        """A lastEventId an hour after the stream gets resumeGap(ahead), then every live event, none dropped."""
+        token = setup_token(server)
+        newest = publisher.publish(IDENTITY, "callHeld", {"callId": "old"}) if history == "events" else None
+        if newest is None:
+            future = f"{int(redisdb.time()[0]) * 1000 + 3_600_000}-1"  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
+        else:
+            millis, seq = newest.event_id.split("-")
+            future = f"{int(millis) + 3_600_000}-{seq}"
+        client = connect(server, token, last_event_id=future)
+        gap = client.next()
+        assert gap["type"] == "resumeGap"
+        assert gap["data"] == {
+            "reason": "ahead",
+            "requestedEventId": future,
+            "oldestEventId": None,
+            "newestEventId": None if newest is None else newest.event_id,
+        }
+        live = [publisher.publish(IDENTITY, "callHeld", {"callId": f"live-{n}"}) for n in range(3)]
+        assert [e["eventId"] for e in client.events(3)] == [p.event_id for p in live]
 
     def test_stream_redis_refuses_closes_with_1011_instead_of_retrying(
         self, server: RunningServer, setup_token: Setup, connect: Connect, redisdb: redis.Redis
@@ -205,3 +236,58 @@ class TestBearerRule:
             with pytest.raises(websocket.WebSocketBadStatusException) as refused:
                 websocket.create_connection(server.ws_url, timeout=5, header=[header])
             assert refused.value.status_code == 401
+
+
+def sent_until_cut(sock: socket.socket, chunk: bytes, most: int) -> int:
+    """Write chunk after chunk until the server cuts the connection or most bytes went out; return how many did."""
+    sock.settimeout(10)  # a server that stopped reading without closing fails the test with TimeoutError
+    sent = 0
+    try:
+        while sent < most:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
+
+
+class TestClientSends:
+    """A client may send pongs, pings and small keep-alives within a budget; more closes its socket with 4029."""
+
+    def test_a_flood_of_small_messages_is_closed_with_4029(
+        self, server: RunningServer, setup_token: Setup, connect: Connect
+    ) -> None:
+        """Two hundred one-byte text messages at once (the budget is 60 frames a minute) close the socket with 4029."""
+        client = connect(server, setup_token(server))
+        assert client.ws.sock is not None
+        # One write: all of it is in the kernel before the server closes (no EPIPE for a later send).
+        client.ws.sock.sendall(websocket.ABNF.create_frame("x", websocket.ABNF.OPCODE_TEXT).format() * 200)
+        assert client.close_status() == 4029
+
+    def test_a_flood_of_bytes_is_cut_off_after_the_budget(
+        self, server: RunningServer, setup_token: Setup, connect: Connect
+    ) -> None:
+        """A client streaming 64 MB of 1 KB messages is cut off long before: the worker stops reading at 64 KiB."""
+        client = connect(server, setup_token(server))
+        frame = websocket.ABNF.create_frame("x" * 1000, websocket.ABNF.OPCODE_TEXT).format()
+        assert client.ws.sock is not None
+        sent = sent_until_cut(client.ws.sock, frame * 64, 64 * 1024 * 1024)
+        # What the kernel buffers on both sides took before the server's close came back, and no more.
+        assert sent < 16 * 1024 * 1024
+
+    def test_pongs_pings_and_keepalive_text_within_the_budget_keep_the_socket(
+        self,
+        make_server: ServerFactory,
+        setup_token: Setup,
+        connect: Connect,
+        publisher: EventPublisher,
+    ) -> None:
+        """A client answering pings, sending its own pings and keep-alive texts, keeps getting events."""
+        with make_server(ws_ping_interval="0.2") as server:
+            client = connect(server, setup_token(server))
+            for _ in range(20):
+                client.ws.ping("k")
+                client.ws.send("ping")
+            published = publisher.publish(IDENTITY, "presence", {"status": "busy"})
+            event = client.next()  # websocket-client answers the server's pings meanwhile
+            assert event["eventId"] == published.event_id

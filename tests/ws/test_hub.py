@@ -18,7 +18,7 @@ from vora.store.bus import ControlNotice, EventNotice
 from vora.store.sessions import StoredSession
 from vora.store.streams import StoredEvent, StreamStore
 from vora.ws.connection import Connection
-from vora.ws.hub import Hub
+from vora.ws.hub import AdmissionWatch, Hub
 
 OTHER_IDENTITY = "602128708"
 
@@ -30,11 +30,13 @@ def pairs() -> Iterator[list[SocketPair]]:
         yield [stack.enter_context(socket_pair()) for _ in range(3)]
 
 
-def running(hub: Hub, pair: SocketPair, streams: StreamStore, conn_session: StoredSession) -> Connection:
+def running(
+    hub: Hub, pair: SocketPair, streams: StreamStore, conn_session: StoredSession, watch: AdmissionWatch | None = None
+) -> Connection:
     """Register a caught-up connection on the hub and run its writer in a thread."""
     conn = Connection(pair.transport, conn_session, token_hash="h", streams=streams, options=OPTIONS)
     conn.start_at(streams.newest(conn.identity))
-    hub.register(conn)
+    hub.register(conn, watch)
     threading.Thread(target=conn.run, daemon=True).start()
     return conn
 
@@ -87,25 +89,34 @@ def test_drain_sends_maintenance_and_closes_1001(pairs: list[SocketPair], redisd
 def test_a_session_ending_between_admission_and_registration_is_terminated_on_register(
     pairs: list[SocketPair], redisdb: redis.Redis
 ) -> None:
-    """A terminate notice for an admitted, not yet upgraded session terminates its socket when it registers."""
+    """A terminate notice that arrives while a socket is admitted terminates it when it registers, and only it."""
     streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
     hub = Hub()
-    hub.expect(IDENTITY, "s1")
-    hub.expect(IDENTITY, "s2")
+    first, second = hub.watch(IDENTITY), hub.watch(IDENTITY)
     hub.apply(ControlNotice(IDENTITY, "terminate", frozenset({"s1"}), "replaced", ""))
-    running(hub, pairs[0], streams, session("s1"))
+    running(hub, pairs[0], streams, session("s1"), first)
     frames, code = read_frames(pairs[0].client.ws)
     assert [f["data"] for f in frames] == [{"reason": "replaced"}]
     assert code == 1000
-    kept = running(hub, pairs[1], streams, session("s2"))
+    kept = running(hub, pairs[1], streams, session("s2"), second)
     assert not kept.closing
 
 
-def test_an_admitted_socket_that_never_registers_is_forgotten(pairs: list[SocketPair], redisdb: redis.Redis) -> None:
-    """After forget, a later notice for that session is not held against the next socket of it."""
+def test_an_admission_that_never_registers_stops_being_watched(pairs: list[SocketPair], redisdb: redis.Redis) -> None:
+    """After unwatch, a later notice is not recorded in the watch, and the next socket of that session stays open."""
     streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
     hub = Hub()
-    hub.expect(IDENTITY, "s1")
-    hub.forget(IDENTITY, "s1")
+    watch = hub.watch(IDENTITY)
+    hub.unwatch(watch)
     hub.apply(ControlNotice(IDENTITY, "terminate", frozenset({"s1"}), "logout", ""))
-    assert not running(hub, pairs[0], streams, session("s1")).closing
+    assert watch.ended_reason("s1") is None
+    assert not running(hub, pairs[0], streams, session("s1"), hub.watch(IDENTITY)).closing
+
+
+def test_a_lost_bus_marks_the_admissions_in_flight() -> None:
+    """Notices missed while the bus was down mark every open watch, so its socket asks Redis instead."""
+    hub = Hub()
+    watch = hub.watch(IDENTITY)
+    hub.resync_all()
+    assert watch.missed
+    assert not hub.watch(IDENTITY).missed

@@ -20,8 +20,19 @@ FOREIGN = "http://evil.example"
     ("origin", "host", "allowed", "expected"),
     [
         ("http://127.0.0.1:18085", "127.0.0.1:18085", (), True),
-        ("https://vora.example.com", "vora.example.com", (), True),
-        ("https://VORA.example.com", "vora.example.com", (), True),
+        ("http://localhost:18085", "LOCALHOST:18085", (), True),
+        ("http://[::1]:18085", "[::1]:18085", (), True),
+        ("http://localhost", "localhost", (), True),
+        ("http://localhost:80", "localhost", (), True),
+        # DNS rebinding: a page of evil.example, whose name resolves to VORA, is "same origin" by name only.
+        ("http://evil.example:18085", "evil.example:18085", (), False),
+        ("https://vora.example.com", "vora.example.com", (), False),
+        ("https://vora.example.com", "vora.example.com", ("https://vora.example.com",), True),
+        # A Host without a port is the scheme's default port, not any port.
+        ("http://localhost:9999", "localhost", (), False),
+        ("https://localhost:8443", "localhost", (), False),
+        ("http://localhost:18085", "localhost:18085:1", (), False),
+        ("http://user@localhost:18085", "localhost:18085", (), False),
         ("http://127.0.0.1:9999", "127.0.0.1:18085", (), False),
         (FOREIGN, "127.0.0.1:18085", (), False),
         (FOREIGN, "127.0.0.1:18085", ("https://evil.example",), False),
@@ -32,7 +43,7 @@ FOREIGN = "http://evil.example"
     ],
 )
 def test_origin_allowed(origin: str, host: str, allowed: tuple[str, ...], expected: bool) -> None:
-    """Same origin (by name when the proxy drops the port), a listed origin or '*' pass; anything else fails."""
+    """A listed origin or '*' passes, and the page's own origin on a loopback Host; anything else fails."""
     assert origin_allowed(origin, host, allowed) is expected
 
 
@@ -73,3 +84,25 @@ def test_listed_origin_opens(make_server: ServerFactory, setup_token: Setup) -> 
     """An origin listed in VORA_CORS_ORIGINS may open the socket."""
     with make_server(cors_origins=f"https://console.example,{FOREIGN}") as listed:
         open_with_origin(listed, setup_token(listed), FOREIGN).close()
+
+
+@pytest.mark.slow
+@pytest.mark.ws
+@pytest.mark.parametrize("host", ["evil.example:{port}", "evil.example"])
+def test_dns_rebinding_origin_is_refused(server: RunningServer, setup_token: Setup, host: str) -> None:
+    """A page of evil.example whose name resolves to VORA (Origin and Host both evil.example) gets 403."""
+    netloc = host.format(port=server.port)
+    url = f"{server.ws_url}?token={setup_token(server)}"
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, timeout=5, origin=f"http://{netloc}", host=netloc)
+    assert refused.value.status_code == 403
+
+
+@pytest.mark.slow
+@pytest.mark.ws
+def test_port_less_host_does_not_admit_any_port(server: RunningServer, setup_token: Setup) -> None:
+    """Behind a proxy that drops the port from Host, a page on another port of the same name gets 403."""
+    url = f"{server.ws_url}?token={setup_token(server)}"
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(url, timeout=5, origin="http://localhost:9999", host="localhost")
+    assert refused.value.status_code == 403

@@ -25,7 +25,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 from tests.ws.pair import SocketPair, socket_pair
 from vora.ws.reactor import GeventReactor
-from vora.ws.transport import WebsocketTransport, text_frame
+from vora.ws.transport import CLOSE_CLIENT_FLOOD, ClientBudget, WebsocketTransport, text_frame
 
 pytestmark = pytest.mark.ws
 
@@ -99,6 +99,32 @@ def test_messages_under_the_limit_are_dropped_and_the_socket_stays() -> None:
         pair.client.ws.ping(b"still")
         frame = next_frame(pair.client.ws)
         assert (frame.opcode, frame.data) == (websocket.ABNF.OPCODE_PONG, b"still")
+
+
+def test_pings_past_the_frame_budget_get_close_4029_and_the_rest_is_never_parsed() -> None:
+    """A hundred pings in one write get the budget's 60 pongs, then close 4029; the 40 after it go unanswered."""
+    budget = ClientBudget().frames_per_minute
+    with served() as pair:
+        raw = pair.client.ws.sock
+        assert raw is not None
+        ping = websocket.ABNF.create_frame(b"p", websocket.ABNF.OPCODE_PING).format()
+        raw.sendall(ping * 100)  # 700 bytes: one read, within the byte budget
+        frames = [next_frame(pair.client.ws) for _ in range(budget + 1)]
+        assert {f.opcode for f in frames[:budget]} == {websocket.ABNF.OPCODE_PONG}
+        assert close_code(frames[budget]) == CLOSE_CLIENT_FLOOD
+        assert not pair.transport.connected
+
+
+def test_a_read_past_the_byte_budget_is_closed_before_it_is_parsed() -> None:
+    """Pings sent after 64 KiB of keep-alive messages get close 4029, not pongs: their bytes were never parsed."""
+    with served(max_message_size=8192) as pair:
+        raw = pair.client.ws.sock
+        assert raw is not None
+        message = websocket.ABNF.create_frame("x" * 8000, websocket.ABNF.OPCODE_TEXT).format()
+        ping = websocket.ABNF.create_frame(b"p", websocket.ABNF.OPCODE_PING).format()
+        raw.sendall(message * 9 + ping * 3)  # 72 KB of 9 frames: over the bytes, within the frames
+        frame = next_frame(pair.client.ws)
+        assert close_code(frame) == CLOSE_CLIENT_FLOOD
 
 
 def test_a_protocol_error_gets_close_1002() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -33,6 +36,98 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     ReadOnlyError,
     RedisClusterException,
 )
+
+
+class Sends:
+    """What the commands of a tracked block did: whether any byte of one may have reached Redis."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+
+_tracked_sends: ContextVar[Sends | None] = ContextVar("vora_tracked_sends", default=None)
+
+
+@contextlib.contextmanager
+def tracked_sends() -> Iterator[Sends]:
+    """Note whether a command of this block (this greenlet's) began to go out to Redis, however it ended."""
+    sends = Sends()
+    token = _tracked_sends.set(sends)
+    try:
+        yield sends
+    finally:
+        _tracked_sends.reset(token)
+
+
+def _tracking(connection_class: type[Any]) -> type[Any]:
+    """Derive a redis-py connection class that tells the tracked block when a command starts to go out.
+
+    Only the caller's commands count: the connection's own handshake (AUTH, HELLO, SELECT) and its
+    health-check PING are not the command, and a failure there means the command was never sent.
+    """
+
+    class SendTracking(connection_class):  # type: ignore[misc] # a redis-py connection class, chosen at run time
+        _vora_own_traffic = False
+
+        def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
+            self._vora_own_traffic = True
+            try:
+                return super().connect_check_health(*args, **kwargs)
+            finally:
+                self._vora_own_traffic = False
+
+        def check_health(self) -> Any:
+            self._vora_own_traffic = True
+            try:
+                return super().check_health()
+            finally:
+                self._vora_own_traffic = False
+
+        def send_packed_command(self, command: Any, check_health: bool = True) -> Any:
+            sends = _tracked_sends.get()
+            if sends is None or self._vora_own_traffic:
+                return super().send_packed_command(command, check_health)
+            # What the base class does first, so that a failure to connect or a failed health check
+            # (nothing of the command sent) is told apart from a failure once its bytes go out.
+            if not self._sock:
+                self.connect_check_health(check_health=False)
+            if check_health:
+                self.check_health()
+            sends.sent = True
+            return super().send_packed_command(command, check_health=False)
+
+    SendTracking.__name__ = f"SendTracking{connection_class.__name__}"
+    return SendTracking
+
+
+def _track_sends(client: redis.Redis) -> redis.Redis:
+    """Make a standalone or Sentinel client's connections report to tracked_sends."""
+    pool = client.connection_pool
+    pool.connection_class = _tracking(pool.connection_class)
+    return client
+
+
+def tracks_sends(client: redis.Redis) -> bool:
+    """Tell whether a client's commands report to tracked_sends (not on Cluster, whose nodes make their own)."""
+    pool = getattr(client, "connection_pool", None)
+    return pool is not None and pool.connection_class.__name__.startswith("SendTracking")
+
+
+class NotWritten(redis.ConnectionError):
+    """A write failed before any byte of it reached Redis (refused, no connection free), or Redis refused it."""
+
+
+class WriteOutcomeUnknown(redis.TimeoutError):
+    """A write failed once sent, before Redis answered (a timeout, a dropped connection): it may have been applied."""
+
+
+def unavailable_write(exc: Exception, sends: Sends, tracked: bool) -> Exception:
+    """Classify a failed write by whether it may have been applied; an untracked client cannot tell, so: unknown."""
+    refused = isinstance(exc, redis.ResponseError)  # Redis answered (READONLY, TRYAGAIN): it ran nothing
+    kind = NotWritten if refused or (tracked and not sends.sent) else WriteOutcomeUnknown
+    classified = kind(f"{type(exc).__name__}: {exc}")
+    classified.__cause__ = exc
+    return classified
 
 
 def is_permanent(exc: BaseException) -> bool:
@@ -117,12 +212,12 @@ def connect(
     }
     if target.kind == "single":
         if pool_size is None:
-            return redis.Redis.from_url(url, **common)
+            return _track_sends(redis.Redis.from_url(url, **common))
         # A caller that cannot get a connection soon is better refused (503, retry) than held:
         # waiting longer only lets the queue of callers behind it grow.
         wait = timeout if pool_timeout is None else min(timeout, pool_timeout)
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=wait, **common)
-        return redis.Redis(connection_pool=pool)
+        return _track_sends(redis.Redis(connection_pool=pool))
     auth = {"password": target.password, "username": target.username}
     if target.kind == "sentinel":
         sentinel = Sentinel(  # type: ignore[no-untyped-call] # the library leaves it unannotated
@@ -134,7 +229,7 @@ def connect(
         master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call] # the library leaves it unannotated
             target.service, db=target.db, ssl=target.tls, **auth, **common
         )
-        return master
+        return _track_sends(master)
     cluster_options: dict[str, Any] = {
         k: v for k, v in common.items() if k not in {"retry_on_error", "health_check_interval"}
     }

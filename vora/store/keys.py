@@ -28,6 +28,17 @@ def user_identities(subject: str) -> str:
     return f"{PREFIX}:{{u:{_escape_tag(subject)}}}:identities"
 
 
+def user_setup_rate(subject: str) -> str:
+    """Name the limiter (a GCRA arrival time) of a user's session setups, in the user's slot."""
+    return f"{PREFIX}:{{u:{_escape_tag(subject)}}}:setuprate"
+
+
+# Set when the directory is first provisioned (the value: when, in ms) and never removed by VORA: its
+# absence means Redis holds no directory written since it last started empty. Its own hash tag: on
+# Cluster it lives in the slot of `{directory}`.
+DIRECTORY_MARKER = f"{PREFIX}:{{directory}}:provisioned"
+
+
 def identity_prefix(identity: str) -> str:
     """Name the prefix of every key of one identity (the identity is its hash tag)."""
     return f"{PREFIX}:{{{_escape_tag(identity)}}}:"
@@ -59,6 +70,11 @@ SOCKET_MEMBER_SEPARATOR = ":"
 def socket_member(session_id: str, socket_id: str) -> str:
     """Name one open socket inside its identity's presence set."""
     return f"{session_id}{SOCKET_MEMBER_SEPARATOR}{socket_id}"
+
+
+def identity_setup_rate(identity: str) -> str:
+    """Name the limiter (a GCRA arrival time) of an identity's session setups, all its users together."""
+    return identity_prefix(identity) + "setuprate"
 
 
 def session_ended(identity: str, session_id: str) -> str:

@@ -2,41 +2,95 @@
 
 from __future__ import annotations
 
-# Shared helper: end one session of an identity, leaving a tombstone with the reason.
+# Shared helper: end one session of an identity. Only a session a socket was ever admitted to
+# (ADMIT_SOCKET set attachedAt) leaves a tombstone with the reason: only a socket's lease renewal
+# ever reads one (vora.ws.leases), and a session that never had a socket has no lease anywhere.
+# Returns whether the session had been attached.
 _END_SESSION = """
 local function end_session(prefix, sid, reason, tombstone_ms)
   local skey = prefix .. ARGV[1] .. sid
-  local token_hash = redis.call('HGET', skey, 'tokenHash')
-  if token_hash then
-    redis.call('DEL', prefix .. ARGV[2] .. token_hash)
+  local stored = redis.call('HMGET', skey, 'tokenHash', 'attachedAt')
+  if stored[1] then
+    redis.call('DEL', prefix .. ARGV[2] .. stored[1])
   end
   redis.call('DEL', skey)
   redis.call('ZREM', prefix .. 'sessions', sid)
-  redis.call('SET', prefix .. ARGV[3] .. sid, reason, 'PX', tombstone_ms)
+  if stored[2] then
+    redis.call('SET', prefix .. ARGV[3] .. sid, reason, 'PX', tombstone_ms)
+    return true
+  end
+  return false
 end
 """
 
-# KEYS: sessions index, new session hash, new token key, and (not on Cluster, where it lies in
-#       another slot) the user's set of identities, which must hold the identity.
+# Shared helper: a GCRA rate limiter (a token bucket in one key). The key holds the theoretical
+# arrival time (ms) of the next request: a limit of N per window lets N through at once, then one
+# every window/N ms. rate_wait says how many ms the caller must wait (0: it may go now) and the new
+# arrival time to store; rate_take stores it. A refused request stores nothing, so hammering a
+# limit never pushes it further away.
+_RATE_LIMIT = """
+local function rate_wait(key, now, interval, window)
+  if interval <= 0 then
+    return 0, nil
+  end
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local next_tat = tat + interval
+  local wait = next_tat - window - now
+  if wait > 0 then
+    return wait, nil
+  end
+  return 0, next_tat
+end
+local function rate_take(key, now, next_tat)
+  if next_tat then
+    redis.call('SET', key, string.format('%d', next_tat), 'PX', string.format('%d', next_tat - now))
+  end
+end
+local function redis_now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+"""
+
+# KEYS: sessions index, new session hash, new token key, the identity's setup limiter, and (not on
+#       Cluster, where they lie in another slot) the user's set of identities, which must hold the
+#       identity, and the user's setup limiter.
 # ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
 #       subject, ttl (ms), cap per user, tombstone ttl (ms), control channel, identity,
-#       cap per identity, then field/value pairs of the session hash. createdAt is Redis' own time.
+#       cap per identity, limiter window (ms), identity limiter interval (ms, 0: off),
+#       user limiter interval (ms, 0: off), then field/value pairs of the session hash.
+#       createdAt is Redis' own time.
 # Returns {'ok', evicted ids...}, {'not-owner'} (nothing written) when the set given does not hold the
-# identity, or {'full'} (nothing written) when the identity holds its cap of sessions even after the
-# caller's own oldest ones made room: a user never evicts another's session.
+# identity, {'rate', 'user' or 'identity', ms to wait} (nothing written) when a setup limiter is spent,
+# or {'full'} (nothing written) when the identity holds its cap of sessions even after
+# the caller's own oldest ones made room: a user never evicts another's session.
 # The terminate notice names only the evicted sessions a socket was ever admitted to.
 CREATE_SESSION = (
     _END_SESSION
+    + _RATE_LIMIT
     + """
-if KEYS[4] and redis.call('SISMEMBER', KEYS[4], ARGV[12]) == 0 then
+if KEYS[5] and redis.call('SISMEMBER', KEYS[5], ARGV[12]) == 0 then
   return {'not-owner'}
 end
 local prefix = ARGV[4]
 local sid = ARGV[5]
 local subject = ARGV[7]
 -- Redis' clock, so that createdAt compares with stream ids on any instance.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = redis_now_ms()
+-- Only a setup by an owner that succeeds counts: nobody else can spend an identity's limit.
+local window = tonumber(ARGV[14])
+local identity_wait, identity_next = rate_wait(KEYS[4], now, tonumber(ARGV[15]), window)
+local user_wait, user_next = 0, nil
+if KEYS[6] then
+  user_wait, user_next = rate_wait(KEYS[6], now, tonumber(ARGV[16]), window)
+end
+if user_wait > 0 or identity_wait > 0 then
+  if user_wait >= identity_wait then
+    return {'rate', 'user', string.format('%d', user_wait)}
+  end
+  return {'rate', 'identity', string.format('%d', identity_wait)}
+end
 local ttl = tonumber(ARGV[8])
 local cap = tonumber(ARGV[9])
 local tombstone_ms = tonumber(ARGV[10])
@@ -56,8 +110,12 @@ local evicting = math.max(0, #own + 1 - cap)
 if total - evicting + 1 > identity_cap then
   return {'full'}
 end
+rate_take(KEYS[4], now, identity_next)
+if KEYS[6] then
+  rate_take(KEYS[6], now, user_next)
+end
 local fields = {}
-for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], 'tokenHash', ARGV[6], 'createdAt', now, unpack(fields))
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[3], sid, 'PX', ttl)
@@ -75,10 +133,9 @@ local result = {'ok'}
 -- of every instance for nothing, once per setup of a client that never connects.
 local announced = {}
 for i = 1, evicting do
-  if redis.call('HEXISTS', prefix .. ARGV[1] .. own[i], 'attachedAt') == 1 then
+  if end_session(prefix, own[i], 'replaced', tombstone_ms) then
     announced[#announced + 1] = own[i]
   end
-  end_session(prefix, own[i], 'replaced', tombstone_ms)
   result[#result + 1] = own[i]
 end
 if redis.call('PTTL', KEYS[1]) < ttl then
@@ -89,6 +146,27 @@ if #announced > 0 then
     sessions = announced, reason = 'replaced'}))
 end
 return result
+"""
+)
+
+# KEYS: the user's set of identities, the user's setup limiter (one slot: the user's hash tag).
+# ARGV: identity, limiter window (ms), user limiter interval (ms, 0: off).
+# On Cluster, where CREATE_SESSION cannot reach the user's keys: check ownership and count the
+# setup against the user's limit in one round trip. Returns {'ok'}, {'not-owner'} or
+# {'rate', 'user', ms to wait}; only 'ok' writes.
+OWN_AND_COUNT_SETUP = (
+    _RATE_LIMIT
+    + """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
+  return {'not-owner'}
+end
+local now = redis_now_ms()
+local wait, next_tat = rate_wait(KEYS[2], now, tonumber(ARGV[3]), tonumber(ARGV[2]))
+if wait > 0 then
+  return {'rate', 'user', string.format('%d', wait)}
+end
+rate_take(KEYS[2], now, next_tat)
+return {'ok'}
 """
 )
 
@@ -189,8 +267,9 @@ return 1
 # {3} when the session already has its most sockets open (nothing recorded for either), else
 # {1 for the session's first socket ever or 2 for a later one, session id, the session hash as
 # a field/value list, the oldest retained entry id ('' for none; read only when resuming), the
-# sequence counter ('' unless resuming on an empty stream), the newest entry id ('' for none;
-# read only for a later socket that does not resume)}.
+# sequence counter ('' when there is none or the socket does not resume), the newest entry id
+# ('' for none; read when resuming and for a later socket), Redis' time in ms ('' unless resuming)}.
+# Resuming reads all of them so that a lastEventId after anything the stream ever held shows.
 ADMIT_SOCKET = """
 local sid = redis.call('GET', KEYS[1])
 if not sid then
@@ -220,21 +299,24 @@ local attached = 2
 if redis.call('HSETNX', skey, 'attachedAt', now) == 1 then
   attached = 1
 end
-local oldest, published, newest = '', '', ''
+local oldest, published, newest, now_ms = '', '', '', ''
 if ARGV[9] == '1' then
   local entry = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
   if entry then
     oldest = entry[1]
-  else
-    published = redis.call('GET', KEYS[4]) or ''
   end
-elseif attached == 2 then
+  published = redis.call('GET', KEYS[4]) or ''
+  -- Redis' clock: the one that stamps the ids of the events published next.
+  local time = redis.call('TIME')
+  now_ms = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+end
+if ARGV[9] == '1' or attached == 2 then
   local entry = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
   if entry then
     newest = entry[1]
   end
 end
-return {attached, sid, fields, oldest, published, newest}
+return {attached, sid, fields, oldest, published, newest, now_ms}
 """
 
 # KEYS: event stream, sequence counter, idempotency record.
@@ -354,4 +436,24 @@ for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return id
+"""
+
+
+# Replace a user's identity set (KEYS[1]) with ARGV; returns {added ids..., '|', removed ids...}.
+REPLACE_IDENTITIES = """
+local wanted = {}
+for i = 1, #ARGV do wanted[ARGV[i]] = true end
+local removed = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if wanted[member] then wanted[member] = nil else removed[#removed + 1] = member end
+end
+local reply = {}
+for i = 1, #ARGV do
+  if wanted[ARGV[i]] then reply[#reply + 1] = ARGV[i]; wanted[ARGV[i]] = nil end
+end
+if #removed > 0 then redis.call('SREM', KEYS[1], unpack(removed)) end
+if #reply > 0 then redis.call('SADD', KEYS[1], unpack(reply)) end
+reply[#reply + 1] = '|'
+for i = 1, #removed do reply[#reply + 1] = removed[i] end
+return reply
 """

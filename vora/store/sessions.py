@@ -17,8 +17,10 @@ from vora.store.client import is_cluster
 from vora.store.codec import text
 from vora.store.push import PushRegistration, registration_fields
 
-# How long a tombstone says why a session ended, so a late socket learns the reason.
-TOMBSTONE_MS = 10 * 60 * 1000
+# How long a tombstone says why a session ended, so that a socket whose worker missed the
+# terminate notice learns the reason at its next lease renewal (VORA_WS_LEASE_INTERVAL, 15 s by
+# default): this long, or four lease intervals when that is longer.
+TOMBSTONE_MS = 2 * 60 * 1000
 
 
 class IdentityFull(Exception):
@@ -27,6 +29,31 @@ class IdentityFull(Exception):
 
 class NotOwner(Exception):
     """The user does not own the identity it asked for a session on."""
+
+
+class SetupRateLimited(Exception):
+    """The user's or the identity's setup limiter is spent: nothing was written."""
+
+    def __init__(self, scope: str, wait_ms: int) -> None:
+        super().__init__(scope, wait_ms)
+        self.scope = scope  # 'user' or 'identity'
+        self.wait_ms = wait_ms
+
+
+@dataclass(frozen=True)
+class SetupRate:
+    """How many setups a user, and an identity with all its users, may make per window (0: no limit)."""
+
+    per_user: int = 0
+    per_identity: int = 0
+    window_seconds: int = 60
+
+    def interval_ms(self, limit: int) -> int:
+        """Return the GCRA emission interval of a limit: one setup every this many ms once the burst is spent."""
+        return max(1, self.window_seconds * 1000 // limit) if limit else 0
+
+
+NO_SETUP_LIMIT = SetupRate()
 
 
 @dataclass(frozen=True)
@@ -93,8 +120,9 @@ class Admitted:
     attached: Attached
     session: StoredSession | None  # None exactly when GONE or FULL
     oldest_id: str | None = None  # the stream's oldest entry (read only when resuming)
-    published: int | None = None  # the sequence counter (read only when resuming on an empty stream)
-    newest_id: str | None = None  # the stream's newest entry (read only for a later socket, not resuming)
+    published: int | None = None  # the sequence counter (read only when resuming)
+    newest_id: str | None = None  # the stream's newest entry (read when resuming and for a later socket)
+    now_ms: int | None = None  # Redis' clock at admission (read only when resuming)
 
 
 def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -> StoredSession:
@@ -112,7 +140,16 @@ def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -
     )
 
 
-def _ending_args(identity: str, selector: str, reason: str) -> list[str | int]:
+def _check(reply: list[Any], identity: str) -> None:
+    """Raise what a setup script's refusal means: NotOwner or SetupRateLimited."""
+    status = text(reply[0])
+    if status == "not-owner":
+        raise NotOwner(identity)
+    if status == "rate":
+        raise SetupRateLimited(text(reply[1]), int(reply[2]))
+
+
+def _ending_args(identity: str, selector: str, reason: str, tombstone_ms: int) -> list[str | int]:
     """Build the ARGV both ending scripts take; selector is a subject or a session id."""
     return [
         keys.SESSION_SUFFIX,
@@ -121,7 +158,7 @@ def _ending_args(identity: str, selector: str, reason: str) -> list[str | int]:
         keys.identity_prefix(identity),
         selector,
         reason,
-        TOMBSTONE_MS,
+        tombstone_ms,
         keys.CONTROL_CHANNEL,
         identity,
     ]
@@ -139,6 +176,8 @@ class SessionStore:
         max_per_identity: int = 50,
         max_sockets_per_session: int = 10,
         batcher: CommandBatcher | None = None,
+        setup_rate: SetupRate = NO_SETUP_LIMIT,
+        tombstone_ms: int = TOMBSTONE_MS,
     ) -> None:
         self._redis = client
         self._batcher = batcher
@@ -149,7 +188,10 @@ class SessionStore:
         self._cap = max_per_user
         self._identity_cap = max_per_identity
         self._socket_cap = max_sockets_per_session
+        self._rate = setup_rate
+        self._tombstone_ms = tombstone_ms
         self._create = client.register_script(scripts.CREATE_SESSION)
+        self._own_and_count = client.register_script(scripts.OWN_AND_COUNT_SETUP)
         self._end = client.register_script(scripts.END_SUBJECT_SESSIONS)
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
         self._end_one = client.register_script(scripts.END_ONE_SESSION)
@@ -167,6 +209,10 @@ class SessionStore:
             max_per_identity=settings.max_sessions_per_identity_total,
             max_sockets_per_session=settings.ws_max_sockets_per_session,
             batcher=batcher,
+            setup_rate=SetupRate(
+                settings.setup_rate_per_user, settings.setup_rate_per_identity, settings.setup_rate_window
+            ),
+            tombstone_ms=max(TOMBSTONE_MS, int(settings.ws_lease_interval * 4000)),
         )
 
     def create(
@@ -178,18 +224,29 @@ class SessionStore:
     ) -> list[str]:
         """Store a new session and return the ids of its user's oldest it evicted.
 
-        Raise NotOwner, writing nothing, when the user does not own the identity, and IdentityFull when it is full.
+        Raise NotOwner, writing nothing, when the user does not own the identity, SetupRateLimited
+        when the user or the identity set up too many sessions lately, and IdentityFull when it is full.
         """
+        rate = self._rate
         script_keys = [
             keys.sessions_index(identity),
             keys.session(identity, session_id),
             keys.websocket_token(identity, token_hash),
+            keys.identity_setup_rate(identity),
         ]
         owners = keys.user_identities(new.subject)
+        user_rate = keys.user_setup_rate(new.subject)
+        window_ms = rate.window_seconds * 1000
         if self._owner_in_script:
-            script_keys.append(owners)
-        elif not self._redis.sismember(owners, identity):
-            raise NotOwner(identity)
+            script_keys += [owners, user_rate]
+        else:
+            # On Cluster the user's keys lie in another slot: one round trip of their own.
+            _check(
+                self._own_and_count(
+                    keys=[owners, user_rate], args=[identity, window_ms, rate.interval_ms(rate.per_user)]
+                ),
+                identity,
+            )
         flat: list[str] = []
         for name, value in session_fields(new).items():
             flat += [name, value]
@@ -203,19 +260,20 @@ class SessionStore:
             new.subject,
             self._ttl_ms,
             self._cap,
-            TOMBSTONE_MS,
+            self._tombstone_ms,
             keys.CONTROL_CHANNEL,
             identity,
             self._identity_cap,
+            window_ms,
+            rate.interval_ms(rate.per_identity),
+            rate.interval_ms(rate.per_user),
             *flat,
         ]
         reply = self._run(self._create, script_keys, script_args)
-        status, *evicted = (text(item) for item in reply)
-        if status == "full":
+        _check(reply, identity)
+        if text(reply[0]) == "full":
             raise IdentityFull(identity)
-        if status == "not-owner":
-            raise NotOwner(identity)
-        return evicted
+        return [text(item) for item in reply[1:]]
 
     def _run(self, script: Script, script_keys: list[str], args: list[Any]) -> Any:
         """Run a script, in the batcher's next round trip when there is one; load it first if Redis lost it."""
@@ -245,7 +303,9 @@ class SessionStore:
         """End a user's sessions on an identity and announce it; return their ids."""
         if not subject:
             return []  # the script reads an empty subject as every subject
-        ended = self._end(keys=[keys.sessions_index(identity)], args=_ending_args(identity, subject, reason))
+        ended = self._end(
+            keys=[keys.sessions_index(identity)], args=_ending_args(identity, subject, reason, self._tombstone_ms)
+        )
         return [text(sid) for sid in ended]
 
     def get(self, identity: str, session_id: str) -> StoredSession | None:
@@ -260,7 +320,9 @@ class SessionStore:
 
     def end_session(self, identity: str, session_id: str, reason: str) -> bool:
         """End one session and announce it; tell whether it was still there."""
-        ended = self._end_one(keys=[keys.sessions_index(identity)], args=_ending_args(identity, session_id, reason))
+        ended = self._end_one(
+            keys=[keys.sessions_index(identity)], args=_ending_args(identity, session_id, reason, self._tombstone_ms)
+        )
         return bool(ended)
 
     def admit(
@@ -289,7 +351,7 @@ class SessionStore:
         attached = Attached(int(reply[0]))
         if attached in (Attached.GONE, Attached.FULL):
             return Admitted(attached, None)
-        _, session_id, flat, oldest, published, newest = reply
+        _, session_id, flat, oldest, published, newest, now_ms = reply
         sid = text(session_id)
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
         return Admitted(
@@ -298,6 +360,7 @@ class SessionStore:
             oldest_id=text(oldest) or None,
             published=int(published) if published else None,
             newest_id=text(newest) or None,
+            now_ms=int(now_ms) if now_ms else None,
         )
 
     def detach(self, identity: str, session_id: str, socket_id: str) -> None:
@@ -341,7 +404,9 @@ class SessionStore:
     def end_for_identity(self, identity: str, reason: str) -> list[str]:
         """End every session of an identity, whoever opened it, and announce it; return their ids."""
         # A token's subject is never empty, so '' selects every session (see END_SUBJECT_SESSIONS).
-        ended = self._end(keys=[keys.sessions_index(identity)], args=_ending_args(identity, "", reason))
+        ended = self._end(
+            keys=[keys.sessions_index(identity)], args=_ending_args(identity, "", reason, self._tombstone_ms)
+        )
         return [text(sid) for sid in ended]
 
     def sessions_of(self, identity: str) -> list[StoredSession]:

@@ -13,6 +13,7 @@ from redis.exceptions import NoScriptError
 
 from vora.settings import Settings
 from vora.store import keys, scripts
+from vora.store.client import UNAVAILABLE, tracked_sends, tracks_sends, unavailable_write
 from vora.store.codec import text
 
 # The sequence counter outlives the stream so that numbers never restart while a
@@ -117,14 +118,38 @@ class ResumePoint:
     after: Position | None  # exclusive start; None reads from the oldest retained event
     gap: bool
     oldest_id: str | None
+    ahead: bool = False  # the client's position is after anything the stream ever held
 
 
-def resume_point(last_event: Position, oldest_id: str | None, published: int | None) -> ResumePoint:
+def is_ahead(last_event: Position, newest_id: str | None, published: int | None, now_ms: int | None) -> bool:
+    """Tell whether a client's last event is after every event the identity's stream has ever had.
+
+    newest_id is the stream's newest entry, published its sequence counter, now_ms Redis' clock
+    (which stamps the next ids): an id past all of them was never handed out here.
+    """
+    if newest_id is not None and last_event > stream_position(newest_id):
+        return True
+    if published is not None and last_event[1] > published:
+        return True
+    return newest_id is None and now_ms is not None and last_event[0] > now_ms
+
+
+def resume_point(
+    last_event: Position,
+    oldest_id: str | None,
+    published: int | None,
+    newest_id: str | None = None,
+    now_ms: int | None = None,
+) -> ResumePoint:
     """Tell where to resume after a client's last event and whether events after it were trimmed.
 
-    oldest_id is the stream's oldest retained entry; published, read only when the stream is
-    empty, the identity's sequence counter.
+    oldest_id and newest_id are the stream's oldest and newest retained entries, published the
+    identity's sequence counter, now_ms Redis' clock. A last event from the future (after all of
+    them) resumes after the newest entry, with the next event published: filtering on it would
+    drop every event until the stream caught up with it.
     """
+    if is_ahead(last_event, newest_id, published, now_ms):
+        return ResumePoint(stream_position(newest_id) if newest_id is not None else None, True, oldest_id, True)
     last_sequence = last_event[1]
     if oldest_id is not None:
         if stream_position(oldest_id)[1] > last_sequence + 1:
@@ -155,6 +180,7 @@ class StreamStore:
         self._sequence_ttl_ms = max(MIN_SEQUENCE_TTL_MS, 2 * self._max_age_ms)
         self._publish = client.register_script(scripts.PUBLISH_EVENT)
         self._publish_once = client.register_script(scripts.PUBLISH_EVENT_ONCE)
+        self._tracks_sends = tracks_sends(client)
 
     def _publish_args(self, identity: str, event_type: str, timestamp: str, data_json: str) -> list[Any]:
         return [
@@ -175,7 +201,7 @@ class StreamStore:
             client,
             max_length=settings.stream_max_length,
             max_age_seconds=settings.stream_max_age,
-            min_replicas=settings.publish_min_replicas,
+            min_replicas=settings.publish_replicas,
             replica_timeout_ms=settings.publish_replica_timeout,
         )
 
@@ -220,7 +246,18 @@ class StreamStore:
         return self._publish_once, [*stream_keys, record], [*args, event.fingerprint, window_ms]
 
     def append_checked(self, event: Append, window_ms: int) -> Appended:
-        """Append one event; with an idempotency key, a key seen within window_ms answers its first event."""
+        """Append one event; with an idempotency key, a key seen within window_ms answers its first event.
+
+        When Redis is unavailable, raise NotWritten (nothing was written) or WriteOutcomeUnknown
+        (the script may have run: only a retry under the same idempotency key is safe).
+        """
+        with tracked_sends() as sends:
+            try:
+                return self._append_checked(event, window_ms)
+            except UNAVAILABLE as exc:
+                raise unavailable_write(exc, sends, self._tracks_sends) from exc
+
+    def _append_checked(self, event: Append, window_ms: int) -> Appended:
         script, script_keys, args = self._script_call(event, window_ms)
         if not self._min_replicas:
             return _appended(script(keys=script_keys, args=args))
@@ -237,8 +274,16 @@ class StreamStore:
         """Append events in one round trip, one script call each (each identity may live on its own node).
 
         The calls are pipelined, not transactional: each result is the event's, or the error that
-        refused it alone.
+        refused it alone. When Redis is unavailable, raise NotWritten or WriteOutcomeUnknown for the
+        whole batch, as append_checked does.
         """
+        with tracked_sends() as sends:
+            try:
+                return self._append_many(events, window_ms)
+            except UNAVAILABLE as exc:
+                raise unavailable_write(exc, sends, self._tracks_sends) from exc
+
+    def _append_many(self, events: Sequence[Append], window_ms: int) -> list[Appended | Exception]:
         calls = [self._script_call(event, window_ms) for event in events]
         acknowledged: Any = self._min_replicas
         results: list[Any] = [NoScriptError()] * len(calls)

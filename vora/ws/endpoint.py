@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request
 from flask_sock import Sock
@@ -15,14 +16,15 @@ from flask_sock import Sock
 from vora.bearer import bearer_token
 from vora.errors import bearer_challenge, error_response
 from vora.fast_path import acts_only_on
-from vora.sessions import SocketAdmission, SocketRefused
+from vora.sessions import SocketAdmission, SocketRefused, identity_of_token
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
 from vora.ws.event_stream import EventStreamTransport, response_head, retry_field
+from vora.ws.hub import AdmissionWatch
 from vora.ws.reactor import Reactor, call_every, worker_reactor
-from vora.ws.transport import WebsocketTransport, handshake_options
+from vora.ws.transport import ClientBudget, WebsocketTransport, handshake_options
 
 log = logging.getLogger("vora.ws")
 
@@ -73,15 +75,40 @@ def _token_of_request() -> str | None:
     return request.args.get("token") or bearer_token(request.headers.get("Authorization"))
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Host names that only a browser on this very machine can send: a DNS-rebinding page
+# (evil.example resolving to VORA's address) sends its own name, never one of these.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _name_and_port(netloc: str, default_port: int) -> tuple[str, int] | None:
+    """Split host[:port] (IPv6 in brackets) into a lower-cased name and a port; None when malformed."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        name, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not name or parts.username is not None or parts.path or parts.query or parts.fragment:
+        return None
+    return name.lower(), default_port if port is None else port
+
+
 def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
-    """Tell whether a browser page from origin may open the socket served at host."""
+    """Tell whether a browser page from origin may open the socket served at host.
+
+    A listed origin (or '*') may. Otherwise only the page's own origin may, and only on a loopback
+    Host: any other Host name can be a DNS-rebinding page's own, so a public deployment lists its
+    origin in VORA_CORS_ORIGINS. A Host without a port means the origin scheme's default port.
+    """
     if origin in allowed or "*" in allowed:
         return True
     scheme, _, netloc = origin.partition("://")
-    if scheme not in ("http", "https") or not netloc:
+    default_port = DEFAULT_PORTS.get(scheme)
+    if default_port is None:
         return False
-    # Same origin; a proxy that forwards Host without its port (nginx's $host) still matches by name.
-    return netloc.lower() == host.lower() or (":" not in host and netloc.rsplit(":", 1)[0].lower() == host.lower())
+    page = _name_and_port(netloc, default_port)
+    served = _name_and_port(host, default_port)
+    return page is not None and page == served and page[0] in LOOPBACK_NAMES
 
 
 class EventChannel:
@@ -93,6 +120,9 @@ class EventChannel:
         self.state = state = vora_state(app)
         self.settings = state.settings
         self.options = SocketOptions.from_settings(state.settings)
+        self.client_budget = ClientBudget(
+            state.settings.ws_client_frames_per_minute, state.settings.ws_client_bytes_per_minute
+        )
         self._gate = HandshakeGate(state.settings.ws_max_pending_handshakes)
         self._reactors: list[Reactor] = []  # the worker's, once the first socket needs it (after the fork)
 
@@ -142,21 +172,32 @@ class EventChannel:
                 return _refuse(
                     503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
                 )
+            # Watched before the admission script runs: a logout (on any instance) that Redis runs after
+            # the script found the session is announced after this point, and the watch keeps what it said
+            # until the connection registers, however the reply and the notice race through this worker.
+            identity = identity_of_token(token)
+            watch = state.hub.watch(identity) if identity is not None else None
+            admitted = False
             try:
                 admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
+                admitted = True
             except SocketRefused as refused:
                 return _refuse(refused.status, refused.message)
-        state.hub.expect(admission.session.identity, admission.session.session_id)
+            finally:
+                if watch is not None and not admitted:
+                    state.hub.unwatch(watch)
         g.vora_socket = admission
+        g.vora_watch = watch
         return None
 
     def release(self) -> None:
         """Undo an admission whose connection ended, or never started."""
         admission: SocketAdmission | None = g.pop("vora_socket", None)
+        watch: AdmissionWatch | None = g.pop("vora_watch", None)
         if admission is None:
             return
-        if not g.pop("vora_socket_registered", False):
-            self.state.hub.forget(admission.session.identity, admission.session.session_id)
+        if watch is not None and not g.pop("vora_socket_registered", False):
+            self.state.hub.unwatch(watch)
         self.state.sessions.socket_closed(admission)
 
     def serve(self, admission: SocketAdmission, transport: WebsocketTransport) -> None:
@@ -172,9 +213,15 @@ class EventChannel:
             on_metric=state.metrics.count,
             socket_id=admission.socket_id,
         )
-        hub.register(conn)  # terminates it at once if its session ended during the upgrade
+        watch: AdmissionWatch | None = g.vora_watch
+        hub.register(conn, watch)  # terminates it at once if its session ended during admission or upgrade
         g.vora_socket_registered = True
         try:
+            if watch is not None and watch.missed and not conn.closing:
+                # The bus was lost meanwhile: an end announced then never arrived, so ask Redis.
+                ended = state.sessions.ended_reason(admission.session)
+                if ended is not None:
+                    conn.terminate(ended)
             if not conn.closing:
                 state.push.socket_attached(admission.session)  # a call held up for this session is now ready
             if admission.gap is not None:
@@ -222,7 +269,13 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
 
     @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:
-        transport = WebsocketTransport.take_over(ws, channel.reactor(), ping_interval=settings.ws_ping_interval)
+        transport = WebsocketTransport.take_over(
+            ws,
+            channel.reactor(),
+            ping_interval=settings.ws_ping_interval,
+            client_budget=channel.client_budget,
+            on_metric=channel.state.metrics.count,
+        )
         channel.serve(g.vora_socket, transport)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 
 from vora.events import stream_envelope
 from vora.store.bus import ControlNotice, EventNotice
@@ -12,12 +11,19 @@ from vora.store.streams import stream_position
 from vora.ws.connection import Connection, Metric
 
 
-@dataclass
-class _Expected:
-    """Sockets admitted on a session and not registered yet, and why the session ended meanwhile."""
+class AdmissionWatch:
+    """What the bus said about one identity's sessions while a socket of it was being admitted and upgraded."""
 
-    sockets: int = 0
-    ended: str | None = None
+    __slots__ = ("ended", "identity", "missed")
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self.ended: dict[str, str] = {}  # session id -> why it ended, as announced meanwhile
+        self.missed = False  # the bus subscription was lost meanwhile: an announcement may never come
+
+    def ended_reason(self, session_id: str) -> str | None:
+        """Say why a session ended while this watch was open, or None when no notice said so."""
+        return self.ended.get(session_id)
 
 
 class Hub:
@@ -26,29 +32,33 @@ class Hub:
     def __init__(self, *, on_metric: Metric = lambda name, n: None) -> None:
         self._metric = on_metric
         self._by_identity: dict[str, set[Connection]] = defaultdict(set)
-        self._expected: dict[tuple[str, str], _Expected] = {}
+        self._watches: dict[str, set[AdmissionWatch]] = {}
 
-    def expect(self, identity: str, session_id: str) -> None:
-        """Watch a session whose socket was admitted but is not upgraded yet: it may end in between."""
-        self._expected.setdefault((identity, session_id), _Expected()).sockets += 1
+    def watch(self, identity: str) -> AdmissionWatch:
+        """Start recording the session ends announced for an identity; call before its socket's admission runs.
 
-    def forget(self, identity: str, session_id: str) -> None:
-        """Stop watching for an admitted socket that will never register (its upgrade failed)."""
-        key = (identity, session_id)
-        expected = self._expected.get(key)
-        if expected is not None:
-            expected.sockets -= 1
-            if expected.sockets <= 0:
-                del self._expected[key]
+        The bus is subscribed already, and a session can only end after the admission found it:
+        whatever ends it later is announced after this call, so the watch sees it.
+        """
+        watch = AdmissionWatch(identity)
+        self._watches.setdefault(identity, set()).add(watch)
+        return watch
 
-    def register(self, conn: Connection) -> None:
+    def unwatch(self, watch: AdmissionWatch) -> None:
+        """Stop recording for a socket that registered, or that will never register (refused, upgrade failed)."""
+        watches = self._watches.get(watch.identity)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watches[watch.identity]
+
+    def register(self, conn: Connection, watch: AdmissionWatch | None = None) -> None:
         """Start routing events of the connection's identity to it; terminate it if its session ended meanwhile."""
         self._by_identity[conn.identity].add(conn)
         self._metric("open", 1)
-        expected = self._expected.get((conn.identity, conn.session_id))
-        if expected is not None:
-            ended = expected.ended
-            self.forget(conn.identity, conn.session_id)
+        if watch is not None:
+            self.unwatch(watch)
+            ended = watch.ended_reason(conn.session_id)
             if ended is not None:
                 conn.terminate(ended)
 
@@ -87,11 +97,10 @@ class Hub:
 
     def apply(self, notice: ControlNotice) -> None:
         """Terminate or re-filter the connections of the sessions a control notice names."""
-        if notice.action == "terminate" and self._expected:
-            for session_id in notice.sessions:
-                expected = self._expected.get((notice.identity, session_id))
-                if expected is not None:
-                    expected.ended = notice.reason
+        if notice.action == "terminate":
+            for watch in self._watches.get(notice.identity, ()):
+                for session_id in notice.sessions:
+                    watch.ended.setdefault(session_id, notice.reason)
         conns = self._by_identity.get(notice.identity)
         if not conns:
             return
@@ -104,7 +113,10 @@ class Hub:
                 conn.set_subscription(notice.events)
 
     def resync_all(self) -> None:
-        """Make every connection re-read its stream: notices were missed."""
+        """Make every connection re-read its stream and every admission in flight re-check: notices were missed."""
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.missed = True
         for conn in self.connections():
             conn.resync()
 

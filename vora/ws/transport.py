@@ -17,6 +17,7 @@ import ssl
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gevent.ssl
@@ -30,6 +31,53 @@ from vora.ws.reactor import Reactor
 RECEIVE_BYTES = 4096  # simple_websocket's receive_bytes default
 PING_TIMEOUT_REASON = "Ping/Pong timeout"  # simple_websocket's words, kept for clients that log them
 TOO_BIG_REASON = "Message is too big"
+CLOSE_CLIENT_FLOOD = 4029  # the client sent more than it may (a 4xxx code: VORA's own, like 429)
+CLIENT_FLOOD_REASON = "client sent more than its budget; clients send only pongs, pings and small keep-alives"
+# Each read of client bytes is charged at least this much against the byte budget: a peer that
+# trickles a byte per packet pays for the wake-up and the read, not only for the byte.
+MIN_READ_CHARGE = 128
+SECONDS_PER_MINUTE = 60.0
+
+Metric = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class ClientBudget:
+    """What a client may send on the event socket: frames and bytes per minute, refilled continuously."""
+
+    frames_per_minute: int = 60
+    bytes_per_minute: int = 65536
+
+
+class _Allowance:
+    """A token bucket for one socket: full at the start, holding at most a minute's worth."""
+
+    __slots__ = ("_at", "_bytes", "_frames", "_limits")
+
+    def __init__(self, limits: ClientBudget) -> None:
+        self._limits = limits
+        self._frames = float(limits.frames_per_minute)
+        self._bytes = float(limits.bytes_per_minute)
+        self._at = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        share = (now - self._at) / SECONDS_PER_MINUTE
+        self._at = now
+        limits = self._limits
+        self._frames = min(float(limits.frames_per_minute), self._frames + share * limits.frames_per_minute)
+        self._bytes = min(float(limits.bytes_per_minute), self._bytes + share * limits.bytes_per_minute)
+
+    def take_bytes(self, count: int) -> bool:
+        """Charge a read of count bytes; tell whether the client is still within its budget."""
+        self._refill()
+        self._bytes -= max(count, MIN_READ_CHARGE)
+        return self._bytes >= 0
+
+    def take_frame(self) -> bool:
+        """Charge one frame (or part of a message, as wsproto hands it over); tell whether it fits the budget."""
+        self._frames -= 1  # refilled by the read that brought it
+        return self._frames >= 0
 
 
 TLS_SOCKETS = (ssl.SSLSocket, gevent.ssl.SSLSocket)
@@ -130,9 +178,11 @@ class WebsocketTransport:
     """
 
     __slots__ = (
+        "_allowance",
         "_connected",
         "_incoming_bytes",
         "_max_message_size",
+        "_metric",
         "_next_ping",
         "_ping_interval",
         "_pong_received",
@@ -159,6 +209,8 @@ class WebsocketTransport:
         *,
         ping_interval: float,
         max_message_size: int,
+        client_budget: ClientBudget | None = None,
+        on_metric: Metric = lambda name, n: None,
     ) -> None:
         self._sock = sock
         self._protocol = protocol
@@ -182,6 +234,8 @@ class WebsocketTransport:
         self._timer_at = math.inf  # the earliest time this transport has in the reactor's queue
         self._incoming_bytes = 0  # of the message the peer is sending, against the size limit
         self._max_message_size = max_message_size
+        self._allowance = _Allowance(client_budget or ClientBudget())
+        self._metric = on_metric
         self._watch.arm()
 
     @staticmethod
@@ -190,10 +244,26 @@ class WebsocketTransport:
         return text_frame(text)
 
     @classmethod
-    def take_over(cls, ws: Any, reactor: Reactor, *, ping_interval: float) -> WebsocketTransport:
+    def take_over(
+        cls,
+        ws: Any,
+        reactor: Reactor,
+        *,
+        ping_interval: float,
+        client_budget: ClientBudget | None = None,
+        on_metric: Metric = lambda name, n: None,
+    ) -> WebsocketTransport:
         """Take the socket and the wsproto connection of an upgraded simple_websocket Server."""
         ws.connected = False  # flask-sock's ws.close() after the handler then does nothing
-        return cls(ws.sock, ws.ws, reactor, ping_interval=ping_interval, max_message_size=ws.max_message_size or 0)
+        return cls(
+            ws.sock,
+            ws.ws,
+            reactor,
+            ping_interval=ping_interval,
+            max_message_size=ws.max_message_size or 0,
+            client_budget=client_budget,
+            on_metric=on_metric,
+        )
 
     @property
     def connected(self) -> bool:
@@ -337,13 +407,24 @@ class WebsocketTransport:
             self._connected = False  # the peer is gone
             return
         if data is not None:
+            if not self._allowance.take_bytes(len(data)):
+                self._close_flooded()  # before parsing: what is over the budget costs no more CPU
+                return
             self._protocol.receive_data(data)
             self._answer()
         if self._connected:
             self._watch.arm()
 
+    def _close_flooded(self) -> None:
+        self._metric("client_flood", 1)
+        self.close(CLOSE_CLIENT_FLOOD, CLIENT_FLOOD_REASON)
+
     def _answer(self) -> None:
+        # wsproto parses lazily: leaving the loop early leaves the rest of the read unparsed.
         for event in self._protocol.events():
+            if not isinstance(event, CloseConnection) and not self._allowance.take_frame():
+                self._close_flooded()
+                return
             if isinstance(event, CloseConnection):
                 # Also how wsproto reports a frame that breaks the protocol (code 1002).
                 self._connected = False

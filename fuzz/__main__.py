@@ -1,0 +1,257 @@
+"""`make fuzz`: schemathesis with every check against a VORA QA names, or one started here on loopback.
+
+Targets (each also read from the environment variable in brackets):
+  --url URL [FUZZ_URL]                  the REST API's base URL, e.g. http://127.0.0.1:18085/vora
+  --token TOKEN [FUZZ_TOKEN]            an access token for it, or client credentials to get one:
+  --token-url, --client-id, --client-secret [FUZZ_TOKEN_URL, FUZZ_CLIENT_ID, FUZZ_CLIENT_SECRET]
+  --server-url URL [FUZZ_SERVER_URL]    the server API's base URL, with
+  --server-key KEY [FUZZ_SERVER_KEY]    a server API key (without both, the server API is not fuzzed)
+Without --url, a VORA is started here: a redis-server, real gunicorn, a fresh signing key, a token minted
+with it for a user owning identities, and a server API key. Reports go to --report-dir (JUnit XML,
+an HTML report and the printed output per document, and summary.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC_DIR = REPO / "spec"
+DEFAULT_REPORT_DIR = REPO / "build" / "fuzz"
+QA_USER = "qa"
+QA_IDENTITIES = ("910111000", "602128708", "A")
+ISSUER = "vora-fuzz"
+AUDIENCE = "vora"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One document to fuzz: where it is served and the Authorization header to send."""
+
+    name: str
+    document: Path
+    base_url: str
+    authorization: str
+    secret: str  # what must never appear in a report we print
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What schemathesis said about one target."""
+
+    target: Target
+    exit_code: int
+    tests: int
+    failures: int
+    errors: int
+    seconds: float
+    report_dir: Path
+
+
+def client_credentials_token(token_url: str, client_id: str, client_secret: str) -> str:
+    """Get an access token with the OAuth2 client credentials grant."""
+    body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "scope.vora.identities"}).encode()
+    request = urllib.request.Request(token_url, data=body, method="POST")  # noqa: S310 - the URL QA names
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    basic = f"{urllib.parse.quote(client_id)}:{urllib.parse.quote(client_secret)}"
+    request.add_header("Authorization", "Basic " + base64.b64encode(basic.encode()).decode())
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the URL QA names
+        token: str = json.load(response)["access_token"]
+    return token
+
+
+@contextlib.contextmanager
+def local_vora(work: Path) -> Iterator[list[Target]]:
+    """Start redis-server and VORA (gunicorn, two gevent workers, server API on) on loopback; yield its targets."""
+    from tests.harness.redis_procs import RedisServer
+    from tests.harness.vora_server import running_server
+    from vora.devkeys import create_dev_key, mint_token
+    from vora.store import keys
+
+    key_path = work / "dev-key.pem"
+    create_dev_key(key_path)
+    server_key = secrets.token_urlsafe(32)
+    with RedisServer(workdir=work / "redis") as redis_server:
+        redis_server.client().sadd(keys.user_identities(QA_USER), *QA_IDENTITIES)
+        env = {
+            "VORA_REDIS_URL": redis_server.url,
+            "VORA_DEV_KEY": str(key_path),
+            "VORA_OAUTH_ISSUER": ISSUER,
+            "VORA_OAUTH_AUDIENCE": AUDIENCE,
+            "VORA_SERVER_API_KEYS": server_key,
+        }
+        with running_server(env, work, workers=2) as server:
+            token = mint_token(key_path.read_bytes(), QA_USER, ISSUER, AUDIENCE, lifetime=3600)
+            print(f"started VORA at {server.base_url} (log {server.log_path}), Redis at {redis_server.url}")
+            yield [
+                Target("vora", SPEC_DIR / "vora.yaml", server.base_url, f"Bearer {token}", token),
+                Target(
+                    "vora-server",
+                    SPEC_DIR / "vora-server.yaml",
+                    server.server_api_url,
+                    f"Bearer {server_key}",
+                    server_key,
+                ),
+            ]
+
+
+def named_targets(args: argparse.Namespace) -> list[Target]:
+    """Build the targets QA named on the command line or in the environment."""
+    token = args.token
+    if not token and args.client_id:
+        if not (args.token_url and args.client_secret):
+            raise SystemExit("--client-id needs --token-url and --client-secret")
+        token = client_credentials_token(args.token_url, args.client_id, args.client_secret)
+    if not token:
+        raise SystemExit("--url needs --token, or --token-url with --client-id and --client-secret")
+    targets = [Target("vora", SPEC_DIR / "vora.yaml", args.url.rstrip("/"), f"Bearer {token}", token)]
+    if args.server_url and args.server_key:
+        targets.append(
+            Target(
+                "vora-server",
+                SPEC_DIR / "vora-server.yaml",
+                args.server_url.rstrip("/"),
+                f"Bearer {args.server_key}",
+                args.server_key,
+            )
+        )
+    return targets
+
+
+def run_schemathesis(target: Target, args: argparse.Namespace, report_dir: Path) -> Outcome:
+    """Run schemathesis with every check, positive and negative data, on every phase; keep its reports."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    junit = report_dir / "junit.xml"
+    argv = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        str(target.document),
+        "--url",
+        target.base_url,
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--phases",
+        args.phases,
+        "--header",
+        f"Authorization: {target.authorization}",
+        "--max-examples",
+        str(args.max_examples),
+        "--seed",
+        str(args.seed),
+        "--generation-database",
+        "none",
+        "--workers",
+        str(args.workers),
+        "--request-timeout",
+        "10",
+        "--no-color",
+        "--report",
+        "junit,html",
+        "--report-dir",
+        str(report_dir),
+        "--report-junit-path",
+        str(junit),
+    ]
+    started = time.monotonic()
+    try:
+        ran = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout, check=False, cwd=report_dir)
+        output, code = ran.stdout + ran.stderr, ran.returncode
+    except subprocess.TimeoutExpired as expired:
+        printed = "".join(
+            part if isinstance(part, str) else (part or b"").decode() for part in (expired.stdout, expired.stderr)
+        )
+        output, code = f"{printed}\nstopped after {args.timeout} s (--timeout)", 124
+    seconds = time.monotonic() - started
+    output = output.replace(target.secret, "<redacted>")
+    (report_dir / "output.txt").write_text(output)
+    print(output)
+    tests = failures = errors = 0
+    if junit.is_file():
+        root = ET.parse(junit).getroot()  # noqa: S314 - schemathesis' own report, written just now
+        for suite in root.iter("testsuite"):
+            tests += int(suite.get("tests", 0))
+            failures += int(suite.get("failures", 0))
+            errors += int(suite.get("errors", 0))
+    return Outcome(target, code, tests, failures, errors, seconds, report_dir)
+
+
+def summary(outcomes: list[Outcome], seed: int) -> str:
+    """Write the readable summary: one row per document, and where each report is."""
+    lines = [
+        "# VORA fuzzing summary",
+        "",
+        f"schemathesis, every check, positive and negative data, seed {seed}.",
+        "",
+        "| document | base URL | JUnit cases | failed | errors | seconds | result |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for o in outcomes:
+        result = "clean" if o.exit_code == 0 else f"FINDINGS (exit {o.exit_code})"
+        lines.append(
+            f"| {o.target.document.name} | {o.target.base_url} | {o.tests} | {o.failures} | {o.errors} "
+            f"| {o.seconds:.0f} | {result} |"
+        )
+    lines += ["", "Reports (JUnit XML, HTML, the printed output):", ""]
+    lines += [f"- {o.target.name}: {o.report_dir}" for o in outcomes]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line, with FUZZ_* variables as defaults."""
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="make fuzz", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--url", default=env("FUZZ_URL", ""))
+    parser.add_argument("--token", default=env("FUZZ_TOKEN", ""))
+    parser.add_argument("--token-url", default=env("FUZZ_TOKEN_URL", ""))
+    parser.add_argument("--client-id", default=env("FUZZ_CLIENT_ID", ""))
+    parser.add_argument("--client-secret", default=env("FUZZ_CLIENT_SECRET", ""))
+    parser.add_argument("--server-url", default=env("FUZZ_SERVER_URL", ""))
+    parser.add_argument("--server-key", default=env("FUZZ_SERVER_KEY", ""))
+    parser.add_argument("--max-examples", type=int, default=int(env("FUZZ_MAX_EXAMPLES", "100")))
+    parser.add_argument("--seed", type=int, default=int(env("FUZZ_SEED", str(int(time.time())))))
+    parser.add_argument("--workers", type=int, default=int(env("FUZZ_WORKERS", "2")))
+    parser.add_argument("--phases", default=env("FUZZ_PHASES", "examples,coverage,fuzzing,stateful"))
+    parser.add_argument("--timeout", type=float, default=float(env("FUZZ_TIMEOUT", "300")), help="seconds per document")
+    parser.add_argument("--report-dir", type=Path, default=Path(env("FUZZ_REPORT_DIR", str(DEFAULT_REPORT_DIR))))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fuzz each target, print and write the summary, and exit 1 when schemathesis found anything."""
+    args = parse(argv)
+    run_dir = args.report_dir / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            targets = named_targets(args)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vora-fuzz-")))
+            targets = stack.enter_context(local_vora(work))
+        outcomes = [run_schemathesis(target, args, run_dir / target.name) for target in targets]
+    text = summary(outcomes, args.seed)
+    (run_dir / "summary.md").write_text(text)
+    print(text)
+    return 0 if all(o.exit_code == 0 for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

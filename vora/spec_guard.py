@@ -1,0 +1,173 @@
+"""Find the breaking changes of the spec documents since the last release, with api-smart-diff."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vora.events import ASYNCAPI_FILE
+from vora.server_api import SERVER_SPEC_FILE
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GUARDED_DOCUMENTS = ("vora.yaml", SERVER_SPEC_FILE, "vora-webhooks.yaml", ASYNCAPI_FILE)
+RELEASED_DIR = "released"  # spec/released/: the baseline while the repository has no release tag
+ACKNOWLEDGED_FILE = "breaking-changes.yaml"
+DIFF_SCRIPT = REPO_ROOT / "tools" / "spec-diff.mjs"
+TOOLS_MODULES = REPO_ROOT / "tools" / "node_modules" / "api-smart-diff"
+# api-smart-diff's classes. What it cannot classify is breaking when it takes something away or changes it.
+BREAKING = "breaking"
+UNCLASSIFIED = "unclassified"
+TAKING_ACTIONS = frozenset({"remove", "replace", "rename"})
+# Prose that no client acts on: changing it breaks nothing, whatever the tool could not tell.
+PROSE_FIELDS = frozenset({"description", "summary", "title", "example", "examples", "externalDocs"})
+
+
+class GuardError(Exception):
+    """The guard could not run: a tool, a baseline or the acknowledgement file is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of one document as api-smart-diff reports it."""
+
+    document: str
+    type: str
+    action: str
+    path: str
+    description: str
+
+    @property
+    def breaking(self) -> bool:
+        """Tell whether the change can break a client built against the released document."""
+        if self.type == BREAKING:
+            return True
+        prose = self.path.rsplit("/", 1)[-1] in PROSE_FIELDS
+        return self.type == UNCLASSIFIED and self.action in TAKING_ACTIONS and not prose
+
+    def line(self) -> str:
+        """Describe the change on one line."""
+        said = f": {self.description}" if self.description else ""
+        return f"{self.document}: {self.type} {self.action} {self.path}{said}"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Where the released documents come from: a git tag, or the spec/released/ copies."""
+
+    label: str
+    tag: str | None
+    released_dir: Path
+
+    def read(self, document: str, repo_root: Path, spec_dir: Path) -> str | None:
+        """Return a document's released text, or None when it was not released."""
+        if self.tag is None:
+            path = self.released_dir / document
+            return path.read_text() if path.is_file() else None
+        try:
+            relative = (spec_dir / document).resolve().relative_to(repo_root.resolve())
+        except ValueError:
+            raise GuardError(f"{spec_dir} is outside {repo_root}: no tag can hold its documents") from None
+        shown = subprocess.run(
+            ["git", "show", f"{self.tag}:{relative.as_posix()}"],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return shown.stdout if shown.returncode == 0 else None
+
+
+def last_release_tag(repo_root: Path) -> str | None:
+    """Return the nearest tag reachable from HEAD, or None when there is none (or no git)."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--tags", "--abbrev=0"], cwd=repo_root, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return described.stdout.strip() or None if described.returncode == 0 else None
+
+
+def baseline_of(repo_root: Path, spec_dir: Path) -> Baseline:
+    """Choose the last release tag, else the spec/released/ copies."""
+    tag = last_release_tag(repo_root)
+    released = spec_dir / RELEASED_DIR
+    if tag is not None:
+        return Baseline(f"tag {tag}", tag, released)
+    return Baseline(f"{released} (no release tag)", None, released)
+
+
+def diff_documents(before: Path, after: Path, document: str) -> list[Change]:
+    """Run api-smart-diff (tools/spec-diff.mjs) on two versions of a document and return its changes."""
+    node = shutil.which("node")
+    if node is None or not TOOLS_MODULES.is_dir():
+        raise GuardError("node or tools/node_modules is missing; run `make tools`")
+    ran = subprocess.run(
+        [node, str(DIFF_SCRIPT), str(before), str(after)], capture_output=True, text=True, timeout=120, check=False
+    )
+    if ran.returncode != 0:
+        raise GuardError(f"{document}: api-smart-diff failed: {ran.stderr.strip()[-2000:]}")
+    return [
+        Change(document, item["type"], item["action"], item["path"], item["description"])
+        for item in json.loads(ran.stdout)
+    ]
+
+
+def acknowledged(spec_dir: Path) -> set[tuple[str, str]]:
+    """Read the (document, path) pairs of spec/breaking-changes.yaml, each with its reason."""
+    path = spec_dir / ACKNOWLEDGED_FILE
+    if not path.is_file():
+        return set()
+    loaded: Any = yaml.safe_load(path.read_text()) or {}
+    entries = loaded.get("acknowledged") or []
+    pairs = set()
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or not all(entry.get(k) for k in ("document", "path", "reason")):
+            raise GuardError(f"{path}: entry {number} needs a document, a path and a reason")
+        pairs.add((str(entry["document"]), str(entry["path"])))
+    return pairs
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    """What the guard found: the baseline, every breaking change, and which of them are acknowledged."""
+
+    baseline: str
+    breaking: list[Change]
+    acknowledged: list[Change]
+    unreleased: list[str]
+
+    @property
+    def failed(self) -> bool:
+        """Tell whether a breaking change is not acknowledged."""
+        return bool(self.breaking)
+
+
+def check_breaking(
+    spec_dir: Path, repo_root: Path = REPO_ROOT, documents: tuple[str, ...] = GUARDED_DOCUMENTS
+) -> GuardReport:
+    """Compare each document with its released version and sort its breaking changes."""
+    baseline = baseline_of(repo_root, spec_dir)
+    known = acknowledged(spec_dir)
+    breaking: list[Change] = []
+    accepted: list[Change] = []
+    unreleased: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="vora-guard-") as scratch:
+        for document in documents:
+            released = baseline.read(document, repo_root, spec_dir)
+            if released is None:
+                unreleased.append(document)
+                continue
+            before = Path(scratch) / document
+            before.write_text(released)
+            for change in diff_documents(before, spec_dir / document, document):
+                if change.breaking:
+                    (accepted if (document, change.path) in known else breaking).append(change)
+    return GuardReport(baseline.label, breaking, accepted, unreleased)
