@@ -42,7 +42,7 @@ from vora.store.directory import Directory
 from vora.store.sessions import SessionStore
 from vora.store.streams import StreamStore
 from vora.validation import RuleNamingBodyValidator
-from vora.ws.endpoint import install_websocket
+from vora.ws.endpoint import EventChannel, install_event_stream, install_websocket
 from vora.ws.hub import Hub
 from vora.ws.leases import LeaseKeeper, presence_lease_ms
 from vora.ws.runner import HubRunner
@@ -214,7 +214,9 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
         push=push,
     )
     install_error_handlers(app)
-    install_websocket(app, f"{api.base_path}/ws")
+    channel = EventChannel(app)
+    install_websocket(app, f"{api.base_path}/ws", channel)
+    install_event_stream(app, f"{api.base_path}/sse", channel)
     install_console(app, api.base_path)
     install_asyncapi_page(app, api.base_path, settings.spec_dir)
     name_operations(app, spec, api.base_path)

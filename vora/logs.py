@@ -20,6 +20,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_log = logging.getLogger("vora.access")
+STREAMING_OPERATIONS = frozenset({"websocket", "eventStream"})
 
 # Whatever a library logs, a credential never reaches the output: query tokens,
 # bearer values and anything shaped like a JWT or a VORA WebSocket token.
@@ -152,8 +153,9 @@ class RequestLogMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             operation = environ.get("vora.operation")
-            if operation == "websocket":
-                seen["status"] = seen["status"] or 101
+            if operation in STREAMING_OPERATIONS:
+                # A socket's or a stream's lifetime is no request latency: the access line says it ended.
+                seen["status"] = seen["status"] or (101 if operation == "websocket" else 200)
             else:
                 observe_request(operation, environ.get("REQUEST_METHOD", ""), seen["status"], elapsed)
             # Path only: a WebSocket token may ride in the query string.

@@ -32,7 +32,7 @@ from vora.store.streams import Position, position_before, resume_point, stream_i
 
 log = logging.getLogger("vora.sessions")
 
-SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
+SUPPORTED_CONNECTION_TYPES = ("WebSocket", "ServerSentEvents")
 TOKEN_VERSION = "v1"  # noqa: S105 - a format tag, not a secret
 TOKEN_SECRET_BYTES = 32  # 256 bits
 SUBSCRIBE_ALL = "*"

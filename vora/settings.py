@@ -213,6 +213,7 @@ class Settings:
     ws_send_buffer: int = field(default=0, metadata={"parse": _non_negative_int})
     ws_max_sockets_per_session: int = field(default=10, metadata={"parse": _positive_int})
     ws_max_pending_handshakes: int = field(default=512, metadata={"parse": _positive_int})
+    sse_retry_window: float = field(default=20.0, metadata={"parse": _positive_float})
     metrics_port: int = field(default=9102, metadata={"parse": _non_negative_int})
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})

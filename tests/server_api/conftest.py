@@ -10,9 +10,9 @@ import redis
 import requests
 
 from tests.harness.vora_server import RunningServer, running_server
-from tests.ws.conftest import connect, setup_token, ws_env
+from tests.ws.conftest import connect, connect_either, setup_token, ws_env
 
-__all__ = ["connect", "setup_token", "ws_env"]
+__all__ = ["connect", "connect_either", "setup_token", "ws_env"]
 
 SERVER_KEY = "srv-test-key-0123456789abcdefghijklmnopqrstuvwxyz"
 ROTATED_KEY = "srv-rotated-key-9876543210zyxwvutsrqponmlkjihgfedcba"

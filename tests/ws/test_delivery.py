@@ -10,14 +10,22 @@ import requests
 
 from tests.conftest import TokenFactory
 from tests.harness.vora_server import RunningServer
-from tests.ws.client import Client, bearer
+from tests.ws.client import EventClient, bearer
 from tests.ws.conftest import IDENTITY, ServerFactory
 from vora.events import EventPublisher, InvalidEvent
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
-Connect = Callable[..., Client]
+Connect = Callable[..., EventClient]
+
+
+@pytest.fixture
+def connect(connect_either: Connect) -> Connect:
+    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
+    return connect_either
+
+
 Setup = Callable[..., str]
 
 

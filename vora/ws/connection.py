@@ -232,7 +232,8 @@ class Connection:
                 self.transport.send_text(json.dumps(lifecycle_envelope(self.identity, "resumeGap", gap)))
                 sent += 1
             if event.event_type in self.allowed:
-                self.transport.send_text(json.dumps(stream_envelope(self.identity, event)))
+                text = json.dumps(stream_envelope(self.identity, event))
+                self.transport.send_frame(self.transport.frame(text, event.event_id))
                 sent += 1
             self._last_position = position
         if sent:

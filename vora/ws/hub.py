@@ -9,7 +9,6 @@ from vora.events import stream_envelope
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.streams import stream_position
 from vora.ws.connection import Connection, Metric
-from vora.ws.transport import text_frame
 
 
 class AdmissionWatch:
@@ -82,11 +81,16 @@ class Hub:
         if not conns:
             return
         event = notice.event
-        frame = text_frame(json.dumps(stream_envelope(notice.identity, event)))
+        text = json.dumps(stream_envelope(notice.identity, event))
+        frames: dict[str, bytes] = {}  # one frame per framing (WebSocket, event stream), shared by its sockets
         position = stream_position(event.event_id)
         event_type = event.event_type
         written = 0
         for conn in list(conns):
+            transport = conn.transport
+            frame = frames.get(transport.framing)
+            if frame is None:
+                frame = frames[transport.framing] = transport.frame(text, event.event_id)
             written += conn.offer(position, event_type, frame)
         if written:
             self._metric("delivered", written)

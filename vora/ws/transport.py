@@ -100,7 +100,13 @@ class SocketClosed(ConnectionError):
 
 
 class Transport(Protocol):
-    """What a Connection needs from a WebSocket: send, close, wait and be woken."""
+    """What a Connection needs from a WebSocket or an event stream: frame, send, close, wait and be woken."""
+
+    framing: str  # sockets of one framing share a live event's frame
+
+    def frame(self, text: str, event_id: str | None) -> bytes:
+        """Return the bytes that carry one event's JSON text (with its eventId, where the framing has a place)."""
+        ...
 
     @property
     def connected(self) -> bool:
@@ -193,6 +199,8 @@ class WebsocketTransport:
         "_writing",
     )
 
+    framing = "websocket"
+
     def __init__(
         self,
         sock: socket.socket,
@@ -229,6 +237,11 @@ class WebsocketTransport:
         self._allowance = _Allowance(client_budget or ClientBudget())
         self._metric = on_metric
         self._watch.arm()
+
+    @staticmethod
+    def frame(text: str, event_id: str | None) -> bytes:
+        """Return the WebSocket text frame that carries the event (the eventId is inside the JSON)."""
+        return text_frame(text)
 
     @classmethod
     def take_over(
