@@ -15,6 +15,7 @@ from flask_sock import Sock
 from vora.bearer import bearer_token
 from vora.errors import bearer_challenge, error_response
 from vora.fast_path import acts_only_on
+from vora.metrics import count_refusal
 from vora.sessions import SocketAdmission, SocketRefused
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
@@ -32,7 +33,12 @@ METRICS_FLUSH_SECONDS = 1.0  # how stale the delivery counter may be on the metr
 HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load or a missing bus should wait before retrying
 
 
-def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+# Why a handshake was refused, when its status alone does not tell (vora_handshake_refusals_total).
+_REFUSAL_REASONS = {400: "bad_request", 401: "unauthorized", 403: "origin", 426: "version", 429: "session_full"}
+
+
+def _refuse(status: int, message: str, headers: dict[str, str] | None = None, reason: str = "") -> Response:
+    count_refusal(WebsocketTransport.kind, reason or _REFUSAL_REASONS.get(status, "other"))
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = bearer_challenge("invalid_token", message)
@@ -119,7 +125,7 @@ def install_websocket(app: Flask, path: str) -> None:
         if origin is not None and not origin_allowed(origin, request.host, settings.cors_origins):
             return _refuse(403, f"Pages from {origin} may not open this socket (VORA_CORS_ORIGINS lists who may)")
         if state.lifecycle.draining:
-            return _refuse(503, "This instance is draining; connect to another one")
+            return _refuse(503, "This instance is draining; connect to another one", reason="draining")
         extra = set(request.args) - QUERY_PARAMETERS
         if extra:
             return _refuse(400, f"Unknown query parameter(s): {', '.join(sorted(extra))}")
@@ -141,11 +147,15 @@ def install_websocket(app: Flask, path: str) -> None:
                     503,
                     "This instance has too many WebSocket handshakes in progress; retry after Retry-After seconds",
                     {"Retry-After": HANDSHAKE_RETRY_AFTER},
+                    reason="overloaded",
                 )
             # Subscribed before admitting: a session ending from here on reaches the hub as a notice.
             if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
                 return _refuse(
-                    503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
+                    503,
+                    "The event bus is unavailable on this instance; retry",
+                    {"Retry-After": HANDSHAKE_RETRY_AFTER},
+                    reason="bus_unavailable",
                 )
             try:
                 admission = state.sessions.admit_socket(token, last_event, int(time.time() * 1000))
@@ -194,6 +204,7 @@ def install_websocket(app: Flask, path: str) -> None:
         except REDIS_TROUBLE as exc:
             # Past the upgrade an HTTP error page would corrupt the socket: close it, the client resumes.
             log.warning("socket setup failed", extra={"fields": {"error": type(exc).__name__}})
+            state.metrics.count(f"close:{transport.kind}:{CLOSE_SERVER_ERROR}")
             with contextlib.suppress(OSError):
                 transport.close(CLOSE_SERVER_ERROR, "event store unavailable; retry")
         finally:

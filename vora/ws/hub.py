@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ class Hub:
     def register(self, conn: Connection) -> None:
         """Start routing events of the connection's identity to it; terminate it if its session ended meanwhile."""
         self._by_identity[conn.identity].add(conn)
-        self._metric("open", 1)
+        self._metric(f"open:{conn.kind}", 1)
         expected = self._expected.get((conn.identity, conn.session_id))
         if expected is not None:
             ended = expected.ended
@@ -58,7 +59,7 @@ class Hub:
         conns = self._by_identity.get(conn.identity)
         if conns is not None and conn in conns:
             conns.discard(conn)
-            self._metric("open", -1)
+            self._metric(f"open:{conn.kind}", -1)
             if not conns:
                 del self._by_identity[conn.identity]
 
@@ -75,11 +76,15 @@ class Hub:
         frame = text_frame(json.dumps(stream_envelope(notice.identity, event)))
         position = stream_position(event.event_id)
         event_type = event.event_type
-        written = 0
+        written: dict[str, int] = {}  # by transport
         for conn in list(conns):
-            written += conn.offer(position, event_type, frame)
+            if conn.offer(position, event_type, frame):
+                written[conn.kind] = written.get(conn.kind, 0) + 1
         if written:
-            self._metric("delivered", written)
+            latency_ms = int(time.time() * 1000) - position[0]  # the eventId's milliseconds: when it was published
+            for kind, count in written.items():
+                self._metric("delivered", count)
+                self._metric(f"latency_ms:{kind}:{latency_ms}", count)
 
     def apply(self, notice: ControlNotice) -> None:
         """Terminate or re-filter the connections of the sessions a control notice names."""

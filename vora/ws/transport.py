@@ -54,6 +54,8 @@ class SocketClosed(ConnectionError):
 class Transport(Protocol):
     """What a Connection needs from a WebSocket: send, close, wait and be woken."""
 
+    kind: str  # the transport's name in metrics: "websocket"
+
     @property
     def connected(self) -> bool:
         """Tell whether frames can still be written."""
@@ -123,6 +125,7 @@ class WebsocketTransport:
     close frame never lands inside a cut frame.
     """
 
+    kind = "websocket"
     __slots__ = (
         "_connected",
         "_incoming_bytes",
