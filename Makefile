@@ -44,8 +44,9 @@ $(STAMP): pyproject.toml
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
-test-tools: redis-server ## Install what the topology and browser tests start: nginx, Chromium and its driver
+test-tools: redis-server ## Install what the topology, browser and observability tests start: nginx, Chromium, Prometheus
 	@bash scripts/apt-ensure.sh nginx nginx-light
+	@bash scripts/apt-ensure.sh promtool prometheus
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
 	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
@@ -61,8 +62,8 @@ run: install redis-server ## Start Redis if needed, a demo user, the dev authori
 	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench
-	$(VENV)/bin/ruff format --check vora tests bench
+	$(VENV)/bin/ruff check vora tests bench deploy/observability
+	$(VENV)/bin/ruff format --check vora tests bench deploy/observability
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VENV)/bin/pytest
@@ -71,8 +72,8 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench
-	$(VENV)/bin/ruff format --check vora tests bench
+	$(VENV)/bin/ruff check vora tests bench deploy/observability
+	$(VENV)/bin/ruff format --check vora tests bench deploy/observability
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -18,6 +18,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from vora.catalog import SUBSCRIBABLE_EVENTS
+
 # Every label value each family can take, created at import so that every series exists at zero
 # from start-up: an alert on rate() or increase() cannot tell "never happened" from "absent".
 TRANSPORTS = ("websocket",)  # the SSE transport adds "sse"
@@ -63,6 +65,8 @@ HANDSHAKES_SHED = Counter(
 RESUMES = Counter("vora_ws_resumes_total", "Sockets opened with lastEventId.")
 RESUME_GAPS = Counter("vora_ws_resume_gaps_total", "Resumes whose position was older than the retained events.")
 EVENTS_PUBLISHED = Counter("vora_events_published_total", "Events published by this process, by type.", ["type"])
+for _type in SUBSCRIBABLE_EVENTS:  # the types a publisher may send
+    EVENTS_PUBLISHED.labels(_type)
 REDIS_FAILURES = Counter("vora_redis_errors_total", "Redis commands that failed, by where they failed.", ["where"])
 for _where in REDIS_ERROR_PLACES:
     REDIS_FAILURES.labels(_where)
