@@ -62,8 +62,8 @@ run: install redis-server ## Start Redis if needed, a demo user, the dev authori
 	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench deploy/observability
-	$(VENV)/bin/ruff format --check vora tests bench deploy/observability
+	$(VENV)/bin/ruff check vora tests bench deploy/observability scripts
+	$(VENV)/bin/ruff format --check vora tests bench deploy/observability scripts
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VENV)/bin/pytest
@@ -72,8 +72,8 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench deploy/observability
-	$(VENV)/bin/ruff format --check vora tests bench deploy/observability
+	$(VENV)/bin/ruff check vora tests bench deploy/observability scripts
+	$(VENV)/bin/ruff format --check vora tests bench deploy/observability scripts
 
 typecheck: install
 	$(VENV)/bin/mypy

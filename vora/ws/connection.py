@@ -288,8 +288,8 @@ class Connection:
                 if self._closing is not None:
                     self._write_control()
                     code, reason = self._closing
-                    self._metric(f"close:{self.kind}:{code}", 1)
                     transport.close(code, reason)
+                    self._metric(f"close:{self.kind}:{code}", 1)
                     return
                 now = time.monotonic()
                 if now >= next_heartbeat:
@@ -308,9 +308,9 @@ class Connection:
         """Give a socket whose write failed one more send timeout to take a close frame, then cut it."""
         if isinstance(exc, TimeoutError) and self.transport.connected:
             self._metric("slow_consumer", 1)
-            self._metric(f"close:{self.kind}:{CLOSE_SLOW_CONSUMER}", 1)
             try:
                 self.transport.close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER)
+                self._metric(f"close:{self.kind}:{CLOSE_SLOW_CONSUMER}", 1)
                 return
             except OSError:
                 pass
