@@ -183,7 +183,15 @@ def open_connections(text: str) -> float:
 
 def test_every_family_is_present_at_zero_from_start_up(server: RunningServer) -> None:
     """Before any request, every labelled counter an alert reads exists at zero, and each worker reports itself."""
-    text = scrape(server)
+    pids = {str(pid) for pid in server.worker_pids()}
+
+    def every_worker_reported() -> str | None:
+        text = scrape(server)
+        reported = set(re.findall(r'^vora_worker_max_fds\{pid="(\d+)"\}', text, re.M))
+        return text if reported == pids else None
+
+    # The server is live once one worker answers; the other may still be starting.
+    text = wait_for(every_worker_reported, 10, what="every worker's process gauges")
     for name, labels in families_at_start().items():
         assert re.search(rf"^{name}\{{?[^\n]*\}}? 0\.0$", text, re.M), name
         assert f"{name}{{" in text or not labels, name
@@ -191,7 +199,6 @@ def test_every_family_is_present_at_zero_from_start_up(server: RunningServer) ->
     for where in ("rest", "bus", "lease", "push"):
         assert f'vora_redis_errors_total{{where="{where}"}} 0.0' in text
     assert sample(text, "vora_redis_up") == 1
-    pids = {str(pid) for pid in server.worker_pids()}
     for name in ("vora_worker_open_fds", "vora_worker_max_fds", "vora_worker_resident_memory_bytes"):
         reported = set(re.findall(rf'^{name}\{{pid="(\d+)"\}} (\S+)$', text, re.M))
         assert {pid for pid, _ in reported} == pids, name
