@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,3 +157,43 @@ def test_every_line_a_real_gunicorn_writes_is_json(
     assert redis_line["request_id"] == "timeout-test-1"
     assert any(line["logger"] == "vora.access" and line["request_id"] == "timeout-test-1" for line in lines)
     assert sum("Booting worker" in line["msg"] for line in lines) == 2
+
+
+def test_uncaught_thread_exceptions_and_warnings_become_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After log_uncaught, an exception no thread caught and a Python warning are logged as JSON lines."""
+    import io
+    import threading
+    import warnings
+
+    from vora.logs import log_uncaught
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("vora.test-uncaught")
+    logger.addHandler(handler)
+    logger.propagate = False
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(handler)
+    try:
+        log_uncaught(logger)
+
+        def fail() -> None:
+            raise RuntimeError("nobody caught this")
+
+        thread = threading.Thread(target=fail)
+        thread.start()
+        thread.join()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a library's warning", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        warnings_logger.removeHandler(handler)
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [failure] = [line for line in lines if line["msg"] == "uncaught exception"]
+    assert "RuntimeError: nobody caught this" in failure["exc"]
+    assert any("a library's warning" in line["msg"] and line["logger"] == "py.warnings" for line in lines)
