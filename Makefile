@@ -57,8 +57,9 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
-test-tools: redis-server ## Install what the topology and browser tests start: nginx, Chromium and its driver
+test-tools: redis-server ## Install what the topology, browser and observability tests start: nginx, Chromium, Prometheus
 	@bash scripts/apt-ensure.sh nginx nginx-light
+	@bash scripts/apt-ensure.sh promtool prometheus
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
 	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
@@ -77,8 +78,8 @@ stop: ## Stop what make run started: VORA, the dev authorization server and the 
 	@bash scripts/stop-dev.sh $(PORT) $(SERVER_API_PORT) $(AUTH_PORT) $${VORA_METRICS_PORT:-9102}
 
 test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench scripts clients/python fuzz
-	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python fuzz
+	$(VENV)/bin/ruff check vora tests bench scripts clients/python fuzz deploy/observability
+	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python fuzz deploy/observability
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VORA) check-breaking
@@ -88,8 +89,8 @@ test-fast: install redis-server ## Run the suite without the slow server and con
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench scripts clients/python fuzz
-	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python fuzz
+	$(VENV)/bin/ruff check vora tests bench scripts clients/python fuzz deploy/observability
+	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python fuzz deploy/observability
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
+from tests.conftest import TokenFactory
+from tests.harness.ports import free_port
+from tests.harness.vora_server import running_server
+from tests.harness.wait import wait_for
 from vora.logs import JsonFormatter, access_line, configure_logging
 
 Headers = Callable[..., dict[str, str]]
@@ -106,3 +116,84 @@ def test_access_line_skips_logging_when_vora_handler_is_alone(
     [line] = [json.loads(text) for text in capsys.readouterr().err.splitlines() if '"vora.access"' in text]
     assert access_records == []
     assert (line["request_id"], line["status"], line["operation"]) == ("req-2", 204, "liveness")
+
+
+@pytest.mark.slow
+def test_every_line_a_real_gunicorn_writes_is_json(
+    env: dict[str, str], tmp_path: Path, make_token: TokenFactory
+) -> None:
+    """Gunicorn's own lines (a CRITICAL WORKER TIMEOUT included) and VORA's are JSON; a request's carry its id."""
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    gunicorn_timeout = 4  # seconds without a heartbeat before the master kills a worker
+    server_env = {**env, "VORA_REDIS_URL": dead_redis, "GUNICORN_CMD_ARGS": f"--timeout {gunicorn_timeout}"}
+    with running_server(server_env, tmp_path, workers=1) as server:
+        # A request that fails on Redis logs a warning from inside the request: it names the request.
+        response = requests.get(
+            f"{server.base_url}/identity",
+            headers={"Authorization": f"Bearer {make_token('alice')}", "X-Request-ID": "timeout-test-1"},
+            timeout=10,
+        )
+        assert response.status_code == 503
+        [worker] = server.worker_pids()
+        os.kill(worker, signal.SIGSTOP)  # a frozen worker: the master times it out and kills it
+        try:
+            wait_for(
+                lambda: "WORKER TIMEOUT" in server.log()
+                and len(server.worker_pids()) == 1
+                and worker not in server.worker_pids(),
+                gunicorn_timeout * 6,
+                what="the master to time the frozen worker out and boot another",
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)
+    text = server.log()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # raises on any line that is not JSON
+    assert all({"ts", "level", "logger", "msg"} <= line.keys() for line in lines)
+    [timeout_line] = [line for line in lines if "WORKER TIMEOUT" in line["msg"]]
+    assert (timeout_line["level"], timeout_line["logger"]) == ("critical", "gunicorn.error")
+    assert str(worker) in timeout_line["msg"]
+    [redis_line] = [line for line in lines if line["msg"] == "redis unavailable"]
+    assert redis_line["request_id"] == "timeout-test-1"
+    assert any(line["logger"] == "vora.access" and line["request_id"] == "timeout-test-1" for line in lines)
+    assert sum("Booting worker" in line["msg"] for line in lines) == 2
+
+
+def test_uncaught_thread_exceptions_and_warnings_become_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After log_uncaught, an exception no thread caught and a Python warning are logged as JSON lines."""
+    import io
+    import threading
+    import warnings
+
+    from vora.logs import log_uncaught
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("vora.test-uncaught")
+    logger.addHandler(handler)
+    logger.propagate = False
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(handler)
+    try:
+        log_uncaught(logger)
+
+        def fail() -> None:
+            raise RuntimeError("nobody caught this")
+
+        thread = threading.Thread(target=fail)
+        thread.start()
+        thread.join()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a library's warning", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        warnings_logger.removeHandler(handler)
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [failure] = [line for line in lines if line["msg"] == "uncaught exception"]
+    assert "RuntimeError: nobody caught this" in failure["exc"]
+    assert any("a library's warning" in line["msg"] and line["logger"] == "py.warnings" for line in lines)

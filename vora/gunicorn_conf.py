@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,20 @@ timeout = 30
 keepalive = 75
 accesslog = None  # vora.access logs each request, without its query string
 errorlog = "-"
+logger_class = "vora.logs.JsonGunicornLogger"  # gunicorn's own lines are JSON like VORA's
 loglevel = _settings.log_level.lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 log = logging.getLogger("vora.gunicorn")
+WORKER_SAMPLE_SECONDS = 5.0  # how stale a worker's CPU, memory and file-descriptor gauges may be
 
 
 def on_starting(server: Any) -> None:
-    """Bind the server API's own listener beside the public one when it is configured (before any socket opens)."""
+    """Log the master's own lines as JSON; bind the server API's listener beside the public one when configured."""
+    from vora.logs import configure_logging, log_uncaught
+
+    configure_logging(_settings.log_level)
+    log_uncaught(log)  # the metrics server's thread runs in this process
     if not _settings.server_api_enabled:
         return
     bind = list(server.cfg.bind)
@@ -58,11 +65,20 @@ def when_ready(server: Any) -> None:
     """Serve the sum of every worker's metrics on the operators' port (0 turns it off)."""
     if not _settings.metrics_port:
         return
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, ProcessCollector, multiprocess, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from vora.metrics import SharedStateCollector
+    from vora.store.client import connect
+    from vora.store.push import PushStore
+
+    # Importing vora.metrics made this process's own live-gauge files (a master is no worker): drop them.
+    multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call] # the library leaves it unannotated
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call] # the library leaves it unannotated
+    ProcessCollector(registry=registry)  # the master's own process_* metrics; the workers' are vora_worker_*
+    queue = PushStore(connect(_settings.redis_url, _settings.readiness_timeout, retry=None, retry_on_error=[]))
+    registry.register(SharedStateCollector(lambda: queue.queue_stats(int(time.time() * 1000))))
     try:
         start_http_server(_settings.metrics_port, addr=_settings.metrics_host, registry=registry)
     except OSError as exc:
@@ -87,8 +103,18 @@ def on_exit(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Start the event hub and the push worker, and make SIGTERM drain the app before gunicorn's graceful exit."""
+    from vora.logs import log_uncaught
+    from vora.metrics import sample_worker_process, set_connection_limit
     from vora.state import vora_state
 
+    log_uncaught(log)
+    hub = gevent.get_hub()
+    # gevent prints a failed greenlet's traceback to stderr as text: log it as a JSON line instead.
+    hub.print_exception = lambda context, kind, value, tb: log.error(
+        "greenlet failed", exc_info=(kind, value, tb), extra={"fields": {"context": repr(context)[:200]}}
+    )
+    set_connection_limit(worker.cfg.worker_connections)
+    gevent.spawn(_sample_forever, sample_worker_process)
     state = vora_state(worker.wsgi)
     state.hub_runner.ensure_started(timeout=0)  # subscribes in the background; sockets wait for it
     state.push.ensure_started()  # only when a push gateway is configured
@@ -106,3 +132,9 @@ def post_worker_init(worker: Any) -> None:
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, drain_then_exit)
+
+
+def _sample_forever(sample: Any) -> None:
+    while True:
+        sample()
+        gevent.sleep(WORKER_SAMPLE_SECONDS)

@@ -7,10 +7,14 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from flask import has_request_context, request
+from gunicorn.glogging import Logger as GunicornLogger
 
 from vora.bodies import WsgiApp
 from vora.clock import utc_timestamp
@@ -57,6 +61,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         line.update(getattr(record, "fields", {}))
+        if "request_id" not in line and has_request_context():
+            line["request_id"] = request.environ.get("vora.request_id")
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(line, default=str))
@@ -123,6 +129,31 @@ def configure_logging(level: str) -> None:
     logging.getLogger("connexion").setLevel(logging.CRITICAL)
 
 
+class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc] # gunicorn is untyped
+    """Gunicorn's own logger (its master's and workers' lines, a WORKER TIMEOUT included) writing JSON lines."""
+
+    def setup(self, cfg: Any) -> None:
+        """Set gunicorn's handlers up as usual, then make each of them format records as JSON."""
+        super().setup(cfg)
+        for handler in [*self.error_log.handlers, *self.access_log.handlers]:
+            handler.setFormatter(JsonFormatter())
+
+
+def log_uncaught(logger: logging.Logger) -> None:
+    """Log what no code caught (in a thread, a greenlet) and Python's warnings as JSON lines, not bare tracebacks."""
+
+    def on_exception(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        logger.error("uncaught exception", exc_info=(kind, value, traceback))
+
+    def on_thread_exception(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            on_exception(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = on_exception
+    threading.excepthook = on_thread_exception
+    logging.captureWarnings(True)
+
+
 def request_id_of(environ: dict[str, Any]) -> str:
     """Take the caller's X-Request-ID when it is safe to echo, else make one."""
     offered = environ.get("HTTP_X_REQUEST_ID", "")
@@ -153,9 +184,10 @@ class RequestLogMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             operation = environ.get("vora.operation")
-            if operation in STREAMING_OPERATIONS:
-                # A socket's or a stream's lifetime is no request latency: the access line says it ended.
-                seen["status"] = seen["status"] or (101 if operation == "websocket" else 200)
+            if operation in STREAMING_OPERATIONS and seen["status"] in (0, 101, 200):
+                # An accepted socket or stream: its lifetime would swamp the HTTP latencies (they have their own
+                # metrics); a refused one is an HTTP request like any other.
+                seen["status"] = 101 if operation == "websocket" else 200
             else:
                 observe_request(operation, environ.get("REQUEST_METHOD", ""), seen["status"], elapsed)
             # Path only: a WebSocket token may ride in the query string.

@@ -16,6 +16,7 @@ from flask_sock import Sock
 from vora.bearer import bearer_token
 from vora.errors import bearer_challenge, error_response
 from vora.fast_path import acts_only_on
+from vora.metrics import count_refusal
 from vora.sessions import SocketAdmission, SocketRefused, identity_of_token
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import parse_event_id
@@ -35,7 +36,13 @@ METRICS_FLUSH_SECONDS = 1.0  # how stale the delivery counter may be on the metr
 HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load or a missing bus should wait before retrying
 
 
-def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+# Why a handshake was refused, when its status alone does not tell (vora_handshake_refusals_total).
+_REFUSAL_REASONS = {400: "bad_request", 401: "unauthorized", 403: "origin", 426: "version", 429: "session_full"}
+
+
+def _refuse(status: int, message: str, headers: dict[str, str] | None = None, reason: str = "") -> Response:
+    transport = EventStreamTransport.kind if request.environ.get("vora.operation") == "eventStream" else "websocket"
+    count_refusal(transport, reason or _REFUSAL_REASONS.get(status, "other"))
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = bearer_challenge("invalid_token", message)
@@ -140,7 +147,7 @@ class EventChannel:
         if origin is not None and not origin_allowed(origin, request.host, self.settings.cors_origins):
             return _refuse(403, f"Pages from {origin} may not open this socket (VORA_CORS_ORIGINS lists who may)")
         if self.state.lifecycle.draining:
-            return _refuse(503, "This instance is draining; connect to another one")
+            return _refuse(503, "This instance is draining; connect to another one", reason="draining")
         extra = set(request.args) - allowed_query
         if extra:
             return _refuse(400, f"Unknown query parameter(s): {', '.join(sorted(extra))}")
@@ -166,11 +173,15 @@ class EventChannel:
                     503,
                     "This instance has too many WebSocket handshakes in progress; retry after Retry-After seconds",
                     {"Retry-After": HANDSHAKE_RETRY_AFTER},
+                    reason="overloaded",
                 )
             # Subscribed before admitting: a session ending from here on reaches the hub as a notice.
             if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
                 return _refuse(
-                    503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
+                    503,
+                    "The event bus is unavailable on this instance; retry",
+                    {"Retry-After": HANDSHAKE_RETRY_AFTER},
+                    reason="bus_unavailable",
                 )
             # Watched before the admission script runs: a logout (on any instance) that Redis runs after
             # the script found the session is announced after this point, and the watch keeps what it said
@@ -234,6 +245,7 @@ class EventChannel:
         except REDIS_TROUBLE as exc:
             # Past the upgrade an HTTP error page would corrupt the stream: close it, the client resumes.
             log.warning("socket setup failed", extra={"fields": {"error": type(exc).__name__}})
+            state.metrics.count(f"close:{transport.kind}:{CLOSE_SERVER_ERROR}")
             with contextlib.suppress(OSError):
                 transport.close(CLOSE_SERVER_ERROR, "event store unavailable; retry")
         finally:

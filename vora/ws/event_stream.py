@@ -60,7 +60,7 @@ class EventStreamTransport(WebsocketTransport):
     """A text/event-stream response on a socket taken over from gunicorn, served by its own greenlet."""
 
     __slots__ = ()
-    framing = "event-stream"
+    kind = "sse"
 
     def __init__(self, sock: socket.socket, reactor: Reactor, *, user_timeout_ms: int) -> None:
         super().__init__(sock, _NO_PROTOCOL, reactor, ping_interval=0, max_message_size=0)

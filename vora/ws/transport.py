@@ -102,7 +102,7 @@ class SocketClosed(ConnectionError):
 class Transport(Protocol):
     """What a Connection needs from a WebSocket or an event stream: frame, send, close, wait and be woken."""
 
-    framing: str  # sockets of one framing share a live event's frame
+    kind: str  # the transport's name in metrics ("websocket", "sse"); sockets of one kind share a live event's frame
 
     def frame(self, text: str, event_id: str | None) -> bytes:
         """Return the bytes that carry one event's JSON text (with its eventId, where the framing has a place)."""
@@ -177,6 +177,7 @@ class WebsocketTransport:
     close frame never lands inside a cut frame.
     """
 
+    kind = "websocket"
     __slots__ = (
         "_allowance",
         "_connected",
@@ -198,8 +199,6 @@ class WebsocketTransport:
         "_woken",
         "_writing",
     )
-
-    framing = "websocket"
 
     def __init__(
         self,
