@@ -11,6 +11,8 @@ TOOLS_MODULES := tools/node_modules/.package-lock.json
 ASYNCAPI_VENDOR := vora/asyncapi_page/static/vendor/.copied
 SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 HOST ?= 127.0.0.1
+# Test files run in parallel processes (most of a test's time is spent waiting on servers it started).
+TEST_WORKERS ?= 3
 PORT ?= 18085
 WORKERS ?= 2
 export VORA_DEV_KEY ?= $(CURDIR)/.vora/dev-key.pem
@@ -83,7 +85,7 @@ test: install test-tools ## Run the whole suite: lint, types, spec, unit, server
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VORA) check-breaking
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install redis-server ## Run the suite without the slow server and contract tests
 	$(VENV)/bin/pytest -m "not slow"
