@@ -11,6 +11,8 @@ TOOLS_MODULES := tools/node_modules/.package-lock.json
 ASYNCAPI_VENDOR := vora/rest/asyncapi_page/static/vendor/.copied
 SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 HOST ?= 127.0.0.1
+# Test files run in parallel processes (most of a test's time is spent waiting on servers it started).
+TEST_WORKERS ?= 3
 PORT ?= 18085
 WORKERS ?= 2
 export VORA_DEV_KEY ?= $(CURDIR)/.vora/dev-key.pem
@@ -57,8 +59,9 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
-test-tools: redis-server ## Install what the topology and browser tests start: nginx, Chromium and its driver
+test-tools: redis-server ## Install what the topology, browser and observability tests start: nginx, Chromium, Prometheus
 	@bash scripts/apt-ensure.sh nginx nginx-light
+	@bash scripts/apt-ensure.sh promtool prometheus
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
 	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
@@ -77,20 +80,20 @@ stop: ## Stop what make run started: VORA, the dev authorization server and the 
 	@bash scripts/stop-dev.sh $(PORT) $(SERVER_API_PORT) $(AUTH_PORT) $${VORA_METRICS_PORT:-9102}
 
 test: install test-tools ## Run the whole suite: lint, layers, types, spec, unit, server, contract
-	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python fuzz
-	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python fuzz
+	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python fuzz deploy/observability
+	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python fuzz deploy/observability
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VORA) check-breaking
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install redis-server ## Run the suite without the slow server and contract tests
 	$(VENV)/bin/pytest -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python fuzz
-	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python fuzz
+	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python fuzz deploy/observability
+	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python fuzz deploy/observability
 	$(VENV)/bin/lint-imports
 
 typecheck: install

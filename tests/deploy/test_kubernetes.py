@@ -358,3 +358,55 @@ def test_network_policy_admits_the_server_api_only_from_the_telephony_platform()
             assert peer.get("podSelector", {}).get("matchLabels") or "ipBlock" in peer, peer
     for port in (API_PORT, METRICS_PORT):
         assert [] in _admitted_peers(policy, port), f"the policy cuts port {port} off"
+
+
+MONITORING_DIR = K8S_DIR.parent / "observability" / "kubernetes"
+RULE_FILE = K8S_DIR.parent / "observability" / "prometheus" / "vora-rules.yaml"
+
+
+def _monitoring(kind: str) -> dict[str, Any]:
+    docs = [doc for path in sorted(MONITORING_DIR.glob("*.yaml")) for doc in _documents(path) if doc["kind"] == kind]
+    assert len(docs) == 1, f"expected one {kind} in {MONITORING_DIR}"
+    return docs[0]
+
+
+def test_monitoring_kustomization_lists_the_service_monitor_and_the_rules() -> None:
+    """deploy/observability/kubernetes applies the ServiceMonitor and the PrometheusRule, and nothing else."""
+    kustomization = yaml.safe_load((MONITORING_DIR / "kustomization.yaml").read_text())
+    listed = sorted(kustomization["resources"])
+    assert listed == sorted(p.name for p in MONITORING_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+    kinds = {doc["kind"] for name in listed for doc in _documents(MONITORING_DIR / name)}
+    assert kinds == {"ServiceMonitor", "PrometheusRule"}
+
+
+def test_service_monitor_scrapes_the_metrics_service_alone_as_job_vora() -> None:
+    """The ServiceMonitor selects the metrics Service only, scrapes /metrics on its metrics port, as job vora."""
+    monitor = _monitoring("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor["spec"]
+    wanted = spec["selector"]["matchLabels"]
+    selected = [s for s in _services() if wanted.items() <= s["metadata"].get("labels", {}).items()]
+    assert [s["metadata"]["name"] for s in selected] == ["vora-metrics"]
+    (service,) = selected
+    [endpoint] = spec["endpoints"]
+    [port] = [p for p in service["spec"]["ports"] if p.get("name") == endpoint["port"]]
+    assert _container_port(port["targetPort"]) == METRICS_PORT
+    assert endpoint["path"] == "/metrics"
+    assert _seconds(endpoint["scrapeTimeout"]) < _seconds(endpoint["interval"])
+    # The rules and the dashboard select job="vora": the job label comes from the Service's label.
+    assert service["metadata"]["labels"][spec["jobLabel"]] == "vora"
+    rules = RULE_FILE.read_text()
+    assert 'job="vora"' in rules
+    assert "job=" not in rules.replace('job="vora"', "")
+
+
+def _seconds(duration: str) -> int:
+    assert duration.endswith("s"), duration
+    return int(duration[:-1])
+
+
+def test_prometheus_rule_is_the_tested_rule_file() -> None:
+    """The PrometheusRule carries exactly the groups promtool tests in deploy/observability/prometheus."""
+    rule = _monitoring("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"]["groups"] == yaml.safe_load(RULE_FILE.read_text())["groups"]

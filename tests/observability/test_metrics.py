@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -136,3 +137,137 @@ def test_observe_request_counts_each_label_set_apart() -> None:
     assert (count("200"), count("404")) == (before[0] + 2, before[1] + 1)
     latency = REGISTRY.get_sample_value("vora_http_request_duration_seconds_count", {"operation": "metrics-test"})
     assert latency == 3
+
+
+def families_at_start() -> dict[str, dict[str, str]]:
+    """Return one sample each new family must show at zero before anything happened, by name."""
+    return {
+        "vora_redis_errors_total": {"where": "rest"},
+        "vora_holdup_signals_total": {"outcome": "holdUpNotReady", "reason": "timeout"},
+        "vora_connection_closes_total": {"transport": "websocket", "code": "4008"},
+        "vora_channel_terminated_total": {"transport": "websocket", "reason": "logout"},
+        "vora_handshake_refusals_total": {"transport": "websocket", "reason": "overloaded"},
+        "vora_event_delivery_seconds_count": {"transport": "websocket"},
+        "vora_catch_up_events_count": {"transport": "websocket"},
+        "vora_push_queue_jobs": {},
+        "vora_push_queue_oldest_age_seconds": {},
+    }
+
+
+def scrape(server: RunningServer) -> str:
+    """Return the metrics port's text."""
+    return requests.get(server.metrics_url, timeout=5).text
+
+
+def open_connections(text: str) -> float:
+    """Return the WebSocket connections open on all workers together."""
+    return sum(float(v) for v in re.findall(r'^vora_open_connections\{[^}]*transport="websocket"\} (\S+)$', text, re.M))
+
+
+def test_every_family_is_present_at_zero_from_start_up(server: RunningServer) -> None:
+    """Before any request, every labelled counter an alert reads exists at zero, and each worker reports itself."""
+    pids = {str(pid) for pid in server.worker_pids()}
+
+    def every_worker_reported() -> str | None:
+        text = scrape(server)
+        reported = set(re.findall(r'^vora_worker_max_fds\{pid="(\d+)"\}', text, re.M))
+        return text if reported == pids else None
+
+    # The server is live once one worker answers; the other may still be starting.
+    text = wait_for(every_worker_reported, 10, what="every worker's process gauges")
+    for name, labels in families_at_start().items():
+        assert re.search(rf"^{name}\{{?[^\n]*\}}? 0\.0$", text, re.M), name
+        assert f"{name}{{" in text or not labels, name
+        assert sample(text, name, **labels) == 0, name
+    for where in ("rest", "bus", "lease", "push"):
+        assert f'vora_redis_errors_total{{where="{where}"}} 0.0' in text
+    assert sample(text, "vora_redis_up") == 1
+    for name in ("vora_worker_open_fds", "vora_worker_max_fds", "vora_worker_resident_memory_bytes"):
+        reported = set(re.findall(rf'^{name}\{{pid="(\d+)"\}} (\S+)$', text, re.M))
+        assert {pid for pid, _ in reported} == pids, name
+        assert all(float(value) > 0 for _, value in reported), name
+    for pid in pids:
+        assert sample(text, "vora_worker_connections_limit", pid=pid) == Settings().worker_connections
+        assert sample(text, "vora_open_connections", pid=pid, transport="websocket") == 0
+
+
+def test_socket_journey_is_measured_and_its_lifetime_is_no_http_request(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, env: dict[str, str]
+) -> None:
+    """A socket's refusals, catch-up, delivery, termination and close are counted; its upgrade is no HTTP request."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    headers = {"Authorization": f"Bearer {make_token('alice')}"}
+    setup = requests.post(
+        f"{server.base_url}/identity/setup",
+        json={"connectionType": "WebSocket", "identity": IDENTITY},
+        headers=headers,
+        timeout=5,
+    )
+    token = setup.json()["webSocketToken"]
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(f"{server.ws_url}?token=v1.nobody", timeout=10)
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(f"{server.ws_url}?token={token}&junk=1", timeout=10)
+    ws = websocket.create_connection(f"{server.ws_url}?token={token}", timeout=10)
+    assert sample(scrape(server), "vora_ws_open_sockets") == 1
+    during = scrape(server)
+    assert open_connections(during) == 1
+    subprocess.run(
+        [sys.executable, "-m", "vora.cli", "events", "publish", IDENTITY, "callRinging", "--data", '{"callId":"c"}'],
+        env={**env, "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )
+    assert json.loads(ws.recv())["type"] == "callRinging"
+    requests.post(f"{server.base_url}/logout/{IDENTITY}", headers=headers, timeout=5).raise_for_status()
+    assert json.loads(ws.recv())["type"] == "channelTerminated"
+    ws.close()
+
+    def settled() -> bool:
+        text = scrape(server)
+        return (
+            sample(text, "vora_event_delivery_seconds_count", transport="websocket") == 1
+            and sample(text, "vora_connection_closes_total", transport="websocket", code="1000") == 1
+        )
+
+    wait_for(settled, 5, what="the delivery and the close on the metrics port")
+    after = scrape(server)
+    assert 0 <= sample(after, "vora_event_delivery_seconds_sum", transport="websocket") < 5
+    assert sample(after, "vora_channel_terminated_total", transport="websocket", reason="logout") == 1
+    assert sample(after, "vora_catch_up_events_count", transport="websocket") == 1
+    assert sample(after, "vora_handshake_refusals_total", transport="websocket", reason="unauthorized") == 1
+    assert sample(after, "vora_handshake_refusals_total", transport="websocket", reason="bad_request") == 1
+    assert open_connections(after) == 0
+    # The accepted upgrade is not an HTTP request; the two refused handshakes are, under their own operation.
+    assert 'operation="unmatched"' not in after
+    assert not re.search(r'^vora_http_requests_total\{[^}]*status="(0|101)"', after, re.M)
+    assert sample(after, "vora_http_requests_total", operation="websocket", method="GET", status="401") == 1
+    assert sample(after, "vora_http_requests_total", operation="websocket", method="GET", status="400") == 1
+
+
+def test_delivery_latencies_reach_the_histogram_at_flush() -> None:
+    """Live deliveries' latencies land in their buckets, weighted by the sockets written, at flush()."""
+
+    def bucket(le: str) -> float:
+        labels = {"transport": "websocket", "le": le}
+        return REGISTRY.get_sample_value("vora_event_delivery_seconds_bucket", labels) or 0.0
+
+    metrics = Metrics()
+    before = (bucket("0.005"), bucket("0.5"), bucket("+Inf"))
+    metrics.count("latency_ms:websocket:3", 10)  # one event written to ten sockets 3 ms after its publication
+    metrics.count("latency_ms:websocket:300", 1)
+    metrics.count("latency_ms:websocket:-2", 1)  # Redis' clock ahead of the worker's: counted as 0
+    assert bucket("+Inf") == before[2]
+    metrics.flush()
+    assert (bucket("0.005"), bucket("0.5"), bucket("+Inf")) == (before[0] + 11, before[1] + 12, before[2] + 12)
+
+
+def test_unknown_label_values_are_counted_as_other() -> None:
+    """A close code, reason or place outside the documented set counts under "other": the label sets stay bounded."""
+    metrics = Metrics()
+    before = REGISTRY.get_sample_value("vora_connection_closes_total", {"transport": "websocket", "code": "other"})
+    metrics.count("close:websocket:4999")
+    metrics.count("terminated:websocket:someNewReason")
+    after = REGISTRY.get_sample_value("vora_connection_closes_total", {"transport": "websocket", "code": "other"})
+    assert (after or 0) - (before or 0) == 1
+    assert REGISTRY.get_sample_value("vora_channel_terminated_total", {"transport": "websocket", "reason": "other"})

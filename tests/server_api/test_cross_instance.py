@@ -9,9 +9,15 @@ import redis
 
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.server_api import IDENTITY, ServerApiClient
-from tests.harness.ws_client import Client
+from tests.harness.ws_client import EventClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.server_api, pytest.mark.ws]
+
+
+@pytest.fixture
+def connect(connect_either: Callable[..., EventClient]) -> Callable[..., EventClient]:
+    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
+    return connect_either
 
 
 def test_event_published_on_a_reaches_a_socket_on_b(
@@ -20,7 +26,7 @@ def test_event_published_on_a_reaches_a_socket_on_b(
     tmp_path_factory: pytest.TempPathFactory,
     redisdb: redis.Redis,
     setup_token: Callable[..., str],
-    connect: Callable[..., Client],
+    connect: Callable[..., EventClient],
 ) -> None:
     """A socket on instance B receives what the server API of instance A published, then B's socket is ended from A."""
     with running_server(api_env, tmp_path_factory.mktemp("instance-b")) as instance_b:

@@ -14,7 +14,7 @@ import requests
 
 from testbed.vora_server import RunningServer
 from tests.harness.tokens import TokenFactory
-from tests.harness.ws_client import Client, bearer
+from tests.harness.ws_client import EventClient, bearer
 from tests.harness.ws_server import IDENTITY, ServerFactory
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher, InvalidEvent
@@ -23,7 +23,15 @@ from vora.store.streams import StreamStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
-Connect = Callable[..., Client]
+Connect = Callable[..., EventClient]
+
+
+@pytest.fixture
+def connect(connect_either: Connect) -> Connect:
+    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
+    return connect_either
+
+
 Setup = Callable[..., str]
 
 

@@ -22,7 +22,7 @@ import websocket
 from testbed.vora_server import RunningServer
 from testbed.wait import wait_for
 from tests.harness.tokens import TokenFactory
-from tests.harness.ws_client import Client, bearer
+from tests.harness.ws_client import EventClient, bearer, open_client
 from tests.harness.ws_server import IDENTITY, ServerFactory
 from vora.events.publisher import EventPublisher
 from vora.sessions.service import hash_token
@@ -31,7 +31,15 @@ from vora.store.sessions import SessionStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
-Connect = Callable[..., Client]
+Connect = Callable[..., EventClient]
+
+
+@pytest.fixture
+def connect(connect_either: Connect) -> Connect:
+    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
+    return connect_either
+
+
 Setup = Callable[..., str]
 
 
@@ -200,13 +208,14 @@ class TestTermination:
             assert pings >= 1
             ws.close()
 
-    def test_oversized_client_message_closes_with_1009(
-        self, server: RunningServer, setup_token: Setup, connect: Connect
-    ) -> None:
+    def test_oversized_client_message_closes_with_1009(self, server: RunningServer, setup_token: Setup) -> None:
         """A client message over VORA_WS_MAX_MESSAGE_BYTES (4 KiB) closes the socket with 1009."""
-        client = connect(server, setup_token(server))
-        client.ws.send("x" * 5000)
-        assert client.close_status() == 1009
+        client = open_client(server.ws_url, setup_token(server))
+        try:
+            client.ws.send("x" * 5000)
+            assert client.close_status() == 1009
+        finally:
+            client.close()
 
     def test_client_answering_pings_stays_open(
         self, make_server: ServerFactory, setup_token: Setup, connect: Connect

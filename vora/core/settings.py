@@ -153,6 +153,13 @@ def _webhook_url(name: str, raw: str) -> str:
     return url
 
 
+def _log_format(name: str, raw: str) -> str:
+    log_format = raw.strip().lower()
+    if log_format not in {"json", "text"}:
+        raise SettingsError(f"{name} must be json or text; got {raw!r}")
+    return log_format
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -193,6 +200,7 @@ class Settings:
     http_body_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
     log_level: str = field(default="INFO", metadata={"parse": _log_level})
+    log_format: str = field(default="json", metadata={"parse": _log_format})
     # Development (make run sets it): an operation without a finished handler answers 501 instead of failing the start.
     development: bool = field(default=False, metadata={"parse": _switch})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
@@ -213,6 +221,7 @@ class Settings:
     ws_send_buffer: int = field(default=0, metadata={"parse": _non_negative_int})
     ws_max_sockets_per_session: int = field(default=10, metadata={"parse": _positive_int})
     ws_max_pending_handshakes: int = field(default=512, metadata={"parse": _positive_int})
+    sse_retry_window: float = field(default=20.0, metadata={"parse": _positive_float})
     metrics_port: int = field(default=9102, metadata={"parse": _non_negative_int})
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})

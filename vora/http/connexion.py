@@ -133,7 +133,8 @@ def name_operations(app: Flask, spec: dict[str, Any], base_path: str) -> None:
     def name_operation() -> None:
         rule = request.url_rule
         if rule is not None:
-            request.environ["vora.operation"] = operations.get((rule.rule, request.method))
+            # setdefault: the socket route named its requests "websocket" before (they are no spec operation).
+            request.environ.setdefault("vora.operation", operations.get((rule.rule, request.method)))
 
 
 def route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str, ...]]) -> None:

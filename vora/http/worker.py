@@ -173,6 +173,22 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
 
         signal.signal(signal.SIGTERM, drain_then_exit)
 
+    def log_greenlet_failures(self, log: logging.Logger) -> None:
+        """Log a greenlet that died of an exception through log (one line), not as gevent's text on stderr."""
+        gevent.get_hub().print_exception = lambda context, kind, value, tb: log.error(
+            "greenlet failed", exc_info=(kind, value, tb), extra={"fields": {"context": repr(context)[:200]}}
+        )
+
+    def run_every(self, seconds: float, task: Callable[[], None]) -> None:
+        """Run task now and then every seconds, in a greenlet of this worker, for as long as it lives."""
+
+        def forever() -> None:
+            while True:
+                task()
+                gevent.sleep(seconds)
+
+        gevent.spawn(forever)
+
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one connection with bounded reads and its listener's body limit."""
         local = listener.getsockname()

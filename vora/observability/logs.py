@@ -7,10 +7,14 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from flask import has_request_context, request
+from gunicorn.glogging import Logger as GunicornLogger
 
 from vora.core.clock import utc_timestamp
 from vora.core.types import WsgiApp
@@ -20,6 +24,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_log = logging.getLogger("vora.access")
+STREAMING_OPERATIONS = frozenset({"websocket", "eventStream"})
 
 # Whatever a library logs, a credential never reaches the output: query tokens,
 # bearer values and anything shaped like a JWT or a VORA WebSocket token.
@@ -56,9 +61,36 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         line.update(getattr(record, "fields", {}))
+        if "request_id" not in line and has_request_context():
+            line["request_id"] = request.environ.get("vora.request_id")
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return redact(json.dumps(line, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    """Format a record as one readable line for a developer's terminal (`make run`): time, level, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record as a text line; an access record as `METHOD path status latency`."""
+        fields: dict[str, Any] = dict(getattr(record, "fields", {}))
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        if record.name == "vora.access":
+            method, path = fields.pop("method", ""), fields.pop("path", "")
+            status, latency = fields.pop("status", None), fields.pop("latency_ms", None)
+            message = f"{method} {path} {status if status is not None else '-'} {latency} ms"
+        else:
+            message = record.getMessage()
+        if "request_id" not in fields and has_request_context():
+            fields["request_id"] = request.environ.get("vora.request_id")
+        extras = " ".join(f"{name}={value}" for name, value in fields.items() if value is not None)
+        line = f"{clock} {record.levelname:<7} {record.name}: {message}" + (f"  {extras}" if extras else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return redact(line)
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"json": JsonFormatter, "text": TextFormatter}
 
 
 class AccessLineWriter:
@@ -109,17 +141,51 @@ def access_line(fields: dict[str, Any]) -> str:
 access_writer = AccessLineWriter()
 
 
-def configure_logging(level: str) -> None:
-    """Send every log record to stderr as JSON lines."""
+def configure_logging(level: str, log_format: str = "json") -> None:
+    """Send every log record to stderr as JSON lines (or readable text lines, for a developer's terminal)."""
     global access_writer  # noqa: PLW0603 - the middleware writes through whatever this configured last
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(FORMATTERS[log_format]())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    access_writer = AccessLineWriter(handler)
+    # Access lines skip logging only where they are JSON: the direct writer renders exactly that.
+    access_writer = AccessLineWriter(handler if log_format == "json" else None)
     # Connexion logs each validation failure at ERROR; the access line already tells it.
     logging.getLogger("connexion").setLevel(logging.CRITICAL)
+
+
+class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc] # gunicorn is untyped
+    """Gunicorn's own logger (its master's and workers' lines, a WORKER TIMEOUT included) writing JSON lines."""
+
+    formatter: type[logging.Formatter] = JsonFormatter
+
+    def setup(self, cfg: Any) -> None:
+        """Set gunicorn's handlers up as usual, then make each of them format records as VORA's own are."""
+        super().setup(cfg)
+        for handler in [*self.error_log.handlers, *self.access_log.handlers]:
+            handler.setFormatter(self.formatter())
+
+
+class TextGunicornLogger(JsonGunicornLogger):
+    """Gunicorn's own logger writing the readable lines of `make run` (VORA_LOG_FORMAT=text)."""
+
+    formatter = TextFormatter
+
+
+def log_uncaught(logger: logging.Logger) -> None:
+    """Log what no code caught (in a thread, a greenlet) and Python's warnings as JSON lines, not bare tracebacks."""
+
+    def on_exception(kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        logger.error("uncaught exception", exc_info=(kind, value, traceback))
+
+    def on_thread_exception(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            on_exception(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = on_exception
+    threading.excepthook = on_thread_exception
+    logging.captureWarnings(True)
 
 
 def request_id_of(environ: dict[str, Any]) -> str:
@@ -152,8 +218,10 @@ class RequestLogMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             operation = environ.get("vora.operation")
-            if operation == "websocket":
-                seen["status"] = seen["status"] or 101
+            if operation in STREAMING_OPERATIONS and seen["status"] in (0, 101, 200):
+                # An accepted socket or stream: its lifetime would swamp the HTTP latencies (they have their own
+                # metrics); a refused one is an HTTP request like any other.
+                seen["status"] = 101 if operation == "websocket" else 200
             else:
                 observe_request(operation, environ.get("REQUEST_METHOD", ""), seen["status"], elapsed)
             # Path only: a WebSocket token may ride in the query string.

@@ -7,10 +7,40 @@ operators' port. Without that variable (tests, the CLI) the metrics live in this
 
 from __future__ import annotations
 
+import bisect
 import threading
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from vora.core.catalog import SUBSCRIBABLE_EVENTS
+
+# Every label value each family can take, created at import so that every series exists at zero
+# from start-up: an alert on rate() or increase() cannot tell "never happened" from "absent".
+TRANSPORTS = ("websocket", "sse")
+REDIS_ERROR_PLACES = ("rest", "bus", "lease", "push")
+CLOSE_CODES = ("1000", "1001", "1011", "4008", "aborted", "ended")  # "ended": not closed by the connection
+TERMINATION_REASONS = ("logout", "replaced", "tokenExpired", "revoked", "maintenance", "disconnected")
+REFUSAL_REASONS = (
+    "bad_request",  # not a sound WebSocket handshake, an unknown query parameter, a bad lastEventId
+    "version",  # another WebSocket version than 13
+    "origin",  # a page from an origin VORA_CORS_ORIGINS does not list
+    "unauthorized",  # no token, an unknown one, or its session ended
+    "session_full",  # the session has VORA_WS_MAX_SOCKETS_PER_SESSION sockets open
+    "draining",  # this instance is shutting down
+    "overloaded",  # VORA_WS_MAX_PENDING_HANDSHAKES in progress on the worker
+    "bus_unavailable",  # the worker's Redis event subscription is down
+)
+HOLDUP_OUTCOMES = {
+    "holdUpReady": ("",),
+    "holdUpNotReady": ("timeout", "pushFailed", "rateLimited"),
+}
+OTHER = "other"  # a value outside the known set (a newer code or reason): the label set stays bounded
 
 HTTP_REQUESTS = Counter(
     "vora_http_requests_total",
@@ -38,7 +68,11 @@ HANDSHAKES_SHED = Counter(
 RESUMES = Counter("vora_ws_resumes_total", "Sockets opened with lastEventId.")
 RESUME_GAPS = Counter("vora_ws_resume_gaps_total", "Resumes whose position was older than the retained events.")
 EVENTS_PUBLISHED = Counter("vora_events_published_total", "Events published by this process, by type.", ["type"])
+for _type in SUBSCRIBABLE_EVENTS:  # the types a publisher may send
+    EVENTS_PUBLISHED.labels(_type)
 REDIS_FAILURES = Counter("vora_redis_errors_total", "Redis commands that failed, by where they failed.", ["where"])
+for _where in REDIS_ERROR_PLACES:
+    REDIS_FAILURES.labels(_where)
 REDIS_RECONNECTS = Counter("vora_redis_reconnects_total", "Times a worker's event subscription was re-established.")
 PUSHES_SENT = Counter("vora_push_sent_total", "Pushes the push gateway accepted (2xx).")
 PUSHES_FAILED = Counter(
@@ -57,11 +91,76 @@ HOLDUP_SIGNALS = Counter(
     "Held-up calls ended, by signal (holdUpReady/holdUpNotReady) and reason.",
     ["outcome", "reason"],
 )
+for _outcome, _reasons in HOLDUP_OUTCOMES.items():
+    for _reason in _reasons:
+        HOLDUP_SIGNALS.labels(_outcome, _reason)
 WAKEUP_LATENCY = Histogram(
     "vora_push_wakeup_seconds",
     "Time from a push accepted by the gateway to its device's socket attaching.",
     buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0),
 )
+
+# Seconds from an event's publication (its eventId's milliseconds: Redis' clock when it was stored)
+# to its frame's write to a socket; live deliveries only, a catch-up's are in CATCH_UP_EVENTS.
+DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DELIVERY_LATENCY = Histogram(
+    "vora_event_delivery_seconds",
+    "Time from an event's publication to its write to a client's socket, live deliveries, by transport.",
+    ["transport"],
+    buckets=DELIVERY_BUCKETS,
+)
+OPEN_CONNECTIONS = Gauge(
+    "vora_open_connections",
+    "Event connections open now, by transport, per worker process (pid).",
+    ["transport"],
+    multiprocess_mode="liveall",
+)
+CONNECTION_LIMIT = Gauge(
+    "vora_worker_connections_limit",
+    "Connections a worker may hold at once (gunicorn's worker_connections), per worker process (pid).",
+    multiprocess_mode="liveall",
+)
+CLOSES = Counter(
+    "vora_connection_closes_total",
+    "Event connections ended, by transport and the close code VORA sent ('aborted': cut without one; "
+    "'ended': the peer closed it, or the transport did on a ping timeout or an oversized message).",
+    ["transport", "code"],
+)
+TERMINATIONS = Counter(
+    "vora_channel_terminated_total", "channelTerminated events sent, by reason.", ["transport", "reason"]
+)
+CATCH_UP_EVENTS = Histogram(
+    "vora_catch_up_events",
+    "Stored events a connection wrote while catching up (on opening, on resuming, after a bus gap), by transport.",
+    ["transport"],
+    buckets=(0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+)
+HANDSHAKE_REFUSALS = Counter(
+    "vora_handshake_refusals_total",
+    "Connection handshakes refused before the upgrade, by transport and reason.",
+    ["transport", "reason"],
+)
+WORKER_CPU = Gauge(
+    "vora_worker_cpu_seconds", "CPU time a worker process has used (use rate()), per pid.", multiprocess_mode="liveall"
+)
+WORKER_MEMORY = Gauge(
+    "vora_worker_resident_memory_bytes", "A worker process's resident memory, per pid.", multiprocess_mode="liveall"
+)
+WORKER_OPEN_FDS = Gauge(
+    "vora_worker_open_fds", "File descriptors a worker process has open, per pid.", multiprocess_mode="liveall"
+)
+WORKER_MAX_FDS = Gauge(
+    "vora_worker_max_fds", "A worker process's open-files limit (RLIMIT_NOFILE), per pid.", multiprocess_mode="liveall"
+)
+for _transport in TRANSPORTS:
+    DELIVERY_LATENCY.labels(_transport)
+    CATCH_UP_EVENTS.labels(_transport)
+    for _code in CLOSE_CODES:
+        CLOSES.labels(_transport, _code)
+    for _reason in TERMINATION_REASONS:
+        TERMINATIONS.labels(_transport, _reason)
+    for _reason in REFUSAL_REASONS:
+        HANDSHAKE_REFUSALS.labels(_transport, _reason)
 
 _COUNTERS: dict[str, Counter] = {
     "received": EVENTS_RECEIVED,
@@ -82,36 +181,96 @@ _COUNTERS: dict[str, Counter] = {
 }
 
 
+class DeliveryTally:
+    """Live deliveries' latencies counted into plain integers per bucket, added to the histogram at flush.
+
+    One event written to a thousand sockets is one call here, not a thousand locked mmap writes.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+
+    def add(self, transport: str, seconds: float, writes: int) -> None:
+        """Count writes deliveries of one event, each seconds after its publication."""
+        counts = self._counts.get(transport)
+        if counts is None:
+            counts = self._counts[transport] = [0] * (len(DELIVERY_BUCKETS) + 1)
+            self._sums[transport] = 0.0
+        counts[bisect.bisect_left(DELIVERY_BUCKETS, seconds)] += writes
+        self._sums[transport] += seconds * writes
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to vora_event_delivery_seconds."""
+        for transport, counts in self._counts.items():
+            if not any(counts):
+                continue
+            child = DELIVERY_LATENCY.labels(transport)
+            # Histogram.observe adds one observation; a bucket's value object adds many at once.
+            for index, count in enumerate(counts):
+                if count:
+                    child._buckets[index].inc(count)
+                    counts[index] = 0
+            child._sum.inc(self._sums[transport])
+            self._sums[transport] = 0.0
+
+
+def _known(value: str, known: tuple[str, ...]) -> str:
+    return value if value in known else OTHER
+
+
 class Metrics:
     """Count what happens on this worker, by short name, into Prometheus and a local tally.
+
+    Names are plain ("resumed") or carry a label after a colon: "redis_error:<where>", "open:<transport>",
+    "close:<transport>:<code>", "terminated:<transport>:<reason>", "catch_up:<transport>" (the
+    amount is the number of events), "latency_ms:<transport>:<milliseconds>" (the amount is the
+    number of sockets written).
 
     Deliveries are counted on every socket wake, the hot path: into a plain integer that
     flush() adds to Prometheus (the worker's reactor calls it every second and when a socket
     ends), not with a lock and a multiprocess mmap write each time. The integer is exact under
-    gevent, where nothing switches inside an addition.
+    gevent, where nothing switches inside an addition. Their latencies likewise.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.values: dict[str, int] = {}
         self._unflushed_deliveries = 0
+        self._latencies = DeliveryTally()
 
     def count(self, name: str, amount: int = 1) -> None:
-        """Add amount (negative for the socket gauge) to a named value."""
+        """Add amount (negative for the socket gauges) to a named value."""
         if name == "delivered":
             self._unflushed_deliveries += amount
             return
+        kind, _, label = name.partition(":")
+        if kind == "latency_ms":
+            transport, _, millis = label.partition(":")
+            self._latencies.add(transport, max(0, int(millis)) / 1000, amount)
+            return
         with self._lock:
             self.values[name] = self.values.get(name, 0) + amount
-        if name == "open":
-            OPEN_SOCKETS.inc(amount)
-        elif name.startswith("redis_error"):
-            REDIS_FAILURES.labels(name.partition(":")[2] or "bus").inc(amount)
+        if kind == "open":
+            if label == "websocket":
+                OPEN_SOCKETS.inc(amount)
+            OPEN_CONNECTIONS.labels(label).inc(amount)
+        elif kind == "redis_error":
+            REDIS_FAILURES.labels(_known(label or "bus", REDIS_ERROR_PLACES)).inc(amount)
+        elif kind == "close":
+            transport, _, code = label.partition(":")
+            CLOSES.labels(transport, _known(code, CLOSE_CODES)).inc(amount)
+        elif kind == "terminated":
+            transport, _, reason = label.partition(":")
+            TERMINATIONS.labels(transport, _known(reason, TERMINATION_REASONS)).inc(amount)
+        elif kind == "catch_up":
+            CATCH_UP_EVENTS.labels(label).observe(amount)
         else:
             _COUNTERS[name].inc(amount)
 
     def flush(self) -> None:
         """Add the deliveries counted since the last flush to Prometheus; never blocks."""
+        self._latencies.flush()
         delivered = self._unflushed_deliveries
         if not delivered:
             return
@@ -124,6 +283,64 @@ class Metrics:
         """Return a named value of this app, zero when nothing was counted."""
         unflushed = self._unflushed_deliveries if name == "delivered" else 0
         return self.values.get(name, 0) + unflushed
+
+
+def count_refusal(transport: str, reason: str) -> None:
+    """Count a handshake refused before the upgrade."""
+    HANDSHAKE_REFUSALS.labels(transport, _known(reason, REFUSAL_REASONS)).inc()
+
+
+_process = ProcessCollector(registry=None)  # reads /proc/self: the process that calls it
+_PROCESS_GAUGES = {
+    "process_cpu_seconds_total": WORKER_CPU,
+    "process_resident_memory_bytes": WORKER_MEMORY,
+    "process_open_fds": WORKER_OPEN_FDS,
+    "process_max_fds": WORKER_MAX_FDS,
+}
+
+
+def sample_worker_process() -> None:
+    """Copy this worker's CPU, memory and file descriptors into its per-pid gauges."""
+    for family in _process.collect():
+        for sample in family.samples:
+            gauge = _PROCESS_GAUGES.get(sample.name)
+            if gauge is not None:
+                gauge.set(sample.value)
+
+
+def set_connection_limit(limit: int) -> None:
+    """Publish this worker's connection limit beside its open connections, at zero connections open."""
+    CONNECTION_LIMIT.set(limit)
+    for transport in TRANSPORTS:
+        OPEN_CONNECTIONS.labels(transport)
+
+
+class SharedStateCollector(Collector):
+    """Read, at scrape time, what the instance shares with every other: Redis' health and the push queue.
+
+    Registered in the process that serves the metrics (gunicorn's master): one Redis round trip per
+    scrape, bounded by the client's timeout. Every instance reports the same queue; take max().
+    """
+
+    def __init__(self, read_queue: Any) -> None:
+        self._read_queue = read_queue  # () -> (jobs, oldest job's age in seconds); raises when Redis fails
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """Yield vora_redis_up and, when Redis answered, the push queue's depth and age."""
+        started = time.perf_counter()
+        try:
+            jobs, age = self._read_queue()
+        except Exception:  # noqa: BLE001 - any failure to read is "Redis is down" for this scrape
+            yield GaugeMetricFamily("vora_redis_up", "1 when Redis answered the metrics scrape's read, else 0.", 0)
+            return
+        yield GaugeMetricFamily("vora_redis_up", "1 when Redis answered the metrics scrape's read, else 0.", 1)
+        yield GaugeMetricFamily(
+            "vora_redis_scrape_read_seconds", "Time the scrape's Redis read took.", time.perf_counter() - started
+        )
+        yield GaugeMetricFamily("vora_push_queue_jobs", "Jobs in the shared push queue (read at scrape time).", jobs)
+        yield GaugeMetricFamily(
+            "vora_push_queue_oldest_age_seconds", "Age of the shared push queue's oldest job (0 when empty).", age
+        )
 
 
 # labels() checks, locks and looks up its values on every call: each request's two children, kept by their labels.

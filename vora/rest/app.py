@@ -34,7 +34,7 @@ from vora.rest.handlers.health import HealthHandlers
 from vora.rest.handlers.session import SessionHandlers
 from vora.sessions.ownership import DirectoryState
 from vora.sessions.service import SessionService
-from vora.ws.endpoint import SocketServices, install_websocket
+from vora.ws.endpoint import EventChannel, SocketServices, install_event_stream, install_websocket
 
 SPEC_FILE = "vora.yaml"
 API_EXTENSION = "vora.api"  # the Connexion API object, whose operations the fast path reads
@@ -79,7 +79,9 @@ def create_rest_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["JSON_SORT_KEYS"] = False
     install_error_handlers(app, metrics)
-    install_websocket(app, f"{api.base_path}/ws", sockets)
+    channel = EventChannel(sockets)
+    install_websocket(app, f"{api.base_path}/ws", channel)
+    install_event_stream(app, f"{api.base_path}/sse", channel)
     install_console(app, api.base_path, settings)
     install_asyncapi_page(app, api.base_path, settings.spec_dir)
     name_operations(app, spec, api.base_path)

@@ -33,7 +33,7 @@ from vora.store.subscriptions import SUBSCRIBE_ALL, Subscription
 
 log = logging.getLogger("vora.sessions")
 
-SUPPORTED_CONNECTION_TYPES = ("WebSocket",)
+SUPPORTED_CONNECTION_TYPES = ("WebSocket", "ServerSentEvents")
 TOKEN_VERSION = "v1"  # noqa: S105 - a format tag, not a secret
 TOKEN_SECRET_BYTES = 32  # 256 bits
 

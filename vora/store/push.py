@@ -219,6 +219,17 @@ class PushStore:
         pipe.xdel(keys.PUSH_JOBS, job_id)
         pipe.execute()
 
+    def queue_stats(self, now_ms: int) -> tuple[int, float]:
+        """Return how many jobs the queue holds and how old its oldest is, in seconds (0 when empty)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xlen(keys.PUSH_JOBS)
+        pipe.xrange(keys.PUSH_JOBS, count=1)
+        length, oldest = pipe.execute()
+        if not oldest:
+            return int(length), 0.0
+        oldest_ms = int(text(oldest[0][0]).partition("-")[0])
+        return int(length), max(0, now_ms - oldest_ms) / 1000
+
     def queue_due_deadlines(self, now_ms: int, limit: int) -> int:
         """Move hold-up deadlines that are due into the job queue; return how many moved."""
         return int(self._queue_due(keys=[keys.PUSH_DEADLINES, keys.PUSH_JOBS], args=[now_ms, limit, JOBS_MAX_LENGTH]))

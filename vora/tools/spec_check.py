@@ -57,9 +57,13 @@ def check_openapi(spec_dir: Path) -> list[str]:
     return problems
 
 
-def asyncapi_events(document: dict[str, Any]) -> list[str]:
-    """List the message names the AsyncAPI channel sends, in order."""
-    one_of = document["channels"]["/vora/ws"]["subscribe"]["message"]["oneOf"]
+# The event channel's two transports (vora.ws.endpoint serves both): each sends the same messages.
+EVENT_CHANNELS = ("/vora/ws", "/vora/sse")
+
+
+def asyncapi_events(document: dict[str, Any], channel: str = "/vora/ws") -> list[str]:
+    """List the message names an AsyncAPI channel sends, in order."""
+    one_of = document["channels"][channel]["subscribe"]["message"]["oneOf"]
     return [ref["$ref"].rsplit("/", 1)[1] for ref in one_of]
 
 
@@ -75,10 +79,13 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
         validator = jsonschema.Draft7Validator(json.loads(schema_path.read_text()))
         problems += [f"{path}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
     expected = [*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS]
-    if asyncapi_events(document) != expected:
-        problems.append(
-            f"{path}: channel messages {asyncapi_events(document)} differ from vora.core.catalog {expected}"
-        )
+    if sorted(document["channels"]) != sorted(EVENT_CHANNELS):
+        described = sorted(document["channels"])
+        problems.append(f"{path}: channels {described} differ from the served {list(EVENT_CHANNELS)}")
+    for channel in EVENT_CHANNELS:
+        sent = asyncapi_events(document, channel) if channel in document["channels"] else []
+        if sent != expected:
+            problems.append(f"{path}: {channel} messages {sent} differ from vora.core.catalog {expected}")
     messages = document["components"]["messages"]
     for name in expected:
         if messages.get(name, {}).get("name") != name:

@@ -87,6 +87,7 @@ class Connection:
         "_streams",
         "allowed",
         "identity",
+        "kind",
         "session",
         "session_id",
         "socket_id",
@@ -106,6 +107,7 @@ class Connection:
         socket_id: str | None = None,
     ) -> None:
         self.transport = transport
+        self.kind = transport.kind
         self.socket_id = socket_id or uuid.uuid4().hex
         self.session = session
         self.identity = session.identity
@@ -159,6 +161,7 @@ class Connection:
         if self._closing is not None:
             return
         self._queue_control(json.dumps(lifecycle_envelope(self.identity, "channelTerminated", {"reason": reason})))
+        self._metric(f"terminated:{self.kind}:{reason}", 1)
         self._closing = (CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
         self.transport.wake()
 
@@ -211,16 +214,18 @@ class Connection:
 
     def _catch_up(self) -> None:
         """Write what the stream holds after the last written id, page by page, until it is read to the end."""
+        written = 0
         while self._closing is None:
             self._live_dropped = False
             page = self._streams.read_after(self.identity, self._last_position, CATCH_UP_PAGE)
-            self._write_stored(page)
+            written += self._write_stored(page)
             if len(page) < CATCH_UP_PAGE and not self._live_dropped:
                 break
+        self._metric(f"catch_up:{self.kind}", written)
         if self._closing is None:
             self._catching_up = False
 
-    def _write_stored(self, page: Iterable[StoredEvent]) -> None:
+    def _write_stored(self, page: Iterable[StoredEvent]) -> int:
         sent = 0
         for event in page:
             if self._closing is not None:
@@ -234,11 +239,13 @@ class Connection:
                 self.transport.send_text(json.dumps(lifecycle_envelope(self.identity, "resumeGap", gap)))
                 sent += 1
             if event.event_type in self.allowed:
-                self.transport.send_text(json.dumps(stream_envelope(self.identity, event)))
+                text = json.dumps(stream_envelope(self.identity, event))
+                self.transport.send_frame(self.transport.frame(text, event.event_id))
                 sent += 1
             self._last_position = position
         if sent:
             self._metric("delivered", sent)
+        return sent
 
     def _write_live(self) -> None:
         live = self._live
@@ -251,6 +258,7 @@ class Connection:
             if self._last_position is not None and position <= self._last_position:
                 continue  # already written: a live copy of an event the catch-up read
             send(frame)
+            self._metric(f"latency_ms:{self.kind}:{int(time.time() * 1000) - position[0]}", 1)
             self._last_position = position
             sent += 1
         if sent:
@@ -284,6 +292,7 @@ class Connection:
                     self._write_control()
                     code, reason = self._closing
                     transport.close(code, reason)
+                    self._metric(f"close:{self.kind}:{code}", 1)
                     return
                 now = time.monotonic()
                 if now >= next_heartbeat:
@@ -293,6 +302,7 @@ class Connection:
                     continue
                 wake_at = min(next_heartbeat, catch_up_at) if self._catching_up else next_heartbeat
                 transport.wait(wake_at)
+            self._metric(f"close:{self.kind}:ended", 1)
         except OSError as exc:  # includes TimeoutError from the send timeout
             log.info("socket write failed", extra={"fields": {"error": type(exc).__name__}})
             self._close_stalled(exc)
@@ -303,7 +313,9 @@ class Connection:
             self._metric("slow_consumer", 1)
             try:
                 self.transport.close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER)
+                self._metric(f"close:{self.kind}:{CLOSE_SLOW_CONSUMER}", 1)
                 return
             except OSError:
                 pass
+        self._metric(f"close:{self.kind}:aborted", 1)
         self.transport.abort()

@@ -19,13 +19,14 @@ from vora.core.settings import Settings
 from vora.http.bearer import bearer_token
 from vora.http.errors import bearer_challenge, error_response
 from vora.http.hooks import acts_only_on
-from vora.observability.metrics import Metrics
+from vora.observability.metrics import Metrics, count_refusal
 from vora.push.worker import PushWorker
 from vora.sessions.service import SessionService, SocketAdmission, SocketRefused, identity_of_token
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import StreamStore, parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
+from vora.ws.event_stream import EventStreamTransport, response_head, retry_field
 from vora.ws.hub import AdmissionWatch, Hub
 from vora.ws.reactor import Reactor, call_every, worker_reactor
 from vora.ws.runner import HubRunner
@@ -40,7 +41,13 @@ METRICS_FLUSH_SECONDS = 1.0  # how stale the delivery counter may be on the metr
 HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load or a missing bus should wait before retrying
 
 
-def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+# Why a handshake was refused, when its status alone does not tell (vora_handshake_refusals_total).
+_REFUSAL_REASONS = {400: "bad_request", 401: "unauthorized", 403: "origin", 426: "version", 429: "session_full"}
+
+
+def _refuse(status: int, message: str, headers: dict[str, str] | None = None, reason: str = "") -> Response:
+    transport = EventStreamTransport.kind if request.environ.get("vora.operation") == "eventStream" else "websocket"
+    count_refusal(transport, reason or _REFUSAL_REASONS.get(status, "other"))
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = bearer_challenge("invalid_token", message)
@@ -118,7 +125,7 @@ def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
 
 @dataclass(frozen=True)
 class SocketServices:
-    """What the event WebSocket works with: the session rules, the stream, this worker's hub and its workers."""
+    """What the event channel works with: the session rules, the stream, this worker's hub and its workers."""
 
     settings: Settings
     lifecycle: Lifecycle
@@ -130,45 +137,42 @@ class SocketServices:
     push: PushWorker
 
 
-def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
-    """Add the event WebSocket at path to the app."""
-    settings = state.settings
-    options = SocketOptions.from_settings(settings)
-    client_budget = ClientBudget(settings.ws_client_frames_per_minute, settings.ws_client_bytes_per_minute)
-    # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
-    app.config["SOCK_SERVER_OPTIONS"] = handshake_options(max_message_size=settings.ws_max_message_bytes)
-    sock = Sock(app)
-    reactors: list[Reactor] = []  # the worker's, once the first socket needs it (after the fork)
+class EventChannel:
+    """What both transports of the event channel share: admission before the response, and serving a connection."""
 
-    def socket_reactor() -> Reactor:
-        if not reactors:
-            reactors.append(worker_reactor())
-            call_every(reactors[0], METRICS_FLUSH_SECONDS, state.metrics.flush)
-        return reactors[0]
+    def __init__(self, state: SocketServices) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.options = SocketOptions.from_settings(state.settings)
+        self.client_budget = ClientBudget(
+            state.settings.ws_client_frames_per_minute, state.settings.ws_client_bytes_per_minute
+        )
+        self._gate = HandshakeGate(state.settings.ws_max_pending_handshakes)
+        self._reactors: list[Reactor] = []  # the worker's, once the first socket needs it (after the fork)
 
-    gate = HandshakeGate(settings.ws_max_pending_handshakes)
+    def reactor(self) -> Reactor:
+        """Return the worker's reactor, starting it with the first socket (after the fork)."""
+        if not self._reactors:
+            self._reactors.append(worker_reactor())
+            call_every(self._reactors[0], METRICS_FLUSH_SECONDS, self.state.metrics.flush)
+        return self._reactors[0]
 
-    @app.before_request
-    @acts_only_on(path)
-    def admit_socket() -> Response | None:
-        if request.path != path:
-            return None
-        request.environ["vora.operation"] = "websocket"
-        # permessage-deflate keeps ~90 KB of zlib state per socket: never negotiate it.
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-        refusal = handshake_refusal()
-        if refusal is not None:
-            return refusal
+    def refusal_before_admission(self, allowed_query: set[str]) -> Response | None:
+        """Refuse what any transport refuses before touching Redis: a foreign page, a draining instance, odd queries."""
         origin = request.headers.get("Origin")
         # Non-browser clients send no Origin; pages may connect from VORA's own origin or a listed one.
-        if origin is not None and not origin_allowed(origin, request.host, settings.cors_origins):
+        if origin is not None and not origin_allowed(origin, request.host, self.settings.cors_origins):
             return _refuse(403, f"Pages from {origin} may not open this socket (VORA_CORS_ORIGINS lists who may)")
-        if state.lifecycle.draining:
-            return _refuse(503, "This instance is draining; connect to another one")
-        extra = set(request.args) - QUERY_PARAMETERS
+        if self.state.lifecycle.draining:
+            return _refuse(503, "This instance is draining; connect to another one", reason="draining")
+        extra = set(request.args) - allowed_query
         if extra:
             return _refuse(400, f"Unknown query parameter(s): {', '.join(sorted(extra))}")
-        raw_last_event_id = request.args.get("lastEventId") or None
+        return None
+
+    def admit(self, raw_last_event_id: str | None) -> Response | None:
+        """Admit the request's session (its token, its resume position) or answer the refusal; g holds the admission."""
+        state, settings = self.state, self.settings
         last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
         if raw_last_event_id is not None and last_event is None:
             return _refuse(
@@ -177,7 +181,7 @@ def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
         token = _token_of_request()
         if token is None:
             return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
-        with gate.entered() as entered:
+        with self._gate.entered() as entered:
             if not entered:
                 # Refused in microseconds, the client backs off; queued, it would hold a greenlet
                 # and the pool for seconds and slow every handshake behind it (a reconnect storm).
@@ -186,15 +190,19 @@ def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
                     503,
                     "This instance has too many WebSocket handshakes in progress; retry after Retry-After seconds",
                     {"Retry-After": HANDSHAKE_RETRY_AFTER},
+                    reason="overloaded",
                 )
             # Subscribed before admitting: a session ending from here on reaches the hub as a notice.
             if not state.hub_runner.ensure_started(settings.ws_accept_timeout):
                 return _refuse(
-                    503, "The event bus is unavailable on this instance; retry", {"Retry-After": HANDSHAKE_RETRY_AFTER}
+                    503,
+                    "The event bus is unavailable on this instance; retry",
+                    {"Retry-After": HANDSHAKE_RETRY_AFTER},
+                    reason="bus_unavailable",
                 )
             # Watched before the admission script runs: a logout (on any instance) that Redis runs after
             # the script found the session is announced after this point, and the watch keeps what it said
-            # until the socket registers, however the reply and the notice race through this worker.
+            # until the connection registers, however the reply and the notice race through this worker.
             identity = identity_of_token(token)
             watch = state.hub.watch(identity) if identity is not None else None
             admitted = False
@@ -210,34 +218,26 @@ def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
         g.vora_watch = watch
         return None
 
-    @app.teardown_request
-    @acts_only_on(path)
-    def release_socket(_error: BaseException | None) -> None:
+    def release(self) -> None:
+        """Undo an admission whose connection ended, or never started."""
         admission: SocketAdmission | None = g.pop("vora_socket", None)
         watch: AdmissionWatch | None = g.pop("vora_watch", None)
         if admission is None:
             return
         if watch is not None and not g.pop("vora_socket_registered", False):
-            state.hub.unwatch(watch)
-        state.sessions.socket_closed(admission)
+            self.state.hub.unwatch(watch)
+        self.state.sessions.socket_closed(admission)
 
-    @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
-    def events_socket(ws: Any) -> None:
-        admission: SocketAdmission = g.vora_socket
-        transport = WebsocketTransport.take_over(
-            ws,
-            socket_reactor(),
-            ping_interval=settings.ws_ping_interval,
-            client_budget=client_budget,
-            on_metric=state.metrics.count,
-        )
+    def serve(self, admission: SocketAdmission, transport: WebsocketTransport) -> None:
+        """Deliver the admitted session's events on the transport until it closes."""
+        state = self.state
         hub = state.hub
         conn = Connection(
             transport,
             admission.session,
             token_hash=admission.token_hash,
             streams=state.streams,
-            options=options,
+            options=self.options,
             on_metric=state.metrics.count,
             socket_id=admission.socket_id,
         )
@@ -260,11 +260,97 @@ def install_websocket(app: Flask, path: str, state: SocketServices) -> None:
             conn.start_at(admission.start)
             conn.run()
         except REDIS_TROUBLE as exc:
-            # Past the upgrade an HTTP error page would corrupt the socket: close it, the client resumes.
+            # Past the upgrade an HTTP error page would corrupt the stream: close it, the client resumes.
             log.warning("socket setup failed", extra={"fields": {"error": type(exc).__name__}})
+            state.metrics.count(f"close:{transport.kind}:{CLOSE_SERVER_ERROR}")
             with contextlib.suppress(OSError):
                 transport.close(CLOSE_SERVER_ERROR, "event store unavailable; retry")
         finally:
             hub.unregister(conn)
             transport.release()
             state.metrics.flush()
+
+
+def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
+    """Add the event WebSocket at path to the app."""
+    settings = channel.settings
+    # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
+    app.config["SOCK_SERVER_OPTIONS"] = handshake_options(max_message_size=settings.ws_max_message_bytes)
+    sock = Sock(app)
+
+    @app.before_request
+    @acts_only_on(path)
+    def admit_socket() -> Response | None:
+        if request.path != path:
+            return None
+        request.environ["vora.operation"] = "websocket"
+        # permessage-deflate keeps ~90 KB of zlib state per socket: never negotiate it.
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        refusal = handshake_refusal() or channel.refusal_before_admission(QUERY_PARAMETERS)
+        if refusal is not None:
+            return refusal
+        return channel.admit(request.args.get("lastEventId") or None)
+
+    @app.teardown_request
+    @acts_only_on(path)
+    def release_socket(_error: BaseException | None) -> None:
+        channel.release()
+
+    @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
+    def events_socket(ws: Any) -> None:
+        transport = WebsocketTransport.take_over(
+            ws,
+            channel.reactor(),
+            ping_interval=settings.ws_ping_interval,
+            client_budget=channel.client_budget,
+            on_metric=channel.state.metrics.count,
+        )
+        channel.serve(g.vora_socket, transport)
+
+
+class _TakenOver(Response):
+    """The answer of a request whose socket the event stream wrote itself: gunicorn must write nothing more."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        """Tell gunicorn the connection is done with (its way: StopIteration), as flask-sock does."""
+        raise StopIteration
+
+
+def install_event_stream(app: Flask, path: str, channel: EventChannel) -> None:
+    """Add the Server-Sent Events stream at path: the same session, token, filter and resume as the WebSocket."""
+    settings = channel.settings
+    # Heartbeats go out every interval: a peer that has acknowledged nothing for two of them is gone.
+    user_timeout_ms = int(settings.ws_heartbeat_interval * 2000) + 5000
+
+    @app.before_request
+    @acts_only_on(path)
+    def admit_stream() -> Response | None:
+        if request.path != path or request.method != "GET":
+            return None
+        request.environ["vora.operation"] = "eventStream"
+        refusal = channel.refusal_before_admission(QUERY_PARAMETERS)
+        if refusal is not None:
+            return refusal
+        if "gunicorn.socket" not in request.environ:
+            return _refuse(501, "The event stream is served by VORA's gunicorn workers only")
+        # EventSource sends the Last-Event-ID header when it reconnects, to the URL it first opened: the
+        # header is newer than a lastEventId that URL may still carry, so it wins.
+        last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId") or None
+        return channel.admit(last_event_id)
+
+    @app.teardown_request
+    @acts_only_on(path)
+    def release_stream(_error: BaseException | None) -> None:
+        channel.release()
+
+    @app.route(path, methods=["GET"])
+    def event_stream() -> Response:
+        sock = request.environ["gunicorn.socket"]
+        headers: list[tuple[str, str]] = []
+        origin = request.headers.get("Origin")
+        if origin is not None:  # allowed, or refusal_before_admission had answered 403
+            headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        sock.sendall(response_head(headers) + retry_field(settings.sse_retry_window))
+        transport = EventStreamTransport(sock, channel.reactor(), user_timeout_ms=user_timeout_ms)
+        channel.serve(g.vora_socket, transport)
+        return _TakenOver()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 
 from vora.events.publisher import stream_envelope
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.streams import stream_position
 from vora.ws.connection import Connection, Metric
-from vora.ws.transport import text_frame
 
 
 class AdmissionWatch:
@@ -56,7 +56,7 @@ class Hub:
     def register(self, conn: Connection, watch: AdmissionWatch | None = None) -> None:
         """Start routing events of the connection's identity to it; terminate it if its session ended meanwhile."""
         self._by_identity[conn.identity].add(conn)
-        self._metric("open", 1)
+        self._metric(f"open:{conn.kind}", 1)
         if watch is not None:
             self.unwatch(watch)
             ended = watch.ended_reason(conn.session_id)
@@ -68,7 +68,7 @@ class Hub:
         conns = self._by_identity.get(conn.identity)
         if conns is not None and conn in conns:
             conns.discard(conn)
-            self._metric("open", -1)
+            self._metric(f"open:{conn.kind}", -1)
             if not conns:
                 del self._by_identity[conn.identity]
 
@@ -82,14 +82,23 @@ class Hub:
         if not conns:
             return
         event = notice.event
-        frame = text_frame(json.dumps(stream_envelope(notice.identity, event)))
+        text = json.dumps(stream_envelope(notice.identity, event))
+        frames: dict[str, bytes] = {}  # one frame per transport kind (WebSocket, event stream), shared by its sockets
         position = stream_position(event.event_id)
         event_type = event.event_type
-        written = 0
+        written: dict[str, int] = {}  # by transport
         for conn in list(conns):
-            written += conn.offer(position, event_type, frame)
+            transport = conn.transport
+            frame = frames.get(transport.kind)
+            if frame is None:
+                frame = frames[transport.kind] = transport.frame(text, event.event_id)
+            if conn.offer(position, event_type, frame):
+                written[conn.kind] = written.get(conn.kind, 0) + 1
         if written:
-            self._metric("delivered", written)
+            latency_ms = int(time.time() * 1000) - position[0]  # the eventId's milliseconds: when it was published
+            for kind, count in written.items():
+                self._metric("delivered", count)
+                self._metric(f"latency_ms:{kind}:{latency_ms}", count)
 
     def apply(self, notice: ControlNotice) -> None:
         """Terminate or re-filter the connections of the sessions a control notice names."""

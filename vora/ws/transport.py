@@ -100,7 +100,13 @@ class SocketClosed(ConnectionError):
 
 
 class Transport(Protocol):
-    """What a Connection needs from a WebSocket: send, close, wait and be woken."""
+    """What a Connection needs from a WebSocket or an event stream: frame, send, close, wait and be woken."""
+
+    kind: str  # the transport's name in metrics ("websocket", "sse"); sockets of one kind share a live event's frame
+
+    def frame(self, text: str, event_id: str | None) -> bytes:
+        """Return the bytes that carry one event's JSON text (with its eventId, where the framing has a place)."""
+        ...
 
     @property
     def connected(self) -> bool:
@@ -171,6 +177,7 @@ class WebsocketTransport:
     close frame never lands inside a cut frame.
     """
 
+    kind = "websocket"
     __slots__ = (
         "_allowance",
         "_connected",
@@ -229,6 +236,11 @@ class WebsocketTransport:
         self._allowance = _Allowance(client_budget or ClientBudget())
         self._metric = on_metric
         self._watch.arm()
+
+    @staticmethod
+    def frame(text: str, event_id: str | None) -> bytes:
+        """Return the WebSocket text frame that carries the event (the eventId is inside the JSON)."""
+        return text_frame(text)
 
     @classmethod
     def take_over(

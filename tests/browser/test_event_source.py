@@ -1,0 +1,94 @@
+"""A real browser's EventSource on /vora/sse: it gets events, is dropped, reconnects by itself and misses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from selenium import webdriver
+
+from testbed.vora_server import RunningServer, running_server
+from tests.harness.browser import Wait
+from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
+from tests.harness.ws_client import make_publisher
+from vora.store import keys
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.ws]
+
+IDENTITY = "910111000"
+
+OPEN_EVENT_SOURCE = """
+const url = arguments[0];
+window.seen = []; window.opens = 0; window.errors = 0;
+window.stream = new EventSource(url);
+window.stream.onopen = () => { window.opens += 1; };
+window.stream.onerror = () => { window.errors += 1; };
+window.stream.onmessage = (message) => {
+  const envelope = JSON.parse(message.data);
+  window.seen.push({type: envelope.type, eventId: envelope.eventId, lastEventId: message.lastEventId});
+};
+"""
+
+
+@pytest.fixture
+def sse_server(
+    redis_proc: Any, key_dir: Path, dev_key_pem: bytes, jwks_path: Path, tmp_path: Path
+) -> Iterator[RunningServer]:
+    """Serve VORA with a short EventSource retry window, so the browser comes back within a second."""
+    env = {
+        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
+        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
+        "VORA_OAUTH_JWKS": str(jwks_path),
+        "VORA_OAUTH_ISSUER": ISSUER,
+        "VORA_OAUTH_AUDIENCE": AUDIENCE,
+        "VORA_SSE_RETRY_WINDOW": "1",
+    }
+    with running_server(env, tmp_path) as server:
+        yield server
+
+
+def stream_events(browser: webdriver.Chrome) -> list[dict[str, Any]]:
+    """Return the stream events the page's EventSource received (heartbeats left out)."""
+    seen: list[dict[str, Any]] = browser.execute_script("return window.seen;")
+    return [event for event in seen if event["eventId"] is not None]
+
+
+def test_event_source_reconnects_with_last_event_id_and_misses_nothing(
+    browser: webdriver.Chrome, wait: Wait, sse_server: RunningServer, redisdb: redis.Redis, make_token: TokenFactory
+) -> None:
+    """Events reach the page; a SIGKILLed worker drops the stream; EventSource resumes by Last-Event-ID, whole."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    setup = requests.post(
+        f"{sse_server.base_url}/identity/setup",
+        json={"connectionType": "ServerSentEvents", "identity": IDENTITY},
+        headers={"Authorization": f"Bearer {make_token('alice')}"},
+        timeout=10,
+    )
+    assert setup.status_code == 200, setup.text
+    token = setup.json()["webSocketToken"]
+    publisher = make_publisher(redisdb)
+
+    browser.get(f"{sse_server.base_url}/console/")  # a page of VORA's own origin
+    browser.execute_script(OPEN_EVENT_SOURCE, f"/vora/sse?token={token}")
+    wait().until(lambda b: b.execute_script("return window.opens;") == 1)
+    before = [publisher.publish(IDENTITY, "callRinging", {"callId": f"a-{n}"}).event_id for n in range(3)]
+    wait().until(lambda b: len(stream_events(b)) == 3)
+
+    for pid in sse_server.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    during = [publisher.publish(IDENTITY, "callRinging", {"callId": f"b-{n}"}).event_id for n in range(3)]
+    wait(30).until(lambda b: b.execute_script("return window.opens;") == 2)
+    after = [publisher.publish(IDENTITY, "callEnded", {"callId": "b-2"}).event_id]
+    wait().until(lambda b: len(stream_events(b)) == 7)
+
+    events = stream_events(browser)
+    assert [event["eventId"] for event in events] == before + during + after
+    assert [event["lastEventId"] for event in events] == before + during + after
+    assert browser.execute_script("return window.errors;") >= 1
+    browser.execute_script("window.stream.close();")
