@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from flask_sock import Sock
 
 from vora.core.clock import now_ms
@@ -38,6 +38,7 @@ WEBSOCKET_VERSION = "13"
 WEBSOCKET_KEY_BYTES = 16  # RFC 6455 §4.1: the key is 16 random bytes, base64-encoded
 QUERY_PARAMETERS = {"token", "lastEventId"}
 METRICS_FLUSH_SECONDS = 1.0  # how stale the delivery counter may be on the metrics port
+ADMITTED = "vora.admitted"  # the request's Admitted connection, in its WSGI environ
 HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load or a missing bus should wait before retrying
 
 
@@ -137,6 +138,21 @@ class SocketServices:
     push: PushWorker
 
 
+@dataclass
+class Admitted:
+    """A connection admitted before its response, until it is released: its admission, watch, registration."""
+
+    admission: SocketAdmission
+    watch: AdmissionWatch | None
+    registered: bool = False  # the hub took the connection: releasing it must not unwatch
+
+    @staticmethod
+    def of_request() -> Admitted | None:
+        """Return the current request's admitted connection, if its admission let it in."""
+        admitted = request.environ.get(ADMITTED)
+        return admitted if isinstance(admitted, Admitted) else None
+
+
 class EventChannel:
     """What both transports of the event channel share: admission before the response, and serving a connection."""
 
@@ -171,7 +187,7 @@ class EventChannel:
         return None
 
     def admit(self, raw_last_event_id: str | None) -> Response | None:
-        """Admit the request's session (its token, its resume position) or answer the refusal; g holds the admission."""
+        """Admit the request's session (its token, its resume position) or answer the refusal; keep the admission."""
         state, settings = self.state, self.settings
         last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
         if raw_last_event_id is not None and last_event is None:
@@ -214,24 +230,23 @@ class EventChannel:
             finally:
                 if watch is not None and not admitted:
                     state.hub.unwatch(watch)
-        g.vora_socket = admission
-        g.vora_watch = watch
+        request.environ[ADMITTED] = Admitted(admission, watch)
         return None
 
     def release(self) -> None:
         """Undo an admission whose connection ended, or never started."""
-        admission: SocketAdmission | None = g.pop("vora_socket", None)
-        watch: AdmissionWatch | None = g.pop("vora_watch", None)
-        if admission is None:
+        admitted = request.environ.pop(ADMITTED, None)
+        if not isinstance(admitted, Admitted):
             return
-        if watch is not None and not g.pop("vora_socket_registered", False):
-            self.state.hub.unwatch(watch)
-        self.state.sessions.socket_closed(admission)
+        if admitted.watch is not None and not admitted.registered:
+            self.state.hub.unwatch(admitted.watch)
+        self.state.sessions.socket_closed(admitted.admission)
 
-    def serve(self, admission: SocketAdmission, transport: WebsocketTransport) -> None:
+    def serve(self, admitted: Admitted, transport: WebsocketTransport) -> None:
         """Deliver the admitted session's events on the transport until it closes."""
         state = self.state
         hub = state.hub
+        admission = admitted.admission
         conn = Connection(
             transport,
             admission.session,
@@ -241,9 +256,9 @@ class EventChannel:
             on_metric=state.metrics.count,
             socket_id=admission.socket_id,
         )
-        watch: AdmissionWatch | None = g.vora_watch
+        watch = admitted.watch
         hub.register(conn, watch)  # terminates it at once if its session ended during admission or upgrade
-        g.vora_socket_registered = True
+        admitted.registered = True
         try:
             if watch is not None and watch.missed and not conn.closing:
                 # The bus was lost meanwhile: an end announced then never arrived, so ask Redis.
@@ -269,6 +284,14 @@ class EventChannel:
             hub.unregister(conn)
             transport.release()
             state.metrics.flush()
+
+
+def _admitted() -> Admitted:
+    """Return the connection the route's own before_request hook admitted (it answered otherwise)."""
+    admitted = Admitted.of_request()
+    if admitted is None:
+        raise RuntimeError("the event channel's route ran without its admission")
+    return admitted
 
 
 def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
@@ -305,7 +328,7 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
             client_budget=channel.client_budget,
             on_metric=channel.state.metrics.count,
         )
-        channel.serve(g.vora_socket, transport)
+        channel.serve(_admitted(), transport)
 
 
 class _TakenOver(Response):
@@ -352,5 +375,5 @@ def install_event_stream(app: Flask, path: str, channel: EventChannel) -> None:
             headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
         sock.sendall(response_head(headers) + retry_field(settings.sse_retry_window))
         transport = EventStreamTransport(sock, channel.reactor(), user_timeout_ms=user_timeout_ms)
-        channel.serve(g.vora_socket, transport)
+        channel.serve(_admitted(), transport)
         return _TakenOver()
