@@ -6,6 +6,8 @@ VORA := $(VENV)/bin/vora
 STAMP := $(VENV)/.installed
 ASYNCAPI_SPECS := $(VENV)/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.json
 DEVAUTH_MODULES := devauth/node_modules/.package-lock.json
+SDK_DIR := clients/typescript
+SDK_BUILT := $(SDK_DIR)/build/.built
 HOST ?= 127.0.0.1
 PORT ?= 18085
 WORKERS ?= 2
@@ -21,7 +23,7 @@ SERVICE_SECRET ?= demo-service-secret
 SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
 SERVER_API_PORT ?= 18086
 
-.PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean
+.PHONY: install run test test-tools test-fast lint typecheck check-spec redis-server bench clean sdk
 
 install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) ## Create .venv with VORA and its dev tools (idempotent)
 
@@ -40,6 +42,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# The TypeScript SDK (@vora/client): exactly as its package-lock.json pins it, its generated types checked
+# against spec/, built (dist/), and its Node test suite compiled and bundled for the browser test.
+sdk: $(SDK_BUILT) ## Install, check and build the TypeScript SDK in clients/typescript
+
+$(SDK_BUILT): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json $(SDK_DIR)/tsconfig.json $(SDK_DIR)/tsconfig.test.json \
+		$(wildcard $(SDK_DIR)/src/*.ts $(SDK_DIR)/src/generated/*.ts $(SDK_DIR)/test/*.ts $(SDK_DIR)/scripts/*.mjs) \
+		spec/vora.yaml spec/vora-events.asyncapi.yaml | $(ASYNCAPI_SPECS)
+	npm ci --silent --no-audit --no-fund --prefix $(SDK_DIR)
+	npm run --silent --prefix $(SDK_DIR) check:generated
+	npm run --silent --prefix $(SDK_DIR) build
+	npm run --silent --prefix $(SDK_DIR) build:test
+	@touch $@
 
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
@@ -60,7 +75,7 @@ run: install redis-server ## Start Redis if needed, a demo user, the dev authori
 	  VORA_SERVER_API_KEYS_FILE="$(SERVER_API_KEYS_FILE)" VORA_SERVER_API_PORT=$(SERVER_API_PORT) \
 	  exec bash scripts/run-dev.sh $(HOST) $(PORT) $(WORKERS) $(AUTH_PORT)
 
-test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
+test: install test-tools sdk ## Run the whole suite: lint, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests bench
 	$(VENV)/bin/ruff format --check vora tests bench
 	$(VENV)/bin/mypy
