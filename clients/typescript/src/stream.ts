@@ -215,6 +215,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   /** Resolve the next time the stream is open (at once if it is); reject if it closes first. */
   opened(): Promise<void> {
     if (this.#state === "open") return Promise.resolve();
+    const closed = this.#closed;
+    if (closed !== undefined) return Promise.reject(new VoraError(`the stream closed: ${closed.reason} (${closed.detail})`));
     return new Promise((resolve, reject) => {
       const stopOpen = this.on("open", () => {
         stopOpen();
@@ -226,7 +228,6 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         stopClosed();
         reject(new VoraError(`the stream closed: ${info.reason} (${info.detail})`));
       });
-      if (this.#closed !== undefined) reject(new VoraError(`the stream closed: ${this.#closed.reason}`));
     });
   }
 
