@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -96,3 +97,14 @@ def test_generated_types_match_the_spec() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.clients
+def test_lockfile_records_no_registry_addresses() -> None:
+    """The SDK's package-lock.json pins versions and integrity hashes but no registry address (the repo's .npmrc)."""
+    lock = json.loads((SDK / "package-lock.json").read_text())
+    packages = lock["packages"]
+    assert "dependencies" not in packages[""], "the SDK has no runtime dependencies"
+    resolved = [name for name, entry in packages.items() if "resolved" in entry]
+    assert resolved == [], resolved
+    assert all("integrity" in entry for name, entry in packages.items() if name), "every package is pinned by hash"
