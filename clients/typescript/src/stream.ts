@@ -77,6 +77,8 @@ export interface StreamOptions {
   push?: PushRegistration;
   /** Applied after every setup (a new session starts subscribed to everything). */
   subscription?: Subscription;
+  /** A session the app set up itself (client.setup); the stream still sets up anew when it ends. */
+  webSocketToken?: string;
   /** Resume after this eventId (else what lastEventIdStore loads). */
   lastEventId?: string;
   lastEventIdStore?: LastEventIdStore;
@@ -284,8 +286,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       initial = undefined;
     }
     this.#lastEventId = initial;
+    this.#token = this.#options.webSocketToken;
     this.#emitter.emit("connecting", { transport: this.transport });
-    void this.#attemptNow(true);
+    void this.#attemptNow(this.#token === undefined);
   }
 
   #isClosed(): boolean {

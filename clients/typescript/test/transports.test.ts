@@ -4,7 +4,7 @@ import { test } from "node:test";
 import WebSocket from "ws";
 import { afterDrop, afterRefusal, afterTermination, DEFAULT_RULES, compareEventIds, socketUrl, webSocketTransport } from "../src/index.js";
 import type { WebSocketConstructor } from "../src/index.js";
-import { FAST_RULES, clientFor, instance, newIdentity, publishAndReceive } from "./harness.js";
+import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive } from "./harness.js";
 
 async function closedPort(): Promise<number> {
   const server = createServer();
@@ -77,4 +77,21 @@ test("the reconnect rules follow the README per close code, Retry-After and reas
   assert.equal(step(afterTermination(rules, "maintenance")).setup, false);
   assert.ok(compareEventIds("1795396666123-10", "1795396666123-9") > 0, "eventIds compare numerically");
   assert.equal(socketUrl("https://vora.example/vora/"), "wss://vora.example/vora/ws");
+});
+
+test("a handshake refused with 429 (the session's socket cap) backs off and opens once a socket is free", async () => {
+  const vora = await instance("one-socket", { VORA_WS_MAX_SOCKETS_PER_SESSION: "1" });
+  const identity = newIdentity();
+  const client = await clientFor(vora, "cap-user", [identity]);
+  const webSocketToken = await client.setup({ identity });
+  const transport = [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor })];
+  const holder = client.stream({ identity, webSocketToken, rules: FAST_RULES, transport });
+  await holder.opened();
+  const waiting = client.stream({ identity, webSocketToken, rules: FAST_RULES, transport });
+  const refused = await next(waiting, "reconnecting");
+  assert.equal(refused.cause, "refused 429");
+  assert.equal(refused.setup, false, "a full session is not a dead one");
+  holder.close();
+  await waiting.opened();
+  await publishAndReceive(waiting, vora, identity, "presence", { status: "busy" });
 });
