@@ -13,6 +13,8 @@ test("a connection that goes silent (instance SIGSTOPped) is declared dead by mi
   const before = (await publishAndReceive(stream, vora, identity, "presence", { status: "busy" })).published;
 
   const reconnecting = next(stream, "reconnecting", 15_000);
+  const reopened = next(stream, "open", 45_000); // listening first: it may open before resume answers
+  reopened.catch(() => undefined); // awaited below; a failure before then must not go unhandled
   const pausedAt = Date.now();
   await act(vora, "pause");
   try {
@@ -23,7 +25,7 @@ test("a connection that goes silent (instance SIGSTOPped) is declared dead by mi
   } finally {
     await act(vora, "resume");
   }
-  const open = await next(stream, "open", 30_000);
+  const open = await reopened;
   assert.equal(open.lastEventId, before.eventId);
   await publishAndReceive(stream, vora, identity, "presence", { status: "available" });
   stream.close();

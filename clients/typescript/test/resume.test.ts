@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { VoraEvent } from "../src/index.js";
-import { FAST_RULES, act, clientFor, instance, newIdentity, next, publish, until } from "./harness.js";
+import { FAST_RULES, act, clientFor, instance, newIdentity, next, publish, publishAndReceive, until } from "./harness.js";
 
 test("after its instance is SIGKILLed and restarted the stream resumes with 0 events lost or duplicated", async () => {
   const edge = await instance("resume-edge");
@@ -22,8 +22,9 @@ test("after its instance is SIGKILLed and restarted the stream resumes with 0 ev
   const drop = await reconnecting;
   assert.equal(drop.setup, false, "a drop resumes the same session");
   for (let n = 0; n < 20; n++) published.push((await publish(publisher, identity, "callHeld", { callId: `during-${n}` })).eventId);
+  const reopened = next(stream, "open", 30_000); // listening first: it may open before restart answers
   await act(edge, "restart");
-  await next(stream, "open", 30_000);
+  await reopened;
   for (let n = 0; n < 10; n++) published.push((await publish(publisher, identity, "callEnded", { callId: `after-${n}` })).eventId);
   await until(() => received.length >= published.length, "every event after the restart");
 
@@ -44,8 +45,7 @@ test("a stream started with a persisted lastEventId receives what it missed, and
   const saved: string[] = [];
   const first = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: () => undefined, save: (id) => void saved.push(id) } });
   await first.opened();
-  const seen = await publish(vora, identity, "presence", { status: "away" });
-  await next(first, "event");
+  const seen = (await publishAndReceive(first, vora, identity, "presence", { status: "away" })).published;
   first.close();
   assert.deepEqual(saved, [seen.eventId]);
 

@@ -68,8 +68,9 @@ test("maintenance: a draining instance's stream reconnects with lastEventId to t
   await act(vora, "terminate");
   assert.equal((await terminated).data.reason, "maintenance");
   assert.equal((await reconnecting).setup, false);
+  const reopened = next(stream, "open", 30_000); // listening first: it may open before restart answers
   await act(vora, "restart");
-  const open = await next(stream, "open", 30_000);
+  const open = await reopened;
   assert.equal(open.lastEventId, before.eventId);
   await publishAndReceive(stream, vora, identity, "presence", { status: "away" });
   stream.close();
