@@ -91,7 +91,7 @@ NEEDS = {
 }
 # What `--only GROUP` stands for. A plain `make bench` runs the default group; the pressure
 # scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes; the sse
-# group runs scenarios 3, 4 and 7 over event streams and again over WebSocket (about five minutes).
+# group runs scenarios 3, 4 and 7 over event streams and again over WebSocket (about six minutes).
 GROUPS: dict[str, tuple[str, ...]] = {
     "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu", "serverapi"),
     "pressure": ("sockets20k", "storm", "failover"),

@@ -355,6 +355,14 @@ def sse_rows(figures: dict[str, Any], lost_v: int, lost_b: int) -> list[Row]:
             None,
         ),
         Row(
+            f"4 SSE deliveries/s, paced {figures['rate']:,} ev/s",
+            paced_v["deliveries_per_second"],
+            "/s",
+            paced_b["deliveries_per_second"],
+            "(offered: rate x fan-out; less: the publisher fell behind)",
+            None,
+        ),
+        Row(
             "4 SSE deliveries/s, burst (capacity)",
             burst_v["deliveries_per_second"],
             "/s",
