@@ -23,6 +23,7 @@ from bench.scenarios import (
     delivery_cpu,
     failover,
     fanout,
+    peers,
     push,
     rest,
     resume,
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "storm": storm,
     "failover": failover,
     "serverapi": serverapi,
+    "peers": peers,
 }
 # Seconds a scenario needs at least; with less left before the deadline it is skipped.
 NEEDS = {
@@ -61,12 +63,15 @@ NEEDS = {
     "storm": 150,
     "failover": 120,
     "serverapi": 90,
+    "peers": 300,
 }
 # What `--only GROUP` stands for. A plain `make bench` runs the default group; the pressure
 # scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes.
 GROUPS: dict[str, tuple[str, ...]] = {
     "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu", "serverapi"),
     "pressure": ("sockets20k", "storm", "failover"),
+    # VORA beside Socket.IO 4 + Redis and a Node ws relay under scenarios 3, 4 and 7's loads (about 5 minutes).
+    "peers": ("peers",),
 }
 BUDGET_SECONDS = 540.0
 FOREIGN_CPU_NOTE = 0.15  # cores used by processes outside the benchmark, above which a scenario is flagged
@@ -74,6 +79,7 @@ DOCS = ROOT / "docs" / "BENCHMARKS.md"
 TABLE_MARKERS = {
     "default": ("<!-- bench:table:start -->", "<!-- bench:table:end -->"),
     "pressure": ("<!-- bench:pressure:start -->", "<!-- bench:pressure:end -->"),
+    "peers": ("<!-- bench:peers:start -->", "<!-- bench:peers:end -->"),
 }
 
 
