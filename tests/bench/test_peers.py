@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.peers.node import PEERS, NodeLoad, NodePublisher, Peer, peer_url, start_peer
+from bench.peers.node import PEERS, PEERS_DIR, NodeLoad, NodePublisher, Peer, peer_url, start_peer
 from bench.procs import Launcher
 from tests.harness.redis_procs import RedisServer
 
-pytestmark = pytest.mark.slow
-
 IDENTITY = "910111000"
+
+
+def test_lock_pins_every_package_without_registry_addresses() -> None:
+    """The peers' lock file pins each package by version and integrity and names no registry."""
+    lock = json.loads((PEERS_DIR / "package-lock.json").read_text())
+    declared = json.loads((PEERS_DIR / "package.json").read_text())["dependencies"]
+    packages = {path: entry for path, entry in lock["packages"].items() if path}
+    assert lock["packages"][""]["dependencies"] == declared
+    assert all(version[0].isdigit() for version in declared.values())
+    assert all("resolved" not in entry and entry.get("integrity") for entry in packages.values())
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +32,7 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("peer", PEERS, ids=[p.kind for p in PEERS])
 def test_peer_relays_an_event(peer: Peer, redis_server: RedisServer, tmp_path: Path) -> None:
     """A peer with two workers delivers one event, then a short flat-out phase, to two clients in order."""
