@@ -24,6 +24,7 @@ from bench.scenarios import (
     delivery_cpu,
     failover,
     fanout,
+    peers,
     push,
     rest,
     resume,
@@ -71,6 +72,7 @@ SCENARIOS: dict[str, ModuleType | OverTransport] = {
     "sockets_sse": OverTransport(sockets, "sse"),
     "fanout_sse": OverTransport(fanout, "sse"),
     "delivery_cpu_sse": OverTransport(delivery_cpu, "sse"),
+    "peers": peers,
 }
 # Seconds a scenario needs at least; with less left before the deadline it is skipped.
 NEEDS = {
@@ -88,6 +90,7 @@ NEEDS = {
     "sockets_sse": 150,
     "fanout_sse": 100,
     "delivery_cpu_sse": 90,
+    "peers": 420,  # 343-441 s on the shared machine
 }
 # What `--only GROUP` stands for. A plain `make bench` runs the default group; the pressure
 # scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes; the sse
@@ -96,6 +99,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu", "serverapi"),
     "pressure": ("sockets20k", "storm", "failover"),
     "sse": ("sockets_sse", "fanout_sse", "delivery_cpu_sse"),
+    # VORA beside Socket.IO 4 + Redis and a Node ws relay under scenarios 3, 4 and 7's loads (about 5 minutes).
+    "peers": ("peers",),
 }
 BUDGET_SECONDS = 540.0
 FOREIGN_CPU_NOTE = 0.15  # cores used by processes outside the benchmark, above which a scenario is flagged
@@ -104,6 +109,7 @@ TABLE_MARKERS = {
     "default": ("<!-- bench:table:start -->", "<!-- bench:table:end -->"),
     "pressure": ("<!-- bench:pressure:start -->", "<!-- bench:pressure:end -->"),
     "sse": ("<!-- bench:sse:start -->", "<!-- bench:sse:end -->"),
+    "peers": ("<!-- bench:peers:start -->", "<!-- bench:peers:end -->"),
 }
 
 
