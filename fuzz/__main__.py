@@ -33,7 +33,7 @@ from pathlib import Path
 from testbed.redis_procs import RedisServer
 from testbed.vora_server import running_server
 from vora.auth.devkeys import create_dev_key, mint_token
-from vora.store import keys
+from vora.store.directory import Directory
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC_DIR = REPO / "spec"
@@ -87,7 +87,8 @@ def local_vora(work: Path) -> Iterator[list[Target]]:
     create_dev_key(key_path)
     server_key = secrets.token_urlsafe(32)
     with RedisServer(workdir=work / "redis") as redis_server:
-        redis_server.client().sadd(keys.user_identities(QA_USER), *QA_IDENTITIES)
+        # Provisioned as the telephony side does: the directory is marked provisioned, so a stranger's setup is 404.
+        Directory(redis_server.client()).add(QA_USER, list(QA_IDENTITIES))
         env = {
             "VORA_REDIS_URL": redis_server.url,
             "VORA_DEV_KEY": str(key_path),

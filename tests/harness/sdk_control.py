@@ -19,7 +19,7 @@ import redis
 from testbed.ports import HOST, free_port
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live, running_server
 from testbed.wait import wait_for
-from vora.store import keys
+from vora.store.directory import Directory
 
 Json = dict[str, Any]
 
@@ -111,7 +111,8 @@ def _handler(instances: Instances) -> type[BaseHTTPRequestHandler]:
                     token = instances.mint(body["sub"], scopes, int(body.get("lifetime", 3600)))
                     self._answer(200, {"accessToken": token})
                 elif parts == ["identities"]:
-                    instances.redis_client.sadd(keys.user_identities(body["sub"]), *body["identities"])
+                    # As the telephony side provisions: the directory is marked provisioned (a stranger gets 404).
+                    Directory(instances.redis_client).add(body["sub"], list(body["identities"]))
                     self._answer(200, {})
                 else:
                     self._answer(404, {"error": f"no control route {self.path}"})

@@ -14,7 +14,7 @@ from testbed.vora_server import RunningServer, running_server
 from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory
 from tests.harness.server_api import publish_event
 from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
-from vora.store import keys
+from vora.store.directory import Directory
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def owner(redisdb: redis.Redis) -> Callable[[str, str], None]:
     """Give a user an identity in the directory."""
 
     def own(subject: str, identity: str = IDENTITY) -> None:
-        redisdb.sadd(keys.user_identities(subject), identity)
+        Directory(redisdb).add(subject, [identity])  # as provisioning does: the directory is marked provisioned
 
     return own
 
