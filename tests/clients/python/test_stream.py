@@ -261,8 +261,13 @@ def test_maintenance_resumes_the_same_session_on_the_next_worker(
         asyncio.run(scenario(server))
 
 
+@TRANSPORTS
 def test_resume_gap_reaches_the_app(
-    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, redisdb: redis.Redis
+    make_server: ServerFactory,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    redisdb: redis.Redis,
+    transport: TransportChoice,
 ) -> None:
     """Resuming after events no longer retained delivers resumeGap (and calls on_resume_gap) before the rest."""
     owner("alice")
@@ -276,7 +281,13 @@ def test_resume_gap_reaches_the_app(
             answers = await asyncio.to_thread(publish_batch, server.server_api_url, SERVER_KEY, events)
             first, last = answers[0], answers[-1]
             stream = await connect(
-                client, IDENTITY, session=session, last_event_id=first, policy=QUICK, on_resume_gap=gaps.append
+                client,
+                IDENTITY,
+                session=session,
+                last_event_id=first,
+                policy=QUICK,
+                on_resume_gap=gaps.append,
+                transport=transport,
             )
             gap = await stream.next_event(10)
             assert gap["type"] == "resumeGap"
@@ -293,15 +304,18 @@ def test_resume_gap_reaches_the_app(
     assert len(gaps) == 1
 
 
+@TRANSPORTS
 def test_missed_heartbeats_mark_a_dead_connection(
-    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
 ) -> None:
     """A server that stops answering (SIGSTOP) is detected by missed heartbeats; the SDK reconnects after SIGCONT."""
     owner("alice")
 
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
-            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, heartbeat_timeout=3.0)
+            stream = await connect(
+                client, IDENTITY, subscribe_all=True, policy=QUICK, heartbeat_timeout=3.0, transport=transport
+            )
             await until(stream, State.OPEN)
             workers = server.worker_pids()
             for pid in workers:
@@ -335,8 +349,9 @@ def test_setup_refused_for_good_closes_the_stream_with_the_error(server: Running
     asyncio.run(scenario())
 
 
+@TRANSPORTS
 def test_a_refused_last_event_id_restarts_from_the_live_stream_with_a_gap(
-    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
 ) -> None:
     """A lastEventId the server refuses (400) is dropped, the app told by a local resumeGap, and live events flow."""
     owner("alice")
@@ -344,7 +359,12 @@ def test_a_refused_last_event_id_restarts_from_the_live_stream_with_a_gap(
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
             stream = await connect(
-                client, IDENTITY, subscribe_all=True, last_event_id="99999999999999999999999-0", policy=QUICK
+                client,
+                IDENTITY,
+                subscribe_all=True,
+                last_event_id="99999999999999999999999-0",
+                policy=QUICK,
+                transport=transport,
             )
             gap = await stream.next_event(10)
             assert gap["type"] == "resumeGap"
