@@ -10,7 +10,11 @@ DEVAUTH_MODULES := devauth/node_modules/.package-lock.json
 TOOLS_MODULES := tools/node_modules/.package-lock.json
 ASYNCAPI_VENDOR := vora/asyncapi_page/static/vendor/.copied
 SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
+SDK_DIR := clients/typescript
+SDK_BUILT := $(SDK_DIR)/build/.built
 HOST ?= 127.0.0.1
+# Test files run in parallel processes (most of a test's time is spent waiting on servers it started).
+TEST_WORKERS ?= 3
 PORT ?= 18085
 WORKERS ?= 2
 export VORA_DEV_KEY ?= $(CURDIR)/.vora/dev-key.pem
@@ -25,7 +29,7 @@ SERVICE_SECRET ?= demo-service-secret
 SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
 SERVER_API_PORT ?= 18086
 
-.PHONY: install run stop test test-tools test-fast lint typecheck check-spec lint-spec check-breaking docs fuzz redis-server bench clean
+.PHONY: install run stop test test-tools test-fast lint typecheck check-spec lint-spec check-breaking docs fuzz redis-server bench clean sdk
 
 install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) $(TOOLS_MODULES) $(ASYNCAPI_VENDOR) ## Create .venv with VORA and its dev tools (idempotent)
 
@@ -54,6 +58,19 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]' -e clients/python
 	@touch $(STAMP)
 
+# The TypeScript SDK (@vora/client): exactly as its package-lock.json pins it, its generated types checked
+# against spec/, built (dist/), and its Node test suite compiled and bundled for the browser test.
+sdk: $(SDK_BUILT) ## Install, check and build the TypeScript SDK in clients/typescript
+
+$(SDK_BUILT): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json $(SDK_DIR)/tsconfig.json $(SDK_DIR)/tsconfig.test.json \
+		$(wildcard $(SDK_DIR)/src/*.ts $(SDK_DIR)/src/generated/*.ts $(SDK_DIR)/test/*.ts $(SDK_DIR)/scripts/*.mjs) \
+		spec/vora.yaml spec/vora-events.asyncapi.yaml | $(ASYNCAPI_SPECS)
+	npm ci --silent --no-audit --no-fund --prefix $(SDK_DIR)
+	npm run --silent --prefix $(SDK_DIR) check:generated
+	npm run --silent --prefix $(SDK_DIR) build
+	npm run --silent --prefix $(SDK_DIR) build:test
+	@touch $@
+
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
@@ -77,13 +94,13 @@ run: install redis-server ## Start Redis if needed, a demo user, the dev authori
 stop: ## Stop what make run started: VORA, the dev authorization server and the redis-server it started
 	@bash scripts/stop-dev.sh $(PORT) $(SERVER_API_PORT) $(AUTH_PORT) $${VORA_METRICS_PORT:-9102}
 
-test: install test-tools ## Run the whole suite: lint, types, spec, unit, server, contract
+test: install test-tools sdk ## Run the whole suite: lint, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests bench scripts clients/python fuzz deploy/observability
 	$(VENV)/bin/ruff format --check vora tests bench scripts clients/python fuzz deploy/observability
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
 	$(VORA) check-breaking
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install redis-server ## Run the suite without the slow server and contract tests
 	$(VENV)/bin/pytest -m "not slow"

@@ -19,7 +19,7 @@ from tests.conftest import TokenFactory
 from tests.harness.ports import free_port
 from tests.harness.vora_server import running_server
 from tests.harness.wait import wait_for
-from vora.logs import JsonFormatter, access_line, configure_logging
+from vora.logs import JsonFormatter, TextFormatter, access_line, configure_logging
 
 Headers = Callable[..., dict[str, str]]
 
@@ -197,3 +197,26 @@ def test_uncaught_thread_exceptions_and_warnings_become_json_lines(monkeypatch: 
     [failure] = [line for line in lines if line["msg"] == "uncaught exception"]
     assert "RuntimeError: nobody caught this" in failure["exc"]
     assert any("a library's warning" in line["msg"] and line["logger"] == "py.warnings" for line in lines)
+
+
+def test_text_format_renders_readable_lines_and_still_redacts() -> None:
+    """VORA_LOG_FORMAT=text writes `time LEVEL logger: message  fields`, an access line as `METHOD path status`."""
+    formatter = TextFormatter()
+    access = logging.LogRecord("vora.access", logging.INFO, __file__, 1, "request", None, None)
+    access.fields = {"request_id": "r-1", "method": "GET", "path": "/vora/identity", "status": 200, "latency_ms": 1.5}
+    line = formatter.format(access)
+    assert " INFO    vora.access: GET /vora/identity 200 1.5 ms  request_id=r-1" in line
+    secret = logging.LogRecord("vora.http", logging.WARNING, __file__, 1, "saw Bearer abc.def.ghi", None, None)
+    assert "abc.def.ghi" not in formatter.format(secret)
+    assert not formatter.format(secret).startswith("{")
+
+
+@pytest.mark.slow
+def test_a_real_gunicorn_logs_text_when_asked(env: dict[str, str], tmp_path: Path) -> None:
+    """With VORA_LOG_FORMAT=text, gunicorn's lines and VORA's access lines are readable text, not JSON."""
+    with running_server({**env, "VORA_LOG_FORMAT": "text"}, tmp_path, workers=1) as server:
+        assert requests.get(f"{server.base_url}/health/liveness", timeout=10).status_code == 204
+        wait_for(lambda: "GET /vora/health/liveness 204" in server.log(), 10, what="the access line")
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert not [line for line in lines if line.startswith("{")]
+    assert any(" gunicorn.error: Booting worker" in line for line in lines)

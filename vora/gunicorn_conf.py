@@ -37,7 +37,8 @@ timeout = 30
 keepalive = 75
 accesslog = None  # vora.access logs each request, without its query string
 errorlog = "-"
-logger_class = "vora.logs.JsonGunicornLogger"  # gunicorn's own lines are JSON like VORA's
+# gunicorn's own lines are formatted like VORA's: JSON, or text for `make run` (VORA_LOG_FORMAT).
+logger_class = "vora.logs.TextGunicornLogger" if _settings.log_format == "text" else "vora.logs.JsonGunicornLogger"
 loglevel = _settings.log_level.lower()
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
@@ -49,7 +50,7 @@ def on_starting(server: Any) -> None:
     """Log the master's own lines as JSON; bind the server API's listener beside the public one when configured."""
     from vora.logs import configure_logging, log_uncaught
 
-    configure_logging(_settings.log_level)
+    configure_logging(_settings.log_level, _settings.log_format)
     log_uncaught(log)  # the metrics server's thread runs in this process
     if not _settings.server_api_enabled:
         return

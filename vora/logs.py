@@ -68,6 +68,31 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str))
 
 
+class TextFormatter(logging.Formatter):
+    """Format a record as one readable line for a developer's terminal (`make run`): time, level, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record as a text line; an access record as `METHOD path status latency`."""
+        fields: dict[str, Any] = dict(getattr(record, "fields", {}))
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        if record.name == "vora.access":
+            method, path = fields.pop("method", ""), fields.pop("path", "")
+            status, latency = fields.pop("status", None), fields.pop("latency_ms", None)
+            message = f"{method} {path} {status if status is not None else '-'} {latency} ms"
+        else:
+            message = record.getMessage()
+        if "request_id" not in fields and has_request_context():
+            fields["request_id"] = request.environ.get("vora.request_id")
+        extras = " ".join(f"{name}={value}" for name, value in fields.items() if value is not None)
+        line = f"{clock} {record.levelname:<7} {record.name}: {message}" + (f"  {extras}" if extras else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return redact(line)
+
+
+FORMATTERS: dict[str, type[logging.Formatter]] = {"json": JsonFormatter, "text": TextFormatter}
+
+
 class AccessLineWriter:
     """Write access lines straight to VORA's own log handler while it is the only one, else through logging.
 
@@ -116,15 +141,16 @@ def access_line(fields: dict[str, Any]) -> str:
 access_writer = AccessLineWriter()
 
 
-def configure_logging(level: str) -> None:
-    """Send every log record to stderr as JSON lines."""
+def configure_logging(level: str, log_format: str = "json") -> None:
+    """Send every log record to stderr as JSON lines (or readable text lines, for a developer's terminal)."""
     global access_writer  # noqa: PLW0603 - the middleware writes through whatever this configured last
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(FORMATTERS[log_format]())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    access_writer = AccessLineWriter(handler)
+    # Access lines skip logging only where they are JSON: the direct writer renders exactly that.
+    access_writer = AccessLineWriter(handler if log_format == "json" else None)
     # Connexion logs each validation failure at ERROR; the access line already tells it.
     logging.getLogger("connexion").setLevel(logging.CRITICAL)
 
@@ -132,11 +158,19 @@ def configure_logging(level: str) -> None:
 class JsonGunicornLogger(GunicornLogger):  # type: ignore[misc] # gunicorn is untyped
     """Gunicorn's own logger (its master's and workers' lines, a WORKER TIMEOUT included) writing JSON lines."""
 
+    formatter: type[logging.Formatter] = JsonFormatter
+
     def setup(self, cfg: Any) -> None:
-        """Set gunicorn's handlers up as usual, then make each of them format records as JSON."""
+        """Set gunicorn's handlers up as usual, then make each of them format records as VORA's own are."""
         super().setup(cfg)
         for handler in [*self.error_log.handlers, *self.access_log.handlers]:
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(self.formatter())
+
+
+class TextGunicornLogger(JsonGunicornLogger):
+    """Gunicorn's own logger writing the readable lines of `make run` (VORA_LOG_FORMAT=text)."""
+
+    formatter = TextFormatter
 
 
 def log_uncaught(logger: logging.Logger) -> None:

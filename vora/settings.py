@@ -153,6 +153,13 @@ def _webhook_url(name: str, raw: str) -> str:
     return url
 
 
+def _log_format(name: str, raw: str) -> str:
+    log_format = raw.strip().lower()
+    if log_format not in {"json", "text"}:
+        raise SettingsError(f"{name} must be json or text; got {raw!r}")
+    return log_format
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -193,6 +200,7 @@ class Settings:
     http_body_timeout: float = field(default=30.0, metadata={"parse": _positive_float})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"parse": _csv})
     log_level: str = field(default="INFO", metadata={"parse": _log_level})
+    log_format: str = field(default="json", metadata={"parse": _log_format})
     # Development (make run sets it): an operation without a finished handler answers 501 instead of failing the start.
     development: bool = field(default=False, metadata={"parse": _switch})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})

@@ -12,5 +12,5 @@ from vora.settings import Settings
 def app_from_env() -> Flask:
     """Read settings from the environment, set up logging and build the app."""
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

@@ -1,0 +1,127 @@
+import { VoraNetworkError, VoraUnauthorizedError, apiError } from "./errors.js";
+import type { StreamOptions } from "./stream.js";
+import { VoraStream } from "./stream.js";
+import type { ConnectionType, IdentitiesResponse, PushRegistration, SetupRequest, SetupResponse, Subscription } from "./types.js";
+
+/** Why the SDK asks for an access token: `refresh` after VORA refused the previous one with 401. */
+export interface TokenRequest {
+  refresh: boolean;
+}
+
+/** The app's access-token source (OAuth stays the app's: refresh when asked to). */
+export type AccessTokenProvider = (request: TokenRequest) => Promise<string> | string;
+
+export interface ClientOptions {
+  /** VORA's REST base URL, for example `https://vora.example.com/vora`. */
+  baseUrl: string;
+  /** Returns a current OAuth2 access token. */
+  accessToken: AccessTokenProvider;
+  /** A fetch implementation (the global one by default). */
+  fetch?: typeof fetch;
+  /** Milliseconds before a REST call is abandoned (default 15000). */
+  requestTimeoutMs?: number;
+}
+
+export interface SetupOptions {
+  identity: string;
+  /** WebSocket by default (ServerSentEvents once VORA offers it, issue 21). */
+  connectionType?: ConnectionType;
+  /** Mobile softphones that sleep without a socket: VORA wakes them by push for incoming calls. */
+  holdUpMode?: boolean;
+  /** Only with holdUpMode. */
+  push?: PushRegistration;
+}
+
+const DEFAULT_TIMEOUT_MS = 15_000;
+
+/** VORA's client: the REST session operations, and streams of events. */
+export class VoraClient {
+  readonly baseUrl: string;
+  readonly #accessToken: AccessTokenProvider;
+  readonly #fetch: typeof fetch;
+  readonly #timeoutMs: number;
+
+  constructor(options: ClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, "");
+    this.#accessToken = options.accessToken;
+    const fetchImpl = options.fetch ?? globalThis.fetch;
+    if (typeof fetchImpl !== "function") throw new TypeError("no fetch: pass options.fetch");
+    // Bound, because a browser's fetch must be called with globalThis as this.
+    this.#fetch = fetchImpl.bind(globalThis);
+    this.#timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** List the identities the caller may set up sessions on (GET /identity). */
+  async identities(): Promise<string[]> {
+    const body = (await this.#call("GET", "/identity")) as IdentitiesResponse;
+    return body.identities;
+  }
+
+  /** Open a session on an identity and return its webSocketToken (POST /identity/setup). */
+  async setup(options: SetupOptions): Promise<string> {
+    const body: SetupRequest = { connectionType: options.connectionType ?? "WebSocket", identity: options.identity };
+    if (options.holdUpMode !== undefined) body.holdUpMode = options.holdUpMode;
+    if (options.push !== undefined) body.push = options.push;
+    const answer = (await this.#call("POST", "/identity/setup", body)) as SetupResponse;
+    return answer.webSocketToken;
+  }
+
+  /** Choose the events the caller's sessions on an identity receive (POST /identity/{identity}/eventSubscription). */
+  async subscribe(identity: string, subscription: Subscription): Promise<void> {
+    await this.#call("POST", `/identity/${encodeURIComponent(identity)}/eventSubscription`, subscription);
+  }
+
+  /** End the caller's sessions on an identity; their streams close with reason logout (POST /logout/{identity}). */
+  async logout(identity: string): Promise<void> {
+    await this.#call("POST", `/logout/${encodeURIComponent(identity)}`);
+  }
+
+  /** Set up a session and hold its event stream open by VORA's rules until it is closed. */
+  stream(options: StreamOptions): VoraStream {
+    return new VoraStream(this, options);
+  }
+
+  async #call(method: string, path: string, body?: unknown): Promise<unknown> {
+    let response = await this.#send(method, path, body, false);
+    if (response.status === 401) {
+      // The provider may hold a stale token: ask once for a fresh one.
+      await response.body?.cancel();
+      response = await this.#send(method, path, body, true);
+    }
+    const text = await response.text();
+    let parsed: unknown = text;
+    if (text !== "" && (response.headers.get("content-type") ?? "").includes("json")) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = text;
+      }
+    }
+    if (!response.ok) throw apiError(response.status, response.statusText, parsed, response.headers.get("retry-after"));
+    return parsed;
+  }
+
+  async #send(method: string, path: string, body: unknown, refresh: boolean): Promise<Response> {
+    let token: string;
+    try {
+      token = await this.#accessToken({ refresh });
+    } catch (cause) {
+      throw new VoraUnauthorizedError(
+        401,
+        { timestamp: new Date().toISOString(), status: "401", error: "Unauthorized", message: `the access token provider failed: ${String(cause)}` },
+        undefined,
+      );
+    }
+    const headers: Record<string, string> = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+    const init: RequestInit = { method, headers, signal: AbortSignal.timeout(this.#timeoutMs) };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    try {
+      return await this.#fetch(this.baseUrl + path, init);
+    } catch (cause) {
+      throw new VoraNetworkError(`${method} ${path} got no answer: ${String(cause)}`, { cause });
+    }
+  }
+}

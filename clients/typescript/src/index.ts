@@ -1,0 +1,33 @@
+export { VoraClient } from "./client.js";
+export type { AccessTokenProvider, ClientOptions, SetupOptions, TokenRequest } from "./client.js";
+export {
+  VoraApiError,
+  VoraConflictError,
+  VoraError,
+  VoraForbiddenError,
+  VoraNetworkError,
+  VoraNotFoundError,
+  VoraUnauthorizedError,
+  VoraUnavailableError,
+  parseRetryAfter,
+} from "./errors.js";
+export type { VoraErrorBody } from "./errors.js";
+export { compareEventIds, isEventId } from "./event-id.js";
+export { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, firstDelayMs, refusedDelayMs } from "./reconnect.js";
+export type { NextStep, ReconnectRules } from "./reconnect.js";
+export { VoraStream } from "./stream.js";
+export type {
+  CloseReason,
+  ClosedInfo,
+  LastEventIdStore,
+  ReconnectingInfo,
+  StateChange,
+  StreamEvents,
+  StreamOptions,
+  StreamState,
+  TransportChoice,
+} from "./stream.js";
+export type { HandshakeFailure, Transport, TransportClose, TransportConnection, TransportSink, TransportTarget } from "./transport.js";
+export { socketUrl, webSocketTransport } from "./websocket-transport.js";
+export type { WebSocketConstructor, WebSocketLike, WebSocketTransportOptions } from "./websocket-transport.js";
+export type * from "./types.js";

@@ -1,0 +1,90 @@
+import type { TerminationReason } from "./types.js";
+
+/** The README's reconnect rules, as numbers (tests shrink the windows; apps should not). */
+export interface ReconnectRules {
+  /** First attempt after a drop that hits many clients at once (1006, 1001, 1011, maintenance): uniform(0, this). */
+  massDropWindowMs: number;
+  /** First attempt after a drop about this client alone (1008, 4008) and before setting up again: uniform(0, this). */
+  singleDropWindowMs: number;
+  /** Refused attempt n waits Retry-After plus uniform(0, min(backoffCapMs, 2**n seconds)). */
+  backoffCapMs: number;
+  /** A socket open this long starts the next drop from the first attempt again. */
+  stableAfterMs: number;
+  /** An attempt not open after this long is abandoned, and counts as refused with Retry-After 0. */
+  connectTimeoutMs: number;
+  /** Unexplained handshake failures in a row (a browser sees no HTTP status) before the session is set up again. */
+  setupAfterUnexplainedFailures: number;
+  /** The random source, uniform in [0, 1). */
+  random: () => number;
+}
+
+export const DEFAULT_RULES: ReconnectRules = {
+  massDropWindowMs: 20_000,
+  singleDropWindowMs: 1_000,
+  backoffCapMs: 30_000,
+  stableAfterMs: 20_000,
+  connectTimeoutMs: 10_000,
+  setupAfterUnexplainedFailures: 4,
+  random: Math.random,
+};
+
+/** Close codes after which the session is over: set up again. */
+const SESSION_OVER = new Set([1000, 4401]);
+/** Close codes about this client alone. */
+const SINGLE_DROP = new Set([1008, 4008]);
+/** HTTP refusals that no retry can fix. */
+const FATAL_HANDSHAKE = new Set([400, 403, 404, 426]);
+
+/** What the stream does after a connection ends. */
+export type NextStep =
+  | { kind: "stop"; reason: "logout" | "revoked" | "error"; detail: string }
+  | { kind: "resume"; delayMs: number; setup: boolean; cause: string };
+
+function uniform(rules: ReconnectRules, maxMs: number): number {
+  return rules.random() * maxMs;
+}
+
+/** Refused attempt n (1, 2, ...): Retry-After, then full jitter up to min(cap, 2**n s). */
+export function refusedDelayMs(rules: ReconnectRules, attempt: number, retryAfterSeconds: number | undefined): number {
+  return (retryAfterSeconds ?? 0) * 1000 + uniform(rules, Math.min(rules.backoffCapMs, 2 ** attempt * 1000));
+}
+
+/** First attempt after a drop: a window by close code. */
+export function firstDelayMs(rules: ReconnectRules, code: number): number {
+  return uniform(rules, SINGLE_DROP.has(code) ? rules.singleDropWindowMs : rules.massDropWindowMs);
+}
+
+/** What a channelTerminated reason asks for. */
+export function afterTermination(rules: ReconnectRules, reason: TerminationReason): NextStep {
+  switch (reason) {
+    case "logout":
+    case "revoked":
+      return { kind: "stop", reason, detail: `channelTerminated: ${reason}` };
+    case "maintenance":
+      return { kind: "resume", delayMs: uniform(rules, rules.massDropWindowMs), setup: false, cause: "maintenance" };
+    case "replaced":
+    case "tokenExpired":
+    case "disconnected":
+      return { kind: "resume", delayMs: uniform(rules, rules.singleDropWindowMs), setup: true, cause: reason };
+  }
+}
+
+/** What a drop of an open socket (no channelTerminated) asks for; attempt is 0 when the socket was stable. */
+export function afterDrop(rules: ReconnectRules, code: number, attempt: number): NextStep {
+  const setup = SESSION_OVER.has(code);
+  const delayMs = attempt === 0 ? firstDelayMs(rules, code) : refusedDelayMs(rules, attempt, 0);
+  return { kind: "resume", delayMs, setup, cause: `closed ${code}` };
+}
+
+/** What a failed attempt asks for; attempt counts the failures since the last stable socket (1, 2, ...). */
+export function afterRefusal(rules: ReconnectRules, status: number | undefined, retryAfterSeconds: number | undefined, attempt: number): NextStep {
+  if (status !== undefined && FATAL_HANDSHAKE.has(status)) {
+    return { kind: "stop", reason: "error", detail: `the handshake was refused with HTTP ${status}` };
+  }
+  return {
+    kind: "resume",
+    delayMs: refusedDelayMs(rules, attempt, retryAfterSeconds),
+    setup: status === 401,
+    cause: status === undefined ? "no answer" : `refused ${status}`,
+  };
+}

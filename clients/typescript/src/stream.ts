@@ -1,0 +1,549 @@
+import type { VoraClient } from "./client.js";
+import { Emitter } from "./emitter.js";
+import { VoraApiError, VoraError, VoraForbiddenError, VoraNetworkError, VoraUnauthorizedError } from "./errors.js";
+import { compareEventIds, isEventId } from "./event-id.js";
+import type { ChannelTerminatedEvent, HeartbeatEvent, ResumeGapEvent } from "./generated/events.js";
+import { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, refusedDelayMs } from "./reconnect.js";
+import type { NextStep, ReconnectRules } from "./reconnect.js";
+import type { Transport, TransportClose, TransportConnection } from "./transport.js";
+import type { ChannelMessage, PushRegistration, StreamItem, Subscription, TerminationReason, VoraEvent } from "./types.js";
+import { webSocketTransport } from "./websocket-transport.js";
+
+/** The stream's states; `closed` is final. */
+export type StreamState = "connecting" | "open" | "reconnecting" | "closed";
+
+/** Why a stream closed. */
+export type CloseReason =
+  | "client" // the app called close()
+  | "logout" // channelTerminated logout: the session was logged out
+  | "revoked" // channelTerminated revoked: the identity was taken from the user
+  | "unauthorized" // setup refused the access token (401), even after asking the provider for a fresh one
+  | "forbidden" // setup refused the identity or scopes (403)
+  | "error"; // anything else no retry can fix (404, 409, a 400 handshake, a transport missing)
+
+/** Every transition, with its cause. */
+export interface StateChange {
+  from: StreamState;
+  to: StreamState;
+  cause: string;
+}
+
+export interface ReconnectingInfo {
+  /** Attempts since the last stable socket (0: the first after a drop). */
+  attempt: number;
+  delayMs: number;
+  cause: string;
+  /** Whether the session is set up again before connecting. */
+  setup: boolean;
+}
+
+export interface ClosedInfo {
+  reason: CloseReason;
+  detail: string;
+  error: unknown;
+}
+
+/** What a stream emits; listen with stream.on(name, listener). */
+export interface StreamEvents {
+  state: StateChange;
+  connecting: { transport: string };
+  open: { transport: string; lastEventId: string | undefined };
+  reconnecting: ReconnectingInfo;
+  closed: ClosedInfo;
+  /** A stream event (call, presence, recording), in order, each once. */
+  event: VoraEvent;
+  /** Events after lastEventId were no longer retained: refresh the app's state. */
+  resumeGap: ResumeGapEvent;
+  heartbeat: HeartbeatEvent;
+  channelTerminated: ChannelTerminatedEvent;
+  /** A new session was set up (at start, and after replaced, tokenExpired, disconnected or a 401). */
+  setup: { identity: string };
+  /** A failed attempt or a listener that threw; the stream carries on. */
+  error: unknown;
+}
+
+/** Where the app keeps the last eventId across restarts. */
+export interface LastEventIdStore {
+  load(): string | undefined | Promise<string | undefined>;
+  save(eventId: string): void | Promise<void>;
+}
+
+/** Which transport to use: "auto" tries them in order and falls back; the others force one. */
+export type TransportChoice = "auto" | "websocket" | "sse" | readonly Transport[];
+
+export interface StreamOptions {
+  identity: string;
+  holdUpMode?: boolean;
+  push?: PushRegistration;
+  /** Applied after every setup (a new session starts subscribed to everything). */
+  subscription?: Subscription;
+  /** A session the app set up itself (client.setup); the stream still sets up anew when it ends. */
+  webSocketToken?: string;
+  /** Resume after this eventId (else what lastEventIdStore loads). */
+  lastEventId?: string;
+  lastEventIdStore?: LastEventIdStore;
+  transport?: TransportChoice;
+  /** Failed opens in a row, never opened, before "auto" moves to the next transport (default 2). */
+  fallbackAfter?: number;
+  /** No message for this long means the connection is dead; default twice the heartbeat interval plus 5 s. */
+  heartbeatTimeoutMs?: number;
+  /** Override the README's reconnect numbers (tests do). */
+  rules?: Partial<ReconnectRules>;
+}
+
+const DEFAULT_HEARTBEAT_SECONDS = 30;
+const HEARTBEAT_GRACE_MS = 5_000;
+const CLOSE_NORMAL = 1000;
+const CLOSE_DEAD = 4000; // application code: the client gave up on a silent connection
+const CLOSE_CUT = 1006;
+
+/** The transitions allowed, in one place. */
+const TRANSITIONS: Record<StreamState, readonly StreamState[]> = {
+  connecting: ["open", "reconnecting", "closed"],
+  open: ["reconnecting", "closed"],
+  reconnecting: ["open", "reconnecting", "closed"],
+  closed: [],
+};
+
+function chooseTransports(choice: TransportChoice | undefined): readonly Transport[] {
+  if (Array.isArray(choice)) return choice as readonly Transport[];
+  switch (choice ?? "auto") {
+    case "auto":
+    case "websocket":
+      // "auto" becomes [WebSocket, Server-Sent Events] once VORA serves SSE (issue 21).
+      return [webSocketTransport()];
+    default:
+      throw new VoraError("VORA has no Server-Sent Events endpoint yet (issue 21): use transport 'websocket'");
+  }
+}
+
+function isChannelMessage(value: unknown): value is ChannelMessage {
+  if (typeof value !== "object" || value === null) return false;
+  const record = value as Record<string, unknown>;
+  return typeof record["type"] === "string" && typeof record["data"] === "object" && record["data"] !== null;
+}
+
+/**
+ * One identity's event stream, held open by VORA's rules: it sets the session up, connects, resumes
+ * after drops with the last eventId, sets up again when the session ends under it, and stops after
+ * logout or revocation. Deliveries are in order, each once, to listeners and async iterators.
+ */
+export class VoraStream implements AsyncIterable<StreamItem> {
+  readonly identity: string;
+  #state: StreamState = "connecting";
+  #closed: ClosedInfo | undefined;
+  readonly #client: VoraClient;
+  readonly #options: StreamOptions;
+  readonly #rules: ReconnectRules;
+  readonly #transports: readonly Transport[];
+  readonly #emitter: Emitter<StreamEvents>;
+  readonly #iterators = new Set<{ push(item: StreamItem | undefined): void }>();
+  #transportIndex = 0;
+  #failedOpens = 0;
+  #token: string | undefined;
+  #lastEventId: string | undefined;
+  #attempt = 0;
+  #unexplained = 0;
+  #generation = 0;
+  #connection: TransportConnection | undefined;
+  #terminated: TerminationReason | undefined;
+  #heartbeatMs: number;
+  #timers = new Set<ReturnType<typeof setTimeout>>();
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
+  #closedPromise: Promise<ClosedInfo>;
+  #resolveClosed!: (info: ClosedInfo) => void;
+
+  constructor(client: VoraClient, options: StreamOptions) {
+    this.#client = client;
+    this.#options = options;
+    this.identity = options.identity;
+    this.#rules = { ...DEFAULT_RULES, ...options.rules };
+    this.#emitter = new Emitter<StreamEvents>((error) => this.#emitter.emit("error", error));
+    this.#heartbeatMs = options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_SECONDS * 2000 + HEARTBEAT_GRACE_MS;
+    this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
+    let transports: readonly Transport[] = [];
+    try {
+      transports = chooseTransports(options.transport).filter((transport) => transport.available());
+    } catch (error) {
+      this.#transports = [];
+      queueMicrotask(() => this.#finish("error", error instanceof Error ? error.message : String(error), error));
+      return;
+    }
+    this.#transports = transports;
+    if (transports.length === 0) {
+      queueMicrotask(() =>
+        this.#finish("error", "no transport can run here: on Node 20 inject `ws` or run node with --experimental-websocket", undefined),
+      );
+      return;
+    }
+    queueMicrotask(() => void this.#start());
+  }
+
+  /** The current state. */
+  get state(): StreamState {
+    return this.#state;
+  }
+
+  /** The eventId of the last event delivered (pass it as lastEventId to resume elsewhere). */
+  get lastEventId(): string | undefined {
+    return this.#lastEventId;
+  }
+
+  /** Why the stream closed, once it has. */
+  get closeInfo(): ClosedInfo | undefined {
+    return this.#closed;
+  }
+
+  /** The transport in use (or next to be tried). */
+  get transport(): string {
+    return this.#transports[this.#transportIndex]?.name ?? "none";
+  }
+
+  /** Resolves when the stream is closed, with why. */
+  get closed(): Promise<ClosedInfo> {
+    return this.#closedPromise;
+  }
+
+  /** Listen to one kind of stream event; returns a function that stops listening. */
+  on<K extends keyof StreamEvents>(name: K, listener: (value: StreamEvents[K]) => void): () => void {
+    return this.#emitter.on(name, listener);
+  }
+
+  /** Stop a listener. */
+  off<K extends keyof StreamEvents>(name: K, listener: (value: StreamEvents[K]) => void): void {
+    this.#emitter.off(name, listener);
+  }
+
+  /** Resolve the next time the stream is open (at once if it is); reject if it closes first. */
+  opened(): Promise<void> {
+    if (this.#state === "open") return Promise.resolve();
+    const closed = this.#closed;
+    if (closed !== undefined) return Promise.reject(new VoraError(`the stream closed: ${closed.reason} (${closed.detail})`));
+    return new Promise((resolve, reject) => {
+      const stopOpen = this.on("open", () => {
+        stopOpen();
+        stopClosed();
+        resolve();
+      });
+      const stopClosed = this.on("closed", (info) => {
+        stopOpen();
+        stopClosed();
+        reject(new VoraError(`the stream closed: ${info.reason} (${info.detail})`));
+      });
+    });
+  }
+
+  /** Close the stream for good (reason "client"); the session stays until logout or its TTL. */
+  close(): void {
+    this.#finish("client", "closed by the app", undefined);
+  }
+
+  /** Iterate over stream events and resumeGaps from now on, until the stream closes. */
+  [Symbol.asyncIterator](): AsyncIterator<StreamItem> {
+    const queue: StreamItem[] = [];
+    const waiting: ((result: IteratorResult<StreamItem>) => void)[] = [];
+    let done = this.#state === "closed";
+    const sink = {
+      push: (item: StreamItem | undefined) => {
+        if (item === undefined) {
+          done = true;
+          for (const resolve of waiting.splice(0)) resolve({ done: true, value: undefined });
+          return;
+        }
+        const resolve = waiting.shift();
+        if (resolve !== undefined) resolve({ done: false, value: item });
+        else queue.push(item);
+      },
+    };
+    this.#iterators.add(sink);
+    const stop = (): IteratorResult<StreamItem> => {
+      this.#iterators.delete(sink);
+      done = true;
+      return { done: true, value: undefined };
+    };
+    return {
+      next: () => {
+        const item = queue.shift();
+        if (item !== undefined) return Promise.resolve({ done: false, value: item });
+        if (done) return Promise.resolve(stop());
+        return new Promise((resolve) => waiting.push(resolve));
+      },
+      return: () => Promise.resolve(stop()),
+    };
+  }
+
+  async #start(): Promise<void> {
+    let initial = this.#options.lastEventId;
+    if (initial === undefined && this.#options.lastEventIdStore !== undefined) {
+      try {
+        initial = await this.#options.lastEventIdStore.load();
+      } catch (error) {
+        this.#emitter.emit("error", error);
+      }
+    }
+    if (initial !== undefined && !isEventId(initial)) {
+      this.#emitter.emit("error", new VoraError(`ignoring a stored lastEventId that is not an eventId: ${initial}`));
+      initial = undefined;
+    }
+    this.#lastEventId = initial;
+    this.#token = this.#options.webSocketToken;
+    this.#emitter.emit("connecting", { transport: this.transport });
+    void this.#attemptNow(this.#token === undefined);
+  }
+
+  #isClosed(): boolean {
+    return this.#state === "closed";
+  }
+
+  #transition(to: StreamState, cause: string): void {
+    const from = this.#state;
+    if (!TRANSITIONS[from].includes(to)) throw new VoraError(`stream state ${from} cannot become ${to}`);
+    this.#state = to;
+    this.#emitter.emit("state", { from, to, cause });
+  }
+
+  #later(delayMs: number, action: () => void): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      action();
+    }, delayMs);
+    this.#timers.add(timer);
+  }
+
+  #clearTimers(): void {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+  }
+
+  #schedule(step: NextStep, attempt: number): void {
+    if (this.#isClosed()) return;
+    if (step.kind === "stop") {
+      this.#finish(step.reason, step.detail, undefined);
+      return;
+    }
+    if (step.setup) this.#token = undefined;
+    this.#transition("reconnecting", step.cause);
+    this.#emitter.emit("reconnecting", { attempt, delayMs: step.delayMs, cause: step.cause, setup: step.setup });
+    this.#later(step.delayMs, () => void this.#attemptNow(step.setup));
+  }
+
+  async #attemptNow(setup: boolean): Promise<void> {
+    if (this.#isClosed()) return;
+    const transport = this.#transports[this.#transportIndex];
+    if (transport === undefined) return;
+    if (setup || this.#token === undefined) {
+      try {
+        const token = await this.#client.setup({
+          identity: this.identity,
+          connectionType: transport.connectionType,
+          ...(this.#options.holdUpMode !== undefined ? { holdUpMode: this.#options.holdUpMode } : {}),
+          ...(this.#options.push !== undefined ? { push: this.#options.push } : {}),
+        });
+        if (this.#options.subscription !== undefined) await this.#client.subscribe(this.identity, this.#options.subscription);
+        if (this.#isClosed()) return;
+        this.#token = token;
+        this.#unexplained = 0;
+        this.#emitter.emit("setup", { identity: this.identity });
+      } catch (error) {
+        if (this.#isClosed()) return;
+        this.#setupFailed(error);
+        return;
+      }
+    }
+    const token = this.#token;
+    if (token === undefined) return;
+    const generation = ++this.#generation;
+    this.#terminated = undefined;
+    const current = () => generation === this.#generation && this.#state !== "closed";
+    let openedAt = 0;
+    let connection: TransportConnection;
+    try {
+      connection = transport.open(
+        { baseUrl: this.#client.baseUrl, token, lastEventId: this.#lastEventId },
+        {
+          onOpen: () => {
+            if (!current()) return;
+            openedAt = Date.now();
+            this.#failedOpens = 0;
+            this.#unexplained = 0;
+            this.#transition("open", `${transport.name} open`);
+            this.#emitter.emit("open", { transport: transport.name, lastEventId: this.#lastEventId });
+            this.#armWatchdog(generation);
+            this.#later(this.#rules.stableAfterMs, () => {
+              if (current() && this.#state === "open") this.#attempt = 0;
+            });
+          },
+          onMessage: (text) => {
+            if (!current()) return;
+            this.#armWatchdog(generation);
+            this.#receive(text);
+          },
+          onClose: (close) => {
+            if (!current()) return;
+            this.#generation++;
+            this.#connection = undefined;
+            this.#clearTimers();
+            this.#closedConnection(close, openedAt);
+          },
+        },
+      );
+    } catch (error) {
+      this.#finish("error", error instanceof Error ? error.message : String(error), error);
+      return;
+    }
+    this.#connection = connection;
+    this.#later(this.#rules.connectTimeoutMs, () => {
+      if (!current() || this.#state === "open") return;
+      // Abandoned: the server accepted the TCP connection but never answered the handshake.
+      this.#generation++;
+      connection.close(CLOSE_NORMAL, "connect timeout");
+      this.#connection = undefined;
+      this.#closedConnection({ opened: false, code: CLOSE_CUT, reason: "connect timeout", handshake: undefined }, 0);
+    });
+  }
+
+  #setupFailed(error: unknown): void {
+    this.#emitter.emit("error", error);
+    if (error instanceof VoraUnauthorizedError) {
+      this.#finish("unauthorized", error.message, error);
+    } else if (error instanceof VoraForbiddenError) {
+      this.#finish("forbidden", error.message, error);
+    } else if (error instanceof VoraApiError && !error.retryable) {
+      this.#finish("error", error.message, error);
+    } else {
+      // No answer, 429 or 5xx: back off (never sooner than Retry-After) and set up again.
+      const retryAfter = error instanceof VoraApiError ? error.retryAfterSeconds : undefined;
+      const attempt = ++this.#attempt;
+      const cause = error instanceof VoraNetworkError ? "setup got no answer" : `setup refused: ${String(error)}`;
+      this.#schedule({ kind: "resume", delayMs: refusedDelayMs(this.#rules, attempt, retryAfter), setup: true, cause }, attempt);
+    }
+  }
+
+  #closedConnection(close: TransportClose, openedAt: number): void {
+    const terminated = this.#terminated;
+    if (terminated !== undefined) {
+      const step = afterTermination(this.#rules, terminated);
+      // A session set up again and ended again before it was stable backs off like a refusal.
+      if (step.kind === "resume" && this.#attempt > 0) step.delayMs = refusedDelayMs(this.#rules, this.#attempt, 0);
+      if (step.kind === "resume") this.#attempt++;
+      this.#schedule(step, this.#attempt);
+      return;
+    }
+    if (close.opened) {
+      const stable = Date.now() - openedAt >= this.#rules.stableAfterMs;
+      if (stable) this.#attempt = 0;
+      const step = afterDrop(this.#rules, close.code, this.#attempt);
+      this.#attempt++;
+      this.#schedule(step, this.#attempt - 1);
+      return;
+    }
+    const handshake = close.handshake;
+    const attempt = ++this.#attempt;
+    const step = afterRefusal(this.#rules, handshake?.status, handshake?.retryAfterSeconds, attempt);
+    if (step.kind === "resume" && handshake !== undefined && !handshake.statusVisible) {
+      // A browser never sees why a handshake failed: after several, assume the session is gone (a 401).
+      if (++this.#unexplained >= this.#rules.setupAfterUnexplainedFailures) {
+        this.#unexplained = 0;
+        step.setup = true;
+      }
+    }
+    if (this.#transports.length > 1 && ++this.#failedOpens >= (this.#options.fallbackAfter ?? 2)) {
+      this.#failedOpens = 0;
+      this.#transportIndex = (this.#transportIndex + 1) % this.#transports.length;
+      step.kind === "resume" && (step.setup = true); // the next transport's connectionType needs its own session
+    }
+    this.#emitter.emit("error", new VoraError(`connection attempt failed: ${step.kind === "resume" ? step.cause : step.detail}`));
+    this.#schedule(step, attempt);
+  }
+
+  #armWatchdog(generation: number): void {
+    if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdog = setTimeout(() => {
+      this.#watchdog = undefined;
+      if (generation !== this.#generation || this.#state !== "open") return;
+      const connection = this.#connection;
+      this.#generation++;
+      this.#connection = undefined;
+      this.#clearTimers();
+      // A dead peer may never complete a close handshake: stop listening to it and move on.
+      connection?.close(CLOSE_DEAD, "no heartbeat");
+      this.#emitter.emit("error", new VoraError(`no message for ${this.#heartbeatMs} ms: the connection is dead`));
+      this.#closedConnection({ opened: true, code: CLOSE_CUT, reason: "heartbeat missed", handshake: undefined }, 0);
+    }, this.#heartbeatMs);
+  }
+
+  #receive(text: string): void {
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch (error) {
+      this.#emitter.emit("error", error);
+      return;
+    }
+    if (!isChannelMessage(message)) {
+      this.#emitter.emit("error", new VoraError(`not an event envelope: ${text.slice(0, 200)}`));
+      return;
+    }
+    switch (message.type) {
+      case "heartbeat": {
+        const heartbeat = message as HeartbeatEvent;
+        const seconds = heartbeat.data.intervalSeconds;
+        if (this.#options.heartbeatTimeoutMs === undefined && typeof seconds === "number" && seconds > 0) {
+          this.#heartbeatMs = seconds * 2000 + HEARTBEAT_GRACE_MS;
+        }
+        this.#emitter.emit("heartbeat", heartbeat);
+        return;
+      }
+      case "channelTerminated": {
+        const terminated = message as ChannelTerminatedEvent;
+        this.#terminated = terminated.data.reason;
+        this.#emitter.emit("channelTerminated", terminated);
+        return;
+      }
+      case "resumeGap": {
+        const gap = message as ResumeGapEvent;
+        this.#emitter.emit("resumeGap", gap);
+        for (const iterator of this.#iterators) iterator.push(gap);
+        return;
+      }
+      default:
+        this.#deliver(message as VoraEvent);
+    }
+  }
+
+  #deliver(event: VoraEvent): void {
+    if (typeof event.eventId !== "string" || !isEventId(event.eventId)) {
+      this.#emitter.emit("error", new VoraError(`an event without a valid eventId: ${event.type}`));
+      return;
+    }
+    // In order, each once: anything at or before the last delivered position was delivered already.
+    if (this.#lastEventId !== undefined && compareEventIds(event.eventId, this.#lastEventId) <= 0) return;
+    this.#lastEventId = event.eventId;
+    this.#emitter.emit("event", event);
+    for (const iterator of this.#iterators) iterator.push(event);
+    const store = this.#options.lastEventIdStore;
+    if (store !== undefined) {
+      try {
+        void Promise.resolve(store.save(event.eventId)).catch((error: unknown) => this.#emitter.emit("error", error));
+      } catch (error) {
+        this.#emitter.emit("error", error);
+      }
+    }
+  }
+
+  #finish(reason: CloseReason, detail: string, error: unknown): void {
+    if (this.#isClosed()) return;
+    this.#clearTimers();
+    this.#generation++;
+    this.#connection?.close(CLOSE_NORMAL, "closed by the client");
+    this.#connection = undefined;
+    this.#transition("closed", reason);
+    this.#closed = { reason, detail, error };
+    this.#emitter.emit("closed", this.#closed);
+    for (const iterator of this.#iterators) iterator.push(undefined);
+    this.#iterators.clear();
+    this.#resolveClosed(this.#closed);
+  }
+}

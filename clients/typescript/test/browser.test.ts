@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { test } from "node:test";
+import { chromium } from "playwright-core";
+import { accessToken, instance, newIdentity, provision, publish } from "./harness.js";
+
+const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
+
+// The page: the bundled SDK, a token handed in by the test, one stream, the first event shown.
+const PAGE = `<!doctype html><meta charset="utf-8"><title>VORA SDK</title>
+<pre id="log"></pre>
+<script type="module">
+  import { VoraClient } from "/vora-client.js";
+  const log = (line) => (document.getElementById("log").textContent += line + "\\n");
+  window.startStream = (baseUrl, token, identity) => new Promise((resolve, reject) => {
+    const client = new VoraClient({ baseUrl, accessToken: async () => token });
+    const stream = client.stream({ identity, subscription: { subscribeAll: true } });
+    window.voraStream = stream;
+    stream.on("state", (change) => log("state " + change.to));
+    stream.on("event", (event) => { log("event " + event.type + " " + event.eventId); window.firstEvent ??= event; });
+    stream.opened().then(resolve, reject);
+  });
+  window.sdkLoaded = true;
+</script>`;
+
+// Like tests/browser: skipped, saying why, where `make test-tools` could not install Chromium.
+const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}: make test-tools installs Debian's chromium`;
+
+test("bundled into a page, the SDK opens a stream in headless Chromium and receives an event", { skip }, async () => {
+  const bundle = await readFile(new URL("../browser/vora-client.js", import.meta.url), "utf8");
+  const page = createServer((request, response) => {
+    const body = request.url === "/vora-client.js" ? bundle : PAGE;
+    response.writeHead(200, { "Content-Type": request.url === "/vora-client.js" ? "text/javascript" : "text/html" });
+    response.end(body);
+  });
+  await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+  const origin = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
+  const vora = await instance("browser", { VORA_CORS_ORIGINS: origin });
+  const identity = newIdentity();
+  await provision("browser-user", [identity]);
+  const token = await accessToken("browser-user");
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update"],
+  });
+  try {
+    const tab = await browser.newPage();
+    const errors: string[] = [];
+    tab.on("pageerror", (error) => errors.push(String(error)));
+    await tab.goto(origin + "/");
+    await tab.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
+    await tab.evaluate(
+      ([baseUrl, accessTokenValue, who]) =>
+        (window as unknown as { startStream(b: string, t: string, i: string): Promise<void> }).startStream(baseUrl, accessTokenValue, who),
+      [vora.baseUrl, token, identity] as const,
+    );
+    const published = await publish(vora, identity, "callRinging", { callId: "c-browser", direction: "inbound" });
+    await tab.waitForFunction(() => (window as unknown as { firstEvent?: unknown }).firstEvent !== undefined, undefined, { timeout: 20_000 });
+    const received = await tab.evaluate(() => (window as unknown as { firstEvent: { eventId: string; type: string } }).firstEvent);
+    assert.deepEqual({ eventId: received.eventId, type: received.type }, { eventId: published.eventId, type: "callRinging" });
+    assert.match(await tab.textContent("#log") ?? "", /state open/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    page.close();
+  }
+});

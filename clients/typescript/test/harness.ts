@@ -1,0 +1,161 @@
+// Helpers for the SDK's suite: the pytest side's control server starts real VORA instances and mints real tokens.
+import { after } from "node:test";
+import { VoraClient, webSocketTransport } from "../src/index.js";
+import type { ReconnectRules, StreamEvents, VoraStream } from "../src/index.js";
+
+const CONTROL = process.env["VORA_TEST_CONTROL_URL"];
+const SERVER_KEY = process.env["VORA_TEST_SERVER_KEY"] ?? "";
+if (CONTROL === undefined) throw new Error("VORA_TEST_CONTROL_URL is unset: run this suite through pytest tests/clients");
+
+export interface Instance {
+  name: string;
+  baseUrl: string;
+  serverApiUrl: string;
+  port: number;
+}
+
+async function control<T>(path: string, body: unknown = {}): Promise<T> {
+  const response = await fetch(CONTROL + path, { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
+  const answer = (await response.json()) as T & { error?: string };
+  if (!response.ok) throw new Error(`control ${path}: ${answer.error ?? response.status}`);
+  return answer;
+}
+
+/** Start (or reuse) a named VORA instance with extra VORA_* variables. */
+export async function instance(name: string, env: Record<string, string> = {}): Promise<Instance> {
+  return { name, ...(await control<Omit<Instance, "name">>("/instances", { name, env })) };
+}
+
+/** kill (SIGKILL), restart, terminate (SIGTERM: drain), pause (SIGSTOP) or resume (SIGCONT) an instance. */
+export async function act(target: Instance, action: "kill" | "restart" | "terminate" | "pause" | "resume"): Promise<void> {
+  await control(`/instances/${target.name}/${action}`);
+}
+
+/** Mint a real access token (signed by the dev key VORA trusts). */
+export async function accessToken(sub: string, scopes?: string[]): Promise<string> {
+  return (await control<{ accessToken: string }>("/tokens", scopes === undefined ? { sub } : { sub, scopes })).accessToken;
+}
+
+/** Give a user identities in VORA's directory. */
+export async function provision(sub: string, identities: string[]): Promise<void> {
+  await control("/identities", { sub, identities });
+}
+
+let counter = 0;
+/** A fresh identity, so tests never see each other's events. */
+export function newIdentity(): string {
+  counter += 1;
+  return `7${String(Date.now() % 1e7).padStart(7, "0")}${String(counter).padStart(3, "0")}`;
+}
+
+/** A client of an instance for a provisioned user, with a token provider that mints real tokens. */
+export async function clientFor(target: Instance, sub: string, identities: string[]): Promise<VoraClient> {
+  await provision(sub, identities);
+  return new VoraClient({ baseUrl: target.baseUrl, accessToken: () => accessToken(sub) });
+}
+
+/** Call the server API the way the telephony side does. */
+export async function serverApi(target: Instance, method: string, path: string, body?: unknown): Promise<Response> {
+  const init: RequestInit = { method, headers: { Authorization: `Bearer ${SERVER_KEY}`, "Content-Type": "application/json" } };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  return fetch(target.serverApiUrl + path, init);
+}
+
+export interface Published {
+  eventId: string;
+  sequenceNumber: number;
+}
+
+/** Publish one event through the server API and return its eventId. */
+export async function publish(target: Instance, identity: string, type: string, data: Record<string, unknown>): Promise<Published> {
+  const response = await serverApi(target, "POST", `/identities/${identity}/events`, { type, data });
+  if (response.status !== 200 && response.status !== 201) throw new Error(`publish: ${response.status} ${await response.text()}`);
+  return (await response.json()) as Published;
+}
+
+/** Resolve with the next value of a stream event that passes the filter, or reject after timeoutMs. */
+export function next<K extends keyof StreamEvents>(
+  stream: VoraStream,
+  name: K,
+  timeoutMs = 20_000,
+  filter: (value: StreamEvents[K]) => boolean = () => true,
+): Promise<StreamEvents[K]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stop();
+      reject(new Error(`no ${String(name)} within ${timeoutMs} ms (state ${stream.state})`));
+    }, timeoutMs);
+    const stop = stream.on(name, (value) => {
+      if (!filter(value)) return;
+      clearTimeout(timer);
+      stop();
+      resolve(value);
+    });
+  });
+}
+
+/** Wait until a condition holds, checking after each stream event. */
+export async function until(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Test-sized reconnect windows (the README's are seconds; the rules are the same). */
+export const FAST_RULES: Partial<ReconnectRules> = {
+  massDropWindowMs: 1_000,
+  singleDropWindowMs: 200,
+  backoffCapMs: 2_000,
+  connectTimeoutMs: 3_000,
+};
+
+export { webSocketTransport };
+
+// Every stream a test file opens is closed when the file ends, passed or failed, so its process can exit.
+const opened: VoraStream[] = [];
+const originalStream = VoraClient.prototype.stream;
+VoraClient.prototype.stream = function tracked(this: VoraClient, options) {
+  const stream = originalStream.call(this, options);
+  opened.push(stream);
+  return stream;
+};
+after(() => {
+  for (const stream of opened) stream.close();
+});
+
+// VORA_SDK_TRACE=1 logs every stream's events with timestamps (for a failing run's output).
+if (process.env["VORA_SDK_TRACE"]) {
+  const original = VoraClient.prototype.stream;
+  VoraClient.prototype.stream = function traced(this: VoraClient, options) {
+    const stream = original.call(this, options);
+    const names = ["state", "reconnecting", "closed", "error", "setup", "channelTerminated", "resumeGap"] as const;
+    for (const name of names) {
+      stream.on(name, (value: unknown) =>
+        console.log(`${new Date().toISOString()} [${options.identity}] ${name} ${value instanceof Error ? value.message : JSON.stringify(value)}`),
+      );
+    }
+    return stream;
+  };
+}
+
+/** Publish one event and resolve with the stream's delivery of it (listening first: it may arrive before publish answers). */
+export async function publishAndReceive(
+  stream: VoraStream,
+  target: Instance,
+  identity: string,
+  type: string,
+  data: Record<string, unknown>,
+): Promise<{ published: Published; received: StreamEvents["event"] }> {
+  const events: StreamEvents["event"][] = [];
+  const stop = stream.on("event", (event) => events.push(event));
+  try {
+    const published = await publish(target, identity, type, data);
+    const already = events.find((event) => event.eventId === published.eventId);
+    const received = already ?? (await next(stream, "event", 20_000, (event) => event.eventId === published.eventId));
+    return { published, received };
+  } finally {
+    stop();
+  }
+}

@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { VoraEvent } from "../src/index.js";
+import { FAST_RULES, act, clientFor, instance, newIdentity, next, publish, publishAndReceive, until } from "./harness.js";
+
+test("after its instance is SIGKILLed and restarted the stream resumes with 0 events lost or duplicated", async () => {
+  const edge = await instance("resume-edge");
+  const publisher = await instance("main"); // the telephony side keeps publishing through another instance
+  const identity = newIdentity();
+  const client = await clientFor(edge, "resume-user", [identity]);
+  const stream = client.stream({ identity, rules: FAST_RULES });
+  const received: VoraEvent[] = [];
+  stream.on("event", (event) => received.push(event));
+  await stream.opened();
+
+  const published: string[] = [];
+  for (let n = 0; n < 10; n++) published.push((await publish(publisher, identity, "callRinging", { callId: `before-${n}` })).eventId);
+  await until(() => received.length === 10, "the first 10 events");
+
+  const reconnecting = next(stream, "reconnecting");
+  await act(edge, "kill");
+  const drop = await reconnecting;
+  assert.equal(drop.setup, false, "a drop resumes the same session");
+  for (let n = 0; n < 20; n++) published.push((await publish(publisher, identity, "callHeld", { callId: `during-${n}` })).eventId);
+  const reopened = next(stream, "open", 30_000); // listening first: it may open before restart answers
+  await act(edge, "restart");
+  await reopened;
+  for (let n = 0; n < 10; n++) published.push((await publish(publisher, identity, "callEnded", { callId: `after-${n}` })).eventId);
+  await until(() => received.length >= published.length, "every event after the restart");
+
+  assert.deepEqual(
+    received.map((event) => event.eventId),
+    published,
+    "in order, each once",
+  );
+  const sequence = received.map((event) => event.sequenceNumber);
+  assert.deepEqual(sequence, sequence.map((_, index) => (sequence[0] ?? 0) + index), "no gaps in sequenceNumber");
+  stream.close();
+});
+
+test("a stream started with a persisted lastEventId receives what it missed, and saves each new position", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "persist-user", [identity]);
+  const saved: string[] = [];
+  const first = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: () => undefined, save: (id) => void saved.push(id) } });
+  await first.opened();
+  const seen = (await publishAndReceive(first, vora, identity, "presence", { status: "away" })).published;
+  first.close();
+  assert.deepEqual(saved, [seen.eventId]);
+
+  const missed = [await publish(vora, identity, "presence", { status: "busy" }), await publish(vora, identity, "presence", { status: "available" })];
+  const second = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: async () => saved.at(-1), save: (id) => void saved.push(id) } });
+  const received: string[] = [];
+  second.on("event", (event) => received.push(event.eventId));
+  await until(() => received.length === 2, "the two missed events");
+  assert.deepEqual(received, missed.map((event) => event.eventId));
+  assert.deepEqual(saved.slice(1), received);
+  second.close();
+});

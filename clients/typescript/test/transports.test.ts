@@ -1,0 +1,97 @@
+import assert from "node:assert/strict";
+import { createServer } from "node:net";
+import { test } from "node:test";
+import WebSocket from "ws";
+import { afterDrop, afterRefusal, afterTermination, DEFAULT_RULES, compareEventIds, socketUrl, webSocketTransport } from "../src/index.js";
+import type { WebSocketConstructor } from "../src/index.js";
+import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive } from "./harness.js";
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+test("an injected WebSocket constructor (the ws package, as on Node 20 without flags) carries the stream", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "ws-package-user", [identity]);
+  const stream = client.stream({ identity, rules: FAST_RULES, transport: [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor })] });
+  await stream.opened();
+  await publishAndReceive(stream, vora, identity, "callAnswered", { callId: "c-9" });
+  stream.close();
+});
+
+test("a handshake refused with a status is seen through the ws package: 400 stops the stream", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "handshake-user", [identity]);
+  // A lastEventId past the largest stream id part is refused with 400 before the upgrade.
+  const stream = client.stream({
+    identity,
+    rules: FAST_RULES,
+    lastEventId: "99999999999999999999-0",
+    transport: [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor })],
+  });
+  const closed = await stream.closed;
+  assert.equal(closed.reason, "error");
+  assert.match(closed.detail, /HTTP 400/);
+});
+
+test("auto falls back to the next transport when the first never opens, and the fallback can be forced", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "fallback-user", [identity]);
+  const blocked = webSocketTransport({ url: `ws://127.0.0.1:${await closedPort()}/vora/ws` });
+  const stream = client.stream({ identity, rules: FAST_RULES, fallbackAfter: 2, transport: [blocked, webSocketTransport()] });
+  const failures: string[] = [];
+  stream.on("reconnecting", (info) => failures.push(info.cause));
+  await stream.opened();
+  assert.equal(failures.length, 2, "two failed opens, then the fallback opened");
+  await publishAndReceive(stream, vora, identity, "presence", { status: "away" });
+  stream.close();
+  const forced = client.stream({ identity, transport: "sse" });
+  assert.equal((await forced.closed).reason, "error", "no SSE transport yet (issue 21): forcing it fails clearly");
+});
+
+test("the reconnect rules follow the README per close code, Retry-After and reason", () => {
+  const rules = { ...DEFAULT_RULES, random: () => 0.999 };
+  const step = (s: ReturnType<typeof afterDrop>) => (s.kind === "resume" ? s : assert.fail("expected resume"));
+  assert.ok(step(afterDrop(rules, 1006, 0)).delayMs > 19_000, "1006: up to 20 s");
+  assert.ok(step(afterDrop(rules, 1011, 0)).delayMs > 19_000, "1011: up to 20 s");
+  assert.ok(step(afterDrop(rules, 1008, 0)).delayMs < 1_000, "1008: up to 1 s");
+  assert.ok(step(afterDrop(rules, 4008, 0)).delayMs < 1_000, "4008: up to 1 s");
+  assert.equal(step(afterDrop(rules, 1000, 0)).setup, true, "1000 without channelTerminated: set up again");
+  assert.equal(step(afterDrop(rules, 4401, 0)).setup, true, "4401: set up again");
+  const refused = step(afterRefusal(rules, 503, 7, 3));
+  assert.ok(refused.delayMs >= 7_000 && refused.delayMs < 15_000, "Retry-After, then up to 2**3 s");
+  assert.ok(step(afterRefusal(rules, undefined, undefined, 10)).delayMs < 30_000, "capped at 30 s");
+  assert.equal(step(afterRefusal(rules, 401, undefined, 1)).setup, true, "401: set up again");
+  assert.equal(afterRefusal(rules, 403, undefined, 1).kind, "stop");
+  assert.equal(afterTermination(rules, "logout").kind, "stop");
+  assert.equal(afterTermination(rules, "revoked").kind, "stop");
+  for (const reason of ["replaced", "tokenExpired", "disconnected"] as const) assert.equal(step(afterTermination(rules, reason)).setup, true, reason);
+  assert.equal(step(afterTermination(rules, "maintenance")).setup, false);
+  assert.ok(compareEventIds("1795396666123-10", "1795396666123-9") > 0, "eventIds compare numerically");
+  assert.equal(socketUrl("https://vora.example/vora/"), "wss://vora.example/vora/ws");
+});
+
+test("a handshake refused with 429 (the session's socket cap) backs off and opens once a socket is free", async () => {
+  const vora = await instance("one-socket", { VORA_WS_MAX_SOCKETS_PER_SESSION: "1" });
+  const identity = newIdentity();
+  const client = await clientFor(vora, "cap-user", [identity]);
+  const webSocketToken = await client.setup({ identity });
+  const transport = [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor })];
+  const holder = client.stream({ identity, webSocketToken, rules: FAST_RULES, transport });
+  await holder.opened();
+  const waiting = client.stream({ identity, webSocketToken, rules: FAST_RULES, transport });
+  const refused = await next(waiting, "reconnecting");
+  assert.equal(refused.cause, "refused 429");
+  assert.equal(refused.setup, false, "a full session is not a dead one");
+  holder.close();
+  await waiting.opened();
+  await publishAndReceive(waiting, vora, identity, "presence", { status: "busy" });
+});
