@@ -131,7 +131,8 @@ def test_forced_websocket_behind_a_stripping_proxy_closes_with_vora_400(
     async def scenario() -> None:
         async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
             stream = await connect(client, IDENTITY, policy=QUICK, transport="websocket")
-            assert (await stream.wait_closed()).startswith("refused: 400")
+            async with asyncio.timeout(20):
+                assert (await stream.wait_closed()).startswith("refused: 400")
             assert isinstance(stream.error, BadRequest)
             assert "WebSocket" in stream.error.message
 
@@ -152,7 +153,8 @@ def test_a_vora_refusal_of_the_upgrade_is_no_reason_to_fall_back(server: Running
             policy=QUICK,
         )
         await stream.start()
-        await stream.wait_closed()
+        async with asyncio.timeout(20):
+            await stream.wait_closed()
         assert isinstance(stream.error, Unauthorized)
         assert {c.transport for c in stream.changes} == {"websocket"}
 
