@@ -147,6 +147,7 @@ class _EventStreamConnection:
         self._parser = EventStreamParser()
         self._ready: list[ServerSentEvent | Comment] = []
         self._code: int | None = None
+        self._closed = False
 
     @property
     def retry_ms(self) -> int | None:
@@ -157,16 +158,17 @@ class _EventStreamConnection:
         """Return the next envelope, or raise Closed with the comment's code (1006 when the body just stopped)."""
         while True:
             if self._code is not None:
+                await self.close()  # the connection is not the websockets kind: nobody else closes it
                 raise Closed(self._code)
             while self._ready:
                 item = self._ready.pop(0)
                 if isinstance(item, ServerSentEvent):
                     return item.data
-                code = closing_code(item)
-                if code is not None:
-                    self._code = code
-                    await self.close()
-                    raise Closed(code)
+                self._code = closing_code(item)
+                if self._code is not None:
+                    break
+            if self._code is not None:
+                continue
             try:
                 chunk = await anext(self._chunks)
             except StopAsyncIteration:
@@ -175,12 +177,14 @@ class _EventStreamConnection:
                     self._code = ABNORMAL_CLOSURE
             except (httpx.TransportError, httpx.StreamError):
                 self._code = ABNORMAL_CLOSURE
-                await self.close()
             else:
                 self._ready += self._parser.feed(chunk)
 
     async def close(self) -> None:
-        """Stop reading: close the response (and the HTTP client made for it)."""
+        """Stop reading: close the response (and the HTTP client made for it); closing twice does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(Exception):
             await self._response.aclose()
         if self._owns_http:
