@@ -53,6 +53,8 @@ class Target:
     base_url: str
     authorization: str
     secret: str  # what must never appear in a report we print
+    # Checks that misread this document, each with its reason in docs/qa.md.
+    excluded_checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,19 +97,17 @@ def local_vora(work: Path) -> Iterator[list[Target]]:
             "VORA_OAUTH_ISSUER": ISSUER,
             "VORA_OAUTH_AUDIENCE": AUDIENCE,
             "VORA_SERVER_API_KEYS": server_key,
+            # One QA user makes hundreds of setups: with the production limits (30 a minute) most would be
+            # 429 and the stateful phase would rarely get past setup. The limits have tests of their own.
+            "VORA_SETUP_RATE_PER_USER": "0",
+            "VORA_SETUP_RATE_PER_IDENTITY": "0",
         }
         with running_server(env, work, workers=2) as server:
             token = mint_token(key_path.read_bytes(), QA_USER, ISSUER, AUDIENCE, lifetime=3600)
             print(f"started VORA at {server.base_url} (log {server.log_path}), Redis at {redis_server.url}")
             yield [
                 Target("vora", SPEC_DIR / "vora.yaml", server.base_url, f"Bearer {token}", token),
-                Target(
-                    "vora-server",
-                    SPEC_DIR / "vora-server.yaml",
-                    server.server_api_url,
-                    f"Bearer {server_key}",
-                    server_key,
-                ),
+                server_api_target(server.server_api_url, server_key),
             ]
 
 
@@ -122,16 +122,15 @@ def named_targets(args: argparse.Namespace) -> list[Target]:
         raise SystemExit("--url needs --token, or --token-url with --client-id and --client-secret")
     targets = [Target("vora", SPEC_DIR / "vora.yaml", args.url.rstrip("/"), f"Bearer {token}", token)]
     if args.server_url and args.server_key:
-        targets.append(
-            Target(
-                "vora-server",
-                SPEC_DIR / "vora-server.yaml",
-                args.server_url.rstrip("/"),
-                f"Bearer {args.server_key}",
-                args.server_key,
-            )
-        )
+        targets.append(server_api_target(args.server_url.rstrip("/"), args.server_key))
     return targets
+
+
+def server_api_target(base_url: str, key: str) -> Target:
+    """Describe the server API document served at base_url, called with a server API key."""
+    # DELETE /identities/{identity}/sessions ends the sessions; the collection stays and its GET rightly
+    # answers 200 with an empty list, which use_after_free reads as a deleted resource (docs/qa.md).
+    return Target("vora-server", SPEC_DIR / "vora-server.yaml", base_url, f"Bearer {key}", key, ("use_after_free",))
 
 
 def run_schemathesis(target: Target, args: argparse.Namespace, report_dir: Path) -> Outcome:
@@ -146,6 +145,7 @@ def run_schemathesis(target: Target, args: argparse.Namespace, report_dir: Path)
         target.base_url,
         "--checks",
         "all",
+        *(["--exclude-checks", ",".join(target.excluded_checks)] if target.excluded_checks else []),
         "--mode",
         "all",
         "--phases",

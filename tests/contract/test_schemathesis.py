@@ -20,8 +20,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.contract]
 
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path, redisdb: redis.Redis) -> Iterator[RunningServer]:
-    """Serve VORA with two gevent workers on a loopback port."""
-    with running_server(env, tmp_path, workers=2) as running:
+    """Serve VORA with two gevent workers on a loopback port, setup limits off (one user sets up hundreds of times)."""
+    unlimited = {**env, "VORA_SETUP_RATE_PER_USER": "0", "VORA_SETUP_RATE_PER_IDENTITY": "0"}
+    with running_server(unlimited, tmp_path, workers=2) as running:
         yield running
 
 

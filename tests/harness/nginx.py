@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from testbed.ports import HOST, free_port
 from testbed.procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
@@ -16,6 +16,11 @@ from testbed.wait import port_accepts, wait_for
 
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/sbin"])
 _APT_TIMEOUT = 600.0
+
+
+# What the proxy does with WebSocket upgrades at /vora/ws: pass them (the example's config), refuse them
+# with its own 403 page, or strip Upgrade and Connection so that the upstream sees a plain GET.
+WebSocketPolicy = Literal["pass", "refuse", "strip"]
 
 
 class NginxUnavailable(RuntimeError):
@@ -59,7 +64,10 @@ _LOG_FORMAT = (
 
 
 class Nginx(Harnessed):
-    """An nginx master (one worker) that balances round-robin over 127.0.0.1 upstreams and proxies WebSockets."""
+    """An nginx master (one worker) that balances round-robin over 127.0.0.1 upstreams and proxies WebSockets.
+
+    websocket="refuse" or "strip" makes it a proxy that blocks upgrades at /vora/ws, as corporate ones do.
+    """
 
     def __init__(
         self,
@@ -71,6 +79,7 @@ class Nginx(Harnessed):
         connect_timeout_s: float = 1.0,
         startup_timeout: float = 10.0,
         binary: str | None = None,
+        websocket: WebSocketPolicy = "pass",
     ) -> None:
         if not upstream_ports:
             raise ValueError("nginx needs at least one upstream port")
@@ -81,6 +90,7 @@ class Nginx(Harnessed):
         self.connect_timeout_s = connect_timeout_s
         self.startup_timeout = startup_timeout
         self._binary = binary
+        self.websocket = websocket
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._prefix: Path | None = None
         self._proc: ManagedProcess | None = None
@@ -126,6 +136,33 @@ class Nginx(Harnessed):
             for port in self.upstream_ports
         )
         connect = f"{max(1, round(self.connect_timeout_s * 1000))}ms"
+        proxy = f"""\
+            proxy_pass http://vora_backend;
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_connect_timeout {connect};
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_timeout 10s;"""
+        if self.websocket == "refuse":
+            blocked = """
+        location = /vora/ws {
+            return 403;
+        }
+"""
+        elif self.websocket == "strip":
+            blocked = f"""
+        location = /vora/ws {{
+{proxy}
+            proxy_set_header Upgrade "";
+            proxy_set_header Connection "";
+        }}
+"""
+        else:
+            blocked = ""
         return f"""\
 daemon off;
 master_process on;
@@ -160,20 +197,11 @@ http {{
     server {{
         listen {self.host}:{self.listen_port};
         server_name _;
-
+{blocked}
         location / {{
-            proxy_pass http://vora_backend;
-            proxy_http_version 1.1;
+{proxy}
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-            proxy_connect_timeout {connect};
-            proxy_next_upstream error timeout;
-            proxy_next_upstream_timeout 10s;
         }}
     }}
 }}

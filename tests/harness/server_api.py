@@ -93,3 +93,14 @@ def assert_error_shape(response: requests.Response, status: int) -> dict[str, An
     assert set(body) == {"timestamp", "status", "error", "message"}, body
     assert body["status"] == str(status)
     return body
+
+
+def list_sessions(server_api_url: str, key: str, identity: str) -> list[dict[str, Any]]:
+    """Return the identity's live sessions as the server API lists them (connectionType, sockets...)."""
+    response = requests.get(
+        f"{server_api_url}/identities/{identity}/sessions", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    if response.status_code != 200:
+        raise AssertionError(f"listing sessions answered {response.status_code}: {response.text}")
+    sessions: list[dict[str, Any]] = response.json()["sessions"]
+    return sessions

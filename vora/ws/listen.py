@@ -26,8 +26,15 @@ async def _listen(
         if change.current is State.OPEN and on_open is not None:
             on_open()
 
+    # The WebSocket URL given, and only it: an operator testing a path must not be moved to another one.
     stream = EventStream(
-        None, "", session=Session("", token), last_event_id=last_event_id, ws_url=url, on_state=announce
+        None,
+        "",
+        session=Session("", token),
+        last_event_id=last_event_id,
+        ws_url=url,
+        transport="websocket",
+        on_state=announce,
     )
     await stream.start()
     received = 0

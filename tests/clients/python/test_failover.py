@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from vora_client import EventStream, ReconnectPolicy, State, StateChange, VoraClient, connect
+from vora_client import EventStream, ReconnectPolicy, State, StateChange, TransportChoice, VoraClient, connect
 
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.nginx import Nginx, NginxUnavailable, ensure_nginx
@@ -45,8 +45,9 @@ async def received(stream: EventStream, count: int) -> list[str]:
     return [(await stream.next_event(60))["data"]["callId"] for _ in range(count)]
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
 def test_sigkilled_instance_under_200_clients(
-    sdk_env: dict[str, str], tmp_path: Path, redisdb: redis.Redis, tokens: Tokens
+    sdk_env: dict[str, str], tmp_path: Path, redisdb: redis.Redis, tokens: Tokens, transport: TransportChoice
 ) -> None:
     """All 200 resume on the survivor, each gets every event once and in order, and their returns are spread."""
     try:
@@ -63,10 +64,10 @@ def test_sigkilled_instance_under_200_clients(
             env = {**sdk_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "VORA_WS_HEARTBEAT_INTERVAL": "5"}
             servers.append(stack.enter_context(running_server(env, tmp_path)))
         proxy = stack.enter_context(Nginx([s.port for s in servers], binary=nginx_binary))
-        asyncio.run(scenario(f"{proxy.url}/vora", servers, tokens))
+        asyncio.run(scenario(f"{proxy.url}/vora", servers, tokens, transport))
 
 
-async def scenario(base_url: str, servers: list[RunningServer], tokens: Tokens) -> None:
+async def scenario(base_url: str, servers: list[RunningServer], tokens: Tokens, transport: TransportChoice) -> None:
     """Open the streams, kill the instance that holds some of them, and check what every client got."""
     returns: list[float] = []
     killed_at = 0.0
@@ -80,7 +81,7 @@ async def scenario(base_url: str, servers: list[RunningServer], tokens: Tokens) 
     try:
         streams = await asyncio.gather(
             *(
-                connect(client, identity_of(n), subscribe_all=True, policy=policy, on_state=record)
+                connect(client, identity_of(n), subscribe_all=True, policy=policy, on_state=record, transport=transport)
                 for n, client in enumerate(clients)
             )
         )
@@ -102,6 +103,7 @@ async def scenario(base_url: str, servers: list[RunningServer], tokens: Tokens) 
         spread = max(returns) - min(returns)
         assert spread > WINDOW / 2, sorted(returns)
         assert statistics.pstdev(returns) > WINDOW / 8, sorted(returns)
+        assert {change.transport for stream in streams for change in stream.changes} == {transport}
         await asyncio.gather(*(stream.close() for stream in streams))
     finally:
         await asyncio.gather(*(client.aclose() for client in clients))

@@ -16,13 +16,14 @@ from vora_client import (
     NotFound,
     ReconnectPolicy,
     State,
+    TransportChoice,
     VoraClient,
     connect,
 )
 
 from testbed.vora_server import RunningServer
 from tests.harness.sdk import IDENTITY, ServerFactory
-from tests.harness.server_api import end_sessions, publish_batch
+from tests.harness.server_api import end_sessions, list_sessions, publish_batch, publish_event
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
@@ -30,6 +31,8 @@ SERVER_KEY = "sdk-test-server-key-0123456789abcdefghijklmnop"
 QUICK = ReconnectPolicy(crowd_window=0.3, alone_window=0.1, backoff_cap=1.0, rng=random.Random(1))
 Publish = Callable[..., str]
 Tokens = Callable[..., Callable[[], Any]]
+# Forced either way: what the stream guarantees, it guarantees on both transports.
+TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "sse"])
 
 
 async def until(stream: EventStream, state: State, timeout: float = 20.0) -> None:
@@ -39,13 +42,19 @@ async def until(stream: EventStream, state: State, timeout: float = 20.0) -> Non
             await asyncio.sleep(0.02)
 
 
+def used(stream: EventStream) -> set[str]:
+    """Return the transports the stream's transitions recorded."""
+    return {change.transport for change in stream.changes}
+
+
 async def take(stream: EventStream, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
     """Read count events that are not heartbeats from the stream."""
     return [await stream.next_event(timeout) for _ in range(count)]
 
 
+@TRANSPORTS
 def test_journey_identities_setup_subscribe_stream_logout(
-    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
 ) -> None:
     """The whole client journey: events arrive in order, logout ends the stream with channelTerminated logout."""
     owner("alice")
@@ -55,9 +64,15 @@ def test_journey_identities_setup_subscribe_stream_logout(
             assert await client.identities() == [IDENTITY]
             states: list[State] = []
             stream = await connect(
-                client, IDENTITY, events=["callRinging", "callEnded"], on_state=lambda c: states.append(c.current)
+                client,
+                IDENTITY,
+                events=["callRinging", "callEnded"],
+                on_state=lambda c: states.append(c.current),
+                transport=transport,
             )
             await until(stream, State.OPEN)
+            [session] = await asyncio.to_thread(list_sessions, server.server_api_url, SERVER_KEY, IDENTITY)
+            assert session["connectionType"] == ("ServerSentEvents" if transport == "sse" else "WebSocket")
             ids = [
                 await asyncio.to_thread(publish, "callRinging", {"callId": "c-1", "direction": "inbound"}),
                 await asyncio.to_thread(publish, "presence", {"status": "busy"}),  # not subscribed
@@ -72,44 +87,59 @@ def test_journey_identities_setup_subscribe_stream_logout(
             assert terminated["data"]["reason"] == "logout"
             assert await stream.wait_closed() == "logout"
             assert states == [State.CONNECTING, State.OPEN, State.CLOSED]
+            assert used(stream) == {transport}
 
     asyncio.run(journey())
 
 
+@TRANSPORTS
 def test_resume_after_the_worker_dies_loses_and_repeats_nothing(
-    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
 ) -> None:
     """A worker SIGKILLed mid-stream: the SDK reconnects with lastEventId and gets what it missed, once each."""
     owner("alice")
 
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
-            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK)
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, transport=transport)
             await until(stream, State.OPEN)
             first = await asyncio.to_thread(publish, "presence", {"status": "available"})
             assert (await stream.next_event(10))["eventId"] == first
+            token = stream.session.web_socket_token if stream.session else ""
             for pid in server.worker_pids():
                 os.kill(pid, signal.SIGKILL)
             await until(stream, State.RECONNECTING)
             missed = [await asyncio.to_thread(publish, "callRinging", {"callId": f"c-{n}"}) for n in range(5)]
             got = await take(stream, 5, timeout=40)
             assert [e["eventId"] for e in got] == missed
+            after = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+            assert (await stream.next_event(10))["eventId"] == after  # nothing repeated before it
+            drop = next(c for c in stream.changes if c.current is State.RECONNECTING)
+            assert drop.code == 1006
             assert stream.session is not None
+            assert stream.session.web_socket_token == token  # resumed, not set up again
+            assert used(stream) == {transport}
             await stream.close()
 
     asyncio.run(scenario())
 
 
+@TRANSPORTS
 @pytest.mark.parametrize("reason", ["disconnected"])
 def test_a_session_ended_by_the_telephony_side_is_set_up_again(
-    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, reason: str
+    server: RunningServer,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    publish: Publish,
+    reason: str,
+    transport: TransportChoice,
 ) -> None:
     """After channelTerminated disconnected the SDK sets up a new session, subscribes again and streams on."""
     owner("alice")
 
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
-            stream = await connect(client, IDENTITY, events=["presence"], policy=QUICK)
+            stream = await connect(client, IDENTITY, events=["presence"], policy=QUICK, transport=transport)
             await until(stream, State.OPEN)
             old_token = stream.session.web_socket_token if stream.session else ""
             await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, reason)
@@ -121,48 +151,123 @@ def test_a_session_ended_by_the_telephony_side_is_set_up_again(
             assert stream.session.web_socket_token != old_token
             after = await asyncio.to_thread(publish, "presence", {"status": "away"})
             assert (await stream.next_event(10))["eventId"] == after
+            assert used(stream) == {transport}
             await stream.close()
 
     asyncio.run(scenario())
 
 
-def test_a_revoked_session_stops_the_stream(server: RunningServer, owner: Callable[..., None], tokens: Tokens) -> None:
+@TRANSPORTS
+def test_a_revoked_session_stops_the_stream(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
     """After channelTerminated revoked the stream closes for good and the iterator ends."""
     owner("alice")
 
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
-            stream = await connect(client, IDENTITY, policy=QUICK)
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
             await until(stream, State.OPEN)
             await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "revoked")
             seen = [envelope async for envelope in stream]
             assert [e["type"] for e in seen] == ["channelTerminated"]
             assert stream.close_reason == "revoked"
+            assert used(stream) == {transport}
 
     asyncio.run(scenario())
 
 
-def test_replaced_sets_up_again(make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens) -> None:
+@TRANSPORTS
+def test_replaced_sets_up_again(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
     """A session evicted as the oldest (replaced) is set up again by the SDK."""
     owner("alice")
 
     async def scenario(server: RunningServer) -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
-            stream = await connect(client, IDENTITY, policy=QUICK)
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
             await until(stream, State.OPEN)
             await client.setup(IDENTITY)  # the second session evicts the first (one allowed)
             terminated = await stream.next_event(10)
             assert terminated["data"]["reason"] == "replaced"
             await until(stream, State.RECONNECTING)
             await until(stream, State.OPEN)
+            assert used(stream) == {transport}
             await stream.close()
 
     with make_server(max_sessions_per_identity="1") as server:
         asyncio.run(scenario(server))
 
 
+@TRANSPORTS
+def test_an_expired_session_is_set_up_again(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """After channelTerminated tokenExpired (the session outlived VORA_SESSION_MAX_AGE) the SDK sets up again."""
+    owner("alice")
+
+    async def scenario(server: RunningServer) -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
+            await until(stream, State.OPEN)
+            old_token = stream.session.web_socket_token if stream.session else ""
+            terminated = await stream.next_event(15)
+            assert terminated["data"]["reason"] == "tokenExpired"
+            await until(stream, State.RECONNECTING)
+            async with asyncio.timeout(20):
+                while stream.state is not State.OPEN or stream.session is None:
+                    await asyncio.sleep(0.02)
+            assert stream.session.web_socket_token != old_token
+            assert used(stream) == {transport}
+            await stream.close()
+
+    with make_server(session_ttl="2", session_max_age="2", ws_lease_interval="0.3") as server:
+        asyncio.run(scenario(server))
+
+
+@TRANSPORTS
+def test_maintenance_resumes_the_same_session_on_the_next_worker(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """A draining worker (SIGTERM) says maintenance: the SDK resumes the same session and misses nothing."""
+    owner("alice")
+
+    async def scenario(server: RunningServer) -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, transport=transport)
+            await until(stream, State.OPEN)
+            token = stream.session.web_socket_token if stream.session else ""
+            before = await asyncio.to_thread(
+                publish_event, server.server_api_url, SERVER_KEY, IDENTITY, "presence", {"status": "busy"}
+            )
+            assert (await stream.next_event(10))["eventId"] == before  # the position to resume from
+            [worker] = server.worker_pids()
+            os.kill(worker, signal.SIGTERM)
+            terminated = await stream.next_event(15)
+            assert terminated["data"]["reason"] == "maintenance"
+            missed = await asyncio.to_thread(
+                publish_event, server.server_api_url, SERVER_KEY, IDENTITY, "presence", {"status": "away"}
+            )
+            assert (await stream.next_event(40))["eventId"] == missed
+            drop = next(c for c in stream.changes if c.current is State.RECONNECTING)
+            assert (drop.reason, drop.code) == ("maintenance", 1001)
+            assert stream.session is not None
+            assert stream.session.web_socket_token == token
+            assert used(stream) == {transport}
+            await stream.close()
+
+    with make_server() as server:
+        asyncio.run(scenario(server))
+
+
+@TRANSPORTS
 def test_resume_gap_reaches_the_app(
-    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, redisdb: redis.Redis
+    make_server: ServerFactory,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    redisdb: redis.Redis,
+    transport: TransportChoice,
 ) -> None:
     """Resuming after events no longer retained delivers resumeGap (and calls on_resume_gap) before the rest."""
     owner("alice")
@@ -176,7 +281,13 @@ def test_resume_gap_reaches_the_app(
             answers = await asyncio.to_thread(publish_batch, server.server_api_url, SERVER_KEY, events)
             first, last = answers[0], answers[-1]
             stream = await connect(
-                client, IDENTITY, session=session, last_event_id=first, policy=QUICK, on_resume_gap=gaps.append
+                client,
+                IDENTITY,
+                session=session,
+                last_event_id=first,
+                policy=QUICK,
+                on_resume_gap=gaps.append,
+                transport=transport,
             )
             gap = await stream.next_event(10)
             assert gap["type"] == "resumeGap"
@@ -193,15 +304,18 @@ def test_resume_gap_reaches_the_app(
     assert len(gaps) == 1
 
 
+@TRANSPORTS
 def test_missed_heartbeats_mark_a_dead_connection(
-    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
 ) -> None:
     """A server that stops answering (SIGSTOP) is detected by missed heartbeats; the SDK reconnects after SIGCONT."""
     owner("alice")
 
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
-            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, heartbeat_timeout=3.0)
+            stream = await connect(
+                client, IDENTITY, subscribe_all=True, policy=QUICK, heartbeat_timeout=3.0, transport=transport
+            )
             await until(stream, State.OPEN)
             workers = server.worker_pids()
             for pid in workers:
@@ -239,8 +353,9 @@ def test_setup_refused_for_good_closes_the_stream_with_the_error(
     asyncio.run(scenario())
 
 
+@TRANSPORTS
 def test_a_refused_last_event_id_restarts_from_the_live_stream_with_a_gap(
-    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
 ) -> None:
     """A lastEventId the server refuses (400) is dropped, the app told by a local resumeGap, and live events flow."""
     owner("alice")
@@ -248,7 +363,12 @@ def test_a_refused_last_event_id_restarts_from_the_live_stream_with_a_gap(
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
             stream = await connect(
-                client, IDENTITY, subscribe_all=True, last_event_id="99999999999999999999999-0", policy=QUICK
+                client,
+                IDENTITY,
+                subscribe_all=True,
+                last_event_id="99999999999999999999999-0",
+                policy=QUICK,
+                transport=transport,
             )
             gap = await stream.next_event(10)
             assert gap["type"] == "resumeGap"

@@ -14,23 +14,32 @@ from vora_client.errors import (
     Unauthorized,
     VoraError,
 )
+from vora_client.fallback import AutoTransport, TransportChoice
 from vora_client.reconnect import Next, ReconnectPolicy
+from vora_client.sse import Comment, EventStreamParser, EventStreamTransport, ServerSentEvent, event_stream_url
 from vora_client.stream import Envelope, EventStream, State, StateChange, connect, event_position
-from vora_client.transport import Transport, WebSocketTransport, websocket_url
+from vora_client.transport import Closed, Connection, Transport, WebSocketTransport, websocket_url
 
 __all__ = [
+    "AutoTransport",
     "BadRequest",
+    "Closed",
+    "Comment",
     "Conflict",
+    "Connection",
     "ConnectionFailed",
     "ConnectionType",
     "Envelope",
     "EventStream",
+    "EventStreamParser",
+    "EventStreamTransport",
     "Forbidden",
     "Next",
     "NotFound",
     "PayloadTooLarge",
     "PushRegistration",
     "ReconnectPolicy",
+    "ServerSentEvent",
     "ServiceUnavailable",
     "Session",
     "State",
@@ -39,11 +48,13 @@ __all__ = [
     "TokenProvider",
     "TooManyRequests",
     "Transport",
+    "TransportChoice",
     "Unauthorized",
     "VoraClient",
     "VoraError",
     "WebSocketTransport",
     "connect",
     "event_position",
+    "event_stream_url",
     "websocket_url",
 ]

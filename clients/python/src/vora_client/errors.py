@@ -54,7 +54,15 @@ class ServiceUnavailable(VoraError):
 
 
 class ConnectionFailed(Exception):
-    """VORA could not be reached at all (refused, timed out, or the connection broke)."""
+    """VORA could not be reached (refused, reset, timed out), or something else answered (a proxy's own error page).
+
+    status and retry_after are set when an HTTP answer came without VORA's error shape.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
 
 
 class StreamClosed(Exception):
@@ -86,6 +94,17 @@ def retry_after_of(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(raw))
     except ValueError:
         return None
+
+
+def error_shape(body: bytes) -> dict[str, Any] | None:
+    """Return the body's error shape ({timestamp, status, error, message}) when it is VORA's, else None."""
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        return None
+    if isinstance(parsed, dict) and {"status", "error", "message"} <= parsed.keys():
+        return parsed
+    return None
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> VoraError:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vora_client.client import PushRegistration, Session, VoraClient
+from vora_client.client import ConnectionType, PushRegistration, Session, VoraClient
 from vora_client.errors import (
     ConnectionFailed,
     ServiceUnavailable,
@@ -27,8 +27,10 @@ from vora_client.errors import (
     Unauthorized,
     VoraError,
 )
+from vora_client.fallback import AutoTransport, TransportChoice, choose_transport
 from vora_client.reconnect import ABNORMAL_CLOSURE, Next, ReconnectPolicy, after_close, after_termination
-from vora_client.transport import Closed, Connection, Transport, WebSocketTransport, websocket_url
+from vora_client.sse import event_stream_url, event_stream_url_beside
+from vora_client.transport import Closed, Connection, Transport, websocket_url
 
 Envelope = dict[str, Any]
 LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap"})
@@ -97,8 +99,9 @@ class EventStream:
         subscribe_all: bool = False,
         hold_up_mode: bool = False,
         push: PushRegistration | None = None,
-        transport: Transport | None = None,
+        transport: Transport | TransportChoice = "auto",
         ws_url: str | None = None,
+        sse_url: str | None = None,
         policy: ReconnectPolicy | None = None,
         heartbeat_timeout: float = 75.0,
         open_timeout: float = 10.0,
@@ -117,11 +120,18 @@ class EventStream:
         self.state = State.IDLE
         self._subscription = (list(events or ()), subscribe_all) if events is not None or subscribe_all else None
         self._setup_options: dict[str, Any] = {"hold_up_mode": hold_up_mode, "push": push}
-        if transport is None:
-            if ws_url is None and client is None:
-                raise ValueError("an EventStream without a client needs ws_url or a transport")
-            transport = WebSocketTransport(ws_url or websocket_url(client.base_url if client else ""))
-        self._transport = transport
+        if isinstance(transport, str):
+            if client is None and ws_url is None and sse_url is None:
+                raise ValueError("an EventStream without a client needs ws_url, sse_url or a transport")
+            if client is not None:
+                ws_url = ws_url or websocket_url(client.base_url)
+                sse_url = sse_url or event_stream_url(client.base_url)
+            elif ws_url is not None:
+                sse_url = sse_url or event_stream_url_beside(ws_url)
+            elif transport != "sse":
+                raise ValueError(f"transport {transport!r} needs ws_url")
+            transport = choose_transport(transport, ws_url or "", sse_url or "")
+        self._transport: Transport = transport
         self._policy = policy or ReconnectPolicy()
         self._heartbeat_timeout = heartbeat_timeout
         self._open_timeout = open_timeout
@@ -208,7 +218,9 @@ class EventStream:
     async def _set_up(self) -> None:
         if self.client is None:
             raise _SessionOver
-        self.session = await self.client.setup(self.identity, **self._setup_options)
+        # connectionType says which transport the session means to use (the token opens either).
+        connection_type: ConnectionType = "ServerSentEvents" if self._transport.name == "sse" else "WebSocket"
+        self.session = await self.client.setup(self.identity, connection_type=connection_type, **self._setup_options)
         if self._subscription is not None:
             events, subscribe_all = self._subscription
             await self.client.subscribe(self.identity, events, subscribe_all=subscribe_all)
@@ -232,6 +244,7 @@ class EventStream:
                 if self.session is None:
                     await self._set_up()
                 assert self.session is not None
+                before = self._transport.name
                 connection = await self._transport.open(
                     self.session.web_socket_token, self.last_event_id, self._open_timeout
                 )
@@ -250,10 +263,8 @@ class EventStream:
                 continue
             except (ServiceUnavailable, TooManyRequests, ConnectionFailed) as exc:
                 attempt += 1
-                retry_after = exc.retry_after if isinstance(exc, VoraError) else None
-                wait = self._policy.refused_wait(attempt, retry_after)
-                code = exc.status if isinstance(exc, VoraError) else None
-                await self._transition(State.RECONNECTING, reason=str(exc), code=code, wait=wait)
+                wait = self._policy.refused_wait(attempt, exc.retry_after)
+                await self._transition(State.RECONNECTING, reason=str(exc), code=exc.status, wait=wait)
                 continue
             except VoraError as exc:
                 if exc.status == 400 and self.last_event_id is not None:
@@ -267,7 +278,8 @@ class EventStream:
                 return
             self._connection = connection
             opened = time.monotonic()
-            await self._transition(State.OPEN)
+            fell_back = isinstance(self._transport, AutoTransport) and self._transport.name != before
+            await self._transition(State.OPEN, reason=f"fell back to {self._transport.name}" if fell_back else "")
             code, reason = await self._read(connection)
             self._connection = None
             if self._closed():  # the app closed the stream while it was reading

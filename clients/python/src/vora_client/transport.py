@@ -1,4 +1,4 @@
-"""How the event stream reaches the client: the WebSocket now; Server-Sent Events plug in behind the same protocol."""
+"""How the event stream reaches the client: the Transport protocol, and the WebSocket transport (sse.py: the other)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from vora_client.errors import ConnectionFailed, error_from_response
+from vora_client.errors import ConnectionFailed, error_from_response, error_shape, retry_after_of
 from vora_client.reconnect import ABNORMAL_CLOSURE
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -37,7 +37,10 @@ class Connection(Protocol):
 class Transport(Protocol):
     """Opens event connections for a session's token."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Return the transport's name as StateChange records it ("websocket", "sse")."""
+        ...
 
     async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
         """Open a connection, or raise a VoraError for a refusal or ConnectionFailed when nothing answered."""
@@ -89,7 +92,14 @@ class WebSocketTransport:
             )
         except InvalidStatus as exc:
             response = exc.response
-            raise error_from_response(response.status_code, response.body or b"", response.headers) from None
+            body = response.body or b""
+            if error_shape(body) is None:  # not VORA's answer: a proxy refused the upgrade, or nothing is behind it
+                raise ConnectionFailed(
+                    f"{self.url}: the upgrade was answered HTTP {response.status_code} without VORA's error shape",
+                    status=response.status_code,
+                    retry_after=retry_after_of(response.headers),
+                ) from None
+            raise error_from_response(response.status_code, body, response.headers) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ConnectionFailed(f"{self.url}: {exc!r}") from exc
         return _WebSocketConnection(socket)

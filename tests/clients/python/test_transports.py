@@ -1,0 +1,185 @@
+"""The SDK's choice of transport behind a real proxy that blocks WebSocket upgrades: auto falls back to SSE."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from vora_client import BadRequest, EventStream, ReconnectPolicy, Session, State, Unauthorized, VoraClient, connect
+
+from testbed.vora_server import RunningServer
+from testbed.wait import wait_for
+from tests.harness.nginx import Nginx, NginxUnavailable, WebSocketPolicy, ensure_nginx
+from tests.harness.sdk import IDENTITY, SERVER_KEY
+from tests.harness.server_api import end_sessions, list_sessions
+
+pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.topology]
+
+QUICK = ReconnectPolicy(crowd_window=0.3, alone_window=0.1, backoff_cap=1.0)
+Publish = Callable[..., str]
+Tokens = Callable[..., Callable[[], Any]]
+ProxyFactory = Callable[[WebSocketPolicy], Nginx]
+
+
+@pytest.fixture
+def proxy(server: RunningServer) -> Iterator[ProxyFactory]:
+    """Start nginx in front of the module's server, passing, refusing or stripping WebSocket upgrades."""
+    try:
+        binary = ensure_nginx()
+    except NginxUnavailable as exc:
+        pytest.skip(str(exc))
+    started: list[Nginx] = []
+
+    def start(websocket: WebSocketPolicy) -> Nginx:
+        nginx = Nginx([server.port], binary=binary, websocket=websocket).start()
+        started.append(nginx)
+        return nginx
+
+    yield start
+    for nginx in started:
+        nginx.close()
+
+
+def requests_to(nginx: Nginx, path: str) -> int:
+    """Count the requests nginx finished for one path."""
+    return sum(1 for line in nginx.access_log_lines() if f" {path} HTTP/" in line)
+
+
+def logged(nginx: Nginx, path: str, count: int) -> None:
+    """Wait until nginx has logged count requests for path (a stream is logged once nginx sees it end)."""
+    wait_for(lambda: requests_to(nginx, path) >= count, 10, what=f"{count} requests to {path} in nginx's log")
+    assert requests_to(nginx, path) == count
+
+
+async def until(stream: EventStream, state: State, timeout: float = 20.0) -> None:
+    """Wait until the stream reaches a state."""
+    async with asyncio.timeout(timeout):
+        while stream.state is not state:
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("blocking", ["refuse", "strip"])
+def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_there(
+    server: RunningServer,
+    proxy: ProxyFactory,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    publish: Publish,
+    blocking: WebSocketPolicy,
+) -> None:
+    """A proxy's own 403, or an upgrade stripped into VORA's 400: auto opens SSE, gets events, never tries WS again."""
+    owner("alice")
+    nginx = proxy(blocking)
+
+    async def scenario() -> None:
+        async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK)
+            await until(stream, State.OPEN)
+            opened = stream.changes[-1]
+            assert (opened.transport, opened.reason) == ("sse", "fell back to sse")
+            first = await asyncio.to_thread(publish, "callRinging", {"callId": "c-1"})
+            assert (await stream.next_event(10))["eventId"] == first
+            # A new session after the old one ended: still SSE, set up as ServerSentEvents, no upgrade tried.
+            await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
+            assert (await stream.next_event(10))["data"]["reason"] == "disconnected"
+            await until(stream, State.RECONNECTING)
+            await until(stream, State.OPEN)
+            [session] = await asyncio.to_thread(list_sessions, server.server_api_url, SERVER_KEY, IDENTITY)
+            assert session["connectionType"] == "ServerSentEvents"
+            second = await asyncio.to_thread(publish, "callEnded", {"callId": "c-1"})
+            assert (await stream.next_event(10))["eventId"] == second
+            assert [c.transport for c in stream.changes if c.current is State.OPEN] == ["sse", "sse"]
+            await stream.close()
+
+    asyncio.run(scenario())
+    assert requests_to(nginx, "/vora/ws") == 1
+    logged(nginx, "/vora/sse", 2)
+
+
+def test_forced_websocket_behind_a_refusing_proxy_keeps_trying_and_never_opens(
+    server: RunningServer, proxy: ProxyFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """Forced to WebSocket, the proxy's 403 (not VORA's) is a failed connect: backoff and retry, never SSE."""
+    owner("alice")
+    nginx = proxy("refuse")
+
+    async def scenario() -> None:
+        async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, transport="websocket")
+            async with asyncio.timeout(20):
+                while sum(c.current is State.RECONNECTING for c in stream.changes) < 3:
+                    await asyncio.sleep(0.02)
+            refusals = [c for c in stream.changes if c.current is State.RECONNECTING]
+            assert {(c.code, c.transport) for c in refusals} == {(403, "websocket")}
+            assert all("without VORA's error shape" in c.reason for c in refusals)
+            assert State.OPEN not in {c.current for c in stream.changes}
+            await stream.close()
+
+    asyncio.run(scenario())
+    assert requests_to(nginx, "/vora/sse") == 0
+
+
+def test_forced_websocket_behind_a_stripping_proxy_closes_with_vora_400(
+    server: RunningServer, proxy: ProxyFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """Forced to WebSocket where the Upgrade is stripped: VORA's 400 closes the stream, carrying the typed error."""
+    owner("alice")
+    nginx = proxy("strip")
+
+    async def scenario() -> None:
+        async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, transport="websocket")
+            async with asyncio.timeout(20):
+                assert (await stream.wait_closed()).startswith("refused: 400")
+            assert isinstance(stream.error, BadRequest)
+            assert "WebSocket" in stream.error.message
+
+    asyncio.run(scenario())
+    assert requests_to(nginx, "/vora/sse") == 0
+
+
+def test_a_vora_refusal_of_the_upgrade_is_no_reason_to_fall_back(server: RunningServer, proxy: ProxyFactory) -> None:
+    """A token VORA refuses (401 in its error shape) ends the stream on WebSocket; auto never tries SSE."""
+    nginx = proxy("pass")
+
+    async def scenario() -> None:
+        stream = EventStream(
+            None,
+            IDENTITY,
+            session=Session(IDENTITY, "v1.bm90LWEtdG9rZW4.bm90LWEtc2lnbmF0dXJl"),
+            ws_url=f"{nginx.url.replace('http', 'ws')}/vora/ws",
+            policy=QUICK,
+        )
+        await stream.start()
+        async with asyncio.timeout(20):
+            await stream.wait_closed()
+        assert isinstance(stream.error, Unauthorized)
+        assert {c.transport for c in stream.changes} == {"websocket"}
+
+    asyncio.run(scenario())
+    assert requests_to(nginx, "/vora/ws") == 1
+    assert requests_to(nginx, "/vora/sse") == 0
+
+
+def test_forced_sse_through_the_proxy_sets_up_as_server_sent_events(
+    server: RunningServer, proxy: ProxyFactory, owner: Callable[..., None], tokens: Tokens, publish: Publish
+) -> None:
+    """Forced to SSE, the SDK never tries the upgrade, sets up as ServerSentEvents and streams through nginx."""
+    owner("alice")
+    nginx = proxy("pass")
+
+    async def scenario() -> None:
+        async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, transport="sse")
+            await until(stream, State.OPEN)
+            [session] = await asyncio.to_thread(list_sessions, server.server_api_url, SERVER_KEY, IDENTITY)
+            assert session["connectionType"] == "ServerSentEvents"
+            event_id = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+            assert (await stream.next_event(10))["eventId"] == event_id
+            await stream.close()
+
+    asyncio.run(scenario())
+    assert requests_to(nginx, "/vora/ws") == 0
+    logged(nginx, "/vora/sse", 1)
