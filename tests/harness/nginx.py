@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from .ports import HOST, free_port
 from .procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
@@ -51,6 +51,11 @@ def ensure_nginx(*, install: bool = True) -> str:
     raise NginxUnavailable("apt-get could install neither nginx-light nor nginx")
 
 
+# What the proxy does with WebSocket upgrades: pass them, refuse the socket's path with its own 403 page, or
+# strip Upgrade and Connection (as some corporate proxies do), so that VORA sees a plain GET.
+WebSocketPolicy = Literal["pass", "refuse", "strip"]
+WS_PATH = "/vora/ws"
+
 # $uri, never $request or $request_uri: WebSocket tokens may travel in query strings.
 _LOG_FORMAT = (
     '\'$remote_addr [$time_local] "$request_method $uri $server_protocol" $status $body_bytes_sent '
@@ -71,6 +76,7 @@ class Nginx(Harnessed):
         connect_timeout_s: float = 1.0,
         startup_timeout: float = 10.0,
         binary: str | None = None,
+        websocket: WebSocketPolicy = "pass",
     ) -> None:
         if not upstream_ports:
             raise ValueError("nginx needs at least one upstream port")
@@ -81,6 +87,7 @@ class Nginx(Harnessed):
         self.connect_timeout_s = connect_timeout_s
         self.startup_timeout = startup_timeout
         self._binary = binary
+        self.websocket = websocket
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._prefix: Path | None = None
         self._proc: ManagedProcess | None = None
@@ -126,6 +133,10 @@ class Nginx(Harnessed):
             for port in self.upstream_ports
         )
         connect = f"{max(1, round(self.connect_timeout_s * 1000))}ms"
+        refuse = ""
+        if self.websocket == "refuse":
+            refuse = f"        location = {WS_PATH} {{\n            return 403;\n        }}\n\n"
+        upgrade, connection = ('""', "close") if self.websocket == "strip" else ("$http_upgrade", "$connection_upgrade")
         return f"""\
 daemon off;
 master_process on;
@@ -161,11 +172,11 @@ http {{
         listen {self.host}:{self.listen_port};
         server_name _;
 
-        location / {{
+{refuse}        location / {{
             proxy_pass http://vora_backend;
             proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Upgrade {upgrade};
+            proxy_set_header Connection {connection};
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;

@@ -193,10 +193,21 @@ export interface ChannelTerminatedData {
  * via the `definition` "ResumeGapData".
  */
 export interface ResumeGapData {
-  reason: "retention";
+  /**
+   * retention: events after lastEventId are no longer retained; delivery resumes from the
+   * oldest retained one. ahead: lastEventId is after every event this identity's stream
+   * ever held (events acknowledged before a Redis failover or restart were lost, or the id
+   * belongs to another identity); delivery resumes with the next event published, and
+   * its sequenceNumber may repeat one seen before.
+   */
+  reason: "retention" | "ahead";
   requestedEventId: string;
   /**
-   * The first event delivered next, or null when nothing is retained.
+   * The retained event delivered next (retention), or null when none is (nothing retained, or ahead).
    */
   oldestEventId: string | null;
+  /**
+   * With reason ahead only, the newest event the stream holds (null when it holds none); delivery continues after it.
+   */
+  newestEventId?: string | null;
 }

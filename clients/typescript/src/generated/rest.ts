@@ -208,9 +208,12 @@ export interface components {
         SetupIn: {
             /**
              * @description This parameter will provide the information about the connection type for the application.
+             *     VORA extension: `ServerSentEvents` too. The session's token opens either transport (`/vora/ws` or
+             *     `/vora/sse`, see vora-events.asyncapi.yaml), so a client that falls back mid-session keeps its
+             *     session; connectionType records the transport the client intends to use (the server API lists it).
              * @enum {string}
              */
-            connectionType: "WebSocket";
+            connectionType: "WebSocket" | "ServerSentEvents";
             /**
              * @description It is allowed only for the soft clients running on the mobile phones, where the web application should initiate a push notification for the terminating calls to get the readiness of the client.
              * @default false
@@ -306,6 +309,17 @@ export interface components {
                 "application/json": components["schemas"]["ResponseStatusVoraError"];
             };
         };
+        /** @description The caller (VORA_SETUP_RATE_PER_USER) or the identity, all its users together (VORA_SETUP_RATE_PER_IDENTITY), set up more sessions than allowed within VORA_SETUP_RATE_WINDOW seconds; nothing was written. Retry after the number of seconds in Retry-After. */
+        TooManySetups: {
+            headers: {
+                /** @description Seconds to wait before the next setup can succeed. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ResponseStatusVoraError"];
+            };
+        };
         /** @description The access token is expired, revoked, malformed, or invalid for other reasons */
         Unauthorized: {
             headers: {
@@ -368,6 +382,12 @@ export interface operations {
             /** @description No Content */
             204: {
                 headers: {
+                    /**
+                     * @description What Redis holds of the identity directory: `provisioned`, `empty` (nothing
+                     *     provisioned since Redis last started empty) or `lost` (this worker saw it
+                     *     provisioned and Redis has since lost it). Readiness stays 204 either way.
+                     */
+                    "Vora-Directory"?: "provisioned" | "empty" | "lost";
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -489,6 +509,7 @@ export interface operations {
             409: components["responses"]["Conflict"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["TooManySetups"];
             500: components["responses"]["InternalServerError"];
             503: components["responses"]["StoreUnavailable"];
         };
