@@ -20,7 +20,7 @@ from tests.harness.nginx import Nginx, WebSocketPolicy
 from tests.harness.ports import HOST, free_port
 from tests.harness.vora_server import LIVE_TIMEOUT, RunningServer, is_live, running_server
 from tests.harness.wait import wait_for
-from vora.store import keys
+from vora.store.directory import Directory
 
 Json = dict[str, Any]
 
@@ -127,7 +127,8 @@ def _handler(instances: Instances) -> type[BaseHTTPRequestHandler]:
                     token = instances.mint(body["sub"], scopes, int(body.get("lifetime", 3600)))
                     self._answer(200, {"accessToken": token})
                 elif parts == ["identities"]:
-                    instances.redis_client.sadd(keys.user_identities(body["sub"]), *body["identities"])
+                    # Through the store, which also marks the directory provisioned (else setup answers 503).
+                    Directory(instances.redis_client).add(body["sub"], body["identities"])
                     self._answer(200, {})
                 else:
                     self._answer(404, {"error": f"no control route {self.path}"})

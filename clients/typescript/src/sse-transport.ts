@@ -15,8 +15,12 @@ export interface SseTransportOptions {
    * access logs) or the `token` query parameter (for a proxy or a CORS setup that does not pass the header).
    */
   tokenIn?: "header" | "query";
-  /** Where the last eventId travels on resume: the Last-Event-ID header (the default) or the `lastEventId` query parameter. */
-  lastEventIdIn?: "header" | "query";
+  /**
+   * Where the last eventId travels on resume: the Last-Event-ID header, or the `lastEventId` query parameter.
+   * "auto" (the default): the header, except from a page on another origin, where a header outside CORS's
+   * safelist needs VORA's preflight to allow it (VORA's CORS allows Authorization, not Last-Event-ID).
+   */
+  lastEventIdIn?: "header" | "query" | "auto";
 }
 
 const CLOSE_ABNORMAL = 1006;
@@ -25,6 +29,12 @@ const REFUSAL_BODY_LIMIT = 16_384;
 /** Return the event stream's URL for a REST base URL: the base URL with /sse appended. */
 export function eventStreamUrl(baseUrl: string): string {
   return new URL(baseUrl.replace(/\/+$/, "") + "/sse").toString();
+}
+
+function lastEventIdInQuery(where: "header" | "query" | "auto", url: URL): boolean {
+  if (where !== "auto") return where === "query";
+  const page = (globalThis as { location?: { origin?: string } }).location?.origin;
+  return page !== undefined && page !== url.origin;
 }
 
 async function readRefusal(response: Response): Promise<unknown> {
@@ -54,11 +64,12 @@ export function sseTransport(options: SseTransportOptions = {}): Transport {
       const fetchStream = resolve();
       if (fetchStream === undefined) throw new TypeError("no fetch: pass sseTransport({ fetch })");
       const url = new URL(options.url ?? eventStreamUrl(target.baseUrl));
-      const headers: Record<string, string> = { Accept: "text/event-stream", "Cache-Control": "no-cache" };
+      // Accept only (CORS-safelisted) besides Authorization: `cache: "no-store"` keeps caches out of it.
+      const headers: Record<string, string> = { Accept: "text/event-stream" };
       if (options.tokenIn === "query") url.searchParams.set("token", target.token);
       else headers["Authorization"] = `Bearer ${target.token}`;
       if (target.lastEventId !== undefined) {
-        if (options.lastEventIdIn === "query") url.searchParams.set("lastEventId", target.lastEventId);
+        if (lastEventIdInQuery(options.lastEventIdIn ?? "auto", url)) url.searchParams.set("lastEventId", target.lastEventId);
         else headers["Last-Event-ID"] = target.lastEventId;
       }
       const abort = new AbortController();
