@@ -8,6 +8,8 @@ ASYNCAPI_SPECS := $(VENV)/asyncapi/node_modules/@asyncapi/specs/schemas/2.6.0.js
 DEVAUTH_MODULES := devauth/node_modules/.package-lock.json
 # Spectral, Widdershins, api-smart-diff and the AsyncAPI page's bundle, as tools/package-lock.json pins them.
 TOOLS_MODULES := tools/node_modules/.package-lock.json
+# The peers `python -m bench --only peers` measures VORA beside (Socket.IO 4, redis adapters, ws), as bench/peers/package-lock.json pins them.
+PEERS_MODULES := bench/peers/node_modules/.package-lock.json
 ASYNCAPI_VENDOR := vora/asyncapi_page/static/vendor/.copied
 SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 SDK_DIR := clients/typescript
@@ -31,7 +33,7 @@ SERVER_API_PORT ?= 18086
 
 .PHONY: install run stop test test-tools test-fast lint typecheck check-spec lint-spec check-breaking docs fuzz redis-server bench clean sdk
 
-install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) $(TOOLS_MODULES) $(ASYNCAPI_VENDOR) ## Create .venv with VORA and its dev tools (idempotent)
+install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) $(TOOLS_MODULES) $(PEERS_MODULES) $(ASYNCAPI_VENDOR) ## Create .venv with VORA and its dev tools (idempotent)
 
 # The official AsyncAPI JSON Schemas, to validate spec/vora-events.asyncapi.yaml in tests.
 $(ASYNCAPI_SPECS): | $(STAMP)
@@ -45,6 +47,9 @@ $(DEVAUTH_MODULES): devauth/package.json devauth/package-lock.json | $(ASYNCAPI_
 # The spec tools (tools/package.json). Scarf is Spectral's install-time analytics: nothing to report here.
 $(TOOLS_MODULES): tools/package.json tools/package-lock.json | $(ASYNCAPI_SPECS)
 	SCARF_ANALYTICS=false npm ci --silent --no-audit --no-fund --prefix tools
+
+$(PEERS_MODULES): bench/peers/package.json bench/peers/package-lock.json | $(ASYNCAPI_SPECS)
+	npm ci --silent --no-audit --no-fund --prefix bench/peers
 
 # The AsyncAPI page (/vora/asyncapi/) serves @asyncapi/react-component's standalone bundle from the package.
 $(ASYNCAPI_VENDOR): $(TOOLS_MODULES)

@@ -3,7 +3,9 @@
 It serves the same JSON on the same paths, under the same gunicorn and gevent settings, so the
 ratio VORA/baseline isolates what VORA adds: Connexion validation, JWT verification, Redis, logs,
 the per-socket outbox and the stream. Its WebSocket relays a Redis channel to the sockets of an
-identity, and with lastEventId replays VORA's own stream of that identity.
+identity, and with lastEventId replays VORA's own stream of that identity. Its event stream
+(/vora/sse) is Flask's own idiom for Server-Sent Events: a streamed response whose generator
+writes what the channel relays (`data:` lines, no `id:`, no replay).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import secrets
 import threading
 from collections import defaultdict
@@ -27,6 +30,7 @@ CHANNEL = "bench:baseline:events"
 PING_INTERVAL = 20.0  # VORA_WS_PING_INTERVAL's default
 MAX_MESSAGE_BYTES = 4096  # VORA_WS_MAX_MESSAGE_BYTES's default
 REPLAY_LIMIT = 10_000
+HEARTBEAT_INTERVAL = 30.0  # VORA_WS_HEARTBEAT_INTERVAL's default: an idle stream writes a comment this often
 
 
 def _b64(raw: bytes) -> str:
@@ -72,6 +76,17 @@ class FanOut:
                     continue
 
 
+class StreamOutbox:
+    """What the fan-out relayed to one event stream, until the stream's greenlet writes it."""
+
+    def __init__(self) -> None:
+        self.pending: queue.Queue[str] = queue.Queue()
+
+    def send(self, payload: str) -> None:
+        """Queue one envelope for the stream."""
+        self.pending.put(payload)
+
+
 def create_app() -> Flask:
     """Build the baseline app from BENCH_REDIS_URL and BENCH_IDENTITIES."""
     app = Flask(__name__)
@@ -94,6 +109,29 @@ def create_app() -> Flask:
     @app.get("/vora/health/liveness")
     def liveness() -> Response:
         return Response(status=204)
+
+    @app.get("/vora/sse")
+    def events_stream() -> Response:
+        identity = request.args.get("identity", "")
+        fan_out.wait_ready(5.0)
+        outbox = StreamOutbox()
+        fan_out.register(identity, outbox)
+
+        def body() -> Any:
+            try:
+                yield b"retry: 1000\n\n"
+                while True:
+                    try:
+                        payload = outbox.pending.get(timeout=HEARTBEAT_INTERVAL)
+                    except queue.Empty:
+                        yield b": heartbeat\n\n"  # a gone client shows only when a write fails
+                        continue
+                    yield f"data: {payload}\n\n".encode()
+            finally:
+                fan_out.unregister(identity, outbox)
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return Response(body(), mimetype="text/event-stream", headers=headers)
 
     @sock.route("/vora/ws")  # type: ignore[misc] # flask_sock is untyped
     def events_socket(ws: Any) -> None:

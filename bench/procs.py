@@ -88,11 +88,20 @@ class Launcher:
         return out.decode()
 
 
+TRANSPORTS = ("ws", "sse")  # the event channel's: WebSocket at /vora/ws, Server-Sent Events at /vora/sse
+
+
 @dataclass
 class Server(RunningServer):
     """A gunicorn server (VORA or the baseline app) on a loopback port, as the benchmark measures it."""
 
     name: str = "vora"
+
+    def stream_url(self, transport: str) -> str:
+        """Return the event channel's URL, without a token, over a transport: ws (WebSocket) or sse."""
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r}")
+        return self.ws_url if transport == "ws" else f"http://127.0.0.1:{self.port}/vora/sse"
 
     def processes(self) -> list[psutil.Process]:
         """Return the gunicorn master and its workers."""

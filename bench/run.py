@@ -11,6 +11,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -23,6 +24,7 @@ from bench.scenarios import (
     delivery_cpu,
     failover,
     fanout,
+    peers,
     push,
     rest,
     resume,
@@ -35,7 +37,26 @@ from bench.scenarios import (
 from tests.harness.procs import stop_all
 from tests.harness.redis_procs import RedisServer
 
-SCENARIOS: dict[str, ModuleType] = {
+
+@dataclass(frozen=True)
+class OverTransport:
+    """A socket scenario run over another transport of the event channel (its module's run takes `transport`)."""
+
+    module: ModuleType
+    transport: str
+
+    def run(self, bench: Bench) -> dict[str, Any]:
+        """Run the scenario over the transport."""
+        figures: dict[str, Any] = self.module.run(bench, transport=self.transport)
+        return figures
+
+    def rows(self, figures: dict[str, Any]) -> list[Row]:
+        """Render its rows (the module tells the transport from the figures)."""
+        rows: list[Row] = self.module.rows(figures)
+        return rows
+
+
+SCENARIOS: dict[str, ModuleType | OverTransport] = {
     "rest": rest,
     "roundtrips": roundtrips,
     "sockets": sockets,
@@ -47,6 +68,11 @@ SCENARIOS: dict[str, ModuleType] = {
     "storm": storm,
     "failover": failover,
     "serverapi": serverapi,
+    # Scenarios 3, 4 and 7 over Server-Sent Events, each beside VORA's WebSocket figure of the same run.
+    "sockets_sse": OverTransport(sockets, "sse"),
+    "fanout_sse": OverTransport(fanout, "sse"),
+    "delivery_cpu_sse": OverTransport(delivery_cpu, "sse"),
+    "peers": peers,
 }
 # Seconds a scenario needs at least; with less left before the deadline it is skipped.
 NEEDS = {
@@ -61,12 +87,20 @@ NEEDS = {
     "storm": 150,
     "failover": 120,
     "serverapi": 90,
+    "sockets_sse": 150,
+    "fanout_sse": 100,
+    "delivery_cpu_sse": 90,
+    "peers": 420,  # 343-441 s on the shared machine
 }
 # What `--only GROUP` stands for. A plain `make bench` runs the default group; the pressure
-# scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes.
+# scenarios hold 10,000-20,000 sockets or a Sentinel set and would not fit in its ten minutes; the sse
+# group runs scenarios 3, 4 and 7 over event streams and again over WebSocket (about six minutes).
 GROUPS: dict[str, tuple[str, ...]] = {
     "default": ("rest", "roundtrips", "sockets", "fanout", "resume", "push", "delivery_cpu", "serverapi"),
     "pressure": ("sockets20k", "storm", "failover"),
+    "sse": ("sockets_sse", "fanout_sse", "delivery_cpu_sse"),
+    # VORA beside Socket.IO 4 + Redis and a Node ws relay under scenarios 3, 4 and 7's loads (about 5 minutes).
+    "peers": ("peers",),
 }
 BUDGET_SECONDS = 540.0
 FOREIGN_CPU_NOTE = 0.15  # cores used by processes outside the benchmark, above which a scenario is flagged
@@ -74,6 +108,8 @@ DOCS = ROOT / "docs" / "BENCHMARKS.md"
 TABLE_MARKERS = {
     "default": ("<!-- bench:table:start -->", "<!-- bench:table:end -->"),
     "pressure": ("<!-- bench:pressure:start -->", "<!-- bench:pressure:end -->"),
+    "sse": ("<!-- bench:sse:start -->", "<!-- bench:sse:end -->"),
+    "peers": ("<!-- bench:peers:start -->", "<!-- bench:peers:end -->"),
 }
 
 

@@ -1,4 +1,7 @@
-"""The WebSocket load generator: an asyncio process (`python -m bench.wsclient`) driven by JSON lines.
+"""The socket load generator: an asyncio process (`python -m bench.wsclient`) driven by JSON lines.
+
+It holds WebSockets (`ws://…/vora/ws`) and Server-Sent Events streams (`http://…/vora/sse`,
+bench/sseclient.py) alike: the URL says which, and every command works over either.
 
 The benchmark sends one command a line on stdin and reads one JSON reply a line on stdout:
 open sockets, wait until each has its first event, check sequence numbers and measure latency,
@@ -23,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from bench.procs import PYTHON, Launcher
+from bench.sseclient import is_event_stream, open_event_stream
 
 CONNECT_TIMEOUT = 30.0
 STALL_BUCKET_NS = 100_000_000  # latency is also kept as its worst per 100 ms of receipt time
@@ -123,6 +127,8 @@ class LoadClient:
         self.closing = False
 
     async def _connect(self, url: str, compress: int = 0) -> Any:
+        if is_event_stream(url):
+            return await open_event_stream(self.session, url)
         aiohttp = self._aiohttp
         return await self.session.ws_connect(
             url,
@@ -147,7 +153,7 @@ class LoadClient:
                     try:
                         ws = await self._connect(url, compress)
                         break
-                    except self._aiohttp.WSServerHandshakeError as exc:
+                    except self._aiohttp.ClientResponseError as exc:  # a refused handshake or event stream
                         if exc.status not in LOAD_REFUSALS or attempt == OPEN_ATTEMPTS - 1:
                             failures[f"HTTP {exc.status}"] += 1
                             return
@@ -215,7 +221,7 @@ class LoadClient:
             try:
                 held.ws = await self._connect(url)
                 failover.handshake_ms.append((time.monotonic_ns() - tried_ns) / 1e6)
-            except self._aiohttp.WSServerHandshakeError as exc:
+            except self._aiohttp.ClientResponseError as exc:  # a refused handshake or event stream
                 failover.handshake_failures[f"HTTP {exc.status}"] += 1
                 retry_after = retry_after_of(exc.headers)
             except (TimeoutError, self._aiohttp.ClientError, OSError) as exc:

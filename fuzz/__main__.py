@@ -81,13 +81,14 @@ def local_vora(work: Path) -> Iterator[list[Target]]:
     from tests.harness.redis_procs import RedisServer
     from tests.harness.vora_server import running_server
     from vora.devkeys import create_dev_key, mint_token
-    from vora.store import keys
+    from vora.store.directory import Directory
 
     key_path = work / "dev-key.pem"
     create_dev_key(key_path)
     server_key = secrets.token_urlsafe(32)
     with RedisServer(workdir=work / "redis") as redis_server:
-        redis_server.client().sadd(keys.user_identities(QA_USER), *QA_IDENTITIES)
+        # Provisioned as the telephony side does: the directory is marked provisioned, so a stranger's setup is 404.
+        Directory(redis_server.client()).add(QA_USER, list(QA_IDENTITIES))
         env = {
             "VORA_REDIS_URL": redis_server.url,
             "VORA_DEV_KEY": str(key_path),

@@ -104,7 +104,8 @@ def test_both_transports_are_described_and_served(document: dict[str, Any], app:
 def test_check_spec_fails_when_a_transport_is_missing(document: dict[str, Any], tmp_path: Path) -> None:
     """A document without the /vora/sse channel fails `vora check-spec`."""
     for source in DEFAULT_SPEC_DIR.iterdir():
-        (tmp_path / source.name).write_bytes(source.read_bytes())
+        if source.is_file():
+            (tmp_path / source.name).write_bytes(source.read_bytes())
     broken = copy.deepcopy(document)
     del broken["channels"]["/vora/sse"]
     (tmp_path / ASYNCAPI_FILE).write_text(yaml.safe_dump(broken))

@@ -6,6 +6,10 @@ workers (psutil) across the phase, so it covers the whole event path inside the 
 pub/sub read, the hub, the filter, the envelope and the socket writes. Redis' own CPU over the
 same phase is reported beside it (VORA appends to a stream through Lua; the baseline only
 PUBLISHes). The p99 of the same phase is held against three times the baseline's.
+
+Over Server-Sent Events (`--only delivery_cpu_sse`, the sse group) the same phase runs over
+event streams, on VORA and on the baseline's bare Flask event stream, then over WebSocket on the
+same VORA in the same run, for the SSE/WS ratio.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from bench.scenarios.fanout import (
     RATE,
     BaselinePublisher,
     Publisher,
+    against_ws_rows,
     open_primed,
     phase,
     socket_urls,
@@ -58,14 +63,26 @@ def _measure(
     }
 
 
-def run(bench: Bench) -> dict[str, Any]:
+def run(bench: Bench, transport: str = "ws") -> dict[str, Any]:
     """Hold scenario 4's sockets on VORA, then on the baseline, through one long paced phase each."""
-    ids = identities("7610", 50)
-    figures: dict[str, Any] = {"rate": RATE, "fan_out": FAN_OUT, "paced_seconds": bench.seconds(PACED_SECONDS, 4)}
+    ids = identities("7610" if transport == "ws" else "7620", 50)
+    figures: dict[str, Any] = {
+        "transport": transport,
+        "rate": RATE,
+        "fan_out": FAN_OUT,
+        "paced_seconds": bench.seconds(PACED_SECONDS, 4),
+    }
+    over = "" if transport == "ws" else f"-{transport}"
     with bench.servers() as (vora, baseline):
-        vora_urls, base_urls = socket_urls(bench, vora, baseline, USER, ids)
-        figures["vora"] = _measure(bench, vora, vora_urls, ids, vora_publisher(bench.publisher), "vora")
-        figures["baseline"] = _measure(bench, baseline, base_urls, ids, BaselinePublisher(bench.redis), "baseline")
+        vora_urls, base_urls = socket_urls(bench, vora, baseline, USER + over, ids, transport)
+        publish = vora_publisher(bench.publisher)
+        figures["vora"] = _measure(bench, vora, vora_urls, ids, publish, "vora" + over)
+        figures["baseline"] = _measure(
+            bench, baseline, base_urls, ids, BaselinePublisher(bench.redis), "baseline" + over
+        )
+        if transport != "ws":
+            ws_urls, _ = socket_urls(bench, vora, baseline, USER + over + "-ws", ids)
+            figures["vora_ws"] = _measure(bench, vora, ws_urls, ids, publish, "vora-ws")
     return figures
 
 
@@ -78,6 +95,8 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     p99_v, p99_b = vora["paced"]["latency_ms"]["p99_ms"], base["paced"]["latency_ms"]["p99_ms"]
     complete = vora["paced"]["lost"] + vora["paced"]["duplicates"] == 0
     where = f"@ {figures['rate']:,} ev/s, fan-out {figures['fan_out']}, {figures['paced_seconds']:g} s"
+    if figures.get("transport", "ws") != "ws":
+        return sse_rows(figures, where, complete)
     return [
         Row(
             f"7 server CPU per 100,000 deliveries {where}",
@@ -105,3 +124,39 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             p99_b > 0 and p99_v <= TARGET_P99_RATIO * p99_b,
         ),
     ]
+
+
+def sse_rows(figures: dict[str, Any], where: str, complete: bool) -> list[Row]:
+    """Scenario 7 over event streams: VORA next to the baseline's bare event stream, then next to WebSocket."""
+    vora, base, ws = figures["vora"], figures["baseline"], figures.get("vora_ws")
+    out = [
+        Row(
+            f"7 SSE server CPU per 100,000 deliveries {where}",
+            vora["server_cpu_seconds_per_100k"],
+            "s",
+            base["server_cpu_seconds_per_100k"],
+            "(reported: baseline = bare Flask event stream)",
+            None,
+            note="" if complete else "events lost or duplicated",
+        ),
+        Row(
+            "7 SSE event latency p99",
+            vora["paced"]["latency_ms"]["p99_ms"],
+            "ms",
+            base["paced"]["latency_ms"]["p99_ms"],
+            "(reported)",
+            None,
+        ),
+    ]
+    if ws and ws["server_cpu_seconds_per_100k"]:
+        out.append(
+            Row(
+                "7 SSE/WS server CPU per 100,000 deliveries (baseline column: VORA WebSocket, same run)",
+                vora["server_cpu_seconds_per_100k"],
+                "s",
+                ws["server_cpu_seconds_per_100k"],
+                "(reported)",
+                None,
+            )
+        )
+    return out + against_ws_rows(7, figures)

@@ -5,6 +5,10 @@ scope), so each event goes to FAN_OUT sockets. A primer event per identity prove
 live; then RATE events/s for the paced phase (latency), then BURST events as fast as one
 publisher goes (capacity). Every socket checks sequenceNumber +1; the publisher stamps each event
 with its monotonic clock in data. The baseline relays the same envelopes over a bare Redis channel.
+
+Over Server-Sent Events (`--only fanout_sse`, the sse group) the same phases run over 1,000 event
+streams, on VORA and on the baseline's bare Flask event stream, then over WebSocket on the same
+VORA in the same run, for the SSE/WS ratio.
 """
 
 from __future__ import annotations
@@ -202,18 +206,21 @@ def _run_one(
         client.stop()
 
 
-def socket_urls(bench: Bench, vora: Server, baseline: Server, user: str, ids: list[str]) -> tuple[list[str], list[str]]:
+def socket_urls(
+    bench: Bench, vora: Server, baseline: Server, user: str, ids: list[str], transport: str = "ws"
+) -> tuple[list[str], list[str]]:
     """Open SESSIONS subscribe-all sessions per identity; return FAN_OUT socket URLs per identity on each server."""
     tokens = bench.open_sessions(vora, user, ids, per_identity=SESSIONS)
-    vora_urls = [f"{vora.ws_url}?token={token}" for token in tokens for _ in range(SOCKETS)]
-    base_urls = [f"{baseline.ws_url}?identity={identity}" for identity in ids for _ in range(FAN_OUT)]
+    vora_urls = [f"{vora.stream_url(transport)}?token={token}" for token in tokens for _ in range(SOCKETS)]
+    base_urls = [f"{baseline.stream_url(transport)}?identity={identity}" for identity in ids for _ in range(FAN_OUT)]
     return vora_urls, base_urls
 
 
-def run(bench: Bench) -> dict[str, Any]:
-    """Run the paced and burst phases against VORA, then against the baseline app."""
-    ids = identities("7400", IDENTITIES)
+def run(bench: Bench, transport: str = "ws") -> dict[str, Any]:
+    """Run the paced and burst phases against VORA, then against the baseline app (then VORA over WS, for SSE)."""
+    ids = identities("7400" if transport == "ws" else "7410", IDENTITIES)
     figures: dict[str, Any] = {
+        "transport": transport,
         "identities": IDENTITIES,
         "sessions_per_identity": SESSIONS,
         "sockets_per_session": SOCKETS,
@@ -221,11 +228,46 @@ def run(bench: Bench) -> dict[str, Any]:
         "rate": RATE,
     }
     with bench.servers() as (vora, baseline):
-        vora_urls, base_urls = socket_urls(bench, vora, baseline, USER, ids)
-        figures["vora"] = _run_one(bench, vora, vora_urls, ids, vora_publisher(bench.publisher), "vora")
+        over = "" if transport == "ws" else f"-{transport}"
+        vora_urls, base_urls = socket_urls(bench, vora, baseline, USER + over, ids, transport)
+        publish = vora_publisher(bench.publisher)
+        figures["vora"] = _run_one(bench, vora, vora_urls, ids, publish, "vora" + over)
         baseline_publisher = BaselinePublisher(bench.redis)
-        figures["baseline"] = _run_one(bench, baseline, base_urls, ids, baseline_publisher, "baseline")
+        figures["baseline"] = _run_one(bench, baseline, base_urls, ids, baseline_publisher, "baseline" + over)
+        if transport != "ws":
+            ws_urls, _ = socket_urls(bench, vora, baseline, f"{USER}-{transport}-ws", ids)
+            figures["vora_ws"] = _run_one(bench, vora, ws_urls, ids, publish, "vora-ws")
     return figures
+
+
+def against_ws_rows(number: int, figures: dict[str, Any], paced: str = "paced") -> list[Row]:
+    """Put the event-stream figures of a run over SSE next to the same run's VORA over WebSocket."""
+    sse, ws = figures.get("vora"), figures.get("vora_ws")
+    if not sse or not ws:
+        return []
+    where = "(baseline column: VORA WebSocket, same run)"
+    out = [
+        Row(
+            f"{number} SSE/WS event latency p99 {where}",
+            sse[paced]["latency_ms"]["p99_ms"],
+            "ms",
+            ws[paced]["latency_ms"]["p99_ms"],
+            "(reported)",
+            None,
+        ),
+    ]
+    if "burst" in sse and "burst" in ws:
+        out.append(
+            Row(
+                f"{number} SSE/WS deliveries/s, burst {where}",
+                sse["burst"]["deliveries_per_second"],
+                "/s",
+                ws["burst"]["deliveries_per_second"],
+                "(reported)",
+                None,
+            )
+        )
+    return out
 
 
 def rows(figures: dict[str, Any]) -> list[Row]:
@@ -237,6 +279,8 @@ def rows(figures: dict[str, Any]) -> list[Row]:
     burst_v, burst_b = vora["burst"], base["burst"]
     lost_v = sum(p["lost"] + p["duplicates"] for p in (paced_v, burst_v)) + vora["unprimed"] + vora["wrong_start"]
     lost_b = sum(p["lost"] + p["duplicates"] for p in (paced_b, burst_b)) + base["unprimed"] + base["wrong_start"]
+    if figures.get("transport", "ws") != "ws":
+        return sse_rows(figures, lost_v, lost_b)
     sockets = f"{vora['sockets']:,} sockets, fan-out {figures['fan_out']}"
     return [
         Row(
@@ -280,4 +324,57 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             (burst_v["deliveries_per_second"] or 0) >= TARGET_DELIVERIES,
         ),
         Row("4 events lost or duplicated", float(lost_v), "", float(lost_b), "0", lost_v == 0, ratio=None),
+    ]
+
+
+def sse_rows(figures: dict[str, Any], lost_v: int, lost_b: int) -> list[Row]:
+    """Scenario 4 over event streams: VORA next to the baseline's bare event stream, then next to WebSocket."""
+    paced_v, paced_b = figures["vora"]["paced"], figures["baseline"]["paced"]
+    burst_v, burst_b = figures["vora"]["burst"], figures["baseline"]["burst"]
+    streams = f"{figures['vora']['sockets']:,} streams, fan-out {figures['fan_out']}"
+    ws = figures.get("vora_ws")
+    lost_ws = 0
+    if ws:
+        lost_ws = sum(ws[p]["lost"] + ws[p]["duplicates"] for p in ("paced", "burst"))
+        lost_ws += ws["unprimed"] + ws["wrong_start"]
+    return [
+        Row(
+            f"4 SSE event latency p99 @ {figures['rate']:,} ev/s ({streams})",
+            paced_v["latency_ms"]["p99_ms"],
+            "ms",
+            paced_b["latency_ms"]["p99_ms"],
+            f"(reported; WebSocket's target: <= {TARGET_P99_MS:g} ms)",
+            None,
+        ),
+        Row(
+            "4 SSE event latency p50",
+            paced_v["latency_ms"]["p50_ms"],
+            "ms",
+            paced_b["latency_ms"]["p50_ms"],
+            "(reported)",
+            None,
+        ),
+        Row(
+            f"4 SSE deliveries/s, paced {figures['rate']:,} ev/s",
+            paced_v["deliveries_per_second"],
+            "/s",
+            paced_b["deliveries_per_second"],
+            "(offered: rate x fan-out; less: the publisher fell behind)",
+            None,
+        ),
+        Row(
+            "4 SSE deliveries/s, burst (capacity)",
+            burst_v["deliveries_per_second"],
+            "/s",
+            burst_b["deliveries_per_second"],
+            "(reported)",
+            None,
+        ),
+        Row("4 SSE events lost or duplicated", float(lost_v), "", float(lost_b), "0", lost_v == 0, ratio=None),
+        *against_ws_rows(4, figures),
+        *(
+            [Row("4 WS events lost or duplicated (same run)", float(lost_ws), "", None, "0", lost_ws == 0, ratio=None)]
+            if ws
+            else []
+        ),
     ]

@@ -9,10 +9,15 @@ settles, the server's memory is the summed RSS of the gunicorn master and worker
 Browsers offer permessage-deflate, and the server accepts it; its zlib state is allocated with
 the first message a socket sends. A second, smaller run (fresh servers, DEFLATE_SOCKETS sockets
 offering it) measures memory per socket before and after one event reached each socket.
+
+Over Server-Sent Events (`--only sockets_sse`, the sse group) the same steps hold idle event
+streams: on VORA and on the baseline's bare Flask event stream, then over WebSocket on a fresh
+VORA in the same run, so that the SSE/WS ratio compares like with like.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -91,15 +96,28 @@ def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...]
         client.stop()
 
 
-def hold_steps(bench: Bench, user: str, ids: list[str], steps: tuple[int, ...], label: str) -> dict[str, Any]:
-    """Hold idle sockets in steps on a fresh VORA, then on a fresh baseline; report memory and accept time."""
-    figures: dict[str, Any] = {"sessions": len(ids), "open_concurrency": OPEN_CONCURRENCY}
-    with bench.servers() as (vora, baseline):
+def hold_steps(
+    bench: Bench,
+    user: str,
+    ids: list[str],
+    steps: tuple[int, ...],
+    label: str,
+    transport: str = "ws",
+    with_baseline: bool = True,
+) -> dict[str, Any]:
+    """Hold idle sockets (or event streams) in steps on a fresh VORA, then on a fresh baseline; report memory."""
+    figures: dict[str, Any] = {"sessions": len(ids), "open_concurrency": OPEN_CONCURRENCY, "transport": transport}
+    with contextlib.ExitStack() as servers:
+        if with_baseline:
+            vora, baseline = servers.enter_context(bench.servers())
+        else:
+            vora, baseline = servers.enter_context(bench.vora_server()), None
         tokens = bench.open_sessions(vora, user, ids, per_identity=1)
-        vora_urls = [f"{vora.ws_url}?token={tokens[n % len(ids)]}" for n in range(steps[-1])]
-        base_urls = [f"{baseline.ws_url}?identity={ids[n % len(ids)]}" for n in range(steps[-1])]
+        vora_urls = [f"{vora.stream_url(transport)}?token={tokens[n % len(ids)]}" for n in range(steps[-1])]
         figures["vora"] = _steps(bench, vora, vora_urls, steps, f"{label}-vora")
-        figures["baseline"] = _steps(bench, baseline, base_urls, steps, f"{label}-baseline")
+        if baseline is not None:
+            base_urls = [f"{baseline.stream_url(transport)}?identity={ids[n % len(ids)]}" for n in range(steps[-1])]
+            figures["baseline"] = _steps(bench, baseline, base_urls, steps, f"{label}-baseline")
     return figures
 
 
@@ -134,9 +152,11 @@ def _deflate(
         client.stop()
 
 
-def run(bench: Bench) -> dict[str, Any]:
+def run(bench: Bench, transport: str = "ws") -> dict[str, Any]:
     """Hold up to 10,000 idle sockets on VORA, then on the baseline app, measuring memory and accept time."""
     steps = QUICK_STEPS if bench.quick else STEPS
+    if transport == "sse":
+        return run_event_streams(bench, steps)
     ids = identities("7300", SESSIONS)
     figures = hold_steps(bench, USER, ids, steps, "sockets")
     if bench.remaining() < 40:
@@ -152,6 +172,65 @@ def run(bench: Bench) -> dict[str, Any]:
             "baseline": _deflate(bench, baseline, base_urls, ids, BaselinePublisher(bench.redis), "baseline"),
         }
     return figures
+
+
+def run_event_streams(bench: Bench, steps: tuple[int, ...]) -> dict[str, Any]:
+    """Hold idle event streams on VORA and on the baseline, then WebSockets on a fresh VORA of the same run."""
+    ids = identities("7310", SESSIONS)
+    figures = hold_steps(bench, USER + "-sse", ids, steps, "sockets-sse", transport="sse")
+    if bench.remaining() < 60:
+        bench.notes.append("sockets_sse: the WebSocket run beside it was skipped to stay within the time limit")
+        return figures
+    figures["vora_ws"] = hold_steps(bench, USER + "-sse-ws", ids, steps, "sockets-sse-ws", with_baseline=False)["vora"]
+    return figures
+
+
+def sse_rows(figures: dict[str, Any]) -> list[Row]:
+    """Memory per idle event stream and accept time at each step against the baseline's, then against WebSocket."""
+    out = []
+    vora_steps = figures.get("vora", {}).get("steps", [])
+    base_steps = {s["target"]: s for s in figures.get("baseline", {}).get("steps", [])}
+    ws_steps = {s["target"]: s for s in figures.get("vora_ws", {}).get("steps", [])}
+    for step in vora_steps:
+        base = base_steps.get(step["target"], {})
+        complete = step["held"] >= step["target"] and base.get("held", 0) >= step["target"]
+        note = "" if complete else f"only {step['held']} / {base.get('held', 0)} held"
+        out.append(
+            Row(
+                f"3 SSE memory per stream @ {step['target']:,} streams",
+                step["kb_per_socket"],
+                "KB",
+                base.get("kb_per_socket"),
+                "(reported: baseline = bare Flask event stream)",
+                None,
+                note=note,
+            )
+        )
+        out.append(
+            Row(
+                f"3 SSE time to accept step to {step['target']:,}",
+                step["accept_seconds"],
+                "s",
+                base.get("accept_seconds"),
+                "(reported)",
+                None,
+            )
+        )
+    for step in vora_steps[-1:]:
+        ws = ws_steps.get(step["target"], {})
+        complete = step["held"] >= step["target"] and ws.get("held", 0) >= step["target"]
+        out.append(
+            Row(
+                f"3 SSE/WS memory per stream @ {step['target']:,} (baseline column: VORA WebSocket, same run)",
+                step["kb_per_socket"],
+                "KB",
+                ws.get("kb_per_socket"),
+                "(reported)",
+                None,
+                note="" if complete else f"only {step['held']} / {ws.get('held', 0)} held",
+            )
+        )
+    return out
 
 
 def step_rows(figures: dict[str, Any], number: int, target_at: int) -> list[Row]:
@@ -190,6 +269,8 @@ def step_rows(figures: dict[str, Any], number: int, target_at: int) -> list[Row]
 
 def rows(figures: dict[str, Any]) -> list[Row]:
     """Memory per socket and accept time at each step, VORA next to the baseline, and the deflate run."""
+    if figures.get("transport") == "sse":
+        return sse_rows(figures)
     out = step_rows(figures, 3, 10_000)
     deflate = figures.get("deflate")
     if deflate:

@@ -127,8 +127,8 @@ def _handler(instances: Instances) -> type[BaseHTTPRequestHandler]:
                     token = instances.mint(body["sub"], scopes, int(body.get("lifetime", 3600)))
                     self._answer(200, {"accessToken": token})
                 elif parts == ["identities"]:
-                    # Through the store, which also marks the directory provisioned (else setup answers 503).
-                    Directory(instances.redis_client).add(body["sub"], body["identities"])
+                    # As the telephony side provisions: the directory is marked provisioned (a stranger gets 404).
+                    Directory(instances.redis_client).add(body["sub"], list(body["identities"]))
                     self._answer(200, {})
                 else:
                     self._answer(404, {"error": f"no control route {self.path}"})

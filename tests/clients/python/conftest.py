@@ -13,7 +13,7 @@ import redis
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
 from tests.harness.server_api import publish_event
 from tests.harness.vora_server import RunningServer, running_server
-from vora.store import keys
+from vora.store.directory import Directory
 
 IDENTITY = "910111000"
 SERVER_KEY = "sdk-test-server-key-0123456789abcdefghijklmnop"
@@ -58,7 +58,7 @@ def owner(redisdb: redis.Redis) -> Callable[[str, str], None]:
     """Give a user an identity in the directory."""
 
     def own(subject: str, identity: str = IDENTITY) -> None:
-        redisdb.sadd(keys.user_identities(subject), identity)
+        Directory(redisdb).add(subject, [identity])  # as provisioning does: the directory is marked provisioned
 
     return own
 

@@ -19,7 +19,7 @@ from tests.clients.python.conftest import SERVER_KEY
 from tests.harness.nginx import Nginx, NginxUnavailable, ensure_nginx
 from tests.harness.server_api import publish_batch
 from tests.harness.vora_server import RunningServer, running_server
-from vora.store import keys
+from vora.store.directory import Directory
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.topology]
 
@@ -54,7 +54,7 @@ def test_sigkilled_instance_under_200_clients(
     except NginxUnavailable as exc:
         pytest.skip(str(exc))
     for n in range(CLIENTS):
-        redisdb.sadd(keys.user_identities(f"user-{n}"), identity_of(n))
+        Directory(redisdb).add(f"user-{n}", [identity_of(n)])
     with contextlib.ExitStack() as stack:
         servers: list[RunningServer] = []
         for n in range(2):

@@ -221,13 +221,17 @@ def test_missed_heartbeats_mark_a_dead_connection(
     asyncio.run(scenario())
 
 
-def test_setup_refused_for_good_closes_the_stream_with_the_error(server: RunningServer, tokens: Tokens) -> None:
-    """An identity the user does not own: the stream closes at once, carrying the typed 404."""
+def test_setup_refused_for_good_closes_the_stream_with_the_error(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """An identity the user does not own (in a provisioned directory): the stream closes, carrying the typed 404."""
+    owner("alice")
 
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("mallory")) as client:
             stream = await connect(client, IDENTITY, policy=QUICK)
-            assert await stream.wait_closed() != ""
+            async with asyncio.timeout(20):
+                assert await stream.wait_closed() != ""
             assert isinstance(stream.error, NotFound)
             assert stream.error.status == 404
             assert stream.error.message

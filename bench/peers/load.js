@@ -1,0 +1,307 @@
+"use strict";
+// The peers' load generator (`node load.js ws|socketio`): bench/wsclient.py's commands and replies
+// (open, wait_primed, reset, expect, close, status, exit; one JSON line each way), in Node, so that
+// every server of the peers group is driven by the same client runtime.
+//   ws        a `ws` WebSocket per URL (VORA's /vora/ws?token=..., the relay's /?identity=...),
+//             JSON envelopes in text frames, permessage-deflate not offered (as bench/wsclient.py)
+//   socketio  a socket.io-client per URL (http://host:port/?identity=...), its own connection
+//             (forceNew), WebSocket transport only, envelopes as "event" events
+// Each socket checks that sequenceNumber grows by exactly one; the latency of an event is the
+// monotonic clock on receipt minus the `t<ns>` its publisher put in data.note or data.reason.
+
+const readline = require("node:readline");
+
+const PROTOCOL = process.argv[2];
+const CONNECT_TIMEOUT_MS = 30_000;
+const OPEN_ATTEMPTS = 5; // as bench/wsclient.py: refused for load (429/503) or failed connects are retried
+const STALL_BUCKET_NS = 100_000_000n;
+const STALL_MS = 10;
+
+let held = [];
+let stats = newStats();
+
+function newStats() {
+  return {
+    deliveries: 0,
+    duplicates: 0,
+    gaps: 0,
+    lifecycle: 0,
+    latencies: [],
+    worstByBucket: new Map(),
+    firstReceive: null,
+    lastReceive: null,
+  };
+}
+
+function round(value, digits) {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+// Python's round(): halves go to the even neighbour, so ranks match bench/wsclient.py's.
+function roundHalfEven(x) {
+  const floor = Math.floor(x);
+  const diff = x - floor;
+  if (diff > 0.5) return floor + 1;
+  if (diff < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+function percentile(ordered, q) {
+  if (ordered.length === 0) return 0;
+  const rank = Math.max(0, Math.min(ordered.length - 1, roundHalfEven((q / 100) * ordered.length + 0.5) - 1));
+  return ordered[rank];
+}
+
+function onEnvelope(socket, envelope) {
+  const now = process.hrtime.bigint();
+  const sequence = envelope.sequenceNumber;
+  if (sequence === undefined || sequence === null) {
+    stats.lifecycle += 1;
+    if (envelope.type === "channelTerminated") socket.terminated = String((envelope.data || {}).reason);
+    return;
+  }
+  socket.identity = envelope.identity;
+  if (socket.last === null) {
+    socket.first = sequence;
+  } else if (sequence <= socket.last) {
+    stats.duplicates += 1;
+    return;
+  } else if (sequence !== socket.last + 1) {
+    stats.gaps += sequence - socket.last - 1;
+  }
+  socket.last = sequence;
+  stats.deliveries += 1;
+  const data = envelope.data || {};
+  const marker = data.note || data.reason || "";
+  if (marker.startsWith("t")) {
+    const latency = Number(now - BigInt(marker.slice(1))) / 1e6;
+    stats.latencies.push(latency);
+    const bucket = now / STALL_BUCKET_NS;
+    if (latency > (stats.worstByBucket.get(bucket) || 0)) stats.worstByBucket.set(bucket, latency);
+  }
+  const seconds = Number(now) / 1e9;
+  if (stats.firstReceive === null) stats.firstReceive = seconds;
+  stats.lastReceive = seconds;
+}
+
+function wsConnect(url, socket) {
+  const WebSocket = require("ws");
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: CONNECT_TIMEOUT_MS });
+    ws.once("unexpected-response", (req, res) => {
+      const error = new Error(`HTTP ${res.statusCode}`);
+      error.status = res.statusCode;
+      error.retryAfter = Number(res.headers["retry-after"]) || 0;
+      req.destroy();
+      reject(error);
+    });
+    ws.once("error", reject);
+    ws.once("open", () => {
+      ws.removeListener("error", reject);
+      ws.on("error", () => {});
+      ws.on("message", (data, isBinary) => {
+        if (!isBinary) onEnvelope(socket, JSON.parse(data.toString()));
+      });
+      ws.on("close", (code) => {
+        socket.closed = true;
+        socket.closeCode = String(code);
+      });
+      socket.close = () => ws.close();
+      resolve();
+    });
+  });
+}
+
+function socketIoConnect(url, socket) {
+  const { io } = require("socket.io-client");
+  const parsed = new URL(url);
+  return new Promise((resolve, reject) => {
+    const client = io(parsed.origin, {
+      transports: ["websocket"],
+      forceNew: true,
+      reconnection: false, // a drop is counted, not hidden
+      timeout: CONNECT_TIMEOUT_MS,
+      query: Object.fromEntries(parsed.searchParams),
+    });
+    client.once("connect_error", (err) => {
+      client.close();
+      reject(err);
+    });
+    client.once("connect", () => {
+      client.on("event", (envelope) => onEnvelope(socket, envelope));
+      client.on("disconnect", (reason) => {
+        socket.closed = true;
+        socket.closeCode = reason;
+      });
+      socket.close = () => client.disconnect();
+      resolve();
+    });
+  });
+}
+
+const connect = PROTOCOL === "socketio" ? socketIoConnect : wsConnect;
+
+async function open(urls, concurrency) {
+  const started = process.hrtime.bigint();
+  const failed = {};
+  const retried = {};
+  let next = 0;
+  const count = (table, key) => (table[key] = (table[key] || 0) + 1);
+  async function one(url) {
+    for (let attempt = 0; attempt < OPEN_ATTEMPTS; attempt++) {
+      const socket = { identity: null, first: null, last: null, closed: false, closeCode: null, terminated: null };
+      try {
+        await connect(url, socket);
+        held.push(socket);
+        return;
+      } catch (err) {
+        const reason = err.status ? `HTTP ${err.status}` : err.code || err.message || "error";
+        const refusedForLoad = err.status === undefined || err.status === 429 || err.status === 503;
+        if (!refusedForLoad || attempt === OPEN_ATTEMPTS - 1) {
+          count(failed, reason);
+          return;
+        }
+        count(retried, reason);
+        await new Promise((resolve) => setTimeout(resolve, ((err.retryAfter || 0) + Math.random()) * 1000));
+      }
+    }
+  }
+  async function lane() {
+    while (next < urls.length) await one(urls[next++]);
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, urls.length) }, lane));
+  const failures = Object.values(failed).reduce((a, b) => a + b, 0);
+  return {
+    opened: urls.length - failures,
+    failed,
+    retried,
+    seconds: round(Number(process.hrtime.bigint() - started) / 1e9, 3),
+    ...status(),
+  };
+}
+
+function status() {
+  const closed = held.filter((s) => s.closed);
+  const closeCodes = {};
+  const terminated = {};
+  for (const s of closed) closeCodes[s.closeCode] = (closeCodes[s.closeCode] || 0) + 1;
+  for (const s of held) if (s.terminated) terminated[s.terminated] = (terminated[s.terminated] || 0) + 1;
+  const cpu = process.cpuUsage();
+  return {
+    held: held.length - closed.length,
+    closed: closed.length,
+    close_codes: closeCodes,
+    terminated,
+    cpu_seconds: round((cpu.user + cpu.system) / 1e6, 3),
+    rss_mib: round(process.memoryUsage().rss / 2 ** 20, 1), // the load generator's own memory
+  };
+}
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitPrimed(first, timeout) {
+  const deadline = Date.now() + timeout * 1000;
+  while (Date.now() < deadline && held.some((s) => !s.closed && s.last === null)) await pause(20);
+  return {
+    unprimed: held.filter((s) => !s.closed && s.last === null).length,
+    wrong_start: held.filter((s) => s.first !== null && s.identity !== null && first[s.identity] !== s.first).length,
+    ...status(),
+  };
+}
+
+async function expect(final, timeout) {
+  const deadline = Date.now() + timeout * 1000;
+  const behind = () => held.some((s) => !s.closed && s.identity && (s.last || 0) < (final[s.identity] || 0));
+  while (Date.now() < deadline && behind()) await pause(20);
+  let missing = 0;
+  let missingOnClosed = 0;
+  for (const s of held) {
+    if (!s.identity) continue;
+    const owed = Math.max(0, (final[s.identity] || 0) - (s.last || 0));
+    missing += owed;
+    if (s.closed) missingOnClosed += owed;
+  }
+  const ordered = Float64Array.from(stats.latencies).sort();
+  const buckets = [...stats.worstByBucket.keys()];
+  const start = buckets.length ? buckets.reduce((a, b) => (b < a ? b : a)) : 0n;
+  const stalls = [...stats.worstByBucket.entries()]
+    .filter(([, worst]) => worst > STALL_MS)
+    .sort((a, b) => (a[0] < b[0] ? -1 : 1))
+    .slice(0, 100)
+    .map(([bucket, worst]) => [round(Number((bucket - start) * STALL_BUCKET_NS) / 1e9, 1), round(worst, 1)]);
+  const sum = ordered.reduce((a, b) => a + b, 0);
+  return {
+    deliveries: stats.deliveries,
+    duplicates: stats.duplicates,
+    gaps: stats.gaps,
+    missing_at_end: missing,
+    missing_on_closed_sockets: missingOnClosed,
+    lifecycle: stats.lifecycle,
+    latency_samples: ordered.length,
+    p50_ms: round(percentile(ordered, 50), 3),
+    p99_ms: round(percentile(ordered, 99), 3),
+    max_ms: ordered.length ? round(ordered[ordered.length - 1], 3) : 0,
+    mean_ms: ordered.length ? round(sum / ordered.length, 3) : 0,
+    stalls,
+    first_receive: stats.firstReceive,
+    last_receive: stats.lastReceive,
+    ...status(),
+  };
+}
+
+async function close() {
+  const started = process.hrtime.bigint();
+  const count = held.length;
+  for (const s of held) if (!s.closed) s.close();
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline && held.some((s) => !s.closed)) await pause(20);
+  held = [];
+  stats = newStats();
+  return { closed: count, seconds: round(Number(process.hrtime.bigint() - started) / 1e9, 3) };
+}
+
+async function handle(command) {
+  switch (command.cmd) {
+    case "open":
+      return open(command.urls, command.concurrency || 200);
+    case "wait_primed":
+      return waitPrimed(command.first, command.timeout || 30);
+    case "reset":
+      stats = newStats();
+      return { reset: true };
+    case "expect":
+      return expect(command.final, command.timeout || 30);
+    case "close":
+      return close();
+    case "status":
+      return status();
+    case "exit":
+      return { bye: true };
+    default:
+      return { error: `unknown command ${command.cmd}` };
+  }
+}
+
+async function main() {
+  if (PROTOCOL !== "ws" && PROTOCOL !== "socketio") throw new Error(`protocol must be ws or socketio, not ${PROTOCOL}`);
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const command = JSON.parse(line);
+    let reply;
+    try {
+      reply = await handle(command);
+    } catch (err) {
+      reply = { error: `${err.name}: ${err.message}` };
+    }
+    process.stdout.write(`${JSON.stringify(reply)}\n`);
+    if (command.cmd === "exit") break;
+  }
+  await close();
+  process.exit(0);
+}
+
+main().catch((err) => {
+  console.error(err.stack || err);
+  process.exit(2);
+});

@@ -1,0 +1,90 @@
+"""Tests of the benchmark's load generator: it opens streams over each transport and counts what they receive."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench.context import Bench, Rest, identities
+from bench.procs import Launcher
+from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, publish_events, vora_publisher
+from bench.wsclient import WsLoadPool
+from tests.harness.procs import stop_all
+from tests.harness.redis_procs import RedisServer
+from tests.harness.wait import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.ws]
+
+STREAMS_PER_IDENTITY = 3
+EVENTS = 30
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    """Run the benchmark's own context: a Redis of its own, its dev key, its launcher, no deadline to speak of."""
+    workdir = tmp_path_factory.mktemp("bench")
+    redis_server = RedisServer(workdir=workdir / "redis").start()
+    try:
+        yield Bench(Launcher(workdir), redis_server, workdir, None, True, time.monotonic() + 3600)
+    finally:
+        stop_all()
+        redis_server.stop()
+
+
+@pytest.mark.parametrize(("target", "transport"), [("vora", "sse"), ("vora", "ws"), ("baseline", "sse")])
+def test_load_client_counts_every_event_on_every_stream(bench: Bench, target: str, transport: str) -> None:
+    """Streams opened by the load generator on a real server receive every event once, in order, with a latency."""
+    ids = identities(f"79{len(target)}{len(transport)}", 2)
+    with bench.servers() as (vora, baseline):
+        tokens = bench.open_sessions(vora, f"bench-test-{target}-{transport}", ids, per_identity=1)
+        publish: Publisher
+        if target == "vora":
+            urls = [f"{vora.stream_url(transport)}?token={t}" for t in tokens for _ in range(STREAMS_PER_IDENTITY)]
+            publish = vora_publisher(bench.publisher)
+        else:
+            urls = [f"{baseline.stream_url(transport)}?identity={i}" for i in ids for _ in range(STREAMS_PER_IDENTITY)]
+            publish = BaselinePublisher(bench.redis)
+        client = WsLoadPool(bench.procs, f"load-{target}-{transport}", len(urls))
+        try:
+            opened = client.call({"cmd": "open", "urls": urls, "concurrency": 4}, timeout=60)
+            assert opened["held"] == len(urls), opened
+            # Each stream must have its identity's primer before the counted events (sequence numbers start there).
+            first = {identity: publish(identity, "presence", event_data("presence", 0)) for identity in ids}
+            primed = client.call({"cmd": "wait_primed", "first": first, "timeout": 10}, timeout=30)
+            assert primed["unprimed"] == 0, primed
+            client.call({"cmd": "reset"}, timeout=10)
+            published = publish_events(publish, ids, EVENTS, rate=None)
+            report = client.call({"cmd": "expect", "final": published["final"], "timeout": 10}, timeout=30)
+            closed = client.call({"cmd": "close"}, timeout=30)
+        finally:
+            client.stop()
+    assert report["deliveries"] == EVENTS * STREAMS_PER_IDENTITY, report
+    assert (report["gaps"], report["duplicates"], report["missing_at_end"]) == (0, 0, 0), report
+    assert report["latency_samples"] == EVENTS * STREAMS_PER_IDENTITY
+    assert report["held"] == len(urls)
+    assert closed["closed"] == len(urls)
+
+
+def test_a_stream_the_server_ends_reports_its_close_code(bench: Bench) -> None:
+    """Logout ends VORA's event streams with channelTerminated and the closing comment's 1000, as it ends sockets."""
+    ids = identities("7990", 1)
+    subject = "bench-test-close"
+    with bench.vora_server() as vora:
+        tokens = bench.open_sessions(vora, subject, ids, per_identity=1)
+        client = WsLoadPool(bench.procs, "load-close", 2)
+        try:
+            urls = [f"{vora.stream_url('sse')}?token={tokens[0]}"] * 2
+            assert client.call({"cmd": "open", "urls": urls, "concurrency": 2}, timeout=30)["held"] == 2
+            rest = Rest(vora, bench.token(subject))
+            try:
+                assert rest.call("POST", f"/logout/{ids[0]}")[0] == 200
+            finally:
+                rest.close()
+            wait_for(lambda: client.call({"cmd": "status"}, timeout=10)["closed"] == 2, 10, what="both streams ended")
+            status = client.call({"cmd": "status"}, timeout=10)
+        finally:
+            client.stop()
+    assert status["close_codes"] == {"1000": 2}, status
+    assert status["terminated"] == {"logout": 2}, status
