@@ -227,7 +227,8 @@ def create_app(settings: Settings, fast_path: bool = True) -> Flask:
             app,
             origins=list(settings.cors_origins),
             expose_headers=["X-Request-ID", "WWW-Authenticate", "Allow"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            # Last-Event-ID: a page on another origin that resumes /vora/sse through fetch sends it.
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Last-Event-ID"],
             max_age=600,
         )
     served: WsgiApp = app.wsgi_app
