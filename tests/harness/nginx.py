@@ -56,9 +56,6 @@ def ensure_nginx(*, install: bool = True) -> str:
     raise NginxUnavailable("apt-get could install neither nginx-light nor nginx")
 
 
-# What the proxy does with WebSocket upgrades: pass them, refuse the socket's path with its own 403 page, or
-# strip Upgrade and Connection (as some corporate proxies do), so that VORA sees a plain GET.
-WebSocketPolicy = Literal["pass", "refuse", "strip"]
 WS_PATH = "/vora/ws"
 
 # $uri, never $request or $request_uri: WebSocket tokens may travel in query strings.
