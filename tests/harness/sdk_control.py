@@ -19,6 +19,7 @@ import redis
 from testbed.ports import HOST, free_port
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live, running_server
 from testbed.wait import wait_for
+from tests.harness.nginx import Nginx, WebSocketPolicy
 from vora.store.directory import Directory
 
 Json = dict[str, Any]
@@ -34,6 +35,7 @@ class Instances:
     mint: Callable[[str, tuple[str, ...] | None, int], str]
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _running: dict[str, RunningServer] = field(default_factory=dict)
+    _proxies: dict[str, Nginx] = field(default_factory=dict)
     # One long-lived thread starts every process: the kernel ends a child when the thread that started
     # it ends (ManagedProcess sets PR_SET_PDEATHSIG), and the HTTP server's request threads are short-lived.
     _starter: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="starter"))
@@ -48,6 +50,17 @@ class Instances:
                 running_server({**self.base_env, **env}, self.log_dir / name)
             )
         return self._running[name]
+
+    def proxy(self, name: str, upstreams: list[str], websocket: WebSocketPolicy) -> str:
+        """Return the base URL of the nginx of this name in front of these instances, starting it if needed."""
+        return self._starter.submit(self._proxy, name, upstreams, websocket).result()
+
+    def _proxy(self, name: str, upstreams: list[str], websocket: WebSocketPolicy) -> str:
+        if name not in self._proxies:
+            ports = [self._running[upstream].port for upstream in upstreams]
+            nginx = Nginx(ports, workdir=self.log_dir / f"nginx-{name}", websocket=websocket)
+            self._proxies[name] = self._stack.enter_context(nginx)
+        return f"{self._proxies[name].url}/vora"
 
     def act(self, name: str, action: str) -> None:
         """Kill (SIGKILL), restart, terminate (SIGTERM, drain), pause (SIGSTOP) or resume (SIGCONT) an instance."""
@@ -103,6 +116,9 @@ def _handler(instances: Instances) -> type[BaseHTTPRequestHandler]:
             try:
                 if parts == ["instances"]:
                     self._answer(200, _describe(instances.start(body["name"], body.get("env", {}))))
+                elif parts == ["proxies"]:
+                    base_url = instances.proxy(body["name"], body["instances"], body.get("websocket", "pass"))
+                    self._answer(200, {"baseUrl": base_url})
                 elif len(parts) == 3 and parts[0] == "instances":
                     instances.act(parts[1], parts[2])
                     self._answer(200, {})

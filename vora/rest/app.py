@@ -91,7 +91,8 @@ def create_rest_app(
             app,
             origins=list(settings.cors_origins),
             expose_headers=["X-Request-ID", "WWW-Authenticate", "Allow"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            # Last-Event-ID: a page on another origin that resumes /vora/sse through fetch sends it.
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Last-Event-ID"],
             max_age=600,
         )
     routes = routes_of(app, api.base_path, iter(api.added_operations)) if fast_path else {}

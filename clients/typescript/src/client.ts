@@ -24,7 +24,7 @@ export interface ClientOptions {
 
 export interface SetupOptions {
   identity: string;
-  /** WebSocket by default (ServerSentEvents once VORA offers it, issue 21). */
+  /** WebSocket by default; ServerSentEvents for a client on the /vora/sse stream (the token opens either). */
   connectionType?: ConnectionType;
   /** Mobile softphones that sleep without a socket: VORA wakes them by push for incoming calls. */
   holdUpMode?: boolean;

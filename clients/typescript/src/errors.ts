@@ -76,7 +76,8 @@ export function parseRetryAfter(value: string | null | undefined, now: number = 
   return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - now) / 1000));
 }
 
-function isErrorBody(value: unknown): value is VoraErrorBody {
+/** Tell whether a parsed body is VORA's error shape {timestamp, status, error, message}. */
+export function isErrorBody(value: unknown): value is VoraErrorBody {
   if (typeof value !== "object" || value === null) return false;
   const record = value as Record<string, unknown>;
   return ["timestamp", "status", "error", "message"].every((key) => typeof record[key] === "string");

@@ -9,16 +9,22 @@ export {
   VoraNotFoundError,
   VoraUnauthorizedError,
   VoraUnavailableError,
+  isErrorBody,
   parseRetryAfter,
 } from "./errors.js";
 export type { VoraErrorBody } from "./errors.js";
 export { compareEventIds, isEventId } from "./event-id.js";
 export { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, firstDelayMs, refusedDelayMs } from "./reconnect.js";
 export type { NextStep, ReconnectRules } from "./reconnect.js";
-export { VoraStream } from "./stream.js";
+export { EventStreamParser, parseClosedComment } from "./event-stream-parser.js";
+export type { EventStreamHandlers, EventStreamMessage } from "./event-stream-parser.js";
+export { eventStreamUrl, sseTransport } from "./sse-transport.js";
+export type { FetchLike, SseTransportOptions } from "./sse-transport.js";
+export { VoraStream, couldNotPass } from "./stream.js";
 export type {
   CloseReason,
   ClosedInfo,
+  FallbackInfo,
   LastEventIdStore,
   ReconnectingInfo,
   StateChange,

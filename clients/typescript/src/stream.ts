@@ -5,7 +5,8 @@ import { compareEventIds, isEventId } from "./event-id.js";
 import type { ChannelTerminatedEvent, HeartbeatEvent, ResumeGapEvent } from "./generated/events.js";
 import { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, refusedDelayMs } from "./reconnect.js";
 import type { NextStep, ReconnectRules } from "./reconnect.js";
-import type { Transport, TransportClose, TransportConnection } from "./transport.js";
+import { sseTransport } from "./sse-transport.js";
+import type { HandshakeFailure, Transport, TransportClose, TransportConnection } from "./transport.js";
 import type { ChannelMessage, PushRegistration, StreamItem, Subscription, TerminationReason, VoraEvent } from "./types.js";
 import { webSocketTransport } from "./websocket-transport.js";
 
@@ -26,6 +27,16 @@ export interface StateChange {
   from: StreamState;
   to: StreamState;
   cause: string;
+  /** The transport in use: the one open, or the one the next attempt uses ("websocket", "sse"). */
+  transport: string;
+}
+
+/** The stream moved to the next transport for the rest of its life. */
+export interface FallbackInfo {
+  from: string;
+  to: string;
+  /** Failed opens in a row that could not pass on the transport left behind. */
+  failures: number;
 }
 
 export interface ReconnectingInfo {
@@ -35,6 +46,8 @@ export interface ReconnectingInfo {
   cause: string;
   /** Whether the session is set up again before connecting. */
   setup: boolean;
+  /** The transport the next attempt uses. */
+  transport: string;
 }
 
 export interface ClosedInfo {
@@ -49,6 +62,8 @@ export interface StreamEvents {
   connecting: { transport: string };
   open: { transport: string; lastEventId: string | undefined };
   reconnecting: ReconnectingInfo;
+  /** "auto" (or a list) gave up on a transport that could not pass and moved to the next one. */
+  fallback: FallbackInfo;
   closed: ClosedInfo;
   /** A stream event (call, presence, recording), in order, each once. */
   event: VoraEvent;
@@ -68,7 +83,10 @@ export interface LastEventIdStore {
   save(eventId: string): void | Promise<void>;
 }
 
-/** Which transport to use: "auto" tries them in order and falls back; the others force one. */
+/**
+ * Which transport to use: "auto" is WebSocket, then Server-Sent Events when the upgrade cannot pass; "websocket"
+ * and "sse" force one; a list of transports is tried in its order by the same fallback rule.
+ */
 export type TransportChoice = "auto" | "websocket" | "sse" | readonly Transport[];
 
 export interface StreamOptions {
@@ -83,7 +101,13 @@ export interface StreamOptions {
   lastEventId?: string;
   lastEventIdStore?: LastEventIdStore;
   transport?: TransportChoice;
-  /** Failed opens in a row, never opened, before "auto" moves to the next transport (default 2). */
+  /**
+   * Failed opens in a row that could not pass (no HTTP answer, an error or timeout before open, a refusal not in
+   * VORA's error shape, or VORA's 400/426 for an upgrade that lost its headers) before "auto" or a list moves
+   * to the next transport, for good (default 2). VORA's own refusals (401, 403, 404, 429, 503 in its error
+   * shape) never count, where the platform shows them; a browser's WebSocket shows nothing, so there every
+   * failed open counts.
+   */
   fallbackAfter?: number;
   /** No message for this long means the connection is dead; default twice the heartbeat interval plus 5 s. */
   heartbeatTimeoutMs?: number;
@@ -109,12 +133,25 @@ function chooseTransports(choice: TransportChoice | undefined): readonly Transpo
   if (Array.isArray(choice)) return choice as readonly Transport[];
   switch (choice ?? "auto") {
     case "auto":
+      return [webSocketTransport(), sseTransport()];
     case "websocket":
-      // "auto" becomes [WebSocket, Server-Sent Events] once VORA serves SSE (issue 21).
       return [webSocketTransport()];
+    case "sse":
+      return [sseTransport()];
     default:
-      throw new VoraError("VORA has no Server-Sent Events endpoint yet (issue 21): use transport 'websocket'");
+      throw new VoraError(`unknown transport ${JSON.stringify(choice)}: use "auto", "websocket", "sse" or a list of transports`);
   }
+}
+
+// VORA answers 400 or 426 (in its error shape) to a GET on /vora/ws whose upgrade headers a proxy removed.
+const UPGRADE_LOST = new Set([400, 426]);
+
+/** Tell whether a failed open says the transport cannot pass here, rather than that VORA refused it. */
+export function couldNotPass(handshake: HandshakeFailure | undefined): boolean {
+  if (handshake === undefined) return true; // the connect timeout: nothing answered
+  if (!handshake.statusVisible || handshake.status === undefined) return true; // unseen, or no HTTP answer
+  if (!handshake.fromVora) return true; // a proxy or appliance refused it, not VORA
+  return UPGRADE_LOST.has(handshake.status);
 }
 
 function isChannelMessage(value: unknown): value is ChannelMessage {
@@ -299,7 +336,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     const from = this.#state;
     if (!TRANSITIONS[from].includes(to)) throw new VoraError(`stream state ${from} cannot become ${to}`);
     this.#state = to;
-    this.#emitter.emit("state", { from, to, cause });
+    this.#emitter.emit("state", { from, to, cause, transport: this.transport });
   }
 
   #later(delayMs: number, action: () => void): void {
@@ -325,7 +362,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     if (step.setup) this.#token = undefined;
     this.#transition("reconnecting", step.cause);
-    this.#emitter.emit("reconnecting", { attempt, delayMs: step.delayMs, cause: step.cause, setup: step.setup });
+    this.#emitter.emit("reconnecting", { attempt, delayMs: step.delayMs, cause: step.cause, setup: step.setup, transport: this.transport });
     this.#later(step.delayMs, () => void this.#attemptNow(step.setup));
   }
 
@@ -441,7 +478,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     const handshake = close.handshake;
     const attempt = ++this.#attempt;
-    const step = afterRefusal(this.#rules, handshake?.status, handshake?.retryAfterSeconds, attempt);
+    let step = afterRefusal(this.#rules, handshake?.status, handshake?.retryAfterSeconds, attempt);
     if (step.kind === "resume" && handshake !== undefined && !handshake.statusVisible) {
       // A browser never sees why a handshake failed: after several, assume the session is gone (a 401).
       if (++this.#unexplained >= this.#rules.setupAfterUnexplainedFailures) {
@@ -449,10 +486,27 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         step.setup = true;
       }
     }
-    if (this.#transports.length > 1 && ++this.#failedOpens >= (this.#options.fallbackAfter ?? 2)) {
-      this.#failedOpens = 0;
-      this.#transportIndex = (this.#transportIndex + 1) % this.#transports.length;
-      step.kind === "resume" && (step.setup = true); // the next transport's connectionType needs its own session
+    const following = this.#transports[this.#transportIndex + 1];
+    if (following !== undefined && couldNotPass(handshake)) {
+      const current = this.transport;
+      const cause = step.kind === "resume" ? step.cause : step.detail;
+      // Until the fallback, a refusal on the way (a proxy's 403, a lost upgrade) is retried, not final.
+      if (step.kind === "stop") step = { kind: "resume", delayMs: refusedDelayMs(this.#rules, attempt, handshake?.retryAfterSeconds), setup: false, cause };
+      const failures = ++this.#failedOpens;
+      if (failures >= (this.#options.fallbackAfter ?? 2)) {
+        // For the rest of the stream's life: a path that blocked the upgrade will block it again. The
+        // session's token opens either transport, so no new setup; later setups declare the new connectionType.
+        this.#failedOpens = 0;
+        this.#transportIndex += 1;
+        this.#emitter.emit("fallback", { from: current, to: following.name, failures });
+      }
+    } else {
+      this.#failedOpens = 0; // VORA itself answered: the path passes
+    }
+    if (step.kind === "stop" && handshake?.error !== undefined) {
+      this.#emitter.emit("error", handshake.error);
+      this.#finish(step.reason, `${step.detail}: ${handshake.error.body.message}`, handshake.error);
+      return;
     }
     this.#emitter.emit("error", new VoraError(`connection attempt failed: ${step.kind === "resume" ? step.cause : step.detail}`));
     this.#schedule(step, attempt);

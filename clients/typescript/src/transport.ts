@@ -1,3 +1,4 @@
+import type { VoraApiError } from "./errors.js";
 import type { ConnectionType } from "./types.js";
 
 /** Where and how one connection attempt opens. */
@@ -18,6 +19,10 @@ export interface HandshakeFailure {
   retryAfterSeconds: number | undefined;
   /** True when a refusal's status would have been visible: an undefined status then means no HTTP answer at all. */
   statusVisible: boolean;
+  /** The refusal's body was VORA's error shape (so VORA itself answered, not a proxy on the way); false when unseen. */
+  fromVora: boolean;
+  /** The refusal as a typed error, when its status and body could be read. */
+  error: VoraApiError | undefined;
 }
 
 /** How a connection ended. */
@@ -45,10 +50,7 @@ export interface TransportConnection {
   close(code: number, reason: string): void;
 }
 
-/**
- * A way to carry the event channel. The WebSocket transport is the one VORA serves today; the
- * Server-Sent Events transport of issue 21 implements the same interface.
- */
+/** A way to carry the event channel: WebSocket (`/vora/ws`) or Server-Sent Events (`/vora/sse`). */
 export interface Transport {
   /** A short name for logs and events: "websocket", "sse". */
   readonly name: string;

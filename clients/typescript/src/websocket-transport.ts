@@ -1,4 +1,4 @@
-import { parseRetryAfter } from "./errors.js";
+import { apiError, isErrorBody, parseRetryAfter } from "./errors.js";
 import type { HandshakeFailure, Transport, TransportConnection, TransportSink, TransportTarget } from "./transport.js";
 
 /** The part of the WHATWG WebSocket the SDK uses (browsers, Node 22+, undici, and the `ws` package all have it). */
@@ -22,11 +22,18 @@ export interface WebSocketTransportOptions {
 
 const CLOSE_ABNORMAL = 1006;
 const CLOSE_AFTER_ERROR_MS = 5_000;
+// A refusal's body tells VORA's error shape from a proxy's page; read this much of it, for this long.
+const REFUSAL_BODY_LIMIT = 16_384;
+const REFUSAL_BODY_MS = 2_000;
 
 // `ws`'s WebSocket is also an EventEmitter that can show a refused handshake's response.
 interface UpgradeResponse {
   statusCode?: number;
+  statusMessage?: string;
   headers: Record<string, string | string[] | undefined>;
+  setEncoding(encoding: "utf8"): void;
+  on(event: "data", listener: (chunk: string) => void): void;
+  on(event: "end" | "error", listener: () => void): void;
 }
 interface EmitterLike {
   on(event: "unexpected-response", listener: (request: { destroy(error?: Error): void }, response: UpgradeResponse) => void): void;
@@ -63,14 +70,52 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
       const socket = new Socket(url.toString());
       let opened = false;
       let closed = false;
-      const handshake: HandshakeFailure = { status: undefined, retryAfterSeconds: undefined, statusVisible: false };
+      const handshake: HandshakeFailure = {
+        status: undefined,
+        retryAfterSeconds: undefined,
+        statusVisible: false,
+        fromVora: false,
+        error: undefined,
+      };
+      const report = (code: number, reason: string) => {
+        if (closed) return;
+        closed = true;
+        sink.onClose({ opened, code, reason, handshake: opened ? undefined : handshake });
+      };
       if (isEmitter(socket)) {
         handshake.statusVisible = true;
         socket.on("unexpected-response", (request, response) => {
           handshake.status = response.statusCode;
           const header = response.headers["retry-after"];
-          handshake.retryAfterSeconds = parseRetryAfter(Array.isArray(header) ? header[0] : header);
-          request.destroy(new Error(`Unexpected server response: ${response.statusCode ?? "?"}`));
+          const retryAfter = Array.isArray(header) ? header[0] : header;
+          handshake.retryAfterSeconds = parseRetryAfter(retryAfter);
+          // Read the refusal's body before giving up on it: VORA's error shape, or a proxy's page?
+          let body = "";
+          let done = false;
+          const finish = () => {
+            if (done) return;
+            done = true;
+            clearTimeout(timer);
+            let parsed: unknown = body;
+            try {
+              parsed = JSON.parse(body);
+            } catch {
+              // not JSON: a proxy's page, kept as text
+            }
+            handshake.fromVora = isErrorBody(parsed);
+            handshake.error = apiError(response.statusCode ?? 0, response.statusMessage ?? "", parsed, retryAfter ?? null);
+            // Once the response was read, ws reports nothing more of this attempt: report it here.
+            report(CLOSE_ABNORMAL, `refused ${response.statusCode ?? "?"}`);
+            request.destroy(new Error(`Unexpected server response: ${response.statusCode ?? "?"}`));
+          };
+          const timer = setTimeout(finish, REFUSAL_BODY_MS);
+          response.setEncoding("utf8");
+          response.on("data", (chunk) => {
+            body += chunk;
+            if (body.length > REFUSAL_BODY_LIMIT) finish();
+          });
+          response.on("end", finish);
+          response.on("error", finish);
         });
       }
       socket.addEventListener("open", () => {
@@ -80,11 +125,6 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
       socket.addEventListener("message", (event) => {
         if (typeof event.data === "string") sink.onMessage(event.data);
       });
-      const report = (code: number, reason: string) => {
-        if (closed) return;
-        closed = true;
-        sink.onClose({ opened, code, reason, handshake: opened ? undefined : handshake });
-      };
       socket.addEventListener("error", () => {
         // Browsers follow an error with close; Node 20's experimental WebSocket may not, when the
         // connection fails before the upgrade. Report it at once then, and if close never comes after.

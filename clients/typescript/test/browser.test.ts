@@ -15,11 +15,11 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>VORA SDK</title>
 <script type="module">
   import { VoraClient } from "/vora-client.js";
   const log = (line) => (document.getElementById("log").textContent += line + "\\n");
-  window.startStream = (baseUrl, token, identity) => new Promise((resolve, reject) => {
+  window.startStream = (baseUrl, token, identity, transport) => new Promise((resolve, reject) => {
     const client = new VoraClient({ baseUrl, accessToken: async () => token });
-    const stream = client.stream({ identity, subscription: { subscribeAll: true } });
+    const stream = client.stream({ identity, subscription: { subscribeAll: true }, transport });
     window.voraStream = stream;
-    stream.on("state", (change) => log("state " + change.to));
+    stream.on("state", (change) => log("state " + change.to + " " + change.transport));
     stream.on("event", (event) => { log("event " + event.type + " " + event.eventId); window.firstEvent ??= event; });
     stream.opened().then(resolve, reject);
   });
@@ -29,7 +29,8 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>VORA SDK</title>
 // Like tests/browser: skipped, saying why, where `make test-tools` could not install Chromium.
 const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}: make test-tools installs Debian's chromium`;
 
-test("bundled into a page, the SDK opens a stream in headless Chromium and receives an event", { skip }, async () => {
+for (const transport of ["auto", "sse"] as const) {
+test(`bundled into a page, the SDK opens a stream (${transport}) in headless Chromium and receives an event`, { skip }, async () => {
   const bundle = await readFile(new URL("../browser/vora-client.js", import.meta.url), "utf8");
   const page = createServer((request, response) => {
     const body = request.url === "/vora-client.js" ? bundle : PAGE;
@@ -38,7 +39,7 @@ test("bundled into a page, the SDK opens a stream in headless Chromium and recei
   });
   await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
   const origin = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
-  const vora = await instance("browser", { VORA_CORS_ORIGINS: origin });
+  const vora = await instance(`browser-${transport}`, { VORA_CORS_ORIGINS: origin });
   const identity = newIdentity();
   await provision("browser-user", [identity]);
   const token = await accessToken("browser-user");
@@ -53,18 +54,20 @@ test("bundled into a page, the SDK opens a stream in headless Chromium and recei
     await tab.goto(origin + "/");
     await tab.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
     await tab.evaluate(
-      ([baseUrl, accessTokenValue, who]) =>
-        (window as unknown as { startStream(b: string, t: string, i: string): Promise<void> }).startStream(baseUrl, accessTokenValue, who),
-      [vora.baseUrl, token, identity] as const,
+      ([baseUrl, accessTokenValue, who, carrier]) =>
+        (window as unknown as { startStream(b: string, t: string, i: string, c: string): Promise<void> }).startStream(baseUrl, accessTokenValue, who, carrier),
+      [vora.baseUrl, token, identity, transport] as const,
     );
     const published = await publish(vora, identity, "callRinging", { callId: "c-browser", direction: "inbound" });
     await tab.waitForFunction(() => (window as unknown as { firstEvent?: unknown }).firstEvent !== undefined, undefined, { timeout: 20_000 });
     const received = await tab.evaluate(() => (window as unknown as { firstEvent: { eventId: string; type: string } }).firstEvent);
     assert.deepEqual({ eventId: received.eventId, type: received.type }, { eventId: published.eventId, type: "callRinging" });
-    assert.match(await tab.textContent("#log") ?? "", /state open/);
+    // auto opens the WebSocket (nothing blocks it here); sse is fetch with a streaming body, cross-origin.
+    assert.match(await tab.textContent("#log") ?? "", transport === "sse" ? /state open sse/ : /state open websocket/);
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
     page.close();
   }
 });
+}

@@ -31,6 +31,14 @@ export async function act(target: Instance, action: "kill" | "restart" | "termin
   await control(`/instances/${target.name}/${action}`);
 }
 
+/** nginx in front of instances: "refuse" answers /vora/ws with its own 403, "strip" drops Upgrade and Connection. */
+export async function proxy(name: string, upstreams: Instance[], websocket: "pass" | "refuse" | "strip"): Promise<Instance> {
+  const first = upstreams[0];
+  if (first === undefined) throw new Error("a proxy needs an upstream");
+  const { baseUrl } = await control<{ baseUrl: string }>("/proxies", { name, instances: upstreams.map((u) => u.name), websocket });
+  return { ...first, name: `proxy-${name}`, baseUrl };
+}
+
 /** Mint a real access token (signed by the dev key VORA trusts). */
 export async function accessToken(sub: string, scopes?: string[]): Promise<string> {
   return (await control<{ accessToken: string }>("/tokens", scopes === undefined ? { sub } : { sub, scopes })).accessToken;

@@ -2,11 +2,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { FAST_RULES, act, clientFor, instance, newIdentity, next, publishAndReceive } from "./harness.js";
 
-test("a connection that goes silent (instance SIGSTOPped) is declared dead by missed heartbeats and resumed", async () => {
+for (const transport of ["websocket", "sse"] as const) {
+test(`a connection on ${transport} that goes silent (instance SIGSTOPped) is declared dead by missed heartbeats and resumed`, async () => {
   const vora = await instance("heartbeat", { VORA_WS_HEARTBEAT_INTERVAL: "1" });
   const identity = newIdentity();
-  const client = await clientFor(vora, "heartbeat-user", [identity]);
-  const stream = client.stream({ identity, rules: { ...FAST_RULES, connectTimeoutMs: 1_500 } });
+  const client = await clientFor(vora, `heartbeat-user-${transport}`, [identity]);
+  const stream = client.stream({ identity, rules: { ...FAST_RULES, connectTimeoutMs: 1_500 }, transport });
   await stream.opened();
   const beat = await next(stream, "heartbeat");
   assert.equal(beat.data.intervalSeconds, 1);
@@ -30,3 +31,4 @@ test("a connection that goes silent (instance SIGSTOPped) is declared dead by mi
   await publishAndReceive(stream, vora, identity, "presence", { status: "available" });
   stream.close();
 });
+}

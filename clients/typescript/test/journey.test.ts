@@ -4,13 +4,14 @@ import { VoraClient, VoraForbiddenError, VoraUnauthorizedError } from "../src/in
 import type { StateChange, StreamItem } from "../src/index.js";
 import { FAST_RULES, clientFor, instance, newIdentity, next, publish, publishAndReceive } from "./harness.js";
 
-test("the client journey: identities, setup, subscription, events in order by iterator and callbacks, logout", async () => {
+for (const transport of ["websocket", "sse"] as const) {
+test(`the client journey on ${transport}: identities, setup, subscription, events in order by iterator and callbacks, logout`, async () => {
   const vora = await instance("main");
   const identity = newIdentity();
-  const client = await clientFor(vora, "journey-user", [identity]);
+  const client = await clientFor(vora, `journey-user-${transport}`, [identity]);
   assert.deepEqual(await client.identities(), [identity]);
 
-  const stream = client.stream({ identity, subscription: { subscribeAll: false, events: ["callRinging", "presence"] }, rules: FAST_RULES });
+  const stream = client.stream({ identity, subscription: { subscribeAll: false, events: ["callRinging", "presence"] }, rules: FAST_RULES, transport });
   const states: StateChange[] = [];
   stream.on("state", (change) => states.push(change));
   const byCallback: string[] = [];
@@ -38,10 +39,14 @@ test("the client journey: identities, setup, subscription, events in order by it
     [ringing.eventId, presence.eventId],
   );
   assert.deepEqual(
-    states.map((change) => change.to),
-    ["open", "closed"],
+    states.map((change) => [change.to, change.transport]),
+    [
+      ["open", transport],
+      ["closed", transport],
+    ],
   );
 });
+}
 
 test("REST errors are typed exceptions carrying VORA's error shape", async () => {
   const vora = await instance("main");

@@ -3,12 +3,13 @@ import { test } from "node:test";
 import type { VoraEvent } from "../src/index.js";
 import { FAST_RULES, act, clientFor, instance, newIdentity, next, publish, publishAndReceive, until } from "./harness.js";
 
-test("after its instance is SIGKILLed and restarted the stream resumes with 0 events lost or duplicated", async () => {
-  const edge = await instance("resume-edge");
+for (const transport of ["websocket", "sse"] as const) {
+test(`after its instance is SIGKILLed and restarted the stream on ${transport} resumes with 0 events lost or duplicated`, async () => {
+  const edge = await instance(`resume-edge-${transport}`);
   const publisher = await instance("main"); // the telephony side keeps publishing through another instance
   const identity = newIdentity();
-  const client = await clientFor(edge, "resume-user", [identity]);
-  const stream = client.stream({ identity, rules: FAST_RULES });
+  const client = await clientFor(edge, `resume-user-${transport}`, [identity]);
+  const stream = client.stream({ identity, rules: FAST_RULES, transport });
   const received: VoraEvent[] = [];
   stream.on("event", (event) => received.push(event));
   await stream.opened();
@@ -21,6 +22,8 @@ test("after its instance is SIGKILLed and restarted the stream resumes with 0 ev
   await act(edge, "kill");
   const drop = await reconnecting;
   assert.equal(drop.setup, false, "a drop resumes the same session");
+  assert.equal(drop.cause, "closed 1006", "a cut connection is 1006 on either transport");
+  assert.equal(drop.transport, transport);
   for (let n = 0; n < 20; n++) published.push((await publish(publisher, identity, "callHeld", { callId: `during-${n}` })).eventId);
   const reopened = next(stream, "open", 30_000); // listening first: it may open before restart answers
   await act(edge, "restart");
@@ -37,6 +40,7 @@ test("after its instance is SIGKILLed and restarted the stream resumes with 0 ev
   assert.deepEqual(sequence, sequence.map((_, index) => (sequence[0] ?? 0) + index), "no gaps in sequenceNumber");
   stream.close();
 });
+}
 
 test("a stream started with a persisted lastEventId receives what it missed, and saves each new position", async () => {
   const vora = await instance("main");

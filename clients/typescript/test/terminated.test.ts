@@ -4,10 +4,12 @@ import type { VoraClient, VoraStream } from "../src/index.js";
 import type { Instance } from "./harness.js";
 import { FAST_RULES, act, clientFor, instance, newIdentity, next, publishAndReceive, serverApi } from "./harness.js";
 
-async function openStream(vora: Instance, user: string): Promise<{ client: VoraClient; stream: VoraStream; identity: string }> {
+type Carrier = "websocket" | "sse";
+
+async function openStream(vora: Instance, user: string, transport: Carrier): Promise<{ client: VoraClient; stream: VoraStream; identity: string }> {
   const identity = newIdentity();
-  const client = await clientFor(vora, user, [identity]);
-  const stream = client.stream({ identity, rules: FAST_RULES });
+  const client = await clientFor(vora, `${user}-${transport}`, [identity]);
+  const stream = client.stream({ identity, rules: FAST_RULES, transport });
   await stream.opened();
   return { client, stream, identity };
 }
@@ -26,9 +28,10 @@ async function assertSetsUpAgain(vora: Instance, stream: VoraStream, identity: s
   stream.close();
 }
 
-test("revoked: the stream stops for good", async () => {
+for (const transport of ["websocket", "sse"] as const) {
+test(`revoked: the stream stops for good (${transport})`, async () => {
   const vora = await instance("main");
-  const { stream, identity } = await openStream(vora, "revoked-user");
+  const { stream, identity } = await openStream(vora, "revoked-user", transport);
   const closed = next(stream, "closed");
   const answer = await serverApi(vora, "DELETE", `/identities/${identity}/sessions?reason=revoked`);
   assert.equal(answer.status, 200, await answer.text());
@@ -36,32 +39,32 @@ test("revoked: the stream stops for good", async () => {
   assert.equal(stream.state, "closed");
 });
 
-test("disconnected: the stream sets up a new session and carries on", async () => {
+test(`disconnected: the stream sets up a new session and carries on (${transport})`, async () => {
   const vora = await instance("main");
-  const { stream, identity } = await openStream(vora, "disconnected-user");
+  const { stream, identity } = await openStream(vora, "disconnected-user", transport);
   await assertSetsUpAgain(vora, stream, identity, "disconnected", async () => {
     const answer = await serverApi(vora, "DELETE", `/identities/${identity}/sessions?reason=disconnected`);
     assert.equal(answer.status, 200, await answer.text());
   });
 });
 
-test("replaced: evicted by the same user's newer sessions, the stream sets up again", async () => {
+test(`replaced: evicted by the same user's newer sessions, the stream sets up again (${transport})`, async () => {
   const vora = await instance("main");
-  const { client, stream, identity } = await openStream(vora, "replaced-user");
+  const { client, stream, identity } = await openStream(vora, "replaced-user", transport);
   await assertSetsUpAgain(vora, stream, identity, "replaced", async () => {
     for (let n = 0; n < 5; n++) await client.setup({ identity }); // VORA_MAX_SESSIONS_PER_IDENTITY is 5
   });
 });
 
-test("tokenExpired: a session past VORA_SESSION_MAX_AGE is set up again", async () => {
+test(`tokenExpired: a session past VORA_SESSION_MAX_AGE is set up again (${transport})`, async () => {
   const vora = await instance("short-sessions", { VORA_SESSION_TTL: "4", VORA_SESSION_MAX_AGE: "4", VORA_WS_LEASE_INTERVAL: "1" });
-  const { stream, identity } = await openStream(vora, "expired-user");
+  const { stream, identity } = await openStream(vora, "expired-user", transport);
   await assertSetsUpAgain(vora, stream, identity, "tokenExpired", async () => {});
 });
 
-test("maintenance: a draining instance's stream reconnects with lastEventId to the same session", async () => {
+test(`maintenance: a draining instance's stream reconnects with lastEventId to the same session (${transport})`, async () => {
   const vora = await instance("drain");
-  const { stream, identity } = await openStream(vora, "maintenance-user");
+  const { stream, identity } = await openStream(vora, "maintenance-user", transport);
   const before = (await publishAndReceive(stream, vora, identity, "presence", { status: "busy" })).published;
   const terminated = next(stream, "channelTerminated");
   const reconnecting = next(stream, "reconnecting");
@@ -76,12 +79,13 @@ test("maintenance: a draining instance's stream reconnects with lastEventId to t
   stream.close();
 });
 
-test("logout from another client of the same user stops the stream", async () => {
+test(`logout from another client of the same user stops the stream (${transport})`, async () => {
   const vora = await instance("main");
-  const { client, stream, identity } = await openStream(vora, "logout-user");
+  const { client, stream, identity } = await openStream(vora, "logout-user", transport);
   const closed = next(stream, "closed");
   await client.logout(identity);
   const info = await closed;
   assert.equal(info.reason, "logout");
   assert.match(info.detail, /logout/);
 });
+}
