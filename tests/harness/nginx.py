@@ -56,7 +56,6 @@ def ensure_nginx(*, install: bool = True) -> str:
     raise NginxUnavailable("apt-get could install neither nginx-light nor nginx")
 
 
-
 # $uri, never $request or $request_uri: WebSocket tokens may travel in query strings.
 _LOG_FORMAT = (
     '\'$remote_addr [$time_local] "$request_method $uri $server_protocol" $status $body_bytes_sent '
