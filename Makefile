@@ -10,7 +10,7 @@ DEVAUTH_MODULES := devauth/node_modules/.package-lock.json
 TOOLS_MODULES := tools/node_modules/.package-lock.json
 # The peers `python -m bench --only peers` measures VORA beside (Socket.IO 4, redis adapters, ws), as bench/peers/package-lock.json pins them.
 PEERS_MODULES := bench/peers/node_modules/.package-lock.json
-ASYNCAPI_VENDOR := vora/rest/asyncapi_page/static/vendor/.copied
+ASYNCAPI_VENDOR := build/asyncapi-page/.copied
 SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 SDK_DIR := clients/typescript
 SDK_BUILT := $(SDK_DIR)/build/.built

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Copy @asyncapi/react-component's standalone bundle and stylesheet (from tools/node_modules) into the
-# package, where VORA serves them under /vora/asyncapi/ with no CDN: the page works offline.
+# Copy @asyncapi/react-component's standalone bundle and stylesheet (from tools/node_modules) out of the
+# package (build/asyncapi-page), where VORA serves them under /vora/asyncapi/ with no CDN: the page works offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 component=tools/node_modules/@asyncapi/react-component
-vendor=vora/rest/asyncapi_page/static/vendor
+vendor=build/asyncapi-page
 mkdir -p "$vendor"
 cp "$component/browser/standalone/index.js" "$vendor/asyncapi-standalone.js"
 cp "$component/browser/standalone/index.js.LICENSE.txt" "$vendor/asyncapi-standalone.js.LICENSE.txt"

@@ -9,6 +9,9 @@ from flask import Blueprint, Flask, Response, send_from_directory
 from vora.events.publisher import ASYNCAPI_FILE
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Third-party code stays out of the package: `make install` copies @asyncapi/react-component's standalone
+# bundle and stylesheet here (scripts/vendor-asyncapi-page.sh), beside the repository's spec/.
+VENDOR_DIR = Path(__file__).resolve().parents[3] / "build" / "asyncapi-page"
 
 
 def install_asyncapi_page(app: Flask, base_path: str, spec_dir: Path) -> None:
@@ -22,6 +25,11 @@ def install_asyncapi_page(app: Flask, base_path: str, spec_dir: Path) -> None:
     @page.get(f"/{ASYNCAPI_FILE}")
     def asyncapi_document() -> Response:
         return send_from_directory(spec_dir, ASYNCAPI_FILE, mimetype="application/yaml", max_age=0)
+
+    @page.get("/vendor/<path:filename>")
+    def asyncapi_vendored(filename: str) -> Response:
+        # The bundle (3 MB) changes only with tools/package-lock.json: let browsers revalidate, not refetch.
+        return send_from_directory(VENDOR_DIR, filename, max_age=0)
 
     @page.get("/<path:filename>")
     def asyncapi_asset(filename: str) -> Response:
