@@ -147,7 +147,7 @@ def run_schemathesis(target: Target, args: argparse.Namespace, report_dir: Path)
         "all",
         *(["--exclude-checks", ",".join(target.excluded_checks)] if target.excluded_checks else []),
         "--mode",
-        "all",
+        args.mode,
         "--phases",
         args.phases,
         "--header",
@@ -229,6 +229,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-key", default=env("FUZZ_SERVER_KEY", ""))
     parser.add_argument("--max-examples", type=int, default=int(env("FUZZ_MAX_EXAMPLES", "100")))
     parser.add_argument("--seed", type=int, default=int(env("FUZZ_SEED", str(int(time.time())))))
+    parser.add_argument("--mode", choices=("all", "positive", "negative"), default=env("FUZZ_MODE", "all"))
     parser.add_argument("--workers", type=int, default=int(env("FUZZ_WORKERS", "2")))
     parser.add_argument("--phases", default=env("FUZZ_PHASES", "examples,coverage,fuzzing,stateful"))
     parser.add_argument("--timeout", type=float, default=float(env("FUZZ_TIMEOUT", "300")), help="seconds per document")

@@ -188,6 +188,11 @@ class Connection:
         """Tell whether this connection has decided to close."""
         return self._closing is not None
 
+    @property
+    def catching_up(self) -> bool:
+        """Tell whether this connection is still reading the stream rather than writing live events."""
+        return self._catching_up
+
     # Internals.
 
     def _queue_control(self, text: str) -> None:
