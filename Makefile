@@ -14,6 +14,8 @@ ASYNCAPI_VENDOR := build/asyncapi-page/.copied
 SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 SDK_DIR := clients/typescript
 SDK_BUILT := $(SDK_DIR)/build/.built
+# The SDK bundled into one browser ESM file, which the console at /vora/console/ imports (VORA_CONSOLE_SDK).
+CONSOLE_SDK := build/console/vora-client.js
 HOST ?= 127.0.0.1
 # Test files run in parallel processes (most of a test's time is spent waiting on servers it started).
 TEST_WORKERS ?= 3
@@ -65,7 +67,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 # The TypeScript SDK (@vora/client): exactly as its package-lock.json pins it, its generated types checked
 # against spec/, built (dist/), and its Node test suite compiled and bundled for the browser test.
-sdk: $(SDK_BUILT) ## Install, check and build the TypeScript SDK in clients/typescript
+sdk: $(SDK_BUILT) $(CONSOLE_SDK) ## Install, check and build the TypeScript SDK in clients/typescript, and the console's bundle of it
 
 $(SDK_BUILT): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json $(SDK_DIR)/tsconfig.json $(SDK_DIR)/tsconfig.test.json \
 		$(wildcard $(SDK_DIR)/src/*.ts $(SDK_DIR)/src/generated/*.ts $(SDK_DIR)/test/*.ts $(SDK_DIR)/scripts/*.mjs) \
@@ -76,6 +78,11 @@ $(SDK_BUILT): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json $(SDK_DIR)/ts
 	npm run --silent --prefix $(SDK_DIR) build:test
 	@touch $@
 
+# esbuild (the SDK's pinned devDependency) bundles dist/ as an app's bundler would: the console runs the SDK users get.
+$(CONSOLE_SDK): $(SDK_BUILT)
+	$(SDK_DIR)/node_modules/.bin/esbuild $(SDK_DIR)/dist/index.js --bundle --format=esm --platform=browser \
+	  --target=es2022 --sourcemap --legal-comments=none --log-level=warning --outfile=$@
+
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
@@ -85,7 +92,7 @@ test-tools: redis-server ## Install what the topology, browser and observability
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
 	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
-run: install redis-server ## Start Redis if needed, a demo user, the dev authorization server and the API
+run: install sdk redis-server ## Start Redis if needed, a demo user, the dev authorization server and the API
 	@bash scripts/ensure-redis.sh "$$VORA_REDIS_URL"
 	@$(VORA) dev-key "$$VORA_DEV_KEY"
 	@$(VORA) server-key "$(SERVER_API_KEYS_FILE)"

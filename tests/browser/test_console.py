@@ -1,9 +1,10 @@
-"""The web console in headless Chromium against the real provider and the real VORA server."""
+"""The web console, on the TypeScript SDK, in headless Chromium against the real provider and the real VORA server."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,80 +13,356 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select
 
-from testbed.vora_server import RunningServer
+from testbed.vora_server import RunningServer, running_server
+from testbed.wait import wait_for
 from tests.harness.browser import Wait, sign_in_on_provider_page
+from tests.harness.console_page import ConsolePage
 from tests.harness.devauth import DevAuth
-from tests.harness.oauth import IDENTITY, USER, console_url
+from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, oauth_env
+from tests.harness.oauth_flow import authorization_code_login
+from tests.harness.server_api import SERVER_KEY, end_sessions
 from tests.harness.ws_client import make_publisher
+from vora.core.settings import DEFAULT_CONSOLE_SDK
+from vora.events.publisher import EventPublisher
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.oauth]
 
 
-def text_of(browser: webdriver.Chrome, element_id: str) -> str:
-    """Return the visible text of the element with this id."""
-    text: str = browser.find_element(By.ID, element_id).text
-    return text
+@pytest.fixture(scope="module")
+def console_server(
+    redis_proc: Any, provider: DevAuth, vora_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Serve VORA trusting the provider, with the server API on, for the whole module."""
+    if not DEFAULT_CONSOLE_SDK.is_file():
+        pytest.fail(f"the console's SDK bundle {DEFAULT_CONSOLE_SDK} is missing: `make sdk` builds it")
+    env = oauth_env(redis_proc, provider, VORA_JWKS_REFRESH_INTERVAL="1", VORA_SERVER_API_KEYS=SERVER_KEY)
+    with running_server(env, tmp_path_factory.mktemp("console-server"), port=vora_port) as running:
+        yield running
 
 
-def envelopes(browser: webdriver.Chrome, event_type: str) -> list[dict[str, Any]]:
-    """Return the envelopes of this type the console shows, in order."""
-    items = browser.find_elements(By.CSS_SELECTOR, f'#events li[data-type="{event_type}"] pre')
-    return [json.loads(item.text) for item in items]
+@pytest.fixture(scope="module")
+def access_token(provider: DevAuth, console_server: RunningServer) -> str:
+    """Return a user access token from the provider (the login flow over HTTP, as the page would run it)."""
+    tokens = authorization_code_login(provider.discovery(), WEB_CLIENT, console_url(console_server.port), USER, PASSWORD)
+    return tokens.access_token
+
+
+@pytest.fixture
+def page(browser: webdriver.Chrome, wait: Wait, console_server: RunningServer) -> ConsolePage:
+    """Return the console page of the module's server in this test's browser."""
+    return ConsolePage(browser, wait, console_url(console_server.port))
+
+
+@pytest.fixture
+def publisher(redis_proc: Any) -> EventPublisher:
+    """Publish events to the module's Redis as the telephony side does."""
+    return make_publisher(redis.Redis(host=redis_proc.host, port=redis_proc.port))
+
+
+def sockets_of(server: RunningServer, identity: str) -> int:
+    """Return how many sockets the identity has open, as the server API counts them."""
+    answer = requests.get(
+        f"{server.server_api_url}/identities/{identity}/online",
+        headers={"Authorization": f"Bearer {SERVER_KEY}"},
+        timeout=5,
+    )
+    sockets: int = answer.json()["sockets"]
+    return sockets
+
+
+def no_policy_violations(browser: webdriver.Chrome) -> list[str]:
+    """Return the browser log's Content-Security-Policy violations (none expected)."""
+    return [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
 
 
 def test_console_logs_in_subscribes_receives_resumes_and_logs_out(
     browser: webdriver.Chrome,
     wait: Wait,
     provider: DevAuth,
-    oauth_server: RunningServer,
+    console_server: RunningServer,
     owns: Callable[..., None],
-    redis_proc: Any,
+    publisher: EventPublisher,
 ) -> None:
-    """A user logs in on the provider's page, sets up, subscribes, sees events live, resumes after a drop, logs out."""
+    """A user logs in on the provider's page, opens a stream, subscribes, sees events, resumes after a drop, logs out."""
     owns(USER)
-    publisher = make_publisher(redis.Redis(host=redis_proc.host, port=redis_proc.port))
-    browser.get(console_url(oauth_server.port))
-    wait().until(ec.element_to_be_clickable((By.ID, "login"))).click()
+    page = ConsolePage(browser, wait, console_url(console_server.port))
+    browser.get(page.url)
+    assert "Log in" in page.text("login") and provider.issuer in page.text("login-help")
+    page.click("login")
     sign_in_on_provider_page(browser, wait, provider)
 
     wait().until(ec.text_to_be_present_in_element((By.ID, "who"), f"signed in as {USER}"))
-    wait().until(ec.element_to_be_clickable((By.ID, "load-identities"))).click()
-    wait().until(ec.element_to_be_clickable((By.ID, "setup")))
-    assert text_of(browser, "identity") == IDENTITY
-    browser.find_element(By.ID, "setup").click()
-    wait().until(ec.text_to_be_present_in_element((By.ID, "status"), f"Session set up on {IDENTITY}"))
-    wait().until(ec.element_to_be_clickable((By.CSS_SELECTOR, 'input[value="callRinging"]'))).click()
-    browser.find_element(By.ID, "subscribe").click()
+    page.open_stream(IDENTITY)
+    page.wait_row("setup", f"session set up on {IDENTITY}")
+    page.click("subscribe-all")  # off: choose the types
+    for box in browser.find_elements(By.CSS_SELECTOR, "input[name=event-type]:checked"):
+        if box.get_attribute("value") != "callRinging":
+            box.click()
+    page.click("subscribe")
     wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Subscribed to callRinging."))
+    assert page.text("fact-subscription") == "callRinging"
 
-    browser.find_element(By.ID, "connect").click()
-    wait().until(ec.text_to_be_present_in_element((By.ID, "socket-state"), "open"))
     publisher.publish(IDENTITY, "presence", {"status": "busy"})  # not subscribed: never shown
     first = publisher.publish(IDENTITY, "callRinging", {"callId": "c-1", "from": "+34602128708"})
-    wait().until(lambda _: envelopes(browser, "callRinging"))
-    (shown,) = envelopes(browser, "callRinging")
+    wait().until(lambda _: page.event_rows("callRinging"))
+    (shown,) = page.event_rows("callRinging")
     assert shown["eventId"] == first.event_id
     assert shown["sequenceNumber"] == first.sequence_number
     assert shown["identity"] == IDENTITY
     assert shown["data"] == {"callId": "c-1", "from": "+34602128708"}
 
-    browser.find_element(By.ID, "drop").click()
-    wait().until(ec.text_to_be_present_in_element((By.ID, "socket-state"), "dropped"))
+    page.click("drop")
+    page.wait_row("connection", "closed 4008")
     second = publisher.publish(IDENTITY, "callRinging", {"callId": "c-2", "from": "+34602128708"})
-    wait().until(ec.text_to_be_present_in_element((By.ID, "socket-state"), f"open (resumed after {first.event_id})"))
-    wait().until(lambda _: len(envelopes(browser, "callRinging")) == 2)
-    assert [e["eventId"] for e in envelopes(browser, "callRinging")] == [first.event_id, second.event_id]
-    assert envelopes(browser, "presence") == []
+    page.wait_row("connection", f"open after {first.event_id}")
+    wait().until(lambda _: len(page.event_rows("callRinging")) == 2)
+    assert [e["eventId"] for e in page.event_rows("callRinging")] == [first.event_id, second.event_id]
+    assert page.event_rows("presence") == []
 
-    browser.find_element(By.ID, "logout").click()
-    wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out (the socket ended: logout)."))
-    assert browser.current_url == console_url(oauth_server.port)
+    page.click("logout")
+    wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out (the stream ended: logout)."))
+    assert browser.current_url == console_url(console_server.port)
+    # The provider's logout reloaded the page, and the timeline came back with it: the last word stays visible.
+    assert page.rows_of("channelTerminated")[0].summary.startswith("reason logout")
+    assert page.rows_of("closed")[0].summary.startswith("stream closed: logout")
+    assert len(page.event_rows("callRinging")) == 2
     # The provider's session ended too: logging in again asks for the password.
-    wait().until(ec.element_to_be_clickable((By.ID, "login"))).click()
+    page.click("login")
     wait().until(ec.visibility_of_element_located((By.ID, "password")))
-    # Everything above ran under the console's Content-Security-Policy without tripping it.
-    assert [entry for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]] == []
+    assert no_policy_violations(browser) == []
+
+
+def test_setting_up_needs_no_click_on_list_my_identities(
+    page: ConsolePage, access_token: str, owns: Callable[..., None]
+) -> None:
+    """After login the identities are listed already, and the stream opens without asking for them first."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.wait().until(lambda _: page.text("identity") == IDENTITY)
+    assert page.browser.find_element(By.ID, "open").is_enabled()
+    page.click("open")
+    page.wait_state("open")
+
+
+def test_clicking_open_twice_opens_one_stream(
+    page: ConsolePage,
+    access_token: str,
+    owns: Callable[..., None],
+    console_server: RunningServer,
+    publisher: EventPublisher,
+) -> None:
+    """Two clicks on "Set up and open" in a row open one connection, and each event shows once."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.wait().until(lambda _: page.text("identity") == IDENTITY)
+    page.browser.execute_script("const b = document.getElementById('open'); b.click(); b.click();")
+    page.wait_state("open")
+    published = publisher.publish(IDENTITY, "callRinging", {"callId": "c-once"})
+    page.wait().until(lambda _: page.event_rows("callRinging"))
+    assert sockets_of(console_server, IDENTITY) == 1
+    assert [e["eventId"] for e in page.event_rows("callRinging")] == [published.event_id]
+    assert len(page.rows_of("setup")) == 1
+    assert len([row for row in page.rows_of("connection") if "connecting" in row.summary]) == 1
+
+
+def test_a_session_ended_by_the_server_api_is_set_up_again_not_retried_against_401s(
+    page: ConsolePage,
+    access_token: str,
+    owns: Callable[..., None],
+    console_server: RunningServer,
+    publisher: EventPublisher,
+) -> None:
+    """After channelTerminated(disconnected) the SDK sets the session up again once, with jitter, and carries on."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    end_sessions(console_server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
+    assert page.wait_row("channelTerminated").summary.startswith("reason disconnected")
+    reconnecting = page.wait_row("reconnecting", "setting the session up again")
+    assert 0 <= reconnecting.detail["delayMs"] <= 1000  # uniform(0, 1 s): jittered, not a fixed second
+    page.wait().until(lambda _: len(page.rows_of("setup")) == 2)
+    page.wait_state("open")
+    published = publisher.publish(IDENTITY, "callAnswered", {"callId": "c-after"})
+    page.wait().until(lambda _: page.event_rows("callAnswered"))
+    assert page.event_rows("callAnswered")[0]["eventId"] == published.event_id
+    attempts = [row for row in page.rows_of("connection") if "connecting" in row.summary]
+    assert len(attempts) == 2, [row.summary for row in page.rows_of("connection")]
+    assert [row for row in page.rows_of("connection") if "refused 401" in row.summary] == []
+
+
+def test_subscription_boxes_show_subscribe_all_after_setup(
+    page: ConsolePage, access_token: str, owns: Callable[..., None]
+) -> None:
+    """A new session receives every event, and the subscription panel says so: subscribeAll and every type checked."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    page.wait().until(lambda _: page.browser.find_element(By.ID, "subscribe-all").is_selected())
+    boxes = page.browser.find_elements(By.CSS_SELECTOR, "input[name=event-type]")
+    assert boxes and all(box.is_selected() for box in boxes)
+    assert page.text("fact-subscription") == "subscribeAll"
+
+
+def test_logging_out_keeps_the_timeline(page: ConsolePage, access_token: str, owns: Callable[..., None]) -> None:
+    """Logging out ends the stream with channelTerminated(logout), and that row stays on the timeline."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    page.click("logout")
+    page.wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out (the stream ended: logout)."))
+    assert not page.browser.find_element(By.ID, "app").is_displayed()
+    terminated = page.browser.find_element(By.CSS_SELECTOR, '#log tbody[data-type="channelTerminated"] tr.line')
+    assert terminated.is_displayed() and "reason logout" in terminated.text
+    assert page.rows_of("closed")[0].summary.startswith("stream closed: logout")
+
+
+def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
+    page: ConsolePage,
+    access_token: str,
+    owns: Callable[..., None],
+    publisher: EventPublisher,
+    tmp_path: Path,
+) -> None:
+    """The timeline lists newest first, expands to the envelope, filters by type and text, pauses, clears, exports."""
+    owns(USER)
+    browser = page.browser
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    ringing = publisher.publish(IDENTITY, "callRinging", {"callId": "c-10", "from": "+34600000001"})
+    answered = publisher.publish(IDENTITY, "callAnswered", {"callId": "c-10"})
+    page.wait().until(lambda _: page.event_rows("callAnswered"))
+    newest = page.rows()[0]
+    assert (newest.type, newest.event_id, newest.sequence_number) == (
+        "callAnswered",
+        answered.event_id,
+        str(answered.sequence_number),
+    )
+    assert "callId=c-10" in newest.summary
+    # Lifecycle rows (the SDK's state changes, the connection) share the timeline, marked apart.
+    lifecycle = browser.find_elements(By.CSS_SELECTOR, "#log tbody.lifecycle")
+    assert lifecycle and {b.get_attribute("data-type") for b in lifecycle} >= {"state", "setup", "connection"}
+    first_line = browser.find_element(By.CSS_SELECTOR, "#log tbody.entry tr.line")
+    envelope = browser.find_element(By.CSS_SELECTOR, "#log tbody.entry tr.envelope")
+    assert not envelope.is_displayed()
+    first_line.click()
+    assert envelope.is_displayed() and json.loads(envelope.text)["eventId"] == answered.event_id
+
+    Select(browser.find_element(By.ID, "log-type")).select_by_value("callRinging")
+    assert [row.event_id for row in page.shown_rows()] == [ringing.event_id]
+    Select(browser.find_element(By.ID, "log-type")).select_by_value(":lifecycle")
+    assert page.shown_rows() and all(row.kind == "lifecycle" for row in page.shown_rows())
+    Select(browser.find_element(By.ID, "log-type")).select_by_value("")
+    browser.find_element(By.ID, "log-text").send_keys("+34600000001")
+    assert [row.event_id for row in page.shown_rows()] == [ringing.event_id]
+    browser.find_element(By.ID, "log-text").clear()
+    browser.execute_script("document.getElementById('log-text').dispatchEvent(new Event('input'))")
+
+    page.click("log-pause")
+    held = publisher.publish(IDENTITY, "callEnded", {"callId": "c-10"})
+    page.wait().until(lambda _: "Resume (1 waiting)" in page.text("log-pause"))
+    assert page.event_rows("callEnded") == []
+    page.click("log-pause")
+    assert [e["eventId"] for e in page.event_rows("callEnded")] == [held.event_id]
+
+    page.click("log-export")
+    exported = wait_for(lambda: next(iter(tmp_path.glob("vora-console-*.jsonl")), None), timeout=10)
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [line["eventId"] for line in lines if line["kind"] == "event"] == [
+        ringing.event_id,
+        answered.event_id,
+        held.event_id,
+    ]
+    assert {"time", "kind", "type", "summary", "detail"} <= set(lines[0])
+
+    page.click("log-clear")
+    assert page.rows() == []
+    assert "(0 shown of 0)" in page.text("log-count")
+
+
+def test_session_panel_shows_identity_transport_options_and_the_token(
+    page: ConsolePage, access_token: str, owns: Callable[..., None]
+) -> None:
+    """The session panel names the identity, SSE as transport and connectionType, holdUpMode, push and the token."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.wait().until(lambda _: page.text("identity") == IDENTITY)
+    Select(page.browser.find_element(By.ID, "transport")).select_by_value("sse")
+    page.click("hold-up")
+    Select(page.browser.find_element(By.ID, "push-platform")).select_by_value("webpush")
+    page.browser.find_element(By.ID, "push-token").send_keys("https://push.example/device-1")
+    page.open_stream(IDENTITY)
+    assert page.text("fact-identity") == IDENTITY
+    assert page.text("fact-transport") == "sse"
+    assert page.text("fact-connection-type") == "ServerSentEvents"
+    assert page.text("fact-hold-up") == "true"
+    assert page.text("fact-push").startswith("webpush")
+    assert page.text("token-sub") == USER
+    assert "scope.vora.identities" in page.text("token-scopes").split()
+    assert "min" in page.text("token-exp")
+    assert "not verified" in page.text("session-panel")
+    assert page.rows_of("setup")[0].detail["connectionType"] == "ServerSentEvents"
+
+
+REFUSED_SOCKETS = """
+const Real = window.WebSocket;
+window.WebSocket = class extends Real {
+  constructor(url, protocols) { super(String(url).replace('/vora/ws', '/vora/ws-refused'), protocols); }
+};
+"""
+
+
+def test_auto_falls_back_to_sse_when_the_websocket_cannot_pass(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], publisher: EventPublisher
+) -> None:
+    """With WebSocket blocked, the SDK's auto choice falls back to SSE, and the timeline and panel show it."""
+    owns(USER)
+    # Chromium cannot block a WebSocket by URL: the page's sockets go to a path VORA refuses, as when a proxy
+    # on the way loses the upgrade (a browser sees 1006 either way); fetch, and so SSE, pass untouched.
+    page.browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": REFUSED_SOCKETS})
+    page.open_with_token(access_token)
+    page.wait().until(lambda _: page.text("identity") == IDENTITY)
+    page.click("open")
+    fallback = page.wait_row("fallback", "websocket → sse", timeout=40)
+    assert fallback.detail["failures"] >= 1
+    page.wait_state("open", timeout=40)
+    assert page.text("fact-transport") == "sse"
+    published = publisher.publish(IDENTITY, "callRinging", {"callId": "c-sse"})
+    page.wait().until(lambda _: page.event_rows("callRinging"))
+    assert page.event_rows("callRinging")[0]["eventId"] == published.event_id
+
+
+def test_console_fits_a_narrow_window(page: ConsolePage, access_token: str, owns: Callable[..., None]) -> None:
+    """At 400 px wide nothing scrolls sideways and the controls and timeline stay in view."""
+    owns(USER)
+    page.browser.set_window_size(400, 900)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    width = page.browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], width
+    for element_id in ("open", "log-pause", "log-export", "log"):
+        box = page.browser.find_element(By.ID, element_id).rect
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width[1], (element_id, box)
+
+
+def test_simulator_panel_is_hidden_when_the_endpoint_is_off(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], console_server: RunningServer
+) -> None:
+    """Without the development simulator (a 404), the simulator panel and the stored-session view stay hidden."""
+    owns(USER)
+    answer = requests.get(
+        f"{console_server.base_url}/console/simulator",
+        headers={"Authorization": f"Bearer {access_token}"},
+        timeout=5,
+    )
+    assert answer.status_code == 404
+    page.open_with_token(access_token)
+    page.wait().until(lambda _: page.browser.find_element(By.ID, "simulator-panel").get_attribute("data-simulator"))
+    assert page.browser.find_element(By.ID, "simulator-panel").get_attribute("data-simulator") == "off"
+    assert not page.browser.find_element(By.ID, "simulator-panel").is_displayed()
+    assert not page.browser.find_element(By.ID, "server-view").is_displayed()
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).
@@ -99,19 +376,19 @@ document.body.appendChild(frame);
 
 
 def test_console_sends_its_security_headers_and_refuses_to_be_framed(
-    browser: webdriver.Chrome, provider: DevAuth, oauth_server: RunningServer
+    browser: webdriver.Chrome, provider: DevAuth, console_server: RunningServer
 ) -> None:
     """The real server sends CSP, X-Frame-Options and nosniff on the console, and Chromium refuses to frame it."""
-    page = requests.get(console_url(oauth_server.port), timeout=5)
+    page = requests.get(console_url(console_server.port), timeout=5)
     policy = page.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in policy
     assert f"connect-src 'self' {provider.issuer.rstrip('/')}" in policy
     assert page.headers["X-Frame-Options"] == "DENY"
     assert page.headers["X-Content-Type-Options"] == "nosniff"
-    for asset in ("console.js", "config.json"):
-        assert requests.get(console_url(oauth_server.port) + asset, timeout=5).headers["X-Content-Type-Options"]
+    for asset in ("console.js", "config.json", "sdk/vora-client.js"):
+        assert requests.get(console_url(console_server.port) + asset, timeout=5).headers["X-Content-Type-Options"]
     browser.set_script_timeout(20)
     browser.get(f"{provider.issuer}/.well-known/openid-configuration")  # a page of another origin
-    assert browser.execute_async_script(FRAME_URL, console_url(oauth_server.port)) == "loaded"
+    assert browser.execute_async_script(FRAME_URL, console_url(console_server.port)) == "loaded"
     refusals = [entry["message"] for entry in browser.get_log("browser") if "frame" in entry["message"]]
     assert any("frame-ancestors" in message or "X-Frame-Options" in message for message in refusals), refusals

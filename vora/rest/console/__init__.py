@@ -1,4 +1,4 @@
-"""The browser side of VORA: the web console at /vora/console/ and Swagger UI's OAuth2 login."""
+"""The browser side of VORA: the web console at /vora/console/ (on the TypeScript SDK) and Swagger UI's OAuth2 login."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, jsonify, send_from_directory
+from flask import Blueprint, Flask, Response, abort, jsonify, request, send_from_directory
 
 from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The name the page imports the SDK's browser bundle by (./sdk/vora-client.js), whatever its file is called.
+SDK_FILE = "vora-client.js"
 
 
 def login_configured(settings: Settings) -> bool:
@@ -110,6 +112,16 @@ def install_console(app: Flask, base_path: str, settings: Settings) -> None:
                 }
             )
         )
+
+    @console.get(f"/sdk/{SDK_FILE}")
+    @console.get(f"/sdk/{SDK_FILE}.map")
+    def console_sdk() -> Response:
+        # Only the bundle `make sdk` builds (VORA_CONSOLE_SDK) and its source map: nothing else beside them.
+        bundle = settings.console_sdk
+        if bundle is None:
+            abort(404)
+        name = bundle.name + (".map" if request.path.endswith(".map") else "")
+        return secured(send_from_directory(bundle.parent, name, max_age=0))
 
     @console.get("/<path:filename>")
     def console_asset(filename: str) -> Response:
