@@ -49,9 +49,22 @@ def _binaries() -> tuple[str, str]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Remember each phase's report on the test item, so fixtures can tell a failed test."""
+    """Keep a failed browser test's screenshot, page and console log, and name them in its failure report."""
     report = yield
     setattr(item, f"report_{report.when}", report)
+    driver = getattr(item, "funcargs", {}).get("browser")
+    if report.when == "call" and report.failed and isinstance(driver, webdriver.Chrome):
+        try:
+            folder = _save_evidence(driver, item.name)
+        except WebDriverException as exc:
+            where = f"none: the browser could not be asked ({exc.msg})"
+        else:
+            where = f"{folder} (screenshot-*.png, page-*.html, console.log)"
+        addsection = getattr(report.longrepr, "addsection", None)
+        if callable(addsection):
+            addsection("browser evidence", where)  # inside the failure's own text
+        else:
+            report.sections.append(("browser evidence", where))
     return report
 
 
@@ -67,7 +80,7 @@ def _save_evidence(driver: webdriver.Chrome, name: str) -> Path:
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest) -> Iterator[webdriver.Chrome]:
+def browser() -> Iterator[webdriver.Chrome]:
     """Start headless Chromium with a new profile; on failure keep a screenshot, the page and the console log."""
     binary, driver_path = _binaries()
     profile = tempfile.mkdtemp(prefix="vora-chromium-")
@@ -86,10 +99,7 @@ def browser(request: pytest.FixtureRequest) -> Iterator[webdriver.Chrome]:
     try:
         yield driver
     finally:
-        report = getattr(request.node, "report_call", None)
-        if report is not None and report.failed:
-            folder = _save_evidence(driver, request.node.name)
-            print(f"browser evidence saved in {folder}")
+        # A failed test's evidence was kept while the test's report was made (pytest_runtest_makereport).
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
 

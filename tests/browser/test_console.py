@@ -45,7 +45,8 @@ def console_server(
 @pytest.fixture(scope="module")
 def access_token(provider: DevAuth, console_server: RunningServer) -> str:
     """Return a user access token from the provider (the login flow over HTTP, as the page would run it)."""
-    tokens = authorization_code_login(provider.discovery(), WEB_CLIENT, console_url(console_server.port), USER, PASSWORD)
+    redirect = console_url(console_server.port)
+    tokens = authorization_code_login(provider.discovery(), WEB_CLIENT, redirect, USER, PASSWORD)
     return tokens.access_token
 
 
@@ -85,11 +86,12 @@ def test_console_logs_in_subscribes_receives_resumes_and_logs_out(
     owns: Callable[..., None],
     publisher: EventPublisher,
 ) -> None:
-    """A user logs in on the provider's page, opens a stream, subscribes, sees events, resumes after a drop, logs out."""
+    """A user logs in on the provider's page, opens a stream, subscribes, sees events, resumes, logs out."""
     owns(USER)
     page = ConsolePage(browser, wait, console_url(console_server.port))
     browser.get(page.url)
-    assert "Log in" in page.text("login") and provider.issuer in page.text("login-help")
+    assert "Log in" in page.text("login")
+    assert provider.issuer in page.text("login-help")
     page.click("login")
     sign_in_on_provider_page(browser, wait, provider)
 
@@ -201,7 +203,8 @@ def test_subscription_boxes_show_subscribe_all_after_setup(
     page.open_stream(IDENTITY)
     page.wait().until(lambda _: page.browser.find_element(By.ID, "subscribe-all").is_selected())
     boxes = page.browser.find_elements(By.CSS_SELECTOR, "input[name=event-type]")
-    assert boxes and all(box.is_selected() for box in boxes)
+    assert boxes
+    assert all(box.is_selected() for box in boxes)
     assert page.text("fact-subscription") == "subscribeAll"
 
 
@@ -214,7 +217,8 @@ def test_logging_out_keeps_the_timeline(page: ConsolePage, access_token: str, ow
     page.wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out (the stream ended: logout)."))
     assert not page.browser.find_element(By.ID, "app").is_displayed()
     terminated = page.browser.find_element(By.CSS_SELECTOR, '#log tbody[data-type="channelTerminated"] tr.line')
-    assert terminated.is_displayed() and "reason logout" in terminated.text
+    assert terminated.is_displayed()
+    assert "reason logout" in terminated.text
     assert page.rows_of("closed")[0].summary.startswith("stream closed: logout")
 
 
@@ -243,17 +247,18 @@ def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
     assert "callId=c-10" in newest.summary
     # Lifecycle rows (the SDK's state changes, the connection) share the timeline, marked apart.
     lifecycle = browser.find_elements(By.CSS_SELECTOR, "#log tbody.lifecycle")
-    assert lifecycle and {b.get_attribute("data-type") for b in lifecycle} >= {"state", "setup", "connection"}
+    assert {b.get_attribute("data-type") for b in lifecycle} >= {"state", "setup", "connection"}
     first_line = browser.find_element(By.CSS_SELECTOR, "#log tbody.entry tr.line")
     envelope = browser.find_element(By.CSS_SELECTOR, "#log tbody.entry tr.envelope")
     assert not envelope.is_displayed()
     first_line.click()
-    assert envelope.is_displayed() and json.loads(envelope.text)["eventId"] == answered.event_id
+    assert envelope.is_displayed()
+    assert json.loads(envelope.text)["eventId"] == answered.event_id
 
     Select(browser.find_element(By.ID, "log-type")).select_by_value("callRinging")
     assert [row.event_id for row in page.shown_rows()] == [ringing.event_id]
     Select(browser.find_element(By.ID, "log-type")).select_by_value(":lifecycle")
-    assert page.shown_rows() and all(row.kind == "lifecycle" for row in page.shown_rows())
+    assert {row.kind for row in page.shown_rows()} == {"lifecycle"}
     Select(browser.find_element(By.ID, "log-type")).select_by_value("")
     browser.find_element(By.ID, "log-text").send_keys("+34600000001")
     assert [row.event_id for row in page.shown_rows()] == [ringing.event_id]
@@ -344,7 +349,8 @@ def test_console_fits_a_narrow_window(page: ConsolePage, access_token: str, owns
     assert width[0] <= width[1], width
     for element_id in ("open", "log-pause", "log-export", "log"):
         box = page.browser.find_element(By.ID, element_id).rect
-        assert box["x"] >= 0 and box["x"] + box["width"] <= width[1], (element_id, box)
+        assert box["x"] >= 0, (element_id, box)
+        assert box["x"] + box["width"] <= width[1], (element_id, box)
 
 
 def test_simulator_panel_is_hidden_when_the_endpoint_is_off(

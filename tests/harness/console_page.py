@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -86,9 +86,9 @@ class ConsolePage:
     def wait_row(self, row_type: str, fragment: str = "", timeout: float = 20.0) -> LogRow:
         """Wait for a row of this type whose summary holds fragment, and return the newest such row."""
 
-        def found(_: object) -> LogRow | None:
+        def found(_: object) -> LogRow | Literal[False]:
             matching = [row for row in self.rows_of(row_type) if fragment in row.summary]
-            return matching[0] if matching else None
+            return matching[0] if matching else False
 
         row: LogRow = self.wait(timeout).until(found)
         return row

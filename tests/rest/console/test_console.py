@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,7 +13,7 @@ from flask.testing import FlaskClient
 
 from vora.app import create_app
 from vora.core.catalog import ALL_SCOPES
-from vora.core.settings import DEFAULT_SPEC_DIR, Settings, SettingsError
+from vora.core.settings import DEFAULT_CONSOLE_SDK, DEFAULT_SPEC_DIR, Settings, SettingsError
 
 PROVIDER = "http://127.0.0.1:18087"
 LOGIN_SETTINGS = {
@@ -98,7 +99,7 @@ def test_console_page_and_assets_are_served(client: FlaskClient) -> None:
     with client.get("/vora/console/") as page:
         assert page.status_code == 200
         assert page.mimetype == "text/html"
-        assert b'src="console.js"' in page.data
+        assert b'type="module" src="console.js"' in page.data
     with client.get("/vora/console/console.js") as script:
         assert script.mimetype in {"text/javascript", "application/javascript"}
     for answer in (page, script, client.get("/vora/console/config.json")):
@@ -108,6 +109,45 @@ def test_console_page_and_assets_are_served(client: FlaskClient) -> None:
     missing = client.get("/vora/console/nothing.js")
     assert missing.status_code == 404
     assert missing.get_json()["status"] == "404"
+
+
+def test_console_serves_the_sdk_bundle_it_is_configured_with(
+    settings: Settings, redisdb: redis.Redis, tmp_path: Path
+) -> None:
+    """VORA_CONSOLE_SDK's file and its map are served at sdk/vora-client.js(.map), secured; nothing else beside them."""
+    bundle = tmp_path / "bundle.js"
+    bundle.write_text("export const built = true;\n")
+    (tmp_path / "bundle.js.map").write_text("{}")
+    (tmp_path / "secret.txt").write_text("not for browsers")
+    client = create_app(settings.with_changes(console_sdk=bundle)).test_client()
+    with client.get("/vora/console/sdk/vora-client.js") as script:
+        assert script.status_code == 200
+        assert script.mimetype in {"text/javascript", "application/javascript"}
+        assert script.data == bundle.read_bytes()
+        assert script.headers["X-Content-Type-Options"] == "nosniff"
+    with client.get("/vora/console/sdk/vora-client.js.map") as source_map:
+        assert source_map.data == b"{}"
+    for other in ("sdk/secret.txt", "sdk/bundle.js", "sdk/../sdk/secret.txt"):
+        assert client.get(f"/vora/console/{other}").status_code == 404
+
+
+def test_console_without_an_sdk_bundle_answers_404_in_the_error_shape(settings: Settings, redisdb: redis.Redis) -> None:
+    """With VORA_CONSOLE_SDK empty or its file missing, the bundle is a 404 in the error shape; the page loads."""
+    for bundle in (None, DEFAULT_SPEC_DIR / "no-such-bundle.js"):
+        client = create_app(settings.with_changes(console_sdk=bundle)).test_client()
+        missing = client.get("/vora/console/sdk/vora-client.js")
+        assert missing.status_code == 404
+        assert missing.get_json()["status"] == "404"
+        with client.get("/vora/console/") as page:
+            assert page.status_code == 200
+
+
+def test_console_sdk_setting_is_read_from_the_environment(tmp_path: Path) -> None:
+    """VORA_CONSOLE_SDK names the bundle; empty means none; the default is the one `make sdk` builds."""
+    assert Settings.from_env({"VORA_CONSOLE_SDK": str(tmp_path / "b.js")}).console_sdk == tmp_path / "b.js"
+    assert Settings.from_env({"VORA_CONSOLE_SDK": ""}).console_sdk is None
+    assert Settings.from_env({}).console_sdk == DEFAULT_CONSOLE_SDK
+    assert DEFAULT_CONSOLE_SDK.parts[-3:] == ("build", "console", "vora-client.js")
 
 
 @pytest.mark.parametrize(
