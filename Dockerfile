@@ -9,6 +9,18 @@
 #   docker run ... -p 127.0.0.1:18086:18086 -v "$PWD/server-api:/etc/vora/server-api:ro" \
 #     -e VORA_SERVER_API_KEYS_FILE=/etc/vora/server-api/keys vora:0.2.0
 #
+# The web console's copy of the TypeScript SDK (docs/console.md): built as `make sdk` builds it, from the SDK's
+# lock file (npm ci) and bundled into one browser file with its pinned esbuild. Only that file reaches the image.
+FROM node:20-slim AS console-sdk
+WORKDIR /sdk
+COPY clients/typescript/package.json clients/typescript/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY clients/typescript/tsconfig.json ./
+COPY clients/typescript/src/ ./src/
+RUN npm run build \
+    && node_modules/.bin/esbuild dist/index.js --bundle --format=esm --platform=browser --target=es2022 \
+        --sourcemap --legal-comments=none --log-level=warning --outfile=/console/vora-client.js
+
 # Every dependency has a binary wheel for CPython 3.11 on amd64 and arm64, so the slim image needs no compiler.
 FROM python:3.11-slim
 
@@ -18,6 +30,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     VORA_SPEC_DIR=/app/spec \
+    VORA_CONSOLE_SDK=/app/console/vora-client.js \
     VORA_METRICS_HOST=0.0.0.0 \
     VORA_METRICS_PORT=9102 \
     VORA_SERVER_API_HOST=0.0.0.0 \
@@ -44,8 +57,9 @@ COPY vora/ ./vora/
 RUN python -m pip install --no-deps . \
     && rm -rf /build
 
-# The OpenAPI document is read at run time from VORA_SPEC_DIR.
+# The OpenAPI document is read at run time from VORA_SPEC_DIR; the console's SDK bundle from VORA_CONSOLE_SDK.
 COPY spec/ /app/spec/
+COPY --from=console-sdk /console/ /app/console/
 
 WORKDIR /app
 USER 10001:10001

@@ -29,6 +29,7 @@ from tests.harness.artefacts import (
     REPO,
     SERVER_API_PORT,
     Instruction,
+    dockerfile_env,
     dockerfile_uid,
     health_paths,
     instructions,
@@ -81,11 +82,19 @@ def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == []
 
 
+def _final_stage() -> int:
+    """Return the position of the last FROM: the image is what follows it."""
+    return max(i for i, _ in instructions("FROM"))
+
+
 def test_dockerfile_builds_on_python_311_slim() -> None:
-    """The image starts from python:3.11-slim in a single stage."""
+    """The image is python:3.11-slim; the one stage before it builds the console's SDK bundle on Node 20."""
     froms = instructions("FROM")
-    assert [ins.args for _, ins in froms] == ["python:3.11-slim"]
+    assert [ins.args for _, ins in froms] == ["node:20-slim AS console-sdk", "python:3.11-slim"]
     assert froms[0][0] == 0
+    (shipped,) = [ins for i, ins in instructions("COPY") if i > _final_stage() and "--from=" in ins.args]
+    assert shipped.args.split() == ["--from=console-sdk", "/console/", "/app/console/"]
+    assert dockerfile_env()["VORA_CONSOLE_SDK"] == "/app/console/vora-client.js"
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:
@@ -97,7 +106,7 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
 
 def test_dockerfile_installs_dependencies_before_copying_the_code() -> None:
     """Dependencies install from pyproject.toml alone before vora/ and spec/ are copied, so code edits reuse it."""
-    copies = instructions("COPY")
+    copies = [(i, ins) for i, ins in instructions("COPY") if i > _final_stage()]
     code_copy = min(i for i, ins in copies if any(s.rstrip("/") in {"vora", "spec"} for s in _copy_sources(ins)[0]))
     installs = [(i, ins) for i, ins in instructions("RUN") if "pip install" in ins.args]
     dependency_installs = [i for i, ins in installs if "--no-deps" not in ins.args]
@@ -286,6 +295,8 @@ def test_dockerignore_matcher_follows_docker_semantics() -> None:
 def test_build_context_holds_what_copy_needs_and_no_secrets() -> None:
     """The build context holds every COPY source and the package, never .git, .venv, tests or the dev key."""
     for _, ins in instructions("COPY"):
+        if "--from=" in ins.args:
+            continue  # from an earlier stage, not from the context
         for source in _copy_sources(ins)[0]:
             path = REPO / source
             assert path.exists(), f"COPY {source}: no such file in the repository"
@@ -297,6 +308,8 @@ def test_build_context_holds_what_copy_needs_and_no_secrets() -> None:
         assert _in_build_context(relative) is wanted, relative
     assert _in_build_context("vora/py.typed")
     assert _in_build_context("spec/vora.yaml")
+    assert _in_build_context("clients/typescript/src/index.ts")
+    assert _in_build_context("clients/typescript/package-lock.json")
     for secret_or_noise in (
         ".git/config",
         ".venv/bin/python",
@@ -304,5 +317,9 @@ def test_build_context_holds_what_copy_needs_and_no_secrets() -> None:
         "tests/conftest.py",
         "vora.egg-info/PKG-INFO",
         "deploy/kubernetes/secret.example.yaml",
+        "clients/typescript/node_modules/esbuild/package.json",
+        "clients/typescript/dist/index.js",
+        "clients/typescript/test/harness.ts",
+        "clients/python/pyproject.toml",
     ):
         assert not _in_build_context(secret_or_noise), secret_or_noise
