@@ -261,6 +261,7 @@ function showCount() {
 
 function showPause() {
   $('log-pause').textContent = paused ? `Resume (${waiting.length} waiting)` : 'Pause';
+  $('log-pause').title = paused && waiting.length ? `waiting: ${[...new Set(waiting.map((entry) => entry.type))].join(', ')}` : '';
   $('log-pause').classList.toggle('paused', paused);
 }
 
@@ -418,7 +419,8 @@ function openStream() {
   }));
   current.on('closed', mine((info) => {
     lifecycle('closed', `stream closed: ${info.reason} (${info.detail})`, { reason: info.reason, detail: info.detail });
-    status(`The stream closed: ${info.reason}.`, info.reason !== 'client' && info.reason !== 'logout');
+    const again = info.reason === 'unauthorized' ? ' Log in again (or paste a fresh token).' : '';
+    status(`The stream closed: ${info.reason}.${again}`, info.reason !== 'client' && info.reason !== 'logout');
     renderSession();
   }));
   current.on('error', mine((error) => {
