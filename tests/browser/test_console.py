@@ -200,7 +200,12 @@ def test_subscription_boxes_show_subscribe_all_after_setup(
     """A new session receives every event, and the subscription panel says so: subscribeAll and every type checked."""
     owns(USER)
     page.open_with_token(access_token)
+    page.wait().until(lambda _: page.text("identity") == IDENTITY)
+    page.click("subscribe-all")  # edited before setup, never applied: the boxes must come back to the truth
+    page.browser.find_element(By.CSS_SELECTOR, 'input[value="presence"]').click()
+    assert not page.browser.find_element(By.ID, "subscribe-all").is_selected()
     page.open_stream(IDENTITY)
+    page.wait_row("setup")
     page.wait().until(lambda _: page.browser.find_element(By.ID, "subscribe-all").is_selected())
     boxes = page.browser.find_elements(By.CSS_SELECTOR, "input[name=event-type]")
     assert boxes
