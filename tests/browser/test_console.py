@@ -43,6 +43,16 @@ def console_server(
 
 
 @pytest.fixture(scope="module")
+def simulator_server(
+    redis_proc: Any, provider: DevAuth, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Serve VORA with the development simulator on (as `make run` does), for the whole module."""
+    env = oauth_env(redis_proc, provider, VORA_CONSOLE_SIMULATOR="1", VORA_SERVER_API_KEYS=SERVER_KEY)
+    with running_server(env, tmp_path_factory.mktemp("simulator-server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def access_token(provider: DevAuth, console_server: RunningServer) -> str:
     """Return a user access token from the provider (the login flow over HTTP, as the page would run it)."""
     redirect = console_url(console_server.port)
@@ -292,6 +302,7 @@ def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
     page.click("log-clear")
     assert page.rows() == []
     assert "(0 shown of 0)" in page.text("log-count")
+    assert no_policy_violations(browser) == []  # the download (a blob: URL) included
 
 
 def test_session_panel_shows_identity_transport_options_and_the_token(
@@ -376,6 +387,57 @@ def test_simulator_panel_is_hidden_when_the_endpoint_is_off(
     assert page.browser.find_element(By.ID, "simulator-panel").get_attribute("data-simulator") == "off"
     assert not page.browser.find_element(By.ID, "simulator-panel").is_displayed()
     assert not page.browser.find_element(By.ID, "server-view").is_displayed()
+
+
+def test_simulator_panel_publishes_a_template_and_shows_the_stored_session(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    access_token: str,
+    owns: Callable[..., None],
+    simulator_server: RunningServer,
+) -> None:
+    """With the simulator on, an edited template is published to the identity, arrives, and its session is shown."""
+    owns(USER)
+    page = ConsolePage(browser, wait, console_url(simulator_server.port))
+    page.open_with_token(access_token)
+    wait().until(ec.visibility_of_element_located((By.ID, "simulator-panel")))
+    assert {"callRinging", "callAnswered", "presence", "recordingStarted"} <= {
+        str(option.get_attribute("value")) for option in Select(browser.find_element(By.ID, "sim-type")).options
+    }
+    page.open_stream(IDENTITY)
+    wait().until(lambda _: "subscription: subscribeAll" in page.text("server-sessions"))
+    assert "online" in page.text("server-online")
+    assert "WebSocket" in page.text("server-sessions")
+
+    Select(browser.find_element(By.ID, "sim-type")).select_by_value("callRinging")
+    data = json.loads(str(browser.find_element(By.ID, "sim-data").get_attribute("value")))
+    assert isinstance(data, dict)
+    data["callId"] = "c-simulated"
+    browser.find_element(By.ID, "sim-data").clear()
+    browser.find_element(By.ID, "sim-data").send_keys(json.dumps(data))
+    page.click("sim-publish")
+    wait().until(ec.text_to_be_present_in_element((By.ID, "sim-result"), "Published callRinging"))
+    wait().until(lambda _: page.event_rows("callRinging"))
+    (shown,) = page.event_rows("callRinging")
+    assert shown["eventId"] in page.text("sim-result")
+    assert shown["data"] == data
+
+    browser.find_element(By.ID, "sim-data").send_keys("not json")
+    page.click("sim-publish")
+    wait().until(ec.text_to_be_present_in_element((By.ID, "sim-result"), "not JSON"))
+    assert len(page.event_rows("callRinging")) == 1
+    assert no_policy_violations(browser) == []
+
+
+def test_console_says_when_the_sdk_bundle_is_missing(
+    browser: webdriver.Chrome, wait: Wait, redis_proc: Any, provider: DevAuth, tmp_path: Path
+) -> None:
+    """Served without its SDK bundle (VORA_CONSOLE_SDK empty), the page says so and names `make sdk`."""
+    env = oauth_env(redis_proc, provider, VORA_CONSOLE_SDK="")
+    with running_server(env, tmp_path) as server:
+        browser.get(console_url(server.port))
+        wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "make sdk"))
+    assert "SDK bundle did not load" in browser.find_element(By.ID, "status").text
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).
