@@ -305,6 +305,29 @@ def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
     assert no_policy_violations(browser) == []  # the download (a blob: URL) included
 
 
+def test_a_resume_past_retention_shows_resume_gap_on_the_timeline(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], redis_proc: Any
+) -> None:
+    """Reopened after events it last saw were trimmed, the stream shows resumeGap as a lifecycle row, then events."""
+    owns(USER)
+    client = redis.Redis(host=redis_proc.host, port=redis_proc.port)
+    small = make_publisher(client, max_length=10)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    first = small.publish(IDENTITY, "callRinging", {"callId": "c-0"})
+    page.wait().until(lambda _: page.event_rows("callRinging"))
+    page.click("close")
+    page.wait_state("closed")
+    for n in range(1, 400):
+        small.publish(IDENTITY, "callRinging", {"callId": f"c-{n}"})
+    page.click("open")  # "resume after the last eventId" is ticked: the SDK asks for what followed c-0
+    gap = page.wait_row("resumeGap")
+    assert gap.kind == "lifecycle"
+    assert gap.detail["data"]["requestedEventId"] == first.event_id
+    assert gap.detail["data"]["reason"] == "retention"
+    assert f"requestedEventId={first.event_id}" in gap.summary
+
+
 def test_session_panel_shows_identity_transport_options_and_the_token(
     page: ConsolePage, access_token: str, owns: Callable[..., None]
 ) -> None:
