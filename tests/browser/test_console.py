@@ -301,7 +301,7 @@ def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
 
     page.click("log-clear")
     assert page.rows() == []
-    assert "(0 shown of 0)" in page.text("log-count")
+    page.wait().until(lambda _: page.text("log-count") == "(0 shown of 0)")
     assert no_policy_violations(browser) == []  # the download (a blob: URL) included
 
 

@@ -254,9 +254,16 @@ function applyFilters() {
   showCount();
 }
 
+let countPending = false;
 function showCount() {
-  const shown = [...$('log').tBodies].filter((body) => !body.hidden).length;
-  $('log-count').textContent = `(${shown} shown of ${entries.length})`;
+  // Once a frame at most: a replay after a resume can append hundreds of rows at once.
+  if (countPending) return;
+  countPending = true;
+  requestAnimationFrame(() => {
+    countPending = false;
+    const shown = [...$('log').tBodies].filter((body) => !body.hidden).length;
+    $('log-count').textContent = `(${shown} shown of ${entries.length})`;
+  });
 }
 
 function showPause() {
@@ -722,6 +729,8 @@ async function start() {
   $('log-clear').onclick = clearLog;
   $('log-export').onclick = exportLog;
   setInterval(showToken, 15_000);
+  // A reload (VORA restarted, the page edited) keeps the timeline too; Clear empties it for good.
+  window.addEventListener('pagehide', saveLog);
   const query = new URLSearchParams(location.search);
   if (query.has('code') || query.has('error')) await finishLogin(query);
   if (tokens()) {
