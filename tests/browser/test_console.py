@@ -235,6 +235,8 @@ def test_logging_out_keeps_the_timeline(page: ConsolePage, access_token: str, ow
     assert terminated.is_displayed()
     assert "reason logout" in terminated.text
     assert page.rows_of("closed")[0].summary.startswith("stream closed: logout")
+    page.open_with_token(access_token)  # a reload, and a new login: the timeline is still there
+    assert page.rows_of("channelTerminated")[0].summary.startswith("reason logout")
 
 
 def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
