@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,8 +23,9 @@ from tests.harness.push import (
     ring,
     webhook_schema,
 )
-from vora.events.publisher import EventPublisher
+from vora.events.publisher import EventPublisher, fingerprint
 from vora.store import keys
+from vora.store.streams import StreamStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.push]
 
@@ -209,3 +211,28 @@ def test_two_instances_send_each_push_and_signal_once(
     assert callback.accepted_now(for_identity(session.identity)) == []
     pushes = gateway.attempts_for(for_identity(session.identity))
     assert sorted(p.body["callId"] for p in pushes) == sorted(calls)
+
+
+def test_keyed_retry_of_a_ring_whose_answer_was_lost_still_pushes_once(
+    push_server: RunningServer,
+    gateway: WebhookReceiver,
+    open_session: OpenSession,
+    publisher: EventPublisher,
+    redisdb: redis.Redis,
+) -> None:
+    """A ring stored without its publisher hearing, then retried twice under its key, is pushed exactly once."""
+    session = open_session(push_server, "700000009")
+    data = {"callId": "call-lost", "direction": "inbound", "from": "+34602128708", "to": session.identity}
+    checked = publisher.checked(session.identity, "callRinging", data)
+    keyed = replace(checked, idempotency_key="ring-1", fingerprint=fingerprint("callRinging", data, None))
+    # The script ran but its reply never reached the publisher: the store wrote it, nothing else happened.
+    stored = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400).append_checked(keyed, 60_000)
+
+    retried = publisher.publish_once(keyed, data, 60_000)
+    assert (retried.duplicate, retried.event_id) == (True, stored.event_id)
+    pushed = gateway.next_accepted(for_identity(session.identity), timeout=WAIT)
+    assert (pushed.body["callId"], pushed.body["eventId"]) == ("call-lost", stored.event_id)
+
+    assert publisher.publish_once(keyed, data, 60_000).duplicate
+    queue_drained(redisdb)
+    assert len(gateway.attempts_for(for_identity(session.identity))) == 1

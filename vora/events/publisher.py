@@ -167,7 +167,9 @@ class EventPublisher:
             # Stored and on its way to sockets: what follows a publish still happens before the caller hears.
             self._announce(event, data, exc.event_id)
             raise
-        if not appended.duplicate:
+        if appended.duplicate:
+            self._queue_wake_up(event, data, appended.event_id)
+        else:
             self._announce(event, data, appended.event_id)
         return appended
 
@@ -177,11 +179,22 @@ class EventPublisher:
         for (event, data), result in zip(events, results, strict=True):
             if isinstance(result, NotReplicated) or (isinstance(result, Appended) and not result.duplicate):
                 self._announce(event, data, result.event_id)
+            elif isinstance(result, Appended):
+                self._queue_wake_up(event, data, result.event_id)
         return results
 
     def _announce(self, event: Append, data: Any, event_id: str) -> None:
         """Count a newly stored event and queue the push wake-up it may need: once per event, whichever path."""
         EVENTS_PUBLISHED.labels(event.event_type).inc()
+        self._queue_wake_up(event, data, event_id)
+
+    def _queue_wake_up(self, event: Append, data: Any, event_id: str) -> None:
+        """Queue the push wake-up an incoming call may need.
+
+        A keyed retry answered as a duplicate queues it again: the first try's script may have run
+        without its caller hearing, so nothing queued it. The worker's hold-up per call and session
+        makes a second job for the same ring a no-op.
+        """
         if is_terminating_call(event.event_type, data):
             # The push worker decides whether a device needs waking.
             self._push_jobs.enqueue(
