@@ -661,8 +661,13 @@ async function logOut() {
   if (identity && stream && stream.state !== 'closed') {
     // VORA ends the session everywhere: the stream receives channelTerminated(logout) and the SDK stops.
     lifecycle('console', `logging out of ${identity}`, { identity });
-    await client.logout(identity);
-    await streamClosed(5000);
+    try {
+      await client.logout(identity);
+      await streamClosed(5000);
+    } catch (error) {
+      // An expired token cannot log out at VORA; the login still ends here (the session ends with its TTL).
+      lifecycle('error', `logout failed: ${error.message}`, { message: error.message });
+    }
   }
   if (stream) stream.close();
   const ended = stream && stream.closeInfo ? stream.closeInfo.reason : null;
