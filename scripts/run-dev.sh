@@ -13,6 +13,8 @@ py=.venv/bin/python
 
 # Development: an operation without a finished handler answers 501 instead of failing the start (docs/qa.md).
 export VORA_DEVELOPMENT="${VORA_DEVELOPMENT:-1}"
+# The console's telephony simulator publishes to the logged-in user's own identities (docs/console.md); off in production.
+export VORA_CONSOLE_SIMULATOR="${VORA_CONSOLE_SIMULATOR:-1}"
 export VORA_LOG_FORMAT="${VORA_LOG_FORMAT:-text}" # readable lines in a terminal; production logs JSON
 export VORA_OAUTH_ISSUER="${VORA_OAUTH_ISSUER:-$issuer}"
 export VORA_OAUTH_JWKS="${VORA_OAUTH_JWKS:-$issuer/jwks}"
