@@ -82,7 +82,7 @@ case "$host" in 127.0.0.1 | 0.0.0.0 | ::) url_host=localhost ;; *:*) url_host="[
 ready_host="$host"
 case "$host" in 0.0.0.0) ready_host=127.0.0.1 ;; ::) ready_host="[::1]" ;; *:*) ready_host="[$host]" ;; esac
 if "$py" scripts/await_http.py "VORA" "http://${ready_host}:${port}/vora/health/readiness" "$vora_pid"; then
-  echo "make run: VORA is ready on http://${url_host}:${port}/vora/ (console: /vora/console/, stop: Ctrl-C or make stop)" >&2
+  echo "make run: VORA is ready on http://${url_host}:${port}/vora/ (console: /vora/console/ with its simulator, stop: Ctrl-C or make stop)" >&2
 else
   exit 1
 fi

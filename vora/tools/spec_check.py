@@ -19,6 +19,9 @@ from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api.rules import SERVER_SPEC_FILE
 
 WEBHOOKS_FILE = "vora-webhooks.yaml"
+CONSOLE_FILE = "vora-console.yaml"
+# What the console's simulator answers as the server API does: the same schemas, word for word.
+CONSOLE_SHARED_SCHEMAS = ("EventId", "SessionId", "Subscription", "Session", "SessionList", "ResponseStatusVoraError")
 
 # Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
 DEFAULT_ASYNCAPI_SCHEMA = (
@@ -124,6 +127,18 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
     return problems
 
 
+def check_console_openapi(spec_dir: Path) -> list[str]:
+    """Validate spec/vora-console.yaml and hold its enums, patterns and session schemas equal to the server API's."""
+    path = spec_dir / CONSOLE_FILE
+    _, problems = _validated_openapi(path)
+    schemas = _check_catalogue_terms(path, problems)
+    server_schemas = yaml.safe_load((spec_dir / SERVER_SPEC_FILE).read_text())["components"]["schemas"]
+    for name in CONSOLE_SHARED_SCHEMAS:
+        if _without_description(schemas[name]) != _without_description(server_schemas[name]):
+            problems.append(f"{path}: schema {name} differs from the one in {SERVER_SPEC_FILE}")
+    return problems
+
+
 def _without_description(schema: Any) -> Any:
     """Drop every description, at any depth: the copies may explain themselves differently."""
     if isinstance(schema, dict):
@@ -160,5 +175,6 @@ def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SC
         + check_asyncapi(spec_dir, asyncapi_schema)
         + check_webhooks(spec_dir)
         + check_server_openapi(spec_dir)
+        + check_console_openapi(spec_dir)
         + check_handlers(spec_dir)
     )

@@ -90,9 +90,12 @@ def landing_page(settings: Settings, base_path: str, server_base: str, request_h
         ]
     else:
         simulator = [_text("Off; development only: turn it on with", "VORA_CONSOLE_SIMULATOR=1")]
+    # Not links: both answer 204 No Content, which a browser shows as nothing happening.
     health = [
-        _link(f"{base}/health/liveness", "Liveness"),
-        _link(f"{base}/health/readiness", "Readiness", "Redis and the identity directory"),
+        _text("Liveness, 204 while the process serves:", f"GET {base}/health/liveness"),
+        _text(
+            "Readiness, 204 while Redis and the identity directory are there, else 503:", f"GET {base}/health/readiness"
+        ),
         _text(f"Prometheus metrics on port {settings.metrics_port}:", "/metrics")
         if settings.metrics_port
         else _text("Prometheus metrics are off", "VORA_METRICS_PORT=0"),
