@@ -12,6 +12,7 @@ import requests
 
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
+from tests.harness.metrics import sample
 from tests.harness.server_api import IDENTITY, SERVER_KEY, ServerApiClient, assert_error_shape, stream_length
 from tests.harness.tokens import TokenFactory
 from tests.harness.ws_client import Client
@@ -116,6 +117,32 @@ def test_status_shows_what_list_sessions_shows(
     assert [(s["socketOpen"], s["sockets"]) for s in online["sessions"]] == [(True, 1)]
     listed = ServerApiClient(simulator_server).request("GET", f"/identities/{IDENTITY}/sessions")
     assert listed.json() == online
+
+
+def test_a_simulated_publish_is_counted_and_wakes_as_a_real_one(
+    simulator_server: RunningServer, redisdb: redis.Redis, make_token: TokenFactory
+) -> None:
+    """Each simulated event counts in vora_events_published_total; an inbound callRinging alone queues a push job."""
+    _own(redisdb)
+    token = make_token("alice")
+
+    def published(event_type: str) -> float:
+        text = requests.get(simulator_server.metrics_url, timeout=10).text
+        return sample(text, "vora_events_published_total", type=event_type)
+
+    before = {t: published(t) for t in ("callRinging", "presence")}
+    jobs = redisdb.xlen(keys.PUSH_JOBS)
+    for event in (
+        {"type": "presence", "data": {"status": "away"}},
+        {"type": "callRinging", "data": {"callId": "c-1", "direction": "outbound"}},
+    ):
+        assert _call(simulator_server, "POST", f"/{IDENTITY}/events", token, json=event).status_code == 202
+    assert redisdb.xlen(keys.PUSH_JOBS) == jobs
+    ringing = {"type": "callRinging", "data": {"callId": "c-2", "direction": "inbound", "from": "+34602128708"}}
+    assert _call(simulator_server, "POST", f"/{IDENTITY}/events", token, json=ringing).status_code == 202
+    assert redisdb.xlen(keys.PUSH_JOBS) == jobs + 1
+    assert published("presence") == before["presence"] + 1
+    assert published("callRinging") == before["callRinging"] + 2
 
 
 def test_another_users_identity_is_forbidden(
