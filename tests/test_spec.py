@@ -150,6 +150,9 @@ def test_check_spec_holds_the_server_api_equal_to_the_catalogue(
         (lambda s: s["EventType"]["enum"].pop(), "EventType enum"),
         (lambda s: s["Session"]["properties"]["sockets"].update(minimum=1), "schema Session differs"),
         (lambda s: s["Subscription"]["required"].pop(), "schema Subscription differs"),
+        (lambda s: s["PresenceData"]["properties"]["status"]["enum"].pop(), "schema PresenceData differs"),
+        (lambda s: s["RecordingEvent"]["properties"]["type"]["enum"].pop(), "RecordingEvent types"),
+        (lambda s: s["SimulatedEvent"]["discriminator"]["mapping"].pop("presence"), "SimulatedEvent discriminator"),
     ],
 )
 def test_check_spec_holds_the_console_simulator_equal_to_the_server_api(

@@ -21,7 +21,10 @@ from vora.server_api.rules import SERVER_SPEC_FILE
 WEBHOOKS_FILE = "vora-webhooks.yaml"
 CONSOLE_FILE = "vora-console.yaml"
 # What the console's simulator answers as the server API does: the same schemas, word for word.
-CONSOLE_SHARED_SCHEMAS = ("EventId", "SessionId", "Subscription", "Session", "SessionList", "ResponseStatusVoraError")
+CONSOLE_SHARED_SCHEMAS = (
+    *("Text", "CallData", "PresenceData", "RecordingData"),
+    *("EventId", "SessionId", "Subscription", "Session", "SessionList", "ResponseStatusVoraError"),
+)
 
 # Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
 DEFAULT_ASYNCAPI_SCHEMA = (
@@ -115,7 +118,13 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
     unknown = [r for r in schemas["DisconnectReason"]["enum"] if r not in reasons]
     if unknown:
         problems.append(f"{path}: DisconnectReason {unknown} are not channelTerminated reasons in {ASYNCAPI_FILE}")
-    publish = schemas["PublishRequest"]
+    _check_families(path, schemas, "PublishRequest", problems)
+    return problems
+
+
+def _check_families(path: Path, schemas: dict[str, Any], request: str, problems: list[str]) -> None:
+    """Hold each family schema's types, and the request's discriminator, to the catalogue."""
+    publish = schemas[request]
     for family, schema_name in SERVER_FAMILY_SCHEMAS.items():
         declared = schemas[schema_name]["properties"]["type"]["enum"]
         wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
@@ -123,8 +132,7 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
             problems.append(f"{path}: {schema_name} types {declared} differ from vora.core.catalog {wanted}")
         mapped = [t for t, ref in publish["discriminator"]["mapping"].items() if ref.endswith(f"/{schema_name}")]
         if mapped != wanted:
-            problems.append(f"{path}: the PublishRequest discriminator maps {mapped} to {schema_name}, not {wanted}")
-    return problems
+            problems.append(f"{path}: the {request} discriminator maps {mapped} to {schema_name}, not {wanted}")
 
 
 def check_console_openapi(spec_dir: Path) -> list[str]:
@@ -136,6 +144,7 @@ def check_console_openapi(spec_dir: Path) -> list[str]:
     for name in CONSOLE_SHARED_SCHEMAS:
         if _without_description(schemas[name]) != _without_description(server_schemas[name]):
             problems.append(f"{path}: schema {name} differs from the one in {SERVER_SPEC_FILE}")
+    _check_families(path, schemas, "SimulatedEvent", problems)
     return problems
 
 
