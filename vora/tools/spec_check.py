@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -17,9 +18,9 @@ from vora.events.publisher import ASYNCAPI_FILE
 from vora.http.operations import describe, unfinished_operations
 from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api.rules import SERVER_SPEC_FILE
+from vora.server_api.simulator import SIMULATOR_PATH, SIMULATOR_SPEC_FILE
 
 WEBHOOKS_FILE = "vora-webhooks.yaml"
-CONSOLE_FILE = "vora-console.yaml"
 # What the console's simulator answers as the server API does: the same schemas, word for word.
 CONSOLE_SHARED_SCHEMAS = (
     *("Text", "CallData", "PresenceData", "RecordingData"),
@@ -137,7 +138,7 @@ def _check_families(path: Path, schemas: dict[str, Any], request: str, problems:
 
 def check_console_openapi(spec_dir: Path) -> list[str]:
     """Validate spec/vora-console.yaml and hold its enums, patterns and session schemas equal to the server API's."""
-    path = spec_dir / CONSOLE_FILE
+    path = spec_dir / SIMULATOR_SPEC_FILE
     _, problems = _validated_openapi(path)
     schemas = _check_catalogue_terms(path, problems)
     server_schemas = yaml.safe_load((spec_dir / SERVER_SPEC_FILE).read_text())["components"]["schemas"]
@@ -145,6 +146,11 @@ def check_console_openapi(spec_dir: Path) -> list[str]:
         if _without_description(schemas[name]) != _without_description(server_schemas[name]):
             problems.append(f"{path}: schema {name} differs from the one in {SERVER_SPEC_FILE}")
     _check_families(path, schemas, "SimulatedEvent", problems)
+    document = yaml.safe_load(path.read_text())
+    base_path = urlsplit(document["servers"][0]["url"]).path.rstrip("/")
+    outside = [p for p in document["paths"] if not f"{base_path}{p}".startswith(SIMULATOR_PATH)]
+    if outside:
+        problems.append(f"{path}: {outside} are outside {SIMULATOR_PATH}, the only path vora.app routes to it")
     return problems
 
 
