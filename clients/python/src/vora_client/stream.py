@@ -3,7 +3,7 @@
 idle --start--> connecting --open--> open --drop--> reconnecting --wait--> connecting ...
                     |                   |                                      |
                     +----refused------> reconnecting (Retry-After + backoff)   |
-any state --logout/revoked/close()/setup refused for good--> closed(reason)  <-+
+any state --logout/revoked/replaced twice/close()/setup refused--> closed(reason)  <-+
 """
 
 from __future__ import annotations
@@ -292,9 +292,9 @@ class EventStream:
             self._connection = connection
             opened = time.monotonic()
             fell_back = isinstance(self._transport, AutoTransport) and self._transport.name != before
-            await self._transition(State.OPEN, reason=f"fell back to {self._transport.name}" if fell_back else "")
             if fell_back and isinstance(self._transport, AutoTransport) and self._transport.fallback is not None:
-                await _call(self._on_fallback, self._transport.fallback)
+                await _call(self._on_fallback, self._transport.fallback)  # before the open, as in the TypeScript SDK
+            await self._transition(State.OPEN, reason=f"fell back to {self._transport.name}" if fell_back else "")
             code, reason = await self._read(connection)
             self._connection = None
             if self._closed():  # the app closed the stream while it was reading
