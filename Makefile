@@ -11,7 +11,7 @@ TOOLS_MODULES := tools/node_modules/.package-lock.json
 # The peers `python -m bench --only peers` measures VORA beside (Socket.IO 4, redis adapters, ws), as bench/peers/package-lock.json pins them.
 PEERS_MODULES := bench/peers/node_modules/.package-lock.json
 ASYNCAPI_VENDOR := build/asyncapi-page/.copied
-SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
+SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-console.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 SDK_DIR := clients/typescript
 SDK_BUILT := $(SDK_DIR)/build/.built
 # The SDK bundled into one browser ESM file, which the console at /vora/console/ imports (VORA_CONSOLE_SDK).

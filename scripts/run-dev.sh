@@ -13,6 +13,8 @@ py=.venv/bin/python
 
 # Development: an operation without a finished handler answers 501 instead of failing the start (docs/qa.md).
 export VORA_DEVELOPMENT="${VORA_DEVELOPMENT:-1}"
+# The console's telephony simulator publishes to the logged-in user's own identities (docs/console.md); off in production.
+export VORA_CONSOLE_SIMULATOR="${VORA_CONSOLE_SIMULATOR:-1}"
 export VORA_LOG_FORMAT="${VORA_LOG_FORMAT:-text}" # readable lines in a terminal; production logs JSON
 export VORA_OAUTH_ISSUER="${VORA_OAUTH_ISSUER:-$issuer}"
 export VORA_OAUTH_JWKS="${VORA_OAUTH_JWKS:-$issuer/jwks}"
@@ -80,7 +82,7 @@ case "$host" in 127.0.0.1 | 0.0.0.0 | ::) url_host=localhost ;; *:*) url_host="[
 ready_host="$host"
 case "$host" in 0.0.0.0) ready_host=127.0.0.1 ;; ::) ready_host="[::1]" ;; *:*) ready_host="[$host]" ;; esac
 if "$py" scripts/await_http.py "VORA" "http://${ready_host}:${port}/vora/health/readiness" "$vora_pid"; then
-  echo "make run: VORA is ready on http://${url_host}:${port}/vora/ (console: /vora/console/, stop: Ctrl-C or make stop)" >&2
+  echo "make run: VORA is ready on http://${url_host}:${port}/vora/ (console: /vora/console/ with its simulator, stop: Ctrl-C or make stop)" >&2
 else
   exit 1
 fi

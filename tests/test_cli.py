@@ -186,6 +186,7 @@ def test_config_prints_the_values_in_effect_as_written(runner: CliRunner, tmp_pa
         ["config"],
         env={
             "VORA_REDIS_BATCHING": "no",
+            "VORA_CONSOLE_SIMULATOR": "1",
             "VORA_CORS_ORIGINS": "https://a.example, https://b.example",
             "VORA_SERVER_API_KEYS": "srv-config-key-abcdefghijklmnopqrstuvwxyz0123456789",
             "VORA_SERVER_API_KEYS_FILE": str(key_file),
@@ -197,6 +198,7 @@ def test_config_prints_the_values_in_effect_as_written(runner: CliRunner, tmp_pa
     assert lines["VORA_REDIS_BATCHING"] == "off  # environment"
     assert lines["VORA_CORS_ORIGINS"] == "https://a.example,https://b.example  # environment"
     assert lines["VORA_SESSION_TTL"] == "3600  # default"
+    assert lines["VORA_CONSOLE_SIMULATOR"] == "on  # environment"
     assert lines["VORA_SERVER_API_KEYS"] == "'[1 masked]'  # environment"
     assert lines["VORA_SERVER_API_KEYS_FILE"].endswith("# environment; 1 keys read from the file")
     assert lines["VORA_REDIS_URL"].startswith("'redis://:[masked]@127.0.0.1:6390/3'")

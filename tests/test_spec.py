@@ -16,7 +16,8 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.server_api.rules import SERVER_SPEC_FILE
-from vora.tools.spec_check import check_all, check_server_openapi
+from vora.server_api.simulator import SIMULATOR_SPEC_FILE
+from vora.tools.spec_check import check_all, check_console_openapi, check_server_openapi
 
 SPEC_PATH = DEFAULT_SPEC_DIR / "vora.yaml"
 
@@ -142,3 +143,38 @@ def test_check_spec_holds_the_server_api_equal_to_the_catalogue(
     (tmp_path / SERVER_SPEC_FILE).write_text(yaml.safe_dump(server, sort_keys=False))
     problems = check_server_openapi(tmp_path)
     assert any(fragment in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda s: s["EventType"]["enum"].pop(), "EventType enum"),
+        (lambda s: s["Session"]["properties"]["sockets"].update(minimum=1), "schema Session differs"),
+        (lambda s: s["Subscription"]["required"].pop(), "schema Subscription differs"),
+        (lambda s: s["PresenceData"]["properties"]["status"]["enum"].pop(), "schema PresenceData differs"),
+        (lambda s: s["RecordingEvent"]["properties"]["type"]["enum"].pop(), "RecordingEvent types"),
+        (lambda s: s["SimulatedEvent"]["discriminator"]["mapping"].pop("presence"), "SimulatedEvent discriminator"),
+    ],
+)
+def test_check_spec_holds_the_console_simulator_equal_to_the_server_api(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], object], fragment: str
+) -> None:
+    """A console document whose event types or session schemas drift from the server API's is reported."""
+    for document in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(document, tmp_path / document.name)
+    console = yaml.safe_load((tmp_path / SIMULATOR_SPEC_FILE).read_text())
+    edit(console["components"]["schemas"])
+    (tmp_path / SIMULATOR_SPEC_FILE).write_text(yaml.safe_dump(console, sort_keys=False))
+    problems = check_console_openapi(tmp_path)
+    assert any(fragment in problem for problem in problems), problems
+
+
+def test_check_spec_holds_the_console_document_to_the_simulator_path(tmp_path: Path) -> None:
+    """A console document served under another base path than the one vora.app routes to it is reported."""
+    for document in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(document, tmp_path / document.name)
+    console = yaml.safe_load((tmp_path / SIMULATOR_SPEC_FILE).read_text())
+    console["servers"] = [{"url": "http://localhost:18085/vora/devtools"}]
+    (tmp_path / SIMULATOR_SPEC_FILE).write_text(yaml.safe_dump(console, sort_keys=False))
+    problems = check_console_openapi(tmp_path)
+    assert any("only path vora.app routes to it" in problem for problem in problems), problems

@@ -7,10 +7,11 @@ from flask import Flask
 from vora.core.settings import Settings
 from vora.core.types import WsgiApp
 from vora.http.bodies import BODY_GATE, BodyLimitMiddleware
-from vora.http.dispatch import ListenerDispatcher
+from vora.http.dispatch import ListenerDispatcher, PathDispatcher
 from vora.observability.logs import RequestLogMiddleware
 from vora.rest.app import create_rest_app
 from vora.server_api.app import create_server_app
+from vora.server_api.simulator import SIMULATOR_PATH, create_simulator_app
 from vora.services import EXTENSION, Services, build_services
 from vora.ws.endpoint import SocketServices
 
@@ -45,6 +46,18 @@ def create_app(settings: Settings, fast_path: bool = True, *, services: Services
     )
     app.extensions[EXTENSION] = services
     served: WsgiApp = BodyLimitMiddleware(app.wsgi_app, settings.max_body_bytes, app.extensions[BODY_GATE])
+    # The console's simulator (development only): its app answers its paths whether it is on or off (then 404).
+    simulator = create_simulator_app(
+        settings,
+        verifier=services.verifier,
+        publisher=services.publisher,
+        streams=services.streams,
+        session_store=services.session_store,
+        ownership=services.ownership,
+        metrics=services.metrics,
+    )
+    simulated = BodyLimitMiddleware(simulator, settings.max_body_bytes, simulator.extensions[BODY_GATE])
+    served = PathDispatcher(served, SIMULATOR_PATH, simulated)
     if services.server_keys is not None:
         server = create_server_app(
             settings,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from testbed.ports import free_ports
 from testbed.procs import ManagedProcess
@@ -110,6 +111,16 @@ def test_the_ready_line_comes_when_vora_answers(loop: DevLoop, tmp_path: Path) -
         assert log.count(READY) == 1
         assert log.index("Booting worker") < log.index(READY)
         assert f"http://localhost:{loop.vora_port}/vora/" in log
+
+
+def test_make_run_turns_the_console_simulator_on(loop: DevLoop, tmp_path: Path) -> None:
+    """`make run` serves the landing page and the simulator, which asks for a token instead of answering 404."""
+    with loop.script(tmp_path / "run.log") as script:
+        await_ready(script)
+        base = f"http://127.0.0.1:{loop.vora_port}/vora"
+        assert requests.get(f"{base}/", timeout=10).status_code == 200
+        simulator = requests.get(f"{base}/console/simulator", timeout=10)
+        assert simulator.status_code == 401, simulator.text
 
 
 def test_vora_exiting_stops_the_authorization_server(loop: DevLoop, tmp_path: Path) -> None:

@@ -7,10 +7,12 @@ import hashlib
 import html
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
+import httpx
 import requests
 
 from vora.core.catalog import ALL_SCOPES
@@ -114,3 +116,31 @@ def client_credentials_token(discovery: dict[str, Any], client_id: str, secret: 
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
     return token
+
+
+class ClientCredentials:
+    """An SDK access-token provider, as an app writes one: client credentials, cached, fetched anew when refused."""
+
+    def __init__(self, token_url: str, client_id: str, secret: str, scopes: tuple[str, ...]) -> None:
+        self.token_url = token_url
+        self.auth = (client_id, secret)
+        self.scope = " ".join(scopes)
+        self.token: str | None = None
+        self.expires_at = 0.0
+        self.fetched: list[str] = []
+        self.refreshes = 0
+
+    async def __call__(self, *, refresh: bool = False) -> str:
+        """Return the cached access token, or a new one at first and whenever VORA refused the last (refresh)."""
+        self.refreshes += refresh
+        if self.token is None or refresh:
+            async with httpx.AsyncClient(timeout=10) as http:
+                answer = await http.post(
+                    self.token_url, data={"grant_type": "client_credentials", "scope": self.scope}, auth=self.auth
+                )
+            answer.raise_for_status()
+            body: dict[str, Any] = answer.json()
+            self.token = str(body["access_token"])
+            self.expires_at = time.time() + float(body["expires_in"])
+            self.fetched.append(self.token)
+        return self.token

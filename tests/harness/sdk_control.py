@@ -19,7 +19,10 @@ import redis
 from testbed.ports import HOST, free_port
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live, running_server
 from testbed.wait import wait_for
+from tests.harness.devauth import DevAuth
 from tests.harness.nginx import Nginx, WebSocketPolicy
+from tests.harness.oauth import SERVICE_CLIENT, SERVICE_SECRET
+from tests.harness.tokens import AUDIENCE
 from vora.store.directory import Directory
 
 Json = dict[str, Any]
@@ -36,6 +39,7 @@ class Instances:
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _running: dict[str, RunningServer] = field(default_factory=dict)
     _proxies: dict[str, Nginx] = field(default_factory=dict)
+    _providers: dict[str, DevAuth] = field(default_factory=dict)
     # One long-lived thread starts every process: the kernel ends a child when the thread that started
     # it ends (ManagedProcess sets PR_SET_PDEATHSIG), and the HTTP server's request threads are short-lived.
     _starter: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="starter"))
@@ -61,6 +65,37 @@ class Instances:
             nginx = Nginx(ports, workdir=self.log_dir / f"nginx-{name}", websocket=websocket)
             self._proxies[name] = self._stack.enter_context(nginx)
         return f"{self._proxies[name].url}/vora"
+
+    def devauth(self, name: str, access_token_ttl: int) -> Json:
+        """Describe the dev authorization server of this name (one service client), starting it if needed."""
+        return self._starter.submit(self._devauth, name, access_token_ttl).result()
+
+    def _devauth(self, name: str, access_token_ttl: int) -> Json:
+        if name not in self._providers:
+            workdir = self.log_dir / f"devauth-{name}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            provider = DevAuth(
+                audience=AUDIENCE,
+                users={"carol": "carol-s3cret"},
+                service_clients={SERVICE_CLIENT: SERVICE_SECRET},
+                access_token_ttl=access_token_ttl,
+                workdir=workdir,
+            )
+            self._providers[name] = self._stack.enter_context(provider)
+        provider = self._providers[name]
+        return {
+            "issuer": provider.issuer,
+            "tokenUrl": provider.discovery()["token_endpoint"],
+            "clientId": SERVICE_CLIENT,
+            "clientSecret": SERVICE_SECRET,
+            # What an instance must be started with to trust this provider, and only it.
+            "vora": {
+                "VORA_DEV_KEY": "",
+                "VORA_OAUTH_JWKS": provider.jwks_url,
+                "VORA_OAUTH_ISSUER": provider.issuer,
+                "VORA_OAUTH_LEEWAY": "0",
+            },
+        }
 
     def act(self, name: str, action: str) -> None:
         """Kill (SIGKILL), restart, terminate (SIGTERM, drain), pause (SIGSTOP) or resume (SIGCONT) an instance."""
@@ -122,6 +157,8 @@ def _handler(instances: Instances) -> type[BaseHTTPRequestHandler]:
                 elif len(parts) == 3 and parts[0] == "instances":
                     instances.act(parts[1], parts[2])
                     self._answer(200, {})
+                elif parts == ["devauth"]:
+                    self._answer(200, instances.devauth(body["name"], int(body.get("accessTokenTtl", 600))))
                 elif parts == ["tokens"]:
                     scopes = tuple(body["scopes"]) if "scopes" in body else None
                     token = instances.mint(body["sub"], scopes, int(body.get("lifetime", 3600)))

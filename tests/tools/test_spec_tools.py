@@ -15,7 +15,7 @@ from vora.core.settings import DEFAULT_SPEC_DIR
 REPO = DEFAULT_SPEC_DIR.parent
 TOOLS_BIN = REPO / "tools" / "node_modules" / ".bin"
 RULESET = REPO / ".spectral.yaml"
-LINTED = ("vora.yaml", "vora-server.yaml", "vora-webhooks.yaml", "vora-events.asyncapi.yaml")
+LINTED = ("vora.yaml", "vora-server.yaml", "vora-console.yaml", "vora-webhooks.yaml", "vora-events.asyncapi.yaml")
 RENDERED = ("vora", "vora-server")
 
 

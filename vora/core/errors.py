@@ -39,3 +39,9 @@ class TooManyRequests(VoraError):
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, {"Retry-After": str(retry_after)})
+
+
+class Forbidden(VoraError):
+    """The caller is who it says, but this is not theirs (another user's identity)."""
+
+    status = 403

@@ -205,6 +205,9 @@ class Settings:
     log_format: str = field(default="json", metadata={"parse": _log_format})
     # Development (make run sets it): an operation without a finished handler answers 501 instead of failing the start.
     development: bool = field(default=False, metadata={"parse": _switch})
+    # Development (make run sets it): the console's telephony simulator (/vora/console/simulator) publishes
+    # events for the logged-in user's own identities; off, its routes answer 404 like any unknown path.
+    console_simulator: bool = field(default=False, metadata={"parse": _switch})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
     console_sdk: Path | None = field(default=DEFAULT_CONSOLE_SDK, metadata={"parse": _optional_path})
     stream_max_length: int = field(default=10_000, metadata={"parse": _positive_int})

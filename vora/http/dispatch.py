@@ -1,4 +1,4 @@
-"""Route each request to the app of the listener it arrived on: the public API or the server API."""
+"""Route each request to its app: by the listener it arrived on (public or server API), or by its path."""
 
 from __future__ import annotations
 
@@ -34,3 +34,20 @@ class ListenerDispatcher:
         if listener_port(environ) == self._server_port:
             return self._server(environ, start_response)
         return self._public(environ, start_response)
+
+
+class PathDispatcher:
+    """Send the requests for one path and everything under it to their own app, the rest to the main app."""
+
+    def __init__(self, main: WsgiApp, prefix: str, inner: WsgiApp) -> None:
+        self._main = main
+        self._prefix = prefix.rstrip("/")
+        self._under = self._prefix + "/"
+        self._inner = inner
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Serve one request with the app of its path."""
+        path = environ.get("PATH_INFO", "")
+        if path == self._prefix or path.startswith(self._under):
+            return self._inner(environ, start_response)
+        return self._main(environ, start_response)

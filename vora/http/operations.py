@@ -15,7 +15,12 @@ from vora.core.errors import VoraError
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # The documents Connexion binds to handlers, each to a handler package of its own (one module a tag).
-HANDLER_PACKAGES = {"vora.yaml": "vora.rest.handlers", "vora-server.yaml": "vora.server_api.handlers"}
+HANDLER_PACKAGES = {
+    "vora.yaml": "vora.rest.handlers",
+    "vora-server.yaml": "vora.server_api.handlers",
+    # The console's simulator runs the server API's rules: its handlers live with them.
+    "vora-console.yaml": "vora.server_api.handlers",
+}
 SERVED_DOCUMENTS = tuple(HANDLER_PACKAGES)
 NOT_BUILT_MARK = "__vora_not_built__"
 # The 501 of Connexion's resolver-error path, in development only.

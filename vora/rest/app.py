@@ -32,6 +32,7 @@ from vora.rest.console import install_console, served_spec, swagger_ui_options
 from vora.rest.fast_path import FastPath, routes_of
 from vora.rest.handlers.health import HealthHandlers
 from vora.rest.handlers.session import SessionHandlers
+from vora.rest.landing import install_landing
 from vora.sessions.ownership import DirectoryState
 from vora.sessions.service import SessionService
 from vora.ws.endpoint import EventChannel, SocketServices, install_event_stream, install_websocket
@@ -84,6 +85,7 @@ def create_rest_app(
     install_event_stream(app, f"{api.base_path}/sse", channel)
     install_console(app, api.base_path, settings)
     install_asyncapi_page(app, api.base_path, settings.spec_dir)
+    install_landing(app, api.base_path, settings)
     name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:

@@ -69,6 +69,19 @@ def _unconfirmed(exc: NotReplicated) -> Response:
     return error_response(503, message, {"Retry-After": "1"})
 
 
+def install_publish_error_handlers(app: Flask, metrics: Metrics) -> None:
+    """Answer the publish's own 503s: unconfirmed by replicas, or not taken by Redis (counted and logged)."""
+
+    def publish_unavailable(exc: PublishUnavailable) -> Response:
+        """Answer 503 for a publish Redis could not take, counted and logged as any Redis failure is."""
+        log.warning("redis unavailable", extra={"fields": {"error": type(exc.__cause__ or exc).__name__}})
+        metrics.count("redis_error:rest")
+        return error_response(exc.status, exc.message, exc.headers)
+
+    app.register_error_handler(NotReplicated, _unconfirmed)
+    app.register_error_handler(PublishUnavailable, publish_unavailable)
+
+
 def create_server_app(
     settings: Settings,
     *,
@@ -113,16 +126,9 @@ def create_server_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.server_api_max_body_bytes
     app.extensions[BODY_GATE] = BodyGate.from_spec(api.specification.raw, api.base_path)
 
-    def publish_unavailable(exc: PublishUnavailable) -> Response:
-        """Answer 503 for a publish Redis could not take, counted and logged as any Redis failure is."""
-        log.warning("redis unavailable", extra={"fields": {"error": type(exc.__cause__ or exc).__name__}})
-        metrics.count("redis_error:rest")
-        return error_response(exc.status, exc.message, exc.headers)
-
     install_error_handlers(app, metrics)
     app.register_error_handler(OAuthProblem, _refuse_without_key)
-    app.register_error_handler(NotReplicated, _unconfirmed)
-    app.register_error_handler(PublishUnavailable, publish_unavailable)
+    install_publish_error_handlers(app, metrics)
     name_operations(app, api.specification.raw, api.base_path)
     app.wsgi_app = StandardReasonPhrases(app.wsgi_app)  # type: ignore[method-assign] # Flask's documented middleware hook
     return app

@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from vora.core.clock import rfc3339_ms
 from vora.core.errors import BadRequest, Conflict, NotFound, VoraError
 from vora.events.publisher import EventPublisher, InvalidEvent, fingerprint, stream_envelope
 from vora.http.validation import rule_message
@@ -242,6 +243,23 @@ class ServerApi:
         """Return an identity's sessions, oldest first, each with its sockets open on any instance."""
         sockets = self._sessions.open_sockets(identity, now_ms)
         return [(session, sockets.get(session.session_id, 0)) for session in self._sessions.sessions_of(identity)]
+
+    def session_list(self, identity: str, now_ms: int) -> dict[str, Any]:
+        """Describe an identity's sessions as SessionList: each with its sockets, and whether any is open."""
+        sessions = [
+            {
+                "sessionId": session.session_id,
+                "user": session.subject,
+                "connectionType": session.connection_type,
+                "createdAt": rfc3339_ms(session.created_at_ms),
+                "holdUpMode": session.hold_up_mode,
+                "subscription": subscription_of(session.events),
+                "socketOpen": sockets > 0,
+                "sockets": sockets,
+            }
+            for session, sockets in self.sessions(identity, now_ms)
+        ]
+        return {"identity": identity, "online": any(s["socketOpen"] for s in sessions), "sessions": sessions}
 
     def open_sockets(self, identity: str, now_ms: int) -> int:
         """Count the sockets an identity has open, on every instance."""

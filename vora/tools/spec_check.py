@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -17,8 +18,14 @@ from vora.events.publisher import ASYNCAPI_FILE
 from vora.http.operations import describe, unfinished_operations
 from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api.rules import SERVER_SPEC_FILE
+from vora.server_api.simulator import SIMULATOR_PATH, SIMULATOR_SPEC_FILE
 
 WEBHOOKS_FILE = "vora-webhooks.yaml"
+# What the console's simulator answers as the server API does: the same schemas, word for word.
+CONSOLE_SHARED_SCHEMAS = (
+    *("Text", "CallData", "PresenceData", "RecordingData"),
+    *("EventId", "SessionId", "Subscription", "Session", "SessionList", "ResponseStatusVoraError"),
+)
 
 # Where `make install` puts the official AsyncAPI JSON Schemas (npm @asyncapi/specs).
 DEFAULT_ASYNCAPI_SCHEMA = (
@@ -112,7 +119,13 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
     unknown = [r for r in schemas["DisconnectReason"]["enum"] if r not in reasons]
     if unknown:
         problems.append(f"{path}: DisconnectReason {unknown} are not channelTerminated reasons in {ASYNCAPI_FILE}")
-    publish = schemas["PublishRequest"]
+    _check_families(path, schemas, "PublishRequest", problems)
+    return problems
+
+
+def _check_families(path: Path, schemas: dict[str, Any], request: str, problems: list[str]) -> None:
+    """Hold each family schema's types, and the request's discriminator, to the catalogue."""
+    publish = schemas[request]
     for family, schema_name in SERVER_FAMILY_SCHEMAS.items():
         declared = schemas[schema_name]["properties"]["type"]["enum"]
         wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
@@ -120,7 +133,24 @@ def check_server_openapi(spec_dir: Path) -> list[str]:
             problems.append(f"{path}: {schema_name} types {declared} differ from vora.core.catalog {wanted}")
         mapped = [t for t, ref in publish["discriminator"]["mapping"].items() if ref.endswith(f"/{schema_name}")]
         if mapped != wanted:
-            problems.append(f"{path}: the PublishRequest discriminator maps {mapped} to {schema_name}, not {wanted}")
+            problems.append(f"{path}: the {request} discriminator maps {mapped} to {schema_name}, not {wanted}")
+
+
+def check_console_openapi(spec_dir: Path) -> list[str]:
+    """Validate spec/vora-console.yaml and hold its enums, patterns and session schemas equal to the server API's."""
+    path = spec_dir / SIMULATOR_SPEC_FILE
+    _, problems = _validated_openapi(path)
+    schemas = _check_catalogue_terms(path, problems)
+    server_schemas = yaml.safe_load((spec_dir / SERVER_SPEC_FILE).read_text())["components"]["schemas"]
+    for name in CONSOLE_SHARED_SCHEMAS:
+        if _without_description(schemas[name]) != _without_description(server_schemas[name]):
+            problems.append(f"{path}: schema {name} differs from the one in {SERVER_SPEC_FILE}")
+    _check_families(path, schemas, "SimulatedEvent", problems)
+    document = yaml.safe_load(path.read_text())
+    base_path = urlsplit(document["servers"][0]["url"]).path.rstrip("/")
+    outside = [p for p in document["paths"] if not f"{base_path}{p}".startswith(SIMULATOR_PATH)]
+    if outside:
+        problems.append(f"{path}: {outside} are outside {SIMULATOR_PATH}, the only path vora.app routes to it")
     return problems
 
 
@@ -160,5 +190,6 @@ def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SC
         + check_asyncapi(spec_dir, asyncapi_schema)
         + check_webhooks(spec_dir)
         + check_server_openapi(spec_dir)
+        + check_console_openapi(spec_dir)
         + check_handlers(spec_dir)
     )

@@ -18,6 +18,7 @@ export type CloseReason =
   | "client" // the app called close()
   | "logout" // channelTerminated logout: the session was logged out
   | "revoked" // channelTerminated revoked: the identity was taken from the user
+  | "replaced" // channelTerminated replaced more often than maxReplacedSetups allows: another copy of the app wants the session
   | "unauthorized" // setup refused the access token (401), even after asking the provider for a fresh one
   | "forbidden" // setup refused the identity or scopes (403)
   | "error"; // anything else no retry can fix (404, 409, a 400 handshake, a transport missing)
@@ -35,7 +36,7 @@ export interface StateChange {
 export interface FallbackInfo {
   from: string;
   to: string;
-  /** Failed opens in a row that could not pass on the transport left behind. */
+  /** Failed opens in a row that could not pass on the transport left behind (the last one probed the next). */
   failures: number;
 }
 
@@ -62,7 +63,7 @@ export interface StreamEvents {
   connecting: { transport: string };
   open: { transport: string; lastEventId: string | undefined };
   reconnecting: ReconnectingInfo;
-  /** "auto" (or a list) gave up on a transport that could not pass and moved to the next one. */
+  /** "auto" (or a list) moved to the next transport for good: the current one could not pass, the next one opened. */
   fallback: FallbackInfo;
   closed: ClosedInfo;
   /** A stream event (call, presence, recording), in order, each once. */
@@ -103,12 +104,21 @@ export interface StreamOptions {
   transport?: TransportChoice;
   /**
    * Failed opens in a row that could not pass (no HTTP answer, an error or timeout before open, a refusal not in
-   * VORA's error shape, or VORA's 400/426 for an upgrade that lost its headers) before "auto" or a list moves
-   * to the next transport, for good (default 2). VORA's own refusals (401, 403, 404, 429, 503 in its error
-   * shape) never count, where the platform shows them; a browser's WebSocket shows nothing, so there every
-   * failed open counts.
+   * VORA's error shape, or VORA's 400/426 for an upgrade that lost its headers) before "auto" or a list probes
+   * the next transport in the same attempt (default 2). Only when the probe opens does the stream move to it,
+   * for good: a server that is down fails both, and is no fallback. VORA's own refusals (401, 403, 404, 429,
+   * 503 in its error shape) never count, where the platform shows them; a browser's WebSocket shows nothing,
+   * so there every failed open counts.
    */
   fallbackAfter?: number;
+  /**
+   * Setups after channelTerminated `replaced` allowed within replacedWindowMs (default 1). One more `replaced`
+   * in the window closes the stream with reason "replaced": two copies of the app past the server's session
+   * limit would otherwise evict each other forever. Infinity restores "always set up again".
+   */
+  maxReplacedSetups?: number;
+  /** The window of maxReplacedSetups (default 60 s: twice the backoff cap, so a slow carousel is still seen). */
+  replacedWindowMs?: number;
   /** No message for this long means the connection is dead; default twice the heartbeat interval plus 5 s. */
   heartbeatTimeoutMs?: number;
   /** Override the README's reconnect numbers (tests do). */
@@ -116,6 +126,8 @@ export interface StreamOptions {
 }
 
 const DEFAULT_HEARTBEAT_SECONDS = 30;
+const DEFAULT_MAX_REPLACED_SETUPS = 1;
+const DEFAULT_REPLACED_WINDOW_MS = 60_000;
 const HEARTBEAT_GRACE_MS = 5_000;
 const CLOSE_NORMAL = 1000;
 const CLOSE_DEAD = 4000; // application code: the client gave up on a silent connection
@@ -154,6 +166,13 @@ export function couldNotPass(handshake: HandshakeFailure | undefined): boolean {
   return UPGRADE_LOST.has(handshake.status);
 }
 
+/** A probe of the next transport: what the failed attempt counted, and what to do if the probe fails too. */
+interface Probe {
+  failures: number;
+  step: NextStep;
+  attempt: number;
+}
+
 function isChannelMessage(value: unknown): value is ChannelMessage {
   if (typeof value !== "object" || value === null) return false;
   const record = value as Record<string, unknown>;
@@ -184,6 +203,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #generation = 0;
   #connection: TransportConnection | undefined;
   #terminated: TerminationReason | undefined;
+  #replacedAt: number[] = [];
   #heartbeatMs: number;
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #watchdog: ReturnType<typeof setTimeout> | undefined;
@@ -391,9 +411,20 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     const token = this.#token;
     if (token === undefined) return;
+    this.#connect(this.#transportIndex, token, undefined);
+  }
+
+  /** Open transports[index]; a probe is the next transport tried at once after the current one could not pass. */
+  #connect(index: number, token: string, probe: Probe | undefined): void {
+    const transport = this.#transports[index];
+    if (transport === undefined) return;
     const generation = ++this.#generation;
     this.#terminated = undefined;
     const current = () => generation === this.#generation && this.#state !== "closed";
+    const failed = (close: TransportClose, openedAt: number) => {
+      if (probe !== undefined && !close.opened) this.#probeFailed(probe, close);
+      else this.#closedConnection(close, openedAt);
+    };
     let openedAt = 0;
     let connection: TransportConnection;
     try {
@@ -402,6 +433,13 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         {
           onOpen: () => {
             if (!current()) return;
+            if (probe !== undefined) {
+              // The other transport opened where this one could not pass: the path blocks this one, not VORA.
+              // For the rest of the stream's life: later setups declare the new connectionType.
+              const from = this.transport;
+              this.#transportIndex = index;
+              this.#emitter.emit("fallback", { from, to: transport.name, failures: probe.failures });
+            }
             openedAt = Date.now();
             this.#failedOpens = 0;
             this.#unexplained = 0;
@@ -422,7 +460,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
             this.#generation++;
             this.#connection = undefined;
             this.#clearTimers();
-            this.#closedConnection(close, openedAt);
+            failed(close, openedAt);
           },
         },
       );
@@ -437,7 +475,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       this.#generation++;
       connection.close(CLOSE_NORMAL, "connect timeout");
       this.#connection = undefined;
-      this.#closedConnection({ opened: false, code: CLOSE_CUT, reason: "connect timeout", handshake: undefined }, 0);
+      failed({ opened: false, code: CLOSE_CUT, reason: "connect timeout", handshake: undefined }, 0);
     });
   }
 
@@ -460,6 +498,11 @@ export class VoraStream implements AsyncIterable<StreamItem> {
 
   #closedConnection(close: TransportClose, openedAt: number): void {
     const terminated = this.#terminated;
+    if (terminated === "replaced" && this.#replacedTooOften()) {
+      const limit = this.#options.maxReplacedSetups ?? DEFAULT_MAX_REPLACED_SETUPS;
+      this.#finish("replaced", `replaced more than ${limit} time(s) within ${this.#replacedWindowMs()} ms: another client holds the session`, undefined);
+      return;
+    }
     if (terminated !== undefined) {
       const step = afterTermination(this.#rules, terminated);
       // A session set up again and ended again before it was stable backs off like a refusal.
@@ -493,12 +536,13 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       // Until the fallback, a refusal on the way (a proxy's 403, a lost upgrade) is retried, not final.
       if (step.kind === "stop") step = { kind: "resume", delayMs: refusedDelayMs(this.#rules, attempt, handshake?.retryAfterSeconds), setup: false, cause };
       const failures = ++this.#failedOpens;
-      if (failures >= (this.#options.fallbackAfter ?? 2)) {
-        // For the rest of the stream's life: a path that blocked the upgrade will block it again. The
-        // session's token opens either transport, so no new setup; later setups declare the new connectionType.
-        this.#failedOpens = 0;
-        this.#transportIndex += 1;
-        this.#emitter.emit("fallback", { from: current, to: following.name, failures });
+      const token = this.#token;
+      if (failures >= (this.#options.fallbackAfter ?? 2) && token !== undefined) {
+        // Probe the next transport at once, with the same token (it opens either) and lastEventId. Only its
+        // opening proves the path blocks this transport: a server that is down fails both, and is no fallback.
+        this.#emitter.emit("error", new VoraError(`connection attempt failed on ${current}: ${cause}; trying ${following.name}`));
+        this.#connect(this.#transportIndex + 1, token, { failures, step, attempt });
+        return;
       }
     } else {
       this.#failedOpens = 0; // VORA itself answered: the path passes
@@ -510,6 +554,37 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     this.#emitter.emit("error", new VoraError(`connection attempt failed: ${step.kind === "resume" ? step.cause : step.detail}`));
     this.#schedule(step, attempt);
+  }
+
+  #probeFailed(probe: Probe, close: TransportClose): void {
+    // Nothing was learnt about the path: stay, and count afresh before the next probe.
+    this.#failedOpens = 0;
+    const handshake = close.handshake;
+    let step = probe.step;
+    if (handshake?.fromVora === true && handshake.status !== undefined) {
+      // VORA itself refused the probe (a 401 for a session gone, a 503): its answer beats the hidden one.
+      step = afterRefusal(this.#rules, handshake.status, handshake.retryAfterSeconds, probe.attempt);
+      if (step.kind === "stop" && handshake.error !== undefined) {
+        this.#emitter.emit("error", handshake.error);
+        this.#finish(step.reason, `${step.detail}: ${handshake.error.body.message}`, handshake.error);
+        return;
+      }
+    }
+    const why = step.kind === "resume" ? step.cause : step.detail;
+    this.#emitter.emit("error", new VoraError(`the ${this.#transports[this.#transportIndex + 1]?.name ?? "next"} probe failed too (${close.reason || why}): no fallback`));
+    this.#schedule(step, probe.attempt);
+  }
+
+  #replacedWindowMs(): number {
+    return this.#options.replacedWindowMs ?? DEFAULT_REPLACED_WINDOW_MS;
+  }
+
+  /** Record a `replaced` and tell whether the setups it allows within the window are used up. */
+  #replacedTooOften(): boolean {
+    const now = Date.now();
+    this.#replacedAt = this.#replacedAt.filter((at) => now - at < this.#replacedWindowMs());
+    this.#replacedAt.push(now);
+    return this.#replacedAt.length > (this.#options.maxReplacedSetups ?? DEFAULT_MAX_REPLACED_SETUPS);
   }
 
   #armWatchdog(generation: number): void {

@@ -39,6 +39,21 @@ export async function proxy(name: string, upstreams: Instance[], websocket: "pas
   return { ...first, name: `proxy-${name}`, baseUrl };
 }
 
+/** The dev authorization server (devauth/) of a name: its token endpoint, a service client, what VORA needs to trust it. */
+export interface DevAuth {
+  issuer: string;
+  tokenUrl: string;
+  clientId: string;
+  clientSecret: string;
+  /** VORA_* variables for an instance that trusts this provider, and only it. */
+  vora: Record<string, string>;
+}
+
+/** Start (or reuse) a dev authorization server whose access tokens live accessTokenTtl seconds. */
+export async function devauth(name: string, accessTokenTtl: number): Promise<DevAuth> {
+  return control<DevAuth>("/devauth", { name, accessTokenTtl });
+}
+
 /** Mint a real access token (signed by the dev key VORA trusts). */
 export async function accessToken(sub: string, scopes?: string[]): Promise<string> {
   return (await control<{ accessToken: string }>("/tokens", scopes === undefined ? { sub } : { sub, scopes })).accessToken;

@@ -4,7 +4,7 @@ import WebSocket from "ws";
 import { VoraUnauthorizedError, sseTransport, webSocketTransport } from "../src/index.js";
 import type { FallbackInfo, StateChange, TransportClose, TransportSink, WebSocketConstructor } from "../src/index.js";
 import type { Instance } from "./harness.js";
-import { FAST_RULES, clientFor, instance, newIdentity, next, proxy, publish, publishAndReceive, serverApi, until } from "./harness.js";
+import { FAST_RULES, act, clientFor, instance, newIdentity, next, proxy, publish, publishAndReceive, serverApi, until } from "./harness.js";
 
 // The ws package shows a refused handshake's status and body (a browser's WebSocket shows neither).
 const wsPackage = () => webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor });
@@ -85,6 +85,11 @@ test("WebSocket blocked: behind nginx refusing /vora/ws, auto ends on SSE, recei
   const { identity, stream, fallbacks, states } = await throughProxy(front, vora, "blocked-user", "auto");
   assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 2 }]);
   assert.equal(stream.transport, "sse");
+  // One failed upgrade may be noise: a wait, the WebSocket again, and only then the SSE probe, which opened.
+  assert.deepEqual(
+    states.map((change) => `${change.to} ${change.transport}`),
+    ["reconnecting websocket", "open sse"],
+  );
   assert.deepEqual(states.at(-1), { from: "reconnecting", to: "open", cause: "sse open", transport: "sse" });
 
   // Set up again after a server-side disconnect: still on SSE, no new attempt on the blocked socket.
@@ -110,6 +115,33 @@ test("WebSocket upgrade stripped by the proxy: VORA's 400 for a plain GET on /vo
   const front = await proxy("strip", [vora], "strip");
   const { stream, fallbacks } = await throughProxy(front, vora, "stripped-user", [wsPackage(), sseTransport()]);
   assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 2 }]);
+  stream.close();
+});
+
+test("a server that is down behind nginx is no reason to fall back: both transports fail, and WebSocket opens once it is back", async () => {
+  const vora = await instance("goes-down");
+  const front = await proxy("goes-down", [vora], "pass");
+  const identity = newIdentity();
+  const client = await clientFor(front, "server-down-user", [identity]);
+  const stream = client.stream({ identity, rules: FAST_RULES });
+  const fallbacks: FallbackInfo[] = [];
+  stream.on("fallback", (info) => fallbacks.push(info));
+  let probes = 0;
+  stream.on("error", (error) => {
+    if (error instanceof Error && /probe failed too/.test(error.message)) probes += 1;
+  });
+  await stream.opened();
+  assert.equal(stream.transport, "websocket");
+  await act(vora, "kill");
+  // nginx answers 502 to the upgrade (a browser's WebSocket sees a bare failure) and to the SSE probe alike.
+  await until(() => probes >= 2, "two SSE probes, each after two upgrades that could not pass");
+  assert.deepEqual(fallbacks, []);
+  assert.equal(stream.transport, "websocket");
+  const reopened = next(stream, "open", 30_000);
+  await act(vora, "restart");
+  assert.equal((await reopened).transport, "websocket");
+  await publishAndReceive(stream, vora, identity, "presence", { status: "available" });
+  assert.deepEqual(fallbacks, []);
   stream.close();
 });
 

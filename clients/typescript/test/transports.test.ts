@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { test } from "node:test";
 import WebSocket from "ws";
 import { afterDrop, afterRefusal, afterTermination, DEFAULT_RULES, compareEventIds, socketUrl, webSocketTransport } from "../src/index.js";
-import type { WebSocketConstructor } from "../src/index.js";
+import type { FallbackInfo, WebSocketConstructor } from "../src/index.js";
 import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive } from "./harness.js";
 
 async function closedPort(): Promise<number> {
@@ -41,16 +41,19 @@ test("a handshake refused with a status is seen through the ws package: 400 stop
   assert.match(closed.detail, /HTTP 400/);
 });
 
-test("a list of transports falls back to the next when the first never opens, and stays there", async () => {
+test("a list of transports: one failed open backs off, the second probes the next, which opens, and stays there", async () => {
   const vora = await instance("main");
   const identity = newIdentity();
   const client = await clientFor(vora, "fallback-user", [identity]);
   const blocked = webSocketTransport({ url: `ws://127.0.0.1:${await closedPort()}/vora/ws` });
   const stream = client.stream({ identity, rules: FAST_RULES, fallbackAfter: 2, transport: [blocked, webSocketTransport()] });
   const failures: string[] = [];
+  const fallbacks: FallbackInfo[] = [];
   stream.on("reconnecting", (info) => failures.push(info.cause));
+  stream.on("fallback", (info) => fallbacks.push(info));
   await stream.opened();
-  assert.equal(failures.length, 2, "two failed opens, then the fallback opened");
+  assert.equal(failures.length, 1, "the first failed open is retried after a wait; the second probed the next at once");
+  assert.deepEqual(fallbacks, [{ from: "websocket", to: "websocket", failures: 2 }]);
   await publishAndReceive(stream, vora, identity, "presence", { status: "away" });
   stream.close();
 });

@@ -7,12 +7,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from vora_client import BadRequest, EventStream, ReconnectPolicy, Session, State, Unauthorized, VoraClient, connect
+from vora_client import (
+    BadRequest,
+    EventStream,
+    Fallback,
+    ReconnectPolicy,
+    Session,
+    State,
+    Unauthorized,
+    VoraClient,
+    connect,
+)
 
-from testbed.vora_server import RunningServer
+from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
 from testbed.wait import wait_for
 from tests.harness.nginx import Nginx, NginxUnavailable, WebSocketPolicy, ensure_nginx
-from tests.harness.sdk import IDENTITY, SERVER_KEY
+from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory
 from tests.harness.server_api import end_sessions, list_sessions
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.topology]
@@ -69,16 +79,25 @@ def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_the
     publish: Publish,
     blocking: WebSocketPolicy,
 ) -> None:
-    """A proxy's own 403, or an upgrade stripped into VORA's 400: auto opens SSE, gets events, never tries WS again."""
+    """A proxy's own 403, or an upgrade stripped into VORA's 400, twice: auto probes SSE, stays there, gets events."""
     owner("alice")
     nginx = proxy(blocking)
 
     async def scenario() -> None:
+        fallbacks: list[Fallback] = []
         async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
-            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK)
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, on_fallback=fallbacks.append)
             await until(stream, State.OPEN)
             opened = stream.changes[-1]
             assert (opened.transport, opened.reason) == ("sse", "fell back to sse")
+            assert fallbacks == [Fallback(from_="websocket", to="sse", failures=2)]
+            # One failed upgrade may be noise: the first attempt backed off and tried the WebSocket again.
+            assert [c.current for c in stream.changes] == [
+                State.CONNECTING,
+                State.RECONNECTING,
+                State.CONNECTING,
+                State.OPEN,
+            ]
             first = await asyncio.to_thread(publish, "callRinging", {"callId": "c-1"})
             assert (await stream.next_event(10))["eventId"] == first
             # A new session after the old one ended: still SSE, set up as ServerSentEvents, no upgrade tried.
@@ -91,10 +110,11 @@ def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_the
             second = await asyncio.to_thread(publish, "callEnded", {"callId": "c-1"})
             assert (await stream.next_event(10))["eventId"] == second
             assert [c.transport for c in stream.changes if c.current is State.OPEN] == ["sse", "sse"]
+            assert len(fallbacks) == 1
             await stream.close()
 
     asyncio.run(scenario())
-    assert requests_to(nginx, "/vora/ws") == 1
+    assert requests_to(nginx, "/vora/ws") == 2
     logged(nginx, "/vora/sse", 2)
 
 
@@ -183,3 +203,39 @@ def test_forced_sse_through_the_proxy_sets_up_as_server_sent_events(
     asyncio.run(scenario())
     assert requests_to(nginx, "/vora/ws") == 0
     logged(nginx, "/vora/sse", 1)
+
+
+def test_a_server_that_is_down_is_no_reason_to_fall_back(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """VORA killed behind nginx: the upgrade and the SSE probe both get nginx's 502, so auto stays on WebSocket."""
+    owner("alice")
+    try:
+        binary = ensure_nginx()
+    except NginxUnavailable as exc:
+        pytest.skip(str(exc))
+
+    with make_server() as dedicated, Nginx([dedicated.port], binary=binary, websocket="pass") as nginx:
+
+        async def scenario() -> None:
+            fallbacks: list[Fallback] = []
+            async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
+                stream = await connect(client, IDENTITY, policy=QUICK, on_fallback=fallbacks.append)
+                await until(stream, State.OPEN)
+                await asyncio.to_thread(dedicated.process.kill)
+                # Two probes, each after two upgrades that could not pass: the rule ran twice and moved nothing.
+                await asyncio.to_thread(
+                    wait_for, lambda: requests_to(nginx, "/vora/sse") >= 2, 30, what="two SSE probes"
+                )
+                assert fallbacks == []
+                assert requests_to(nginx, "/vora/ws") >= 4
+                await asyncio.to_thread(dedicated.process.start)
+                await asyncio.to_thread(wait_for, lambda: is_live(dedicated.port), LIVE_TIMEOUT, what="VORA back")
+                async with asyncio.timeout(30):
+                    while sum(c.current is State.OPEN for c in stream.changes) < 2:
+                        await asyncio.sleep(0.02)
+                assert [c.transport for c in stream.changes if c.current is State.OPEN] == ["websocket", "websocket"]
+                assert fallbacks == []
+                await stream.close()
+
+        asyncio.run(scenario())

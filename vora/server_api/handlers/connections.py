@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vora.core.clock import now_ms, rfc3339_ms
-from vora.server_api.rules import ServerApi, subscription_of
+from vora.core.clock import now_ms
+from vora.server_api.rules import ServerApi
 
 Body = dict[str, Any]
 DEFAULT_REASON = "disconnected"
@@ -19,20 +19,7 @@ class ConnectionHandlers:
 
     def listSessions(self, identity: str) -> tuple[Body, int]:  # noqa: N802 - named by the spec's operationId
         """List an identity's sessions with their sockets open on any instance."""
-        sessions = [
-            {
-                "sessionId": session.session_id,
-                "user": session.subject,
-                "connectionType": session.connection_type,
-                "createdAt": rfc3339_ms(session.created_at_ms),
-                "holdUpMode": session.hold_up_mode,
-                "subscription": subscription_of(session.events),
-                "socketOpen": sockets > 0,
-                "sockets": sockets,
-            }
-            for session, sockets in self._rules.sessions(identity, now_ms())
-        ]
-        return {"identity": identity, "online": any(s["socketOpen"] for s in sessions), "sessions": sessions}, 200
+        return self._rules.session_list(identity, now_ms()), 200
 
     def online(self, identity: str) -> tuple[Body, int]:
         """Tell whether an identity has a socket open on any instance, and how many."""

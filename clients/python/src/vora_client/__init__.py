@@ -14,7 +14,7 @@ from vora_client.errors import (
     Unauthorized,
     VoraError,
 )
-from vora_client.fallback import AutoTransport, TransportChoice
+from vora_client.fallback import AutoTransport, Fallback, TransportChoice
 from vora_client.reconnect import Next, ReconnectPolicy
 from vora_client.sse import Comment, EventStreamParser, EventStreamTransport, ServerSentEvent, event_stream_url
 from vora_client.stream import Envelope, EventStream, State, StateChange, connect, event_position
@@ -33,6 +33,7 @@ __all__ = [
     "EventStream",
     "EventStreamParser",
     "EventStreamTransport",
+    "Fallback",
     "Forbidden",
     "Next",
     "NotFound",

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, cast
 from urllib.parse import quote
 
 import httpx
 
 from vora_client.errors import ConnectionFailed, error_from_response
 
-TokenProvider = Callable[[], Awaitable[str]]
+
+class RefreshingTokenProvider(Protocol):
+    """An access-token provider told when VORA refused its last token (refresh=True: get a new one)."""
+
+    def __call__(self, *, refresh: bool = False) -> Awaitable[str]:
+        """Return an access token: a fresh one when refresh is True."""
+        ...
+
+
+# A plain provider is simply called again after a 401; one that takes `refresh` is told why.
+TokenProvider = Callable[[], Awaitable[str]] | RefreshingTokenProvider
+
+
+def _takes_refresh(provider: object) -> bool:
+    try:
+        parameters = inspect.signature(provider).parameters.values()  # type: ignore[arg-type] # any callable
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "refresh" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 ConnectionType = Literal["WebSocket", "ServerSentEvents"]
 
 
@@ -45,6 +66,7 @@ class VoraClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token_provider = token_provider
+        self._tell_refresh = _takes_refresh(token_provider)
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._owns_http = http is None
 
@@ -88,10 +110,15 @@ class VoraClient:
         """End the identity's sessions: every stream of them closes with channelTerminated logout."""
         await self._call("POST", f"/logout/{quote(identity, safe='')}")
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        token = await self._token_provider()
+    async def _token(self, refresh: bool) -> str:
+        if self._tell_refresh:
+            return await cast(RefreshingTokenProvider, self._token_provider)(refresh=refresh)
+        return await self._token_provider()
+
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None, refresh: bool) -> httpx.Response:
+        token = await self._token(refresh)
         try:
-            response = await self._http.request(
+            return await self._http.request(
                 method,
                 self.base_url + path,
                 json=body,
@@ -99,6 +126,12 @@ class VoraClient:
             )
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {path}: {exc!r}") from exc
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = await self._send(method, path, body, refresh=False)
+        if response.status_code == 401:
+            # The provider may hold a stale token (it expired): ask once for a fresh one, as the TypeScript SDK does.
+            response = await self._send(method, path, body, refresh=True)
         if response.status_code >= 400:
             raise error_from_response(response.status_code, response.content, response.headers)
         if not response.content:

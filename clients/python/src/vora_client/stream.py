@@ -3,7 +3,7 @@
 idle --start--> connecting --open--> open --drop--> reconnecting --wait--> connecting ...
                     |                   |                                      |
                     +----refused------> reconnecting (Retry-After + backoff)   |
-any state --logout/revoked/close()/setup refused for good--> closed(reason)  <-+
+any state --logout/revoked/replaced twice/close()/setup refused--> closed(reason)  <-+
 """
 
 from __future__ import annotations
@@ -27,13 +27,18 @@ from vora_client.errors import (
     Unauthorized,
     VoraError,
 )
-from vora_client.fallback import AutoTransport, TransportChoice, choose_transport
+from vora_client.fallback import DEFAULT_FALLBACK_AFTER, AutoTransport, Fallback, TransportChoice, choose_transport
 from vora_client.reconnect import ABNORMAL_CLOSURE, Next, ReconnectPolicy, after_close, after_termination
 from vora_client.sse import event_stream_url, event_stream_url_beside
 from vora_client.transport import Closed, Connection, Transport, websocket_url
 
 Envelope = dict[str, Any]
 LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap"})
+# Setups after channelTerminated replaced allowed per window: two copies of an app past the server's session
+# limit evict each other, so one more replaced within the window closes the stream (reason "replaced").
+DEFAULT_MAX_REPLACED_SETUPS = 1
+# Twice the backoff cap: a carousel slowed down by backoff still shows within the window.
+DEFAULT_REPLACED_WINDOW = 60.0
 
 
 class State(enum.Enum):
@@ -100,6 +105,9 @@ class EventStream:
         hold_up_mode: bool = False,
         push: PushRegistration | None = None,
         transport: Transport | TransportChoice = "auto",
+        fallback_after: int = DEFAULT_FALLBACK_AFTER,
+        max_replaced_setups: float = DEFAULT_MAX_REPLACED_SETUPS,
+        replaced_window: float = DEFAULT_REPLACED_WINDOW,
         ws_url: str | None = None,
         sse_url: str | None = None,
         policy: ReconnectPolicy | None = None,
@@ -110,6 +118,7 @@ class EventStream:
         on_state: Callback | None = None,
         on_resume_gap: Callback | None = None,
         on_position: Callable[[str], object] | None = None,
+        on_fallback: Callable[[Fallback], object] | None = None,
     ) -> None:
         self.client = client
         self.identity = identity
@@ -130,7 +139,7 @@ class EventStream:
                 sse_url = sse_url or event_stream_url_beside(ws_url)
             elif transport != "sse":
                 raise ValueError(f"transport {transport!r} needs ws_url")
-            transport = choose_transport(transport, ws_url or "", sse_url or "")
+            transport = choose_transport(transport, ws_url or "", sse_url or "", fallback_after)
         self._transport: Transport = transport
         self._policy = policy or ReconnectPolicy()
         self._heartbeat_timeout = heartbeat_timeout
@@ -140,6 +149,10 @@ class EventStream:
         self._on_state = on_state
         self._on_resume_gap = on_resume_gap
         self._on_position = on_position
+        self._on_fallback = on_fallback
+        self._max_replaced_setups = max_replaced_setups
+        self._replaced_window = replaced_window
+        self._replaced_at: list[float] = []
         self._connection: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._changes: list[StateChange] = []
@@ -279,6 +292,8 @@ class EventStream:
             self._connection = connection
             opened = time.monotonic()
             fell_back = isinstance(self._transport, AutoTransport) and self._transport.name != before
+            if fell_back and isinstance(self._transport, AutoTransport) and self._transport.fallback is not None:
+                await _call(self._on_fallback, self._transport.fallback)  # before the open, as in the TypeScript SDK
             await self._transition(State.OPEN, reason=f"fell back to {self._transport.name}" if fell_back else "")
             code, reason = await self._read(connection)
             self._connection = None
@@ -286,6 +301,9 @@ class EventStream:
                 return
             stable = time.monotonic() - opened >= self._policy.stable_after
             attempt = 0 if stable else attempt + 1
+            if reason == "replaced" and self._replaced_too_often():
+                await self._finish("replaced")
+                return
             next_step = after_termination(reason) if reason else after_close(code)
             if next_step is Next.STOP:
                 await self._finish(reason or f"closed with {code}")
@@ -298,6 +316,13 @@ class EventStream:
                     return
             wait = self._policy.first_wait(code) if stable or attempt <= 1 else self._policy.refused_wait(attempt, None)
             await self._transition(State.RECONNECTING, reason=reason, code=code, wait=wait)
+
+    def _replaced_too_often(self) -> bool:
+        """Record a replaced and tell whether the setups it allows within the window are used up."""
+        now = time.monotonic()
+        self._replaced_at = [at for at in self._replaced_at if now - at < self._replaced_window]
+        self._replaced_at.append(now)
+        return len(self._replaced_at) > self._max_replaced_setups
 
     async def _read(self, connection: Connection) -> tuple[int, str]:
         """Deliver messages until the connection ends; return its close code and channelTerminated reason."""

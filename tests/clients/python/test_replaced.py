@@ -1,0 +1,108 @@
+"""Two copies of an app past the per-user session limit: the SDK's guard stops their `replaced` carousel."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from vora_client import EventStream, ReconnectPolicy, State, TransportChoice, VoraClient, connect
+
+from testbed.vora_server import RunningServer
+from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory
+from tests.harness.server_api import publish_event
+
+pytestmark = [pytest.mark.slow, pytest.mark.ws]
+
+QUICK = ReconnectPolicy(crowd_window=0.3, alone_window=0.1, backoff_cap=1.0, rng=random.Random(3))
+Tokens = Callable[..., Callable[[], Any]]
+
+
+class CountingTokens:
+    """An access-token provider that counts its calls: the streams call it once per setup (no subscription)."""
+
+    def __init__(self, provider: Callable[[], Any]) -> None:
+        self.provider = provider
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        """Return a fresh token and count the call."""
+        self.calls += 1
+        token: str = await self.provider()
+        return token
+
+
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until a condition about the streams holds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_two_copies_of_an_app_stop_evicting_each_other(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """With one session allowed per user, two streams evict each other once each; then one closes with replaced."""
+    owner("alice")
+
+    async def scenario(server: RunningServer) -> None:
+        first_tokens, second_tokens = CountingTokens(tokens("alice")), CountingTokens(tokens("alice"))
+        async with (
+            VoraClient(server.base_url, first_tokens) as first_client,
+            VoraClient(server.base_url, second_tokens) as second_client,
+        ):
+            first = await connect(first_client, IDENTITY, policy=QUICK, transport=transport)
+            await until(lambda: first.state is State.OPEN)
+            second = await connect(second_client, IDENTITY, policy=QUICK, transport=transport)
+            streams = (first, second)
+            await until(lambda: any(stream.state is State.CLOSED for stream in streams))
+            [loser] = [stream for stream in streams if stream.state is State.CLOSED]
+            [winner] = [stream for stream in streams if stream is not loser]
+            assert loser.close_reason == "replaced"
+            await until(lambda: winner.state is State.OPEN)
+            # Two setups to start, then one setup after replaced for each (max_replaced_setups=1): four in all.
+            assert first_tokens.calls + second_tokens.calls == 4
+            event_id = await asyncio.to_thread(
+                publish_event, server.server_api_url, SERVER_KEY, IDENTITY, "presence", {"status": "busy"}
+            )
+            received = await winner.next_event(10)
+            while received["type"] != "presence":  # the replaced notice of the fight comes first
+                received = await winner.next_event(10)
+            assert received["eventId"] == event_id
+            assert winner.state is State.OPEN
+            assert first_tokens.calls + second_tokens.calls == 4, "the survivor holds its session"
+            await winner.close()
+
+    with make_server(max_sessions_per_identity="1") as server:
+        asyncio.run(scenario(server))
+
+
+def test_the_guard_is_an_option_a_single_replacement_still_recovers(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """One replaced sets up again; a second within replaced_window closes the stream; a larger allowance recovers."""
+    owner("alice")
+
+    async def scenario(server: RunningServer) -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream: EventStream = await connect(client, IDENTITY, policy=QUICK)
+            await until(lambda: stream.state is State.OPEN)
+            await client.setup(IDENTITY)  # another device, once: the stream's session is the oldest
+            await until(lambda: sum(c.current is State.OPEN for c in stream.changes) == 2)
+            await client.setup(IDENTITY)  # again within the window: a carousel, as far as the SDK can tell
+            await until(lambda: stream.state is State.CLOSED)
+            assert stream.close_reason == "replaced"
+
+            patient = await connect(client, IDENTITY, policy=QUICK, max_replaced_setups=2)
+            await until(lambda: patient.state is State.OPEN)
+            for opens in (2, 3):
+                await client.setup(IDENTITY)
+                await until(lambda: sum(c.current is State.OPEN for c in patient.changes) == opens)  # noqa: B023 - awaited in the loop
+            assert patient.state is State.OPEN
+            await patient.close()
+
+    with make_server(max_sessions_per_identity="1") as server:
+        asyncio.run(scenario(server))

@@ -1,0 +1,79 @@
+"""Build the console's telephony simulator (spec/vora-console.yaml): the server API's rules for a logged-in user."""
+
+from __future__ import annotations
+
+import functools
+from typing import Final
+
+import connexion
+import yaml
+from flask import Flask
+
+from vora.auth.tokens import TOKEN_INFO_FUNC, TokenVerifier, token_info
+from vora.core.settings import Settings
+from vora.events.publisher import EventPublisher
+from vora.http.bodies import BODY_GATE, BodyGate
+from vora.http.connexion import TagResolver, api_class, name_operations
+from vora.http.errors import install_error_handlers
+from vora.http.json_provider import BoundedJSONProvider
+from vora.http.operations import resolver_error_status
+from vora.http.validation import RuleNamingBodyValidator
+from vora.observability.metrics import Metrics
+from vora.server_api.app import install_publish_error_handlers
+from vora.server_api.handlers.simulator import SimulatorHandlers
+from vora.server_api.rules import ServerApi
+from vora.sessions.ownership import Ownership
+from vora.store.sessions import SessionStore
+from vora.store.streams import StreamStore
+
+SIMULATOR_SPEC_FILE: Final = "vora-console.yaml"
+# Every request under this path goes to the simulator's app (vora.app), on or off: off, it answers 404 to all.
+SIMULATOR_PATH: Final = "/vora/console/simulator"
+
+
+def create_simulator_app(
+    settings: Settings,
+    *,
+    verifier: TokenVerifier,
+    publisher: EventPublisher,
+    streams: StreamStore,
+    session_store: SessionStore,
+    ownership: Ownership,
+    metrics: Metrics,
+) -> Flask:
+    """Build the simulator's app on the instance's publisher and stores; off, an app that finds nothing."""
+    if not settings.console_simulator:
+        # No route at all: every method on every simulator path is 404 "No resource at ...", as any unknown path.
+        absent = Flask(__name__)
+        install_error_handlers(absent, metrics)
+        absent.extensions[BODY_GATE] = BodyGate(())
+        return absent
+    spec = yaml.safe_load((settings.spec_dir / SIMULATOR_SPEC_FILE).read_text())
+    rules = ServerApi(
+        publisher,
+        streams,
+        session_store,
+        settings.spec_dir,
+        settings.server_api_max_batch,
+        settings.server_api_idempotency_window,
+    )
+    cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
+    cx.api_cls = api_class({TOKEN_INFO_FUNC: functools.partial(token_info, verifier)})
+    api = cx.add_api(
+        spec,
+        resolver=TagResolver(spec, "vora.server_api.handlers", {"simulator": SimulatorHandlers(rules, ownership)}),
+        strict_validation=True,
+        validate_responses=False,
+        validator_map={"body": RuleNamingBodyValidator},
+        options={"swagger_ui": False, "serve_spec": False},
+        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SIMULATOR_SPEC_FILE),
+    )
+    app: Flask = cx.app
+    app.json = BoundedJSONProvider(app)
+    app.json.sort_keys = False  # templates in the catalogue's order, answers in the order the spec lists fields
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions[BODY_GATE] = BodyGate.from_spec(spec, api.base_path)
+    install_error_handlers(app, metrics)
+    install_publish_error_handlers(app, metrics)
+    name_operations(app, spec, api.base_path)
+    return app
