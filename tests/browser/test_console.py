@@ -100,8 +100,7 @@ def test_console_logs_in_subscribes_receives_resumes_and_logs_out(
     owns(USER)
     page = ConsolePage(browser, wait, console_url(console_server.port))
     browser.get(page.url)
-    assert "Log in" in page.text("login")
-    assert provider.issuer in page.text("login-help")
+    wait().until(ec.text_to_be_present_in_element((By.ID, "login-help"), provider.issuer))
     page.click("login")
     sign_in_on_provider_page(browser, wait, provider)
 
