@@ -125,7 +125,8 @@ def _open_socket(server: Server, token: str) -> None:
     try:
         ws.settimeout(0.05)  # let the server attach the socket and read the stream before closing
         with contextlib.suppress(websocket.WebSocketTimeoutException):
-            ws.recv()
+            while True:  # past channelOpened, the first message: until nothing more comes
+                ws.recv()
     finally:
         ws.close(timeout=1)
 

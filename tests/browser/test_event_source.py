@@ -16,7 +16,7 @@ from selenium import webdriver
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.browser import Wait
 from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
-from tests.harness.ws_client import make_publisher
+from tests.harness.ws_client import make_publisher, open_event_stream
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.ws]
@@ -91,4 +91,42 @@ def test_event_source_reconnects_with_last_event_id_and_misses_nothing(
     assert [event["eventId"] for event in events] == before + during + after
     assert [event["lastEventId"] for event in events] == before + during + after
     assert browser.execute_script("return window.errors;") >= 1
+    browser.execute_script("window.stream.close();")
+
+
+def test_event_source_dropped_before_any_event_resumes_from_channel_opened(
+    browser: webdriver.Chrome, wait: Wait, sse_server: RunningServer, redisdb: redis.Redis, make_token: TokenFactory
+) -> None:
+    """An EventSource that got only channelOpened comes back with its id as Last-Event-ID and misses nothing."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    setup = requests.post(
+        f"{sse_server.base_url}/identity/setup",
+        json={"connectionType": "ServerSentEvents", "identity": IDENTITY},
+        headers={"Authorization": f"Bearer {make_token('alice')}"},
+        timeout=10,
+    )
+    assert setup.status_code == 200, setup.text
+    token = setup.json()["webSocketToken"]
+    publisher = make_publisher(redisdb)
+    seen = publisher.publish(IDENTITY, "presence", {"status": "away"}).event_id
+    open_event_stream(sse_server.base_url, token).close()  # the session's first stream: the page's starts live
+
+    browser.get(f"{sse_server.base_url}/console/")
+    browser.execute_script(OPEN_EVENT_SOURCE, f"/vora/sse?token={token}")
+    wait().until(lambda b: b.execute_script("return window.seen.length;") == 1)
+    assert browser.execute_script("return window.seen;") == [
+        {"type": "channelOpened", "eventId": None, "lastEventId": seen}
+    ]
+    master = sse_server.process.pid
+    assert master is not None
+    os.kill(master, signal.SIGSTOP)  # no worker comes back until the events below are published
+    try:
+        for pid in sse_server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        during = [publisher.publish(IDENTITY, "callRinging", {"callId": f"b-{n}"}).event_id for n in range(3)]
+    finally:
+        os.kill(master, signal.SIGCONT)
+    wait(30).until(lambda b: len(stream_events(b)) == 3)
+    assert [event["eventId"] for event in stream_events(browser)] == during
+    assert "resumeGap" not in {event["type"] for event in browser.execute_script("return window.seen;")}
     browser.execute_script("window.stream.close();")

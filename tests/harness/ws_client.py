@@ -45,6 +45,8 @@ class EventContract:
 
 
 CONTRACT = EventContract()
+# What next() passes over unless told otherwise: the messages that say nothing about the stream's events.
+QUIET = ("heartbeat", "channelOpened")
 
 
 def handshake_headers(**changes: str | None) -> dict[str, str]:
@@ -75,7 +77,7 @@ class Client:
         self.ws = ws
         self.received: list[dict[str, Any]] = []
 
-    def next(self, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10.0) -> dict[str, Any]:
+    def next(self, skip: tuple[str, ...] = QUIET, timeout: float = 10.0) -> dict[str, Any]:
         """Return the next event whose type is not skipped, within timeout seconds however many are skipped."""
         deadline = time.monotonic() + timeout
         while True:
@@ -157,7 +159,7 @@ class EventClient(Protocol):
 
     received: list[dict[str, Any]]
 
-    def next(self, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10.0) -> dict[str, Any]:
+    def next(self, skip: tuple[str, ...] = QUIET, timeout: float = 10.0) -> dict[str, Any]:
         """Return the next event whose type is not skipped."""
         ...
 
@@ -260,14 +262,16 @@ class EventStreamClient:
                 continue
             envelope: dict[str, Any] = json.loads(fields["data"])
             CONTRACT.check(envelope)
-            assert ("id" in fields) == (envelope["eventId"] is not None), fields
+            # Stream events carry their eventId as `id:`; channelOpened the position it starts after.
+            position = envelope["data"]["lastEventId"] if envelope["type"] == "channelOpened" else envelope["eventId"]
+            assert ("id" in fields) == (position is not None), fields
             if "id" in fields:
-                assert fields["id"] == envelope["eventId"]
+                assert fields["id"] == position
                 self.last_event_id = fields["id"]
             self.received.append(envelope)
             return envelope
 
-    def next(self, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10.0) -> dict[str, Any]:
+    def next(self, skip: tuple[str, ...] = QUIET, timeout: float = 10.0) -> dict[str, Any]:
         """Return the next event whose type is not skipped, within timeout seconds however many are skipped."""
         deadline = time.monotonic() + timeout
         while True:
@@ -281,10 +285,10 @@ class EventStreamClient:
         return [self.next(timeout=timeout) for _ in range(count)]
 
     def next_or_end(self, timeout: float = 10.0) -> dict[str, Any] | None:
-        """Return the next event that is not a heartbeat, or None when the stream ends first."""
+        """Return the next event that is not a heartbeat or channelOpened, or None when the stream ends first."""
         deadline = time.monotonic() + timeout
         while (envelope := self._envelope(deadline)) is not None:
-            if envelope["type"] != "heartbeat":
+            if envelope["type"] not in QUIET:
                 return envelope
         return None
 

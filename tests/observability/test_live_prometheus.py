@@ -117,8 +117,8 @@ def load_sockets(
     for number in range(EVENTS):
         publisher.publish(IDENTITY, "callRinging", {"callId": f"call-{number}"})
     for ws in sockets:
-        received = [json.loads(ws.recv())["type"] for _ in range(EVENTS)]
-        assert received == ["callRinging"] * EVENTS
+        received = [json.loads(ws.recv())["type"] for _ in range(EVENTS + 1)]
+        assert received == ["channelOpened"] + ["callRinging"] * EVENTS
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(f"{server.ws_url}?token=v1.unknown", timeout=10)
     assert requests.get(f"{server.base_url}/health/readiness", timeout=5).status_code == 204

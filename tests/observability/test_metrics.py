@@ -55,6 +55,7 @@ def test_metrics_move_after_a_client_journey(
         timeout=5,
     )
     ws = websocket.create_connection(f"{server.ws_url}?token={setup.json()['webSocketToken']}", timeout=10)
+    assert json.loads(ws.recv())["type"] == "channelOpened"
     subprocess.run(
         [sys.executable, "-m", "vora.cli", "events", "publish", IDENTITY, "callRinging", "--data", '{"callId":"c"}'],
         env={**env, "PATH": "/usr/bin:/bin"},
@@ -209,6 +210,7 @@ def test_socket_journey_is_measured_and_its_lifetime_is_no_http_request(
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(f"{server.ws_url}?token={token}&junk=1", timeout=10)
     ws = websocket.create_connection(f"{server.ws_url}?token={token}", timeout=10)
+    assert json.loads(ws.recv())["type"] == "channelOpened"
     assert sample(scrape(server), "vora_ws_open_sockets") == 1
     during = scrape(server)
     assert open_connections(during) == 1

@@ -13,8 +13,9 @@ from tests.harness.rest import IDENTITY, setup_session
 from tests.harness.ws_client import make_publisher
 from vora.services import services_of
 from vora.sessions.service import SessionService, SocketRefused
+from vora.store import keys
 from vora.store.sessions import SessionStore
-from vora.store.streams import position_before, stream_position
+from vora.store.streams import parse_event_id, position_before, stream_position
 
 NOW_MS = 1_800_000_000_000
 
@@ -116,3 +117,97 @@ def test_the_cap_refuses_with_429_and_a_closed_socket_frees_its_place(
     assert refused.value.status == 429
     service.socket_closed(first)
     service.admit_socket(token, None, NOW_MS)
+
+
+def _resumed_from_start(service: SessionService, token: str, start_id: str) -> tuple[object, object]:
+    """Resume from an admission's start_id; return the resumed admission's gap and the start_id it reports."""
+    position = parse_event_id(start_id)
+    assert position is not None, start_id
+    again = service.admit_socket(token, position, NOW_MS)
+    return again.gap, again.start_id
+
+
+def test_start_id_of_an_identity_that_never_had_an_event_is_0_0(service: SessionService, token: str) -> None:
+    """An empty stream with no counter starts after 0-0, and resuming from it is no gap."""
+    first = service.admit_socket(token, None, NOW_MS)
+    later = service.admit_socket(token, None, NOW_MS)
+    assert (first.start_id, later.start_id) == ("0-0", "0-0")
+    assert _resumed_from_start(service, token, first.start_id) == (None, "0-0")
+
+
+def test_first_socket_start_id_is_the_event_before_the_session(
+    service: SessionService,
+    client: FlaskClient,
+    auth: Callable[..., dict[str, str]],
+    provision: Callable[..., None],
+    redisdb: redis.Redis,
+) -> None:
+    """A first socket starts after the newest event published before its session, resumed from without a gap."""
+    provision("alice", [IDENTITY])
+    publisher = make_publisher(redisdb)
+    before = publisher.publish(IDENTITY, "callHeld", {"callId": "before"})
+    token = setup_session(client, auth("alice"))
+    publisher.publish(IDENTITY, "callHeld", {"callId": "after"})
+    first = service.admit_socket(token, None, NOW_MS)
+    assert first.start_id == before.event_id
+    assert _resumed_from_start(service, token, first.start_id) == (None, before.event_id)
+
+
+def test_start_id_before_the_oldest_retained_event_when_none_precedes_the_start(
+    service: SessionService, token: str, redisdb: redis.Redis
+) -> None:
+    """With nothing retained at the start, the start is the id just before the oldest retained event: no gap."""
+    publisher = make_publisher(redisdb)
+    events = [publisher.publish(IDENTITY, "callHeld", {"callId": f"c-{n}"}) for n in range(3)]
+    first = service.admit_socket(token, None, NOW_MS)  # all three came after the session's creation
+    millis, sequence = stream_position(events[0].event_id)
+    assert first.start_id == f"{millis}-{sequence - 1}"
+    assert _resumed_from_start(service, token, first.start_id) == (None, first.start_id)
+
+
+def test_later_socket_start_id_is_the_newest_event(service: SessionService, token: str, redisdb: redis.Redis) -> None:
+    """A later socket starts live, after the newest event, and says so."""
+    service.admit_socket(token, None, NOW_MS)
+    newest = make_publisher(redisdb).publish(IDENTITY, "callHeld", {"callId": "c"})
+    later = service.admit_socket(token, None, NOW_MS)
+    assert later.start_id == newest.event_id
+    assert _resumed_from_start(service, token, later.start_id) == (None, newest.event_id)
+
+
+def test_start_id_of_an_aged_out_stream_counts_what_was_published(
+    service: SessionService, token: str, redisdb: redis.Redis
+) -> None:
+    """A stream emptied by retention after N events starts after 0-N: no gap, and no ahead either."""
+    publisher = make_publisher(redisdb)
+    for n in range(4):
+        publisher.publish(IDENTITY, "callHeld", {"callId": f"c-{n}"})
+    redisdb.delete(keys.event_stream(IDENTITY))  # what age trimming leaves: the counter, no entries
+    service.admit_socket(token, None, NOW_MS)
+    later = service.admit_socket(token, None, NOW_MS)
+    assert later.start_id == "0-4"
+    assert _resumed_from_start(service, token, later.start_id) == (None, "0-4")
+    after = publisher.publish(IDENTITY, "callHeld", {"callId": "after"})
+    resumed = service.admit_socket(token, parse_event_id(later.start_id), NOW_MS)
+    assert resumed.gap is None
+    assert resumed.start is not None
+    assert resumed.start < stream_position(after.event_id)
+
+
+def test_resumed_start_id_is_the_client_position_or_the_one_after_a_gap(
+    service: SessionService, token: str, redisdb: redis.Redis
+) -> None:
+    """Resuming without a gap echoes lastEventId; after a retention gap, the id just before the oldest retained."""
+    publisher = make_publisher(redisdb, max_length=10)
+    gone = publisher.publish(IDENTITY, "callHeld", {"callId": "gone"})
+    kept = publisher.publish(IDENTITY, "callHeld", {"callId": "kept"})
+    assert service.admit_socket(token, stream_position(kept.event_id), NOW_MS).start_id == kept.event_id
+    for n in range(400):
+        publisher.publish(IDENTITY, "callHeld", {"callId": f"c-{n}"})
+    gap = service.admit_socket(token, stream_position(gone.event_id), NOW_MS)
+    assert gap.gap is not None
+    millis, sequence = stream_position(gap.gap["oldestEventId"])
+    assert gap.start_id == f"{millis}-{sequence - 1}"
+    assert _resumed_from_start(service, token, gap.start_id) == (None, gap.start_id)
+    millis, sequence = stream_position(publisher.publish(IDENTITY, "callHeld", {"callId": "newest"}).event_id)
+    ahead = service.admit_socket(token, (millis, sequence + 5), NOW_MS)
+    assert (ahead.gap is not None, ahead.start_id) == (True, f"{millis}-{sequence}")

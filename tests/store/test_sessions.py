@@ -197,8 +197,8 @@ def test_admit_refuses_a_token_whose_session_expired_and_writes_nothing(redisdb:
     assert not redisdb.exists(keys.session(IDENTITY, "s1"), keys.socket_presence(IDENTITY))
 
 
-def test_admit_reads_the_resume_facts_only_when_resuming(redisdb: redis.Redis) -> None:
-    """Resuming reads the oldest and newest entries, the counter and Redis' clock; a later live socket the newest."""
+def test_admit_reads_the_clock_only_when_resuming(redisdb: redis.Redis) -> None:
+    """Every admission reads the oldest and newest entries and the counter; only resuming reads Redis' clock."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
     redis_ms = int(redisdb.time()[0]) * 1000  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
@@ -220,16 +220,27 @@ def test_admit_reads_the_resume_facts_only_when_resuming(redisdb: redis.Redis) -
         "6-9",
     )
     live = store.admit(IDENTITY, "hash-s1", "k4", 1_000, 10_000, resuming=False)
-    assert (live.oldest_id, live.published, live.newest_id, live.now_ms) == (None, None, "6-9", None)
+    assert (live.oldest_id, live.published, live.newest_id, live.now_ms) == ("5-8", 9, "6-9", None)
+    assert (resumed.preceding_id, live.preceding_id) == (None, None)
 
 
-def test_admit_reads_no_stream_for_a_first_socket_that_does_not_resume(redisdb: redis.Redis) -> None:
-    """The first socket of a session starts at the session's creation, so its admission reads no stream entry."""
+def test_admit_reads_the_entry_before_the_session_for_a_first_socket_that_does_not_resume(
+    redisdb: redis.Redis,
+) -> None:
+    """The first socket of a session starts at the session's creation: its admission reads the newest entry before."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
     create(store, "s1")
+    created = int(redisdb.hget(keys.session(IDENTITY, "s1"), "createdAt"))  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
     redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "1"}, id="5-1")
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "2"}, id=f"{created - 1}-2")
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "3"}, id=f"{created}-3")
     first = store.admit(IDENTITY, "hash-s1", "k1", 1_000, 10_000, resuming=False)
-    assert (first.attached, first.oldest_id, first.newest_id) == (Attached.FIRST, None, None)
+    assert (first.attached, first.oldest_id, first.newest_id) == (Attached.FIRST, "5-1", f"{created}-3")
+    assert first.preceding_id == f"{created - 1}-2"
+    create(store, "s2")
+    redisdb.delete(keys.event_stream(IDENTITY))
+    empty = store.admit(IDENTITY, "hash-s2", "k2", 1_000, 10_000, resuming=False)
+    assert (empty.attached, empty.preceding_id, empty.oldest_id) == (Attached.FIRST, None, None)
 
 
 def test_set_subscription_touches_only_the_subjects_sessions(redisdb: redis.Redis) -> None:

@@ -222,6 +222,7 @@ class TestTermination:
         """A client that answers pings outlives several ping intervals and gets heartbeats."""
         with make_server(ws_ping_interval="0.3", ws_heartbeat_interval="1") as server:
             client = connect(server, setup_token(server))
+            assert client.next(skip=())["type"] == "channelOpened"
             for _ in range(3):
                 assert client.next(skip=())["type"] == "heartbeat"
 

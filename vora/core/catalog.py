@@ -47,7 +47,7 @@ SUBSCRIBABLE_EVENTS: dict[str, Family] = {
 }
 
 # Sent by VORA itself to every socket, whatever its subscription or scopes.
-LIFECYCLE_EVENTS: tuple[str, ...] = ("heartbeat", "channelTerminated", "resumeGap")
+LIFECYCLE_EVENTS: tuple[str, ...] = ("heartbeat", "channelTerminated", "resumeGap", "channelOpened")
 
 
 def required_scope(event_type: str) -> str | None:

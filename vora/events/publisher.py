@@ -35,6 +35,7 @@ DATA_SCHEMAS: dict[str, str] = {
     "heartbeat": "HeartbeatData",
     "channelTerminated": "ChannelTerminatedData",
     "resumeGap": "ResumeGapData",
+    "channelOpened": "ChannelOpenedData",
 }
 
 

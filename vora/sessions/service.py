@@ -64,6 +64,7 @@ class SocketAdmission:
     start: Position | None  # delivery starts after this stream position (None: the oldest retained)
     resumed: bool  # the client passed a lastEventId
     gap: dict[str, Any] | None  # the resumeGap data when events after lastEventId are gone
+    start_id: str  # the start as an eventId a client resumes from to get exactly this delivery
 
 
 def _b64(raw: bytes) -> str:
@@ -107,6 +108,24 @@ def subscription_value(subscribe_all: bool, events: Iterable[str] | None) -> str
 UNKNOWN_TOKEN = "The webSocketToken is unknown, expired or revoked; call /identity/setup again"  # noqa: S105 - a message
 
 
+def start_event_id(after_id: str | None, admitted: Admitted) -> str:
+    """Spell where a socket's delivery starts as an eventId that resuming from repeats it, without a resumeGap.
+
+    after_id is the retained (or resumed-from) event delivery starts after; without one, delivery
+    starts with the oldest retained event, spelt as the id just before it (same milliseconds, one
+    sequence number less), or, when the stream holds nothing, `0-N` for N events published before
+    (`0-0` for an identity that never had one). Either sorts before every event delivered, after
+    every event not, and passes the resume checks (a sequence number the counter has reached, a
+    position no later than the newest entry).
+    """
+    if after_id is not None:
+        return after_id
+    if admitted.oldest_id is not None:
+        millis, sequence = stream_position(admitted.oldest_id)
+        return stream_id((millis, sequence - 1))
+    return stream_id((0, admitted.published or 0))
+
+
 def _start_of(
     session: StoredSession, token_hash: str, socket_id: str, last_event: Position | None, admitted: Admitted
 ) -> SocketAdmission:
@@ -127,12 +146,18 @@ def _start_of(
             }
         elif point.gap:
             gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
-        return SocketAdmission(session, token_hash, socket_id, point.after, True, gap)
+        after_id = stream_id(point.after) if point.after is not None else None
+        start_id = start_event_id(after_id, admitted)
+        return SocketAdmission(session, token_hash, socket_id, point.after, True, gap, start_id)
     # The first socket gets everything published since setup; later ones start live.
-    start: Position | None = position_before(session.created_at_ms)
-    if admitted.attached is not Attached.FIRST:
+    if admitted.attached is Attached.FIRST:
+        # Its start, just before the session's creation, is no eventId: the entry before it stands for it.
+        start: Position | None = position_before(session.created_at_ms)
+        start_id = start_event_id(admitted.preceding_id, admitted)
+    else:
         start = stream_position(admitted.newest_id) if admitted.newest_id is not None else None
-    return SocketAdmission(session, token_hash, socket_id, start, False, None)
+        start_id = start_event_id(admitted.newest_id, admitted)
+    return SocketAdmission(session, token_hash, socket_id, start, False, None, start_id)
 
 
 class DirectoryUnavailable(VoraError):

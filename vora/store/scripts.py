@@ -266,10 +266,11 @@ return 1
 # what the socket's start position needs. Returns {0} when the token or its session is gone,
 # {3} when the session already has its most sockets open (nothing recorded for either), else
 # {1 for the session's first socket ever or 2 for a later one, session id, the session hash as
-# a field/value list, the oldest retained entry id ('' for none; read only when resuming), the
-# sequence counter ('' when there is none or the socket does not resume), the newest entry id
-# ('' for none; read when resuming and for a later socket), Redis' time in ms ('' unless resuming)}.
-# Resuming reads all of them so that a lastEventId after anything the stream ever held shows.
+# a field/value list, the oldest retained entry id ('' for none), the sequence counter ('' when
+# there is none), the newest entry id ('' for none), Redis' time in ms ('' unless resuming), the
+# newest entry before the session's creation ('' for none; read only for a first socket that
+# does not resume)}. Resuming reads the clock too so that a lastEventId after anything the
+# stream ever held shows; the rest also spell the position every socket is told it starts after.
 ADMIT_SOCKET = """
 local sid = redis.call('GET', KEYS[1])
 if not sid then
@@ -299,24 +300,39 @@ local attached = 2
 if redis.call('HSETNX', skey, 'attachedAt', now) == 1 then
   attached = 1
 end
-local oldest, published, newest, now_ms = '', '', '', ''
-if ARGV[9] == '1' then
-  local entry = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+local oldest, published, newest, now_ms, preceding = '', '', '', '', ''
+-- Keys of another type (a damaged layout) read as empty: the socket's catch-up then refuses it (1011).
+local stream = redis.call('TYPE', KEYS[3])['ok'] == 'stream'
+local counter = redis.pcall('GET', KEYS[4])
+if type(counter) == 'string' then
+  published = counter
+end
+local entry
+if stream then
+  entry = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
   if entry then
     oldest = entry[1]
   end
-  published = redis.call('GET', KEYS[4]) or ''
-  -- Redis' clock: the one that stamps the ids of the events published next.
-  local time = redis.call('TIME')
-  now_ms = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
-end
-if ARGV[9] == '1' or attached == 2 then
-  local entry = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+  entry = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
   if entry then
     newest = entry[1]
   end
 end
-return {attached, sid, fields, oldest, published, newest, now_ms}
+if ARGV[9] == '1' then
+  -- Redis' clock: the one that stamps the ids of the events published next.
+  local time = redis.call('TIME')
+  now_ms = tostring(tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+elseif attached == 1 and stream then
+  -- A first socket starts with the session's creation: the entry before it is where it starts after.
+  local created = redis.call('HGET', skey, 'createdAt')
+  if created and tonumber(created) and tonumber(created) > 0 then
+    entry = redis.call('XREVRANGE', KEYS[3], '(' .. created .. '-0', '-', 'COUNT', 1)[1]
+    if entry then
+      preceding = entry[1]
+    end
+  end
+end
+return {attached, sid, fields, oldest, published, newest, now_ms, preceding}
 """
 
 # KEYS: event stream, sequence counter, idempotency record.

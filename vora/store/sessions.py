@@ -119,10 +119,11 @@ class Admitted:
 
     attached: Attached
     session: StoredSession | None  # None exactly when GONE or FULL
-    oldest_id: str | None = None  # the stream's oldest entry (read only when resuming)
-    published: int | None = None  # the sequence counter (read only when resuming)
-    newest_id: str | None = None  # the stream's newest entry (read when resuming and for a later socket)
+    oldest_id: str | None = None  # the stream's oldest entry
+    published: int | None = None  # the sequence counter
+    newest_id: str | None = None  # the stream's newest entry
     now_ms: int | None = None  # Redis' clock at admission (read only when resuming)
+    preceding_id: str | None = None  # the newest entry before the session's creation (first socket, not resuming)
 
 
 def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -> StoredSession:
@@ -351,7 +352,7 @@ class SessionStore:
         attached = Attached(int(reply[0]))
         if attached in (Attached.GONE, Attached.FULL):
             return Admitted(attached, None)
-        _, session_id, flat, oldest, published, newest, now_ms = reply
+        _, session_id, flat, oldest, published, newest, now_ms, preceding = reply
         sid = text(session_id)
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
         return Admitted(
@@ -361,6 +362,7 @@ class SessionStore:
             published=int(published) if published else None,
             newest_id=text(newest) or None,
             now_ms=int(now_ms) if now_ms else None,
+            preceding_id=text(preceding) or None,
         )
 
     def detach(self, identity: str, session_id: str, socket_id: str) -> None:

@@ -118,7 +118,7 @@ class Connection:
         self._options = options
         self._queue_limit = options.queue_limit  # read on every offer: the hot path
         self._metric = on_metric
-        self._control: deque[str] | None = None  # lifecycle events, written before anything else
+        self._control: deque[bytes] | None = None  # lifecycle events' frames, written before anything else
         self._live: deque[tuple[Position, bytes]] | None = None  # live events' frames not written yet
         self._catching_up = True
         self._live_dropped = False  # the live buffer overflowed during the current catch-up page
@@ -160,7 +160,9 @@ class Connection:
         """Send channelTerminated with a reason, then close."""
         if self._closing is not None:
             return
-        self._queue_control(json.dumps(lifecycle_envelope(self.identity, "channelTerminated", {"reason": reason})))
+        self._queue_control(
+            json.dumps(lifecycle_envelope(self.identity, "channelTerminated", {"reason": reason})), None
+        )
         self._metric(f"terminated:{self.kind}:{reason}", 1)
         self._closing = (CLOSE_CODES.get(reason, CLOSE_NORMAL), reason)
         self.transport.wake()
@@ -176,11 +178,15 @@ class Connection:
         """Set the stream position after which delivery starts (None: the oldest retained)."""
         self._last_position = after
 
-    def send_lifecycle(self, event_type: str, data: dict[str, Any]) -> None:
-        """Queue an event VORA itself sends to this socket, ahead of stream events."""
+    def send_lifecycle(self, event_type: str, data: dict[str, Any], event_id: str | None = None) -> None:
+        """Queue an event VORA itself sends to this socket, ahead of stream events.
+
+        event_id is a position the client may resume from (channelOpened's), for the framing's own id
+        where it has one (the event stream's `id:`, which EventSource sends back as Last-Event-ID).
+        """
         if self._closing is not None:
             return
-        self._queue_control(json.dumps(lifecycle_envelope(self.identity, event_type, data)))
+        self._queue_control(json.dumps(lifecycle_envelope(self.identity, event_type, data)), event_id)
         self.transport.wake()
 
     @property
@@ -195,10 +201,10 @@ class Connection:
 
     # Internals.
 
-    def _queue_control(self, text: str) -> None:
+    def _queue_control(self, text: str, event_id: str | None) -> None:
         if self._control is None:
             self._control = deque()
-        self._control.append(text)
+        self._control.append(self.transport.frame(text, event_id))
 
     def _overflow(self) -> None:
         if self._live is not None:
@@ -213,7 +219,7 @@ class Connection:
             return
         sent = 0
         while control:
-            self.transport.send_text(control.popleft())
+            self.transport.send_frame(control.popleft())
             sent += 1
         self._metric("delivered", sent)
 

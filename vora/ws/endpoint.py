@@ -257,6 +257,15 @@ class EventChannel:
             socket_id=admission.socket_id,
         )
         watch = admitted.watch
+        # The first message, before anything registering may queue (channelTerminated): where delivery starts
+        # after, so that a client that receives nothing else still knows where to resume from.
+        opened = {
+            "lastEventId": admission.start_id,
+            "resumed": admission.resumed,
+            "transport": transport.kind,
+            "heartbeatIntervalSeconds": self.options.heartbeat_interval,
+        }
+        conn.send_lifecycle("channelOpened", opened, admission.start_id)
         hub.register(conn, watch)  # terminates it at once if its session ended during admission or upgrade
         admitted.registered = True
         try:

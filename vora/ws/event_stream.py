@@ -29,7 +29,8 @@ _NO_PROTOCOL = cast(WSConnection, None)  # an event stream speaks no WebSocket: 
 def event_stream_message(text: str, event_id: str | None) -> bytes:
     """Frame one envelope as an event-stream message: `id:` for stream events (EventSource's Last-Event-ID), `data:`.
 
-    Lifecycle events carry no `id:` line, so a heartbeat never moves the browser's Last-Event-ID.
+    Lifecycle events carry no `id:` line, so a heartbeat never moves the browser's Last-Event-ID; only
+    channelOpened does, with the position the stream starts after (where to resume if nothing follows).
     The envelope is one line of JSON (json.dumps escapes newlines), so one `data:` line holds it.
     """
     if event_id is None:

@@ -2,7 +2,7 @@ import type { VoraClient } from "./client.js";
 import { Emitter } from "./emitter.js";
 import { VoraApiError, VoraError, VoraForbiddenError, VoraNetworkError, VoraUnauthorizedError } from "./errors.js";
 import { compareEventIds, isEventId } from "./event-id.js";
-import type { ChannelTerminatedEvent, HeartbeatEvent, ResumeGapEvent } from "./generated/events.js";
+import type { ChannelOpenedEvent, ChannelTerminatedEvent, HeartbeatEvent, ResumeGapEvent } from "./generated/events.js";
 import { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, refusedDelayMs } from "./reconnect.js";
 import type { NextStep, ReconnectRules } from "./reconnect.js";
 import { sseTransport } from "./sse-transport.js";
@@ -71,6 +71,8 @@ export interface StreamEvents {
   /** Events after lastEventId were no longer retained: refresh the app's state. */
   resumeGap: ResumeGapEvent;
   heartbeat: HeartbeatEvent;
+  /** A connection's first message: the position its delivery starts after, taken as lastEventId. */
+  channelOpened: ChannelOpenedEvent;
   channelTerminated: ChannelTerminatedEvent;
   /** A new session was set up (at start, and after replaced, tokenExpired, disconnected or a 401). */
   setup: { identity: string };
@@ -241,7 +243,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     return this.#state;
   }
 
-  /** The eventId of the last event delivered (pass it as lastEventId to resume elsewhere). */
+  /** The eventId of the last event delivered, or where the connection started (pass it as lastEventId to resume elsewhere). */
   get lastEventId(): string | undefined {
     return this.#lastEventId;
   }
@@ -625,6 +627,22 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         this.#emitter.emit("heartbeat", heartbeat);
         return;
       }
+      case "channelOpened": {
+        const opened = message as ChannelOpenedEvent;
+        const seconds = opened.data.heartbeatIntervalSeconds;
+        if (this.#options.heartbeatTimeoutMs === undefined && typeof seconds === "number" && seconds > 0) {
+          this.#heartbeatMs = seconds * 2000 + HEARTBEAT_GRACE_MS;
+        }
+        // Nothing newer has arrived on this connection, and the server's word wins over the id sent: after
+        // resumeGap "ahead" it is earlier, and keeping the id sent would drop the events that follow.
+        const position = opened.data.lastEventId;
+        if (typeof position === "string" && isEventId(position) && position !== this.#lastEventId) {
+          this.#lastEventId = position;
+          this.#save(position);
+        }
+        this.#emitter.emit("channelOpened", opened);
+        return;
+      }
       case "channelTerminated": {
         const terminated = message as ChannelTerminatedEvent;
         this.#terminated = terminated.data.reason;
@@ -652,13 +670,16 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#lastEventId = event.eventId;
     this.#emitter.emit("event", event);
     for (const iterator of this.#iterators) iterator.push(event);
+    this.#save(event.eventId);
+  }
+
+  #save(eventId: string): void {
     const store = this.#options.lastEventIdStore;
-    if (store !== undefined) {
-      try {
-        void Promise.resolve(store.save(event.eventId)).catch((error: unknown) => this.#emitter.emit("error", error));
-      } catch (error) {
-        this.#emitter.emit("error", error);
-      }
+    if (store === undefined) return;
+    try {
+      void Promise.resolve(store.save(eventId)).catch((error: unknown) => this.#emitter.emit("error", error));
+    } catch (error) {
+      this.#emitter.emit("error", error);
     }
   }
 

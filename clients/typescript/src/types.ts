@@ -1,6 +1,7 @@
 import type { components } from "./generated/rest.js";
 import type {
   CallEvent,
+  ChannelOpenedEvent,
   ChannelTerminatedEvent,
   HeartbeatEvent,
   PresenceEvent,
@@ -31,6 +32,6 @@ export type VoraEvent = CallEvent | PresenceEvent | RecordingEvent;
 /** What a stream's iterator yields: stream events, and resumeGap where events were lost to retention. */
 export type StreamItem = VoraEvent | ResumeGapEvent;
 /** Every message the channel can carry. */
-export type ChannelMessage = VoraEvent | HeartbeatEvent | ChannelTerminatedEvent | ResumeGapEvent;
+export type ChannelMessage = VoraEvent | HeartbeatEvent | ChannelOpenedEvent | ChannelTerminatedEvent | ResumeGapEvent;
 /** Why the server ended a channel (channelTerminated's data.reason). */
 export type TerminationReason = ChannelTerminatedEvent["data"]["reason"];

@@ -42,6 +42,42 @@ test(`after its instance is SIGKILLed and restarted the stream on ${transport} r
 });
 }
 
+for (const transport of ["websocket", "sse"] as const) {
+test(`a stream on ${transport} cut before its first event resumes from where its connection opened, with 0 events lost`, async () => {
+  const edge = await instance(`opened-edge-${transport}`);
+  const publisher = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(edge, `opened-user-${transport}`, [identity]);
+  const saved: string[] = [];
+  const stream = client.stream({ identity, rules: FAST_RULES, transport, lastEventIdStore: { load: () => undefined, save: (id) => void saved.push(id) } });
+  const received: VoraEvent[] = [];
+  const gaps: unknown[] = [];
+  stream.on("event", (event) => received.push(event));
+  stream.on("resumeGap", (gap) => gaps.push(gap));
+  await stream.opened();
+  await until(() => saved.length === 1, "the position the connection's channelOpened names");
+  const start = saved[0];
+  assert.equal(stream.lastEventId, start);
+
+  const reconnecting = next(stream, "reconnecting");
+  await act(edge, "kill");
+  await reconnecting;
+  // Published while no instance serves the stream: a reconnect without lastEventId would start after all of them.
+  const missed: string[] = [];
+  for (let n = 0; n < 3; n++) missed.push((await publish(publisher, identity, "callRinging", { callId: `missed-${n}` })).eventId);
+  const reopened = next(stream, "open", 30_000);
+  await act(edge, "restart");
+  await reopened;
+  const after = (await publish(publisher, identity, "callEnded", { callId: "missed-0" })).eventId;
+  await until(() => received.length >= 4, "the missed events and the next one");
+
+  assert.deepEqual(received.map((event) => event.eventId), [...missed, after], "in order, each once");
+  assert.deepEqual(saved, [start, ...missed, after], "the opening position saved, then each event's");
+  assert.deepEqual(gaps, [], "no resumeGap");
+  stream.close();
+});
+}
+
 test("a stream started with a persisted lastEventId receives what it missed, and saves each new position", async () => {
   const vora = await instance("main");
   const identity = newIdentity();
@@ -51,7 +87,7 @@ test("a stream started with a persisted lastEventId receives what it missed, and
   await first.opened();
   const seen = (await publishAndReceive(first, vora, identity, "presence", { status: "away" })).published;
   first.close();
-  assert.deepEqual(saved, [seen.eventId]);
+  assert.deepEqual(saved, ["0-0", seen.eventId], "where the connection opened (an identity with no event yet), then the event");
 
   const missed = [await publish(vora, identity, "presence", { status: "busy" }), await publish(vora, identity, "presence", { status: "available" })];
   const second = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: async () => saved.at(-1), save: (id) => void saved.push(id) } });
@@ -59,6 +95,6 @@ test("a stream started with a persisted lastEventId receives what it missed, and
   second.on("event", (event) => received.push(event.eventId));
   await until(() => received.length === 2, "the two missed events");
   assert.deepEqual(received, missed.map((event) => event.eventId));
-  assert.deepEqual(saved.slice(1), received);
+  assert.deepEqual(saved.slice(2), received, "resumed from the saved position: it opens there, nothing new to save");
   second.close();
 });

@@ -21,7 +21,8 @@ from vora_client import (
     connect,
 )
 
-from testbed.vora_server import RunningServer
+from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
+from testbed.wait import wait_for
 from tests.harness.sdk import IDENTITY, ServerFactory
 from tests.harness.server_api import end_sessions, list_sessions, publish_batch, publish_event
 
@@ -123,6 +124,52 @@ def test_resume_after_the_worker_dies_loses_and_repeats_nothing(
             await stream.close()
 
     asyncio.run(scenario())
+
+
+@TRANSPORTS
+def test_a_stream_cut_before_its_first_event_resumes_from_where_it_opened(
+    make_server: ServerFactory,
+    server: RunningServer,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    publish: Publish,
+    transport: TransportChoice,
+) -> None:
+    """Its instance SIGKILLed before any event arrived, the stream resumes from channelOpened's position: 0 lost."""
+    owner("alice")
+    positions: list[str] = []
+
+    async def scenario(edge: RunningServer) -> None:
+        async with VoraClient(edge.base_url, tokens("alice")) as client:
+            stream = await connect(
+                client, IDENTITY, subscribe_all=True, policy=QUICK, transport=transport, on_position=positions.append
+            )
+            async with asyncio.timeout(20):
+                while not positions:  # channelOpened, the connection's only message so far
+                    await asyncio.sleep(0.02)
+            opened_at = positions[0]
+            assert stream.last_event_id == opened_at
+            edge.process.kill()
+            await until(stream, State.RECONNECTING)
+            # Published through another instance while none can serve the stream: a reconnect without a
+            # lastEventId would start live, after all of them.
+            missed = [await asyncio.to_thread(publish, "callRinging", {"callId": f"m-{n}"}) for n in range(3)]
+            await asyncio.to_thread(restart, edge)
+            got = await take(stream, 3, timeout=40)
+            assert [e["eventId"] for e in got] == missed
+            after = await asyncio.to_thread(publish, "callEnded", {"callId": "m-0"})
+            assert (await stream.next_event(10))["eventId"] == after  # nothing repeated, no resumeGap before it
+            assert positions == [opened_at, *missed, after]
+            await stream.close()
+
+    with make_server() as edge:
+        asyncio.run(scenario(edge))
+
+
+def restart(server: RunningServer) -> None:
+    """Start a killed server again on its port and wait until it is live."""
+    server.process.start()
+    wait_for(lambda: is_live(server.port), LIVE_TIMEOUT, what="the instance to be live again")
 
 
 @TRANSPORTS

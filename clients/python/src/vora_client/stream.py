@@ -13,6 +13,7 @@ import contextlib
 import enum
 import inspect
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from vora_client.sse import event_stream_url, event_stream_url_beside
 from vora_client.transport import Closed, Connection, Transport, websocket_url
 
 Envelope = dict[str, Any]
-LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap"})
+LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap", "channelOpened"})
 # Setups after channelTerminated replaced allowed per window: two copies of an app past the server's session
 # limit evict each other, so one more replaced within the window closes the stream (reason "replaced").
 DEFAULT_MAX_REPLACED_SETUPS = 1
@@ -63,6 +64,9 @@ class StateChange:
     transport: str = ""
 
 
+_EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
 def event_position(event_id: str) -> tuple[int, int]:
     """Return an eventId's position, compared part by part as numbers (never as strings)."""
     milliseconds, _, sequence = event_id.partition("-")
@@ -90,7 +94,7 @@ class EventStream:
 
     Iterate with `async for envelope in stream`, or pass callbacks; both see every event once, in order
     (stream events and the lifecycle events resumeGap and channelTerminated; heartbeats only reset the
-    dead-connection clock).
+    dead-connection clock, and channelOpened only moves last_event_id to where the connection starts).
     """
 
     def __init__(
@@ -341,6 +345,9 @@ class EventStream:
             kind = envelope.get("type")
             if kind == "heartbeat":
                 continue
+            if kind == "channelOpened":
+                await self._opened_at(envelope.get("data", {}).get("lastEventId"))
+                continue
             if kind == "channelTerminated":
                 reason = str(envelope.get("data", {}).get("reason", ""))
                 await self._deliver(envelope)
@@ -357,6 +364,18 @@ class EventStream:
                 if self._on_position is not None:
                     await _call(self._on_position, event_id)
             await self._deliver(envelope)
+
+    async def _opened_at(self, position: object) -> None:
+        """Take the position a connection starts after as the last eventId, so a drop before any event resumes there.
+
+        Nothing newer can have arrived on this connection yet, and the server's word wins over the id
+        the stream sent: after resumeGap `ahead` it is earlier, and keeping the sent one would drop events.
+        """
+        if not isinstance(position, str) or _EVENT_ID.fullmatch(position) is None or position == self.last_event_id:
+            return
+        self.last_event_id = position
+        if self._on_position is not None:
+            await _call(self._on_position, position)
 
     async def _announce_gap(self, why: str) -> None:
         notice: Envelope = {

@@ -61,6 +61,14 @@ export type ResumeGapEvent = LifecycleEnvelope & {
   type?: "resumeGap";
   data?: ResumeGapData;
 };
+/**
+ * This interface was referenced by `VoraEventMessages`'s JSON-Schema
+ * via the `definition` "ChannelOpenedEvent".
+ */
+export type ChannelOpenedEvent = LifecycleEnvelope & {
+  type?: "channelOpened";
+  data?: ChannelOpenedData;
+};
 
 /**
  * Every message of the event channel, by its AsyncAPI name.
@@ -84,6 +92,7 @@ export interface VoraEventMessages {
   heartbeat: HeartbeatEvent;
   channelTerminated: ChannelTerminatedEvent;
   resumeGap: ResumeGapEvent;
+  channelOpened: ChannelOpenedEvent;
 }
 /**
  * The envelope of every event published for an identity.
@@ -210,4 +219,31 @@ export interface ResumeGapData {
    * With reason ahead only, the newest event the stream holds (null when it holds none); delivery continues after it.
    */
   newestEventId?: string | null;
+}
+/**
+ * This interface was referenced by `VoraEventMessages`'s JSON-Schema
+ * via the `definition` "ChannelOpenedData".
+ */
+export interface ChannelOpenedData {
+  /**
+   * The position this connection's delivery starts after: pass it back as lastEventId (or
+   * Last-Event-ID) when the connection drops before any event with an eventId arrived, to
+   * receive exactly what this one would have, without resumeGap. An event's id, or an id
+   * that stands for a start with no retained event at it: the id just before the oldest
+   * retained event, or `0-N` for an empty stream N events in (`0-0`: none ever published).
+   * On the event stream it is also the message's `id:`.
+   */
+  lastEventId: string;
+  /**
+   * The client passed a lastEventId (or Last-Event-ID).
+   */
+  resumed: boolean;
+  /**
+   * Which transport this connection is (websocket on /vora/ws, sse on /vora/sse).
+   */
+  transport: "websocket" | "sse";
+  /**
+   * The seconds between heartbeat events on this connection (VORA_WS_HEARTBEAT_INTERVAL).
+   */
+  heartbeatIntervalSeconds: number;
 }
