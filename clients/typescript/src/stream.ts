@@ -206,6 +206,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #connection: TransportConnection | undefined;
   #terminated: TerminationReason | undefined;
   #replacedAt: number[] = [];
+  #subscription: Subscription | undefined;
   #heartbeatMs: number;
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #watchdog: ReturnType<typeof setTimeout> | undefined;
@@ -216,6 +217,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#client = client;
     this.#options = options;
     this.identity = options.identity;
+    this.#subscription = options.subscription;
     this.#rules = { ...DEFAULT_RULES, ...options.rules };
     this.#emitter = new Emitter<StreamEvents>((error) => this.#emitter.emit("error", error));
     this.#heartbeatMs = options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_SECONDS * 2000 + HEARTBEAT_GRACE_MS;
@@ -290,6 +292,15 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         reject(new VoraError(`the stream closed: ${info.reason} (${info.detail})`));
       });
     });
+  }
+
+  /**
+   * Change what the stream's sessions receive: now, when a session is up (a VoraApiError if VORA refuses), and
+   * after every later setup.
+   */
+  async subscribe(subscription: Subscription): Promise<void> {
+    this.#subscription = subscription;
+    if (this.#token !== undefined && !this.#isClosed()) await this.#client.subscribe(this.identity, subscription);
   }
 
   /** Close the stream for good (reason "client"); the session stays until logout or its TTL. */
@@ -400,7 +411,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
           ...(this.#options.holdUpMode !== undefined ? { holdUpMode: this.#options.holdUpMode } : {}),
           ...(this.#options.push !== undefined ? { push: this.#options.push } : {}),
         });
-        if (this.#options.subscription !== undefined) await this.#client.subscribe(this.identity, this.#options.subscription);
+        if (this.#subscription !== undefined) await this.#client.subscribe(this.identity, this.#subscription);
         if (this.#isClosed()) return;
         this.#token = token;
         this.#unexplained = 0;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { VoraClient, VoraStream } from "../src/index.js";
 import type { Instance } from "./harness.js";
-import { FAST_RULES, act, clientFor, instance, newIdentity, next, publishAndReceive, serverApi } from "./harness.js";
+import { FAST_RULES, act, clientFor, instance, newIdentity, next, publish, publishAndReceive, serverApi } from "./harness.js";
 
 type Carrier = "websocket" | "sse";
 
@@ -46,6 +46,31 @@ test(`disconnected: the stream sets up a new session and carries on (${transport
     const answer = await serverApi(vora, "DELETE", `/identities/${identity}/sessions?reason=disconnected`);
     assert.equal(answer.status, 200, await answer.text());
   });
+});
+
+test(`stream.subscribe applies now and again after the session is set up anew (${transport})`, async () => {
+  const vora = await instance("main");
+  const { stream, identity } = await openStream(vora, "resubscribe-user", transport);
+  await stream.subscribe({ subscribeAll: false, events: ["callEnded"] });
+  const onlyEnded = async (): Promise<void> => {
+    const delivered: string[] = [];
+    const stop = stream.on("event", (event) => delivered.push(event.type));
+    try {
+      await publish(vora, identity, "callHeld", { callId: "c-held" });
+      await publishAndReceive(stream, vora, identity, "callEnded", { callId: "c-ended" });
+      assert.deepEqual(delivered, ["callEnded"], "the held call is outside the subscription");
+    } finally {
+      stop();
+    }
+  };
+  await onlyEnded();
+  const setup = next(stream, "setup");
+  const answer = await serverApi(vora, "DELETE", `/identities/${identity}/sessions?reason=disconnected`);
+  assert.equal(answer.status, 200, await answer.text());
+  await setup;
+  await next(stream, "open");
+  await onlyEnded(); // a new session starts subscribed to everything: the SDK applied the choice again
+  stream.close();
 });
 
 test(`replaced: evicted by the same user's newer sessions, the stream sets up again (${transport})`, async () => {

@@ -206,6 +206,35 @@ def test_a_session_ended_by_the_telephony_side_is_set_up_again(
 
 
 @TRANSPORTS
+def test_stream_subscribe_applies_now_and_after_a_new_setup(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """stream.subscribe narrows the events at once, and the SDK applies it again to the session it sets up anew."""
+    owner("alice")
+
+    async def only_ended(stream: EventStream, call_id: str) -> None:
+        await asyncio.to_thread(publish, "callHeld", {"callId": call_id})
+        ended = await asyncio.to_thread(publish, "callEnded", {"callId": call_id})
+        received = await stream.next_event(10)  # in order: a held call outside the subscription would come first
+        assert (received["type"], received["eventId"]) == ("callEnded", ended)
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
+            await until(stream, State.OPEN)
+            await stream.subscribe(["callEnded"])
+            await only_ended(stream, "c-1")
+            await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
+            assert (await stream.next_event(10))["data"]["reason"] == "disconnected"
+            await until(stream, State.RECONNECTING)
+            await until(stream, State.OPEN)
+            await only_ended(stream, "c-2")  # a new session starts subscribed to everything
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+@TRANSPORTS
 def test_a_revoked_session_stops_the_stream(
     server: RunningServer, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
 ) -> None:

@@ -173,6 +173,12 @@ class EventStream:
             self._task = asyncio.create_task(self._run(), name=f"vora-stream-{self.identity}")
         return self
 
+    async def subscribe(self, events: Sequence[str] = (), *, subscribe_all: bool = False) -> None:
+        """Change what the stream's sessions receive: now when a session is up (VoraError if refused), and after every setup."""
+        self._subscription = (list(events), subscribe_all)
+        if self.session is not None and self.client is not None and not self._closed():
+            await self.client.subscribe(self.identity, events, subscribe_all=subscribe_all)
+
     async def close(self) -> None:
         """Close the stream for good from the app's side."""
         await self._finish("closed by the app")

@@ -393,7 +393,7 @@ function openStream() {
   streamOptions = { identity, transport: transportsFor($('transport').value), holdUpMode };
   if (push) streamOptions.push = push;
   if (storedSubscription && !storedSubscription.subscribeAll && storedSubscription.identity === identity) {
-    // The SDK applies options.subscription after every setup of this stream (reading the object given here).
+    // The SDK applies options.subscription after every setup of this stream.
     streamOptions.subscription = { subscribeAll: false, events: storedSubscription.events };
   }
   if ($('resume').checked && previous && previous.identity === identity && previous.lastEventId) {
@@ -496,10 +496,10 @@ async function subscribe() {
   const all = $('subscribe-all').checked;
   const events = [...document.querySelectorAll('input[name=event-type]:checked')].map((box) => box.value);
   const subscription = all ? { subscribeAll: true } : { subscribeAll: false, events };
-  await client.subscribe(identity, subscription);
+  // Applied now, and by the SDK after every later setup of this stream (tokenExpired, replaced, disconnected).
+  await stream.subscribe(subscription);
   storedSubscription = { identity, ...subscription };
-  // Later setups of this stream (after tokenExpired, replaced, disconnected) apply the same choice.
-  if (all) delete streamOptions.subscription; else streamOptions.subscription = subscription;
+  if (all) delete streamOptions.subscription; else streamOptions.subscription = subscription; // what setup rows show
   lifecycle('subscription', all ? 'subscribed to every event' : `subscribed to ${events.join(', ') || 'nothing'}`, subscription);
   status(all ? 'Subscribed to every event.' : `Subscribed to ${events.join(', ') || 'nothing'}.`);
   showSubscription();
