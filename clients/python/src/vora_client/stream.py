@@ -174,7 +174,7 @@ class EventStream:
         return self
 
     async def subscribe(self, events: Sequence[str] = (), *, subscribe_all: bool = False) -> None:
-        """Change what the stream's sessions receive: now when a session is up (VoraError if refused), and after every setup."""
+        """Change what the stream receives: at once if a session is up (VoraError if refused), and after each setup."""
         self._subscription = (list(events), subscribe_all)
         if self.session is not None and self.client is not None and not self._closed():
             await self.client.subscribe(self.identity, events, subscribe_all=subscribe_all)
