@@ -21,6 +21,19 @@ RUN npm run build \
     && node_modules/.bin/esbuild dist/index.js --bundle --format=esm --platform=browser --target=es2022 \
         --sourcemap --legal-comments=none --log-level=warning --outfile=/console/vora-client.js
 
+# The AsyncAPI page's renderer: @asyncapi/react-component's prebuilt standalone bundle and stylesheet, from the
+# spec tools' lock file, copied as `make install` copies them (scripts/vendor-asyncapi-page.sh). Only they reach
+# the image, at VORA_ASYNCAPI_PAGE.
+FROM node:20-slim AS asyncapi-page
+WORKDIR /tools
+COPY tools/package.json tools/package-lock.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts \
+    && mkdir /asyncapi-page \
+    && cp node_modules/@asyncapi/react-component/browser/standalone/index.js /asyncapi-page/asyncapi-standalone.js \
+    && cp node_modules/@asyncapi/react-component/browser/standalone/index.js.LICENSE.txt \
+        /asyncapi-page/asyncapi-standalone.js.LICENSE.txt \
+    && cp node_modules/@asyncapi/react-component/styles/default.min.css /asyncapi-page/asyncapi.css
+
 # Every dependency has a binary wheel for CPython 3.11 on amd64 and arm64, so the slim image needs no compiler.
 FROM python:3.11-slim
 
@@ -31,6 +44,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore \
     VORA_SPEC_DIR=/app/spec \
     VORA_CONSOLE_SDK=/app/console/vora-client.js \
+    VORA_ASYNCAPI_PAGE=/app/asyncapi-page \
     VORA_METRICS_HOST=0.0.0.0 \
     VORA_METRICS_PORT=9102 \
     VORA_SERVER_API_HOST=0.0.0.0 \
@@ -57,9 +71,11 @@ COPY vora/ ./vora/
 RUN python -m pip install --no-deps . \
     && rm -rf /build
 
-# The OpenAPI document is read at run time from VORA_SPEC_DIR; the console's SDK bundle from VORA_CONSOLE_SDK.
+# The OpenAPI document is read at run time from VORA_SPEC_DIR; the console's SDK bundle from VORA_CONSOLE_SDK,
+# the AsyncAPI page's renderer from VORA_ASYNCAPI_PAGE.
 COPY spec/ /app/spec/
 COPY --from=console-sdk /console/ /app/console/
+COPY --from=asyncapi-page /asyncapi-page/ /app/asyncapi-page/
 
 WORKDIR /app
 USER 10001:10001

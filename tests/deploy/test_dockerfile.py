@@ -88,13 +88,33 @@ def _final_stage() -> int:
 
 
 def test_dockerfile_builds_on_python_311_slim() -> None:
-    """The image is python:3.11-slim; the one stage before it builds the console's SDK bundle on Node 20."""
+    """The image is python:3.11-slim; two Node 20 stages before it build the console's SDK and the AsyncAPI page."""
     froms = instructions("FROM")
-    assert [ins.args for _, ins in froms] == ["node:20-slim AS console-sdk", "python:3.11-slim"]
+    assert [ins.args for _, ins in froms] == [
+        "node:20-slim AS console-sdk",
+        "node:20-slim AS asyncapi-page",
+        "python:3.11-slim",
+    ]
     assert froms[0][0] == 0
-    (shipped,) = [ins for i, ins in instructions("COPY") if i > _final_stage() and "--from=" in ins.args]
-    assert shipped.args.split() == ["--from=console-sdk", "/console/", "/app/console/"]
+    shipped = [ins.args.split() for i, ins in instructions("COPY") if i > _final_stage() and "--from=" in ins.args]
+    assert shipped == [
+        ["--from=console-sdk", "/console/", "/app/console/"],
+        ["--from=asyncapi-page", "/asyncapi-page/", "/app/asyncapi-page/"],
+    ]
     assert dockerfile_env()["VORA_CONSOLE_SDK"] == "/app/console/vora-client.js"
+    assert dockerfile_env()["VORA_ASYNCAPI_PAGE"] == "/app/asyncapi-page"
+
+
+def test_asyncapi_page_stage_copies_what_the_vendor_script_copies() -> None:
+    """The image's renderer files are the ones `make install` copies, under the same names."""
+    script = (REPO / "scripts" / "vendor-asyncapi-page.sh").read_text()
+    stage = " ".join(ins.args for _, ins in instructions("RUN") if "/asyncapi-page" in ins.args)
+    for name in ("asyncapi-standalone.js", "asyncapi-standalone.js.LICENSE.txt", "asyncapi.css"):
+        assert f"/{name}" in script, name
+        assert f"/asyncapi-page/{name}" in stage, name
+    for source in ("browser/standalone/index.js", "styles/default.min.css"):
+        assert source in script, source
+        assert source in stage, source
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import redis
 from flask.testing import FlaskClient
 
-from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.app import create_app
+from vora.core.settings import DEFAULT_SPEC_DIR, Settings
 from vora.events.publisher import ASYNCAPI_FILE
 from vora.rest.asyncapi_page import STATIC_DIR
 
@@ -38,3 +42,25 @@ def test_no_external_url_is_loaded() -> None:
     html = (STATIC_DIR / "index.html").read_text()
     assert "http://" not in html
     assert "https://" not in html
+
+
+def test_the_renderer_comes_from_the_folder_vora_asyncapi_page_names(
+    settings: Settings, redisdb: redis.Redis, tmp_path: Path
+) -> None:
+    """VORA_ASYNCAPI_PAGE's folder serves the renderer; unset, its paths are 404s in the error shape, the page loads."""
+    (tmp_path / "asyncapi.css").write_text("body { color: black }")
+    served = create_app(settings.with_changes(asyncapi_page=tmp_path)).test_client()
+    with served.get("/vora/asyncapi/vendor/asyncapi.css") as stylesheet:
+        assert stylesheet.data == b"body { color: black }"
+    assert served.get("/vora/asyncapi/vendor/asyncapi-standalone.js").status_code == 404
+    unset = create_app(settings.with_changes(asyncapi_page=None)).test_client()
+    missing = unset.get("/vora/asyncapi/vendor/asyncapi.css")
+    assert (missing.status_code, missing.get_json()["status"]) == (404, "404")
+    with unset.get("/vora/asyncapi/") as page:
+        assert page.status_code == 200
+
+
+def test_asyncapi_page_setting_is_read_from_the_environment(tmp_path: Path) -> None:
+    """VORA_ASYNCAPI_PAGE is a folder, or empty for none."""
+    assert Settings.from_env({"VORA_ASYNCAPI_PAGE": str(tmp_path)}).asyncapi_page == tmp_path
+    assert Settings.from_env({"VORA_ASYNCAPI_PAGE": ""}).asyncapi_page is None

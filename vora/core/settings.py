@@ -14,6 +14,7 @@ from vora.core.server_keys import KeyFileError, check_keys, read_key_file
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[2] / "spec"
 # The TypeScript SDK bundled for browsers (`make sdk` builds it from clients/typescript); the console imports it.
 DEFAULT_CONSOLE_SDK = Path(__file__).resolve().parents[2] / "build" / "console" / "vora-client.js"
+DEFAULT_ASYNCAPI_PAGE = Path(__file__).resolve().parents[2] / "build" / "asyncapi-page"
 # The batch publish's maxItems in spec/vora-server.yaml; VORA_SERVER_API_MAX_BATCH may only lower it.
 MAX_BATCH_CEILING = 1000
 MAX_CLIENT_FRAME_HEADER = 14  # RFC 6455: 2 bytes, 8 of extended length, 4 of mask
@@ -210,6 +211,8 @@ class Settings:
     console_simulator: bool = field(default=False, metadata={"parse": _switch})
     spec_dir: Path = field(default=DEFAULT_SPEC_DIR, metadata={"parse": _optional_path})
     console_sdk: Path | None = field(default=DEFAULT_CONSOLE_SDK, metadata={"parse": _optional_path})
+    # The AsyncAPI page's renderer (@asyncapi/react-component's bundle and stylesheet), copied by `make install`.
+    asyncapi_page: Path | None = field(default=DEFAULT_ASYNCAPI_PAGE, metadata={"parse": _optional_path})
     stream_max_length: int = field(default=10_000, metadata={"parse": _positive_int})
     stream_max_age: int = field(default=86_400, metadata={"parse": _positive_int})
     # None (`auto`): 1 on Sentinel, where a planned failover otherwise loses acknowledged events; else 0.

@@ -84,7 +84,7 @@ def create_rest_app(
     install_websocket(app, f"{api.base_path}/ws", channel)
     install_event_stream(app, f"{api.base_path}/sse", channel)
     install_console(app, api.base_path, settings)
-    install_asyncapi_page(app, api.base_path, settings.spec_dir)
+    install_asyncapi_page(app, api.base_path, settings.spec_dir, settings.asyncapi_page)
     install_landing(app, api.base_path, settings)
     name_operations(app, spec, api.base_path)
 
