@@ -166,12 +166,12 @@ class EventPublisher:
             appended = self._streams.append_checked(event, window_ms)
         except NotReplicated as exc:
             # Stored and on its way to sockets: what follows a publish still happens before the caller hears.
-            self._announce(event, data, exc.event_id)
+            self._announce(event, data, exc.event_id, window_ms)
             raise
         if appended.duplicate:
-            self._queue_wake_up(event, data, appended.event_id)
+            self._queue_wake_up(event, data, appended.event_id, window_ms)
         else:
-            self._announce(event, data, appended.event_id)
+            self._announce(event, data, appended.event_id, window_ms)
         return appended
 
     def publish_many(self, events: Sequence[tuple[Append, Any]], window_ms: int) -> list[Appended | Exception]:
@@ -179,30 +179,34 @@ class EventPublisher:
         results = self._streams.append_many([event for event, _ in events], window_ms)
         for (event, data), result in zip(events, results, strict=True):
             if isinstance(result, NotReplicated) or (isinstance(result, Appended) and not result.duplicate):
-                self._announce(event, data, result.event_id)
+                self._announce(event, data, result.event_id, window_ms)
             elif isinstance(result, Appended):
-                self._queue_wake_up(event, data, result.event_id)
+                self._queue_wake_up(event, data, result.event_id, window_ms)
         return results
 
-    def _announce(self, event: Append, data: Any, event_id: str) -> None:
+    def _announce(self, event: Append, data: Any, event_id: str, window_ms: int | None = None) -> None:
         """Count a newly stored event and queue the push wake-up it may need: once per event, whichever path."""
         EVENTS_PUBLISHED.labels(event.event_type).inc()
-        self._queue_wake_up(event, data, event_id)
+        self._queue_wake_up(event, data, event_id, window_ms)
 
-    def _queue_wake_up(self, event: Append, data: Any, event_id: str) -> None:
-        """Queue the push wake-up an incoming call may need.
+    def _queue_wake_up(self, event: Append, data: Any, event_id: str, window_ms: int | None) -> None:
+        """Queue the push wake-up an incoming call may need; under an idempotency key, once per event in its window.
 
-        A keyed retry answered as a duplicate queues it again: the first try's script may have run
-        without its caller hearing, so nothing queued it. The worker's hold-up per call and session
-        makes a second job for the same ring a no-op.
+        A keyed retry answered as a duplicate asks again: the first try's script may have run without
+        its caller hearing, and then nothing queued the job. The marker the queueing script sets makes
+        the ask a no-op when the first try did queue it.
         """
-        if is_terminating_call(event.event_type, data):
-            # The push worker decides whether a device needs waking.
-            self._push_jobs.enqueue(
-                "ring",
-                identity=event.identity,
-                callId=data["callId"],
-                caller=data.get("from", ""),
-                eventId=event_id,
-                ringAt=stream_position(event_id)[0],
-            )
+        if not is_terminating_call(event.event_type, data):
+            return
+        # The push worker decides whether a device needs waking.
+        job: dict[str, str | int] = {
+            "identity": event.identity,
+            "callId": data["callId"],
+            "caller": data.get("from", ""),
+            "eventId": event_id,
+            "ringAt": stream_position(event_id)[0],
+        }
+        if event.idempotency_key is None or window_ms is None:
+            self._push_jobs.enqueue("ring", **job)
+        else:
+            self._push_jobs.enqueue_once(event.identity, event_id, window_ms, "ring", **job)

@@ -104,6 +104,11 @@ PUSH_DEADLINES = f"{PREFIX}:{{push}}:deadlines"
 PUSH_GROUP = "vora-push"
 
 
+def push_job_queued(identity: str, event_id: str) -> str:
+    """Name the marker saying an event's push job was queued (in the queue's slot, so one script sets both)."""
+    return f"{PREFIX}:{{push}}:queued:{identity}:{event_id}"
+
+
 def holdups(identity: str, session_id: str) -> str:
     """Name the hash of a session's held-up calls (call id -> hold-up JSON)."""
     return identity_prefix(identity) + "holdups:" + session_id

@@ -152,6 +152,7 @@ class PushStore:
         self._queue_due = client.register_script(scripts.QUEUE_DUE_DEADLINES)
         self._count_push = client.register_script(scripts.COUNT_PUSH)
         self._enqueue = client.register_script(scripts.ENQUEUE_JOB)
+        self._enqueue_once = client.register_script(scripts.ENQUEUE_JOB_ONCE)
 
     # The job queue: a Redis Stream read by one consumer group shared by every instance.
 
@@ -161,6 +162,22 @@ class PushStore:
         for name, value in fields.items():
             flat += [name, str(value)]
         return text(self._enqueue(keys=[keys.PUSH_JOBS], args=[JOBS_MAX_LENGTH, JOBS_TTL_MS, *flat]))
+
+    def enqueue_once(
+        self, identity: str, event_id: str, remember_ms: int, kind: str, /, **fields: str | int
+    ) -> str | None:
+        """Append an event's job unless it was queued within remember_ms; return its id, or None when it was.
+
+        The arguments before the job's fields are positional: a job names its identity and event too.
+        """
+        flat: list[str | int] = ["kind", kind]
+        for name, value in fields.items():
+            flat += [name, str(value)]
+        queued = self._enqueue_once(
+            keys=[keys.PUSH_JOBS, keys.push_job_queued(identity, event_id)],
+            args=[JOBS_MAX_LENGTH, JOBS_TTL_MS, remember_ms, *flat],
+        )
+        return None if queued is None else text(queued)
 
     def ensure_group(self) -> None:
         """Create the consumer group (and the queue) unless they exist.

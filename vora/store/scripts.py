@@ -454,6 +454,19 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return id
 """
 
+# KEYS: the push job queue, the marker of the job's origin (in the queue's slot).
+# ARGV: max length, ttl (ms), marker ttl (ms), then field/value pairs of the job.
+# Queue one job unless the marker says it was queued already (nil then): a retried publish whose
+# first try was stored queues its job once, whether or not the first try's caller heard of it.
+ENQUEUE_JOB_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return false end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return id
+"""
+
 
 # Replace a user's identity set (KEYS[1]) with ARGV; returns {added ids..., '|', removed ids...}.
 REPLACE_IDENTITIES = """
