@@ -47,6 +47,47 @@ class Signal(Protocol):
         ...
 
 
+class Wakeup:
+    """A parked socket's wake-up flag: the first set() after park() starts the socket's work in a new greenlet.
+
+    It replaces the socket's gevent event once the socket gave its greenlet up, and is only ever set
+    from the worker's one thread (reactor callbacks, the hub's greenlet), so a flag is enough.
+    """
+
+    __slots__ = ("_pending", "_resume")
+
+    def __init__(self, pending: bool) -> None:
+        self._pending = pending
+        self._resume: Callback | None = None
+
+    def set(self) -> None:
+        """Mark a wake-up; start the parked work, if any, in a greenlet of its own (never blocks)."""
+        self._pending = True
+        resume = self._resume
+        if resume is not None:
+            self._resume = None
+            gevent.spawn(resume)
+
+    def is_set(self) -> bool:
+        """Tell whether a wake-up is pending."""
+        return self._pending
+
+    def clear(self) -> None:
+        """Consume the pending wake-up."""
+        self._pending = False
+
+    def wait(self) -> None:
+        """Refuse: a parked socket has no greenlet to block."""
+        raise RuntimeError("a parked socket is resumed, never waited on")
+
+    def park(self, resume: Callback) -> bool:
+        """Run resume on the next set(); return False, keeping nothing, when a wake-up is pending already."""
+        if self._pending:
+            return False
+        self._resume = resume
+        return True
+
+
 class ReadWatch(Protocol):
     """A one-shot watch on a socket: its callback runs once, in the reactor, when the socket is readable."""
 
