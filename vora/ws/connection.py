@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -33,8 +34,11 @@ CLOSE_SERVER_ERROR = 1011
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_CODES = {"maintenance": CLOSE_GOING_AWAY}
 SLOW_CONSUMER = "slow consumer: reconnect with lastEventId"
+ALLOWED_CACHE_SIZE = 4096  # distinct (subscription, scopes) pairs whose allowed types are kept
 
 
+# Sockets with the same subscription and scopes share one set: ~0.7 KB each otherwise, per socket.
+@functools.lru_cache(maxsize=ALLOWED_CACHE_SIZE)
 def allowed_types(events_value: str, scopes: frozenset[str]) -> frozenset[str]:
     """Return the event types a session may receive: subscribed and covered by its scopes."""
     return frozenset(
