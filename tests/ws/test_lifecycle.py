@@ -225,6 +225,18 @@ class TestTermination:
             for _ in range(3):
                 assert client.next(skip=())["type"] == "heartbeat"
 
+    def test_idle_sockets_take_no_connection_slot_of_the_worker(
+        self, make_server: ServerFactory, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    ) -> None:
+        """Idle sockets wait in the reactor, not in the worker's pool: twice VORA_WORKER_CONNECTIONS stay served."""
+        with make_server(worker_connections="3") as server:
+            token = setup_token(server)
+            clients = [connect(server, token) for _ in range(6)]
+            published = publisher.publish(IDENTITY, "presence", {"status": "busy"})
+            for client in clients:
+                assert client.next()["eventId"] == published.event_id
+            assert setup_token(server)  # and the worker still answers requests
+
     def test_sigterm_drains_with_maintenance_and_readiness_turns_503(
         self, make_server: ServerFactory, setup_token: Setup, connect: Connect
     ) -> None:
