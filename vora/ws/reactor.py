@@ -1,10 +1,12 @@
-"""One per worker: the readiness watches and the due-time queue that wake the sockets' greenlets.
+"""One per worker: the readiness watches and the due-time queue that wake the sockets.
 
-A socket's greenlet is the only one it has: it sleeps on an event that three things set, each
-from the reactor and never blocking there: its peer's bytes arriving (a one-shot read watch),
-a due time it asked for (pings, heartbeats, retries, all from one heap), and the hub's wake().
-Under gevent the watches are libev io watchers and the heap is served by one libev timer; in a
-process gevent did not patch (the no-server tests, a threaded server) one thread does both.
+A socket is woken by three things, each from the reactor and never blocking there: its peer's
+bytes arriving (a one-shot read watch), a due time it asked for (pings, heartbeats, retries, all
+from one heap), and the hub's wake(). Under gevent an idle socket has no greenlet: it is parked,
+and its wake-up (a Wakeup) starts its work in a new greenlet, which parks it again when done;
+the watches are libev io watchers and the heap is served by one libev timer. In a process gevent
+did not patch (the no-server tests, a threaded server) one thread does both, and each socket's
+own thread sleeps on an event.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The one module that knows simple_websocket and wsproto: a socket VORA can write to, wait on and close.
 
-simple_websocket (through flask-sock) does the HTTP upgrade; from there on the socket's own
-greenlet does everything but one thing: it writes frames, and when its reactor says the peer sent
-something it reads it and answers pings and closes. The one thing: under gevent the hub's greenlet
-may write a live event's frame itself (try_send) when this greenlet is not in a write and the
-kernel takes it without waiting. simple_websocket's per-socket reader thread is never started,
-and pings come from the worker's due-time queue, not a timer per socket.
+simple_websocket (through flask-sock) does the HTTP upgrade; from there on the socket's work
+(writing frames, and reading what the peer sent when the reactor says so, answering pings and
+closes) runs in one greenlet at a time: its request's, until the socket first parks, then one
+started by each wake-up (park). The one exception: under gevent the hub's greenlet may write a
+live event's frame itself (try_send) when no write is under way and the kernel takes it without
+waiting. simple_websocket's per-socket reader thread is never started, and pings come from the
+worker's due-time queue, not a timer per socket.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def handshake_options(*, max_message_size: int) -> dict[str, Any]:
 
 
 class WebsocketTransport:
-    """A server WebSocket served by its own greenlet alone: writes whole, reads when the reactor says so.
+    """A server WebSocket served by one greenlet at a time (none while parked): writes whole, reads when woken.
 
     Writes come from the socket's greenlet (its writes and its answers to pings and closes), and
     under gevent also from the hub's, which writes a live frame at once when the socket's greenlet
