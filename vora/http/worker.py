@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from vora.http.framing import BoundedRequestParser
 log = logging.getLogger("vora.http")
 
 KEPT_POLL_SECONDS = 0.05  # how often a stopping worker looks whether the connections the app kept are closed
+KEPT_CUT_SECONDS = 1.0  # how long the app may take to end kept connections cut at the graceful timeout
 # How long a connection may keep the worker's CPU (reading, or serving pipelined requests) before
 # it lets the others run.
 TURN_SECONDS = 0.002
@@ -210,7 +213,17 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
         """Serve until told to stop, then give the connections the app kept the graceful timeout to close."""
         super().run()
         # gunicorn's pool does not see the kept connections: wait for the app to close them (draining).
-        deadline = time.monotonic() + self.cfg.graceful_timeout
+        self._wait_for_kept(self.cfg.graceful_timeout)
+        if KeepingStreamServer.kept:
+            # What gunicorn's forced stop does to its handlers: a write that still waits for its peer
+            # fails, a parked socket sees its end, and the app ends each (releasing what it held).
+            for sock in list(KeepingStreamServer.kept):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._wait_for_kept(KEPT_CUT_SECONDS)
+
+    def _wait_for_kept(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
         while KeepingStreamServer.kept and time.monotonic() < deadline:
             self.notify()
             gevent.sleep(KEPT_POLL_SECONDS)
