@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -226,6 +227,18 @@ class TestTermination:
             for _ in range(3):
                 assert client.next(skip=())["type"] == "heartbeat"
 
+    def test_idle_sockets_take_no_connection_slot_of_the_worker(
+        self, make_server: ServerFactory, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    ) -> None:
+        """Idle sockets wait in the reactor, not in the worker's pool: twice VORA_WORKER_CONNECTIONS stay served."""
+        with make_server(worker_connections="3") as server:
+            token = setup_token(server)
+            clients = [connect(server, token) for _ in range(6)]
+            published = publisher.publish(IDENTITY, "presence", {"status": "busy"})
+            for client in clients:
+                assert client.next()["eventId"] == published.event_id
+            assert setup_token(server)  # and the worker still answers requests
+
     def test_sigterm_drains_with_maintenance_and_readiness_turns_503(
         self, make_server: ServerFactory, setup_token: Setup, connect: Connect
     ) -> None:
@@ -247,6 +260,34 @@ class TestTermination:
             assert draining.status == 503
             assert b"draining" in draining.read()
             probe.close()
+
+    def test_a_socket_still_writing_at_the_graceful_timeout_leaves_the_presence(
+        self, make_server: ServerFactory, setup_token: Setup, publisher: EventPublisher, redisdb: redis.Redis
+    ) -> None:
+        """A socket whose write still waits when the graceful timeout ends is cut and taken out of the presence."""
+        with make_server(
+            graceful_timeout="1", ws_send_timeout="60", ws_send_buffer="4096", ws_queue_size="100000"
+        ) as server:
+            token = setup_token(server)
+            stuck = socket.create_connection(("127.0.0.1", server.port))
+            stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            key = base64.b64encode(os.urandom(16)).decode()
+            stuck.sendall(
+                (
+                    f"GET /vora/ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            assert stuck.recv(12) == b"HTTP/1.1 101"
+            wait_for(lambda: redisdb.zcard(keys.socket_presence(IDENTITY)) == 1, 10, what="the socket's presence")
+            note = "x" * 250
+            for _ in range(1500):  # far more than both kernel buffers hold: the server's write waits for the peer
+                publisher.publish(IDENTITY, "presence", {"status": "busy", "note": note})
+            wait_for(lambda: select.select([stuck], [], [], 0)[0] != [], 10, what="the server to write")
+            [worker] = server.worker_pids()
+            os.kill(worker, signal.SIGTERM)
+            wait_for(lambda: redisdb.zcard(keys.socket_presence(IDENTITY)) == 0, 15, what="the presence to be left")
+            stuck.close()
 
     def test_slow_consumer_is_cut_off_without_delaying_a_fast_one(
         self,

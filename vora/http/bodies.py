@@ -31,6 +31,8 @@ class ServedRequest:
     request: Any
     client: Any
     owes_continue: bool = False
+    # Set by the worker: keeps the connection open past the answer and returns what closes it.
+    keeper: Callable[[], Callable[[], None] | None] | None = None
 
     def close_after(self) -> None:
         """Close the connection after the answer: the rest of the body stays unread."""
@@ -69,6 +71,14 @@ def continue_body() -> None:
     served = _serving.get()
     if served is not None:
         served.continue_body()
+
+
+def keep_connection() -> Callable[[], None] | None:
+    """Keep the served connection open after the request ends; return what closes it, or None if it cannot be kept."""
+    served = _serving.get()
+    if served is None or served.keeper is None:
+        return None
+    return served.keeper()
 
 
 def path_pattern(base_path: str, spec_path: str) -> re.Pattern[str]:

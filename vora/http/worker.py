@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 import gevent
+import gevent.ssl
 import gunicorn.http
+from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.http.errors import (
     ConfigurationProblem,
@@ -21,6 +26,7 @@ from gunicorn.http.errors import (
     ParseException,
     UnsupportedTransferCoding,
 )
+from gunicorn.workers import ggevent
 from gunicorn.workers.ggevent import GeventWorker
 
 from vora.core.error_shape import RequestBodyTimeout, RequestBodyTooLarge, RequestReadTimeout, clip, error_body
@@ -30,6 +36,8 @@ from vora.http.framing import BoundedRequestParser
 
 log = logging.getLogger("vora.http")
 
+KEPT_POLL_SECONDS = 0.05  # how often a stopping worker looks whether the connections the app kept are closed
+KEPT_CUT_SECONDS = 1.0  # how long the app may take to end kept connections cut at the graceful timeout
 # How long a connection may keep the worker's CPU (reading, or serving pipelined requests) before
 # it lets the others run.
 TURN_SECONDS = 0.002
@@ -87,9 +95,19 @@ class TimedReads:
         self._loop = self._hub.loop
         self._turn_iteration = getattr(self._loop, "iteration", None)
         self._turn_started = time.monotonic()
+        self._kept = False  # the app keeps the connection past its request: gunicorn must not close it
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.socket, name)
+
+    def keep(self) -> None:
+        """Leave the connection open when gunicorn is done with it: the app closes it."""
+        self._kept = True
+
+    def close(self) -> None:
+        """Close the connection, unless the app kept it."""
+        if not self._kept:
+            self.socket.close()
 
     def recv(self, size: int) -> bytes:
         """Read from the client, raising RequestReadTimeout when it keeps the server waiting too long."""
@@ -143,6 +161,33 @@ class TimedReads:
         self._body_deadline = None
 
 
+class KeepingStreamServer(StreamServer):  # type: ignore[misc] # gevent's server is untyped
+    """gevent's server, except that it leaves open the client sockets the app kept past their request."""
+
+    kept: ClassVar[set[Any]] = set()  # this worker process's kept sockets, until the app closes them
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        """Close a socket whose handler returned, unless the app kept it."""
+        if sock not in self.kept:
+            super().do_close(sock, *args)
+
+
+class _KeptConnection:
+    """Close a connection the app kept past its request, once."""
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, sock: Any) -> None:
+        self._socket = sock
+        KeepingStreamServer.kept.add(sock)
+
+    def __call__(self) -> None:
+        sock = self._socket
+        if sock in KeepingStreamServer.kept:
+            KeepingStreamServer.kept.discard(sock)
+            util.close(sock)
+
+
 class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
     """Gevent worker that bounds request reads (VORA_HTTP_*_TIMEOUT, chunked framing) and answers refusals as JSON."""
 
@@ -159,7 +204,29 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
         """Parse requests with VORA's bounded parser in this worker, then run it."""
         # gunicorn's async worker builds each connection's parser as gunicorn.http.RequestParser.
         gunicorn.http.RequestParser = BoundedRequestParser
+        # The app keeps some connections past their request (its WebSockets, parked in its reactor with
+        # no greenlet of their own): the server must not close them when their handler returns.
+        ggevent.StreamServer = KeepingStreamServer
         super().init_process()
+
+    def run(self) -> None:
+        """Serve until told to stop, then give the connections the app kept the graceful timeout to close."""
+        super().run()
+        # gunicorn's pool does not see the kept connections: wait for the app to close them (draining).
+        self._wait_for_kept(self.cfg.graceful_timeout)
+        if KeepingStreamServer.kept:
+            # What gunicorn's forced stop does to its handlers: a write that still waits for its peer
+            # fails, a parked socket sees its end, and the app ends each (releasing what it held).
+            for sock in list(KeepingStreamServer.kept):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._wait_for_kept(KEPT_CUT_SECONDS)
+
+    def _wait_for_kept(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while KeepingStreamServer.kept and time.monotonic() < deadline:
+            self.notify()
+            gevent.sleep(KEPT_POLL_SECONDS)
 
     def drain_on_sigterm(self, drain: Callable[[], None]) -> None:
         """Make SIGTERM start draining the app before gunicorn's own graceful exit."""
@@ -207,10 +274,18 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
         )
         req.headers = [(name, value) for name, value in req.headers if name != "EXPECT"]
         try:
-            with serving(ServedRequest(req, sock.socket, expects_continue)):
+            served = ServedRequest(req, sock.socket, expects_continue, lambda: self._keep(sock))
+            with serving(served):
                 super().handle_request(listener_name, req, sock.socket, addr)
         finally:
             sock.between_requests()
+
+    @staticmethod
+    def _keep(sock: TimedReads) -> _KeptConnection | None:
+        if isinstance(sock.socket, (ssl.SSLSocket, gevent.ssl.SSLSocket)):
+            return None  # gevent closes a TLS connection itself when its handler returns
+        sock.keep()
+        return _KeptConnection(sock.socket)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         """Answer an error met outside the app in the VORA error shape, and log it without a traceback."""

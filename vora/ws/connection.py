@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -32,8 +34,11 @@ CLOSE_SERVER_ERROR = 1011
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_CODES = {"maintenance": CLOSE_GOING_AWAY}
 SLOW_CONSUMER = "slow consumer: reconnect with lastEventId"
+ALLOWED_CACHE_SIZE = 4096  # distinct (subscription, scopes) pairs whose allowed types are kept
 
 
+# Sockets with the same subscription and scopes share one set: ~0.7 KB each otherwise, per socket.
+@functools.lru_cache(maxsize=ALLOWED_CACHE_SIZE)
 def allowed_types(events_value: str, scopes: frozenset[str]) -> frozenset[str]:
     """Return the event types a session may receive: subscribed and covered by its scopes."""
     return frozenset(
@@ -75,6 +80,7 @@ class Connection:
 
     # Thousands per worker: no per-instance dict, and no buffers until the first event needs one.
     __slots__ = (
+        "_catch_up_at",
         "_catching_up",
         "_closing",
         "_control",
@@ -82,6 +88,8 @@ class Connection:
         "_live",
         "_live_dropped",
         "_metric",
+        "_next_heartbeat",
+        "_on_end",
         "_options",
         "_queue_limit",
         "_streams",
@@ -124,6 +132,9 @@ class Connection:
         self._live_dropped = False  # the live buffer overflowed during the current catch-up page
         self._last_position: Position | None = None  # newest stream position written (or skipped by the filter)
         self._closing: tuple[int, str] | None = None
+        self._next_heartbeat = math.inf
+        self._catch_up_at = 0.0
+        self._on_end: Callable[[], None] | None = None  # parked: what ends the socket's life once it closes
 
     # Called by the hub, from its reader greenlet: must never block.
 
@@ -276,16 +287,59 @@ class Connection:
             self._metric("delivered", sent)
 
     def run(self) -> None:
-        """Write events until the socket closes or the connection is terminated."""
+        """Write events until the socket closes or the connection is terminated, in this greenlet (or thread)."""
+        self._begin()
+        until = self._step(woken=False)
+        while until is not None:
+            self.transport.sleep(until)
+            until = self._step(woken=True)
+
+    def start(self, on_end: Callable[[], None]) -> None:
+        """Write what is due now, then leave the socket parked in the reactor; on_end runs once it is over.
+
+        From here on the connection has no greenlet of its own while it has nothing to do: a wake-up
+        (an event, the peer's bytes, a due heartbeat or ping) runs the next steps in a new greenlet.
+        """
+        self._on_end = on_end
+        self._begin()
+        self._drive(woken=False)
+
+    def _resume(self) -> None:
+        self._drive(woken=True)
+
+    def _drive(self, *, woken: bool) -> None:
+        """Take steps until the socket has nothing to do (parked: return) or is over (call on_end)."""
+        over = True
+        try:
+            while True:
+                until = self._step(woken=woken)
+                if until is None:
+                    return
+                if self.transport.park(until, self._resume):
+                    over = False
+                    return
+                woken = True  # woken while it worked: go on in this greenlet
+        finally:
+            if over and self._on_end is not None:
+                on_end, self._on_end = self._on_end, None
+                on_end()
+
+    def _begin(self) -> None:
+        options = self._options
+        self.transport.configure(send_timeout=options.send_timeout, send_buffer=options.send_buffer)
+        self._next_heartbeat = time.monotonic() + options.heartbeat_interval
+        self._catch_up_at = 0.0  # a failed catch-up is tried again at this time, the socket kept open
+
+    def _step(self, *, woken: bool) -> float | None:
+        """Do what a wake-up brought and write what is due; return when to wake next, or None once closed."""
         transport = self.transport
         options = self._options
-        transport.configure(send_timeout=options.send_timeout, send_buffer=options.send_buffer)
-        next_heartbeat = time.monotonic() + options.heartbeat_interval
-        catch_up_at = 0.0  # a failed catch-up is tried again at this time, the socket kept open
         try:
+            if woken:
+                transport.serve_wake()
             while transport.connected:
                 self._write_control()
-                if self._catching_up and self._closing is None and time.monotonic() >= catch_up_at:
+                if self._catching_up and self._closing is None and time.monotonic() >= self._catch_up_at:
                     try:
                         self._catch_up()
                     except REDIS_TROUBLE as exc:
@@ -296,7 +350,7 @@ class Connection:
                         else:
                             # Live events wait in the live buffer meanwhile (bounded by the queue limit).
                             log.info("catch-up failed", extra={"fields": {"error": type(exc).__name__}})
-                            catch_up_at = time.monotonic() + CATCH_UP_RETRY
+                            self._catch_up_at = time.monotonic() + CATCH_UP_RETRY
                 if not self._catching_up:
                     self._write_live()
                 if self._closing is not None:
@@ -304,19 +358,21 @@ class Connection:
                     code, reason = self._closing
                     transport.close(code, reason)
                     self._metric(f"close:{self.kind}:{code}", 1)
-                    return
+                    return None
                 now = time.monotonic()
-                if now >= next_heartbeat:
+                if now >= self._next_heartbeat:
                     data = {"reason": "interval", "intervalSeconds": options.heartbeat_interval}
                     transport.send_text(json.dumps(lifecycle_envelope(self.identity, "heartbeat", data)))
-                    next_heartbeat = now + options.heartbeat_interval
+                    self._next_heartbeat = now + options.heartbeat_interval
                     continue
-                wake_at = min(next_heartbeat, catch_up_at) if self._catching_up else next_heartbeat
-                transport.wait(wake_at)
+                if self._catching_up:
+                    return min(self._next_heartbeat, self._catch_up_at)
+                return self._next_heartbeat
             self._metric(f"close:{self.kind}:ended", 1)
         except OSError as exc:  # includes TimeoutError from the send timeout
             log.info("socket write failed", extra={"fields": {"error": type(exc).__name__}})
             self._close_stalled(exc)
+        return None
 
     def _close_stalled(self, exc: OSError) -> None:
         """Give a socket whose write failed one more send timeout to take a close frame, then cut it."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +19,7 @@ from vora.core.clock import now_ms
 from vora.core.lifecycle import Lifecycle
 from vora.core.settings import Settings
 from vora.http.bearer import bearer_token
+from vora.http.bodies import keep_connection
 from vora.http.errors import bearer_challenge, error_response
 from vora.http.hooks import acts_only_on
 from vora.observability.metrics import Metrics, count_refusal
@@ -268,6 +271,7 @@ class EventChannel:
         conn.send_lifecycle("channelOpened", opened, admission.start_id)
         hub.register(conn, watch)  # terminates it at once if its session ended during admission or upgrade
         admitted.registered = True
+        parked = False
         try:
             if watch is not None and watch.missed and not conn.closing:
                 # The bus was lost meanwhile: an end announced then never arrived, so ask Redis.
@@ -282,17 +286,39 @@ class EventChannel:
             if admission.resumed:
                 state.metrics.count("resumed")
             conn.start_at(admission.start)
-            conn.run()
+            close = keep_connection() if transport.can_park else None
+            if close is None:
+                conn.run()
+            else:
+                # The request ends now and frees its greenlet, environ and context; the socket lives on,
+                # parked in the reactor, and the admission is released when the connection ends.
+                request.environ.pop(ADMITTED, None)
+                parked = True
+                conn.start(functools.partial(self._end_parked, conn, admission, close))
         except REDIS_TROUBLE as exc:
+            if parked:
+                raise  # its end ran already (unregistered, released, closed): nothing is left to answer
             # Past the upgrade an HTTP error page would corrupt the stream: close it, the client resumes.
             log.warning("socket setup failed", extra={"fields": {"error": type(exc).__name__}})
             state.metrics.count(f"close:{transport.kind}:{CLOSE_SERVER_ERROR}")
             with contextlib.suppress(OSError):
                 transport.close(CLOSE_SERVER_ERROR, "event store unavailable; retry")
         finally:
-            hub.unregister(conn)
-            transport.release()
-            state.metrics.flush()
+            if not parked:
+                self._ended(conn)
+
+    def _ended(self, conn: Connection) -> None:
+        self.state.hub.unregister(conn)
+        conn.transport.release()
+        self.state.metrics.flush()
+
+    def _end_parked(self, conn: Connection, admission: SocketAdmission, close: Callable[[], None]) -> None:
+        """End a parked connection: what the end of its request does for one that kept its greenlet."""
+        try:
+            self._ended(conn)
+            self.state.sessions.socket_closed(admission)
+        finally:
+            close()
 
 
 def _admitted() -> Admitted:

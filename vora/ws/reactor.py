@@ -1,10 +1,12 @@
-"""One per worker: the readiness watches and the due-time queue that wake the sockets' greenlets.
+"""One per worker: the readiness watches and the due-time queue that wake the sockets.
 
-A socket's greenlet is the only one it has: it sleeps on an event that three things set, each
-from the reactor and never blocking there: its peer's bytes arriving (a one-shot read watch),
-a due time it asked for (pings, heartbeats, retries, all from one heap), and the hub's wake().
-Under gevent the watches are libev io watchers and the heap is served by one libev timer; in a
-process gevent did not patch (the no-server tests, a threaded server) one thread does both.
+A socket is woken by three things, each from the reactor and never blocking there: its peer's
+bytes arriving (a one-shot read watch), a due time it asked for (pings, heartbeats, retries, all
+from one heap), and the hub's wake(). Under gevent an idle socket has no greenlet: it is parked,
+and its wake-up (a Wakeup) starts its work in a new greenlet, which parks it again when done;
+the watches are libev io watchers and the heap is served by one libev timer. In a process gevent
+did not patch (the no-server tests, a threaded server) one thread does both, and each socket's
+own thread sleeps on an event.
 """
 
 from __future__ import annotations
@@ -45,6 +47,47 @@ class Signal(Protocol):
     def wait(self) -> Any:
         """Block until set."""
         ...
+
+
+class Wakeup:
+    """A parked socket's wake-up flag: the first set() after park() starts the socket's work in a new greenlet.
+
+    It replaces the socket's gevent event once the socket gave its greenlet up, and is only ever set
+    from the worker's one thread (reactor callbacks, the hub's greenlet), so a flag is enough.
+    """
+
+    __slots__ = ("_pending", "_resume")
+
+    def __init__(self, pending: bool) -> None:
+        self._pending = pending
+        self._resume: Callback | None = None
+
+    def set(self) -> None:
+        """Mark a wake-up; start the parked work, if any, in a greenlet of its own (never blocks)."""
+        self._pending = True
+        resume = self._resume
+        if resume is not None:
+            self._resume = None
+            gevent.spawn(resume)
+
+    def is_set(self) -> bool:
+        """Tell whether a wake-up is pending."""
+        return self._pending
+
+    def clear(self) -> None:
+        """Consume the pending wake-up."""
+        self._pending = False
+
+    def wait(self) -> None:
+        """Refuse: a parked socket has no greenlet to block."""
+        raise RuntimeError("a parked socket is resumed, never waited on")
+
+    def park(self, resume: Callback) -> bool:
+        """Run resume on the next set(); return False, keeping nothing, when a wake-up is pending already."""
+        if self._pending:
+            return False
+        self._resume = resume
+        return True
 
 
 class ReadWatch(Protocol):

@@ -1,11 +1,12 @@
 """The one module that knows simple_websocket and wsproto: a socket VORA can write to, wait on and close.
 
-simple_websocket (through flask-sock) does the HTTP upgrade; from there on the socket's own
-greenlet does everything but one thing: it writes frames, and when its reactor says the peer sent
-something it reads it and answers pings and closes. The one thing: under gevent the hub's greenlet
-may write a live event's frame itself (try_send) when this greenlet is not in a write and the
-kernel takes it without waiting. simple_websocket's per-socket reader thread is never started,
-and pings come from the worker's due-time queue, not a timer per socket.
+simple_websocket (through flask-sock) does the HTTP upgrade; from there on the socket's work
+(writing frames, and reading what the peer sent when the reactor says so, answering pings and
+closes) runs in one greenlet at a time: its request's, until the socket first parks, then one
+started by each wake-up (park). The one exception: under gevent the hub's greenlet may write a
+live event's frame itself (try_send) when no write is under way and the kernel takes it without
+waiting. simple_websocket's per-socket reader thread is never started, and pings come from the
+worker's due-time queue, not a timer per socket.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from typing import Any, Protocol
 
 import gevent.ssl
 from wsproto import WSConnection
+from wsproto.connection import Connection as FrameConnection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
-from vora.ws.reactor import Reactor
+from vora.ws.reactor import Reactor, Signal, Wakeup
 
 RECEIVE_BYTES = 4096  # simple_websocket's receive_bytes default
 PING_TIMEOUT_REASON = "Ping/Pong timeout"  # simple_websocket's words, kept for clients that log them
@@ -137,8 +139,29 @@ class Transport(Protocol):
         """Cut the TCP connection when no close frame can get through."""
         ...
 
+    def release(self) -> None:
+        """Stop watching the socket; call once its greenlet is done with it, before the server closes it."""
+        ...
+
     def wait(self, until: float) -> None:
         """Block until wake() is called, the peer sends something or closes, or the monotonic time until."""
+        ...
+
+    def sleep(self, until: float) -> None:
+        """Block until a wake-up, as wait() does, leaving what woke the socket to serve_wake()."""
+        ...
+
+    def serve_wake(self) -> None:
+        """Do what woke the socket: write the rest of a frame, read what the peer sent, ping when due."""
+        ...
+
+    @property
+    def can_park(self) -> bool:
+        """Tell whether the socket can wait in the reactor with no greenlet of its own (under gevent)."""
+        ...
+
+    def park(self, until: float, resume: Callable[[], None]) -> bool:
+        """Leave the socket to the reactor until a wake or until, then run resume in a new greenlet; False if woken."""
         ...
 
     def wake(self) -> None:
@@ -168,7 +191,7 @@ def handshake_options(*, max_message_size: int) -> dict[str, Any]:
 
 
 class WebsocketTransport:
-    """A server WebSocket served by its own greenlet alone: writes whole, reads when the reactor says so.
+    """A server WebSocket served by one greenlet at a time (none while parked): writes whole, reads when woken.
 
     Writes come from the socket's greenlet (its writes and its answers to pings and closes), and
     under gevent also from the hub's, which writes a live frame at once when the socket's greenlet
@@ -203,7 +226,7 @@ class WebsocketTransport:
     def __init__(
         self,
         sock: socket.socket,
-        protocol: WSConnection,
+        protocol: WSConnection | FrameConnection,
         reactor: Reactor,
         *,
         ping_interval: float,
@@ -214,7 +237,7 @@ class WebsocketTransport:
         self._sock = sock
         self._protocol = protocol
         self._reactor = reactor
-        self._woken = reactor.signal()
+        self._woken: Signal = reactor.signal()
         self._watch = reactor.watch_readable(sock, self._on_readable)
         self._readable = False
         self._connected = True
@@ -254,9 +277,11 @@ class WebsocketTransport:
     ) -> WebsocketTransport:
         """Take the socket and the wsproto connection of an upgraded simple_websocket Server."""
         ws.connected = False  # flask-sock's ws.close() after the handler then does nothing
+        # Past the handshake only its frame protocol is needed: the handshake's h11 state (~2.5 KB) can go.
+        framing = ws.ws.connection
         return cls(
             ws.sock,
-            ws.ws,
+            ws.ws if framing is None else framing,
             reactor,
             ping_interval=ping_interval,
             max_message_size=ws.max_message_size or 0,
@@ -331,12 +356,17 @@ class WebsocketTransport:
 
     def wait(self, until: float) -> None:
         """Block until wake() is called, the peer sends something or closes, or the monotonic time until."""
-        due = min(until, self._next_ping)
-        if due < self._timer_at:
-            self._timer_at = due
-            self._reactor.call_at(due, self._on_due)
+        self.sleep(until)
+        self.serve_wake()
+
+    def sleep(self, until: float) -> None:
+        """Block until a wake-up, as wait() does, leaving what woke the socket to serve_wake()."""
+        self._schedule(until)
         if not self._woken.is_set():
             self._woken.wait()
+
+    def serve_wake(self) -> None:
+        """Do what woke the socket: write the rest of a frame, read what the peer sent, ping when due."""
         self._woken.clear()
         if self._unsent and self._connected:
             self._write(b"")  # the rest of a frame the hub's greenlet wrote in part
@@ -345,6 +375,28 @@ class WebsocketTransport:
             self._read()
         if self._connected and time.monotonic() >= self._next_ping:
             self._ping()
+
+    @property
+    def can_park(self) -> bool:
+        """Tell whether the socket can wait in the reactor with no greenlet of its own (under gevent)."""
+        return self._reactor.cooperative
+
+    def park(self, until: float, resume: Callable[[], None]) -> bool:
+        """Leave the socket to the reactor until a wake or until, then run resume in a new greenlet.
+
+        Return False, parking nothing, when a wake is pending already: the caller goes on itself.
+        """
+        self._schedule(until)
+        woken = self._woken
+        if not isinstance(woken, Wakeup):
+            woken = self._woken = Wakeup(woken.is_set())
+        return woken.park(resume)
+
+    def _schedule(self, until: float) -> None:
+        due = min(until, self._next_ping)
+        if due < self._timer_at:
+            self._timer_at = due
+            self._reactor.call_at(due, self._on_due)
 
     def wake(self) -> None:
         """Wake a wait() in progress (or make the next one return at once); never blocks."""
