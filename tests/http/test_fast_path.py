@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import re
@@ -16,11 +15,10 @@ from werkzeug.test import EnvironBuilder
 
 from tests.harness.tokens import TokenFactory
 from vora.app import create_app
-from vora.auth.tokens import token_info
 from vora.core.settings import Settings
 from vora.http.connexion import VoraFlaskApi
+from vora.http.fast_path import FastPath, routes_of, shared_meaning
 from vora.rest.app import API_EXTENSION
-from vora.rest.fast_path import FastPath, routes_of, shared_meaning
 from vora.services import services_of
 
 Provision = Callable[[str, list[str]], None]
@@ -129,8 +127,7 @@ def test_hands_every_other_request_to_the_app(app: Flask, make_token: TokenFacto
         start_response("418 I'm a teapot", [])
         return [b""]
 
-    check_token = functools.partial(token_info, services_of(app).verifier)
-    fast = FastPath(app, _routes(app), fallback, VoraFlaskApi.get_response, check_token)
+    fast = FastPath(app, _routes(app), fallback, VoraFlaskApi.get_response)
     token = make_token("alice")
     body = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY}).encode()
     statuses = []
