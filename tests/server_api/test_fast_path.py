@@ -164,3 +164,57 @@ def test_serves_publish_event_on_the_fast_path(keyed: Settings, redisdb: redis.R
     assert handed == []
     answers(app, keyed.server_api_port, [requests[10]])
     assert handed == [f"{BASE}/identities/{IDENTITY}/events"]
+
+
+def publish_bodies() -> list[Any]:
+    """Return publishEvent bodies that probe each rule of PublishRequest, on both sides of it."""
+    call = {"callId": "c-1", "from": "+34602128708"}
+    bodies: list[Any] = [None, [], "x", 1, {}, {"type": "callRinging"}, {"data": call}]
+    types: list[Any] = [
+        "callRinging",
+        "callEnded",
+        "presence",
+        "recordingStarted",
+        "recordingFailed",
+        "callExploded",
+        "",
+    ]
+    types += [1, None, True, ["callRinging"], {"type": "callRinging"}, "CALLRINGING", "callRinging\n"]
+    datas: list[Any] = [call, {"status": "busy"}, {"callId": "c-1", "recordingId": "r-1"}, {}, None, [], "c-1"]
+    datas += [{"callId": "c-1", "durationSeconds": n} for n in (0, 1, -1, 1.0, 1.5, True, "1", 10**30)]
+    datas += [{"callId": value} for value in ("", "c" * 128, "c" * 129, 1, None, "\u2028", "\ud800")]
+    datas += [{"status": value} for value in ("available", "offline", "Offline", 1)]
+    datas += [{"status": "away", "note": "n" * 256}, {"status": "away", "note": "n" * 257}, {**call, "extra": 1}]
+    bodies += [{"type": t, "data": d} for t in types for d in datas]
+    for extra in (
+        {"timestamp": "2026-12-06T04:00:00Z"},
+        {"timestamp": "2026-12-06T04:00:00.123+01:00"},
+        {"timestamp": "2026-12-06 04:00:00Z"},
+        {"timestamp": "2026-12-06T04:00:00"},
+        {"timestamp": "yesterday"},
+        {"timestamp": 1},
+        {"timestamp": None},
+        {"idempotencyKey": "pbx-7f3a-000123"},
+        {"idempotencyKey": "k" * 128},
+        {"idempotencyKey": "k" * 129},
+        {"idempotencyKey": ""},
+        {"idempotencyKey": "a b"},
+        {"idempotencyKey": 1},
+        {"extra": 1},
+        {"type": "presence"},
+    ):
+        bodies += [
+            {"type": t, "data": d, **extra} for t in ("callRinging", "presence") for d in (call, {"status": "busy"})
+        ]
+    return bodies
+
+
+def test_checks_publish_bodies_as_connexions_validator_does(keyed: Settings, redisdb: redis.Redis) -> None:
+    """The fast check of a publishEvent body (its discriminator's branch only) is Connexion's validator's verdict."""
+    fast = create_app(keyed).wsgi_app.app._server.app.wsgi_app.app  # type: ignore[attr-defined] # as above
+    (publish,) = [operation for _, _, operation in fast._templated if operation.operation_id == "publishEvent"]
+    assert publish.body_is_valid is not None
+    bodies = publish_bodies()
+    verdicts = [publish.body_validator.is_valid(body) for body in bodies]
+    assert [publish.body_is_valid(body) for body in bodies] == verdicts
+    assert 0 < sum(verdicts) < len(bodies)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -210,7 +211,7 @@ def test_a_command_another_caller_sent_counts_as_sent_for_its_own_caller(
 ) -> None:
     """Whoever leads the round trip, each caller's tracked_sends learns that its command went out."""
     busy_round_trip(300)
-    callers = [run_in_thread(tracked(lambda n=n: batcher.execute("SET", f"k{n}", "1"))) for n in range(3)]
+    callers = [run_in_thread(tracked(functools.partial(batcher.execute, "SET", f"k{n}", "1"))) for n in range(3)]
     until(lambda: len(batcher._queued) == 3)  # all three wait for the busy round trip to end
     assert [caller() for caller in callers] == [(True, True)] * 3
     assert batcher.round_trips == 2  # the busy script's, then one carrying the three

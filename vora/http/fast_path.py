@@ -18,6 +18,7 @@ Connexion would pass it, never from flask.request.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -107,6 +108,11 @@ def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
     # Connexion resolves every $ref in place and keeps the spec's components beside them for any it could
     # not; shared_meaning refuses a $ref, so without one the components are never read.
     schema = {key: value for key, value in schema.items() if key != "components"}
+    branches = discriminated_branches(schema)
+    if branches is not None:
+        name, by_value = branches
+        checks = {value: body_check(branch, validator.evolve(schema=branch)) for value, branch in by_value.items()}
+        return functools.partial(_check_branch, name, checks)
     if not shared_meaning(schema):
         return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
     try:
@@ -121,6 +127,45 @@ def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
             return False
 
     return is_valid
+
+
+def discriminated_branches(schema: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]] | None:
+    """Return a oneOf's discriminator and its branch by each value, when the value alone decides the verdict.
+
+    That holds when every branch is an object that requires the property and lists its values in an
+    enum of strings, no value in two branches: a body can then match no branch but the one its value
+    names, so the oneOf holds exactly when that branch does (and fails without a listed value).
+    """
+    if set(schema) - {"oneOf", "discriminator", *PARAMETER_ANNOTATIONS}:
+        return None
+    discriminator, branches = schema.get("discriminator"), schema.get("oneOf")
+    if not isinstance(discriminator, dict) or not isinstance(branches, list) or not branches:
+        return None
+    name = discriminator.get("propertyName")
+    if not isinstance(name, str):
+        return None
+    by_value: dict[str, dict[str, Any]] = {}
+    for branch in branches:
+        if not isinstance(branch, dict) or branch.get("type") != "object" or name not in branch.get("required", []):
+            return None
+        named = branch.get("properties", {}).get(name)
+        if not isinstance(named, dict) or set(named) - {"type", "enum", *PARAMETER_ANNOTATIONS}:
+            return None
+        values = named.get("enum")
+        if named.get("type", "string") != "string" or not isinstance(values, list) or not values:
+            return None
+        for value in values:
+            if type(value) is not str or value in by_value:
+                return None
+            by_value[value] = branch
+    return name, by_value
+
+
+def _check_branch(name: str, checks: dict[str, Callable[[Any], bool]], body: Any) -> bool:
+    """Check a body against the branch its discriminator value names; no such branch: not valid."""
+    value = body.get(name) if type(body) is dict else None
+    check = checks.get(value) if type(value) is str else None
+    return check is not None and check(body)
 
 
 def fast_operation(operation: Any, path_parameters: bool = False) -> FastOperation | None:
