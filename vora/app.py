@@ -67,6 +67,7 @@ def create_app(settings: Settings, fast_path: bool = True, *, services: Services
             ownership=services.ownership,
             server_keys=services.server_keys,
             metrics=services.metrics,
+            fast_path=fast_path,
         )
         server_api = BodyLimitMiddleware(server, settings.server_api_max_body_bytes, server.extensions[BODY_GATE])
         served = ListenerDispatcher(served, server_api, settings.server_api_port)

@@ -85,7 +85,7 @@ def build_stores(settings: Settings, metrics: Metrics | None = None) -> Stores:
     batcher = batcher_for(client, settings)
     directory = Directory(client, batcher)
     session_store = SessionStore.from_settings(client, settings, batcher)
-    streams = StreamStore.from_settings(client, settings)
+    streams = StreamStore.from_settings(client, settings, batcher)
     ownership = Ownership(directory, session_store)
     sessions = SessionService(
         directory=directory, store=session_store, presence_lease_ms=presence_lease_ms(settings), ownership=ownership

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 import redis
 from gevent import socket as gevent_socket
+from gunicorn.config import Config
 from gunicorn.http.errors import InvalidHeader, LimitRequestLine
+from gunicorn.http.parser import RequestParser
 
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.raw_http import assert_refused, raw_exchange, read_reply
 from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
 from vora.core.error_shape import RequestReadTimeout
-from vora.http.worker import TimedReads, refusal_of
+from vora.http.worker import OneWriteResponse, TimedReads, refusal_of
 from vora.store import keys
 
 pytestmark = pytest.mark.slow
@@ -196,3 +198,54 @@ def test_timed_reads_bound_each_phase() -> None:
         assert reads.recv(10) == b"GET"  # the first byte of a request starts its head's clock
         with pytest.raises(RequestReadTimeout):
             reads.recv(10)
+
+
+class CountedSends:
+    """A real socket whose sendall calls are counted: each is one write, one packet with TCP_NODELAY."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        """Send data and note the write."""
+        self.writes.append(data)
+        self.sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def _response(request: bytes) -> tuple[OneWriteResponse, CountedSends, socket.socket]:
+    """Parse a request from a real socket pair with gunicorn's parser; answer it on the other end."""
+    server_side, client_side = socket.socketpair()
+    client_side.sendall(request)
+    parsed = next(RequestParser(Config(), server_side, ("127.0.0.1", 1)))
+    counted = CountedSends(server_side)
+    return OneWriteResponse(parsed, counted, Config()), counted, client_side
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunks", "writes"),
+    [
+        ([("Content-Length", "2")], [b"{}"], 1),  # a JSON answer: head and body in one write
+        ([], [b"", b"data: 1\n\n"], 3),  # a stream: its empty first chunk still sends the head at once
+        ([("Content-Length", "0")], [], 1),  # no body: the head alone, at close
+        ([("Content-Length", "6")], [b"abc", b"def"], 2),  # the head rides with the first chunk only
+    ],
+)
+def test_a_response_head_goes_out_with_its_first_body_write(
+    headers: list[tuple[str, str]], chunks: list[bytes], writes: int
+) -> None:
+    """Gunicorn's two writes (head, then body) of an answer are one; every byte is still sent by each write's end."""
+    response, counted, client_side = _response(b"GET /x HTTP/1.1\r\nHost: vora\r\n\r\n")
+    with client_side, counted.sock:
+        response.start_response("200 OK", headers)
+        for chunk in chunks:
+            response.write(chunk)
+            assert counted.writes  # nothing is held after a write
+        response.close()
+        sent = b"".join(counted.writes)
+        assert len(counted.writes) == writes
+        assert sent.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert client_side.recv(65536) == sent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import redis
 from testbed.ports import free_port
 from vora.core.settings import Settings
 from vora.store.batching import CommandBatcher, batcher_for
-from vora.store.client import connect
+from vora.store.client import connect, tracked_sends
 
 # A script that keeps Redis busy, so that the round trip carrying it stays in flight meanwhile.
 BUSY = (
@@ -190,3 +191,41 @@ def test_batching_is_off_when_asked_or_on_cluster(redisdb: redis.Redis) -> None:
     """The app batches on a standalone or Sentinel client unless VORA_REDIS_BATCHING is off."""
     assert batcher_for(redisdb, Settings()) is not None
     assert batcher_for(redisdb, Settings(redis_batching=False)) is None
+
+
+def tracked(call: Callable[[], Any]) -> Callable[[], tuple[Any, bool]]:
+    """Wrap a call in tracked_sends; return what it returned or raised, and whether its command may have gone out."""
+
+    def run() -> tuple[Any, bool]:
+        with tracked_sends() as sends:
+            try:
+                return call(), sends.sent
+            except redis.RedisError as exc:
+                return exc, sends.sent
+
+    return run
+
+
+def test_a_command_another_caller_sent_counts_as_sent_for_its_own_caller(
+    batcher: CommandBatcher, busy_round_trip: Callable[[int], None]
+) -> None:
+    """Whoever leads the round trip, each caller's tracked_sends learns that its command went out."""
+    busy_round_trip(300)
+    callers = [run_in_thread(tracked(functools.partial(batcher.execute, "SET", f"k{n}", "1"))) for n in range(3)]
+    until(lambda: len(batcher._queued) == 3)  # all three wait for the busy round trip to end
+    assert [caller() for caller in callers] == [(True, True)] * 3
+    assert batcher.round_trips == 2  # the busy script's, then one carrying the three
+
+
+def test_a_command_that_failed_unsent_counts_as_not_sent(redisdb: redis.Redis, redis_url: str) -> None:
+    """A round trip that timed out went out; what queued behind it fails unsent, and its caller is told so."""
+    hasty = CommandBatcher(connect(redis_url, 0.3, 8, 0.3), wait_timeout=5.0)
+    busy = run_in_thread(tracked(lambda: hasty.execute("EVAL", BUSY, 0, 800)))
+    until(hasty.in_flight)
+    error, sent = tracked(lambda: hasty.execute("SET", "queued", "1"))()
+    assert isinstance(error, redis.TimeoutError)
+    assert sent is False
+    error, sent = busy()
+    assert isinstance(error, redis.TimeoutError)
+    assert sent is True
+    redisdb.ping()  # answered once the busy script has ended

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import gevent
 import gevent.ssl
 import gunicorn.http
+import gunicorn.http.wsgi
 from gevent.server import StreamServer
 from gunicorn import util
 from gunicorn.http.errors import (
@@ -188,6 +189,76 @@ class _KeptConnection:
             util.close(sock)
 
 
+class HeadWithBody:
+    """A client socket that holds a response's head until the first write of its body, to send both in one."""
+
+    # gunicorn writes a response's head and its body in two sends: on a keep-alive connection with
+    # TCP_NODELAY that is two packets, two wake-ups of the client and two syscalls per answer.
+
+    __slots__ = ("_head", "_holding", "socket")
+
+    def __init__(self, sock: Any) -> None:
+        self.socket = sock
+        self._head = b""
+        self._holding = False
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything but sendall (sendfile, fileno, close) sees the head on the wire first.
+        self.flush()
+        return getattr(self.socket, name)
+
+    def hold(self, holding: bool) -> None:
+        """Hold what is sent while holding is on (the head) until the next send or flush."""
+        self._holding = holding
+
+    def sendall(self, data: bytes) -> None:
+        """Send data, after the held head in the same write; while holding, keep it for later."""
+        if self._holding:
+            self._head += data
+            return
+        if self._head:
+            data, self._head = self._head + data, b""
+        self.socket.sendall(data)
+
+    def flush(self) -> None:
+        """Send the held head, if any."""
+        if self._head:
+            head, self._head = self._head, b""
+            self.socket.sendall(head)
+
+
+class OneWriteResponse(gunicorn.http.wsgi.Response):  # type: ignore[misc] # gunicorn is untyped
+    """gunicorn's response, writing its head together with the first chunk of its body.
+
+    After every write and at close, whatever was held is on the wire, as with gunicorn's own.
+    """
+
+    def __init__(self, req: Any, sock: Any, cfg: Any) -> None:
+        super().__init__(req, HeadWithBody(sock), cfg)
+
+    def send_headers(self) -> None:
+        """Build the head as gunicorn does, held for the body's first write."""
+        if self.headers_sent:
+            return
+        self.sock.hold(True)
+        try:
+            super().send_headers()
+        finally:
+            self.sock.hold(False)
+
+    def write(self, arg: bytes) -> None:
+        """Write a chunk of the body, the head in front of the first one."""
+        try:
+            super().write(arg)
+        finally:
+            self.sock.flush()  # a write gunicorn skips (an empty chunk) or refuses still sends the head, as before
+
+    def close(self) -> None:
+        """End the response, sending a held head (an answer without a body)."""
+        super().close()
+        self.sock.flush()
+
+
 class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
     """Gevent worker that bounds request reads (VORA_HTTP_*_TIMEOUT, chunked framing) and answers refusals as JSON."""
 
@@ -202,11 +273,13 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
 
     def init_process(self) -> None:
         """Parse requests with VORA's bounded parser in this worker, then run it."""
-        # gunicorn's async worker builds each connection's parser as gunicorn.http.RequestParser.
+        # gunicorn's async worker builds each connection's parser as gunicorn.http.RequestParser,
+        # and each response as gunicorn.http.wsgi.Response (in gunicorn.http.wsgi.create).
         gunicorn.http.RequestParser = BoundedRequestParser
         # The app keeps some connections past their request (its WebSockets, parked in its reactor with
         # no greenlet of their own): the server must not close them when their handler returns.
         ggevent.StreamServer = KeepingStreamServer
+        gunicorn.http.wsgi.Response = OneWriteResponse
         super().init_process()
 
     def run(self) -> None:

@@ -23,13 +23,13 @@ from vora.http.connexion import (
     route_spec_options,
 )
 from vora.http.errors import install_error_handlers
+from vora.http.fast_path import FastPath, routes_of
 from vora.http.json_provider import BoundedJSONProvider
 from vora.http.operations import resolver_error_status
 from vora.http.validation import RuleNamingBodyValidator
 from vora.observability.metrics import Metrics
 from vora.rest.asyncapi_page import install_asyncapi_page
 from vora.rest.console import install_console, served_spec, swagger_ui_options
-from vora.rest.fast_path import FastPath, routes_of
 from vora.rest.handlers.health import HealthHandlers
 from vora.rest.handlers.session import SessionHandlers
 from vora.rest.landing import install_landing
@@ -99,5 +99,5 @@ def create_rest_app(
         )
     routes = routes_of(app, api.base_path, iter(api.added_operations)) if fast_path else {}
     if routes:
-        app.wsgi_app = FastPath(app, routes, app.wsgi_app, VoraFlaskApi.get_response, check_token)  # type: ignore[method-assign] # Flask's documented middleware hook
+        app.wsgi_app = FastPath(app, routes, app.wsgi_app, VoraFlaskApi.get_response)  # type: ignore[method-assign] # Flask's documented middleware hook
     return app

@@ -15,8 +15,9 @@ from vora.core.server_keys import ServerKeys
 from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher
 from vora.http.bodies import BODY_GATE, BodyGate
-from vora.http.connexion import TagResolver, api_class, name_operations
+from vora.http.connexion import TagResolver, VoraFlaskApi, api_class, name_operations
 from vora.http.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
+from vora.http.fast_path import FastPath, routes_of
 from vora.http.json_provider import BoundedJSONProvider
 from vora.http.operations import resolver_error_status
 from vora.http.status_line import StandardReasonPhrases
@@ -91,8 +92,13 @@ def create_server_app(
     ownership: Ownership,
     server_keys: ServerKeys,
     metrics: Metrics,
+    fast_path: bool = True,
 ) -> Flask:
-    """Build the server API app on the instance's stores, publisher and metrics; nothing connects yet."""
+    """Build the server API app on the instance's stores, publisher and metrics; nothing connects yet.
+
+    With fast_path, the well-formed requests of its simple operations (publishEvent, publishBatch)
+    skip Connexion's per-request chain (vora.http.fast_path); every other request takes the full stack.
+    """
     rules = ServerApi(
         publisher,
         streams,
@@ -130,5 +136,9 @@ def create_server_app(
     app.register_error_handler(OAuthProblem, _refuse_without_key)
     install_publish_error_handlers(app, metrics)
     name_operations(app, api.specification.raw, api.base_path)
+    # The telephony side publishes one event a request: its path parameter is checked on the fast path too.
+    routes = routes_of(app, api.base_path, iter(api.added_operations), path_parameters=True) if fast_path else {}
+    if routes:
+        app.wsgi_app = FastPath(app, routes, app.wsgi_app, VoraFlaskApi.get_response)  # type: ignore[method-assign] # Flask's documented middleware hook
     app.wsgi_app = StandardReasonPhrases(app.wsgi_app)  # type: ignore[method-assign] # Flask's documented middleware hook
     return app

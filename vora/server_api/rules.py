@@ -13,7 +13,7 @@ import yaml
 
 from vora.core.clock import rfc3339_ms
 from vora.core.errors import BadRequest, Conflict, NotFound, VoraError
-from vora.events.publisher import EventPublisher, InvalidEvent, fingerprint, stream_envelope
+from vora.events.publisher import EventPublisher, InvalidEvent, fingerprint, inline_refs, stream_envelope
 from vora.http.validation import rule_message
 from vora.store.client import UNAVAILABLE, NotWritten, WriteOutcomeUnknown
 from vora.store.sessions import SessionStore, StoredSession
@@ -64,17 +64,6 @@ def load_server_spec(spec_dir: Path) -> dict[str, Any]:
     """Load the server API's OpenAPI document once per process."""
     document: dict[str, Any] = yaml.safe_load((spec_dir / SERVER_SPEC_FILE).read_text())
     return document
-
-
-def inline_refs(schema: Any, schemas: dict[str, Any]) -> Any:
-    """Replace every `#/components/schemas/...` reference in a (non-recursive) schema by its target."""
-    if isinstance(schema, list):
-        return [inline_refs(item, schemas) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    if "$ref" in schema:
-        return inline_refs(schemas[schema["$ref"].rsplit("/", 1)[1]], schemas)
-    return {key: inline_refs(value, schemas) for key, value in schema.items()}
 
 
 def check_event_id(event_id: str) -> Position:

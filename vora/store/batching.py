@@ -8,18 +8,20 @@ from typing import Any
 import redis
 
 from vora.core.settings import Settings
-from vora.store.client import is_cluster
+from vora.store.client import is_cluster, note_sent, tracked_sends
 
 
 class _Slot:
     """One caller's command on its way: its reply once there, and whether the caller must send the next batch."""
 
-    __slots__ = ("done", "leads", "reply")
+    __slots__ = ("done", "leads", "reply", "sent", "taken")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.reply: Any = None
         self.leads = False
+        self.taken = False  # in a round trip under way: withdrawing it no longer keeps it from Redis
+        self.sent = False  # a byte of the round trip that carried it may have reached Redis
 
 
 class CommandBatcher:
@@ -48,12 +50,18 @@ class CommandBatcher:
             self._queued.append((args, slot))
             leads = not self._sending
             self._sending = True
-        if not leads:
-            self._wait(slot)
-            if not slot.leads:
-                return _answer(slot)
-        self._send_queued()
-        return _answer(slot)
+        try:
+            if not leads:
+                self._wait(slot)
+                if not slot.leads:
+                    return _answer(slot)
+            self._send_queued()
+            return _answer(slot)
+        finally:
+            # The caller's tracked_sends learns what the round trip did for its command, whoever sent it;
+            # a command given up on while its round trip was under way may have gone out.
+            if slot.sent or (slot.taken and not slot.done.is_set()):
+                note_sent()
 
     def in_flight(self) -> bool:
         """Tell whether a round trip is under way."""
@@ -87,35 +95,47 @@ class CommandBatcher:
         """Send every queued command in one pipeline and hand each caller its reply; then pass the turn on."""
         with self._lock:
             batch, self._queued = self._queued, []
+            for _, taken in batch:
+                taken.taken = True
+        carried = len(batch)
+        sends = None
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for args, _ in batch:
-                pipe.execute_command(*args)  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
-            try:
-                replies: list[Any] = pipe.execute(raise_on_error=False)
-            except redis.RedisError as exc:  # the round trip itself failed: every command of it did
-                replies = [exc] * len(batch)
-                if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-                    # Redis is unreachable (after the client's retries) or hung: what queued meanwhile has
-                    # not been sent, so it fails now, as it would have alone, rather than wait out its own.
-                    with self._lock:
-                        unsent, self._queued = self._queued, []
-                    batch += unsent
-                    replies += [exc] * len(unsent)
-            self.round_trips += 1
-            self.commands += len(batch)
+            with tracked_sends() as sends:
+                replies = self._round_trip(batch)
         except BaseException as exc:
             # Interrupted (a killed greenlet): the others must not wait for replies that will not come.
             error = redis.ConnectionError(f"the round trip carrying this command was interrupted: {exc!r}")
             replies = [error] * len(batch)
             raise
         finally:
-            for (_, slot), reply in zip(batch, replies, strict=True):
+            went_out = sends is None or sends.sent  # unknown when interrupted before tracking began
+            for index, ((_, slot), reply) in enumerate(zip(batch, replies, strict=True)):
                 slot.reply = reply
                 slot.leads = False
+                slot.sent = went_out and index < carried  # what failed with it unsent never went out
                 slot.done.set()
             with self._lock:
                 self._pass_turn()
+
+    def _round_trip(self, batch: list[tuple[tuple[Any, ...], _Slot]]) -> list[Any]:
+        """Send a batch's commands in one pipeline and return their replies; what queued meanwhile joins a failure."""
+        pipe = self._client.pipeline(transaction=False)
+        for args, _ in batch:
+            pipe.execute_command(*args)  # type: ignore[no-untyped-call] # redis-py leaves it unannotated
+        try:
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:  # the round trip itself failed: every command of it did
+            replies = [exc] * len(batch)
+            if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                # Redis is unreachable (after the client's retries) or hung: what queued meanwhile has
+                # not been sent, so it fails now, as it would have alone, rather than wait out its own.
+                with self._lock:
+                    unsent, self._queued = self._queued, []
+                batch += unsent
+                replies += [exc] * len(unsent)
+        self.round_trips += 1
+        self.commands += len(batch)
+        return replies
 
     def _pass_turn(self) -> None:
         """Let the first queued caller send the next round trip, or mark none in flight (lock held)."""

@@ -59,6 +59,13 @@ def tracked_sends() -> Iterator[Sends]:
         _tracked_sends.reset(token)
 
 
+def note_sent() -> None:
+    """Tell the tracked block (if any) that a command of it may have reached Redis, sent on its behalf."""
+    sends = _tracked_sends.get()
+    if sends is not None:
+        sends.sent = True
+
+
 def _tracking(connection_class: type[Any]) -> type[Any]:
     """Derive a redis-py connection class that tells the tracked block when a command starts to go out.
 

@@ -13,6 +13,7 @@ from redis.exceptions import NoScriptError
 
 from vora.core.settings import Settings
 from vora.store import keys, scripts
+from vora.store.batching import CommandBatcher
 from vora.store.client import UNAVAILABLE, tracked_sends, tracks_sends, unavailable_write
 from vora.store.codec import text
 
@@ -171,8 +172,11 @@ class StreamStore:
         max_age_seconds: int,
         min_replicas: int = 0,
         replica_timeout_ms: int = 500,
+        batcher: CommandBatcher | None = None,
     ) -> None:
         self._redis = client
+        # Concurrent publishes of a worker share round trips (not with WAIT, which must follow its own write).
+        self._batcher = batcher if not min_replicas else None
         self._min_replicas = min_replicas
         self._replica_timeout_ms = replica_timeout_ms
         self._max_length = max_length
@@ -195,7 +199,9 @@ class StreamStore:
         ]
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings: Settings) -> StreamStore:
+    def from_settings(
+        cls, client: redis.Redis, settings: Settings, batcher: CommandBatcher | None = None
+    ) -> StreamStore:
         """Build the store with the retention and replication the settings ask for."""
         return cls(
             client,
@@ -203,6 +209,7 @@ class StreamStore:
             max_age_seconds=settings.stream_max_age,
             min_replicas=settings.publish_replicas,
             replica_timeout_ms=settings.publish_replica_timeout,
+            batcher=batcher,
         )
 
     @property
@@ -259,6 +266,11 @@ class StreamStore:
 
     def _append_checked(self, event: Append, window_ms: int) -> Appended:
         script, script_keys, args = self._script_call(event, window_ms)
+        if self._batcher is not None:
+            try:
+                return _appended(self._batcher.execute("EVALSHA", script.sha, len(script_keys), *script_keys, *args))
+            except NoScriptError:
+                pass  # a restarted or new master ran nothing: the script call below loads it
         if not self._min_replicas:
             return _appended(script(keys=script_keys, args=args))
         pipe = self._redis.pipeline(transaction=False)

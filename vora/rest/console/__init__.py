@@ -88,7 +88,7 @@ def swagger_ui_options(settings: Settings) -> dict[str, Any]:
 def install_console(app: Flask, base_path: str, settings: Settings) -> None:
     """Serve the web console and its configuration under base_path/console/."""
     console = Blueprint("vora_console", __name__, url_prefix=f"{base_path}/console")
-    # Set by each view, not an after_request hook: any such hook would turn the fast path off (vora.rest.fast_path).
+    # Set by each view, not an after_request hook: any such hook would turn the fast path off (vora.http.fast_path).
     security_headers = console_security_headers(settings)
 
     def secured(response: Response) -> Response:

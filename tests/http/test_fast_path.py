@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import re
@@ -16,11 +15,10 @@ from werkzeug.test import EnvironBuilder
 
 from tests.harness.tokens import TokenFactory
 from vora.app import create_app
-from vora.auth.tokens import token_info
 from vora.core.settings import Settings
 from vora.http.connexion import VoraFlaskApi
+from vora.http.fast_path import FastPath, discriminated_branches, routes_of, shared_meaning
 from vora.rest.app import API_EXTENSION
-from vora.rest.fast_path import FastPath, routes_of, shared_meaning
 from vora.services import services_of
 
 Provision = Callable[[str, list[str]], None]
@@ -129,8 +127,7 @@ def test_hands_every_other_request_to_the_app(app: Flask, make_token: TokenFacto
         start_response("418 I'm a teapot", [])
         return [b""]
 
-    check_token = functools.partial(token_info, services_of(app).verifier)
-    fast = FastPath(app, _routes(app), fallback, VoraFlaskApi.get_response, check_token)
+    fast = FastPath(app, _routes(app), fallback, VoraFlaskApi.get_response)
     token = make_token("alice")
     body = json.dumps({"connectionType": "WebSocket", "identity": IDENTITY}).encode()
     statuses = []
@@ -238,3 +235,40 @@ def test_answers_a_spent_setup_limit_as_the_full_stack_does(
     messages = [re.sub(r"\d+", "N", body.pop("message")) for _, _, body in unchanging]
     assert messages[0] == messages[1]
     assert unchanging[0][2] == unchanging[1][2]
+
+
+def _branch(*values: Any) -> dict[str, Any]:
+    """Return an object schema that requires `kind` and lists its values."""
+    return {"type": "object", "required": ["kind"], "properties": {"kind": {"type": "string", "enum": list(values)}}}
+
+
+KIND = {"propertyName": "kind"}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"oneOf": [_branch("a"), _branch("a", "b")], "discriminator": KIND},  # a in two branches
+        {"oneOf": [_branch("a"), {**_branch("b"), "required": []}], "discriminator": KIND},
+        {"oneOf": [_branch("a"), {**_branch("b"), "type": ["object", "null"]}], "discriminator": KIND},
+        {"oneOf": [_branch("a"), _branch(1)], "discriminator": KIND},
+        {"oneOf": [_branch("a"), _branch()], "discriminator": KIND},
+        {"oneOf": [_branch("a"), _branch("b")], "discriminator": KIND, "type": "object"},
+        {"oneOf": [_branch("a"), _branch("b")]},
+        {"anyOf": [_branch("a"), _branch("b")], "discriminator": KIND},
+        {
+            "oneOf": [_branch("a"), {**_branch("b"), "properties": {"kind": {"enum": ["b"], "nullable": True}}}],
+            "discriminator": KIND,
+        },
+    ],
+)
+def test_checks_every_branch_unless_the_discriminator_alone_decides(schema: dict[str, Any]) -> None:
+    """A oneOf whose branches could overlap, or hold more than the discriminator, is checked whole."""
+    assert discriminated_branches(schema) is None
+
+
+def test_checks_one_branch_when_the_discriminator_decides() -> None:
+    """Disjoint enums of strings on a property every object branch requires name each value's one branch."""
+    first, second = _branch("a", "b"), _branch("c")
+    schema = {"oneOf": [first, second], "discriminator": KIND, "description": "either"}
+    assert discriminated_branches(schema) == ("kind", {"a": first, "b": first, "c": second})

@@ -2,20 +2,23 @@
 
 Connexion 2 turns every request into a ConnexionRequest, runs five decorator layers (security,
 URI parsing, body validation, produces, parameter introspection), then converts the answer back;
-with Flask's request context around it, that is most of what a GET /identity costs. For an
-operation whose spec needs nothing else (no parameters, one OAuth2 requirement checked by VORA's
-own token functions, at most a JSON body), this layer does the same checks with the same objects
-Connexion built at start-up: the operation's handler, its required scopes, its compiled body
-validator and its response mimetype. It answers only requests that pass every check; anything
-else (no or bad token, a missing scope, a query string, a body that is not valid JSON for the
-schema, an unexpected answer) goes to the full Flask/Connexion stack untouched, which answers it
-exactly as before. An exception from the handler is answered by the app's own error handlers
-inside a full request context. A fast handler runs in an app context but no request context: it
-takes what it needs from the arguments Connexion would pass it, never from flask.request.
+with Flask's request context around it, that is most of what a GET /identity or a server API
+publishEvent costs. For an operation whose spec needs nothing else (one OAuth2 requirement or one
+bearer requirement checked by a function the app bound, at most a JSON body and, where the app
+allows them, string path parameters with a pattern), this layer does the same checks with the same
+objects Connexion built at start-up: the operation's handler, its security function and required
+scopes, its compiled body validator and its response mimetype. It answers only requests that pass
+every check; anything else (no or bad credential, a missing scope, a query string, a path value
+its pattern refuses, a body that is not valid JSON for the schema, an unexpected answer) goes to
+the full Flask/Connexion stack untouched, which answers it exactly as before. An exception from
+the handler is answered by the app's own error handlers inside a full request context. A fast
+handler runs in an app context but no request context: it takes what it needs from the arguments
+Connexion would pass it, never from flask.request.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -26,17 +29,19 @@ from typing import Any
 
 import jsonschema_rs
 from connexion.decorators.parameter import inspect_function_arguments
-from connexion.utils import is_nullable
+from connexion.utils import get_function_from_name, is_nullable
 from flask import Flask, signals
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.http import HTTP_STATUS_CODES
 
-from vora.auth.tokens import SCOPE_VALIDATE_FUNC, TOKEN_INFO_FUNC, validate_scope
 from vora.core.types import WsgiApp
 from vora.http.bearer import bearer_token
 from vora.http.hooks import ACTS_ONLY_ON, DONE_BY_FAST_PATH
 
 log = logging.getLogger("vora.fast_path")
+
+# What an operation's security check answers for a bearer credential: the token info, or None when it refuses.
+CredentialCheck = Callable[[str], "dict[str, Any] | None"]
 
 JSON_MIMETYPE = "application/json"
 OPTIONAL_ARGUMENTS = frozenset({"token_info", "user"})
@@ -51,9 +56,19 @@ SHARED_KEYWORDS = frozenset(
 )  # fmt: skip
 # Draft 4's integer excludes 1.0 in jsonschema; the other types mean the same in both.
 SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null", "number"})
+# The annotations of a path parameter's schema; a schema with anything else besides type and pattern is not fast.
+PARAMETER_ANNOTATIONS = frozenset({"description", "example", "title"})
 # Patterns of literal characters, classes, anchors, groups, lookaheads and \x/\n/\./\-/\+ escapes: Python's re and
 # Rust's regex read them alike (no \d, \w, \s, \b, whose Unicode reach differs).
 _PORTABLE_PATTERN = re.compile(r"(?:[^\\]|\\[xn.+\-])*")
+
+
+@dataclass(frozen=True)
+class PathParameter:
+    """A string path parameter, checked as Connexion's parameter validator checks it: its pattern, searched."""
+
+    name: str
+    pattern: re.Pattern[str]
 
 
 @dataclass(frozen=True)
@@ -62,11 +77,12 @@ class FastOperation:
 
     operation_id: str
     handler: Callable[..., Any]
-    required_scopes: list[str]
+    credential: CredentialCheck  # the spec's security function for the operation, with its scopes checked
     arguments: frozenset[str]
     body_validator: Any  # the operation's compiled jsonschema validator; None: the operation takes no body
     mimetype: str
     body_is_valid: Callable[[Any], bool] | None = None  # validator's verdict, maybe from a faster twin of it
+    path_parameters: tuple[PathParameter, ...] = ()
 
 
 def shared_meaning(schema: Any) -> bool:
@@ -92,6 +108,11 @@ def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
     # Connexion resolves every $ref in place and keeps the spec's components beside them for any it could
     # not; shared_meaning refuses a $ref, so without one the components are never read.
     schema = {key: value for key, value in schema.items() if key != "components"}
+    branches = discriminated_branches(schema)
+    if branches is not None:
+        name, by_value = branches
+        checks = {value: body_check(branch, validator.evolve(schema=branch)) for value, branch in by_value.items()}
+        return functools.partial(_check_branch, name, checks)
     if not shared_meaning(schema):
         return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
     try:
@@ -108,15 +129,61 @@ def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
     return is_valid
 
 
-def fast_operation(operation: Any) -> FastOperation | None:
-    """Derive an operation's fast path from Connexion's operation object, or None when the spec asks for more."""
-    if operation.parameters or operation.validate_responses or operation.get_mimetype() != JSON_MIMETYPE:
+def discriminated_branches(schema: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]] | None:
+    """Return a oneOf's discriminator and its branch by each value, when the value alone decides the verdict.
+
+    That holds when every branch is an object that requires the property and lists its values in an
+    enum of strings, no value in two branches: a body can then match no branch but the one its value
+    names, so the oneOf holds exactly when that branch does (and fails without a listed value).
+    """
+    if set(schema) - {"oneOf", "discriminator", *PARAMETER_ANNOTATIONS}:
         return None
-    scopes = _required_scopes(operation)
-    if scopes is None:
+    discriminator, branches = schema.get("discriminator"), schema.get("oneOf")
+    if not isinstance(discriminator, dict) or not isinstance(branches, list) or not branches:
+        return None
+    name = discriminator.get("propertyName")
+    if not isinstance(name, str):
+        return None
+    by_value: dict[str, dict[str, Any]] = {}
+    for branch in branches:
+        if not isinstance(branch, dict) or branch.get("type") != "object" or name not in branch.get("required", []):
+            return None
+        named = branch.get("properties", {}).get(name)
+        if not isinstance(named, dict) or set(named) - {"type", "enum", *PARAMETER_ANNOTATIONS}:
+            return None
+        values = named.get("enum")
+        if named.get("type", "string") != "string" or not isinstance(values, list) or not values:
+            return None
+        for value in values:
+            if type(value) is not str or value in by_value:
+                return None
+            by_value[value] = branch
+    return name, by_value
+
+
+def _check_branch(name: str, checks: dict[str, Callable[[Any], bool]], body: Any) -> bool:
+    """Check a body against the branch its discriminator value names; no such branch: not valid."""
+    value = body.get(name) if type(body) is dict else None
+    check = checks.get(value) if type(value) is str else None
+    return check is not None and check(body)
+
+
+def fast_operation(operation: Any, path_parameters: bool = False) -> FastOperation | None:
+    """Derive an operation's fast path from Connexion's operation object, or None when the spec asks for more.
+
+    With path_parameters, string path parameters with a pattern are checked here too; else an
+    operation with any parameter is left to the full stack.
+    """
+    if operation.validate_responses or operation.get_mimetype() != JSON_MIMETYPE:
+        return None
+    parameters = _path_parameters(operation.parameters) if path_parameters else ()
+    if parameters is None or (operation.parameters and not path_parameters):
+        return None
+    credential = _credential_check(operation)
+    if credential is None:
         return None
     arguments, has_kwargs = inspect_function_arguments(operation._resolution.function)
-    wanted = frozenset(arguments)
+    wanted = frozenset(arguments) - {parameter.name for parameter in parameters}
     validator = None
     if operation.body_schema:
         if operation.consumes != [JSON_MIMETYPE] or "x-body-name" in operation.request_body:
@@ -135,45 +202,79 @@ def fast_operation(operation: Any) -> FastOperation | None:
         return None
     if has_kwargs or not wanted <= OPTIONAL_ARGUMENTS:
         return None
+    if any(parameter.name not in arguments for parameter in parameters):
+        return None
     # The spec's own operationId, as logs and metrics name it (Connexion's operation_id is the resolved handler).
     return FastOperation(
         operation._operation["operationId"],
         operation._resolution.function,
-        scopes,
+        credential,
         frozenset(arguments),
         validator,
         JSON_MIMETYPE,
         body_check(operation.body_schema, validator) if validator is not None else None,
+        parameters,
     )
 
 
-def _required_scopes(operation: Any) -> list[str] | None:
-    """Return the scopes of the operation's one OAuth2 requirement checked by vora.auth.tokens, or None."""
+def _path_parameters(parameters: list[dict[str, Any]]) -> tuple[PathParameter, ...] | None:
+    """Return an operation's parameters when each is a required string path parameter with a pattern, else None."""
+    found = []
+    for parameter in parameters:
+        schema = parameter.get("schema", {})
+        if parameter.get("in") != "path" or not parameter.get("required") or not isinstance(schema, dict):
+            return None
+        if schema.get("type") != "string" or not isinstance(schema.get("pattern"), str):
+            return None
+        if not set(schema) <= {"type", "pattern", *PARAMETER_ANNOTATIONS}:
+            return None
+        found.append(PathParameter(parameter["name"], re.compile(schema["pattern"])))
+    return tuple(found)
+
+
+def _credential_check(operation: Any) -> CredentialCheck | None:
+    """Return the check of the operation's one security requirement, with the function the app bound; else None.
+
+    OAuth2: the bound x-tokenInfoFunc, then the x-scopeValidateFunc the spec names on the token's
+    scopes (as Connexion's check_oauth_func). HTTP bearer without scopes: the bound x-bearerInfoFunc.
+    """
     security = operation.security
     if len(security) != 1 or len(security[0]) != 1:
         return None
     ((name, scopes),) = security[0].items()
     scheme = operation.security_schemes.get(name, {})
-    if (
-        scheme.get("type") != "oauth2"
-        or scheme.get("x-tokenInfoFunc") != TOKEN_INFO_FUNC
-        or scheme.get("x-scopeValidateFunc") != SCOPE_VALIDATE_FUNC
-    ):
+    bound: dict[str, Callable[..., Any]] = dict(getattr(operation.api, "security_functions", {}))
+    kind = scheme.get("type")
+    if kind == "http" and str(scheme.get("scheme", "")).lower() == "bearer" and not scopes:
+        return bound.get(scheme.get("x-bearerInfoFunc", ""))
+    if kind != "oauth2" or "x-scopeValidateFunc" not in scheme:
         return None
-    return list(scopes)
+    token_info = bound.get(scheme.get("x-tokenInfoFunc", ""))
+    if token_info is None:
+        return None
+    validate_scope = get_function_from_name(scheme["x-scopeValidateFunc"])
+    required = list(scopes)
+
+    def check(token: str) -> dict[str, Any] | None:
+        info: dict[str, Any] | None = token_info(token)
+        if info is None:
+            return None
+        return info if validate_scope(required, info.get("scope", info.get("scopes", ""))) else None
+
+    return check
 
 
-def skippable_hooks(app: Flask, paths: Iterable[str]) -> bool:
-    """Tell whether every request hook of the app may be skipped for requests to these paths."""
+def skippable_hooks(app: Flask, covered: Callable[[str], bool]) -> bool:
+    """Tell whether every request hook of the app may be skipped for requests to the paths covered says are fast."""
     hooks: list[Any] = []
     for registry in (app.before_request_funcs, app.teardown_request_funcs):
         for funcs in registry.values():
             hooks += funcs
-    paths = set(paths)
     for hook in hooks:
         if getattr(hook, DONE_BY_FAST_PATH, False):
             continue
-        if getattr(hook, ACTS_ONLY_ON, None) not in (None, *paths):
+        only_on = getattr(hook, ACTS_ONLY_ON, None)
+        if only_on is not None and not covered(only_on):
             continue
         return False
     later = (app.after_request_funcs, app.url_value_preprocessors)
@@ -192,6 +293,15 @@ def json_encoder_of(app: Flask) -> Callable[[Any], str]:
     return provider.dumps
 
 
+def path_template(full_path: str, parameters: tuple[PathParameter, ...]) -> re.Pattern[str] | None:
+    """Compile a spec path with {name} parameters into the regex of Werkzeug's string converter, or None without any."""
+    if not parameters:
+        return None
+    parts = re.split(r"\{(\w+)\}", full_path)
+    regex = "".join(re.escape(part) if n % 2 == 0 else f"(?P<{part}>[^/]+)" for n, part in enumerate(parts))
+    return re.compile(regex)
+
+
 class FastPath:
     """Answer the well-formed requests of the fast operations; hand every other request to the app."""
 
@@ -201,11 +311,15 @@ class FastPath:
         routes: dict[tuple[str, str], FastOperation],
         fallback: WsgiApp,
         get_response: Callable[[Any, str], Any],
-        token_info: Callable[[str], dict[str, Any]],
     ) -> None:
         self._app = app
-        self._token_info = token_info  # the app's own x-tokenInfoFunc, bound to its verifier
-        self._routes = routes
+        self._routes = {key: op for key, op in routes.items() if not op.path_parameters}
+        # Templated routes, tried in turn after the exact ones: (METHOD, path regex, operation).
+        self._templated = [
+            (method, template, op)
+            for (method, path), op in routes.items()
+            if (template := path_template(path, op.path_parameters)) is not None
+        ]
         self._fallback = fallback
         self._get_response = get_response  # Connexion's conversion, for answers other than (JSON, status[, headers])
         self._max_body = app.config["MAX_CONTENT_LENGTH"]
@@ -219,7 +333,11 @@ class FastPath:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Serve one request."""
-        operation = self._routes.get((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        operation = self._routes.get((method, path))
+        values: dict[str, str] = {}
+        if operation is None and self._templated:
+            operation, values = self._match(method, path)
         if operation is None or environ.get("QUERY_STRING") or self._signalled():
             return self._fallback(environ, start_response)
         token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
@@ -233,9 +351,24 @@ class FastPath:
         app_context = self._app.app_context()
         app_context.push()
         try:
-            return self._serve(operation, token, body, environ, start_response)
+            return self._serve(operation, token, body, values, environ, start_response)
         finally:
             app_context.pop()
+
+    def _match(self, method: str, path: str) -> tuple[FastOperation | None, dict[str, str]]:
+        """Find the templated operation of a path whose every value its parameter's pattern accepts."""
+        for wanted, template, operation in self._templated:
+            match = template.fullmatch(path) if wanted == method else None
+            if match is None:
+                continue
+            values = match.groupdict()
+            # ASCII only: Werkzeug hands the handler the path re-decoded as UTF-8, which ASCII is unchanged by.
+            for parameter in operation.path_parameters:
+                value = values[parameter.name]
+                if not value.isascii() or parameter.pattern.search(value) is None:
+                    return None, {}
+            return operation, values
+        return None, {}
 
     @staticmethod
     def _signalled() -> bool:
@@ -259,15 +392,16 @@ class FastPath:
         operation: FastOperation,
         token: str,
         raw: bytes | None,
+        values: dict[str, str],
         environ: dict[str, Any],
         start_response: Callable[..., Any],
     ) -> Iterable[bytes]:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(values)
         try:
-            info = self._token_info(token)
+            info = operation.credential(token)
         except Exception:  # noqa: BLE001 - the full stack answers every refusal, exactly as before
             return self._fallback(environ, start_response)
-        if not validate_scope(operation.required_scopes, info["scope"]):
+        if info is None:
             return self._fallback(environ, start_response)
         if raw is not None:
             try:
@@ -323,17 +457,26 @@ class FastPath:
 
 
 def routes_of(
-    app: Flask, base_path: str, operations: Iterator[tuple[str, str, Any]]
+    app: Flask, base_path: str, operations: Iterator[tuple[str, str, Any]], path_parameters: bool = False
 ) -> dict[tuple[str, str], FastOperation]:
-    """Return the fast operations by (METHOD, full path), for the operations whose spec allows it."""
+    """Return the fast operations by (METHOD, full spec path), for the operations whose spec allows it.
+
+    With path_parameters, operations with string path parameters are fast too (the path keeps its {name}).
+    """
     routes = {}
     for method, path, operation in operations:
-        if "{" in path:
+        if "{" in path and not path_parameters:
             continue
-        fast = fast_operation(operation)
+        fast = fast_operation(operation, path_parameters)
         if fast is not None:
             routes[(method.upper(), base_path + path)] = fast
-    if not skippable_hooks(app, {path for _, path in routes}):
+    templates = [path_template(path, op.path_parameters) for (_, path), op in routes.items()]
+
+    def covered(path: str) -> bool:
+        exact = any(key[1] == path for key in routes)
+        return exact or any(template is not None and template.fullmatch(path) for template in templates)
+
+    if not skippable_hooks(app, covered):
         log.warning("fast path off: the app has request hooks it does not know to be inert")
         return {}
     return routes
