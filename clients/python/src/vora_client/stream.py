@@ -168,7 +168,7 @@ class EventStream:
         return list(self._changes)
 
     async def start(self) -> EventStream:
-        """Set up (unless a session was given), apply the subscription, and start connecting in the background."""
+        """Start in the background (setup unless a session was given, the subscription, the connection); return at once."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"vora-stream-{self.identity}")
         return self
