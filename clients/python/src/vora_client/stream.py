@@ -168,7 +168,7 @@ class EventStream:
         return list(self._changes)
 
     async def start(self) -> EventStream:
-        """Start in the background (setup unless a session was given, the subscription, the connection); return at once."""
+        """Start in the background (setup unless a session was given, subscription, connection); return at once."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"vora-stream-{self.identity}")
         return self
