@@ -13,6 +13,7 @@ VORA in the same run, for the SSE/WS ratio.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ SOCKETS = 10
 FAN_OUT = SESSIONS * SOCKETS
 RATE = 1000
 TYPES = ("callRinging", "presence", "recordingStarted")
-TARGET_P99_MS = 5.0
+TARGET_P99_RATIO = 1.5  # issue 26 item 3: the tail within 1.5 x the bare baseline's, same run
 TARGET_DELIVERIES = 20_000
 
 
@@ -125,11 +126,15 @@ def publish_events(publish: Publisher, ids: list[str], count: int, rate: float |
     """Publish count events round-robin over ids, at rate per second (None: as fast as possible)."""
     final: dict[str, int] = {}
     schedule = Schedule(rate)
-    for n in range(count):
-        schedule.wait_for(n)
-        identity = ids[n % len(ids)]
-        event_type = TYPES[n % len(TYPES)]
-        final[identity] = publish(identity, event_type, event_data(event_type, n))
+    gc.disable()  # the publisher's own collections would delay events after their time was stamped
+    try:
+        for n in range(count):
+            schedule.wait_for(n)
+            identity = ids[n % len(ids)]
+            event_type = TYPES[n % len(TYPES)]
+            final[identity] = publish(identity, event_type, event_data(event_type, n))
+    finally:
+        gc.enable()
     return schedule.report(count, final)
 
 
@@ -167,6 +172,7 @@ def phase(
         "latency_ms": {k: report[k] for k in ("p50_ms", "p99_ms", "max_ms", "mean_ms")},
         "latency_samples": report["latency_samples"],
         "stalls": report["stalls"],
+        "client_gc": report["client_gc"],
         "server_cpu_seconds": round(server.cpu_seconds() - cpu, 3),
         "server_cpu_cores": round((server.cpu_seconds() - cpu) / span, 2) if span > 0 else None,
         "client_cpu_cores": round((client.cpu_seconds() - client_cpu) / span, 2) if span > 0 else None,
@@ -196,6 +202,7 @@ def _run_one(
     client = WsLoad(bench.procs, f"wsclient-fanout-{label}")
     try:
         held = open_primed(client, urls, ids, publish)
+        held["per_worker"] = sorted(server.connections_per_worker().values(), reverse=True)  # an uneven split sets the tail
         paced_count = int(RATE * bench.seconds(10, 3))
         burst_count = int(bench.seconds(5000, 1500))
         paced = phase(bench, client, server, publish, ids, paced_count, RATE, f"fanout-{label}-paced")
@@ -288,8 +295,9 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             paced_v["latency_ms"]["p99_ms"],
             "ms",
             paced_b["latency_ms"]["p99_ms"],
-            f"<= {TARGET_P99_MS:g} ms",
-            paced_v["latency_ms"]["p99_ms"] <= TARGET_P99_MS,
+            f"<= {TARGET_P99_RATIO:g} x baseline",
+            bool(paced_b["latency_ms"]["p99_ms"])
+            and paced_v["latency_ms"]["p99_ms"] <= TARGET_P99_RATIO * paced_b["latency_ms"]["p99_ms"],
         ),
         Row(
             "4 event latency p50",
@@ -343,7 +351,7 @@ def sse_rows(figures: dict[str, Any], lost_v: int, lost_b: int) -> list[Row]:
             paced_v["latency_ms"]["p99_ms"],
             "ms",
             paced_b["latency_ms"]["p99_ms"],
-            f"(reported; WebSocket's target: <= {TARGET_P99_MS:g} ms)",
+            f"(reported; WebSocket's target: <= {TARGET_P99_RATIO:g} x baseline)",
             None,
         ),
         Row(
