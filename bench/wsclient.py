@@ -378,9 +378,10 @@ class LoadClient:
         )
         return {"unprimed": unprimed, "wrong_start": wrong_start, **self.status()}
 
-    def reset(self) -> dict[str, Any]:
-        """Start counting anew (sequence state is kept)."""
-        self.stats = Stats()
+    def reset(self, keep: bool = False) -> dict[str, Any]:
+        """Start a measured phase: counting anew (sequence state is kept), or on from the last phase with keep."""
+        if not keep:
+            self.stats = Stats()
         # The measured phase starts: keep this process' collector out of it (a full pass over a
         # thousand sockets' objects stalled every receipt for up to 97 ms, read as server latency).
         gc.collect()
@@ -510,7 +511,7 @@ class LoadClient:
         if name == "wait_primed":
             return await self.wait_primed(command["first"], command.get("timeout", 30))
         if name == "reset":
-            return self.reset()
+            return self.reset(bool(command.get("keep")))
         if name == "expect":
             return await self.expect(command["final"], command.get("timeout", 30))
         if name == "resume":

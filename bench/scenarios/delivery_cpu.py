@@ -5,7 +5,8 @@ for a longer paced phase (PACED_SECONDS). CPU is user+system time of the gunicor
 workers (psutil) across the phase, so it covers the whole event path inside the server: the
 pub/sub read, the hub, the filter, the envelope and the socket writes. Redis' own CPU over the
 same phase is reported beside it (VORA appends to a stream through Lua; the baseline only
-PUBLISHes). The p99 of the same phase is held against three times the baseline's.
+PUBLISHes). The p99 of the same phase is held against 1.5 times the baseline's. Both servers' sockets are
+held at once and the phase alternates between them in rounds (fanout.interleaved).
 
 Over Server-Sent Events (`--only delivery_cpu_sse`, the sse group) the same phase runs over
 event streams, on VORA and on the baseline's bare Flask event stream, then over WebSocket on the
@@ -17,20 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from bench.context import Bench, identities
-from bench.procs import Server
 from bench.report import Row
-from bench.scenarios.fanout import (
-    FAN_OUT,
-    RATE,
-    BaselinePublisher,
-    Publisher,
-    against_ws_rows,
-    open_primed,
-    phase,
-    socket_urls,
-    vora_publisher,
-)
-from bench.wsclient import WsLoad
+from bench.scenarios.fanout import FAN_OUT, RATE, ROUNDS, Leg, against_ws_rows, holding, interleaved, legs_of
 
 USER = "bench-delivery-cpu"
 PACED_SECONDS = 20
@@ -40,71 +29,43 @@ TARGET_P99_RATIO = 1.5  # issue 26 item 3 (was 3)
 TARGET_REDIS_CPU_RATIO = 1.5  # issue 26 item 4
 
 
-def _command_usage(bench: Bench) -> dict[str, tuple[int, int]]:
-    """Return Redis' calls and microseconds so far, per command (scripts' inner commands included)."""
-    stats = bench.redis_info("commandstats")
-    return {name.removeprefix("cmdstat_"): (int(f["calls"]), int(f["usec"])) for name, f in stats.items()}
-
-
-def _usage_per_event(
-    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], events: int
-) -> dict[str, dict[str, float]]:
-    """Return the calls and microseconds per published event each command added over a phase."""
-    out = {}
-    for name, (calls, usec) in after.items():
-        calls_0, usec_0 = before.get(name, (0, 0))
-        if calls > calls_0 and events:
-            out[name] = {"calls": round((calls - calls_0) / events, 3), "usec": round((usec - usec_0) / events, 2)}
-    return dict(sorted(out.items(), key=lambda item: -item[1]["usec"]))
-
-
-def _measure(
-    bench: Bench, server: Server, urls: list[str], ids: list[str], publish: Publisher, label: str
-) -> dict[str, Any]:
-    client = WsLoad(bench.procs, f"wsclient-delivery-cpu-{label}")
-    try:
-        held = open_primed(client, urls, ids, publish)
-        held["per_worker"] = sorted(server.connections_per_worker().values(), reverse=True)  # an uneven split sets the tail
-        count = int(RATE * bench.seconds(PACED_SECONDS, 4))
-        redis_before, usage_before = bench.redis_cpu_seconds(), _command_usage(bench)
-        paced = phase(bench, client, server, publish, ids, count, RATE, f"delivery_cpu-{label}")
-        redis_cpu = bench.redis_cpu_seconds() - redis_before
-        redis_usage = _usage_per_event(usage_before, _command_usage(bench), count)
-        client.call({"cmd": "close"}, timeout=120)
-    finally:
-        client.stop()
-    deliveries = paced["deliveries"]
+def _figures(leg: Leg, paced: dict[str, Any]) -> dict[str, Any]:
+    """Return one leg's CPU per delivery, Redis' CPU and commands per event, beside its pooled paced phase."""
+    deliveries, events = paced["deliveries"], paced["publish"]["events"]
+    redis_cpu = paced["redis_cpu_seconds"]
+    per_event = {
+        command: {"calls": round(calls / events, 3), "usec": round(usec / events, 2)}
+        for command, (calls, usec) in sorted(paced["redis_usage"].items(), key=lambda item: -item[1][1])
+    }
     return {
-        **held,
+        **leg.held,
         "paced": paced,
         "server_cpu_seconds": paced["server_cpu_seconds"],
-        "redis_cpu_seconds": round(redis_cpu, 3),
-        "redis_commands_per_event": redis_usage,
+        "redis_cpu_seconds": redis_cpu,
+        "redis_commands_per_event": per_event,
         "server_cpu_seconds_per_100k": round(paced["server_cpu_seconds"] * PER / deliveries, 3) if deliveries else None,
         "redis_cpu_seconds_per_100k": round(redis_cpu * PER / deliveries, 3) if deliveries else None,
     }
 
 
 def run(bench: Bench, transport: str = "ws") -> dict[str, Any]:
-    """Hold scenario 4's sockets on VORA, then on the baseline, through one long paced phase each."""
+    """Hold scenario 4's sockets on VORA and the baseline at once through one long paced phase in rounds."""
     ids = identities("7610" if transport == "ws" else "7620", 50)
     figures: dict[str, Any] = {
         "transport": transport,
         "rate": RATE,
         "fan_out": FAN_OUT,
         "paced_seconds": bench.seconds(PACED_SECONDS, 4),
+        "rounds": ROUNDS,
     }
     over = "" if transport == "ws" else f"-{transport}"
     with bench.servers() as (vora, baseline):
-        vora_urls, base_urls = socket_urls(bench, vora, baseline, USER + over, ids, transport)
-        publish = vora_publisher(bench.publisher)
-        figures["vora"] = _measure(bench, vora, vora_urls, ids, publish, "vora" + over)
-        figures["baseline"] = _measure(
-            bench, baseline, base_urls, ids, BaselinePublisher(bench.redis), "baseline" + over
-        )
-        if transport != "ws":
-            ws_urls, _ = socket_urls(bench, vora, baseline, USER + over + "-ws", ids)
-            figures["vora_ws"] = _measure(bench, vora, ws_urls, ids, publish, "vora-ws")
+        legs = legs_of(bench, vora, baseline, USER + over, ids, transport)
+        with holding(bench, legs, "delivery-cpu"):
+            count = int(RATE * bench.seconds(PACED_SECONDS, 4))
+            paced = interleaved(bench, legs, count, RATE, "delivery_cpu")
+        for leg, key in zip(legs, ("vora", "baseline", "vora_ws"), strict=False):
+            figures[key] = _figures(leg, paced[leg.label])
     return figures
 
 

@@ -13,10 +13,11 @@ VORA in the same run, for the SSE/WS ratio.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +41,7 @@ RATE = 1000
 TYPES = ("callRinging", "presence", "recordingStarted")
 TARGET_P99_RATIO = 1.5  # issue 26 item 3: the tail within 1.5 x the bare baseline's, same run
 TARGET_DELIVERIES = 20_000
+ROUNDS = 4  # a paced phase is split into rounds that alternate between the servers compared
 
 
 class Publisher(Protocol):
@@ -152,14 +154,22 @@ def phase(
     rate: float | None,
     name: str,
     send: Sender = publish_events,
+    *,
+    keep: bool = False,
 ) -> dict[str, Any]:
-    """Publish count events at rate (None: flat out) to primed sockets; report deliveries, latency and CPU."""
-    client.call({"cmd": "reset"}, timeout=30)
+    """Publish count events at rate (None: flat out) to primed sockets; report deliveries, latency and CPU.
+
+    With keep, the load generator goes on counting from its last phase (latency and deliveries pooled).
+    """
+    client.call({"cmd": "reset", "keep": True} if keep else {"cmd": "reset"}, timeout=30)
     cpu = server.cpu_seconds()
     client_cpu = client.cpu_seconds()
+    redis_cpu, usage_before = bench.redis_cpu_seconds(), command_usage(bench)
     with profiled(bench.procs, bench.profile_dir, name, server, count / (rate or 3000)):
         published = send(publish, ids, count, rate)
         report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": 30}, timeout=60)
+    redis_cpu = bench.redis_cpu_seconds() - redis_cpu
+    redis_usage = usage_between(usage_before, command_usage(bench))
     span = (report["last_receive"] or published["started"]) - published["started"]
     expected = count * FAN_OUT
     return {
@@ -178,6 +188,118 @@ def phase(
         "client_cpu_cores": round((client.cpu_seconds() - client_cpu) / span, 2) if span > 0 else None,
         "sockets_closed": report["closed"],
         "close_codes": report["close_codes"],
+        "span_seconds": round(span, 3),
+        "redis_cpu_seconds": round(redis_cpu, 3),
+        "redis_usage": redis_usage,
+    }
+
+
+def command_usage(bench: Bench) -> dict[str, tuple[int, int]]:
+    """Return Redis' calls and microseconds so far, per command (scripts' inner commands included)."""
+    stats = bench.redis_info("commandstats")
+    return {name.removeprefix("cmdstat_"): (int(f["calls"]), int(f["usec"])) for name, f in stats.items()}
+
+
+def usage_between(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, list[int]]:
+    """Return the calls and microseconds each command added between two snapshots."""
+    out = {}
+    for name, (calls, usec) in after.items():
+        calls_0, usec_0 = before.get(name, (0, 0))
+        if calls > calls_0:
+            out[name] = [calls - calls_0, usec - usec_0]
+    return out
+
+
+@dataclass
+class Leg:
+    """One side of a comparison: a server, the socket URLs it is measured with, their identities and publisher."""
+
+    label: str
+    server: Server
+    urls: list[str]
+    ids: list[str]
+    publish: Publisher
+    client: WsLoad | None = None
+    held: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def load(self) -> WsLoad:
+        """Return the load generator holding this leg's sockets."""
+        if self.client is None:
+            raise RuntimeError(f"the sockets of {self.label} are not open")
+        return self.client
+
+
+@contextlib.contextmanager
+def holding(bench: Bench, legs: list[Leg], name: str) -> Iterator[None]:
+    """Open and prime every leg's sockets, each in a load generator of its own, for the block; close them after."""
+    try:
+        for leg in legs:
+            leg.client = WsLoad(bench.procs, f"wsclient-{name}-{leg.label}")
+            leg.held = open_primed(leg.client, leg.urls, leg.ids, leg.publish)
+            # An uneven split of the sockets over the workers sets the tail: record it.
+            leg.held["per_worker"] = sorted(leg.server.connections_per_worker().values(), reverse=True)
+        yield
+        for leg in legs:
+            leg.load.call({"cmd": "close"}, timeout=120)
+    finally:
+        for leg in legs:
+            if leg.client is not None:
+                leg.client.stop()
+                leg.client = None
+
+
+def interleaved(bench: Bench, legs: list[Leg], count: int, rate: float, name: str) -> dict[str, dict[str, Any]]:
+    """Publish count events at rate to each leg in ROUNDS alternating rounds; pool each leg's figures.
+
+    The machine changes over seconds (other work, the host): one leg's whole phase after the
+    other's compared a calm minute with a busy one, and the tails swung from 0.2 x to 5.7 x between
+    runs of one tree. Short alternating rounds, the order reversed every round, expose every leg
+    to the same changes.
+    """
+    rounds: dict[str, list[dict[str, Any]]] = {leg.label: [] for leg in legs}
+    per_round = max(1, count // ROUNDS)
+    for number in range(ROUNDS):
+        for leg in legs if number % 2 == 0 else legs[::-1]:
+            result = phase(
+                bench, leg.load, leg.server, leg.publish, leg.ids, per_round, rate, f"{name}-{leg.label}-{number}",
+                keep=number > 0,
+            )  # fmt: skip
+            rounds[leg.label].append(result)
+    return {label: pooled(results) for label, results in rounds.items()}
+
+
+def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge one leg's rounds: counts and CPU summed; latency, losses and stalls from the last (it pooled them)."""
+    last = rounds[-1]
+    span = sum(r["span_seconds"] for r in rounds)
+    cpu = sum(r["server_cpu_seconds"] for r in rounds)
+    client_cores = sum((r["client_cpu_cores"] or 0) * r["span_seconds"] for r in rounds)
+    usage: dict[str, list[int]] = {}
+    for r in rounds:
+        for command, (calls, usec) in r["redis_usage"].items():
+            total = usage.setdefault(command, [0, 0])
+            total[0] += calls
+            total[1] += usec
+    events = sum(r["publish"]["events"] for r in rounds)
+    seconds = sum(r["publish"]["seconds"] for r in rounds)
+    return {
+        **last,
+        "rounds": len(rounds),
+        "publish": {
+            "events": events,
+            "seconds": round(seconds, 3),
+            "events_per_second": round(events / seconds, 1) if seconds else None,
+            "worst_lag_ms": max(r["publish"]["worst_lag_ms"] for r in rounds),
+        },
+        "expected_deliveries": sum(r["expected_deliveries"] for r in rounds),
+        "deliveries_per_second": round(last["deliveries"] / span, 1) if span > 0 else None,
+        "server_cpu_seconds": round(cpu, 3),
+        "server_cpu_cores": round(cpu / span, 2) if span > 0 else None,
+        "client_cpu_cores": round(client_cores / span, 2) if span > 0 else None,
+        "span_seconds": round(span, 3),
+        "redis_cpu_seconds": round(sum(r["redis_cpu_seconds"] for r in rounds), 3),
+        "redis_usage": usage,
     }
 
 
@@ -196,23 +318,6 @@ def open_primed(client: WsLoad, urls: list[str], ids: list[str], publish: Publis
     }
 
 
-def _run_one(
-    bench: Bench, server: Server, urls: list[str], ids: list[str], publish: Publisher, label: str
-) -> dict[str, Any]:
-    client = WsLoad(bench.procs, f"wsclient-fanout-{label}")
-    try:
-        held = open_primed(client, urls, ids, publish)
-        held["per_worker"] = sorted(server.connections_per_worker().values(), reverse=True)  # an uneven split sets the tail
-        paced_count = int(RATE * bench.seconds(10, 3))
-        burst_count = int(bench.seconds(5000, 1500))
-        paced = phase(bench, client, server, publish, ids, paced_count, RATE, f"fanout-{label}-paced")
-        burst = phase(bench, client, server, publish, ids, burst_count, None, f"fanout-{label}-burst")
-        client.call({"cmd": "close"}, timeout=120)
-        return {**held, "paced": paced, "burst": burst}
-    finally:
-        client.stop()
-
-
 def socket_urls(
     bench: Bench, vora: Server, baseline: Server, user: str, ids: list[str], transport: str = "ws"
 ) -> tuple[list[str], list[str]]:
@@ -223,8 +328,28 @@ def socket_urls(
     return vora_urls, base_urls
 
 
+def legs_of(bench: Bench, vora: Server, baseline: Server, user: str, ids: list[str], transport: str) -> list[Leg]:
+    """Return the legs compared: VORA and the baseline over the transport, then VORA over WebSocket when it is SSE.
+
+    The WebSocket leg has identities of its own: its sockets stay open beside the others' and
+    must not receive their events.
+    """
+    vora_urls, base_urls = socket_urls(bench, vora, baseline, user, ids, transport)
+    publish = vora_publisher(bench.publisher)
+    over = "" if transport == "ws" else f"-{transport}"
+    legs = [
+        Leg("vora" + over, vora, vora_urls, ids, publish),
+        Leg("baseline" + over, baseline, base_urls, ids, BaselinePublisher(bench.redis)),
+    ]
+    if transport != "ws":
+        ws_ids = identities(ids[0][:3] + "9", len(ids))
+        ws_urls, _ = socket_urls(bench, vora, baseline, f"{user}-ws", ws_ids)
+        legs.append(Leg("vora-ws", vora, ws_urls, ws_ids, publish))
+    return legs
+
+
 def run(bench: Bench, transport: str = "ws") -> dict[str, Any]:
-    """Run the paced and burst phases against VORA, then against the baseline app (then VORA over WS, for SSE)."""
+    """Hold VORA's and the baseline's sockets (and VORA over WS, for SSE) at once; alternate their paced rounds."""
     ids = identities("7400" if transport == "ws" else "7410", IDENTITIES)
     figures: dict[str, Any] = {
         "transport": transport,
@@ -233,17 +358,18 @@ def run(bench: Bench, transport: str = "ws") -> dict[str, Any]:
         "sockets_per_session": SOCKETS,
         "fan_out": FAN_OUT,
         "rate": RATE,
+        "rounds": ROUNDS,
     }
     with bench.servers() as (vora, baseline):
-        over = "" if transport == "ws" else f"-{transport}"
-        vora_urls, base_urls = socket_urls(bench, vora, baseline, USER + over, ids, transport)
-        publish = vora_publisher(bench.publisher)
-        figures["vora"] = _run_one(bench, vora, vora_urls, ids, publish, "vora" + over)
-        baseline_publisher = BaselinePublisher(bench.redis)
-        figures["baseline"] = _run_one(bench, baseline, base_urls, ids, baseline_publisher, "baseline" + over)
-        if transport != "ws":
-            ws_urls, _ = socket_urls(bench, vora, baseline, f"{USER}-{transport}-ws", ids)
-            figures["vora_ws"] = _run_one(bench, vora, ws_urls, ids, publish, "vora-ws")
+        legs = legs_of(bench, vora, baseline, USER + ("" if transport == "ws" else f"-{transport}"), ids, transport)
+        with holding(bench, legs, "fanout"):
+            paced = interleaved(bench, legs, int(RATE * bench.seconds(10, 3)), RATE, "fanout-paced")
+            burst_count = int(bench.seconds(5000, 1500))
+            for leg, key in zip(legs, ("vora", "baseline", "vora_ws"), strict=False):
+                burst = phase(
+                    bench, leg.load, leg.server, leg.publish, leg.ids, burst_count, None, f"fanout-{leg.label}-burst"
+                )
+                figures[key] = {**leg.held, "paced": paced[leg.label], "burst": burst}
     return figures
 
 
