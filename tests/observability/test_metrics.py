@@ -103,20 +103,21 @@ def test_redis_errors_are_counted(settings: Settings, auth: Callable[..., dict[s
     assert services_of(app).metrics.get("redis_error:rest") == 1
 
 
-def test_deliveries_reach_prometheus_at_flush_and_are_counted_locally_at_once() -> None:
-    """Counted deliveries show in the local tally at once and in vora_events_delivered_total after flush()."""
+@pytest.mark.parametrize(("name", "exported_as"), [("delivered", "delivered"), ("received", "received")])
+def test_hot_counters_reach_prometheus_at_flush_and_are_counted_locally_at_once(name: str, exported_as: str) -> None:
+    """Deliveries and bus notices show in the local tally at once and in their Prometheus counter after flush()."""
 
     def exported() -> float:
-        return REGISTRY.get_sample_value("vora_events_delivered_total") or 0.0
+        return REGISTRY.get_sample_value(f"vora_events_{exported_as}_total") or 0.0
 
     metrics = Metrics()
     before = exported()
-    metrics.count("delivered", 3)
-    metrics.count("delivered", 2)
-    assert (metrics.get("delivered"), exported() - before) == (5, 0)
+    metrics.count(name, 3)
+    metrics.count(name, 2)
+    assert (metrics.get(name), exported() - before) == (5, 0)
     metrics.flush()
     metrics.flush()  # nothing new: adds nothing
-    assert (metrics.get("delivered"), exported() - before) == (5, 5)
+    assert (metrics.get(name), exported() - before) == (5, 5)
 
 
 def test_metrics_are_not_on_the_public_port(server: RunningServer) -> None:

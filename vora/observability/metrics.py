@@ -215,6 +215,10 @@ class DeliveryTally:
             self._sums[transport] = 0.0
 
 
+# Counted on every event: kept in plain integers between flushes.
+BUFFERED_COUNTERS = ("delivered", "received")
+
+
 def _known(value: str, known: tuple[str, ...]) -> str:
     return value if value in known else OTHER
 
@@ -227,22 +231,24 @@ class Metrics:
     amount is the number of events), "latency_ms:<transport>:<milliseconds>" (the amount is the
     number of sockets written).
 
-    Deliveries are counted on every socket wake, the hot path: into a plain integer that
-    flush() adds to Prometheus (the worker's reactor calls it every second and when a socket
-    ends), not with a lock and a multiprocess mmap write each time. The integer is exact under
-    gevent, where nothing switches inside an addition. Their latencies likewise.
+    Deliveries are counted on every socket wake and bus notices on every event, the hot path:
+    into plain integers that flush() adds to Prometheus (the worker's reactor calls it every
+    second and when a socket ends), not with a lock and a multiprocess mmap write each time
+    (the received counter alone was 6 % of a worker's time at 1,000 events/s). The integers are
+    exact under gevent, where nothing switches inside an addition. Deliveries' latencies likewise.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.values: dict[str, int] = {}
-        self._unflushed_deliveries = 0
+        self._unflushed = dict.fromkeys(BUFFERED_COUNTERS, 0)
         self._latencies = DeliveryTally()
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add amount (negative for the socket gauges) to a named value."""
-        if name == "delivered":
-            self._unflushed_deliveries += amount
+        unflushed = self._unflushed
+        if name in unflushed:
+            unflushed[name] += amount
             return
         kind, _, label = name.partition(":")
         if kind == "latency_ms":
@@ -269,20 +275,21 @@ class Metrics:
             _COUNTERS[name].inc(amount)
 
     def flush(self) -> None:
-        """Add the deliveries counted since the last flush to Prometheus; never blocks."""
+        """Add the deliveries and notices counted since the last flush to Prometheus; never blocks."""
         self._latencies.flush()
-        delivered = self._unflushed_deliveries
-        if not delivered:
-            return
-        self._unflushed_deliveries -= delivered
-        with self._lock:
-            self.values["delivered"] = self.values.get("delivered", 0) + delivered
-        EVENTS_DELIVERED.inc(delivered)
+        unflushed = self._unflushed
+        for name in BUFFERED_COUNTERS:
+            amount = unflushed[name]
+            if not amount:
+                continue
+            unflushed[name] -= amount
+            with self._lock:
+                self.values[name] = self.values.get(name, 0) + amount
+            _COUNTERS[name].inc(amount)
 
     def get(self, name: str) -> int:
         """Return a named value of this app, zero when nothing was counted."""
-        unflushed = self._unflushed_deliveries if name == "delivered" else 0
-        return self.values.get(name, 0) + unflushed
+        return self.values.get(name, 0) + self._unflushed.get(name, 0)
 
 
 def count_refusal(transport: str, reason: str) -> None:
