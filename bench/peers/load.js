@@ -205,7 +205,10 @@ async function waitPrimed(first, timeout) {
   while (Date.now() < deadline && held.some((s) => !s.closed && s.last === null)) await pause(20);
   return {
     unprimed: held.filter((s) => !s.closed && s.last === null).length,
-    wrong_start: held.filter((s) => s.first !== null && s.identity !== null && first[s.identity] !== s.first).length,
+    // First event after the primer: the primer was missed. Before it: a replay since the session began, counted apart.
+    wrong_start: held.filter((s) => s.first !== null && s.identity in first && s.first > first[s.identity]).length,
+    replayed_before_primer: held.filter((s) => s.first !== null && s.identity in first && s.first < first[s.identity])
+      .length,
     ...status(),
   };
 }

@@ -315,6 +315,7 @@ def open_primed(client: WsLoad, urls: list[str], ids: list[str], publish: Publis
         "open_failed": opened["failed"],
         "unprimed": primed["unprimed"],
         "wrong_start": primed["wrong_start"],
+        "replayed_before_primer": primed.get("replayed_before_primer", 0),
     }
 
 
