@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import connexion
 import yaml
 from flask import Flask
 from flask_cors import CORS
@@ -13,20 +12,14 @@ from flask_cors import CORS
 from vora.auth.tokens import TOKEN_INFO_FUNC, TokenVerifier, token_info
 from vora.core.lifecycle import Lifecycle
 from vora.core.settings import Settings
-from vora.http.bodies import BODY_GATE, BodyGate
 from vora.http.connexion import (
     TagResolver,
     VoraFlaskApi,
     allowed_methods_of,
-    api_class,
-    name_operations,
     route_spec_options,
 )
-from vora.http.errors import install_error_handlers
 from vora.http.fast_path import FastPath, routes_of
-from vora.http.json_provider import BoundedJSONProvider
-from vora.http.operations import resolver_error_status
-from vora.http.validation import RuleNamingBodyValidator
+from vora.http.spec_app import build_spec_app
 from vora.observability.metrics import Metrics
 from vora.rest.asyncapi_page import install_asyncapi_page
 from vora.rest.console import install_console, served_spec, swagger_ui_options
@@ -57,36 +50,29 @@ def create_rest_app(
     spec = yaml.safe_load((settings.spec_dir / SPEC_FILE).read_text())
     allowed_methods = allowed_methods_of(spec)
     check_token = functools.partial(token_info, verifier)
-    cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
-    cx.api_cls = api_class({TOKEN_INFO_FUNC: check_token})
     handlers = {
         "session": SessionHandlers(sessions, allowed_methods),
         "health": HealthHandlers(lifecycle, redis_problem, directory_state),
     }
-    api = cx.add_api(
-        served_spec(spec, settings),
+    app, api = build_spec_app(
+        settings,
+        spec,
+        SPEC_FILE,
+        security={TOKEN_INFO_FUNC: check_token},
         resolver=TagResolver(spec, "vora.rest.handlers", handlers),
-        strict_validation=True,
-        validate_responses=False,
-        validator_map={"body": RuleNamingBodyValidator},
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
         options=swagger_ui_options(settings),
-        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SPEC_FILE),
+        served_spec=served_spec(spec, settings),
     )
-    app: Flask = cx.app
     app.extensions[API_EXTENSION] = api
-    app.extensions[BODY_GATE] = BodyGate.from_spec(spec, api.base_path)
-    app.json = BoundedJSONProvider(app)
     route_spec_options(app, api.base_path, allowed_methods)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.config["JSON_SORT_KEYS"] = False
-    install_error_handlers(app, metrics)
     channel = EventChannel(sockets)
     install_websocket(app, f"{api.base_path}/ws", channel)
     install_event_stream(app, f"{api.base_path}/sse", channel)
     install_console(app, api.base_path, settings)
     install_asyncapi_page(app, api.base_path, settings.spec_dir, settings.asyncapi_page)
     install_landing(app, api.base_path, settings)
-    name_operations(app, spec, api.base_path)
 
     if settings.cors_origins:
         CORS(

@@ -6,7 +6,6 @@ import functools
 import logging
 from typing import Any
 
-import connexion
 import yaml
 from connexion.exceptions import OAuthProblem
 from flask import Flask, Response
@@ -14,14 +13,11 @@ from flask import Flask, Response
 from vora.core.server_keys import ServerKeys
 from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher
-from vora.http.bodies import BODY_GATE, BodyGate
-from vora.http.connexion import TagResolver, VoraFlaskApi, api_class, name_operations
-from vora.http.errors import InvalidToken, bearer_challenge, error_response, install_error_handlers
+from vora.http.connexion import TagResolver, VoraFlaskApi
+from vora.http.errors import InvalidToken, bearer_challenge, error_response
 from vora.http.fast_path import FastPath, routes_of
-from vora.http.json_provider import BoundedJSONProvider
-from vora.http.operations import resolver_error_status
+from vora.http.spec_app import build_spec_app
 from vora.http.status_line import StandardReasonPhrases
-from vora.http.validation import RuleNamingBodyValidator
 from vora.observability.metrics import Metrics
 from vora.server_api.handlers.connections import ConnectionHandlers
 from vora.server_api.handlers.directory import DirectoryHandlers
@@ -107,35 +103,24 @@ def create_server_app(
         settings.server_api_max_batch,
         settings.server_api_idempotency_window,
     )
-    cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
-    cx.api_cls = api_class({KEY_INFO_FUNC: functools.partial(key_info, server_keys)})
-    api = cx.add_api(
+    spec = yaml.safe_load((settings.spec_dir / SERVER_SPEC_FILE).read_text())
+    handlers = {
+        "events": EventHandlers(rules),
+        "connections": ConnectionHandlers(rules),
+        "directory": DirectoryHandlers(ownership),
+    }
+    app, api = build_spec_app(
+        settings,
+        spec,
         SERVER_SPEC_FILE,
-        resolver=TagResolver(
-            yaml.safe_load((settings.spec_dir / SERVER_SPEC_FILE).read_text()),
-            "vora.server_api.handlers",
-            {
-                "events": EventHandlers(rules),
-                "connections": ConnectionHandlers(rules),
-                "directory": DirectoryHandlers(ownership),
-            },
-        ),
-        strict_validation=True,
-        validate_responses=False,
-        validator_map={"body": RuleNamingBodyValidator},
+        security={KEY_INFO_FUNC: functools.partial(key_info, server_keys)},
+        resolver=TagResolver(spec, "vora.server_api.handlers", handlers),
+        max_body_bytes=settings.server_api_max_body_bytes,
+        metrics=metrics,
         options={"swagger_ui": True},
-        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SERVER_SPEC_FILE),
     )
-    app: Flask = cx.app
-    app.json = BoundedJSONProvider(app)
-    app.json.sort_keys = False  # answers in the order the spec lists their fields
-    app.config["MAX_CONTENT_LENGTH"] = settings.server_api_max_body_bytes
-    app.extensions[BODY_GATE] = BodyGate.from_spec(api.specification.raw, api.base_path)
-
-    install_error_handlers(app, metrics)
     app.register_error_handler(OAuthProblem, _refuse_without_key)
     install_publish_error_handlers(app, metrics)
-    name_operations(app, api.specification.raw, api.base_path)
     # The telephony side publishes one event a request: its path parameter is checked on the fast path too.
     routes = routes_of(app, api.base_path, iter(api.added_operations), path_parameters=True) if fast_path else {}
     if routes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from typing import Final
 
-import connexion
 import yaml
 from flask import Flask
 
@@ -13,11 +12,9 @@ from vora.auth.tokens import TOKEN_INFO_FUNC, TokenVerifier, token_info
 from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher
 from vora.http.bodies import BODY_GATE, BodyGate
-from vora.http.connexion import TagResolver, api_class, name_operations
+from vora.http.connexion import TagResolver
 from vora.http.errors import install_error_handlers
-from vora.http.json_provider import BoundedJSONProvider
-from vora.http.operations import resolver_error_status
-from vora.http.validation import RuleNamingBodyValidator
+from vora.http.spec_app import build_spec_app
 from vora.observability.metrics import Metrics
 from vora.server_api.app import install_publish_error_handlers
 from vora.server_api.handlers.simulator import SimulatorHandlers
@@ -57,23 +54,15 @@ def create_simulator_app(
         settings.server_api_max_batch,
         settings.server_api_idempotency_window,
     )
-    cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
-    cx.api_cls = api_class({TOKEN_INFO_FUNC: functools.partial(token_info, verifier)})
-    api = cx.add_api(
+    app, _ = build_spec_app(
+        settings,
         spec,
+        SIMULATOR_SPEC_FILE,
+        security={TOKEN_INFO_FUNC: functools.partial(token_info, verifier)},
         resolver=TagResolver(spec, "vora.server_api.handlers", {"simulator": SimulatorHandlers(rules, ownership)}),
-        strict_validation=True,
-        validate_responses=False,
-        validator_map={"body": RuleNamingBodyValidator},
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
         options={"swagger_ui": False, "serve_spec": False},
-        resolver_error=resolver_error_status(settings.development, settings.spec_dir, SIMULATOR_SPEC_FILE),
     )
-    app: Flask = cx.app
-    app.json = BoundedJSONProvider(app)
-    app.json.sort_keys = False  # templates in the catalogue's order, answers in the order the spec lists fields
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions[BODY_GATE] = BodyGate.from_spec(spec, api.base_path)
-    install_error_handlers(app, metrics)
     install_publish_error_handlers(app, metrics)
-    name_operations(app, spec, api.base_path)
     return app
