@@ -1,4 +1,4 @@
-"""Tests of the stream store's publish path with and without waiting for replicas (Redis WAIT)."""
+"""Tests of the stream store's publish path: ids, the counter, retention, and waiting for replicas (Redis WAIT)."""
 
 from __future__ import annotations
 
@@ -91,3 +91,75 @@ def test_unconfirmed_publish_still_queues_the_push_wake_up(redisdb: redis.Redis)
     [(_, job)] = redisdb.xrange(keys.PUSH_JOBS)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
     assert job[b"eventId"].decode() == raised.value.event_id
     assert job[b"kind"] == b"ring"
+
+
+def _redis_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _command_calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in stats.items()}  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
+
+
+def test_a_clock_behind_the_newest_entry_keeps_its_milliseconds(redisdb: redis.Redis) -> None:
+    """When Redis' clock is behind the newest entry's milliseconds, the next id keeps them and counts on."""
+    store = StreamStore(redisdb, max_length=1000, max_age_seconds=3600)
+    ahead = _redis_ms(redisdb) + 3_600_000
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "5"}, id=f"{ahead}-5")
+    redisdb.set(keys.event_sequence(IDENTITY), 5)
+    assert store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA) == (f"{ahead}-6", 6)
+    assert store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA) == (f"{ahead}-7", 7)
+
+
+def test_a_clock_behind_a_stream_emptied_of_entries_still_yields_a_larger_id(redisdb: redis.Redis) -> None:
+    """An id is larger than the stream's last one even when that entry is gone and Redis' clock is behind it."""
+    store = StreamStore(redisdb, max_length=1000, max_age_seconds=3600)
+    ahead = _redis_ms(redisdb) + 3_600_000
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "5"}, id=f"{ahead}-5")
+    redisdb.xtrim(keys.event_stream(IDENTITY), maxlen=0)
+    redisdb.set(keys.event_sequence(IDENTITY), 5)
+    assert store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA) == (f"{ahead}-6", 6)
+
+
+def test_a_counter_written_by_an_earlier_version_is_continued_and_stays_an_integer(redisdb: redis.Redis) -> None:
+    """A plain integer counter from live data numbers the next event, and stays a plain integer for every reader."""
+    store = StreamStore(redisdb, max_length=1000, max_age_seconds=3600)
+    redisdb.xadd(keys.event_stream(IDENTITY), {"seq": "41"}, id="1000-41")
+    redisdb.set(keys.event_sequence(IDENTITY), "41")
+    event_id, sequence = store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA)
+    assert sequence == 42
+    assert event_id.endswith("-42")
+    assert redisdb.get(keys.event_sequence(IDENTITY)) == b"42"
+    assert redisdb.incr(keys.event_sequence(IDENTITY)) == 43  # what an instance still on the earlier version runs
+
+
+def test_a_publish_runs_no_stream_read_and_trims_by_age_on_every_sixteenth_event(redisdb: redis.Redis) -> None:
+    """A publish reads nothing back from the stream and trims by age only on every 16th sequence number."""
+    store = StreamStore(redisdb, max_length=1000, max_age_seconds=3600)
+    store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA)  # loads the script
+    before = _command_calls(redisdb)
+    for _ in range(15):  # sequence numbers 2 to 16
+        store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA)
+    after = _command_calls(redisdb)
+    ran = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+    del ran["info"]  # the INFO that took the first count
+    assert ran == {"evalsha": 15, "incr": 15, "pexpire": 30, "time": 15, "xadd": 15, "xtrim": 1, "publish": 15}
+
+
+def test_entries_past_the_max_age_are_trimmed_within_sixteen_publishes(redisdb: redis.Redis) -> None:
+    """Whole stream nodes of entries older than the max age are gone after at most 16 more publishes."""
+    store = StreamStore(redisdb, max_length=1000, max_age_seconds=3600)
+    previous = redisdb.config_get("stream-node-max-entries")["stream-node-max-entries"]  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
+    redisdb.config_set("stream-node-max-entries", 10)
+    try:
+        aged = _redis_ms(redisdb) - 2 * 3_600_000
+        for sequence in range(1, 201):  # 20 full nodes, every entry past the max age
+            redisdb.xadd(keys.event_stream(IDENTITY), {"seq": str(sequence)}, id=f"{aged}-{sequence}")
+        redisdb.set(keys.event_sequence(IDENTITY), 200)
+        published = [store.append(IDENTITY, "presence", "2026-01-01T00:00:00.000Z", DATA)[0] for _ in range(16)]
+    finally:
+        redisdb.config_set("stream-node-max-entries", previous)
+    retained = [entry_id.decode() for entry_id, _ in redisdb.xrange(keys.event_stream(IDENTITY))]  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
+    assert retained == published

@@ -217,24 +217,42 @@ return updated
 # KEYS: event stream, sequence counter.
 # ARGV: type, timestamp, data (JSON), max length, max age (ms), sequence ttl (ms),
 #       events channel, identity.
+# The entry id is <milliseconds>-<sequence number>: it grows with the sequence even if Redis' clock
+# steps back, and a client's lastEventId tells how many events it had. The counter stays a plain
+# integer (INCR), which every instance of a rolling upgrade reads and writes alike.
+# Redis CPU per event is what publishing costs the deployment, so an event runs INCR, PEXPIRE,
+# TIME, XADD, PEXPIRE and PUBLISH, and nothing else while the clock moves forward: XADD itself
+# refuses an id at or below the stream's last one, and only then is that id read (the stream's
+# last-generated-id, which XADD compares with, even when its entries are gone) and its
+# milliseconds reused. Trimming by age (MINID ~, whole stream nodes) runs on every
+# AGE_TRIM_EVERY-th sequence number: an entry past the age stays for at most that many publishes
+# more than with a trim per event, and a stream without events for the max age still expires whole.
 PUBLISH_EVENT = """
+local AGE_TRIM_EVERY = 16
 local seq = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
--- The entry id is <milliseconds>-<sequence number>: it grows with the sequence even if
--- Redis' clock steps back, and a client's lastEventId tells how many events it had.
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local ms = now_ms
-local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-if newest then
-  local newest_ms = tonumber(string.match(newest[1], '^(%d+)-'))
-  if newest_ms > ms then ms = newest_ms end
-end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], string.format('%d-%d', ms, seq),
+local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], string.format('%d-%d', now_ms, seq),
   'type', ARGV[1], 'seq', seq, 'ts', ARGV[2], 'data', ARGV[3])
-local oldest_ms = now_ms - tonumber(ARGV[5])
-if oldest_ms > 0 then
-  redis.call('XTRIM', KEYS[1], 'MINID', '~', tostring(oldest_ms))
+if type(id) == 'table' then
+  -- Refused: the clock stepped back below the stream's last id (any other error, such as a key
+  -- of another type, is raised by the XINFO or the XADD below).
+  local ms = now_ms
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      ms = math.max(ms, tonumber(string.match(info[i + 1], '^(%d+)-')))
+    end
+  end
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], string.format('%d-%d', ms, seq),
+    'type', ARGV[1], 'seq', seq, 'ts', ARGV[2], 'data', ARGV[3])
+end
+if seq % AGE_TRIM_EVERY == 0 then
+  local oldest_ms = now_ms - tonumber(ARGV[5])
+  if oldest_ms > 0 then
+    redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', oldest_ms))
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[7], cjson.encode({identity = ARGV[8], id = id, seq = seq,
