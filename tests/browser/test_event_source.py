@@ -15,7 +15,8 @@ from selenium import webdriver
 
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.browser import Wait
-from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
+from tests.harness.server_env import server_env
+from tests.harness.tokens import TokenFactory
 from tests.harness.ws_client import make_publisher, open_event_stream
 from vora.store import keys
 
@@ -41,14 +42,12 @@ def sse_server(
     redis_proc: Any, key_dir: Path, dev_key_pem: bytes, jwks_path: Path, tmp_path: Path
 ) -> Iterator[RunningServer]:
     """Serve VORA with a short EventSource retry window, so the browser comes back within a second."""
-    env = {
-        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
-        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
-        "VORA_OAUTH_JWKS": str(jwks_path),
-        "VORA_OAUTH_ISSUER": ISSUER,
-        "VORA_OAUTH_AUDIENCE": AUDIENCE,
-        "VORA_SSE_RETRY_WINDOW": "1",
-    }
+    env = server_env(
+        redis_proc,
+        key_dir,
+        jwks_path,
+        VORA_SSE_RETRY_WINDOW="1",
+    )
     with running_server(env, tmp_path) as server:
         yield server
 

@@ -12,7 +12,8 @@ import redis
 import requests
 
 from testbed.vora_server import RunningServer
-from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
+from tests.harness.server_env import server_env
+from tests.harness.tokens import TokenFactory
 from tests.harness.ws_client import Client, EventClient, make_publisher, open_client, open_event_stream
 from vora.events.publisher import EventPublisher
 from vora.store import keys
@@ -26,15 +27,13 @@ ServerFactory = Callable[..., contextlib.AbstractContextManager[RunningServer]]
 @pytest.fixture(scope="module")
 def ws_env(redis_proc: Any, key_dir: Path, dev_key_pem: bytes, jwks_path: Path) -> dict[str, str]:
     """Return the VORA_* variables of a WebSocket test server."""
-    return {
-        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
-        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
-        "VORA_OAUTH_JWKS": str(jwks_path),
-        "VORA_OAUTH_ISSUER": ISSUER,
-        "VORA_OAUTH_AUDIENCE": AUDIENCE,
-        "VORA_WS_HEARTBEAT_INTERVAL": "5",
-        "VORA_GRACEFUL_TIMEOUT": "10",
-    }
+    return server_env(
+        redis_proc,
+        key_dir,
+        jwks_path,
+        VORA_WS_HEARTBEAT_INTERVAL="5",
+        VORA_GRACEFUL_TIMEOUT="10",
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import redis
 
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.raw_http import RawReply, assert_refused, raw_exchange, read_reply
-from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
+from tests.harness.server_env import server_env
+from tests.harness.tokens import TokenFactory
 from vora.store import keys
 
 pytestmark = pytest.mark.slow
@@ -40,16 +41,14 @@ def server(
     redis_proc: Any, key_dir: Path, dev_key_pem: bytes, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """Serve VORA with one worker, a 30 s read timeout and small body limits on both ports."""
-    env = {
-        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
-        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
-        "VORA_OAUTH_ISSUER": ISSUER,
-        "VORA_OAUTH_AUDIENCE": AUDIENCE,
-        "VORA_HTTP_READ_TIMEOUT": str(READ_TIMEOUT),
-        "VORA_MAX_BODY_BYTES": str(BODY_LIMIT),
-        "VORA_SERVER_API_KEYS": SERVER_KEY,
-        "VORA_SERVER_API_MAX_BODY_BYTES": str(SERVER_API_BODY_LIMIT),
-    }
+    env = server_env(
+        redis_proc,
+        key_dir,
+        VORA_HTTP_READ_TIMEOUT=str(READ_TIMEOUT),
+        VORA_MAX_BODY_BYTES=str(BODY_LIMIT),
+        VORA_SERVER_API_KEYS=SERVER_KEY,
+        VORA_SERVER_API_MAX_BODY_BYTES=str(SERVER_API_BODY_LIMIT),
+    )
     with running_server(env, tmp_path_factory.mktemp("framing-server")) as running:
         yield running
 

@@ -19,7 +19,8 @@ from gunicorn.http.parser import RequestParser
 
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.raw_http import assert_refused, raw_exchange, read_reply
-from tests.harness.tokens import AUDIENCE, ISSUER, TokenFactory
+from tests.harness.server_env import server_env
+from tests.harness.tokens import TokenFactory
 from vora.core.error_shape import RequestReadTimeout
 from vora.http.worker import OneWriteResponse, TimedReads, refusal_of
 from vora.store import keys
@@ -38,15 +39,13 @@ def server(
     redis_proc: Any, key_dir: Path, dev_key_pem: bytes, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """Serve VORA with a 1 s read timeout and a 1 KiB body limit for the whole module."""
-    env = {
-        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
-        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
-        "VORA_OAUTH_ISSUER": ISSUER,
-        "VORA_OAUTH_AUDIENCE": AUDIENCE,
-        "VORA_HTTP_READ_TIMEOUT": str(READ_TIMEOUT),
-        "VORA_MAX_BODY_BYTES": str(BODY_LIMIT),
-        "VORA_LISTEN_BACKLOG": str(LISTEN_BACKLOG),
-    }
+    env = server_env(
+        redis_proc,
+        key_dir,
+        VORA_HTTP_READ_TIMEOUT=str(READ_TIMEOUT),
+        VORA_MAX_BODY_BYTES=str(BODY_LIMIT),
+        VORA_LISTEN_BACKLOG=str(LISTEN_BACKLOG),
+    )
     with running_server(env, tmp_path_factory.mktemp("worker-server")) as running:
         yield running
 
