@@ -88,6 +88,9 @@ class Held:
     close_code: int | None = None
     terminated: str | None = None
     reconnect_attempts: int = 0
+    window: float | None = None  # the last reconnectWindowSeconds received (channelOpened, heartbeat)
+    first_window: float | None = None  # the window its last first attempt after a drop was drawn from
+    first_window_announced: bool = False  # ... and whether the server had announced it (else FIRST)
     dropped_at: int | None = None  # the last sequence number it had when it last dropped
     reconnected_ns: int | None = None  # when the socket was last opened again after a drop
     first_try_ns: int | None = None  # when its first reconnect attempt started
@@ -101,13 +104,17 @@ class Failover:
     url: str
     base: float
     cap: float
-    first: float  # the window of the first attempt after a drop (seconds)
+    first: float  # the window of the first attempt after a drop when the server announced none (seconds)
     handshake_failures: Counter[str] = field(default_factory=Counter)
     handshake_ms: list[float] = field(default_factory=list)  # how long each successful reconnect's handshake took
 
-    def wait_before(self, attempt: int, retry_after: float) -> float:
+    def first_window(self, announced: float | None) -> float:
+        """Return the first attempt's window: the server's last reconnectWindowSeconds, else first (the old 20 s)."""
+        return self.first if announced is None else announced
+
+    def wait_before(self, attempt: int, retry_after: float, announced: float | None = None) -> float:
         """Return the seconds to wait before an attempt: full jitter, never sooner than a refusal's Retry-After."""
-        window = self.first if attempt == 0 else min(self.cap, self.base * 2**attempt)
+        window = self.first_window(announced) if attempt == 0 else min(self.cap, self.base * 2**attempt)
         return retry_after + random.uniform(0, window)  # noqa: S311
 
 
@@ -233,9 +240,13 @@ class LoadClient:
             url += f"&lastEventId={quote(held.last_event_id)}"
         attempt = 0
         retry_after = 0.0
+        # As docs/clients.md rules 7-10 advise: the first attempt within the window the server last announced.
+        announced = held.window
+        held.first_window = failover.first_window(announced)
+        held.first_window_announced = announced is not None
         while not self.closing:
-            # As the README advises clients: full jitter, after the Retry-After of the last refusal.
-            await asyncio.sleep(failover.wait_before(attempt, retry_after))
+            # Full jitter, after the Retry-After of the last refusal.
+            await asyncio.sleep(failover.wait_before(attempt, retry_after, announced))
             held.reconnect_attempts += 1
             retry_after = 0.0
             tried_ns = time.monotonic_ns()
@@ -294,6 +305,7 @@ class LoadClient:
         failures = self.failover.handshake_failures if self.failover else Counter()
         handshakes = sorted(self.failover.handshake_ms) if self.failover else []
         first_tries = sorted((h.first_try_ns - since_ns) / 1e9 for h in self.held if h.first_try_ns is not None)
+        windows = sorted(h.first_window for h in self.held if h.first_window is not None)
         return {
             "sockets": len(self.held),
             "back": len(back),
@@ -308,6 +320,16 @@ class LoadClient:
             # Where the time goes: when clients first tried (their backoff), and how long B took to answer.
             "first_try_p50_seconds": round(percentile(first_tries, 50), 3),
             "first_try_last_seconds": round(first_tries[-1], 3) if first_tries else None,
+            # The window each dropped socket drew its first attempt from: the server's last announced one
+            # (channelOpened or a heartbeat), or the scenario's FIRST for a socket that never saw one.
+            "first_window_seconds": {
+                "announced": sum(1 for h in self.held if h.first_window is not None and h.first_window_announced),
+                "fallback": sum(1 for h in self.held if h.first_window is not None and not h.first_window_announced),
+                "min": windows[0] if windows else 0.0,  # 0: no socket dropped yet
+                "p50": percentile(windows, 50),
+                "max": windows[-1] if windows else 0.0,
+            },
+            "first_window_counts": {f"{w:g}": n for w, n in sorted(Counter(windows).items())},  # seconds -> sockets
             "handshake_ms": {
                 "p50": round(percentile(handshakes, 50), 1),
                 "p99": round(percentile(handshakes, 99), 1),
@@ -323,8 +345,12 @@ class LoadClient:
         sequence = envelope.get("sequenceNumber")
         if sequence is None:
             stats.lifecycle += 1
-            if envelope.get("type") == "channelTerminated":
-                held.terminated = str(envelope.get("data", {}).get("reason"))
+            kind = envelope.get("type")
+            data = envelope.get("data") or {}
+            if kind == "channelTerminated":
+                held.terminated = str(data.get("reason"))
+            elif kind in ("channelOpened", "heartbeat") and "reconnectWindowSeconds" in data:
+                held.window = float(data["reconnectWindowSeconds"])  # the latest wins (docs/clients.md rule 7)
             return
         held.identity = envelope["identity"]
         held.last_event_id = envelope["eventId"]

@@ -30,6 +30,7 @@ def create_app(settings: Settings, fast_path: bool = True, *, services: Services
         streams=services.streams,
         hub=services.hub,
         hub_runner=services.hub_runner,
+        reconnect_window=services.reconnect_window,
         metrics=services.metrics,
         push=services.push,
     )

@@ -118,6 +118,8 @@ def post_worker_init(worker: Any) -> None:
     set_connection_limit(worker.cfg.worker_connections)
     worker.run_every(WORKER_SAMPLE_SECONDS, sample_worker_process)
     services = services_of(worker.wsgi)
+    # A worker counts only its own sockets: the instance's reconnect window estimates the rest from the others.
+    services.reconnect_window.workers = worker.cfg.workers
     services.start_workers()
     # What start-up allocated lives as long as the worker: keep it out of every later
     # collection, whose full passes otherwise stall all sockets for 40-100 ms (docs/BENCHMARKS.md).

@@ -27,6 +27,7 @@ from vora.store.streams import StreamStore
 from vora.ws.hub import Hub
 from vora.ws.leases import LeaseKeeper, presence_lease_ms
 from vora.ws.runner import HubRunner
+from vora.ws.window import ReconnectWindow
 
 EXTENSION: Final = "vora"  # where create_app keeps an app's Services, for gunicorn's hooks and tests
 
@@ -62,6 +63,7 @@ class Services:
     metrics: Metrics
     hub: Hub
     hub_runner: HubRunner
+    reconnect_window: ReconnectWindow
     push: PushWorker
     server_keys: ServerKeys | None
 
@@ -125,6 +127,7 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         hub=hub,
         hub_runner=HubRunner(bus=bus, hub=hub, leases=leases, on_metric=metrics.count),
+        reconnect_window=ReconnectWindow(hub, settings),
         push=push,
         server_keys=server_keys,
     )

@@ -10,7 +10,7 @@ import pytest
 from bench.context import Bench, Rest, identities
 from bench.procs import Launcher
 from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, publish_events, vora_publisher
-from bench.wsclient import WsLoadPool
+from bench.wsclient import WsLoad, WsLoadPool
 from testbed.procs import stop_all
 from testbed.redis_procs import RedisServer
 from testbed.wait import wait_for
@@ -88,3 +88,34 @@ def test_a_stream_the_server_ends_reports_its_close_code(bench: Bench) -> None:
             client.stop()
     assert status["close_codes"] == {"1000": 2}, status
     assert status["terminated"] == {"logout": 2}, status
+
+
+def test_dropped_sockets_draw_their_first_attempt_from_the_window_their_server_announced(bench: Bench) -> None:
+    """The storm's client waits within the last reconnectWindowSeconds it received, not the scenario's fallback."""
+    ids = identities("7991", 1)
+    subject = "bench-test-window"
+    sockets = 4
+    with (
+        bench.vora_server(VORA_RECONNECT_RATE="1", VORA_RECONNECT_WINDOW_MAX="3") as a,
+        bench.vora_server() as b,
+    ):
+        tokens = bench.open_sessions(a, subject, ids, per_identity=1)
+        client = WsLoad(bench.procs, "load-window")  # as the storm scenario drives it
+        try:
+            urls = [f"{a.ws_url}?token={tokens[0]}"] * sockets
+            assert client.call({"cmd": "open", "urls": urls, "concurrency": 1}, timeout=30)["held"] == sockets
+            client.call({"cmd": "failover", "url": b.ws_url, "base": 1, "cap": 30, "first": 20}, timeout=10)
+            killed_ns = time.monotonic_ns()
+            a.process.kill()
+
+            def all_back() -> bool:
+                status = client.call({"cmd": "storm_report", "since_ns": killed_ns, "published": {}}, timeout=10)
+                return bool(status["back"] == sockets)
+
+            wait_for(all_back, 30, what="every socket back on B")
+            report = client.call({"cmd": "storm_report", "since_ns": killed_ns, "published": {}}, timeout=10)
+        finally:
+            client.stop()
+    window = report["first_window_seconds"]
+    assert (window["announced"], window["fallback"]) == (sockets, 0), window
+    assert 1 <= window["min"] <= window["max"] <= 3, window

@@ -204,3 +204,17 @@ class TestPushSettings:
         """A plain-http remote gateway, a missing or short secret, or a callback without a gateway is refused."""
         with pytest.raises(SettingsError, match=fragment):
             Settings.from_env(env)
+
+
+def test_reconnect_window_settings_are_read_and_their_bounds_checked() -> None:
+    """VORA_RECONNECT_RATE and the window's bounds are read; a minimum above the maximum stops VORA at start."""
+    defaults = Settings.from_env({})
+    assert (defaults.reconnect_rate, defaults.reconnect_window_min, defaults.reconnect_window_max) == (500, 1.0, 20.0)
+    settings = Settings.from_env(
+        {"VORA_RECONNECT_RATE": "2", "VORA_RECONNECT_WINDOW_MIN": "0.5", "VORA_RECONNECT_WINDOW_MAX": "5"}
+    )
+    assert (settings.reconnect_rate, settings.reconnect_window_min, settings.reconnect_window_max) == (2, 0.5, 5.0)
+    with pytest.raises(SettingsError, match="VORA_RECONNECT_WINDOW_MIN must not be above"):
+        Settings.from_env({"VORA_RECONNECT_WINDOW_MIN": "21"})
+    with pytest.raises(SettingsError, match="greater than zero"):
+        Settings.from_env({"VORA_RECONNECT_RATE": "0"})

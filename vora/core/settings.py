@@ -231,6 +231,11 @@ class Settings:
     ws_max_sockets_per_session: int = field(default=10, metadata={"parse": _positive_int})
     ws_max_pending_handshakes: int = field(default=512, metadata={"parse": _positive_int})
     sse_retry_window: float = field(default=20.0, metadata={"parse": _positive_float})
+    # The reconnect window announced to clients (channelOpened, heartbeat): the sockets this instance holds
+    # divided by the admissions per second the rest of the fleet absorbs from its crowd, within these bounds.
+    reconnect_rate: int = field(default=500, metadata={"parse": _positive_int})
+    reconnect_window_min: float = field(default=1.0, metadata={"parse": _positive_float})
+    reconnect_window_max: float = field(default=20.0, metadata={"parse": _positive_float})
     metrics_port: int = field(default=9102, metadata={"parse": _non_negative_int})
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text})
     worker_connections: int = field(default=20_000, metadata={"parse": _positive_int})
@@ -282,6 +287,8 @@ class Settings:
                 "VORA_WS_CLIENT_BYTES_PER_MINUTE must be at least "
                 f"VORA_WS_MAX_MESSAGE_BYTES + {MAX_CLIENT_FRAME_HEADER}"
             )
+        if self.reconnect_window_min > self.reconnect_window_max:
+            raise SettingsError("VORA_RECONNECT_WINDOW_MIN must not be above VORA_RECONNECT_WINDOW_MAX")
         if self.publish_min_replicas and self.redis_url.startswith("redis+cluster"):
             # WAIT counts the replicas of the connection's own writes: on Cluster it would have
             # to follow each identity's slot to its node, which the cluster client does not do.

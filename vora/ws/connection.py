@@ -56,15 +56,18 @@ class SocketOptions:
     heartbeat_interval: float
     send_timeout: float
     send_buffer: int = 0
+    # The instance's reconnect window now, refreshed in each heartbeat (None: heartbeats carry none).
+    reconnect_window: Callable[[], float] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SocketOptions:
-        """Read the socket options from settings."""
+    def from_settings(cls, settings: Settings, reconnect_window: Callable[[], float] | None = None) -> SocketOptions:
+        """Read the socket options from settings; reconnect_window says the instance's window at each heartbeat."""
         return cls(
             queue_limit=settings.ws_queue_size,
             heartbeat_interval=settings.ws_heartbeat_interval,
             send_timeout=settings.ws_send_timeout,
             send_buffer=settings.ws_send_buffer,
+            reconnect_window=reconnect_window,
         )
 
 
@@ -361,7 +364,9 @@ class Connection:
                     return None
                 now = time.monotonic()
                 if now >= self._next_heartbeat:
-                    data = {"reason": "interval", "intervalSeconds": options.heartbeat_interval}
+                    data: dict[str, Any] = {"reason": "interval", "intervalSeconds": options.heartbeat_interval}
+                    if options.reconnect_window is not None:
+                        data["reconnectWindowSeconds"] = options.reconnect_window()
                     transport.send_text(json.dumps(lifecycle_envelope(self.identity, "heartbeat", data)))
                     self._next_heartbeat = now + options.heartbeat_interval
                     continue

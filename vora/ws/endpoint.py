@@ -34,6 +34,7 @@ from vora.ws.hub import AdmissionWatch, Hub
 from vora.ws.reactor import Reactor, call_every, worker_reactor
 from vora.ws.runner import HubRunner
 from vora.ws.transport import ClientBudget, WebsocketTransport, handshake_options
+from vora.ws.window import ReconnectWindow
 
 log = logging.getLogger("vora.ws")
 
@@ -137,6 +138,7 @@ class SocketServices:
     streams: StreamStore
     hub: Hub
     hub_runner: HubRunner
+    reconnect_window: ReconnectWindow
     metrics: Metrics
     push: PushWorker
 
@@ -162,7 +164,7 @@ class EventChannel:
     def __init__(self, state: SocketServices) -> None:
         self.state = state
         self.settings = state.settings
-        self.options = SocketOptions.from_settings(state.settings)
+        self.options = SocketOptions.from_settings(state.settings, reconnect_window=state.reconnect_window.seconds)
         self.client_budget = ClientBudget(
             state.settings.ws_client_frames_per_minute, state.settings.ws_client_bytes_per_minute
         )
@@ -267,6 +269,7 @@ class EventChannel:
             "resumed": admission.resumed,
             "transport": transport.kind,
             "heartbeatIntervalSeconds": self.options.heartbeat_interval,
+            "reconnectWindowSeconds": state.reconnect_window.seconds(opening=1),  # this one registers next
         }
         conn.send_lifecycle("channelOpened", opened, admission.start_id)
         hub.register(conn, watch)  # terminates it at once if its session ended during admission or upgrade
@@ -408,7 +411,9 @@ def install_event_stream(app: Flask, path: str, channel: EventChannel) -> None:
         origin = request.headers.get("Origin")
         if origin is not None:  # allowed, or refusal_before_admission had answered 403
             headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
-        sock.sendall(response_head(headers) + retry_field(settings.sse_retry_window))
+        # EventSource's own reconnect delay, jittered over the window the instance announces (this stream counted).
+        window = min(channel.state.reconnect_window.seconds(opening=1), settings.sse_retry_window)
+        sock.sendall(response_head(headers) + retry_field(window))
         transport = EventStreamTransport(sock, channel.reactor(), user_timeout_ms=user_timeout_ms)
         channel.serve(_admitted(), transport)
         return _TakenOver()

@@ -21,7 +21,7 @@ from vora.ws.transport import WebsocketTransport
 
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 # EventSource waits `retry` milliseconds before it reconnects: drawn per stream, so that the streams of a
-# dead instance come back spread over the window the README gives WebSocket clients (full jitter).
+# dead instance come back spread over the reconnect window it announces to WebSocket clients (full jitter).
 RETRY_MIN_MS = 500
 _NO_PROTOCOL = cast(WSConnection, None)  # an event stream speaks no WebSocket: every method using it is overridden
 

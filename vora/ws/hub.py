@@ -34,6 +34,12 @@ class Hub:
         self._metric = on_metric
         self._by_identity: dict[str, set[Connection]] = defaultdict(set)
         self._watches: dict[str, set[AdmissionWatch]] = {}
+        self._open = 0  # connections registered: read on every channelOpened and heartbeat, so counted, not summed
+
+    @property
+    def open_count(self) -> int:
+        """Return how many connections are open on this worker."""
+        return self._open
 
     def watch(self, identity: str) -> AdmissionWatch:
         """Start recording the session ends announced for an identity; call before its socket's admission runs.
@@ -55,7 +61,10 @@ class Hub:
 
     def register(self, conn: Connection, watch: AdmissionWatch | None = None) -> None:
         """Start routing events of the connection's identity to it; terminate it if its session ended meanwhile."""
-        self._by_identity[conn.identity].add(conn)
+        conns = self._by_identity[conn.identity]
+        if conn not in conns:
+            conns.add(conn)
+            self._open += 1
         self._metric(f"open:{conn.kind}", 1)
         if watch is not None:
             self.unwatch(watch)
@@ -68,6 +77,7 @@ class Hub:
         conns = self._by_identity.get(conn.identity)
         if conns is not None and conn in conns:
             conns.discard(conn)
+            self._open -= 1
             self._metric(f"open:{conn.kind}", -1)
             if not conns:
                 del self._by_identity[conn.identity]
