@@ -66,6 +66,9 @@ export function afterTermination(rules: ReconnectRules, reason: TerminationReaso
     case "tokenExpired":
     case "disconnected":
       return { kind: "resume", delayMs: uniform(rules, rules.singleDropWindowMs), setup: true, cause: reason };
+    default:
+      // A reason a newer server added: the session is over as far as this SDK knows, so set up again (as Python does).
+      return { kind: "resume", delayMs: uniform(rules, rules.singleDropWindowMs), setup: true, cause: String(reason) };
   }
 }
 

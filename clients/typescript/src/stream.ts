@@ -36,7 +36,7 @@ export interface StateChange {
 export interface FallbackInfo {
   from: string;
   to: string;
-  /** Failed opens in a row that could not pass on the transport left behind (the last one probed the next). */
+  /** Failed opens in a row that could not pass on the transport left behind, the retry made right after the probe opened included. */
   failures: number;
 }
 
@@ -63,7 +63,10 @@ export interface StreamEvents {
   connecting: { transport: string };
   open: { transport: string; lastEventId: string | undefined };
   reconnecting: ReconnectingInfo;
-  /** "auto" (or a list) moved to the next transport for good: the current one could not pass, the next one opened. */
+  /**
+   * "auto" (or a list) moved to the next transport for good: the current one could not pass, the next one opened,
+   * and the current one could not pass again right after.
+   */
   fallback: FallbackInfo;
   closed: ClosedInfo;
   /** A stream event (call, presence, recording), in order, each once. */
@@ -107,8 +110,10 @@ export interface StreamOptions {
   /**
    * Failed opens in a row that could not pass (no HTTP answer, an error or timeout before open, a refusal not in
    * VORA's error shape, or VORA's 400/426 for an upgrade that lost its headers) before "auto" or a list probes
-   * the next transport in the same attempt (default 2). Only when the probe opens does the stream move to it,
-   * for good: a server that is down fails both, and is no fallback. VORA's own refusals (401, 403, 404, 429,
+   * the next transport in the same attempt (default 2). When the probe opens, the current transport is tried
+   * once more at once (VORA may have been away, behind a proxy's 502, rather than the path blocking it): only
+   * if that could not pass either, and the next transport opens again, does the stream move to it, for good.
+   * A server that is down fails the probe, and is no fallback. VORA's own refusals (401, 403, 404, 429,
    * 503 in its error shape) never count, where the platform shows them; a browser's WebSocket shows nothing,
    * so there every failed open counts.
    */
@@ -168,11 +173,18 @@ export function couldNotPass(handshake: HandshakeFailure | undefined): boolean {
   return UPGRADE_LOST.has(handshake.status);
 }
 
-/** A probe of the next transport: what the failed attempt counted, and what to do if the probe fails too. */
+/**
+ * A probe of the next transport, made in the attempt whose failure reached fallbackAfter: what the attempts
+ * counted, what to do if it fails, and its stage. "probe": the next transport's first open, which only shows
+ * that VORA answers now; "confirm": the current transport once more right after, since VORA may have been away
+ * (restarting behind a proxy's 502) rather than the path blocking it; "commit": the next transport again, after
+ * the confirming retry could not pass either, whose opening moves the stream for good.
+ */
 interface Probe {
   failures: number;
   step: NextStep;
   attempt: number;
+  stage: "probe" | "confirm" | "commit";
 }
 
 function isChannelMessage(value: unknown): value is ChannelMessage {
@@ -435,8 +447,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#terminated = undefined;
     const current = () => generation === this.#generation && this.#state !== "closed";
     const failed = (close: TransportClose, openedAt: number) => {
-      if (probe !== undefined && !close.opened) this.#probeFailed(probe, close);
-      else this.#closedConnection(close, openedAt);
+      if (probe === undefined || close.opened) this.#closedConnection(close, openedAt);
+      else if (probe.stage === "confirm") this.#confirmFailed(probe, close, token);
+      else this.#probeFailed(probe, close);
     };
     let openedAt = 0;
     let connection: TransportConnection;
@@ -446,9 +459,19 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         {
           onOpen: () => {
             if (!current()) return;
-            if (probe !== undefined) {
-              // The other transport opened where this one could not pass: the path blocks this one, not VORA.
-              // For the rest of the stream's life: later setups declare the new connectionType.
+            if (probe?.stage === "probe") {
+              // VORA answers now, but it may have been away during the failures (a proxy answers 502 while VORA
+              // restarts): before any fallback, try the current transport once more, right away.
+              this.#generation++;
+              this.#connection = undefined;
+              this.#clearTimers();
+              queueMicrotask(() => connection.close(CLOSE_NORMAL, "probe done")); // assigned once open() returned
+              this.#connect(this.#transportIndex, token, { ...probe, stage: "confirm" });
+              return;
+            }
+            if (probe?.stage === "commit") {
+              // The other transport opened, and this one could not pass even right after it did: the path blocks
+              // this one, not VORA. For the rest of the stream's life: later setups declare the new connectionType.
               const from = this.transport;
               this.#transportIndex = index;
               this.#emitter.emit("fallback", { from, to: transport.name, failures: probe.failures });
@@ -551,10 +574,10 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       const failures = ++this.#failedOpens;
       const token = this.#token;
       if (failures >= (this.#options.fallbackAfter ?? 2) && token !== undefined) {
-        // Probe the next transport at once, with the same token (it opens either) and lastEventId. Only its
-        // opening proves the path blocks this transport: a server that is down fails both, and is no fallback.
+        // Probe the next transport at once, with the same token (it opens either) and lastEventId. A server that
+        // is down fails both, and is no fallback; one that opens is followed by one more try of this transport.
         this.#emitter.emit("error", new VoraError(`connection attempt failed on ${current}: ${cause}; trying ${following.name}`));
-        this.#connect(this.#transportIndex + 1, token, { failures, step, attempt });
+        this.#connect(this.#transportIndex + 1, token, { failures, step, attempt, stage: "probe" });
         return;
       }
     } else {
@@ -567,6 +590,20 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     this.#emitter.emit("error", new VoraError(`connection attempt failed: ${step.kind === "resume" ? step.cause : step.detail}`));
     this.#schedule(step, attempt);
+  }
+
+  #confirmFailed(probe: Probe, close: TransportClose, token: string): void {
+    const current = this.transport;
+    const following = this.#transports[this.#transportIndex + 1];
+    if (following === undefined || !couldNotPass(close.handshake)) {
+      // VORA itself refused the retry (a 401, a 429): the path passes, and the refusal rules apply.
+      this.#failedOpens = 0;
+      this.#closedConnection(close, 0);
+      return;
+    }
+    // Could not pass right after the next transport opened: VORA answers, so the path blocks this transport.
+    this.#emitter.emit("error", new VoraError(`connection attempt failed on ${current} again right after ${following.name} opened (${close.reason}): falling back`));
+    this.#connect(this.#transportIndex + 1, token, { ...probe, failures: probe.failures + 1, stage: "commit" });
   }
 
   #probeFailed(probe: Probe, close: TransportClose): void {
@@ -667,6 +704,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         return;
       }
       default:
+        // Stream events carry an eventId; lifecycle and control messages a null one (rule 3). One of a type this
+        // SDK does not know comes from a newer server: ignored, never an error, so old clients keep working.
+        if (typeof (message as { eventId?: unknown }).eventId !== "string") return;
         this.#deliver(message as VoraEvent);
     }
   }

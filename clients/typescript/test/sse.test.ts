@@ -2,7 +2,16 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import WebSocket from "ws";
 import { VoraUnauthorizedError, sseTransport, webSocketTransport } from "../src/index.js";
-import type { FallbackInfo, StateChange, TransportClose, TransportSink, WebSocketConstructor } from "../src/index.js";
+import type {
+  FallbackInfo,
+  StateChange,
+  Transport,
+  TransportClose,
+  TransportConnection,
+  TransportSink,
+  TransportTarget,
+  WebSocketConstructor,
+} from "../src/index.js";
 import type { Instance } from "./harness.js";
 import { FAST_RULES, act, clientFor, instance, newIdentity, next, proxy, publish, publishAndReceive, serverApi, until } from "./harness.js";
 
@@ -83,7 +92,7 @@ test("WebSocket blocked: behind nginx refusing /vora/ws, auto ends on SSE, recei
   const vora = await instance("main");
   const front = await proxy("refuse", [vora], "refuse");
   const { identity, stream, fallbacks, states } = await throughProxy(front, vora, "blocked-user", "auto");
-  assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 2 }]);
+  assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 3 }]);
   assert.equal(stream.transport, "sse");
   // One failed upgrade may be noise: a wait, the WebSocket again, and only then the SSE probe, which opened.
   assert.deepEqual(
@@ -106,7 +115,7 @@ test("WebSocket blocked where the refusal is visible: the proxy's own 403 page (
   const vora = await instance("main");
   const front = await proxy("refuse", [vora], "refuse");
   const { stream, fallbacks } = await throughProxy(front, vora, "blocked-visible-user", [wsPackage(), sseTransport()]);
-  assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 2 }]);
+  assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 3 }]);
   stream.close();
 });
 
@@ -114,16 +123,57 @@ test("WebSocket upgrade stripped by the proxy: VORA's 400 for a plain GET on /vo
   const vora = await instance("main");
   const front = await proxy("strip", [vora], "strip");
   const { stream, fallbacks } = await throughProxy(front, vora, "stripped-user", [wsPackage(), sseTransport()]);
-  assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 2 }]);
+  assert.deepEqual(fallbacks, [{ from: "websocket", to: "sse", failures: 3 }]);
   stream.close();
 });
 
-test("a server that is down behind nginx is no reason to fall back: both transports fail, and WebSocket opens once it is back", async () => {
+/** The SSE transport, whose opens wait while held: VORA then comes back between a failed upgrade and the probe. */
+function heldSse(): { transport: Transport; hold(): void; release(): void; waiting(): number } {
+  const inner = sseTransport();
+  let gate: Promise<void> | undefined;
+  let open = () => {};
+  let waiting = 0;
+  const transport: Transport = {
+    name: inner.name,
+    connectionType: inner.connectionType,
+    available: () => inner.available(),
+    open(target: TransportTarget, sink: TransportSink): TransportConnection {
+      if (gate === undefined) return inner.open(target, sink);
+      waiting += 1;
+      let connection: TransportConnection | undefined;
+      let closed = false;
+      void gate.then(() => {
+        if (!closed) connection = inner.open(target, sink);
+      });
+      return {
+        close(code: number, reason: string) {
+          if (connection !== undefined) return connection.close(code, reason);
+          if (!closed) sink.onClose({ opened: false, code: 1006, reason, handshake: undefined });
+          closed = true;
+        },
+      };
+    },
+  };
+  return {
+    transport,
+    hold: () => (gate = new Promise((resolve) => (open = resolve))),
+    release: () => {
+      gate = undefined;
+      open();
+    },
+    waiting: () => waiting,
+  };
+}
+
+test("a server that is down behind nginx is no reason to fall back: not when it is back by the SSE probe, nor while it is down", async () => {
   const vora = await instance("goes-down");
   const front = await proxy("goes-down", [vora], "pass");
   const identity = newIdentity();
   const client = await clientFor(front, "server-down-user", [identity]);
-  const stream = client.stream({ identity, rules: FAST_RULES });
+  const sse = heldSse();
+  // The global WebSocket, as in a browser: nginx's 502 and a blocked upgrade look alike (no status).
+  // The connect timeout outlasts a restart, so a held probe is not abandoned.
+  const stream = client.stream({ identity, rules: { ...FAST_RULES, connectTimeoutMs: 60_000 }, transport: [webSocketTransport(), sse.transport] });
   const fallbacks: FallbackInfo[] = [];
   stream.on("fallback", (info) => fallbacks.push(info));
   let probes = 0;
@@ -132,12 +182,25 @@ test("a server that is down behind nginx is no reason to fall back: both transpo
   });
   await stream.opened();
   assert.equal(stream.transport, "websocket");
+
+  // The race: two upgrades get nginx's 502 while VORA is down, and VORA is back by the SSE probe after them.
+  sse.hold();
   await act(vora, "kill");
-  // nginx answers 502 to the upgrade (a browser's WebSocket sees a bare failure) and to the SSE probe alike.
+  await until(() => sse.waiting() >= 1, "the SSE probe, after two upgrades that could not pass");
+  let reopened = next(stream, "open", 60_000);
+  await act(vora, "restart");
+  sse.release();
+  // The probe opens, and the WebSocket tried right after it passes: VORA had been away, the path never blocked it.
+  assert.equal((await reopened).transport, "websocket");
+  await publishAndReceive(stream, vora, identity, "presence", { status: "busy" });
+  assert.deepEqual(fallbacks, []);
+
+  // Down for longer: nginx answers 502 to the upgrade and to the SSE probe alike, twice, and nothing moves.
+  await act(vora, "kill");
   await until(() => probes >= 2, "two SSE probes, each after two upgrades that could not pass");
   assert.deepEqual(fallbacks, []);
   assert.equal(stream.transport, "websocket");
-  const reopened = next(stream, "open", 30_000);
+  reopened = next(stream, "open", 30_000);
   await act(vora, "restart");
   assert.equal((await reopened).transport, "websocket");
   await publishAndReceive(stream, vora, identity, "presence", { status: "available" });

@@ -71,9 +71,7 @@ def test_journey_with_tokens_from_the_dev_authorization_server(
             assert await client.identities() == [IDENTITY]
             stream = await connect(client, IDENTITY, events=["callRinging", "presence"], transport=transport)
             # A session gets what is published after its setup: publish once the stream is open, not before.
-            async with asyncio.timeout(20):
-                while all(change.current is not State.OPEN for change in stream.changes):
-                    await asyncio.sleep(0.02)
+            await stream.wait_open(20)
             first = await asyncio.to_thread(publish, "callRinging", {"callId": "c-1", "direction": "inbound"})
             try:
                 assert (await stream.next_event(20))["eventId"] == first

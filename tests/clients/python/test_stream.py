@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -12,12 +13,17 @@ from typing import Any
 import pytest
 import redis
 from vora_client import (
+    Connection,
     EventStream,
+    EventStreamTransport,
     NotFound,
     ReconnectPolicy,
     State,
+    StreamClosed,
+    Transport,
     TransportChoice,
     VoraClient,
+    WebSocketTransport,
     connect,
 )
 
@@ -407,6 +413,105 @@ def test_missed_heartbeats_mark_a_dead_connection(
             await until(stream, State.OPEN, timeout=30)
             after = await asyncio.to_thread(publish, "presence", {"status": "available"})
             assert (await stream.next_event(10))["eventId"] == after
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+@TRANSPORTS
+def test_wait_open_returns_once_an_event_published_right_after_reaches_the_stream(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """wait_open() returns once set up, subscribed and open: an event published at once is the stream's, each time."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            for round_ in range(3):
+                stream = await connect(client, IDENTITY, events=["presence"], policy=QUICK, transport=transport)
+                await stream.wait_open(10)
+                assert stream.state is State.OPEN
+                published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+                assert (await stream.next_event(10))["eventId"] == published, round_
+                await stream.wait_open(1)  # open: at once
+                await stream.close()
+                with pytest.raises(StreamClosed):
+                    await stream.wait_open(1)
+
+    asyncio.run(scenario())
+
+
+class NewerServer:
+    """The real transport, passing on what a newer server might send as well as its real frames.
+
+    VORA sends only the lifecycle types and channelTerminated reasons it documents, so no server path sends a
+    new one: after each real channelOpened and heartbeat frame comes a copy whose type this SDK does not know,
+    and the real channelTerminated comes with a reason it does not know. The stream reads them as any frame.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.unknown_sent = 0
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Open the real transport and wrap its connection."""
+        return _NewerConnection(await self._inner.open(token, last_event_id, timeout), self)
+
+
+class _NewerConnection:
+    def __init__(self, inner: Connection, server: NewerServer) -> None:
+        self._inner = inner
+        self._server = server
+        self._pending: list[str] = []
+
+    async def receive(self) -> str:
+        if self._pending:
+            self._server.unknown_sent += 1
+            return self._pending.pop(0)
+        text = await self._inner.receive()
+        envelope = json.loads(text)
+        if envelope["type"] == "channelTerminated":
+            return json.dumps({**envelope, "data": {**envelope["data"], "reason": "sessionMoved"}})
+        if envelope["type"] in {"channelOpened", "heartbeat"}:
+            unknown = {**envelope, "type": "channelPaused", "data": {**envelope["data"], "resumeInSeconds": 3}}
+            self._pending.append(json.dumps(unknown))
+        return text
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@TRANSPORTS
+def test_lifecycle_types_and_reasons_a_newer_server_adds_are_ignored(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """Unknown lifecycle types never reach the app nor end the stream; an unknown ending reason sets up again."""
+    owner("alice")
+    inner: Transport = (
+        WebSocketTransport(server.ws_url)
+        if transport == "websocket"
+        else EventStreamTransport(f"{server.base_url}/sse")
+    )
+    newer = NewerServer(inner)
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await EventStream(client, IDENTITY, events=["presence"], policy=QUICK, transport=newer).start()
+            await stream.wait_open(10)
+            async with asyncio.timeout(10):
+                while newer.unknown_sent < 3:  # after channelOpened and two heartbeats (one a second)
+                    await asyncio.sleep(0.02)
+            published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+            assert (await stream.next_event(10))["eventId"] == published
+            assert [c.current for c in stream.changes] == [State.CONNECTING, State.OPEN]
+            await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
+            assert (await stream.next_event(10))["data"]["reason"] == "sessionMoved"
+            await until(stream, State.RECONNECTING)
+            await stream.wait_open(10)
+            after = await asyncio.to_thread(publish, "presence", {"status": "away"})
+            assert (await stream.next_event(10))["eventId"] == after
+            assert stream.error is None
             await stream.close()
 
     asyncio.run(scenario())

@@ -8,14 +8,19 @@ from typing import Any
 
 import pytest
 from vora_client import (
+    AutoTransport,
     BadRequest,
+    Connection,
     EventStream,
+    EventStreamTransport,
     Fallback,
     ReconnectPolicy,
     Session,
     State,
+    Transport,
     Unauthorized,
     VoraClient,
+    WebSocketTransport,
     connect,
 )
 
@@ -90,8 +95,9 @@ def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_the
             await until(stream, State.OPEN)
             opened = stream.changes[-1]
             assert (opened.transport, opened.reason) == ("sse", "fell back to sse")
-            assert fallbacks == [Fallback(from_="websocket", to="sse", failures=2)]
-            # One failed upgrade may be noise: the first attempt backed off and tried the WebSocket again.
+            assert fallbacks == [Fallback(from_="websocket", to="sse", failures=3)]
+            # One failed upgrade may be noise: the first attempt backed off and tried the WebSocket again; the
+            # second probed SSE, which opened, then tried the WebSocket once more, which failed again.
             assert [c.current for c in stream.changes] == [
                 State.CONNECTING,
                 State.RECONNECTING,
@@ -114,8 +120,8 @@ def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_the
             await stream.close()
 
     asyncio.run(scenario())
-    assert requests_to(nginx, "/vora/ws") == 2
-    logged(nginx, "/vora/sse", 2)
+    assert requests_to(nginx, "/vora/ws") == 3
+    logged(nginx, "/vora/sse", 3)  # the probe, the stream it fell back to, and the stream after the new setup
 
 
 def test_forced_websocket_behind_a_refusing_proxy_keeps_trying_and_never_opens(
@@ -205,10 +211,37 @@ def test_forced_sse_through_the_proxy_sets_up_as_server_sent_events(
     logged(nginx, "/vora/sse", 1)
 
 
+class HeldTransport:
+    """A real transport whose opens wait while held: VORA then comes back between a failed upgrade and the probe."""
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self._gate: asyncio.Event | None = None
+        self.waiting = 0
+
+    def hold(self) -> None:
+        """Make the next opens wait until release()."""
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        """Let waiting and later opens through."""
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Open the real transport, once released if held."""
+        if self._gate is not None:
+            self.waiting += 1
+            await self._gate.wait()
+        return await self._inner.open(token, last_event_id, timeout)
+
+
 def test_a_server_that_is_down_is_no_reason_to_fall_back(
     make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens
 ) -> None:
-    """VORA killed behind nginx: the upgrade and the SSE probe both get nginx's 502, so auto stays on WebSocket."""
+    """VORA killed behind nginx (502 to upgrades): back by the SSE probe or later, the stream stays on WebSocket."""
     owner("alice")
     try:
         binary = ensure_nginx()
@@ -217,30 +250,45 @@ def test_a_server_that_is_down_is_no_reason_to_fall_back(
 
     with make_server() as dedicated, Nginx([dedicated.port], binary=binary, websocket="pass") as nginx:
 
+        async def back() -> None:
+            await asyncio.to_thread(dedicated.process.start)
+            await asyncio.to_thread(wait_for, lambda: is_live(dedicated.port), LIVE_TIMEOUT, what="VORA back")
+
+        async def opened(stream: EventStream, count: int) -> None:
+            async with asyncio.timeout(30):
+                while sum(c.current is State.OPEN for c in stream.changes) < count:
+                    await asyncio.sleep(0.02)
+
         async def scenario() -> None:
             fallbacks: list[Fallback] = []
+            sse = HeldTransport(EventStreamTransport(f"{nginx.url}/vora/sse"))
+            auto = AutoTransport(WebSocketTransport(f"{nginx.url.replace('http', 'ws')}/vora/ws"), sse)
             async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
-                stream = await connect(client, IDENTITY, policy=QUICK, on_fallback=fallbacks.append)
-                await until(stream, State.OPEN)
+                stream = await connect(client, IDENTITY, policy=QUICK, transport=auto, on_fallback=fallbacks.append)
+                await stream.wait_open(20)
+                # The race: two upgrades get nginx's 502 while VORA is down, and VORA is back by the SSE probe.
+                sse.hold()
                 await asyncio.to_thread(dedicated.process.kill)
-                # Two probes, each after two upgrades that could not pass: the rule ran twice and moved nothing.
+                async with asyncio.timeout(30):
+                    while sse.waiting < 1:
+                        await asyncio.sleep(0.02)
+                await back()
+                sse.release()
+                # The probe opens, and the WebSocket tried right after it passes: VORA had been away.
+                await opened(stream, 2)
+                assert fallbacks == []
+                # One SSE request so far: the probe, closed once it opened. Then down for longer: two probes,
+                # each after two upgrades that could not pass, and nothing moves.
+                await asyncio.to_thread(logged, nginx, "/vora/sse", 1)
+                await asyncio.to_thread(dedicated.process.kill)
                 await asyncio.to_thread(
-                    wait_for, lambda: requests_to(nginx, "/vora/sse") >= 2, 30, what="two SSE probes"
+                    wait_for, lambda: requests_to(nginx, "/vora/sse") >= 3, 30, what="two more SSE probes"
                 )
                 assert fallbacks == []
-                assert requests_to(nginx, "/vora/ws") >= 4
-                await asyncio.to_thread(dedicated.process.start)
-                await asyncio.to_thread(wait_for, lambda: is_live(dedicated.port), LIVE_TIMEOUT, what="VORA back")
-                async with asyncio.timeout(30):
-                    while sum(c.current is State.OPEN for c in stream.changes) < 2:
-                        await asyncio.sleep(0.02)
-                # Back on WebSocket, unless VORA came back between an upgrade's 502 and the SSE probe that
-                # followed it: that probe opens, and the rule then moves the stream, saying so (a race the
-                # rule cannot tell from a blocked upgrade; the note on issue 22 records it).
-                reopened = [c.transport for c in stream.changes if c.current is State.OPEN]
-                assert reopened[0] == "websocket"
-                moved = [Fallback("websocket", "sse", 2)]
-                assert reopened[1] == "websocket" or fallbacks == moved, (reopened, fallbacks)
+                await back()
+                await opened(stream, 3)
+                assert [c.transport for c in stream.changes if c.current is State.OPEN] == ["websocket"] * 3
+                assert fallbacks == []
                 await stream.close()
 
         asyncio.run(scenario())

@@ -161,6 +161,7 @@ class EventStream:
         self._task: asyncio.Task[None] | None = None
         self._changes: list[StateChange] = []
         self._session_over_reason = ""
+        self._open_waiters: list[asyncio.Future[State]] = []
 
     @property
     def changes(self) -> list[StateChange]:
@@ -168,10 +169,34 @@ class EventStream:
         return list(self._changes)
 
     async def start(self) -> EventStream:
-        """Start in the background (setup unless a session was given, subscription, connection); return at once."""
+        """Start in the background (setup unless a session was given, subscription, connection); return at once.
+
+        Await wait_open() before acting on what the stream should see (publishing, placing a call): until the
+        stream is open, the session may not be set up yet.
+        """
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"vora-stream-{self.identity}")
         return self
+
+    async def wait_open(self, timeout: float | None = None) -> None:
+        """Wait until the stream is open (at once if it is), as the TypeScript SDK's stream.opened() does.
+
+        Once open, the session is set up and subscribed and the connection's position is fixed: every event
+        published from then on reaches the stream. Raise StreamClosed if the stream closes first, and
+        TimeoutError after timeout seconds (None: no limit; the stream keeps trying either way).
+        """
+        async with asyncio.timeout(timeout):
+            state = self.state
+            while state is not State.OPEN:
+                if state is State.CLOSED:
+                    raise StreamClosed(self.close_reason or "closed")
+                waiter: asyncio.Future[State] = asyncio.get_running_loop().create_future()
+                self._open_waiters.append(waiter)
+                try:
+                    state = await waiter
+                finally:
+                    if waiter in self._open_waiters:
+                        self._open_waiters.remove(waiter)
 
     async def subscribe(self, events: Sequence[str] = (), *, subscribe_all: bool = False) -> None:
         """Change what the stream receives: at once if a session is up (VoraError if refused), and after each setup."""
@@ -219,6 +244,11 @@ class EventStream:
         change = StateChange(self.state, state, transport=self._transport.name, **why)
         self.state = state
         self._changes.append(change)
+        if state in {State.OPEN, State.CLOSED}:
+            waiters, self._open_waiters = self._open_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(state)
         await _call(self._on_state, change)
 
     async def _finish(self, reason: str, error: BaseException | None = None) -> None:
@@ -363,12 +393,15 @@ class EventStream:
                 await self._deliver(envelope)
                 continue
             event_id = envelope.get("eventId")
-            if isinstance(event_id, str):
-                if self.last_event_id is not None and event_position(event_id) <= event_position(self.last_event_id):
-                    continue  # delivered before a drop: each event reaches the app once
-                self.last_event_id = event_id
-                if self._on_position is not None:
-                    await _call(self._on_position, event_id)
+            if not isinstance(event_id, str):
+                # Stream events carry an eventId, lifecycle and control messages a null one: one of a type this
+                # SDK does not know comes from a newer server, and is ignored (never an error, never the app's).
+                continue
+            if self.last_event_id is not None and event_position(event_id) <= event_position(self.last_event_id):
+                continue  # delivered before a drop: each event reaches the app once
+            self.last_event_id = event_id
+            if self._on_position is not None:
+                await _call(self._on_position, event_id)
             await self._deliver(envelope)
 
     async def _opened_at(self, position: object) -> None:
