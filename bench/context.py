@@ -128,18 +128,20 @@ class Bench:
         return tokens
 
     @contextlib.contextmanager
-    def vora_server(self, **env: str) -> Iterator[Server]:
-        """Run a fresh VORA with WORKERS gevent workers for one scenario, with extra VORA_* variables."""
-        vora = start_vora(self.procs, {**self.vora_env(), **env}, WORKERS)
+    def vora_server(self, workers: int = WORKERS, /, **env: str) -> Iterator[Server]:
+        """Run a fresh VORA with workers gevent workers for one scenario, with extra VORA_* variables."""
+        vora = start_vora(self.procs, {**self.vora_env(), **env}, workers)
         try:
             yield vora
         finally:
             vora.process.stop(STOP_TIMEOUT)
 
     @contextlib.contextmanager
-    def servers(self, baseline_identities: list[str] | None = None) -> Iterator[tuple[Server, Server]]:
-        """Run a fresh VORA and a fresh baseline app, WORKERS gevent workers each, for one scenario."""
-        vora = start_vora(self.procs, self.vora_env(), WORKERS)
+    def servers(
+        self, baseline_identities: list[str] | None = None, workers: int = WORKERS
+    ) -> Iterator[tuple[Server, Server]]:
+        """Run a fresh VORA and a fresh baseline app, workers gevent workers each, for one scenario."""
+        vora = start_vora(self.procs, self.vora_env(), workers)
         try:
             env = {
                 "BENCH_REDIS_URL": self.redis_server.url,
@@ -147,7 +149,7 @@ class Bench:
                 "VORA_GRACEFUL_TIMEOUT": "3",
                 "VORA_WS_MAX_SOCKETS_PER_SESSION": str(SOCKETS_PER_SESSION),
             }
-            baseline = start_baseline(self.procs, env, WORKERS)
+            baseline = start_baseline(self.procs, env, workers)
             try:
                 yield vora, baseline
             finally:

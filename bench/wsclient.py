@@ -12,10 +12,12 @@ which gives the publish-to-receive latency (one machine, one monotonic clock).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import bisect
 import contextlib
 import gc
+import ipaddress
 import json
 import random
 import select
@@ -141,12 +143,17 @@ class Stats:
 
 
 class LoadClient:
-    """Hold many sockets in one event loop and answer the benchmark's commands."""
+    """Hold many sockets in one event loop and answer the benchmark's commands.
 
-    def __init__(self) -> None:
+    With a source address, every connection it opens is bound to it (any 127.x.y.z on loopback):
+    one source address has only the ephemeral ports (28,232 here) towards one server port.
+    """
+
+    def __init__(self, source: str | None = None) -> None:
         self._aiohttp = aiohttp
+        self.source = source
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, local_addr=(source, 0) if source else None),
             timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
         )
         self.held: list[Held] = []
@@ -563,9 +570,9 @@ class LoadClient:
         return {"error": f"unknown command {name!r}"}
 
 
-async def serve_commands() -> None:
-    """Answer commands from stdin until `exit` or end of input."""
-    client = LoadClient()
+async def serve_commands(source: str | None = None) -> None:
+    """Answer commands from stdin until `exit` or end of input, connecting from source when given."""
+    client = LoadClient(source)
     loop = asyncio.get_running_loop()
     try:
         while True:
@@ -587,10 +594,12 @@ async def serve_commands() -> None:
 
 
 class WsLoad:
-    """The benchmark's handle on one load-generator process."""
+    """The benchmark's handle on one load-generator process, its connections bound to source when given."""
 
-    def __init__(self, procs: Launcher, name: str) -> None:
-        self.child = procs.start([PYTHON, "-m", "bench.wsclient"], name, pipes=True)
+    def __init__(self, procs: Launcher, name: str, source: str | None = None) -> None:
+        self.source = source
+        argv = [PYTHON, "-m", "bench.wsclient", *(["--source", source] if source else [])]
+        self.child = procs.start(argv, name, pipes=True)
 
     def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one command and wait at most timeout seconds for its reply."""
@@ -630,8 +639,15 @@ class WsLoad:
         self.child.stop(2.0)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Run the load generator on stdin and stdout (`--source ADDRESS` binds its connections to it)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.wsclient", description=__doc__)
+    parser.add_argument("--source", help="the local address every connection is bound to, e.g. 127.0.0.2")
+    asyncio.run(serve_commands(parser.parse_args(argv).source))
+
+
 if __name__ == "__main__":
-    asyncio.run(serve_commands())
+    main()
 
 
 SOCKETS_PER_PROCESS = 15_000  # one process may open RLIMIT_NOFILE files, which may not be raised past 20,000
@@ -657,12 +673,30 @@ def _merged(replies: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-class WsLoadPool:
-    """Several load-generator processes behind one handle, for more sockets than one process may open."""
+def source_address(n: int) -> str:
+    """Return the loopback source address of a pool's n-th process (127.0.0.2, 127.0.0.3, and so on)."""
+    return str(ipaddress.IPv4Address("127.0.0.2") + n)
 
-    def __init__(self, procs: Launcher, name: str, sockets: int) -> None:
-        count = max(1, -(-sockets // SOCKETS_PER_PROCESS))
-        self.clients = [WsLoad(procs, name if count == 1 else f"{name}-{n}") for n in range(count)]
+
+class WsLoadPool:
+    """Several load-generator processes behind one handle, for more sockets than one process may open.
+
+    When there are several, each binds its connections to a loopback source address of its own
+    (source_address(n)): one address has 28,232 ephemeral ports towards one server port, fewer than
+    40,000 sockets need. A pool of one process connects from the default address, as before.
+    """
+
+    def __init__(self, procs: Launcher, name: str, sockets: int, per_process: int = SOCKETS_PER_PROCESS) -> None:
+        count = max(1, -(-sockets // per_process))
+        if count == 1:
+            self.clients = [WsLoad(procs, name)]
+        else:
+            self.clients = [WsLoad(procs, f"{name}-{n}", source_address(n)) for n in range(count)]
+
+    @property
+    def sources(self) -> list[str | None]:
+        """The source address each process binds its connections to (None: the default)."""
+        return [client.source for client in self.clients]
 
     def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send a command to every process (an open's URLs dealt out among them) and merge their replies."""

@@ -21,11 +21,11 @@ import contextlib
 import time
 from typing import Any
 
-from bench.context import Bench, identities
+from bench.context import WORKERS, Bench, identities
 from bench.procs import Server
 from bench.report import Row
 from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, vora_publisher
-from bench.wsclient import WsLoad, WsLoadPool
+from bench.wsclient import SOCKETS_PER_PROCESS, WsLoad, WsLoadPool
 
 USER = "bench-sockets"
 SESSIONS = 100
@@ -47,8 +47,11 @@ def _idle_rss(server: Server) -> int:
     return int(sum(samples) / len(samples))
 
 
-def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...], label: str) -> dict[str, Any]:
-    client = WsLoadPool(bench.procs, f"wsclient-sockets-{label}", steps[-1])
+def _steps(
+    bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...], label: str, load_processes: int | None
+) -> dict[str, Any]:
+    per_process = -(-steps[-1] // load_processes) if load_processes else SOCKETS_PER_PROCESS
+    client = WsLoadPool(bench.procs, f"wsclient-sockets-{label}", steps[-1], per_process)
     try:
         # Warm up: one round of sockets, so that lazily imported code and pools are in the idle figure.
         client.call({"cmd": "open", "urls": urls[:20], "concurrency": 20}, timeout=60)
@@ -91,7 +94,7 @@ def _steps(bench: Bench, server: Server, urls: list[str], steps: tuple[int, ...]
             )
         if len(results) == len(steps):
             client.call({"cmd": "close"}, timeout=180)
-        return {"idle_rss_mib": round(idle / 2**20, 1), "steps": results}
+        return {"idle_rss_mib": round(idle / 2**20, 1), "source_addresses": client.sources, "steps": results}
     finally:
         client.stop()
 
@@ -104,20 +107,31 @@ def hold_steps(
     label: str,
     transport: str = "ws",
     with_baseline: bool = True,
+    workers: int = WORKERS,
+    load_processes: int | None = None,
 ) -> dict[str, Any]:
-    """Hold idle sockets (or event streams) in steps on a fresh VORA, then on a fresh baseline; report memory."""
-    figures: dict[str, Any] = {"sessions": len(ids), "open_concurrency": OPEN_CONCURRENCY, "transport": transport}
+    """Hold idle sockets (or event streams) in steps on a fresh VORA, then on a fresh baseline; report memory.
+
+    The load generator has one process per SOCKETS_PER_PROCESS sockets of the last step, or
+    load_processes (each from a source address of its own when there are several).
+    """
+    figures: dict[str, Any] = {
+        "sessions": len(ids),
+        "open_concurrency": OPEN_CONCURRENCY,
+        "transport": transport,
+        "workers": workers,
+    }
     with contextlib.ExitStack() as servers:
         if with_baseline:
-            vora, baseline = servers.enter_context(bench.servers())
+            vora, baseline = servers.enter_context(bench.servers(workers=workers))
         else:
-            vora, baseline = servers.enter_context(bench.vora_server()), None
+            vora, baseline = servers.enter_context(bench.vora_server(workers)), None
         tokens = bench.open_sessions(vora, user, ids, per_identity=1)
         vora_urls = [f"{vora.stream_url(transport)}?token={tokens[n % len(ids)]}" for n in range(steps[-1])]
-        figures["vora"] = _steps(bench, vora, vora_urls, steps, f"{label}-vora")
+        figures["vora"] = _steps(bench, vora, vora_urls, steps, f"{label}-vora", load_processes)
         if baseline is not None:
             base_urls = [f"{baseline.stream_url(transport)}?identity={ids[n % len(ids)]}" for n in range(steps[-1])]
-            figures["baseline"] = _steps(bench, baseline, base_urls, steps, f"{label}-baseline")
+            figures["baseline"] = _steps(bench, baseline, base_urls, steps, f"{label}-baseline", load_processes)
     return figures
 
 

@@ -3,7 +3,8 @@
 The same method as scenario 3 (steps of idle authenticated sockets, RSS of master and workers
 against the idle figure), on fresh servers, in steps of 5,000, 10,000 and 20,000: each worker
 then holds about 10,000 sockets (VORA_WORKER_CONNECTIONS is 20,000 per worker) and the load
-generator about 20,100 open files. Not in the default run (`--only sockets20k` or `pressure`).
+generator's two processes (SOCKETS_PER_PROCESS is 15,000), from 127.0.0.2 and 127.0.0.3, 10,000
+each. Not in the default run (`--only sockets20k` or `pressure`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from bench.context import Bench, Rest, identities
@@ -119,3 +121,23 @@ def test_dropped_sockets_draw_their_first_attempt_from_the_window_their_server_a
     window = report["first_window_seconds"]
     assert (window["announced"], window["fallback"]) == (sockets, 0), window
     assert 1 <= window["min"] <= window["max"] <= 3, window
+
+
+def test_a_pool_of_processes_connects_from_a_source_address_each(bench: Bench) -> None:
+    """Each process of a load-generator pool binds its sockets to a loopback source address of its own."""
+    ids = identities("7991", 1)
+    with bench.vora_server() as vora:
+        tokens = bench.open_sessions(vora, "bench-test-sources", ids, per_identity=1)
+        urls = [f"{vora.ws_url}?token={tokens[0]}"] * 4
+        client = WsLoadPool(bench.procs, "load-sources", len(urls), per_process=2)
+        try:
+            assert client.call({"cmd": "open", "urls": urls, "concurrency": 4}, timeout=30)["held"] == 4
+            peers: Counter[str] = Counter()
+            for pid in vora.worker_pids():
+                for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == vora.port:
+                        peers[conn.raddr.ip] += 1
+        finally:
+            client.stop()
+    assert client.sources == ["127.0.0.2", "127.0.0.3"]
+    assert peers == {"127.0.0.2": 2, "127.0.0.3": 2}, peers
