@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.context import WORKERS, Bench, identities
 from bench.procs import Server
+from bench.profiling import profiled
 from bench.report import Row
 from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, vora_publisher
 from bench.wsclient import SOCKETS_PER_PROCESS, WsLoad, WsLoadPool
@@ -67,7 +68,9 @@ def _steps(
             command = {"cmd": "open", "urls": urls[opened_up_to:step], "concurrency": OPEN_CONCURRENCY}
             try:
                 # 180 s, or 30 ms a socket for large steps: a busy machine accepts 20,000 slowly.
-                reply = client.call(command, timeout=max(180.0, 0.03 * (step - opened_up_to)))
+                # With --profile, the workers are sampled for the step's first seconds (at 500 accepts a second).
+                with profiled(bench.procs, bench.profile_dir, f"{label}-{step}", server, (step - opened_up_to) / 500):
+                    reply = client.call(command, timeout=max(180.0, 0.03 * (step - opened_up_to)))
             except RuntimeError as exc:  # the steps before it stand; the client is stopped below
                 bench.notes.append(f"sockets/{label}: the step to {step:,} sockets did not finish: {exc}")
                 break
