@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from gevent import socket as gevent_socket
@@ -18,6 +19,7 @@ from gunicorn.http.errors import InvalidHeader, LimitRequestLine
 from gunicorn.http.parser import RequestParser
 
 from testbed.vora_server import RunningServer, running_server
+from testbed.wait import wait_for
 from tests.harness.raw_http import assert_refused, raw_exchange, read_reply
 from tests.harness.server_env import server_env
 from tests.harness.tokens import TokenFactory
@@ -248,3 +250,28 @@ def test_a_response_head_goes_out_with_its_first_body_write(
         assert len(counted.writes) == writes
         assert sent.startswith(b"HTTP/1.1 200 OK\r\n")
         assert client_side.recv(65536) == sent
+
+
+def test_a_worker_at_its_open_file_limit_pauses_accepting_and_says_so(
+    redis_proc: Any, key_dir: Path, dev_key_pem: bytes, tmp_path: Path
+) -> None:
+    """A worker out of file descriptors logs one clear warning per pause (no traceback) and serves again once freed."""
+    with running_server(server_env(redis_proc, key_dir), tmp_path) as served:
+        (pid,) = served.worker_pids()
+        worker = psutil.Process(pid)
+        soft, hard = worker.rlimit(psutil.RLIMIT_NOFILE)
+        worker.rlimit(psutil.RLIMIT_NOFILE, (worker.num_fds() + 4, hard))
+        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(12)]
+        try:
+            wait_for(lambda: "accept paused" in served.log_path.read_text(), 10, what="the accept pause warning")
+        finally:
+            for sock in held:
+                sock.close()
+        worker.rlimit(psutil.RLIMIT_NOFILE, (soft, hard))
+        reply = raw_exchange(served.port, b"GET /vora/health/liveness HTTP/1.1\r\nHost: vora\r\n\r\n")
+        log = served.log_path.read_text()
+    assert reply.status == 204
+    paused = [line for line in log.splitlines() if "accept paused" in line]
+    assert paused
+    assert all('"level": "warning"' in line and "EMFILE" in line for line in paused), paused[:2]
+    assert "greenlet failed" not in log

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import resource
 import signal
 import socket
 import ssl
@@ -315,9 +317,20 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
 
     def log_greenlet_failures(self, log: logging.Logger) -> None:
         """Log a greenlet that died of an exception through log (one line), not as gevent's text on stderr."""
-        gevent.get_hub().print_exception = lambda context, kind, value, tb: log.error(
-            "greenlet failed", exc_info=(kind, value, tb), extra={"fields": {"context": repr(context)[:200]}}
-        )
+
+        def print_exception(context: Any, kind: Any, value: Any, tb: Any) -> None:
+            if isinstance(value, OSError) and value.errno in (errno.EMFILE, errno.ENFILE):
+                # gevent's accept loop hit the open-file limit: it pauses accepting (up to 1 s, then
+                # tries again) and the sockets held are served on; no failure to trace.
+                limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                log.warning(
+                    "accept paused: open-file limit reached; new connections wait in the listen queue",
+                    extra={"fields": {"error": errno.errorcode.get(value.errno or 0, ""), "open_file_limit": limit}},
+                )
+                return
+            log.error("greenlet failed", exc_info=(kind, value, tb), extra={"fields": {"context": repr(context)[:200]}})
+
+        gevent.get_hub().print_exception = print_exception
 
     def run_every(self, seconds: float, task: Callable[[], None]) -> None:
         """Run task now and then every seconds, in a greenlet of this worker, for as long as it lives."""
