@@ -91,6 +91,7 @@ class Held:
     terminated: str | None = None
     reconnect_attempts: int = 0
     window: float | None = None  # the last reconnectWindowSeconds received (channelOpened, heartbeat)
+    heartbeats: int = 0  # heartbeats received: after one, the window reflects the instance as it is now
     first_window: float | None = None  # the window its last first attempt after a drop was drawn from
     first_window_announced: bool = False  # ... and whether the server had announced it (else FIRST)
     dropped_at: int | None = None  # the last sequence number it had when it last dropped
@@ -358,6 +359,8 @@ class LoadClient:
                 held.terminated = str(data.get("reason"))
             elif kind in ("channelOpened", "heartbeat") and "reconnectWindowSeconds" in data:
                 held.window = float(data["reconnectWindowSeconds"])  # the latest wins (docs/clients.md rule 7)
+            if kind == "heartbeat":
+                held.heartbeats += 1
             return
         held.identity = envelope["identity"]
         held.last_event_id = envelope["eventId"]
@@ -418,6 +421,19 @@ class LoadClient:
             elif h.first < first[h.identity]:
                 replayed += 1
         return {"unprimed": unprimed, "wrong_start": wrong_start, "replayed_before_primer": replayed, **self.status()}
+
+    async def wait_heartbeat(self, timeout: float) -> dict[str, Any]:
+        """Wait until every open socket has had a heartbeat; report how many have, and their windows."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(h.heartbeats == 0 for h in self.held if not h.closed):
+            await asyncio.sleep(0.1)
+        windows = sorted(h.window for h in self.held if h.window is not None)
+        return {
+            "with_heartbeat": sum(1 for h in self.held if h.heartbeats),
+            "window_p50": percentile(windows, 50),
+            "window_max": windows[-1] if windows else 0.0,
+            **self.status(),
+        }
 
     def reset(self, keep: bool = False) -> dict[str, Any]:
         """Start a measured phase: counting anew (sequence state is kept), or on from the last phase with keep."""
@@ -549,6 +565,8 @@ class LoadClient:
         name = command["cmd"]
         if name == "open":
             return await self.open(command["urls"], command.get("concurrency", 200), command.get("compress", 0))
+        if name == "wait_heartbeat":
+            return await self.wait_heartbeat(command.get("timeout", 40))
         if name == "wait_primed":
             return await self.wait_primed(command["first"], command.get("timeout", 30))
         if name == "reset":

@@ -136,6 +136,11 @@ def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Recordin
     client = WsLoad(bench.procs, "wsclient-storm")
     try:
         held = open_primed(client, urls, ids, publish)
+        # A socket learns the instance's reconnect window when it opens and again with each heartbeat:
+        # the sockets opened first were told the window of a smaller instance. A kill right after
+        # the fill would test those stale windows (a double failure); wait until each socket had a
+        # heartbeat (VORA_WS_HEARTBEAT_INTERVAL, 30 s), as any instance older than that gives.
+        held["heartbeat"] = client.call({"cmd": "wait_heartbeat", "timeout": 40}, timeout=60)
         client.call({"cmd": "reset"}, timeout=30)
         client.call({"cmd": "failover", "url": b.ws_url, "base": BASE, "cap": CAP, "first": FIRST}, timeout=30)
         after = bench.seconds(AFTER_SECONDS, QUICK_AFTER_SECONDS)
