@@ -58,7 +58,7 @@ BASE = float(os.environ.get("BENCH_STORM_BASE", "1"))
 CAP = 30.0
 DEADLINE = 60.0
 PROBE_RATE = 50
-TARGET_SECONDS = 30.0
+TARGET_SECONDS = 15.0  # issue 26 item 5 (was 30 s)
 
 
 class RecordingPublisher:
