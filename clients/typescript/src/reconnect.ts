@@ -2,7 +2,11 @@ import type { TerminationReason } from "./types.js";
 
 /** The README's reconnect rules, as numbers (tests shrink the windows; apps should not). */
 export interface ReconnectRules {
-  /** First attempt after a drop that hits many clients at once (1006, 1001, 1011, maintenance): uniform(0, this). */
+  /**
+   * First attempt after a drop that hits many clients at once (1006, 1001, 1011, a dead connection, maintenance):
+   * uniform(0, W), W being the reconnect window the server last announced (`reconnectWindowSeconds`), or this when
+   * the stream has received none (an older server).
+   */
   massDropWindowMs: number;
   /** First attempt after a drop about this client alone (1008, 4008) and before setting up again: uniform(0, this). */
   singleDropWindowMs: number;
@@ -49,19 +53,27 @@ export function refusedDelayMs(rules: ReconnectRules, attempt: number, retryAfte
   return (retryAfterSeconds ?? 0) * 1000 + uniform(rules, Math.min(rules.backoffCapMs, 2 ** attempt * 1000));
 }
 
-/** First attempt after a drop: a window by close code. */
-export function firstDelayMs(rules: ReconnectRules, code: number): number {
-  return uniform(rules, SINGLE_DROP.has(code) ? rules.singleDropWindowMs : rules.massDropWindowMs);
+/** The bound of the first delay after a crowd drop: the window the server announced, else massDropWindowMs. */
+function crowdWindowMs(rules: ReconnectRules, announcedWindowMs: number | undefined): number {
+  return announcedWindowMs ?? rules.massDropWindowMs;
 }
 
-/** What a channelTerminated reason asks for. */
-export function afterTermination(rules: ReconnectRules, reason: TerminationReason): NextStep {
+/**
+ * First attempt after a drop: a window by close code. announcedWindowMs is the reconnect window the server last
+ * announced to the stream (`reconnectWindowSeconds`, in ms), which bounds a crowd drop's delay; undefined when none.
+ */
+export function firstDelayMs(rules: ReconnectRules, code: number, announcedWindowMs?: number): number {
+  return uniform(rules, SINGLE_DROP.has(code) ? rules.singleDropWindowMs : crowdWindowMs(rules, announcedWindowMs));
+}
+
+/** What a channelTerminated reason asks for; announcedWindowMs as for firstDelayMs (maintenance waits within it). */
+export function afterTermination(rules: ReconnectRules, reason: TerminationReason, announcedWindowMs?: number): NextStep {
   switch (reason) {
     case "logout":
     case "revoked":
       return { kind: "stop", reason, detail: `channelTerminated: ${reason}` };
     case "maintenance":
-      return { kind: "resume", delayMs: uniform(rules, rules.massDropWindowMs), setup: false, cause: "maintenance" };
+      return { kind: "resume", delayMs: uniform(rules, crowdWindowMs(rules, announcedWindowMs)), setup: false, cause: "maintenance" };
     case "replaced":
     case "tokenExpired":
     case "disconnected":
@@ -72,10 +84,13 @@ export function afterTermination(rules: ReconnectRules, reason: TerminationReaso
   }
 }
 
-/** What a drop of an open socket (no channelTerminated) asks for; attempt is 0 when the socket was stable. */
-export function afterDrop(rules: ReconnectRules, code: number, attempt: number): NextStep {
+/**
+ * What a drop of an open socket (no channelTerminated) asks for; attempt is 0 when the socket was stable;
+ * announcedWindowMs as for firstDelayMs.
+ */
+export function afterDrop(rules: ReconnectRules, code: number, attempt: number, announcedWindowMs?: number): NextStep {
   const setup = SESSION_OVER.has(code);
-  const delayMs = attempt === 0 ? firstDelayMs(rules, code) : refusedDelayMs(rules, attempt, 0);
+  const delayMs = attempt === 0 ? firstDelayMs(rules, code, announcedWindowMs) : refusedDelayMs(rules, attempt, 0);
   return { kind: "resume", delayMs, setup, cause: `closed ${code}` };
 }
 

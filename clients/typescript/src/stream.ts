@@ -220,6 +220,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #replacedAt: number[] = [];
   #subscription: Subscription | undefined;
   #heartbeatMs: number;
+  #reconnectWindowMs: number | undefined;
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #watchdog: ReturnType<typeof setTimeout> | undefined;
   #closedPromise: Promise<ClosedInfo>;
@@ -265,6 +266,15 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   /** Why the stream closed, once it has. */
   get closeInfo(): ClosedInfo | undefined {
     return this.#closed;
+  }
+
+  /**
+   * The reconnect window W the server last announced to this stream (`reconnectWindowSeconds` of a channelOpened or
+   * heartbeat, in ms; kept across reconnects), which bounds the first delay after a crowd drop; undefined until one
+   * arrives (an older server), when `rules.massDropWindowMs` (20 s) bounds it instead.
+   */
+  get reconnectWindowMs(): number | undefined {
+    return this.#reconnectWindowMs;
   }
 
   /** The transport in use (or next to be tried). */
@@ -540,7 +550,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       return;
     }
     if (terminated !== undefined) {
-      const step = afterTermination(this.#rules, terminated);
+      const step = afterTermination(this.#rules, terminated, this.#reconnectWindowMs);
       // A session set up again and ended again before it was stable backs off like a refusal.
       if (step.kind === "resume" && this.#attempt > 0) step.delayMs = refusedDelayMs(this.#rules, this.#attempt, 0);
       if (step.kind === "resume") this.#attempt++;
@@ -550,7 +560,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     if (close.opened) {
       const stable = Date.now() - openedAt >= this.#rules.stableAfterMs;
       if (stable) this.#attempt = 0;
-      const step = afterDrop(this.#rules, close.code, this.#attempt);
+      const step = afterDrop(this.#rules, close.code, this.#attempt, this.#reconnectWindowMs);
       this.#attempt++;
       this.#schedule(step, this.#attempt - 1);
       return;
@@ -672,6 +682,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         if (this.#options.heartbeatTimeoutMs === undefined && typeof seconds === "number" && seconds > 0) {
           this.#heartbeatMs = seconds * 2000 + HEARTBEAT_GRACE_MS;
         }
+        this.#announced(heartbeat.data.reconnectWindowSeconds);
         this.#emitter.emit("heartbeat", heartbeat);
         return;
       }
@@ -681,6 +692,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         if (this.#options.heartbeatTimeoutMs === undefined && typeof seconds === "number" && seconds > 0) {
           this.#heartbeatMs = seconds * 2000 + HEARTBEAT_GRACE_MS;
         }
+        this.#announced(opened.data.reconnectWindowSeconds);
         // Nothing newer has arrived on this connection, and the server's word wins over the id sent: after
         // resumeGap "ahead" it is earlier, and keeping the id sent would drop the events that follow.
         const position = opened.data.lastEventId;
@@ -709,6 +721,11 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         if (typeof (message as { eventId?: unknown }).eventId !== "string") return;
         this.#deliver(message as VoraEvent);
     }
+  }
+
+  /** Keep the reconnect window a channelOpened or heartbeat announced (the latest wins; older servers send none). */
+  #announced(seconds: unknown): void {
+    if (typeof seconds === "number" && Number.isFinite(seconds) && seconds > 0) this.#reconnectWindowMs = seconds * 1000;
   }
 
   #deliver(event: VoraEvent): void {

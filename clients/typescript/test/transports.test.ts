@@ -63,6 +63,8 @@ test("the reconnect rules follow the README per close code, Retry-After and reas
   const step = (s: ReturnType<typeof afterDrop>) => (s.kind === "resume" ? s : assert.fail("expected resume"));
   assert.ok(step(afterDrop(rules, 1006, 0)).delayMs > 19_000, "1006: up to 20 s");
   assert.ok(step(afterDrop(rules, 1011, 0)).delayMs > 19_000, "1011: up to 20 s");
+  assert.ok(step(afterDrop(rules, 1006, 0, 2_000)).delayMs < 2_000, "1006 after the server announced 2 s: up to 2 s");
+  assert.ok(step(afterDrop(rules, 4008, 0, 5_000)).delayMs < 1_000, "4008: up to 1 s whatever the announced window");
   assert.ok(step(afterDrop(rules, 1008, 0)).delayMs < 1_000, "1008: up to 1 s");
   assert.ok(step(afterDrop(rules, 4008, 0)).delayMs < 1_000, "4008: up to 1 s");
   assert.equal(step(afterDrop(rules, 1000, 0)).setup, true, "1000 without channelTerminated: set up again");
@@ -76,6 +78,8 @@ test("the reconnect rules follow the README per close code, Retry-After and reas
   assert.equal(afterTermination(rules, "revoked").kind, "stop");
   for (const reason of ["replaced", "tokenExpired", "disconnected"] as const) assert.equal(step(afterTermination(rules, reason)).setup, true, reason);
   assert.equal(step(afterTermination(rules, "maintenance")).setup, false);
+  assert.ok(step(afterTermination(rules, "maintenance")).delayMs > 19_000, "maintenance: up to 20 s when none was announced");
+  assert.ok(step(afterTermination(rules, "maintenance", 2_000)).delayMs < 2_000, "maintenance: up to the announced window");
   assert.ok(compareEventIds("1795396666123-10", "1795396666123-9") > 0, "eventIds compare numerically");
   assert.equal(socketUrl("https://vora.example/vora/"), "wss://vora.example/vora/ws");
 });

@@ -41,13 +41,23 @@ def test_an_unexplained_close_resumes_unless_it_ends_the_session(code: int, expe
 
 
 def test_first_waits_are_drawn_over_the_window_of_the_close_code() -> None:
-    """A crowd drop (1006, 1001, 1011) spreads over 20 s, a client's own (1008, 4008) over 1 s, with full jitter."""
+    """With no window announced, a crowd drop (1006, 1001, 1011) spreads over 20 s, a client's own over 1 s."""
     policy = ReconnectPolicy(rng=random.Random(7))
     crowd = [policy.first_wait(code) for code in (1006, 1001, 1011) for _ in range(300)]
     alone = [policy.first_wait(code) for code in (1008, 4008) for _ in range(300)]
     assert 0 <= min(crowd) < 1
     assert 19 < max(crowd) <= 20
     assert min(alone) >= 0
+    assert max(alone) <= 1
+
+
+def test_a_crowd_drop_waits_within_the_window_the_server_announced() -> None:
+    """With reconnectWindowSeconds announced, a crowd drop spreads over it instead of 20 s; a client's own drop not."""
+    policy = ReconnectPolicy(rng=random.Random(7))
+    crowd = [policy.first_wait(code, 2.0) for code in (1006, 1001, 1011, None) for _ in range(300)]
+    alone = [policy.first_wait(code, 5.0) for code in (1008, 4008) for _ in range(300)]
+    assert 0 <= min(crowd) < 0.2
+    assert 1.8 < max(crowd) <= 2
     assert max(alone) <= 1
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from vora_client import (
     NotFound,
     ReconnectPolicy,
     State,
+    StateChange,
     StreamClosed,
     Transport,
     TransportChoice,
@@ -341,6 +343,97 @@ def test_maintenance_resumes_the_same_session_on_the_next_worker(
             await stream.close()
 
     with make_server() as server:
+        asyncio.run(scenario(server))
+
+
+class TopOfTheWindow(random.Random):
+    """A random source whose every draw is at the top of its range: a wait shows the bound it was drawn under."""
+
+    def random(self) -> float:
+        """Return 0.99."""
+        return 0.99
+
+
+async def announced(stream: EventStream, seconds: float | None = None, timeout: float = 10.0) -> None:
+    """Wait until the stream has taken a reconnect window (this one, if given) from a channelOpened or heartbeat."""
+    async with asyncio.timeout(timeout):
+        while stream.reconnect_window is None or (seconds is not None and stream.reconnect_window != seconds):
+            await asyncio.sleep(0.02)
+
+
+def test_the_stream_keeps_the_announced_reconnect_window_and_each_heartbeat_updates_it(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """reconnect_window is None, then channelOpened's reconnectWindowSeconds, then what the latest heartbeat says."""
+    identities = [IDENTITY, "910111001", "910111002"]
+    for identity in identities:
+        owner("alice", identity)
+
+    async def scenario(server: RunningServer) -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            first = EventStream(client, IDENTITY, policy=QUICK, transport="websocket")
+            assert first.reconnect_window is None
+            await first.start()
+            await announced(first, 1.0)  # the instance's only socket, one a second
+            others = [await connect(client, i, policy=QUICK, transport="websocket") for i in identities[1:]]
+            for other in others:
+                await announced(other)  # its socket counts from its channelOpened on
+            await announced(first, 3.0)  # a heartbeat after the other two opened
+            for stream in [first, *others]:
+                await stream.close()
+
+    with make_server(reconnect_rate="1") as server:
+        asyncio.run(scenario(server))
+
+
+def test_a_crowd_drop_and_maintenance_wait_within_the_announced_window_not_20_s(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """A worker SIGKILLed (1006) or draining (maintenance), the instance announcing 2 s: the next attempt within 2 s."""
+    owner("alice")
+    changes: list[tuple[float, StateChange]] = []
+    # Every draw at the top of its window (19.8 s of the 20 s fallback); a socket is stable at once, so the
+    # maintenance after the reconnect is a first attempt too.
+    policy = ReconnectPolicy(stable_after=0.0, rng=TopOfTheWindow())
+
+    def first_attempt_after(reason: str) -> tuple[StateChange, float]:
+        """Return the drop's transition and the seconds until the next attempt started, by the stream's own clock."""
+        at = next(n for n, (_, c) in enumerate(changes) if c.current is State.RECONNECTING and c.reason == reason)
+        dropped_at, drop = changes[at]
+        attempt_at = next(when for when, c in changes[at + 1 :] if c.current is State.CONNECTING)
+        return drop, attempt_at - dropped_at
+
+    async def scenario(server: RunningServer) -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(
+                client,
+                IDENTITY,
+                policy=policy,
+                transport="websocket",
+                on_state=lambda change: changes.append((time.monotonic(), change)),
+            )
+            await announced(stream, 2.0)
+            [worker] = server.worker_pids()
+            os.kill(worker, signal.SIGKILL)
+            await until(stream, State.RECONNECTING)
+            await until(stream, State.OPEN, timeout=30)
+            drop, waited = first_attempt_after("")
+            assert drop.code == 1006
+            assert drop.wait is not None
+            assert drop.wait <= 2.0
+            assert waited < 3.0
+            [worker] = server.worker_pids()
+            os.kill(worker, signal.SIGTERM)
+            await until(stream, State.RECONNECTING, timeout=15)
+            await until(stream, State.OPEN, timeout=30)
+            drop, waited = first_attempt_after("maintenance")
+            assert drop.code == 1001
+            assert drop.wait is not None
+            assert drop.wait <= 2.0
+            assert waited < 3.0
+            await stream.close()
+
+    with make_server(reconnect_window_min="2", reconnect_window_max="2") as server:
         asyncio.run(scenario(server))
 
 

@@ -54,16 +54,23 @@ class ReconnectPolicy:
     do not come back in the same instant.
     """
 
-    crowd_window: float = 20.0  # after 1006, 1001 or 1011: a drop that hit many clients at once
+    # After 1006, 1001, 1011 or maintenance, a drop that hit many clients at once, when the server announced no
+    # reconnect window (an older server): the window it announces (reconnectWindowSeconds) bounds the wait instead.
+    crowd_window: float = 20.0
     alone_window: float = 1.0  # after 1008 or 4008: about this client alone
     backoff_cap: float = 30.0
     stable_after: float = 30.0  # a socket open this long starts the count of attempts again
     rng: random.Random = field(default_factory=random.Random)
 
-    def first_wait(self, code: int | None) -> float:
-        """Return the wait before the first attempt after a socket closed with this code."""
-        window = self.alone_window if code in {POLICY_VIOLATION, SLOW_CONSUMER} else self.crowd_window
-        return self.rng.uniform(0, window)
+    def first_wait(self, code: int | None, announced: float | None = None) -> float:
+        """Return the wait before the first attempt after a socket closed with this code.
+
+        announced is the reconnect window the server last announced to the stream (reconnectWindowSeconds), which
+        bounds a crowd drop's wait; None when it announced none, and crowd_window bounds it.
+        """
+        if code in {POLICY_VIOLATION, SLOW_CONSUMER}:
+            return self.rng.uniform(0, self.alone_window)
+        return self.rng.uniform(0, self.crowd_window if announced is None else announced)
 
     def refused_wait(self, attempt: int, retry_after: float | None) -> float:
         """Return the wait after refused attempt number attempt (1, 2, ...): Retry-After plus jittered backoff."""

@@ -13,6 +13,7 @@ import contextlib
 import enum
 import inspect
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -162,6 +163,17 @@ class EventStream:
         self._changes: list[StateChange] = []
         self._session_over_reason = ""
         self._open_waiters: list[asyncio.Future[State]] = []
+        self._reconnect_window: float | None = None
+
+    @property
+    def reconnect_window(self) -> float | None:
+        """Return the reconnect window W (seconds) the server last announced to this stream, None until one arrives.
+
+        Each channelOpened and heartbeat carries it (reconnectWindowSeconds; the latest wins, kept across
+        reconnects). It bounds the first wait after a crowd drop (1006, 1001, 1011, a dead connection,
+        maintenance); until a server announces one (an older server), the policy's crowd_window (20 s) does.
+        """
+        return self._reconnect_window
 
     @property
     def changes(self) -> list[StateChange]:
@@ -311,7 +323,11 @@ class EventStream:
                 self._session_over_reason = "session over (the stream's token was refused)"
                 self.session = None  # the session ended while no stream was open: set up again
                 attempt += 1
-                wait = self._policy.first_wait(None) if attempt == 1 else self._policy.refused_wait(attempt, None)
+                wait = (
+                    self._policy.first_wait(None, self._reconnect_window)
+                    if attempt == 1
+                    else self._policy.refused_wait(attempt, None)
+                )
                 await self._transition(State.RECONNECTING, reason="session over", code=401, wait=wait)
                 continue
             except (ServiceUnavailable, TooManyRequests, ConnectionFailed) as exc:
@@ -354,7 +370,11 @@ class EventStream:
                 if self.client is None:  # nothing to set up with: the stream ends with its session
                     await self._finish(self._session_over_reason)
                     return
-            wait = self._policy.first_wait(code) if stable or attempt <= 1 else self._policy.refused_wait(attempt, None)
+            wait = (
+                self._policy.first_wait(code, self._reconnect_window)
+                if stable or attempt <= 1
+                else self._policy.refused_wait(attempt, None)
+            )
             await self._transition(State.RECONNECTING, reason=reason, code=code, wait=wait)
 
     def _replaced_too_often(self) -> bool:
@@ -380,8 +400,10 @@ class EventStream:
             envelope: Envelope = json.loads(message)
             kind = envelope.get("type")
             if kind == "heartbeat":
+                self._announced(envelope.get("data"))
                 continue
             if kind == "channelOpened":
+                self._announced(envelope.get("data"))
                 await self._opened_at(envelope.get("data", {}).get("lastEventId"))
                 continue
             if kind == "channelTerminated":
@@ -403,6 +425,14 @@ class EventStream:
             if self._on_position is not None:
                 await _call(self._on_position, event_id)
             await self._deliver(envelope)
+
+    def _announced(self, data: object) -> None:
+        """Keep the reconnect window a channelOpened or heartbeat announced (the latest wins; older servers: none)."""
+        seconds = data.get("reconnectWindowSeconds") if isinstance(data, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return
+        if math.isfinite(seconds) and seconds > 0:
+            self._reconnect_window = float(seconds)
 
     async def _opened_at(self, position: object) -> None:
         """Take the position a connection starts after as the last eventId, so a drop before any event resumes there.

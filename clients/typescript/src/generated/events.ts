@@ -46,6 +46,21 @@ export type HeartbeatEvent = LifecycleEnvelope & {
   data?: HeartbeatData;
 };
 /**
+ * The bound, in seconds, of the full-jitter delay before the first reconnect attempt after a
+ * drop that hits many clients at once (the connection cut, close 1001, 1011, a dead connection,
+ * `channelTerminated` reason `maintenance`): wait `uniform(0, W)` with W the last value this
+ * connection received, in `channelOpened` or the latest `heartbeat` (20 when it received none).
+ * It is the time the rest of the fleet needs to take this instance's sockets: the sockets the
+ * instance holds (estimated: the serving worker's open connections times the number of
+ * workers) divided by `VORA_RECONNECT_RATE`, rounded up and kept within
+ * `VORA_RECONNECT_WINDOW_MIN` (1) and `VORA_RECONNECT_WINDOW_MAX` (20). Optional: this server
+ * sends it in every `channelOpened` and `heartbeat`; older servers send none.
+ *
+ * This interface was referenced by `VoraEventMessages`'s JSON-Schema
+ * via the `definition` "ReconnectWindowSeconds".
+ */
+export type ReconnectWindowSeconds = number;
+/**
  * This interface was referenced by `VoraEventMessages`'s JSON-Schema
  * via the `definition` "ChannelTerminatedEvent".
  */
@@ -181,6 +196,7 @@ export interface LifecycleEnvelope {
 export interface HeartbeatData {
   reason: "interval";
   intervalSeconds?: number;
+  reconnectWindowSeconds?: ReconnectWindowSeconds;
 }
 /**
  * This interface was referenced by `VoraEventMessages`'s JSON-Schema
@@ -246,4 +262,5 @@ export interface ChannelOpenedData {
    * The seconds between heartbeat events on this connection (VORA_WS_HEARTBEAT_INTERVAL).
    */
   heartbeatIntervalSeconds: number;
+  reconnectWindowSeconds?: ReconnectWindowSeconds;
 }
