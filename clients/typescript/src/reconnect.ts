@@ -8,7 +8,7 @@ export interface ReconnectRules {
    * the stream has received none (an older server).
    */
   massDropWindowMs: number;
-  /** First attempt after a drop about this client alone (1008, 4008) and before setting up again: uniform(0, this). */
+  /** First attempt after a drop about this client alone (1008, 4008) and before setting up again (1000, 4401, replaced…): uniform(0, this). */
   singleDropWindowMs: number;
   /** Refused attempt n waits Retry-After plus uniform(0, min(backoffCapMs, 2**n seconds)). */
   backoffCapMs: number;
@@ -63,7 +63,9 @@ function crowdWindowMs(rules: ReconnectRules, announcedWindowMs: number | undefi
  * announced to the stream (`reconnectWindowSeconds`, in ms), which bounds a crowd drop's delay; undefined when none.
  */
 export function firstDelayMs(rules: ReconnectRules, code: number, announcedWindowMs?: number): number {
-  return uniform(rules, SINGLE_DROP.has(code) ? rules.singleDropWindowMs : crowdWindowMs(rules, announcedWindowMs));
+  // 1000 and 4401 end the session: set up again after uniform(0, 1) s, as after replaced (docs/clients.md rule 8).
+  const alone = SINGLE_DROP.has(code) || SESSION_OVER.has(code);
+  return uniform(rules, alone ? rules.singleDropWindowMs : crowdWindowMs(rules, announcedWindowMs));
 }
 
 /** What a channelTerminated reason asks for; announcedWindowMs as for firstDelayMs (maintenance waits within it). */

@@ -69,6 +69,8 @@ test("the reconnect rules follow the README per close code, Retry-After and reas
   assert.ok(step(afterDrop(rules, 4008, 0)).delayMs < 1_000, "4008: up to 1 s");
   assert.equal(step(afterDrop(rules, 1000, 0)).setup, true, "1000 without channelTerminated: set up again");
   assert.equal(step(afterDrop(rules, 4401, 0)).setup, true, "4401: set up again");
+  assert.ok(step(afterDrop(rules, 1000, 0, 5_000)).delayMs < 1_000, "1000: set up again after up to 1 s, as after replaced");
+  assert.ok(step(afterDrop(rules, 4401, 0)).delayMs < 1_000, "4401: set up again after up to 1 s");
   const refused = step(afterRefusal(rules, 503, 7, 3));
   assert.ok(refused.delayMs >= 7_000 && refused.delayMs < 15_000, "Retry-After, then up to 2**3 s");
   assert.ok(step(afterRefusal(rules, undefined, undefined, 10)).delayMs < 30_000, "capped at 30 s");

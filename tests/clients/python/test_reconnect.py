@@ -61,6 +61,14 @@ def test_a_crowd_drop_waits_within_the_window_the_server_announced() -> None:
     assert max(alone) <= 1
 
 
+def test_a_session_that_ended_is_set_up_again_within_a_second() -> None:
+    """After 1000 or 4401 (replaced and the like close with 1000) the wait is uniform(0, 1), not a crowd's."""
+    policy = ReconnectPolicy(rng=random.Random(5))
+    waits = [policy.first_wait(code, window) for code in (1000, 4401) for window in (None, 8.0) for _ in range(200)]
+    assert max(waits) <= 1
+    assert policy.stable_after == 20
+
+
 def test_refused_waits_add_retry_after_to_a_capped_doubling_window() -> None:
     """After refusal n the wait is Retry-After plus uniform(0, min(30, 2**n)); never sooner than Retry-After."""
     policy = ReconnectPolicy(rng=random.Random(3))

@@ -57,9 +57,11 @@ class ReconnectPolicy:
     # After 1006, 1001, 1011 or maintenance, a drop that hit many clients at once, when the server announced no
     # reconnect window (an older server): the window it announces (reconnectWindowSeconds) bounds the wait instead.
     crowd_window: float = 20.0
-    alone_window: float = 1.0  # after 1008 or 4008: about this client alone
+    # After 1008 or 4008 (about this client alone), and before setting up again after 1000 or 4401 (the
+    # session is over: after replaced, tokenExpired or disconnected the server closes with 1000).
+    alone_window: float = 1.0
     backoff_cap: float = 30.0
-    stable_after: float = 30.0  # a socket open this long starts the count of attempts again
+    stable_after: float = 20.0  # a socket open this long starts the count of attempts again (docs/clients.md rule 8)
     rng: random.Random = field(default_factory=random.Random)
 
     def first_wait(self, code: int | None, announced: float | None = None) -> float:
@@ -68,7 +70,7 @@ class ReconnectPolicy:
         announced is the reconnect window the server last announced to the stream (reconnectWindowSeconds), which
         bounds a crowd drop's wait; None when it announced none, and crowd_window bounds it.
         """
-        if code in {POLICY_VIOLATION, SLOW_CONSUMER}:
+        if code in {POLICY_VIOLATION, SLOW_CONSUMER, NORMAL_CLOSURE, SESSION_OVER}:
             return self.rng.uniform(0, self.alone_window)
         return self.rng.uniform(0, self.crowd_window if announced is None else announced)
 

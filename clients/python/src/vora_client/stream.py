@@ -323,11 +323,7 @@ class EventStream:
                 self._session_over_reason = "session over (the stream's token was refused)"
                 self.session = None  # the session ended while no stream was open: set up again
                 attempt += 1
-                wait = (
-                    self._policy.first_wait(None, self._reconnect_window)
-                    if attempt == 1
-                    else self._policy.refused_wait(attempt, None)
-                )
+                wait = self._policy.refused_wait(attempt, None)  # a refused handshake (docs/clients.md rule 9)
                 await self._transition(State.RECONNECTING, reason="session over", code=401, wait=wait)
                 continue
             except (ServiceUnavailable, TooManyRequests, ConnectionFailed) as exc:
