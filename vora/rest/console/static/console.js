@@ -451,7 +451,7 @@ function openStream() {
 }
 
 function dropConnection() {
-  // 4008 is a drop about this client alone: the SDK resumes within a second (1006 would wait up to 20 s).
+  // 4008 is a drop about this client alone: the SDK resumes within a second (1006 would wait up to the reconnect window the server announced).
   if (liveConnection) liveConnection.close(4008, 'dropped by the console');
 }
 
