@@ -182,7 +182,7 @@ def phase(
         "latency_ms": {k: report[k] for k in ("p50_ms", "p99_ms", "max_ms", "mean_ms")},
         "latency_samples": report["latency_samples"],
         "stalls": report["stalls"],
-        "client_gc": report["client_gc"],
+        "client_gc": report.get("client_gc"),  # the Node load generator of the peers group has no collector to report
         "server_cpu_seconds": round(server.cpu_seconds() - cpu, 3),
         "server_cpu_cores": round((server.cpu_seconds() - cpu) / span, 2) if span > 0 else None,
         "client_cpu_cores": round((client.cpu_seconds() - client_cpu) / span, 2) if span > 0 else None,
