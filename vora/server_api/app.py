@@ -95,14 +95,7 @@ def create_server_app(
     With fast_path, the well-formed requests of its simple operations (publishEvent, publishBatch)
     skip Connexion's per-request chain (vora.http.fast_path); every other request takes the full stack.
     """
-    rules = ServerApi(
-        publisher,
-        streams,
-        session_store,
-        settings.spec_dir,
-        settings.server_api_max_batch,
-        settings.server_api_idempotency_window,
-    )
+    rules = ServerApi.from_settings(settings, publisher, streams, session_store)
     spec = yaml.safe_load((settings.spec_dir / SERVER_SPEC_FILE).read_text())
     handlers = {
         "events": EventHandlers(rules),

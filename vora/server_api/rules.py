@@ -13,6 +13,7 @@ import yaml
 
 from vora.core.clock import rfc3339_ms
 from vora.core.errors import BadRequest, Conflict, NotFound, VoraError
+from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher, InvalidEvent, fingerprint, inline_refs, stream_envelope
 from vora.http.validation import rule_message
 from vora.store.client import UNAVAILABLE, NotWritten, WriteOutcomeUnknown
@@ -135,6 +136,20 @@ class ServerApi:
         schemas = load_server_spec(spec_dir)["components"]["schemas"]
         # Inlined once: resolving $ref on every item costs more than the rest of its checks.
         self._batch_event = jsonschema.Draft4Validator(inline_refs(schemas["BatchEvent"], schemas))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, publisher: EventPublisher, streams: StreamStore, sessions: SessionStore
+    ) -> ServerApi:
+        """Build the rules with the batch limit and idempotency window the settings ask for."""
+        return cls(
+            publisher,
+            streams,
+            sessions,
+            settings.spec_dir,
+            settings.server_api_max_batch,
+            settings.server_api_idempotency_window,
+        )
 
     def _checked(self, identity: str, body: dict[str, Any]) -> Append:
         """Check one event against the catalogue and attach its idempotency key and fingerprint."""

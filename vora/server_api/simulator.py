@@ -46,14 +46,7 @@ def create_simulator_app(
         absent.extensions[BODY_GATE] = BodyGate(())
         return absent
     spec = yaml.safe_load((settings.spec_dir / SIMULATOR_SPEC_FILE).read_text())
-    rules = ServerApi(
-        publisher,
-        streams,
-        session_store,
-        settings.spec_dir,
-        settings.server_api_max_batch,
-        settings.server_api_idempotency_window,
-    )
+    rules = ServerApi.from_settings(settings, publisher, streams, session_store)
     app, _ = build_spec_app(
         settings,
         spec,
