@@ -14,23 +14,17 @@ from tests.harness.ws_client import EventClient
 pytestmark = [pytest.mark.slow, pytest.mark.server_api, pytest.mark.ws]
 
 
-@pytest.fixture
-def connect(connect_either: Callable[..., EventClient]) -> Callable[..., EventClient]:
-    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
-    return connect_either
-
-
 def test_event_published_on_a_reaches_a_socket_on_b(
     server: RunningServer,
     api_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
     redisdb: redis.Redis,
     setup_token: Callable[..., str],
-    connect: Callable[..., EventClient],
+    connect_either: Callable[..., EventClient],
 ) -> None:
     """A socket on instance B receives what the server API of instance A published, then B's socket is ended from A."""
     with running_server(api_env, tmp_path_factory.mktemp("instance-b")) as instance_b:
-        client = connect(instance_b, setup_token(instance_b))
+        client = connect_either(instance_b, setup_token(instance_b))
         api = ServerApiClient(server)
         published = api.publish(IDENTITY, {"type": "callRinging", "data": {"callId": "cross"}}).json()
         event = client.next()

@@ -26,20 +26,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.ws]
 Connect = Callable[..., EventClient]
 
 
-@pytest.fixture
-def connect(connect_either: Connect) -> Connect:
-    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
-    return connect_either
-
-
 Setup = Callable[..., str]
 
 
 def test_published_event_arrives_with_its_envelope(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
 ) -> None:
     """A socket opened with the setup token receives a published event in the documented envelope."""
-    client = connect(server, setup_token(server))
+    client = connect_either(server, setup_token(server))
     published = publisher.publish(IDENTITY, "callRinging", {"callId": "c-1", "from": "+34602128708"})
     event = client.next()
     assert event == published.envelope
@@ -49,30 +43,30 @@ def test_published_event_arrives_with_its_envelope(
 
 
 def test_bearer_header_opens_the_socket(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
 ) -> None:
     """Non-browser clients may send the token as Authorization: Bearer."""
-    client = connect(server, setup_token(server), bearer=True)
+    client = connect_either(server, setup_token(server), bearer=True)
     publisher.publish(IDENTITY, "presence", {"status": "busy"})
     assert client.next()["type"] == "presence"
 
 
 def test_first_socket_gets_events_published_since_setup(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
 ) -> None:
     """Events published between setup and the first socket are not lost."""
     publisher.publish(IDENTITY, "callRinging", {"callId": "before-setup"})
     token = setup_token(server)
     early = publisher.publish(IDENTITY, "callRinging", {"callId": "after-setup"})
-    client = connect(server, token)
+    client = connect_either(server, token)
     assert client.next()["eventId"] == early.event_id
 
 
 def test_sequence_numbers_grow_by_one_in_order(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
 ) -> None:
     """A subscribe-all client with every scope sees sequence numbers 1, 2, 3... in order."""
-    client = connect(server, setup_token(server))
+    client = connect_either(server, setup_token(server))
     for n in range(50):
         publisher.publish(IDENTITY, "callHeld", {"callId": f"c-{n}"})
     events = client.events(50)
@@ -83,12 +77,12 @@ def test_sequence_numbers_grow_by_one_in_order(
 def test_subscription_filters_events(
     server: RunningServer,
     setup_token: Setup,
-    connect: Connect,
+    connect_either: Connect,
     publisher: EventPublisher,
     make_token: TokenFactory,
 ) -> None:
     """After subscribing to callRinging only, presence events are not delivered, even to an open socket."""
-    client = connect(server, setup_token(server))
+    client = connect_either(server, setup_token(server))
     response = requests.post(
         f"{server.base_url}/identity/{IDENTITY}/eventSubscription",
         json={"subscribeAll": False, "events": ["callRinging"]},
@@ -105,7 +99,7 @@ def test_subscription_filters_events(
 def test_unsubscribed_session_receives_only_lifecycle_events(
     make_server: ServerFactory,
     setup_token: Setup,
-    connect: Connect,
+    connect_either: Connect,
     publisher: EventPublisher,
     make_token: TokenFactory,
 ) -> None:
@@ -118,7 +112,7 @@ def test_unsubscribed_session_receives_only_lifecycle_events(
             headers=bearer(make_token),
             timeout=5,
         ).raise_for_status()
-        client = connect(server, token)
+        client = connect_either(server, token)
         publisher.publish(IDENTITY, "callRinging", {"callId": "c-3"})
         assert client.next(skip=())["type"] == "channelOpened"
         assert client.next(skip=())["type"] == "heartbeat"
@@ -127,11 +121,11 @@ def test_unsubscribed_session_receives_only_lifecycle_events(
 
 
 def test_scopes_filter_events(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
 ) -> None:
     """A token without scope.vora.presence never receives presence events; calls still arrive."""
     token = setup_token(server, scopes=("scope.vora.identities", "scope.vora.calls"))
-    client = connect(server, token)
+    client = connect_either(server, token)
     publisher.publish(IDENTITY, "presence", {"status": "busy"})
     publisher.publish(IDENTITY, "recordingStarted", {"callId": "c", "recordingId": "r"})
     call = publisher.publish(IDENTITY, "callAnswered", {"callId": "c-4"})
@@ -139,23 +133,23 @@ def test_scopes_filter_events(
 
 
 def test_resume_after_disconnect_loses_nothing(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
 ) -> None:
     """A client that reconnects with lastEventId receives exactly what it missed, in order, then live events."""
     token = setup_token(server)
-    first = connect(server, token)
+    first = connect_either(server, token)
     seen = publisher.publish(IDENTITY, "callRinging", {"callId": "c-1"})
     assert first.next()["eventId"] == seen.event_id
     first.close()
     missed = [publisher.publish(IDENTITY, "callHeld", {"callId": f"m-{n}"}) for n in range(5)]
-    second = connect(server, token, last_event_id=seen.event_id)
+    second = connect_either(server, token, last_event_id=seen.event_id)
     assert [e["eventId"] for e in second.events(5)] == [m.event_id for m in missed]
     live = publisher.publish(IDENTITY, "callEnded", {"callId": "c-1"})
     assert second.next()["eventId"] == live.event_id
 
 
 def test_resume_before_retention_reports_a_gap(
-    make_server: ServerFactory, setup_token: Setup, connect: Connect, redisdb: redis.Redis, redis_proc: object
+    make_server: ServerFactory, setup_token: Setup, connect_either: Connect, redisdb: redis.Redis, redis_proc: object
 ) -> None:
     """A lastEventId older than what is retained yields resumeGap, then the oldest retained event."""
     small = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, max_length=10, max_age_seconds=86_400))
@@ -166,7 +160,7 @@ def test_resume_before_retention_reports_a_gap(
             small.publish(IDENTITY, "callRinging", {"callId": f"c-{n}"})
         oldest = redisdb.xrange(keys.event_stream(IDENTITY), count=1)[0][0].decode()  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
         assert oldest != first.event_id
-        client = connect(server, token, last_event_id=first.event_id)
+        client = connect_either(server, token, last_event_id=first.event_id)
         gap = client.next()
         assert gap["type"] == "resumeGap"
         assert gap["data"] == {"reason": "retention", "requestedEventId": first.event_id, "oldestEventId": oldest}
@@ -195,10 +189,10 @@ def test_unknown_type_or_bad_payload_is_refused_and_writes_nothing(
 
 
 def test_cli_publish_reaches_the_socket(
-    server: RunningServer, setup_token: Setup, connect: Connect, ws_env: dict[str, str]
+    server: RunningServer, setup_token: Setup, connect_either: Connect, ws_env: dict[str, str]
 ) -> None:
     """`vora events publish` is the ingress: its event reaches an open socket."""
-    client = connect(server, setup_token(server))
+    client = connect_either(server, setup_token(server))
     result = subprocess.run(
         [sys.executable, "-m", "vora.cli", "events", "publish", IDENTITY, "callMissed", "--data", '{"callId": "x"}'],
         env={**ws_env, "PATH": "/usr/bin:/bin"},
@@ -213,12 +207,16 @@ def test_cli_publish_reaches_the_socket(
 
 
 def test_missed_subscription_notice_is_applied_by_the_lease(
-    make_server: ServerFactory, setup_token: Setup, connect: Connect, publisher: EventPublisher, redisdb: redis.Redis
+    make_server: ServerFactory,
+    setup_token: Setup,
+    connect_either: Connect,
+    publisher: EventPublisher,
+    redisdb: redis.Redis,
 ) -> None:
     """A subscription change whose notice never reached the worker takes effect at the next lease renewal."""
     with make_server(ws_lease_interval="0.3") as server:
         token = setup_token(server)
-        client = connect(server, token)
+        client = connect_either(server, token)
         [session_id] = [s.decode() for s in redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)]  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
         # Written behind VORA's back: no notice is published, as if the worker had missed it.
         redisdb.hset(keys.session(IDENTITY, session_id), "events", "callRinging")

@@ -34,12 +34,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ws]
 Connect = Callable[..., EventClient]
 
 
-@pytest.fixture
-def connect(connect_either: Connect) -> Connect:
-    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
-    return connect_either
-
-
 Setup = Callable[..., str]
 
 
@@ -97,11 +91,11 @@ class TestRefusal:
         assert response.json()["message"] == "This endpoint only accepts WebSocket upgrades"
 
     def test_token_never_reaches_the_server_log(
-        self, server: RunningServer, setup_token: Setup, connect: Connect
+        self, server: RunningServer, setup_token: Setup, connect_either: Connect
     ) -> None:
         """The WebSocket token in the query string is not in the access log or anywhere else."""
         token = setup_token(server)
-        connect(server, token).close()
+        connect_either(server, token).close()
         refused_status(f"{server.ws_url}?token={token}x")
         log = server.log()
         assert "/vora/ws" in log
@@ -116,13 +110,13 @@ class TestTermination:
         self,
         make_server: ServerFactory,
         setup_token: Setup,
-        connect: Connect,
+        connect_either: Connect,
         make_token: TokenFactory,
     ) -> None:
         """Setup on A, socket on B, logout on A: B sends channelTerminated(logout) and closes with 1000."""
         with make_server() as a, make_server() as b:
             token = setup_token(a)
-            client = connect(b, token)
+            client = connect_either(b, token)
             started = time.monotonic()
             response = requests.post(f"{a.base_url}/logout/{IDENTITY}", headers=bearer(make_token), timeout=5)
             assert response.status_code == 200
@@ -133,10 +127,12 @@ class TestTermination:
             assert client.close_status() == 1000
             print(f"logout reached the other instance's socket in {elapsed * 1000:.1f} ms")
 
-    def test_eviction_sends_replaced(self, make_server: ServerFactory, setup_token: Setup, connect: Connect) -> None:
+    def test_eviction_sends_replaced(
+        self, make_server: ServerFactory, setup_token: Setup, connect_either: Connect
+    ) -> None:
         """A session evicted by the per-identity cap gets channelTerminated(replaced)."""
         with make_server(max_sessions_per_identity="1") as server:
-            client = connect(server, setup_token(server))
+            client = connect_either(server, setup_token(server))
             setup_token(server)
             event = client.next()
             assert event["type"] == "channelTerminated"
@@ -144,12 +140,12 @@ class TestTermination:
             assert client.close_status() == 1000
 
     def test_max_age_sends_token_expired(
-        self, make_server: ServerFactory, setup_token: Setup, connect: Connect, redisdb: redis.Redis
+        self, make_server: ServerFactory, setup_token: Setup, connect_either: Connect, redisdb: redis.Redis
     ) -> None:
         """A session past VORA_SESSION_MAX_AGE is ended with channelTerminated(tokenExpired)."""
         with make_server(session_ttl="2", session_max_age="2", ws_lease_interval="0.3") as server:
             token = setup_token(server)
-            client = connect(server, token)
+            client = connect_either(server, token)
             event = client.next(timeout=10)
             assert event["data"] == {"reason": "tokenExpired"}
             assert not redisdb.exists(keys.websocket_token(IDENTITY, hash_token(token)))
@@ -158,14 +154,14 @@ class TestTermination:
         self,
         make_server: ServerFactory,
         setup_token: Setup,
-        connect: Connect,
+        connect_either: Connect,
         redisdb: redis.Redis,
         publisher: EventPublisher,
     ) -> None:
         """While a socket is open the session's TTL is renewed, so it outlives its idle TTL."""
         with make_server(session_ttl="2", ws_lease_interval="0.3") as server:
             token = setup_token(server)
-            client = connect(server, token)
+            client = connect_either(server, token)
             token_key = keys.websocket_token(IDENTITY, hash_token(token))
             first_deadline = redisdb.pttl(token_key)
             # Wait on the lease itself: the TTL goes back up when the hub renews it.
@@ -180,10 +176,10 @@ class TestTermination:
             assert client.next()["data"] == {"status": "away"}
 
     def test_revoking_an_identity_sends_revoked(
-        self, server: RunningServer, setup_token: Setup, connect: Connect, ws_env: dict[str, str]
+        self, server: RunningServer, setup_token: Setup, connect_either: Connect, ws_env: dict[str, str]
     ) -> None:
         """`vora identities remove` ends the user's sessions and their sockets hear reason revoked."""
-        client = connect(server, setup_token(server))
+        client = connect_either(server, setup_token(server))
         subprocess.run(
             [sys.executable, "-m", "vora.cli", "identities", "remove", "alice", IDENTITY],
             env={**os.environ, **ws_env},
@@ -218,33 +214,33 @@ class TestTermination:
             client.close()
 
     def test_client_answering_pings_stays_open(
-        self, make_server: ServerFactory, setup_token: Setup, connect: Connect
+        self, make_server: ServerFactory, setup_token: Setup, connect_either: Connect
     ) -> None:
         """A client that answers pings outlives several ping intervals and gets heartbeats."""
         with make_server(ws_ping_interval="0.3", ws_heartbeat_interval="1") as server:
-            client = connect(server, setup_token(server))
+            client = connect_either(server, setup_token(server))
             assert client.next(skip=())["type"] == "channelOpened"
             for _ in range(3):
                 assert client.next(skip=())["type"] == "heartbeat"
 
     def test_idle_sockets_take_no_connection_slot_of_the_worker(
-        self, make_server: ServerFactory, setup_token: Setup, connect: Connect, publisher: EventPublisher
+        self, make_server: ServerFactory, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
     ) -> None:
         """Idle sockets wait in the reactor, not in the worker's pool: twice VORA_WORKER_CONNECTIONS stay served."""
         with make_server(worker_connections="3") as server:
             token = setup_token(server)
-            clients = [connect(server, token) for _ in range(6)]
+            clients = [connect_either(server, token) for _ in range(6)]
             published = publisher.publish(IDENTITY, "presence", {"status": "busy"})
             for client in clients:
                 assert client.next()["eventId"] == published.event_id
             assert setup_token(server)  # and the worker still answers requests
 
     def test_sigterm_drains_with_maintenance_and_readiness_turns_503(
-        self, make_server: ServerFactory, setup_token: Setup, connect: Connect
+        self, make_server: ServerFactory, setup_token: Setup, connect_either: Connect
     ) -> None:
         """On SIGTERM the worker sends channelTerminated(maintenance), closes with 1001, and answers 503."""
         with make_server() as server:
-            client = connect(server, setup_token(server))
+            client = connect_either(server, setup_token(server))
             probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
             probe.request("GET", "/vora/health/readiness")
             ready = probe.getresponse()
@@ -293,7 +289,7 @@ class TestTermination:
         self,
         make_server: ServerFactory,
         setup_token: Setup,
-        connect: Connect,
+        connect_either: Connect,
         publisher: EventPublisher,
     ) -> None:
         """A socket that stops reading is closed once its queue overflows; the other gets every event in order."""
@@ -309,7 +305,7 @@ class TestTermination:
                 ).encode()
             )
             assert slow.recv(12) == b"HTTP/1.1 101"
-            fast = connect(server, setup_token(server))
+            fast = connect_either(server, setup_token(server))
             note = "x" * 200
             published: list[Any] = []
             received: list[dict[str, Any]] = []
@@ -351,14 +347,14 @@ def test_permessage_deflate_is_not_negotiated(server: RunningServer, setup_token
 
 
 def test_open_sockets_are_present_in_redis_until_they_close(
-    server: RunningServer, setup_token: Setup, connect: Connect, redisdb: redis.Redis
+    server: RunningServer, setup_token: Setup, connect_either: Connect, redisdb: redis.Redis
 ) -> None:
     """Each open socket is counted on its session in Redis, for every instance to see, until it closes."""
     store = SessionStore(redisdb, ttl_seconds=3600, max_per_user=5)
     token = setup_token(server)
     session_id = redisdb.get(keys.websocket_token(IDENTITY, hash_token(token)))
     assert session_id is not None
-    first, second = connect(server, token), connect(server, token)
+    first, second = connect_either(server, token), connect_either(server, token)
     counts = wait_for(
         lambda: store.open_sockets(IDENTITY, int(time.time() * 1000)).get(session_id.decode()) == 2,  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
         10,

@@ -21,12 +21,6 @@ Connect = Callable[..., EventClient]
 Setup = Callable[..., str]
 
 
-@pytest.fixture
-def connect(connect_either: Connect) -> Connect:
-    """Run each test of this module over the WebSocket and over the Server-Sent Events stream."""
-    return connect_either
-
-
 def opened_fields(client: EventClient) -> dict[str, Any]:
     """Return the channelOpened fields that depend only on the connection's transport and the server's settings."""
     return {
@@ -49,18 +43,18 @@ def opened(client: EventClient) -> dict[str, Any]:
 
 
 def test_first_message_says_where_each_kind_of_connection_starts(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher
 ) -> None:
     """A first socket starts after the event before setup, a later one after the newest, a resumed one after its id."""
     before = publisher.publish(IDENTITY, "callRinging", {"callId": "before-setup"})
     token = setup_token(server)
     early = publisher.publish(IDENTITY, "callRinging", {"callId": "after-setup"})
-    first = connect(server, token)
+    first = connect_either(server, token)
     assert opened(first) == {**opened_fields(first), "lastEventId": before.event_id, "resumed": False}
     assert first.next()["eventId"] == early.event_id
-    later = connect(server, token)
+    later = connect_either(server, token)
     assert opened(later)["lastEventId"] == early.event_id
-    resumed = connect(server, token, last_event_id=before.event_id)
+    resumed = connect_either(server, token, last_event_id=before.event_id)
     assert (data := opened(resumed))["lastEventId"] == before.event_id
     assert data["resumed"] is True
     assert resumed.next()["eventId"] == early.event_id
@@ -68,25 +62,25 @@ def test_first_message_says_where_each_kind_of_connection_starts(
 
 @pytest.mark.parametrize("history", ["none", "events"])
 def test_a_connection_that_received_nothing_resumes_from_its_start_and_loses_nothing(
-    server: RunningServer, setup_token: Setup, connect: Connect, publisher: EventPublisher, history: str
+    server: RunningServer, setup_token: Setup, connect_either: Connect, publisher: EventPublisher, history: str
 ) -> None:
     """Dropped before any event, a connection resumed from its opening position gets what was published meanwhile."""
     token = setup_token(server)
     expected_start = "0-0"  # an identity that never had an event
     if history == "events":
         # The session's socket that saw the stream's events went away: the next one starts live.
-        seen = connect(server, token)
+        seen = connect_either(server, token)
         expected_start = publisher.publish(IDENTITY, "presence", {"status": "busy"}).event_id
         assert seen.next()["eventId"] == expected_start
         seen.close()
-    idle = connect(server, token)
+    idle = connect_either(server, token)
     start = opened(idle)["lastEventId"]
     assert start == expected_start
     idle.close()
     missed = [publisher.publish(IDENTITY, "callHeld", {"callId": f"m-{n}"}) for n in range(3)]
     # Without the position it would start live again, after every event it missed.
-    assert opened(connect(server, token))["lastEventId"] == missed[-1].event_id
-    back = connect(server, token, last_event_id=start)
+    assert opened(connect_either(server, token))["lastEventId"] == missed[-1].event_id
+    back = connect_either(server, token, last_event_id=start)
     assert opened(back)["lastEventId"] == start
     assert [e["eventId"] for e in back.events(3)] == [m.event_id for m in missed]
     live = publisher.publish(IDENTITY, "callEnded", {"callId": "m-0"})
@@ -117,7 +111,7 @@ def test_event_source_resumes_from_the_opening_id_with_last_event_id(
 
 
 def test_opening_position_after_a_retention_gap_is_just_before_the_oldest_retained(
-    make_server: ServerFactory, setup_token: Setup, connect: Connect, redisdb: redis.Redis, redis_proc: object
+    make_server: ServerFactory, setup_token: Setup, connect_either: Connect, redisdb: redis.Redis, redis_proc: object
 ) -> None:
     """The opening position after a retention gap precedes the oldest retained event: resuming there is no gap."""
     small = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), StreamStore(redisdb, max_length=10, max_age_seconds=86_400))
@@ -126,14 +120,14 @@ def test_opening_position_after_a_retention_gap_is_just_before_the_oldest_retain
         gone = small.publish(IDENTITY, "callRinging", {"callId": "c-0"})
         for n in range(1, 400):
             small.publish(IDENTITY, "callRinging", {"callId": f"c-{n}"})
-        client = connect(server, token, last_event_id=gone.event_id)
+        client = connect_either(server, token, last_event_id=gone.event_id)
         start = opened(client)["lastEventId"]
         gap = client.next()
         assert gap["type"] == "resumeGap"
         millis, sequence = stream_position(gap["data"]["oldestEventId"])
         assert start == f"{millis}-{sequence - 1}"
         client.close()
-        again = connect(server, token, last_event_id=start)
+        again = connect_either(server, token, last_event_id=start)
         assert opened(again)["lastEventId"] == start
         assert again.next()["eventId"] == gap["data"]["oldestEventId"]
         assert "resumeGap" not in {e["type"] for e in again.received}

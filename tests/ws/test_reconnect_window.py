@@ -20,12 +20,6 @@ Connect = Callable[..., EventClient]
 Setup = Callable[..., str]
 
 
-@pytest.fixture
-def connect(connect_either: Connect) -> Connect:
-    """Run each server test of this module over the WebSocket and over the Server-Sent Events stream."""
-    return connect_either
-
-
 def window_of(client: EventClient) -> Any:
     """Read a connection's channelOpened and return the reconnect window it announces."""
     opened = client.next(skip=())
@@ -56,34 +50,34 @@ def test_window_is_the_sockets_over_the_rate_rounded_up_within_its_bounds() -> N
 
 
 def test_window_grows_with_the_sockets_open_on_the_instance(
-    make_server: ServerFactory, setup_token: Setup, connect: Connect
+    make_server: ServerFactory, setup_token: Setup, connect_either: Connect
 ) -> None:
     """At 2 admissions a second, each new socket of a one-worker server counts itself: 1, 1, 2, 2, 3, 3 s."""
     with make_server(reconnect_rate="2") as server:
         token = setup_token(server)
-        windows = [window_of(connect(server, token)) for _ in range(6)]
+        windows = [window_of(connect_either(server, token)) for _ in range(6)]
     assert windows == [1, 1, 2, 2, 3, 3]
 
 
 def test_window_stays_within_its_minimum_and_maximum(
-    make_server: ServerFactory, setup_token: Setup, connect: Connect
+    make_server: ServerFactory, setup_token: Setup, connect_either: Connect
 ) -> None:
     """At 1 admission a second the window would be 1, 2, 3, 4 s: the bounds 2 and 3 clamp it."""
     with make_server(reconnect_rate="1", reconnect_window_min="2", reconnect_window_max="3") as server:
         token = setup_token(server)
-        windows = [window_of(connect(server, token)) for _ in range(4)]
+        windows = [window_of(connect_either(server, token)) for _ in range(4)]
     assert windows == [2, 2, 3, 3]
 
 
 def test_heartbeats_carry_the_window_as_sockets_come_and_go(
-    make_server: ServerFactory, setup_token: Setup, connect: Connect
+    make_server: ServerFactory, setup_token: Setup, connect_either: Connect
 ) -> None:
     """A socket's heartbeats announce the window of the sockets open now: it grows as others open, then shrinks."""
     with make_server(reconnect_rate="1", ws_heartbeat_interval="0.5") as server:
         token = setup_token(server)
-        watched = connect(server, token)
+        watched = connect_either(server, token)
         assert window_of(watched) == 1
-        others = [connect(server, token) for _ in range(3)]
+        others = [connect_either(server, token) for _ in range(3)]
         assert [window_of(other) for other in others] == [2, 3, 4]
         grown = heartbeat_window(watched, 4)
         for other in others:
@@ -94,12 +88,12 @@ def test_heartbeats_carry_the_window_as_sockets_come_and_go(
 
 
 def test_window_counts_this_workers_sockets_once_per_worker(
-    make_server: ServerFactory, setup_token: Setup, connect: Connect
+    make_server: ServerFactory, setup_token: Setup, connect_either: Connect
 ) -> None:
     """On a two-worker server the first socket stands for two: at 1 admission a second its window is 2 s."""
     with make_server(workers=2, reconnect_rate="1") as server:
         token = setup_token(server)
-        assert window_of(connect(server, token)) == 2
+        assert window_of(connect_either(server, token)) == 2
 
 
 def test_event_stream_retry_is_drawn_within_the_window(make_server: ServerFactory, setup_token: Setup) -> None:
