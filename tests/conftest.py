@@ -22,7 +22,7 @@ from vora.core.settings import Settings
 from vora.services import services_of
 
 # Fixtures more than one test package uses live in the harness and are registered for all.
-pytest_plugins = ["tests.harness.ws_server", "tests.harness.oauth"]
+pytest_plugins = ["tests.harness.ws_server", "tests.harness.oauth", "tests.harness.benchmark"]
 
 redis_proc = factories.redis_proc()
 redisdb = factories.redisdb("redis_proc")

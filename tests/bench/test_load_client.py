@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import psutil
 import pytest
 
 from bench.context import Bench, Rest, identities
-from bench.procs import Launcher
 from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, publish_events, vora_publisher
 from bench.wsclient import WsLoad, WsLoadPool
-from testbed.procs import stop_all
-from testbed.redis_procs import RedisServer
 from testbed.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
 STREAMS_PER_IDENTITY = 3
 EVENTS = 30
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
-    """Run the benchmark's own context: a Redis of its own, its dev key, its launcher, no deadline to speak of."""
-    workdir = tmp_path_factory.mktemp("bench")
-    redis_server = RedisServer(workdir=workdir / "redis").start()
-    try:
-        yield Bench(Launcher(workdir), redis_server, workdir, None, True, time.monotonic() + 3600)
-    finally:
-        stop_all()
-        redis_server.stop()
 
 
 @pytest.mark.parametrize(("target", "transport"), [("vora", "sse"), ("vora", "ws"), ("baseline", "sse")])
