@@ -4,13 +4,15 @@ Every server gets the load shapes of scenarios 3, 4 and 7 on fresh processes, 2 
 on the benchmark's own Redis, driven by one Node load generator (bench/peers/load.js: `ws` for
 VORA and the relay, socket.io-client for Socket.IO), so that the ratios differ only by server:
 
-- memory: MEMORY_SOCKETS idle connections over MEMORY_SESSIONS identities, OPEN_CONCURRENCY
+- memory: 10,000 idle connections over 100 identities, OPEN_CONCURRENCY
   handshakes at a time, after a warm-up round of 20; (RSS - idle RSS) / connections, the RSS
   summed over the master (Node: the cluster primary) and its workers, as scenario 3 measures it;
-- delivery: 50 identities x 20 sockets (fan-out 20), a primer per identity, then WARMUP_SECONDS
-  at 1,000 events/s (discarded: a JIT's first seconds), PACED_SECONDS at 1,000 events/s (server
+- delivery: 50 identities x 20 sockets (fan-out 20), a primer per identity, then 5 s
+  at 1,000 events/s (discarded: a JIT's first seconds), 20 s at 1,000 events/s (server
   CPU per 100,000 deliveries as scenario 7, p50/p99 of publish-to-receive), then a burst of
-  BURST_EVENTS published as fast as the publisher goes (deliveries/s as scenario 4).
+  10,000 events published as fast as the publisher goes (deliveries/s as scenario 4).
+
+Those are the FULL sizes; `--quick` runs QUICK, and tests/bench/test_peers.py every phase at SMOKE's.
 
 Both sides publish as fast as their stack's own publisher goes: VORA through its store's
 pipelined append (the server API's batch path), each event checked against the catalogue
@@ -26,6 +28,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bench.context import DEFAULTS, WORKERS, Bench, identities
@@ -50,19 +53,37 @@ from bench.wsclient import WsLoad, stamp
 from vora.store.streams import StreamStore
 
 USER = "bench-peers"
-MEMORY_SOCKETS = 10_000
-MEMORY_SESSIONS = 100
 OPEN_CONCURRENCY = 200
-SETTLE_SECONDS = 2.0
-DELIVERY_IDENTITIES = 50
-WARMUP_SECONDS = 5
-PACED_SECONDS = 20
-BURST_EVENTS = 10_000
 BURST_BATCH = 200
 PER = 100_000  # deliveries the CPU figures are normalised to
 STAMP_PLACEHOLDER = "t-stamped-when-sent"
 TARGET_PEER = "socketio-streams"  # the issue's target: VORA at or better than Socket.IO + Redis
 STOP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many connections each phase holds and how long it publishes."""
+
+    memory_sockets: int
+    memory_sessions: int
+    delivery_identities: int  # each with FAN_OUT sockets
+    settle_seconds: float  # before each memory reading, for the servers' allocations to settle
+    warmup_seconds: float
+    paced_seconds: float
+    burst_events: int
+
+
+FULL = Sizes(10_000, 100, 50, 2.0, 5, 20, 10_000)
+QUICK = Sizes(1000, 100, 50, 2.0, 2, 4, 2000)  # `--quick`: a smoke test, not figures
+# The smallest run in which every phase still yields each figure the rows read: a test of the
+# group's plumbing end to end (tests/bench/test_peers.py), its figures meaningless.
+SMOKE = Sizes(20, 2, 2, 0.2, 0.25, 0.5, 200)
+
+
+def sizes_of(bench: Bench) -> Sizes:
+    """Return the sizes of the benchmark's mode."""
+    return QUICK if bench.quick else FULL
 
 
 def _idle_rss(server: Server) -> int:
@@ -73,14 +94,14 @@ def _idle_rss(server: Server) -> int:
     return int(sum(samples) / len(samples))
 
 
-def _hold(bench: Bench, server: Server, client: WsLoad, urls: list[str]) -> dict[str, Any]:
+def _hold(server: Server, client: WsLoad, urls: list[str], sizes: Sizes) -> dict[str, Any]:
     """Hold idle connections; return the server's memory per connection as scenario 3 measures it."""
     client.call({"cmd": "open", "urls": urls[:20], "concurrency": 20}, timeout=60)
     client.call({"cmd": "close"}, timeout=60)
-    time.sleep(SETTLE_SECONDS)
+    time.sleep(sizes.settle_seconds)
     idle = _idle_rss(server)
     reply = client.call({"cmd": "open", "urls": urls, "concurrency": OPEN_CONCURRENCY}, timeout=180)
-    time.sleep(SETTLE_SECONDS)
+    time.sleep(sizes.settle_seconds)
     status = client.call({"cmd": "status"}, timeout=30)
     rss = server.rss()
     held = status["held"]
@@ -108,17 +129,18 @@ def _deliver(
     publish: Publisher,
     sends: tuple[Sender, Sender],
     label: str,
+    sizes: Sizes,
 ) -> dict[str, Any]:
     """Warm up, then a paced phase (CPU, latency) and a burst (capacity) on primed sockets."""
     paced_send, burst_send = sends
     held = open_primed(client, urls, ids, publish)
-    warm = int(RATE * bench.seconds(WARMUP_SECONDS, 2))
+    warm = int(RATE * sizes.warmup_seconds)
     warmup = phase(bench, client, server, publish, ids, warm, RATE, f"peers-{label}-warmup", paced_send)
     redis_before = bench.redis_cpu_seconds()
-    count = int(RATE * bench.seconds(PACED_SECONDS, 4))
+    count = int(RATE * sizes.paced_seconds)
     paced = phase(bench, client, server, publish, ids, count, RATE, f"peers-{label}-paced", paced_send)
     redis_cpu = bench.redis_cpu_seconds() - redis_before
-    burst_count = int(bench.seconds(BURST_EVENTS, 2000))
+    burst_count = sizes.burst_events
     burst = phase(bench, client, server, publish, ids, burst_count, None, f"peers-{label}-burst", burst_send)
     client.call({"cmd": "close"}, timeout=120)
     deliveries = paced["deliveries"]
@@ -171,16 +193,16 @@ def vora_sender(bench: Bench) -> Sender:
     return send
 
 
-def _vora(bench: Bench) -> dict[str, Any]:
-    memory_ids = identities("7700", MEMORY_SESSIONS)
-    delivery_ids = identities("7710", DELIVERY_IDENTITIES)
-    sockets = int(bench.seconds(MEMORY_SOCKETS, 1000))
+def _vora(bench: Bench, sizes: Sizes) -> dict[str, Any]:
+    memory_ids = identities("7700", sizes.memory_sessions)
+    delivery_ids = identities("7710", sizes.delivery_identities)
+    sockets = sizes.memory_sockets
     with bench.vora_server() as vora:
         tokens = bench.open_sessions(vora, f"{USER}-memory", memory_ids, per_identity=1)
         urls = [f"{vora.ws_url}?token={tokens[n % len(tokens)]}" for n in range(sockets)]
         client = NodeLoad(bench.procs, "peers-load-memory-vora", "ws")
         try:
-            memory = _hold(bench, vora, client, urls)
+            memory = _hold(vora, client, urls, sizes)
         finally:
             client.stop()
     with bench.vora_server() as vora:
@@ -190,23 +212,23 @@ def _vora(bench: Bench) -> dict[str, Any]:
         try:
             send = vora_sender(bench)
             publish = vora_publisher(bench.publisher)
-            delivery = _deliver(bench, vora, client, urls, delivery_ids, publish, (send, send), "vora")
+            delivery = _deliver(bench, vora, client, urls, delivery_ids, publish, (send, send), "vora", sizes)
         finally:
             client.stop()
     return {"memory": memory, "delivery": delivery}
 
 
-def _peer(bench: Bench, peer: Peer) -> dict[str, Any]:
-    memory_ids = identities("7700", MEMORY_SESSIONS)
-    delivery_ids = identities("7710", DELIVERY_IDENTITIES)
-    sockets = int(bench.seconds(MEMORY_SOCKETS, 1000))
+def _peer(bench: Bench, peer: Peer, sizes: Sizes) -> dict[str, Any]:
+    memory_ids = identities("7700", sizes.memory_sessions)
+    delivery_ids = identities("7710", sizes.delivery_identities)
+    sockets = sizes.memory_sockets
     redis_url = bench.redis_server.url
     server = start_peer(bench.procs, peer, redis_url, WORKERS, f"bench:peers:{peer.kind}:memory")
     try:
         urls = [peer_url(server, peer, memory_ids[n % len(memory_ids)]) for n in range(sockets)]
         client = NodeLoad(bench.procs, f"peers-load-memory-{peer.kind}", peer.protocol)
         try:
-            memory = _hold(bench, server, client, urls)
+            memory = _hold(server, client, urls, sizes)
         finally:
             client.stop()
     finally:
@@ -219,7 +241,15 @@ def _peer(bench: Bench, peer: Peer) -> dict[str, Any]:
         publisher = NodePublisher(bench.procs, f"peers-publisher-{peer.kind}", peer, redis_url, prefix)
         try:
             delivery = _deliver(
-                bench, server, client, urls, delivery_ids, publisher, (publisher.send, publisher.send), peer.kind
+                bench,
+                server,
+                client,
+                urls,
+                delivery_ids,
+                publisher,
+                (publisher.send, publisher.send),
+                peer.kind,
+                sizes,
             )
         finally:
             publisher.stop()
@@ -229,21 +259,22 @@ def _peer(bench: Bench, peer: Peer) -> dict[str, Any]:
     return {"label": peer.label, "memory": memory, "delivery": delivery}
 
 
-def run(bench: Bench) -> dict[str, Any]:
-    """Measure VORA, then each peer, under the same loads, each on fresh servers."""
+def run(bench: Bench, sizes: Sizes | None = None) -> dict[str, Any]:
+    """Measure VORA, then each peer, under the same loads, each on fresh servers (sizes: the mode's)."""
+    sizes = sizes or sizes_of(bench)
     figures: dict[str, Any] = {
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "memory_connections": int(bench.seconds(MEMORY_SOCKETS, 1000)),
+        "memory_connections": sizes.memory_sockets,
         "fan_out": FAN_OUT,
         "rate": RATE,
-        "warmup_seconds": bench.seconds(WARMUP_SECONDS, 2),
-        "paced_seconds": bench.seconds(PACED_SECONDS, 4),
-        "burst_events": int(bench.seconds(BURST_EVENTS, 2000)),
+        "warmup_seconds": sizes.warmup_seconds,
+        "paced_seconds": sizes.paced_seconds,
+        "burst_events": sizes.burst_events,
         "load_generator": "node bench/peers/load.js (ws for VORA and the relay, socket.io-client for Socket.IO)",
     }
-    figures["vora"] = _vora(bench)
+    figures["vora"] = _vora(bench, sizes)
     for peer in PEERS:
-        figures[peer.kind] = _peer(bench, peer)
+        figures[peer.kind] = _peer(bench, peer, sizes)
     return figures
 
 

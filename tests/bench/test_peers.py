@@ -1,15 +1,19 @@
-"""The benchmark's Node peers start, accept a client of their own protocol and relay a published event."""
+"""The benchmark's Node peers relay published events, and the peers group runs every phase to a complete table."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
+from bench.context import Bench
 from bench.peers.node import PEERS, PEERS_DIR, NodeLoad, NodePublisher, Peer, peer_url, start_peer
 from bench.procs import Launcher
+from bench.report import write_results
+from bench.scenarios import peers
 from testbed.redis_procs import RedisServer
 
 IDENTITY = "910111000"
@@ -62,3 +66,35 @@ def test_peer_relays_an_event(peer: Peer, redis_server: RedisServer, tmp_path: P
         if client is not None:
             client.stop()
         server.process.stop(5.0)
+
+
+@pytest.mark.slow
+def test_every_phase_of_the_peers_group_fills_every_row(bench: Bench) -> None:
+    """At its smallest sizes the group runs every phase on each server, loses nothing and fills each row from JSON."""
+    figures = peers.run(bench, peers.SMOKE)
+    warmup_deliveries = int(figures["rate"] * figures["warmup_seconds"]) * figures["fan_out"]
+    for server in ("vora", *(peer.kind for peer in PEERS)):
+        memory, delivery = figures[server]["memory"], figures[server]["delivery"]
+        assert (memory["held"], memory["failed"]) == (peers.SMOKE.memory_sockets, {}), (server, memory)
+        assert (delivery["unprimed"], delivery["wrong_start"]) == (0, 0), (server, delivery)
+        for name in ("warmup", "paced", "burst"):
+            phase = delivery[name]
+            assert (phase["lost"], phase["duplicates"]) == (0, 0), (server, name, phase)
+            # The warm-up keeps only its counts and latencies, not what it expected.
+            assert phase["deliveries"] == phase.get("expected_deliveries", warmup_deliveries), (server, name, phase)
+
+    # The table rebuilt from the JSON the run writes equals the run's: every field the rows read is in it.
+    path = bench.workdir / "peers.json"
+    write_results(path, {}, {"peers": figures}, peers.rows(figures), {})
+    document = json.loads(path.read_text())
+    rows = peers.rows(document["scenarios"]["peers"])
+    assert [asdict(row) for row in rows] == document["table"]
+    assert len(rows) == 8 * len(PEERS)  # seven figures and the losses, each beside every peer
+    incomplete = [row for row in rows if not (_number(row.measured) and _number(row.baseline))]
+    assert not incomplete, incomplete
+    losses = [row for row in rows if row.scenario.startswith("P events lost")]
+    assert [(row.measured, row.baseline, row.met) for row in losses] == [(0.0, 0.0, True)] * len(PEERS)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
