@@ -65,7 +65,7 @@ class Hub:
         if conn not in conns:
             conns.add(conn)
             self._open += 1
-        self._metric(f"open:{conn.kind}", 1)
+            self._metric(f"open:{conn.kind}", 1)  # with the count: unregister decrements it only once
         if watch is not None:
             self.unwatch(watch)
             ended = watch.ended_reason(conn.session_id)
