@@ -101,7 +101,7 @@ def build_services(settings: Settings) -> Services:
     stores = build_stores(settings)
     metrics = Metrics()
     lifecycle = Lifecycle()
-    hub = Hub(on_metric=metrics.count)
+    hub = Hub(on_metric=metrics.count, on_latency=metrics.latency)
     leases = LeaseKeeper.from_settings(hub, stores.session_store, settings, metrics.count)
     # The bus has its own client: on Cluster a failed REST command resets the client's
     # connections, and the worker's subscription must not go down with them.

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import warnings
@@ -22,7 +23,15 @@ from testbed.ports import free_port
 from testbed.vora_server import running_server
 from testbed.wait import wait_for
 from tests.harness.tokens import TokenFactory
-from vora.observability.logs import JsonFormatter, TextFormatter, access_line, configure_logging, log_uncaught, redact
+from vora.observability.logs import (
+    JsonFormatter,
+    TextFormatter,
+    access_line,
+    configure_logging,
+    error_fields,
+    log_uncaught,
+    redact,
+)
 
 Headers = Callable[..., dict[str, str]]
 
@@ -215,3 +224,62 @@ def test_a_real_gunicorn_logs_text_when_asked(env: dict[str, str], tmp_path: Pat
     lines = [line for line in server.log().splitlines() if line.strip()]
     assert not [line for line in lines if line.startswith("{")]
     assert any(" gunicorn.error: Booting worker" in line for line in lines)
+
+
+# Run in a process of its own: it fills the open-file table, as a worker holding too many sockets does.
+EXHAUSTED_FILES_SCRIPT = """
+import os, resource, sys
+from vora.app import create_app
+from vora.core.settings import Settings
+from vora.observability.logs import configure_logging
+
+configure_logging("WARNING")
+client = create_app(Settings.from_env()).test_client()
+headers = {"Authorization": "Bearer " + os.environ["TEST_TOKEN"]}
+# Redis refuses: the token, keys and spec are loaded, and no pooled connection is left open.
+assert client.get("/vora/identity", headers=headers).status_code == 503
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))  # quick to fill
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+status = client.get("/vora/identity", headers=headers).status_code
+for fd in held:
+    os.close(fd)
+sys.exit(0 if status == 503 else 1)
+"""
+
+
+def test_a_redis_failure_logs_its_message_so_an_open_file_limit_is_told_from_a_refusal(
+    env: dict[str, str], make_token: TokenFactory
+) -> None:
+    """A worker out of file descriptors and a Redis refusing both log "redis unavailable", each with its own detail."""
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    run = subprocess.run(
+        [sys.executable, "-c", EXHAUSTED_FILES_SCRIPT],
+        env={**os.environ, **env, "VORA_REDIS_URL": dead_redis, "VORA_REDIS_TIMEOUT": "1", "TEST_TOKEN": make_token()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    refused, exhausted = [line for line in lines if line["msg"] == "redis unavailable"]
+    assert refused["error"] == exhausted["error"] == "ConnectionError"  # the type alone cannot tell them apart
+    assert "Connection refused" in refused["detail"]
+    assert exhausted["detail"].startswith("Error 24 ")
+    assert "Too many open files" in exhausted["detail"]
+    assert all("\n" not in line["detail"] and len(line["detail"]) <= 201 for line in (refused, exhausted))
+
+
+def test_error_fields_keep_a_long_message_on_one_short_line() -> None:
+    """A multi-line or very long message is logged on one line of at most 200 characters and an ellipsis."""
+    fields = error_fields(OSError("first line\n  second line " + "x" * 500))
+    assert fields["error"] == "OSError"
+    assert fields["detail"].startswith("first line second line xxx")
+    assert len(fields["detail"]) == 201
+    assert fields["detail"].endswith("\u2026")

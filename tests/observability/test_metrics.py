@@ -257,9 +257,9 @@ def test_delivery_latencies_reach_the_histogram_at_flush() -> None:
 
     metrics = Metrics()
     before = (bucket("0.005"), bucket("0.5"), bucket("+Inf"))
-    metrics.count("latency_ms:websocket:3", 10)  # one event written to ten sockets 3 ms after its publication
-    metrics.count("latency_ms:websocket:300", 1)
-    metrics.count("latency_ms:websocket:-2", 1)  # Redis' clock ahead of the worker's: counted as 0
+    metrics.latency("websocket", 3, 10)  # one event written to ten sockets 3 ms after its publication
+    metrics.latency("websocket", 300, 1)
+    metrics.latency("websocket", -2, 1)  # Redis' clock ahead of the worker's: counted as 0
     assert bucket("+Inf") == before[2]
     metrics.flush()
     assert (bucket("0.005"), bucket("0.5"), bucket("+Inf")) == (before[0] + 11, before[1] + 12, before[2] + 12)

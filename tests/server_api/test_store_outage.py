@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -103,7 +104,7 @@ def test_unreachable_redis_publish_is_503_not_published(
     outage: tuple[RedisServer, RunningServer, ServerApiClient], batch: bool
 ) -> None:
     """With Redis down (connections refused), nothing can have been sent: the 503 says the event was not published."""
-    redis_server, _, api = outage
+    redis_server, server, api = outage
     redis_server.stop()
     event = {**PRESENCE, "idempotencyKey": "down-1"}
     response = api.batch([{"identity": IDENTITY, **event}]) if batch else api.publish(IDENTITY, event)
@@ -111,3 +112,8 @@ def test_unreachable_redis_publish_is_503_not_published(
     assert "not published" in refused["message"] or "no event of the batch was published" in refused["message"]
     assert MAYBE not in refused["message"]
     assert response.headers["Retry-After"] == "1"
+    # The warning names the Redis error and says what it was: a refusal, not a pool timeout or a file limit.
+    [logged] = [line for line in map(json.loads, server.log().splitlines()) if line["msg"] == "redis unavailable"]
+    assert logged["error"] == "NotWritten"  # nothing reached Redis; the detail says why
+    assert "Connection refused" in logged["detail"]
+    assert "\n" not in logged["detail"]

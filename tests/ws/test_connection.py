@@ -182,15 +182,34 @@ class Metrics:
         self.counted[name] = self.counted.get(name, 0) + amount
 
 
+class Latencies:
+    """Record the live deliveries' latencies a hub or a connection reports, and signal the first."""
+
+    def __init__(self) -> None:
+        self.reported: list[tuple[str, int, int]] = []
+        self.first = threading.Event()
+
+    def __call__(self, kind: str, latency_ms: int, writes: int) -> None:
+        self.reported.append((kind, latency_ms, writes))
+        self.first.set()
+
+
 def test_under_gevent_the_hub_writes_a_caught_up_sockets_event_itself(
     streams: StreamStore, publisher: EventPublisher
 ) -> None:
     """Under gevent a live event for a caught-up, idle socket is written within deliver(), by the hub's greenlet."""
     with socket_pair(reactor=GeventReactor()) as pair:
         hub_counts, conn_counts = Metrics(), Metrics()
-        hub = Hub(on_metric=hub_counts)
+        hub_latencies, conn_latencies = Latencies(), Latencies()
+        hub = Hub(on_metric=hub_counts, on_latency=hub_latencies)
         conn = Connection(
-            pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS, on_metric=conn_counts
+            pair.transport,
+            session(),
+            token_hash="h",
+            streams=streams,
+            options=OPTIONS,
+            on_metric=conn_counts,
+            on_latency=conn_latencies,
         )
         hub.register(conn)
         conn.start_at(None)
@@ -201,9 +220,34 @@ def test_under_gevent_the_hub_writes_a_caught_up_sockets_event_itself(
         assert hub_counts.counted.get("delivered") == 1
         assert pair.client.next()["eventId"] == published.event_id
         assert "delivered" not in conn_counts.counted
+        [(kind, latency_ms, writes)] = hub_latencies.reported  # reported by the hub, typed: no name to parse
+        assert (kind, writes) == ("websocket", 1)
+        assert 0 <= latency_ms < 10_000
+        assert conn_latencies.reported == []
         conn.terminate("logout")
         writer.join(timeout=10)
         assert writer.dead
+
+
+def test_a_live_event_the_writer_writes_reports_its_latency_typed(
+    pair: SocketPair, streams: StreamStore, publisher: EventPublisher
+) -> None:
+    """A live event a threaded socket's own writer writes is reported once, by the connection, with its transport."""
+    latencies = Latencies()
+    conn = Connection(pair.transport, session(), token_hash="h", streams=streams, options=OPTIONS, on_latency=latencies)
+    first = publisher.publish(IDENTITY, "callHeld", {"callId": "first"})
+    conn.start_at(stream_position(first.event_id))
+    writer = run_in_thread(conn)
+    wait_for(lambda: not conn.catching_up, timeout=10)  # a catch-up would write the event and report nothing
+    live = publisher.publish(IDENTITY, "callHeld", {"callId": "live"})
+    assert conn.offer(stream_position(live.event_id), "callHeld", text_frame(json.dumps(live.envelope))) == 0
+    assert pair.client.next()["eventId"] == live.event_id
+    assert latencies.first.wait(timeout=10)
+    [(kind, latency_ms, writes)] = latencies.reported
+    assert (kind, writes) == ("websocket", 1)
+    assert 0 <= latency_ms < 10_000
+    conn.terminate("logout")
+    writer.join(timeout=10)
 
 
 def test_under_gevent_a_frame_the_kernel_takes_in_part_is_finished_before_anything_else(

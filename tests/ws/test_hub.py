@@ -120,3 +120,27 @@ def test_a_lost_bus_marks_the_admissions_in_flight() -> None:
     hub.resync_all()
     assert watch.missed
     assert not hub.watch(IDENTITY).missed
+
+
+class Counted:
+    """Record what a hub counts, by name."""
+
+    def __init__(self) -> None:
+        self.counted: dict[str, int] = {}
+
+    def __call__(self, name: str, amount: int) -> None:
+        self.counted[name] = self.counted.get(name, 0) + amount
+
+
+def test_the_open_gauge_moves_with_the_open_count(pairs: list[SocketPair], redisdb: redis.Redis) -> None:
+    """Registering or unregistering the same connection twice moves neither the open count nor the open gauge."""
+    streams = StreamStore(redisdb, max_length=10_000, max_age_seconds=86_400)
+    metrics = Counted()
+    hub = Hub(on_metric=metrics)
+    conn = Connection(pairs[0].transport, session(), token_hash="h", streams=streams, options=OPTIONS)
+    hub.register(conn)
+    hub.register(conn)
+    assert (hub.open_count, metrics.counted["open:websocket"]) == (1, 1)
+    hub.unregister(conn)
+    hub.unregister(conn)
+    assert (hub.open_count, metrics.counted["open:websocket"]) == (0, 0)

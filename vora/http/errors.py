@@ -17,6 +17,7 @@ from vora.core.error_shape import (
     error_body,
 )
 from vora.core.errors import VoraError
+from vora.observability.logs import error_fields
 from vora.observability.metrics import Metrics
 from vora.store.client import UNAVAILABLE
 
@@ -113,7 +114,7 @@ def install_error_handlers(app: Flask, metrics: Metrics) -> None:
         return error_response(status, message, headers)
 
     def handle_redis_down(exc: Exception) -> Response:
-        log.warning("redis unavailable", extra={"fields": {"error": type(exc).__name__}})
+        log.warning("redis unavailable", extra={"fields": error_fields(exc)})
         metrics.count("redis_error:rest")
         return error_response(503, "The session store is unavailable; retry shortly", {"Retry-After": "1"})
 

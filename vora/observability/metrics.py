@@ -228,8 +228,7 @@ class Metrics:
 
     Names are plain ("resumed") or carry a label after a colon: "redis_error:<where>", "open:<transport>",
     "close:<transport>:<code>", "terminated:<transport>:<reason>", "catch_up:<transport>" (the
-    amount is the number of events), "latency_ms:<transport>:<milliseconds>" (the amount is the
-    number of sockets written).
+    amount is the number of events). Live deliveries' latencies come through latency(), typed.
 
     Deliveries are counted on every socket wake and bus notices on every event, the hot path:
     into plain integers that flush() adds to Prometheus (the worker's reactor calls it every
@@ -251,10 +250,6 @@ class Metrics:
             unflushed[name] += amount
             return
         kind, _, label = name.partition(":")
-        if kind == "latency_ms":
-            transport, _, millis = label.partition(":")
-            self._latencies.add(transport, max(0, int(millis)) / 1000, amount)
-            return
         with self._lock:
             self.values[name] = self.values.get(name, 0) + amount
         if kind == "open":
@@ -273,6 +268,11 @@ class Metrics:
             CATCH_UP_EVENTS.labels(label).observe(amount)
         else:
             _COUNTERS[name].inc(amount)
+
+    def latency(self, transport: str, latency_ms: int, writes: int) -> None:
+        """Count writes live deliveries of one event, latency_ms after its publication, for the next flush."""
+        # Redis' clock ahead of this worker's gives a negative latency: counted as 0.
+        self._latencies.add(transport, max(0, latency_ms) / 1000, writes)
 
     def flush(self) -> None:
         """Add the deliveries and notices counted since the last flush to Prometheus; never blocks."""

@@ -18,6 +18,7 @@ from vora.http.errors import InvalidToken, bearer_challenge, error_response
 from vora.http.fast_path import FastPath, routes_of
 from vora.http.spec_app import build_spec_app
 from vora.http.status_line import StandardReasonPhrases
+from vora.observability.logs import error_fields
 from vora.observability.metrics import Metrics
 from vora.server_api.handlers.connections import ConnectionHandlers
 from vora.server_api.handlers.directory import DirectoryHandlers
@@ -71,7 +72,7 @@ def install_publish_error_handlers(app: Flask, metrics: Metrics) -> None:
 
     def publish_unavailable(exc: PublishUnavailable) -> Response:
         """Answer 503 for a publish Redis could not take, counted and logged as any Redis failure is."""
-        log.warning("redis unavailable", extra={"fields": {"error": type(exc.__cause__ or exc).__name__}})
+        log.warning("redis unavailable", extra={"fields": error_fields(exc.__cause__ or exc)})
         metrics.count("redis_error:rest")
         return error_response(exc.status, exc.message, exc.headers)
 

@@ -25,6 +25,9 @@ from vora.ws.transport import Transport
 log = logging.getLogger("vora.ws")
 
 Metric = Callable[[str, int], None]
+# (transport, milliseconds from an event's publication to its write, sockets written): typed, since the
+# hot path calls it per event and transport, where a name to format and parse back would cost on each.
+Latency = Callable[[str, int, int], None]
 
 CATCH_UP_PAGE = 500
 CATCH_UP_RETRY = 0.5  # seconds between attempts to read the stream while Redis fails
@@ -88,6 +91,7 @@ class Connection:
         "_closing",
         "_control",
         "_last_position",
+        "_latency",
         "_live",
         "_live_dropped",
         "_metric",
@@ -115,6 +119,7 @@ class Connection:
         streams: StreamStore,
         options: SocketOptions,
         on_metric: Metric = lambda name, n: None,
+        on_latency: Latency = lambda kind, ms, n: None,
         socket_id: str | None = None,
     ) -> None:
         self.transport = transport
@@ -129,6 +134,7 @@ class Connection:
         self._options = options
         self._queue_limit = options.queue_limit  # read on every offer: the hot path
         self._metric = on_metric
+        self._latency = on_latency
         self._control: deque[bytes] | None = None  # lifecycle events' frames, written before anything else
         self._live: deque[tuple[Position, bytes]] | None = None  # live events' frames not written yet
         self._catching_up = True
@@ -283,7 +289,7 @@ class Connection:
             if self._last_position is not None and position <= self._last_position:
                 continue  # already written: a live copy of an event the catch-up read
             send(frame)
-            self._metric(f"latency_ms:{self.kind}:{int(time.time() * 1000) - position[0]}", 1)
+            self._latency(self.kind, int(time.time() * 1000) - position[0], 1)
             self._last_position = position
             sent += 1
         if sent:

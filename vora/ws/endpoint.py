@@ -259,6 +259,7 @@ class EventChannel:
             streams=state.streams,
             options=self.options,
             on_metric=state.metrics.count,
+            on_latency=state.metrics.latency,
             socket_id=admission.socket_id,
         )
         watch = admitted.watch

@@ -9,7 +9,7 @@ from collections import defaultdict
 from vora.events.publisher import stream_envelope
 from vora.store.bus import ControlNotice, EventNotice
 from vora.store.streams import stream_position
-from vora.ws.connection import Connection, Metric
+from vora.ws.connection import Connection, Latency, Metric
 
 
 class AdmissionWatch:
@@ -30,8 +30,11 @@ class AdmissionWatch:
 class Hub:
     """Know which connections are open on this worker, by identity, and hand each the notices of its identity."""
 
-    def __init__(self, *, on_metric: Metric = lambda name, n: None) -> None:
+    def __init__(
+        self, *, on_metric: Metric = lambda name, n: None, on_latency: Latency = lambda kind, ms, n: None
+    ) -> None:
         self._metric = on_metric
+        self._latency = on_latency
         self._by_identity: dict[str, set[Connection]] = defaultdict(set)
         self._watches: dict[str, set[AdmissionWatch]] = {}
         self._open = 0  # connections registered: read on every channelOpened and heartbeat, so counted, not summed
@@ -65,7 +68,7 @@ class Hub:
         if conn not in conns:
             conns.add(conn)
             self._open += 1
-        self._metric(f"open:{conn.kind}", 1)
+            self._metric(f"open:{conn.kind}", 1)  # with the count: unregister decrements it only once
         if watch is not None:
             self.unwatch(watch)
             ended = watch.ended_reason(conn.session_id)
@@ -108,7 +111,7 @@ class Hub:
             latency_ms = int(time.time() * 1000) - position[0]  # the eventId's milliseconds: when it was published
             for kind, count in written.items():
                 self._metric("delivered", count)
-                self._metric(f"latency_ms:{kind}:{latency_ms}", count)
+                self._latency(kind, latency_ms, count)
 
     def apply(self, notice: ControlNotice) -> None:
         """Terminate or re-filter the connections of the sessions a control notice names."""
