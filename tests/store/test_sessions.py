@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 import redis
 
+from tests.harness import RedisServer
 from tests.harness.store import IDENTITY, create
 from vora.store import keys
 from vora.store.batching import CommandBatcher
@@ -466,3 +471,38 @@ def test_setup_limiter_keys_expire_once_the_window_has_refilled(redisdb: redis.R
     identity_ttl = int(redisdb.pttl(keys.identity_setup_rate(IDENTITY)))  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
     assert 0 < user_ttl <= 2_000
     assert 0 < identity_ttl <= 500
+
+
+def test_a_mass_close_during_a_redis_stall_detaches_every_socket() -> None:
+    """A burst of detaches while Redis stalls past the pool's timeout all reach Redis once it answers."""
+    sockets, pool_size, pool_timeout = 200, 4, 0.5
+    with RedisServer() as server:
+        client = connect(server.url, 2.0, pool_size, pool_timeout)
+        batcher = CommandBatcher(client, wait_timeout=7.0)  # as the workers build it: batcher_for
+        store = SessionStore(client, ttl_seconds=60, max_per_user=5, batcher=batcher)
+        presence = keys.socket_presence(IDENTITY)
+        client.zadd(presence, {keys.socket_member("s1", f"k{n}"): 1 for n in range(sockets)})
+        failures: list[Exception] = []
+        started = threading.Semaphore(0)
+
+        def close_socket(n: int) -> None:
+            started.release()
+            try:
+                store.detach(IDENTITY, "s1", f"k{n}")
+            except redis.RedisError as exc:
+                failures.append(exc)
+
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)  # a Redis busy elsewhere (a slow script, a fork) for a second
+        try:
+            threads = [threading.Thread(target=close_socket, args=(n,)) for n in range(sockets)]
+            for thread in threads:
+                thread.start()
+            for _ in threads:
+                started.acquire()
+            time.sleep(2 * pool_timeout)  # the stall itself: it outlasts the pool's timeout
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        for thread in threads:
+            thread.join()
+        assert (failures, client.zcard(presence)) == ([], 0)

@@ -367,13 +367,20 @@ class SessionStore:
 
     def detach(self, identity: str, session_id: str, socket_id: str) -> None:
         """Forget a socket that closed; a socket never detached drops out when its lease runs out."""
-        self._redis.zrem(keys.socket_presence(identity), keys.socket_member(session_id, socket_id))
+        presence, member = keys.socket_presence(identity), keys.socket_member(session_id, socket_id)
+        if self._batcher is None:
+            self._redis.zrem(presence, member)
+            return
+        # A mass close (an instance draining, a network blip) detaches thousands of sockets at once: each
+        # waiting for a pooled connection of its own, most gave up after the pool's timeout and their
+        # sockets stayed counted as open until their leases ran out. Batched, they share a few round trips.
+        self._batcher.execute("ZREM", presence, member)
 
     def open_sockets(self, identity: str, now_ms: int) -> dict[str, int]:
         """Count the open sockets of each of an identity's sessions, on every instance."""
         members = self._redis.zrangebyscore(keys.socket_presence(identity), f"({now_ms}", "+inf")
         counts: dict[str, int] = {}
-        for member in members:  # type: ignore[union-attr] # redis-py types every reply as Awaitable | value # redis-py types sync replies as Awaitable | Any
+        for member in members:  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
             session_id = text(member).partition(keys.SOCKET_MEMBER_SEPARATOR)[0]
             counts[session_id] = counts.get(session_id, 0) + 1
         return counts
