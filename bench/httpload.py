@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import shutil
 import sys
@@ -172,7 +173,7 @@ def run_load(procs: Launcher, wrk: str | None, spec: LoadSpec, workdir: Path, na
             wrk,
             "-t", str(WRK_THREADS),
             "-c", str(spec.connections),
-            "-d", f"{spec.seconds:g}s",
+            "-d", f"{max(1, math.ceil(spec.seconds))}s",  # wrk refuses a fraction of a second (--quick's rounds)
             "--timeout", "5s",
             "-s", str(script),
             spec.url,

@@ -25,6 +25,22 @@ PYTHON = sys.executable
 NOFILE = 65536
 
 
+def scheduler_waits(pids: Sequence[int]) -> tuple[float, int]:
+    """Return the seconds the pids' threads spent runnable but waiting for a CPU, and their time slices, so far.
+
+    /proc/PID/task/TID/schedstat: time on a CPU, time waiting on a run queue, slices run (ns, ns, count).
+    """
+    waited_ns, slices = 0, 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                    _, waited, runs = stat.read().split()
+                    waited_ns += int(waited)
+                    slices += int(runs)
+    return waited_ns / 1e9, slices
+
+
 def raise_nofile_limit(wanted: int = NOFILE) -> int:
     """Raise this process' open-file limit (children inherit it) and return the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

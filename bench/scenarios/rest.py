@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.context import Bench, Rest, identities
 from bench.httpload import LoadSpec, run_load
-from bench.procs import Server
+from bench.procs import Server, scheduler_waits
 from bench.profiling import profiled
 from bench.report import Row
 
@@ -67,6 +67,8 @@ def _load(bench: Bench, server: Server, spec: LoadSpec, name: str) -> dict[str, 
 
     sampler = threading.Thread(target=sample, daemon=True)
     cpu = server.cpu_seconds()
+    watched = {"workers": server.worker_pids(), "redis": [int(bench.redis_info("server")["process_id"])]}
+    waits = {who: scheduler_waits(pids) for who, pids in watched.items()}
     sampler.start()
     result = run_load(bench.procs, bench.wrk, spec, bench.workdir, name)
     sampler.join()
@@ -74,7 +76,18 @@ def _load(bench: Bench, server: Server, spec: LoadSpec, name: str) -> dict[str, 
         **result.as_dict(),
         "server_cpu_seconds": round(server.cpu_seconds() - cpu, 2),
         "connections_per_worker": sorted(split.values(), reverse=True),
+        # How long the workers and Redis sat runnable waiting for one of the machine's CPUs (the
+        # load generator's, the other server's, anything else's): a request that hops worker ->
+        # Redis -> worker can meet that wait at each hop; a bare handler meets it once.
+        "run_queue": {who: _waited(waits[who], scheduler_waits(pids)) for who, pids in watched.items()},
     }
+
+
+def _waited(before: tuple[float, int], after: tuple[float, int]) -> dict[str, float]:
+    """Report the run-queue wait between two scheduler_waits readings: in all, and per time slice run."""
+    seconds, slices = after[0] - before[0], after[1] - before[1]
+    per_slice = round(1e6 * seconds / max(1, slices), 1)
+    return {"wait_ms": round(seconds * 1000, 1), "slices": slices, "us_per_slice": per_slice}
 
 
 def _half_load(
