@@ -1,8 +1,12 @@
 const EVENT_ID = /^(\d{1,20})-(\d{1,20})$/;
 
-/** Tell whether a string is a VORA eventId (`<milliseconds>-<sequence>`). */
+// Each part of a Redis stream id is an unsigned 64-bit integer: VORA refuses a lastEventId with a larger part (400).
+const MAX_PART = 2n ** 64n - 1n;
+
+/** Tell whether a string is a VORA eventId (`<milliseconds>-<sequence>`, each part at most 2^64-1), as VORA takes a lastEventId. */
 export function isEventId(value: string): boolean {
-  return EVENT_ID.test(value);
+  const match = EVENT_ID.exec(value);
+  return match !== null && BigInt(match[1] ?? "0") <= MAX_PART && BigInt(match[2] ?? "0") <= MAX_PART;
 }
 
 /** Compare two eventIds numerically part by part: negative, zero or positive, like a sort comparator. */

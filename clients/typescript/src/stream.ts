@@ -7,7 +7,7 @@ import { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, refusedDelayM
 import type { NextStep, ReconnectRules } from "./reconnect.js";
 import { sseTransport } from "./sse-transport.js";
 import type { HandshakeFailure, Transport, TransportClose, TransportConnection } from "./transport.js";
-import type { ChannelMessage, PushRegistration, StreamItem, Subscription, TerminationReason, VoraEvent } from "./types.js";
+import type { ChannelMessage, PushRegistration, StreamGap, StreamItem, Subscription, TerminationReason, VoraEvent } from "./types.js";
 import { webSocketTransport } from "./websocket-transport.js";
 
 /** The stream's states; `closed` is final. */
@@ -71,8 +71,11 @@ export interface StreamEvents {
   closed: ClosedInfo;
   /** A stream event (call, presence, recording), in order, each once. */
   event: VoraEvent;
-  /** Events after lastEventId were no longer retained: refresh the app's state. */
-  resumeGap: ResumeGapEvent;
+  /**
+   * Events after lastEventId were no longer retained (VORA's), or the lastEventId given was one VORA refuses and the
+   * stream started live (the SDK's own, `data.local` true): refresh the app's state.
+   */
+  resumeGap: StreamGap;
   heartbeat: HeartbeatEvent;
   /** A connection's first message: the position its delivery starts after, taken as lastEventId. */
   channelOpened: ChannelOpenedEvent;
@@ -374,7 +377,19 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       }
     }
     if (initial !== undefined && !isEventId(initial)) {
-      this.#emitter.emit("error", new VoraError(`ignoring a stored lastEventId that is not an eventId: ${initial}`));
+      // VORA refuses it with 400, an answer told from its other 400s (an upgrade a proxy stripped) by its text alone,
+      // and a browser's WebSocket shows none: never send it, start from the live end, and tell the app.
+      this.#emitter.emit("error", new VoraError(`ignoring a lastEventId that is not an eventId VORA takes: ${initial}`));
+      const gap: StreamGap = {
+        eventId: null,
+        sequenceNumber: null,
+        identity: this.identity,
+        type: "resumeGap",
+        timestamp: new Date().toISOString(),
+        data: { reason: "invalidLastEventId", requestedEventId: initial, oldestEventId: null, local: true },
+      };
+      this.#emitter.emit("resumeGap", gap);
+      for (const iterator of this.#iterators) iterator.push(gap);
       initial = undefined;
     }
     this.#lastEventId = initial;

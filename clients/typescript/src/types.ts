@@ -29,8 +29,22 @@ export type ConnectionType = SetupRequest["connectionType"];
 
 /** An event of the identity's stream: it has an eventId and is delivered once, in order. */
 export type VoraEvent = CallEvent | PresenceEvent | RecordingEvent;
+/**
+ * The SDK's own resumeGap (VORA sends none like it): the stream was given a lastEventId that VORA would refuse with
+ * 400 (not an eventId), so it never sent it and started from the live end; what came after it may be missing.
+ */
+export interface LocalResumeGapEvent {
+  eventId: null;
+  sequenceNumber: null;
+  identity: string;
+  type: "resumeGap";
+  timestamp: string;
+  data: { reason: "invalidLastEventId"; requestedEventId: string; oldestEventId: null; local: true };
+}
+/** Where a stream's events may be missing: VORA's resumeGap (retention, ahead) or the SDK's own. */
+export type StreamGap = ResumeGapEvent | LocalResumeGapEvent;
 /** What a stream's iterator yields: stream events, and resumeGap where events were lost to retention. */
-export type StreamItem = VoraEvent | ResumeGapEvent;
+export type StreamItem = VoraEvent | StreamGap;
 /** Every message the channel can carry. */
 export type ChannelMessage = VoraEvent | HeartbeatEvent | ChannelOpenedEvent | ChannelTerminatedEvent | ResumeGapEvent;
 /** Why the server ended a channel (channelTerminated's data.reason). */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { ResumeGapEvent, StreamItem } from "../src/index.js";
+import type { StreamGap, StreamItem } from "../src/index.js";
 import { FAST_RULES, clientFor, instance, newIdentity, publish, serverApi, until } from "./harness.js";
 
 test("resumeGap: a lastEventId past retention yields resumeGap in the iterator, then the oldest retained event onwards", async () => {
@@ -16,7 +16,7 @@ test("resumeGap: a lastEventId past retention yields resumeGap in the iterator, 
   assert.ok(oldest !== undefined && oldest !== first.eventId, "the first event was trimmed");
 
   const stream = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: () => first.eventId, save: () => undefined } });
-  const gaps: ResumeGapEvent[] = [];
+  const gaps: StreamGap[] = [];
   stream.on("resumeGap", (gap) => gaps.push(gap));
   const items: StreamItem[] = [];
   const iterating = (async () => {

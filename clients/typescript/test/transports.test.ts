@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { test } from "node:test";
 import WebSocket from "ws";
-import { afterDrop, afterRefusal, afterTermination, DEFAULT_RULES, compareEventIds, socketUrl, webSocketTransport } from "../src/index.js";
-import type { FallbackInfo, WebSocketConstructor } from "../src/index.js";
+import { afterDrop, afterRefusal, afterTermination, DEFAULT_RULES, compareEventIds, isEventId, socketUrl, sseTransport, webSocketTransport } from "../src/index.js";
+import type { FallbackInfo, StreamEvents, Transport, WebSocketConstructor } from "../src/index.js";
 import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive } from "./harness.js";
 
 async function closedPort(): Promise<number> {
@@ -29,17 +29,58 @@ test("a handshake refused with a status is seen through the ws package: 400 stop
   const vora = await instance("main");
   const identity = newIdentity();
   const client = await clientFor(vora, "handshake-user", [identity]);
-  // A lastEventId past the largest stream id part is refused with 400 before the upgrade.
+  // A query parameter VORA does not know is refused with 400 before the upgrade.
+  const url = `${socketUrl(vora.baseUrl)}?debug=1`;
   const stream = client.stream({
     identity,
     rules: FAST_RULES,
-    lastEventId: "99999999999999999999-0",
-    transport: [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor })],
+    transport: [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor, url })],
   });
   const closed = await stream.closed;
   assert.equal(closed.reason, "error");
   assert.match(closed.detail, /HTTP 400/);
+  assert.match(closed.detail, /Unknown query parameter/);
 });
+
+test("isEventId takes what VORA accepts as lastEventId: two parts of at most 20 digits, each at most 2^64-1", () => {
+  assert.ok(isEventId("18446744073709551615-18446744073709551615"));
+  assert.ok(isEventId("0-0"));
+  assert.ok(!isEventId("18446744073709551616-0"), "a part over 2^64-1");
+  assert.ok(!isEventId("1-99999999999999999999"), "a part over 2^64-1");
+  assert.ok(!isEventId("1795396666123"));
+  assert.ok(!isEventId("1-0 "));
+});
+
+// The two ways to open a stream whose every attempt the server could answer: "auto" (with ws, which shows the 400) and SSE.
+const REFUSED_POSITION_TRANSPORTS: [string, () => Transport[]][] = [
+  ["auto (ws package, then SSE)", () => [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor }), sseTransport()]],
+  ["sse", () => [sseTransport()]],
+];
+
+for (const [name, transports] of REFUSED_POSITION_TRANSPORTS) {
+  test(`${name}: a lastEventId VORA would refuse (400) is dropped with a local resumeGap, and the stream opens live at once`, async () => {
+    const vora = await instance("main");
+    const identity = newIdentity();
+    const client = await clientFor(vora, "refused-position-user", [identity]);
+    const refused = "18446744073709551616-0"; // each part is at most 2^64-1: VORA answers 400 to it
+    const stream = client.stream({ identity, rules: FAST_RULES, lastEventId: refused, transport: transports() });
+    const gaps: StreamEvents["resumeGap"][] = [];
+    const reconnects: StreamEvents["reconnecting"][] = [];
+    const fallbacks: FallbackInfo[] = [];
+    stream.on("resumeGap", (gap) => gaps.push(gap));
+    stream.on("reconnecting", (info) => reconnects.push(info));
+    stream.on("fallback", (info) => fallbacks.push(info));
+    await stream.opened();
+    assert.equal(gaps.length, 1, "the app is told that what came after its position may be missing");
+    assert.deepEqual(gaps[0]?.data, { reason: "invalidLastEventId", requestedEventId: refused, oldestEventId: null, local: true });
+    assert.deepEqual(reconnects, [], "no attempt was refused: the position was never sent");
+    assert.deepEqual(fallbacks, []);
+    assert.equal(stream.transport, transports()[0]?.name);
+    const { published } = await publishAndReceive(stream, vora, identity, "callAnswered", { callId: "c-live" });
+    assert.equal(stream.lastEventId, published.eventId);
+    stream.close();
+  });
+}
 
 test("a list of transports: one failed open backs off, the second probes the next, which opens, and stays there", async () => {
   const vora = await instance("main");

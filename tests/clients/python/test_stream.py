@@ -17,6 +17,7 @@ from vora_client import (
     Connection,
     EventStream,
     EventStreamTransport,
+    MalformedFrame,
     NotFound,
     ReconnectPolicy,
     State,
@@ -628,29 +629,110 @@ def test_setup_refused_for_good_closes_the_stream_with_the_error(
     asyncio.run(scenario())
 
 
-@TRANSPORTS
-def test_a_refused_last_event_id_restarts_from_the_live_stream_with_a_gap(
+@pytest.mark.parametrize("transport", ["websocket", "sse", "auto"])
+def test_a_last_event_id_vora_would_refuse_restarts_from_the_live_stream_with_a_gap(
     server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
 ) -> None:
-    """A lastEventId the server refuses (400) is dropped, the app told by a local resumeGap, and live events flow."""
+    """A lastEventId VORA refuses (400: a part over 2^64-1) is dropped before any attempt, a local resumeGap says so.
+
+    The position is never sent, so no attempt is refused: auto stays on the WebSocket with nothing counted toward
+    the fallback, and the first connection opens live.
+    """
     owner("alice")
+    refused = "18446744073709551616-0"  # the pattern's 20 digits, one more than the largest stream id part
 
     async def scenario() -> None:
         async with VoraClient(server.base_url, tokens("alice")) as client:
             stream = await connect(
-                client,
-                IDENTITY,
-                subscribe_all=True,
-                last_event_id="99999999999999999999999-0",
-                policy=QUICK,
-                transport=transport,
+                client, IDENTITY, subscribe_all=True, last_event_id=refused, policy=QUICK, transport=transport
             )
-            gap = await stream.next_event(10)
-            assert gap["type"] == "resumeGap"
-            assert gap["data"]["local"] is True
-            await until(stream, State.OPEN)
-            live = await asyncio.to_thread(publish, "presence", {"status": "busy"})
-            assert (await stream.next_event(10))["eventId"] == live
-            await stream.close()
+            try:
+                gap = await stream.next_event(10)
+                assert gap["type"] == "resumeGap"
+                await stream.wait_open(10)
+                assert [c.current for c in stream.changes] == [State.CONNECTING, State.OPEN]
+                assert {c.transport for c in stream.changes} == {"sse" if transport == "sse" else "websocket"}
+                assert gap["data"] == {
+                    "reason": "invalidLastEventId",
+                    "requestedEventId": refused,
+                    "oldestEventId": None,
+                    "local": True,
+                }
+                live = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+                assert (await stream.next_event(10))["eventId"] == live
+                assert stream.last_event_id == live
+            finally:
+                await stream.close()  # a failed check must not leave the stream reading while the loop closes
 
     asyncio.run(scenario())
+
+
+class GarbledServer:
+    """The real transport, with frames that are no event envelope passed on after each real channelOpened.
+
+    VORA sends only JSON envelopes, so no server path sends such a frame: a proxy or a broken middlebox might.
+    """
+
+    FRAMES = ("not json at all", "[1, 2, 3]", '"a JSON string"', "null", '{"type": "presence", "data": 7}')
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self.name = inner.name
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Open the real transport and wrap its connection."""
+        return _GarbledConnection(await self._inner.open(token, last_event_id, timeout))
+
+
+class _GarbledConnection:
+    def __init__(self, inner: Connection) -> None:
+        self._inner = inner
+        self._pending: list[str] = []
+
+    async def receive(self) -> str:
+        if self._pending:
+            return self._pending.pop(0)
+        text = await self._inner.receive()
+        if json.loads(text)["type"] == "channelOpened":
+            self._pending += GarbledServer.FRAMES
+        return text
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@TRANSPORTS
+def test_a_frame_that_is_no_envelope_is_reported_and_the_stream_reads_on(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """Frames that are no JSON envelope go to on_error, one MalformedFrame each; the connection stays and reads on."""
+    owner("alice")
+    inner: Transport = (
+        WebSocketTransport(server.ws_url)
+        if transport == "websocket"
+        else EventStreamTransport(f"{server.base_url}/sse")
+    )
+    errors: list[BaseException] = []
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await EventStream(
+                client,
+                IDENTITY,
+                events=["presence"],
+                policy=QUICK,
+                transport=GarbledServer(inner),
+                on_error=errors.append,
+            ).start()
+            try:
+                await stream.wait_open(10)
+                published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+                assert (await stream.next_event(10))["eventId"] == published
+                assert [c.current for c in stream.changes] == [State.CONNECTING, State.OPEN]
+                assert stream.error is None
+            finally:
+                await stream.close()  # a failed check must not leave the stream reading while the loop closes
+
+    asyncio.run(scenario())
+    assert [type(error) for error in errors] == [MalformedFrame] * len(GarbledServer.FRAMES)
+    assert [error.frame for error in errors if isinstance(error, MalformedFrame)] == list(GarbledServer.FRAMES)

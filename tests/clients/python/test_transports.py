@@ -17,6 +17,7 @@ from vora_client import (
     ReconnectPolicy,
     Session,
     State,
+    StreamClosed,
     Transport,
     Unauthorized,
     VoraClient,
@@ -164,6 +165,26 @@ def test_forced_websocket_behind_a_stripping_proxy_closes_with_vora_400(
 
     asyncio.run(scenario())
     assert requests_to(nginx, "/vora/sse") == 0
+
+
+def test_a_400_for_a_stripped_upgrade_keeps_the_streams_position(
+    server: RunningServer, proxy: ProxyFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """VORA's 400 for a stripped upgrade is no verdict on a sound lastEventId: no gap, the position is kept."""
+    owner("alice")
+    nginx = proxy("strip")
+    position = "1795396666123-0"
+
+    async def scenario() -> None:
+        async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, transport="websocket", last_event_id=position)
+            async with asyncio.timeout(20):
+                assert (await stream.wait_closed()).startswith("refused: 400")
+            assert stream.last_event_id == position
+            with pytest.raises(StreamClosed):
+                await stream.next_event(1)  # nothing was delivered: no local resumeGap
+
+    asyncio.run(scenario())
 
 
 def test_a_vora_refusal_of_the_upgrade_is_no_reason_to_fall_back(server: RunningServer, proxy: ProxyFactory) -> None:

@@ -6,6 +6,7 @@ from vora_client.errors import (
     Conflict,
     ConnectionFailed,
     Forbidden,
+    MalformedFrame,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -17,7 +18,7 @@ from vora_client.errors import (
 from vora_client.fallback import AutoTransport, Fallback, TransportChoice
 from vora_client.reconnect import Next, ReconnectPolicy
 from vora_client.sse import Comment, EventStreamParser, EventStreamTransport, ServerSentEvent, event_stream_url
-from vora_client.stream import Envelope, EventStream, State, StateChange, connect, event_position
+from vora_client.stream import Envelope, EventStream, State, StateChange, connect, event_position, is_event_id
 from vora_client.transport import Closed, Connection, Transport, WebSocketTransport, websocket_url
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "EventStreamTransport",
     "Fallback",
     "Forbidden",
+    "MalformedFrame",
     "Next",
     "NotFound",
     "PayloadTooLarge",
@@ -57,5 +59,6 @@ __all__ = [
     "connect",
     "event_position",
     "event_stream_url",
+    "is_event_id",
     "websocket_url",
 ]

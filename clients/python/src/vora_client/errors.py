@@ -65,6 +65,17 @@ class ConnectionFailed(Exception):
         self.retry_after = retry_after
 
 
+class MalformedFrame(ValueError):
+    """A frame of the event channel that is no event envelope (not a JSON object with a string type and object data).
+
+    The stream skips it, reports it to on_error and reads on, as the TypeScript SDK's `error` event does.
+    """
+
+    def __init__(self, frame: str, why: str) -> None:
+        super().__init__(f"not an event envelope ({why}): {frame[:200]!r}")
+        self.frame = frame
+
+
 class StreamClosed(Exception):
     """The event stream closed for good; reason says why (logout, revoked, closed by the app...)."""
 

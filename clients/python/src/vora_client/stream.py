@@ -18,11 +18,13 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from vora_client.client import ConnectionType, PushRegistration, Session, VoraClient
 from vora_client.errors import (
     ConnectionFailed,
+    MalformedFrame,
     ServiceUnavailable,
     StreamClosed,
     TooManyRequests,
@@ -66,12 +68,31 @@ class StateChange:
 
 
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+MAX_EVENT_ID_PART = 2**64 - 1  # each part of a Redis stream id is an unsigned 64-bit integer
 
 
 def event_position(event_id: str) -> tuple[int, int]:
     """Return an eventId's position, compared part by part as numbers (never as strings)."""
     milliseconds, _, sequence = event_id.partition("-")
     return int(milliseconds), int(sequence)
+
+
+def is_event_id(value: str) -> bool:
+    """Tell whether VORA takes value as a lastEventId: `<ms>-<seq>`, 1 to 20 digits each, each at most 2^64-1."""
+    return _EVENT_ID.fullmatch(value) is not None and max(event_position(value)) <= MAX_EVENT_ID_PART
+
+
+def _envelope(text: str) -> Envelope:
+    """Read one frame as an event envelope (a JSON object, a string type, object data), or raise MalformedFrame."""
+    try:
+        envelope = json.loads(text)
+    except ValueError as exc:
+        raise MalformedFrame(text, f"not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MalformedFrame(text, "not a JSON object")
+    if not isinstance(envelope.get("type"), str) or not isinstance(envelope.get("data"), dict):
+        raise MalformedFrame(text, "no string type or no object data")
+    return envelope
 
 
 class _SessionOver(Exception):
@@ -96,6 +117,7 @@ class EventStream:
     Iterate with `async for envelope in stream`, or pass callbacks; both see every event once, in order
     (stream events and the lifecycle events resumeGap and channelTerminated; heartbeats only reset the
     dead-connection clock, and channelOpened only moves last_event_id to where the connection starts).
+    A frame that is no event envelope is skipped and passed to on_error as a MalformedFrame; the stream reads on.
     """
 
     def __init__(
@@ -124,6 +146,7 @@ class EventStream:
         on_resume_gap: Callback | None = None,
         on_position: Callable[[str], object] | None = None,
         on_fallback: Callable[[Fallback], object] | None = None,
+        on_error: Callable[[Exception], object] | None = None,
     ) -> None:
         self.client = client
         self.identity = identity
@@ -155,6 +178,7 @@ class EventStream:
         self._on_resume_gap = on_resume_gap
         self._on_position = on_position
         self._on_fallback = on_fallback
+        self._on_error = on_error
         self._max_replaced_setups = max_replaced_setups
         self._replaced_window = replaced_window
         self._replaced_at: list[float] = []
@@ -304,6 +328,11 @@ class EventStream:
         while self.state is not State.CLOSED:
             if wait:
                 await asyncio.sleep(wait)
+            if self.last_event_id is not None and not is_event_id(self.last_event_id):
+                # VORA refuses such a position (400), and its answer cannot be told from its other 400s (a stripped
+                # upgrade) but by its text: never send it, start from the live end, and tell the app.
+                await self._announce_gap(self.last_event_id)
+                self.last_event_id = None
             await self._transition(State.CONNECTING)
             try:
                 if self.session is None:
@@ -332,13 +361,6 @@ class EventStream:
                 await self._transition(State.RECONNECTING, reason=str(exc), code=exc.status, wait=wait)
                 continue
             except VoraError as exc:
-                if exc.status == 400 and self.last_event_id is not None:
-                    # The stream has no such position (Redis lost it, or it came from another deployment):
-                    # start from the live stream and tell the app that what came before may be missing.
-                    await self._announce_gap(f"lastEventId {self.last_event_id} refused: {exc.message}")
-                    self.last_event_id = None
-                    wait = 0.0
-                    continue
                 await self._finish(f"refused: {exc}", exc)
                 return
             self._connection = connection
@@ -393,7 +415,12 @@ class EventStream:
                 with contextlib.suppress(Exception):
                     await connection.close()
                 return ABNORMAL_CLOSURE, reason
-            envelope: Envelope = json.loads(message)
+            try:
+                envelope = _envelope(message)
+            except MalformedFrame as exc:
+                # Skipped, as in the TypeScript SDK: one bad frame (a middlebox's doing) must not end the stream.
+                await _call(self._on_error, exc)
+                continue
             kind = envelope.get("type")
             if kind == "heartbeat":
                 self._announced(envelope.get("data"))
@@ -414,6 +441,9 @@ class EventStream:
             if not isinstance(event_id, str):
                 # Stream events carry an eventId, lifecycle and control messages a null one: one of a type this
                 # SDK does not know comes from a newer server, and is ignored (never an error, never the app's).
+                continue
+            if not is_event_id(event_id):
+                await _call(self._on_error, MalformedFrame(message, "an event without a valid eventId"))
                 continue
             if self.last_event_id is not None and event_position(event_id) <= event_position(self.last_event_id):
                 continue  # delivered before a drop: each event reaches the app once
@@ -436,20 +466,26 @@ class EventStream:
         Nothing newer can have arrived on this connection yet, and the server's word wins over the id
         the stream sent: after resumeGap `ahead` it is earlier, and keeping the sent one would drop events.
         """
-        if not isinstance(position, str) or _EVENT_ID.fullmatch(position) is None or position == self.last_event_id:
+        if not isinstance(position, str) or not is_event_id(position) or position == self.last_event_id:
             return
         self.last_event_id = position
         if self._on_position is not None:
             await _call(self._on_position, position)
 
-    async def _announce_gap(self, why: str) -> None:
+    async def _announce_gap(self, position: str) -> None:
+        """Tell the app (a local resumeGap, as the TypeScript SDK's) that the stream starts live, not after position."""
         notice: Envelope = {
             "eventId": None,
             "sequenceNumber": None,
             "identity": self.identity,
             "type": "resumeGap",
-            "timestamp": "",
-            "data": {"reason": why, "local": True},
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "data": {
+                "reason": "invalidLastEventId",
+                "requestedEventId": position,
+                "oldestEventId": None,
+                "local": True,
+            },
         }
         await _call(self._on_resume_gap, notice)
         await self._deliver(notice)
