@@ -8,6 +8,10 @@ open sockets, wait until each has its first event, check sequence numbers and me
 time a resume, close everything. Each socket checks that sequenceNumber grows by exactly one;
 a publisher puts `t<monotonic ns>` in data.note (presence) or data.reason (call, recording),
 which gives the publish-to-receive latency (one machine, one monotonic clock).
+
+This client is the reference. bench/peers/wsload.js is a second engine of it in Node, for
+WebSockets only and the commands the reconnect storm uses, so that the load generator takes
+less of the machine's CPU per reconnect: `WsLoad(..., engine="node")` starts it.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import ipaddress
 import json
 import random
 import select
+import shutil
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
@@ -40,6 +46,11 @@ STALL_MS = 10.0  # a bucket whose worst latency is above this is reported as a s
 RECEIPTS_KEPT = 1000  # receipt times a reconnected socket keeps, for the catch-up time
 OPEN_ATTEMPTS = 5  # a socket refused for load (503/429) or whose connect failed is tried again, as real clients do
 LOAD_REFUSALS = (429, 503)
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
+NODE_CLIENT = PEERS_DIR / "wsload.js"  # the Node engine: this client's protocol, WebSockets only
+NODE_PACKAGES = PEERS_DIR / "node_modules" / ".package-lock.json"  # npm ci's mark: `ws` is installed
+Engine = Literal["python", "node"]  # the load generator's runtime: this module, or bench/peers/wsload.js
+ENGINES: tuple[Engine, ...] = ("python", "node")
 
 
 class CollectorPauses:
@@ -611,12 +622,30 @@ async def serve_commands(source: str | None = None) -> None:
         await client.session.close()
 
 
-class WsLoad:
-    """The benchmark's handle on one load-generator process, its connections bound to source when given."""
+def node_engine() -> str | None:
+    """Return the node binary that runs the Node engine, or None when node or its `ws` package is missing."""
+    node = shutil.which("node")
+    return node if node is not None and NODE_PACKAGES.exists() else None
 
-    def __init__(self, procs: Launcher, name: str, source: str | None = None) -> None:
+
+class WsLoad:
+    """The benchmark's handle on one load-generator process, its connections bound to source when given.
+
+    engine "python" runs this module (the reference, both transports, every command); "node" runs
+    bench/peers/wsload.js (WebSockets only, the storm's commands), which is cheaper to run.
+    """
+
+    def __init__(self, procs: Launcher, name: str, source: str | None = None, engine: Engine = "python") -> None:
         self.source = source
-        argv = [PYTHON, "-m", "bench.wsclient", *(["--source", source] if source else [])]
+        self.engine = engine
+        options = ["--source", source] if source else []
+        if engine == "node":
+            node = node_engine()
+            if node is None:
+                raise RuntimeError(f"the Node load generator needs node and its packages: make install ({PEERS_DIR})")
+            argv = [node, str(NODE_CLIENT), *options]
+        else:
+            argv = [PYTHON, "-m", "bench.wsclient", *options]
         self.child = procs.start(argv, name, pipes=True)
 
     def call(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -704,12 +733,19 @@ class WsLoadPool:
     40,000 sockets need. A pool of one process connects from the default address, as before.
     """
 
-    def __init__(self, procs: Launcher, name: str, sockets: int, per_process: int = SOCKETS_PER_PROCESS) -> None:
+    def __init__(
+        self,
+        procs: Launcher,
+        name: str,
+        sockets: int,
+        per_process: int = SOCKETS_PER_PROCESS,
+        engine: Engine = "python",
+    ) -> None:
         count = max(1, -(-sockets // per_process))
         if count == 1:
-            self.clients = [WsLoad(procs, name)]
+            self.clients = [WsLoad(procs, name, engine=engine)]
         else:
-            self.clients = [WsLoad(procs, f"{name}-{n}", source_address(n)) for n in range(count)]
+            self.clients = [WsLoad(procs, f"{name}-{n}", source_address(n), engine) for n in range(count)]
 
     @property
     def sources(self) -> list[str | None]:

@@ -20,6 +20,11 @@ duplicated are exact. A REST prober calls B (GET /identity and setup on an ident
 PROBE_RATE each per second) from the kill to the publisher's end; the handshake failures are
 those of the reconnect attempts. Everything is bounded: the publisher by count, the catch-up wait
 by DEADLINE seconds after the kill. Not in the default run (`--only storm` or `pressure`).
+
+The sockets are held by the Node engine of the load generator (bench/peers/wsload.js) when node
+and its packages are installed, else by the Python one (BENCH_STORM_LOAD=python|node chooses):
+on two cores the Python client took about as much CPU per reconnect as B did, so the storm
+measured the two sharing the cores. figures["load_generator"] says which ran.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from bench.procs import Server
 from bench.profiling import profiled
 from bench.report import Row
 from bench.scenarios.fanout import Publisher, open_primed, publish_events, vora_publisher
-from bench.wsclient import WsLoad, percentile
+from bench.wsclient import Engine, WsLoad, node_engine, percentile
 
 USER = "bench-storm"
 PROBE_USER = "bench-storm-probe"
@@ -59,6 +64,18 @@ CAP = 30.0
 DEADLINE = 60.0
 PROBE_RATE = 50
 TARGET_SECONDS = 15.0  # issue 26 item 5 (was 30 s)
+
+
+def load_generator() -> Engine:
+    """Return the load generator's engine: BENCH_STORM_LOAD when set, else node when it can run, else python."""
+    chosen = os.environ.get("BENCH_STORM_LOAD")
+    if chosen == "node":
+        return "node"
+    if chosen == "python":
+        return "python"
+    if chosen:
+        raise RuntimeError(f"BENCH_STORM_LOAD must be python or node, not {chosen!r}")
+    return "node" if node_engine() else "python"
 
 
 class RecordingPublisher:
@@ -130,10 +147,12 @@ class RestProbe(threading.Thread):
         }
 
 
-def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: RecordingPublisher) -> dict[str, Any]:
+def _storm(
+    bench: Bench, a: Server, b: Server, ids: list[str], publish: RecordingPublisher, engine: Engine
+) -> dict[str, Any]:
     tokens = bench.open_sessions(a, USER, ids, per_identity=1)
     urls = [f"{a.ws_url}?token={token}" for token in tokens for _ in range(SOCKETS)]
-    client = WsLoad(bench.procs, "wsclient-storm")
+    client = WsLoad(bench.procs, "wsclient-storm", engine=engine)
     try:
         held = open_primed(client, urls, ids, publish)
         # A socket learns the instance's reconnect window when it opens and again with each heartbeat:
@@ -206,7 +225,10 @@ def _storm(bench: Bench, a: Server, b: Server, ids: list[str], publish: Recordin
 def run(bench: Bench) -> dict[str, Any]:
     """Run A and B, hold the sockets on A, kill A mid-stream and follow the sockets to B."""
     ids = identities("7800", QUICK_IDENTITIES if bench.quick else IDENTITIES)
+    engine = load_generator()
     figures: dict[str, Any] = {"identities": len(ids), "sockets_per_identity": SOCKETS, "rate": RATE}
+    # Which client held the sockets: its CPU shares the two cores with B's (cpu_during_publish).
+    figures["load_generator"] = engine
     figures["backoff"] = {
         "first_window": "the last reconnectWindowSeconds the socket received; first_window_seconds without one",
         "first_window_seconds": FIRST,
@@ -222,7 +244,7 @@ def run(bench: Bench) -> dict[str, Any]:
         "honours_retry_after": True,
     }
     with bench.vora_server() as a, bench.vora_server() as b:
-        figures["vora"] = _storm(bench, a, b, ids, RecordingPublisher(vora_publisher(bench.publisher)))
+        figures["vora"] = _storm(bench, a, b, ids, RecordingPublisher(vora_publisher(bench.publisher)), engine)
     return figures
 
 

@@ -1,4 +1,8 @@
-"""Tests of the benchmark's load generator: it opens streams over each transport and counts what they receive."""
+"""Tests of the benchmark's load generator: it opens streams over each transport and counts what they receive.
+
+The storm's tests run over both engines: the Python reference (bench/wsclient.py) and the Node
+one (bench/peers/wsload.js), which must answer the same commands with the same figures.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import pytest
 
 from bench.context import Bench, Rest, identities
 from bench.scenarios.fanout import BaselinePublisher, Publisher, event_data, publish_events, vora_publisher
-from bench.wsclient import WsLoad, WsLoadPool
+from bench.scenarios.storm import RecordingPublisher
+from bench.wsclient import ENGINES, Engine, WsLoad, WsLoadPool
 from testbed.wait import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
@@ -19,10 +24,15 @@ STREAMS_PER_IDENTITY = 3
 EVENTS = 30
 
 
-@pytest.mark.parametrize(("target", "transport"), [("vora", "sse"), ("vora", "ws"), ("baseline", "sse")])
-def test_load_client_counts_every_event_on_every_stream(bench: Bench, target: str, transport: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "transport", "engine"),
+    [("vora", "sse", "python"), ("vora", "ws", "python"), ("vora", "ws", "node"), ("baseline", "sse", "python")],
+)
+def test_load_client_counts_every_event_on_every_stream(
+    bench: Bench, target: str, transport: str, engine: Engine
+) -> None:
     """Streams opened by the load generator on a real server receive every event once, in order, with a latency."""
-    ids = identities(f"79{len(target)}{len(transport)}", 2)
+    ids = identities(f"{79 - ENGINES.index(engine)}{len(target)}{len(transport)}", 2)
     with bench.servers() as (vora, baseline):
         tokens = bench.open_sessions(vora, f"bench-test-{target}-{transport}", ids, per_identity=1)
         publish: Publisher
@@ -32,7 +42,7 @@ def test_load_client_counts_every_event_on_every_stream(bench: Bench, target: st
         else:
             urls = [f"{baseline.stream_url(transport)}?identity={i}" for i in ids for _ in range(STREAMS_PER_IDENTITY)]
             publish = BaselinePublisher(bench.redis)
-        client = WsLoadPool(bench.procs, f"load-{target}-{transport}", len(urls))
+        client = WsLoadPool(bench.procs, f"load-{target}-{transport}-{engine}", len(urls), engine=engine)
         try:
             opened = client.call({"cmd": "open", "urls": urls, "concurrency": 4}, timeout=60)
             assert opened["held"] == len(urls), opened
@@ -76,17 +86,20 @@ def test_a_stream_the_server_ends_reports_its_close_code(bench: Bench) -> None:
     assert status["terminated"] == {"logout": 2}, status
 
 
-def test_dropped_sockets_draw_their_first_attempt_from_the_window_their_server_announced(bench: Bench) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_dropped_sockets_draw_their_first_attempt_from_the_window_their_server_announced(
+    bench: Bench, engine: Engine
+) -> None:
     """The storm's client waits within the last reconnectWindowSeconds it received, not the scenario's fallback."""
     ids = identities("7991", 1)
-    subject = "bench-test-window"
+    subject = f"bench-test-window-{engine}"
     sockets = 4
     with (
         bench.vora_server(VORA_RECONNECT_RATE="1", VORA_RECONNECT_WINDOW_MAX="3") as a,
         bench.vora_server() as b,
     ):
         tokens = bench.open_sessions(a, subject, ids, per_identity=1)
-        client = WsLoad(bench.procs, "load-window")  # as the storm scenario drives it
+        client = WsLoad(bench.procs, f"load-window-{engine}", engine=engine)  # as the storm scenario drives it
         try:
             urls = [f"{a.ws_url}?token={tokens[0]}"] * sockets
             assert client.call({"cmd": "open", "urls": urls, "concurrency": 1}, timeout=30)["held"] == sockets
@@ -107,13 +120,61 @@ def test_dropped_sockets_draw_their_first_attempt_from_the_window_their_server_a
     assert 1 <= window["min"] <= window["max"] <= 3, window
 
 
-def test_a_pool_of_processes_connects_from_a_source_address_each(bench: Bench) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sockets_dropped_by_a_killed_server_resume_on_the_other_without_a_gap(bench: Bench, engine: Engine) -> None:
+    """A storm in miniature: sockets of a SIGKILLed A resume on B from their lastEventId, back and caught up."""
+    ids = identities(f"{77 - ENGINES.index(engine)}90", 1)
+    subject = f"bench-test-storm-{engine}"
+    sockets = 4
+    with bench.vora_server() as a, bench.vora_server() as b:
+        tokens = bench.open_sessions(a, subject, ids, per_identity=1)
+        publish = RecordingPublisher(vora_publisher(bench.publisher))
+        client = WsLoad(bench.procs, f"load-storm-{engine}", engine=engine)
+        try:
+            urls = [f"{a.ws_url}?token={tokens[0]}"] * sockets
+            assert client.call({"cmd": "open", "urls": urls, "concurrency": 2}, timeout=30)["held"] == sockets
+            first = {ids[0]: publish(ids[0], "presence", event_data("presence", 0))}
+            assert client.call({"cmd": "wait_primed", "first": first, "timeout": 10}, timeout=30)["unprimed"] == 0
+            client.call({"cmd": "reset"}, timeout=10)
+            client.call({"cmd": "failover", "url": b.ws_url, "base": 1, "cap": 30, "first": 20}, timeout=10)
+            publish_events(publish, ids, EVENTS, rate=None)
+            killed_ns = time.monotonic_ns()
+            a.process.kill()
+            # Published while the sockets are away (within A's window of 1 s): replayed after their lastEventId.
+            published = publish_events(publish, ids, EVENTS, rate=None)
+            report = client.call({"cmd": "expect", "final": published["final"], "timeout": 30}, timeout=60)
+            storm = client.call({"cmd": "storm_report", "since_ns": killed_ns, "published": publish.log}, timeout=10)
+        finally:
+            client.stop()
+    assert (report["gaps"], report["duplicates"], report["missing_at_end"]) == (0, 0, 0), report
+    assert report["deliveries"] == 2 * EVENTS * sockets, report
+    assert (storm["sockets"], storm["back"], storm["caught_up"]) == (sockets, sockets, sockets), storm
+    assert storm["handshake_attempts"] >= sockets, storm
+    assert 0 < storm["all_back_seconds"] <= storm["all_caught_up_seconds"] < 30, storm
+    assert storm["first_window_seconds"]["announced"] == sockets, storm
+
+
+def test_the_node_engine_reads_the_clock_the_benchmark_stamps_events_with(bench: Bench) -> None:
+    """The Node engine's clock is Python's time.monotonic_ns(): latencies and the storm's times compare across them."""
+    client = WsLoad(bench.procs, "load-clock", engine="node")
+    try:
+        client.call({"cmd": "status"}, timeout=30)  # started and answering
+        before = time.monotonic_ns()
+        node_ns = int(client.call({"cmd": "clock"}, timeout=10)["monotonic_ns"])
+        after = time.monotonic_ns()
+    finally:
+        client.stop()
+    assert before <= node_ns <= after, (before, node_ns, after)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_pool_of_processes_connects_from_a_source_address_each(bench: Bench, engine: Engine) -> None:
     """Each process of a load-generator pool binds its sockets to a loopback source address of its own."""
     ids = identities("7991", 1)
     with bench.vora_server() as vora:
         tokens = bench.open_sessions(vora, "bench-test-sources", ids, per_identity=1)
         urls = [f"{vora.ws_url}?token={tokens[0]}"] * 4
-        client = WsLoadPool(bench.procs, "load-sources", len(urls), per_process=2)
+        client = WsLoadPool(bench.procs, f"load-sources-{engine}", len(urls), per_process=2, engine=engine)
         try:
             assert client.call({"cmd": "open", "urls": urls, "concurrency": 4}, timeout=30)["held"] == 4
             peers: Counter[str] = Counter()
