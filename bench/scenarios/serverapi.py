@@ -27,6 +27,7 @@ from typing import Any
 from bench.context import Bench, identities
 from bench.httpload import LoadSpec, run_load
 from bench.procs import Server
+from bench.profiling import profiled
 from bench.report import Row
 from bench.scenarios import fanout
 from bench.scenarios.fanout import TYPES, event_data
@@ -184,7 +185,8 @@ def _http_rates(bench: Bench, server: Server, port: int, key: str, ids: list[str
         run_load(bench.procs, bench.wrk, replace(spec, seconds=2.0), bench.workdir, f"sa-{name}-warm")
         spec = replace(spec, seconds=bench.seconds(8, 3))  # noqa: PLW2901 - the measured run of the warmed spec
         cpu = server.cpu_seconds()
-        result = run_load(bench.procs, bench.wrk, spec, bench.workdir, f"sa-{name}")
+        with profiled(bench.procs, bench.profile_dir, f"serverapi-{name}", server, spec.seconds):
+            result = run_load(bench.procs, bench.wrk, spec, bench.workdir, f"sa-{name}")
         figures[name] = {
             **result.as_dict(),
             "events_per_request": per_request,
