@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.ws_client import EventClient, open_event_stream
+from tests.harness.ws_client import EventClient, open_client, open_event_stream
 from tests.harness.ws_server import ServerFactory
 from vora.ws.window import window_seconds
 
@@ -87,13 +87,25 @@ def test_heartbeats_carry_the_window_as_sockets_come_and_go(
     assert all(later <= earlier for earlier, later in itertools.pairwise(shrunk))
 
 
-def test_window_counts_this_workers_sockets_once_per_worker(
+def test_window_counts_the_sockets_open_on_every_worker_of_the_instance(
     make_server: ServerFactory, setup_token: Setup, connect_either: Connect
 ) -> None:
-    """On a two-worker server the first socket stands for two: at 1 admission a second its window is 2 s."""
-    with make_server(workers=2, reconnect_rate="1") as server:
+    """On a two-worker server the third socket, of either transport, counts all three, wherever each one landed.
+
+    At 1 admission a second its window is 3 s: the instance's count, which no worker's own count
+    times two (the estimate) can be. Once both earlier sockets' heartbeats announce 2, every worker
+    that holds one has read the other's count since both opened; a worker holding none reads afresh.
+    """
+    with (
+        contextlib.ExitStack() as stack,
+        make_server(workers=2, reconnect_rate="1", ws_heartbeat_interval="0.5") as server,
+    ):
         token = setup_token(server)
-        assert window_of(connect_either(server, token)) == 2
+        websocket = stack.enter_context(contextlib.closing(open_client(server.ws_url, token)))
+        stream = stack.enter_context(contextlib.closing(open_event_stream(server.base_url, token)))
+        for earlier in (websocket, stream):
+            heartbeat_window(earlier, 2)
+        assert window_of(connect_either(server, token)) == 3
 
 
 def test_event_stream_retry_is_drawn_within_the_window(make_server: ServerFactory, setup_token: Setup) -> None:
