@@ -118,7 +118,7 @@ def post_worker_init(worker: Any) -> None:
     set_connection_limit(worker.cfg.worker_connections)
     worker.run_every(WORKER_SAMPLE_SECONDS, sample_worker_process)
     services = services_of(worker.wsgi)
-    # A worker counts only its own sockets: the instance's reconnect window estimates the rest from the others.
+    # The reconnect window's estimate of the instance when the other workers' metrics files cannot be read.
     services.reconnect_window.workers = worker.cfg.workers
     services.start_workers()
     # What start-up allocated lives as long as the worker: keep it out of every later

@@ -13,6 +13,7 @@ from vora.core.lifecycle import Lifecycle
 from vora.core.server_keys import ServerKeys
 from vora.core.settings import Settings
 from vora.events.publisher import EventCatalog, EventPublisher
+from vora.observability.instance import OtherWorkers
 from vora.observability.metrics import Metrics
 from vora.push.worker import PushWorker
 from vora.sessions.ownership import DirectoryState, Ownership
@@ -110,6 +111,8 @@ def build_services(settings: Settings) -> Services:
     push = PushWorker(settings, connect(settings.redis_url, settings.redis_timeout), stores.session_store, metrics)
     lifecycle.on_drain(hub.drain)
     lifecycle.on_drain(push.stop)
+    # The other workers' connections from their metrics files; without multiprocess mode, estimated.
+    other_workers = None if (reader := OtherWorkers.from_env()) is None else reader.count
     server_keys = (
         ServerKeys(settings.server_api_keys, settings.server_api_keys_file) if settings.server_api_enabled else None
     )
@@ -127,7 +130,7 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         hub=hub,
         hub_runner=HubRunner(bus=bus, hub=hub, leases=leases, on_metric=metrics.count),
-        reconnect_window=ReconnectWindow(hub, settings),
+        reconnect_window=ReconnectWindow(hub, settings, other_workers),
         push=push,
         server_keys=server_keys,
     )

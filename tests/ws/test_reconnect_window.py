@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
+import websocket
 
-from tests.harness.ws_client import EventClient, open_event_stream
+from testbed.wait import wait_for
+from tests.harness.metrics import sample
+from tests.harness.ws_client import Client, EventClient, open_client, open_event_stream
 from tests.harness.ws_server import ServerFactory
 from vora.ws.window import window_seconds
 
@@ -87,13 +93,59 @@ def test_heartbeats_carry_the_window_as_sockets_come_and_go(
     assert all(later <= earlier for earlier, later in itertools.pairwise(shrunk))
 
 
-def test_window_counts_this_workers_sockets_once_per_worker(
+def test_window_counts_the_sockets_open_on_every_worker_of_the_instance(
     make_server: ServerFactory, setup_token: Setup, connect_either: Connect
 ) -> None:
-    """On a two-worker server the first socket stands for two: at 1 admission a second its window is 2 s."""
-    with make_server(workers=2, reconnect_rate="1") as server:
+    """On a two-worker server the third socket, of either transport, counts all three, wherever each one landed.
+
+    At 1 admission a second its window is 3 s: the instance's count, which no worker's own count
+    times two (the estimate) can be. Once both earlier sockets' heartbeats announce 2, every worker
+    that holds one has read the other's count since both opened; a worker holding none reads afresh.
+    """
+    with (
+        contextlib.ExitStack() as stack,
+        make_server(workers=2, reconnect_rate="1", ws_heartbeat_interval="0.5") as server,
+    ):
         token = setup_token(server)
-        assert window_of(connect_either(server, token)) == 2
+        websocket = stack.enter_context(contextlib.closing(open_client(server.ws_url, token)))
+        stream = stack.enter_context(contextlib.closing(open_event_stream(server.base_url, token)))
+        for earlier in (websocket, stream):
+            heartbeat_window(earlier, 2)
+        assert window_of(connect_either(server, token)) == 3
+
+
+def survives(client: Client) -> bool:
+    """Tell whether a socket still gets its heartbeats (its worker lives) or was cut (its worker died)."""
+    try:
+        client.next(skip=("channelOpened",), timeout=5.0)
+    except websocket.WebSocketConnectionClosedException:
+        return False
+    return True
+
+
+def test_a_dead_workers_sockets_leave_the_window(make_server: ServerFactory, setup_token: Setup) -> None:
+    """The sockets of a worker killed with SIGKILL stop counting once the master has reaped it and its files."""
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(make_server(workers=2, reconnect_rate="1", ws_heartbeat_interval="0.5"))
+        token = setup_token(server)
+        sockets = [stack.enter_context(contextlib.closing(open_client(server.ws_url, token))) for _ in range(4)]
+        for client in sockets:
+            heartbeat_window(client, 4)
+        scrape = requests.get(server.metrics_url, timeout=5).text
+        held = {
+            pid: sample(scrape, "vora_open_connections", pid=str(pid), transport="websocket")
+            for pid in server.worker_pids()
+        }
+        victim = max(held, key=lambda pid: held[pid])  # holds 2 or more of the 4
+        os.kill(victim, signal.SIGKILL)
+        # Gone from the master's children once reaped: child_exit (mark_process_dead) has run by then.
+        wait_for(lambda: victim not in server.worker_pids(), 10.0, what="the killed worker reaped")
+        survivors = [client for client in sockets if survives(client)]
+        assert len(survivors) == 4 - held[victim]
+        for client in survivors:
+            heartbeat_window(client, len(survivors))
+        opened = stack.enter_context(contextlib.closing(open_client(server.ws_url, token)))
+        assert window_of(opened) == len(survivors) + 1
 
 
 def test_event_stream_retry_is_drawn_within_the_window(make_server: ServerFactory, setup_token: Setup) -> None:

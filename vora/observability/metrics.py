@@ -109,8 +109,9 @@ DELIVERY_LATENCY = Histogram(
     ["transport"],
     buckets=DELIVERY_BUCKETS,
 )
+OPEN_CONNECTIONS_METRIC = "vora_open_connections"  # read back by vora.observability.instance
 OPEN_CONNECTIONS = Gauge(
-    "vora_open_connections",
+    OPEN_CONNECTIONS_METRIC,
     "Event connections open now, by transport, per worker process (pid).",
     ["transport"],
     multiprocess_mode="liveall",

@@ -51,10 +51,10 @@ export type HeartbeatEvent = LifecycleEnvelope & {
  * `channelTerminated` reason `maintenance`): wait `uniform(0, W)` with W the last value this
  * connection received, in `channelOpened` or the latest `heartbeat` (20 when it received none).
  * It is the time the rest of the fleet needs to take this instance's sockets: the sockets the
- * instance holds (estimated: the serving worker's open connections times the number of
- * workers) divided by `VORA_RECONNECT_RATE`, rounded up and kept within
- * `VORA_RECONNECT_WINDOW_MIN` (1) and `VORA_RECONNECT_WINDOW_MAX` (20). Optional: this server
- * sends it in every `channelOpened` and `heartbeat`; older servers send none.
+ * instance holds (on all its workers, the others' as of the last second) divided by
+ * `VORA_RECONNECT_RATE`, rounded up and kept within `VORA_RECONNECT_WINDOW_MIN` (1) and
+ * `VORA_RECONNECT_WINDOW_MAX` (20). Optional: this server sends it in every `channelOpened`
+ * and `heartbeat`; older servers send none.
  *
  * This interface was referenced by `VoraEventMessages`'s JSON-Schema
  * via the `definition` "ReconnectWindowSeconds".
