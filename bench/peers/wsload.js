@@ -6,8 +6,9 @@
 // commands the reconnect storm (bench/scenarios/storm.py) and open_primed use: open, status,
 // wait_primed, wait_heartbeat, reset, failover, expect, storm_report, close and exit (plus clock,
 // which lets the tests check that this process reads the benchmark's clock). Why a second engine:
-// on a 2-core machine the Python client spent about as much CPU per reconnect as the server
-// (~1.2-1.5 ms), so the storm measured the two sharing the cores; `ws` on Node is the cheaper client.
+// on a 2-core machine every core-second the client takes is one the server cannot; measured in the
+// storm, this one took 0.33-0.35 cores where the Python one took 0.38-0.40 (most of either's CPU is
+// the events it receives, not the reconnects), about half a second of the storm's 14-15.
 //
 // WebSocket only: an event-stream URL (/vora/sse) is refused with an error, as are permessage-
 // deflate (open's compress) and resume, which only the Python engine implements.

@@ -209,7 +209,7 @@ class TestPushSettings:
 def test_reconnect_window_settings_are_read_and_their_bounds_checked() -> None:
     """VORA_RECONNECT_RATE and the window's bounds are read; a minimum above the maximum stops VORA at start."""
     defaults = Settings.from_env({})
-    assert (defaults.reconnect_rate, defaults.reconnect_window_min, defaults.reconnect_window_max) == (500, 1.0, 20.0)
+    assert (defaults.reconnect_rate, defaults.reconnect_window_min, defaults.reconnect_window_max) == (800, 1.0, 20.0)
     settings = Settings.from_env(
         {"VORA_RECONNECT_RATE": "2", "VORA_RECONNECT_WINDOW_MIN": "0.5", "VORA_RECONNECT_WINDOW_MAX": "5"}
     )

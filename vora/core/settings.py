@@ -233,7 +233,7 @@ class Settings:
     sse_retry_window: float = field(default=20.0, metadata={"parse": _positive_float})
     # The reconnect window announced to clients (channelOpened, heartbeat): the sockets this instance holds
     # divided by the admissions per second the rest of the fleet absorbs from its crowd, within these bounds.
-    reconnect_rate: int = field(default=500, metadata={"parse": _positive_int})
+    reconnect_rate: int = field(default=800, metadata={"parse": _positive_int})
     reconnect_window_min: float = field(default=1.0, metadata={"parse": _positive_float})
     reconnect_window_max: float = field(default=20.0, metadata={"parse": _positive_float})
     metrics_port: int = field(default=9102, metadata={"parse": _non_negative_int})
