@@ -9,7 +9,7 @@
 // Each socket checks that sequenceNumber grows by exactly one; the latency of an event is the
 // monotonic clock on receipt minus the `t<ns>` its publisher put in data.note or data.reason.
 
-const readline = require("node:readline");
+const { newStats, percentile, round, serveCommands } = require("./commands.js");
 
 const PROTOCOL = process.argv[2];
 const CONNECT_TIMEOUT_MS = 30_000;
@@ -19,39 +19,6 @@ const STALL_MS = 10;
 
 let held = [];
 let stats = newStats();
-
-function newStats() {
-  return {
-    deliveries: 0,
-    duplicates: 0,
-    gaps: 0,
-    lifecycle: 0,
-    latencies: [],
-    worstByBucket: new Map(),
-    firstReceive: null,
-    lastReceive: null,
-  };
-}
-
-function round(value, digits) {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
-}
-
-// Python's round(): halves go to the even neighbour, so ranks match bench/wsclient.py's.
-function roundHalfEven(x) {
-  const floor = Math.floor(x);
-  const diff = x - floor;
-  if (diff > 0.5) return floor + 1;
-  if (diff < 0.5) return floor;
-  return floor % 2 === 0 ? floor : floor + 1;
-}
-
-function percentile(ordered, q) {
-  if (ordered.length === 0) return 0;
-  const rank = Math.max(0, Math.min(ordered.length - 1, roundHalfEven((q / 100) * ordered.length + 0.5) - 1));
-  return ordered[rank];
-}
 
 function onEnvelope(socket, envelope) {
   const now = process.hrtime.bigint();
@@ -288,20 +255,7 @@ async function handle(command) {
 
 async function main() {
   if (PROTOCOL !== "ws" && PROTOCOL !== "socketio") throw new Error(`protocol must be ws or socketio, not ${PROTOCOL}`);
-  const lines = readline.createInterface({ input: process.stdin });
-  for await (const line of lines) {
-    const command = JSON.parse(line);
-    let reply;
-    try {
-      reply = await handle(command);
-    } catch (err) {
-      reply = { error: `${err.name}: ${err.message}` };
-    }
-    process.stdout.write(`${JSON.stringify(reply)}\n`);
-    if (command.cmd === "exit") break;
-  }
-  await close();
-  process.exit(0);
+  await serveCommands(handle, close);
 }
 
 main().catch((err) => {

@@ -18,9 +18,9 @@
 // so stamps compare across the two processes (tests/bench/test_load_client.py checks it).
 // Nanoseconds are kept as Numbers: exact below 2^53 ns (104 days of uptime), within a few ns after.
 
-const readline = require("node:readline");
 const { PerformanceObserver } = require("node:perf_hooks");
 const WebSocket = require("ws");
+const { newStats, percentile, round, serveCommands } = require("./commands.js");
 
 const CONNECT_TIMEOUT_MS = 30_000; // the Python client's CONNECT_TIMEOUT; ws times the whole handshake
 const STALL_BUCKET_NS = 100_000_000; // latency is also kept as its worst per 100 ms of receipt time
@@ -45,27 +45,6 @@ function sourceAddress(argv) {
 const SOURCE = sourceAddress(process.argv.slice(2));
 
 // ---- arithmetic that must match the Python reference ----
-
-// Python's round(): halves go to the even neighbour, so percentile ranks match bench/wsclient.py's.
-function roundHalfEven(x) {
-  const floor = Math.floor(x);
-  const diff = x - floor;
-  if (diff > 0.5) return floor + 1;
-  if (diff < 0.5) return floor;
-  return floor % 2 === 0 ? floor : floor + 1;
-}
-
-function round(value, digits) {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
-}
-
-// percentile() of bench/wsclient.py: nearest rank of an ascending list, 0 for an empty one.
-function percentile(ordered, q) {
-  if (ordered.length === 0) return 0;
-  const rank = Math.max(0, Math.min(ordered.length - 1, roundHalfEven((q / 100) * ordered.length + 0.5) - 1));
-  return ordered[rank];
-}
 
 // Python's f"{w:g}" for the windows' keys (six significant digits; windows never need exponents).
 const formatG = (w) => String(Number(w.toPrecision(6)));
@@ -112,19 +91,6 @@ class Held {
     this.receivedNs = new Map(); // sequence -> receipt, since the reconnection
     this.abandoned = false; // set by close: a late handshake or a pending backoff must not revive it
   }
-}
-
-function newStats() {
-  return {
-    deliveries: 0,
-    duplicates: 0,
-    gaps: 0,
-    lifecycle: 0,
-    latencies: [],
-    worstByBucket: new Map(),
-    firstReceive: null,
-    lastReceive: null,
-  };
 }
 
 let held = [];
@@ -623,20 +589,7 @@ async function handle(command) {
 }
 
 async function main() {
-  const lines = readline.createInterface({ input: process.stdin });
-  for await (const line of lines) {
-    const command = JSON.parse(line);
-    let reply;
-    try {
-      reply = await handle(command);
-    } catch (err) {
-      reply = { error: `${err.name}: ${err.message}` };
-    }
-    process.stdout.write(`${JSON.stringify(reply)}\n`);
-    if (command.cmd === "exit") break;
-  }
-  await close();
-  process.exit(0);
+  await serveCommands(handle, close);
 }
 
 main().catch((err) => {

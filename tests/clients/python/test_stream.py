@@ -535,6 +535,13 @@ def test_wait_open_returns_once_an_event_published_right_after_reaches_the_strea
     asyncio.run(scenario())
 
 
+def real_transport(server: RunningServer, transport: TransportChoice) -> Transport:
+    """Return the SDK's own transport of the chosen kind to the server, for a test to wrap."""
+    if transport == "websocket":
+        return WebSocketTransport(server.ws_url)
+    return EventStreamTransport(f"{server.base_url}/sse")
+
+
 class NewerServer:
     """The real transport, passing on what a newer server might send as well as its real frames.
 
@@ -582,11 +589,7 @@ def test_lifecycle_types_and_reasons_a_newer_server_adds_are_ignored(
 ) -> None:
     """Unknown lifecycle types never reach the app nor end the stream; an unknown ending reason sets up again."""
     owner("alice")
-    inner: Transport = (
-        WebSocketTransport(server.ws_url)
-        if transport == "websocket"
-        else EventStreamTransport(f"{server.base_url}/sse")
-    )
+    inner = real_transport(server, transport)
     newer = NewerServer(inner)
 
     async def scenario() -> None:
@@ -707,11 +710,7 @@ def test_a_frame_that_is_no_envelope_is_reported_and_the_stream_reads_on(
 ) -> None:
     """Frames that are no JSON envelope go to on_error, one MalformedFrame each; the connection stays and reads on."""
     owner("alice")
-    inner: Transport = (
-        WebSocketTransport(server.ws_url)
-        if transport == "websocket"
-        else EventStreamTransport(f"{server.base_url}/sse")
-    )
+    inner = real_transport(server, transport)
     errors: list[BaseException] = []
 
     async def scenario() -> None:

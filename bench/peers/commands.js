@@ -1,0 +1,62 @@
+"use strict";
+// What the benchmark's two Node load generators share (load.js for the peers group, wsload.js for
+// the reconnect storm): the arithmetic that must give bench/wsclient.py's figures, the counters a
+// phase keeps, and the loop that answers one JSON command a line on stdin with one JSON reply a
+// line on stdout, as bench/wsclient.py's serve_commands does.
+
+const readline = require("node:readline");
+
+// Python's round(): halves go to the even neighbour, so percentile ranks match bench/wsclient.py's.
+function roundHalfEven(x) {
+  const floor = Math.floor(x);
+  const diff = x - floor;
+  if (diff > 0.5) return floor + 1;
+  if (diff < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+function round(value, digits) {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+// percentile() of bench/wsclient.py: nearest rank of an ascending list, 0 for an empty one.
+function percentile(ordered, q) {
+  if (ordered.length === 0) return 0;
+  const rank = Math.max(0, Math.min(ordered.length - 1, roundHalfEven((q / 100) * ordered.length + 0.5) - 1));
+  return ordered[rank];
+}
+
+// What a phase counts across all sockets, from its start (reset) to expect.
+function newStats() {
+  return {
+    deliveries: 0,
+    duplicates: 0,
+    gaps: 0,
+    lifecycle: 0,
+    latencies: [],
+    worstByBucket: new Map(),
+    firstReceive: null,
+    lastReceive: null,
+  };
+}
+
+// Answer each command with handle(command) until "exit", then close() and end the process.
+async function serveCommands(handle, close) {
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const command = JSON.parse(line);
+    let reply;
+    try {
+      reply = await handle(command);
+    } catch (err) {
+      reply = { error: `${err.name}: ${err.message}` };
+    }
+    process.stdout.write(`${JSON.stringify(reply)}\n`);
+    if (command.cmd === "exit") break;
+  }
+  await close();
+  process.exit(0);
+}
+
+module.exports = { newStats, percentile, round, roundHalfEven, serveCommands };
