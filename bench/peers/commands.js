@@ -41,6 +41,22 @@ function newStats() {
   };
 }
 
+// Check an event's sequenceNumber against the socket's last (it must grow by exactly one), counting
+// it as a delivery, a duplicate (false: the caller skips it) or a delivery after a gap.
+function countSequence(stats, socket, sequence) {
+  if (socket.last === null) {
+    socket.first = sequence;
+  } else if (sequence <= socket.last) {
+    stats.duplicates += 1;
+    return false;
+  } else if (sequence !== socket.last + 1) {
+    stats.gaps += sequence - socket.last - 1;
+  }
+  socket.last = sequence;
+  stats.deliveries += 1;
+  return true;
+}
+
 // Answer each command with handle(command) until "exit", then close() and end the process.
 async function serveCommands(handle, close) {
   const lines = readline.createInterface({ input: process.stdin });
@@ -59,4 +75,4 @@ async function serveCommands(handle, close) {
   process.exit(0);
 }
 
-module.exports = { newStats, percentile, round, roundHalfEven, serveCommands };
+module.exports = { countSequence, newStats, percentile, round, roundHalfEven, serveCommands };

@@ -9,7 +9,7 @@
 // Each socket checks that sequenceNumber grows by exactly one; the latency of an event is the
 // monotonic clock on receipt minus the `t<ns>` its publisher put in data.note or data.reason.
 
-const { newStats, percentile, round, serveCommands } = require("./commands.js");
+const { countSequence, newStats, percentile, round, serveCommands } = require("./commands.js");
 
 const PROTOCOL = process.argv[2];
 const CONNECT_TIMEOUT_MS = 30_000;
@@ -29,16 +29,7 @@ function onEnvelope(socket, envelope) {
     return;
   }
   socket.identity = envelope.identity;
-  if (socket.last === null) {
-    socket.first = sequence;
-  } else if (sequence <= socket.last) {
-    stats.duplicates += 1;
-    return;
-  } else if (sequence !== socket.last + 1) {
-    stats.gaps += sequence - socket.last - 1;
-  }
-  socket.last = sequence;
-  stats.deliveries += 1;
+  if (!countSequence(stats, socket, sequence)) return;
   const data = envelope.data || {};
   const marker = data.note || data.reason || "";
   if (marker.startsWith("t")) {

@@ -20,7 +20,7 @@
 
 const { PerformanceObserver } = require("node:perf_hooks");
 const WebSocket = require("ws");
-const { newStats, percentile, round, serveCommands } = require("./commands.js");
+const { countSequence, newStats, percentile, round, serveCommands } = require("./commands.js");
 
 const CONNECT_TIMEOUT_MS = 30_000; // the Python client's CONNECT_TIMEOUT; ws times the whole handshake
 const STALL_BUCKET_NS = 100_000_000; // latency is also kept as its worst per 100 ms of receipt time
@@ -202,17 +202,8 @@ function onText(held, data) {
   }
   held.identity = envelope.identity;
   held.lastEventId = envelope.eventId;
-  if (held.last === null) {
-    held.first = sequence;
-  } else if (sequence <= held.last) {
-    stats.duplicates += 1;
-    return;
-  } else if (sequence !== held.last + 1) {
-    stats.gaps += sequence - held.last - 1;
-  }
-  held.last = sequence;
+  if (!countSequence(stats, held, sequence)) return;
   held.received += 1;
-  stats.deliveries += 1;
   const body = envelope.data || {};
   const marker = body.note || body.reason || "";
   if (held.reconnectedNs !== null && held.receivedNs.size < RECEIPTS_KEPT) held.receivedNs.set(sequence, now);
