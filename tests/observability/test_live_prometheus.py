@@ -163,10 +163,22 @@ def test_every_dashboard_query_and_recording_rule_answers(
     except WaitTimeout:
         pytest.fail("queries that never answered:\n" + "\n".join(f"{k}: {v}" for k, v in sorted(wrong.items())))
     # The load shows where it should: deliveries were measured, and the rules evaluate without error.
-    delivered = prometheus.query('sum(vora_event_delivery_seconds_count{job="vora", transport="websocket"})')
-    assert float(delivered[0]["value"][1]) == SOCKETS * EVENTS
-    terminated = prometheus.query('sum(vora_channel_terminated_total{job="vora", reason="logout"})')
-    assert float(terminated[0]["value"][1]) == SOCKETS
+    # Each worker flushes its counts every second and Prometheus scrapes every second: a series can
+    # answer while a worker's last flush is still to be scraped, so the totals are awaited.
+    totals = {
+        'sum(vora_event_delivery_seconds_count{job="vora", transport="websocket"})': SOCKETS * EVENTS,
+        'sum(vora_channel_terminated_total{job="vora", reason="logout"})': SOCKETS,
+    }
+    seen: dict[str, float] = {}
+
+    def totals_reached() -> bool:
+        seen.update({expr: float(prometheus.query(expr)[0]["value"][1]) for expr in totals})
+        return seen == {expr: float(total) for expr, total in totals.items()}
+
+    try:
+        wait_for(totals_reached, SERIES_TIMEOUT, what="the load's totals to be scraped", ignore=())
+    except WaitTimeout:
+        pytest.fail(f"totals scraped {seen}, expected {totals}")
     unhealthy = [
         (rule["name"], rule.get("lastError"))
         for group in prometheus.rule_groups()
