@@ -163,22 +163,26 @@ def parse_result(output: str, tool: str, spec: LoadSpec) -> LoadResult:
     )
 
 
+def wrk_argv(wrk: str, spec: LoadSpec, script: Path) -> list[str]:
+    """Return wrk's command line for one load, its duration rounded up to whole seconds."""
+    return [
+        wrk,
+        "-t", str(WRK_THREADS),
+        "-c", str(spec.connections),
+        "-d", f"{max(1, math.ceil(spec.seconds))}s",  # wrk refuses a fraction of a second (--quick's rounds)
+        "--timeout", "5s",
+        "-s", str(script),
+        spec.url,
+    ]  # fmt: skip
+
+
 def run_load(procs: Launcher, wrk: str | None, spec: LoadSpec, workdir: Path, name: str) -> LoadResult:
     """Run one load in a separate process (wrk, or the asyncio fallback) and return what it measured."""
     timeout = spec.seconds + 30
     if wrk is not None:
         script = workdir / f"{name}.lua"
         script.write_text(wrk_script(spec))
-        argv = [
-            wrk,
-            "-t", str(WRK_THREADS),
-            "-c", str(spec.connections),
-            "-d", f"{max(1, math.ceil(spec.seconds))}s",  # wrk refuses a fraction of a second (--quick's rounds)
-            "--timeout", "5s",
-            "-s", str(script),
-            spec.url,
-        ]  # fmt: skip
-        return parse_result(procs.run(argv, f"wrk-{name}", timeout), "wrk", spec)
+        return parse_result(procs.run(wrk_argv(wrk, spec, script), f"wrk-{name}", timeout), "wrk", spec)
     spec_path = workdir / f"{name}.json"
     spec_path.write_text(json.dumps(asdict(spec)))
     output = procs.run([PYTHON, "-m", "bench.httpload", str(spec_path)], f"httpload-{name}", timeout)
