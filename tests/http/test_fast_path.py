@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import redis
 from flask import Flask
@@ -17,7 +19,15 @@ from tests.harness.tokens import TokenFactory
 from vora.app import create_app
 from vora.core.settings import Settings
 from vora.http.connexion import VoraFlaskApi
-from vora.http.fast_path import FastPath, discriminated_branches, routes_of, shared_meaning
+from vora.http.fast_path import (
+    JSON_MIMETYPE,
+    FastPath,
+    body_check,
+    discriminated_branches,
+    routes_of,
+    shared_meaning,
+)
+from vora.http.validation import RuleNamingBodyValidator
 from vora.rest.app import API_EXTENSION
 from vora.services import services_of
 
@@ -195,11 +205,38 @@ def test_checks_setup_bodies_as_connexions_validator_does(app: Flask) -> None:
         {"type": "string", "pattern": "^\\d+$"},
         {"allOf": [{"$ref": "#/components/schemas/Identity"}]},
         {"type": "object", "additionalProperties": {"type": "string", "writeOnly": True}},
+        {"type": "number"},
+        {"type": ["string", "number"]},
+        {"enum": [10**30]},
+        {"enum": [1.5]},
+        {"enum": [[2**53]]},
+        {"enum": [{"a": 0.0}]},
     ],
 )
 def test_leaves_schemas_read_differently_to_jsonschema(schema: dict[str, Any]) -> None:
     """A schema with a keyword jsonschema_rs could read otherwise than Connexion's validator is not given to it."""
     assert not shared_meaning(schema)
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [
+        ({"not": {"type": "number"}}, math.nan),
+        ({"not": {"type": "number"}}, -math.inf),
+        ({"enum": [10**30]}, 1e30),
+    ],
+)
+def test_the_schemas_left_out_are_read_differently(schema: dict[str, Any], instance: Any) -> None:
+    """Each kind of schema left to jsonschema has a value jsonschema_rs calls valid and Connexion's validator not."""
+    validator = _connexion_validator(schema)
+    assert jsonschema_rs.Draft4Validator(schema, validate_formats=True).is_valid(instance)
+    assert not validator.is_valid(instance)
+    assert body_check(schema, validator) == validator.is_valid
+
+
+def _connexion_validator(schema: dict[str, Any]) -> Any:
+    """Build the jsonschema validator Connexion builds for a request body of this schema (its format checker too)."""
+    return RuleNamingBodyValidator(schema, [JSON_MIMETYPE], None).validator
 
 
 def test_gives_jsonschema_rs_the_schemas_both_read_alike() -> None:

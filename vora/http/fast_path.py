@@ -54,8 +54,12 @@ SHARED_KEYWORDS = frozenset(
         "description", "title", "default", "example",
     }
 )  # fmt: skip
-# Draft 4's integer excludes 1.0 in jsonschema; the other types mean the same in both.
-SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null", "number"})
+# Draft 4's integer excludes 1.0 in jsonschema; the other types mean the same in both. Not number: NaN and the
+# infinities, which Python's JSON parser makes, are numbers to jsonschema and of no type to jsonschema_rs, so a
+# "not" of a number schema would accept them.
+SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null"})
+# The integers jsonschema_rs compares exactly with any number: it compares through floats, which hold them all.
+EXACT_BOUND = 2**53
 # The annotations of a path parameter's schema; a schema with anything else besides type and pattern is not fast.
 PARAMETER_ANNOTATIONS = frozenset({"description", "example", "title"})
 # Patterns of literal characters, classes, anchors, groups, lookaheads and \x/\n/\./\-/\+ escapes: Python's re and
@@ -89,6 +93,8 @@ def shared_meaning(schema: Any) -> bool:
     """Tell whether a resolved body schema uses only keywords jsonschema and jsonschema_rs read alike."""
     if not isinstance(schema, dict) or not set(schema) <= SHARED_KEYWORDS:
         return False
+    if not all(_exact_value(value) for value in schema.get("enum", [])):
+        return False
     types = schema.get("type", "string")
     if not all(t in SHARED_TYPES for t in (types if isinstance(types, list) else [types])):
         return False
@@ -101,6 +107,15 @@ def shared_meaning(schema: Any) -> bool:
     if isinstance(schema.get("additionalProperties"), dict):
         children.append(schema["additionalProperties"])
     return all(shared_meaning(child) for child in children)
+
+
+def _exact_value(value: Any) -> bool:
+    """Tell whether jsonschema_rs compares an enum's value exactly: no float, no integer a float rounds to."""
+    if isinstance(value, list):
+        return all(_exact_value(item) for item in value)
+    if isinstance(value, dict):
+        return all(_exact_value(item) for item in value.values())
+    return value is None or type(value) in (str, bool) or (type(value) is int and abs(value) < EXACT_BOUND)
 
 
 def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
