@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import redis
 from flask import Flask
@@ -17,7 +20,16 @@ from tests.harness.tokens import TokenFactory
 from vora.app import create_app
 from vora.core.settings import Settings
 from vora.http.connexion import VoraFlaskApi
-from vora.http.fast_path import FastPath, discriminated_branches, routes_of, shared_meaning
+from vora.http.fast_path import (
+    JSON_MIMETYPE,
+    FastPath,
+    TwinCheck,
+    body_check,
+    discriminated_branches,
+    routes_of,
+    shared_meaning,
+)
+from vora.http.validation import RuleNamingBodyValidator
 from vora.rest.app import API_EXTENSION
 from vora.services import services_of
 
@@ -188,31 +200,196 @@ def test_checks_setup_bodies_as_connexions_validator_does(app: Flask) -> None:
     "schema",
     [
         {"type": "string", "nullable": True},
-        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "email"},
+        {"type": "string", "format": "uuid"},  # not in the Draft 4 checker: jsonschema lets any string through
+        {"type": "string", "format": ["date-time"]},
         {"type": "object", "properties": {"id": {"type": "string", "readOnly": True}}},
-        {"type": "integer"},
-        {"type": ["string", "integer"]},
+        {"type": "number"},
+        {"type": ["string", "number"]},
         {"type": "string", "pattern": "^\\d+$"},
         {"allOf": [{"$ref": "#/components/schemas/Identity"}]},
         {"type": "object", "additionalProperties": {"type": "string", "writeOnly": True}},
+        {"minimum": 0},
+        {"type": ["integer"], "minimum": 0},
+        {"type": "integer", "minimum": 0.5},
+        {"type": "integer", "minimum": 2**53},
+        {"type": "integer", "maximum": -(2**53)},
+        {"type": "integer", "minimum": True},
+        {"type": "integer", "exclusiveMinimum": True},
+        {"type": "integer", "minimum": 0, "exclusiveMinimum": 1},
+        {"type": "integer", "maximum": 0, "exclusiveMaximum": "true"},
+        {"enum": [10**30]},
+        {"enum": [1.5]},
+        {"enum": [[2**53]]},
+        {"enum": [{"a": 0.0}]},
+        {"type": "integer", "multipleOf": 2},
     ],
 )
 def test_leaves_schemas_read_differently_to_jsonschema(schema: dict[str, Any]) -> None:
     """A schema with a keyword jsonschema_rs could read otherwise than Connexion's validator is not given to it."""
     assert not shared_meaning(schema)
+    assert not shared_meaning({"type": "object", "properties": {"a": schema}}, formats={"date-time"})
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [
+        ({"not": {"type": "number"}}, math.nan),
+        ({"not": {"type": "number"}}, -math.inf),
+        ({"enum": [10**30]}, 1e30),
+        ({"type": "integer", "minimum": 1e30}, 10**30),  # float bounds: compared as floats
+        ({"type": "integer", "maximum": float(2**63)}, 2**63 + 1),
+        ({"minimum": 0}, -math.inf),
+    ],
+)
+def test_the_schemas_left_out_are_read_differently(schema: dict[str, Any], instance: Any) -> None:
+    """Each kind of schema left to jsonschema has a value jsonschema_rs calls valid and Connexion's validator not."""
+    validator = _connexion_validator(schema)
+    assert jsonschema_rs.Draft4Validator(schema, validate_formats=True).is_valid(instance)
+    assert not validator.is_valid(instance)
+    assert body_check(schema, validator) == validator.is_valid
 
 
 def test_gives_jsonschema_rs_the_schemas_both_read_alike() -> None:
-    """Types, enums, required, combinators, lengths and portable patterns go to jsonschema_rs."""
+    """Types, enums, required, combinators, lengths, portable patterns, shared formats, small integer bounds."""
     assert shared_meaning(
         {
             "type": "object",
             "required": ["a"],
             "additionalProperties": False,
-            "properties": {"a": {"type": "string", "pattern": "^[A-Za-z0-9][._-]{0,3}(?!\\n)$", "maxLength": 9}},
+            "properties": {
+                "a": {"type": "string", "pattern": "^[A-Za-z0-9][._-]{0,3}(?!\\n)$", "maxLength": 9},
+                "at": {"type": "string", "format": "date-time"},
+                "n": {"type": "integer", "minimum": -(2**53 - 1), "maximum": 2**53 - 1, "exclusiveMaximum": True},
+                "k": {"type": ["integer", "null"], "enum": [1, None, "x", True, [2], {"b": -3}]},
+            },
             "anyOf": [{"not": {"required": ["b"]}}, {"properties": {"b": {"enum": [True]}}}],
-        }
+        },
+        formats={"date-time"},
     )
+    assert not shared_meaning({"type": "string", "format": "date-time"})  # no checker of it handed to the twin
+
+
+def _connexion_validator(schema: dict[str, Any]) -> Any:
+    """Build the jsonschema validator Connexion builds for a request body of this schema (its format checker too)."""
+    return RuleNamingBodyValidator(schema, [JSON_MIMETYPE], None).validator
+
+
+def _assert_same_verdicts(schema: dict[str, Any], bodies: list[Any]) -> None:
+    """Check jsonschema_rs's twin takes the schema and gives Connexion's validator's verdict on every body."""
+    validator = _connexion_validator(schema)
+    check = body_check(schema, validator)
+    assert isinstance(check, TwinCheck), schema
+    verdicts = [validator.is_valid(body) for body in bodies]
+    assert 0 < sum(verdicts) < len(bodies)
+    disagreed = [(body, verdict) for body, verdict in zip(bodies, verdicts, strict=True) if check(body) != verdict]
+    assert disagreed == []
+
+
+def date_times() -> list[Any]:
+    """Return date-time strings on both sides of RFC 3339 (as rfc3339-validator reads it), and values of other types."""
+    dates = ["2026-12-06", "2024-02-29", "2026-02-29", "2026-02-30", "2026-04-31", "0000-01-01", "0001-01-01"]
+    dates += [
+        "9999-12-31",
+        "2026-13-01",
+        "2026-00-10",
+        "2026-1-06",
+        "20261206",
+        "+2026-12-06",
+        "\u0662\u0660\u0662\u0666-12-06",
+    ]
+    times = ["04:00:00", "23:59:59", "23:59:60", "24:00:00", "04:00", "04:00:00.1", "04:00:00.123456789"]
+    times += ["04:00:00.", "04:60:00", "4:00:00", "04:00:00,5", "\uff10\uff14:00:00", "04:00:00\u0663"]
+    zones = ["Z", "z", "+00:00", "-00:00", "+01:00", "+23:59", "+24:00", "-12:60", "+0100", "+01", "", "UTC", " Z"]
+    values: list[Any] = [f"{d}T{t}{z}" for d, t, z in itertools.product(dates, times, zones)]
+    base = "2026-12-06T04:00:00.123+01:00"
+    values += [base.replace("T", sep) for sep in ("t", " ", "_", "", "\u0422", "TT")]
+    values += [base + tail for tail in ("\n", "\r", "\n\n", " ", "\x00", "\u2028", "Z")]
+    values += [lead + base for lead in ("\n", " ", "\ufeff")]
+    values += [
+        "",
+        "x",
+        "now",
+        "2026-12-06",
+        "04:00:00Z",
+        "\u017f",
+        "2026-12-06\u0131\u0130",
+        "2026-12-06T04:00:00\u017f",
+    ]
+    values += [1, 1.5, None, True, [], {}, ["2026-12-06T04:00:00Z"]]
+    return values
+
+
+def test_checks_date_times_with_connexions_own_format_check() -> None:
+    """jsonschema_rs, handed the format checker's date-time check, says what Connexion's validator says of each value.
+
+    Under a not too, where a verdict refused wrongly would turn into one accepted wrongly.
+    """
+    schema = {
+        "type": "object",
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "any": {"format": "date-time"},
+            "notAt": {"not": {"format": "date-time"}},
+        },
+    }
+    bodies = [{key: value} for value in date_times() for key in ("at", "any", "notAt")]
+    _assert_same_verdicts(schema, bodies)
+    # Why the twin is handed the format checker's own check: jsonschema_rs's date-time takes a leap second.
+    leap = {"at": "2026-12-31T23:59:60Z"}
+    assert jsonschema_rs.Draft4Validator(schema, validate_formats=True).is_valid(leap)
+    assert not body_check(schema, _connexion_validator(schema))(leap)
+
+
+def test_never_accepts_a_lone_surrogate_connexions_validator_refuses() -> None:
+    """A lone surrogate, made by Python's JSON parser and unfit for UTF-8, is valid to the twin only if to both."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "at": {"format": "date-time"},
+            "notAt": {"not": {"format": "date-time"}},
+            "s": {"type": "string"},
+        },
+    }
+    validator = _connexion_validator(schema)
+    check = body_check(schema, validator)
+    assert isinstance(check, TwinCheck)
+    values = ["\ud800", "2026-12-06T04:00:00Z\udc00", "\udfff2026-12-06T04:00:00Z"]
+    bodies = [{key: value} for value in values for key in ("at", "notAt", "s")] + [{"\ud800": 1}]
+    assert [body for body in bodies if check(body) and not validator.is_valid(body)] == []
+    assert not check({"notAt": "\ud800"})  # the check Rust cannot hand the string to: the full stack decides
+
+
+def integers() -> list[Any]:
+    """Return values either side of bounds, beyond 2^53, 2^63 and 2^64, and the numbers that are not integers."""
+    values: set[int] = set()
+    for centre in (0, 1, 100, 2**31, 2**52, 2**53, 2**63, 2**64, 10**30, 10**400):
+        values.update(n for d in (-2, -1, 0, 1, 2) for n in (centre + d, -centre - d))
+    others: list[Any] = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-300, -5e-324, 2.0**53, 2.0**64, -(2.0**63), 1e300, -1e300]
+    others += [math.nan, math.inf, -math.inf, True, False, None, "1", [1], {"n": 1}]
+    return sorted(values) + others
+
+
+BOUNDS = (0, 1, -1, 100, 2**31, -(2**31), 2**52 + 1, 2**53 - 1, -(2**53 - 1), 2**53 - 2)
+
+
+def test_checks_integers_and_their_bounds_as_connexions_validator_does() -> None:
+    """Integer type, minimum and maximum, exclusive or not, read alike by both, in a not too."""
+    bodies = [{key: value} for value in integers() for key in ("n", "notN", "either")]
+    for bound, exclusive in itertools.product(BOUNDS, (None, True, False)):
+        for keyword in ("minimum", "maximum"):
+            inner: dict[str, Any] = {"type": "integer", keyword: bound}
+            if exclusive is not None:
+                inner["exclusive" + keyword[0].upper() + keyword[1:]] = exclusive
+            schema = {
+                "type": "object",
+                "properties": {
+                    "n": inner,
+                    "notN": {"not": inner},
+                    "either": {"type": ["integer", "string"], "oneOf": [inner, {"type": "string"}]},
+                },
+            }
+            _assert_same_verdicts(schema, bodies)
 
 
 def test_answers_a_spent_setup_limit_as_the_full_stack_does(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -13,7 +14,7 @@ from flask import Flask
 from tests.harness.server_api import ROTATED_KEY, SERVER_KEY
 from vora.app import create_app
 from vora.core.settings import Settings
-from vora.http.fast_path import FastPath
+from vora.http.fast_path import FastPath, TwinCheck
 
 BASE = "/vora/server/v1"
 IDENTITY = "910111000"
@@ -76,6 +77,17 @@ def publish_cases() -> list[Request]:
         ("POST", f"{BASE}/identities/%C3%A9/events", key, _event()),
         ("POST", f"{BASE}/identities/a%2Fb/events", key, _event()),
         ("POST", f"{BASE}/identities/a.b@c+d-e/events", key, _event()),
+        ("POST", path, key, _event(timestamp="2026-12-06t04:00:00.5z")),
+        ("POST", path, key, _event(timestamp="2026-12-06T04:00:00-03:30")),
+        ("POST", path, key, _event(timestamp="2026-12-06T04:00:00Z\n")),  # rfc3339-validator's $ lets it through
+        ("POST", path, key, _event(timestamp="2026-02-30T04:00:00Z")),
+        ("POST", path, key, _event(timestamp="2026-12-31T23:59:60Z")),
+        ("POST", path, key, _event(timestamp="2026-12-06T04:00:00+24:00")),
+        ("POST", path, key, _event(timestamp="2026-12-06T04:00Z")),
+        ("POST", path, key, _event(data={"callId": "c-1", "durationSeconds": 2**64 + 1})),
+        ("POST", path, key, _event(data={"callId": "c-1", "durationSeconds": -(2**64)})),
+        ("POST", path, key, _event(data={"callId": "c-1", "durationSeconds": math.nan})),  # NaN, as Python parses
+        ("POST", path, key, _event(data={"callId": "c-1", "durationSeconds": math.inf})),  # Infinity
     ]
 
 
@@ -181,7 +193,9 @@ def publish_bodies() -> list[Any]:
     ]
     types += [1, None, True, ["callRinging"], {"type": "callRinging"}, "CALLRINGING", "callRinging\n"]
     datas: list[Any] = [call, {"status": "busy"}, {"callId": "c-1", "recordingId": "r-1"}, {}, None, [], "c-1"]
-    datas += [{"callId": "c-1", "durationSeconds": n} for n in (0, 1, -1, 1.0, 1.5, True, "1", 10**30)]
+    durations: list[Any] = [0, 1, -1, 1.0, 1.5, -0.0, True, False, "1", 10**30, -(10**30), 2**63, 2**64, -(2**63) - 1]
+    durations += [2**53 + 1, 1e300, math.nan, math.inf, -math.inf, None]
+    datas += [{"callId": "c-1", "durationSeconds": n} for n in durations]
     datas += [{"callId": value} for value in ("", "c" * 128, "c" * 129, 1, None, "\u2028", "\ud800")]
     datas += [{"status": value} for value in ("available", "offline", "Offline", 1)]
     datas += [{"status": "away", "note": "n" * 256}, {"status": "away", "note": "n" * 257}, {**call, "extra": 1}]
@@ -192,6 +206,16 @@ def publish_bodies() -> list[Any]:
         {"timestamp": "2026-12-06 04:00:00Z"},
         {"timestamp": "2026-12-06T04:00:00"},
         {"timestamp": "yesterday"},
+        {"timestamp": "2026-12-06t04:00:00z"},
+        {"timestamp": "2026-12-06T04:00:00.123456789-12:59"},
+        {"timestamp": "2024-02-29T00:00:00Z"},
+        {"timestamp": "2026-02-29T00:00:00Z"},
+        {"timestamp": "2026-12-31T23:59:60Z"},
+        {"timestamp": "2026-12-06T04:00:00+24:00"},
+        {"timestamp": "2026-12-06T04:00Z"},
+        {"timestamp": "2026-12-06T04:00:00Z\n"},
+        {"timestamp": "\uff12026-12-06T04:00:00Z"},
+        {"timestamp": "2026-12-06T04:00:00\ud800Z"},
         {"timestamp": 1},
         {"timestamp": None},
         {"idempotencyKey": "pbx-7f3a-000123"},
@@ -214,6 +238,10 @@ def test_checks_publish_bodies_as_connexions_validator_does(keyed: Settings, red
     fast = create_app(keyed).wsgi_app.app._server.app.wsgi_app.app  # type: ignore[attr-defined] # as above
     (publish,) = [operation for _, _, operation in fast._templated if operation.operation_id == "publishEvent"]
     assert publish.body_is_valid is not None
+    # Every branch, with its date-time timestamp and integer durationSeconds, is checked by jsonschema_rs.
+    branch_checks = publish.body_is_valid.args[1]
+    assert len(branch_checks) == 15
+    assert all(isinstance(check, TwinCheck) for check in branch_checks.values())
     bodies = publish_bodies()
     verdicts = [publish.body_validator.is_valid(body) for body in bodies]
     assert [publish.body_is_valid(body) for body in bodies] == verdicts

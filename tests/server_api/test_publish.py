@@ -18,6 +18,8 @@ from vora.store import keys
 pytestmark = [pytest.mark.slow, pytest.mark.server_api]
 
 RINGING = {"type": "callRinging", "data": {"callId": "c-1", "from": "+34602128708"}}
+# Not RFC 3339 date-times as rfc3339-validator reads them: no 30 February, no leap second, no +24:00, no space.
+BAD_TIMESTAMPS = ("2026-02-30T10:00:00Z", "2026-12-31T23:59:60Z", "2026-12-06T04:00:00+24:00", "2026-12-06 04:00:00Z")
 
 
 def test_published_event_reaches_the_socket(
@@ -49,6 +51,17 @@ def test_published_event_reaches_the_socket(
         (IDENTITY, {"type": "callRinging", "data": {"callId": "c", "colour": "red"}}, "data: Additional properties"),
         (IDENTITY, {"type": "presence", "data": {"status": "busy"}, "extra": 1}, "Additional properties"),
         (IDENTITY, {"type": "presence", "data": {"status": "busy"}, "timestamp": "yesterday"}, "timestamp"),
+        *[(IDENTITY, {**RINGING, "timestamp": t}, f"timestamp: '{t}' is not a 'date-time'") for t in BAD_TIMESTAMPS],
+        (
+            IDENTITY,
+            {"type": "callEnded", "data": {"callId": "c", "durationSeconds": -1}},
+            "durationSeconds: -1 is less than the minimum of 0",
+        ),
+        (
+            IDENTITY,
+            {"type": "callEnded", "data": {"callId": "c", "durationSeconds": 1.0}},
+            "durationSeconds: 1.0 is not of type 'integer'",
+        ),
         (IDENTITY, {"type": "presence", "data": {"status": "busy"}, "idempotencyKey": "a b"}, "idempotencyKey"),
         (IDENTITY, {"data": {"status": "busy"}}, "type"),
         ("not{an}identity", {"type": "presence", "data": {"status": "busy"}}, "identity"),

@@ -23,7 +23,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,8 @@ CredentialCheck = Callable[[str], "dict[str, Any] | None"]
 JSON_MIMETYPE = "application/json"
 OPTIONAL_ARGUMENTS = frozenset({"token_info", "user"})
 # The Draft 4 keywords whose meaning jsonschema (with Connexion's request extensions) and jsonschema_rs share
-# exactly; Connexion's own (nullable, readOnly, writeOnly) and format, whose checkers differ, are not among them.
+# exactly; Connexion's own (nullable, readOnly, writeOnly) are not among them, and format and the bounds are
+# shared only as shared_meaning allows them.
 SHARED_KEYWORDS = frozenset(
     {
         "type", "enum", "required", "properties", "additionalProperties", "allOf", "anyOf", "oneOf", "not",
@@ -54,8 +55,18 @@ SHARED_KEYWORDS = frozenset(
         "description", "title", "default", "example",
     }
 )  # fmt: skip
-# Draft 4's integer excludes 1.0 in jsonschema; the other types mean the same in both.
-SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null", "number"})
+# Both read these types alike in Draft 4 (1.0 and booleans are not integers, integers beyond 2^64 are), as
+# tests/http/test_fast_path.py checks. Not number: NaN and the infinities, which Python's JSON parser makes, are
+# numbers to jsonschema and of no type to jsonschema_rs, so a "not" of a number schema would accept them.
+SHARED_TYPES = frozenset({"string", "boolean", "object", "array", "null", "integer"})
+# The formats jsonschema_rs is handed the checker of, from the operation's own format checker: the very function
+# Connexion's validator calls (rfc3339-validator's for date-time). Any other format keeps a body on jsonschema.
+SHARED_FORMATS = frozenset({"date-time"})
+# Draft 4's bounds, shared on an integer schema only: jsonschema_rs compares through floats, exact for an integer
+# bound below 2^53 against any integer (rounding keeps the order of integers either side of one that floats
+# hold), but not for a float bound or a larger one, nor against the infinities jsonschema compares.
+BOUND_KEYWORDS = {"minimum": "exclusiveMinimum", "maximum": "exclusiveMaximum"}
+EXACT_BOUND = 2**53
 # The annotations of a path parameter's schema; a schema with anything else besides type and pattern is not fast.
 PARAMETER_ANNOTATIONS = frozenset({"description", "example", "title"})
 # Patterns of literal characters, classes, anchors, groups, lookaheads and \x/\n/\./\-/\+ escapes: Python's re and
@@ -85,9 +96,18 @@ class FastOperation:
     path_parameters: tuple[PathParameter, ...] = ()
 
 
-def shared_meaning(schema: Any) -> bool:
-    """Tell whether a resolved body schema uses only keywords jsonschema and jsonschema_rs read alike."""
-    if not isinstance(schema, dict) or not set(schema) <= SHARED_KEYWORDS:
+def shared_meaning(schema: Any, formats: Collection[str] = frozenset()) -> bool:
+    """Tell whether a resolved body schema uses only keywords jsonschema and jsonschema_rs read alike.
+
+    formats names the formats the twin is given jsonschema's own checker of; any other format is not shared.
+    """
+    if not isinstance(schema, dict):
+        return False
+    if not set(schema) <= SHARED_KEYWORDS | {"format", *BOUND_KEYWORDS, *BOUND_KEYWORDS.values()}:
+        return False
+    if "format" in schema and (not isinstance(schema["format"], str) or schema["format"] not in formats):
+        return False
+    if not _shared_bounds(schema) or not all(_exact_value(value) for value in schema.get("enum", [])):
         return False
     types = schema.get("type", "string")
     if not all(t in SHARED_TYPES for t in (types if isinstance(types, list) else [types])):
@@ -100,7 +120,39 @@ def shared_meaning(schema: Any) -> bool:
     children += [schema[key] for key in ("not", "items") if key in schema]
     if isinstance(schema.get("additionalProperties"), dict):
         children.append(schema["additionalProperties"])
-    return all(shared_meaning(child) for child in children)
+    return all(shared_meaning(child, formats) for child in children)
+
+
+def _shared_bounds(schema: dict[str, Any]) -> bool:
+    """Tell whether a schema's bounds, if any, are integers below 2^53 on an integer, with boolean exclusives."""
+    for bound, exclusive in BOUND_KEYWORDS.items():
+        if exclusive in schema and (bound not in schema or type(schema[exclusive]) is not bool):
+            return False
+        if bound in schema:
+            value = schema[bound]
+            if schema.get("type") != "integer" or type(value) is not int or abs(value) >= EXACT_BOUND:
+                return False
+    return True
+
+
+def _exact_value(value: Any) -> bool:
+    """Tell whether jsonschema_rs compares an enum's value exactly: no float, no integer a float rounds to."""
+    if isinstance(value, list):
+        return all(_exact_value(item) for item in value)
+    if isinstance(value, dict):
+        return all(_exact_value(item) for item in value.values())
+    return value is None or type(value) in (str, bool) or (type(value) is int and abs(value) < EXACT_BOUND)
+
+
+def shared_formats(validator: Any) -> dict[str, Callable[[Any], bool]]:
+    """Return the checks of the shared formats the validator's format checker has: its own, asked as it asks them."""
+    checker = getattr(validator, "format_checker", None)
+    if checker is None:
+        return {}
+    # FormatChecker.conforms runs the very check jsonschema's format keyword runs (the function, its exceptions).
+    return {
+        name: functools.partial(checker.conforms, format=name) for name in SHARED_FORMATS if name in checker.checkers
+    }
 
 
 def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
@@ -113,20 +165,28 @@ def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
         name, by_value = branches
         checks = {value: body_check(branch, validator.evolve(schema=branch)) for value, branch in by_value.items()}
         return functools.partial(_check_branch, name, checks)
-    if not shared_meaning(schema):
+    formats = shared_formats(validator)
+    if not shared_meaning(schema, formats):
         return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
     try:
-        twin = jsonschema_rs.Draft4Validator(schema)
+        twin = jsonschema_rs.Draft4Validator(schema, formats=formats, validate_formats=True)
     except (ValueError, jsonschema_rs.ValidationError):
         return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
+    return TwinCheck(twin)
 
-    def is_valid(body: Any) -> bool:
+
+@dataclass(frozen=True)
+class TwinCheck:
+    """jsonschema_rs's verdict on a body, for a schema it reads as the operation's jsonschema validator does."""
+
+    twin: Any  # jsonschema_rs.Draft4Validator
+
+    def __call__(self, body: Any) -> bool:
+        """Tell whether the body is valid; a body Rust cannot take, or a format check that raised: not valid."""
         try:
-            return bool(twin.is_valid(body))
-        except Exception:  # noqa: BLE001 - a value Rust cannot take (a lone surrogate): the full stack decides
+            return bool(self.twin.is_valid(body))
+        except Exception:  # noqa: BLE001 - a lone surrogate, a raising format check: the full stack decides
             return False
-
-    return is_valid
 
 
 def discriminated_branches(schema: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]] | None:
