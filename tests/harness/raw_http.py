@@ -69,3 +69,59 @@ def assert_refused(reply: RawReply, status: int, *fragments: str) -> None:
         assert fragment in body["message"]
     assert reply.headers["connection"] == "close"
     assert reply.closed
+
+
+def upgrade_request(
+    target: str, headers: list[tuple[str, str]], method: str = "GET", version: str = "HTTP/1.1"
+) -> bytes:
+    """Render a WebSocket upgrade request head byte for byte, headers in order (duplicates and odd bytes kept)."""
+    lines = [f"{method} {target} {version}", *(f"{name}: {value}" for name, value in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _frame_end(data: bytes) -> int | None:
+    """Return where the unmasked server frame at the start of data ends, or None while it is incomplete."""
+    if len(data) < 2:
+        return None
+    size, start = data[1] & 0x7F, 2
+    if size == 126:
+        if len(data) < 4:
+            return None
+        size, start = int.from_bytes(data[2:4], "big"), 4
+    elif size == 127:
+        if len(data) < 10:
+            return None
+        size, start = int.from_bytes(data[2:10], "big"), 10
+    return start + size if len(data) >= start + size else None
+
+
+def read_upgrade(sock: socket.socket, deadline_s: float = 15.0) -> tuple[bytes, bytes]:
+    """Read a 101's head (up to its blank line) and the first whole WebSocket frame after it."""
+    sock.settimeout(deadline_s)
+    data = b""
+    while True:
+        head, blank, rest = data.partition(b"\r\n\r\n")
+        end = _frame_end(rest) if blank else None
+        if end is not None:
+            return head + blank, rest[:end]
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a 101 and a frame: {data!r}")
+        data += chunk
+
+
+def read_close_code(sock: socket.socket, deadline_s: float = 15.0) -> int:
+    """Read server frames, passing over the others, until a close frame; return its code."""
+    sock.settimeout(deadline_s)
+    data = b""
+    while True:
+        end = _frame_end(data)
+        if end is None:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed without a close frame: {data!r}")
+            data += chunk
+            continue
+        frame, data = data[:end], data[end:]
+        if frame[0] & 0x0F == 0x8:
+            return int.from_bytes(frame[2:4], "big")

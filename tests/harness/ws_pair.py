@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gevent.socket
-import simple_websocket
 import websocket
 
 from tests.harness.ws_client import Client
 from vora.ws.reactor import Reactor, worker_reactor
-from vora.ws.transport import WebsocketTransport, handshake_options
+from vora.ws.transport import WebsocketTransport
 
 HANDSHAKE_LIMIT = 16 * 1024
 
@@ -29,7 +28,7 @@ class SocketPair:
 
 
 def _read_request(sock: socket.socket) -> dict[str, str]:
-    """Read the client's HTTP upgrade request and return it as the WSGI environ simple_websocket expects."""
+    """Read the client's HTTP upgrade request and return its headers as a WSGI environ has them."""
     request = b""
     while b"\r\n\r\n" not in request:
         chunk = sock.recv(4096)
@@ -48,7 +47,7 @@ def _read_request(sock: socket.socket) -> dict[str, str]:
 def socket_pair(
     ping_interval: float = 0, max_message_size: int = 4096, reactor: Reactor | None = None
 ) -> Iterator[SocketPair]:
-    """Open a WebSocket upgraded by simple_websocket and served by VORA's transport, to websocket-client.
+    """Open a WebSocket upgraded and served by VORA's transport, to websocket-client.
 
     With a GeventReactor the server's end is a gevent socket (driven by this thread's hub, as in
     a worker) and the client keeps a plain one in its own thread.
@@ -67,10 +66,11 @@ def socket_pair(
 
     connecting = threading.Thread(target=connect_client)
     connecting.start()
-    environ: dict[str, object] = {**_read_request(server_sock), "werkzeug.socket": server_sock}
-    ws = simple_websocket.Server(environ, **handshake_options(max_message_size=max_message_size))
+    key = _read_request(server_sock)["HTTP_SEC_WEBSOCKET_KEY"]
+    transport = WebsocketTransport.upgrade(
+        server_sock, key, reactor, ping_interval=ping_interval, max_message_size=max_message_size
+    )
     connecting.join(timeout=10)
-    transport = WebsocketTransport.take_over(ws, reactor, ping_interval=ping_interval)
     pair = SocketPair(transport, Client(opened["ws"]), server_sock)
     try:
         yield pair

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import gc
 import math
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +23,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection as FrameConnection
+from wsproto.events import AcceptConnection, Request
+from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
 from tests.harness.ws_pair import SocketPair, socket_pair
 from vora.ws.reactor import GeventReactor
-from vora.ws.transport import CLOSE_CLIENT_FLOOD, ClientBudget, WebsocketTransport, text_frame
+from vora.ws.transport import (
+    CLOSE_CLIENT_FLOOD,
+    ClientBudget,
+    WebsocketTransport,
+    accept_token,
+    switching_protocols,
+    text_frame,
+)
 
 pytestmark = pytest.mark.ws
 
@@ -200,6 +212,29 @@ def test_text_frame_is_the_frame_wsproto_would_send(size: int) -> None:
     assert text_frame(text) == FrameProtocol(client=False, extensions=[]).send_data(text, fin=True)
 
 
+def test_accept_token_answers_the_rfc_sample_key() -> None:
+    """RFC 6455 section 1.3: the key dGhlIHNhbXBsZSBub25jZQ== is answered with s3pPLMBiTxaQ9kYGzzhZRbK+xOo=."""
+    assert accept_token("dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize("offers", ["", "Sec-WebSocket-Protocol: chat\r\n"])
+def test_the_101_is_byte_for_byte_the_one_wsproto_wrote(offers: str) -> None:
+    """The upgrade's answer is what simple_websocket had wsproto write, through h11, for the request VORA passed it.
+
+    That was every header but Sec-WebSocket-Extensions (removed before the upgrade), no subprotocol
+    chosen and permessage-deflate among the supported extensions (so agreed with nobody).
+    """
+    key = base64.b64encode(os.urandom(16)).decode()
+    handshake = WSConnection(ConnectionType.SERVER)
+    handshake.receive_data(
+        f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offers}\r\n".encode()
+    )
+    assert [type(event) for event in handshake.events()] == [Request]
+    wrote = handshake.send(AcceptConnection(subprotocol=None, extensions=[PerMessageDeflate()]))
+    assert switching_protocols(key) == wrote
+
+
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     """Write a throwaway self-signed certificate for localhost and its key; return both paths."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -237,7 +272,7 @@ def test_a_tls_socket_is_never_written_from_another_greenlet(tmp_path: Path) -> 
     gevent.joinall(handshakes, timeout=10, raise_error=True)
     assert all(handshake.successful() for handshake in handshakes)
     transport = WebsocketTransport(
-        server, WSConnection(ConnectionType.SERVER), GeventReactor(), ping_interval=0, max_message_size=0
+        server, FrameConnection(ConnectionType.SERVER), GeventReactor(), ping_interval=0, max_message_size=0
     )
     try:
         assert not transport.try_send(text_frame("{}"))

@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
-from flask_sock import Sock
 
 from vora.core.clock import now_ms
 from vora.core.lifecycle import Lifecycle
@@ -33,7 +32,7 @@ from vora.ws.event_stream import EventStreamTransport, response_head, retry_fiel
 from vora.ws.hub import AdmissionWatch, Hub
 from vora.ws.reactor import Reactor, call_every, worker_reactor
 from vora.ws.runner import HubRunner
-from vora.ws.transport import ClientBudget, WebsocketTransport, handshake_options
+from vora.ws.transport import ClientBudget, WebsocketTransport
 from vora.ws.window import ReconnectWindow
 
 log = logging.getLogger("vora.ws")
@@ -336,9 +335,6 @@ def _admitted() -> Admitted:
 def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
     """Add the event WebSocket at path to the app."""
     settings = channel.settings
-    # No ping_interval here: simple_websocket would ping from its own thread; the transport pings.
-    app.config["SOCK_SERVER_OPTIONS"] = handshake_options(max_message_size=settings.ws_max_message_bytes)
-    sock = Sock(app)
 
     @app.before_request
     @acts_only_on(path)
@@ -346,8 +342,6 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
         if request.path != path:
             return None
         request.environ["vora.operation"] = "websocket"
-        # permessage-deflate keeps ~90 KB of zlib state per socket: never negotiate it.
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         refusal = handshake_refusal() or channel.refusal_before_admission(QUERY_PARAMETERS)
         if refusal is not None:
             return refusal
@@ -358,20 +352,28 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
     def release_socket(_error: BaseException | None) -> None:
         channel.release()
 
-    @sock.route(path)  # type: ignore[misc] # flask_sock is untyped
-    def events_socket(ws: Any) -> None:
-        transport = WebsocketTransport.take_over(
-            ws,
+    # A WebSocket rule, as flask-sock made it: GET and HEAD (both upgraded), OPTIONS answered by Flask.
+    @app.route(path, websocket=True)
+    def events_socket() -> Response:
+        environ = request.environ
+        sock = environ.get("gunicorn.socket")
+        if sock is None:
+            raise RuntimeError("the event WebSocket is served by VORA's gunicorn workers only")
+        transport = WebsocketTransport.upgrade(
+            sock,
+            environ["HTTP_SEC_WEBSOCKET_KEY"],  # handshake_refusal checked it is one
             channel.reactor(),
             ping_interval=settings.ws_ping_interval,
+            max_message_size=settings.ws_max_message_bytes,
             client_budget=channel.client_budget,
             on_metric=channel.state.metrics.count,
         )
         channel.serve(_admitted(), transport)
+        return _TakenOver()
 
 
 class _TakenOver(Response):
-    """The answer of a request whose socket the event stream wrote itself: gunicorn must write nothing more."""
+    """The answer of a request whose socket VORA wrote itself (WebSocket, event stream): gunicorn writes no more."""
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         """Tell gunicorn the connection is done with (its way: StopIteration), as flask-sock does."""

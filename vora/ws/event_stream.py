@@ -14,16 +14,14 @@ import random
 import socket
 from typing import cast
 
-from wsproto import WSConnection
-
 from vora.ws.reactor import Reactor
-from vora.ws.transport import WebsocketTransport
+from vora.ws.transport import Framing, WebsocketTransport
 
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 # EventSource waits `retry` milliseconds before it reconnects: drawn per stream, so that the streams of a
 # dead instance come back spread over the reconnect window it announces to WebSocket clients (full jitter).
 RETRY_MIN_MS = 500
-_NO_PROTOCOL = cast(WSConnection, None)  # an event stream speaks no WebSocket: every method using it is overridden
+_NO_PROTOCOL = cast(Framing, None)  # an event stream speaks no WebSocket: every method using it is overridden
 
 
 def event_stream_message(text: str, event_id: str | None) -> bytes:

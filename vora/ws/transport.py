@@ -1,17 +1,20 @@
-"""The one module that knows simple_websocket and wsproto: a socket VORA can write to, wait on and close.
+"""The one module that knows WebSockets' wire format (wsproto's frames): a socket VORA can write to, wait on and close.
 
-simple_websocket (through flask-sock) does the HTTP upgrade; from there on the socket's work
-(writing frames, and reading what the peer sent when the reactor says so, answering pings and
-closes) runs in one greenlet at a time: its request's, until the socket first parks, then one
-started by each wake-up (park). The one exception: under gevent the hub's greenlet may write a
-live event's frame itself (try_send) when no write is under way and the kernel takes it without
-waiting. simple_websocket's per-socket reader thread is never started, and pings come from the
-worker's due-time queue, not a timer per socket.
+The upgrade is answered here, from headers the endpoint has already checked: the 101 in one write,
+then wsproto's frame protocol directly, with no HTTP parser behind it (the request was parsed once,
+by gunicorn). From there on the socket's work (writing frames, and reading what the peer sent when
+the reactor says so, answering pings and closes) runs in one greenlet at a time: its request's,
+until the socket first parks, then one started by each wake-up (park). The one exception: under
+gevent the hub's greenlet may write a live event's frame itself (try_send) when no write is under
+way and the kernel takes it without waiting. No thread is started per socket, and pings come from
+the worker's due-time queue, not a timer per socket.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import math
 import socket
 import ssl
@@ -19,19 +22,23 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import gevent.ssl
-from wsproto import WSConnection
 from wsproto.connection import Connection as FrameConnection
+from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from vora.ws.reactor import Reactor, Signal, Wakeup
 
-RECEIVE_BYTES = 4096  # simple_websocket's receive_bytes default
+RECEIVE_BYTES = 4096  # what simple_websocket read at a time, when it served these sockets
 PING_TIMEOUT_REASON = "Ping/Pong timeout"  # simple_websocket's words, kept for clients that log them
+ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+# The 101 wsproto wrote through h11, byte for byte: no Sec-WebSocket-Protocol (VORA names none) and no
+# Sec-WebSocket-Extensions (permessage-deflate keeps ~90 KB of zlib state per socket: never negotiated).
+SWITCHING_PROTOCOLS = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 TOO_BIG_REASON = "Message is too big"
 CLOSE_CLIENT_FLOOD = 4029  # the client sent more than it may (a 4xxx code: VORA's own, like 429)
 CLIENT_FLOOD_REASON = "client sent more than its budget; clients send only pongs, pings and small keep-alives"
@@ -95,6 +102,21 @@ def text_frame(text: str) -> bytes:
     if size < 1 << 16:
         return struct.pack("!BBH", FINAL_TEXT, 126, size) + data
     return struct.pack("!BBQ", FINAL_TEXT, 127, size) + data
+
+
+def accept_token(key: str) -> bytes:
+    """Return the Sec-WebSocket-Accept that answers a Sec-WebSocket-Key: base64(SHA-1(key + the RFC's GUID))."""
+    # SHA-1 because RFC 6455 says so: the value proves the server read the handshake, it protects nothing.
+    digest = hashlib.sha1(key.encode("ascii") + ACCEPT_GUID, usedforsecurity=False).digest()
+    return base64.b64encode(digest)
+
+
+def switching_protocols(key: str) -> bytes:
+    """Return the whole 101 response that accepts the upgrade offering key."""
+    return SWITCHING_PROTOCOLS + b"Sec-WebSocket-Accept: " + accept_token(key) + b"\r\n\r\n"
+
+
+Framing = FrameConnection  # a server WebSocket's frame protocol, for the modules that only pass one on
 
 
 class SocketClosed(ConnectionError):
@@ -169,27 +191,6 @@ class Transport(Protocol):
         ...
 
 
-class _NoReader:
-    """Stand in for simple_websocket's reader thread (and its event): the socket's own greenlet reads."""
-
-    name = "vora-no-reader"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def start(self) -> None:
-        """Start nothing."""
-
-
-def handshake_options(*, max_message_size: int) -> dict[str, Any]:
-    """Return flask-sock's SOCK_SERVER_OPTIONS: simple_websocket does the upgrade and starts no thread."""
-    return {
-        "max_message_size": max_message_size,
-        "thread_class": _NoReader,
-        "event_class": _NoReader,
-    }
-
-
 class WebsocketTransport:
     """A server WebSocket served by one greenlet at a time (none while parked): writes whole, reads when woken.
 
@@ -226,7 +227,7 @@ class WebsocketTransport:
     def __init__(
         self,
         sock: socket.socket,
-        protocol: WSConnection | FrameConnection,
+        protocol: FrameConnection,
         reactor: Reactor,
         *,
         ping_interval: float,
@@ -266,25 +267,29 @@ class WebsocketTransport:
         return text_frame(text)
 
     @classmethod
-    def take_over(
+    def upgrade(
         cls,
-        ws: Any,
+        sock: socket.socket,
+        key: str,
         reactor: Reactor,
         *,
         ping_interval: float,
+        max_message_size: int,
         client_budget: ClientBudget | None = None,
         on_metric: Metric = lambda name, n: None,
     ) -> WebsocketTransport:
-        """Take the socket and the wsproto connection of an upgraded simple_websocket Server."""
-        ws.connected = False  # flask-sock's ws.close() after the handler then does nothing
-        # Past the handshake only its frame protocol is needed: the handshake's h11 state (~2.5 KB) can go.
-        framing = ws.ws.connection
+        """Accept the upgrade of a request whose headers were checked (key: its Sec-WebSocket-Key) and serve it.
+
+        The 101 goes out in one write; no subprotocol or extension is ever agreed, so the frames
+        are plain RFC 6455 ones (a frame with RSV1 set is a protocol error, as before).
+        """
+        sock.sendall(switching_protocols(key))
         return cls(
-            ws.sock,
-            ws.ws if framing is None else framing,
+            sock,
+            FrameConnection(ConnectionType.SERVER),
             reactor,
             ping_interval=ping_interval,
-            max_message_size=ws.max_message_size or 0,
+            max_message_size=max_message_size,
             client_budget=client_budget,
             on_metric=on_metric,
         )
