@@ -7,8 +7,11 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +37,7 @@ from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
 from testbed.wait import wait_for
 from tests.harness.sdk import IDENTITY, ServerFactory
 from tests.harness.server_api import end_sessions, list_sessions, publish_batch, publish_event
+from tests.harness.tokens import TokenFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
@@ -43,6 +47,11 @@ Publish = Callable[..., str]
 Tokens = Callable[..., Callable[[], Any]]
 # Forced either way: what the stream guarantees, it guarantees on both transports.
 TRANSPORTS = pytest.mark.parametrize("transport", ["websocket", "sse"])
+ROOT = Path(__file__).resolve().parents[3]
+# Apps leaving asyncio.run with an open stream: about half of them met the stream reading a frame that had just
+# arrived, the moment at which a swallowed cancellation left it reading for ever; each round takes well under 1 s.
+ABANDON_ROUNDS = 6
+ABANDON_LIMIT = 30.0
 
 
 async def until(stream: EventStream, state: State, timeout: float = 20.0) -> None:
@@ -735,3 +744,30 @@ def test_a_frame_that_is_no_envelope_is_reported_and_the_stream_reads_on(
     asyncio.run(scenario())
     assert [type(error) for error in errors] == [MalformedFrame] * len(GarbledServer.FRAMES)
     assert [error.frame for error in errors if isinstance(error, MalformedFrame)] == list(GarbledServer.FRAMES)
+
+
+@TRANSPORTS
+def test_an_app_that_leaves_asyncio_run_with_its_stream_open_exits_promptly(
+    server: RunningServer, owner: Callable[..., None], make_token: TokenFactory, transport: TransportChoice
+) -> None:
+    """Leaving asyncio.run with the stream reading ends the stream's tasks and closes its connection: the app exits."""
+    owner("alice")
+    env = {**os.environ, "VORA_BASE_URL": server.base_url, "VORA_ACCESS_TOKEN": make_token("alice")}
+    command = [sys.executable, "-W", "always::ResourceWarning", "-m", "tests.harness.sdk_abandon", transport]
+    try:
+        result = subprocess.run(
+            [*command, str(ABANDON_ROUNDS)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=ABANDON_LIMIT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"asyncio.run did not return within {ABANDON_LIMIT} s; printed {hung.stdout!r}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"round {n}: asyncio.run returned, the stream left open" for n in range(ABANDON_ROUNDS)
+    ]
+    assert "unclosed" not in result.stderr  # the cancelled stream closed its connection; none was left to the GC

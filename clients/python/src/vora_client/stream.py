@@ -43,6 +43,9 @@ LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap", "cha
 DEFAULT_MAX_REPLACED_SETUPS = 1
 # Twice the backoff cap: a carousel slowed down by backoff still shows within the window.
 DEFAULT_REPLACED_WINDOW = 60.0
+# How long ending the stream waits for its connection to close: a close handshake is one round trip, and an app
+# leaving asyncio.run must not wait out the WebSocket library's 10 s on a dead path.
+CLOSE_TIMEOUT = 1.0
 
 
 class State(enum.Enum):
@@ -269,7 +272,8 @@ class EventStream:
     async def next_event(self, timeout: float | None = None) -> Envelope:
         """Return the next event, raising StreamClosed once the stream has ended."""
         try:
-            return await asyncio.wait_for(self.__anext__(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for, which drops a cancellation on Python 3.11 (_read)
+                return await self.__anext__()
         except StopAsyncIteration:
             raise StreamClosed(self.close_reason or "closed") from None
 
@@ -295,7 +299,8 @@ class EventStream:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
-                await connection.close()
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await connection.close()
         await self._transition(State.CLOSED, reason=reason)
         while True:  # the end marker must get in even when the app stopped reading
             try:
@@ -318,6 +323,9 @@ class EventStream:
         try:
             await self._follow()
         except asyncio.CancelledError:
+            # Cancelled from outside (asyncio.run leaving with the stream open, a task group): the stream ends here,
+            # its connection closed and its readers told, rather than left to the garbage collector.
+            await self._finish("cancelled")
             raise
         except Exception as exc:  # noqa: BLE001 - whatever broke, the app learns it and the iterator ends
             await self._finish(f"failed: {exc!r}", exc)
@@ -407,7 +415,10 @@ class EventStream:
         reason = ""
         while True:
             try:
-                message = await asyncio.wait_for(connection.receive(), self._heartbeat_timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a message that arrived as the task
+                # was cancelled and drops the cancellation, and the stream then read on for ever (asyncio.run hung).
+                async with asyncio.timeout(self._heartbeat_timeout):
+                    message = await connection.receive()
             except Closed as closed:
                 return closed.code, reason
             except TimeoutError:
