@@ -41,7 +41,10 @@ async def _listen(
     try:
         while count is None or received < count:
             try:
-                envelope = await asyncio.wait_for(stream.__anext__(), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a Ctrl-C's cancellation that
+                # meets a just-arrived event, and listen would read on.
+                async with asyncio.timeout(timeout):
+                    envelope = await stream.__anext__()
             except (TimeoutError, StopAsyncIteration):
                 break
             received += 1
