@@ -28,7 +28,6 @@ from vora.observability.logs import (
     TextFormatter,
     access_line,
     configure_logging,
-    error_fields,
     log_uncaught,
     redact,
 )
@@ -274,12 +273,3 @@ def test_a_redis_failure_logs_its_message_so_an_open_file_limit_is_told_from_a_r
     assert exhausted["detail"].startswith("Error 24 ")
     assert "Too many open files" in exhausted["detail"]
     assert all("\n" not in line["detail"] and len(line["detail"]) <= 201 for line in (refused, exhausted))
-
-
-def test_error_fields_keep_a_long_message_on_one_short_line() -> None:
-    """A multi-line or very long message is logged on one line of at most 200 characters and an ellipsis."""
-    fields = error_fields(OSError("first line\n  second line " + "x" * 500))
-    assert fields["error"] == "OSError"
-    assert fields["detail"].startswith("first line second line xxx")
-    assert len(fields["detail"]) == 201
-    assert fields["detail"].endswith("\u2026")

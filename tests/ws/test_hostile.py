@@ -129,12 +129,15 @@ class TestBadResumePoints:
     def test_stream_redis_refuses_closes_with_1011_instead_of_retrying(
         self, server: RunningServer, setup_token: Setup, connect: Connect, redisdb: redis.Redis
     ) -> None:
-        """A catch-up Redis answers with an error (WRONGTYPE) is not retried forever: the socket closes with 1011."""
+        """A catch-up Redis refuses (WRONGTYPE) is not retried: the socket closes with 1011 and the log says why."""
         token = setup_token(server)
         redisdb.set(keys.event_stream(IDENTITY), "not a stream")
         client = connect(server, token)
         assert client.close_status(timeout=10) == 1011
-        assert "catch-up refused" in server.log()
+        logged = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        (refused,) = [line for line in logged if line.get("msg") == "catch-up refused"]
+        assert refused["error"] == "ResponseError"
+        assert refused["detail"].startswith("WRONGTYPE")  # Redis' own words: the type alone does not say which key
 
 
 class TestHandshake:

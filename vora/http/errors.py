@@ -17,7 +17,7 @@ from vora.core.error_shape import (
     error_body,
 )
 from vora.core.errors import VoraError
-from vora.observability.logs import error_fields
+from vora.core.log_fields import error_fields
 from vora.observability.metrics import Metrics
 from vora.store.client import UNAVAILABLE
 

@@ -17,7 +17,6 @@ from flask import has_request_context, request
 from gunicorn.glogging import Logger as GunicornLogger
 
 from vora.core.clock import utc_timestamp
-from vora.core.error_shape import clip
 from vora.core.types import WsgiApp
 from vora.observability.metrics import observe_request
 
@@ -26,7 +25,6 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 access_log = logging.getLogger("vora.access")
 STREAMING_OPERATIONS = frozenset({"websocket", "eventStream"})
-DETAIL_LIMIT = 200  # characters of an exception's message a log line keeps
 
 # Whatever a library logs, a credential never reaches the output: query tokens,
 # bearer values and anything shaped like a JWT or a VORA WebSocket token.
@@ -49,13 +47,6 @@ def redact(text: str) -> str:
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
-
-
-def error_fields(exc: BaseException) -> dict[str, str]:
-    """Name an exception for a log line: its type under "error", its message on one shortened line under "detail"."""
-    # The type alone cannot tell a connection refused for the worker's open-file limit ("Error 24 ...
-    # Too many open files.") from one refused by Redis or from a pool with no connection left.
-    return {"error": type(exc).__name__, "detail": clip(" ".join(str(exc).split()), DETAIL_LIMIT)}
 
 
 class JsonFormatter(logging.Formatter):

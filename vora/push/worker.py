@@ -18,6 +18,7 @@ from collections.abc import Callable
 import redis
 
 from vora.core.clock import now_ms
+from vora.core.log_fields import error_fields
 from vora.core.settings import Settings
 from vora.observability.metrics import HOLDUP_SIGNALS, WAKEUP_LATENCY, Metrics
 from vora.push import rules as push
@@ -127,7 +128,7 @@ class PushWorker:
             except REDIS_TROUBLE as exc:
                 self._metrics.count("redis_error:push")
                 if time.monotonic() + delay > give_up_at:
-                    log.warning("socket attachment not announced", extra={"fields": {"error": type(exc).__name__}})
+                    log.warning("socket attachment not announced", extra={"fields": error_fields(exc)})
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -154,7 +155,7 @@ class PushWorker:
                 self._metrics.count("redis_error:push")
                 log.warning(
                     "push job failed; it stays queued",
-                    extra={"fields": {"error": type(exc).__name__}},
+                    extra={"fields": error_fields(exc)},
                     exc_info=not isinstance(exc, REDIS_TROUBLE),
                 )
                 time.sleep(backoff)
@@ -166,7 +167,7 @@ class PushWorker:
                 self._store.queue_due_deadlines(now_ms(), DEADLINES_PER_TICK)
             except REDIS_TROUBLE as exc:
                 self._metrics.count("redis_error:push")
-                log.info("deadline check failed", extra={"fields": {"error": type(exc).__name__}})
+                log.info("deadline check failed", extra={"fields": error_fields(exc)})
 
     # Jobs.
 

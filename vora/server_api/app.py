@@ -10,6 +10,7 @@ import yaml
 from connexion.exceptions import OAuthProblem
 from flask import Flask, Response
 
+from vora.core.log_fields import error_fields
 from vora.core.server_keys import ServerKeys
 from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher
@@ -18,7 +19,6 @@ from vora.http.errors import InvalidToken, bearer_challenge, error_response
 from vora.http.fast_path import FastPath, routes_of
 from vora.http.spec_app import build_spec_app
 from vora.http.status_line import StandardReasonPhrases
-from vora.observability.logs import error_fields
 from vora.observability.metrics import Metrics
 from vora.server_api.handlers.connections import ConnectionHandlers
 from vora.server_api.handlers.directory import DirectoryHandlers

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.core.errors import BadRequest, Conflict, NotFound, TooManyRequests, VoraError
+from vora.core.log_fields import error_fields
 from vora.sessions.ownership import DirectoryState, Ownership
 from vora.store.client import REDIS_TROUBLE
 from vora.store.directory import Directory
@@ -300,4 +301,4 @@ class SessionService:
             self._store.detach(session.identity, session.session_id, admission.socket_id)
         except REDIS_TROUBLE as exc:
             # The socket's lease runs out by itself; presence is only late, not wrong for long.
-            log.info("socket detach failed", extra={"fields": {"error": type(exc).__name__}})
+            log.info("socket detach failed", extra={"fields": error_fields(exc)})

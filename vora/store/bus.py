@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import redis
 
+from vora.core.log_fields import error_fields
 from vora.store import keys
 from vora.store.client import REDIS_TROUBLE
 from vora.store.codec import text
@@ -109,7 +110,7 @@ class EventBus:
                 self._metric("redis_error", 1)
                 log.warning(
                     "bus subscription lost",
-                    extra={"fields": {"error": type(exc).__name__}},
+                    extra={"fields": error_fields(exc)},
                     exc_info=not isinstance(exc, REDIS_TROUBLE),
                 )
                 time.sleep(backoff)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vora.core.catalog import SUBSCRIBABLE_EVENTS, required_scope
+from vora.core.log_fields import error_fields
 from vora.core.settings import Settings
 from vora.events.publisher import lifecycle_envelope, stream_envelope
 from vora.store.client import REDIS_TROUBLE, is_permanent
@@ -354,11 +355,11 @@ class Connection:
                     except REDIS_TROUBLE as exc:
                         if is_permanent(exc):
                             # A command Redis refuses stays refused: retrying would spin forever.
-                            log.warning("catch-up refused", extra={"fields": {"error": type(exc).__name__}})
+                            log.warning("catch-up refused", extra={"fields": error_fields(exc)})
                             self._closing = (CLOSE_SERVER_ERROR, "event stream unreadable; reconnect")
                         else:
                             # Live events wait in the live buffer meanwhile (bounded by the queue limit).
-                            log.info("catch-up failed", extra={"fields": {"error": type(exc).__name__}})
+                            log.info("catch-up failed", extra={"fields": error_fields(exc)})
                             self._catch_up_at = time.monotonic() + CATCH_UP_RETRY
                 if not self._catching_up:
                     self._write_live()
@@ -381,7 +382,7 @@ class Connection:
                 return self._next_heartbeat
             self._metric(f"close:{self.kind}:ended", 1)
         except OSError as exc:  # includes TimeoutError from the send timeout
-            log.info("socket write failed", extra={"fields": {"error": type(exc).__name__}})
+            log.info("socket write failed", extra={"fields": error_fields(exc)})
             self._close_stalled(exc)
         return None
 

@@ -16,6 +16,7 @@ from flask import Flask, Response, request
 
 from vora.core.clock import now_ms
 from vora.core.lifecycle import Lifecycle
+from vora.core.log_fields import error_fields
 from vora.core.settings import Settings
 from vora.http.bearer import bearer_token
 from vora.http.bodies import keep_connection
@@ -302,7 +303,7 @@ class EventChannel:
             if parked:
                 raise  # its end ran already (unregistered, released, closed): nothing is left to answer
             # Past the upgrade an HTTP error page would corrupt the stream: close it, the client resumes.
-            log.warning("socket setup failed", extra={"fields": {"error": type(exc).__name__}})
+            log.warning("socket setup failed", extra={"fields": error_fields(exc)})
             state.metrics.count(f"close:{transport.kind}:{CLOSE_SERVER_ERROR}")
             with contextlib.suppress(OSError):
                 transport.close(CLOSE_SERVER_ERROR, "event store unavailable; retry")

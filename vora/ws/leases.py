@@ -7,6 +7,7 @@ import threading
 from collections import defaultdict
 
 from vora.core import clock
+from vora.core.log_fields import error_fields
 from vora.core.settings import Settings
 from vora.store.client import REDIS_TROUBLE
 from vora.store.sessions import Lease, SessionStore
@@ -71,7 +72,7 @@ class LeaseKeeper:
                 self._metric("redis_error:lease", 1)
                 log.warning(
                     "lease renewal failed",
-                    extra={"fields": {"error": type(exc).__name__}},
+                    extra={"fields": error_fields(exc)},
                     exc_info=not isinstance(exc, REDIS_TROUBLE),
                 )
 
