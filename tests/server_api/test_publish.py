@@ -254,3 +254,18 @@ def test_publish_unconfirmed_by_replicas_is_503_and_a_keyed_retry_is_safe(
         batch = api.batch([{"identity": IDENTITY, "type": "presence", "data": {"status": "busy"}}]).json()
         assert batch["results"][0]["error"]["status"] == "503"
         assert stream_length(redisdb) == 2
+
+
+def test_batch_items_are_checked_in_the_words_of_a_single_publish(api: ServerApiClient, redisdb: redis.Redis) -> None:
+    """A batch item's bad timestamp or type is refused as a single publish of it would be; the good items publish."""
+    bad = [{"identity": IDENTITY, **RINGING, "timestamp": t} for t in BAD_TIMESTAMPS]
+    bad.append({"identity": IDENTITY, "type": "callExploded", "data": {"callId": "c"}})
+    good = {"identity": IDENTITY, **RINGING, "timestamp": "2026-12-02T10:00:00.000Z"}
+    response = api.batch([*bad, good])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["refused"] * len(bad) + ["published"]
+    for item, result in zip(bad, results, strict=False):
+        alone = assert_error_shape(api.publish(IDENTITY, {k: v for k, v in item.items() if k != "identity"}), 400)
+        assert result["error"]["message"] == alone["message"]
+    assert stream_length(redisdb, IDENTITY) == 1
