@@ -57,6 +57,19 @@ function countSequence(stats, socket, sequence) {
   return true;
 }
 
+// Count the events still owed to the sockets at the end: in all, and to those closed (still in the stream for them).
+function owedEvents(held, final) {
+  let missing = 0;
+  let missingOnClosed = 0;
+  for (const socket of held) {
+    if (!socket.identity) continue;
+    const owed = Math.max(0, (final[socket.identity] || 0) - (socket.last || 0));
+    missing += owed;
+    if (socket.closed) missingOnClosed += owed;
+  }
+  return { missing, missingOnClosed };
+}
+
 // Answer each command with handle(command) until "exit", then close() and end the process.
 async function serveCommands(handle, close) {
   const lines = readline.createInterface({ input: process.stdin });
@@ -75,4 +88,4 @@ async function serveCommands(handle, close) {
   process.exit(0);
 }
 
-module.exports = { countSequence, newStats, percentile, round, roundHalfEven, serveCommands };
+module.exports = { countSequence, newStats, owedEvents, percentile, round, roundHalfEven, serveCommands };

@@ -9,7 +9,7 @@
 // Each socket checks that sequenceNumber grows by exactly one; the latency of an event is the
 // monotonic clock on receipt minus the `t<ns>` its publisher put in data.note or data.reason.
 
-const { countSequence, newStats, percentile, round, serveCommands } = require("./commands.js");
+const { countSequence, newStats, owedEvents, percentile, round, serveCommands } = require("./commands.js");
 
 const PROTOCOL = process.argv[2];
 const CONNECT_TIMEOUT_MS = 30_000;
@@ -175,14 +175,7 @@ async function expect(final, timeout) {
   const deadline = Date.now() + timeout * 1000;
   const behind = () => held.some((s) => !s.closed && s.identity && (s.last || 0) < (final[s.identity] || 0));
   while (Date.now() < deadline && behind()) await pause(20);
-  let missing = 0;
-  let missingOnClosed = 0;
-  for (const s of held) {
-    if (!s.identity) continue;
-    const owed = Math.max(0, (final[s.identity] || 0) - (s.last || 0));
-    missing += owed;
-    if (s.closed) missingOnClosed += owed;
-  }
+  const { missing, missingOnClosed } = owedEvents(held, final);
   const ordered = Float64Array.from(stats.latencies).sort();
   const buckets = [...stats.worstByBucket.keys()];
   const start = buckets.length ? buckets.reduce((a, b) => (b < a ? b : a)) : 0n;

@@ -20,7 +20,7 @@
 
 const { PerformanceObserver } = require("node:perf_hooks");
 const WebSocket = require("ws");
-const { countSequence, newStats, percentile, round, serveCommands } = require("./commands.js");
+const { countSequence, newStats, owedEvents, percentile, round, serveCommands } = require("./commands.js");
 
 const CONNECT_TIMEOUT_MS = 30_000; // the Python client's CONNECT_TIMEOUT; ws times the whole handshake
 const STALL_BUCKET_NS = 100_000_000; // latency is also kept as its worst per 100 ms of receipt time
@@ -422,14 +422,7 @@ async function expect(final, timeout) {
   const behind = (h) =>
     (!h.closed || failover !== null) && h.identity && (h.last || 0) < (final[h.identity] || 0);
   while (Date.now() < deadline && held.some(behind)) await sleep(20);
-  let missing = 0;
-  let missingOnClosed = 0;
-  for (const h of held) {
-    if (!h.identity) continue;
-    const owed = Math.max(0, (final[h.identity] || 0) - (h.last || 0));
-    missing += owed;
-    if (h.closed) missingOnClosed += owed;
-  }
+  const { missing, missingOnClosed } = owedEvents(held, final);
   const ordered = ascending(stats.latencies);
   const buckets = [...stats.worstByBucket.keys()].sort((a, b) => a - b);
   const start = buckets.length ? buckets[0] : 0;
