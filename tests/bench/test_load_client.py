@@ -95,7 +95,9 @@ def test_dropped_sockets_draw_their_first_attempt_from_the_window_their_server_a
     subject = f"bench-test-window-{engine}"
     sockets = 4
     with (
-        bench.vora_server(VORA_RECONNECT_RATE="1", VORA_RECONNECT_WINDOW_MAX="3") as a,
+        bench.vora_server(
+            VORA_RECONNECT_RATE="1", VORA_RECONNECT_WINDOW_MAX="3", VORA_WS_HEARTBEAT_INTERVAL="0.5"
+        ) as a,
         bench.vora_server() as b,
     ):
         tokens = bench.open_sessions(a, subject, ids, per_identity=1)
@@ -103,6 +105,9 @@ def test_dropped_sockets_draw_their_first_attempt_from_the_window_their_server_a
         try:
             urls = [f"{a.ws_url}?token={tokens[0]}"] * sockets
             assert client.call({"cmd": "open", "urls": urls, "concurrency": 1}, timeout=30)["held"] == sockets
+            # As the storm does: a socket counts as held once open, but learns the window from its first frames.
+            heard = client.call({"cmd": "wait_heartbeat", "timeout": 20}, timeout=30)
+            assert heard["with_heartbeat"] == sockets, heard
             client.call({"cmd": "failover", "url": b.ws_url, "base": 1, "cap": 30, "first": 20}, timeout=10)
             killed_ns = time.monotonic_ns()
             a.process.kill()
