@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,37 @@ def test_the_public_port_queues_listen_backlog_connections(server: RunningServer
     ).stdout.split()
     assert listing[0] == "LISTEN"
     assert int(listing[2]) == LISTEN_BACKLOG
+
+
+def test_workers_boot_without_gevent_warning_of_unpatched_ssl(server: RunningServer) -> None:
+    """Every module a worker may use is loaded after gevent patched ssl, so gevent has nothing to warn of."""
+    assert "MonkeyPatchWarning" not in server.log()
+
+
+def test_unpatched_ssl_users_names_modules_that_took_ssl_context_before_the_patch() -> None:
+    """Modules that took or subclassed SSLContext before the patch are named; redis.asyncio and later ones are not."""
+    code = """
+import ssl, sys, types
+for name, value in [("took_it", ssl.SSLContext), ("redis.asyncio.connection_like", ssl.SSLContext)]:
+    module = types.ModuleType(name)
+    module.SSLContext = value
+    sys.modules[name] = module
+del value  # __main__ would hold the class too
+subclassed = types.ModuleType("subclassed_it")
+subclassed.Context = type("Context", (ssl.SSLContext,), {})
+sys.modules["subclassed_it"] = subclassed
+from gevent import monkey
+monkey.patch_all()
+late = types.ModuleType("took_it_late")
+late.SSLContext = ssl.SSLContext
+sys.modules["took_it_late"] = late
+from vora.http.worker import unpatched_ssl_users
+print(unpatched_ssl_users())
+"""
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore::Warning", "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "['subclassed_it', 'took_it']"
 
 
 def assert_no_traceback(server: RunningServer) -> None:

@@ -8,14 +8,15 @@ from typing import Any, ClassVar
 
 import flask
 from connexion.apis.flask_api import FlaskApi
-from connexion.exceptions import ResolverError
+from connexion.exceptions import OAuthProblem, ResolverError
 from connexion.handlers import ResolverErrorHandler
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolution, Resolver
+from connexion.security import FlaskSecurityHandlerFactory
 from flask import Flask, request
 from flask.globals import request_ctx
 
-from vora.http.bearer import BearerSecurityHandlerFactory
+from vora.http.bearer import authorization_parts
 from vora.http.connexion_request import LazyConnexionRequest
 from vora.http.hooks import done_by_fast_path
 
@@ -145,3 +146,48 @@ def route_spec_options(app: Flask, base_path: str, methods: dict[str, tuple[str,
             rule.provide_automatic_options = False  # type: ignore[attr-defined] # Flask sets it on its rules; werkzeug's Rule does not declare it
             rule.methods = (rule.methods or set()) - {"OPTIONS"}
     app.url_map._remap = True
+
+
+class BearerSecurityHandlerFactory(FlaskSecurityHandlerFactory):  # type: ignore[misc] # connexion is untyped
+    """Connexion's security handlers, reading the Authorization header with authorization_parts.
+
+    A security function the spec names (x-tokenInfoFunc, x-bearerInfoFunc) is the one the app bound
+    to that name, a method of the app's own verifier or key set; Connexion would import a module-level
+    function instead, which could reach the app's objects only through global state.
+    """
+
+    def __init__(
+        self, pass_context_arg_name: str | None, bound: Mapping[str, Callable[..., Any]] | None = None
+    ) -> None:
+        super().__init__(pass_context_arg_name)
+        self._bound = dict(bound or {})
+
+    def _bound_function(self, security_definition: dict[str, Any], key: str) -> Callable[..., Any]:
+        """Return the function bound to the name the spec gives under key."""
+        name = security_definition[key]
+        if name not in self._bound:
+            raise ValueError(f"{key} {name!r} is not bound by this app (bound: {', '.join(sorted(self._bound))})")
+        return self._bound[name]
+
+    def get_tokeninfo_func(self, security_definition: dict[str, Any]) -> Callable[..., Any] | None:
+        """Return the app's bound token verification function (x-tokenInfoFunc), else Connexion's choice."""
+        if "x-tokenInfoFunc" not in security_definition:
+            return super().get_tokeninfo_func(security_definition)  # type: ignore[no-any-return] # connexion is untyped
+        return self._bound_function(security_definition, "x-tokenInfoFunc")
+
+    def get_bearerinfo_func(self, security_definition: dict[str, Any]) -> Callable[..., Any] | None:
+        """Return the app's bound bearer verification function (x-bearerInfoFunc), else Connexion's choice."""
+        if "x-bearerInfoFunc" not in security_definition:
+            return super().get_bearerinfo_func(security_definition)  # type: ignore[no-any-return] # connexion is untyped
+        return self._bound_function(security_definition, "x-bearerInfoFunc")
+
+    @staticmethod
+    def get_auth_header_value(request: Any) -> tuple[str | None, str | None]:
+        """Return the scheme and credentials, (None, None) without a header; raise OAuthProblem on a bad one."""
+        header = request.headers.get("Authorization")
+        if not header:
+            return None, None
+        parts = authorization_parts(header)
+        if parts is None:
+            raise OAuthProblem(description="Invalid authorization header")
+        return parts

@@ -10,12 +10,15 @@ import resource
 import signal
 import socket
 import ssl
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, ClassVar
 
 import gevent
+import gevent.monkey
 import gevent.ssl
 import gunicorn.http
 import gunicorn.http.wsgi
@@ -43,6 +46,9 @@ KEPT_POLL_SECONDS = 0.05  # how often a stopping worker looks whether the connec
 KEPT_CUT_SECONDS = 1.0  # how long the app may take to end kept connections cut at the graceful timeout
 # How long a connection may keep the worker's CPU (reading, or serving pipelined requests) before
 # it lets the others run.
+# Modules the master loads for its own hooks that keep the ssl module's unpatched SSLContext, which
+# no worker uses: `import redis` (the metrics server's client) imports redis.asyncio with it.
+UNUSED_UNPATCHED_SSL = ("redis.asyncio.",)
 TURN_SECONDS = 0.002
 
 # What gunicorn's own refusals answer; any other parse error is a 400.
@@ -261,6 +267,25 @@ class OneWriteResponse(gunicorn.http.wsgi.Response):  # type: ignore[misc] # gun
         self.sock.flush()
 
 
+def unpatched_ssl_users() -> list[str]:
+    """Name the loaded modules that hold ssl's unpatched SSLContext or a subclass, but those no worker uses."""
+    original = gevent.monkey.get_original("ssl", "SSLContext")
+    if original is getattr(sys.modules.get("ssl"), "SSLContext", None):
+        return []  # ssl is not patched: nothing can hold a stale class
+
+    def unpatched(value: object) -> bool:
+        # The class itself, or a subclass of it that is not gevent's (which subclasses it too).
+        return isinstance(value, type) and issubclass(value, original) and not issubclass(value, gevent.ssl.SSLContext)
+
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name not in {"ssl", "gevent.ssl", "gevent._ssl3"}
+        and not name.startswith(UNUSED_UNPATCHED_SSL)
+        and any(unpatched(value) for value in list(getattr(module, "__dict__", {}).values()))
+    )
+
+
 class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
     """Gevent worker that bounds request reads (VORA_HTTP_*_TIMEOUT, chunked framing) and answers refusals as JSON."""
 
@@ -283,6 +308,16 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
         ggevent.StreamServer = KeepingStreamServer
         gunicorn.http.wsgi.Response = OneWriteResponse
         super().init_process()
+
+    def patch(self) -> None:
+        """Patch the worker for gevent, warning of unpatched ssl only where the worker could use it."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            super().patch()
+        for warning in caught:
+            if warning.category is gevent.monkey.MonkeyPatchWarning and not unpatched_ssl_users():
+                continue  # gevent names the modules the master loaded; none of them runs in a worker
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
     def run(self) -> None:
         """Serve until told to stop, then give the connections the app kept the graceful timeout to close."""
