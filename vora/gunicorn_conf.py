@@ -109,7 +109,13 @@ def post_worker_init(worker: Any) -> None:
     """Start the event hub and the push worker, and make SIGTERM drain the app before gunicorn's graceful exit."""
     # Imported in the worker, after gevent patched it: the app's modules must never load unpatched in the master.
     from vora.observability.logs import log_uncaught  # noqa: PLC0415
-    from vora.observability.metrics import sample_worker_process, set_connection_limit  # noqa: PLC0415
+    from vora.observability.metrics import (  # noqa: PLC0415
+        LOOP_PROBE_SECONDS,
+        observe_loop_lag,
+        sample_worker_process,
+        set_connection_limit,
+        time_garbage_collections,
+    )
     from vora.services import services_of  # noqa: PLC0415
 
     log_uncaught(log)
@@ -125,4 +131,6 @@ def post_worker_init(worker: Any) -> None:
     # collection, whose full passes otherwise stall all sockets for 40-100 ms (docs/BENCHMARKS.md).
     gc.collect()
     gc.freeze()
+    time_garbage_collections()
+    worker.watch_loop(LOOP_PROBE_SECONDS, observe_loop_lag)
     worker.drain_on_sigterm(services.lifecycle.drain)

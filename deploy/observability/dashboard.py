@@ -282,6 +282,37 @@ ROWS: tuple[tuple[str, tuple[Chart, ...]], ...] = (
                     ),
                 ),
             ),
+            Chart(
+                "Event loop lag",
+                "How late the workers' event loops ran a timer due every 50 ms (p99 and the worst bucket): "
+                "a turn that did not yield held every connection of its worker that long. "
+                "Alert VoraWorkerLoopStalled: a stall of 1 s or more.",
+                "s",
+                (
+                    q(
+                        "histogram_quantile(0.99, sum by (le, instance) "
+                        "(rate(vora_worker_loop_lag_seconds_bucket{{sel}}[{rate}])))",
+                        "{{instance}} p99",
+                    ),
+                    q(
+                        "histogram_quantile(1, sum by (le, instance) "
+                        "(rate(vora_worker_loop_lag_seconds_bucket{{sel}}[{rate}])))",
+                        "{{instance}} worst",
+                    ),
+                ),
+            ),
+            Chart(
+                "Garbage collection",
+                "Share of the workers' time spent in Python garbage collections, by generation "
+                "(each pauses every connection of its worker).",
+                "percentunit",
+                (
+                    q(
+                        "sum by (instance, generation) (rate(vora_worker_gc_pause_seconds_sum{{sel}}[{rate}]))",
+                        "{{instance}} generation {{generation}}",
+                    ),
+                ),
+            ),
         ),
     ),
 )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,13 +26,14 @@ from tests.harness.metrics import sample
 from tests.harness.tokens import TokenFactory
 from vora.app import create_app
 from vora.core.settings import Settings
-from vora.observability.metrics import Metrics, observe_request
+from vora.observability.metrics import GcPauseTimer, Metrics, observe_request, time_garbage_collections
 from vora.services import services_of
 from vora.store import keys
 
 pytestmark = [pytest.mark.slow]
 
 IDENTITY = "910111000"
+STALL_SECONDS = 1.2
 
 
 @pytest.fixture
@@ -191,6 +196,54 @@ def test_every_family_is_present_at_zero_from_start_up(server: RunningServer) ->
     for pid in pids:
         assert sample(text, "vora_worker_connections_limit", pid=pid) == Settings().worker_connections
         assert sample(text, "vora_open_connections", pid=pid, transport="websocket") == 0
+
+
+def test_a_stalled_worker_shows_as_loop_lag_and_a_warning(env: dict[str, str], tmp_path: Path) -> None:
+    """A worker stopped for 1.2 s records a loop lag over 1 s and logs the stall with its length."""
+    with running_server(env, tmp_path, workers=1) as served:
+        (pid,) = served.worker_pids()
+        wait_for(lambda: sample(scrape(served), "vora_worker_loop_lag_seconds_count") > 0, 10, what="a first probe")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(STALL_SECONDS)  # the stall itself: nothing in the worker runs meanwhile
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        def stalls(text: str) -> float:
+            return sample(text, "vora_worker_loop_lag_seconds_count") - sample(
+                text, "vora_worker_loop_lag_seconds_bucket", le="1.0"
+            )
+
+        def stalled() -> str | None:
+            text = scrape(served)
+            return text if stalls(text) >= 1 else None
+
+        text = wait_for(stalled, 10, what="a lag over 1 s")
+        wait_for(lambda: "worker event loop stalled" in served.log(), 10, what="the stall warning")
+        warnings = [json.loads(line) for line in served.log().splitlines() if "worker event loop stalled" in line]
+    assert stalls(text) == 1
+    assert sample(text, "vora_worker_loop_lag_seconds_bucket", le="+Inf") - stalls(text) > 0  # the probes before
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "warning"
+    assert 1.0 <= warnings[0]["seconds"] < STALL_SECONDS + 5
+    for generation in ("0", "1", "2"):
+        assert f'vora_worker_gc_pause_seconds_count{{generation="{generation}"}}' in text
+
+
+def test_garbage_collections_are_timed_by_generation() -> None:
+    """Each collection lands in its generation's histogram, once however often timing is switched on."""
+    before = {g: REGISTRY.get_sample_value("vora_worker_gc_pause_seconds_count", {"generation": g}) for g in "012"}
+    time_garbage_collections()
+    time_garbage_collections()
+    try:
+        gc.collect(1)
+        gc.collect(2)
+    finally:
+        gc.callbacks[:] = [callback for callback in gc.callbacks if not isinstance(callback, GcPauseTimer)]
+    after = {g: REGISTRY.get_sample_value("vora_worker_gc_pause_seconds_count", {"generation": g}) for g in "012"}
+    assert after["1"] == (before["1"] or 0) + 1
+    assert after["2"] == (before["2"] or 0) + 1
+    assert (REGISTRY.get_sample_value("vora_worker_gc_pause_seconds_sum", {"generation": "2"}) or 0) > 0
 
 
 def test_socket_journey_is_measured_and_its_lifetime_is_no_http_request(

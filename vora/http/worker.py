@@ -377,6 +377,21 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
 
         gevent.spawn(forever)
 
+    def watch_loop(self, interval: float, observe: Callable[[float], None]) -> None:
+        """Time a timer due every interval, in a greenlet of this worker, and hand observe how late it ran."""
+        loop = gevent.get_hub().loop
+
+        def probe() -> None:
+            while True:
+                # libev starts a timer from the time it read when this turn began: read it anew, so
+                # that a long turn before the sleep does not make the timer fire early and hide lag.
+                loop.update_now()
+                due = time.monotonic() + interval
+                gevent.sleep(interval)
+                observe(max(0.0, time.monotonic() - due))
+
+        gevent.spawn(probe)
+
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one connection with bounded reads and its listener's body limit."""
         local = listener.getsockname()

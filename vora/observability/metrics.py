@@ -8,6 +8,8 @@ operators' port. Without that variable (tests, the CLI) the metrics live in this
 from __future__ import annotations
 
 import bisect
+import gc
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -19,6 +21,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
+
+log = logging.getLogger("vora.observability")
 
 # Every label value each family can take, created at import so that every series exists at zero
 # from start-up: an alert on rate() or increase() cannot tell "never happened" from "absent".
@@ -153,6 +157,27 @@ WORKER_OPEN_FDS = Gauge(
 WORKER_MAX_FDS = Gauge(
     "vora_worker_max_fds", "A worker process's open-files limit (RLIMIT_NOFILE), per pid.", multiprocess_mode="liveall"
 )
+# A worker runs all its connections' work in turns on one event loop: a turn that does not yield (a long
+# computation, a garbage collection, a stopped or starved process) delays every one of them. A timer
+# due every LOOP_PROBE_SECONDS tells how late the loop ran it; a turn shorter than the interval is
+# seen only when it covers the timer's due time, so the histogram samples the loop, the log line does not miss a stall.
+LOOP_PROBE_SECONDS = 0.05
+LOOP_STALL_WARNING_SECONDS = 1.0  # a lateness logged as a warning: rings and answers waited that long
+LOOP_LAG = Histogram(
+    "vora_worker_loop_lag_seconds",
+    "How late a worker's event loop ran a timer due every 50 ms: how long a turn that did not yield held "
+    "every connection of that worker.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+GC_GENERATIONS = ("0", "1", "2")
+GC_PAUSES = Histogram(
+    "vora_worker_gc_pause_seconds",
+    "Python garbage collections in the workers, by generation: each pauses every connection of its worker.",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+for _generation in GC_GENERATIONS:
+    GC_PAUSES.labels(_generation)
 for _transport in TRANSPORTS:
     DELIVERY_LATENCY.labels(_transport)
     CATCH_UP_EVENTS.labels(_transport)
@@ -314,6 +339,34 @@ def sample_worker_process() -> None:
             gauge = _PROCESS_GAUGES.get(sample.name)
             if gauge is not None:
                 gauge.set(sample.value)
+
+
+def observe_loop_lag(seconds: float) -> None:
+    """Record how late the event loop ran its probe, and warn of a stall every connection felt."""
+    LOOP_LAG.observe(seconds)
+    if seconds >= LOOP_STALL_WARNING_SECONDS:
+        log.warning("worker event loop stalled", extra={"fields": {"seconds": round(seconds, 3)}})
+
+
+class GcPauseTimer:
+    """Time each garbage collection of this process into vora_worker_gc_pause_seconds."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._by_generation = [GC_PAUSES.labels(generation) for generation in GC_GENERATIONS]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """Note a collection's start; at its stop, record how long it took."""
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._by_generation[info["generation"]].observe(time.perf_counter() - self._started)
+
+
+def time_garbage_collections() -> None:
+    """Time this process's garbage collections from now on (once, however often called)."""
+    if not any(isinstance(callback, GcPauseTimer) for callback in gc.callbacks):
+        gc.callbacks.append(GcPauseTimer())
 
 
 def set_connection_limit(limit: int) -> None:
