@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import redis
 
+from bench import worker_loop
 from bench.baseline_app import CHANNEL
 from bench.context import Bench, identities
 from bench.procs import Server
@@ -165,11 +166,13 @@ def phase(
     cpu = server.cpu_seconds()
     client_cpu = client.cpu_seconds()
     redis_cpu, usage_before = bench.redis_cpu_seconds(), command_usage(bench)
+    loop_before = worker_loop.snapshot(server)
     with profiled(bench.procs, bench.profile_dir, name, server, count / (rate or 3000)):
         published = send(publish, ids, count, rate)
         report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": 30}, timeout=60)
     redis_cpu = bench.redis_cpu_seconds() - redis_cpu
     redis_usage = usage_between(usage_before, command_usage(bench))
+    loop = worker_loop.between(loop_before, worker_loop.snapshot(server))
     span = (report["last_receive"] or published["started"]) - published["started"]
     expected = count * FAN_OUT
     return {
@@ -191,6 +194,7 @@ def phase(
         "span_seconds": round(span, 3),
         "redis_cpu_seconds": round(redis_cpu, 3),
         "redis_usage": redis_usage,
+        "worker_loop": loop,  # VORA's workers' loop lag and garbage collections over the phase (None: baseline)
     }
 
 
@@ -300,6 +304,7 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "span_seconds": round(span, 3),
         "redis_cpu_seconds": round(sum(r["redis_cpu_seconds"] for r in rounds), 3),
         "redis_usage": usage,
+        "worker_loop": worker_loop.merged([r.get("worker_loop") for r in rounds]),
     }
 
 
@@ -442,6 +447,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             "(reported)",
             None,
         ),
+        *loop_rows("4", paced_v.get("worker_loop")),
         Row(
             f"4 deliveries/s, paced {figures['rate']:,} ev/s",
             paced_v["deliveries_per_second"],
@@ -459,6 +465,32 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             (burst_v["deliveries_per_second"] or 0) >= TARGET_DELIVERIES,
         ),
         Row("4 events lost or duplicated", float(lost_v), "", float(lost_b), "0", lost_v == 0, ratio=None),
+    ]
+
+
+def loop_rows(scenario: str, loop: dict[str, Any] | None) -> list[Row]:
+    """Report VORA's workers' loop lag and garbage collections over the paced phase: is the tail theirs."""
+    if not loop or not loop["probes"]:
+        return []
+    late = 100 * loop["late"]["over_5ms"] / loop["probes"]
+    collections = sum(figures["collections"] for figures in loop["gc"].values())
+    return [
+        Row(
+            f"{scenario} VORA workers: loop probes later than 5 ms (of {loop['probes']:,}, every 50 ms)",
+            round(late, 2),
+            "%",
+            None,
+            "(reported: a tail the workers' loops made)",
+            None,
+        ),
+        Row(
+            f"{scenario} VORA workers: garbage collection pauses ({collections:,} collections)",
+            round(sum(figures["ms"] for figures in loop["gc"].values()), 1),
+            "ms",
+            None,
+            "(reported: summed over the phase)",
+            None,
+        ),
     ]
 
 
