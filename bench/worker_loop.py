@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procs import Server
+from bench.report import Row
 
 LAG = "vora_worker_loop_lag_seconds"
 GC = "vora_worker_gc_pause_seconds"
@@ -95,3 +96,29 @@ def merged(reports: list[dict[str, Any] | None]) -> dict[str, Any] | None:
             count, total = gc.get(generation, (0.0, 0.0))
             gc[generation] = (count + figures["collections"], total + figures["ms"] / 1000)
     return summary(lag, gc)
+
+
+def rows(scenario: str, loop: dict[str, Any] | None) -> list[Row]:
+    """Report VORA's workers' loop lag and garbage collections over the paced phase: is the tail theirs."""
+    if not loop or not loop["probes"]:
+        return []
+    late = 100 * loop["late"]["over_5ms"] / loop["probes"]
+    collections = sum(figures["collections"] for figures in loop["gc"].values())
+    return [
+        Row(
+            f"{scenario} VORA workers: loop probes later than 5 ms (of {loop['probes']:,}, every 50 ms)",
+            round(late, 2),
+            "%",
+            None,
+            "(reported: a tail the workers' loops made)",
+            None,
+        ),
+        Row(
+            f"{scenario} VORA workers: garbage collection pauses ({collections:,} collections)",
+            round(sum(figures["ms"] for figures in loop["gc"].values()), 1),
+            "ms",
+            None,
+            "(reported: summed over the phase)",
+            None,
+        ),
+    ]

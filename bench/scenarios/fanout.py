@@ -447,7 +447,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             "(reported)",
             None,
         ),
-        *loop_rows("4", paced_v.get("worker_loop")),
+        *worker_loop.rows("4", paced_v.get("worker_loop")),
         Row(
             f"4 deliveries/s, paced {figures['rate']:,} ev/s",
             paced_v["deliveries_per_second"],
@@ -465,32 +465,6 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             (burst_v["deliveries_per_second"] or 0) >= TARGET_DELIVERIES,
         ),
         Row("4 events lost or duplicated", float(lost_v), "", float(lost_b), "0", lost_v == 0, ratio=None),
-    ]
-
-
-def loop_rows(scenario: str, loop: dict[str, Any] | None) -> list[Row]:
-    """Report VORA's workers' loop lag and garbage collections over the paced phase: is the tail theirs."""
-    if not loop or not loop["probes"]:
-        return []
-    late = 100 * loop["late"]["over_5ms"] / loop["probes"]
-    collections = sum(figures["collections"] for figures in loop["gc"].values())
-    return [
-        Row(
-            f"{scenario} VORA workers: loop probes later than 5 ms (of {loop['probes']:,}, every 50 ms)",
-            round(late, 2),
-            "%",
-            None,
-            "(reported: a tail the workers' loops made)",
-            None,
-        ),
-        Row(
-            f"{scenario} VORA workers: garbage collection pauses ({collections:,} collections)",
-            round(sum(figures["ms"] for figures in loop["gc"].values()), 1),
-            "ms",
-            None,
-            "(reported: summed over the phase)",
-            None,
-        ),
     ]
 
 

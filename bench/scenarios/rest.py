@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from bench import worker_loop
 from bench.context import Bench, Rest, identities
 from bench.httpload import LoadSpec, run_load
 from bench.procs import Server, scheduler_waits
@@ -69,9 +70,11 @@ def _load(bench: Bench, server: Server, spec: LoadSpec, name: str) -> dict[str, 
     cpu = server.cpu_seconds()
     watched = {"workers": server.worker_pids(), "redis": [int(bench.redis_info("server")["process_id"])]}
     waits = {who: scheduler_waits(pids) for who, pids in watched.items()}
+    loop_before = worker_loop.snapshot(server)
     sampler.start()
     result = run_load(bench.procs, bench.wrk, spec, bench.workdir, name)
     sampler.join()
+    loop = worker_loop.between(loop_before, worker_loop.snapshot(server))
     return {
         **result.as_dict(),
         "server_cpu_seconds": round(server.cpu_seconds() - cpu, 2),
@@ -80,6 +83,7 @@ def _load(bench: Bench, server: Server, spec: LoadSpec, name: str) -> dict[str, 
         # load generator's, the other server's, anything else's): a request that hops worker ->
         # Redis -> worker can meet that wait at each hop; a bare handler meets it once.
         "run_queue": {who: _waited(waits[who], scheduler_waits(pids)) for who, pids in watched.items()},
+        "worker_loop": loop,  # VORA's workers' loop lag and garbage collections over the load (None: baseline)
     }
 
 
@@ -115,6 +119,7 @@ def _half_load(
             "p99_ms": statistics.median(r["p99_ms"] for r in results),
             "round_p99_ms": [r["p99_ms"] for r in results],
             "errors": sum(r["errors"] for r in results),
+            "worker_loop": worker_loop.merged([r.get("worker_loop") for r in results]),
         }
     return out
 
@@ -188,4 +193,5 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                 bool(half_b["p99_ms"]) and half_v["p99_ms"] <= TARGET_P99_RATIO * half_b["p99_ms"],
             )
         )
+        out.extend(worker_loop.rows(f"1 {label} @ half load,", half_v.get("worker_loop")))
     return out

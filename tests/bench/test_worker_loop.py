@@ -49,3 +49,6 @@ def test_the_summary_counts_late_probes_and_bounds_the_p99() -> None:
     merged = worker_loop.merged([summary])
     assert merged is not None
     assert merged["late"] == summary["late"]
+    late, pauses = worker_loop.rows("4", summary)
+    assert (late.measured, late.unit, pauses.measured, pauses.unit) == (1.0, "%", 4.0, "ms")
+    assert worker_loop.rows("4", None) == []
