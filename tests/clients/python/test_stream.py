@@ -544,6 +544,43 @@ def test_wait_open_returns_once_an_event_published_right_after_reaches_the_strea
     asyncio.run(scenario())
 
 
+@TRANSPORTS
+def test_next_event_cancelled_as_its_event_arrives_ends_cancelled_and_leaves_the_event(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """A read cancelled once its event is queued but before it runs ends cancelled; the next read gets the event.
+
+    on_event runs just before the stream queues the event, and the cancel it schedules runs ahead of the reader's
+    wakeup that queueing schedules: the cancel always meets an event that is there. Python 3.11's wait_for (with a
+    timeout) returned that event and dropped the cancellation; the timeout keeps wait_for's path taken.
+    """
+    owner("alice")
+    readers: list[asyncio.Task[dict[str, Any]]] = []
+
+    def cancel_the_reader(envelope: dict[str, Any]) -> None:
+        if readers and not readers[0].done():
+            asyncio.get_running_loop().call_soon(readers[0].cancel)
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(
+                client, IDENTITY, events=["presence"], policy=QUICK, transport=transport, on_event=cancel_the_reader
+            )
+            try:
+                await stream.wait_open(10)
+                # Blocked in next_event before the event exists: the publish below yields to the loop first.
+                readers.append(asyncio.create_task(stream.next_event(10)))
+                published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+                with pytest.raises(asyncio.CancelledError):
+                    await readers[0]
+                assert readers[0].cancelled()
+                assert (await stream.next_event(10))["eventId"] == published  # not lost with the cancelled read
+            finally:
+                await stream.close()  # a failed check must not leave the stream reading while the loop closes
+
+    asyncio.run(scenario())
+
+
 def real_transport(server: RunningServer, transport: TransportChoice) -> Transport:
     """Return the SDK's own transport of the chosen kind to the server, for a test to wrap."""
     if transport == "websocket":
