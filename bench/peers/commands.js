@@ -27,6 +27,11 @@ function percentile(ordered, q) {
   return ordered[rank];
 }
 
+// Latency is also kept as its worst per 100 ms of receipt time, the bucket keyed by its number (a Number:
+// monotonic ns / 1e8); a bucket whose worst latency is above STALL_MS is reported as a stall.
+const STALL_BUCKET_NS = 100_000_000;
+const STALL_MS = 10;
+
 // What a phase counts across all sockets, from its start (reset) to expect.
 function newStats() {
   return {
@@ -55,6 +60,33 @@ function countSequence(stats, socket, sequence) {
   socket.last = sequence;
   stats.deliveries += 1;
   return true;
+}
+
+// Count an event's latency (ms), received at receivedNs (monotonic ns, a Number), into the phase's stats.
+function addLatency(stats, receivedNs, latency) {
+  stats.latencies.push(latency);
+  const bucket = Math.floor(receivedNs / STALL_BUCKET_NS);
+  if (latency > (stats.worstByBucket.get(bucket) || 0)) stats.worstByBucket.set(bucket, latency);
+}
+
+// The latency fields of expect's reply, as bench/wsclient.py's: the phase's percentiles, and its stalls.
+function latencyReport(stats) {
+  const ordered = Float64Array.from(stats.latencies).sort();
+  const buckets = [...stats.worstByBucket.keys()].sort((a, b) => a - b);
+  const start = buckets.length ? buckets[0] : 0;
+  const stalls = buckets
+    .filter((bucket) => stats.worstByBucket.get(bucket) > STALL_MS)
+    .slice(0, 100)
+    .map((bucket) => [round(((bucket - start) * STALL_BUCKET_NS) / 1e9, 1), round(stats.worstByBucket.get(bucket), 1)]);
+  const sum = ordered.reduce((a, b) => a + b, 0);
+  return {
+    latency_samples: ordered.length,
+    p50_ms: round(percentile(ordered, 50), 3),
+    p99_ms: round(percentile(ordered, 99), 3),
+    max_ms: ordered.length ? round(ordered[ordered.length - 1], 3) : 0,
+    mean_ms: ordered.length ? round(sum / ordered.length, 3) : 0,
+    stalls, // [seconds into the phase, worst latency ms] per 100 ms bucket over STALL_MS, the first 100
+  };
 }
 
 // Count the events still owed to the sockets at the end: in all, and to those closed (still in the stream for them).
@@ -88,4 +120,14 @@ async function serveCommands(handle, close) {
   process.exit(0);
 }
 
-module.exports = { countSequence, newStats, owedEvents, percentile, round, roundHalfEven, serveCommands };
+module.exports = {
+  addLatency,
+  countSequence,
+  latencyReport,
+  newStats,
+  owedEvents,
+  percentile,
+  round,
+  roundHalfEven,
+  serveCommands,
+};

@@ -9,13 +9,19 @@
 // Each socket checks that sequenceNumber grows by exactly one; the latency of an event is the
 // monotonic clock on receipt minus the `t<ns>` its publisher put in data.note or data.reason.
 
-const { countSequence, newStats, owedEvents, percentile, round, serveCommands } = require("./commands.js");
+const {
+  addLatency,
+  countSequence,
+  latencyReport,
+  newStats,
+  owedEvents,
+  round,
+  serveCommands,
+} = require("./commands.js");
 
 const PROTOCOL = process.argv[2];
 const CONNECT_TIMEOUT_MS = 30_000;
 const OPEN_ATTEMPTS = 5; // as bench/wsclient.py: refused for load (429/503) or failed connects are retried
-const STALL_BUCKET_NS = 100_000_000n;
-const STALL_MS = 10;
 
 let held = [];
 let stats = newStats();
@@ -33,10 +39,7 @@ function onEnvelope(socket, envelope) {
   const data = envelope.data || {};
   const marker = data.note || data.reason || "";
   if (marker.startsWith("t")) {
-    const latency = Number(now - BigInt(marker.slice(1))) / 1e6;
-    stats.latencies.push(latency);
-    const bucket = now / STALL_BUCKET_NS;
-    if (latency > (stats.worstByBucket.get(bucket) || 0)) stats.worstByBucket.set(bucket, latency);
+    addLatency(stats, Number(now), Number(now - BigInt(marker.slice(1))) / 1e6);
   }
   const seconds = Number(now) / 1e9;
   if (stats.firstReceive === null) stats.firstReceive = seconds;
@@ -176,15 +179,6 @@ async function expect(final, timeout) {
   const behind = () => held.some((s) => !s.closed && s.identity && (s.last || 0) < (final[s.identity] || 0));
   while (Date.now() < deadline && behind()) await pause(20);
   const { missing, missingOnClosed } = owedEvents(held, final);
-  const ordered = Float64Array.from(stats.latencies).sort();
-  const buckets = [...stats.worstByBucket.keys()];
-  const start = buckets.length ? buckets.reduce((a, b) => (b < a ? b : a)) : 0n;
-  const stalls = [...stats.worstByBucket.entries()]
-    .filter(([, worst]) => worst > STALL_MS)
-    .sort((a, b) => (a[0] < b[0] ? -1 : 1))
-    .slice(0, 100)
-    .map(([bucket, worst]) => [round(Number((bucket - start) * STALL_BUCKET_NS) / 1e9, 1), round(worst, 1)]);
-  const sum = ordered.reduce((a, b) => a + b, 0);
   return {
     deliveries: stats.deliveries,
     duplicates: stats.duplicates,
@@ -192,12 +186,7 @@ async function expect(final, timeout) {
     missing_at_end: missing,
     missing_on_closed_sockets: missingOnClosed,
     lifecycle: stats.lifecycle,
-    latency_samples: ordered.length,
-    p50_ms: round(percentile(ordered, 50), 3),
-    p99_ms: round(percentile(ordered, 99), 3),
-    max_ms: ordered.length ? round(ordered[ordered.length - 1], 3) : 0,
-    mean_ms: ordered.length ? round(sum / ordered.length, 3) : 0,
-    stalls,
+    ...latencyReport(stats),
     first_receive: stats.firstReceive,
     last_receive: stats.lastReceive,
     ...status(),

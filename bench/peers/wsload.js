@@ -20,11 +20,18 @@
 
 const { PerformanceObserver } = require("node:perf_hooks");
 const WebSocket = require("ws");
-const { countSequence, newStats, owedEvents, percentile, round, serveCommands } = require("./commands.js");
+const {
+  addLatency,
+  countSequence,
+  latencyReport,
+  newStats,
+  owedEvents,
+  percentile,
+  round,
+  serveCommands,
+} = require("./commands.js");
 
 const CONNECT_TIMEOUT_MS = 30_000; // the Python client's CONNECT_TIMEOUT; ws times the whole handshake
-const STALL_BUCKET_NS = 100_000_000; // latency is also kept as its worst per 100 ms of receipt time
-const STALL_MS = 10; // a bucket whose worst latency is above this is reported as a stall
 const RECEIPTS_KEPT = 1000; // receipt times a reconnected socket keeps, for the catch-up time
 const OPEN_ATTEMPTS = 5; // refused for load (429/503) or failed connects are tried again, as real clients do
 const LOAD_REFUSALS = new Set([429, 503]);
@@ -209,10 +216,7 @@ function onText(held, data) {
   if (held.reconnectedNs !== null && held.receivedNs.size < RECEIPTS_KEPT) held.receivedNs.set(sequence, now);
   if (typeof marker === "string" && marker.startsWith("t")) {
     // The publisher's t<monotonic ns>: publish-to-receive latency on one machine, one clock.
-    const latency = (now - Number(marker.slice(1))) / 1e6;
-    stats.latencies.push(latency);
-    const bucket = Math.floor(now / STALL_BUCKET_NS);
-    if (latency > (stats.worstByBucket.get(bucket) || 0)) stats.worstByBucket.set(bucket, latency);
+    addLatency(stats, now, (now - Number(marker.slice(1))) / 1e6);
   }
   const seconds = now / 1e9;
   if (stats.firstReceive === null) stats.firstReceive = seconds;
@@ -423,17 +427,6 @@ async function expect(final, timeout) {
     (!h.closed || failover !== null) && h.identity && (h.last || 0) < (final[h.identity] || 0);
   while (Date.now() < deadline && held.some(behind)) await sleep(20);
   const { missing, missingOnClosed } = owedEvents(held, final);
-  const ordered = ascending(stats.latencies);
-  const buckets = [...stats.worstByBucket.keys()].sort((a, b) => a - b);
-  const start = buckets.length ? buckets[0] : 0;
-  const stalls = buckets
-    .filter((bucket) => stats.worstByBucket.get(bucket) > STALL_MS)
-    .slice(0, 100)
-    .map((bucket) => [
-      round(((bucket - start) * STALL_BUCKET_NS) / 1e9, 1),
-      round(stats.worstByBucket.get(bucket), 1),
-    ]);
-  const sum = ordered.reduce((a, b) => a + b, 0);
   return {
     deliveries: stats.deliveries,
     duplicates: stats.duplicates,
@@ -441,12 +434,7 @@ async function expect(final, timeout) {
     missing_at_end: missing,
     missing_on_closed_sockets: missingOnClosed, // events still in the stream for them
     lifecycle: stats.lifecycle,
-    latency_samples: ordered.length,
-    p50_ms: round(percentile(ordered, 50), 3),
-    p99_ms: round(percentile(ordered, 99), 3),
-    max_ms: ordered.length ? round(ordered[ordered.length - 1], 3) : 0,
-    mean_ms: ordered.length ? round(sum / ordered.length, 3) : 0,
-    stalls, // [seconds into the phase, worst latency ms] per 100 ms bucket over STALL_MS
+    ...latencyReport(stats),
     client_gc: collector.report(),
     first_receive: stats.firstReceive,
     last_receive: stats.lastReceive,

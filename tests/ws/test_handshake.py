@@ -9,9 +9,11 @@ import struct
 from collections.abc import Callable
 
 import pytest
+from flask.testing import FlaskClient
 
 from testbed.vora_server import RunningServer
 from tests.harness.raw_http import RawReply, read_close_code, read_reply, read_upgrade, upgrade_request
+from tests.harness.ws_server import IDENTITY
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
@@ -179,3 +181,24 @@ class TestRefused:
         if "Sec-WebSocket-Version" in replace:
             assert reply.headers["sec-websocket-version"] == "13"
         assert "sec-websocket-accept" not in reply.headers
+
+
+def test_outside_gunicorn_the_websocket_answers_501_as_the_event_stream_does(
+    client: FlaskClient, provision: Callable[[str, list[str]], None], auth: Callable[..., dict[str, str]]
+) -> None:
+    """In-process (Flask's test client, a development server) both event routes answer 501 in the error shape."""
+    provision("alice", [IDENTITY])
+    setup = client.post(
+        "/vora/identity/setup", json={"connectionType": "WebSocket", "identity": IDENTITY}, headers=auth("alice")
+    )
+    token = setup.get_json()["webSocketToken"]  # admitted: only where it is served can refuse it
+    answers = {
+        "event WebSocket": client.get("/vora/ws", query_string={"token": token}, headers=SOUND),
+        "event stream": client.get("/vora/sse", query_string={"token": token}),
+    }
+    for route, answer in answers.items():
+        assert answer.status_code == 501, (route, answer.get_data(as_text=True))
+        body = answer.get_json()
+        assert set(body) == {"timestamp", "status", "error", "message"}
+        assert (body["status"], body["error"]) == ("501", "Not Implemented")
+        assert body["message"] == f"The {route} is served by VORA's gunicorn workers only"

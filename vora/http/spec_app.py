@@ -6,8 +6,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import connexion
+from connexion.apps.flask_app import FlaskJSONProvider, IntegerConverter, NumberConverter
 from connexion.resolver import Resolver
-from flask import Flask
+from flask import Flask, Response
 
 from vora.core.settings import Settings
 from vora.http.bodies import BODY_GATE, BodyGate
@@ -17,6 +18,28 @@ from vora.http.json_provider import BoundedJSONProvider
 from vora.http.operations import resolver_error_status
 from vora.http.validation import RuleNamingBodyValidator
 from vora.observability.metrics import Metrics
+
+
+class SortedOptionsFlask(Flask):
+    """Flask, listing Allow sorted in its automatic OPTIONS answers (werkzeug: a set's order, varying by process)."""
+
+    def make_default_options_response(self) -> Response:
+        """Answer OPTIONS as Flask does, with the methods sorted (as the 405 answers' Allow is)."""
+        response = super().make_default_options_response()
+        response.headers["Allow"] = ", ".join(sorted(response.allow))
+        return response
+
+
+class _ConnexionApp(connexion.FlaskApp):  # type: ignore[misc] # connexion is untyped
+    """Connexion's app on a SortedOptionsFlask."""
+
+    def create_app(self) -> Flask:
+        """Build the Flask app as Connexion 2.15's create_app does, of the class that sorts OPTIONS' Allow."""
+        app = SortedOptionsFlask(self.import_name, **self.server_args)
+        app.json = FlaskJSONProvider(app)
+        app.url_map.converters["float"] = NumberConverter
+        app.url_map.converters["int"] = IntegerConverter
+        return app
 
 
 def build_spec_app(
@@ -36,12 +59,12 @@ def build_spec_app(
 
     Shared: strict validation of parameters and bodies (bodies with the rule named in the error),
     the spec's bearer checks bound to security, JSON nested at most 64 levels, the body limit and
-    the gate that reads a body only where an operation declares one, the error shape, and each
-    route named after its operationId. served_spec is the document Connexion serves when it differs
-    (the public API's is trimmed for Swagger UI); sort_keys orders answers' keys (otherwise the
-    spec's order).
+    the gate that reads a body only where an operation declares one, the error shape, each route
+    named after its operationId, and Allow sorted in Flask's automatic OPTIONS answers. served_spec
+    is the document Connexion serves when it differs (the public API's is trimmed for Swagger UI);
+    sort_keys orders answers' keys (otherwise the spec's order).
     """
-    cx = connexion.FlaskApp(__name__, specification_dir=str(settings.spec_dir))
+    cx = _ConnexionApp(__name__, specification_dir=str(settings.spec_dir))
     cx.api_cls = api_class(security)
     api = cx.add_api(
         served_spec if served_spec is not None else spec,

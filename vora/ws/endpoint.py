@@ -346,6 +346,8 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
         refusal = handshake_refusal() or channel.refusal_before_admission(QUERY_PARAMETERS)
         if refusal is not None:
             return refusal
+        if "gunicorn.socket" not in request.environ:
+            return _refuse(501, "The event WebSocket is served by VORA's gunicorn workers only")
         return channel.admit(request.args.get("lastEventId") or None)
 
     @app.teardown_request
@@ -357,11 +359,8 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
     @app.route(path, websocket=True)
     def events_socket() -> Response:
         environ = request.environ
-        sock = environ.get("gunicorn.socket")
-        if sock is None:
-            raise RuntimeError("the event WebSocket is served by VORA's gunicorn workers only")
         transport = WebsocketTransport.upgrade(
-            sock,
+            environ["gunicorn.socket"],  # admit_socket answered 501 without it
             environ["HTTP_SEC_WEBSOCKET_KEY"],  # handshake_refusal checked it is one
             channel.reactor(),
             ping_interval=settings.ws_ping_interval,

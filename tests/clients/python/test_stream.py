@@ -544,6 +544,43 @@ def test_wait_open_returns_once_an_event_published_right_after_reaches_the_strea
     asyncio.run(scenario())
 
 
+@TRANSPORTS
+def test_next_event_cancelled_as_its_event_arrives_ends_cancelled_and_leaves_the_event(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """A read cancelled once its event is queued but before it runs ends cancelled; the next read gets the event.
+
+    on_event runs just before the stream queues the event, and the cancel it schedules runs ahead of the reader's
+    wakeup that queueing schedules: the cancel always meets an event that is there. Python 3.11's wait_for (with a
+    timeout) returned that event and dropped the cancellation; the timeout keeps wait_for's path taken.
+    """
+    owner("alice")
+    readers: list[asyncio.Task[dict[str, Any]]] = []
+
+    def cancel_the_reader(envelope: dict[str, Any]) -> None:
+        if readers and not readers[0].done():
+            asyncio.get_running_loop().call_soon(readers[0].cancel)
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(
+                client, IDENTITY, events=["presence"], policy=QUICK, transport=transport, on_event=cancel_the_reader
+            )
+            try:
+                await stream.wait_open(10)
+                # Blocked in next_event before the event exists: the publish below yields to the loop first.
+                readers.append(asyncio.create_task(stream.next_event(10)))
+                published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+                with pytest.raises(asyncio.CancelledError):
+                    await readers[0]
+                assert readers[0].cancelled()
+                assert (await stream.next_event(10))["eventId"] == published  # not lost with the cancelled read
+            finally:
+                await stream.close()  # a failed check must not leave the stream reading while the loop closes
+
+    asyncio.run(scenario())
+
+
 def real_transport(server: RunningServer, transport: TransportChoice) -> Transport:
     """Return the SDK's own transport of the chosen kind to the server, for a test to wrap."""
     if transport == "websocket":
@@ -551,45 +588,59 @@ def real_transport(server: RunningServer, transport: TransportChoice) -> Transpo
     return EventStreamTransport(f"{server.base_url}/sse")
 
 
-class NewerServer:
-    """The real transport, passing on what a newer server might send as well as its real frames.
+class WrappedServer:
+    """The real transport, each real frame passed through frames(): what it returns is what the stream reads.
 
-    VORA sends only the lifecycle types and channelTerminated reasons it documents, so no server path sends a
-    new one: after each real channelOpened and heartbeat frame comes a copy whose type this SDK does not know,
-    and the real channelTerminated comes with a reason it does not know. The stream reads them as any frame.
+    VORA sends only the frames it documents, so no server path sends those the subclasses add to the real ones.
     """
 
     def __init__(self, inner: Transport) -> None:
         self._inner = inner
         self.name = inner.name
-        self.unknown_sent = 0
+        self.added_sent = 0  # frames the stream has read beyond the real ones
 
     async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
         """Open the real transport and wrap its connection."""
-        return _NewerConnection(await self._inner.open(token, last_event_id, timeout), self)
+        return _WrappedConnection(await self._inner.open(token, last_event_id, timeout), self)
+
+    def frames(self, text: str) -> list[str]:
+        """Return what the stream reads for one real frame, that frame (as it is or changed) first."""
+        return [text]
 
 
-class _NewerConnection:
-    def __init__(self, inner: Connection, server: NewerServer) -> None:
+class _WrappedConnection:
+    def __init__(self, inner: Connection, server: WrappedServer) -> None:
         self._inner = inner
         self._server = server
         self._pending: list[str] = []
 
     async def receive(self) -> str:
         if self._pending:
-            self._server.unknown_sent += 1
+            self._server.added_sent += 1
             return self._pending.pop(0)
-        text = await self._inner.receive()
-        envelope = json.loads(text)
-        if envelope["type"] == "channelTerminated":
-            return json.dumps({**envelope, "data": {**envelope["data"], "reason": "sessionMoved"}})
-        if envelope["type"] in {"channelOpened", "heartbeat"}:
-            unknown = {**envelope, "type": "channelPaused", "data": {**envelope["data"], "resumeInSeconds": 3}}
-            self._pending.append(json.dumps(unknown))
-        return text
+        first, *self._pending = self._server.frames(await self._inner.receive())
+        return first
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class NewerServer(WrappedServer):
+    """The real transport, passing on what a newer server might send as well as its real frames.
+
+    After each real channelOpened and heartbeat frame comes a copy whose type this SDK does not know, and the
+    real channelTerminated comes with a reason it does not know. The stream reads them as any frame.
+    """
+
+    def frames(self, text: str) -> list[str]:
+        """Return the frame with a copy of an unknown type after it, or channelTerminated with an unknown reason."""
+        envelope = json.loads(text)
+        if envelope["type"] == "channelTerminated":
+            return [json.dumps({**envelope, "data": {**envelope["data"], "reason": "sessionMoved"}})]
+        if envelope["type"] in {"channelOpened", "heartbeat"}:
+            unknown = {**envelope, "type": "channelPaused", "data": {**envelope["data"], "resumeInSeconds": 3}}
+            return [text, json.dumps(unknown)]
+        return [text]
 
 
 @TRANSPORTS
@@ -606,7 +657,7 @@ def test_lifecycle_types_and_reasons_a_newer_server_adds_are_ignored(
             stream = await EventStream(client, IDENTITY, events=["presence"], policy=QUICK, transport=newer).start()
             await stream.wait_open(10)
             async with asyncio.timeout(10):
-                while newer.unknown_sent < 3:  # after channelOpened and two heartbeats (one a second)
+                while newer.added_sent < 3:  # after channelOpened and two heartbeats (one a second)
                     await asyncio.sleep(0.02)
             published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
             assert (await stream.next_event(10))["eventId"] == published
@@ -679,38 +730,19 @@ def test_a_last_event_id_vora_would_refuse_restarts_from_the_live_stream_with_a_
     asyncio.run(scenario())
 
 
-class GarbledServer:
+class GarbledServer(WrappedServer):
     """The real transport, with frames that are no event envelope passed on after each real channelOpened.
 
-    VORA sends only JSON envelopes, so no server path sends such a frame: a proxy or a broken middlebox might.
+    VORA sends only JSON envelopes: a proxy or a broken middlebox might send such frames.
     """
 
     FRAMES = ("not json at all", "[1, 2, 3]", '"a JSON string"', "null", '{"type": "presence", "data": 7}')
 
-    def __init__(self, inner: Transport) -> None:
-        self._inner = inner
-        self.name = inner.name
-
-    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
-        """Open the real transport and wrap its connection."""
-        return _GarbledConnection(await self._inner.open(token, last_event_id, timeout))
-
-
-class _GarbledConnection:
-    def __init__(self, inner: Connection) -> None:
-        self._inner = inner
-        self._pending: list[str] = []
-
-    async def receive(self) -> str:
-        if self._pending:
-            return self._pending.pop(0)
-        text = await self._inner.receive()
+    def frames(self, text: str) -> list[str]:
+        """Return the frame, followed by FRAMES if it is a channelOpened."""
         if json.loads(text)["type"] == "channelOpened":
-            self._pending += GarbledServer.FRAMES
-        return text
-
-    async def close(self) -> None:
-        await self._inner.close()
+            return [text, *self.FRAMES]
+        return [text]
 
 
 @TRANSPORTS
