@@ -42,6 +42,7 @@ RATE = 1000
 TYPES = ("callRinging", "presence", "recordingStarted")
 TARGET_P99_RATIO = 1.5  # issue 26 item 3: the tail within 1.5 x the bare baseline's, same run
 TARGET_DELIVERIES = 20_000
+REDIS_STALL_MS = 5  # Redis' own stalls the phases report (its latency monitor's threshold)
 ROUNDS = 4  # a paced phase is split into rounds that alternate between the servers compared
 
 
@@ -167,12 +168,14 @@ def phase(
     client_cpu = client.cpu_seconds()
     redis_cpu, usage_before = bench.redis_cpu_seconds(), command_usage(bench)
     loop_before = worker_loop.snapshot(server)
+    reset_redis_stalls(bench)
     with profiled(bench.procs, bench.profile_dir, name, server, count / (rate or 3000)):
         published = send(publish, ids, count, rate)
         report = client.call({"cmd": "expect", "final": published.pop("final"), "timeout": 30}, timeout=60)
     redis_cpu = bench.redis_cpu_seconds() - redis_cpu
     redis_usage = usage_between(usage_before, command_usage(bench))
     loop = worker_loop.between(loop_before, worker_loop.snapshot(server))
+    redis_stalls = redis_stalls_since_reset(bench)
     span = (report["last_receive"] or published["started"]) - published["started"]
     expected = count * FAN_OUT
     return {
@@ -195,7 +198,20 @@ def phase(
         "redis_cpu_seconds": round(redis_cpu, 3),
         "redis_usage": redis_usage,
         "worker_loop": loop,  # VORA's workers' loop lag and garbage collections over the phase (None: baseline)
+        "redis_stalls_ms": redis_stalls,  # Redis' own longest stall per kind, of REDIS_STALL_MS or more
     }
+
+
+def reset_redis_stalls(bench: Bench) -> None:
+    """Make Redis note its own stalls of REDIS_STALL_MS or more (LATENCY monitor), from now on."""
+    bench.redis.config_set("latency-monitor-threshold", REDIS_STALL_MS)
+    bench.redis.execute_command("LATENCY", "RESET")
+
+
+def redis_stalls_since_reset(bench: Bench) -> dict[str, int]:
+    """Return the longest stall Redis noted per kind (command, expire-cycle, fork, ...) since the reset, in ms."""
+    noted = bench.redis.execute_command("LATENCY", "LATEST")
+    return {(kind.decode() if isinstance(kind, bytes) else str(kind)): int(longest) for kind, _, _, longest in noted}
 
 
 def command_usage(bench: Bench) -> dict[str, tuple[int, int]]:
@@ -305,6 +321,10 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "redis_cpu_seconds": round(sum(r["redis_cpu_seconds"] for r in rounds), 3),
         "redis_usage": usage,
         "worker_loop": worker_loop.merged([r.get("worker_loop") for r in rounds]),
+        "redis_stalls_ms": {
+            kind: max(r["redis_stalls_ms"].get(kind, 0) for r in rounds)
+            for kind in sorted({kind for r in rounds for kind in r.get("redis_stalls_ms", {})})
+        },
     }
 
 
@@ -448,6 +468,15 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             None,
         ),
         *worker_loop.rows("4", paced_v.get("worker_loop")),
+        Row(
+            f"4 Redis' own longest stall (of {REDIS_STALL_MS} ms or more) in each server's rounds",
+            float(max(paced_v.get("redis_stalls_ms", {}).values(), default=0)),
+            "ms",
+            float(max(paced_b.get("redis_stalls_ms", {}).values(), default=0)),
+            "(reported: Redis' latency monitor)",
+            None,
+            ratio=None,
+        ),
         Row(
             f"4 deliveries/s, paced {figures['rate']:,} ev/s",
             paced_v["deliveries_per_second"],
