@@ -26,7 +26,13 @@ from tests.harness.metrics import sample
 from tests.harness.tokens import TokenFactory
 from vora.app import create_app
 from vora.core.settings import Settings
-from vora.observability.metrics import GcPauseTimer, Metrics, observe_request, time_garbage_collections
+from vora.observability.metrics import (
+    GcPauseTimer,
+    Metrics,
+    flush_gc_pauses,
+    observe_request,
+    time_garbage_collections,
+)
 from vora.services import services_of
 from vora.store import keys
 
@@ -231,19 +237,44 @@ def test_a_stalled_worker_shows_as_loop_lag_and_a_warning(env: dict[str, str], t
 
 
 def test_garbage_collections_are_timed_by_generation() -> None:
-    """Each collection lands in its generation's histogram, once however often timing is switched on."""
-    before = {g: REGISTRY.get_sample_value("vora_worker_gc_pause_seconds_count", {"generation": g}) for g in "012"}
-    time_garbage_collections()
-    time_garbage_collections()
+    """Each collection lands in its generation's histogram at the next flush, once however often timing is on."""
+
+    def counted(generation: str) -> float:
+        return REGISTRY.get_sample_value("vora_worker_gc_pause_seconds_count", {"generation": generation}) or 0.0
+
+    before = {generation: counted(generation) for generation in "012"}
+    assert time_garbage_collections() is time_garbage_collections()
     try:
         gc.collect(1)
         gc.collect(2)
+        assert counted("2") == before["2"]  # counted in the callback, observed only at the flush
+        flush_gc_pauses()
     finally:
         gc.callbacks[:] = [callback for callback in gc.callbacks if not isinstance(callback, GcPauseTimer)]
-    after = {g: REGISTRY.get_sample_value("vora_worker_gc_pause_seconds_count", {"generation": g}) for g in "012"}
-    assert after["1"] == (before["1"] or 0) + 1
-    assert after["2"] == (before["2"] or 0) + 1
+    assert counted("1") == before["1"] + 1
+    assert counted("2") == before["2"] + 1
     assert (REGISTRY.get_sample_value("vora_worker_gc_pause_seconds_sum", {"generation": "2"}) or 0) > 0
+
+
+def test_a_collection_inside_a_metric_write_does_not_deadlock(tmp_path: Path) -> None:
+    """Collections set off inside prometheus-client's multiprocess lock are timed without taking it again."""
+    code = """
+import gc
+from prometheus_client import Counter
+from vora.observability.metrics import flush_gc_pauses, time_garbage_collections
+made = Counter("gc_in_metric_write_total", "Children made while collections run.", ["n"])
+time_garbage_collections()
+gc.set_threshold(1)  # a collection on almost every allocation: many fall inside a metric write
+for n in range(2000):
+    made.labels(str(n)).inc()
+flush_gc_pauses()
+print("done")
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert result.stdout.strip() == "done", result.stderr[-2000:]
 
 
 def test_socket_journey_is_measured_and_its_lifetime_is_no_http_request(

@@ -170,11 +170,12 @@ LOOP_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 GC_GENERATIONS = ("0", "1", "2")
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 GC_PAUSES = Histogram(
     "vora_worker_gc_pause_seconds",
     "Python garbage collections in the workers, by generation: each pauses every connection of its worker.",
     ["generation"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    buckets=GC_PAUSE_BUCKETS,
 )
 for _generation in GC_GENERATIONS:
     GC_PAUSES.labels(_generation)
@@ -342,31 +343,65 @@ def sample_worker_process() -> None:
 
 
 def observe_loop_lag(seconds: float) -> None:
-    """Record how late the event loop ran its probe, and warn of a stall every connection felt."""
+    """Record how late the event loop ran its probe and the collections since; warn of a stall all connections felt."""
     LOOP_LAG.observe(seconds)
+    flush_gc_pauses()  # every probe: the collections reach Prometheus within LOOP_PROBE_SECONDS
     if seconds >= LOOP_STALL_WARNING_SECONDS:
         log.warning("worker event loop stalled", extra={"fields": {"seconds": round(seconds, 3)}})
 
 
 class GcPauseTimer:
-    """Time each garbage collection of this process into vora_worker_gc_pause_seconds."""
+    """Time each garbage collection of this process; flush() adds them to vora_worker_gc_pause_seconds.
+
+    A collection starts at whatever allocation set it off, possibly inside a metric write that holds
+    prometheus-client's one multiprocess lock, which is not reentrant: observing there would wait for
+    ever. So the callback only counts into plain integers per bucket, as DeliveryTally does.
+    """
 
     def __init__(self) -> None:
         self._started = 0.0
-        self._by_generation = [GC_PAUSES.labels(generation) for generation in GC_GENERATIONS]
+        self._counts = [[0] * (len(GC_PAUSE_BUCKETS) + 1) for _ in GC_GENERATIONS]
+        self._sums = [0.0 for _ in GC_GENERATIONS]
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
-        """Note a collection's start; at its stop, record how long it took."""
+        """Note a collection's start; at its stop, count how long it took."""
         if phase == "start":
             self._started = time.perf_counter()
-        else:
-            self._by_generation[info["generation"]].observe(time.perf_counter() - self._started)
+            return
+        seconds, generation = time.perf_counter() - self._started, info["generation"]
+        self._counts[generation][bisect.bisect_left(GC_PAUSE_BUCKETS, seconds)] += 1
+        self._sums[generation] += seconds
+
+    def flush(self) -> None:
+        """Add the collections counted since the last flush to the histogram (never from a collection)."""
+        for generation, counts in zip(GC_GENERATIONS, self._counts, strict=True):
+            if not any(counts):
+                continue
+            child = GC_PAUSES.labels(generation)
+            for index, count in enumerate(counts):
+                if count:
+                    counts[index] -= count  # a collection during this flush adds to the next one
+                    child._buckets[index].inc(count)
+            total = self._sums[int(generation)]
+            self._sums[int(generation)] -= total  # no container is made in between: no collection can run there
+            child._sum.inc(total)
 
 
-def time_garbage_collections() -> None:
-    """Time this process's garbage collections from now on (once, however often called)."""
-    if not any(isinstance(callback, GcPauseTimer) for callback in gc.callbacks):
-        gc.callbacks.append(GcPauseTimer())
+def time_garbage_collections() -> GcPauseTimer:
+    """Time this process's garbage collections from now on (one timer, however often called) and return it."""
+    for callback in gc.callbacks:
+        if isinstance(callback, GcPauseTimer):
+            return callback
+    timer = GcPauseTimer()
+    gc.callbacks.append(timer)
+    return timer
+
+
+def flush_gc_pauses() -> None:
+    """Add the collections this process's timer counted to vora_worker_gc_pause_seconds."""
+    for callback in gc.callbacks:
+        if isinstance(callback, GcPauseTimer):
+            callback.flush()
 
 
 def set_connection_limit(limit: int) -> None:
