@@ -44,11 +44,11 @@ log = logging.getLogger("vora.http")
 
 KEPT_POLL_SECONDS = 0.05  # how often a stopping worker looks whether the connections the app kept are closed
 KEPT_CUT_SECONDS = 1.0  # how long the app may take to end kept connections cut at the graceful timeout
-# How long a connection may keep the worker's CPU (reading, or serving pipelined requests) before
-# it lets the others run.
 # Modules the master loads for its own hooks that keep the ssl module's unpatched SSLContext, which
 # no worker uses: `import redis` (the metrics server's client) imports redis.asyncio with it.
 UNUSED_UNPATCHED_SSL = ("redis.asyncio.",)
+# How long a connection may keep the worker's CPU (reading, or serving pipelined requests) before
+# it lets the others run.
 TURN_SECONDS = 0.002
 
 # What gunicorn's own refusals answer; any other parse error is a 400.
@@ -315,7 +315,10 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
             warnings.simplefilter("always")
             super().patch()
         for warning in caught:
-            if warning.category is gevent.monkey.MonkeyPatchWarning and not unpatched_ssl_users():
+            late_ssl = warning.category is gevent.monkey.MonkeyPatchWarning and str(warning.message).startswith(
+                "Monkey-patching ssl after ssl has already been imported"
+            )
+            if late_ssl and not unpatched_ssl_users():
                 continue  # gevent names the modules the master loaded; none of them runs in a worker
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
