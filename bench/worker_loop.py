@@ -59,10 +59,10 @@ def between(before: LoopSnapshot | None, after: LoopSnapshot | None) -> dict[str
     if before is None or after is None:
         return None
     lag = {bound: after.lag_buckets.get(bound, 0.0) - before.lag_buckets.get(bound, 0.0) for bound in after.lag_buckets}
-    gc = {
-        generation: (count - before.gc.get(generation, (0.0, 0.0))[0], total - before.gc.get(generation, (0.0, 0.0))[1])
-        for generation, (count, total) in after.gc.items()
-    }
+    gc = {}
+    for generation, (count, total) in after.gc.items():
+        count_before, total_before = before.gc.get(generation, (0.0, 0.0))
+        gc[generation] = (count - count_before, total - total_before)
     return summary(lag, gc)
 
 

@@ -208,6 +208,15 @@ _COUNTERS: dict[str, Counter] = {
 }
 
 
+def _add_counted(child: Any, counts: list[int]) -> None:
+    """Add per-bucket counts to a histogram child and take them off the counts (its sum is the caller's)."""
+    # Histogram.observe adds one observation; a bucket's value object adds many at once.
+    for index, count in enumerate(counts):
+        if count:
+            counts[index] -= count
+            child._buckets[index].inc(count)
+
+
 class DeliveryTally:
     """Live deliveries' latencies counted into plain integers per bucket, added to the histogram at flush.
 
@@ -233,11 +242,7 @@ class DeliveryTally:
             if not any(counts):
                 continue
             child = DELIVERY_LATENCY.labels(transport)
-            # Histogram.observe adds one observation; a bucket's value object adds many at once.
-            for index, count in enumerate(counts):
-                if count:
-                    child._buckets[index].inc(count)
-                    counts[index] = 0
+            _add_counted(child, counts)
             child._sum.inc(self._sums[transport])
             self._sums[transport] = 0.0
 
@@ -378,10 +383,7 @@ class GcPauseTimer:
             if not any(counts):
                 continue
             child = GC_PAUSES.labels(generation)
-            for index, count in enumerate(counts):
-                if count:
-                    counts[index] -= count  # a collection during this flush adds to the next one
-                    child._buckets[index].inc(count)
+            _add_counted(child, counts)  # a collection during this flush counts towards the next one
             total = self._sums[int(generation)]
             self._sums[int(generation)] -= total  # no container is made in between: no collection can run there
             child._sum.inc(total)
