@@ -124,7 +124,9 @@ export interface StreamOptions {
   /**
    * Setups after channelTerminated `replaced` allowed within replacedWindowMs (default 1). One more `replaced`
    * in the window closes the stream with reason "replaced": two copies of the app past the server's session
-   * limit would otherwise evict each other forever. Infinity restores "always set up again".
+   * limit would otherwise evict each other forever. A session set up and refused (401, where the platform shows
+   * it) at its first open counts as a `replaced` too: a newer one ended it before any stream could carry the notice.
+   * Infinity restores "always set up again".
    */
   maxReplacedSetups?: number;
   /** The window of maxReplacedSetups (default 60 s: twice the backoff cap, so a slow carousel is still seen). */
@@ -221,6 +223,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #connection: TransportConnection | undefined;
   #terminated: TerminationReason | undefined;
   #replacedAt: number[] = [];
+  /** The token comes from a setup whose stream has not opened yet. */
+  #setUpNotOpened = false;
   #subscription: Subscription | undefined;
   #heartbeatMs: number;
   #reconnectWindowMs: number | undefined;
@@ -451,6 +455,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         if (this.#subscription !== undefined) await this.#client.subscribe(this.identity, this.#subscription);
         if (this.#isClosed()) return;
         this.#token = token;
+        this.#setUpNotOpened = true;
         this.#unexplained = 0;
         this.#emitter.emit("setup", { identity: this.identity });
       } catch (error) {
@@ -502,6 +507,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
               this.#emitter.emit("fallback", { from, to: transport.name, failures: probe.failures });
             }
             openedAt = Date.now();
+            this.#setUpNotOpened = false;
             this.#failedOpens = 0;
             this.#unexplained = 0;
             this.#transition("open", `${transport.name} open`);
@@ -581,6 +587,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       return;
     }
     const handshake = close.handshake;
+    if (this.#endedBeforeOpen(handshake)) return;
     const attempt = ++this.#attempt;
     let step = afterRefusal(this.#rules, handshake?.status, handshake?.retryAfterSeconds, attempt);
     if (step.kind === "resume" && handshake !== undefined && !handshake.statusVisible) {
@@ -636,6 +643,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#failedOpens = 0;
     const handshake = close.handshake;
     let step = probe.step;
+    if (this.#endedBeforeOpen(handshake)) return;
     if (handshake?.fromVora === true && handshake.status !== undefined) {
       // VORA itself refused the probe (a 401 for a session gone, a 503): its answer beats the hidden one.
       step = afterRefusal(this.#rules, handshake.status, handshake.retryAfterSeconds, probe.attempt);
@@ -652,6 +660,19 @@ export class VoraStream implements AsyncIterable<StreamItem> {
 
   #replacedWindowMs(): number {
     return this.#options.replacedWindowMs ?? DEFAULT_REPLACED_WINDOW_MS;
+  }
+
+  /**
+   * Close the stream when a session set up for it was refused (401) at its first open once more than the guard
+   * allows: a newer session of the same user ended it before any stream could carry the `replaced` notice, and
+   * left uncounted, such evictions would let two copies of an app keep evicting each other past the guard.
+   */
+  #endedBeforeOpen(handshake: HandshakeFailure | undefined): boolean {
+    if (handshake?.status !== 401 || !this.#setUpNotOpened || !this.#replacedTooOften()) return false;
+    const limit = this.#options.maxReplacedSetups ?? DEFAULT_MAX_REPLACED_SETUPS;
+    const detail = `replaced more than ${limit} time(s) within ${this.#replacedWindowMs()} ms (the last before its stream opened): another client holds the session`;
+    this.#finish("replaced", detail, undefined);
+    return true;
   }
 
   /** Record a `replaced` and tell whether the setups it allows within the window are used up. */

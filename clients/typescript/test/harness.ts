@@ -1,7 +1,8 @@
 // Helpers for the SDK's suite: the pytest side's control server starts real VORA instances and mints real tokens.
 import { after } from "node:test";
+import WebSocket from "ws";
 import { VoraClient, webSocketTransport } from "../src/index.js";
-import type { ReconnectRules, StreamEvents, VoraStream } from "../src/index.js";
+import type { ReconnectRules, StreamEvents, Transport, VoraStream, WebSocketConstructor } from "../src/index.js";
 
 const CONTROL = process.env["VORA_TEST_CONTROL_URL"];
 const SERVER_KEY = process.env["VORA_TEST_SERVER_KEY"] ?? "";
@@ -135,6 +136,9 @@ export const FAST_RULES: Partial<ReconnectRules> = {
 };
 
 export { webSocketTransport };
+
+/** The WebSocket transport on the ws package, which shows a refused handshake's status and body (a browser's WebSocket shows neither). */
+export const wsPackage = (): Transport => webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor });
 
 // Every stream a test file opens is closed when the file ends, passed or failed, so its process can exit.
 const opened: VoraStream[] = [];

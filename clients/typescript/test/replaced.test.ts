@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { VoraStream } from "../src/index.js";
-import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive, until } from "./harness.js";
+import { sseTransport } from "../src/index.js";
+import type { Transport, TransportConnection, TransportSink, TransportTarget, VoraClient, VoraStream } from "../src/index.js";
+import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive, until, wsPackage } from "./harness.js";
 
 /** Count a stream's setups (the one at start included). */
 function countSetups(stream: VoraStream): { count: number } {
@@ -10,14 +11,46 @@ function countSetups(stream: VoraStream): { count: number } {
   return counter;
 }
 
+// Transports whose refused handshake shows its status (a browser's WebSocket hides it: there the guard counts notices).
+const VISIBLE: Record<string, () => Transport> = { websocket: wsPackage, sse: sseTransport };
+
+/** The real transport, with another device setting up a session on the user just before the chosen opens. */
+function setUpBeforeOpens(inner: Transport, otherDevice: VoraClient, identity: string, before: Set<number>): Transport & { opens: number } {
+  const wrapped = {
+    name: inner.name,
+    connectionType: inner.connectionType,
+    available: () => inner.available(),
+    opens: 0,
+    open(target: TransportTarget, sink: TransportSink): TransportConnection {
+      wrapped.opens += 1;
+      if (!before.has(wrapped.opens)) return inner.open(target, sink);
+      let real: TransportConnection | undefined;
+      let closed: [number, string] | undefined;
+      // The stream's session, not open yet, is the oldest: the other device's setup ends it.
+      void otherDevice.setup({ identity }).then(() => {
+        real = inner.open(target, sink);
+        if (closed !== undefined) real.close(...closed);
+      });
+      return {
+        close: (code: number, reason: string) => {
+          closed = [code, reason];
+          real?.close(code, reason);
+        },
+      };
+    },
+  };
+  return wrapped;
+}
+
 for (const transport of ["websocket", "sse"] as const) {
   test(`two copies of an app past a one-session limit evict each other once each, then one closes with replaced (${transport})`, async () => {
     const vora = await instance("one-session", { VORA_MAX_SESSIONS_PER_IDENTITY: "1" });
     const identity = newIdentity();
-    const first = (await clientFor(vora, `tabs-user-${transport}`, [identity])).stream({ identity, rules: FAST_RULES, transport });
+    const options = { identity, rules: FAST_RULES, transport: [VISIBLE[transport]!()] };
+    const first = (await clientFor(vora, `tabs-user-${transport}`, [identity])).stream(options);
     const firstSetups = countSetups(first);
     await first.opened();
-    const second = (await clientFor(vora, `tabs-user-${transport}`, [identity])).stream({ identity, rules: FAST_RULES, transport });
+    const second = (await clientFor(vora, `tabs-user-${transport}`, [identity])).stream(options);
     const secondSetups = countSetups(second);
     const streams = [first, second];
     await until(() => streams.some((stream) => stream.state === "closed"), "one of the two to give up");
@@ -26,7 +59,8 @@ for (const transport of ["websocket", "sse"] as const) {
     assert.ok(loser !== undefined && winner !== undefined);
     assert.equal(loser.closeInfo?.reason, "replaced");
     await winner.opened();
-    // Two setups to start, then one after replaced for each (maxReplacedSetups 1): four in all, and no more.
+    // Two setups to start, then one after replaced for each (maxReplacedSetups 1): four in all, and no more. An
+    // eviction that lands before the evicted stream opened shows as a 401, and counts as a replaced all the same.
     assert.equal(firstSetups.count + secondSetups.count, 4);
     await publishAndReceive(winner, vora, identity, "presence", { status: "busy" });
     assert.equal(winner.state, "open");
@@ -59,3 +93,29 @@ test("a single replacement sets up again; a second within replacedWindowMs close
   assert.equal(patient.state, "open");
   patient.close();
 });
+
+for (const transport of ["websocket", "sse"] as const) {
+  for (const evictedAtStart of [true, false]) {
+    const shape = evictedAtStart ? "both before it opened" : "a notice, then one before it opened";
+    test(`a session ended before its stream opened counts as replaced: ${shape} (${transport})`, async () => {
+      const vora = await instance("one-session", { VORA_MAX_SESSIONS_PER_IDENTITY: "1" });
+      const identity = newIdentity();
+      const client = await clientFor(vora, `before-open-user-${transport}`, [identity]);
+      const otherDevice = await clientFor(vora, `before-open-user-${transport}`, [identity]);
+      const wrapped = setUpBeforeOpens(VISIBLE[transport]!(), otherDevice, identity, new Set(evictedAtStart ? [1, 2] : [2]));
+      const stream = client.stream({ identity, rules: FAST_RULES, transport: [wrapped] });
+      const causes: string[] = [];
+      stream.on("reconnecting", (info) => causes.push(info.cause));
+      if (!evictedAtStart) {
+        await stream.opened();
+        await otherDevice.setup({ identity }); // the replaced notice: the one setup the guard allows
+      }
+      // Without the count, the stream sets up again and opens a third time (the carousel goes on).
+      await until(() => stream.state === "closed" || wrapped.opens >= 3, "the stream to close or open again");
+      assert.equal(stream.state, "closed");
+      assert.equal(stream.closeInfo?.reason, "replaced");
+      assert.equal(wrapped.opens, 2);
+      assert.deepEqual(causes, [evictedAtStart ? "refused 401" : "replaced"]);
+    });
+  }
+}

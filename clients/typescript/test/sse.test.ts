@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import WebSocket from "ws";
 import { VoraUnauthorizedError, sseTransport, webSocketTransport } from "../src/index.js";
 import type {
   FallbackInfo,
@@ -10,13 +9,9 @@ import type {
   TransportConnection,
   TransportSink,
   TransportTarget,
-  WebSocketConstructor,
 } from "../src/index.js";
 import type { Instance } from "./harness.js";
-import { FAST_RULES, act, clientFor, instance, newIdentity, next, proxy, publish, publishAndReceive, serverApi, until } from "./harness.js";
-
-// The ws package shows a refused handshake's status and body (a browser's WebSocket shows neither).
-const wsPackage = () => webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor });
+import { FAST_RULES, act, clientFor, instance, newIdentity, next, proxy, publish, publishAndReceive, serverApi, until, wsPackage } from "./harness.js";
 
 interface Recorded {
   opened: boolean;

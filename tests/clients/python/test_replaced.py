@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from vora_client import EventStream, ReconnectPolicy, State, TransportChoice, VoraClient, connect
+from vora_client import Connection, EventStream, ReconnectPolicy, State, Transport, TransportChoice, VoraClient, connect
 
 from testbed.vora_server import RunningServer
-from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory
+from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory, real_transport
 from tests.harness.server_api import publish_event
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
@@ -32,6 +32,24 @@ class CountingTokens:
         self.calls += 1
         token: str = await self.provider()
         return token
+
+
+class SetUpBeforeOpens:
+    """The real transport, with another device setting up a session on the user just before the chosen opens."""
+
+    def __init__(self, inner: Transport, other_device: VoraClient, before: set[int]) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self._other_device = other_device
+        self._before = before
+        self.opens = 0
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Let the other device take the session slot on the chosen opens, then open the real transport."""
+        self.opens += 1
+        if self.opens in self._before:
+            await self._other_device.setup(IDENTITY)  # the stream's session, not open yet, is the oldest: ended
+        return await self._inner.open(token, last_event_id, timeout)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -63,7 +81,8 @@ def test_two_copies_of_an_app_stop_evicting_each_other(
             [winner] = [stream for stream in streams if stream is not loser]
             assert loser.close_reason == "replaced"
             await until(lambda: winner.state is State.OPEN)
-            # Two setups to start, then one setup after replaced for each (max_replaced_setups=1): four in all.
+            # Two setups to start, then one setup after replaced for each (max_replaced_setups=1): four in all. An
+            # eviction that lands before the evicted stream opened shows as a 401, and counts as a replaced too.
             assert first_tokens.calls + second_tokens.calls == 4
             event_id = await asyncio.to_thread(
                 publish_event, server.server_api_url, SERVER_KEY, IDENTITY, "presence", {"status": "busy"}
@@ -103,6 +122,45 @@ def test_the_guard_is_an_option_a_single_replacement_still_recovers(
                 await until(lambda: sum(c.current is State.OPEN for c in patient.changes) == opens)  # noqa: B023 - awaited in the loop
             assert patient.state is State.OPEN
             await patient.close()
+
+    with make_server(max_sessions_per_identity="1") as server:
+        asyncio.run(scenario(server))
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+@pytest.mark.parametrize("evicted_at_start", [True, False], ids=["both-before-open", "notice-then-before-open"])
+def test_a_session_ended_before_its_stream_opened_counts_as_replaced(
+    make_server: ServerFactory,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    transport: TransportChoice,
+    evicted_at_start: bool,
+) -> None:
+    """A fresh session refused (401) at its first open counts toward the guard as a replaced notice does."""
+    owner("alice")
+
+    async def scenario(server: RunningServer) -> None:
+        async with (
+            VoraClient(server.base_url, tokens("alice")) as client,
+            VoraClient(server.base_url, tokens("alice")) as other_device,
+        ):
+            evicted_before = {1, 2} if evicted_at_start else {2}
+            wrapped = SetUpBeforeOpens(real_transport(server, transport), other_device, evicted_before)
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=wrapped)
+            if not evicted_at_start:
+                await until(lambda: stream.state is State.OPEN)
+                await other_device.setup(IDENTITY)  # the replaced notice: the one setup the guard allows
+            # Without the count, the stream sets up again and opens a third time (the carousel goes on).
+            await until(lambda: stream.state is State.CLOSED or wrapped.opens >= 3)
+            assert stream.state is State.CLOSED
+            assert stream.close_reason == "replaced"
+            assert wrapped.opens == 2
+            refused = [change for change in stream.changes if change.current is State.RECONNECTING]
+            # One setup again in all: after the first 401, or after the notice; the second eviction closes the stream.
+            expected: list[tuple[str, int | None]] = (
+                [("session over", 401)] if evicted_at_start else [("replaced", None)]
+            )
+            assert [(change.reason, change.code if change.code == 401 else None) for change in refused] == expected
 
     with make_server(max_sessions_per_identity="1") as server:
         asyncio.run(scenario(server))

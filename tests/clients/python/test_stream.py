@@ -19,7 +19,6 @@ import redis
 from vora_client import (
     Connection,
     EventStream,
-    EventStreamTransport,
     MalformedFrame,
     NotFound,
     ReconnectPolicy,
@@ -29,13 +28,12 @@ from vora_client import (
     Transport,
     TransportChoice,
     VoraClient,
-    WebSocketTransport,
     connect,
 )
 
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
 from testbed.wait import wait_for
-from tests.harness.sdk import IDENTITY, ServerFactory
+from tests.harness.sdk import IDENTITY, ServerFactory, real_transport
 from tests.harness.server_api import end_sessions, list_sessions, publish_batch, publish_event
 from tests.harness.tokens import TokenFactory
 
@@ -579,13 +577,6 @@ def test_next_event_cancelled_as_its_event_arrives_ends_cancelled_and_leaves_the
                 await stream.close()  # a failed check must not leave the stream reading while the loop closes
 
     asyncio.run(scenario())
-
-
-def real_transport(server: RunningServer, transport: TransportChoice) -> Transport:
-    """Return the SDK's own transport of the chosen kind to the server, for a test to wrap."""
-    if transport == "websocket":
-        return WebSocketTransport(server.ws_url)
-    return EventStreamTransport(f"{server.base_url}/sse")
 
 
 class WrappedServer:

@@ -39,7 +39,9 @@ from vora_client.transport import Closed, Connection, Transport, websocket_url
 Envelope = dict[str, Any]
 LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap", "channelOpened"})
 # Setups after channelTerminated replaced allowed per window: two copies of an app past the server's session
-# limit evict each other, so one more replaced within the window closes the stream (reason "replaced").
+# limit evict each other, so one more replaced within the window closes the stream (reason "replaced"). A session
+# set up and refused (401) at its first open counts as replaced too: a newer one ended it before any stream could
+# carry the notice, and left uncounted such evictions would let the carousel slip past the guard.
 DEFAULT_MAX_REPLACED_SETUPS = 1
 # Twice the backoff cap: a carousel slowed down by backoff still shows within the window.
 DEFAULT_REPLACED_WINDOW = 60.0
@@ -342,6 +344,7 @@ class EventStream:
                 await self._announce_gap(self.last_event_id)
                 self.last_event_id = None
             await self._transition(State.CONNECTING)
+            set_up_now = self.session is None
             try:
                 if self.session is None:
                     await self._set_up()
@@ -356,6 +359,9 @@ class EventStream:
             except Unauthorized as exc:
                 if self.session is None or self.client is None:  # refused, and nothing can set up another
                     await self._finish(f"setup refused: {exc}", exc)
+                    return
+                if set_up_now and self._replaced_too_often():  # ended before it opened: see DEFAULT_MAX_REPLACED_SETUPS
+                    await self._finish("replaced")
                     return
                 self._session_over_reason = "session over (the stream's token was refused)"
                 self.session = None  # the session ended while no stream was open: set up again
