@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import worker_loop
 from bench.context import Bench, identities
 from bench.report import Row
 from bench.scenarios.fanout import FAN_OUT, RATE, ROUNDS, Leg, against_ws_rows, holding, interleaved, legs_of
@@ -108,6 +109,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             f"<= {TARGET_P99_RATIO:g} x baseline",
             p99_b > 0 and p99_v <= TARGET_P99_RATIO * p99_b,
         ),
+        *worker_loop.rows("7", vora["paced"].get("worker_loop")),
     ]
 
 
