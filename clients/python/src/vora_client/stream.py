@@ -187,6 +187,7 @@ class EventStream:
         self._max_replaced_setups = max_replaced_setups
         self._replaced_window = replaced_window
         self._replaced_at: list[float] = []
+        self._set_up_not_opened = False  # the session comes from a setup whose stream has not opened yet
         self._connection: Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._changes: list[StateChange] = []
@@ -344,10 +345,10 @@ class EventStream:
                 await self._announce_gap(self.last_event_id)
                 self.last_event_id = None
             await self._transition(State.CONNECTING)
-            set_up_now = self.session is None
             try:
                 if self.session is None:
                     await self._set_up()
+                    self._set_up_not_opened = True
                 assert self.session is not None
                 before = self._transport.name
                 connection = await self._transport.open(
@@ -360,7 +361,7 @@ class EventStream:
                 if self.session is None or self.client is None:  # refused, and nothing can set up another
                     await self._finish(f"setup refused: {exc}", exc)
                     return
-                if set_up_now and self._replaced_too_often():  # ended before it opened: see DEFAULT_MAX_REPLACED_SETUPS
+                if self._set_up_not_opened and self._replaced_too_often():  # see DEFAULT_MAX_REPLACED_SETUPS
                     await self._finish("replaced")
                     return
                 self._session_over_reason = "session over (the stream's token was refused)"
@@ -378,6 +379,7 @@ class EventStream:
                 await self._finish(f"refused: {exc}", exc)
                 return
             self._connection = connection
+            self._set_up_not_opened = False
             opened = time.monotonic()
             fell_back = isinstance(self._transport, AutoTransport) and self._transport.name != before
             if fell_back and isinstance(self._transport, AutoTransport) and self._transport.fallback is not None:
