@@ -124,11 +124,16 @@ def merged(reports: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     return summary(lag, gc, written)
 
 
+def late_share(loop: dict[str, Any]) -> float:
+    """Return the percentage of a report's loop probes that ran more than 5 ms late (two decimals)."""
+    late: float = round(100 * loop["late"]["over_5ms"] / loop["probes"], 2)
+    return late
+
+
 def rows(scenario: str, loop: dict[str, Any] | None) -> list[Row]:
     """Report VORA's workers' loop lag, garbage collections and late writes over the paced phase: is the tail theirs."""
     if not loop or not loop["probes"]:
         return []
-    late = 100 * loop["late"]["over_5ms"] / loop["probes"]
     collections = sum(figures["collections"] for figures in loop["gc"].values())
     writes = loop.get("written", 0)
     written = (
@@ -148,7 +153,7 @@ def rows(scenario: str, loop: dict[str, Any] | None) -> list[Row]:
     return [
         Row(
             f"{scenario} VORA workers: loop probes later than 5 ms (of {loop['probes']:,}, every 50 ms)",
-            round(late, 2),
+            late_share(loop),
             "%",
             None,
             "(reported: a tail the workers' loops made)",

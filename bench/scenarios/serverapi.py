@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from bench import worker_loop
 from bench.context import Bench, identities
 from bench.httpload import LoadSpec, run_load
 from bench.procs import Server
@@ -312,14 +313,12 @@ def _loop_rows(single: dict[str, Any] | None, python: dict[str, Any] | None) -> 
     """Say where the one-event-per-request tail is made: VORA's workers' loops and writes, next to the Python path's."""
     if not single or not python or not single["probes"] or not python["probes"] or not single["written"]:
         return []
-    late_single = round(100 * single["late"]["over_5ms"] / single["probes"], 2)
-    late_python = round(100 * python["late"]["over_5ms"] / python["probes"], 2)
     return [
         Row(
             "11 VORA workers, one event per request: loop probes later than 5 ms (every 50 ms)",
-            late_single,
+            worker_loop.late_share(single),
             "%",
-            late_python,
+            worker_loop.late_share(python),
             "(reported; baseline: the Python publisher's phase)",
             None,
             ratio=None,
