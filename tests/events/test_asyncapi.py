@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from flask import Flask
 
 from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS
 from vora.core.settings import DEFAULT_SPEC_DIR
-from vora.events.publisher import ASYNCAPI_FILE, EventCatalog, InvalidEvent, data_schema_name
+from vora.events.publisher import ASYNCAPI_FILE, EventCatalog, InvalidEvent, data_schema_name, inline_refs
+from vora.http.fast_path import TwinCheck
 from vora.tools.spec_check import DEFAULT_ASYNCAPI_SCHEMA, EVENT_CHANNELS, asyncapi_events, check_asyncapi
 
 
@@ -111,3 +113,56 @@ def test_check_spec_fails_when_a_transport_is_missing(document: dict[str, Any], 
     (tmp_path / ASYNCAPI_FILE).write_text(yaml.safe_dump(broken))
     problems = check_asyncapi(tmp_path)
     assert any("/vora/sse" in problem for problem in problems), problems
+
+
+# Values on both sides of every rule the payload schemas use, and of the types jsonschema_rs reads otherwise.
+TRICKY_VALUES: list[Any] = [
+    "c", "", "x" * 128, "x" * 129, "\u00e9" * 128, "\U0001f4de" * 129, "\ud800", "inbound", "busy", "interval",
+    0, 1, -1, 12, 1.0, -1.0, 0.5, True, False, None, 2**64, -(2**63) - 1, [], {}, ["c"], {"callId": "c"},
+]  # fmt: skip
+
+
+def _payloads(schema: dict[str, Any]) -> list[Any]:
+    """Return payloads that set each property of a data schema to each tricky value, break required, add a key."""
+    properties = schema["properties"]
+    minimal = dict.fromkeys(schema["required"], "c")
+    payloads: list[Any] = [minimal, {}, [], "c", None, {**minimal, "unknown": "c"}]
+    for name, value in itertools.product(properties, TRICKY_VALUES):
+        payloads.append({**minimal, name: value})
+        payloads.append({name: value})
+    for name, prop in properties.items():
+        payloads += [{**minimal, name: value} for value in prop.get("enum", [])]
+    return payloads
+
+
+@pytest.mark.parametrize("event_type", list(SUBSCRIBABLE_EVENTS))
+def test_the_catalogue_gives_jsonschemas_verdict_from_its_faster_check(
+    document: dict[str, Any], event_type: str
+) -> None:
+    """Each publishable type is checked by jsonschema_rs first; every payload gets the Draft 7 validator's verdict."""
+    schemas = document["components"]["schemas"]
+    schema = inline_refs(schemas[data_schema_name(event_type)], schemas)
+    validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    catalog = EventCatalog(DEFAULT_SPEC_DIR)
+    assert isinstance(catalog.first_checks[event_type], TwinCheck)
+    payloads = _payloads(schema)
+    verdicts = [validator.is_valid(payload) for payload in payloads]
+    assert 0 < sum(verdicts) < len(payloads)
+    disagreed = []
+    for payload, verdict in zip(payloads, verdicts, strict=True):
+        try:
+            catalog.check(event_type, payload)
+            accepted = True
+        except InvalidEvent:
+            accepted = False
+        if accepted != verdict:
+            disagreed.append((payload, verdict))
+    assert disagreed == []
+
+
+def test_a_payload_the_faster_check_refuses_is_decided_by_jsonschema() -> None:
+    """A duration of 1.0 is no Draft 4 integer to jsonschema_rs but a Draft 7 one: the catalogue accepts it."""
+    catalog = EventCatalog(DEFAULT_SPEC_DIR)
+    payload = {"callId": "c", "recordingId": "r", "durationSeconds": 1.0}
+    assert not catalog.first_checks["recordingStopped"](payload)
+    catalog.check("recordingStopped", payload)

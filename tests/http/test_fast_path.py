@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jsonschema
 import jsonschema_rs
 import pytest
 import redis
@@ -24,6 +25,7 @@ from vora.http.fast_path import (
     JSON_MIMETYPE,
     FastPath,
     TwinCheck,
+    acceptance_check,
     body_check,
     discriminated_branches,
     routes_of,
@@ -449,3 +451,32 @@ def test_checks_one_branch_when_the_discriminator_decides() -> None:
     first, second = _branch("a", "b"), _branch("c")
     schema = {"oneOf": [first, second], "discriminator": KIND, "description": "either"}
     assert discriminated_branches(schema) == ("kind", {"a": first, "b": first, "c": second})
+
+
+@pytest.mark.parametrize(
+    ("schema", "instance"),
+    [
+        ({"not": {"type": "integer"}}, 1.0),
+        ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, 1.0),
+        ({"type": "object", "properties": {"a": {"not": {"type": "integer"}}}}, {"a": 1.0}),
+        ({"type": "integer", "minimum": 0, "exclusiveMinimum": True}, 1),  # Draft 7: a bound of True, so > 1
+    ],
+)
+def test_a_later_drafts_schema_that_a_twin_could_read_laxer_stays_on_jsonschema(
+    schema: dict[str, Any], instance: Any
+) -> None:
+    """A not, a oneOf or a Draft 4 bound anywhere keeps a Draft 7 schema off its twin, which would accept more."""
+    validator = jsonschema.Draft7Validator(schema)
+    twin_says = jsonschema_rs.Draft4Validator(schema).is_valid(instance)
+    assert twin_says != validator.is_valid(instance)
+    assert acceptance_check(schema, validator) == validator.is_valid
+
+
+def test_a_later_drafts_schema_without_them_gets_a_twin_that_is_never_laxer() -> None:
+    """Types, required and enums get the twin; 1.0 as an integer is refused by it and left to the validator."""
+    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer", "minimum": 0}}}
+    validator = jsonschema.Draft7Validator(schema)
+    check = acceptance_check(schema, validator)
+    assert isinstance(check, TwinCheck)
+    assert [check({"n": n}) for n in (1, 1.0, -1)] == [True, False, False]
+    assert [validator.is_valid({"n": n}) for n in (1, 1.0, -1)] == [True, True, False]

@@ -175,6 +175,34 @@ def body_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
     return TwinCheck(twin)
 
 
+# Keywords under which a stricter reading of a subschema can make the whole schema accept more: a Draft 4 twin of
+# a later draft's schema with one of them could accept what the later draft refuses.
+INVERTING_KEYWORDS = frozenset({"not", "oneOf"})
+# Draft 4's boolean bounds are numbers from Draft 6 on.
+LATER_DRAFT_BOUNDS = frozenset(BOUND_KEYWORDS.values())
+
+
+def acceptance_check(schema: dict[str, Any], validator: Any) -> Callable[[Any], bool]:
+    """Return a check of a Draft 7 schema that passes only what its validator accepts, from jsonschema_rs if it can.
+
+    The twin reads the schema as Draft 4, where 1.0 is no integer: stricter than the later drafts and,
+    with no keyword that inverts a subschema's verdict, never laxer. A caller must ask the validator
+    itself about whatever the check refuses, as a refusal's words come from it anyway.
+    """
+    if _has_any_key(schema, INVERTING_KEYWORDS | LATER_DRAFT_BOUNDS):
+        return validator.is_valid  # type: ignore[no-any-return] # jsonschema's validators are untyped here
+    return body_check(schema, validator)
+
+
+def _has_any_key(schema: Any, names: frozenset[str]) -> bool:
+    """Tell whether a schema, or any schema or value inside it, has one of the keys."""
+    if isinstance(schema, list):
+        return any(_has_any_key(item, names) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    return not names.isdisjoint(schema) or any(_has_any_key(value, names) for value in schema.values())
+
+
 @dataclass(frozen=True)
 class TwinCheck:
     """jsonschema_rs's verdict on a body, for a schema it reads as the operation's jsonschema validator does."""
