@@ -101,6 +101,14 @@ class Schedule:
         self.rate = rate
         self.started = time.monotonic()
         self.worst_lag = 0.0
+        self.calls: list[float] = []  # seconds each publish call took (appended from any lane's thread)
+
+    def timed(self, publish: Callable[[], int]) -> int:
+        """Make one publish call and note how long it took: the event's way into Redis and its answer."""
+        started = time.monotonic()
+        sequence = publish()
+        self.calls.append(time.monotonic() - started)
+        return sequence
 
     def wait_for(self, n: int) -> None:
         """Sleep until event n's slot, or note how late it is."""
@@ -122,8 +130,21 @@ class Schedule:
             "seconds": round(elapsed, 3),
             "events_per_second": round(count / elapsed, 1),
             "worst_lag_ms": round(self.worst_lag * 1000, 2),
+            "call_ms": call_percentiles(self.calls),
             "final": final,
         }
+
+
+def call_percentiles(calls: list[float]) -> dict[str, float] | None:
+    """Summarise publish calls' durations in ms: median and p99 (None: no call was made)."""
+    if not calls:
+        return None
+    ordered = sorted(calls)
+
+    def at(share: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000, 3)
+
+    return {"p50_ms": at(0.5), "p99_ms": at(0.99)}
 
 
 def publish_events(publish: Publisher, ids: list[str], count: int, rate: float | None) -> dict[str, Any]:
@@ -136,7 +157,8 @@ def publish_events(publish: Publisher, ids: list[str], count: int, rate: float |
             schedule.wait_for(n)
             identity = ids[n % len(ids)]
             event_type = TYPES[n % len(TYPES)]
-            final[identity] = publish(identity, event_type, event_data(event_type, n))
+            data = event_data(event_type, n)
+            final[identity] = schedule.timed(lambda: publish(identity, event_type, data))  # noqa: B023 - called at once
     finally:
         gc.enable()
     return schedule.report(count, final)

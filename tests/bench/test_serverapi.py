@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 from bench import worker_loop
-from bench.scenarios import serverapi
+from bench.scenarios import fanout, serverapi
 
 
 def test_the_loop_rows_set_the_http_phase_beside_the_python_one() -> None:
@@ -19,3 +20,21 @@ def test_the_loop_rows_set_the_http_phase_beside_the_python_one() -> None:
     assert (written.measured, written.baseline, written.ratio) == (25.0, 1.0, 25.0)
     assert serverapi._loop_rows(worker_loop.summary({math.inf: 100.0}, {}), quiet) == []
     assert serverapi._loop_rows(None, quiet) == []
+
+
+def test_the_call_rows_set_a_requests_round_trip_beside_the_python_publishers_call() -> None:
+    """Median and p99 of the publish call on each path, HTTP measured against Python; none without both."""
+    median, p99 = serverapi._call_rows({"p50_ms": 1.5, "p99_ms": 9.0}, {"p50_ms": 0.25, "p99_ms": 1.5})
+    assert (median.measured, median.baseline, median.ratio) == (1.5, 0.25, 6.0)
+    assert (p99.measured, p99.baseline, p99.ratio) == (9.0, 1.5, 6.0)
+    assert serverapi._call_rows(None, {"p50_ms": 0.25, "p99_ms": 1.5}) == []
+
+
+def test_a_schedule_times_each_call_and_reports_its_median_and_p99() -> None:
+    """The schedule's report holds the calls' median and p99 in ms, and None when no call was timed."""
+    schedule = fanout.Schedule(None)
+    assert schedule.report(0, {})["call_ms"] is None
+    answers = [schedule.timed(functools.partial(int, n)) for n in range(3)]
+    schedule.calls[:] = [0.001 * n for n in range(1, 101)]
+    assert answers == [0, 1, 2]
+    assert schedule.report(100, {})["call_ms"] == {"p50_ms": 51.0, "p99_ms": 100.0}
