@@ -33,7 +33,7 @@ SERVICE_SECRET ?= demo-service-secret
 SERVER_API_KEYS_FILE ?= $(CURDIR)/.vora/server-api.key
 SERVER_API_PORT ?= 18086
 
-.PHONY: install run stop test test-tools test-fast lint typecheck check-spec lint-spec check-breaking docs fuzz redis-server bench clean sdk
+.PHONY: install run stop test test-tools test-fast lint format-js typecheck check-spec lint-spec check-breaking docs fuzz redis-server bench clean sdk
 
 install: $(STAMP) $(ASYNCAPI_SPECS) $(DEVAUTH_MODULES) $(TOOLS_MODULES) $(PEERS_MODULES) $(ASYNCAPI_VENDOR) ## Create .venv with VORA and its dev tools (idempotent)
 
@@ -68,6 +68,14 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 # The TypeScript SDK (@vora/client): exactly as its package-lock.json pins it, its generated types checked
 # against spec/, built (dist/), and its Node test suite compiled and bundled for the browser test.
 sdk: $(SDK_BUILT) $(CONSOLE_SDK) ## Install, check and build the TypeScript SDK in clients/typescript, and the console's bundle of it
+
+# The hand-written JavaScript and TypeScript, formatted by Prettier as the SDK's package-lock.json pins it (.prettierrc.json).
+PRETTIER := $(SDK_DIR)/node_modules/.bin/prettier
+JS_SOURCES := $(SDK_DIR)/src $(SDK_DIR)/test $(SDK_DIR)/scripts bench/peers/*.js devauth/*.js tools/spec-diff.mjs \
+	vora/rest/console/static/console.js
+
+format-js: sdk ## Format the hand-written JavaScript and TypeScript with Prettier
+	$(PRETTIER) --write --log-level warn $(JS_SOURCES)
 
 $(SDK_BUILT): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json $(SDK_DIR)/tsconfig.json $(SDK_DIR)/tsconfig.test.json \
 		$(wildcard $(SDK_DIR)/src/*.ts $(SDK_DIR)/src/generated/*.ts $(SDK_DIR)/test/*.ts $(SDK_DIR)/scripts/*.mjs) \
@@ -109,6 +117,7 @@ stop: ## Stop what make run started: VORA, the dev authorization server and the 
 test: install test-tools sdk ## Run the whole suite: lint, layers, types, spec, unit, server, contract
 	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python fuzz deploy/observability
 	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python fuzz deploy/observability
+	$(PRETTIER) --check --log-level warn $(JS_SOURCES)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VORA) check-spec
@@ -118,9 +127,10 @@ test: install test-tools sdk ## Run the whole suite: lint, layers, types, spec, 
 test-fast: install redis-server ## Run the suite without the slow server and contract tests
 	$(VENV)/bin/pytest -m "not slow"
 
-lint: install
+lint: install sdk
 	$(VENV)/bin/ruff check vora tests bench testbed scripts clients/python fuzz deploy/observability
 	$(VENV)/bin/ruff format --check vora tests bench testbed scripts clients/python fuzz deploy/observability
+	$(PRETTIER) --check --log-level warn $(JS_SOURCES)
 	$(VENV)/bin/lint-imports
 
 typecheck: install

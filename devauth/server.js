@@ -4,14 +4,14 @@
 // authorization code flow with PKCE (public web clients: the console and Swagger UI) and through
 // client credentials (service clients), signed with the keys in DEVAUTH_JWKS_FILE and published
 // at /jwks. Users log in on its own login page, checked against DEVAUTH_USERS.
-import { readFileSync } from 'node:fs';
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { createServer } from 'node:http';
+import { readFileSync } from "node:fs";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createServer } from "node:http";
 
-import Provider from 'oidc-provider';
+import Provider from "oidc-provider";
 
-const VORA_SCOPES = ['scope.vora.identities', 'scope.vora.calls', 'scope.vora.presence', 'scope.vora.recording'];
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+const VORA_SCOPES = ["scope.vora.identities", "scope.vora.calls", "scope.vora.presence", "scope.vora.recording"];
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 
 function fail(message) {
   console.error(`devauth: ${message}`);
@@ -19,14 +19,17 @@ function fail(message) {
 }
 
 function list(raw) {
-  return (raw || '').split(',').map((item) => item.trim()).filter(Boolean);
+  return (raw || "")
+    .split(",")
+    .map((item) => item.trim())
+    .filter(Boolean);
 }
 
 // "name:secret,name:secret" -> Map(name -> secret)
 function pairs(name, raw) {
   const found = new Map();
   for (const item of list(raw)) {
-    const at = item.indexOf(':');
+    const at = item.indexOf(":");
     if (at <= 0 || at === item.length - 1) fail(`${name} entries must be name:secret, got ${JSON.stringify(item)}`);
     found.set(item.slice(0, at), item.slice(at + 1));
   }
@@ -34,31 +37,33 @@ function pairs(name, raw) {
 }
 
 function readConfig(env) {
-  const host = env.DEVAUTH_HOST || '127.0.0.1';
+  const host = env.DEVAUTH_HOST || "127.0.0.1";
   if (!LOOPBACK.has(host)) fail(`DEVAUTH_HOST must be a loopback address, got ${host}`);
-  const port = Number(env.DEVAUTH_PORT || '18087');
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) fail(`DEVAUTH_PORT must be a port number, got ${env.DEVAUTH_PORT}`);
+  const port = Number(env.DEVAUTH_PORT || "18087");
+  if (!Number.isInteger(port) || port <= 0 || port > 65535)
+    fail(`DEVAUTH_PORT must be a port number, got ${env.DEVAUTH_PORT}`);
   const jwksFile = env.DEVAUTH_JWKS_FILE;
-  if (!jwksFile) fail('DEVAUTH_JWKS_FILE must name the private JWKS (node devauth/keys.js FILE creates one)');
+  if (!jwksFile) fail("DEVAUTH_JWKS_FILE must name the private JWKS (node devauth/keys.js FILE creates one)");
   let jwks;
   try {
-    jwks = JSON.parse(readFileSync(jwksFile, 'utf8'));
+    jwks = JSON.parse(readFileSync(jwksFile, "utf8"));
   } catch (error) {
     fail(`cannot read the JWKS ${jwksFile}: ${error.message}`);
   }
-  const accessTokenTtl = Number(env.DEVAUTH_ACCESS_TOKEN_TTL || '3600');
-  if (!Number.isInteger(accessTokenTtl) || accessTokenTtl <= 0) fail('DEVAUTH_ACCESS_TOKEN_TTL must be a positive whole number');
+  const accessTokenTtl = Number(env.DEVAUTH_ACCESS_TOKEN_TTL || "3600");
+  if (!Number.isInteger(accessTokenTtl) || accessTokenTtl <= 0)
+    fail("DEVAUTH_ACCESS_TOKEN_TTL must be a positive whole number");
   return {
     host,
     port,
     issuer: env.DEVAUTH_ISSUER || `http://${host}:${port}`,
     jwks,
-    audience: env.DEVAUTH_AUDIENCE || 'vora',
-    resource: env.DEVAUTH_RESOURCE || 'urn:vora',
-    users: pairs('DEVAUTH_USERS', env.DEVAUTH_USERS || 'demo:demo'),
-    webClientId: env.DEVAUTH_WEB_CLIENT_ID || 'vora-web',
+    audience: env.DEVAUTH_AUDIENCE || "vora",
+    resource: env.DEVAUTH_RESOURCE || "urn:vora",
+    users: pairs("DEVAUTH_USERS", env.DEVAUTH_USERS || "demo:demo"),
+    webClientId: env.DEVAUTH_WEB_CLIENT_ID || "vora-web",
     webRedirectUris: list(env.DEVAUTH_WEB_REDIRECT_URIS),
-    serviceClients: pairs('DEVAUTH_SERVICE_CLIENTS', env.DEVAUTH_SERVICE_CLIENTS),
+    serviceClients: pairs("DEVAUTH_SERVICE_CLIENTS", env.DEVAUTH_SERVICE_CLIENTS),
     accessTokenTtl,
   };
 }
@@ -85,12 +90,15 @@ label,input,button{display:block;width:100%;margin:.4rem 0}input,button{padding:
 }
 
 function loginPage(uid, clientId, error, login) {
-  const message = error ? `<p class="error" id="login-error">${escapeHtml(error)}</p>` : '';
-  return page('VORA sign-in', `<p>Sign in to continue to <b>${escapeHtml(clientId)}</b>.</p>${message}
+  const message = error ? `<p class="error" id="login-error">${escapeHtml(error)}</p>` : "";
+  return page(
+    "VORA sign-in",
+    `<p>Sign in to continue to <b>${escapeHtml(clientId)}</b>.</p>${message}
 <form method="post" action="/interaction/${escapeHtml(uid)}/login">
-<label for="username">User</label><input id="username" name="login" value="${escapeHtml(login || '')}" autocomplete="username" required autofocus>
+<label for="username">User</label><input id="username" name="login" value="${escapeHtml(login || "")}" autocomplete="username" required autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button id="sign-in" type="submit">Sign in</button></form>`);
+<button id="sign-in" type="submit">Sign in</button></form>`,
+  );
 }
 
 async function readForm(req, limit = 16 * 1024) {
@@ -98,10 +106,10 @@ async function readForm(req, limit = 16 * 1024) {
   const chunks = [];
   for await (const chunk of req) {
     size += chunk.length;
-    if (size > limit) throw new Error('form too large');
+    if (size > limit) throw new Error("form too large");
     chunks.push(chunk);
   }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  return new URLSearchParams(Buffer.concat(chunks).toString("utf8"));
 }
 
 function buildProvider(config) {
@@ -109,14 +117,14 @@ function buildProvider(config) {
   if (config.webRedirectUris.length) {
     clients.push({
       client_id: config.webClientId,
-      client_name: 'VORA console and Swagger UI',
-      token_endpoint_auth_method: 'none',
-      application_type: 'web',
-      grant_types: ['authorization_code'],
-      response_types: ['code'],
+      client_name: "VORA console and Swagger UI",
+      token_endpoint_auth_method: "none",
+      application_type: "web",
+      grant_types: ["authorization_code"],
+      response_types: ["code"],
       redirect_uris: config.webRedirectUris,
       post_logout_redirect_uris: config.webRedirectUris,
-      scope: ['openid', ...VORA_SCOPES].join(' '),
+      scope: ["openid", ...VORA_SCOPES].join(" "),
     });
   }
   for (const [clientId, secret] of config.serviceClients) {
@@ -124,49 +132,57 @@ function buildProvider(config) {
       client_id: clientId,
       client_secret: secret,
       client_name: `service client ${clientId}`,
-      token_endpoint_auth_method: 'client_secret_basic',
-      grant_types: ['client_credentials'],
+      token_endpoint_auth_method: "client_secret_basic",
+      grant_types: ["client_credentials"],
       response_types: [],
       redirect_uris: [],
-      scope: VORA_SCOPES.join(' '),
+      scope: VORA_SCOPES.join(" "),
     });
   }
 
   const resourceServer = {
-    scope: VORA_SCOPES.join(' '),
+    scope: VORA_SCOPES.join(" "),
     audience: config.audience,
     accessTokenTTL: config.accessTokenTtl,
-    accessTokenFormat: 'jwt',
-    jwt: { sign: { alg: 'ES256' } },
+    accessTokenFormat: "jwt",
+    jwt: { sign: { alg: "ES256" } },
   };
 
   return new Provider(config.issuer, {
     clients,
     jwks: config.jwks,
-    cookies: { keys: [randomBytes(32).toString('base64url')] },
-    scopes: ['openid', ...VORA_SCOPES],
-    claims: { openid: ['sub'] },
+    cookies: { keys: [randomBytes(32).toString("base64url")] },
+    scopes: ["openid", ...VORA_SCOPES],
+    claims: { openid: ["sub"] },
     pkce: { required: () => true },
     ttl: { AccessToken: config.accessTokenTtl, ClientCredentials: config.accessTokenTtl },
     // The key set holds one ES256 key, so ID tokens are ES256 too.
-    clientDefaults: { id_token_signed_response_alg: 'ES256' },
-    enabledJWA: { idTokenSigningAlgValues: ['ES256'] },
+    clientDefaults: { id_token_signed_response_alg: "ES256" },
+    enabledJWA: { idTokenSigningAlgValues: ["ES256"] },
     // Browsers may call the token endpoint only from the origin of one of the public client's redirect URIs.
     clientBasedCORS(_ctx, origin, client) {
-      return client.clientAuthMethod === 'none' && client.redirectUris.some((uri) => new URL(uri).origin === origin);
+      return client.clientAuthMethod === "none" && client.redirectUris.some((uri) => new URL(uri).origin === origin);
     },
     async findAccount(_ctx, sub) {
       if (!config.users.has(sub)) return undefined;
-      return { accountId: sub, async claims() { return { sub }; } };
+      return {
+        accountId: sub,
+        async claims() {
+          return { sub };
+        },
+      };
     },
     // First-party clients only: the user's sign-in is the consent to VORA's scopes.
     async loadExistingGrant(ctx) {
       const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
       if (grantId) return ctx.oidc.provider.Grant.find(grantId);
       if (!ctx.oidc.session.accountId) return undefined;
-      const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
-      grant.addOIDCScope(['openid', ...VORA_SCOPES].join(' '));
-      grant.addResourceScope(config.resource, VORA_SCOPES.join(' '));
+      const grant = new ctx.oidc.provider.Grant({
+        clientId: ctx.oidc.client.clientId,
+        accountId: ctx.oidc.session.accountId,
+      });
+      grant.addOIDCScope(["openid", ...VORA_SCOPES].join(" "));
+      grant.addResourceScope(config.resource, VORA_SCOPES.join(" "));
       await grant.save();
       return grant;
     },
@@ -178,12 +194,15 @@ function buildProvider(config) {
         enabled: true,
         // Sign out at once: the console asked for it with the user's id_token.
         async logoutSource(ctx, form) {
-          ctx.body = page('Signing out', `${form}<input type="hidden" form="op.logoutForm" name="logout" value="yes">
+          ctx.body = page(
+            "Signing out",
+            `${form}<input type="hidden" form="op.logoutForm" name="logout" value="yes">
 <noscript><button form="op.logoutForm" type="submit">Sign out</button></noscript>
-<script>document.forms['op.logoutForm'].submit()</script>`);
+<script>document.forms['op.logoutForm'].submit()</script>`,
+          );
         },
         async postLogoutSuccessSource(ctx) {
-          ctx.body = page('Signed out', '<p>You are signed out.</p>');
+          ctx.body = page("Signed out", "<p>You are signed out.</p>");
         },
       },
       resourceIndicators: {
@@ -197,8 +216,11 @@ function buildProvider(config) {
       },
     },
     async renderError(ctx, out) {
-      ctx.type = 'html';
-      ctx.body = page('Sign-in error', `<p class="error">${escapeHtml(out.error)}: ${escapeHtml(out.error_description || '')}</p>`);
+      ctx.type = "html";
+      ctx.body = page(
+        "Sign-in error",
+        `<p class="error">${escapeHtml(out.error)}: ${escapeHtml(out.error_description || "")}</p>`,
+      );
     },
   });
 }
@@ -208,30 +230,35 @@ function interactionRoutes(provider, config) {
   return async (ctx, next) => {
     const match = /^\/interaction\/([\w-]+)(\/login)?$/.exec(ctx.path);
     if (!match) return next();
-    ctx.set('Cache-Control', 'no-store');
+    ctx.set("Cache-Control", "no-store");
     const details = await provider.interactionDetails(ctx.req, ctx.res);
-    if (details.uid !== match[1]) ctx.throw(400, 'interaction mismatch');
+    if (details.uid !== match[1]) ctx.throw(400, "interaction mismatch");
     const { prompt, params } = details;
-    if (ctx.method === 'GET' && !match[2]) {
-      if (prompt.name === 'login') {
-        ctx.type = 'html';
+    if (ctx.method === "GET" && !match[2]) {
+      if (prompt.name === "login") {
+        ctx.type = "html";
         ctx.body = loginPage(details.uid, params.client_id);
         return undefined;
       }
       // loadExistingGrant grants VORA's scopes at sign-in, so login is the only prompt there is.
       ctx.throw(400, `unexpected prompt ${prompt.name}`);
     }
-    if (ctx.method === 'POST' && match[2] && prompt.name === 'login') {
+    if (ctx.method === "POST" && match[2] && prompt.name === "login") {
       const form = await readForm(ctx.req);
-      const login = form.get('login') || '';
+      const login = form.get("login") || "";
       const expected = config.users.get(login);
-      if (expected === undefined || !sameSecret(form.get('password') || '', expected)) {
+      if (expected === undefined || !sameSecret(form.get("password") || "", expected)) {
         ctx.status = 401;
-        ctx.type = 'html';
-        ctx.body = loginPage(details.uid, params.client_id, 'Unknown user or wrong password.', login);
+        ctx.type = "html";
+        ctx.body = loginPage(details.uid, params.client_id, "Unknown user or wrong password.", login);
         return undefined;
       }
-      return provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: login } }, { mergeWithLastSubmission: false });
+      return provider.interactionFinished(
+        ctx.req,
+        ctx.res,
+        { login: { accountId: login } },
+        { mergeWithLastSubmission: false },
+      );
     }
     return ctx.throw(405);
   };
@@ -249,5 +276,5 @@ function shutdown() {
   server.close(() => process.exit(0));
   server.closeAllConnections();
 }
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
+process.on("SIGTERM", shutdown);
+process.on("SIGINT", shutdown);

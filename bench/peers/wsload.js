@@ -114,8 +114,14 @@ const collector = {
     this.pauses = [];
     return {
       count: pauses.length,
-      total_ms: round(pauses.reduce((a, b) => a + b, 0), 2),
-      max_ms: round(pauses.reduce((a, b) => Math.max(a, b), 0), 2),
+      total_ms: round(
+        pauses.reduce((a, b) => a + b, 0),
+        2,
+      ),
+      max_ms: round(
+        pauses.reduce((a, b) => Math.max(a, b), 0),
+        2,
+      ),
     };
   },
 };
@@ -423,8 +429,7 @@ function reset(keep) {
 async function expect(final, timeout) {
   const deadline = Date.now() + timeout * 1000;
   // A dropped socket is waited for too while it is reconnecting.
-  const behind = (h) =>
-    (!h.closed || failover !== null) && h.identity && (h.last || 0) < (final[h.identity] || 0);
+  const behind = (h) => (!h.closed || failover !== null) && h.identity && (h.last || 0) < (final[h.identity] || 0);
   while (Date.now() < deadline && held.some(behind)) await sleep(20);
   const { missing, missingOnClosed } = owedEvents(held, final);
   return {

@@ -32,7 +32,10 @@ async function eventTypes() {
     additionalProperties: false,
     required: messageTypes,
     properties: Object.fromEntries(
-      messageTypes.map((name) => [name, { $ref: document.components.messages[name].payload.$ref.replace("#/components/schemas/", "#/definitions/") }]),
+      messageTypes.map((name) => [
+        name,
+        { $ref: document.components.messages[name].payload.$ref.replace("#/components/schemas/", "#/definitions/") },
+      ]),
     ),
     definitions,
   };
@@ -55,7 +58,9 @@ for (const [name, text] of Object.entries(files)) {
     const current = await readFile(target, "utf8").catch(() => "");
     if (current !== text) {
       drift = true;
-      console.error(`src/generated/${name} differs from what spec/ generates: run \`npm run generate\` in clients/typescript`);
+      console.error(
+        `src/generated/${name} differs from what spec/ generates: run \`npm run generate\` in clients/typescript`,
+      );
     }
   } else {
     await writeFile(target, text);

@@ -1,7 +1,14 @@
 import { VoraNetworkError, VoraUnauthorizedError, apiError } from "./errors.js";
 import type { StreamOptions } from "./stream.js";
 import { VoraStream } from "./stream.js";
-import type { ConnectionType, IdentitiesResponse, PushRegistration, SetupRequest, SetupResponse, Subscription } from "./types.js";
+import type {
+  ConnectionType,
+  IdentitiesResponse,
+  PushRegistration,
+  SetupRequest,
+  SetupResponse,
+  Subscription,
+} from "./types.js";
 
 /** Why the SDK asks for an access token: `refresh` after VORA refused the previous one with 401. */
 export interface TokenRequest {
@@ -108,7 +115,12 @@ export class VoraClient {
     } catch (cause) {
       throw new VoraUnauthorizedError(
         401,
-        { timestamp: new Date().toISOString(), status: "401", error: "Unauthorized", message: `the access token provider failed: ${String(cause)}` },
+        {
+          timestamp: new Date().toISOString(),
+          status: "401",
+          error: "Unauthorized",
+          message: `the access token provider failed: ${String(cause)}`,
+        },
         undefined,
       );
     }

@@ -87,7 +87,12 @@ export function isErrorBody(value: unknown): value is VoraErrorBody {
 export function apiError(status: number, statusText: string, body: unknown, retryAfter: string | null): VoraApiError {
   const shaped: VoraErrorBody = isErrorBody(body)
     ? body
-    : { timestamp: new Date().toISOString(), status: String(status), error: statusText || "Error", message: typeof body === "string" ? body.slice(0, 500) : "" };
+    : {
+        timestamp: new Date().toISOString(),
+        status: String(status),
+        error: statusText || "Error",
+        message: typeof body === "string" ? body.slice(0, 500) : "",
+      };
   const seconds = parseRetryAfter(retryAfter);
   const kind =
     status === 401

@@ -33,7 +33,14 @@ export type {
   StreamState,
   TransportChoice,
 } from "./stream.js";
-export type { HandshakeFailure, Transport, TransportClose, TransportConnection, TransportSink, TransportTarget } from "./transport.js";
+export type {
+  HandshakeFailure,
+  Transport,
+  TransportClose,
+  TransportConnection,
+  TransportSink,
+  TransportTarget,
+} from "./transport.js";
 export { socketUrl, webSocketTransport } from "./websocket-transport.js";
 export type { WebSocketConstructor, WebSocketLike, WebSocketTransportOptions } from "./websocket-transport.js";
 export type * from "./types.js";

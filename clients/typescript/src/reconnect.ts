@@ -69,13 +69,22 @@ export function firstDelayMs(rules: ReconnectRules, code: number, announcedWindo
 }
 
 /** What a channelTerminated reason asks for; announcedWindowMs as for firstDelayMs (maintenance waits within it). */
-export function afterTermination(rules: ReconnectRules, reason: TerminationReason, announcedWindowMs?: number): NextStep {
+export function afterTermination(
+  rules: ReconnectRules,
+  reason: TerminationReason,
+  announcedWindowMs?: number,
+): NextStep {
   switch (reason) {
     case "logout":
     case "revoked":
       return { kind: "stop", reason, detail: `channelTerminated: ${reason}` };
     case "maintenance":
-      return { kind: "resume", delayMs: uniform(rules, crowdWindowMs(rules, announcedWindowMs)), setup: false, cause: "maintenance" };
+      return {
+        kind: "resume",
+        delayMs: uniform(rules, crowdWindowMs(rules, announcedWindowMs)),
+        setup: false,
+        cause: "maintenance",
+      };
     case "replaced":
     case "tokenExpired":
     case "disconnected":
@@ -97,7 +106,12 @@ export function afterDrop(rules: ReconnectRules, code: number, attempt: number, 
 }
 
 /** What a failed attempt asks for; attempt counts the failures since the last stable socket (1, 2, ...). */
-export function afterRefusal(rules: ReconnectRules, status: number | undefined, retryAfterSeconds: number | undefined, attempt: number): NextStep {
+export function afterRefusal(
+  rules: ReconnectRules,
+  status: number | undefined,
+  retryAfterSeconds: number | undefined,
+  attempt: number,
+): NextStep {
   if (status !== undefined && FATAL_HANDSHAKE.has(status)) {
     return { kind: "stop", reason: "error", detail: `the handshake was refused with HTTP ${status}` };
   }

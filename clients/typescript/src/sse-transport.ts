@@ -69,7 +69,8 @@ export function sseTransport(options: SseTransportOptions = {}): Transport {
       if (options.tokenIn === "query") url.searchParams.set("token", target.token);
       else headers["Authorization"] = `Bearer ${target.token}`;
       if (target.lastEventId !== undefined) {
-        if (lastEventIdInQuery(options.lastEventIdIn ?? "auto", url)) url.searchParams.set("lastEventId", target.lastEventId);
+        if (lastEventIdInQuery(options.lastEventIdIn ?? "auto", url))
+          url.searchParams.set("lastEventId", target.lastEventId);
         else headers["Last-Event-ID"] = target.lastEventId;
       }
       const abort = new AbortController();
@@ -92,7 +93,12 @@ export function sseTransport(options: SseTransportOptions = {}): Transport {
       const run = async () => {
         let response: Response;
         try {
-          response = await fetchStream(url.toString(), { method: "GET", headers, signal: abort.signal, cache: "no-store" });
+          response = await fetchStream(url.toString(), {
+            method: "GET",
+            headers,
+            signal: abort.signal,
+            cache: "no-store",
+          });
         } catch (error) {
           report(CLOSE_ABNORMAL, `connection failed: ${error instanceof Error ? error.message : String(error)}`);
           return;
@@ -102,14 +108,18 @@ export function sseTransport(options: SseTransportOptions = {}): Transport {
           const body = await readRefusal(response);
           const retryAfter = response.headers.get("Retry-After");
           const refused = response.ok ? 502 : response.status;
-          report(CLOSE_ABNORMAL, response.ok ? `not an event stream (${type || "no Content-Type"})` : `refused ${response.status}`, {
-            // A 200 that is not an event stream is a proxy's page: no VORA status to act on.
-            status: response.ok ? undefined : response.status,
-            retryAfterSeconds: parseRetryAfter(retryAfter),
-            statusVisible: true,
-            fromVora: !response.ok && isErrorBody(body),
-            error: apiError(refused, response.statusText, body, retryAfter),
-          });
+          report(
+            CLOSE_ABNORMAL,
+            response.ok ? `not an event stream (${type || "no Content-Type"})` : `refused ${response.status}`,
+            {
+              // A 200 that is not an event stream is a proxy's page: no VORA status to act on.
+              status: response.ok ? undefined : response.status,
+              retryAfterSeconds: parseRetryAfter(retryAfter),
+              statusVisible: true,
+              fromVora: !response.ok && isErrorBody(body),
+              error: apiError(refused, response.statusText, body, retryAfter),
+            },
+          );
           return;
         }
         const reader = response.body.getReader();

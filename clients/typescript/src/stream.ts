@@ -7,7 +7,15 @@ import { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, refusedDelayM
 import type { NextStep, ReconnectRules } from "./reconnect.js";
 import { sseTransport } from "./sse-transport.js";
 import type { HandshakeFailure, Transport, TransportClose, TransportConnection } from "./transport.js";
-import type { ChannelMessage, PushRegistration, StreamGap, StreamItem, Subscription, TerminationReason, VoraEvent } from "./types.js";
+import type {
+  ChannelMessage,
+  PushRegistration,
+  StreamGap,
+  StreamItem,
+  Subscription,
+  TerminationReason,
+  VoraEvent,
+} from "./types.js";
 import { webSocketTransport } from "./websocket-transport.js";
 
 /** The stream's states; `closed` is final. */
@@ -163,7 +171,9 @@ function chooseTransports(choice: TransportChoice | undefined): readonly Transpo
     case "sse":
       return [sseTransport()];
     default:
-      throw new VoraError(`unknown transport ${JSON.stringify(choice)}: use "auto", "websocket", "sse" or a list of transports`);
+      throw new VoraError(
+        `unknown transport ${JSON.stringify(choice)}: use "auto", "websocket", "sse" or a list of transports`,
+      );
   }
 }
 
@@ -253,7 +263,11 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#transports = transports;
     if (transports.length === 0) {
       queueMicrotask(() =>
-        this.#finish("error", "no transport can run here: on Node 20 inject `ws` or run node with --experimental-websocket", undefined),
+        this.#finish(
+          "error",
+          "no transport can run here: on Node 20 inject `ws` or run node with --experimental-websocket",
+          undefined,
+        ),
       );
       return;
     }
@@ -308,7 +322,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   opened(): Promise<void> {
     if (this.#state === "open") return Promise.resolve();
     const closed = this.#closed;
-    if (closed !== undefined) return Promise.reject(new VoraError(`the stream closed: ${closed.reason} (${closed.detail})`));
+    if (closed !== undefined)
+      return Promise.reject(new VoraError(`the stream closed: ${closed.reason} (${closed.detail})`));
     return new Promise((resolve, reject) => {
       const stopOpen = this.on("open", () => {
         stopOpen();
@@ -383,7 +398,10 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     if (initial !== undefined && !isEventId(initial)) {
       // VORA refuses it with 400, an answer told from its other 400s (an upgrade a proxy stripped) by its text alone,
       // and a browser's WebSocket shows none: never send it, start from the live end, and tell the app.
-      this.#emitter.emit("error", new VoraError(`ignoring a lastEventId that is not an eventId VORA takes: ${initial}`));
+      this.#emitter.emit(
+        "error",
+        new VoraError(`ignoring a lastEventId that is not an eventId VORA takes: ${initial}`),
+      );
       const gap: StreamGap = {
         eventId: null,
         sequenceNumber: null,
@@ -436,7 +454,13 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     if (step.setup) this.#token = undefined;
     this.#transition("reconnecting", step.cause);
-    this.#emitter.emit("reconnecting", { attempt, delayMs: step.delayMs, cause: step.cause, setup: step.setup, transport: this.transport });
+    this.#emitter.emit("reconnecting", {
+      attempt,
+      delayMs: step.delayMs,
+      cause: step.cause,
+      setup: step.setup,
+      transport: this.transport,
+    });
     this.#later(step.delayMs, () => void this.#attemptNow(step.setup));
   }
 
@@ -559,7 +583,10 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       const retryAfter = error instanceof VoraApiError ? error.retryAfterSeconds : undefined;
       const attempt = ++this.#attempt;
       const cause = error instanceof VoraNetworkError ? "setup got no answer" : `setup refused: ${String(error)}`;
-      this.#schedule({ kind: "resume", delayMs: refusedDelayMs(this.#rules, attempt, retryAfter), setup: true, cause }, attempt);
+      this.#schedule(
+        { kind: "resume", delayMs: refusedDelayMs(this.#rules, attempt, retryAfter), setup: true, cause },
+        attempt,
+      );
     }
   }
 
@@ -567,7 +594,11 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     const terminated = this.#terminated;
     if (terminated === "replaced" && this.#replacedTooOften()) {
       const limit = this.#options.maxReplacedSetups ?? DEFAULT_MAX_REPLACED_SETUPS;
-      this.#finish("replaced", `replaced more than ${limit} time(s) within ${this.#replacedWindowMs()} ms: another client holds the session`, undefined);
+      this.#finish(
+        "replaced",
+        `replaced more than ${limit} time(s) within ${this.#replacedWindowMs()} ms: another client holds the session`,
+        undefined,
+      );
       return;
     }
     if (terminated !== undefined) {
@@ -602,13 +633,22 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       const current = this.transport;
       const cause = step.kind === "resume" ? step.cause : step.detail;
       // Until the fallback, a refusal on the way (a proxy's 403, a lost upgrade) is retried, not final.
-      if (step.kind === "stop") step = { kind: "resume", delayMs: refusedDelayMs(this.#rules, attempt, handshake?.retryAfterSeconds), setup: false, cause };
+      if (step.kind === "stop")
+        step = {
+          kind: "resume",
+          delayMs: refusedDelayMs(this.#rules, attempt, handshake?.retryAfterSeconds),
+          setup: false,
+          cause,
+        };
       const failures = ++this.#failedOpens;
       const token = this.#token;
       if (failures >= (this.#options.fallbackAfter ?? 2) && token !== undefined) {
         // Probe the next transport at once, with the same token (it opens either) and lastEventId. A server that
         // is down fails both, and is no fallback; one that opens is followed by one more try of this transport.
-        this.#emitter.emit("error", new VoraError(`connection attempt failed on ${current}: ${cause}; trying ${following.name}`));
+        this.#emitter.emit(
+          "error",
+          new VoraError(`connection attempt failed on ${current}: ${cause}; trying ${following.name}`),
+        );
         this.#connect(this.#transportIndex + 1, token, { failures, step, attempt, stage: "probe" });
         return;
       }
@@ -620,7 +660,10 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       this.#finish(step.reason, `${step.detail}: ${handshake.error.body.message}`, handshake.error);
       return;
     }
-    this.#emitter.emit("error", new VoraError(`connection attempt failed: ${step.kind === "resume" ? step.cause : step.detail}`));
+    this.#emitter.emit(
+      "error",
+      new VoraError(`connection attempt failed: ${step.kind === "resume" ? step.cause : step.detail}`),
+    );
     this.#schedule(step, attempt);
   }
 
@@ -634,7 +677,12 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       return;
     }
     // Could not pass right after the next transport opened: VORA answers, so the path blocks this transport.
-    this.#emitter.emit("error", new VoraError(`connection attempt failed on ${current} again right after ${following.name} opened (${close.reason}): falling back`));
+    this.#emitter.emit(
+      "error",
+      new VoraError(
+        `connection attempt failed on ${current} again right after ${following.name} opened (${close.reason}): falling back`,
+      ),
+    );
     this.#connect(this.#transportIndex + 1, token, { ...probe, failures: probe.failures + 1, stage: "commit" });
   }
 
@@ -654,7 +702,12 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       }
     }
     const why = step.kind === "resume" ? step.cause : step.detail;
-    this.#emitter.emit("error", new VoraError(`the ${this.#transports[this.#transportIndex + 1]?.name ?? "next"} probe failed too (${close.reason || why}): no fallback`));
+    this.#emitter.emit(
+      "error",
+      new VoraError(
+        `the ${this.#transports[this.#transportIndex + 1]?.name ?? "next"} probe failed too (${close.reason || why}): no fallback`,
+      ),
+    );
     this.#schedule(step, probe.attempt);
   }
 
@@ -761,7 +814,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
 
   /** Keep the reconnect window a channelOpened or heartbeat announced (the latest wins; older servers send none). */
   #announced(seconds: unknown): void {
-    if (typeof seconds === "number" && Number.isFinite(seconds) && seconds > 0) this.#reconnectWindowMs = seconds * 1000;
+    if (typeof seconds === "number" && Number.isFinite(seconds) && seconds > 0)
+      this.#reconnectWindowMs = seconds * 1000;
   }
 
   #deliver(event: VoraEvent): void {

@@ -36,7 +36,10 @@ interface UpgradeResponse {
   on(event: "end" | "error", listener: () => void): void;
 }
 interface EmitterLike {
-  on(event: "unexpected-response", listener: (request: { destroy(error?: Error): void }, response: UpgradeResponse) => void): void;
+  on(
+    event: "unexpected-response",
+    listener: (request: { destroy(error?: Error): void }, response: UpgradeResponse) => void,
+  ): void;
 }
 function isEmitter(value: unknown): value is EmitterLike {
   return typeof (value as { on?: unknown }).on === "function";
@@ -103,7 +106,12 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
               // not JSON: a proxy's page, kept as text
             }
             handshake.fromVora = isErrorBody(parsed);
-            handshake.error = apiError(response.statusCode ?? 0, response.statusMessage ?? "", parsed, retryAfter ?? null);
+            handshake.error = apiError(
+              response.statusCode ?? 0,
+              response.statusMessage ?? "",
+              parsed,
+              retryAfter ?? null,
+            );
             // Once the response was read, ws reports nothing more of this attempt: report it here.
             report(CLOSE_ABNORMAL, `refused ${response.statusCode ?? "?"}`);
             request.destroy(new Error(`Unexpected server response: ${response.statusCode ?? "?"}`));

@@ -30,44 +30,70 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>VORA SDK</title>
 const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}: make test-tools installs Debian's chromium`;
 
 for (const transport of ["auto", "sse"] as const) {
-test(`bundled into a page, the SDK opens a stream (${transport}) in headless Chromium and receives an event`, { skip }, async () => {
-  const bundle = await readFile(new URL("../browser/vora-client.js", import.meta.url), "utf8");
-  const page = createServer((request, response) => {
-    const body = request.url === "/vora-client.js" ? bundle : PAGE;
-    response.writeHead(200, { "Content-Type": request.url === "/vora-client.js" ? "text/javascript" : "text/html" });
-    response.end(body);
-  });
-  await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
-  const origin = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
-  const vora = await instance(`browser-${transport}`, { VORA_CORS_ORIGINS: origin });
-  const identity = newIdentity();
-  await provision("browser-user", [identity]);
-  const token = await accessToken("browser-user");
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update"],
-  });
-  try {
-    const tab = await browser.newPage();
-    const errors: string[] = [];
-    tab.on("pageerror", (error) => errors.push(String(error)));
-    await tab.goto(origin + "/");
-    await tab.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
-    await tab.evaluate(
-      ([baseUrl, accessTokenValue, who, carrier]) =>
-        (window as unknown as { startStream(b: string, t: string, i: string, c: string): Promise<void> }).startStream(baseUrl, accessTokenValue, who, carrier),
-      [vora.baseUrl, token, identity, transport] as const,
-    );
-    const published = await publish(vora, identity, "callRinging", { callId: "c-browser", direction: "inbound" });
-    await tab.waitForFunction(() => (window as unknown as { firstEvent?: unknown }).firstEvent !== undefined, undefined, { timeout: 20_000 });
-    const received = await tab.evaluate(() => (window as unknown as { firstEvent: { eventId: string; type: string } }).firstEvent);
-    assert.deepEqual({ eventId: received.eventId, type: received.type }, { eventId: published.eventId, type: "callRinging" });
-    // auto opens the WebSocket (nothing blocks it here); sse is fetch with a streaming body, cross-origin.
-    assert.match(await tab.textContent("#log") ?? "", transport === "sse" ? /state open sse/ : /state open websocket/);
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    page.close();
-  }
-});
+  test(
+    `bundled into a page, the SDK opens a stream (${transport}) in headless Chromium and receives an event`,
+    { skip },
+    async () => {
+      const bundle = await readFile(new URL("../browser/vora-client.js", import.meta.url), "utf8");
+      const page = createServer((request, response) => {
+        const body = request.url === "/vora-client.js" ? bundle : PAGE;
+        response.writeHead(200, {
+          "Content-Type": request.url === "/vora-client.js" ? "text/javascript" : "text/html",
+        });
+        response.end(body);
+      });
+      await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+      const origin = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
+      const vora = await instance(`browser-${transport}`, { VORA_CORS_ORIGINS: origin });
+      const identity = newIdentity();
+      await provision("browser-user", [identity]);
+      const token = await accessToken("browser-user");
+      const browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: [
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-dev-shm-usage",
+          "--disable-background-networking",
+          "--disable-component-update",
+        ],
+      });
+      try {
+        const tab = await browser.newPage();
+        const errors: string[] = [];
+        tab.on("pageerror", (error) => errors.push(String(error)));
+        await tab.goto(origin + "/");
+        await tab.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
+        await tab.evaluate(
+          ([baseUrl, accessTokenValue, who, carrier]) =>
+            (
+              window as unknown as { startStream(b: string, t: string, i: string, c: string): Promise<void> }
+            ).startStream(baseUrl, accessTokenValue, who, carrier),
+          [vora.baseUrl, token, identity, transport] as const,
+        );
+        const published = await publish(vora, identity, "callRinging", { callId: "c-browser", direction: "inbound" });
+        await tab.waitForFunction(
+          () => (window as unknown as { firstEvent?: unknown }).firstEvent !== undefined,
+          undefined,
+          { timeout: 20_000 },
+        );
+        const received = await tab.evaluate(
+          () => (window as unknown as { firstEvent: { eventId: string; type: string } }).firstEvent,
+        );
+        assert.deepEqual(
+          { eventId: received.eventId, type: received.type },
+          { eventId: published.eventId, type: "callRinging" },
+        );
+        // auto opens the WebSocket (nothing blocks it here); sse is fetch with a streaming body, cross-origin.
+        assert.match(
+          (await tab.textContent("#log")) ?? "",
+          transport === "sse" ? /state open sse/ : /state open websocket/,
+        );
+        assert.deepEqual(errors, []);
+      } finally {
+        await browser.close();
+        page.close();
+      }
+    },
+  );
 }

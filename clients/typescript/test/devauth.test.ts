@@ -2,7 +2,17 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { VoraClient } from "../src/index.js";
 import type { AccessTokenProvider } from "../src/index.js";
-import { FAST_RULES, devauth, instance, newIdentity, next, provision, publishAndReceive, serverApi, until } from "./harness.js";
+import {
+  FAST_RULES,
+  devauth,
+  instance,
+  newIdentity,
+  next,
+  provision,
+  publishAndReceive,
+  serverApi,
+  until,
+} from "./harness.js";
 
 const SCOPES = "scope.vora.identities scope.vora.calls scope.vora.presence scope.vora.recording";
 
@@ -15,7 +25,10 @@ function clientCredentials(tokenUrl: string, clientId: string, secret: string) {
     if (token === undefined || refresh) {
       const answer = await fetch(tokenUrl, {
         method: "POST",
-        headers: { Authorization: `Basic ${btoa(`${clientId}:${secret}`)}`, "Content-Type": "application/x-www-form-urlencoded" },
+        headers: {
+          Authorization: `Basic ${btoa(`${clientId}:${secret}`)}`,
+          "Content-Type": "application/x-www-form-urlencoded",
+        },
         body: new URLSearchParams({ grant_type: "client_credentials", scope: SCOPES }),
       });
       if (!answer.ok) throw new Error(`token endpoint: ${answer.status} ${await answer.text()}`);
@@ -39,7 +52,12 @@ for (const transport of ["websocket", "sse"] as const) {
     const client = new VoraClient({ baseUrl: vora.baseUrl, accessToken: provider });
 
     assert.ok((await client.identities()).includes(identity), "the provisioned identity is listed");
-    const stream = client.stream({ identity, transport, rules: FAST_RULES, subscription: { subscribeAll: false, events: ["callRinging", "presence"] } });
+    const stream = client.stream({
+      identity,
+      transport,
+      rules: FAST_RULES,
+      subscription: { subscribeAll: false, events: ["callRinging", "presence"] },
+    });
     await stream.opened();
     await publishAndReceive(stream, vora, identity, "callRinging", { callId: "c-1", direction: "inbound" });
     assert.deepEqual([seen.fetched.length, seen.refreshes], [1, 0]);

@@ -27,7 +27,9 @@ function newerServer(): Transport {
           sink.onMessage(text);
           if (envelope.type === "channelOpened" || envelope.type === "heartbeat") {
             // After each real lifecycle frame, a copy whose type this SDK does not know.
-            sink.onMessage(JSON.stringify({ ...envelope, type: "channelPaused", data: { ...envelope.data, resumeInSeconds: 3 } }));
+            sink.onMessage(
+              JSON.stringify({ ...envelope, type: "channelPaused", data: { ...envelope.data, resumeInSeconds: 3 } }),
+            );
           }
         },
       });

@@ -8,14 +8,24 @@ test("resumeGap: a lastEventId past retention yields resumeGap in the iterator, 
   const identity = newIdentity();
   const client = await clientFor(vora, "gap-user", [identity]);
   const first = await publish(vora, identity, "callRinging", { callId: "c-0" });
-  const events = Array.from({ length: 400 }, (_, n) => ({ identity, type: "callRinging", data: { callId: `c-${n + 1}` } }));
+  const events = Array.from({ length: 400 }, (_, n) => ({
+    identity,
+    type: "callRinging",
+    data: { callId: `c-${n + 1}` },
+  }));
   const batch = await serverApi(vora, "POST", "/events/batch", { events });
   assert.equal(batch.status, 200, await batch.text());
-  const page = (await (await serverApi(vora, "GET", `/identities/${identity}/events?limit=1`)).json()) as { events: { eventId: string }[] };
+  const page = (await (await serverApi(vora, "GET", `/identities/${identity}/events?limit=1`)).json()) as {
+    events: { eventId: string }[];
+  };
   const oldest = page.events[0]?.eventId;
   assert.ok(oldest !== undefined && oldest !== first.eventId, "the first event was trimmed");
 
-  const stream = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: () => first.eventId, save: () => undefined } });
+  const stream = client.stream({
+    identity,
+    rules: FAST_RULES,
+    lastEventIdStore: { load: () => first.eventId, save: () => undefined },
+  });
   const gaps: StreamGap[] = [];
   stream.on("resumeGap", (gap) => gaps.push(gap));
   const items: StreamItem[] = [];

@@ -6,7 +6,8 @@ import type { ReconnectRules, StreamEvents, Transport, VoraStream, WebSocketCons
 
 const CONTROL = process.env["VORA_TEST_CONTROL_URL"];
 const SERVER_KEY = process.env["VORA_TEST_SERVER_KEY"] ?? "";
-if (CONTROL === undefined) throw new Error("VORA_TEST_CONTROL_URL is unset: run this suite through pytest tests/clients");
+if (CONTROL === undefined)
+  throw new Error("VORA_TEST_CONTROL_URL is unset: run this suite through pytest tests/clients");
 
 export interface Instance {
   name: string;
@@ -16,7 +17,11 @@ export interface Instance {
 }
 
 async function control<T>(path: string, body: unknown = {}): Promise<T> {
-  const response = await fetch(CONTROL + path, { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } });
+  const response = await fetch(CONTROL + path, {
+    method: "POST",
+    body: JSON.stringify(body),
+    headers: { "Content-Type": "application/json" },
+  });
   const answer = (await response.json()) as T & { error?: string };
   if (!response.ok) throw new Error(`control ${path}: ${answer.error ?? response.status}`);
   return answer;
@@ -28,15 +33,26 @@ export async function instance(name: string, env: Record<string, string> = {}): 
 }
 
 /** kill (SIGKILL), restart, terminate (SIGTERM: drain), pause (SIGSTOP) or resume (SIGCONT) an instance. */
-export async function act(target: Instance, action: "kill" | "restart" | "terminate" | "pause" | "resume"): Promise<void> {
+export async function act(
+  target: Instance,
+  action: "kill" | "restart" | "terminate" | "pause" | "resume",
+): Promise<void> {
   await control(`/instances/${target.name}/${action}`);
 }
 
 /** nginx in front of instances: "refuse" answers /vora/ws with its own 403, "strip" drops Upgrade and Connection. */
-export async function proxy(name: string, upstreams: Instance[], websocket: "pass" | "refuse" | "strip"): Promise<Instance> {
+export async function proxy(
+  name: string,
+  upstreams: Instance[],
+  websocket: "pass" | "refuse" | "strip",
+): Promise<Instance> {
   const first = upstreams[0];
   if (first === undefined) throw new Error("a proxy needs an upstream");
-  const { baseUrl } = await control<{ baseUrl: string }>("/proxies", { name, instances: upstreams.map((u) => u.name), websocket });
+  const { baseUrl } = await control<{ baseUrl: string }>("/proxies", {
+    name,
+    instances: upstreams.map((u) => u.name),
+    websocket,
+  });
   return { ...first, name: `proxy-${name}`, baseUrl };
 }
 
@@ -57,7 +73,8 @@ export async function devauth(name: string, accessTokenTtl: number): Promise<Dev
 
 /** Mint a real access token (signed by the dev key VORA trusts). */
 export async function accessToken(sub: string, scopes?: string[]): Promise<string> {
-  return (await control<{ accessToken: string }>("/tokens", scopes === undefined ? { sub } : { sub, scopes })).accessToken;
+  return (await control<{ accessToken: string }>("/tokens", scopes === undefined ? { sub } : { sub, scopes }))
+    .accessToken;
 }
 
 /** Give a user identities in VORA's directory. */
@@ -80,7 +97,10 @@ export async function clientFor(target: Instance, sub: string, identities: strin
 
 /** Call the server API the way the telephony side does. */
 export async function serverApi(target: Instance, method: string, path: string, body?: unknown): Promise<Response> {
-  const init: RequestInit = { method, headers: { Authorization: `Bearer ${SERVER_KEY}`, "Content-Type": "application/json" } };
+  const init: RequestInit = {
+    method,
+    headers: { Authorization: `Bearer ${SERVER_KEY}`, "Content-Type": "application/json" },
+  };
   if (body !== undefined) init.body = JSON.stringify(body);
   return fetch(target.serverApiUrl + path, init);
 }
@@ -91,9 +111,15 @@ export interface Published {
 }
 
 /** Publish one event through the server API and return its eventId. */
-export async function publish(target: Instance, identity: string, type: string, data: Record<string, unknown>): Promise<Published> {
+export async function publish(
+  target: Instance,
+  identity: string,
+  type: string,
+  data: Record<string, unknown>,
+): Promise<Published> {
   const response = await serverApi(target, "POST", `/identities/${identity}/events`, { type, data });
-  if (response.status !== 200 && response.status !== 201) throw new Error(`publish: ${response.status} ${await response.text()}`);
+  if (response.status !== 200 && response.status !== 201)
+    throw new Error(`publish: ${response.status} ${await response.text()}`);
   return (await response.json()) as Published;
 }
 
@@ -138,7 +164,8 @@ export const FAST_RULES: Partial<ReconnectRules> = {
 export { webSocketTransport };
 
 /** The WebSocket transport on the ws package, which shows a refused handshake's status and body (a browser's WebSocket shows neither). */
-export const wsPackage = (): Transport => webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor });
+export const wsPackage = (): Transport =>
+  webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor });
 
 // Every stream a test file opens is closed when the file ends, passed or failed, so its process can exit.
 const opened: VoraStream[] = [];
@@ -160,7 +187,9 @@ if (process.env["VORA_SDK_TRACE"]) {
     const names = ["state", "reconnecting", "closed", "error", "setup", "channelTerminated", "resumeGap"] as const;
     for (const name of names) {
       stream.on(name, (value: unknown) =>
-        console.log(`${new Date().toISOString()} [${options.identity}] ${name} ${value instanceof Error ? value.message : JSON.stringify(value)}`),
+        console.log(
+          `${new Date().toISOString()} [${options.identity}] ${name} ${value instanceof Error ? value.message : JSON.stringify(value)}`,
+        ),
       );
     }
     return stream;

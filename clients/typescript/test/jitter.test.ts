@@ -31,7 +31,11 @@ test("after an instance dies, 50 streams spread their reconnects over the jitter
     streams.push(stream);
   }
   await Promise.all(announced);
-  assert.deepEqual(new Set(streams.map((stream) => stream.reconnectWindowMs)), new Set([WINDOW_MS]), "every stream knows the window");
+  assert.deepEqual(
+    new Set(streams.map((stream) => stream.reconnectWindowMs)),
+    new Set([WINDOW_MS]),
+    "every stream knows the window",
+  );
   const killedAt = Date.now();
   for (const stream of streams) {
     stream.on("reconnecting", (info) => {
@@ -50,17 +54,23 @@ test("after an instance dies, 50 streams spread their reconnects over the jitter
   assert.equal(firstDelays.length, CLIENTS, "every stream scheduled a first attempt");
   assert.equal(reopened.length, CLIENTS, "every stream came back");
   const delays = spreadOf(firstDelays);
-  console.log(`first-attempt delays: ${Math.round(delays.min)}..${Math.round(delays.max)} ms, busiest 250 ms bucket ${(delays.busiestShare * 100).toFixed(0)}%`);
+  console.log(
+    `first-attempt delays: ${Math.round(delays.min)}..${Math.round(delays.max)} ms, busiest 250 ms bucket ${(delays.busiestShare * 100).toFixed(0)}%`,
+  );
   assert.ok(delays.min < WINDOW_MS * 0.25 && delays.max > WINDOW_MS * 0.75, "first attempts cover the window");
   assert.ok(delays.busiestShare <= 0.3, "no quarter second holds a crowd of first attempts");
   const arrivals = spreadOf(reopened);
-  console.log(`reconnect arrivals after the kill: ${arrivals.min}..${arrivals.max} ms, busiest 250 ms bucket ${(arrivals.busiestShare * 100).toFixed(0)}%`);
+  console.log(
+    `reconnect arrivals after the kill: ${arrivals.min}..${arrivals.max} ms, busiest 250 ms bucket ${(arrivals.busiestShare * 100).toFixed(0)}%`,
+  );
   assert.ok(arrivals.max - arrivals.min >= WINDOW_MS / 4, "arrivals are spread over seconds");
   // Attempts made while the instance boots wait in its listen backlog and all complete when it is
   // live (a burst whose size depends on the boot time, i.e. the machine's load); judge the rest.
   const later = reopened.filter((at) => at > liveAt + 500);
   const settled = spreadOf(later);
-  console.log(`${later.length} arrivals after the boot burst, busiest 250 ms bucket ${(settled.busiestShare * 100).toFixed(0)}%`);
+  console.log(
+    `${later.length} arrivals after the boot burst, busiest 250 ms bucket ${(settled.busiestShare * 100).toFixed(0)}%`,
+  );
   assert.ok(later.length >= CLIENTS * 0.2, "most clients did not all come back in the boot burst");
   assert.ok(settled.busiestShare <= 0.3, "no quarter second holds a crowd of the later arrivals");
 });

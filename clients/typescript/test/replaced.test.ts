@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { sseTransport } from "../src/index.js";
-import type { Transport, TransportConnection, TransportSink, TransportTarget, VoraClient, VoraStream } from "../src/index.js";
+import type {
+  Transport,
+  TransportConnection,
+  TransportSink,
+  TransportTarget,
+  VoraClient,
+  VoraStream,
+} from "../src/index.js";
 import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive, until, wsPackage } from "./harness.js";
 
 /** Count a stream's setups (the one at start included). */
@@ -15,7 +22,12 @@ function countSetups(stream: VoraStream): { count: number } {
 const VISIBLE: Record<string, () => Transport> = { websocket: wsPackage, sse: sseTransport };
 
 /** The real transport, with another device setting up a session on the user just before the chosen opens. */
-function setUpBeforeOpens(inner: Transport, otherDevice: VoraClient, identity: string, before: Set<number>): Transport & { opens: number } {
+function setUpBeforeOpens(
+  inner: Transport,
+  otherDevice: VoraClient,
+  identity: string,
+  before: Set<number>,
+): Transport & { opens: number } {
   const wrapped = {
     name: inner.name,
     connectionType: inner.connectionType,
@@ -102,7 +114,12 @@ for (const transport of ["websocket", "sse"] as const) {
       const identity = newIdentity();
       const client = await clientFor(vora, `before-open-user-${transport}`, [identity]);
       const otherDevice = await clientFor(vora, `before-open-user-${transport}`, [identity]);
-      const wrapped = setUpBeforeOpens(VISIBLE[transport]!(), otherDevice, identity, new Set(evictedAtStart ? [1, 2] : [2]));
+      const wrapped = setUpBeforeOpens(
+        VISIBLE[transport]!(),
+        otherDevice,
+        identity,
+        new Set(evictedAtStart ? [1, 2] : [2]),
+      );
       const stream = client.stream({ identity, rules: FAST_RULES, transport: [wrapped] });
       const causes: string[] = [];
       stream.on("reconnecting", (info) => causes.push(info.cause));

@@ -1,81 +1,108 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { VoraEvent } from "../src/index.js";
-import { FAST_RULES, act, clientFor, instance, newIdentity, next, publish, publishAndReceive, until } from "./harness.js";
+import {
+  FAST_RULES,
+  act,
+  clientFor,
+  instance,
+  newIdentity,
+  next,
+  publish,
+  publishAndReceive,
+  until,
+} from "./harness.js";
 
 for (const transport of ["websocket", "sse"] as const) {
-test(`after its instance is SIGKILLed and restarted the stream on ${transport} resumes with 0 events lost or duplicated`, async () => {
-  const edge = await instance(`resume-edge-${transport}`);
-  const publisher = await instance("main"); // the telephony side keeps publishing through another instance
-  const identity = newIdentity();
-  const client = await clientFor(edge, `resume-user-${transport}`, [identity]);
-  const stream = client.stream({ identity, rules: FAST_RULES, transport });
-  const received: VoraEvent[] = [];
-  stream.on("event", (event) => received.push(event));
-  await stream.opened();
+  test(`after its instance is SIGKILLed and restarted the stream on ${transport} resumes with 0 events lost or duplicated`, async () => {
+    const edge = await instance(`resume-edge-${transport}`);
+    const publisher = await instance("main"); // the telephony side keeps publishing through another instance
+    const identity = newIdentity();
+    const client = await clientFor(edge, `resume-user-${transport}`, [identity]);
+    const stream = client.stream({ identity, rules: FAST_RULES, transport });
+    const received: VoraEvent[] = [];
+    stream.on("event", (event) => received.push(event));
+    await stream.opened();
 
-  const published: string[] = [];
-  for (let n = 0; n < 10; n++) published.push((await publish(publisher, identity, "callRinging", { callId: `before-${n}` })).eventId);
-  await until(() => received.length === 10, "the first 10 events");
+    const published: string[] = [];
+    for (let n = 0; n < 10; n++)
+      published.push((await publish(publisher, identity, "callRinging", { callId: `before-${n}` })).eventId);
+    await until(() => received.length === 10, "the first 10 events");
 
-  const reconnecting = next(stream, "reconnecting");
-  await act(edge, "kill");
-  const drop = await reconnecting;
-  assert.equal(drop.setup, false, "a drop resumes the same session");
-  assert.equal(drop.cause, "closed 1006", "a cut connection is 1006 on either transport");
-  assert.equal(drop.transport, transport);
-  for (let n = 0; n < 20; n++) published.push((await publish(publisher, identity, "callHeld", { callId: `during-${n}` })).eventId);
-  const reopened = next(stream, "open", 30_000); // listening first: it may open before restart answers
-  await act(edge, "restart");
-  await reopened;
-  for (let n = 0; n < 10; n++) published.push((await publish(publisher, identity, "callEnded", { callId: `after-${n}` })).eventId);
-  await until(() => received.length >= published.length, "every event after the restart");
+    const reconnecting = next(stream, "reconnecting");
+    await act(edge, "kill");
+    const drop = await reconnecting;
+    assert.equal(drop.setup, false, "a drop resumes the same session");
+    assert.equal(drop.cause, "closed 1006", "a cut connection is 1006 on either transport");
+    assert.equal(drop.transport, transport);
+    for (let n = 0; n < 20; n++)
+      published.push((await publish(publisher, identity, "callHeld", { callId: `during-${n}` })).eventId);
+    const reopened = next(stream, "open", 30_000); // listening first: it may open before restart answers
+    await act(edge, "restart");
+    await reopened;
+    for (let n = 0; n < 10; n++)
+      published.push((await publish(publisher, identity, "callEnded", { callId: `after-${n}` })).eventId);
+    await until(() => received.length >= published.length, "every event after the restart");
 
-  assert.deepEqual(
-    received.map((event) => event.eventId),
-    published,
-    "in order, each once",
-  );
-  const sequence = received.map((event) => event.sequenceNumber);
-  assert.deepEqual(sequence, sequence.map((_, index) => (sequence[0] ?? 0) + index), "no gaps in sequenceNumber");
-  stream.close();
-});
+    assert.deepEqual(
+      received.map((event) => event.eventId),
+      published,
+      "in order, each once",
+    );
+    const sequence = received.map((event) => event.sequenceNumber);
+    assert.deepEqual(
+      sequence,
+      sequence.map((_, index) => (sequence[0] ?? 0) + index),
+      "no gaps in sequenceNumber",
+    );
+    stream.close();
+  });
 }
 
 for (const transport of ["websocket", "sse"] as const) {
-test(`a stream on ${transport} cut before its first event resumes from where its connection opened, with 0 events lost`, async () => {
-  const edge = await instance(`opened-edge-${transport}`);
-  const publisher = await instance("main");
-  const identity = newIdentity();
-  const client = await clientFor(edge, `opened-user-${transport}`, [identity]);
-  const saved: string[] = [];
-  const stream = client.stream({ identity, rules: FAST_RULES, transport, lastEventIdStore: { load: () => undefined, save: (id) => void saved.push(id) } });
-  const received: VoraEvent[] = [];
-  const gaps: unknown[] = [];
-  stream.on("event", (event) => received.push(event));
-  stream.on("resumeGap", (gap) => gaps.push(gap));
-  await stream.opened();
-  await until(() => saved.length === 1, "the position the connection's channelOpened names");
-  const start = saved[0];
-  assert.equal(stream.lastEventId, start);
+  test(`a stream on ${transport} cut before its first event resumes from where its connection opened, with 0 events lost`, async () => {
+    const edge = await instance(`opened-edge-${transport}`);
+    const publisher = await instance("main");
+    const identity = newIdentity();
+    const client = await clientFor(edge, `opened-user-${transport}`, [identity]);
+    const saved: string[] = [];
+    const stream = client.stream({
+      identity,
+      rules: FAST_RULES,
+      transport,
+      lastEventIdStore: { load: () => undefined, save: (id) => void saved.push(id) },
+    });
+    const received: VoraEvent[] = [];
+    const gaps: unknown[] = [];
+    stream.on("event", (event) => received.push(event));
+    stream.on("resumeGap", (gap) => gaps.push(gap));
+    await stream.opened();
+    await until(() => saved.length === 1, "the position the connection's channelOpened names");
+    const start = saved[0];
+    assert.equal(stream.lastEventId, start);
 
-  const reconnecting = next(stream, "reconnecting");
-  await act(edge, "kill");
-  await reconnecting;
-  // Published while no instance serves the stream: a reconnect without lastEventId would start after all of them.
-  const missed: string[] = [];
-  for (let n = 0; n < 3; n++) missed.push((await publish(publisher, identity, "callRinging", { callId: `missed-${n}` })).eventId);
-  const reopened = next(stream, "open", 30_000);
-  await act(edge, "restart");
-  await reopened;
-  const after = (await publish(publisher, identity, "callEnded", { callId: "missed-0" })).eventId;
-  await until(() => received.length >= 4, "the missed events and the next one");
+    const reconnecting = next(stream, "reconnecting");
+    await act(edge, "kill");
+    await reconnecting;
+    // Published while no instance serves the stream: a reconnect without lastEventId would start after all of them.
+    const missed: string[] = [];
+    for (let n = 0; n < 3; n++)
+      missed.push((await publish(publisher, identity, "callRinging", { callId: `missed-${n}` })).eventId);
+    const reopened = next(stream, "open", 30_000);
+    await act(edge, "restart");
+    await reopened;
+    const after = (await publish(publisher, identity, "callEnded", { callId: "missed-0" })).eventId;
+    await until(() => received.length >= 4, "the missed events and the next one");
 
-  assert.deepEqual(received.map((event) => event.eventId), [...missed, after], "in order, each once");
-  assert.deepEqual(saved, [start, ...missed, after], "the opening position saved, then each event's");
-  assert.deepEqual(gaps, [], "no resumeGap");
-  stream.close();
-});
+    assert.deepEqual(
+      received.map((event) => event.eventId),
+      [...missed, after],
+      "in order, each once",
+    );
+    assert.deepEqual(saved, [start, ...missed, after], "the opening position saved, then each event's");
+    assert.deepEqual(gaps, [], "no resumeGap");
+    stream.close();
+  });
 }
 
 test("a stream started with a persisted lastEventId receives what it missed, and saves each new position", async () => {
@@ -83,18 +110,36 @@ test("a stream started with a persisted lastEventId receives what it missed, and
   const identity = newIdentity();
   const client = await clientFor(vora, "persist-user", [identity]);
   const saved: string[] = [];
-  const first = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: () => undefined, save: (id) => void saved.push(id) } });
+  const first = client.stream({
+    identity,
+    rules: FAST_RULES,
+    lastEventIdStore: { load: () => undefined, save: (id) => void saved.push(id) },
+  });
   await first.opened();
   const seen = (await publishAndReceive(first, vora, identity, "presence", { status: "away" })).published;
   first.close();
-  assert.deepEqual(saved, ["0-0", seen.eventId], "where the connection opened (an identity with no event yet), then the event");
+  assert.deepEqual(
+    saved,
+    ["0-0", seen.eventId],
+    "where the connection opened (an identity with no event yet), then the event",
+  );
 
-  const missed = [await publish(vora, identity, "presence", { status: "busy" }), await publish(vora, identity, "presence", { status: "available" })];
-  const second = client.stream({ identity, rules: FAST_RULES, lastEventIdStore: { load: async () => saved.at(-1), save: (id) => void saved.push(id) } });
+  const missed = [
+    await publish(vora, identity, "presence", { status: "busy" }),
+    await publish(vora, identity, "presence", { status: "available" }),
+  ];
+  const second = client.stream({
+    identity,
+    rules: FAST_RULES,
+    lastEventIdStore: { load: async () => saved.at(-1), save: (id) => void saved.push(id) },
+  });
   const received: string[] = [];
   second.on("event", (event) => received.push(event.eventId));
   await until(() => received.length === 2, "the two missed events");
-  assert.deepEqual(received, missed.map((event) => event.eventId));
+  assert.deepEqual(
+    received,
+    missed.map((event) => event.eventId),
+  );
   assert.deepEqual(saved.slice(2), received, "resumed from the saved position: it opens there, nothing new to save");
   second.close();
 });

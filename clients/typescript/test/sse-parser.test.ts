@@ -45,7 +45,10 @@ test("VORA's framing: retry, a stream event with id, a lifecycle event without, 
   assert.deepEqual(parsed.comments, ["closed 1000 logout"]);
   assert.deepEqual(parseClosedComment("closed 1000 logout"), { code: 1000, reason: "logout" });
   assert.deepEqual(parseClosedComment("closed 1001"), { code: 1001, reason: "" });
-  assert.deepEqual(parseClosedComment("closed 4008 slow consumer: too far behind"), { code: 4008, reason: "slow consumer: too far behind" });
+  assert.deepEqual(parseClosedComment("closed 4008 slow consumer: too far behind"), {
+    code: 4008,
+    reason: "slow consumer: too far behind",
+  });
   assert.equal(parseClosedComment("keep-alive"), undefined);
   assert.equal(parseClosedComment("closed soon"), undefined);
 });

@@ -11,7 +11,20 @@ import type {
   TransportTarget,
 } from "../src/index.js";
 import type { Instance } from "./harness.js";
-import { FAST_RULES, act, clientFor, instance, newIdentity, next, proxy, publish, publishAndReceive, serverApi, until, wsPackage } from "./harness.js";
+import {
+  FAST_RULES,
+  act,
+  clientFor,
+  instance,
+  newIdentity,
+  next,
+  proxy,
+  publish,
+  publishAndReceive,
+  serverApi,
+  until,
+  wsPackage,
+} from "./harness.js";
 
 interface Recorded {
   opened: boolean;
@@ -22,7 +35,11 @@ interface Recorded {
 /** Open the SSE transport alone and record what it reports. */
 function openSse(baseUrl: string, token: string, lastEventId?: string): Recorded {
   let resolveClosed!: (close: TransportClose) => void;
-  const recorded: Recorded = { opened: false, messages: [], closed: new Promise((resolve) => (resolveClosed = resolve)) };
+  const recorded: Recorded = {
+    opened: false,
+    messages: [],
+    closed: new Promise((resolve) => (resolveClosed = resolve)),
+  };
   const sink: TransportSink = {
     onOpen: () => (recorded.opened = true),
     onMessage: (text) => recorded.messages.push(JSON.parse(text) as Recorded["messages"][number]),
@@ -70,7 +87,12 @@ async function throughProxy(
   vora: Instance,
   user: string,
   transport: "auto" | "websocket" | "sse" | ReturnType<typeof sseTransport>[],
-): Promise<{ identity: string; stream: ReturnType<Awaited<ReturnType<typeof clientFor>>["stream"]>; fallbacks: FallbackInfo[]; states: StateChange[] }> {
+): Promise<{
+  identity: string;
+  stream: ReturnType<Awaited<ReturnType<typeof clientFor>>["stream"]>;
+  fallbacks: FallbackInfo[];
+  states: StateChange[];
+}> {
   const identity = newIdentity();
   const client = await clientFor(front, user, [identity]);
   const stream = client.stream({ identity, rules: FAST_RULES, transport });
@@ -168,7 +190,11 @@ test("a server that is down behind nginx is no reason to fall back: not when it 
   const sse = heldSse();
   // The global WebSocket, as in a browser: nginx's 502 and a blocked upgrade look alike (no status).
   // The connect timeout outlasts a restart, so a held probe is not abandoned.
-  const stream = client.stream({ identity, rules: { ...FAST_RULES, connectTimeoutMs: 60_000 }, transport: [webSocketTransport(), sse.transport] });
+  const stream = client.stream({
+    identity,
+    rules: { ...FAST_RULES, connectTimeoutMs: 60_000 },
+    transport: [webSocketTransport(), sse.transport],
+  });
   const fallbacks: FallbackInfo[] = [];
   stream.on("fallback", (info) => fallbacks.push(info));
   let probes = 0;
@@ -210,7 +236,13 @@ test("VORA's own refusal in its error shape (429: the session's socket cap) is n
   const webSocketToken = await client.setup({ identity });
   const holder = client.stream({ identity, webSocketToken, rules: FAST_RULES, transport: [wsPackage()] });
   await holder.opened();
-  const waiting = client.stream({ identity, webSocketToken, rules: FAST_RULES, fallbackAfter: 1, transport: [wsPackage(), sseTransport()] });
+  const waiting = client.stream({
+    identity,
+    webSocketToken,
+    rules: FAST_RULES,
+    fallbackAfter: 1,
+    transport: [wsPackage(), sseTransport()],
+  });
   const fallbacks: FallbackInfo[] = [];
   waiting.on("fallback", (info) => fallbacks.push(info));
   const refusals: string[] = [];

@@ -2,7 +2,17 @@ import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { test } from "node:test";
 import WebSocket from "ws";
-import { afterDrop, afterRefusal, afterTermination, DEFAULT_RULES, compareEventIds, isEventId, socketUrl, sseTransport, webSocketTransport } from "../src/index.js";
+import {
+  afterDrop,
+  afterRefusal,
+  afterTermination,
+  DEFAULT_RULES,
+  compareEventIds,
+  isEventId,
+  socketUrl,
+  sseTransport,
+  webSocketTransport,
+} from "../src/index.js";
 import type { FallbackInfo, StreamEvents, Transport, WebSocketConstructor } from "../src/index.js";
 import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive } from "./harness.js";
 
@@ -19,7 +29,11 @@ test("an injected WebSocket constructor (the ws package, as on Node 20 without f
   const vora = await instance("main");
   const identity = newIdentity();
   const client = await clientFor(vora, "ws-package-user", [identity]);
-  const stream = client.stream({ identity, rules: FAST_RULES, transport: [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor })] });
+  const stream = client.stream({
+    identity,
+    rules: FAST_RULES,
+    transport: [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor })],
+  });
   await stream.opened();
   await publishAndReceive(stream, vora, identity, "callAnswered", { callId: "c-9" });
   stream.close();
@@ -53,7 +67,10 @@ test("isEventId takes what VORA accepts as lastEventId: two parts of at most 20 
 
 // The two ways to open a stream whose every attempt the server could answer: "auto" (with ws, which shows the 400) and SSE.
 const REFUSED_POSITION_TRANSPORTS: [string, () => Transport[]][] = [
-  ["auto (ws package, then SSE)", () => [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor }), sseTransport()]],
+  [
+    "auto (ws package, then SSE)",
+    () => [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor }), sseTransport()],
+  ],
   ["sse", () => [sseTransport()]],
 ];
 
@@ -72,7 +89,12 @@ for (const [name, transports] of REFUSED_POSITION_TRANSPORTS) {
     stream.on("fallback", (info) => fallbacks.push(info));
     await stream.opened();
     assert.equal(gaps.length, 1, "the app is told that what came after its position may be missing");
-    assert.deepEqual(gaps[0]?.data, { reason: "invalidLastEventId", requestedEventId: refused, oldestEventId: null, local: true });
+    assert.deepEqual(gaps[0]?.data, {
+      reason: "invalidLastEventId",
+      requestedEventId: refused,
+      oldestEventId: null,
+      local: true,
+    });
     assert.deepEqual(reconnects, [], "no attempt was refused: the position was never sent");
     assert.deepEqual(fallbacks, []);
     assert.equal(stream.transport, transports()[0]?.name);
@@ -87,13 +109,22 @@ test("a list of transports: one failed open backs off, the second probes the nex
   const identity = newIdentity();
   const client = await clientFor(vora, "fallback-user", [identity]);
   const blocked = webSocketTransport({ url: `ws://127.0.0.1:${await closedPort()}/vora/ws` });
-  const stream = client.stream({ identity, rules: FAST_RULES, fallbackAfter: 2, transport: [blocked, webSocketTransport()] });
+  const stream = client.stream({
+    identity,
+    rules: FAST_RULES,
+    fallbackAfter: 2,
+    transport: [blocked, webSocketTransport()],
+  });
   const failures: string[] = [];
   const fallbacks: FallbackInfo[] = [];
   stream.on("reconnecting", (info) => failures.push(info.cause));
   stream.on("fallback", (info) => fallbacks.push(info));
   await stream.opened();
-  assert.equal(failures.length, 1, "the first failed open is retried after a wait; the second probed the next at once, and the first, tried again right after, failed again");
+  assert.equal(
+    failures.length,
+    1,
+    "the first failed open is retried after a wait; the second probed the next at once, and the first, tried again right after, failed again",
+  );
   assert.deepEqual(fallbacks, [{ from: "websocket", to: "websocket", failures: 3 }]);
   await publishAndReceive(stream, vora, identity, "presence", { status: "away" });
   stream.close();
@@ -110,7 +141,10 @@ test("the reconnect rules follow the README per close code, Retry-After and reas
   assert.ok(step(afterDrop(rules, 4008, 0)).delayMs < 1_000, "4008: up to 1 s");
   assert.equal(step(afterDrop(rules, 1000, 0)).setup, true, "1000 without channelTerminated: set up again");
   assert.equal(step(afterDrop(rules, 4401, 0)).setup, true, "4401: set up again");
-  assert.ok(step(afterDrop(rules, 1000, 0, 5_000)).delayMs < 1_000, "1000: set up again after up to 1 s, as after replaced");
+  assert.ok(
+    step(afterDrop(rules, 1000, 0, 5_000)).delayMs < 1_000,
+    "1000: set up again after up to 1 s, as after replaced",
+  );
   assert.ok(step(afterDrop(rules, 4401, 0)).delayMs < 1_000, "4401: set up again after up to 1 s");
   const refused = step(afterRefusal(rules, 503, 7, 3));
   assert.ok(refused.delayMs >= 7_000 && refused.delayMs < 15_000, "Retry-After, then up to 2**3 s");
@@ -119,10 +153,17 @@ test("the reconnect rules follow the README per close code, Retry-After and reas
   assert.equal(afterRefusal(rules, 403, undefined, 1).kind, "stop");
   assert.equal(afterTermination(rules, "logout").kind, "stop");
   assert.equal(afterTermination(rules, "revoked").kind, "stop");
-  for (const reason of ["replaced", "tokenExpired", "disconnected"] as const) assert.equal(step(afterTermination(rules, reason)).setup, true, reason);
+  for (const reason of ["replaced", "tokenExpired", "disconnected"] as const)
+    assert.equal(step(afterTermination(rules, reason)).setup, true, reason);
   assert.equal(step(afterTermination(rules, "maintenance")).setup, false);
-  assert.ok(step(afterTermination(rules, "maintenance")).delayMs > 19_000, "maintenance: up to 20 s when none was announced");
-  assert.ok(step(afterTermination(rules, "maintenance", 2_000)).delayMs < 2_000, "maintenance: up to the announced window");
+  assert.ok(
+    step(afterTermination(rules, "maintenance")).delayMs > 19_000,
+    "maintenance: up to 20 s when none was announced",
+  );
+  assert.ok(
+    step(afterTermination(rules, "maintenance", 2_000)).delayMs < 2_000,
+    "maintenance: up to the announced window",
+  );
   assert.ok(compareEventIds("1795396666123-10", "1795396666123-9") > 0, "eventIds compare numerically");
   assert.equal(socketUrl("https://vora.example/vora/"), "wss://vora.example/vora/ws");
 });

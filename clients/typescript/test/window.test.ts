@@ -28,7 +28,11 @@ test("after a crowd drop and after maintenance, the first attempt waits within t
   const client = await clientFor(vora, "window-drop-user", [identity]);
   // Every draw at the top of its window: without the announced 2 s the first delay would be 19.8 s. A socket is
   // stable at once, so the maintenance after the reconnect is a first attempt too.
-  const stream = client.stream({ identity, transport: "websocket", rules: { random: () => 0.99, stableAfterMs: 0, connectTimeoutMs: 3_000 } });
+  const stream = client.stream({
+    identity,
+    transport: "websocket",
+    rules: { random: () => 0.99, stableAfterMs: 0, connectTimeoutMs: 3_000 },
+  });
   await next(stream, "channelOpened");
   assert.equal(stream.reconnectWindowMs, 2_000);
 
