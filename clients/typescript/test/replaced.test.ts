@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { sseTransport } from "../src/index.js";
+import { sseTransport, webSocketTransport } from "../src/index.js";
 import type {
   Transport,
   TransportConnection,
@@ -9,7 +9,17 @@ import type {
   VoraClient,
   VoraStream,
 } from "../src/index.js";
-import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive, until, wsPackage } from "./harness.js";
+import {
+  FAST_RULES,
+  clientFor,
+  instance,
+  newIdentity,
+  next,
+  proxy,
+  publishAndReceive,
+  until,
+  wsPackage,
+} from "./harness.js";
 
 /** Count a stream's setups (the one at start included). */
 function countSetups(stream: VoraStream): { count: number } {
@@ -136,3 +146,22 @@ for (const transport of ["websocket", "sse"] as const) {
     });
   }
 }
+
+test("a session ended before its stream opened counts as replaced on the SSE probe too, behind a proxy that blocks WebSocket", async () => {
+  const vora = await instance("one-session", { VORA_MAX_SESSIONS_PER_IDENTITY: "1" });
+  const front = await proxy("refuse-one-session", [vora], "refuse");
+  const identity = newIdentity();
+  const client = await clientFor(front, "probe-evicted-user", [identity]);
+  const otherDevice = await clientFor(vora, "probe-evicted-user", [identity]);
+  // The platform's WebSocket hides the proxy's refusal, so each setup's upgrades fail unexplained and the stream
+  // probes SSE; another device's setup lands just before each probe, which VORA refuses with 401.
+  const probes = setUpBeforeOpens(sseTransport(), otherDevice, identity, new Set([1, 2]));
+  const stream = client.stream({ identity, rules: FAST_RULES, transport: [webSocketTransport(), probes] });
+  const setups = countSetups(stream);
+  // Without the count, the stream sets up a third time and its third probe opens (the carousel goes on).
+  await until(() => stream.state === "closed" || probes.opens >= 3, "the stream to close or probe again");
+  assert.equal(stream.state, "closed");
+  assert.equal(stream.closeInfo?.reason, "replaced");
+  assert.equal(probes.opens, 2);
+  assert.equal(setups.count, 2);
+});
