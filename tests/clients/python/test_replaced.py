@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from vora_client import Connection, EventStream, ReconnectPolicy, State, Transport, TransportChoice, VoraClient, connect
 
+from testbed.ports import free_port
 from testbed.vora_server import RunningServer
 from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory, real_transport
 from tests.harness.server_api import publish_event
@@ -49,6 +51,28 @@ class SetUpBeforeOpens:
         self.opens += 1
         if self.opens in self._before:
             await self._other_device.setup(IDENTITY)  # the stream's session, not open yet, is the oldest: ended
+        return await self._inner.open(token, last_event_id, timeout)
+
+
+class DownThenEvicted:
+    """The real transport, down on chosen opens (a closed port), another device setting up before chosen others."""
+
+    def __init__(self, inner: Transport, down: Transport, other_device: VoraClient, plan: dict[int, str]) -> None:
+        self._inner = inner
+        self._down = down
+        self.name = inner.name
+        self._other_device = other_device
+        self._plan = plan  # open number -> "down" or "evicted"
+        self.opens = 0
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Open through the closed port, or let the other device take the session first, or open as is."""
+        self.opens += 1
+        what = self._plan.get(self.opens)
+        if what == "down":
+            return await self._down.open(token, last_event_id, timeout)  # refused by the kernel: ConnectionFailed
+        if what == "evicted":
+            await self._other_device.setup(IDENTITY)
         return await self._inner.open(token, last_event_id, timeout)
 
 
@@ -164,3 +188,31 @@ def test_a_session_ended_before_its_stream_opened_counts_as_replaced(
 
     with make_server(max_sessions_per_identity="1") as server:
         asyncio.run(scenario(server))
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_a_session_ended_before_its_first_open_counts_after_a_failed_connection_too(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """A fresh session's first open fails to connect, the next is refused with 401: that 401 counts as a replaced."""
+    owner("alice")
+
+    async def scenario(server: RunningServer, closed_port: RunningServer) -> None:
+        setups = CountingTokens(tokens("alice"))
+        async with (
+            VoraClient(server.base_url, setups) as client,
+            VoraClient(server.base_url, tokens("alice")) as other_device,
+        ):
+            plan = {1: "down", 2: "evicted", 3: "down", 4: "evicted"}
+            wrapped = DownThenEvicted(
+                real_transport(server, transport), real_transport(closed_port, transport), other_device, plan
+            )
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=wrapped)
+            # Without the count, the stream sets up a third time and its fifth open passes (the carousel goes on).
+            await until(lambda: stream.state is State.CLOSED or wrapped.opens >= 5)
+            assert stream.state is State.CLOSED
+            assert stream.close_reason == "replaced"
+            assert (wrapped.opens, setups.calls) == (4, 2)
+
+    with make_server(max_sessions_per_identity="1") as server:
+        asyncio.run(scenario(server, dataclasses.replace(server, port=free_port())))  # nothing listens there
