@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,16 @@ from vora.auth.tokens import public_jwk_from_pem
 from vora.core.catalog import ALL_SCOPES
 from vora.core.settings import Settings
 from vora.services import services_of
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the processes the tests start take Ctrl-C, even when the run itself was started ignoring it."""
+    # A shell starts a background command (`make test &` in a script: no job control) with SIGINT ignored, and every
+    # child inherits that: `vora listen` and `make run`'s script would then never see the SIGINT their tests send.
+    # A Python handler, unlike SIG_IGN, is reset to the default in the children at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # Fixtures more than one test package uses live in the harness and are registered for all.
 pytest_plugins = ["tests.harness.ws_server", "tests.harness.oauth", "tests.harness.benchmark"]

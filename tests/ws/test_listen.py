@@ -89,4 +89,5 @@ def test_listen_stops_on_interrupt_while_events_keep_arriving(
         if feeder.is_alive():
             feeder.join()
         listener.kill()
+        listener.communicate()  # reaped and its pipes closed, whatever happened above
     assert listener.returncode is not None
