@@ -88,15 +88,16 @@ def summary(
 ) -> dict[str, Any]:
     """Turn a phase's bucket counts and collections into the report's fields (kept for merging rounds)."""
     probes = lag.get(math.inf, 0.0)
-    writes = (written or {}).get(math.inf, 0.0)
+    written = written or {}
+    writes = written.get(math.inf, 0.0)
     return {
         "probes": int(probes),
         "late": {f"over_{ms}ms": int(probes - lag.get(ms / 1000, probes)) for ms in LATE_MS},
         "lag_p99_at_most_ms": _p99_bound_ms(lag),
         "written": int(writes),
-        "written_late": {f"over_{ms}ms": int(writes - (written or {}).get(ms / 1000, writes)) for ms in LATE_MS},
-        "written_p99_at_most_ms": _p99_bound_ms(written or {}),
-        "written_buckets": {str(bound): int(count) for bound, count in sorted((written or {}).items())},
+        "written_late": {f"over_{ms}ms": int(writes - written.get(ms / 1000, writes)) for ms in LATE_MS},
+        "written_p99_at_most_ms": _p99_bound_ms(written),
+        "written_buckets": {str(bound): int(count) for bound, count in sorted(written.items())},
         "gc": {
             generation: {"collections": int(count), "ms": round(total * 1000, 2)}
             for generation, (count, total) in sorted(gc.items())
