@@ -121,7 +121,7 @@ def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_the
             await stream.close()
 
     asyncio.run(scenario())
-    assert requests_to(nginx, "/vora/ws") == 3
+    logged(nginx, "/vora/ws", 3)
     logged(nginx, "/vora/sse", 3)  # the probe, the stream it fell back to, and the stream after the new setup
 
 
@@ -206,7 +206,7 @@ def test_a_vora_refusal_of_the_upgrade_is_no_reason_to_fall_back(server: Running
         assert {c.transport for c in stream.changes} == {"websocket"}
 
     asyncio.run(scenario())
-    assert requests_to(nginx, "/vora/ws") == 1
+    logged(nginx, "/vora/ws", 1)  # nginx logs a request after its answer is sent: the client may have read it first
     assert requests_to(nginx, "/vora/sse") == 0
 
 
