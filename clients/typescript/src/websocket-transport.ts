@@ -31,6 +31,7 @@ interface UpgradeResponse {
   statusCode?: number;
   statusMessage?: string;
   headers: Record<string, string | string[] | undefined>;
+  socket: { destroy(): void } | null;
   setEncoding(encoding: "utf8"): void;
   on(event: "data", listener: (chunk: string) => void): void;
   on(event: "end" | "error", listener: () => void): void;
@@ -89,6 +90,11 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
         handshake.statusVisible = true;
         socket.on("unexpected-response", (request, response) => {
           handshake.status = response.statusCode;
+          // Node takes ws's Connection: Upgrade request for keep-alive: once the refusal is read to its end it
+          // detaches the socket from the request and the response, and with no agent to take it back, neither's
+          // destroy reaches it. Left open, it holds a connection on the server until its keep-alive timeout (75 s
+          // on VORA and nginx) and keeps the process alive, so it is closed here, by hand.
+          const connection = response.socket;
           const header = response.headers["retry-after"];
           const retryAfter = Array.isArray(header) ? header[0] : header;
           handshake.retryAfterSeconds = parseRetryAfter(retryAfter);
@@ -115,6 +121,7 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
             // Once the response was read, ws reports nothing more of this attempt: report it here.
             report(CLOSE_ABNORMAL, `refused ${response.statusCode ?? "?"}`);
             request.destroy(new Error(`Unexpected server response: ${response.statusCode ?? "?"}`));
+            connection?.destroy();
           };
           const timer = setTimeout(finish, REFUSAL_BODY_MS);
           response.setEncoding("utf8");

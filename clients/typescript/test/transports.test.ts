@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { createServer } from "node:net";
+import type { Socket } from "node:net";
 import { test } from "node:test";
 import WebSocket from "ws";
 import {
@@ -39,21 +41,39 @@ test("an injected WebSocket constructor (the ws package, as on Node 20 without f
   stream.close();
 });
 
-test("a handshake refused with a status is seen through the ws package: 400 stops the stream", async () => {
+test("a handshake refused with a status is seen through the ws package: 400 stops the stream and its connection closes", async () => {
   const vora = await instance("main");
   const identity = newIdentity();
   const client = await clientFor(vora, "handshake-user", [identity]);
+  // The refused handshakes' connections, from ws's own event (a listener added before the SDK's).
+  const refusedSockets: Socket[] = [];
+  class Tracked extends WebSocket {
+    constructor(address: string) {
+      super(address);
+      this.on("unexpected-response", (_request, response) => {
+        if (response.socket !== null) refusedSockets.push(response.socket);
+      });
+    }
+  }
   // A query parameter VORA does not know is refused with 400 before the upgrade.
   const url = `${socketUrl(vora.baseUrl)}?debug=1`;
   const stream = client.stream({
     identity,
     rules: FAST_RULES,
-    transport: [webSocketTransport({ WebSocket: WebSocket as unknown as WebSocketConstructor, url })],
+    transport: [webSocketTransport({ WebSocket: Tracked as unknown as WebSocketConstructor, url })],
   });
   const closed = await stream.closed;
   assert.equal(closed.reason, "error");
   assert.match(closed.detail, /HTTP 400/);
   assert.match(closed.detail, /Unknown query parameter/);
+  // VORA keeps an idle connection for 75 s: left open, it would hold a slot there and keep this process alive.
+  assert.equal(refusedSockets.length, 1);
+  for (const socket of refusedSockets) {
+    if (socket.destroyed) continue;
+    await once(socket, "close", { signal: AbortSignal.timeout(5_000) }).catch(() => {
+      assert.fail("the refused handshake's connection was still open 5 s after the stream closed");
+    });
+  }
 });
 
 test("isEventId takes what VORA accepts as lastEventId: two parts of at most 20 digits, each at most 2^64-1", () => {
