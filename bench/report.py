@@ -72,6 +72,11 @@ def table_lines(rows: list[Row], markdown: bool = False) -> list[str]:
     return [render[0], "-+-".join("-" * w for w in widths), *render[1:]]
 
 
+def note_lines(rows: list[Row]) -> list[str]:
+    """Return one Markdown list item per row whose note says what its cells cannot (errors, a lagging publisher)."""
+    return [f"- {row.scenario}: {row.note}" for row in rows if row.note and row.note not in row.scenario]
+
+
 def _command_line(argv: list[str]) -> str:
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)

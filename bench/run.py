@@ -19,7 +19,7 @@ from typing import Any
 from bench.context import Bench
 from bench.httpload import ensure_wrk
 from bench.procs import ROOT, Launcher, cpu_split, raise_nofile_limit
-from bench.report import Row, machine_info, source_state, table_lines, write_results
+from bench.report import Row, machine_info, note_lines, source_state, table_lines, write_results
 from bench.scenarios import (
     delivery_cpu,
     failover,
@@ -196,7 +196,8 @@ def update_docs(rows_by_scenario: dict[str, list[Row]], machine: dict[str, Any],
         rows = [row for name in names for row in rows_by_scenario[name]]
         head, _, rest_ = text.partition(start)
         _, _, tail = rest_.partition(end)
-        body = "\n".join([machine_line, "", *table_lines(rows, markdown=True)])
+        notes = note_lines(rows)
+        body = "\n".join([machine_line, "", *table_lines(rows, markdown=True), *(["", *notes] if notes else [])])
         text = f"{head}{start}\n{body}\n{end}{tail}"
     DOCS.write_text(text)
 
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         write_results(args.output, machine, figures, rows, extra)
         print()
         print("\n".join(table_lines(rows)))
+        for line in note_lines(rows):
+            print(line)
         for note in bench.notes:
             print(f"note: {note}")
         print(
