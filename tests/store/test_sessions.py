@@ -258,6 +258,17 @@ def test_set_subscription_touches_only_the_subjects_sessions(redisdb: redis.Redi
     assert redisdb.hget(keys.session(IDENTITY, "b1"), "events") == b"*"  # type: ignore[comparison-overlap] # redis-py types sync replies as Awaitable | Any
 
 
+def test_session_of_token_reads_what_admission_would_and_writes_nothing(redisdb: redis.Redis) -> None:
+    """A live token names its session; one whose session hash is gone, or an unknown one, names none."""
+    store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)
+    create(store, "s1")
+    create(store, "s2")
+    redisdb.delete(keys.session(IDENTITY, "s2"))
+    assert [store.session_of_token(IDENTITY, f"hash-{sid}") for sid in ("s1", "s2", "unknown")] == ["s1", None, None]
+    assert not redisdb.hexists(keys.session(IDENTITY, "s1"), "attachedAt")
+    assert not redisdb.exists(keys.socket_presence(IDENTITY))
+
+
 def test_end_session_ends_one_and_reports_whether_it_was_there(redisdb: redis.Redis) -> None:
     """Ending one session leaves the user's others and is a no-op the second time."""
     store = SessionStore(redisdb, ttl_seconds=60, max_per_user=5)

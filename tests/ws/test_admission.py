@@ -79,3 +79,21 @@ def test_handshakes_past_the_bound_get_503_at_once_and_write_nothing(
         assert not redisdb.hexists(keys.session(REFUSED_IDENTITY, session_id.decode()), "attachedAt")
         shed = requests.get(server.metrics_url, timeout=5).text
         assert "vora_ws_handshakes_shed_total 1.0" in shed
+
+
+@pytest.mark.parametrize(("method", "status"), [("OPTIONS", 200), ("POST", 405), ("PUT", 405)])
+def test_a_method_the_route_does_not_upgrade_admits_nothing(
+    make_server: ServerFactory, setup_token: Setup, redisdb: redis.Redis, method: str, status: int
+) -> None:
+    """OPTIONS or POST with a sound handshake and token gets its answer, and the session stays as setup left it."""
+    with make_server() as server:
+        token = setup_token(server, subject="bob", identity=REFUSED_IDENTITY)
+        response = requests.request(
+            method, f"{server.base_url}/ws", params={"token": token}, headers=handshake_headers(), timeout=10
+        )
+        assert response.status_code == status, response.text
+        if status == 405:
+            assert_error_shape(response, 405)
+        [session_id] = redisdb.zrange(keys.sessions_index(REFUSED_IDENTITY), 0, -1)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
+        assert not redisdb.hexists(keys.session(REFUSED_IDENTITY, session_id.decode()), "attachedAt")
+        assert not redisdb.exists(keys.socket_presence(REFUSED_IDENTITY))

@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
 Setup = Callable[..., str]
 
+UNKNOWN_TOKEN = "v1.bm9wZQ.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # well formed, never issued
+
 
 def test_stream_events_carry_their_id_and_lifecycle_events_none() -> None:
     """A stream event is framed with `id:` (EventSource's Last-Event-ID); a lifecycle event without one."""
@@ -104,6 +106,39 @@ def test_an_allowed_page_of_another_origin_gets_cors_headers(
             assert response.headers["X-Accel-Buffering"] == "no"
         finally:
             response.close()
+
+
+def test_head_answers_what_get_would_and_admits_nothing(
+    server: RunningServer, setup_token: Setup, redisdb: redis.Redis
+) -> None:
+    """HEAD gets the stream's head alone for a live token and GET's refusal otherwise, and attaches nothing."""
+    token = setup_token(server)
+    answers = {
+        "live": requests.head(f"{server.base_url}/sse", params={"token": token}, timeout=10),
+        "no-token": requests.head(f"{server.base_url}/sse", timeout=10),
+        "unknown": requests.head(f"{server.base_url}/sse", params={"token": UNKNOWN_TOKEN}, timeout=10),
+        "position": requests.head(
+            f"{server.base_url}/sse", params={"token": token, "lastEventId": "not-an-id"}, timeout=10
+        ),
+        "origin": requests.head(
+            f"{server.base_url}/sse", params={"token": token}, headers={"Origin": "http://evil.example"}, timeout=10
+        ),
+    }
+    assert {name: answer.status_code for name, answer in answers.items()} == {
+        "live": 200,
+        "no-token": 401,
+        "unknown": 401,
+        "position": 400,
+        "origin": 403,
+    }
+    live = answers["live"]
+    assert live.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert live.headers["Cache-Control"] == "no-store"
+    assert live.content == b""
+    assert answers["unknown"].headers["WWW-Authenticate"].startswith("Bearer")
+    [session_id] = redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
+    assert not redisdb.hexists(keys.session(IDENTITY, session_id.decode()), "attachedAt")
+    assert "Traceback" not in server.log()
 
 
 def test_the_per_session_cap_counts_sockets_and_streams_together(

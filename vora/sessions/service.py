@@ -288,6 +288,12 @@ class SessionService:
             raise SocketRefused(401, UNKNOWN_TOKEN)
         return _start_of(admitted.session, token_hash, socket_id, last_event, admitted)
 
+    def check_socket_token(self, token: str) -> None:
+        """Raise SocketRefused (401) unless the token still opens a session; admit nothing."""
+        identity = identity_of_token(token)
+        if identity is None or self._store.session_of_token(identity, hash_token(token)) is None:
+            raise SocketRefused(401, UNKNOWN_TOKEN)
+
     def ended_reason(self, session: StoredSession) -> str | None:
         """Say why an admitted socket's session has ended since (tokenExpired when no tombstone says), or None."""
         if self._store.get(session.identity, session.session_id) is not None:

@@ -314,6 +314,13 @@ class SessionStore:
         raw = self._redis.hgetall(keys.session(identity, session_id))
         return session_from_hash(identity, session_id, raw) if raw else None  # type: ignore[arg-type] # redis-py types sync replies as Awaitable | Any
 
+    def session_of_token(self, identity: str, token_hash: str) -> str | None:
+        """Read which session a WebSocket token opens, or None once it has ended or expired (as admission reads it)."""
+        session_id = self._redis.get(keys.websocket_token(identity, token_hash))
+        if session_id is None or not self._redis.exists(keys.session(identity, text(session_id))):
+            return None
+        return text(session_id)
+
     def ended_reason(self, identity: str, session_id: str) -> str | None:
         """Say why a session ended, if its tombstone is still there."""
         reason = self._redis.get(keys.session_ended(identity, session_id))

@@ -29,7 +29,7 @@ from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import StreamStore, parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
-from vora.ws.event_stream import EventStreamTransport, response_head, retry_field
+from vora.ws.event_stream import STREAM_HEADERS, EventStreamTransport, response_head, retry_field
 from vora.ws.hub import AdmissionWatch, Hub
 from vora.ws.reactor import Reactor, call_every, worker_reactor
 from vora.ws.runner import HubRunner
@@ -66,6 +66,10 @@ def _is_websocket_key(value: str) -> bool:
         return False
 
 
+# The methods the WebSocket rule upgrades (flask-sock's rule: GET, and HEAD served by the GET view).
+UPGRADED_METHODS = frozenset({"GET", "HEAD"})
+
+
 def handshake_refusal() -> Response | None:
     """Answer a WebSocket handshake the server could not complete, before the upgrade; None when it is sound."""
     if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -86,6 +90,10 @@ def handshake_refusal() -> Response | None:
     if not request.headers.get("Host"):
         return _refuse(400, "A WebSocket handshake needs a Host header")
     return None
+
+
+BAD_LAST_EVENT_ID = "lastEventId must be an eventId such as 1795396666123-0, each part at most 18446744073709551615"
+TOKEN_REQUIRED = "A webSocketToken is required: pass ?token= or Authorization: Bearer"  # noqa: S105 - a message
 
 
 def _token_of_request() -> str | None:
@@ -196,12 +204,10 @@ class EventChannel:
         state, settings = self.state, self.settings
         last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
         if raw_last_event_id is not None and last_event is None:
-            return _refuse(
-                400, "lastEventId must be an eventId such as 1795396666123-0, each part at most 18446744073709551615"
-            )
+            return _refuse(400, BAD_LAST_EVENT_ID)
         token = _token_of_request()
         if token is None:
-            return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
+            return _refuse(401, TOKEN_REQUIRED)
         with self._gate.entered() as entered:
             if not entered:
                 # Refused in microseconds, the client backs off; queued, it would hold a greenlet
@@ -237,6 +243,20 @@ class EventChannel:
                     state.hub.unwatch(watch)
         request.environ[ADMITTED] = Admitted(admission, watch)
         return None
+
+    def describe(self, raw_last_event_id: str | None, headers: list[tuple[str, str]]) -> Response:
+        """Answer a HEAD: the refusal its GET would get for its token and position, or the stream's head alone."""
+        if raw_last_event_id is not None and parse_event_id(raw_last_event_id) is None:
+            return _refuse(400, BAD_LAST_EVENT_ID)
+        token = _token_of_request()
+        if token is None:
+            return _refuse(401, TOKEN_REQUIRED)
+        try:
+            # A read: a HEAD admits nothing, so a session's first real connection still starts at its setup.
+            self.state.sessions.check_socket_token(token)
+        except SocketRefused as refused:
+            return _refuse(refused.status, refused.message)
+        return Response(status=200, headers=[*STREAM_HEADERS, *headers])
 
     def release(self) -> None:
         """Undo an admission whose connection ended, or never started."""
@@ -343,6 +363,10 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
         if request.path != path:
             return None
         request.environ["vora.operation"] = "websocket"
+        if request.method not in UPGRADED_METHODS:
+            # Flask answers OPTIONS and refuses the rest (405) after this hook: admitting first would count
+            # a socket that never opens and mark the session attached, so its first real socket starts late.
+            return None
         refusal = handshake_refusal() or channel.refusal_before_admission(QUERY_PARAMETERS)
         if refusal is not None:
             return refusal
@@ -380,6 +404,14 @@ class _TakenOver(Response):
         raise StopIteration
 
 
+def _cors_headers() -> list[tuple[str, str]]:
+    """Return the headers that let the request's page read the stream (its Origin passed admission's check)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return []
+    return [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+
+
 def install_event_stream(app: Flask, path: str, channel: EventChannel) -> None:
     """Add the Server-Sent Events stream at path: the same session, token, filter and resume as the WebSocket."""
     settings = channel.settings
@@ -389,17 +421,19 @@ def install_event_stream(app: Flask, path: str, channel: EventChannel) -> None:
     @app.before_request
     @acts_only_on(path)
     def admit_stream() -> Response | None:
-        if request.path != path or request.method != "GET":
-            return None
+        if request.path != path or request.method not in ("GET", "HEAD"):
+            return None  # Flask answers OPTIONS, and 405 to the rest
         request.environ["vora.operation"] = "eventStream"
         refusal = channel.refusal_before_admission(QUERY_PARAMETERS)
         if refusal is not None:
             return refusal
-        if "gunicorn.socket" not in request.environ:
-            return _refuse(501, "The event stream is served by VORA's gunicorn workers only")
         # EventSource sends the Last-Event-ID header when it reconnects, to the URL it first opened: the
         # header is newer than a lastEventId that URL may still carry, so it wins.
         last_event_id = request.headers.get("Last-Event-ID") or request.args.get("lastEventId") or None
+        if request.method == "HEAD":
+            return channel.describe(last_event_id, _cors_headers())
+        if "gunicorn.socket" not in request.environ:
+            return _refuse(501, "The event stream is served by VORA's gunicorn workers only")
         return channel.admit(last_event_id)
 
     @app.teardown_request
@@ -410,10 +444,7 @@ def install_event_stream(app: Flask, path: str, channel: EventChannel) -> None:
     @app.route(path, methods=["GET"])
     def event_stream() -> Response:
         sock = request.environ["gunicorn.socket"]
-        headers: list[tuple[str, str]] = []
-        origin = request.headers.get("Origin")
-        if origin is not None:  # allowed, or refusal_before_admission had answered 403
-            headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        headers = _cors_headers()
         # EventSource's own reconnect delay, jittered over the window the instance announces (this stream counted).
         window = min(channel.state.reconnect_window.seconds(opening=1), settings.sse_retry_window)
         sock.sendall(response_head(headers) + retry_field(window))

@@ -42,13 +42,19 @@ def retry_field(window_seconds: float, rng: random.Random | None = None) -> byte
     return f"retry: {delay}\n\n".encode()
 
 
+# What an event stream's 200 says of itself, to a GET before its events and to a HEAD alone.
+STREAM_HEADERS = (
+    ("Content-Type", CONTENT_TYPE),
+    ("Cache-Control", "no-store"),
+    ("X-Accel-Buffering", "no"),  # nginx: pass each event on at once
+)
+
+
 def response_head(headers: list[tuple[str, str]]) -> bytes:
     """Render the HTTP/1.1 head of an event stream: 200, the event-stream type, no caching, no proxy buffering."""
     lines = [
         "HTTP/1.1 200 OK",
-        f"Content-Type: {CONTENT_TYPE}",
-        "Cache-Control: no-store",
-        "X-Accel-Buffering: no",  # nginx: pass each event on at once
+        *(f"{name}: {value}" for name, value in STREAM_HEADERS),
         "Connection: close",  # the body ends when the stream does
         *(f"{name}: {value}" for name, value in headers),
     ]
