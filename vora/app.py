@@ -8,6 +8,7 @@ from vora.core.settings import Settings
 from vora.core.types import WsgiApp
 from vora.http.bodies import BODY_GATE, BodyLimitMiddleware
 from vora.http.dispatch import ListenerDispatcher, PathDispatcher
+from vora.http.status_line import StandardReasonPhrases
 from vora.observability.logs import RequestLogMiddleware
 from vora.rest.app import create_rest_app
 from vora.server_api.app import create_server_app
@@ -58,7 +59,8 @@ def create_app(settings: Settings, fast_path: bool = True, *, services: Services
         metrics=services.metrics,
     )
     simulated = BodyLimitMiddleware(simulator, settings.max_body_bytes, simulator.extensions[BODY_GATE])
-    served = PathDispatcher(served, SIMULATOR_PATH, simulated)
+    # RFC 9110's reason phrases ("401 Unauthorized"), as the server API writes them, not Werkzeug's upper case.
+    served = StandardReasonPhrases(PathDispatcher(served, SIMULATOR_PATH, simulated))
     if services.server_keys is not None:
         server = create_server_app(
             settings,
