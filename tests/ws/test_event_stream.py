@@ -135,6 +135,7 @@ def test_head_answers_what_get_would_and_admits_nothing(
     assert live.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert live.headers["Cache-Control"] == "no-store"
     assert live.content == b""
+    assert "Content-Length" not in live.headers  # its GET streams until it ends: no length to announce
     assert answers["unknown"].headers["WWW-Authenticate"].startswith("Bearer")
     [session_id] = redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
     assert not redisdb.hexists(keys.session(IDENTITY, session_id.decode()), "attachedAt")

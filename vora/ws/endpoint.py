@@ -256,7 +256,7 @@ class EventChannel:
             self.state.sessions.check_socket_token(token)
         except SocketRefused as refused:
             return _refuse(refused.status, refused.message)
-        return Response(status=200, headers=[*STREAM_HEADERS, *headers])
+        return _StreamHead(status=200, headers=[*STREAM_HEADERS, *headers])
 
     def release(self) -> None:
         """Undo an admission whose connection ended, or never started."""
@@ -394,6 +394,12 @@ def install_websocket(app: Flask, path: str, channel: EventChannel) -> None:
         )
         channel.serve(_admitted(), transport)
         return _TakenOver()
+
+
+class _StreamHead(Response):
+    """A HEAD's answer for the event stream: its headers and no length, for its GET's body has none (it streams)."""
+
+    automatically_set_content_length = False
 
 
 class _TakenOver(Response):
