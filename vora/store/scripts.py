@@ -353,6 +353,18 @@ end
 return {attached, sid, fields, oldest, published, newest, now_ms, preceding}
 """
 
+# KEYS: the WebSocket token's key.
+# ARGV: the identity's key prefix, session suffix.
+# Returns the session id the token opens, or nil: read as ADMIT_SOCKET reads it (a token whose
+# session hash is gone opens nothing), and nothing written.
+LIVE_SESSION_ID = """
+local sid = redis.call('GET', KEYS[1])
+if not sid or redis.call('EXISTS', ARGV[1] .. ARGV[2] .. sid) == 0 then
+  return false
+end
+return sid
+"""
+
 # KEYS: event stream, sequence counter, idempotency record.
 # ARGV: those of PUBLISH_EVENT, then the event's fingerprint and the record's retention (ms).
 # Returns {id, seq, fingerprint, duplicate}: a key seen within its retention answers what it

@@ -197,6 +197,7 @@ class SessionStore:
         self._subscribe = client.register_script(scripts.SET_SUBSCRIPTION)
         self._end_one = client.register_script(scripts.END_ONE_SESSION)
         self._admit = client.register_script(scripts.ADMIT_SOCKET)
+        self._session_of_token = client.register_script(scripts.LIVE_SESSION_ID)
 
     @classmethod
     def from_settings(
@@ -316,10 +317,11 @@ class SessionStore:
 
     def session_of_token(self, identity: str, token_hash: str) -> str | None:
         """Read which session a WebSocket token opens, or None once it has ended or expired (as admission reads it)."""
-        session_id = self._redis.get(keys.websocket_token(identity, token_hash))
-        if session_id is None or not self._redis.exists(keys.session(identity, text(session_id))):
-            return None
-        return text(session_id)
+        session_id = self._session_of_token(
+            keys=[keys.websocket_token(identity, token_hash)],
+            args=[keys.identity_prefix(identity), keys.SESSION_SUFFIX],
+        )
+        return text(session_id) if session_id is not None else None
 
     def ended_reason(self, identity: str, session_id: str) -> str | None:
         """Say why a session ended, if its tombstone is still there."""

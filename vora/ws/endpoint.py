@@ -26,7 +26,7 @@ from vora.observability.metrics import Metrics, count_refusal
 from vora.push.worker import PushWorker
 from vora.sessions.service import SessionService, SocketAdmission, SocketRefused, identity_of_token
 from vora.store.client import REDIS_TROUBLE
-from vora.store.streams import StreamStore, parse_event_id
+from vora.store.streams import Position, StreamStore, parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
 from vora.ws.event_stream import STREAM_HEADERS, EventStreamTransport, response_head, retry_field
@@ -92,12 +92,21 @@ def handshake_refusal() -> Response | None:
     return None
 
 
-BAD_LAST_EVENT_ID = "lastEventId must be an eventId such as 1795396666123-0, each part at most 18446744073709551615"
-TOKEN_REQUIRED = "A webSocketToken is required: pass ?token= or Authorization: Bearer"  # noqa: S105 - a message
-
-
 def _token_of_request() -> str | None:
     return request.args.get("token") or bearer_token(request.headers.get("Authorization"))
+
+
+def _presented(raw_last_event_id: str | None) -> tuple[str, Position | None] | Response:
+    """Return the request's token and resume position, or the refusal of a malformed position or a missing token."""
+    last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
+    if raw_last_event_id is not None and last_event is None:
+        return _refuse(
+            400, "lastEventId must be an eventId such as 1795396666123-0, each part at most 18446744073709551615"
+        )
+    token = _token_of_request()
+    if token is None:
+        return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
+    return token, last_event
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -202,12 +211,10 @@ class EventChannel:
     def admit(self, raw_last_event_id: str | None) -> Response | None:
         """Admit the request's session (its token, its resume position) or answer the refusal; keep the admission."""
         state, settings = self.state, self.settings
-        last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
-        if raw_last_event_id is not None and last_event is None:
-            return _refuse(400, BAD_LAST_EVENT_ID)
-        token = _token_of_request()
-        if token is None:
-            return _refuse(401, TOKEN_REQUIRED)
+        presented = _presented(raw_last_event_id)
+        if isinstance(presented, Response):
+            return presented
+        token, last_event = presented
         with self._gate.entered() as entered:
             if not entered:
                 # Refused in microseconds, the client backs off; queued, it would hold a greenlet
@@ -246,14 +253,12 @@ class EventChannel:
 
     def describe(self, raw_last_event_id: str | None, headers: list[tuple[str, str]]) -> Response:
         """Answer a HEAD: the refusal its GET would get for its token and position, or the stream's head alone."""
-        if raw_last_event_id is not None and parse_event_id(raw_last_event_id) is None:
-            return _refuse(400, BAD_LAST_EVENT_ID)
-        token = _token_of_request()
-        if token is None:
-            return _refuse(401, TOKEN_REQUIRED)
+        presented = _presented(raw_last_event_id)
+        if isinstance(presented, Response):
+            return presented
         try:
             # A read: a HEAD admits nothing, so a session's first real connection still starts at its setup.
-            self.state.sessions.check_socket_token(token)
+            self.state.sessions.check_socket_token(presented[0])
         except SocketRefused as refused:
             return _refuse(refused.status, refused.message)
         return _StreamHead(status=200, headers=[*STREAM_HEADERS, *headers])
