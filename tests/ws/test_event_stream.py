@@ -9,9 +9,12 @@ import pytest
 import redis
 import requests
 
+from testbed.ports import free_port
 from testbed.vora_server import RunningServer
 from tests.harness.ws_client import EventStreamRefused, assert_error_shape, open_client, open_event_stream
 from tests.harness.ws_server import IDENTITY, ServerFactory
+from vora.app import create_app
+from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher
 from vora.store import keys
 from vora.ws.event_stream import RETRY_MIN_MS, event_stream_message, retry_field
@@ -140,6 +143,14 @@ def test_head_answers_what_get_would_and_admits_nothing(
     [session_id] = redisdb.zrange(keys.sessions_index(IDENTITY), 0, -1)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
     assert not redisdb.hexists(keys.session(IDENTITY, session_id.decode()), "attachedAt")
     assert "Traceback" not in server.log()
+
+
+def test_head_without_redis_is_a_503_with_retry_after(settings: Settings) -> None:
+    """With Redis unreachable, HEAD on the stream answers the 503 a GET's admission would, with Retry-After."""
+    dead = create_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.2))
+    response = dead.test_client().head("/vora/sse", query_string={"token": UNKNOWN_TOKEN})
+    assert response.status == "503 Service Unavailable"
+    assert response.headers["Retry-After"] == "1"
 
 
 def test_the_per_session_cap_counts_sockets_and_streams_together(
