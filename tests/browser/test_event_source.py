@@ -6,6 +6,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import redis
 import requests
 from selenium import webdriver
 
+from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from tests.harness.browser import Wait
 from tests.harness.server_env import server_env
@@ -23,6 +25,7 @@ from vora.store import keys
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.ws]
 
 IDENTITY = "910111000"
+UNKNOWN_TOKEN = "v1.bm9wZQ.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"  # well formed, never issued
 
 OPEN_EVENT_SOURCE = """
 const url = arguments[0];
@@ -129,3 +132,39 @@ def test_event_source_dropped_before_any_event_resumes_from_channel_opened(
     assert [event["eventId"] for event in stream_events(browser)] == during
     assert "resumeGap" not in {event["type"] for event in browser.execute_script("return window.seen;")}
     browser.execute_script("window.stream.close();")
+
+
+READ_REFUSAL = """
+const [url, done] = arguments;
+fetch(url, {headers: {Accept: "text/event-stream"}})
+  .then((response) => response.json().then((body) => done({
+    status: response.status, retryAfter: response.headers.get("Retry-After"), message: body.message,
+  })))
+  .catch((error) => done({error: String(error)}));
+"""
+
+
+def test_a_page_of_a_listed_origin_reads_the_streams_retry_after(
+    browser: webdriver.Chrome, key_dir: Path, dev_key_pem: bytes, jwks_path: Path, tmp_path: Path
+) -> None:
+    """A page of a VORA_CORS_ORIGINS origin refused 503 by /vora/sse (the bus unreachable) reads its Retry-After."""
+    port = free_port()
+    unreachable = SimpleNamespace(host="127.0.0.1", port=free_port())  # no Redis listens there
+    env = server_env(
+        unreachable,
+        key_dir,
+        jwks_path,
+        VORA_CORS_ORIGINS=f"http://localhost:{port}",
+        VORA_WS_ACCEPT_TIMEOUT="0.5",
+        VORA_REDIS_TIMEOUT="0.2",
+    )
+    with running_server(env, tmp_path, port=port) as server:
+        # A page of the listed origin with no Content-Security-Policy of its own (a 404 in the error shape).
+        browser.get(f"http://localhost:{port}/vora/no-such-page")
+        browser.set_script_timeout(20)
+        answer = browser.execute_async_script(READ_REFUSAL, f"{server.base_url}/sse?token={UNKNOWN_TOKEN}")
+    assert answer == {
+        "status": 503,
+        "retryAfter": "1",
+        "message": "The event bus is unavailable on this instance; retry",
+    }

@@ -90,3 +90,35 @@ def test_logout_that_lands_right_after_admission_closes_the_socket_at_once(
             assert client.close_status() == 1000
         finally:
             client.close()
+
+
+def test_a_socket_closing_while_a_lease_renewal_waits_leaves_the_presence(
+    make_server: ServerFactory, setup_token: Setup, redisdb: redis.Redis
+) -> None:
+    """A socket that detaches while a renewal that read it open waits in Redis is not counted open again by it."""
+    aged, other = "910111000", "910111001"
+    # Long leases: only the renewal the bus's loss asks for (renew_soon) runs within the test.
+    with make_server(ws_lease_interval="600") as server:
+        aged_token = setup_token(server, subject="alice", identity=aged)
+        aged_session = redisdb.get(keys.websocket_token(aged, hash_token(aged_token)))
+        assert isinstance(aged_session, bytes)
+        # Past VORA_SESSION_MAX_AGE: the renewal ends this session first, a round trip before its own pipeline.
+        redisdb.hset(keys.session(aged, aged_session.decode()), "createdAt", "1")
+        aged_client = open_client(server.ws_url, aged_token)
+        other_token = setup_token(server, subject="bob", identity=other)
+        closing = open_client(server.ws_url, other_token)
+        presence, other_token_key = keys.socket_presence(other), keys.websocket_token(other, hash_token(other_token))
+        assert redisdb.zcard(presence) == 1
+        try:
+            with writes_paused(redisdb):
+                redisdb.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # the bus resubscribes: renew now
+                wait_for(lambda: blocked_clients(redisdb) == 1, 10, what="the renewal's end of the aged session")
+                closing.close()
+                wait_for(lambda: blocked_clients(redisdb) == 2, 10, what="the closed socket's detach to wait behind it")
+                before = redisdb.pttl(other_token_key)
+            # Unpaused: Redis ends the aged session, detaches the socket, then runs the renewal's pipeline.
+            assert aged_client.next(timeout=10)["data"] == {"reason": "tokenExpired"}
+            wait_for(lambda: redisdb.pttl(other_token_key) > before, 10, what="the renewal's pipeline to run")  # type: ignore[operator] # redis-py types sync replies as Awaitable | Any
+            wait_for(lambda: redisdb.zcard(presence) == 0, 5, what="the closed socket to leave presence again")
+        finally:
+            aged_client.close()

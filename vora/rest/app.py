@@ -78,7 +78,9 @@ def create_rest_app(
         CORS(
             app,
             origins=list(settings.cors_origins),
-            expose_headers=["X-Request-ID", "WWW-Authenticate", "Allow"],
+            # Retry-After is no CORS-safelisted header: unexposed, a page of another origin reads None in a
+            # 429 or 503 and retries sooner than the answer asks (the SDK's fetch reads it on /vora/sse and setup).
+            expose_headers=["X-Request-ID", "WWW-Authenticate", "Allow", "Retry-After"],
             # Last-Event-ID: a page on another origin that resumes /vora/sse through fetch sends it.
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "Last-Event-ID"],
             max_age=600,

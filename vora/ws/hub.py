@@ -85,6 +85,11 @@ class Hub:
             if not conns:
                 del self._by_identity[conn.identity]
 
+    def holds(self, conn: Connection) -> bool:
+        """Tell whether the connection is registered (open on this worker)."""
+        conns = self._by_identity.get(conn.identity)
+        return conns is not None and conn in conns
+
     def connections(self) -> list[Connection]:
         """List every open connection."""
         return [conn for conns in list(self._by_identity.values()) for conn in list(conns)]

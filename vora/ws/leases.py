@@ -105,3 +105,15 @@ class LeaseKeeper:
                 # Also applies a subscription change whose notice this worker missed.
                 for conn in conns_of_session:
                     conn.set_subscription(events)
+        self._detach_closed(conns)
+
+    def _detach_closed(self, conns: list[Connection]) -> None:
+        """Take out of presence again the sockets that closed while the renewal was on its way.
+
+        A socket that closed after the hub was read detached itself, and Redis may have run that
+        before the renewal, which then counted it open again for a whole presence lease: its
+        session's cap was a socket short and its calls woke no push while its device slept.
+        """
+        for conn in conns:
+            if not self._hub.holds(conn):
+                self._sessions.detach(conn.identity, conn.session_id, conn.socket_id)
