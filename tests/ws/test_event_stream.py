@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 import requests
 
 from testbed.ports import free_port
-from testbed.vora_server import RunningServer
+from testbed.vora_server import RunningServer, running_server
+from tests.harness.server_env import server_env
 from tests.harness.ws_client import EventStreamRefused, assert_error_shape, open_client, open_event_stream
 from tests.harness.ws_server import IDENTITY, ServerFactory
 from vora.app import create_app
@@ -151,6 +154,32 @@ def test_head_without_redis_is_a_503_with_retry_after(settings: Settings) -> Non
     response = dead.test_client().head("/vora/sse", query_string={"token": UNKNOWN_TOKEN})
     assert response.status == "503 Service Unavailable"
     assert response.headers["Retry-After"] == "1"
+
+
+def test_a_malformed_token_is_a_401_even_with_redis_unreachable(
+    key_dir: Path, dev_key_pem: bytes, jwks_path: Path, tmp_path: Path
+) -> None:
+    """With Redis unreachable, a token no session can hold is a 401 on GET and HEAD of both paths; a sound one a 503."""
+    unreachable = SimpleNamespace(host="127.0.0.1", port=free_port())  # no Redis listens there
+    env = server_env(unreachable, key_dir, jwks_path, VORA_WS_ACCEPT_TIMEOUT="0.5", VORA_REDIS_TIMEOUT="0.2")
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    with running_server(env, tmp_path) as server:
+        for method in ("GET", "HEAD"):
+            for path, headers in (("/sse", {}), ("/ws", upgrade)):
+                url = f"{server.base_url}{path}"
+                malformed = requests.request(method, url, params={"token": "not-a-token"}, headers=headers, timeout=10)
+                assert malformed.status_code == 401, (method, path, malformed.status_code)
+                assert 'error="invalid_token"' in malformed.headers["WWW-Authenticate"]
+                if method == "GET":
+                    assert_error_shape(malformed, 401)
+                    assert malformed.json()["message"].startswith("The webSocketToken is unknown")
+                sound = requests.request(method, url, params={"token": UNKNOWN_TOKEN}, headers=headers, timeout=10)
+                assert sound.status_code == 503, (method, path, sound.status_code)
 
 
 def test_the_per_session_cap_counts_sockets_and_streams_together(

@@ -24,7 +24,7 @@ from vora.http.errors import bearer_challenge, error_response
 from vora.http.hooks import acts_only_on
 from vora.observability.metrics import Metrics, count_refusal
 from vora.push.worker import PushWorker
-from vora.sessions.service import SessionService, SocketAdmission, SocketRefused, identity_of_token
+from vora.sessions.service import UNKNOWN_TOKEN, SessionService, SocketAdmission, SocketRefused, identity_of_token
 from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import Position, StreamStore, parse_event_id
 from vora.ws.admission import HandshakeGate
@@ -97,7 +97,7 @@ def _token_of_request() -> str | None:
 
 
 def _presented(raw_last_event_id: str | None) -> tuple[str, Position | None] | Response:
-    """Return the request's token and resume position, or the refusal of a malformed position or a missing token."""
+    """Return the request's token and resume position, or the refusal of a bad position or a missing or bad token."""
     last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
     if raw_last_event_id is not None and last_event is None:
         return _refuse(
@@ -106,6 +106,10 @@ def _presented(raw_last_event_id: str | None) -> tuple[str, Position | None] | R
     token = _token_of_request()
     if token is None:
         return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
+    if identity_of_token(token) is None:
+        # No session can hold a malformed token: answered without Redis, so an outage is not blamed for it
+        # (a 503 asks to retry, and the retry would fail alike) and HEAD, which reads no bus, says the same.
+        return _refuse(401, UNKNOWN_TOKEN)
     return token, last_event
 
 
