@@ -306,6 +306,39 @@ def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
     assert no_policy_violations(browser) == []  # the download (a blob: URL) included
 
 
+CONSOLE_LOG_LIMIT = 5000  # console.js's LOG_LIMIT: the rows the page keeps
+
+
+def test_a_long_pause_holds_the_newest_rows_a_resume_keeps_and_says_how_many_it_dropped(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], publisher: EventPublisher
+) -> None:
+    """Paused, the console holds at most the newest rows a resume keeps, and says how many older ones it dropped."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    page.click("log-pause")
+    extra = 25
+    published = [
+        publisher.publish(IDENTITY, "callAnswered", {"callId": f"c-{n}"}) for n in range(CONSOLE_LOG_LIMIT + extra)
+    ]
+    held = f"Resume ({CONSOLE_LOG_LIMIT} waiting; {extra} older dropped)"
+    page.wait(60).until(lambda _: page.text("log-pause") == held)
+    page.click("log-pause")
+    page.wait(60).until(lambda _: page.text("log-count").endswith(f" of {CONSOLE_LOG_LIMIT})"))
+    newest = page.browser.find_element(By.CSS_SELECTOR, "#log tbody.entry")  # 5000 rows: read them in the page
+    assert newest.get_attribute("data-type") == "console"
+    summary = newest.find_element(By.CSS_SELECTOR, "td.summary").get_attribute("textContent")
+    assert summary == f"{extra} rows that arrived while paused were dropped: the timeline keeps the last 5000"
+    shown = page.browser.execute_script(
+        "return [...document.querySelectorAll('#log tbody[data-type=callAnswered]')].map((b) => b.dataset.eventId)"
+    )
+    # Newest first; the note pushed one more out, so the oldest kept is the one after the first `extra`.
+    assert shown[0] == published[-1].event_id
+    assert shown[-1] == published[extra + 1].event_id
+    assert len(shown) == CONSOLE_LOG_LIMIT - 1
+    assert page.text("log-pause") == "Pause"
+
+
 def test_a_resume_past_retention_shows_resume_gap_on_the_timeline(
     page: ConsolePage, access_token: str, owns: Callable[..., None], redis_proc: Any
 ) -> None:

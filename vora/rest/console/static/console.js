@@ -21,7 +21,8 @@ let storedSubscription = null;
 let simulator = null; // the development endpoint's templates, when VORA serves it
 let eventTypes = [];
 const entries = []; // oldest first
-const waiting = []; // entries that arrived while paused
+const waiting = []; // entries that arrived while paused, the newest LOG_LIMIT of them
+let dropped = 0; // entries that arrived while paused and were pushed out of waiting by newer ones
 let paused = false;
 
 function status(text, isError = false) {
@@ -183,7 +184,12 @@ function record(kind, type, summary, detail, envelope = null) {
     detail,
   };
   if (paused) {
+    // A console paused for hours holds what a resume would keep, no more: the newest LOG_LIMIT rows.
     waiting.push(entry);
+    if (waiting.length > LOG_LIMIT) {
+      waiting.shift();
+      dropped += 1;
+    }
     showPause();
     return;
   }
@@ -285,7 +291,8 @@ function showCount() {
 }
 
 function showPause() {
-  $("log-pause").textContent = paused ? `Resume (${waiting.length} waiting)` : "Pause";
+  const older = dropped ? `; ${dropped} older dropped` : "";
+  $("log-pause").textContent = paused ? `Resume (${waiting.length} waiting${older})` : "Pause";
   $("log-pause").title =
     paused && waiting.length ? `waiting: ${[...new Set(waiting.map((entry) => entry.type))].join(", ")}` : "";
   $("log-pause").classList.toggle("paused", paused);
@@ -293,13 +300,19 @@ function showPause() {
 
 function togglePause() {
   paused = !paused;
-  if (!paused) for (const entry of waiting.splice(0)) append(entry);
+  if (!paused) {
+    for (const entry of waiting.splice(0)) append(entry);
+    const note = `${dropped} rows that arrived while paused were dropped: the timeline keeps the last ${LOG_LIMIT}`;
+    if (dropped) lifecycle("console", note, { dropped });
+    dropped = 0;
+  }
   showPause();
 }
 
 function clearLog() {
   entries.splice(0);
   waiting.splice(0);
+  dropped = 0;
   for (const body of [...$("log").tBodies]) body.remove();
   store.removeItem(LOG_KEY);
   showPause();
