@@ -15,6 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
 
+from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
 from tests.harness.browser import Wait, sign_in_on_provider_page
@@ -23,7 +24,9 @@ from tests.harness.devauth import DevAuth
 from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, oauth_env
 from tests.harness.oauth_flow import authorization_code_login
 from tests.harness.server_api import SERVER_KEY, end_sessions
+from tests.harness.tokens import AUDIENCE
 from tests.harness.ws_client import make_publisher
+from vora.auth.devkeys import mint_token
 from vora.core.settings import DEFAULT_CONSOLE_SDK
 from vora.events.publisher import EventPublisher
 
@@ -495,6 +498,37 @@ def test_console_says_when_the_sdk_bundle_is_missing(
         browser.get(console_url(server.port))
         wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "make sdk"))
     assert "SDK bundle did not load" in browser.find_element(By.ID, "status").text
+
+
+def test_console_says_when_the_authorization_server_does_not_answer_and_takes_a_pasted_token(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    redis_proc: Any,
+    dev_key_pem: bytes,
+    key_dir: Path,
+    owns: Callable[..., None],
+    tmp_path: Path,
+) -> None:
+    """With the provider down, the page says Log in is unavailable and why, and a pasted token still works."""
+    owns(USER)
+    issuer = f"http://127.0.0.1:{free_port()}"  # a provider that is down: nothing listens there
+    env = {
+        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
+        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
+        "VORA_OAUTH_ISSUER": issuer,
+        "VORA_OAUTH_AUDIENCE": AUDIENCE,
+    }
+    with running_server(env, tmp_path) as server:
+        page = ConsolePage(browser, wait, console_url(server.port))
+        browser.get(page.url)
+        wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Log in is unavailable"))
+        said = page.text("status")
+        assert f"the authorization server {issuer} did not answer" in said
+        assert "paste an access token" in said
+        assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+        assert not browser.find_element(By.ID, "login").is_displayed()
+        page.open_with_token(mint_token(dev_key_pem, USER, issuer, AUDIENCE))
+        page.open_stream(IDENTITY)
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).

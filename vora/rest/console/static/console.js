@@ -13,6 +13,7 @@ const STREAM_EVENT = /^(call|presence|recording)/;
 let sdk = null;
 let config = null;
 let discovery = null;
+let loginUnavailable = null; // why "Log in" is off although an authorization server is configured
 let client = null;
 let stream = null;
 let streamOptions = null;
@@ -88,6 +89,7 @@ async function finishLogin(query) {
   const pending = JSON.parse(store.getItem("vora.pkce") || "null");
   store.removeItem("vora.pkce");
   history.replaceState(null, "", redirectUri());
+  if (!discovery) throw new Error(`Login cannot finish: ${loginUnavailable}`);
   if (query.get("error")) {
     throw new Error(`Login failed: ${query.get("error")} ${query.get("error_description") || ""}`);
   }
@@ -743,14 +745,14 @@ async function loadIdentities() {
   await refreshServerView();
 }
 
-function showLoggedOut(message) {
+function showLoggedOut(message, isError = false) {
   $("login-panel").classList.remove("signed-in");
   $("app").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = !discovery;
   $("paste").hidden = false;
   $("who").textContent = "";
-  status(message);
+  status(message, isError);
   showToken();
 }
 
@@ -840,10 +842,22 @@ async function start() {
   }
   restoreLog();
   if (config.issuer) {
-    discovery = await (await fetch(`${config.issuer.replace(/\/$/, "")}/.well-known/openid-configuration`)).json();
-    $("login-help").textContent =
-      `The console calls VORA as you, with a user access token: "Log in" gets one from ${config.issuer} ` +
-      "(authorization code with PKCE; `make run`'s user is demo, password demo).";
+    const where = `${config.issuer.replace(/\/$/, "")}/.well-known/openid-configuration`;
+    try {
+      const answer = await fetch(where, { signal: AbortSignal.timeout(10_000) });
+      if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`.trim());
+      discovery = await answer.json();
+      $("login-help").textContent =
+        `The console calls VORA as you, with a user access token: "Log in" gets one from ${config.issuer} ` +
+        "(authorization code with PKCE; `make run`'s user is demo, password demo).";
+    } catch (error) {
+      // The provider is down or unreachable: pasting a token still works, and the page says why Log in is off.
+      loginUnavailable =
+        `the authorization server ${config.issuer} did not answer (${where}: ${error.message}); ` +
+        "paste an access token, or reload once it answers";
+      $("login-help").textContent = `Log in is unavailable: ${loginUnavailable}.`;
+      $("paste").open = true;
+    }
   } else {
     $("login-help").textContent =
       "No authorization server is configured (VORA_OAUTH_ISSUER is not a URL): paste an access token.";
@@ -884,8 +898,11 @@ async function start() {
   if (tokens()) {
     await showLoggedIn();
   } else {
-    showLoggedOut(store.getItem("vora.farewell") || "Log in to use the console.");
+    const farewell = store.getItem("vora.farewell");
     store.removeItem("vora.farewell");
+    if (loginUnavailable)
+      showLoggedOut(`${farewell ? `${farewell} ` : ""}Log in is unavailable: ${loginUnavailable}.`, true);
+    else showLoggedOut(farewell || "Log in to use the console.");
   }
 }
 
