@@ -500,35 +500,65 @@ def test_console_says_when_the_sdk_bundle_is_missing(
     assert "SDK bundle did not load" in browser.find_element(By.ID, "status").text
 
 
-def test_console_says_when_the_authorization_server_does_not_answer_and_takes_a_pasted_token(
-    browser: webdriver.Chrome,
-    wait: Wait,
-    redis_proc: Any,
-    dev_key_pem: bytes,
-    key_dir: Path,
-    owns: Callable[..., None],
-    tmp_path: Path,
-) -> None:
-    """With the provider down, the page says Log in is unavailable and why, and a pasted token still works."""
-    owns(USER)
-    issuer = f"http://127.0.0.1:{free_port()}"  # a provider that is down: nothing listens there
+@pytest.fixture(scope="module")
+def providerless_server(
+    redis_proc: Any, key_dir: Path, dev_key_pem: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, str]]:
+    """Serve VORA trusting the development key, its issuer a provider that is down; yield it and the issuer."""
+    issuer = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     env = {
         "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
         "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
         "VORA_OAUTH_ISSUER": issuer,
         "VORA_OAUTH_AUDIENCE": AUDIENCE,
     }
-    with running_server(env, tmp_path) as server:
-        page = ConsolePage(browser, wait, console_url(server.port))
-        browser.get(page.url)
-        wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Log in is unavailable"))
-        said = page.text("status")
-        assert f"the authorization server {issuer} did not answer" in said
-        assert "paste an access token" in said
-        assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
-        assert not browser.find_element(By.ID, "login").is_displayed()
-        page.open_with_token(mint_token(dev_key_pem, USER, issuer, AUDIENCE))
-        page.open_stream(IDENTITY)
+    with running_server(env, tmp_path_factory.mktemp("providerless-server")) as running:
+        yield running, issuer
+
+
+def test_console_says_when_the_authorization_server_does_not_answer_and_takes_a_pasted_token(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    providerless_server: tuple[RunningServer, str],
+    dev_key_pem: bytes,
+    owns: Callable[..., None],
+) -> None:
+    """With the provider down, the page says Log in is unavailable and why, and a pasted token still works."""
+    owns(USER)
+    server, issuer = providerless_server
+    page = ConsolePage(browser, wait, console_url(server.port))
+    browser.get(page.url)
+    wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Log in is unavailable"))
+    said = page.text("status")
+    assert f"the authorization server {issuer} did not answer" in said
+    assert "paste an access token" in said
+    assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    page.open_with_token(mint_token(dev_key_pem, USER, issuer, AUDIENCE))
+    page.open_stream(IDENTITY)
+
+
+def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream_carries_on(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    providerless_server: tuple[RunningServer, str],
+    dev_key_pem: bytes,
+    owns: Callable[..., None],
+) -> None:
+    """When the pasted token expires, the token panel says expired and the status line says to log in again."""
+    owns(USER)
+    server, issuer = providerless_server
+    page = ConsolePage(browser, wait, console_url(server.port))
+    page.open_with_token(mint_token(dev_key_pem, USER, issuer, AUDIENCE, lifetime=6))
+    page.open_stream(IDENTITY)
+    assert " min " in page.text("token-exp")
+    wait(15).until(lambda _: page.text("token-exp").endswith("(expired)"))
+    assert browser.find_element(By.ID, "token-exp").get_attribute("class") == "error"
+    assert page.text("token-sub") == USER
+    said = page.text("status")
+    assert said.startswith("The access token expired at ")
+    assert "log in again (or paste a fresh token)" in said
+    assert page.text("state") == "open"  # the session outlives the access token
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).

@@ -63,8 +63,13 @@ function claimsOf(token) {
   }
 }
 
+/** The tokens kept in this tab, expired or not (the token panel shows an expired one as expired). */
+function savedTokens() {
+  return JSON.parse(store.getItem("vora.tokens") || "null");
+}
+
 function tokens() {
-  const saved = JSON.parse(store.getItem("vora.tokens") || "null");
+  const saved = savedTokens();
   return saved && saved.expiresAt > Date.now() ? saved : null;
 }
 
@@ -713,25 +718,39 @@ async function refreshServerView() {
 
 // ---- token, identities, logout ---------------------------------------------------------------------
 
+let expiryTimer = null;
+let expiryTold = null; // the token whose expiry the status line has announced
+
 function showToken() {
-  const saved = tokens();
+  clearTimeout(expiryTimer);
+  const saved = $("app").hidden ? null : savedTokens(); // logged out: nothing to show
   const claims = saved ? claimsOf(saved.access) : null;
   if (!claims) {
     for (const id of ["token-sub", "token-scopes", "token-exp"]) $(id).textContent = "–";
+    $("token-exp").className = "";
     return;
   }
   $("who").textContent = `signed in as ${claims.sub}`;
   $("token-sub").textContent = claims.sub ?? "(none)";
   const scopes = typeof claims.scope === "string" ? claims.scope.split(" ") : claims.scp || claims.scopes || [];
   $("token-scopes").textContent = [].concat(scopes).join(" ") || "(none)";
-  if (typeof claims.exp === "number") {
-    const left = Math.round(claims.exp - Date.now() / 1000);
-    const when = new Date(claims.exp * 1000).toLocaleTimeString();
-    $("token-exp").textContent =
-      left > 0 ? `${when} (in ${Math.floor(left / 60)} min ${left % 60} s)` : `${when} (expired)`;
-    $("token-exp").className = left < 300 ? "warning" : "";
-  } else {
-    $("token-exp").textContent = "(no exp claim)";
+  // When the console stops using it: the token's exp claim, or the provider's expires_in if that came first.
+  const hasExp = typeof claims.exp === "number";
+  const expiresAt = hasExp ? Math.min(claims.exp * 1000, saved.expiresAt) : saved.expiresAt;
+  const left = Math.ceil((expiresAt - Date.now()) / 1000);
+  const when = new Date(expiresAt).toLocaleTimeString();
+  const until = left > 0 ? `${when} (in ${Math.floor(left / 60)} min ${left % 60} s)` : `${when} (expired)`;
+  $("token-exp").textContent = hasExp ? until : `(no exp claim) the console uses it until ${until}`;
+  $("token-exp").className = left <= 0 ? "error" : left < 300 ? "warning" : "";
+  if (left > 0) {
+    expiryTimer = setTimeout(showToken, Math.min(expiresAt - Date.now() + 50, 2 ** 31 - 1)); // told at once, not up to 15 s late
+  } else if (expiryTold !== saved.access) {
+    expiryTold = saved.access;
+    status(
+      `The access token expired at ${when}: log in again (or paste a fresh token). ` +
+        "An open stream carries on until its session ends, then stops (it cannot set up again).",
+      true,
+    );
   }
 }
 
