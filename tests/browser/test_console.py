@@ -12,6 +12,7 @@ import redis
 import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
 
@@ -307,6 +308,30 @@ def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
     assert page.rows() == []
     page.wait().until(lambda _: page.text("log-count") == "(0 shown of 0)")
     assert no_policy_violations(browser) == []  # the download (a blob: URL) included
+
+
+def test_rows_and_refresh_buttons_tell_assistive_technology_what_they_are(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], publisher: EventPublisher
+) -> None:
+    """A timeline row says whether its envelope is shown and toggles it by keyboard; each ↻ button has a name."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    assert page.browser.find_element(By.ID, "load-identities").accessible_name == "List my identities again"
+    refresh = page.browser.find_element(By.ID, "server-refresh")
+    assert refresh.get_attribute("aria-label") == "Ask VORA for the stored sessions again"  # shown with the simulator
+    publisher.publish(IDENTITY, "callAnswered", {"callId": "c-keys"})
+    page.wait().until(lambda _: page.event_rows("callAnswered"))
+    body = page.browser.find_element(By.CSS_SELECTOR, '#log tbody[data-type="callAnswered"]')
+    line = body.find_element(By.CSS_SELECTOR, "tr.line")
+    envelope = body.find_element(By.CSS_SELECTOR, "tr.envelope")
+    assert line.get_attribute("aria-expanded") == "false"
+    line.send_keys(Keys.ENTER)
+    assert line.get_attribute("aria-expanded") == "true"
+    assert envelope.is_displayed()
+    line.send_keys(Keys.SPACE)
+    assert line.get_attribute("aria-expanded") == "false"
+    assert not envelope.is_displayed()
 
 
 CONSOLE_LOG_LIMIT = 5000  # console.js's LOG_LIMIT: the rows the page keeps

@@ -228,6 +228,7 @@ function renderEntry(entry) {
   row.className = "line";
   row.tabIndex = 0;
   row.title = "show the envelope";
+  row.setAttribute("aria-expanded", "false"); // a disclosure: Enter or Space shows the envelope below
   const cells = [timeOf(entry.at), entry.type, entry.eventId || "", entry.sequenceNumber ?? "", entry.summary];
   for (const [index, text] of cells.entries()) {
     const cell = document.createElement("td");
@@ -247,6 +248,7 @@ function renderEntry(entry) {
   const toggle = () => {
     more.hidden = !more.hidden;
     row.classList.toggle("open", !more.hidden);
+    row.setAttribute("aria-expanded", String(!more.hidden));
   };
   row.addEventListener("click", toggle);
   row.addEventListener("keydown", (key) => {
