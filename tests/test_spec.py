@@ -15,6 +15,7 @@ from openapi_spec_validator.readers import read_from_filename
 
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.events.publisher import ASYNCAPI_FILE
 from vora.server_api.rules import SERVER_SPEC_FILE
 from vora.server_api.simulator import SIMULATOR_SPEC_FILE
 from vora.tools.spec_check import check_all, check_console_openapi, check_server_openapi
@@ -217,6 +218,21 @@ def test_check_spec_names_the_file_line_and_place_of_a_dangling_reference(
     problems = check_all(tmp_path)
     assert any(p.startswith(f"{tmp_path / 'vora.yaml'}:{line}: ") and p.endswith(expected) for p in problems), problems
     assert all(len(problem) < 400 for problem in problems), problems
+
+
+def test_check_spec_names_the_place_of_a_dangling_reference_in_the_event_contract(tmp_path: Path) -> None:
+    """A $ref of the AsyncAPI document that names nothing is reported with its file, line and JSON Pointer."""
+    for document in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(document, tmp_path / document.name)
+    old, new = '$ref: "#/components/schemas/PresenceData"', '$ref: "#/components/schemas/PresenseData"'
+    text = (DEFAULT_SPEC_DIR / ASYNCAPI_FILE).read_text().replace(old, new, 1)
+    line = text[: text.index(new)].count("\n") + 1
+    (tmp_path / ASYNCAPI_FILE).write_text(text)
+    assert (
+        f"{tmp_path / ASYNCAPI_FILE}:{line}: /components/schemas/PresenceEvent/allOf/1/properties/data/$ref:"
+        " $ref '#/components/schemas/PresenseData' names nothing in this document; did you mean 'PresenceData'?"
+        in check_all(tmp_path)
+    )
 
 
 def test_check_spec_says_where_the_validator_refused_without_repeating_the_document(tmp_path: Path) -> None:

@@ -185,8 +185,10 @@ def asyncapi_events(document: dict[str, Any], channel: str = "/vora/ws") -> list
 def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Validate the AsyncAPI document and compare its messages with the catalogue."""
     path = spec_dir / ASYNCAPI_FILE
-    document = yaml.safe_load(path.read_text())
-    problems: list[str] = []
+    text = path.read_text()
+    document = yaml.safe_load(text)
+    root = yaml.compose(text)
+    problems: list[str] = _reference_problems(path, document, root) if root is not None else []
     if schema_path is not None:
         if not schema_path.is_file():
             # A missing official schema is a failed check, never a silent "spec OK".
