@@ -15,6 +15,7 @@ from openapi_spec_validator.readers import read_from_filename
 
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
 from vora.core.settings import DEFAULT_SPEC_DIR
+from vora.events.publisher import ASYNCAPI_FILE
 from vora.server_api.rules import SERVER_SPEC_FILE
 from vora.server_api.simulator import SIMULATOR_SPEC_FILE
 from vora.tools.spec_check import check_all, check_console_openapi, check_server_openapi
@@ -178,3 +179,72 @@ def test_check_spec_holds_the_console_document_to_the_simulator_path(tmp_path: P
     (tmp_path / SIMULATOR_SPEC_FILE).write_text(yaml.safe_dump(console, sort_keys=False))
     problems = check_console_openapi(tmp_path)
     assert any("only path vora.app routes to it" in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "at", "expected"),
+    [
+        (
+            '$ref: "#/components/schemas/EventsIn"',
+            '$ref: "#/components/schemas/EventIn"',
+            "EventIn",
+            "/requestBody/content/application~1json/schema/$ref: $ref '#/components/schemas/EventIn' names nothing"
+            " in this document; did you mean 'EventsIn'?",
+        ),
+        (
+            '$ref: "#/components/responses/Unauthorized"',
+            '$ref: "#/components/responses/Unauthorised"',
+            "Unauthorised",
+            "/responses/401/$ref: $ref '#/components/responses/Unauthorised' names nothing in this document;"
+            " did you mean 'Unauthorized'?",
+        ),
+        (
+            "      operationId: events\n",
+            "      operationId: subscribeEvents\n",
+            "              operationId: events\n",
+            "/links/eventSubscription/operationId: the link names operationId 'events', which no operation has",
+        ),
+    ],
+)
+def test_check_spec_names_the_file_line_and_place_of_a_dangling_reference(
+    tmp_path: Path, old: str, new: str, at: str, expected: str
+) -> None:
+    """A $ref or a link naming nothing is reported with its file, line and JSON Pointer, and the closest name."""
+    for document in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(document, tmp_path / document.name)
+    text = SPEC_PATH.read_text().replace(old, new, 1)
+    line = text[: text.index(at)].count("\n") + 1
+    (tmp_path / "vora.yaml").write_text(text)
+    problems = check_all(tmp_path)
+    assert any(p.startswith(f"{tmp_path / 'vora.yaml'}:{line}: ") and p.endswith(expected) for p in problems), problems
+    assert all(len(problem) < 400 for problem in problems), problems
+
+
+def test_check_spec_names_the_place_of_a_dangling_reference_in_the_event_contract(tmp_path: Path) -> None:
+    """A $ref of the AsyncAPI document that names nothing is reported with its file, line and JSON Pointer."""
+    for document in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(document, tmp_path / document.name)
+    old, new = '$ref: "#/components/schemas/PresenceData"', '$ref: "#/components/schemas/PresenseData"'
+    text = (DEFAULT_SPEC_DIR / ASYNCAPI_FILE).read_text().replace(old, new, 1)
+    line = text[: text.index(new)].count("\n") + 1
+    (tmp_path / ASYNCAPI_FILE).write_text(text)
+    assert (
+        f"{tmp_path / ASYNCAPI_FILE}:{line}: /components/schemas/PresenceEvent/allOf/1/properties/data/$ref:"
+        " $ref '#/components/schemas/PresenseData' names nothing in this document; did you mean 'PresenceData'?"
+        in check_all(tmp_path)
+    )
+
+
+def test_check_spec_says_where_the_validator_refused_without_repeating_the_document(tmp_path: Path) -> None:
+    """A document the OpenAPI validator refuses is reported at the place it refused, in a line, not the document."""
+    for document in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(document, tmp_path / document.name)
+    text = SPEC_PATH.read_text()
+    old = '      responses:\n        "200":\n          description: Successful operation\n'
+    line = text[: text.index(old)].count("\n") + 2
+    (tmp_path / "vora.yaml").write_text(text.replace(old, old.replace('"200"', "two-hundred"), 1))
+    problems = check_all(tmp_path)
+    assert [p for p in problems if "vora.yaml:" in p] == [
+        f"{tmp_path / 'vora.yaml'}:{line}: /paths/~1logout~1{{identity}}/post/responses:"
+        r" 'two-hundred' does not match any of the regexes: '^[1-5](?:\\d{2}|XX)$', '^x-'"
+    ]

@@ -12,9 +12,11 @@ import redis
 import requests
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
 
+from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
 from tests.harness.browser import Wait, sign_in_on_provider_page
@@ -23,7 +25,9 @@ from tests.harness.devauth import DevAuth
 from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, oauth_env
 from tests.harness.oauth_flow import authorization_code_login
 from tests.harness.server_api import SERVER_KEY, end_sessions
+from tests.harness.tokens import AUDIENCE
 from tests.harness.ws_client import make_publisher
+from vora.auth.devkeys import mint_token
 from vora.core.settings import DEFAULT_CONSOLE_SDK
 from vora.events.publisher import EventPublisher
 
@@ -306,6 +310,63 @@ def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
     assert no_policy_violations(browser) == []  # the download (a blob: URL) included
 
 
+def test_rows_and_refresh_buttons_tell_assistive_technology_what_they_are(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], publisher: EventPublisher
+) -> None:
+    """A timeline row says whether its envelope is shown and toggles it by keyboard; each ↻ button has a name."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    assert page.browser.find_element(By.ID, "load-identities").accessible_name == "List my identities again"
+    refresh = page.browser.find_element(By.ID, "server-refresh")
+    assert refresh.get_attribute("aria-label") == "Ask VORA for the stored sessions again"  # shown with the simulator
+    publisher.publish(IDENTITY, "callAnswered", {"callId": "c-keys"})
+    page.wait().until(lambda _: page.event_rows("callAnswered"))
+    body = page.browser.find_element(By.CSS_SELECTOR, '#log tbody[data-type="callAnswered"]')
+    line = body.find_element(By.CSS_SELECTOR, "tr.line")
+    envelope = body.find_element(By.CSS_SELECTOR, "tr.envelope")
+    assert line.get_attribute("aria-expanded") == "false"
+    line.send_keys(Keys.ENTER)
+    assert line.get_attribute("aria-expanded") == "true"
+    assert envelope.is_displayed()
+    line.send_keys(Keys.SPACE)
+    assert line.get_attribute("aria-expanded") == "false"
+    assert not envelope.is_displayed()
+
+
+CONSOLE_LOG_LIMIT = 5000  # console.js's LOG_LIMIT: the rows the page keeps
+
+
+def test_a_long_pause_holds_the_newest_rows_a_resume_keeps_and_says_how_many_it_dropped(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], publisher: EventPublisher
+) -> None:
+    """Paused, the console holds at most the newest rows a resume keeps, and says how many older ones it dropped."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    page.click("log-pause")
+    extra = 25
+    published = [
+        publisher.publish(IDENTITY, "callAnswered", {"callId": f"c-{n}"}) for n in range(CONSOLE_LOG_LIMIT + extra)
+    ]
+    held = f"Resume ({CONSOLE_LOG_LIMIT} waiting; {extra} older dropped)"
+    page.wait(60).until(lambda _: page.text("log-pause") == held)
+    page.click("log-pause")
+    page.wait(60).until(lambda _: page.text("log-count").endswith(f" of {CONSOLE_LOG_LIMIT})"))
+    newest = page.browser.find_element(By.CSS_SELECTOR, "#log tbody.entry")  # 5000 rows: read them in the page
+    assert newest.get_attribute("data-type") == "console"
+    summary = newest.find_element(By.CSS_SELECTOR, "td.summary").get_attribute("textContent")
+    assert summary == f"{extra} rows that arrived while paused were dropped: the timeline keeps the last 5000"
+    shown = page.browser.execute_script(
+        "return [...document.querySelectorAll('#log tbody[data-type=callAnswered]')].map((b) => b.dataset.eventId)"
+    )
+    # Newest first; the note pushed one more out, so the oldest kept is the one after the first `extra`.
+    assert shown[0] == published[-1].event_id
+    assert shown[-1] == published[extra + 1].event_id
+    assert len(shown) == CONSOLE_LOG_LIMIT - 1
+    assert page.text("log-pause") == "Pause"
+
+
 def test_a_resume_past_retention_shows_resume_gap_on_the_timeline(
     page: ConsolePage, access_token: str, owns: Callable[..., None], redis_proc: Any
 ) -> None:
@@ -462,6 +523,67 @@ def test_console_says_when_the_sdk_bundle_is_missing(
         browser.get(console_url(server.port))
         wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "make sdk"))
     assert "SDK bundle did not load" in browser.find_element(By.ID, "status").text
+
+
+@pytest.fixture(scope="module")
+def providerless_server(
+    redis_proc: Any, key_dir: Path, dev_key_pem: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, str]]:
+    """Serve VORA trusting the development key, its issuer a provider that is down; yield it and the issuer."""
+    issuer = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {
+        "VORA_REDIS_URL": f"redis://{redis_proc.host}:{redis_proc.port}/0",
+        "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
+        "VORA_OAUTH_ISSUER": issuer,
+        "VORA_OAUTH_AUDIENCE": AUDIENCE,
+    }
+    with running_server(env, tmp_path_factory.mktemp("providerless-server")) as running:
+        yield running, issuer
+
+
+def test_console_says_when_the_authorization_server_does_not_answer_and_takes_a_pasted_token(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    providerless_server: tuple[RunningServer, str],
+    dev_key_pem: bytes,
+    owns: Callable[..., None],
+) -> None:
+    """With the provider down, the page says Log in is unavailable and why, and a pasted token still works."""
+    owns(USER)
+    server, issuer = providerless_server
+    page = ConsolePage(browser, wait, console_url(server.port))
+    browser.get(page.url)
+    wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Log in is unavailable"))
+    said = page.text("status")
+    assert f"the authorization server {issuer} did not answer" in said
+    assert "paste an access token" in said
+    assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    page.open_with_token(mint_token(dev_key_pem, USER, issuer, AUDIENCE))
+    page.open_stream(IDENTITY)
+
+
+def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream_carries_on(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    providerless_server: tuple[RunningServer, str],
+    dev_key_pem: bytes,
+    owns: Callable[..., None],
+) -> None:
+    """When the pasted token expires, the token panel says expired and the status line says to log in again."""
+    owns(USER)
+    server, issuer = providerless_server
+    page = ConsolePage(browser, wait, console_url(server.port))
+    page.open_with_token(mint_token(dev_key_pem, USER, issuer, AUDIENCE, lifetime=6))
+    page.open_stream(IDENTITY)
+    assert " min " in page.text("token-exp")
+    wait(15).until(lambda _: page.text("token-exp").endswith("(expired)"))
+    assert browser.find_element(By.ID, "token-exp").get_attribute("class") == "error"
+    assert page.text("token-sub") == USER
+    said = page.text("status")
+    assert said.startswith("The access token expired at ")
+    assert "log in again (or paste a fresh token)" in said
+    assert page.text("state") == "open"  # the session outlives the access token
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).

@@ -53,6 +53,8 @@ class ConsolePage:
         """Load the console and log in by pasting an access token."""
         self.browser.get(self.url)
         self.wait().until(ec.visibility_of_element_located((By.ID, "paste")))
+        # The page opens the paste box itself when it cannot offer Log in: wait until it has started.
+        self.wait().until(lambda _: self.text("status") != "Loading…")
         paste = self.browser.find_element(By.ID, "paste")
         if paste.get_attribute("open") is None:
             paste.find_element(By.TAG_NAME, "summary").click()

@@ -194,6 +194,11 @@ def test_every_family_is_present_at_zero_from_start_up(server: RunningServer) ->
         assert sample(text, name, **labels) == 0, name
     for where in ("rest", "bus", "lease", "push"):
         assert f'vora_redis_errors_total{{where="{where}"}} 0.0' in text
+    # A close code or reason outside the known set counts as "other": that series is there at zero too.
+    for transport in ("websocket", "sse"):
+        assert f'vora_connection_closes_total{{code="other",transport="{transport}"}} 0.0' in text
+        assert f'vora_channel_terminated_total{{reason="other",transport="{transport}"}} 0.0' in text
+        assert f'vora_handshake_refusals_total{{reason="other",transport="{transport}"}} 0.0' in text
     assert sample(text, "vora_redis_up") == 1
     for name in ("vora_worker_open_fds", "vora_worker_max_fds", "vora_worker_resident_memory_bytes"):
         reported = set(re.findall(rf'^{name}\{{pid="(\d+)"\}} (\S+)$', text, re.M))

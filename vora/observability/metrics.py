@@ -182,11 +182,11 @@ for _generation in GC_GENERATIONS:
 for _transport in TRANSPORTS:
     DELIVERY_LATENCY.labels(_transport)
     CATCH_UP_EVENTS.labels(_transport)
-    for _code in CLOSE_CODES:
+    for _code in (*CLOSE_CODES, OTHER):
         CLOSES.labels(_transport, _code)
-    for _reason in TERMINATION_REASONS:
+    for _reason in (*TERMINATION_REASONS, OTHER):
         TERMINATIONS.labels(_transport, _reason)
-    for _reason in REFUSAL_REASONS:
+    for _reason in (*REFUSAL_REASONS, OTHER):
         HANDSHAKE_REFUSALS.labels(_transport, _reason)
 
 _COUNTERS: dict[str, Counter] = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,13 +37,119 @@ SERVER_FAMILY_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEve
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
+# How much of a validator's message is printed: its own messages repeat whole parts of the document.
+MESSAGE_LIMIT = 300
+
+
+def _pointer(tokens: tuple[str, ...]) -> str:
+    """Return the JSON Pointer (RFC 6901) of a place in a document."""
+    return "".join("/" + token.replace("~", "~0").replace("/", "~1") for token in tokens)
+
+
+def _walk(node: yaml.Node, tokens: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], yaml.Node]]:
+    """Yield every node of a composed YAML document with the tokens of its place (mapping keys, list indexes)."""
+    yield tokens, node
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield from _walk(value, (*tokens, str(key.value)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _walk(item, (*tokens, str(index)))
+
+
+def _line_of(path: Path, root: yaml.Node, tokens: tuple[str, ...]) -> str:
+    """Return "file:line" of a place in a document (the line of the nearest node found there)."""
+    node = root
+    for token in tokens:
+        if isinstance(node, yaml.MappingNode):
+            found = next((value for key, value in node.value if str(key.value) == token), None)
+        elif isinstance(node, yaml.SequenceNode) and token.isdigit() and int(token) < len(node.value):
+            found = node.value[int(token)]
+        else:
+            found = None
+        if found is None:
+            break
+        node = found
+    return f"{path}:{node.start_mark.line + 1}"
+
+
+def _resolve(document: Any, pointer: str) -> tuple[bool, Any, str]:
+    """Follow a JSON Pointer: (found, the deepest value reached, the token not found there)."""
+    value = document
+    for raw in pointer.split("/")[1:]:
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return False, value, token
+    return True, value, ""
+
+
+def _suggestion(parent: Any, token: str) -> str:
+    """Name the closest existing key to a missing one, if any is close."""
+    if not isinstance(parent, dict):
+        return ""
+    close = difflib.get_close_matches(token, [str(key) for key in parent], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _reference_problems(path: Path, document: Any, root: yaml.Node) -> list[str]:
+    """List each local $ref that names nothing, and each link to an operationId the document does not have."""
+    problems = []
+    operation_ids = {
+        operation["operationId"]
+        for item in (document.get("paths") or {}).values()
+        if isinstance(item, dict)
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    for tokens, node in _walk(root):
+        if not isinstance(node, yaml.ScalarNode) or not tokens:
+            continue
+        where = f"{_line_of(path, root, tokens)}: {_pointer(tokens)}"
+        if tokens[-1] == "$ref" and str(node.value).startswith("#"):
+            ref = str(node.value)
+            found, parent, missing = _resolve(document, ref[1:])
+            if not found:
+                problems.append(f"{where}: $ref {ref!r} names nothing in this document{_suggestion(parent, missing)}")
+        elif tokens[-1] == "operationId" and len(tokens) >= 3 and tokens[-3] == "links":
+            if node.value not in operation_ids:
+                hint = _suggestion(dict.fromkeys(operation_ids), str(node.value))
+                problems.append(f"{where}: the link names operationId {node.value!r}, which no operation has{hint}")
+    return problems
+
+
+def _validator_problem(path: Path, root: yaml.Node, exc: Exception) -> str:
+    """Say what the validator refused and where, without the parts of the document its message repeats."""
+    place = getattr(exc, "absolute_path", None)
+    message = str(getattr(exc, "message", "") or exc).split("\n", 1)[0]
+    instance = repr(getattr(exc, "instance", None))
+    if len(instance) > 60 and message.startswith(instance):
+        message = "this value" + message[len(instance) :]
+    if len(message) > MESSAGE_LIMIT:
+        message = message[:MESSAGE_LIMIT] + "…"
+    if place is None:
+        return f"{path}: {message}"
+    tokens = tuple(str(token) for token in place)
+    return f"{_line_of(path, root, tokens)}: {_pointer(tokens) or '/'}: {message}"
+
+
 def _validated_openapi(path: Path) -> tuple[Any, list[str]]:
-    """Read an OpenAPI document (3.0 or 3.1) and return it with what the validator found wrong."""
+    """Read an OpenAPI document (3.0 or 3.1) and return it with what is wrong in it, each with file, line and place."""
     document, _ = read_from_filename(str(path))
+    root = yaml.compose(path.read_text())
+    if root is None:
+        return document, [f"{path}: the document is empty"]
+    problems = _reference_problems(path, document, root)
+    if problems:
+        # The validator would stop at the first of them, repeating the whole document in its message.
+        return document, problems
     try:
         validate(document)
     except Exception as exc:  # noqa: BLE001 - any validator failure is the report
-        return document, [f"{path}: {exc}"]
+        return document, [_validator_problem(path, root, exc)]
     return document, []
 
 
@@ -77,8 +185,10 @@ def asyncapi_events(document: dict[str, Any], channel: str = "/vora/ws") -> list
 def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Validate the AsyncAPI document and compare its messages with the catalogue."""
     path = spec_dir / ASYNCAPI_FILE
-    document = yaml.safe_load(path.read_text())
-    problems: list[str] = []
+    text = path.read_text()
+    document = yaml.safe_load(text)
+    root = yaml.compose(text)
+    problems: list[str] = _reference_problems(path, document, root) if root is not None else []
     if schema_path is not None:
         if not schema_path.is_file():
             # A missing official schema is a failed check, never a silent "spec OK".

@@ -13,6 +13,7 @@ const STREAM_EVENT = /^(call|presence|recording)/;
 let sdk = null;
 let config = null;
 let discovery = null;
+let loginUnavailable = null; // why "Log in" is off although an authorization server is configured
 let client = null;
 let stream = null;
 let streamOptions = null;
@@ -21,7 +22,8 @@ let storedSubscription = null;
 let simulator = null; // the development endpoint's templates, when VORA serves it
 let eventTypes = [];
 const entries = []; // oldest first
-const waiting = []; // entries that arrived while paused
+const waiting = []; // entries that arrived while paused, the newest LOG_LIMIT of them
+let dropped = 0; // entries that arrived while paused and were pushed out of waiting by newer ones
 let paused = false;
 
 function status(text, isError = false) {
@@ -61,8 +63,13 @@ function claimsOf(token) {
   }
 }
 
+/** The tokens kept in this tab, expired or not (the token panel shows an expired one as expired). */
+function savedTokens() {
+  return JSON.parse(store.getItem("vora.tokens") || "null");
+}
+
 function tokens() {
-  const saved = JSON.parse(store.getItem("vora.tokens") || "null");
+  const saved = savedTokens();
   return saved && saved.expiresAt > Date.now() ? saved : null;
 }
 
@@ -87,6 +94,7 @@ async function finishLogin(query) {
   const pending = JSON.parse(store.getItem("vora.pkce") || "null");
   store.removeItem("vora.pkce");
   history.replaceState(null, "", redirectUri());
+  if (!discovery) throw new Error(`Login cannot finish: ${loginUnavailable}`);
   if (query.get("error")) {
     throw new Error(`Login failed: ${query.get("error")} ${query.get("error_description") || ""}`);
   }
@@ -183,7 +191,12 @@ function record(kind, type, summary, detail, envelope = null) {
     detail,
   };
   if (paused) {
+    // A console paused for hours holds what a resume would keep, no more: the newest LOG_LIMIT rows.
     waiting.push(entry);
+    if (waiting.length > LOG_LIMIT) {
+      waiting.shift();
+      dropped += 1;
+    }
     showPause();
     return;
   }
@@ -215,6 +228,7 @@ function renderEntry(entry) {
   row.className = "line";
   row.tabIndex = 0;
   row.title = "show the envelope";
+  row.setAttribute("aria-expanded", "false"); // a disclosure: Enter or Space shows the envelope below
   const cells = [timeOf(entry.at), entry.type, entry.eventId || "", entry.sequenceNumber ?? "", entry.summary];
   for (const [index, text] of cells.entries()) {
     const cell = document.createElement("td");
@@ -234,6 +248,7 @@ function renderEntry(entry) {
   const toggle = () => {
     more.hidden = !more.hidden;
     row.classList.toggle("open", !more.hidden);
+    row.setAttribute("aria-expanded", String(!more.hidden));
   };
   row.addEventListener("click", toggle);
   row.addEventListener("keydown", (key) => {
@@ -285,7 +300,8 @@ function showCount() {
 }
 
 function showPause() {
-  $("log-pause").textContent = paused ? `Resume (${waiting.length} waiting)` : "Pause";
+  const older = dropped ? `; ${dropped} older dropped` : "";
+  $("log-pause").textContent = paused ? `Resume (${waiting.length} waiting${older})` : "Pause";
   $("log-pause").title =
     paused && waiting.length ? `waiting: ${[...new Set(waiting.map((entry) => entry.type))].join(", ")}` : "";
   $("log-pause").classList.toggle("paused", paused);
@@ -293,13 +309,19 @@ function showPause() {
 
 function togglePause() {
   paused = !paused;
-  if (!paused) for (const entry of waiting.splice(0)) append(entry);
+  if (!paused) {
+    for (const entry of waiting.splice(0)) append(entry);
+    const note = `${dropped} rows that arrived while paused were dropped: the timeline keeps the last ${LOG_LIMIT}`;
+    if (dropped) lifecycle("console", note, { dropped });
+    dropped = 0;
+  }
   showPause();
 }
 
 function clearLog() {
   entries.splice(0);
   waiting.splice(0);
+  dropped = 0;
   for (const body of [...$("log").tBodies]) body.remove();
   store.removeItem(LOG_KEY);
   showPause();
@@ -698,25 +720,39 @@ async function refreshServerView() {
 
 // ---- token, identities, logout ---------------------------------------------------------------------
 
+let expiryTimer = null;
+let expiryTold = null; // the token whose expiry the status line has announced
+
 function showToken() {
-  const saved = tokens();
+  clearTimeout(expiryTimer);
+  const saved = $("app").hidden ? null : savedTokens(); // logged out: nothing to show
   const claims = saved ? claimsOf(saved.access) : null;
   if (!claims) {
     for (const id of ["token-sub", "token-scopes", "token-exp"]) $(id).textContent = "–";
+    $("token-exp").className = "";
     return;
   }
   $("who").textContent = `signed in as ${claims.sub}`;
   $("token-sub").textContent = claims.sub ?? "(none)";
   const scopes = typeof claims.scope === "string" ? claims.scope.split(" ") : claims.scp || claims.scopes || [];
   $("token-scopes").textContent = [].concat(scopes).join(" ") || "(none)";
-  if (typeof claims.exp === "number") {
-    const left = Math.round(claims.exp - Date.now() / 1000);
-    const when = new Date(claims.exp * 1000).toLocaleTimeString();
-    $("token-exp").textContent =
-      left > 0 ? `${when} (in ${Math.floor(left / 60)} min ${left % 60} s)` : `${when} (expired)`;
-    $("token-exp").className = left < 300 ? "warning" : "";
-  } else {
-    $("token-exp").textContent = "(no exp claim)";
+  // When the console stops using it: the token's exp claim, or the provider's expires_in if that came first.
+  const hasExp = typeof claims.exp === "number";
+  const expiresAt = hasExp ? Math.min(claims.exp * 1000, saved.expiresAt) : saved.expiresAt;
+  const left = Math.ceil((expiresAt - Date.now()) / 1000);
+  const when = new Date(expiresAt).toLocaleTimeString();
+  const until = left > 0 ? `${when} (in ${Math.floor(left / 60)} min ${left % 60} s)` : `${when} (expired)`;
+  $("token-exp").textContent = hasExp ? until : `(no exp claim) the console uses it until ${until}`;
+  $("token-exp").className = left <= 0 ? "error" : left < 300 ? "warning" : "";
+  if (left > 0) {
+    expiryTimer = setTimeout(showToken, Math.min(expiresAt - Date.now() + 50, 2 ** 31 - 1)); // told at once, not up to 15 s late
+  } else if (expiryTold !== saved.access) {
+    expiryTold = saved.access;
+    status(
+      `The access token expired at ${when}: log in again (or paste a fresh token). ` +
+        "An open stream carries on until its session ends, then stops (it cannot set up again).",
+      true,
+    );
   }
 }
 
@@ -730,14 +766,14 @@ async function loadIdentities() {
   await refreshServerView();
 }
 
-function showLoggedOut(message) {
+function showLoggedOut(message, isError = false) {
   $("login-panel").classList.remove("signed-in");
   $("app").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = !discovery;
   $("paste").hidden = false;
   $("who").textContent = "";
-  status(message);
+  status(message, isError);
   showToken();
 }
 
@@ -827,10 +863,22 @@ async function start() {
   }
   restoreLog();
   if (config.issuer) {
-    discovery = await (await fetch(`${config.issuer.replace(/\/$/, "")}/.well-known/openid-configuration`)).json();
-    $("login-help").textContent =
-      `The console calls VORA as you, with a user access token: "Log in" gets one from ${config.issuer} ` +
-      "(authorization code with PKCE; `make run`'s user is demo, password demo).";
+    const where = `${config.issuer.replace(/\/$/, "")}/.well-known/openid-configuration`;
+    try {
+      const answer = await fetch(where, { signal: AbortSignal.timeout(10_000) });
+      if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`.trim());
+      discovery = await answer.json();
+      $("login-help").textContent =
+        `The console calls VORA as you, with a user access token: "Log in" gets one from ${config.issuer} ` +
+        "(authorization code with PKCE; `make run`'s user is demo, password demo).";
+    } catch (error) {
+      // The provider is down or unreachable: pasting a token still works, and the page says why Log in is off.
+      loginUnavailable =
+        `the authorization server ${config.issuer} did not answer (${where}: ${error.message}); ` +
+        "paste an access token, or reload once it answers";
+      $("login-help").textContent = `Log in is unavailable: ${loginUnavailable}.`;
+      $("paste").open = true;
+    }
   } else {
     $("login-help").textContent =
       "No authorization server is configured (VORA_OAUTH_ISSUER is not a URL): paste an access token.";
@@ -871,8 +919,11 @@ async function start() {
   if (tokens()) {
     await showLoggedIn();
   } else {
-    showLoggedOut(store.getItem("vora.farewell") || "Log in to use the console.");
+    const farewell = store.getItem("vora.farewell");
     store.removeItem("vora.farewell");
+    if (loginUnavailable)
+      showLoggedOut(`${farewell ? `${farewell} ` : ""}Log in is unavailable: ${loginUnavailable}.`, true);
+    else showLoggedOut(farewell || "Log in to use the console.");
   }
 }
 
