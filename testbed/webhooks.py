@@ -16,6 +16,7 @@ from vora.push.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, 
 
 HANG = "hang"  # a planned answer: hold the request open until release_hanging(), the receiver stops, or HANG_LIMIT
 HANG_LIMIT = 30.0
+MALFORMED = "malformed"  # a planned answer that is not HTTP: a line of text, then the connection closes
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,10 @@ class WebhookReceiver:
                     receiver._release.wait(HANG_LIMIT)
                     with receiver._lock:
                         receiver.hanging -= 1
+                    return
+                if answer == MALFORMED:
+                    self.wfile.write(b"this is not HTTP\r\n\r\n")
+                    self.close_connection = True
                     return
                 self.send_response(int(answer))
                 self.send_header("Content-Length", "0")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import random
@@ -73,7 +74,7 @@ def _retryable(status: int) -> bool:
 
 
 class WebhookSender:
-    """POST signed JSON bodies, retrying timeouts, refused connections, 408/429 and 5xx with backoff."""
+    """POST signed JSON bodies, retrying timeouts, refused connections, non-HTTP answers, 408/429, 5xx with backoff."""
 
     def __init__(
         self,
@@ -145,6 +146,8 @@ class WebhookSender:
             except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out, TLS
                 reason = getattr(exc, "reason", exc)
                 problem = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
+            except http.client.HTTPException as exc:  # an answer that is not HTTP, or cut off: BadStatusLine, ...
+                problem = type(exc).__name__
             log.info(
                 "webhook attempt failed",
                 extra={"fields": {"event": event, "delivery": delivery_id, "attempt": attempt, "problem": problem}},
