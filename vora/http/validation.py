@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from connexion.decorators.validation import RequestBodyValidator
+from connexion.decorators.validation import ParameterValidator, RequestBodyValidator
 from connexion.exceptions import BadRequestProblem
 from connexion.utils import is_null
 from jsonschema import ValidationError
@@ -94,3 +94,26 @@ def discriminated(validator: Any, error: ValidationError) -> ValidationError:
                 inner.path.extendleft(reversed(error.path))
                 return discriminated(validator, inner)
     return ValidationError(f"{value!r} is not one of {allowed}", path=[*error.path, name], validator="enum")
+
+
+def naming(name: str, error: str | None) -> str | None:
+    """Put the parameter's name in front of a refusal that does not say it (jsonschema's never does)."""
+    if not error or f"'{name}'" in error:
+        return error
+    return f"{name}: {error}"
+
+
+class NamingParameterValidator(ParameterValidator):  # type: ignore[misc] # connexion is untyped
+    """Refuse a bad query or header parameter with a message that names it, as a body's or a path's refusal does.
+
+    Connexion's message for a value its schema refuses is jsonschema's alone ("0 is less than the
+    minimum of 1"), which does not say which parameter it was.
+    """
+
+    def validate_query_parameter(self, param: dict[str, Any], request: Any) -> str | None:
+        """Return why a query parameter is refused, naming it, or None."""
+        return naming(str(param["name"]), super().validate_query_parameter(param, request))
+
+    def validate_header_parameter(self, param: dict[str, Any], request: Any) -> str | None:
+        """Return why a header parameter is refused, naming it, or None."""
+        return naming(str(param["name"]), super().validate_header_parameter(param, request))
