@@ -66,18 +66,27 @@ def test_published_event_reaches_the_socket(
         # A name cut inside an emoji's UTF-16 pair: JSON can escape the half, UTF-8 cannot carry it.
         (IDENTITY, {**RINGING, "data": {"callId": "c", "remoteName": "Ana \ud83d"}}, "at remoteName: a string"),
         (IDENTITY, {**RINGING, "data": {"callId": "\udc00c"}}, "at callId: a string holds a lone UTF-16 surrogate"),
-        (IDENTITY, {"data": {"status": "busy"}}, "type"),
+        (IDENTITY, {"data": {"status": "busy"}}, "'type' is a required property"),
+        (IDENTITY, [{"type": "presence", "data": {"status": "busy"}}], "an array of 1 items is not of type 'object'"),
         ("not{an}identity", {"type": "presence", "data": {"status": "busy"}}, "identity"),
         ("x" * 65, {"type": "presence", "data": {"status": "busy"}}, "identity"),
     ],
 )
 def test_bad_event_is_400_and_writes_nothing(
-    api: ServerApiClient, redisdb: redis.Redis, path_identity: str, body: dict[str, Any], message: str
+    api: ServerApiClient, redisdb: redis.Redis, path_identity: str, body: Any, message: str
 ) -> None:
     """An unknown type, a payload against its schema, a bad field or identity is a 400 naming the problem."""
     response = api.publish(path_identity, body)
     error = assert_error_shape(response, 400)
     assert message in error["message"], error["message"]
+    assert redisdb.dbsize() == 0
+
+
+@pytest.mark.parametrize("path", [f"/identities/{IDENTITY}/events", "/events/batch", "/directory/sync"])
+def test_empty_body_is_400_saying_so(api: ServerApiClient, redisdb: redis.Redis, path: str) -> None:
+    """A publish, batch or sync sent without a body is a 400 that says the body is empty and what to send."""
+    response = api.request("POST", path, data=b"", headers={"Content-Type": "application/json"})
+    assert assert_error_shape(response, 400)["message"] == "The request body is empty: send a JSON object"
     assert redisdb.dbsize() == 0
 
 

@@ -57,6 +57,11 @@ class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc] # con
         """Raise BadRequestProblem when data breaks the operation's body schema."""
         if self.is_null_value_valid and is_null(data):
             return None
+        if data is None:  # no body at all (Connexion reads an empty one as None): say so, not "None is not ..."
+            schema = self.schema if isinstance(self.schema, dict) else {}
+            # A discriminated oneOf is of objects (OpenAPI's discriminator applies to nothing else).
+            wanted = schema.get("type") or ("object" if schema.get("discriminator") else "value")
+            raise BadRequestProblem(detail=f"The request body is empty: send a JSON {wanted}")
         try:
             self.validator.validate(data)
         except ValidationError as refused:
@@ -79,10 +84,15 @@ def discriminated(validator: Any, error: ValidationError) -> ValidationError:
     """
     schema = error.schema if isinstance(error.schema, dict) else {}
     discriminator = schema.get("discriminator")
-    if error.validator != "oneOf" or not discriminator or not isinstance(error.instance, dict):
+    if error.validator != "oneOf" or not discriminator:
         return error
+    if not isinstance(error.instance, dict):  # every branch takes an object: what was sent is not one
+        message = f"{error.instance!r} is not of type 'object'"
+        return ValidationError(message, path=error.path, validator="type", instance=error.instance)
     name = discriminator["propertyName"]
-    value = error.instance.get(name)
+    if name not in error.instance:
+        return ValidationError(f"{name!r} is a required property", path=error.path, validator="required")
+    value = error.instance[name]
     allowed: list[Any] = []
     branches: list[dict[str, Any]] = schema.get("oneOf", [])
     for branch in branches:
