@@ -117,15 +117,20 @@ class AttemptDeadline:
 _ATTEMPT: contextvars.ContextVar[AttemptDeadline | None] = contextvars.ContextVar("vora_webhook_attempt", default=None)
 
 
+def _watched(sock: socket.socket | None) -> None:
+    """Hand a connection just opened to the deadline of the attempt under way, if any."""
+    deadline = _ATTEMPT.get()
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
 class _WatchedConnection(http.client.HTTPConnection):
     """A connection that the attempt's deadline can cut once it is open (the socket timeout bounds each wait only)."""
 
     def connect(self) -> None:
         """Connect, then hand the socket to the attempt's deadline."""
         super().connect()
-        deadline = _ATTEMPT.get()
-        if deadline is not None and self.sock is not None:
-            deadline.watch(self.sock)
+        _watched(self.sock)
 
 
 class _WatchedTLSConnection(http.client.HTTPSConnection):
@@ -134,9 +139,7 @@ class _WatchedTLSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         """Connect and shake hands, then hand the socket to the attempt's deadline."""
         super().connect()
-        deadline = _ATTEMPT.get()
-        if deadline is not None and self.sock is not None:
-            deadline.watch(self.sock)
+        _watched(self.sock)
 
 
 class _WatchedHTTPHandler(urllib.request.HTTPHandler):
