@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -16,6 +17,9 @@ from vora.push.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, 
 
 HANG = "hang"  # a planned answer: hold the request open until release_hanging(), the receiver stops, or HANG_LIMIT
 HANG_LIMIT = 30.0
+MALFORMED = "malformed"  # a planned answer that is not HTTP: a line of text, then the connection closes
+TRICKLE = "trickle"  # a planned answer: a 200 status line, then a byte of a header field every TRICKLE_PAUSE seconds
+TRICKLE_PAUSE = 0.1
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,13 @@ class WebhookReceiver:
                     with receiver._lock:
                         receiver.hanging -= 1
                     return
+                if answer == MALFORMED:
+                    self.wfile.write(b"this is not HTTP\r\n\r\n")
+                    self.close_connection = True
+                    return
+                if answer == TRICKLE:
+                    self.trickle()
+                    return
                 self.send_response(int(answer))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -119,6 +130,17 @@ class WebhookReceiver:
                     with receiver._arrived:
                         receiver._accepted.append(received)
                         receiver._arrived.notify_all()
+
+            def trickle(self) -> None:
+                # Each byte comes well within a socket timeout; the head never ends, until the sender goes away.
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                    self.wfile.flush()
+                    deadline = time.monotonic() + HANG_LIMIT
+                    while time.monotonic() < deadline and not receiver._release.wait(TRICKLE_PAUSE):
+                        self.wfile.write(b"a")
+                        self.wfile.flush()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

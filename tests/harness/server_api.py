@@ -72,8 +72,8 @@ class ServerApiClient:
         """Send one request to a path under the server API's base path."""
         return self.session.request(method, self.base + path, timeout=10, **options)
 
-    def publish(self, identity: str, event: dict[str, Any]) -> requests.Response:
-        """Publish one event to an identity."""
+    def publish(self, identity: str, event: Any) -> requests.Response:
+        """Publish one event to an identity (any JSON body, so that refusals can be tested too)."""
         return self.request("POST", f"/identities/{identity}/events", json=event)
 
     def batch(self, events: list[Any]) -> requests.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import select
 import socket
 import time
@@ -158,6 +159,27 @@ def test_expect_continue_is_not_answered_100_before_a_413(
     """A client that announces a body over the limit and waits on `Expect: 100-continue` gets the 413 first."""
     request = post_head(listener, valid_authorization(listener, make_token), 1 << 20, "Expect: 100-continue")
     assert first_status_line(port_of(server, listener), request).startswith(b"HTTP/1.1 413 ")
+
+
+@pytest.mark.parametrize("listener", PORTS)
+def test_encoded_body_is_415_unread(server: RunningServer, make_token: TokenFactory, listener: str) -> None:
+    """A body sent with Content-Encoding gzip is answered 415 naming the coding at once, unread, and closes."""
+    body = gzip.compress(SETUP_BODY if listener == "public" else EVENT_BODY)
+    head = post_head(listener, valid_authorization(listener, make_token), len(body) + 100, "Content-Encoding: gzip")
+    reply = raw_exchange(port_of(server, listener), head + body, PROMPT)  # 100 bytes short: only an unread body ends
+    assert_refused(reply, 415, "Content-Encoding 'gzip'")
+    assert reply.headers["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize("listener", PORTS)
+def test_identity_coded_body_is_served(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, listener: str
+) -> None:
+    """Content-Encoding identity is no coding at all: the body is read and served."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    body = SETUP_BODY if listener == "public" else EVENT_BODY
+    head = post_head(listener, valid_authorization(listener, make_token), len(body), "Content-Encoding: identity")
+    assert raw_exchange(port_of(server, listener), head + body, PROMPT).status in {200, 202}
 
 
 @pytest.mark.parametrize("listener", PORTS)

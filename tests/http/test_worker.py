@@ -176,6 +176,53 @@ def test_kept_alive_connection_outlives_the_read_timeout(server: RunningServer) 
         assert read_reply(sock).status == 204
 
 
+BIG_ANSWER = b"GET /vora/ui/swagger-ui-bundle.js HTTP/1.1\r\nHost: vora\r\n\r\n"  # about 1 MB, no credentials
+
+
+def reading_socket(port: int, receive_buffer: int) -> socket.socket:
+    """Connect to a loopback port with a small receive buffer, so that an answer not read backs up to the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(15)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def drain(sock: socket.socket, pause: float = 0.0, size: int = 65536) -> bytes:
+    """Read a connection until the server closes it, pausing between reads."""
+    received = bytearray()
+    while chunk := sock.recv(size):
+        received += chunk
+        time.sleep(pause)
+    return bytes(received)
+
+
+def test_a_client_that_stops_reading_its_answers_is_cut(server: RunningServer) -> None:
+    """Pipelined requests for big answers that are never read are cut once the read timeout passes without progress."""
+    with reading_socket(server.port, 4096) as sock:
+        sock.sendall(BIG_ANSWER * 20)  # far more than the kernel buffers of both ends hold
+        wait_for(lambda: "answer not taken" in server.log(), 10 * READ_TIMEOUT, what="the stalled answer to be cut")
+        received = drain(sock)  # what the kernel had taken, then the close
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert received.count(b"HTTP/1.1 200 OK\r\n") < 20
+    assert raw_exchange(server.port, b"GET /vora/health/liveness HTTP/1.1\r\nHost: vora\r\n\r\n").status == 204
+    assert_no_traceback(server)
+
+
+def test_a_client_reading_slowly_but_steadily_gets_every_answer(server: RunningServer) -> None:
+    """A client that reads its pipelined answers in small steps, each within the read timeout, gets all of them."""
+    # About 800 kB/s: the kernel's queue drains steadily, though too slowly to wake the writer within the timeout.
+    requests = BIG_ANSWER * 2 + BIG_ANSWER.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    with reading_socket(server.port, 4096) as sock:
+        sock.sendall(requests)
+        started = time.monotonic()
+        received = drain(sock, pause=READ_TIMEOUT / 100)
+    length = int(received.partition(b"Content-Length: ")[2].partition(b"\r\n")[0])
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert len(received) > 3 * length
+    assert time.monotonic() - started > 2 * READ_TIMEOUT  # slow enough that a writer waited past the timeout
+
+
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 def test_body_over_the_limit_gets_413_and_creates_nothing(
     server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, framing: str

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from testbed.webhooks import HANG, WebhookReceiver
+from testbed.webhooks import HANG, MALFORMED, TRICKLE, WebhookReceiver
 from tests.harness import free_port
 from vora.push.webhooks import Delivery, WebhookSender, sign, verify
 
@@ -77,6 +77,26 @@ class TestDelivery:
         """A receiver that holds the request past the timeout gets a second attempt."""
         receiver.plan(HANG)
         assert deliver(sender(timeout=0.5), receiver.url) == Delivery(True, 2)
+
+    def test_a_malformed_answer_is_retried(self, receiver: WebhookReceiver) -> None:
+        """An answer that is not HTTP fails that attempt, which is retried, instead of raising out of the delivery."""
+        receiver.plan(MALFORMED)
+        assert deliver(sender(), receiver.url) == Delivery(True, 2)
+        assert [a.answer for a in receiver.attempts] == [MALFORMED, 200]
+
+    def test_every_answer_malformed_gives_up_naming_it(self, receiver: WebhookReceiver) -> None:
+        """Malformed answers at every attempt end the delivery undelivered, with the parser's complaint as problem."""
+        receiver.plan(MALFORMED, MALFORMED)
+        assert deliver(sender(max_attempts=2), receiver.url) == Delivery(False, 2, "BadStatusLine")
+
+    def test_an_answer_trickled_past_the_timeout_is_cut_and_retried(self, receiver: WebhookReceiver) -> None:
+        """An answer trickled a byte at a time, each within the socket timeout, ends its attempt at the timeout."""
+        receiver.plan(TRICKLE, TRICKLE)
+        started = time.monotonic()
+        delivery = deliver(sender(max_attempts=2, timeout=0.5), receiver.url)
+        assert delivery == Delivery(False, 2, "TimeoutError")
+        assert time.monotonic() - started < 2.5  # two attempts of 0.5 s and a short backoff
+        assert [a.answer for a in receiver.attempts] == [TRICKLE, TRICKLE]
 
     def test_4xx_is_final(self, receiver: WebhookReceiver) -> None:
         """A 400 is not retried."""

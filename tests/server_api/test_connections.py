@@ -139,7 +139,8 @@ def test_bad_disconnect_is_400_and_ends_nothing(
     path: str,
     params: dict[str, str],
 ) -> None:
-    """A reason the server API may not send, a malformed session id or identity is a 400 and ends nothing."""
+    """A reason the server API may not send, a malformed session id or identity is a 400 naming it; it ends nothing."""
     setup_token(server)
-    assert_error_shape(api.request("DELETE", path, params=params), 400)
+    body = assert_error_shape(api.request("DELETE", path, params=params), 400)
+    assert body["message"].startswith(("reason: ", "sessionId: ", "identity: "))
     assert len(_sessions(api)["sessions"]) == 1

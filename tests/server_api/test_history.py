@@ -53,8 +53,10 @@ def test_history_of_an_identity_without_events_is_empty(api: ServerApiClient) ->
     ],
 )
 def test_bad_cursor_or_limit_is_400(api: ServerApiClient, params: dict[str, object]) -> None:
-    """A malformed eventId, one whose parts exceed 2^64-1, or a limit outside 1..1000 is a 400."""
-    assert_error_shape(api.request("GET", f"/identities/{IDENTITY}/events", params=params), 400)
+    """A malformed eventId, one whose parts exceed 2^64-1, or a limit outside 1..1000 is a 400 naming the parameter."""
+    body = assert_error_shape(api.request("GET", f"/identities/{IDENTITY}/events", params=params), 400)
+    (name,) = params
+    assert body["message"].startswith(f"{name}: ") or f"parameter '{name}'" in body["message"]
 
 
 def test_largest_event_id_is_accepted(api: ServerApiClient) -> None:

@@ -63,18 +63,30 @@ def test_published_event_reaches_the_socket(
             "durationSeconds: 1.0 is not of type 'integer'",
         ),
         (IDENTITY, {"type": "presence", "data": {"status": "busy"}, "idempotencyKey": "a b"}, "idempotencyKey"),
-        (IDENTITY, {"data": {"status": "busy"}}, "type"),
+        # A name cut inside an emoji's UTF-16 pair: JSON can escape the half, UTF-8 cannot carry it.
+        (IDENTITY, {**RINGING, "data": {"callId": "c", "remoteName": "Ana \ud83d"}}, "at remoteName: a string"),
+        (IDENTITY, {**RINGING, "data": {"callId": "\udc00c"}}, "at callId: a string holds a lone UTF-16 surrogate"),
+        (IDENTITY, {"data": {"status": "busy"}}, "'type' is a required property"),
+        (IDENTITY, [{"type": "presence", "data": {"status": "busy"}}], "an array of 1 items is not of type 'object'"),
         ("not{an}identity", {"type": "presence", "data": {"status": "busy"}}, "identity"),
         ("x" * 65, {"type": "presence", "data": {"status": "busy"}}, "identity"),
     ],
 )
 def test_bad_event_is_400_and_writes_nothing(
-    api: ServerApiClient, redisdb: redis.Redis, path_identity: str, body: dict[str, Any], message: str
+    api: ServerApiClient, redisdb: redis.Redis, path_identity: str, body: Any, message: str
 ) -> None:
     """An unknown type, a payload against its schema, a bad field or identity is a 400 naming the problem."""
     response = api.publish(path_identity, body)
     error = assert_error_shape(response, 400)
     assert message in error["message"], error["message"]
+    assert redisdb.dbsize() == 0
+
+
+@pytest.mark.parametrize("path", [f"/identities/{IDENTITY}/events", "/events/batch", "/directory/sync"])
+def test_empty_body_is_400_saying_so(api: ServerApiClient, redisdb: redis.Redis, path: str) -> None:
+    """A publish, batch or sync sent without a body is a 400 that says the body is empty and what to send."""
+    response = api.request("POST", path, data=b"", headers={"Content-Type": "application/json"})
+    assert assert_error_shape(response, 400)["message"] == "The request body is empty: send a JSON object"
     assert redisdb.dbsize() == 0
 
 
@@ -146,6 +158,7 @@ def test_batch_refuses_only_its_bad_items(api: ServerApiClient, redisdb: redis.R
         {"identity": IDENTITY, "type": "presence", "data": {"status": "busy"}, "idempotencyKey": "k-1"},
         {"identity": IDENTITY, "type": "presence", "data": {"status": "away"}, "idempotencyKey": "k-1"},
         {"type": "presence", "data": {"status": "away"}},
+        {"identity": IDENTITY, "type": "callEnded", "data": {"callId": "c-\ud83d"}},
     ]
     response = api.batch(items)
     assert response.status_code == 200, response.text
@@ -162,8 +175,9 @@ def test_batch_refuses_only_its_bad_items(api: ServerApiClient, redisdb: redis.R
         "duplicate",
         "refused",
         "refused",
+        "refused",
     ]
-    assert (body["published"], body["duplicates"], body["refused"]) == (3, 1, 5)
+    assert (body["published"], body["duplicates"], body["refused"]) == (3, 1, 6)
     assert "callId" in results[1]["error"]["message"]
     assert results[1]["error"]["status"] == "400"
     assert "identity" in results[3]["error"]["message"]
@@ -171,6 +185,8 @@ def test_batch_refuses_only_its_bad_items(api: ServerApiClient, redisdb: redis.R
     assert results[6]["eventId"] == results[5]["eventId"]
     assert results[7]["error"]["status"] == "409"
     assert "identity" in results[8]["error"]["message"]
+    assert results[9]["error"]["status"] == "400"
+    assert "callEnded data is invalid at callId: a string holds a lone UTF-16" in results[9]["error"]["message"]
     assert [r["sequenceNumber"] for r in results if r["status"] == "published"] == [1, 1, 2]
     assert stream_length(redisdb, IDENTITY) == 2
     assert stream_length(redisdb, "602128708") == 1

@@ -123,6 +123,30 @@ def _is_rfc3339(value: str) -> bool:
     return parsed.tzinfo is not None and "T" in value
 
 
+def surrogate_path(data: Any) -> str:
+    """Name where in a JSON value the first string (value or key) with a lone surrogate is: a/b/0, or "data"."""
+    pending: list[tuple[Any, str]] = [(data, "")]
+    while pending:
+        value, path = pending.pop(0)
+        if isinstance(value, str) and not value.isascii() and not _encodes(value):
+            return path or "data"
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in children:
+            where = f"{path}/{key}" if path else str(key)
+            if isinstance(key, str) and not _encodes(key):
+                return where
+            pending.append((child, where))
+    return "data"
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def stream_envelope(identity: str, event: StoredEvent) -> dict[str, Any]:
     """Build the envelope of a stream event."""
     return {
@@ -169,7 +193,15 @@ class EventPublisher:
             raise InvalidEvent(f"timestamp {clip(timestamp)!r} is not an RFC 3339 date-time")
         self._catalog.check(event_type, data)
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        if len(data_json.encode()) > MAX_DATA_BYTES:
+        try:
+            encoded = data_json.encode()
+        except UnicodeEncodeError:
+            where = surrogate_path(data)
+            raise InvalidEvent(
+                f"{event_type} data is invalid at {where}: a string holds a lone UTF-16 surrogate (half of a pair, "
+                "as a text cut inside an emoji has), which is no Unicode character; send whole characters"
+            ) from None
+        if len(encoded) > MAX_DATA_BYTES:
             raise InvalidEvent(f"{event_type} data is larger than {MAX_DATA_BYTES} bytes")
         return Append(identity, event_type, timestamp or utc_timestamp(), data_json)
 

@@ -121,15 +121,23 @@ class BodyGate:
         return True  # no operation here takes a body: 404, 405, or one that ignores it
 
 
-def refuse(start_response: Callable[..., Any], status: int, message: str) -> list[bytes]:
+def refuse(
+    start_response: Callable[..., Any], status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+) -> list[bytes]:
     """Answer a request whose body was not read in full with an error, and close its connection after it."""
     close_after()
     payload = json.dumps(error_body(status, message)).encode()
     start_response(
         f"{status} {HTTPStatus(status).phrase}",
-        [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *headers],
     )
     return [payload]
+
+
+def unsupported_coding(environ: dict[str, Any]) -> str | None:
+    """Return the Content-Encoding a body was sent in when it is not the identity (none), which is all VORA reads."""
+    coding = environ.get("HTTP_CONTENT_ENCODING", "").strip()
+    return coding if coding and coding.lower() != "identity" else None
 
 
 def read_at_most(stream: Any, limit: int) -> bytes:
@@ -152,7 +160,7 @@ def without_body(environ: dict[str, Any]) -> None:
 
 
 class BodyLimitMiddleware:
-    """Hand the app a body read in full, none when it is unwanted, or answer 413, 408 or 400 without calling it."""
+    """Hand the app a body read in full, none when it is unwanted, or answer 415, 413, 408 or 400 without calling it."""
 
     def __init__(self, app: WsgiApp, max_bytes: int, gate: BodyGate | None = None) -> None:
         self.app = app
@@ -169,6 +177,11 @@ class BodyLimitMiddleware:
             # Refused anyway (401, 404, 405) or ignored: reading it would only let a client hold the worker.
             without_body(environ)
             return self.app(environ, start_response)
+        coding = unsupported_coding(environ)
+        if coding is not None:
+            # Read as it is, a gzip body would be "not valid JSON": say what is wrong (RFC 9110 15.5.16).
+            message = f"The request body is sent with Content-Encoding {clip(coding)!r}; send it unencoded (identity)"
+            return refuse(start_response, 415, message, (("Accept-Encoding", "identity"),))
         if declared.isdigit() and int(declared) > self.max_bytes:
             return refuse(start_response, 413, body_too_large_message(self.max_bytes))
         expected = self.max_bytes if chunked or not declared.isdigit() else int(declared)

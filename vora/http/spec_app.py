@@ -16,7 +16,7 @@ from vora.http.connexion import api_class, name_operations
 from vora.http.errors import install_error_handlers
 from vora.http.json_provider import BoundedJSONProvider
 from vora.http.operations import resolver_error_status
-from vora.http.validation import RuleNamingBodyValidator
+from vora.http.validation import NamingParameterValidator, RuleNamingBodyValidator
 from vora.observability.metrics import Metrics
 
 
@@ -71,7 +71,7 @@ def build_spec_app(
         resolver=resolver,
         strict_validation=True,
         validate_responses=False,
-        validator_map={"body": RuleNamingBodyValidator},
+        validator_map={"body": RuleNamingBodyValidator, "parameter": NamingParameterValidator},
         options=dict(options),
         resolver_error=resolver_error_status(settings.development, settings.spec_dir, spec_file),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from connexion.decorators.validation import RequestBodyValidator
+from connexion.decorators.validation import ParameterValidator, RequestBodyValidator
 from connexion.exceptions import BadRequestProblem
 from connexion.utils import is_null
 from jsonschema import ValidationError
@@ -57,6 +57,11 @@ class RuleNamingBodyValidator(RequestBodyValidator):  # type: ignore[misc] # con
         """Raise BadRequestProblem when data breaks the operation's body schema."""
         if self.is_null_value_valid and is_null(data):
             return None
+        if data is None:  # no body at all (Connexion reads an empty one as None): say so, not "None is not ..."
+            schema = self.schema if isinstance(self.schema, dict) else {}
+            # A discriminated oneOf is of objects (OpenAPI's discriminator applies to nothing else).
+            wanted = schema.get("type") or ("object" if schema.get("discriminator") else "value")
+            raise BadRequestProblem(detail=f"The request body is empty: send a JSON {wanted}")
         try:
             self.validator.validate(data)
         except ValidationError as refused:
@@ -79,10 +84,15 @@ def discriminated(validator: Any, error: ValidationError) -> ValidationError:
     """
     schema = error.schema if isinstance(error.schema, dict) else {}
     discriminator = schema.get("discriminator")
-    if error.validator != "oneOf" or not discriminator or not isinstance(error.instance, dict):
+    if error.validator != "oneOf" or not discriminator:
         return error
+    if not isinstance(error.instance, dict):  # every branch takes an object: what was sent is not one
+        message = f"{error.instance!r} is not of type 'object'"
+        return ValidationError(message, path=error.path, validator="type", instance=error.instance)
     name = discriminator["propertyName"]
-    value = error.instance.get(name)
+    if name not in error.instance:
+        return ValidationError(f"{name!r} is a required property", path=error.path, validator="required")
+    value = error.instance[name]
     allowed: list[Any] = []
     branches: list[dict[str, Any]] = schema.get("oneOf", [])
     for branch in branches:
@@ -94,3 +104,26 @@ def discriminated(validator: Any, error: ValidationError) -> ValidationError:
                 inner.path.extendleft(reversed(error.path))
                 return discriminated(validator, inner)
     return ValidationError(f"{value!r} is not one of {allowed}", path=[*error.path, name], validator="enum")
+
+
+def naming(name: str, error: str | None) -> str | None:
+    """Put the parameter's name in front of a refusal that does not say it (jsonschema's never does)."""
+    if not error or f"'{name}'" in error:
+        return error
+    return f"{name}: {error}"
+
+
+class NamingParameterValidator(ParameterValidator):  # type: ignore[misc] # connexion is untyped
+    """Refuse a bad query or header parameter with a message that names it, as a body's or a path's refusal does.
+
+    Connexion's message for a value its schema refuses is jsonschema's alone ("0 is less than the
+    minimum of 1"), which does not say which parameter it was.
+    """
+
+    def validate_query_parameter(self, param: dict[str, Any], request: Any) -> str | None:
+        """Return why a query parameter is refused, naming it, or None."""
+        return naming(str(param["name"]), super().validate_query_parameter(param, request))
+
+    def validate_header_parameter(self, param: dict[str, Any], request: Any) -> str | None:
+        """Return why a header parameter is refused, naming it, or None."""
+        return naming(str(param["name"]), super().validate_header_parameter(param, request))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import functools
 import json
 import logging
 import resource
 import signal
 import socket
 import ssl
+import struct
 import sys
+import termios
 import time
 import warnings
 from collections.abc import Callable
@@ -197,18 +201,38 @@ class _KeptConnection:
             util.close(sock)
 
 
+def unsent_bytes(sock: Any) -> int | None:
+    """Return how many bytes written to a TCP socket its peer has not yet acknowledged, or None if unknown."""
+    try:
+        queue = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # SIOCOUTQ on Linux
+    except (OSError, AttributeError):
+        return None
+    unsent: int = struct.unpack("i", queue)[0]
+    return unsent
+
+
+class AnswerNotTaken(OSError):
+    """The client took nothing of an answer being written for the stall bound: it is cut, not waited for."""
+
+
 class HeadWithBody:
-    """A client socket that holds a response's head until the first write of its body, to send both in one."""
+    """A client socket that holds a response's head until the first write of its body, to send both in one.
+
+    A write whose client takes nothing of it for stall_seconds, twice in a row (the kernel's queue
+    for it unmoved), raises AnswerNotTaken: a client that stops reading its answer (or pipelines
+    requests without reading any) would otherwise keep the greenlet and the answer for good.
+    """
 
     # gunicorn writes a response's head and its body in two sends: on a keep-alive connection with
     # TCP_NODELAY that is two packets, two wake-ups of the client and two syscalls per answer.
 
-    __slots__ = ("_head", "_holding", "socket")
+    __slots__ = ("_head", "_holding", "_stall_seconds", "socket")
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, stall_seconds: float | None = None) -> None:
         self.socket = sock
         self._head = b""
         self._holding = False
+        self._stall_seconds = stall_seconds
 
     def __getattr__(self, name: str) -> Any:
         # Anything but sendall (sendfile, fileno, close) sees the head on the wire first.
@@ -226,13 +250,36 @@ class HeadWithBody:
             return
         if self._head:
             data, self._head = self._head + data, b""
-        self.socket.sendall(data)
+        self._send_all(data)
 
     def flush(self) -> None:
         """Send the held head, if any."""
         if self._head:
             head, self._head = self._head, b""
-            self.socket.sendall(head)
+            self._send_all(head)
+
+    def _send_all(self, data: bytes) -> None:
+        """Send all of data, raising AnswerNotTaken when the client takes none of it for the stall bound."""
+        stall = self._stall_seconds
+        if stall is None:
+            self.socket.sendall(data)
+            return
+        view = memoryview(data)
+        sent = 0
+        queued: int | None = None  # the kernel's unsent bytes when the last wait ran out
+        while sent < len(view):
+            taken = None
+            with gevent.Timeout(stall, False):  # one send: it returns as soon as the kernel takes any of it
+                taken = self.socket.send(view[sent:])
+            if taken is not None:
+                sent, queued = sent + taken, None
+                continue
+            # The kernel wakes a writer only once half its queue has gone: a client reading slowly
+            # but steadily drains it without waking us, so the queue itself tells whether it moved.
+            unsent = unsent_bytes(self.socket)
+            if unsent is None or (queued is not None and unsent >= queued):
+                raise AnswerNotTaken(f"the client took none of its answer for {stall:g} s")
+            queued = unsent
 
 
 class OneWriteResponse(gunicorn.http.wsgi.Response):  # type: ignore[misc] # gunicorn is untyped
@@ -241,8 +288,13 @@ class OneWriteResponse(gunicorn.http.wsgi.Response):  # type: ignore[misc] # gun
     After every write and at close, whatever was held is on the wire, as with gunicorn's own.
     """
 
-    def __init__(self, req: Any, sock: Any, cfg: Any) -> None:
-        super().__init__(req, HeadWithBody(sock), cfg)
+    def __init__(self, req: Any, sock: Any, cfg: Any, stall_seconds: float | None = None) -> None:
+        super().__init__(req, HeadWithBody(sock, stall_seconds), cfg)
+        self._bounded = stall_seconds is not None
+
+    def sendfile(self, respiter: Any) -> bool:
+        """Send a file through write() when writes are bounded (the kernel's sendfile waits for a client unbounded)."""
+        return False if self._bounded else bool(super().sendfile(respiter))
 
     def send_headers(self) -> None:
         """Build the head as gunicorn does, held for the body's first write."""
@@ -306,7 +358,7 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
         # The app keeps some connections past their request (its WebSockets, parked in its reactor with
         # no greenlet of their own): the server must not close them when their handler returns.
         ggevent.StreamServer = KeepingStreamServer
-        gunicorn.http.wsgi.Response = OneWriteResponse
+        gunicorn.http.wsgi.Response = functools.partial(OneWriteResponse, stall_seconds=self.read_timeout)
         super().init_process()
 
     def patch(self) -> None:
@@ -416,6 +468,10 @@ class VoraWorker(GeventWorker):  # type: ignore[misc] # gunicorn is untyped
             served = ServedRequest(req, sock.socket, expects_continue, lambda: self._keep(sock))
             with serving(served):
                 super().handle_request(listener_name, req, sock.socket, addr)
+        except AnswerNotTaken as exc:
+            peer = addr[0] if isinstance(addr, tuple) and addr else ""
+            log.warning("answer not taken", extra={"fields": {"reason": str(exc), "peer": peer}})
+            raise StopIteration from None  # gunicorn closes the connection; what was pipelined behind is dropped
         finally:
             sock.between_requests()
 

@@ -331,7 +331,7 @@ export interface components {
                 "application/json": components["schemas"]["ResponseStatusVoraError"];
             };
         };
-        /** @description The request body is not sent as application/json */
+        /** @description The request body is not sent as application/json, or is sent with a Content-Encoding */
         UnsupportedMediaType: {
             headers: {
                 [name: string]: unknown;
