@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +14,14 @@ from testbed.wait import wait_for
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher
 from vora.store import keys
-from vora.store.streams import NotReplicated, StreamStore
+from vora.store.streams import (
+    EVENT_ID_SCHEMA_PATTERN,
+    MAX_ID_PART,
+    NotReplicated,
+    StreamStore,
+    decimal_at_most,
+    parse_event_id,
+)
 
 IDENTITY = "942788701"
 DATA = '{"status":"busy"}'
@@ -163,3 +172,30 @@ def test_entries_past_the_max_age_are_trimmed_within_sixteen_publishes(redisdb: 
         redisdb.config_set("stream-node-max-entries", previous)
     retained = [entry_id.decode() for entry_id, _ in redisdb.xrange(keys.event_stream(IDENTITY))]  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
     assert retained == published
+
+
+@pytest.mark.parametrize("limit", [0, 1, 9, 10, 15, 100, 109, 1000, 5050, 20_999])
+def test_decimal_at_most_matches_the_numbers_up_to_its_limit_and_no_more(limit: int) -> None:
+    """The pattern takes every decimal of the limit's width or less up to the limit, leading zeros too, and no other."""
+    pattern = re.compile(f"^{decimal_at_most(limit)}$")
+    width = len(str(limit))
+    for number in range(limit * 2 + 20):
+        for spelled in {str(number), str(number).zfill(width), str(number).zfill(width + 1)}:
+            assert bool(pattern.match(spelled)) == (len(spelled) <= width and number <= limit), spelled
+
+
+def test_the_schema_pattern_takes_exactly_the_event_ids_vora_reads() -> None:
+    """The documents' eventId pattern matches an id exactly when parse_event_id reads it (each part 2^64-1 at most)."""
+    pattern = re.compile(EVENT_ID_SCHEMA_PATTERN)
+    rng = random.Random(7)
+    edges = [0, 1, 9, 10**19 - 1, 10**19, MAX_ID_PART - 1, MAX_ID_PART, MAX_ID_PART + 1, 10**20 - 1, 10**20]
+    for _ in range(5_000):
+        edges.append(rng.randrange(MAX_ID_PART - 10**6, MAX_ID_PART + 10**6))
+        edges.append(rng.randrange(10 ** rng.randint(1, 21)))
+    for millis in edges:
+        for sequence in (0, rng.choice(edges)):
+            for spelled in (f"{millis}-{sequence}", f"{str(millis).zfill(20)}-{sequence}"):
+                assert bool(pattern.match(spelled)) == (parse_event_id(spelled) is not None), spelled
+    for malformed in ("", "1", "1-", "-1", "1-2-3", "a-1", " 1-1", "1-1\n", "+1-1"):
+        assert pattern.match(malformed) is None, malformed
+        assert parse_event_id(malformed) is None, malformed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import redis
 from redis.commands.core import Script
@@ -42,7 +42,29 @@ def event_from_entry(entry_id: Any, fields: dict[Any, Any]) -> StoredEvent:
 Position = tuple[int, int]  # a stream id as (milliseconds, sequence number)
 
 MAX_ID_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit integer
-EVENT_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
+EVENT_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})\Z")  # \Z: $ would take a trailing newline
+
+
+def decimal_at_most(limit: int) -> str:
+    """Return a regular expression (no anchors) for the decimals of at most len(str(limit)) digits up to limit."""
+    digits = str(limit)
+    width = len(digits)
+    # Shorter numbers are all below the limit; one of its width is below it from the first digit it has lower.
+    branches = [f"[0-9]{{1,{width - 1}}}"] if width > 1 else []
+    for index, digit in enumerate(digits[:-1]):
+        if digit != "0":
+            lower = "0" if digit == "1" else f"[0-{int(digit) - 1}]"
+            rest = width - index - 1
+            branches.append(digits[:index] + lower + ("[0-9]" if rest == 1 else f"[0-9]{{{rest}}}"))
+    last = int(digits[-1])
+    branches.append(digits[:-1] + (f"[0-{last}]" if last else "0"))
+    return "(?:" + "|".join(branches) + ")"
+
+
+# The eventId pattern of the API documents: exactly what parse_event_id accepts, so that a fuzzer's
+# "valid" id is one VORA takes (the looser [0-9]{1,20} let 20-digit parts over 2^64-1 through), in
+# Python's regular expressions (Connexion's) as in ECMA 262's: (?!\n)$ refuses a trailing newline in both.
+EVENT_ID_SCHEMA_PATTERN: Final = f"^{decimal_at_most(MAX_ID_PART)}-{decimal_at_most(MAX_ID_PART)}(?!\n)$"
 
 
 def _appended(result: Any) -> Appended:
