@@ -189,6 +189,7 @@ class EventStream:
         self._replaced_at: list[float] = []
         self._set_up_not_opened = False  # the session comes from a setup whose stream has not opened yet
         self._connection: Connection | None = None
+        self._ending = False  # _finish has begun: the stream is closing, whatever it awaits on the way
         self._task: asyncio.Task[None] | None = None
         self._changes: list[StateChange] = []
         self._session_over_reason = ""
@@ -281,9 +282,12 @@ class EventStream:
             raise StreamClosed(self.close_reason or "closed") from None
 
     def _closed(self) -> bool:
-        return self.state is State.CLOSED
+        """Tell whether the stream is closed or closing (its connection may still be finishing its close)."""
+        return self._ending
 
     async def _transition(self, state: State, **why: Any) -> None:
+        if self.state is State.CLOSED or (self._ending and state is not State.CLOSED):
+            return  # closed is final: a step that was under way as the stream closed changes nothing
         change = StateChange(self.state, state, transport=self._transport.name, **why)
         self.state = state
         self._changes.append(change)
@@ -295,8 +299,9 @@ class EventStream:
         await _call(self._on_state, change)
 
     async def _finish(self, reason: str, error: BaseException | None = None) -> None:
-        if self.state is State.CLOSED:
+        if self._ending:
             return
+        self._ending = True  # before any await: a read that ends as the connection closes must not reconnect
         self.close_reason = reason
         self.error = error
         connection, self._connection = self._connection, None
@@ -336,7 +341,7 @@ class EventStream:
     async def _follow(self) -> None:
         attempt = 0
         wait = 0.0
-        while self.state is not State.CLOSED:
+        while not self._closed():
             if wait:
                 await asyncio.sleep(wait)
             if self.last_event_id is not None and not is_event_id(self.last_event_id):
@@ -345,6 +350,8 @@ class EventStream:
                 await self._announce_gap(self.last_event_id)
                 self.last_event_id = None
             await self._transition(State.CONNECTING)
+            if self._closed():  # closed by a callback (on_state, on_resume_gap) on the way here
+                return
             try:
                 if self.session is None:
                     await self._set_up()
@@ -378,6 +385,11 @@ class EventStream:
             except VoraError as exc:
                 await self._finish(f"refused: {exc}", exc)
                 return
+            if self._closed():  # closed while the setup or the open was under way (from the token provider)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await connection.close()
+                return
             self._connection = connection
             self._set_up_not_opened = False
             opened = time.monotonic()
@@ -385,6 +397,9 @@ class EventStream:
             if fell_back and isinstance(self._transport, AutoTransport) and self._transport.fallback is not None:
                 await _call(self._on_fallback, self._transport.fallback)  # before the open, as in the TypeScript SDK
             await self._transition(State.OPEN, reason=f"fell back to {self._transport.name}" if fell_back else "")
+            if self._closed():  # closed by on_fallback or on_state; _finish closed the connection
+                self._connection = None
+                return
             code, reason = await self._read(connection)
             self._connection = None
             if self._closed():  # the app closed the stream while it was reading
