@@ -432,6 +432,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   }
 
   #later(delayMs: number, action: () => void): void {
+    if (this.#isClosed()) return; // a listener closed the stream on the way here: nothing may outlive close()
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       action();
@@ -454,6 +455,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     if (step.setup) this.#token = undefined;
     this.#transition("reconnecting", step.cause);
+    if (this.#isClosed()) return; // a state listener closed the stream
     this.#emitter.emit("reconnecting", {
       attempt,
       delayMs: step.delayMs,
@@ -496,7 +498,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   /** Open transports[index]; a probe is the next transport tried at once after the current one could not pass. */
   #connect(index: number, token: string, probe: Probe | undefined): void {
     const transport = this.#transports[index];
-    if (transport === undefined) return;
+    // A listener may have closed the stream on the way here (setup, error): a connection opened now would be held
+    // open, unread, by nothing.
+    if (transport === undefined || this.#isClosed()) return;
     const generation = ++this.#generation;
     this.#terminated = undefined;
     const current = () => generation === this.#generation && this.#state !== "closed";
@@ -529,13 +533,16 @@ export class VoraStream implements AsyncIterable<StreamItem> {
               const from = this.transport;
               this.#transportIndex = index;
               this.#emitter.emit("fallback", { from, to: transport.name, failures: probe.failures });
+              if (!current()) return; // a fallback listener closed the stream
             }
             openedAt = Date.now();
             this.#setUpNotOpened = false;
             this.#failedOpens = 0;
             this.#unexplained = 0;
             this.#transition("open", `${transport.name} open`);
+            if (!current()) return; // a state listener closed the stream: no open after closed
             this.#emitter.emit("open", { transport: transport.name, lastEventId: this.#lastEventId });
+            if (!current()) return; // an open listener closed it: no watchdog, no stability timer
             this.#armWatchdog(generation);
             this.#later(this.#rules.stableAfterMs, () => {
               if (current() && this.#state === "open") this.#attempt = 0;
@@ -738,6 +745,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
 
   #armWatchdog(generation: number): void {
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    if (generation !== this.#generation || this.#isClosed()) return;
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
       if (generation !== this.#generation || this.#state !== "open") return;
