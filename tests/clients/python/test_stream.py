@@ -838,3 +838,29 @@ def test_close_of_an_open_stream_goes_straight_to_closed(
                 assert [c.current for c in stream.changes] == [State.CONNECTING, State.OPEN, State.CLOSED]
 
     asyncio.run(scenario())
+
+
+@TRANSPORTS
+def test_the_dead_connection_clock_follows_the_announced_heartbeat_interval(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """With no heartbeat_timeout given, a server heartbeating every 1 s makes 7 s of silence (2 x 1 + 5) a dead link."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
+            await stream.wait_open(10)
+            workers = server.worker_pids()
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                await until(stream, State.RECONNECTING, timeout=20)  # the fixed 75 s before
+            finally:
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+            change = next(c for c in stream.changes if c.current is State.RECONNECTING)
+            assert change.code == 1006
+            await stream.close()
+
+    asyncio.run(scenario())

@@ -37,6 +37,10 @@ from vora_client.sse import event_stream_url, event_stream_url_beside
 from vora_client.transport import Closed, Connection, Transport, websocket_url
 
 Envelope = dict[str, Any]
+# Rule 6 of docs/clients.md: no frame for twice the heartbeat interval plus 5 s is a dead connection; the interval is
+# 30 s until the server announces its own (channelOpened's heartbeatIntervalSeconds, heartbeat's intervalSeconds).
+DEFAULT_HEARTBEAT_INTERVAL = 30.0
+HEARTBEAT_GRACE = 5.0
 LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap", "channelOpened"})
 # Setups after channelTerminated replaced allowed per window: two copies of an app past the server's session
 # limit evict each other, so one more replaced within the window closes the stream (reason "replaced"). A session
@@ -104,6 +108,13 @@ class _SessionOver(Exception):
     """The session ended and this stream has no client to set up another."""
 
 
+def _seconds(value: object) -> float | None:
+    """Return an announced number of seconds, or None when it is none (absent, not a number, not above 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
 Callback = Callable[[Any], object]
 _END = object()
 
@@ -143,7 +154,7 @@ class EventStream:
         ws_url: str | None = None,
         sse_url: str | None = None,
         policy: ReconnectPolicy | None = None,
-        heartbeat_timeout: float = 75.0,
+        heartbeat_timeout: float | None = None,
         open_timeout: float = 10.0,
         queue_size: int = 1000,
         on_event: Callback | None = None,
@@ -175,7 +186,11 @@ class EventStream:
             transport = choose_transport(transport, ws_url or "", sse_url or "", fallback_after)
         self._transport: Transport = transport
         self._policy = policy or ReconnectPolicy()
-        self._heartbeat_timeout = heartbeat_timeout
+        # None: follow the interval the server announces (as the TypeScript SDK's heartbeatTimeoutMs left unset).
+        self._heartbeat_fixed = heartbeat_timeout is not None
+        self._heartbeat_timeout = (
+            heartbeat_timeout if heartbeat_timeout is not None else DEFAULT_HEARTBEAT_INTERVAL * 2 + HEARTBEAT_GRACE
+        )
         self._open_timeout = open_timeout
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self._on_event = on_event
@@ -457,10 +472,10 @@ class EventStream:
                 continue
             kind = envelope.get("type")
             if kind == "heartbeat":
-                self._announced(envelope.get("data"))
+                self._announced(envelope.get("data"), "intervalSeconds")
                 continue
             if kind == "channelOpened":
-                self._announced(envelope.get("data"))
+                self._announced(envelope.get("data"), "heartbeatIntervalSeconds")
                 await self._opened_at(envelope.get("data", {}).get("lastEventId"))
                 continue
             if kind == "channelTerminated":
@@ -486,13 +501,16 @@ class EventStream:
                 await _call(self._on_position, event_id)
             await self._deliver(envelope)
 
-    def _announced(self, data: object) -> None:
-        """Keep the reconnect window a channelOpened or heartbeat announced (the latest wins; older servers: none)."""
-        seconds = data.get("reconnectWindowSeconds") if isinstance(data, dict) else None
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+    def _announced(self, data: object, interval_field: str) -> None:
+        """Keep the reconnect window and heartbeat interval a channelOpened or heartbeat announced (the latest wins)."""
+        if not isinstance(data, dict):
             return
-        if math.isfinite(seconds) and seconds > 0:
-            self._reconnect_window = float(seconds)
+        window = _seconds(data.get("reconnectWindowSeconds"))
+        if window is not None:
+            self._reconnect_window = window
+        interval = _seconds(data.get(interval_field))
+        if interval is not None and not self._heartbeat_fixed:
+            self._heartbeat_timeout = interval * 2 + HEARTBEAT_GRACE
 
     async def _opened_at(self, position: object) -> None:
         """Take the position a connection starts after as the last eventId, so a drop before any event resumes there.
