@@ -387,6 +387,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   }
 
   async #start(): Promise<void> {
+    if (this.#isClosed()) return; // closed before it started (a UI effect's cleanup run at once)
     let initial = this.#options.lastEventId;
     if (initial === undefined && this.#options.lastEventIdStore !== undefined) {
       try {
@@ -394,6 +395,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       } catch (error) {
         this.#emitter.emit("error", error);
       }
+      if (this.#isClosed()) return; // closed while the store was loading
     }
     if (initial !== undefined && !isEventId(initial)) {
       // VORA refuses it with 400, an answer told from its other 400s (an upgrade a proxy stripped) by its text alone,

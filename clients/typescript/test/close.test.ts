@@ -83,3 +83,25 @@ test("close() from an error listener before the fallback probe opens no probe", 
   assert.equal(closed.reason, "client");
   assert.equal(next_.opens, 0, "the probe was opened after close()");
 });
+
+test("close() right after stream() (before it started) ends it with nothing emitted or loaded after closed", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "close-at-once", [identity]);
+  const transport = counted(webSocketTransport());
+  let loads = 0;
+  const stream = client.stream({
+    identity,
+    rules: FAST_RULES,
+    transport: [transport],
+    lastEventIdStore: { load: () => (loads++, undefined), save: () => undefined },
+  });
+  const seen: string[] = [];
+  for (const name of ["connecting", "setup", "closed"] as const) stream.on(name, () => seen.push(name));
+  stream.close(); // a UI effect's cleanup, run at once (React's strict mode mounts, unmounts and mounts again)
+  assert.equal((await stream.closed).reason, "client");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(seen, ["closed"]);
+  assert.equal(loads, 0);
+  assert.equal(transport.opens, 0);
+});
