@@ -864,3 +864,24 @@ def test_the_dead_connection_clock_follows_the_announced_heartbeat_interval(
             await stream.close()
 
     asyncio.run(scenario())
+
+
+def test_a_state_callback_that_raises_ends_the_stream_and_its_readers(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """An on_state that raises closes the stream with its error, and the readers' iteration still ends."""
+    owner("alice")
+
+    def broken(change: StateChange) -> None:
+        raise RuntimeError(f"the app's view of {change.current.value} is gone")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, on_state=broken)
+            async with asyncio.timeout(10):
+                assert [envelope async for envelope in stream] == []
+                assert (await stream.wait_closed()).startswith("failed: RuntimeError")
+            assert isinstance(stream.error, RuntimeError)
+            assert stream.state is State.CLOSED
+
+    asyncio.run(scenario())

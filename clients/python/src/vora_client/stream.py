@@ -324,13 +324,15 @@ class EventStream:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await connection.close()
-        await self._transition(State.CLOSED, reason=reason)
-        while True:  # the end marker must get in even when the app stopped reading
-            try:
-                self._queue.put_nowait(_END)
-                break
-            except asyncio.QueueFull:
-                self._queue.get_nowait()
+        try:
+            await self._transition(State.CLOSED, reason=reason)  # on_state may raise: the readers end regardless
+        finally:
+            while True:  # the end marker must get in even when the app stopped reading
+                try:
+                    self._queue.put_nowait(_END)
+                    break
+                except asyncio.QueueFull:
+                    self._queue.get_nowait()
 
     async def _set_up(self) -> None:
         if self.client is None:
@@ -348,10 +350,14 @@ class EventStream:
         except asyncio.CancelledError:
             # Cancelled from outside (asyncio.run leaving with the stream open, a task group): the stream ends here,
             # its connection closed and its readers told, rather than left to the garbage collector.
-            await self._finish("cancelled")
+            with contextlib.suppress(Exception):  # an on_state that raises at closed: the stream ends all the same
+                await self._finish("cancelled")
             raise
         except Exception as exc:  # noqa: BLE001 - whatever broke, the app learns it and the iterator ends
-            await self._finish(f"failed: {exc!r}", exc)
+            # The error is kept (self.error); an on_state that raises again at closed must not escape the task,
+            # where nobody awaits it ("Task exception was never retrieved").
+            with contextlib.suppress(Exception):
+                await self._finish(f"failed: {exc!r}", exc)
 
     async def _follow(self) -> None:
         attempt = 0
