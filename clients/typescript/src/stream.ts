@@ -90,7 +90,7 @@ export interface StreamEvents {
   channelTerminated: ChannelTerminatedEvent;
   /** A new session was set up (at start, and after replaced, tokenExpired, disconnected or a 401). */
   setup: { identity: string };
-  /** A failed attempt or a listener that threw; the stream carries on. */
+  /** A failed attempt or a listener that threw (an error listener's own throw is dropped); the stream carries on. */
   error: unknown;
 }
 
@@ -249,7 +249,11 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.identity = options.identity;
     this.#subscription = options.subscription;
     this.#rules = { ...DEFAULT_RULES, ...options.rules };
-    this.#emitter = new Emitter<StreamEvents>((error) => this.#emitter.emit("error", error));
+    // A listener that threw is reported as an error, unless it was an error listener: fed back to it, it would
+    // throw again, without end (the stack overflow then escaped from the transport's event handler).
+    this.#emitter = new Emitter<StreamEvents>((error, name) => {
+      if (name !== "error") this.#emitter.emit("error", error);
+    });
     this.#heartbeatMs = options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_SECONDS * 2000 + HEARTBEAT_GRACE_MS;
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
     let transports: readonly Transport[] = [];
