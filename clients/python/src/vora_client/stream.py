@@ -404,8 +404,15 @@ class EventStream:
                 await self._transition(State.RECONNECTING, reason=str(exc), code=exc.status, wait=wait)
                 continue
             except VoraError as exc:
-                await self._finish(f"refused: {exc}", exc)
-                return
+                if exc.status < 500:  # 400, 403, 404, 409...: no retry can help (docs/clients.md rule 9)
+                    await self._finish(f"refused: {exc}", exc)
+                    return
+                # Any 5xx (a proxy's 502 or 504 while VORA restarts behind it, VORA's 500): retried by rule 9, as
+                # 503 is and as the TypeScript SDK does; it used to close the stream for good.
+                attempt += 1
+                wait = self._policy.refused_wait(attempt, exc.retry_after)
+                await self._transition(State.RECONNECTING, reason=str(exc), code=exc.status, wait=wait)
+                continue
             if self._closed():  # closed while the setup or the open was under way (from the token provider)
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(CLOSE_TIMEOUT):
