@@ -1,9 +1,10 @@
 /** A small typed event emitter: no dependency, same in browsers and Node. */
 export class Emitter<Events extends object> {
   readonly #listeners = new Map<keyof Events, Set<(value: never) => void>>();
-  readonly #onListenerError: (error: unknown) => void;
+  readonly #onListenerError: (error: unknown, name: keyof Events) => void;
 
-  constructor(onListenerError: (error: unknown) => void) {
+  /** onListenerError gets what a listener threw, and the name of the event whose listener threw it. */
+  constructor(onListenerError: (error: unknown, name: keyof Events) => void) {
     this.#onListenerError = onListenerError;
   }
 
@@ -31,7 +32,7 @@ export class Emitter<Events extends object> {
       try {
         (listener as (value: Events[K]) => void)(value);
       } catch (error) {
-        this.#onListenerError(error);
+        this.#onListenerError(error, name);
       }
     }
   }

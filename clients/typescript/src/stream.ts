@@ -90,7 +90,7 @@ export interface StreamEvents {
   channelTerminated: ChannelTerminatedEvent;
   /** A new session was set up (at start, and after replaced, tokenExpired, disconnected or a 401). */
   setup: { identity: string };
-  /** A failed attempt or a listener that threw; the stream carries on. */
+  /** A failed attempt or a listener that threw (an error listener's own throw is dropped); the stream carries on. */
   error: unknown;
 }
 
@@ -249,7 +249,11 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.identity = options.identity;
     this.#subscription = options.subscription;
     this.#rules = { ...DEFAULT_RULES, ...options.rules };
-    this.#emitter = new Emitter<StreamEvents>((error) => this.#emitter.emit("error", error));
+    // A listener that threw is reported as an error, unless it was an error listener: fed back to it, it would
+    // throw again, without end (the stack overflow then escaped from the transport's event handler).
+    this.#emitter = new Emitter<StreamEvents>((error, name) => {
+      if (name !== "error") this.#emitter.emit("error", error);
+    });
     this.#heartbeatMs = options.heartbeatTimeoutMs ?? DEFAULT_HEARTBEAT_SECONDS * 2000 + HEARTBEAT_GRACE_MS;
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
     let transports: readonly Transport[] = [];
@@ -387,6 +391,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   }
 
   async #start(): Promise<void> {
+    if (this.#isClosed()) return; // closed before it started (a UI effect's cleanup run at once)
     let initial = this.#options.lastEventId;
     if (initial === undefined && this.#options.lastEventIdStore !== undefined) {
       try {
@@ -394,6 +399,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       } catch (error) {
         this.#emitter.emit("error", error);
       }
+      if (this.#isClosed()) return; // closed while the store was loading
     }
     if (initial !== undefined && !isEventId(initial)) {
       // VORA refuses it with 400, an answer told from its other 400s (an upgrade a proxy stripped) by its text alone,
@@ -432,6 +438,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   }
 
   #later(delayMs: number, action: () => void): void {
+    if (this.#isClosed()) return; // a listener closed the stream on the way here: nothing may outlive close()
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       action();
@@ -454,6 +461,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     if (step.setup) this.#token = undefined;
     this.#transition("reconnecting", step.cause);
+    if (this.#isClosed()) return; // a state listener closed the stream
     this.#emitter.emit("reconnecting", {
       attempt,
       delayMs: step.delayMs,
@@ -496,7 +504,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   /** Open transports[index]; a probe is the next transport tried at once after the current one could not pass. */
   #connect(index: number, token: string, probe: Probe | undefined): void {
     const transport = this.#transports[index];
-    if (transport === undefined) return;
+    // A listener may have closed the stream on the way here (setup, error): a connection opened now would be held
+    // open, unread, by nothing.
+    if (transport === undefined || this.#isClosed()) return;
     const generation = ++this.#generation;
     this.#terminated = undefined;
     const current = () => generation === this.#generation && this.#state !== "closed";
@@ -529,13 +539,16 @@ export class VoraStream implements AsyncIterable<StreamItem> {
               const from = this.transport;
               this.#transportIndex = index;
               this.#emitter.emit("fallback", { from, to: transport.name, failures: probe.failures });
+              if (!current()) return; // a fallback listener closed the stream
             }
             openedAt = Date.now();
             this.#setUpNotOpened = false;
             this.#failedOpens = 0;
             this.#unexplained = 0;
             this.#transition("open", `${transport.name} open`);
+            if (!current()) return; // a state listener closed the stream: no open after closed
             this.#emitter.emit("open", { transport: transport.name, lastEventId: this.#lastEventId });
+            if (!current()) return; // an open listener closed it: no watchdog, no stability timer
             this.#armWatchdog(generation);
             this.#later(this.#rules.stableAfterMs, () => {
               if (current() && this.#state === "open") this.#attempt = 0;
@@ -738,6 +751,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
 
   #armWatchdog(generation: number): void {
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    if (generation !== this.#generation || this.#isClosed()) return;
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
       if (generation !== this.#generation || this.#state !== "open") return;

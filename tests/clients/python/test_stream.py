@@ -794,3 +794,94 @@ def test_an_app_that_leaves_asyncio_run_with_its_stream_open_exits_promptly(
         f"round {n}: asyncio.run returned, the stream left open" for n in range(ABANDON_ROUNDS)
     ]
     assert "unclosed" not in result.stderr  # the cancelled stream closed its connection; none was left to the GC
+
+
+@TRANSPORTS
+def test_close_from_the_state_callback_while_connecting_opens_nothing(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """An app closing the stream from on_state as it starts connecting ends it there: no session, no connection."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            holder: list[EventStream] = []
+
+            async def on_state(change: StateChange) -> None:
+                if change.current is State.CONNECTING:
+                    await holder[0].close()
+
+            stream = EventStream(client, IDENTITY, policy=QUICK, transport=transport, on_state=on_state)
+            holder.append(stream)
+            await stream.start()
+            async with asyncio.timeout(10):
+                assert await stream.wait_closed() == "closed by the app"
+            assert [c.current for c in stream.changes] == [State.CONNECTING, State.CLOSED]
+            assert await asyncio.to_thread(list_sessions, server.server_api_url, SERVER_KEY, IDENTITY) == []
+
+    asyncio.run(scenario())
+
+
+@TRANSPORTS
+def test_close_of_an_open_stream_goes_straight_to_closed(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """close() on an open stream ends it with one transition, open to closed, never through reconnecting."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            for _ in range(5):
+                stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
+                await stream.wait_open(10)
+                await stream.close()
+                assert [c.current for c in stream.changes] == [State.CONNECTING, State.OPEN, State.CLOSED]
+
+    asyncio.run(scenario())
+
+
+@TRANSPORTS
+def test_the_dead_connection_clock_follows_the_announced_heartbeat_interval(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """With no heartbeat_timeout given, a server heartbeating every 1 s makes 7 s of silence (2 x 1 + 5) a dead link."""
+    owner("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
+            await stream.wait_open(10)
+            workers = server.worker_pids()
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                await until(stream, State.RECONNECTING, timeout=20)  # the fixed 75 s before
+            finally:
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+            change = next(c for c in stream.changes if c.current is State.RECONNECTING)
+            assert change.code == 1006
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_state_callback_that_raises_ends_the_stream_and_its_readers(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """An on_state that raises closes the stream with its error, and the readers' iteration still ends."""
+    owner("alice")
+
+    def broken(change: StateChange) -> None:
+        raise RuntimeError(f"the app's view of {change.current.value} is gone")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK, on_state=broken)
+            async with asyncio.timeout(10):
+                assert [envelope async for envelope in stream] == []
+                assert (await stream.wait_closed()).startswith("failed: RuntimeError")
+            assert isinstance(stream.error, RuntimeError)
+            assert stream.state is State.CLOSED
+
+    asyncio.run(scenario())

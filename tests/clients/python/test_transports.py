@@ -313,3 +313,30 @@ def test_a_server_that_is_down_is_no_reason_to_fall_back(
                 await stream.close()
 
         asyncio.run(scenario())
+
+
+def test_a_setup_answered_502_while_vora_restarts_is_retried(
+    make_server: ServerFactory, owner: Callable[..., None], tokens: Tokens
+) -> None:
+    """A setup nginx answers 502 (VORA down behind it) is retried with backoff; the stream opens once VORA is back."""
+    owner("alice")
+    try:
+        binary = ensure_nginx()
+    except NginxUnavailable as exc:
+        pytest.skip(str(exc))
+
+    with make_server() as dedicated, Nginx([dedicated.port], binary=binary, websocket="pass") as nginx:
+
+        async def scenario() -> None:
+            await asyncio.to_thread(dedicated.process.kill)
+            async with VoraClient(f"{nginx.url}/vora", tokens("alice")) as client:
+                stream = await connect(client, IDENTITY, policy=QUICK)
+                async with asyncio.timeout(20):
+                    while not any(c.code == 502 for c in stream.changes) and stream.state is not State.CLOSED:
+                        await asyncio.sleep(0.02)
+                assert stream.state is not State.CLOSED, stream.close_reason
+                await asyncio.to_thread(dedicated.process.start)
+                await stream.wait_open(LIVE_TIMEOUT + 10)
+                await stream.close()
+
+        asyncio.run(scenario())

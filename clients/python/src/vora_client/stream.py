@@ -37,6 +37,10 @@ from vora_client.sse import event_stream_url, event_stream_url_beside
 from vora_client.transport import Closed, Connection, Transport, websocket_url
 
 Envelope = dict[str, Any]
+# Rule 6 of docs/clients.md: no frame for twice the heartbeat interval plus 5 s is a dead connection; the interval is
+# 30 s until the server announces its own (channelOpened's heartbeatIntervalSeconds, heartbeat's intervalSeconds).
+DEFAULT_HEARTBEAT_INTERVAL = 30.0
+HEARTBEAT_GRACE = 5.0
 LIFECYCLE_TYPES = frozenset({"heartbeat", "channelTerminated", "resumeGap", "channelOpened"})
 # Setups after channelTerminated replaced allowed per window: two copies of an app past the server's session
 # limit evict each other, so one more replaced within the window closes the stream (reason "replaced"). A session
@@ -104,6 +108,13 @@ class _SessionOver(Exception):
     """The session ended and this stream has no client to set up another."""
 
 
+def _seconds(value: object) -> float | None:
+    """Return an announced number of seconds, or None when it is none (absent, not a number, not above 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
 Callback = Callable[[Any], object]
 _END = object()
 
@@ -143,7 +154,7 @@ class EventStream:
         ws_url: str | None = None,
         sse_url: str | None = None,
         policy: ReconnectPolicy | None = None,
-        heartbeat_timeout: float = 75.0,
+        heartbeat_timeout: float | None = None,
         open_timeout: float = 10.0,
         queue_size: int = 1000,
         on_event: Callback | None = None,
@@ -175,7 +186,11 @@ class EventStream:
             transport = choose_transport(transport, ws_url or "", sse_url or "", fallback_after)
         self._transport: Transport = transport
         self._policy = policy or ReconnectPolicy()
-        self._heartbeat_timeout = heartbeat_timeout
+        # None: follow the interval the server announces (as the TypeScript SDK's heartbeatTimeoutMs left unset).
+        self._heartbeat_fixed = heartbeat_timeout is not None
+        self._heartbeat_timeout = (
+            heartbeat_timeout if heartbeat_timeout is not None else DEFAULT_HEARTBEAT_INTERVAL * 2 + HEARTBEAT_GRACE
+        )
         self._open_timeout = open_timeout
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self._on_event = on_event
@@ -189,6 +204,7 @@ class EventStream:
         self._replaced_at: list[float] = []
         self._set_up_not_opened = False  # the session comes from a setup whose stream has not opened yet
         self._connection: Connection | None = None
+        self._ending = False  # _finish has begun: the stream is closing, whatever it awaits on the way
         self._task: asyncio.Task[None] | None = None
         self._changes: list[StateChange] = []
         self._session_over_reason = ""
@@ -281,9 +297,12 @@ class EventStream:
             raise StreamClosed(self.close_reason or "closed") from None
 
     def _closed(self) -> bool:
-        return self.state is State.CLOSED
+        """Tell whether the stream is closed or closing (its connection may still be finishing its close)."""
+        return self._ending
 
     async def _transition(self, state: State, **why: Any) -> None:
+        if self.state is State.CLOSED or (self._ending and state is not State.CLOSED):
+            return  # closed is final: a step that was under way as the stream closed changes nothing
         change = StateChange(self.state, state, transport=self._transport.name, **why)
         self.state = state
         self._changes.append(change)
@@ -295,8 +314,9 @@ class EventStream:
         await _call(self._on_state, change)
 
     async def _finish(self, reason: str, error: BaseException | None = None) -> None:
-        if self.state is State.CLOSED:
+        if self._ending:
             return
+        self._ending = True  # before any await: a read that ends as the connection closes must not reconnect
         self.close_reason = reason
         self.error = error
         connection, self._connection = self._connection, None
@@ -304,13 +324,15 @@ class EventStream:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await connection.close()
-        await self._transition(State.CLOSED, reason=reason)
-        while True:  # the end marker must get in even when the app stopped reading
-            try:
-                self._queue.put_nowait(_END)
-                break
-            except asyncio.QueueFull:
-                self._queue.get_nowait()
+        try:
+            await self._transition(State.CLOSED, reason=reason)  # on_state may raise: the readers end regardless
+        finally:
+            while True:  # the end marker must get in even when the app stopped reading
+                try:
+                    self._queue.put_nowait(_END)
+                    break
+                except asyncio.QueueFull:
+                    self._queue.get_nowait()
 
     async def _set_up(self) -> None:
         if self.client is None:
@@ -328,15 +350,19 @@ class EventStream:
         except asyncio.CancelledError:
             # Cancelled from outside (asyncio.run leaving with the stream open, a task group): the stream ends here,
             # its connection closed and its readers told, rather than left to the garbage collector.
-            await self._finish("cancelled")
+            with contextlib.suppress(Exception):  # an on_state that raises at closed: the stream ends all the same
+                await self._finish("cancelled")
             raise
         except Exception as exc:  # noqa: BLE001 - whatever broke, the app learns it and the iterator ends
-            await self._finish(f"failed: {exc!r}", exc)
+            # The error is kept (self.error); an on_state that raises again at closed must not escape the task,
+            # where nobody awaits it ("Task exception was never retrieved").
+            with contextlib.suppress(Exception):
+                await self._finish(f"failed: {exc!r}", exc)
 
     async def _follow(self) -> None:
         attempt = 0
         wait = 0.0
-        while self.state is not State.CLOSED:
+        while not self._closed():
             if wait:
                 await asyncio.sleep(wait)
             if self.last_event_id is not None and not is_event_id(self.last_event_id):
@@ -345,6 +371,8 @@ class EventStream:
                 await self._announce_gap(self.last_event_id)
                 self.last_event_id = None
             await self._transition(State.CONNECTING)
+            if self._closed():  # closed by a callback (on_state, on_resume_gap) on the way here
+                return
             try:
                 if self.session is None:
                     await self._set_up()
@@ -376,7 +404,19 @@ class EventStream:
                 await self._transition(State.RECONNECTING, reason=str(exc), code=exc.status, wait=wait)
                 continue
             except VoraError as exc:
-                await self._finish(f"refused: {exc}", exc)
+                if exc.status < 500:  # 400, 403, 404, 409...: no retry can help (docs/clients.md rule 9)
+                    await self._finish(f"refused: {exc}", exc)
+                    return
+                # Any 5xx (a proxy's 502 or 504 while VORA restarts behind it, VORA's 500): retried by rule 9, as
+                # 503 is and as the TypeScript SDK does; it used to close the stream for good.
+                attempt += 1
+                wait = self._policy.refused_wait(attempt, exc.retry_after)
+                await self._transition(State.RECONNECTING, reason=str(exc), code=exc.status, wait=wait)
+                continue
+            if self._closed():  # closed while the setup or the open was under way (from the token provider)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await connection.close()
                 return
             self._connection = connection
             self._set_up_not_opened = False
@@ -385,6 +425,9 @@ class EventStream:
             if fell_back and isinstance(self._transport, AutoTransport) and self._transport.fallback is not None:
                 await _call(self._on_fallback, self._transport.fallback)  # before the open, as in the TypeScript SDK
             await self._transition(State.OPEN, reason=f"fell back to {self._transport.name}" if fell_back else "")
+            if self._closed():  # closed by on_fallback or on_state; _finish closed the connection
+                self._connection = None
+                return
             code, reason = await self._read(connection)
             self._connection = None
             if self._closed():  # the app closed the stream while it was reading
@@ -442,10 +485,10 @@ class EventStream:
                 continue
             kind = envelope.get("type")
             if kind == "heartbeat":
-                self._announced(envelope.get("data"))
+                self._announced(envelope.get("data"), "intervalSeconds")
                 continue
             if kind == "channelOpened":
-                self._announced(envelope.get("data"))
+                self._announced(envelope.get("data"), "heartbeatIntervalSeconds")
                 await self._opened_at(envelope.get("data", {}).get("lastEventId"))
                 continue
             if kind == "channelTerminated":
@@ -471,13 +514,16 @@ class EventStream:
                 await _call(self._on_position, event_id)
             await self._deliver(envelope)
 
-    def _announced(self, data: object) -> None:
-        """Keep the reconnect window a channelOpened or heartbeat announced (the latest wins; older servers: none)."""
-        seconds = data.get("reconnectWindowSeconds") if isinstance(data, dict) else None
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+    def _announced(self, data: object, interval_field: str) -> None:
+        """Keep the reconnect window and heartbeat interval a channelOpened or heartbeat announced (the latest wins)."""
+        if not isinstance(data, dict):
             return
-        if math.isfinite(seconds) and seconds > 0:
-            self._reconnect_window = float(seconds)
+        window = _seconds(data.get("reconnectWindowSeconds"))
+        if window is not None:
+            self._reconnect_window = window
+        interval = _seconds(data.get(interval_field))
+        if interval is not None and not self._heartbeat_fixed:
+            self._heartbeat_timeout = interval * 2 + HEARTBEAT_GRACE
 
     async def _opened_at(self, position: object) -> None:
         """Take the position a connection starts after as the last eventId, so a drop before any event resumes there.

@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import { createServer } from "node:net";
+import { test } from "node:test";
+import { sseTransport, webSocketTransport } from "../src/index.js";
+import type { StreamEvents, Transport, TransportConnection, TransportSink, TransportTarget } from "../src/index.js";
+import { FAST_RULES, clientFor, instance, newIdentity, next } from "./harness.js";
+
+/** A real transport that counts the connections it was asked to open. */
+function counted(inner: Transport): Transport & { opens: number } {
+  return {
+    name: inner.name,
+    connectionType: inner.connectionType,
+    opens: 0,
+    available: () => inner.available(),
+    open(target: TransportTarget, sink: TransportSink): TransportConnection {
+      this.opens += 1;
+      return inner.open(target, sink);
+    },
+  };
+}
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+/** The process's pending timers (each keeps Node from exiting). */
+const timers = (): number => process.getActiveResourcesInfo().filter((kind) => kind === "Timeout").length;
+
+for (const carrier of ["websocket", "sse"] as const) {
+  test(`close() from a setup listener opens no connection (${carrier})`, async () => {
+    const vora = await instance("main");
+    const identity = newIdentity();
+    const client = await clientFor(vora, `close-setup-${carrier}`, [identity]);
+    const transport = counted(carrier === "sse" ? sseTransport() : webSocketTransport());
+    const stream = client.stream({ identity, rules: FAST_RULES, transport: [transport] });
+    const seen: string[] = [];
+    for (const name of ["setup", "open", "closed"] as const) stream.on(name, () => seen.push(name));
+    stream.on("setup", () => stream.close());
+    assert.equal((await stream.closed).reason, "client");
+    assert.deepEqual(seen, ["setup", "closed"]);
+    assert.equal(transport.opens, 0, "a connection opened after close() would be held open, unread, for good");
+  });
+
+  test(`close() from an open or state listener leaves no timer and emits nothing after closed (${carrier})`, async () => {
+    const vora = await instance("main");
+    const identity = newIdentity();
+    const client = await clientFor(vora, `close-open-${carrier}`, [identity]);
+    for (const from of ["open", "state"] as const) {
+      const stream = client.stream({ identity, rules: FAST_RULES, transport: carrier });
+      const seen: string[] = [];
+      for (const name of ["open", "closed"] as const) stream.on(name, () => seen.push(name));
+      const left = new Promise<number>((resolve) => {
+        const closeNow = (): void => {
+          stream.close();
+          const before = timers();
+          queueMicrotask(() => resolve(timers() - before)); // once the SDK's open handling has returned
+        };
+        if (from === "open") stream.on("open", closeNow);
+        else stream.on("state", (change: StreamEvents["state"]) => change.to === "open" && closeNow());
+      });
+      assert.equal(await left, 0, `close() from ${from}: the watchdog and the stability timer are not armed`);
+      assert.deepEqual(seen, from === "open" ? ["open", "closed"] : ["closed"], `close() from ${from}`);
+    }
+  });
+}
+
+test("close() from an error listener before the fallback probe opens no probe", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "close-probe", [identity]);
+  const blocked = webSocketTransport({ url: `ws://127.0.0.1:${await closedPort()}/vora/ws` });
+  const next_ = counted(sseTransport());
+  const stream = client.stream({ identity, rules: FAST_RULES, fallbackAfter: 2, transport: [blocked, next_] });
+  stream.on("error", (error) => {
+    if (error instanceof Error && error.message.includes("trying")) stream.close(); // the app gives up here
+  });
+  const closed = await next(stream, "closed");
+  assert.equal(closed.reason, "client");
+  assert.equal(next_.opens, 0, "the probe was opened after close()");
+});
+
+test("close() right after stream() (before it started) ends it with nothing emitted or loaded after closed", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "close-at-once", [identity]);
+  const transport = counted(webSocketTransport());
+  let loads = 0;
+  const stream = client.stream({
+    identity,
+    rules: FAST_RULES,
+    transport: [transport],
+    lastEventIdStore: { load: () => (loads++, undefined), save: () => undefined },
+  });
+  const seen: string[] = [];
+  for (const name of ["connecting", "setup", "closed"] as const) stream.on(name, () => seen.push(name));
+  stream.close(); // a UI effect's cleanup, run at once (React's strict mode mounts, unmounts and mounts again)
+  assert.equal((await stream.closed).reason, "client");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(seen, ["closed"]);
+  assert.equal(loads, 0);
+  assert.equal(transport.opens, 0);
+});
