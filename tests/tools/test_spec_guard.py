@@ -89,12 +89,27 @@ def test_a_breaking_change_is_caught(spec_dir: Path, document: str, edit: Edit, 
         lambda d: d["components"]["schemas"]["EventType"]["enum"].append("callParked"),
         lambda d: _add_query_parameter(d, required=False),
         lambda d: d["info"].update(description="Reworded."),
+        lambda d: d["components"]["responses"]["UnsupportedMediaType"].update(description="Reworded."),
     ],
 )
 def test_a_compatible_change_passes(spec_dir: Path, edit: Edit) -> None:
-    """A widened enum, an optional parameter or new wording is no breaking change."""
+    """A widened enum, an optional parameter or new wording (a response's description too) is no breaking change."""
     edit_document(spec_dir, "vora.yaml", edit)
     assert not check_breaking(spec_dir).failed
+
+
+def test_a_property_named_like_prose_is_guarded(spec_dir: Path) -> None:
+    """Removing an answer's required property named description breaks clients: the name is a field, not prose."""
+
+    def with_property(document: dict[str, Any]) -> None:
+        document["components"]["schemas"]["SetupOut"]["properties"]["description"] = {"type": "string"}
+        document["components"]["schemas"]["SetupOut"]["required"].append("description")
+
+    edit_document(spec_dir / RELEASED_DIR, "vora.yaml", with_property)
+    report = check_breaking(spec_dir)
+    assert any("/properties/description" in change.path for change in report.breaking), [
+        change.line() for change in report.breaking
+    ]
 
 
 def test_reworded_asyncapi_prose_passes(spec_dir: Path) -> None:

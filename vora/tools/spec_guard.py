@@ -48,11 +48,14 @@ class Change:
     @property
     def breaking(self) -> bool:
         """Tell whether the change can break a client built against the released document."""
+        *_, parent, last = ["", *self.path.split("/")]
+        # Prose is read by people only, even where api-smart-diff classes its change as breaking (a
+        # response's reworded description); a property that happens to be named like it is no prose.
+        if (last in PROSE_FIELDS and parent != "properties") or last in SERVER_BINDINGS:
+            return False
         if self.type == BREAKING:
             return True
-        last = self.path.rsplit("/", 1)[-1]
-        unread = last in PROSE_FIELDS or last in SERVER_BINDINGS
-        return self.type == UNCLASSIFIED and self.action in TAKING_ACTIONS and not unread
+        return self.type == UNCLASSIFIED and self.action in TAKING_ACTIONS
 
     def line(self) -> str:
         """Describe the change on one line."""
