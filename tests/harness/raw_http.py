@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,3 +126,23 @@ def read_close_code(sock: socket.socket, deadline_s: float = 15.0) -> int:
         frame, data = data[:end], data[end:]
         if frame[0] & 0x0F == 0x8:
             return int.from_bytes(frame[2:4], "big")
+
+
+def reset_after_head(port: int, request: bytes, deadline_s: float = 15.0) -> int:
+    """Send a request, read only its answer's head, then reset the connection (RST, as a dying radio's peer sees).
+
+    Return the answer's status. Whatever followed the head (a socket's channelOpened) is never read.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=deadline_s)
+    try:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(1)
+            if not chunk:
+                raise ConnectionError(f"closed before a complete response head: {data!r}")
+            data += chunk
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
+    return int(data.split(b" ", 2)[1])

@@ -8,5 +8,5 @@ IDENTITY = "910111000"
 
 
 def create(store: SessionStore, sid: str, subject: str = "alice") -> list[str]:
-    """Create a session with a token hash derived from its id."""
-    return store.create(IDENTITY, sid, f"hash-{sid}", NewSession(subject, "WebSocket", False, frozenset(), "*"))
+    """Create a session with a token hash derived from its id; return the ids of the sessions it evicted."""
+    return store.create(IDENTITY, sid, f"hash-{sid}", NewSession(subject, "WebSocket", False, frozenset(), "*")).evicted

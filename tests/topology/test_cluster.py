@@ -63,9 +63,9 @@ def test_session_store_scripts_run_in_one_slot(redis_cluster: RedisCluster3) -> 
         directory.add("alice", [identity])
         assert directory.identities_of("alice") == [identity]
         new = NewSession("alice", "WebSocket", False, frozenset(), "*")
-        assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
+        assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new).evicted == []
         store.admit(identity, "h1", "k0", 1_000, 10_000, resuming=False)  # a session a socket joined: a tombstone
-        assert store.create(identity=identity, session_id="s2", token_hash="h2", new=new) == ["s1"]
+        assert store.create(identity=identity, session_id="s2", token_hash="h2", new=new).evicted == ["s1"]
         stranger = NewSession("mallory", "WebSocket", False, frozenset(), "*")
         with pytest.raises(NotOwner):  # asked apart from the script: the user's set is in another slot
             store.create(identity=identity, session_id="s3", token_hash="h3", new=stranger)

@@ -74,7 +74,7 @@ def test_session_store_works_through_sentinels(sentinel_set: RedisSentinelSet) -
         identity = f"49{uuid.uuid4().int % 10**9}"
         new = NewSession("bob", "WebSocket", False, frozenset(), "*")
         Directory(client).add("bob", [identity])
-        assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new) == []
+        assert store.create(identity=identity, session_id="s1", token_hash="h1", new=new).evicted == []
         stored = store.get(identity, "s1")
         assert stored is not None
         assert stored.subject == "bob"

@@ -10,15 +10,17 @@ import redis
 
 from testbed.vora_server import RunningServer
 from tests.harness.ws_client import EventClient, EventStreamClient, open_event_stream
-from tests.harness.ws_server import IDENTITY, ServerFactory
+from tests.harness.ws_server import IDENTITY, TRANSPORTS, ServerFactory, drop_before_opened, open_channel
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher
+from vora.store import keys
 from vora.store.streams import StreamStore, stream_position
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
 Connect = Callable[..., EventClient]
 Setup = Callable[..., str]
+SetupAnswer = Callable[..., dict[str, str]]
 
 
 def opened_fields(client: EventClient) -> dict[str, Any]:
@@ -131,3 +133,59 @@ def test_opening_position_after_a_retention_gap_is_just_before_the_oldest_retain
         assert opened(again)["lastEventId"] == start
         assert again.next()["eventId"] == gap["data"]["oldestEventId"]
         assert "resumeGap" not in {e["type"] for e in again.received}
+
+
+@pytest.mark.parametrize("history", ["none", "events", "expired"])
+def test_setup_answers_the_position_its_first_connection_starts_after(
+    server: RunningServer,
+    setup_answer: SetupAnswer,
+    connect_either: Connect,
+    publisher: EventPublisher,
+    redisdb: redis.Redis,
+    history: str,
+) -> None:
+    """Setup's lastEventId is the lastEventId of the session's first connection's channelOpened."""
+    expected = "0-0"  # an identity that never had an event
+    if history == "events":
+        expected = publisher.publish(IDENTITY, "callRinging", {"callId": "before-setup"}).event_id
+    elif history == "expired":
+        for n in range(3):
+            publisher.publish(IDENTITY, "callRinging", {"callId": f"gone-{n}"})
+        redisdb.delete(keys.event_stream(IDENTITY))  # the stream aged out whole; its counter stays
+        expected = "0-3"
+    answer = setup_answer(server)
+    assert answer["lastEventId"] == expected
+    first = connect_either(server, answer["webSocketToken"])
+    assert opened(first)["lastEventId"] == expected
+    published = publisher.publish(IDENTITY, "callRinging", {"callId": "after-setup"})
+    assert first.next()["eventId"] == published.event_id
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_first_connection_reset_before_channel_opened_loses_nothing_from_setups_position(
+    server: RunningServer, setup_answer: SetupAnswer, publisher: EventPublisher, transport: str
+) -> None:
+    """A first connection reset unread loses E1 to a reopen without a position, and delivers it once from setup's."""
+    # Without a position (the old contract): the reset connection was the first, the next starts live.
+    bare = setup_answer(server, subject="alice")
+    lost = publisher.publish(IDENTITY, "callRinging", {"callId": "lost"})
+    drop_before_opened(transport, server, bare["webSocketToken"])
+    live = open_channel(transport, server, bare["webSocketToken"])
+    try:
+        assert opened(live)["lastEventId"] == lost.event_id  # after E1: it is never delivered
+        later = publisher.publish(IDENTITY, "callHeld", {"callId": "lost"})
+        assert live.next()["eventId"] == later.event_id
+    finally:
+        live.close()
+    # With setup's position, as the first open and again after the reset.
+    answer = setup_answer(server, subject="bob")
+    kept = publisher.publish(IDENTITY, "callRinging", {"callId": "kept"})
+    drop_before_opened(transport, server, answer["webSocketToken"])
+    back = open_channel(transport, server, answer["webSocketToken"], answer["lastEventId"])
+    try:
+        assert opened(back)["lastEventId"] == answer["lastEventId"]
+        after = publisher.publish(IDENTITY, "callHeld", {"callId": "kept"})
+        assert [e["eventId"] for e in back.events(2)] == [kept.event_id, after.event_id]
+        assert [e["type"] for e in back.received] == ["channelOpened", "callRinging", "callHeld"]
+    finally:
+        back.close()

@@ -41,10 +41,11 @@ TOKEN_SECRET_BYTES = 32  # 256 bits
 
 @dataclass(frozen=True)
 class OpenedSession:
-    """What setup hands back: the session's id and its WebSocket token."""
+    """What setup hands back: the session's id, its WebSocket token and where its first socket starts."""
 
     session_id: str
     websocket_token: str
+    start_id: str  # the eventId the session's first socket starts after (its channelOpened's lastEventId)
 
 
 class SocketRefused(VoraError):
@@ -109,22 +110,23 @@ def subscription_value(subscribe_all: bool, events: Iterable[str] | None) -> str
 UNKNOWN_TOKEN = "The webSocketToken is unknown, expired or revoked; call /identity/setup again"  # noqa: S105 - a message
 
 
-def start_event_id(after_id: str | None, admitted: Admitted) -> str:
+def start_event_id(after_id: str | None, oldest_id: str | None, published: int | None) -> str:
     """Spell where a socket's delivery starts as an eventId that resuming from repeats it, without a resumeGap.
 
     after_id is the retained (or resumed-from) event delivery starts after; without one, delivery
-    starts with the oldest retained event, spelt as the id just before it (same milliseconds, one
-    sequence number less), or, when the stream holds nothing, `0-N` for N events published before
-    (`0-0` for an identity that never had one). Either sorts before every event delivered, after
-    every event not, and passes the resume checks (a sequence number the counter has reached, a
-    position no later than the newest entry).
+    starts with the oldest retained event (oldest_id), spelt as the id just before it (same
+    milliseconds, one sequence number less), or, when the stream holds nothing, `0-N` for N events
+    published before (published, the sequence counter; `0-0` for an identity that never had one).
+    Either sorts before every event delivered, after every event not, and passes the resume checks
+    (a sequence number the counter has reached, a position no later than the newest entry). Setup
+    spells a session's first socket's start by the same rule, from the same reads.
     """
     if after_id is not None:
         return after_id
-    if admitted.oldest_id is not None:
-        millis, sequence = stream_position(admitted.oldest_id)
+    if oldest_id is not None:
+        millis, sequence = stream_position(oldest_id)
         return stream_id((millis, sequence - 1))
-    return stream_id((0, admitted.published or 0))
+    return stream_id((0, published or 0))
 
 
 def _start_of(
@@ -148,16 +150,16 @@ def _start_of(
         elif point.gap:
             gap = {"reason": "retention", "requestedEventId": requested, "oldestEventId": point.oldest_id}
         after_id = stream_id(point.after) if point.after is not None else None
-        start_id = start_event_id(after_id, admitted)
+        start_id = start_event_id(after_id, admitted.oldest_id, admitted.published)
         return SocketAdmission(session, token_hash, socket_id, point.after, True, gap, start_id)
     # The first socket gets everything published since setup; later ones start live.
     if admitted.attached is Attached.FIRST:
         # Its start, just before the session's creation, is no eventId: the entry before it stands for it.
         start: Position | None = position_before(session.created_at_ms)
-        start_id = start_event_id(admitted.preceding_id, admitted)
+        start_id = start_event_id(admitted.preceding_id, admitted.oldest_id, admitted.published)
     else:
         start = stream_position(admitted.newest_id) if admitted.newest_id is not None else None
-        start_id = start_event_id(admitted.newest_id, admitted)
+        start_id = start_event_id(admitted.newest_id, admitted.oldest_id, admitted.published)
     return SocketAdmission(session, token_hash, socket_id, start, False, None, start_id)
 
 
@@ -231,7 +233,7 @@ class SessionService:
         token = mint_websocket_token(identity)
         session_id = uuid.uuid4().hex
         try:
-            self._store.create(
+            created = self._store.create(
                 identity,
                 session_id,
                 hash_token(token),
@@ -251,7 +253,11 @@ class SessionService:
                 f"Identity {identity} already has as many open sessions as it may, counting all its users; "
                 "a user must log out of it first"
             ) from None
-        return OpenedSession(session_id, token)
+        # The first socket starts after the entry before the session's creation (_start_of), read in the
+        # same script: a client that opens it with this lastEventId gets the same delivery, and so does
+        # one whose first connection dropped before it read channelOpened.
+        start_id = start_event_id(created.preceding_id, created.oldest_id, created.published)
+        return OpenedSession(session_id, token, start_id)
 
     def subscribe(self, subject: str, identity: str, subscribe_all: bool, events: Iterable[str] | None) -> None:
         """Set which events the caller's sessions on an identity receive."""

@@ -53,24 +53,27 @@ local function redis_now_ms()
 end
 """
 
-# KEYS: sessions index, new session hash, new token key, the identity's setup limiter, and (not on
-#       Cluster, where they lie in another slot) the user's set of identities, which must hold the
-#       identity, and the user's setup limiter.
+# KEYS: sessions index, new session hash, new token key, the identity's setup limiter, event stream,
+#       sequence counter, and (not on Cluster, where they lie in another slot) the user's set of
+#       identities, which must hold the identity, and the user's setup limiter.
 # ARGV: session suffix, token suffix, ended suffix, prefix, session id, token hash,
 #       subject, ttl (ms), cap per user, tombstone ttl (ms), control channel, identity,
 #       cap per identity, limiter window (ms), identity limiter interval (ms, 0: off),
 #       user limiter interval (ms, 0: off), then field/value pairs of the session hash.
 #       createdAt is Redis' own time.
-# Returns {'ok', evicted ids...}, {'not-owner'} (nothing written) when the set given does not hold the
-# identity, {'rate', 'user' or 'identity', ms to wait} (nothing written) when a setup limiter is spent,
-# or {'full'} (nothing written) when the identity holds its cap of sessions even after
-# the caller's own oldest ones made room: a user never evicts another's session.
+# Returns {'ok', the newest entry before the session's creation ('' for none), the oldest retained
+# entry id ('' for none), the sequence counter ('' when there is none), evicted ids...}: what the
+# session's first socket's start position needs, read as ADMIT_SOCKET reads it for a first socket
+# (so the position is the one that socket would be told), or {'not-owner'} (nothing written) when the
+# set given does not hold the identity, {'rate', 'user' or 'identity', ms to wait} (nothing written)
+# when a setup limiter is spent, or {'full'} (nothing written) when the identity holds its cap of
+# sessions even after the caller's own oldest ones made room: a user never evicts another's session.
 # The terminate notice names only the evicted sessions a socket was ever admitted to.
 CREATE_SESSION = (
     _END_SESSION
     + _RATE_LIMIT
     + """
-if KEYS[5] and redis.call('SISMEMBER', KEYS[5], ARGV[12]) == 0 then
+if KEYS[7] and redis.call('SISMEMBER', KEYS[7], ARGV[12]) == 0 then
   return {'not-owner'}
 end
 local prefix = ARGV[4]
@@ -82,8 +85,8 @@ local now = redis_now_ms()
 local window = tonumber(ARGV[14])
 local identity_wait, identity_next = rate_wait(KEYS[4], now, tonumber(ARGV[15]), window)
 local user_wait, user_next = 0, nil
-if KEYS[6] then
-  user_wait, user_next = rate_wait(KEYS[6], now, tonumber(ARGV[16]), window)
+if KEYS[8] then
+  user_wait, user_next = rate_wait(KEYS[8], now, tonumber(ARGV[16]), window)
 end
 if user_wait > 0 or identity_wait > 0 then
   if user_wait >= identity_wait then
@@ -111,8 +114,8 @@ if total - evicting + 1 > identity_cap then
   return {'full'}
 end
 rate_take(KEYS[4], now, identity_next)
-if KEYS[6] then
-  rate_take(KEYS[6], now, user_next)
+if KEYS[8] then
+  rate_take(KEYS[8], now, user_next)
 end
 local fields = {}
 for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -126,8 +129,25 @@ if newest[2] and tonumber(newest[2]) >= score then
   score = tonumber(newest[2]) + 1
 end
 redis.call('ZADD', KEYS[1], score, sid)
+-- Where the session's first socket starts: after the entry before its creation (ADMIT_SOCKET reads
+-- the same for a first socket). Keys of another type (a damaged layout) read as empty, as there.
+local preceding, oldest, published = '', '', ''
+local counter = redis.pcall('GET', KEYS[6])
+if type(counter) == 'string' then
+  published = counter
+end
+if redis.call('TYPE', KEYS[5])['ok'] == 'stream' then
+  local entry = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 1)[1]
+  if entry then
+    oldest = entry[1]
+  end
+  entry = redis.call('XREVRANGE', KEYS[5], string.format('(%d-0', now), '-', 'COUNT', 1)[1]
+  if entry then
+    preceding = entry[1]
+  end
+end
 -- own is in creation order (the index is sorted by it): the caller's oldest go first.
-local result = {'ok'}
+local result = {'ok', preceding, oldest, published}
 -- Only a session that ever admitted a socket (ADMIT_SOCKET sets attachedAt, atomically on this slot)
 -- can have a socket or an upgrade in flight anywhere: announcing the others would wake every worker
 -- of every instance for nothing, once per setup of a client that never connects.

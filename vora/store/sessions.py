@@ -126,6 +126,16 @@ class Admitted:
     preceding_id: str | None = None  # the newest entry before the session's creation (first socket, not resuming)
 
 
+@dataclass(frozen=True)
+class Created:
+    """A session just stored: the ids of its user's oldest it evicted, and what its first socket's start needs."""
+
+    evicted: list[str]
+    preceding_id: str | None = None  # the newest entry before the session's creation
+    oldest_id: str | None = None  # the stream's oldest entry
+    published: int | None = None  # the sequence counter
+
+
 def session_from_hash(identity: str, session_id: str, raw: dict[bytes, bytes]) -> StoredSession:
     """Decode a session hash read from Redis."""
     fields = {text(k): text(v) for k, v in raw.items()}
@@ -223,8 +233,8 @@ class SessionStore:
         session_id: str,
         token_hash: str,
         new: NewSession,
-    ) -> list[str]:
-        """Store a new session and return the ids of its user's oldest it evicted.
+    ) -> Created:
+        """Store a new session; return the ids of its user's oldest it evicted and where its first socket starts.
 
         Raise NotOwner, writing nothing, when the user does not own the identity, SetupRateLimited
         when the user or the identity set up too many sessions lately, and IdentityFull when it is full.
@@ -235,6 +245,8 @@ class SessionStore:
             keys.session(identity, session_id),
             keys.websocket_token(identity, token_hash),
             keys.identity_setup_rate(identity),
+            keys.event_stream(identity),
+            keys.event_sequence(identity),
         ]
         owners = keys.user_identities(new.subject)
         user_rate = keys.user_setup_rate(new.subject)
@@ -275,7 +287,13 @@ class SessionStore:
         _check(reply, identity)
         if text(reply[0]) == "full":
             raise IdentityFull(identity)
-        return [text(item) for item in reply[1:]]
+        _, preceding, oldest, published, *evicted = reply
+        return Created(
+            [text(item) for item in evicted],
+            preceding_id=text(preceding) or None,
+            oldest_id=text(oldest) or None,
+            published=int(published) if published else None,
+        )
 
     def _run(self, script: Script, script_keys: list[str], args: list[Any]) -> Any:
         """Run a script, in the batcher's next round trip when there is one; load it first if Redis lost it."""

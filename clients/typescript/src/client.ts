@@ -66,11 +66,18 @@ export class VoraClient {
 
   /** Open a session on an identity and return its webSocketToken (POST /identity/setup). */
   async setup(options: SetupOptions): Promise<string> {
+    return (await this.setupSession(options)).webSocketToken;
+  }
+
+  /**
+   * Open a session on an identity and return setup's whole answer (POST /identity/setup): its webSocketToken, and
+   * the lastEventId its first connection starts after (VORA before it sent none), to open that connection with.
+   */
+  async setupSession(options: SetupOptions): Promise<SetupResponse> {
     const body: SetupRequest = { connectionType: options.connectionType ?? "WebSocket", identity: options.identity };
     if (options.holdUpMode !== undefined) body.holdUpMode = options.holdUpMode;
     if (options.push !== undefined) body.push = options.push;
-    const answer = (await this.#call("POST", "/identity/setup", body)) as SetupResponse;
-    return answer.webSocketToken;
+    return (await this.#call("POST", "/identity/setup", body)) as SetupResponse;
   }
 
   /** Choose the events the caller's sessions on an identity receive (POST /identity/{identity}/eventSubscription). */

@@ -112,7 +112,10 @@ export interface StreamOptions {
   push?: PushRegistration;
   /** Applied after every setup (a new session starts subscribed to everything). */
   subscription?: Subscription;
-  /** A session the app set up itself (client.setup); the stream still sets up anew when it ends. */
+  /**
+   * A session the app set up itself (client.setupSession); the stream still sets up anew when it ends. Pass its
+   * answer's lastEventId as lastEventId when the app has no position of its own, as the stream's own setups do.
+   */
   webSocketToken?: string;
   /** Resume after this eventId (else what lastEventIdStore loads). */
   lastEventId?: string;
@@ -235,6 +238,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #replacedAt: number[] = [];
   /** The token comes from a setup whose stream has not opened yet. */
   #setUpNotOpened = false;
+  /** Where setup said the session's first connection starts: opens send it while the stream has no position. */
+  #setupStart: string | undefined;
   #subscription: Subscription | undefined;
   #heartbeatMs: number;
   #reconnectWindowMs: number | undefined;
@@ -478,7 +483,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     if (transport === undefined) return;
     if (setup || this.#token === undefined) {
       try {
-        const token = await this.#client.setup({
+        const answer = await this.#client.setupSession({
           identity: this.identity,
           connectionType: transport.connectionType,
           ...(this.#options.holdUpMode !== undefined ? { holdUpMode: this.#options.holdUpMode } : {}),
@@ -486,7 +491,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         });
         if (this.#subscription !== undefined) await this.#client.subscribe(this.identity, this.#subscription);
         if (this.#isClosed()) return;
-        this.#token = token;
+        this.#token = answer.webSocketToken;
+        const start = answer.lastEventId;
+        this.#setupStart = typeof start === "string" && isEventId(start) ? start : undefined;
         this.#setUpNotOpened = true;
         this.#unexplained = 0;
         this.#emitter.emit("setup", { identity: this.identity });
@@ -517,9 +524,12 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     };
     let openedAt = 0;
     let connection: TransportConnection;
+    // With no position of its own (no channelOpened read yet), the stream opens where setup said the session's first
+    // connection starts: one dropped before its channelOpened was read then resumes from setup instead of live.
+    const lastEventId = this.#lastEventId ?? this.#setupStart;
     try {
       connection = transport.open(
-        { baseUrl: this.#client.baseUrl, token, lastEventId: this.#lastEventId },
+        { baseUrl: this.#client.baseUrl, token, lastEventId },
         {
           onOpen: () => {
             if (!current()) return;
@@ -547,7 +557,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
             this.#unexplained = 0;
             this.#transition("open", `${transport.name} open`);
             if (!current()) return; // a state listener closed the stream: no open after closed
-            this.#emitter.emit("open", { transport: transport.name, lastEventId: this.#lastEventId });
+            this.#emitter.emit("open", { transport: transport.name, lastEventId });
             if (!current()) return; // an open listener closed it: no watchdog, no stability timer
             this.#armWatchdog(generation);
             this.#later(this.#rules.stableAfterMs, () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { VoraEvent } from "../src/index.js";
+import { sseTransport, webSocketTransport } from "../src/index.js";
+import type { Transport, TransportConnection, TransportSink, TransportTarget, VoraEvent } from "../src/index.js";
 import {
   FAST_RULES,
   act,
@@ -12,6 +13,48 @@ import {
   publishAndReceive,
   until,
 } from "./harness.js";
+
+/**
+ * The real transport, recording each open's lastEventId; with before, the first open runs it, then opens and is cut
+ * (1006) as soon as it opened, its channelOpened never read: a phone whose radio died as the socket opened.
+ */
+function dropFirstUnread(
+  inner: Transport,
+  before: (() => Promise<void>) | undefined,
+): Transport & { sent: (string | undefined)[] } {
+  const wrapped = {
+    name: inner.name,
+    connectionType: inner.connectionType,
+    available: () => inner.available(),
+    sent: [] as (string | undefined)[],
+    open(target: TransportTarget, sink: TransportSink): TransportConnection {
+      wrapped.sent.push(target.lastEventId);
+      if (before === undefined || wrapped.sent.length > 1) return inner.open(target, sink);
+      let real: TransportConnection | undefined;
+      let closed: [number, string] | undefined;
+      void before().then(() => {
+        real = inner.open(target, {
+          onOpen: () => {
+            sink.onOpen();
+            real?.close(1000, "cut");
+          },
+          onMessage: () => undefined,
+          onClose: (close) => sink.onClose({ ...close, code: 1006, reason: "" }),
+        });
+        if (closed !== undefined) real.close(...closed);
+      });
+      return {
+        close: (code: number, reason: string) => {
+          closed = [code, reason];
+          real?.close(code, reason);
+        },
+      };
+    },
+  };
+  return wrapped;
+}
+
+const TRANSPORTS: Record<string, () => Transport> = { websocket: webSocketTransport, sse: sseTransport };
 
 for (const transport of ["websocket", "sse"] as const) {
   test(`after its instance is SIGKILLed and restarted the stream on ${transport} resumes with 0 events lost or duplicated`, async () => {
@@ -142,4 +185,42 @@ test("a stream started with a persisted lastEventId receives what it missed, and
   );
   assert.deepEqual(saved.slice(2), received, "resumed from the saved position: it opens there, nothing new to save");
   second.close();
+});
+
+for (const transport of ["websocket", "sse"] as const) {
+  test(`a stream on ${transport} opens its session's first connection with setup's lastEventId: one cut before its channelOpened loses nothing`, async () => {
+    const vora = await instance("main");
+    const identity = newIdentity();
+    const client = await clientFor(vora, `setup-position-${transport}`, [identity]);
+    const before = (await publish(vora, identity, "presence", { status: "away" })).eventId;
+    const ringing: string[] = [];
+    const dropping = dropFirstUnread(TRANSPORTS[transport]!(), async () => {
+      ringing.push((await publish(vora, identity, "callRinging", { callId: "ringing" })).eventId);
+    });
+    const stream = client.stream({ identity, rules: FAST_RULES, transport: [dropping] });
+    const received: string[] = [];
+    stream.on("event", (event) => received.push(event.eventId));
+    await until(() => received.length === 1, "the event published before the first connection was cut");
+    const after = (await publish(vora, identity, "callEnded", { callId: "ringing" })).eventId;
+    await until(() => received.length === 2, "the event published after");
+    assert.deepEqual(dropping.sent, [before, before], "setup's position (the event before setup), twice");
+    assert.deepEqual(received, [...ringing, after], "in order, each once");
+    stream.close();
+  });
+}
+
+test("a stream given a lastEventId opens with it, not with setup's later position", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "own-position-user", [identity]);
+  const own = (await publish(vora, identity, "presence", { status: "away" })).eventId;
+  const missed = (await publish(vora, identity, "presence", { status: "busy" })).eventId;
+  const recording = dropFirstUnread(webSocketTransport(), undefined);
+  const stream = client.stream({ identity, rules: FAST_RULES, transport: [recording], lastEventId: own });
+  const received: string[] = [];
+  stream.on("event", (event) => received.push(event.eventId));
+  await until(() => received.length === 1, "the event after the stream's own position");
+  assert.deepEqual(recording.sent, [own]);
+  assert.deepEqual(received, [missed]);
+  stream.close();
 });

@@ -18,6 +18,7 @@ import pytest
 import redis
 from vora_client import (
     Connection,
+    ConnectionFailed,
     EventStream,
     MalformedFrame,
     NotFound,
@@ -180,6 +181,84 @@ def test_a_stream_cut_before_its_first_event_resumes_from_where_it_opened(
 
     with make_server() as edge:
         asyncio.run(scenario(edge))
+
+
+class DroppingTransport:
+    """A real transport that records each open's lastEventId; with drop, the first publishes an event, then drops.
+
+    That first connection is admitted (VORA answered its handshake), and closed before the stream reads its
+    channelOpened: a phone whose radio died as the socket opened.
+    """
+
+    def __init__(self, inner: Transport, publish: Publish, *, drop: bool = True) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self._publish = publish
+        self._drop = drop
+        self.sent: list[str | None] = []
+        self.published: list[str] = []
+
+    async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
+        """Open the real transport; the first time, with drop, publish an event, then close the connection unread."""
+        self.sent.append(last_event_id)
+        if not self._drop or len(self.sent) > 1:
+            return await self._inner.open(token, last_event_id, timeout)
+        self.published.append(await asyncio.to_thread(self._publish, "callRinging", {"callId": "ringing"}))
+        connection = await self._inner.open(token, last_event_id, timeout)
+        await connection.close()
+        raise ConnectionFailed("dropped before channelOpened was read")
+
+
+@TRANSPORTS
+def test_a_first_open_sends_setups_position_so_a_drop_before_channel_opened_loses_nothing(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """With no position, a stream opens with setup's lastEventId: an event before a dropped first open arrives once."""
+    owner("alice")
+    before = publish("presence", {"status": "away"})
+
+    async def scenario() -> None:
+        dropping = DroppingTransport(real_transport(server, transport), publish)
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, transport=dropping)
+            try:
+                got = await stream.next_event(20)
+                assert stream.session is not None
+                assert stream.session.last_event_id == before  # setup's position: the entry before the session
+                assert dropping.sent == [before, before]
+                assert got["eventId"] == dropping.published[0]
+                after = await asyncio.to_thread(publish, "callEnded", {"callId": "ringing"})
+                assert (await stream.next_event(10))["eventId"] == after  # E1 once, then what followed
+            finally:
+                await stream.close()
+
+    asyncio.run(scenario())
+
+
+@TRANSPORTS
+def test_a_position_of_the_apps_own_wins_over_setups(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """A stream given a lastEventId opens with it, not with setup's later position, and gets what followed it."""
+    owner("alice")
+    own = publish("presence", {"status": "away"})
+    missed = publish("presence", {"status": "busy"})
+
+    async def scenario() -> None:
+        recording = DroppingTransport(real_transport(server, transport), publish, drop=False)
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(
+                client, IDENTITY, subscribe_all=True, policy=QUICK, transport=recording, last_event_id=own
+            )
+            try:
+                assert (await stream.next_event(10))["eventId"] == missed
+                assert stream.session is not None
+                assert stream.session.last_event_id == missed
+                assert recording.sent == [own]
+            finally:
+                await stream.close()
+
+    asyncio.run(scenario())
 
 
 def restart(server: RunningServer) -> None:

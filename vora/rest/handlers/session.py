@@ -36,7 +36,7 @@ class SessionHandlers:
         return {"identities": []}, 200, {"Allow": ", ".join(allow)}
 
     def setup(self, body: Body, token_info: dict[str, Any]) -> tuple[Body, int, dict[str, str]]:
-        """Open a session on one of the caller's identities and hand back its WebSocket token."""
+        """Open a session on one of the caller's identities; answer its WebSocket token and first socket's start."""
         principal: Principal = token_info["principal"]
         hold_up_mode = bool(body.get("holdUpMode", False))
         opened = self._sessions.open(
@@ -47,7 +47,7 @@ class SessionHandlers:
             principal.scopes,
             registration_of(hold_up_mode, body.get("push")),
         )
-        return {"webSocketToken": opened.websocket_token}, 200, NO_STORE
+        return {"webSocketToken": opened.websocket_token, "lastEventId": opened.start_id}, 200, NO_STORE
 
     def events(self, identity: str, body: Body, token_info: dict[str, Any]) -> Response:
         """Set which events the caller's sessions on an identity receive."""

@@ -46,11 +46,16 @@ class PushRegistration(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Session:
-    """What setup returned: the identity and the token that opens its event stream."""
+    """What setup returned: the identity, the token that opens its event stream and where its first connection starts.
+
+    last_event_id is setup's lastEventId (None from a VORA that sends none): a stream with no position of its
+    own opens the session's first connection with it, so one dropped before its channelOpened resumes from setup.
+    """
 
     identity: str
     web_socket_token: str
     connection_type: ConnectionType = "WebSocket"
+    last_event_id: str | None = None
 
 
 class VoraClient:
@@ -99,7 +104,9 @@ class VoraClient:
         if push is not None:
             body["push"] = dict(push)
         answer = await self._call("POST", "/identity/setup", body)
-        return Session(identity, str(answer["webSocketToken"]), connection_type)
+        start = answer.get("lastEventId")
+        position = start if isinstance(start, str) else None
+        return Session(identity, str(answer["webSocketToken"]), connection_type, position)
 
     async def subscribe(self, identity: str, events: Sequence[str] = (), *, subscribe_all: bool = False) -> None:
         """Choose the events the identity's session receives (all that the token's scopes allow with subscribe_all)."""

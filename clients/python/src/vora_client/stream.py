@@ -380,7 +380,7 @@ class EventStream:
                 assert self.session is not None
                 before = self._transport.name
                 connection = await self._transport.open(
-                    self.session.web_socket_token, self.last_event_id, self._open_timeout
+                    self.session.web_socket_token, self._open_position(), self._open_timeout
                 )
             except _SessionOver:
                 await self._finish(self._session_over_reason or "session over")
@@ -453,6 +453,17 @@ class EventStream:
                 else self._policy.refused_wait(attempt, None)
             )
             await self._transition(State.RECONNECTING, reason=reason, code=code, wait=wait)
+
+    def _open_position(self) -> str | None:
+        """Return the lastEventId to open with: the stream's own, else where setup said its first connection starts.
+
+        Without a position of its own (no channelOpened read yet), a first connection dropped before its
+        channelOpened was read then resumes from setup instead of starting live.
+        """
+        start = self.session.last_event_id if self.session is not None else None
+        if self.last_event_id is None and start is not None and is_event_id(start):
+            return start
+        return self.last_event_id
 
     def _replaced_too_often(self) -> bool:
         """Record a replaced and tell whether the setups it allows within the window are used up."""

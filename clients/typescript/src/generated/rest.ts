@@ -228,6 +228,11 @@ export interface components {
             holdUpMode: true;
         });
         SetupOut: {
+            /**
+             * @description The position the session's first connection (WebSocket or Server-Sent Events) starts after: the `data.lastEventId` of that connection's `channelOpened`. Open the first connection with it as `lastEventId`, so that a first connection that drops before its `channelOpened` is read still resumes from setup: without a `lastEventId` a later connection starts with the live stream, and the events published meanwhile are never delivered. An eventId that may name no event (`0-0` for an identity that never had one, `0-N` for an empty stream N events in, or the id just before the oldest retained event); it is still a valid `lastEventId`, and resuming from it brings no `resumeGap`.
+             * @example 1795396666123-41
+             */
+            lastEventId?: string;
             /** @description This will be used to authenticate the WebSocket connection which is different than the access token and will be created by the VORA Gateway. Hence this connection will be independent from the oAuth server. */
             webSocketToken: string;
         };
