@@ -18,7 +18,7 @@ from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import ASYNCAPI_FILE
 from vora.server_api.rules import SERVER_SPEC_FILE
 from vora.server_api.simulator import SIMULATOR_SPEC_FILE
-from vora.tools.spec_check import check_all, check_console_openapi, check_server_openapi
+from vora.tools.spec_check import check_all, check_console_openapi, check_event_id_patterns, check_server_openapi
 
 SPEC_PATH = DEFAULT_SPEC_DIR / "vora.yaml"
 
@@ -248,3 +248,27 @@ def test_check_spec_says_where_the_validator_refused_without_repeating_the_docum
         f"{tmp_path / 'vora.yaml'}:{line}: /paths/~1logout~1{{identity}}/post/responses:"
         r" 'two-hundred' does not match any of the regexes: '^[1-5](?:\\d{2}|XX)$', '^x-'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("document", "loose"),
+    [
+        (SERVER_SPEC_FILE, '"^[0-9]{1,20}-[0-9]{1,20}$"'),
+        (ASYNCAPI_FILE, '"^[0-9]+-[0-9]+$"'),
+        ("vora.yaml", "^\\d+-\\d+$"),
+    ],
+)
+def test_check_spec_names_an_event_id_pattern_looser_than_vora_reads(tmp_path: Path, document: str, loose: str) -> None:
+    """An eventId pattern other than EVENT_ID_SCHEMA_PATTERN is reported with its file and line; today's pass."""
+    for source in DEFAULT_SPEC_DIR.glob("*.yaml"):
+        shutil.copy(source, tmp_path / source.name)
+    assert check_event_id_patterns(tmp_path) == []
+    text = (tmp_path / document).read_text()
+    first = text.index("pattern: '^(?:[0-9]{1,19}")
+    line_end = text.index("\n", first)
+    (tmp_path / document).write_text(text[:first] + f"pattern: {loose}" + text[line_end:])
+    line = text[:first].count("\n") + 1
+    problems = check_event_id_patterns(tmp_path)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{tmp_path / document}:{line}: /")
+    assert "each part at most 2^64-1" in problems[0]

@@ -127,10 +127,11 @@ def test_an_acknowledged_break_passes_and_is_listed(spec_dir: Path) -> None:
     """A break named in breaking-changes.yaml with a reason passes, and is still listed as acknowledged."""
     edit_document(spec_dir, "vora.yaml", lambda d: d["paths"].pop("/health/liveness"))
     entry = {"document": "vora.yaml", "path": "/paths/~1health~1liveness/get", "reason": "Liveness moves to /livez."}
-    (spec_dir / ACKNOWLEDGED_FILE).write_text(yaml.safe_dump({"acknowledged": [entry]}))
+    known = yaml.safe_load((spec_dir / ACKNOWLEDGED_FILE).read_text())["acknowledged"]
+    (spec_dir / ACKNOWLEDGED_FILE).write_text(yaml.safe_dump({"acknowledged": [*known, entry]}))
     report = check_breaking(spec_dir)
     assert not report.failed
-    assert [change.path for change in report.acknowledged] == [entry["path"]]
+    assert [change.path for change in report.acknowledged if change.document == "vora.yaml"] == [entry["path"]]
 
 
 def test_an_acknowledgement_without_reason_is_refused(spec_dir: Path) -> None:
@@ -139,6 +140,15 @@ def test_an_acknowledgement_without_reason_is_refused(spec_dir: Path) -> None:
         yaml.safe_dump({"acknowledged": [{"document": "vora.yaml", "path": "/x"}]})
     )
     with pytest.raises(GuardError, match="reason"):
+        check_breaking(spec_dir)
+
+
+def test_an_acknowledgement_file_that_is_not_yaml_is_named_with_its_line(spec_dir: Path) -> None:
+    """A reason with an unquoted colon is reported as a GuardError naming the file and line, not a traceback."""
+    (spec_dir / ACKNOWLEDGED_FILE).write_text(
+        "acknowledged:\n  - document: vora.yaml\n    path: /x\n    reason: ids: refused before\n"
+    )
+    with pytest.raises(GuardError, match=r"breaking-changes.yaml: not YAML: .*line 4"):
         check_breaking(spec_dir)
 
 

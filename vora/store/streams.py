@@ -64,7 +64,7 @@ def decimal_at_most(limit: int) -> str:
 # The eventId pattern of the API documents: exactly what parse_event_id accepts, so that a fuzzer's
 # "valid" id is one VORA takes (the looser [0-9]{1,20} let 20-digit parts over 2^64-1 through), in
 # Python's regular expressions (Connexion's) as in ECMA 262's: (?!\n)$ refuses a trailing newline in both.
-EVENT_ID_SCHEMA_PATTERN: Final = f"^{decimal_at_most(MAX_ID_PART)}-{decimal_at_most(MAX_ID_PART)}(?!\n)$"
+EVENT_ID_SCHEMA_PATTERN: Final = f"^{decimal_at_most(MAX_ID_PART)}-{decimal_at_most(MAX_ID_PART)}" + r"(?!\n)$"
 
 
 def _appended(result: Any) -> Appended:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from vora.http.operations import describe, unfinished_operations
 from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api.rules import SERVER_SPEC_FILE
 from vora.server_api.simulator import SIMULATOR_PATH, SIMULATOR_SPEC_FILE
+from vora.store.streams import EVENT_ID_SCHEMA_PATTERN
 
 WEBHOOKS_FILE = "vora-webhooks.yaml"
 # What the console's simulator answers as the server API does: the same schemas, word for word.
@@ -293,6 +295,37 @@ def check_handlers(spec_dir: Path) -> list[str]:
     return [describe(operation, binding) for operation, binding in unfinished_operations(spec_dir)]
 
 
+# Ids every eventId pattern takes, whatever else it refuses: how a pattern is told to be an eventId's.
+EVENT_ID_SAMPLES = ("1795396666123-41", "0-0")
+
+
+def _is_event_id_pattern(pattern: str) -> bool:
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return False  # the validators report a broken pattern
+    return all(compiled.search(sample) for sample in EVENT_ID_SAMPLES) and compiled.search("not-an-id") is None
+
+
+def check_event_id_patterns(spec_dir: Path) -> list[str]:
+    """Report each eventId pattern of the documents that is not exactly the ids VORA reads."""
+    problems = []
+    for path in sorted(spec_dir.glob("*.yaml")):
+        root = yaml.compose(path.read_text())
+        if root is None:
+            continue
+        for tokens, node in _walk(root):
+            if not tokens or tokens[-1] != "pattern" or not isinstance(node, yaml.ScalarNode):
+                continue
+            if _is_event_id_pattern(str(node.value)) and node.value != EVENT_ID_SCHEMA_PATTERN:
+                problems.append(
+                    f"{_line_of(path, root, tokens)}: {_pointer(tokens)}: an eventId pattern must take exactly "
+                    "the ids VORA reads, each part at most 2^64-1 (vora.store.streams.EVENT_ID_SCHEMA_PATTERN), "
+                    f"so that what it calls valid VORA takes: '{EVENT_ID_SCHEMA_PATTERN}'"
+                )
+    return problems
+
+
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
     return (
@@ -302,4 +335,5 @@ def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SC
         + check_server_openapi(spec_dir)
         + check_console_openapi(spec_dir)
         + check_handlers(spec_dir)
+        + check_event_id_patterns(spec_dir)
     )

@@ -131,8 +131,14 @@ def acknowledged(spec_dir: Path) -> set[tuple[str, str]]:
     path = spec_dir / ACKNOWLEDGED_FILE
     if not path.is_file():
         return set()
-    loaded: Any = yaml.safe_load(path.read_text()) or {}
-    entries = loaded.get("acknowledged") or []
+    try:
+        loaded: Any = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:  # its message names the line and column
+        raise GuardError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    entries = loaded.get("acknowledged") if isinstance(loaded, dict) else None
+    if not isinstance(entries, list | None):
+        raise GuardError(f"{path}: acknowledged must be a list of entries")
+    entries = entries or []
     pairs = set()
     for number, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not all(entry.get(k) for k in ("document", "path", "reason")):
