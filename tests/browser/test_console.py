@@ -536,6 +536,7 @@ def providerless_server(
         "VORA_DEV_KEY": str(key_dir / "dev-key.pem"),
         "VORA_OAUTH_ISSUER": issuer,
         "VORA_OAUTH_AUDIENCE": AUDIENCE,
+        "VORA_SERVER_API_KEYS": SERVER_KEY,
     }
     with running_server(env, tmp_path_factory.mktemp("providerless-server")) as running:
         yield running, issuer
@@ -570,7 +571,7 @@ def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream
     dev_key_pem: bytes,
     owns: Callable[..., None],
 ) -> None:
-    """When the pasted token expires, the token panel says expired and the status line says to log in again."""
+    """An expired pasted token shows expired, the status says to log in again, and a new setup stops the stream."""
     owns(USER)
     server, issuer = providerless_server
     page = ConsolePage(browser, wait, console_url(server.port))
@@ -584,6 +585,11 @@ def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream
     assert said.startswith("The access token expired at ")
     assert "log in again (or paste a fresh token)" in said
     assert page.text("state") == "open"  # the session outlives the access token
+    # A new setup needs a token only a new login brings: the console's provider says so, and the stream stops.
+    end_sessions(server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
+    page.wait_state("closed")
+    assert page.wait_row("closed").summary.startswith("stream closed: unauthorized")
+    assert "Log in again" in page.text("status")
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).

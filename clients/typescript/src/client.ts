@@ -1,4 +1,4 @@
-import { VoraNetworkError, VoraUnauthorizedError, apiError } from "./errors.js";
+import { VoraAccessTokenProviderError, VoraAccessTokenRefusedError, VoraNetworkError, apiError } from "./errors.js";
 import type { StreamOptions } from "./stream.js";
 import { VoraStream } from "./stream.js";
 import type {
@@ -15,7 +15,11 @@ export interface TokenRequest {
   refresh: boolean;
 }
 
-/** The app's access-token source (OAuth stays the app's: refresh when asked to). */
+/**
+ * The app's access-token source (OAuth stays the app's: refresh when asked to). To say the user must log in again
+ * (the refresh token was revoked), throw VoraAccessTokenRefusedError: a stream then closes with "unauthorized".
+ * Anything else it throws, or taking longer than accessTokenTimeoutMs, a stream takes as passing and retries.
+ */
 export type AccessTokenProvider = (request: TokenRequest) => Promise<string> | string;
 
 export interface ClientOptions {
@@ -27,6 +31,8 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Milliseconds before a REST call is abandoned (default 15000). */
   requestTimeoutMs?: number;
+  /** Milliseconds the access-token provider has to answer before the call (or a stream's attempt) fails (default 10000). */
+  accessTokenTimeoutMs?: number;
 }
 
 export interface SetupOptions {
@@ -40,6 +46,7 @@ export interface SetupOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 15_000;
+const DEFAULT_ACCESS_TOKEN_TIMEOUT_MS = 10_000;
 
 /** VORA's client: the REST session operations, and streams of events. */
 export class VoraClient {
@@ -47,6 +54,7 @@ export class VoraClient {
   readonly #accessToken: AccessTokenProvider;
   readonly #fetch: typeof fetch;
   readonly #timeoutMs: number;
+  readonly #accessTokenTimeoutMs: number;
 
   constructor(options: ClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -56,6 +64,7 @@ export class VoraClient {
     // Bound, because a browser's fetch must be called with globalThis as this.
     this.#fetch = fetchImpl.bind(globalThis);
     this.#timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#accessTokenTimeoutMs = options.accessTokenTimeoutMs ?? DEFAULT_ACCESS_TOKEN_TIMEOUT_MS;
   }
 
   /** List the identities the caller may set up sessions on (GET /identity). */
@@ -115,22 +124,39 @@ export class VoraClient {
     return parsed;
   }
 
-  async #send(method: string, path: string, body: unknown, refresh: boolean): Promise<Response> {
-    let token: string;
-    try {
-      token = await this.#accessToken({ refresh });
-    } catch (cause) {
-      throw new VoraUnauthorizedError(
-        401,
-        {
-          timestamp: new Date().toISOString(),
-          status: "401",
-          error: "Unauthorized",
-          message: `the access token provider failed: ${String(cause)}`,
-        },
-        undefined,
+  /** Ask the app's provider for a token within accessTokenTimeoutMs, or reject with VoraAccessTokenProviderError. */
+  async #token(refresh: boolean): Promise<string> {
+    const limitMs = this.#accessTokenTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // A provider that never answers (an OAuth server that accepts and stalls) must not hold a stream for ever.
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new VoraAccessTokenProviderError(
+              `the access token provider gave no token within ${limitMs / 1000} s`,
+              undefined,
+            ),
+          ),
+        limitMs,
       );
+    });
+    try {
+      return await Promise.race([Promise.resolve().then(() => this.#accessToken({ refresh })), late]);
+    } catch (cause) {
+      if (cause instanceof VoraAccessTokenProviderError) throw cause;
+      const message =
+        cause instanceof VoraAccessTokenRefusedError
+          ? `the access token provider refused: ${cause.message}`
+          : `the access token provider failed: ${String(cause)}`;
+      throw new VoraAccessTokenProviderError(message, cause);
+    } finally {
+      clearTimeout(timer);
     }
+  }
+
+  async #send(method: string, path: string, body: unknown, refresh: boolean): Promise<Response> {
+    const token = await this.#token(refresh);
     const headers: Record<string, string> = { Authorization: `Bearer ${token}`, Accept: "application/json" };
     const init: RequestInit = { method, headers, signal: AbortSignal.timeout(this.#timeoutMs) };
     if (body !== undefined) {

@@ -39,6 +39,33 @@ export class VoraUnauthorizedError extends VoraApiError {
   override name = "VoraUnauthorizedError";
 }
 
+/**
+ * Thrown by the app's access-token provider when no token can be had until the user acts (the refresh token was
+ * revoked, the user logged out): a stream then closes with reason "unauthorized" and tries no more. Anything else
+ * the provider throws (its OAuth server out of reach) is taken as passing, and a stream retries.
+ */
+export class VoraAccessTokenRefusedError extends VoraError {
+  override name = "VoraAccessTokenRefusedError";
+}
+
+/**
+ * The app's access-token provider threw, or gave no token within `accessTokenTimeoutMs`. A REST call rejects with it
+ * (a 401 the SDK made; `cause` is what the provider threw). A stream retries with a refused attempt's backoff and
+ * emits it as an `error`, unless `refused` (the provider threw VoraAccessTokenRefusedError): then it closes with
+ * reason "unauthorized".
+ */
+export class VoraAccessTokenProviderError extends VoraUnauthorizedError {
+  override name = "VoraAccessTokenProviderError";
+  /** The provider threw VoraAccessTokenRefusedError: the user must log in again. */
+  readonly refused: boolean;
+
+  constructor(message: string, cause: unknown) {
+    super(401, { timestamp: new Date().toISOString(), status: "401", error: "Unauthorized", message }, undefined);
+    this.cause = cause;
+    this.refused = cause instanceof VoraAccessTokenRefusedError;
+  }
+}
+
 /** 403: the token lacks a scope, or the identity is not the caller's. */
 export class VoraForbiddenError extends VoraApiError {
   override name = "VoraForbiddenError";

@@ -1,6 +1,8 @@
 export { VoraClient } from "./client.js";
 export type { AccessTokenProvider, ClientOptions, SetupOptions, TokenRequest } from "./client.js";
 export {
+  VoraAccessTokenProviderError,
+  VoraAccessTokenRefusedError,
   VoraApiError,
   VoraConflictError,
   VoraError,

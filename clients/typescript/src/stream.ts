@@ -1,6 +1,13 @@
 import type { VoraClient } from "./client.js";
 import { Emitter } from "./emitter.js";
-import { VoraApiError, VoraError, VoraForbiddenError, VoraNetworkError, VoraUnauthorizedError } from "./errors.js";
+import {
+  VoraAccessTokenProviderError,
+  VoraApiError,
+  VoraError,
+  VoraForbiddenError,
+  VoraNetworkError,
+  VoraUnauthorizedError,
+} from "./errors.js";
 import { compareEventIds, isEventId } from "./event-id.js";
 import type { ChannelOpenedEvent, ChannelTerminatedEvent, HeartbeatEvent, ResumeGapEvent } from "./generated/events.js";
 import { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, refusedDelayMs } from "./reconnect.js";
@@ -27,7 +34,7 @@ export type CloseReason =
   | "logout" // channelTerminated logout: the session was logged out
   | "revoked" // channelTerminated revoked: the identity was taken from the user
   | "replaced" // channelTerminated replaced more often than maxReplacedSetups allows: another copy of the app wants the session
-  | "unauthorized" // setup refused the access token (401), even after asking the provider for a fresh one
+  | "unauthorized" // setup refused the access token (401) even after asking the provider for a fresh one, or the provider threw VoraAccessTokenRefusedError
   | "forbidden" // setup refused the identity or scopes (403)
   | "error"; // anything else no retry can fix (404, 409, a 400 handshake, a transport missing)
 
@@ -595,7 +602,13 @@ export class VoraStream implements AsyncIterable<StreamItem> {
 
   #setupFailed(error: unknown): void {
     this.#emitter.emit("error", error);
-    if (error instanceof VoraUnauthorizedError) {
+    if (error instanceof VoraAccessTokenProviderError && !error.refused) {
+      // The app's provider threw (not VoraAccessTokenRefusedError) or ran out of time: its OAuth server may be out of
+      // reach for a moment, as for a phone waking on a new network. A refused attempt (rule 9), not the end.
+      const attempt = ++this.#attempt;
+      const delayMs = refusedDelayMs(this.#rules, attempt, undefined);
+      this.#schedule({ kind: "resume", delayMs, setup: true, cause: error.body.message }, attempt);
+    } else if (error instanceof VoraUnauthorizedError) {
       this.#finish("unauthorized", error.message, error);
     } else if (error instanceof VoraForbiddenError) {
       this.#finish("forbidden", error.message, error);

@@ -2,6 +2,8 @@
 
 from vora_client.client import ConnectionType, PushRegistration, Session, TokenProvider, VoraClient
 from vora_client.errors import (
+    AccessTokenProviderFailed,
+    AccessTokenRefused,
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -22,6 +24,8 @@ from vora_client.stream import Envelope, EventStream, State, StateChange, connec
 from vora_client.transport import Closed, Connection, Transport, WebSocketTransport, websocket_url
 
 __all__ = [
+    "AccessTokenProviderFailed",
+    "AccessTokenRefused",
     "AutoTransport",
     "BadRequest",
     "Closed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
-from vora_client.errors import ConnectionFailed, error_from_response
+from vora_client.errors import AccessTokenProviderFailed, AccessTokenRefused, ConnectionFailed, error_from_response
 
 
 class RefreshingTokenProvider(Protocol):
@@ -67,10 +68,13 @@ class VoraClient:
         token_provider: TokenProvider,
         *,
         timeout: float = 10.0,
+        access_token_timeout: float = 10.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token_provider = token_provider
+        # A provider that never answers (an OAuth server that accepts and stalls) must not hold a stream for ever.
+        self._access_token_timeout = access_token_timeout
         self._tell_refresh = _takes_refresh(token_provider)
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._owns_http = http is None
@@ -117,10 +121,27 @@ class VoraClient:
         """End the identity's sessions: every stream of them closes with channelTerminated logout."""
         await self._call("POST", f"/logout/{quote(identity, safe='')}")
 
-    async def _token(self, refresh: bool) -> str:
+    async def _ask_provider(self, refresh: bool) -> str:
         if self._tell_refresh:
             return await cast(RefreshingTokenProvider, self._token_provider)(refresh=refresh)
         return await self._token_provider()
+
+    async def _token(self, refresh: bool) -> str:
+        """Ask the app's provider for a token within access_token_timeout; raise AccessTokenProviderFailed if not."""
+        limit = asyncio.timeout(self._access_token_timeout)
+        try:
+            async with limit:
+                return await self._ask_provider(refresh)
+        except AccessTokenRefused as exc:
+            raise AccessTokenProviderFailed(f"the access token provider refused: {exc}", refused=True) from exc
+        except TimeoutError as exc:
+            if not limit.expired():  # the provider's own timeout: a failure like any other
+                raise AccessTokenProviderFailed(f"the access token provider failed: {exc!r}", refused=False) from exc
+            seconds = f"{self._access_token_timeout:g}"
+            message = f"the access token provider gave no token within {seconds} s"
+            raise AccessTokenProviderFailed(message, refused=False) from exc
+        except Exception as exc:  # whatever the app's OAuth code raised, the caller learns it typed
+            raise AccessTokenProviderFailed(f"the access token provider failed: {exc!r}", refused=False) from exc
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None, refresh: bool) -> httpx.Response:
         token = await self._token(refresh)

@@ -53,6 +53,27 @@ class ServiceUnavailable(VoraError):
     """503: VORA or its store is briefly unavailable; retry after retry_after seconds."""
 
 
+class AccessTokenRefused(Exception):
+    """Raised by the app's access-token provider when no token can be had until the user acts.
+
+    The refresh token was revoked, the user logged out: a stream then closes with reason "unauthorized" and tries
+    no more. Anything else the provider raises (its OAuth server out of reach) is taken as passing, and retried.
+    """
+
+
+class AccessTokenProviderFailed(Unauthorized):
+    """The app's access-token provider raised, or gave no token within the client's access_token_timeout.
+
+    A REST call raises it (a 401 the SDK made; __cause__ is what the provider raised). A stream retries with a
+    refused attempt's backoff and passes it to on_error, unless refused: the provider raised AccessTokenRefused,
+    and the stream closes with reason "unauthorized".
+    """
+
+    def __init__(self, message: str, *, refused: bool) -> None:
+        super().__init__(401, "Unauthorized", message)
+        self.refused = refused
+
+
 class ConnectionFailed(Exception):
     """VORA could not be reached (refused, reset, timed out), or something else answered (a proxy's own error page).
 

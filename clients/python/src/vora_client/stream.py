@@ -23,6 +23,7 @@ from typing import Any
 
 from vora_client.client import ConnectionType, PushRegistration, Session, VoraClient
 from vora_client.errors import (
+    AccessTokenProviderFailed,
     ConnectionFailed,
     MalformedFrame,
     ServiceUnavailable,
@@ -385,6 +386,19 @@ class EventStream:
             except _SessionOver:
                 await self._finish(self._session_over_reason or "session over")
                 return
+            except AccessTokenProviderFailed as exc:
+                # The app's provider said the user must log in again (AccessTokenRefused): stop. Anything else it
+                # raised, or its time limit, is a refused attempt (rule 9): its OAuth server may be out of reach for
+                # a moment, as for a phone waking on a new network, and the stream must outlive that.
+                await _call(self._on_error, exc)
+                if exc.refused:
+                    await self._finish("unauthorized", exc)
+                    return
+                self.session = None  # the setup (or its subscription) did not finish: set up again
+                attempt += 1
+                wait = self._policy.refused_wait(attempt, None)
+                await self._transition(State.RECONNECTING, reason=exc.message, wait=wait)
+                continue
             except Unauthorized as exc:
                 if self.session is None or self.client is None:  # refused, and nothing can set up another
                     await self._finish(f"setup refused: {exc}", exc)

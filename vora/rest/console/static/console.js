@@ -142,7 +142,8 @@ async function usePastedToken() {
 
 function accessToken() {
   const saved = tokens();
-  if (!saved) throw new Error("not logged in, or the token expired: log in again");
+  // The SDK's refusal: a stream stops ("unauthorized") instead of retrying for a token only a new login brings.
+  if (!saved) throw new sdk.VoraAccessTokenRefusedError("not logged in, or the token expired: log in again");
   return saved.access;
 }
 
