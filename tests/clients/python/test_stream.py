@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,40 @@ def test_a_session_ended_by_the_telephony_side_is_set_up_again(
             after = await asyncio.to_thread(publish, "presence", {"status": "away"})
             assert (await stream.next_event(10))["eventId"] == after
             assert used(stream) == {transport}
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+class SubscriptionCutOnce(VoraClient):
+    """A client whose first subscription after a setup loses its connection before the answer (a phone's radio)."""
+
+    cut = False
+
+    async def subscribe(self, identity: str, events: Sequence[str] = (), *, subscribe_all: bool = False) -> None:
+        """Fail the first call as a cut connection; pass the rest to VORA."""
+        if not self.cut:
+            self.cut = True
+            raise ConnectionFailed("connection reset before the answer")
+        await super().subscribe(identity, events, subscribe_all=subscribe_all)
+
+
+def test_a_setup_whose_subscription_failed_is_not_streamed_unsubscribed(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+) -> None:
+    """A subscription that fails after its setup makes the stream set up again and subscribe, not open unfiltered."""
+    owner("alice")
+
+    async def scenario() -> None:
+        cutting = SubscriptionCutOnce(server.base_url, tokens("alice"))
+        async with cutting as client:
+            stream = await connect(client, IDENTITY, events=["callEnded"], policy=QUICK)
+            await until(stream, State.OPEN)
+            assert cutting.cut
+            await asyncio.to_thread(publish, "presence", {"status": "busy"})  # outside the subscription
+            ended = await asyncio.to_thread(publish, "callEnded", {"callId": "c-1"})
+            received = await stream.next_event(10)
+            assert (received["type"], received["eventId"]) == ("callEnded", ended)
             await stream.close()
 
     asyncio.run(scenario())

@@ -340,10 +340,13 @@ class EventStream:
             raise _SessionOver
         # connectionType says which transport the session means to use (the token opens either).
         connection_type: ConnectionType = "ServerSentEvents" if self._transport.name == "sse" else "WebSocket"
-        self.session = await self.client.setup(self.identity, connection_type=connection_type, **self._setup_options)
+        session = await self.client.setup(self.identity, connection_type=connection_type, **self._setup_options)
         if self._subscription is not None:
             events, subscribe_all = self._subscription
             await self.client.subscribe(self.identity, events, subscribe_all=subscribe_all)
+        # Kept only once subscribed: a session whose subscription failed (503, a cut connection) receives every
+        # event type, so the next attempt sets up again, as the TypeScript SDK does.
+        self.session = session
 
     async def _run(self) -> None:
         try:
