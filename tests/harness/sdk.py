@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 
-from vora_client import EventStreamTransport, Transport, TransportChoice, WebSocketTransport
+from vora_client import EventStream, EventStreamTransport, State, Transport, TransportChoice, WebSocketTransport
 
 from testbed.vora_server import RunningServer
 
@@ -23,3 +24,13 @@ def real_transport(server: RunningServer, transport: TransportChoice) -> Transpo
     if transport == "websocket":
         return WebSocketTransport(server.ws_url)
     return EventStreamTransport(f"{server.base_url}/sse")
+
+
+async def until(stream: EventStream, state: State, timeout: float = 20.0, since: int | None = None) -> None:
+    """Wait until the stream is in a state or has passed through it since the call, or since changes[since:]."""
+    # A loaded machine may run the stream past a short state (reconnecting with a wait of a few ms) before this
+    # call: a test that caused the change counts the changes before causing it and passes that count as since.
+    seen = len(stream.changes) if since is None else since
+    async with asyncio.timeout(timeout):
+        while stream.state is not state and all(c.current is not state for c in stream.changes[seen:]):
+            await asyncio.sleep(0.02)

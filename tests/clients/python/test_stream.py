@@ -34,7 +34,7 @@ from vora_client import (
 
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
 from testbed.wait import wait_for
-from tests.harness.sdk import IDENTITY, ServerFactory, real_transport
+from tests.harness.sdk import IDENTITY, ServerFactory, real_transport, until
 from tests.harness.server_api import end_sessions, list_sessions, publish_batch, publish_event
 from tests.harness.tokens import TokenFactory
 
@@ -51,14 +51,6 @@ ROOT = Path(__file__).resolve().parents[3]
 # arrived, the moment at which a swallowed cancellation left it reading for ever; each round takes well under 1 s.
 ABANDON_ROUNDS = 6
 ABANDON_LIMIT = 30.0
-
-
-async def until(stream: EventStream, state: State, timeout: float = 20.0) -> None:
-    """Wait until the stream is in a state or has passed through it since the call (a busy loop may poll late)."""
-    seen = len(stream.changes)
-    async with asyncio.timeout(timeout):
-        while stream.state is not state and all(c.current is not state for c in stream.changes[seen:]):
-            await asyncio.sleep(0.02)
 
 
 def used(stream: EventStream) -> set[str]:
@@ -125,9 +117,10 @@ def test_resume_after_the_worker_dies_loses_and_repeats_nothing(
             first = await asyncio.to_thread(publish, "presence", {"status": "available"})
             assert (await stream.next_event(10))["eventId"] == first
             token = stream.session.web_socket_token if stream.session else ""
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             for pid in server.worker_pids():
                 os.kill(pid, signal.SIGKILL)
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             missed = [await asyncio.to_thread(publish, "callRinging", {"callId": f"c-{n}"}) for n in range(5)]
             got = await take(stream, 5, timeout=40)
             assert [e["eventId"] for e in got] == missed
@@ -166,8 +159,9 @@ def test_a_stream_cut_before_its_first_event_resumes_from_where_it_opened(
                     await asyncio.sleep(0.02)
             opened_at = positions[0]
             assert stream.last_event_id == opened_at
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             edge.process.kill()
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             # Published through another instance while none can serve the stream: a reconnect without a
             # lastEventId would start live, after all of them.
             missed = [await asyncio.to_thread(publish, "callRinging", {"callId": f"m-{n}"}) for n in range(3)]
@@ -285,10 +279,11 @@ def test_a_session_ended_by_the_telephony_side_is_set_up_again(
             stream = await connect(client, IDENTITY, events=["presence"], policy=QUICK, transport=transport)
             await until(stream, State.OPEN)
             old_token = stream.session.web_socket_token if stream.session else ""
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, reason)
             terminated = await stream.next_event(10)
             assert terminated["data"]["reason"] == reason
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             await until(stream, State.OPEN)
             assert stream.session is not None
             assert stream.session.web_socket_token != old_token
@@ -353,9 +348,10 @@ def test_stream_subscribe_applies_now_and_after_a_new_setup(
             await until(stream, State.OPEN)
             await stream.subscribe(["callEnded"])
             await only_ended(stream, "c-1")
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
             assert (await stream.next_event(10))["data"]["reason"] == "disconnected"
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             await until(stream, State.OPEN)
             await only_ended(stream, "c-2")  # a new session starts subscribed to everything
             await stream.close()
@@ -394,10 +390,11 @@ def test_replaced_sets_up_again(
         async with VoraClient(server.base_url, tokens("alice")) as client:
             stream = await connect(client, IDENTITY, policy=QUICK, transport=transport)
             await until(stream, State.OPEN)
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             await client.setup(IDENTITY)  # the second session evicts the first (one allowed)
             terminated = await stream.next_event(10)
             assert terminated["data"]["reason"] == "replaced"
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             await until(stream, State.OPEN)
             assert used(stream) == {transport}
             await stream.close()
@@ -535,8 +532,9 @@ def test_a_crowd_drop_and_maintenance_wait_within_the_announced_window_not_20_s(
             )
             await announced(stream, 2.0)
             [worker] = server.worker_pids()
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             os.kill(worker, signal.SIGKILL)
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             await until(stream, State.OPEN, timeout=30)
             drop, waited = first_attempt_after("")
             assert drop.code == 1006
@@ -766,9 +764,10 @@ def test_lifecycle_types_and_reasons_a_newer_server_adds_are_ignored(
             published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
             assert (await stream.next_event(10))["eventId"] == published
             assert [c.current for c in stream.changes] == [State.CONNECTING, State.OPEN]
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
             assert (await stream.next_event(10))["data"]["reason"] == "sessionMoved"
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             await stream.wait_open(10)
             after = await asyncio.to_thread(publish, "presence", {"status": "away"})
             assert (await stream.next_event(10))["eventId"] == after

@@ -28,7 +28,7 @@ from vora_client import (
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
 from testbed.wait import wait_for
 from tests.harness.nginx import Nginx, NginxUnavailable, WebSocketPolicy, ensure_nginx
-from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory
+from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory, until
 from tests.harness.server_api import end_sessions, list_sessions
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.topology]
@@ -69,13 +69,6 @@ def logged(nginx: Nginx, path: str, count: int) -> None:
     assert requests_to(nginx, path) == count
 
 
-async def until(stream: EventStream, state: State, timeout: float = 20.0) -> None:
-    """Wait until the stream reaches a state."""
-    async with asyncio.timeout(timeout):
-        while stream.state is not state:
-            await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("blocking", ["refuse", "strip"])
 def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_there(
     server: RunningServer,
@@ -108,9 +101,10 @@ def test_auto_falls_back_to_sse_where_the_proxy_blocks_the_upgrade_and_stays_the
             first = await asyncio.to_thread(publish, "callRinging", {"callId": "c-1"})
             assert (await stream.next_event(10))["eventId"] == first
             # A new session after the old one ended: still SSE, set up as ServerSentEvents, no upgrade tried.
+            mark = len(stream.changes)  # before the cause: the stream may pass reconnecting before until() runs
             await asyncio.to_thread(end_sessions, server.server_api_url, SERVER_KEY, IDENTITY, "disconnected")
             assert (await stream.next_event(10))["data"]["reason"] == "disconnected"
-            await until(stream, State.RECONNECTING)
+            await until(stream, State.RECONNECTING, since=mark)
             await until(stream, State.OPEN)
             [session] = await asyncio.to_thread(list_sessions, server.server_api_url, SERVER_KEY, IDENTITY)
             assert session["connectionType"] == "ServerSentEvents"
