@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
 import { test } from "node:test";
 import { sseTransport, webSocketTransport } from "../src/index.js";
 import type { StreamEvents, Transport, TransportConnection, TransportSink, TransportTarget } from "../src/index.js";
-import { FAST_RULES, clientFor, instance, newIdentity, next } from "./harness.js";
+import { FAST_RULES, clientFor, closedPort, instance, newIdentity, next } from "./harness.js";
 
 /** A real transport that counts the connections it was asked to open. */
 function counted(inner: Transport): Transport & { opens: number } {
@@ -17,15 +16,6 @@ function counted(inner: Transport): Transport & { opens: number } {
       return inner.open(target, sink);
     },
   };
-}
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
 }
 
 /** The process's pending timers (each keeps Node from exiting). */

@@ -1,4 +1,5 @@
 // Helpers for the SDK's suite: the pytest side's control server starts real VORA instances and mints real tokens.
+import { createServer } from "node:net";
 import { after } from "node:test";
 import WebSocket from "ws";
 import { VoraClient, webSocketTransport } from "../src/index.js";
@@ -214,4 +215,14 @@ export async function publishAndReceive(
   } finally {
     stop();
   }
+}
+
+/** A loopback port nothing listens on (bound, then closed), for a connection that is refused. */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
 }

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { createServer } from "node:net";
 import type { Socket } from "node:net";
 import { test } from "node:test";
 import WebSocket from "ws";
@@ -16,16 +15,7 @@ import {
   webSocketTransport,
 } from "../src/index.js";
 import type { FallbackInfo, StreamEvents, Transport, WebSocketConstructor } from "../src/index.js";
-import { FAST_RULES, clientFor, instance, newIdentity, next, publishAndReceive } from "./harness.js";
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
+import { FAST_RULES, clientFor, closedPort, instance, newIdentity, next, publishAndReceive } from "./harness.js";
 
 test("an injected WebSocket constructor (the ws package, as on Node 20 without flags) carries the stream", async () => {
   const vora = await instance("main");
