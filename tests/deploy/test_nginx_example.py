@@ -32,7 +32,7 @@ from tests.harness.artefacts import (
     SSE_PATH,
     WS_PATH,
 )
-from tests.harness.nginx import NginxUnavailable, ensure_nginx
+from tests.harness.nginx import nginx_or_skip
 from vora.core.settings import Settings
 from vora.observability.logs import request_id_of
 
@@ -251,10 +251,7 @@ def test_nginx_passes_a_request_id_vora_accepts() -> None:
 @pytest.fixture(scope="module")
 def nginx_binary() -> str:
     """Return nginx (apt-get installs nginx-light when root and it is missing), or skip when it cannot be had."""
-    try:
-        return ensure_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(f"nginx cannot be installed here: {exc}")
+    return nginx_or_skip()
 
 
 def _render_example(prefix: Path, listen_port: int, upstream_ports: list[int]) -> Path:

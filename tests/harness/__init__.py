@@ -6,7 +6,7 @@ from testbed.redis_procs import RedisCluster3, RedisSentinel, RedisSentinelSet, 
 from testbed.wait import WaitTimeout, port_accepts, wait_for
 
 from .devauth import DevAuth, DevAuthUnavailable
-from .nginx import Nginx, NginxUnavailable, ensure_nginx
+from .nginx import Nginx, NginxUnavailable, ensure_nginx, nginx_or_skip
 
 __all__ = [
     "DevAuth",
@@ -23,6 +23,7 @@ __all__ = [
     "free_port",
     "free_ports",
     "live_processes",
+    "nginx_or_skip",
     "port_accepts",
     "port_is_free",
     "wait_for",

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Self
 
+import pytest
+
 from testbed.ports import HOST, free_port
 from testbed.procs import DEFAULT_STOP_TIMEOUT, Harnessed, ManagedProcess
 from testbed.wait import port_accepts, wait_for
@@ -277,3 +279,11 @@ http {{
         if self._given_workdir is None and self._prefix is not None:
             shutil.rmtree(self._prefix, ignore_errors=True)
             self._prefix = None
+
+
+def nginx_or_skip() -> str:
+    """Return the nginx binary (apt-get installs it when root and missing), or skip the test when it cannot be had."""
+    try:
+        return ensure_nginx()
+    except NginxUnavailable as exc:
+        pytest.skip(f"nginx cannot be had here: {exc}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Nginx, NginxUnavailable, RedisCluster3, RedisSentinelSet, ensure_nginx
+from tests.harness import Nginx, RedisCluster3, RedisSentinelSet, nginx_or_skip
 from tests.harness.journey import Entry, vora_env
 from tests.harness.topology import EnvFactory, Sockets
 from tests.harness.upstreams import Upstream
@@ -38,10 +38,7 @@ def fresh_sentinel_set() -> Iterator[RedisSentinelSet]:
 @pytest.fixture(scope="session")
 def nginx_binary() -> str:
     """Return the nginx binary, installing it when root, or skip when it cannot be had."""
-    try:
-        return ensure_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))
+    return nginx_or_skip()
 
 
 @pytest.fixture

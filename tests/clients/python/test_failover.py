@@ -16,7 +16,7 @@ import redis
 from vora_client import EventStream, ReconnectPolicy, State, StateChange, TransportChoice, VoraClient, connect
 
 from testbed.vora_server import RunningServer, running_server
-from tests.harness.nginx import Nginx, NginxUnavailable, ensure_nginx
+from tests.harness.nginx import Nginx, nginx_or_skip
 from tests.harness.sdk import SERVER_KEY
 from tests.harness.server_api import publish_batch
 from vora.store.directory import Directory
@@ -52,10 +52,7 @@ def test_sigkilled_instance_under_200_clients(
     sdk_env: dict[str, str], tmp_path: Path, redisdb: redis.Redis, tokens: Tokens, transport: TransportChoice
 ) -> None:
     """All 200 resume on the survivor, each gets every event once and in order, and their returns are spread."""
-    try:
-        nginx_binary = ensure_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))
+    nginx_binary = nginx_or_skip()
     for n in range(CLIENTS):
         Directory(redisdb).add(f"user-{n}", [identity_of(n)])
     with contextlib.ExitStack() as stack:

@@ -27,7 +27,7 @@ from vora_client import (
 
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
 from testbed.wait import wait_for
-from tests.harness.nginx import Nginx, NginxUnavailable, WebSocketPolicy, ensure_nginx
+from tests.harness.nginx import Nginx, WebSocketPolicy, nginx_or_skip
 from tests.harness.sdk import IDENTITY, SERVER_KEY, ServerFactory, until
 from tests.harness.server_api import end_sessions, list_sessions
 
@@ -42,10 +42,7 @@ ProxyFactory = Callable[[WebSocketPolicy], Nginx]
 @pytest.fixture
 def proxy(server: RunningServer) -> Iterator[ProxyFactory]:
     """Start nginx in front of the module's server, passing, refusing or stripping WebSocket upgrades."""
-    try:
-        binary = ensure_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))
+    binary = nginx_or_skip()
     started: list[Nginx] = []
 
     def start(websocket: WebSocketPolicy) -> Nginx:
@@ -258,10 +255,7 @@ def test_a_server_that_is_down_is_no_reason_to_fall_back(
 ) -> None:
     """VORA killed behind nginx (502 to upgrades): back by the SSE probe or later, the stream stays on WebSocket."""
     owner("alice")
-    try:
-        binary = ensure_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))
+    binary = nginx_or_skip()
 
     with make_server() as dedicated, Nginx([dedicated.port], binary=binary, websocket="pass") as nginx:
 
@@ -314,10 +308,7 @@ def test_a_setup_answered_502_while_vora_restarts_is_retried(
 ) -> None:
     """A setup nginx answers 502 (VORA down behind it) is retried with backoff; the stream opens once VORA is back."""
     owner("alice")
-    try:
-        binary = ensure_nginx()
-    except NginxUnavailable as exc:
-        pytest.skip(str(exc))
+    binary = nginx_or_skip()
 
     with make_server() as dedicated, Nginx([dedicated.port], binary=binary, websocket="pass") as nginx:
 
