@@ -96,8 +96,8 @@ def _token_of_request() -> str | None:
     return request.args.get("token") or bearer_token(request.headers.get("Authorization"))
 
 
-def _presented(raw_last_event_id: str | None) -> tuple[str, Position | None] | Response:
-    """Return the request's token and resume position, or the refusal of a bad position or a missing or bad token."""
+def _presented(raw_last_event_id: str | None) -> tuple[str, str, Position | None] | Response:
+    """Return the request's token, the identity it names and the resume position, or the refusal of a bad one."""
     last_event = parse_event_id(raw_last_event_id) if raw_last_event_id is not None else None
     if raw_last_event_id is not None and last_event is None:
         return _refuse(
@@ -106,11 +106,12 @@ def _presented(raw_last_event_id: str | None) -> tuple[str, Position | None] | R
     token = _token_of_request()
     if token is None:
         return _refuse(401, "A webSocketToken is required: pass ?token= or Authorization: Bearer")
-    if identity_of_token(token) is None:
+    identity = identity_of_token(token)
+    if identity is None:
         # No session can hold a malformed token: answered without Redis, so an outage is not blamed for it
         # (a 503 asks to retry, and the retry would fail alike) and HEAD, which reads no bus, says the same.
         return _refuse(401, UNKNOWN_TOKEN)
-    return token, last_event
+    return token, identity, last_event
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -218,7 +219,7 @@ class EventChannel:
         presented = _presented(raw_last_event_id)
         if isinstance(presented, Response):
             return presented
-        token, last_event = presented
+        token, identity, last_event = presented
         with self._gate.entered() as entered:
             if not entered:
                 # Refused in microseconds, the client backs off; queued, it would hold a greenlet
@@ -241,8 +242,7 @@ class EventChannel:
             # Watched before the admission script runs: a logout (on any instance) that Redis runs after
             # the script found the session is announced after this point, and the watch keeps what it said
             # until the connection registers, however the reply and the notice race through this worker.
-            identity = identity_of_token(token)
-            watch = state.hub.watch(identity) if identity is not None else None
+            watch = state.hub.watch(identity)
             admitted = False
             try:
                 admission = state.sessions.admit_socket(token, last_event, now_ms())
@@ -250,7 +250,7 @@ class EventChannel:
             except SocketRefused as refused:
                 return _refuse(refused.status, refused.message)
             finally:
-                if watch is not None and not admitted:
+                if not admitted:
                     state.hub.unwatch(watch)
         request.environ[ADMITTED] = Admitted(admission, watch)
         return None
