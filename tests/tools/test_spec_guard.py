@@ -64,6 +64,11 @@ def test_the_spec_breaks_nothing_of_the_release() -> None:
             lambda d: d["components"]["schemas"]["EventsIn"]["properties"]["subscribeAll"].update(type="string"),
             "/subscribeAll/type",
         ),
+        (
+            "vora.yaml",
+            lambda d: d["paths"]["/identity/setup"]["post"].update(operationId="setupSession"),
+            "/paths/~1identity~1setup/post/operationId",
+        ),
         (SERVER_SPEC_FILE, lambda d: d["components"]["schemas"]["DisconnectReason"]["enum"].pop(), "/enum/"),
         ("vora-webhooks.yaml", lambda d: d["webhooks"].pop("pushNotification"), "/webhooks/pushNotification"),
         (
@@ -71,10 +76,15 @@ def test_the_spec_breaks_nothing_of_the_release() -> None:
             lambda d: d["channels"]["/vora/ws"]["subscribe"]["message"]["oneOf"].pop(-2),  # resumeGap: a released one
             "/channels/~1vora~1ws/subscribe/message/oneOf/",
         ),
+        (
+            "vora-events.asyncapi.yaml",
+            lambda d: d["channels"]["/vora/ws"]["subscribe"].update(operationId="onEvent"),
+            "/channels/~1vora~1ws/subscribe/operationId",
+        ),
     ],
 )
 def test_a_breaking_change_is_caught(spec_dir: Path, document: str, edit: Edit, fragment: str) -> None:
-    """Removing an operation, response, message or enum value, newly requiring a field or changing a type fails."""
+    """Removing an operation, response, message or enum value, requiring a field, a new type or operationId fails."""
     edit_document(spec_dir, document, edit)
     report = check_breaking(spec_dir)
     assert report.failed

@@ -29,6 +29,9 @@ TAKING_ACTIONS = frozenset({"remove", "replace", "rename"})
 PROSE_FIELDS = frozenset({"description", "summary", "title", "example", "examples", "externalDocs"})
 # Where the server binds a security scheme to its own Python code: no client reads them.
 SERVER_BINDINGS = frozenset({"x-tokenInfoFunc", "x-scopeValidateFunc", "x-bearerInfoFunc"})
+# api-smart-diff calls a changed operationId an annotation, but generated clients name their methods and types
+# after it (the TypeScript SDK's `operations["setup"]`, openapi-generator's `setup()`): renaming one breaks them.
+OPERATION_ID = "operationId"
 
 
 class GuardError(Exception):
@@ -53,6 +56,8 @@ class Change:
         # response's reworded description); a property that happens to be named like it is no prose.
         if (last in PROSE_FIELDS and parent != "properties") or last in SERVER_BINDINGS:
             return False
+        if last == OPERATION_ID and parent != "properties":
+            return self.action in TAKING_ACTIONS
         if self.type == BREAKING:
             return True
         return self.type == UNCLASSIFIED and self.action in TAKING_ACTIONS
