@@ -172,6 +172,17 @@ def test_encoded_body_is_415_unread(server: RunningServer, make_token: TokenFact
 
 
 @pytest.mark.parametrize("listener", PORTS)
+def test_transfer_coded_body_is_501_unread(server: RunningServer, make_token: TokenFactory, listener: str) -> None:
+    """A body sent with Transfer-Encoding gzip, chunked is answered 501 naming the codings, unread, and closes."""
+    body = gzip.compress(SETUP_BODY if listener == "public" else EVENT_BODY)
+    head = post_head(listener, valid_authorization(listener, make_token), 0, "Transfer-Encoding: gzip, chunked")
+    head = head.replace(b"Content-Length: 0\r\n", b"")
+    chunk = b"%x\r\n%s\r\n" % (len(body), body)  # no last chunk: only an unread body ends the exchange
+    reply = raw_exchange(port_of(server, listener), head + chunk, PROMPT)
+    assert_refused(reply, 501, "Transfer-Encoding 'gzip, chunked'")
+
+
+@pytest.mark.parametrize("listener", PORTS)
 def test_identity_coded_body_is_served(
     server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, listener: str
 ) -> None:

@@ -140,6 +140,13 @@ def unsupported_coding(environ: dict[str, Any]) -> str | None:
     return coding if coding and coding.lower() != "identity" else None
 
 
+def unsupported_transfer_coding(environ: dict[str, Any]) -> str | None:
+    """Return the Transfer-Encoding a body was sent in when it holds a coding other than chunked."""
+    header = environ.get("HTTP_TRANSFER_ENCODING", "")
+    codings = [coding.strip().lower() for coding in header.split(",")]
+    return header.strip() if any(coding not in ("", "chunked", "identity") for coding in codings) else None
+
+
 def read_at_most(stream: Any, limit: int) -> bytes:
     """Read a stream until it ends or holds more than limit bytes, whichever comes first."""
     buffer = io.BytesIO()
@@ -160,7 +167,7 @@ def without_body(environ: dict[str, Any]) -> None:
 
 
 class BodyLimitMiddleware:
-    """Hand the app a body read in full, none when it is unwanted, or answer 415, 413, 408 or 400 without calling it."""
+    """Hand the app a body read in full, none when it is unwanted, or answer 415, 501, 413, 408 or 400 without it."""
 
     def __init__(self, app: WsgiApp, max_bytes: int, gate: BodyGate | None = None) -> None:
         self.app = app
@@ -169,9 +176,10 @@ class BodyLimitMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Read the body, then serve the request with it, or refuse it."""
-        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        transfer_coding = environ.get("HTTP_TRANSFER_ENCODING", "")
+        chunked = "chunked" in transfer_coding.lower()
         declared = environ.get("CONTENT_LENGTH") or ""
-        if not chunked and declared in ("", "0"):
+        if not transfer_coding and declared in ("", "0"):
             return self.app(environ, start_response)  # no body: GET, WebSocket upgrades
         if self.gate is not None and self.gate.unwanted(environ):
             # Refused anyway (401, 404, 405) or ignored: reading it would only let a client hold the worker.
@@ -182,6 +190,11 @@ class BodyLimitMiddleware:
             # Read as it is, a gzip body would be "not valid JSON": say what is wrong (RFC 9110 15.5.16).
             message = f"The request body is sent with Content-Encoding {clip(coding)!r}; send it unencoded (identity)"
             return refuse(start_response, 415, message, (("Accept-Encoding", "identity"),))
+        coding = unsupported_transfer_coding(environ)
+        if coding is not None:
+            # gunicorn undoes the chunking only and hands a gzip or deflate body on as it came (RFC 9112 6.1: 501).
+            message = f"The request body is sent with Transfer-Encoding {clip(coding)!r}; send it plain or chunked"
+            return refuse(start_response, 501, message)
         if declared.isdigit() and int(declared) > self.max_bytes:
             return refuse(start_response, 413, body_too_large_message(self.max_bytes))
         expected = self.max_bytes if chunked or not declared.isdigit() else int(declared)
