@@ -4,16 +4,23 @@ import { sseTransport, webSocketTransport } from "../src/index.js";
 import type { StreamEvents, Transport, TransportConnection, TransportSink, TransportTarget } from "../src/index.js";
 import { FAST_RULES, clientFor, closedPort, instance, newIdentity, next } from "./harness.js";
 
-/** A real transport that counts the connections it was asked to open. */
-function counted(inner: Transport): Transport & { opens: number } {
+/** A real transport that counts the connections it was asked to open, and those the SDK closed. */
+function counted(inner: Transport): Transport & { opens: number; closes: number } {
   return {
     name: inner.name,
     connectionType: inner.connectionType,
     opens: 0,
+    closes: 0,
     available: () => inner.available(),
     open(target: TransportTarget, sink: TransportSink): TransportConnection {
       this.opens += 1;
-      return inner.open(target, sink);
+      const connection = inner.open(target, sink);
+      return {
+        close: (code, reason) => {
+          this.closes += 1;
+          connection.close(code, reason);
+        },
+      };
     },
   };
 }
@@ -72,6 +79,23 @@ test("close() from an error listener before the fallback probe opens no probe", 
   const closed = await next(stream, "closed");
   assert.equal(closed.reason, "client");
   assert.equal(next_.opens, 0, "the probe was opened after close()");
+});
+
+test("close() from a fallback listener closes the connection that fell back and emits nothing after closed", async () => {
+  const vora = await instance("main");
+  const identity = newIdentity();
+  const client = await clientFor(vora, "close-fallback", [identity]);
+  const blocked = webSocketTransport({ url: `ws://127.0.0.1:${await closedPort()}/vora/ws` });
+  const sse = counted(sseTransport());
+  const stream = client.stream({ identity, rules: FAST_RULES, fallbackAfter: 2, transport: [blocked, sse] });
+  const seen: string[] = [];
+  for (const name of ["fallback", "open", "closed"] as const) stream.on(name, () => seen.push(name));
+  stream.on("fallback", () => stream.close()); // the app tells its user about the fallback and stops there
+  assert.equal((await stream.closed).reason, "client");
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(seen, ["fallback", "closed"]);
+  assert.equal(sse.opens, 2, "the probe, then the connection that committed the fallback");
+  assert.equal(sse.closes, 2, "a connection left open after close() would be held, unread, for good");
 });
 
 test("close() right after stream() (before it started) ends it with nothing emitted or loaded after closed", async () => {
