@@ -225,13 +225,28 @@ class TestRefused:
         assert 'error="invalid_request"' in response.headers["WWW-Authenticate"]
 
 
+TRICKLE_SECONDS = 20.0  # how long a trickling JWKS server keeps sending, a byte every TRICKLE_PAUSE
+TRICKLE_PAUSE = 0.2
+
+
 class JwksHandler(BaseHTTPRequestHandler):
-    """Serve the JWKS held by the server object, counting requests."""
+    """Serve the JWKS held by the server object, counting requests; or misbehave as the server's mode says."""
 
     def do_GET(self) -> None:
-        """Answer with the current JWKS."""
+        """Answer with the current JWKS, a byte at a time (trickle), or with something that is not HTTP (garbled)."""
         server: Any = self.server
         server.hits += 1
+        if server.mode == "garbled":
+            self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+            return
+        if server.mode == "trickle":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            ends = time.monotonic() + TRICKLE_SECONDS
+            while time.monotonic() < ends and not server.stopping.is_set():
+                self.wfile.write(b"x")  # raises once the client has cut the connection
+                self.wfile.flush()
+                server.stopping.wait(TRICKLE_PAUSE)
+            return
         body = json.dumps({"keys": server.keys}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -249,9 +264,12 @@ def jwks_server() -> Iterator[Any]:
     server: Any = ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
     server.keys = []
     server.hits = 0
+    server.mode = "serve"
+    server.stopping = threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.stopping.set()
     server.shutdown()
     server.server_close()
 
@@ -280,6 +298,26 @@ class TestRemoteJwks:
             verifier.verify(mint_token(key, "alice", ISSUER, AUDIENCE, key_id="k1"))
             with pytest.raises(InvalidToken):
                 verifier.verify(mint_token(key, "alice", ISSUER, AUDIENCE, key_id="unknown"))
+        assert jwks_server.hits == 1
+
+    def test_a_trickling_jwks_server_holds_the_reload_no_longer_than_its_deadline(self, jwks_server: Any) -> None:
+        """A JWKS answer sent a byte at a time fails the reload at its deadline, and the token is refused then."""
+        jwks_server.mode = "trickle"
+        url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
+        verifier = TokenVerifier(KeySet(url, refresh_interval=0.0, fetch_seconds=1.0), ISSUER, AUDIENCE, 0)
+        started = time.monotonic()
+        with pytest.raises(InvalidToken):
+            verifier.verify(mint_token(ec_private_pem(), "alice", ISSUER, AUDIENCE, key_id="k1"))
+        # Each wait is short (a byte every 0.2 s), so only a deadline on the whole exchange ends it this soon.
+        assert time.monotonic() - started < TRICKLE_SECONDS / 4
+
+    def test_a_jwks_answer_that_is_not_http_is_a_failed_reload(self, jwks_server: Any) -> None:
+        """A JWKS server answering something that is not HTTP fails the reload: the token is refused, nothing raises."""
+        jwks_server.mode = "garbled"
+        url = f"http://127.0.0.1:{jwks_server.server_address[1]}/jwks.json"
+        verifier = TokenVerifier(KeySet(url, refresh_interval=0.0), ISSUER, AUDIENCE, 0)
+        with pytest.raises(InvalidToken):
+            verifier.verify(mint_token(ec_private_pem(), "alice", ISSUER, AUDIENCE, key_id="k1"))
         assert jwks_server.hits == 1
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
 import logging
 import math
 import threading
 import time
-import urllib.request
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError, JWTError
 
+from vora.core.deadline import opener_with_deadlines, within
 from vora.core.settings import Settings
 from vora.http.errors import InvalidToken
 
@@ -30,6 +31,9 @@ log = logging.getLogger("vora.auth")
 # neither `none` nor an HMAC keyed with a public key can ever verify.
 ALGORITHM_KEY_TYPES = {"RS256": "RSA", "ES256": "EC"}
 DEV_KEY_ID = "vora-dev"
+# The whole JWKS exchange, not each wait: requests whose token names an unknown kid wait on the reload.
+JWKS_FETCH_SECONDS = 5.0
+JWKS_MAX_BYTES = 1024 * 1024
 # Claims without which a token is refused: python-jose skips the check of an absent aud or iss.
 REQUIRED_CLAIMS = ("exp", "aud", "iss", "sub")
 NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
@@ -139,12 +143,12 @@ class KeySet:
         source: str,
         extra_keys: Iterable[dict[str, Any]] = (),
         refresh_interval: float = 30.0,
-        fetch: Callable[[str], bytes] | None = None,
+        fetch_seconds: float = JWKS_FETCH_SECONDS,
     ) -> None:
         self._source = source
         self._extra = list(extra_keys)
         self._refresh_interval = refresh_interval
-        self._fetch = fetch or _http_get
+        self._fetch_seconds = fetch_seconds
         self._lock = threading.Lock()
         self._keys: list[dict[str, Any]] = []
         self._loaded_at = float("-inf")
@@ -157,7 +161,7 @@ class KeySet:
     def _load(self) -> list[dict[str, Any]]:
         if not self._source:
             return []
-        raw = self._fetch(self._source) if self.is_remote else Path(self._source).read_bytes()
+        raw = _http_get(self._source, self._fetch_seconds) if self.is_remote else Path(self._source).read_bytes()
         document = json.loads(raw)
         keys = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(keys, list):
@@ -192,10 +196,24 @@ class KeySet:
         return [k for k in usable if k.get("kid") == key_id]
 
 
-def _http_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - operator-configured JWKS URL
-        body: bytes = response.read(1024 * 1024)
-        return body
+_JWKS_OPENER = opener_with_deadlines()
+
+
+def _http_get(url: str, seconds: float = JWKS_FETCH_SECONDS) -> bytes:
+    """Fetch a JWKS within one deadline for the whole exchange, or raise OSError saying why not."""
+    # A server trickling its answer would otherwise hold the reload, and every request waiting on it, for good.
+    with within(seconds) as deadline:
+        try:
+            with _JWKS_OPENER.open(url, timeout=seconds) as response:
+                body: bytes = response.read(JWKS_MAX_BYTES)
+                return body
+        except (OSError, http.client.HTTPException) as exc:
+            if deadline.passed:
+                raise TimeoutError(f"the JWKS did not arrive within {seconds:g} s") from exc
+            if isinstance(exc, OSError):
+                raise
+            # An answer that is not HTTP, or one cut off, is a failed load like a refused connection.
+            raise OSError(f"the JWKS answer is not HTTP: {type(exc).__name__}") from exc
 
 
 class TokenVerifier:

@@ -6,22 +6,20 @@ so the receiver can check that VORA sent it and reject replays (docs/mobile-push
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import hmac
 import http.client
 import json
 import logging
 import random
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from vora.core.deadline import opener_with_deadlines, within
 
 log = logging.getLogger("vora.webhooks")
 
@@ -69,92 +67,9 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _cut(sock: socket.socket) -> None:
-    """Shut a connection down both ways, waking whatever waits on it with an OSError (TLS included)."""
-    # socket.socket's own shutdown, not an SSLSocket's: that one unwraps the TLS object under a read still waiting.
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-class AttemptDeadline:
-    """Cut the connections of one attempt when its time is up: a peer trickling its answer holds it no longer."""
-
-    def __init__(self, seconds: float) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._running = True
-        self.passed = False  # the time was up before the attempt ended: its connections were cut
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def watch(self, sock: socket.socket) -> None:
-        """Cut this connection when the time is up (at once if it is)."""
-        with self._lock:
-            if not self.passed:
-                self._sockets.append(sock)
-                return
-        _cut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            if not self._running:
-                return
-            self.passed = True
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _cut(sock)
-
-    def end(self) -> None:
-        """End the attempt: nothing is cut after this."""
-        with self._lock:
-            self._running = False
-            self._sockets = []
-        self._timer.cancel()
-
-
-# The deadline of the attempt this thread (or greenlet) is making, which its connections register with.
-_ATTEMPT: contextvars.ContextVar[AttemptDeadline | None] = contextvars.ContextVar("vora_webhook_attempt", default=None)
-
-
-def _watched(sock: socket.socket | None) -> None:
-    """Hand a connection just opened to the deadline of the attempt under way, if any."""
-    deadline = _ATTEMPT.get()
-    if deadline is not None and sock is not None:
-        deadline.watch(sock)
-
-
-class _WatchedConnection(http.client.HTTPConnection):
-    """A connection that the attempt's deadline can cut once it is open (the socket timeout bounds each wait only)."""
-
-    def connect(self) -> None:
-        """Connect, then hand the socket to the attempt's deadline."""
-        super().connect()
-        _watched(self.sock)
-
-
-class _WatchedTLSConnection(http.client.HTTPSConnection):
-    """The TLS connection the attempt's deadline can cut once it is open."""
-
-    def connect(self) -> None:
-        """Connect and shake hands, then hand the socket to the attempt's deadline."""
-        super().connect()
-        _watched(self.sock)
-
-
-class _WatchedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_WatchedConnection, req)
-
-
-class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_WatchedTLSConnection, req)
-
-
 # Honours the usual *_proxy variables (operators may need a proxy to reach a gateway), follows no redirect,
 # and opens connections an attempt's deadline can cut.
-_OPENER = urllib.request.build_opener(_RefuseRedirects, _WatchedHTTPHandler, _WatchedHTTPSHandler)
+_OPENER = opener_with_deadlines(_RefuseRedirects())
 
 
 def _retryable(status: int) -> bool:
@@ -223,24 +138,20 @@ class WebhookSender:
                     DELIVERY_HEADER: delivery_id,
                 },
             )
-            deadline = AttemptDeadline(self._timeout)
-            attempt_token = _ATTEMPT.set(deadline)
-            try:
-                with _OPENER.open(request, timeout=self._timeout) as response:
-                    response.read(1024)
-                problem = None
-            except urllib.error.HTTPError as exc:
-                problem = f"HTTP {exc.code}"
-                if not _retryable(exc.code):
-                    break
-            except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out, TLS
-                reason = getattr(exc, "reason", exc)
-                problem = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
-            except http.client.HTTPException as exc:  # an answer that is not HTTP, or cut off: BadStatusLine, ...
-                problem = type(exc).__name__
-            finally:
-                deadline.end()
-                _ATTEMPT.reset(attempt_token)
+            with within(self._timeout) as deadline:
+                try:
+                    with _OPENER.open(request, timeout=self._timeout) as response:
+                        response.read(1024)
+                    problem = None
+                except urllib.error.HTTPError as exc:
+                    problem = f"HTTP {exc.code}"
+                    if not _retryable(exc.code):
+                        break
+                except (urllib.error.URLError, OSError) as exc:  # refused, reset, timed out, TLS
+                    reason = getattr(exc, "reason", exc)
+                    problem = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
+                except http.client.HTTPException as exc:  # an answer that is not HTTP, or cut off: BadStatusLine, ...
+                    problem = type(exc).__name__
             if deadline.passed:
                 problem = "TimeoutError"  # cut at the deadline: whatever the reading made of the cut answer
             elif problem is None:
