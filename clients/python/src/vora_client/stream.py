@@ -430,8 +430,10 @@ class EventStream:
                 await self._transition(State.RECONNECTING, reason=exc.message, wait=wait)
                 continue
             except Unauthorized as exc:
-                if self.session is None or self.client is None:  # refused, and nothing can set up another
-                    await self._finish(f"setup refused: {exc}", exc)
+                if self.session is None or self.client is None:
+                    # Setup refused the access token even after the client refreshed it: the user must log in again.
+                    # The reason the TypeScript SDK gives; the refusal itself is stream.error.
+                    await self._finish("unauthorized", exc)
                     return
                 if self._set_up_not_opened and self._replaced_too_often():  # see DEFAULT_MAX_REPLACED_SETUPS
                     await self._finish("replaced")
