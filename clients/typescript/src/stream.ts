@@ -6,6 +6,7 @@ import {
   VoraError,
   VoraForbiddenError,
   VoraNetworkError,
+  VoraNotFoundError,
   VoraUnauthorizedError,
 } from "./errors.js";
 import { compareEventIds, isEventId } from "./event-id.js";
@@ -17,6 +18,7 @@ import type { HandshakeFailure, Transport, TransportClose, TransportConnection }
 import type {
   ChannelMessage,
   PushRegistration,
+  SetupResponse,
   StreamGap,
   StreamItem,
   Subscription,
@@ -248,6 +250,12 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   /** Where setup said the session's first connection starts: opens send it while the stream has no position. */
   #setupStart: string | undefined;
   #subscription: Subscription | undefined;
+  /**
+   * A session set up for this stream whose subscription has not gone through yet (a cut connection, a 503): the next
+   * attempt subscribes on it again rather than setting up another, which would leave this one to count toward the
+   * user's cap on the identity and, past it, evict the user's oldest session (another of their devices).
+   */
+  #unsubscribed: SetupResponse | undefined;
   #heartbeatMs: number;
   #reconnectWindowMs: number | undefined;
   #timers = new Set<ReturnType<typeof setTimeout>>();
@@ -489,14 +497,20 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     const transport = this.#transports[this.#transportIndex];
     if (transport === undefined) return;
     if (setup || this.#token === undefined) {
+      let subscribing = false;
       try {
-        const answer = await this.#client.setupSession({
-          identity: this.identity,
-          connectionType: transport.connectionType,
-          ...(this.#options.holdUpMode !== undefined ? { holdUpMode: this.#options.holdUpMode } : {}),
-          ...(this.#options.push !== undefined ? { push: this.#options.push } : {}),
-        });
+        const answer =
+          this.#unsubscribed ??
+          (await this.#client.setupSession({
+            identity: this.identity,
+            connectionType: transport.connectionType,
+            ...(this.#options.holdUpMode !== undefined ? { holdUpMode: this.#options.holdUpMode } : {}),
+            ...(this.#options.push !== undefined ? { push: this.#options.push } : {}),
+          }));
+        this.#unsubscribed = answer;
+        subscribing = true;
         if (this.#subscription !== undefined) await this.#client.subscribe(this.identity, this.#subscription);
+        this.#unsubscribed = undefined;
         if (this.#isClosed()) return;
         this.#token = answer.webSocketToken;
         const start = answer.lastEventId;
@@ -506,6 +520,19 @@ export class VoraStream implements AsyncIterable<StreamItem> {
         this.#emitter.emit("setup", { identity: this.identity });
       } catch (error) {
         if (this.#isClosed()) return;
+        if (subscribing && error instanceof VoraNotFoundError) {
+          // The session ended before its subscription went through (evicted, or it expired during the backoff): the
+          // user has no session on the identity now, so set up another.
+          this.#unsubscribed = undefined;
+          this.#emitter.emit("error", error);
+          const attempt = ++this.#attempt;
+          const delayMs = refusedDelayMs(this.#rules, attempt, undefined);
+          this.#schedule(
+            { kind: "resume", delayMs, setup: true, cause: "session ended before its subscription" },
+            attempt,
+          );
+          return;
+        }
         this.#setupFailed(error);
         return;
       }

@@ -295,32 +295,72 @@ def test_a_session_ended_by_the_telephony_side_is_set_up_again(
     asyncio.run(scenario())
 
 
-class SubscriptionCutOnce(VoraClient):
-    """A client whose first subscription after a setup loses its connection before the answer (a phone's radio)."""
+class FirstSubscriptionFails(VoraClient):
+    """A client counting its setups whose first subscription is cut (a phone's radio) or follows its session's end."""
 
-    cut = False
+    def __init__(self, *args: Any, ending: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ending = ending
+        self.failed = False
+        self.setups = 0
+
+    async def setup(self, *args: Any, **kwargs: Any) -> Any:
+        """Count the setup and pass it to VORA."""
+        self.setups += 1
+        return await super().setup(*args, **kwargs)
 
     async def subscribe(self, identity: str, events: Sequence[str] = (), *, subscribe_all: bool = False) -> None:
-        """Fail the first call as a cut connection; pass the rest to VORA."""
-        if not self.cut:
-            self.cut = True
-            raise ConnectionFailed("connection reset before the answer")
+        """Fail the first call as a cut connection, or end the session before it; pass the rest to VORA."""
+        if not self.failed:
+            self.failed = True
+            if self.ending is None:
+                raise ConnectionFailed("connection reset before the answer")
+            await asyncio.to_thread(self.ending)
         await super().subscribe(identity, events, subscribe_all=subscribe_all)
 
 
-def test_a_setup_whose_subscription_failed_is_not_streamed_unsubscribed(
+def test_a_subscription_cut_before_its_answer_is_retried_on_the_same_session(
     server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
 ) -> None:
-    """A subscription that fails after its setup makes the stream set up again and subscribe, not open unfiltered."""
+    """A subscription that fails after its setup is retried on that session: no second one, none opened unfiltered."""
     owner("alice")
 
     async def scenario() -> None:
-        cutting = SubscriptionCutOnce(server.base_url, tokens("alice"))
+        cutting = FirstSubscriptionFails(server.base_url, tokens("alice"))
         async with cutting as client:
             stream = await connect(client, IDENTITY, events=["callEnded"], policy=QUICK)
             await until(stream, State.OPEN)
-            assert cutting.cut
+            assert cutting.failed
+            # A second session would count toward the user's cap on the identity and, past it, evict another device's.
+            assert cutting.setups == 1
+            assert len(await asyncio.to_thread(list_sessions, server.server_api_url, SERVER_KEY, IDENTITY)) == 1
             await asyncio.to_thread(publish, "presence", {"status": "busy"})  # outside the subscription
+            ended = await asyncio.to_thread(publish, "callEnded", {"callId": "c-1"})
+            received = await stream.next_event(10)
+            assert (received["type"], received["eventId"]) == ("callEnded", ended)
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_session_ended_before_its_subscription_is_replaced_by_a_new_setup(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish
+) -> None:
+    """VORA's 404 to a subscription whose session ended meanwhile makes the stream set up again, not close."""
+    owner("alice")
+
+    async def scenario() -> None:
+        errors: list[Exception] = []
+        ending = FirstSubscriptionFails(
+            server.base_url,
+            tokens("alice"),
+            ending=lambda: end_sessions(server.server_api_url, SERVER_KEY, IDENTITY, "disconnected"),
+        )
+        async with ending as client:
+            stream = await connect(client, IDENTITY, events=["callEnded"], policy=QUICK, on_error=errors.append)
+            await until(stream, State.OPEN)
+            assert ending.setups == 2
+            assert [type(error).__name__ for error in errors] == ["NotFound"]
             ended = await asyncio.to_thread(publish, "callEnded", {"callId": "c-1"})
             received = await stream.next_event(10)
             assert (received["type"], received["eventId"]) == ("callEnded", ended)

@@ -15,6 +15,7 @@ from vora_client import (
     State,
     StateChange,
     TransportChoice,
+    Unauthorized,
     VoraClient,
     connect,
 )
@@ -149,6 +150,26 @@ def test_a_provider_that_says_the_user_is_logged_out_stops_the_stream_unauthoriz
             with pytest.raises(AccessTokenProviderFailed) as failed:
                 await client.identities()
             assert (failed.value.status, failed.value.refused) == (401, False)
+
+    asyncio.run(scenario())
+
+
+def test_a_token_setup_refuses_even_after_a_refresh_stops_the_stream_unauthorized(
+    server: RunningServer, owner: Callable[..., None], make_token: TokenFactory
+) -> None:
+    """A provider whose tokens VORA refuses (a 401 to setup, and again after the refresh) ends it as unauthorized."""
+    owner("alice")
+    expired = make_token("alice", now=0)  # signed by a trusted key, long expired: refused however often it is sent
+
+    async def provider() -> str:
+        return expired
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, provider) as client:
+            stream = await connect(client, IDENTITY, policy=QUICK)
+            async with asyncio.timeout(10):
+                assert await stream.wait_closed() == "unauthorized"  # the TypeScript SDK's reason
+            assert isinstance(stream.error, Unauthorized)
 
     asyncio.run(scenario())
 

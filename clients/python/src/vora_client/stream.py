@@ -26,6 +26,7 @@ from vora_client.errors import (
     AccessTokenProviderFailed,
     ConnectionFailed,
     MalformedFrame,
+    NotFound,
     ServiceUnavailable,
     StreamClosed,
     TooManyRequests,
@@ -107,6 +108,14 @@ def _envelope(text: str) -> Envelope:
 
 class _SessionOver(Exception):
     """The session ended and this stream has no client to set up another."""
+
+
+class _EndedBeforeSubscription(Exception):
+    """The session set up for the stream ended before its subscription went through (VORA answered 404)."""
+
+    def __init__(self, cause: NotFound) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _seconds(value: object) -> float | None:
@@ -204,6 +213,10 @@ class EventStream:
         self._replaced_window = replaced_window
         self._replaced_at: list[float] = []
         self._set_up_not_opened = False  # the session comes from a setup whose stream has not opened yet
+        # A session set up whose subscription has not gone through yet (a cut connection, a 503): the next attempt
+        # subscribes on it again rather than setting up another, which would leave this one to count toward the
+        # user's cap on the identity and, past it, evict the user's oldest session (another of their devices).
+        self._unsubscribed: Session | None = None
         self._connection: Connection | None = None
         self._ending = False  # _finish has begun: the stream is closing, whatever it awaits on the way
         self._task: asyncio.Task[None] | None = None
@@ -340,12 +353,19 @@ class EventStream:
             raise _SessionOver
         # connectionType says which transport the session means to use (the token opens either).
         connection_type: ConnectionType = "ServerSentEvents" if self._transport.name == "sse" else "WebSocket"
-        session = await self.client.setup(self.identity, connection_type=connection_type, **self._setup_options)
+        session = self._unsubscribed or await self.client.setup(
+            self.identity, connection_type=connection_type, **self._setup_options
+        )
+        self._unsubscribed = session
         if self._subscription is not None:
             events, subscribe_all = self._subscription
-            await self.client.subscribe(self.identity, events, subscribe_all=subscribe_all)
-        # Kept only once subscribed: a session whose subscription failed (503, a cut connection) receives every
-        # event type, so the next attempt sets up again, as the TypeScript SDK does.
+            try:
+                await self.client.subscribe(self.identity, events, subscribe_all=subscribe_all)
+            except NotFound as exc:  # it ended meanwhile (evicted, or expired during a backoff): set up another
+                self._unsubscribed = None
+                raise _EndedBeforeSubscription(exc) from exc
+        # Streamed only once subscribed: a new session receives every event type until its subscription is applied.
+        self._unsubscribed = None
         self.session = session
 
     async def _run(self) -> None:
@@ -389,6 +409,13 @@ class EventStream:
             except _SessionOver:
                 await self._finish(self._session_over_reason or "session over")
                 return
+            except _EndedBeforeSubscription as ended:
+                await _call(self._on_error, ended.cause)
+                attempt += 1
+                wait = self._policy.refused_wait(attempt, None)
+                reason = "session ended before its subscription"
+                await self._transition(State.RECONNECTING, reason=reason, code=404, wait=wait)
+                continue
             except AccessTokenProviderFailed as exc:
                 # The app's provider said the user must log in again (AccessTokenRefused): stop. Anything else it
                 # raised, or its time limit, is a refused attempt (rule 9): its OAuth server may be out of reach for
@@ -397,14 +424,16 @@ class EventStream:
                 if exc.refused:
                     await self._finish("unauthorized", exc)
                     return
-                self.session = None  # the setup (or its subscription) did not finish: set up again
+                self.session = None  # the setup (or its subscription) did not finish: the next attempt finishes it
                 attempt += 1
                 wait = self._policy.refused_wait(attempt, None)
                 await self._transition(State.RECONNECTING, reason=exc.message, wait=wait)
                 continue
             except Unauthorized as exc:
-                if self.session is None or self.client is None:  # refused, and nothing can set up another
-                    await self._finish(f"setup refused: {exc}", exc)
+                if self.session is None or self.client is None:
+                    # Setup refused the access token even after the client refreshed it: the user must log in again.
+                    # The reason the TypeScript SDK gives; the refusal itself is stream.error.
+                    await self._finish("unauthorized", exc)
                     return
                 if self._set_up_not_opened and self._replaced_too_often():  # see DEFAULT_MAX_REPLACED_SETUPS
                     await self._finish("replaced")
