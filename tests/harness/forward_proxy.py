@@ -45,6 +45,7 @@ class ForwardProxy(Harnessed):
         credentials: tuple[str, str] | None = None,
         connect_ports: tuple[int, ...] = (),
         startup_timeout: float = 10.0,
+        workdir: Path | None = None,
     ) -> None:
         self.binary = binary
         self.credentials = credentials
@@ -52,7 +53,11 @@ class ForwardProxy(Harnessed):
         self.host = HOST
         self.port = free_port()
         self.startup_timeout = startup_timeout
-        self.prefix = Path(tempfile.mkdtemp(prefix="vora-tinyproxy-"))
+        # A given workdir is kept (the SDK suite's log directory); a temp one goes with close().
+        self._given_workdir = workdir
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+        self.prefix = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="vora-tinyproxy-"))
         self._proc: ManagedProcess | None = None
 
     @property
@@ -143,6 +148,7 @@ class ForwardProxy(Harnessed):
             self._proc = None
 
     def close(self) -> None:
-        """Stop tinyproxy and remove its prefix."""
+        """Stop tinyproxy and remove its prefix unless it was given."""
         self.stop()
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        if self._given_workdir is None:
+            shutil.rmtree(self.prefix, ignore_errors=True)
