@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,9 @@ from vora_client import (
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer
 from tests.harness.forward_proxy import ForwardProxy, tinyproxy_or_skip
+from tests.harness.nginx import Nginx, nginx_or_skip
 from tests.harness.sdk import IDENTITY
+from tests.harness.tls import self_signed
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.topology]
 
@@ -55,6 +58,18 @@ def forward_proxy() -> Iterator[ProxyFactory]:
     for proxy in started:
         print(f"tinyproxy on {proxy.port}:\n{proxy.log_tail()}")
         proxy.close()
+
+
+@pytest.fixture
+def https_vora(server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Serve the module's VORA on https:// (nginx terminating TLS, a self-signed certificate both libraries trust)."""
+    binary = nginx_or_skip()
+    certificate = self_signed(tmp_path / "tls")
+    # httpx (trust_env) and websockets (OpenSSL's default paths) both read SSL_CERT_FILE, as they do for the CA of a
+    # proxy that inspects TLS.
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert_path))
+    with Nginx([server.port], binary=binary, tls=(certificate.cert_path, certificate.key_path)) as nginx:
+        yield f"{nginx.url}/vora"
 
 
 def closed_port_url() -> str:
@@ -363,3 +378,71 @@ def test_auto_falls_back_to_sse_behind_a_proxy_that_tunnels_only_to_443(
     asyncio.run(scenario())
     assert proxy.tunnels_to(server.port) == 3, proxy.log_tail()  # a retry, then the confirming retry after the probe
     assert proxy.forwards(f"http://127.0.0.1:{server.port}/vora/sse") == 2, proxy.log_tail()
+
+
+def test_an_https_vora_is_reached_through_connect_tunnels_only(
+    https_vora: str,
+    forward_proxy: ProxyFactory,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    publish: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTPS_PROXY and an https:// VORA: REST, the wss:// socket and SSE all ride CONNECT tunnels to VORA's port."""
+    owner("alice")
+    proxy = forward_proxy()
+    port = int(https_vora.rsplit(":", 1)[1].split("/")[0])
+
+    async def scenario() -> None:
+        with monkeypatch.context() as env:
+            env.setenv("HTTPS_PROXY", proxy.url)
+            client = VoraClient(https_vora, tokens("alice"))
+            ws = await connect(client, IDENTITY, events=["callRinging"], policy=QUICK)
+            sse = await connect(client, IDENTITY, events=["callRinging"], policy=QUICK, transport="sse")
+        async with client:
+            await ws.wait_open(20)
+            await sse.wait_open(20)
+            assert ws.changes[-1].transport == "websocket"
+            event_id = await asyncio.to_thread(publish, "callRinging", {"callId": "p-7"})
+            assert (await ws.next_event(10))["eventId"] == event_id
+            assert (await sse.next_event(10))["eventId"] == event_id
+            await ws.close()
+            await sse.close()
+
+    asyncio.run(scenario())
+    requests = proxy.requests()
+    assert set(requests) == {("CONNECT", f"127.0.0.1:{port}")}, proxy.log_tail()
+    assert len(requests) >= 3, proxy.log_tail()  # REST (kept alive), the socket, the event stream
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_a_407_to_connect_for_an_https_vora_is_proxy_authentication_required(
+    https_vora: str,
+    forward_proxy: ProxyFactory,
+    owner: Callable[..., None],
+    tokens: Tokens,
+    transport: TransportChoice,
+) -> None:
+    """A CONNECT refused with 407 (httpx's ProxyError, websockets' InvalidProxyStatus): one typed error, retried."""
+    owner("alice")
+    proxy = forward_proxy(credentials=("vora", "s3cret-Pass"))
+
+    async def scenario() -> None:
+        errors: list[Exception] = []
+        async with VoraClient(https_vora, tokens("alice"), proxy=None) as direct:
+            session = await direct.setup(IDENTITY)
+        async with VoraClient(https_vora, tokens("alice"), proxy=proxy.url) as client:
+            with pytest.raises(ProxyAuthenticationRequired):
+                await client.identities()
+            stream = await connect(
+                client, IDENTITY, session=session, policy=QUICK, transport=transport, on_error=errors.append
+            )
+            await reconnecting_times(stream, 2)
+            assert {c.code for c in stream.changes if c.current is State.RECONNECTING} == {407}
+            assert errors
+            assert all(isinstance(e, ProxyAuthenticationRequired) for e in errors)
+            assert stream.state is not State.CLOSED
+            await stream.close()
+
+    asyncio.run(scenario())
+    assert {method for method, _ in proxy.requests()} == {"CONNECT"}, proxy.log_tail()
