@@ -193,7 +193,7 @@ def test_proxy_none_ignores_the_environment(
     publish: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """proxy=None goes direct on every transport although HTTP_PROXY names a proxy that is down."""
+    """proxy=None goes direct on every transport although HTTP_PROXY names a proxy that is down, on a stream too."""
     owner("alice")
 
     async def scenario() -> None:
@@ -205,13 +205,20 @@ def test_proxy_none_ignores_the_environment(
             sse = await connect(client, IDENTITY, events=["callRinging"], policy=QUICK, transport="sse")
             await stream.wait_open(20)
             await sse.wait_open(20)  # opened while the variables were still set: httpx reads them as it opens
-        async with client:
+            # A client that takes the down proxy from the environment; its stream says proxy=None for itself.
+            proxied = VoraClient(server.base_url, tokens("alice"))
+            session = await client.setup(IDENTITY)
+            own = await connect(proxied, IDENTITY, session=session, policy=QUICK, transport="sse", proxy=None)
+            await own.wait_open(20)
+        async with client, proxied:
             event_id = await asyncio.to_thread(publish, "callRinging", {"callId": "p-3"})
             assert (await stream.next_event(10))["eventId"] == event_id
             assert (await sse.next_event(10))["eventId"] == event_id
+            assert (await own.next_event(10))["eventId"] == event_id
             assert {c.transport for c in stream.changes} == {"websocket"}
             await stream.close()
             await sse.close()
+            await own.close()
 
     asyncio.run(scenario())
 

@@ -118,6 +118,14 @@ def _seconds(value: object) -> float | None:
     return float(value)
 
 
+class _FromClient(enum.Enum):
+    """The default of EventStream's proxy: the client's setting (None means no proxy, as on VoraClient)."""
+
+    SETTING = "the client's"
+
+
+FROM_CLIENT = _FromClient.SETTING
+
 Callback = Callable[[Any], object]
 _END = object()
 
@@ -156,7 +164,7 @@ class EventStream:
         replaced_window: float = DEFAULT_REPLACED_WINDOW,
         ws_url: str | None = None,
         sse_url: str | None = None,
-        proxy: ProxySetting | None = None,
+        proxy: ProxySetting | _FromClient = FROM_CLIENT,
         policy: ReconnectPolicy | None = None,
         heartbeat_timeout: float | None = None,
         open_timeout: float = 10.0,
@@ -188,7 +196,7 @@ class EventStream:
             elif transport != "sse":
                 raise ValueError(f"transport {transport!r} needs ws_url")
             # The client's proxy setting unless the stream names its own (a stream without a client: the environment).
-            if proxy is None:
+            if proxy is FROM_CLIENT:
                 proxy = client.proxy if client is not None else True
             transport = choose_transport(transport, ws_url or "", sse_url or "", fallback_after, proxy)
         self._transport: Transport = transport
