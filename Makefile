@@ -94,8 +94,9 @@ $(CONSOLE_SDK): $(SDK_BUILT)
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
-test-tools: redis-server ## Install what the topology, browser and observability tests start: nginx, Chromium, Prometheus
+test-tools: redis-server ## Install what the topology, browser and observability tests start: nginx, tinyproxy, Chromium, Prometheus
 	@bash scripts/apt-ensure.sh nginx nginx-light
+	@bash scripts/apt-ensure.sh tinyproxy tinyproxy
 	@bash scripts/apt-ensure.sh promtool prometheus
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
 	  || echo "Chromium could not be installed: the browser tests will be skipped"

@@ -82,6 +82,7 @@ class Nginx(Harnessed):
         startup_timeout: float = 10.0,
         binary: str | None = None,
         websocket: WebSocketPolicy = "pass",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         if not upstream_ports:
             raise ValueError("nginx needs at least one upstream port")
@@ -93,14 +94,15 @@ class Nginx(Harnessed):
         self.startup_timeout = startup_timeout
         self._binary = binary
         self.websocket = websocket
+        self.tls = tls  # (certificate, key): terminate TLS on the listen port (https://), as a production front does
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._prefix: Path | None = None
         self._proc: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
-        """Return the http:// URL nginx listens on."""
-        return f"http://{self.host}:{self.listen_port}"
+        """Return the URL nginx listens on: https:// with tls, else http://."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.listen_port}"
 
     @property
     def prefix(self) -> Path:
@@ -165,6 +167,10 @@ class Nginx(Harnessed):
 """
         else:
             blocked = ""
+        listen = f"{self.host}:{self.listen_port}"
+        if self.tls is not None:
+            cert, key = self.tls
+            listen += f" ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key}"
         return f"""\
 daemon off;
 master_process on;
@@ -197,7 +203,7 @@ http {{
     }}
 
     server {{
-        listen {self.host}:{self.listen_port};
+        listen {listen};
         server_name _;
 {blocked}
         location / {{

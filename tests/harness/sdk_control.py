@@ -20,6 +20,7 @@ from testbed.ports import HOST, free_port
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live, running_server
 from testbed.wait import wait_for
 from tests.harness.devauth import DevAuth
+from tests.harness.forward_proxy import ForwardProxy, find_tinyproxy
 from tests.harness.nginx import Nginx, WebSocketPolicy
 from tests.harness.oauth import SERVICE_CLIENT, SERVICE_SECRET
 from tests.harness.tokens import AUDIENCE
@@ -39,6 +40,7 @@ class Instances:
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _running: dict[str, RunningServer] = field(default_factory=dict)
     _proxies: dict[str, Nginx] = field(default_factory=dict)
+    _forward_proxies: dict[str, ForwardProxy] = field(default_factory=dict)
     _providers: dict[str, DevAuth] = field(default_factory=dict)
     # One long-lived thread starts every process: the kernel ends a child when the thread that started
     # it ends (ManagedProcess sets PR_SET_PDEATHSIG), and the HTTP server's request threads are short-lived.
@@ -65,6 +67,27 @@ class Instances:
             nginx = Nginx(ports, workdir=self.log_dir / f"nginx-{name}", websocket=websocket)
             self._proxies[name] = self._stack.enter_context(nginx)
         return f"{self._proxies[name].url}/vora"
+
+    def forward_proxy(self, name: str, credentials: tuple[str, str] | None) -> Json:
+        """Describe the tinyproxy of this name (CONNECT to any port; Basic auth with credentials), started if need be.
+
+        Without tinyproxy on the machine the answer is {"skip": why}, for the suite to skip its proxy tests.
+        """
+        binary = find_tinyproxy()
+        if binary is None:
+            return {"skip": "tinyproxy is not installed (make test-tools installs it: apt-get install tinyproxy)"}
+        return self._starter.submit(self._forward_proxy, name, binary, credentials).result()
+
+    def _forward_proxy(self, name: str, binary: str, credentials: tuple[str, str] | None) -> Json:
+        if name not in self._forward_proxies:
+            proxy = ForwardProxy(binary=binary, credentials=credentials, workdir=self.log_dir / f"tinyproxy-{name}")
+            self._forward_proxies[name] = self._stack.enter_context(proxy)
+        proxy = self._forward_proxies[name]
+        return {"url": proxy.url, "urlWithCredentials": proxy.url_with_credentials, "port": proxy.port}
+
+    def forward_proxy_requests(self, name: str) -> list[list[str]]:
+        """Return the requests the tinyproxy of this name received so far: [method, target] each."""
+        return [list(request) for request in self._forward_proxies[name].requests()]
 
     def devauth(self, name: str, access_token_ttl: int) -> Json:
         """Describe the dev authorization server of this name (one service client), starting it if needed."""
@@ -157,6 +180,12 @@ def _handler(instances: Instances) -> type[BaseHTTPRequestHandler]:
                 elif len(parts) == 3 and parts[0] == "instances":
                     instances.act(parts[1], parts[2])
                     self._answer(200, {})
+                elif parts == ["forward-proxies"]:
+                    credentials = body.get("credentials")
+                    pair = (str(credentials[0]), str(credentials[1])) if credentials else None
+                    self._answer(200, instances.forward_proxy(body["name"], pair))
+                elif len(parts) == 3 and parts[0] == "forward-proxies" and parts[2] == "requests":
+                    self._answer(200, {"requests": instances.forward_proxy_requests(parts[1])})
                 elif parts == ["devauth"]:
                     self._answer(200, instances.devauth(body["name"], int(body.get("accessTokenTtl", 600))))
                 elif parts == ["tokens"]:

@@ -1,4 +1,10 @@
-import { VoraAccessTokenProviderError, VoraAccessTokenRefusedError, VoraNetworkError, apiError } from "./errors.js";
+import {
+  VoraAccessTokenProviderError,
+  VoraAccessTokenRefusedError,
+  VoraNetworkError,
+  apiError,
+  describeFailure,
+} from "./errors.js";
 import type { StreamOptions } from "./stream.js";
 import { VoraStream } from "./stream.js";
 import type {
@@ -27,7 +33,11 @@ export interface ClientOptions {
   baseUrl: string;
   /** Returns a current OAuth2 access token. */
   accessToken: AccessTokenProvider;
-  /** A fetch implementation (the global one by default). */
+  /**
+   * A fetch implementation (the global one by default), for the REST calls and the SSE transport of the
+   * client's streams (`transport: "auto"` or `"sse"`). On Node behind a forward proxy: undici's fetch with a
+   * ProxyAgent as its dispatcher (docs/clients.md, "Behind a forward proxy").
+   */
   fetch?: typeof fetch;
   /** Milliseconds before a REST call is abandoned (default 15000). */
   requestTimeoutMs?: number;
@@ -53,6 +63,8 @@ export class VoraClient {
   readonly baseUrl: string;
   readonly #accessToken: AccessTokenProvider;
   readonly #fetch: typeof fetch;
+  /** The fetch the app passed (undefined: the platform's), which the client's streams' SSE transport uses too. */
+  readonly injectedFetch: typeof fetch | undefined;
   readonly #timeoutMs: number;
   readonly #accessTokenTimeoutMs: number;
 
@@ -63,6 +75,7 @@ export class VoraClient {
     if (typeof fetchImpl !== "function") throw new TypeError("no fetch: pass options.fetch");
     // Bound, because a browser's fetch must be called with globalThis as this.
     this.#fetch = fetchImpl.bind(globalThis);
+    this.injectedFetch = options.fetch === undefined ? undefined : this.#fetch;
     this.#timeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#accessTokenTimeoutMs = options.accessTokenTimeoutMs ?? DEFAULT_ACCESS_TOKEN_TIMEOUT_MS;
   }
@@ -166,7 +179,7 @@ export class VoraClient {
     try {
       return await this.#fetch(this.baseUrl + path, init);
     } catch (cause) {
-      throw new VoraNetworkError(`${method} ${path} got no answer: ${String(cause)}`, { cause });
+      throw new VoraNetworkError(`${method} ${path} got no answer: ${describeFailure(cause)}`, { cause });
     }
   }
 }

@@ -94,6 +94,20 @@ export class VoraNetworkError extends VoraError {
   }
 }
 
+/**
+ * Describe a failure with the causes it carries: Node's fetch throws "fetch failed" and keeps what happened (a
+ * refused connection, a forward proxy's 407 to CONNECT) in `cause`, which a message must not drop.
+ */
+export function describeFailure(error: unknown): string {
+  const parts: string[] = [];
+  for (let current: unknown = error, depth = 0; current !== undefined && current !== null && depth < 4; depth += 1) {
+    const text = current instanceof Error ? current.message || current.name : String(current);
+    if (text !== "" && !parts.includes(text)) parts.push(text);
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.join(": ");
+}
+
 /** Parse a Retry-After header (delta seconds or an HTTP date) into seconds, or undefined. */
 export function parseRetryAfter(value: string | null | undefined, now: number = Date.now()): number | undefined {
   if (value === null || value === undefined || value.trim() === "") return undefined;

@@ -1,4 +1,4 @@
-import { apiError, isErrorBody, parseRetryAfter } from "./errors.js";
+import { apiError, describeFailure, isErrorBody, parseRetryAfter } from "./errors.js";
 import { EventStreamParser, parseClosedComment } from "./event-stream-parser.js";
 import type { HandshakeFailure, Transport, TransportConnection, TransportSink, TransportTarget } from "./transport.js";
 
@@ -100,7 +100,7 @@ export function sseTransport(options: SseTransportOptions = {}): Transport {
             cache: "no-store",
           });
         } catch (error) {
-          report(CLOSE_ABNORMAL, `connection failed: ${error instanceof Error ? error.message : String(error)}`);
+          report(CLOSE_ABNORMAL, `connection failed: ${describeFailure(error)}`);
           return;
         }
         const type = response.headers.get("Content-Type") ?? "";

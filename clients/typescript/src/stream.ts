@@ -14,6 +14,7 @@ import type { ChannelOpenedEvent, ChannelTerminatedEvent, HeartbeatEvent, Resume
 import { DEFAULT_RULES, afterDrop, afterRefusal, afterTermination, refusedDelayMs } from "./reconnect.js";
 import type { NextStep, ReconnectRules } from "./reconnect.js";
 import { sseTransport } from "./sse-transport.js";
+import type { FetchLike } from "./sse-transport.js";
 import type { HandshakeFailure, Transport, TransportClose, TransportConnection } from "./transport.js";
 import type {
   ChannelMessage,
@@ -173,15 +174,18 @@ const TRANSITIONS: Record<StreamState, readonly StreamState[]> = {
   closed: [],
 };
 
-function chooseTransports(choice: TransportChoice | undefined): readonly Transport[] {
+// The SSE transport reads with the client's fetch when the app injected one (a proxied fetch on Node): the stream
+// then takes the path the REST calls take.
+function chooseTransports(choice: TransportChoice | undefined, fetch: FetchLike | undefined): readonly Transport[] {
   if (Array.isArray(choice)) return choice as readonly Transport[];
+  const sse = () => sseTransport(fetch === undefined ? {} : { fetch });
   switch (choice ?? "auto") {
     case "auto":
-      return [webSocketTransport(), sseTransport()];
+      return [webSocketTransport(), sse()];
     case "websocket":
       return [webSocketTransport()];
     case "sse":
-      return [sseTransport()];
+      return [sse()];
     default:
       throw new VoraError(
         `unknown transport ${JSON.stringify(choice)}: use "auto", "websocket", "sse" or a list of transports`,
@@ -278,7 +282,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#closedPromise = new Promise((resolve) => (this.#resolveClosed = resolve));
     let transports: readonly Transport[] = [];
     try {
-      transports = chooseTransports(options.transport).filter((transport) => transport.available());
+      transports = chooseTransports(options.transport, client.injectedFetch).filter((transport) =>
+        transport.available(),
+      );
     } catch (error) {
       this.#transports = [];
       queueMicrotask(() => this.#finish("error", error instanceof Error ? error.message : String(error), error));

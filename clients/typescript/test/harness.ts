@@ -226,3 +226,29 @@ export async function closedPort(): Promise<number> {
   if (address === null || typeof address === "string") throw new Error("no port");
   return address.port;
 }
+
+/** A running tinyproxy (a corporate forward proxy: CONNECT to any port), or why there is none here. */
+export interface ForwardProxy {
+  url: string;
+  /** The URL with user:password@, for a proxy started with credentials. */
+  urlWithCredentials: string;
+  port: number;
+  /** The requests it received so far: [method, target], such as ["CONNECT", "127.0.0.1:18085"]. */
+  requests(): Promise<[string, string][]>;
+}
+
+/** Start (or reuse) the tinyproxy of a name, with Basic auth when credentials are given; a string says why it cannot run. */
+export async function forwardProxy(name: string, credentials?: [string, string]): Promise<ForwardProxy | string> {
+  const answer = await control<{ skip?: string; url: string; urlWithCredentials: string; port: number }>(
+    "/forward-proxies",
+    credentials === undefined ? { name } : { name, credentials },
+  );
+  if (answer.skip !== undefined) return answer.skip;
+  return {
+    url: answer.url,
+    urlWithCredentials: answer.urlWithCredentials,
+    port: answer.port,
+    requests: async () =>
+      (await control<{ requests: [string, string][] }>(`/forward-proxies/${name}/requests`)).requests,
+  };
+}

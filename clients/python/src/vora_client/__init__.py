@@ -11,6 +11,7 @@ from vora_client.errors import (
     MalformedFrame,
     NotFound,
     PayloadTooLarge,
+    ProxyAuthenticationRequired,
     ServiceUnavailable,
     StreamClosed,
     TooManyRequests,
@@ -18,6 +19,7 @@ from vora_client.errors import (
     VoraError,
 )
 from vora_client.fallback import AutoTransport, Fallback, TransportChoice
+from vora_client.proxy import ProxySetting, resolve_proxy
 from vora_client.reconnect import Next, ReconnectPolicy
 from vora_client.sse import Comment, EventStreamParser, EventStreamTransport, ServerSentEvent, event_stream_url
 from vora_client.stream import Envelope, EventStream, State, StateChange, connect, event_position, is_event_id
@@ -44,6 +46,8 @@ __all__ = [
     "Next",
     "NotFound",
     "PayloadTooLarge",
+    "ProxyAuthenticationRequired",
+    "ProxySetting",
     "PushRegistration",
     "ReconnectPolicy",
     "ServerSentEvent",
@@ -64,5 +68,6 @@ __all__ = [
     "event_position",
     "event_stream_url",
     "is_event_id",
+    "resolve_proxy",
     "websocket_url",
 ]

@@ -11,7 +11,14 @@ from urllib.parse import quote
 
 import httpx
 
-from vora_client.errors import AccessTokenProviderFailed, AccessTokenRefused, ConnectionFailed, error_from_response
+from vora_client.errors import (
+    AccessTokenProviderFailed,
+    AccessTokenRefused,
+    ConnectionFailed,
+    ProxyAuthenticationRequired,
+    error_from_response,
+)
+from vora_client.proxy import ProxySetting, httpx_proxy_options, resolve_proxy
 
 
 class RefreshingTokenProvider(Protocol):
@@ -60,7 +67,11 @@ class Session:
 
 
 class VoraClient:
-    """Call VORA's REST API with access tokens from the app's provider (which owns OAuth and its refresh)."""
+    """Call VORA's REST API with access tokens from the app's provider (which owns OAuth and its refresh).
+
+    proxy is the forward proxy of the REST calls and of every stream made with this client (vora_client.proxy):
+    True reads HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY once, now; a URL names one; None or False: none.
+    """
 
     def __init__(
         self,
@@ -70,13 +81,18 @@ class VoraClient:
         timeout: float = 10.0,
         access_token_timeout: float = 10.0,
         http: httpx.AsyncClient | None = None,
+        proxy: ProxySetting = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Streams resolve it again for their own URLs (the same host, so the same answer unless ws_url says otherwise).
+        self.proxy = proxy
         self._token_provider = token_provider
         # A provider that never answers (an OAuth server that accepts and stalls) must not hold a stream for ever.
         self._access_token_timeout = access_token_timeout
         self._tell_refresh = _takes_refresh(token_provider)
-        self._http = http or httpx.AsyncClient(timeout=timeout)
+        # An app's own httpx client keeps its own proxy settings; resolving checks the setting all the same.
+        options = httpx_proxy_options(resolve_proxy(self.base_url, proxy))
+        self._http = http or httpx.AsyncClient(timeout=timeout, **options)
         self._owns_http = http is None
 
     async def __aenter__(self) -> VoraClient:
@@ -152,11 +168,18 @@ class VoraClient:
                 json=body,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             )
+        except httpx.ProxyError as exc:
+            # httpcore words a refused CONNECT "STATUS REASON": a proxy asking for credentials is no VORA 401.
+            if str(exc).startswith("407"):
+                raise ProxyAuthenticationRequired(f"{method} {path}: the proxy answered {exc}") from exc
+            raise ConnectionFailed(f"{method} {path}: the proxy refused: {exc!r}") from exc
         except httpx.TransportError as exc:
             raise ConnectionFailed(f"{method} {path}: {exc!r}") from exc
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = await self._send(method, path, body, refresh=False)
+        if response.status_code == 407:  # VORA never sends it: the proxy of a plain http:// request wants credentials
+            raise ProxyAuthenticationRequired(f"{method} {path}: the proxy answered 407", response.headers)
         if response.status_code == 401:
             # The provider may hold a stale token (it expired): ask once for a fresh one, as the TypeScript SDK does.
             response = await self._send(method, path, body, refresh=True)

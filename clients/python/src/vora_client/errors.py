@@ -86,6 +86,19 @@ class ConnectionFailed(Exception):
         self.retry_after = retry_after
 
 
+class ProxyAuthenticationRequired(ConnectionFailed):
+    """The forward proxy answered 407: it wants credentials (user:password in the proxy URL), or refused them.
+
+    Not VORA's 401: no token is refreshed and no session set up again. A stream takes it as a failed connect
+    (backoff, as for a proxy that is down) and passes it to on_error, since only the app can fix its proxy setting.
+    """
+
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, status=407)
+        # Proxy-Authenticate names the scheme the proxy wants (Basic is the one the SDK can send).
+        self.proxy_authenticate = (headers or {}).get("proxy-authenticate")
+
+
 class MalformedFrame(ValueError):
     """A frame of the event channel that is no event envelope (not a JSON object with a string type and object data).
 

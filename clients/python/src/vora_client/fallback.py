@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vora_client.errors import ConnectionFailed, VoraError
+from vora_client.proxy import ProxySetting
 from vora_client.sse import EventStreamTransport
 from vora_client.transport import Connection, Transport, WebSocketTransport
 
@@ -115,13 +116,19 @@ class AutoTransport:
 
 
 def choose_transport(
-    choice: TransportChoice, ws_url: str, sse_url: str, fallback_after: int = DEFAULT_FALLBACK_AFTER
+    choice: TransportChoice,
+    ws_url: str,
+    sse_url: str,
+    fallback_after: int = DEFAULT_FALLBACK_AFTER,
+    proxy: ProxySetting = True,
 ) -> Transport:
     """Build the transport a stream asked for: auto (WebSocket, then SSE when blocked), websocket, or sse."""
     if choice == "websocket":
-        return WebSocketTransport(ws_url)
+        return WebSocketTransport(ws_url, proxy=proxy)
     if choice == "sse":
-        return EventStreamTransport(sse_url)
+        return EventStreamTransport(sse_url, proxy=proxy)
     if choice == "auto":
-        return AutoTransport(WebSocketTransport(ws_url), EventStreamTransport(sse_url), fallback_after)
+        return AutoTransport(
+            WebSocketTransport(ws_url, proxy=proxy), EventStreamTransport(sse_url, proxy=proxy), fallback_after
+        )
     raise ValueError(f"transport must be 'auto', 'websocket' or 'sse', not {choice!r}")

@@ -15,7 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from vora_client.errors import ConnectionFailed, error_from_response, error_shape, retry_after_of
+from vora_client.errors import (
+    ConnectionFailed,
+    ProxyAuthenticationRequired,
+    error_from_response,
+    error_shape,
+    retry_after_of,
+)
+from vora_client.proxy import ProxySetting, httpx_proxy_options, resolve_proxy
 from vora_client.reconnect import ABNORMAL_CLOSURE
 from vora_client.transport import Closed
 
@@ -196,19 +203,21 @@ class EventStreamTransport:
     """VORA's Server-Sent Events stream on httpx: the token in the Authorization header, the position in Last-Event-ID.
 
     Each open() uses its own HTTP connection (VORA ends the response with the stream), from the
-    given httpx client or from one made for that connection alone.
+    given httpx client or from one made for that connection alone, through proxy (vora_client.proxy's
+    rule; a given httpx client keeps its own).
     """
 
     name = "sse"
 
-    def __init__(self, url: str, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, url: str, *, http: httpx.AsyncClient | None = None, proxy: ProxySetting = True) -> None:
         self.url = url
         self._http = http
+        self.proxy = resolve_proxy(url, proxy)
 
     async def open(self, token: str, last_event_id: str | None, timeout: float) -> _EventStreamConnection:
         """Open the stream (resuming after last_event_id), or raise the refusal as a typed error."""
         owns_http = self._http is None
-        http = self._http or httpx.AsyncClient()
+        http = self._http or httpx.AsyncClient(**httpx_proxy_options(self.proxy))
         headers = {"Authorization": f"Bearer {token}", "Accept": EVENT_STREAM_TYPE, "Cache-Control": "no-store"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
@@ -221,11 +230,18 @@ class EventStreamTransport:
             try:
                 async with asyncio.timeout(timeout):  # httpx's own timeouts bound each step, not the head
                     response = await http.send(request, stream=True)
+            except httpx.ProxyError as exc:
+                # httpcore words a refused CONNECT (https:// through a proxy) "STATUS REASON".
+                if str(exc).startswith("407"):
+                    raise ProxyAuthenticationRequired(f"{self.url}: the proxy answered {exc}") from exc
+                raise ConnectionFailed(f"{self.url}: the proxy refused: {exc!r}") from exc
             except (httpx.TransportError, TimeoutError) as exc:
                 raise ConnectionFailed(f"{self.url}: {exc!r}") from exc
             if response.status_code != 200:
                 body = await _read_some(response)
                 await response.aclose()
+                if response.status_code == 407:  # VORA never sends it: the proxy of a plain http:// request
+                    raise ProxyAuthenticationRequired(f"{self.url}: the proxy answered 407", response.headers)
                 if error_shape(body) is None:  # not VORA's answer: a proxy's page, or nothing behind it
                     raise ConnectionFailed(
                         f"{self.url}: HTTP {response.status_code} without VORA's error shape",

@@ -27,6 +27,7 @@ from vora_client.errors import (
     ConnectionFailed,
     MalformedFrame,
     NotFound,
+    ProxyAuthenticationRequired,
     ServiceUnavailable,
     StreamClosed,
     TooManyRequests,
@@ -34,6 +35,7 @@ from vora_client.errors import (
     VoraError,
 )
 from vora_client.fallback import DEFAULT_FALLBACK_AFTER, AutoTransport, Fallback, TransportChoice, choose_transport
+from vora_client.proxy import ProxySetting
 from vora_client.reconnect import ABNORMAL_CLOSURE, Next, ReconnectPolicy, after_close, after_termination
 from vora_client.sse import event_stream_url, event_stream_url_beside
 from vora_client.transport import Closed, Connection, Transport, websocket_url
@@ -125,6 +127,14 @@ def _seconds(value: object) -> float | None:
     return float(value)
 
 
+class _FromClient(enum.Enum):
+    """The default of EventStream's proxy: the client's setting (None means no proxy, as on VoraClient)."""
+
+    SETTING = "the client's"
+
+
+FROM_CLIENT = _FromClient.SETTING
+
 Callback = Callable[[Any], object]
 _END = object()
 
@@ -163,6 +173,7 @@ class EventStream:
         replaced_window: float = DEFAULT_REPLACED_WINDOW,
         ws_url: str | None = None,
         sse_url: str | None = None,
+        proxy: ProxySetting | _FromClient = FROM_CLIENT,
         policy: ReconnectPolicy | None = None,
         heartbeat_timeout: float | None = None,
         open_timeout: float = 10.0,
@@ -193,7 +204,10 @@ class EventStream:
                 sse_url = sse_url or event_stream_url_beside(ws_url)
             elif transport != "sse":
                 raise ValueError(f"transport {transport!r} needs ws_url")
-            transport = choose_transport(transport, ws_url or "", sse_url or "", fallback_after)
+            # The client's proxy setting unless the stream names its own (a stream without a client: the environment).
+            if proxy is FROM_CLIENT:
+                proxy = client.proxy if client is not None else True
+            transport = choose_transport(transport, ws_url or "", sse_url or "", fallback_after, proxy)
         self._transport: Transport = transport
         self._policy = policy or ReconnectPolicy()
         # None: follow the interval the server announces (as the TypeScript SDK's heartbeatTimeoutMs left unset).
@@ -445,6 +459,10 @@ class EventStream:
                 await self._transition(State.RECONNECTING, reason="session over", code=401, wait=wait)
                 continue
             except (ServiceUnavailable, TooManyRequests, ConnectionFailed) as exc:
+                if isinstance(exc, ProxyAuthenticationRequired):
+                    # Retried as a failed connect (the proxy's authentication backend may be down for a moment),
+                    # and told to the app, since only its proxy setting can fix wrong credentials.
+                    await _call(self._on_error, exc)
                 attempt += 1
                 wait = self._policy.refused_wait(attempt, exc.retry_after)
                 await self._transition(State.RECONNECTING, reason=str(exc), code=exc.status, wait=wait)

@@ -6,9 +6,16 @@ from typing import Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidProxyStatus, InvalidStatus
 
-from vora_client.errors import ConnectionFailed, error_from_response, error_shape, retry_after_of
+from vora_client.errors import (
+    ConnectionFailed,
+    ProxyAuthenticationRequired,
+    error_from_response,
+    error_shape,
+    retry_after_of,
+)
+from vora_client.proxy import ProxySetting, resolve_proxy
 from vora_client.reconnect import ABNORMAL_CLOSURE
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -70,12 +77,16 @@ class _WebSocketConnection:
 
 
 class WebSocketTransport:
-    """VORA's event WebSocket: the token rides in the Authorization header, never in a URL that proxies log."""
+    """VORA's event WebSocket: the token rides in the Authorization header, never in a URL that proxies log.
+
+    Through a forward proxy (proxy: vora_client.proxy's rule) the socket is tunnelled with CONNECT.
+    """
 
     name = "websocket"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, proxy: ProxySetting = True) -> None:
         self.url = url
+        self.proxy = resolve_proxy(url, proxy)
 
     async def open(self, token: str, last_event_id: str | None, timeout: float) -> Connection:
         """Open the socket (resuming after last_event_id), or raise the refusal as a typed error."""
@@ -89,10 +100,22 @@ class WebSocketTransport:
                 ping_interval=None,
                 max_size=MAX_MESSAGE_BYTES,
                 compression=None,
+                proxy=self.proxy,
             )
+        except InvalidProxyStatus as exc:  # the proxy refused the CONNECT: nothing reached VORA
+            status = exc.response.status_code
+            if status == 407:
+                raise ProxyAuthenticationRequired(
+                    f"{self.url}: the proxy answered 407 to CONNECT", exc.response.headers
+                ) from None
+            raise ConnectionFailed(
+                f"{self.url}: the proxy answered HTTP {status} to CONNECT",
+                status=status,
+                retry_after=retry_after_of(exc.response.headers),
+            ) from None
         except InvalidStatus as exc:
             response = exc.response
-            body = response.body or b""
+            body = bytes(response.body or b"")
             if error_shape(body) is None:  # not VORA's answer: a proxy refused the upgrade, or nothing is behind it
                 raise ConnectionFailed(
                     f"{self.url}: the upgrade was answered HTTP {response.status_code} without VORA's error shape",
