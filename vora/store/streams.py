@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError
 from vora.core.settings import Settings
 from vora.store import keys, scripts
 from vora.store.batching import CommandBatcher
-from vora.store.client import UNAVAILABLE, tracked_sends, tracks_sends, unavailable_write
+from vora.store.client import REDIS_ERRORS, is_unavailable, tracked_sends, tracks_sends, unavailable_write
 from vora.store.codec import text
 
 # The sequence counter outlives the stream so that numbers never restart while a
@@ -277,13 +277,16 @@ class StreamStore:
     def append_checked(self, event: Append, window_ms: int) -> Appended:
         """Append one event; with an idempotency key, a key seen within window_ms answers its first event.
 
-        When Redis is unavailable, raise NotWritten (nothing was written) or WriteOutcomeUnknown
-        (the script may have run: only a retry under the same idempotency key is safe).
+        When Redis is unavailable or refuses the write for now (full, busy), raise NotWritten (nothing
+        was written) or WriteOutcomeUnknown (the script may have run: only a retry under the same
+        idempotency key is safe).
         """
         with tracked_sends() as sends:
             try:
                 return self._append_checked(event, window_ms)
-            except UNAVAILABLE as exc:
+            except REDIS_ERRORS as exc:
+                if not is_unavailable(exc):
+                    raise
                 raise unavailable_write(exc, sends, self._tracks_sends) from exc
 
     def _append_checked(self, event: Append, window_ms: int) -> Appended:
@@ -314,7 +317,9 @@ class StreamStore:
         with tracked_sends() as sends:
             try:
                 return self._append_many(events, window_ms)
-            except UNAVAILABLE as exc:
+            except REDIS_ERRORS as exc:
+                if not is_unavailable(exc):
+                    raise
                 raise unavailable_write(exc, sends, self._tracks_sends) from exc
 
     def _append_many(self, events: Sequence[Append], window_ms: int) -> list[Appended | Exception]:
