@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,14 +21,21 @@ from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.core.clock import utc_timestamp
 from vora.core.error_shape import clip
 from vora.core.identities import is_identity
+from vora.core.log_fields import error_fields
 from vora.http.fast_path import acceptance_check
 from vora.http.validation import rule_message
 from vora.observability.metrics import EVENTS_PUBLISHED
 from vora.push.rules import is_terminating_call
+from vora.store.client import REDIS_TROUBLE
 from vora.store.push import PushStore
 from vora.store.streams import Append, Appended, NotReplicated, StoredEvent, StreamStore, stream_position
 
+log = logging.getLogger("vora.events")
+
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
+# How long a wake-up that could not be queued with its event is retried: a ringing call waits no
+# longer for its device (VORA_HOLDUP_TIMEOUT's default), and the push worker drops older jobs anyway.
+WAKE_UP_RETRY_SECONDS = 30.0
 MAX_DATA_BYTES = 8 * 1024
 
 # The AsyncAPI schema that describes the `data` of each family or lifecycle event.
@@ -180,10 +190,17 @@ def fingerprint(event_type: str, data: Any, timestamp: str | None) -> str:
 class EventPublisher:
     """Publish events (plain, once per idempotency key, batched): checked, appended, counted, wake-ups queued."""
 
-    def __init__(self, catalog: EventCatalog, streams: StreamStore, push_jobs: PushStore | None = None) -> None:
+    def __init__(
+        self,
+        catalog: EventCatalog,
+        streams: StreamStore,
+        push_jobs: PushStore | None = None,
+        wake_up_retry_seconds: float = WAKE_UP_RETRY_SECONDS,
+    ) -> None:
         self._catalog = catalog
         self._streams = streams
         self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
+        self._wake_up_retry_seconds = wake_up_retry_seconds
 
     def checked(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> Append:
         """Check an event and return it ready to append (stamped now when it has no timestamp)."""
@@ -264,7 +281,37 @@ class EventPublisher:
             "eventId": event_id,
             "ringAt": stream_position(event_id)[0],
         }
+        try:
+            self._enqueue_wake_up(event, event_id, window_ms, job)
+        except REDIS_TROUBLE as exc:
+            # The event is stored and on its way to sockets: its publish succeeded, and failing it now
+            # would have the publisher retry (and, without a key, publish it twice). The job is retried
+            # in the background instead (on Cluster, the queue's slot may be on a node that is down).
+            log.warning("push wake-up not queued; retrying", extra={"fields": error_fields(exc)})
+            threading.Thread(
+                target=self._retry_wake_up,
+                args=(event, event_id, window_ms, job, time.monotonic() + self._wake_up_retry_seconds),
+                name="vora-wake-up-retry",
+                daemon=True,
+            ).start()
+
+    def _enqueue_wake_up(self, event: Append, event_id: str, window_ms: int | None, job: dict[str, str | int]) -> None:
         if event.idempotency_key is None or window_ms is None:
             self._push_jobs.enqueue("ring", **job)
         else:
             self._push_jobs.enqueue_once(event.identity, event_id, window_ms, "ring", **job)
+
+    def _retry_wake_up(
+        self, event: Append, event_id: str, window_ms: int | None, job: dict[str, str | int], give_up_at: float
+    ) -> None:
+        delay = 0.05
+        while True:
+            time.sleep(delay)
+            try:
+                self._enqueue_wake_up(event, event_id, window_ms, job)
+                return
+            except REDIS_TROUBLE as exc:
+                delay = min(delay * 2, 2.0)
+                if time.monotonic() + delay > give_up_at:
+                    log.warning("push wake-up not queued; given up", extra={"fields": error_fields(exc)})
+                    return
