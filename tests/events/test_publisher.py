@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import redis
@@ -15,7 +19,7 @@ from vora.events.publisher import EventCatalog, EventPublisher
 from vora.store import keys
 from vora.store.client import connect
 from vora.store.push import PushStore
-from vora.store.streams import StreamStore
+from vora.store.streams import Appended, StreamStore
 
 pytestmark = [pytest.mark.slow]
 
@@ -51,3 +55,30 @@ def test_a_wake_up_that_cannot_be_queued_does_not_fail_its_stored_publish_and_is
     ((_, job),) = push_client.xrange(keys.PUSH_JOBS)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
     assert job[b"kind"] == b"ring"
     assert job[b"eventId"] == published.event_id.encode()
+
+
+def test_a_batch_whose_wake_ups_cannot_be_queued_pays_for_one_failure_and_queues_them_all_later(
+    two_redis: tuple[redis.Redis, RedisServer, redis.Redis],
+) -> None:
+    """A batch of ringing calls stored while the push queue hangs waits for one enqueue; each job follows once."""
+    streams_client, push_server, push_client = two_redis
+    streams = StreamStore(streams_client, max_length=1000, max_age_seconds=3600)
+    publisher = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), streams, PushStore(push_client))
+    calls = [{**RINGING, "callId": f"c-{n}"} for n in range(20)]
+    events = [
+        (replace(publisher.checked(IDENTITY, "callRinging", data), idempotency_key=data["callId"]), data)
+        for data in calls
+    ]
+    assert push_client.ping()  # the connection is open before Redis stops answering on it
+    assert push_server.pid is not None
+    os.kill(push_server.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        results = publisher.publish_many(events, 60_000)
+        # Each enqueue waited out the client's 1 s timeout: twenty of them held the request for 20 s.
+        assert time.monotonic() - started < 3.0
+    finally:
+        os.kill(push_server.pid, signal.SIGCONT)
+    assert [r.sequence_number for r in results if isinstance(r, Appended)] == list(range(1, 21))
+    wait_for(lambda: push_client.xlen(keys.PUSH_JOBS) == 20, 15.0, what="every wake-up job to be queued")
+    assert push_client.xlen(keys.PUSH_JOBS) == 20  # once each: the queueing script's marker

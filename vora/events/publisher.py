@@ -187,6 +187,16 @@ def fingerprint(event_type: str, data: Any, timestamp: str | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class WakeUp:
+    """A push wake-up to queue: the stored event it is for, the idempotency window it is queued once in, the job."""
+
+    event: Append
+    event_id: str
+    window_ms: int | None
+    job: dict[str, str | int]
+
+
 class EventPublisher:
     """Publish events (plain, once per idempotency key, batched): checked, appended, counted, wake-ups queued."""
 
@@ -252,24 +262,37 @@ class EventPublisher:
     def publish_many(self, events: Sequence[tuple[Append, Any]], window_ms: int) -> list[Appended | Exception]:
         """Publish checked events (each with its data) in one round trip; answer each one's result or error."""
         results = self._streams.append_many([event for event, _ in events], window_ms)
+        deferred: list[WakeUp] = []
         for (event, data), result in zip(events, results, strict=True):
             if isinstance(result, NotReplicated) or (isinstance(result, Appended) and not result.duplicate):
-                self._announce(event, data, result.event_id, window_ms)
+                self._announce(event, data, result.event_id, window_ms, deferred)
             elif isinstance(result, Appended):
-                self._queue_wake_up(event, data, result.event_id, window_ms)
+                self._queue_wake_up(event, data, result.event_id, window_ms, deferred)
+        if deferred:
+            self._retry_later(deferred)
         return results
 
-    def _announce(self, event: Append, data: Any, event_id: str, window_ms: int | None = None) -> None:
+    def _announce(
+        self,
+        event: Append,
+        data: Any,
+        event_id: str,
+        window_ms: int | None = None,
+        deferred: list[WakeUp] | None = None,
+    ) -> None:
         """Count a newly stored event and queue the push wake-up it may need: once per event, whichever path."""
         EVENTS_PUBLISHED.labels(event.event_type).inc()
-        self._queue_wake_up(event, data, event_id, window_ms)
+        self._queue_wake_up(event, data, event_id, window_ms, deferred)
 
-    def _queue_wake_up(self, event: Append, data: Any, event_id: str, window_ms: int | None) -> None:
+    def _queue_wake_up(
+        self, event: Append, data: Any, event_id: str, window_ms: int | None, deferred: list[WakeUp] | None = None
+    ) -> None:
         """Queue the push wake-up an incoming call may need; under an idempotency key, once per event in its window.
 
         A keyed retry answered as a duplicate asks again: the first try's script may have run without
         its caller hearing, and then nothing queued the job. The marker the queueing script sets makes
-        the ask a no-op when the first try did queue it.
+        the ask a no-op when the first try did queue it. A batch passes `deferred`: once one of its
+        wake-ups failed, the rest join it there unsent, so that a down queue costs the batch one failure.
         """
         if not is_terminating_call(event.event_type, data):
             return
@@ -281,37 +304,50 @@ class EventPublisher:
             "eventId": event_id,
             "ringAt": stream_position(event_id)[0],
         }
+        wake_up = WakeUp(event, event_id, window_ms, job)
+        if deferred:
+            deferred.append(wake_up)
+            return
         try:
-            self._enqueue_wake_up(event, event_id, window_ms, job)
+            self._enqueue(wake_up)
         except REDIS_TROUBLE as exc:
             # The event is stored and on its way to sockets: its publish succeeded, and failing it now
             # would have the publisher retry (and, without a key, publish it twice). The job is retried
             # in the background instead (on Cluster, the queue's slot may be on a node that is down).
             log.warning("push wake-up not queued; retrying", extra={"fields": error_fields(exc)})
-            threading.Thread(
-                target=self._retry_wake_up,
-                args=(event, event_id, window_ms, job, time.monotonic() + self._wake_up_retry_seconds),
-                name="vora-wake-up-retry",
-                daemon=True,
-            ).start()
+            if deferred is None:
+                self._retry_later([wake_up])
+            else:
+                deferred.append(wake_up)
 
-    def _enqueue_wake_up(self, event: Append, event_id: str, window_ms: int | None, job: dict[str, str | int]) -> None:
-        if event.idempotency_key is None or window_ms is None:
+    def _enqueue(self, wake_up: WakeUp) -> None:
+        event, job = wake_up.event, wake_up.job
+        if event.idempotency_key is None or wake_up.window_ms is None:
             self._push_jobs.enqueue("ring", **job)
         else:
-            self._push_jobs.enqueue_once(event.identity, event_id, window_ms, "ring", **job)
+            self._push_jobs.enqueue_once(event.identity, wake_up.event_id, wake_up.window_ms, "ring", **job)
 
-    def _retry_wake_up(
-        self, event: Append, event_id: str, window_ms: int | None, job: dict[str, str | int], give_up_at: float
-    ) -> None:
+    def _retry_later(self, wake_ups: list[WakeUp]) -> None:
+        """Queue wake-ups in the background, retrying with backoff for up to the retry time; never blocks."""
+        give_up_at = time.monotonic() + self._wake_up_retry_seconds
+        threading.Thread(
+            target=self._retry, args=(wake_ups, give_up_at), name="vora-wake-up-retry", daemon=True
+        ).start()
+
+    def _retry(self, wake_ups: list[WakeUp], give_up_at: float) -> None:
         delay = 0.05
-        while True:
+        pending = list(wake_ups)
+        while pending:
             time.sleep(delay)
             try:
-                self._enqueue_wake_up(event, event_id, window_ms, job)
-                return
+                while pending:
+                    self._enqueue(pending[0])
+                    pending.pop(0)
             except REDIS_TROUBLE as exc:
                 delay = min(delay * 2, 2.0)
                 if time.monotonic() + delay > give_up_at:
-                    log.warning("push wake-up not queued; given up", extra={"fields": error_fields(exc)})
+                    log.warning(
+                        "push wake-up not queued; given up",
+                        extra={"fields": {**error_fields(exc), "wake_ups": str(len(pending))}},
+                    )
                     return
