@@ -16,7 +16,7 @@ import websocket
 
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
-from tests.harness import RedisServer
+from tests.harness import RedisCluster3, RedisServer
 from tests.harness.journey import Api, Entry
 from tests.harness.server_api import SERVER_KEY, ServerApiClient, assert_error_shape
 from tests.harness.tokens import TokenFactory
@@ -180,3 +180,57 @@ def _is_busy(redis_server: RedisServer) -> bool:
         except redis.ResponseError as exc:
             return str(exc).startswith("BUSY")
         return False
+
+
+def test_a_logout_that_meets_a_slot_migration_is_a_503_and_succeeds_once_the_slot_has_moved(
+    make_env: EnvFactory, make_token: TokenFactory, tmp_path: Path
+) -> None:
+    """A script that reaches a session hash already moved by resharding is a 503 (retry), not a 500; then it works."""
+    with (
+        RedisCluster3() as cluster,
+        running_server(make_env(cluster.url), tmp_path) as server,
+        contextlib.closing(connect(cluster.url, timeout=2.0)) as client,
+    ):
+        Directory(client).add(USER, [IDENTITY])
+        api = Api(Entry.of(server), make_token(USER))
+        api.setup(IDENTITY)
+        api.setup(IDENTITY)
+        index = keys.sessions_index(IDENTITY)
+        first = client.zrange(index, 0, 0)[0].decode()  # type: ignore[index] # redis-py types sync replies as Awaitable | Any
+        slot = client.keyslot(index)  # type: ignore[attr-defined] # the cluster client's own method
+        source, target = _owner_and_other(cluster, slot)
+        source_id, target_id = source.execute("CLUSTER", "MYID"), target.execute("CLUSTER", "MYID")
+        target.execute("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        # Resharding moves a slot's keys a few at a time: the first session's hash has gone, its index has not.
+        assert source.execute("MIGRATE", target.host, target.port, keys.session(IDENTITY, first), 0, 5000) == "OK"
+
+        assert_refused(api.try_logout(IDENTITY), "slot migration", "1")
+        assert_live_promptly(server)
+        assert source.execute("ZCARD", index) == 2  # nothing ended
+
+        for key in source.execute("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source.execute("MIGRATE", target.host, target.port, key, 0, 5000)
+        for node in cluster.nodes:
+            node.execute("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        api.logout(IDENTITY)
+        assert target.execute("EXISTS", index) == 0
+        assert "Traceback" not in server.log()
+
+
+def _owner_and_other(cluster: RedisCluster3, slot: int) -> tuple[RedisServer, RedisServer]:
+    """Return the master that serves a slot and another master."""
+    owners = [node for node in cluster.nodes if any(r[0] <= slot <= r[1] for r in _ranges(node))]
+    (owner,) = owners
+    return owner, next(node for node in cluster.nodes if node is not owner)
+
+
+def _ranges(node: RedisServer) -> list[tuple[int, int]]:
+    """Return the slot ranges a master serves, as CLUSTER MYSHARDID cannot tell: from CLUSTER NODES' myself line."""
+    line = next(line for line in node.execute("CLUSTER", "NODES").splitlines() if "myself" in line)
+    ranges = []
+    for part in line.split()[8:]:
+        if not part.startswith("["):
+            low, _, high = part.partition("-")
+            ranges.append((int(low), int(high or low)))
+    return ranges

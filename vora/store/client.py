@@ -44,6 +44,15 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 # busy running a script past its time limit, one whose last snapshot failed (stop-writes-on-bgsave-
 # error), one short of min-replicas-to-write. redis-py raises a plain ResponseError for all but OOM.
 REFUSALS_FOR_NOW = ("OOM", "BUSY", "MISCONF", "NOREPLICAS")
+# On Cluster, a script that reaches a key of its slot that a migration (resharding) already moved to
+# another node, or runs while the cluster is down, is stopped with a plain ERR reply: "MOVING" and
+# "CLUSTERDOWN" here. Once the slot settles the same call runs. VORA's scripts read such keys (an
+# identity's session hashes and token keys, named from their arguments) before their first write.
+_SCRIPT_STOPPED_BY_CLUSTER = {
+    "Script attempted to access a non local key in a cluster node script": "MOVING",
+    "Script attempted to execute a command while the cluster is down": "CLUSTERDOWN",
+    "Script attempted to execute a write command while the cluster is down": "CLUSTERDOWN",
+}
 
 
 # What each refusal means for a caller, and how many seconds a retry is worth waiting: a full Redis or a
@@ -53,17 +62,23 @@ REFUSAL_WORDS: dict[str, tuple[str, int]] = {
     "BUSY": ("Redis is busy running a script past its time limit", 1),
     "MISCONF": ("Redis refuses writes because its last snapshot to disk failed", 10),
     "NOREPLICAS": ("Redis refuses writes because fewer replicas than min-replicas-to-write are connected", 1),
+    "MOVING": ("Redis Cluster is moving this identity's keys to another node (a slot migration)", 1),
+    "CLUSTERDOWN": ("Redis Cluster is down", 1),
 }
 
 
 def refusal_for_now(exc: BaseException) -> str | None:
-    """Name the condition (one of REFUSALS_FOR_NOW) for which Redis refused a command for now, or None."""
+    """Name the condition (a key of REFUSAL_WORDS) for which Redis refused a command for now, or None."""
     if isinstance(exc, OutOfMemoryError):
         return "OOM"  # redis-py strips the code from the message of the error classes it knows
     if isinstance(exc, redis.ResponseError) and not isinstance(exc, UNAVAILABLE):
-        code = str(exc).split(" ", 1)[0]
+        message = str(exc)
+        code = message.split(" ", 1)[0]
         if code in REFUSALS_FOR_NOW:
             return code
+        for prefix, condition in _SCRIPT_STOPPED_BY_CLUSTER.items():
+            if message.startswith(prefix):
+                return condition
     return None
 
 
