@@ -17,7 +17,7 @@ import websocket
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
 from tests.harness import RedisCluster3, RedisServer
-from tests.harness.journey import Api, Entry
+from tests.harness.journey import Api, Entry, readiness
 from tests.harness.server_api import SERVER_KEY, ServerApiClient, assert_error_shape
 from tests.harness.tokens import TokenFactory
 from tests.harness.topology import EnvFactory
@@ -127,6 +127,7 @@ def test_a_full_redis_answers_503_saying_so_writes_nothing_and_recovers_without_
             directory = s.server_api.request("PUT", "/users/frank/identities", json={"identities": ["910444000"]})
             assert_refused(directory, FULL, "10")
             assert_live_promptly(s.server)
+            assert readiness(Entry.of(s.server)) == 204  # reads, logouts and open sockets still work
             assert s.lengths() == (2, 0)  # nothing published, not even half a batch
             assert s.client.zcard(keys.sessions_index(IDENTITY)) == sessions
             assert not s.client.exists(keys.idempotency(IDENTITY, "k1"))
@@ -159,6 +160,7 @@ def test_a_redis_busy_running_a_script_answers_503_and_the_worker_stays_responsi
             assert_refused(s.server_api.publish(IDENTITY, PRESENCE), "busy running a script", "1")
             assert_refused(s.batch(), "busy running a script", "1")
             assert_live_promptly(s.server)
+            assert readiness(Entry.of(s.server)) == 503
         finally:
             with contextlib.closing(s.redis_server.client()) as killer:
                 killer.script_kill()
