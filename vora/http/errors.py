@@ -129,8 +129,8 @@ def install_error_handlers(app: Flask, metrics: Metrics) -> None:
         return error_response(500, "An unexpected error occurred; it has been logged")
 
     def handle_redis_reply(exc: redis.ResponseError) -> Response:
-        # Refused for now (full, busy, a failed snapshot, too few replicas): nothing was written and a
-        # retry later succeeds, so the client is told so, as for an outage. Any other error reply is a bug.
+        # Refused for now (full, busy, a failed snapshot, too few replicas, a slot moving): a retry later
+        # succeeds, so the client is told so, as for an outage. Any other error reply is a bug.
         code = refusal_for_now(exc)
         if code is None:
             return handle_unexpected(exc)

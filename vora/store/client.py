@@ -46,8 +46,10 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 REFUSALS_FOR_NOW = ("OOM", "BUSY", "MISCONF", "NOREPLICAS")
 # On Cluster, a script that reaches a key of its slot that a migration (resharding) already moved to
 # another node, or runs while the cluster is down, is stopped with a plain ERR reply: "MOVING" and
-# "CLUSTERDOWN" here. Once the slot settles the same call runs. VORA's scripts read such keys (an
-# identity's session hashes and token keys, named from their arguments) before their first write.
+# "CLUSTERDOWN" here. Once the slot settles the same call runs. Unlike the refusals above, such a
+# script may have written part of its work (Redis rolls nothing back): only the session scripts name
+# keys from their arguments (session hashes, token keys), and a retry completes what they began; the
+# publish scripts touch only the keys they declare, which Redis checks before running them.
 _SCRIPT_STOPPED_BY_CLUSTER = {
     "Script attempted to access a non local key in a cluster node script": "MOVING",
     "Script attempted to execute a command while the cluster is down": "CLUSTERDOWN",
