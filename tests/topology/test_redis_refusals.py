@@ -141,6 +141,7 @@ def test_a_full_redis_answers_503_saying_so_writes_nothing_and_recovers_without_
         log = s.server.log()
         assert '"redis refused"' in log
         assert '"refusal": "OOM"' in log
+        assert '"error": "NotWritten"' in log  # the publishes' 503s are logged too
         assert "Traceback" not in log
         assert '"unhandled error"' not in log
 
