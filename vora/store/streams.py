@@ -148,13 +148,17 @@ def is_ahead(last_event: Position, newest_id: str | None, published: int | None,
     """Tell whether a client's last event is after every event the identity's stream has ever had.
 
     newest_id is the stream's newest entry, published its sequence counter, now_ms Redis' clock
-    (which stamps the next ids): an id past all of them was never handed out here.
+    (which stamps the next ids): an id past all of them was never handed out here. With entries in
+    the stream, the newest alone decides: after a Redis that lost the stream and its counter (an
+    empty restart, a failover that lost writes) the sequence numbers start again, and a client's
+    older id may carry a larger one than the counter while the events published since all follow
+    it; taken as ahead, the resume would start after them and skip them all.
     """
-    if newest_id is not None and last_event > stream_position(newest_id):
-        return True
+    if newest_id is not None:
+        return last_event > stream_position(newest_id)
     if published is not None and last_event[1] > published:
         return True
-    return newest_id is None and now_ms is not None and last_event[0] > now_ms
+    return now_ms is not None and last_event[0] > now_ms
 
 
 def resume_point(
