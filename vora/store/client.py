@@ -311,5 +311,8 @@ def readiness_problem(probe: redis.Redis) -> str | None:
             if state != "ok":
                 return f"Redis Cluster state is {state}"
     except REDIS_ERRORS as exc:
+        refusal = refusal_for_now(exc)
+        if refusal is not None:
+            return f"Redis refuses commands for now: {refusal} ({REFUSAL_WORDS[refusal][0]})"
         return f"Redis does not answer: {type(exc).__name__}"
     return None
