@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -47,14 +48,22 @@ def test_a_wake_up_that_cannot_be_queued_does_not_fail_its_stored_publish_and_is
     streams = StreamStore(streams_client, max_length=1000, max_age_seconds=3600)
     publisher = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), streams, PushStore(push_client))
     push_server.stop()
-    published = publisher.publish(IDENTITY, "callRinging", RINGING)  # raised the push queue's ConnectionError
-    assert published.sequence_number == 1
-    assert streams_client.xlen(keys.event_stream(IDENTITY)) == 1
+    published = [
+        publisher.publish(IDENTITY, "callRinging", {**RINGING, "callId": f"c-{n}"})  # raised the ConnectionError
+        for n in range(5)
+    ]
+    assert [event.sequence_number for event in published] == [1, 2, 3, 4, 5]
+    assert streams_client.xlen(keys.event_stream(IDENTITY)) == 5
+    # One retrier for them all, not a thread (a greenlet in a worker) per publish.
+    assert [t.name for t in threading.enumerate()].count("vora-wake-up-retry") == 1
     push_server.start()
-    wait_for(lambda: push_client.xlen(keys.PUSH_JOBS) == 1, 10.0, what="the wake-up job to be queued")
-    ((_, job),) = push_client.xrange(keys.PUSH_JOBS)  # type: ignore[misc] # redis-py types sync replies as Awaitable | Any
-    assert job[b"kind"] == b"ring"
-    assert job[b"eventId"] == published.event_id.encode()
+    wait_for(lambda: push_client.xlen(keys.PUSH_JOBS) == 5, 10.0, what="the wake-up jobs to be queued")
+    jobs = [job for _, job in push_client.xrange(keys.PUSH_JOBS)]  # type: ignore[union-attr] # redis-py types sync replies as Awaitable | Any
+    assert {job[b"kind"] for job in jobs} == {b"ring"}
+    assert [job[b"eventId"] for job in jobs] == [event.event_id.encode() for event in published]
+    wait_for(
+        lambda: "vora-wake-up-retry" not in [t.name for t in threading.enumerate()], 5.0, what="the retrier to end"
+    )
 
 
 def test_a_batch_whose_wake_ups_cannot_be_queued_pays_for_one_failure_and_queues_them_all_later(

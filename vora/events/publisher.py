@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -211,6 +212,10 @@ class EventPublisher:
         self._streams = streams
         self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
         self._wake_up_retry_seconds = wake_up_retry_seconds
+        # Wake-ups whose queueing failed, oldest first, each with the moment it is given up.
+        self._retrying: deque[tuple[WakeUp, float]] = deque()
+        self._retry_lock = threading.Lock()
+        self._retrier: threading.Thread | None = None
 
     def checked(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> Append:
         """Check an event and return it ready to append (stamped now when it has no timestamp)."""
@@ -328,26 +333,44 @@ class EventPublisher:
             self._push_jobs.enqueue_once(event.identity, wake_up.event_id, wake_up.window_ms, "ring", **job)
 
     def _retry_later(self, wake_ups: list[WakeUp]) -> None:
-        """Queue wake-ups in the background, retrying with backoff for up to the retry time; never blocks."""
+        """Hand wake-ups to the one background retrier, which tries each until its retry time is over; never blocks."""
         give_up_at = time.monotonic() + self._wake_up_retry_seconds
-        threading.Thread(
-            target=self._retry, args=(wake_ups, give_up_at), name="vora-wake-up-retry", daemon=True
-        ).start()
+        with self._retry_lock:
+            self._retrying.extend((wake_up, give_up_at) for wake_up in wake_ups)
+            if self._retrier is None:
+                # One retrier for all: a queue down for its whole retry time under a steady call rate must not
+                # make a thread (a greenlet under gevent), each with its own connection attempts, per publish.
+                self._retrier = threading.Thread(target=self._retry, name="vora-wake-up-retry", daemon=True)
+                self._retrier.start()
 
-    def _retry(self, wake_ups: list[WakeUp], give_up_at: float) -> None:
+    def _retry(self) -> None:
         delay = 0.05
-        pending = list(wake_ups)
-        while pending:
+        failure: dict[str, str] = {}
+        while True:
             time.sleep(delay)
+            with self._retry_lock:
+                now = time.monotonic()
+                expired = 0
+                while self._retrying and self._retrying[0][1] < now:
+                    self._retrying.popleft()
+                    expired += 1
+                if not self._retrying:
+                    self._retrier = None
+                    pending = None
+                else:
+                    pending = self._retrying[0][0]
+            if expired:
+                log.warning(
+                    "push wake-up not queued; given up", extra={"fields": {**failure, "wake_ups": str(expired)}}
+                )
+            if pending is None:
+                return
             try:
-                while pending:
-                    self._enqueue(pending[0])
-                    pending.pop(0)
+                self._enqueue(pending)
             except REDIS_TROUBLE as exc:
+                failure = error_fields(exc)
                 delay = min(delay * 2, 2.0)
-                if time.monotonic() + delay > give_up_at:
-                    log.warning(
-                        "push wake-up not queued; given up",
-                        extra={"fields": {**error_fields(exc), "wake_ups": str(len(pending))}},
-                    )
-                    return
+                continue
+            delay = 0.0  # the queue takes jobs again: the rest go at once
+            with self._retry_lock:
+                self._retrying.popleft()
