@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from testbed.wait import wait_for
 from tests.harness import RedisServer
@@ -47,6 +48,7 @@ def test_a_wake_up_that_cannot_be_queued_does_not_fail_its_stored_publish_and_is
     streams_client, push_server, push_client = two_redis
     streams = StreamStore(streams_client, max_length=1000, max_age_seconds=3600)
     publisher = EventPublisher(EventCatalog(DEFAULT_SPEC_DIR), streams, PushStore(push_client))
+    failed_before = _push_failures()
     push_server.stop()
     published = [
         publisher.publish(IDENTITY, "callRinging", {**RINGING, "callId": f"c-{n}"})  # raised the ConnectionError
@@ -54,6 +56,7 @@ def test_a_wake_up_that_cannot_be_queued_does_not_fail_its_stored_publish_and_is
     ]
     assert [event.sequence_number for event in published] == [1, 2, 3, 4, 5]
     assert streams_client.xlen(keys.event_stream(IDENTITY)) == 5
+    assert _push_failures() > failed_before  # the operator sees it: vora_redis_errors_total{where="push"}
     # One retrier for them all, not a thread (a greenlet in a worker) per publish.
     assert [t.name for t in threading.enumerate()].count("vora-wake-up-retry") == 1
     push_server.start()
@@ -91,3 +94,7 @@ def test_a_batch_whose_wake_ups_cannot_be_queued_pays_for_one_failure_and_queues
     assert [r.sequence_number for r in results if isinstance(r, Appended)] == list(range(1, 21))
     wait_for(lambda: push_client.xlen(keys.PUSH_JOBS) == 20, 15.0, what="every wake-up job to be queued")
     assert push_client.xlen(keys.PUSH_JOBS) == 20  # once each: the queueing script's marker
+
+
+def _push_failures() -> float:
+    return REGISTRY.get_sample_value("vora_redis_errors_total", {"where": "push"}) or 0.0

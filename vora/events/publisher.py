@@ -25,7 +25,7 @@ from vora.core.identities import is_identity
 from vora.core.log_fields import error_fields
 from vora.http.fast_path import acceptance_check
 from vora.http.validation import rule_message
-from vora.observability.metrics import EVENTS_PUBLISHED
+from vora.observability.metrics import EVENTS_PUBLISHED, REDIS_FAILURES
 from vora.push.rules import is_terminating_call
 from vora.store.client import REDIS_TROUBLE
 from vora.store.push import PushStore
@@ -320,6 +320,7 @@ class EventPublisher:
             # would have the publisher retry (and, without a key, publish it twice). The job is retried
             # in the background instead (on Cluster, the queue's slot may be on a node that is down).
             log.warning("push wake-up not queued; retrying", extra={"fields": error_fields(exc)})
+            REDIS_FAILURES.labels("push").inc()
             if deferred is None:
                 self._retry_later([wake_up])
             else:
@@ -369,6 +370,7 @@ class EventPublisher:
                 self._enqueue(pending)
             except REDIS_TROUBLE as exc:
                 failure = error_fields(exc)
+                REDIS_FAILURES.labels("push").inc()
                 delay = min(delay * 2, 2.0)
                 continue
             delay = 0.0  # the queue takes jobs again: the rest go at once
