@@ -93,7 +93,7 @@ def build_stores(settings: Settings, metrics: Metrics | None = None) -> Stores:
     sessions = SessionService(
         directory=directory, store=session_store, presence_lease_ms=presence_lease_ms(settings), ownership=ownership
     )
-    publisher = EventPublisher(EventCatalog(settings.spec_dir), streams, PushStore(client))
+    publisher = EventPublisher(EventCatalog(settings.spec_dir), streams, PushStore(client), settings.holdup_timeout)
     return Stores(settings, client, directory, session_store, streams, ownership, sessions, publisher)
 
 

@@ -76,9 +76,13 @@ class Api:
         response = self.try_subscribe(identity, events)
         assert response.status_code == 200, response.text
 
+    def try_logout(self, identity: str) -> requests.Response:
+        """POST /logout/{identity}."""
+        return self._call("POST", f"/logout/{identity}")
+
     def logout(self, identity: str) -> None:
         """End the user's sessions on an identity."""
-        response = self._call("POST", f"/logout/{identity}")
+        response = self.try_logout(identity)
         assert response.status_code == 200, response.text
 
 

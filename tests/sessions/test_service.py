@@ -65,6 +65,20 @@ def test_resume_behind_the_retention_carries_the_gap(service: SessionService, to
     assert admission.gap["requestedEventId"] == gone.event_id
 
 
+def test_resume_from_before_redis_lost_the_stream_reads_what_was_published_since(
+    service: SessionService, token: str, redisdb: redis.Redis
+) -> None:
+    """A lastEventId from a stream Redis lost (its sequence past the new counter) is not ahead: nothing is skipped."""
+    publisher = make_publisher(redisdb)
+    last = [publisher.publish(IDENTITY, "callHeld", {"callId": f"c-{n}"}) for n in range(3)][-1]
+    redisdb.delete(keys.event_stream(IDENTITY), keys.event_sequence(IDENTITY))  # an empty restart, or a lossy failover
+    since = [publisher.publish(IDENTITY, "callHeld", {"callId": f"d-{n}"}) for n in range(2)]
+    admission = service.admit_socket(token, stream_position(last.event_id), NOW_MS)
+    assert admission.gap is None
+    assert admission.start == stream_position(last.event_id)
+    assert stream_position(since[0].event_id) > admission.start
+
+
 @pytest.mark.parametrize(
     ("published", "ahead_of"),
     [(3, "the newest event's milliseconds"), (3, "the newest event's sequence number"), (0, "Redis' clock")],

@@ -149,3 +149,24 @@ def test_redis_stalling_writes_refuses_the_socket_with_503_before_the_upgrade(
             s.client.execute_command("CLIENT", "UNPAUSE")
         open_client(s.entry.ws_url, token).close()  # once writes go on, the same token opens a socket
         assert_no_server_errors(s.server, redis_was_lost=True)
+
+
+def test_a_client_resuming_after_redis_lost_everything_gets_every_event_published_since(
+    make_env: EnvFactory, make_token: TokenFactory, sockets: Sockets, tmp_path: Path
+) -> None:
+    """After FLUSHALL (an empty restart) sequence numbers start again; a resume from before misses no new event."""
+    with stack(make_env, make_token, tmp_path) as s:
+        listener = sockets(s.entry, s.api.setup(IDENTITY))
+        before = [s.publisher.publish(IDENTITY, "callHeld", {"callId": f"before-{n}"}) for n in range(3)]
+        assert_delivered(listener, before)
+        listener.close()
+
+        s.client.flushall()  # what a Redis without persistence that restarted holds
+        Directory(s.client).add(USER, [IDENTITY])  # the telephony side restores the directory
+        token = s.api.setup(IDENTITY)  # the old session went with everything else
+        since = [s.publisher.publish(IDENTITY, "callHeld", {"callId": f"since-{n}"}) for n in range(2)]
+        assert [event.sequence_number for event in since] == [1, 2]
+        # The client resumes from the last event it had (sequence 3, past the new counter, but before the new ids):
+        # it was taken for an id from the future and resumed after the newest event, skipping both.
+        resumed = sockets(s.entry, token, last_event_id=before[-1].event_id)
+        assert_delivered(resumed, since)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,14 +22,21 @@ from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.core.clock import utc_timestamp
 from vora.core.error_shape import clip
 from vora.core.identities import is_identity
+from vora.core.log_fields import error_fields
 from vora.http.fast_path import acceptance_check
 from vora.http.validation import rule_message
-from vora.observability.metrics import EVENTS_PUBLISHED
+from vora.observability.metrics import EVENTS_PUBLISHED, REDIS_FAILURES
 from vora.push.rules import is_terminating_call
+from vora.store.client import REDIS_TROUBLE
 from vora.store.push import PushStore
 from vora.store.streams import Append, Appended, NotReplicated, StoredEvent, StreamStore, stream_position
 
+log = logging.getLogger("vora.events")
+
 ASYNCAPI_FILE = "vora-events.asyncapi.yaml"
+# How long a wake-up that could not be queued with its event is retried: a ringing call waits no
+# longer for its device (VORA_HOLDUP_TIMEOUT's default), and the push worker drops older jobs anyway.
+WAKE_UP_RETRY_SECONDS = 30.0
 MAX_DATA_BYTES = 8 * 1024
 
 # The AsyncAPI schema that describes the `data` of each family or lifecycle event.
@@ -177,13 +188,34 @@ def fingerprint(event_type: str, data: Any, timestamp: str | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class WakeUp:
+    """A push wake-up to queue: the stored event it is for, the idempotency window it is queued once in, the job."""
+
+    event: Append
+    event_id: str
+    window_ms: int | None
+    job: dict[str, str | int]
+
+
 class EventPublisher:
     """Publish events (plain, once per idempotency key, batched): checked, appended, counted, wake-ups queued."""
 
-    def __init__(self, catalog: EventCatalog, streams: StreamStore, push_jobs: PushStore | None = None) -> None:
+    def __init__(
+        self,
+        catalog: EventCatalog,
+        streams: StreamStore,
+        push_jobs: PushStore | None = None,
+        wake_up_retry_seconds: float = WAKE_UP_RETRY_SECONDS,
+    ) -> None:
         self._catalog = catalog
         self._streams = streams
         self._push_jobs = push_jobs if push_jobs is not None else PushStore(streams.client)
+        self._wake_up_retry_seconds = wake_up_retry_seconds
+        # Wake-ups whose queueing failed, oldest first, each with the moment it is given up.
+        self._retrying: deque[tuple[WakeUp, float]] = deque()
+        self._retry_lock = threading.Lock()
+        self._retrier: threading.Thread | None = None
 
     def checked(self, identity: str, event_type: str, data: Any, timestamp: str | None = None) -> Append:
         """Check an event and return it ready to append (stamped now when it has no timestamp)."""
@@ -235,24 +267,37 @@ class EventPublisher:
     def publish_many(self, events: Sequence[tuple[Append, Any]], window_ms: int) -> list[Appended | Exception]:
         """Publish checked events (each with its data) in one round trip; answer each one's result or error."""
         results = self._streams.append_many([event for event, _ in events], window_ms)
+        deferred: list[WakeUp] = []
         for (event, data), result in zip(events, results, strict=True):
             if isinstance(result, NotReplicated) or (isinstance(result, Appended) and not result.duplicate):
-                self._announce(event, data, result.event_id, window_ms)
+                self._announce(event, data, result.event_id, window_ms, deferred)
             elif isinstance(result, Appended):
-                self._queue_wake_up(event, data, result.event_id, window_ms)
+                self._queue_wake_up(event, data, result.event_id, window_ms, deferred)
+        if deferred:
+            self._retry_later(deferred)
         return results
 
-    def _announce(self, event: Append, data: Any, event_id: str, window_ms: int | None = None) -> None:
+    def _announce(
+        self,
+        event: Append,
+        data: Any,
+        event_id: str,
+        window_ms: int | None = None,
+        deferred: list[WakeUp] | None = None,
+    ) -> None:
         """Count a newly stored event and queue the push wake-up it may need: once per event, whichever path."""
         EVENTS_PUBLISHED.labels(event.event_type).inc()
-        self._queue_wake_up(event, data, event_id, window_ms)
+        self._queue_wake_up(event, data, event_id, window_ms, deferred)
 
-    def _queue_wake_up(self, event: Append, data: Any, event_id: str, window_ms: int | None) -> None:
+    def _queue_wake_up(
+        self, event: Append, data: Any, event_id: str, window_ms: int | None, deferred: list[WakeUp] | None = None
+    ) -> None:
         """Queue the push wake-up an incoming call may need; under an idempotency key, once per event in its window.
 
         A keyed retry answered as a duplicate asks again: the first try's script may have run without
         its caller hearing, and then nothing queued the job. The marker the queueing script sets makes
-        the ask a no-op when the first try did queue it.
+        the ask a no-op when the first try did queue it. A batch passes `deferred`: once one of its
+        wake-ups failed, the rest join it there unsent, so that a down queue costs the batch one failure.
         """
         if not is_terminating_call(event.event_type, data):
             return
@@ -264,7 +309,70 @@ class EventPublisher:
             "eventId": event_id,
             "ringAt": stream_position(event_id)[0],
         }
-        if event.idempotency_key is None or window_ms is None:
+        wake_up = WakeUp(event, event_id, window_ms, job)
+        if deferred:
+            deferred.append(wake_up)
+            return
+        try:
+            self._enqueue(wake_up)
+        except REDIS_TROUBLE as exc:
+            # The event is stored and on its way to sockets: its publish succeeded, and failing it now
+            # would have the publisher retry (and, without a key, publish it twice). The job is retried
+            # in the background instead (on Cluster, the queue's slot may be on a node that is down).
+            log.warning("push wake-up not queued; retrying", extra={"fields": error_fields(exc)})
+            REDIS_FAILURES.labels("push").inc()
+            if deferred is None:
+                self._retry_later([wake_up])
+            else:
+                deferred.append(wake_up)
+
+    def _enqueue(self, wake_up: WakeUp) -> None:
+        event, job = wake_up.event, wake_up.job
+        if event.idempotency_key is None or wake_up.window_ms is None:
             self._push_jobs.enqueue("ring", **job)
         else:
-            self._push_jobs.enqueue_once(event.identity, event_id, window_ms, "ring", **job)
+            self._push_jobs.enqueue_once(event.identity, wake_up.event_id, wake_up.window_ms, "ring", **job)
+
+    def _retry_later(self, wake_ups: list[WakeUp]) -> None:
+        """Hand wake-ups to the one background retrier, which tries each until its retry time is over; never blocks."""
+        give_up_at = time.monotonic() + self._wake_up_retry_seconds
+        with self._retry_lock:
+            self._retrying.extend((wake_up, give_up_at) for wake_up in wake_ups)
+            if self._retrier is None:
+                # One retrier for all: a queue down for its whole retry time under a steady call rate must not
+                # make a thread (a greenlet under gevent), each with its own connection attempts, per publish.
+                self._retrier = threading.Thread(target=self._retry, name="vora-wake-up-retry", daemon=True)
+                self._retrier.start()
+
+    def _retry(self) -> None:
+        delay = 0.05
+        failure: dict[str, str] = {}
+        while True:
+            time.sleep(delay)
+            with self._retry_lock:
+                now = time.monotonic()
+                expired = 0
+                while self._retrying and self._retrying[0][1] < now:
+                    self._retrying.popleft()
+                    expired += 1
+                if not self._retrying:
+                    self._retrier = None
+                    pending = None
+                else:
+                    pending = self._retrying[0][0]
+            if expired:
+                log.warning(
+                    "push wake-up not queued; given up", extra={"fields": {**failure, "wake_ups": str(expired)}}
+                )
+            if pending is None:
+                return
+            try:
+                self._enqueue(pending)
+            except REDIS_TROUBLE as exc:
+                failure = error_fields(exc)
+                REDIS_FAILURES.labels("push").inc()
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.0  # the queue takes jobs again: the rest go at once
+            with self._retry_lock:
+                self._retrying.popleft()

@@ -6,6 +6,7 @@ import json
 import logging
 from http import HTTPStatus
 
+import redis
 import werkzeug.exceptions
 from connexion.exceptions import OAuthProblem, OAuthScopeProblem, ProblemException
 from flask import Flask, Response, request
@@ -19,7 +20,7 @@ from vora.core.error_shape import (
 from vora.core.errors import VoraError
 from vora.core.log_fields import error_fields
 from vora.observability.metrics import Metrics
-from vora.store.client import UNAVAILABLE
+from vora.store.client import REDIS_ERRORS, REFUSAL_WORDS, UNAVAILABLE, refusal_for_now
 
 log = logging.getLogger("vora.errors")
 
@@ -73,6 +74,11 @@ def install_error_handlers(app: Flask, metrics: Metrics) -> None:
     """Replace Flask's and Connexion's error pages with the VORA error shape; count Redis failures in metrics."""
 
     def handle_vora_error(exc: VoraError) -> Response:
+        cause = exc.__cause__
+        if exc.status == 503 and isinstance(cause, REDIS_ERRORS):
+            # A rule that answered a Redis failure in its own words (a publish's 503): still the operator's to see.
+            log.warning("redis unavailable", extra={"fields": error_fields(cause)})
+            metrics.count("redis_error:rest")
         return error_response(exc.status, exc.message, exc.headers)
 
     def handle_problem(exc: ProblemException) -> Response:
@@ -119,8 +125,21 @@ def install_error_handlers(app: Flask, metrics: Metrics) -> None:
         return error_response(503, "The session store is unavailable; retry shortly", {"Retry-After": "1"})
 
     def handle_unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        log.error("unhandled error", exc_info=exc)
         return error_response(500, "An unexpected error occurred; it has been logged")
+
+    def handle_redis_reply(exc: redis.ResponseError) -> Response:
+        # Refused for now (full, busy, a failed snapshot, too few replicas, a slot moving): a retry later
+        # succeeds, so the client is told so, as for an outage. Any other error reply is a bug.
+        code = refusal_for_now(exc)
+        if code is None:
+            return handle_unexpected(exc)
+        log.warning("redis refused", extra={"fields": {**error_fields(exc), "refusal": code}})
+        metrics.count("redis_error:rest")
+        words, retry_after = REFUSAL_WORDS[code]
+        return error_response(
+            503, f"The session store cannot serve this now: {words}; retry later", {"Retry-After": str(retry_after)}
+        )
 
     for code in werkzeug.exceptions.default_exceptions:
         app.register_error_handler(code, handle_http)
@@ -129,4 +148,5 @@ def install_error_handlers(app: Flask, metrics: Metrics) -> None:
     app.register_error_handler(VoraError, handle_vora_error)
     for unavailable in UNAVAILABLE:
         app.register_error_handler(unavailable, handle_redis_down)
+    app.register_error_handler(redis.ResponseError, handle_redis_reply)
     app.register_error_handler(Exception, handle_unexpected)

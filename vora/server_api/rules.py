@@ -17,7 +17,7 @@ from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher, InvalidEvent, fingerprint, inline_refs, stream_envelope
 from vora.http.fast_path import body_check
 from vora.http.validation import rule_message
-from vora.store.client import UNAVAILABLE, NotWritten, WriteOutcomeUnknown
+from vora.store.client import REFUSAL_WORDS, NotWritten, WriteOutcomeUnknown, is_unavailable, refusal_for_now
 from vora.store.sessions import SessionStore, StoredSession
 from vora.store.streams import (
     MAX_ID_PART,
@@ -33,7 +33,7 @@ from vora.store.subscriptions import Subscription
 SERVER_SPEC_FILE = "vora-server.yaml"
 
 
-RETRY_AFTER = {"Retry-After": "1"}
+RETRY_AFTER_SECONDS = 1
 
 
 class PublishUnavailable(VoraError):
@@ -41,13 +41,17 @@ class PublishUnavailable(VoraError):
 
     status = 503
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, RETRY_AFTER)
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after)})
 
 
-def not_published(outcome: str) -> PublishUnavailable:
+def not_published(outcome: str, cause: BaseException | None = None) -> PublishUnavailable:
     """Say that Redis could not be reached before anything was sent, or refused it: nothing was published."""
-    return PublishUnavailable(f"The event store is unavailable: {outcome}; retry shortly")
+    code = refusal_for_now(cause) if cause is not None else None
+    if code is None:
+        return PublishUnavailable(f"The event store is unavailable: {outcome}; retry shortly")
+    words, retry_after = REFUSAL_WORDS[code]
+    return PublishUnavailable(f"The event store refused the write ({words}): {outcome}; retry later", retry_after)
 
 
 def maybe_published(what: str, keyed: bool) -> PublishUnavailable:
@@ -191,7 +195,7 @@ class ServerApi:
         try:
             appended = self._publisher.publish_once(event, body["data"], self._window_ms)
         except NotWritten as exc:
-            raise not_published("the event was not published") from exc
+            raise not_published("the event was not published", exc.__cause__) from exc
         except WriteOutcomeUnknown as exc:
             raise maybe_published("the event", event.idempotency_key is not None) from exc
         self._refuse_reuse(event, appended)
@@ -220,12 +224,14 @@ class ServerApi:
         try:
             results = self._publisher.publish_many([(o.event, o.data) for o in offered], self._window_ms)
         except NotWritten as exc:
-            raise not_published("no event of the batch was published") from exc
+            raise not_published("no event of the batch was published", exc.__cause__) from exc
         except WriteOutcomeUnknown as exc:
             keyed = all(o.event.idempotency_key is not None for o in offered)
             raise maybe_published("any event of the batch", keyed) from exc
-        if results and all(isinstance(r, UNAVAILABLE) for r in results):
-            raise not_published("no event of the batch was published")  # Redis refused every call (READONLY, TRYAGAIN)
+        refusals = [r for r in results if isinstance(r, Exception) and is_unavailable(r)]
+        if results and len(refusals) == len(results):
+            # Redis refused every call (READONLY, TRYAGAIN, OOM, BUSY): the batch as a whole is a 503.
+            raise not_published("no event of the batch was published", refusals[0])
         for item, result in zip(offered, results, strict=True):
             outcomes[item.index] = self._outcome(item, result)
         return [outcomes[index] for index in range(len(items))]
@@ -235,7 +241,9 @@ class ServerApi:
             return ItemOutcome(item.index, error_status=503, message=str(result))
         if isinstance(result, Exception):
             # Unavailable or refused by Redis: this item alone, and retrying it later is safe.
-            return ItemOutcome(item.index, error_status=503, message=f"not published: {type(result).__name__}")
+            code = refusal_for_now(result)
+            why = REFUSAL_WORDS[code][0] if code is not None else type(result).__name__
+            return ItemOutcome(item.index, error_status=503, message=f"not published: {why}")
         try:
             self._refuse_reuse(item.event, result)
         except Conflict as exc:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterError, ReadOnlyError, RedisClusterException, TryAgainError
+from redis.exceptions import ClusterError, OutOfMemoryError, ReadOnlyError, RedisClusterException, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -36,6 +36,57 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     ReadOnlyError,
     RedisClusterException,
 )
+
+
+# Error replies with which Redis refuses a command for now, not for good: the command ran nothing (in a
+# script, Redis checks these at its first write, so a script they stop has written nothing) and the
+# same command succeeds once the condition passes: a full Redis (maxmemory with noeviction), one
+# busy running a script past its time limit, one whose last snapshot failed (stop-writes-on-bgsave-
+# error), one short of min-replicas-to-write. redis-py raises a plain ResponseError for all but OOM.
+REFUSALS_FOR_NOW = ("OOM", "BUSY", "MISCONF", "NOREPLICAS")
+# On Cluster, a script that reaches a key of its slot that a migration (resharding) already moved to
+# another node, or runs while the cluster is down, is stopped with a plain ERR reply: "MOVING" and
+# "CLUSTERDOWN" here. Once the slot settles the same call runs. Unlike the refusals above, such a
+# script may have written part of its work (Redis rolls nothing back): only the session scripts name
+# keys from their arguments (session hashes, token keys), and a retry completes what they began; the
+# publish scripts touch only the keys they declare, which Redis checks before running them.
+_SCRIPT_STOPPED_BY_CLUSTER = {
+    "Script attempted to access a non local key in a cluster node script": "MOVING",
+    "Script attempted to execute a command while the cluster is down": "CLUSTERDOWN",
+    "Script attempted to execute a write command while the cluster is down": "CLUSTERDOWN",
+}
+
+
+# What each refusal means for a caller, and how many seconds a retry is worth waiting: a full Redis or a
+# failed snapshot needs an operator (or keys to expire), a busy script or a replica reconnecting passes soon.
+REFUSAL_WORDS: dict[str, tuple[str, int]] = {
+    "OOM": ("Redis is full: its used memory is over maxmemory and it evicts nothing, so it takes no writes", 10),
+    "BUSY": ("Redis is busy running a script past its time limit", 1),
+    "MISCONF": ("Redis refuses writes because its last snapshot to disk failed", 10),
+    "NOREPLICAS": ("Redis refuses writes because fewer replicas than min-replicas-to-write are connected", 1),
+    "MOVING": ("Redis Cluster is moving this identity's keys to another node (a slot migration)", 1),
+    "CLUSTERDOWN": ("Redis Cluster is down", 1),
+}
+
+
+def refusal_for_now(exc: BaseException) -> str | None:
+    """Name the condition (a key of REFUSAL_WORDS) for which Redis refused a command for now, or None."""
+    if isinstance(exc, OutOfMemoryError):
+        return "OOM"  # redis-py strips the code from the message of the error classes it knows
+    if isinstance(exc, redis.ResponseError) and not isinstance(exc, UNAVAILABLE):
+        message = str(exc)
+        code = message.split(" ", 1)[0]
+        if code in REFUSALS_FOR_NOW:
+            return code
+        for prefix, condition in _SCRIPT_STOPPED_BY_CLUSTER.items():
+            if message.startswith(prefix):
+                return condition
+    return None
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Tell whether a failed command says the store cannot serve now (unreachable, moving, refusing for now)."""
+    return isinstance(exc, UNAVAILABLE) or refusal_for_now(exc) is not None
 
 
 class Sends:
@@ -139,7 +190,7 @@ def unavailable_write(exc: Exception, sends: Sends, tracked: bool) -> Exception:
 
 def is_permanent(exc: BaseException) -> bool:
     """Tell whether Redis refused a command for good (a retry gets the same answer), not failed for now."""
-    return isinstance(exc, redis.ResponseError) and not isinstance(exc, UNAVAILABLE)
+    return isinstance(exc, redis.ResponseError) and not is_unavailable(exc)
 
 
 @dataclass(frozen=True)
@@ -260,5 +311,8 @@ def readiness_problem(probe: redis.Redis) -> str | None:
             if state != "ok":
                 return f"Redis Cluster state is {state}"
     except REDIS_ERRORS as exc:
+        refusal = refusal_for_now(exc)
+        if refusal is not None:
+            return f"Redis refuses commands for now: {refusal} ({REFUSAL_WORDS[refusal][0]})"
         return f"Redis does not answer: {type(exc).__name__}"
     return None

@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError
 from vora.core.settings import Settings
 from vora.store import keys, scripts
 from vora.store.batching import CommandBatcher
-from vora.store.client import UNAVAILABLE, tracked_sends, tracks_sends, unavailable_write
+from vora.store.client import REDIS_ERRORS, is_unavailable, tracked_sends, tracks_sends, unavailable_write
 from vora.store.codec import text
 
 # The sequence counter outlives the stream so that numbers never restart while a
@@ -148,13 +148,17 @@ def is_ahead(last_event: Position, newest_id: str | None, published: int | None,
     """Tell whether a client's last event is after every event the identity's stream has ever had.
 
     newest_id is the stream's newest entry, published its sequence counter, now_ms Redis' clock
-    (which stamps the next ids): an id past all of them was never handed out here.
+    (which stamps the next ids): an id past all of them was never handed out here. With entries in
+    the stream, the newest alone decides: after a Redis that lost the stream and its counter (an
+    empty restart, a failover that lost writes) the sequence numbers start again, and a client's
+    older id may carry a larger one than the counter while the events published since all follow
+    it; taken as ahead, the resume would start after them and skip them all.
     """
-    if newest_id is not None and last_event > stream_position(newest_id):
-        return True
+    if newest_id is not None:
+        return last_event > stream_position(newest_id)
     if published is not None and last_event[1] > published:
         return True
-    return newest_id is None and now_ms is not None and last_event[0] > now_ms
+    return now_ms is not None and last_event[0] > now_ms
 
 
 def resume_point(
@@ -277,13 +281,16 @@ class StreamStore:
     def append_checked(self, event: Append, window_ms: int) -> Appended:
         """Append one event; with an idempotency key, a key seen within window_ms answers its first event.
 
-        When Redis is unavailable, raise NotWritten (nothing was written) or WriteOutcomeUnknown
-        (the script may have run: only a retry under the same idempotency key is safe).
+        When Redis is unavailable or refuses the write for now (full, busy), raise NotWritten (nothing
+        was written) or WriteOutcomeUnknown (the script may have run: only a retry under the same
+        idempotency key is safe).
         """
         with tracked_sends() as sends:
             try:
                 return self._append_checked(event, window_ms)
-            except UNAVAILABLE as exc:
+            except REDIS_ERRORS as exc:
+                if not is_unavailable(exc):
+                    raise
                 raise unavailable_write(exc, sends, self._tracks_sends) from exc
 
     def _append_checked(self, event: Append, window_ms: int) -> Appended:
@@ -314,7 +321,9 @@ class StreamStore:
         with tracked_sends() as sends:
             try:
                 return self._append_many(events, window_ms)
-            except UNAVAILABLE as exc:
+            except REDIS_ERRORS as exc:
+                if not is_unavailable(exc):
+                    raise
                 raise unavailable_write(exc, sends, self._tracks_sends) from exc
 
     def _append_many(self, events: Sequence[Append], window_ms: int) -> list[Appended | Exception]:
