@@ -2,7 +2,17 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { test } from "node:test";
 import type { Page } from "playwright-core";
-import { CHROMIUM, accessToken, act, browserPage, instance, newIdentity, provision, publish } from "./harness.js";
+import {
+  CHROMIUM,
+  accessToken,
+  act,
+  browserPage,
+  clientFor,
+  instance,
+  newIdentity,
+  provision,
+  publish,
+} from "./harness.js";
 
 // The page: the bundled SDK, one stream whose transitions, events and errors are logged with the page's own clock.
 // wallClock is the SDK's documented seam for the one thing no test can do here, a system suspend: `skewMs` moves the
@@ -23,6 +33,7 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>VORA SDK wake</title>
     stream.on("state", (c) => log.push({ at: at(), kind: "state", to: c.to, cause: c.cause }));
     stream.on("reconnecting", (r) => log.push({ at: at(), kind: "reconnecting", delayMs: r.delayMs, attempt: r.attempt, cause: r.cause }));
     stream.on("event", (event) => events.push(event.eventId));
+    stream.on("error", (e) => log.push({ at: at(), kind: "error", cause: String(e?.message), retryAfterSeconds: e?.retryAfterSeconds }));
     return stream.opened();
   };
   window.sdkLoaded = true;
@@ -30,11 +41,12 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>VORA SDK wake</title>
 
 interface LogEntry {
   at: number;
-  kind: "state" | "reconnecting";
+  kind: "state" | "reconnecting" | "error";
   to?: string;
   cause: string;
   delayMs?: number;
   attempt?: number;
+  retryAfterSeconds?: number;
 }
 
 interface WakePage {
@@ -208,6 +220,62 @@ test(
       published.push((await publish(vora, identity, "presence", { status: "busy" })).eventId);
       await waitForEvents(tab, 5);
       assert.deepEqual(await eventsOf(tab), published, "in order, none lost, none twice");
+      await tab.evaluate(() => (window as unknown as WakePage).voraStream.close());
+    });
+  },
+);
+
+test(
+  "in Chromium, coming online during a wait that includes a Retry-After (a 429 on setup) cuts only the jitter: no attempt before the Retry-After ends",
+  { skip },
+  async () => {
+    await browserPage(PAGE, async ({ origin, tab }) => {
+      // One setup per user per 6 s: the stream's own setup, right after the app's, is refused 429 with Retry-After.
+      const vora = await instance("wake-retry-after", {
+        VORA_CORS_ORIGINS: origin,
+        VORA_SETUP_RATE_PER_USER: "1",
+        VORA_SETUP_RATE_WINDOW: "6",
+      });
+      const identity = newIdentity();
+      const client = await clientFor(vora, "wake-limited", [identity]);
+      await client.setup({ identity });
+      const token = await accessToken("wake-limited");
+      const opened = tab.evaluate(([b, t, i]) => (window as unknown as WakePage).startStream(b, t, i, "sse", 0.999), [
+        vora.baseUrl,
+        token,
+        identity,
+      ] as const);
+      await tab.waitForFunction(
+        () => (window as unknown as WakePage).log.some((e) => e.kind === "reconnecting"),
+        undefined,
+        { timeout: 10_000 },
+      );
+      const refusal = (await logOf(tab)).find((e) => e.kind === "error");
+      const waiting = (await logOf(tab)).find((e) => e.kind === "reconnecting");
+      assert.ok(refusal?.retryAfterSeconds !== undefined && refusal.retryAfterSeconds >= 2, JSON.stringify(refusal));
+      assert.ok(waiting !== undefined);
+      const retryAfterMs = refusal.retryAfterSeconds * 1000;
+      // Retry-After plus nearly all of the first backoff (uniform(0, 2 s), drawn at 0.999).
+      assert.ok((waiting.delayMs ?? 0) > retryAfterMs + 1_900, JSON.stringify(waiting));
+      await tab.context().setOffline(true);
+      await tab.context().setOffline(false); // online, well within the Retry-After
+      const onlineAt = await tab.evaluate(() => performance.now());
+      assert.ok(onlineAt < waiting.at + retryAfterMs - 1_000, "online came before the Retry-After ended");
+      await opened;
+      const refusals = (await logOf(tab)).filter((e) => e.kind === "error" && e.retryAfterSeconds !== undefined);
+      assert.equal(refusals.length, 1, "no attempt before the Retry-After (VORA would refuse it again)");
+      const open = (await logOf(tab)).find((e) => e.kind === "state" && e.to === "open");
+      assert.ok(open !== undefined);
+      // Not before the Retry-After (a small allowance: the page's clock and the draws are taken a moment apart)...
+      assert.ok(
+        open.at >= waiting.at + retryAfterMs - 50,
+        `open ${Math.round(open.at - waiting.at)} ms after the refusal`,
+      );
+      // ...but without the jitter after it, which the online event cut.
+      assert.ok(
+        open.at < waiting.at + (waiting.delayMs ?? 0) - 1_000,
+        `open ${Math.round(open.at - waiting.at)} ms after the refusal, its wait ${Math.round(waiting.delayMs ?? 0)} ms`,
+      );
       await tab.evaluate(() => (window as unknown as WakePage).voraStream.close());
     });
   },
