@@ -149,7 +149,11 @@ export interface StreamOptions {
   maxReplacedSetups?: number;
   /** The window of maxReplacedSetups (default 60 s: twice the backoff cap, so a slow carousel is still seen). */
   replacedWindowMs?: number;
-  /** No message for this long means the connection is dead; default twice the heartbeat interval plus 5 s. */
+  /**
+   * No message for this long means the connection is dead; default twice the heartbeat interval plus 5 s. Measured by
+   * the timers and by the wall clock (a device that slept stopped the timers' clock): docs/clients.md, network changes
+   * and sleep.
+   */
   heartbeatTimeoutMs?: number;
   /** Override the README's reconnect numbers (tests do). */
   rules?: Partial<ReconnectRules>;
