@@ -146,6 +146,10 @@ for (const transport of ["websocket", "sse"] as const) {
           reopened.at < backoffEnd - 3_000,
           `open ${Math.round(reopened.at - onlineAt)} ms after online, the backoff ending ${Math.round(backoffEnd - onlineAt)} ms after it`,
         );
+        console.log(
+          `${transport}: offline -> reconnecting ${Math.round(drop.at - offlineAt)} ms; online -> open ` +
+            `${Math.round(reopened.at - onlineAt)} ms, where the backoff would have ended ${Math.round(backoffEnd - onlineAt)} ms after online`,
+        );
         await waitForEvents(tab, 4);
         published.push((await publish(vora, identity, "presence", { status: "busy" })).eventId);
         await waitForEvents(tab, 5);
