@@ -20,6 +20,16 @@ export interface ReconnectRules {
   setupAfterUnexplainedFailures: number;
   /** The random source, uniform in [0, 1). */
   random: () => number;
+  /**
+   * How often an open stream compares the wall clock with its last message's time (docs/clients.md rule 6): a device
+   * that slept stopped its timers' clock, not the wall clock, so this notices a dead link within this much awake time.
+   */
+  wakeCheckMs: number;
+  /**
+   * The wall clock that check reads (Date.now). A seam for the one test that stands for a suspended device (the
+   * clock jumps, the timers do not); apps leave it alone.
+   */
+  wallClock: () => number;
 }
 
 export const DEFAULT_RULES: ReconnectRules = {
@@ -30,6 +40,8 @@ export const DEFAULT_RULES: ReconnectRules = {
   connectTimeoutMs: 10_000,
   setupAfterUnexplainedFailures: 4,
   random: Math.random,
+  wakeCheckMs: 5_000,
+  wallClock: () => Date.now(),
 };
 
 /** Close codes after which the session is over: set up again. */
@@ -42,7 +54,14 @@ const FATAL_HANDSHAKE = new Set([400, 403, 404, 426]);
 /** What the stream does after a connection ends. */
 export type NextStep =
   | { kind: "stop"; reason: "logout" | "revoked" | "error"; detail: string }
-  | { kind: "resume"; delayMs: number; setup: boolean; cause: string };
+  | {
+      kind: "resume";
+      delayMs: number;
+      setup: boolean;
+      cause: string;
+      /** The part of delayMs the server asked for (Retry-After): nothing, not even the network coming back, cuts it. */
+      retryAfterMs?: number;
+    };
 
 function uniform(rules: ReconnectRules, maxMs: number): number {
   return rules.random() * maxMs;
@@ -120,5 +139,6 @@ export function afterRefusal(
     delayMs: refusedDelayMs(rules, attempt, retryAfterSeconds),
     setup: status === 401,
     cause: status === undefined ? "no answer" : `refused ${status}`,
+    retryAfterMs: (retryAfterSeconds ?? 0) * 1000,
   };
 }

@@ -152,7 +152,11 @@ export interface StreamOptions {
   maxReplacedSetups?: number;
   /** The window of maxReplacedSetups (default 60 s: twice the backoff cap, so a slow carousel is still seen). */
   replacedWindowMs?: number;
-  /** No message for this long means the connection is dead; default twice the heartbeat interval plus 5 s. */
+  /**
+   * No message for this long means the connection is dead; default twice the heartbeat interval plus 5 s. Measured by
+   * the timers and by the wall clock (a device that slept stopped the timers' clock): docs/clients.md, network changes
+   * and sleep.
+   */
   heartbeatTimeoutMs?: number;
   /** Override the README's reconnect numbers (tests do). */
   rules?: Partial<ReconnectRules>;
@@ -264,6 +268,12 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #reconnectWindowMs: number | undefined;
   #timers = new Set<ReturnType<typeof setTimeout>>();
   #watchdog: ReturnType<typeof setTimeout> | undefined;
+  /** The attempt a reconnecting stream waits for: `online` may bring it forward, never before notBefore (Retry-After). */
+  #pending: { timer: ReturnType<typeof setTimeout>; setup: boolean; notBefore: number } | undefined;
+  /** When the current connection's last message (or its open) came, by the wall clock (rules.wallClock). */
+  #lastFrameAt = 0;
+  /** Removes the browser listeners (online, offline, visibility, resume, pageshow); set while the stream runs. */
+  #stopListening: (() => void) | undefined;
   #closedPromise: Promise<ClosedInfo>;
   #resolveClosed!: (info: ClosedInfo) => void;
 
@@ -418,6 +428,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
 
   async #start(): Promise<void> {
     if (this.#isClosed()) return; // closed before it started (a UI effect's cleanup run at once)
+    this.#stopListening = this.#listenToThePlatform();
     let initial = this.#options.lastEventId;
     if (initial === undefined && this.#options.lastEventIdStore !== undefined) {
       try {
@@ -463,18 +474,20 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#emitter.emit("state", { from, to, cause, transport: this.transport });
   }
 
-  #later(delayMs: number, action: () => void): void {
-    if (this.#isClosed()) return; // a listener closed the stream on the way here: nothing may outlive close()
+  #later(delayMs: number, action: () => void): ReturnType<typeof setTimeout> | undefined {
+    if (this.#isClosed()) return undefined; // a listener closed the stream on the way here: nothing may outlive close()
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
       action();
     }, delayMs);
     this.#timers.add(timer);
+    return timer;
   }
 
   #clearTimers(): void {
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    this.#pending = undefined;
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
     this.#watchdog = undefined;
   }
@@ -495,7 +508,109 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       setup: step.setup,
       transport: this.transport,
     });
-    this.#later(step.delayMs, () => void this.#attemptNow(step.setup));
+    this.#wait(step.delayMs, step.setup, Date.now() + (step.retryAfterMs ?? 0));
+  }
+
+  /** Attempt after delayMs, and keep it as the pending attempt that `online` may bring forward to notBefore. */
+  #wait(delayMs: number, setup: boolean, notBefore: number): void {
+    const timer = this.#later(delayMs, () => {
+      this.#pending = undefined;
+      void this.#attemptNow(setup);
+    });
+    if (timer !== undefined) this.#pending = { timer, setup, notBefore };
+  }
+
+  /**
+   * Listen, where the platform has them (browsers and web workers; not Node), to what says the network or the device
+   * came back or went away: the stream reacts at once instead of after a backoff or a heartbeat deadline. Returns
+   * what removes the listeners (close() calls it: none outlives the stream).
+   */
+  #listenToThePlatform(): (() => void) | undefined {
+    const scope = globalThis as Partial<EventTarget>;
+    const page = (globalThis as { document?: Partial<Document> }).document;
+    if (typeof scope.addEventListener !== "function" || typeof scope.removeEventListener !== "function")
+      return undefined;
+    const added: [Partial<EventTarget>, string, () => void][] = [
+      [scope, "offline", () => this.#offline()],
+      [scope, "online", () => this.#online()],
+      // A page shown from the back/forward cache, or a tab made visible or unfrozen again: its timers were stopped or
+      // throttled meanwhile, so the watchdog may be far behind the wall clock.
+      [scope, "pageshow", () => this.#checkAwake("pageshow")],
+    ];
+    if (page !== undefined && typeof page.addEventListener === "function") {
+      added.push(
+        [
+          page,
+          "visibilitychange",
+          () => {
+            if (page.visibilityState === "visible") this.#checkAwake("visibilitychange");
+          },
+        ],
+        [page, "resume", () => this.#checkAwake("resume")],
+      );
+    }
+    for (const [target, name, listener] of added) target.addEventListener?.(name, listener);
+    return () => {
+      for (const [target, name, listener] of added) target.removeEventListener?.(name, listener);
+    };
+  }
+
+  /** The platform says the network is gone: a connection that looks open is held by nothing now, so drop it. */
+  #offline(): void {
+    if (this.#state !== "open" || this.#connection === undefined) return;
+    this.#drop("offline", undefined);
+  }
+
+  /** The network is back: check the open connection, or make the pending attempt now (never before Retry-After). */
+  #online(): void {
+    this.#checkAwake("online");
+    const pending = this.#pending;
+    if (this.#state !== "reconnecting" || pending === undefined) return;
+    clearTimeout(pending.timer);
+    this.#timers.delete(pending.timer);
+    this.#pending = undefined;
+    // The attempt count stays: if this attempt fails too, the next waits as long as it would have.
+    this.#wait(Math.max(0, pending.notBefore - Date.now()), pending.setup, pending.notBefore);
+  }
+
+  /**
+   * Declare an open connection dead when the wall clock says no message came within the deadline. A device that
+   * slept stopped the clock setTimeout runs on (Linux's monotonic clock, and others), not the wall clock, so the
+   * watchdog alone would need its whole duration of awake time after the wake: a link gone meanwhile (a NAT entry
+   * expired) was noticed up to 65 s late. A message within the deadline, by the wall clock, keeps the connection.
+   */
+  #checkAwake(trigger: string): void {
+    if (this.#state !== "open" || this.#connection === undefined) return;
+    const silentMs = this.#rules.wallClock() - this.#lastFrameAt;
+    if (silentMs <= this.#heartbeatMs) return;
+    const detail = `no message for ${Math.round(silentMs)} ms by the wall clock (${trigger}): the connection is dead`;
+    this.#emitter.emit("error", new VoraError(`${detail}; the device may have slept`));
+    if (this.#state !== "open" || this.#connection === undefined) return; // an error listener closed the stream
+    this.#drop(`no message for ${Math.round(silentMs)} ms by the wall clock (${trigger})`, undefined);
+  }
+
+  /** Check the wall clock every rules.wakeCheckMs while the connection stays open (its timers are cleared with it). */
+  #tick(generation: number): void {
+    this.#later(this.#rules.wakeCheckMs, () => {
+      if (generation !== this.#generation || this.#state !== "open") return;
+      this.#checkAwake("tick");
+      if (generation === this.#generation) this.#tick(generation);
+    });
+  }
+
+  /** Stop reading the open connection, close it without waiting for its peer, and reconnect as after a 1006. */
+  #drop(cause: string | undefined, reason: string | undefined): void {
+    const connection = this.#connection;
+    this.#generation++;
+    this.#connection = undefined;
+    this.#clearTimers();
+    // A dead peer may never complete a close handshake: stop listening to it and move on.
+    connection?.close(CLOSE_DEAD, reason ?? cause ?? "dead");
+    this.#closedConnection(
+      { opened: true, code: CLOSE_CUT, reason: reason ?? cause ?? "dead", handshake: undefined },
+      0,
+      cause,
+    );
   }
 
   async #attemptNow(setup: boolean): Promise<void> {
@@ -599,13 +714,16 @@ export class VoraStream implements AsyncIterable<StreamItem> {
             if (!current()) return; // a state listener closed the stream: no open after closed
             this.#emitter.emit("open", { transport: transport.name, lastEventId });
             if (!current()) return; // an open listener closed it: no watchdog, no stability timer
+            this.#lastFrameAt = this.#rules.wallClock();
             this.#armWatchdog(generation);
+            this.#tick(generation);
             this.#later(this.#rules.stableAfterMs, () => {
               if (current() && this.#state === "open") this.#attempt = 0;
             });
           },
           onMessage: (text) => {
             if (!current()) return;
+            this.#lastFrameAt = this.#rules.wallClock();
             this.#armWatchdog(generation);
             this.#receive(text);
           },
@@ -653,13 +771,20 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       const attempt = ++this.#attempt;
       const cause = error instanceof VoraNetworkError ? "setup got no answer" : `setup refused: ${String(error)}`;
       this.#schedule(
-        { kind: "resume", delayMs: refusedDelayMs(this.#rules, attempt, retryAfter), setup: true, cause },
+        {
+          kind: "resume",
+          delayMs: refusedDelayMs(this.#rules, attempt, retryAfter),
+          setup: true,
+          cause,
+          retryAfterMs: (retryAfter ?? 0) * 1000,
+        },
         attempt,
       );
     }
   }
 
-  #closedConnection(close: TransportClose, openedAt: number): void {
+  /** Apply the rules to a connection that ended; cause (a drop the stream made itself) names it instead of the code. */
+  #closedConnection(close: TransportClose, openedAt: number, cause?: string): void {
     const terminated = this.#terminated;
     if (terminated === "replaced" && this.#replacedTooOften()) {
       const limit = this.#options.maxReplacedSetups ?? DEFAULT_MAX_REPLACED_SETUPS;
@@ -682,6 +807,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       const stable = Date.now() - openedAt >= this.#rules.stableAfterMs;
       if (stable) this.#attempt = 0;
       const step = afterDrop(this.#rules, close.code, this.#attempt, this.#reconnectWindowMs);
+      if (cause !== undefined && step.kind === "resume") step.cause = cause;
       this.#attempt++;
       this.#schedule(step, this.#attempt - 1);
       return;
@@ -708,6 +834,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
           delayMs: refusedDelayMs(this.#rules, attempt, handshake?.retryAfterSeconds),
           setup: false,
           cause,
+          retryAfterMs: (handshake?.retryAfterSeconds ?? 0) * 1000,
         };
       const failures = ++this.#failedOpens;
       const token = this.#token;
@@ -812,14 +939,9 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     this.#watchdog = setTimeout(() => {
       this.#watchdog = undefined;
       if (generation !== this.#generation || this.#state !== "open") return;
-      const connection = this.#connection;
-      this.#generation++;
-      this.#connection = undefined;
-      this.#clearTimers();
-      // A dead peer may never complete a close handshake: stop listening to it and move on.
-      connection?.close(CLOSE_DEAD, "no heartbeat");
       this.#emitter.emit("error", new VoraError(`no message for ${this.#heartbeatMs} ms: the connection is dead`));
-      this.#closedConnection({ opened: true, code: CLOSE_CUT, reason: "heartbeat missed", handshake: undefined }, 0);
+      if (generation !== this.#generation || this.#state !== "open") return; // an error listener closed the stream
+      this.#drop(undefined, "heartbeat missed");
     }, this.#heartbeatMs);
   }
 
@@ -915,6 +1037,8 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #finish(reason: CloseReason, detail: string, error: unknown): void {
     if (this.#isClosed()) return;
     this.#clearTimers();
+    this.#stopListening?.();
+    this.#stopListening = undefined;
     this.#generation++;
     this.#connection?.close(CLOSE_NORMAL, "closed by the client");
     this.#connection = undefined;

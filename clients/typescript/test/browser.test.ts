@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { test } from "node:test";
-import { chromium } from "playwright-core";
-import { accessToken, instance, newIdentity, provision, publish } from "./harness.js";
-
-const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
+import { CHROMIUM, accessToken, browserPage, instance, newIdentity, provision, publish } from "./harness.js";
 
 // The page: the bundled SDK, a token handed in by the test, one stream, the first event shown.
 const PAGE = `<!doctype html><meta charset="utf-8"><title>VORA SDK</title>
@@ -34,36 +28,11 @@ for (const transport of ["auto", "sse"] as const) {
     `bundled into a page, the SDK opens a stream (${transport}) in headless Chromium and receives an event`,
     { skip },
     async () => {
-      const bundle = await readFile(new URL("../browser/vora-client.js", import.meta.url), "utf8");
-      const page = createServer((request, response) => {
-        const body = request.url === "/vora-client.js" ? bundle : PAGE;
-        response.writeHead(200, {
-          "Content-Type": request.url === "/vora-client.js" ? "text/javascript" : "text/html",
-        });
-        response.end(body);
-      });
-      await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
-      const origin = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
-      const vora = await instance(`browser-${transport}`, { VORA_CORS_ORIGINS: origin });
-      const identity = newIdentity();
-      await provision("browser-user", [identity]);
-      const token = await accessToken("browser-user");
-      const browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: [
-          "--no-sandbox",
-          "--disable-gpu",
-          "--disable-dev-shm-usage",
-          "--disable-background-networking",
-          "--disable-component-update",
-        ],
-      });
-      try {
-        const tab = await browser.newPage();
-        const errors: string[] = [];
-        tab.on("pageerror", (error) => errors.push(String(error)));
-        await tab.goto(origin + "/");
-        await tab.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
+      await browserPage(PAGE, async ({ origin, tab }) => {
+        const vora = await instance(`browser-${transport}`, { VORA_CORS_ORIGINS: origin });
+        const identity = newIdentity();
+        await provision("browser-user", [identity]);
+        const token = await accessToken("browser-user");
         await tab.evaluate(
           ([baseUrl, accessTokenValue, who, carrier]) =>
             (
@@ -89,11 +58,7 @@ for (const transport of ["auto", "sse"] as const) {
           (await tab.textContent("#log")) ?? "",
           transport === "sse" ? /state open sse/ : /state open websocket/,
         );
-        assert.deepEqual(errors, []);
-      } finally {
-        await browser.close();
-        page.close();
-      }
+      }); // browserPage fails the test on any error the page threw
     },
   );
 }

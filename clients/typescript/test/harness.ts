@@ -1,6 +1,10 @@
 // Helpers for the SDK's suite: the pytest side's control server starts real VORA instances and mints real tokens.
+import { readFile } from "node:fs/promises";
+import { createServer as createHttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { createServer } from "node:net";
 import { after } from "node:test";
+import type { Page } from "playwright-core";
 import WebSocket from "ws";
 import { VoraClient, webSocketTransport } from "../src/index.js";
 import type { ReconnectRules, StreamEvents, Transport, VoraStream, WebSocketConstructor } from "../src/index.js";
@@ -251,4 +255,49 @@ export async function forwardProxy(name: string, credentials?: [string, string])
     requests: async () =>
       (await control<{ requests: [string, string][] }>(`/forward-proxies/${name}/requests`)).requests,
   };
+}
+
+/** Debian's Chromium (make test-tools), driven through playwright-core, which downloads nothing. */
+export const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
+
+/**
+ * Serve html at / and the bundled SDK at /vora-client.js on a loopback origin, open it in a tab of a fresh headless
+ * Chromium context, run body, and close it all (passed or failed). VORA answers the origin only with it in
+ * VORA_CORS_ORIGINS.
+ */
+export async function browserPage(
+  html: string,
+  body: (page: { origin: string; tab: Page }) => Promise<void>,
+): Promise<void> {
+  const bundle = await readFile(new URL("../browser/vora-client.js", import.meta.url), "utf8");
+  const server = createHttpServer((request, response) => {
+    const sdk = request.url === "/vora-client.js";
+    response.writeHead(200, { "Content-Type": sdk ? "text/javascript" : "text/html" });
+    response.end(sdk ? bundle : html);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { chromium } = await import("playwright-core"); // loaded by the browser tests alone
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-dev-shm-usage",
+      "--disable-background-networking",
+      "--disable-component-update",
+    ],
+  });
+  try {
+    const tab = await (await browser.newContext()).newPage();
+    const errors: string[] = [];
+    tab.on("pageerror", (error) => errors.push(String(error)));
+    await tab.goto(origin + "/");
+    await tab.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true);
+    await body({ origin, tab });
+    if (errors.length > 0) throw new Error(`the page threw: ${errors.join("; ")}`);
+  } finally {
+    await browser.close();
+    server.close();
+  }
 }

@@ -1018,6 +1018,61 @@ def test_the_dead_connection_clock_follows_the_announced_heartbeat_interval(
     asyncio.run(scenario())
 
 
+@TRANSPORTS
+def test_a_wall_clock_past_the_deadline_marks_a_silent_connection_dead_without_waiting_for_the_loops_clock(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """A silent link is dead at once when the wall clock jumps past the deadline (a suspend); a live one is kept.
+
+    No test can suspend the machine (SIGSTOP stops no clock), so the policy's wall_clock seam stands for it: the
+    wall clock jumps while the loop's monotonic clock, which a suspend would have stopped, goes on as before.
+    """
+    owner("alice")
+    skew = [0.0]
+    policy = ReconnectPolicy(
+        crowd_window=0.3,
+        alone_window=0.1,
+        backoff_cap=1.0,
+        rng=random.Random(1),
+        wake_check=0.2,
+        wall_clock=lambda: time.time() + skew[0],
+    )
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            # The loop's deadline is 60 s: only the wall clock can find the link dead within this test's bounds.
+            stream = await connect(client, IDENTITY, policy=policy, heartbeat_timeout=60.0, transport=transport)
+            await stream.wait_open(10)
+            first = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+            assert (await stream.next_event(10))["eventId"] == first
+            skew[0] = 59.0  # within the deadline, and heartbeats (one a second) keep coming: nothing happens
+            second = await asyncio.to_thread(publish, "presence", {"status": "away"})
+            assert (await stream.next_event(10))["eventId"] == second
+            assert stream.state is State.OPEN
+            assert not any(change.current is State.RECONNECTING for change in stream.changes)
+            workers = server.worker_pids()
+            mark = len(stream.changes)
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)  # the link goes silent, as with a NAT entry gone during the sleep
+            try:
+                paused_at = time.monotonic()
+                skew[0] += 61.0  # the sleep, by the wall clock
+                await until(stream, State.RECONNECTING, timeout=10, since=mark)
+                noticed = time.monotonic() - paused_at
+            finally:
+                for pid in workers:
+                    os.kill(pid, signal.SIGCONT)
+            assert noticed < 5.0, noticed
+            change = next(c for c in stream.changes[mark:] if c.current is State.RECONNECTING)
+            assert change.code == 1006
+            await until(stream, State.OPEN, timeout=30, since=mark)
+            third = await asyncio.to_thread(publish, "presence", {"status": "available"})
+            assert (await stream.next_event(10))["eventId"] == third  # nothing twice, nothing lost
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_state_callback_that_raises_ends_the_stream_and_its_readers(
     server: RunningServer, owner: Callable[..., None], tokens: Tokens
 ) -> None:

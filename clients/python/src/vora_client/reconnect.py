@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # channelTerminated reasons after which the session is over and setup must run again.
@@ -63,6 +65,13 @@ class ReconnectPolicy:
     backoff_cap: float = 30.0
     stable_after: float = 20.0  # a socket open this long starts the count of attempts again (docs/clients.md rule 8)
     rng: random.Random = field(default_factory=random.Random)
+    # How often an open stream compares the wall clock with its last frame's time (docs/clients.md rule 6): a device
+    # that suspended stopped the monotonic clock asyncio's timeouts run on, not the wall clock, so this notices a dead
+    # link within this much awake time after a wake instead of the whole heartbeat deadline.
+    wake_check: float = 5.0
+    # The wall clock that check reads: a seam for the test that stands for a suspend (the clock jumps, the loop's
+    # does not), as rng is for the draws; apps leave it alone.
+    wall_clock: Callable[[], float] = time.time
 
     def first_wait(self, code: int | None, announced: float | None = None) -> float:
         """Return the wait before the first attempt after a socket closed with this code.

@@ -536,19 +536,44 @@ class EventStream:
         self._replaced_at.append(now)
         return len(self._replaced_at) > self._max_replaced_setups
 
+    async def _receive(self, connection: Connection) -> str | None:
+        """Return the next message, or None once the connection is dead: silent past the deadline by either clock.
+
+        The loop's clock (monotonic) stops while the machine suspends, on Linux and others, and the wall clock does
+        not: after a wake, a deadline armed before the sleep would need its whole length of awake time, and a link
+        that died meanwhile (a NAT entry gone) was noticed up to a minute late. So the wait is cut into
+        policy.wake_check slices, and each compares the wall clock with the last frame's time. The receive itself
+        goes on across the slices (a task): cancelling a read midway may lose what it had read (an SSE chunk).
+        """
+        loop = asyncio.get_running_loop()
+        started, started_wall = loop.time(), self._policy.wall_clock()
+        receiving = asyncio.ensure_future(connection.receive())
+        try:
+            while True:
+                left = started + self._heartbeat_timeout - loop.time()
+                if left <= 0 or self._policy.wall_clock() - started_wall > self._heartbeat_timeout:
+                    return None
+                done, _ = await asyncio.wait({receiving}, timeout=min(left, self._policy.wake_check))
+                if done:
+                    return receiving.result()  # raises Closed when the connection ended
+        finally:
+            if not receiving.done():
+                # Closing, or dead: what it still brings is not wanted (and its error not to be logged as unread).
+                receiving.add_done_callback(lambda task: task.cancelled() or task.exception())
+                receiving.cancel()
+                await asyncio.wait({receiving})
+
     async def _read(self, connection: Connection) -> tuple[int, str]:
         """Deliver messages until the connection ends; return its close code and channelTerminated reason."""
         reason = ""
         while True:
             try:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a message that arrived as the task
-                # was cancelled and drops the cancellation, and the stream then read on for ever (asyncio.run hung).
-                async with asyncio.timeout(self._heartbeat_timeout):
-                    message = await connection.receive()
+                message = await self._receive(connection)
             except Closed as closed:
                 return closed.code, reason
-            except TimeoutError:
-                # No heartbeat for too long: the path is dead even if TCP has not noticed.
+            if message is None:
+                # No heartbeat for too long: the path is dead even if TCP has not noticed (the WebSocket transport
+                # aborts it after 1 s without the peer's close frame; websockets' own 10 s delayed the reconnect).
                 with contextlib.suppress(Exception):
                     await connection.close()
                 return ABNORMAL_CLOSURE, reason
