@@ -5,10 +5,12 @@ Targets (each also read from the environment variable in brackets):
   --token TOKEN [FUZZ_TOKEN]            an access token for it, or client credentials to get one:
   --token-url, --client-id, --client-secret [FUZZ_TOKEN_URL, FUZZ_CLIENT_ID, FUZZ_CLIENT_SECRET]
   --server-url URL [FUZZ_SERVER_URL]    the server API's base URL, with
-  --server-key KEY [FUZZ_SERVER_KEY]    a server API key (without both, the server API is not fuzzed)
+  --server-key KEY [FUZZ_SERVER_KEY]    a server API key (both, or neither: no server API)
 Without --url, a VORA is started here: a redis-server, real gunicorn, a fresh signing key, a token minted
-with it for a user owning identities, and a server API key. Reports go to --report-dir (JUnit XML,
-an HTML report and the printed output per document, and summary.md).
+with it for a user owning identities, and a server API key (--keep keeps it running after the run, for
+replaying the curl lines). Reports go to --report-dir (JUnit XML, an HTML report and the printed output per
+document, and summary.md with the command that replays the run). Exit 0 clean, 1 findings or errors, 2 a
+document schemathesis could not run, 124 out of time (docs/qa.md).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from vora.store.directory import Directory
 REPO = Path(__file__).resolve().parent.parent
 SPEC_DIR = REPO / "spec"
 DEFAULT_REPORT_DIR = REPO / "build" / "fuzz"
-# Loaded by schemathesis itself (SCHEMATHESIS_HOOKS): it sends generated path values as generated.
+# Loaded by schemathesis itself (SCHEMATHESIS_HOOKS): drops the false findings it makes (docs/qa.md).
 HOOKS_FILE = REPO / "testbed" / "schemathesis_hooks.py"
 QA_USER = "qa"
 QA_IDENTITIES = ("910111000", "602128708", "A")
@@ -302,7 +304,12 @@ def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
             f"| {o.seconds:.0f} | {verdict(o)} |"
         )
     code = exit_code(outcomes)
-    meaning = {0: "clean", FINDINGS: "findings", NOT_RUN: "a document could not be fuzzed", TIMED_OUT: "incomplete"}
+    meaning = {
+        0: "clean",
+        FINDINGS: "findings or errors",
+        NOT_RUN: "a document could not be fuzzed",
+        TIMED_OUT: "incomplete",
+    }
     # make itself exits 2 whatever the recipe's code was: this line keeps python -m fuzz's own.
     lines += ["", f"python -m fuzz exit code: {code} ({meaning[code]})."]
     lines += ["", "Replay (the same requests, given the same server state; docs/qa.md, Replaying):", ""]

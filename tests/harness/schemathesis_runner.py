@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Loaded by schemathesis itself (SCHEMATHESIS_HOOKS): it sends generated path values as generated.
+# Loaded by schemathesis itself (SCHEMATHESIS_HOOKS): drops the false findings it makes (docs/qa.md).
 HOOKS_FILE = Path(__file__).resolve().parents[2] / "testbed" / "schemathesis_hooks.py"
 
 
