@@ -393,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         if args.keep and not args.url:
             hold(targets, run_dir / "replay.env")
+        elif args.keep:
+            print("--keep (FUZZ_KEEP) keeps only a VORA make fuzz started; the one at --url is yours to keep")
     return exit_code(outcomes)
 
 
