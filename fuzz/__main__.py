@@ -5,10 +5,12 @@ Targets (each also read from the environment variable in brackets):
   --token TOKEN [FUZZ_TOKEN]            an access token for it, or client credentials to get one:
   --token-url, --client-id, --client-secret [FUZZ_TOKEN_URL, FUZZ_CLIENT_ID, FUZZ_CLIENT_SECRET]
   --server-url URL [FUZZ_SERVER_URL]    the server API's base URL, with
-  --server-key KEY [FUZZ_SERVER_KEY]    a server API key (without both, the server API is not fuzzed)
+  --server-key KEY [FUZZ_SERVER_KEY]    a server API key (both, or neither: no server API)
 Without --url, a VORA is started here: a redis-server, real gunicorn, a fresh signing key, a token minted
-with it for a user owning identities, and a server API key. Reports go to --report-dir (JUnit XML,
-an HTML report and the printed output per document, and summary.md).
+with it for a user owning identities, and a server API key (--keep keeps it running after the run, for
+replaying the curl lines). Reports go to --report-dir (JUnit XML, an HTML report and the printed output per
+document, and summary.md with the command that replays the run). Exit 0 clean, 1 findings or errors, 2 a
+document schemathesis could not run, 124 out of time (docs/qa.md).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -29,6 +33,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from testbed.redis_procs import RedisServer
 from testbed.vora_server import running_server
@@ -38,10 +43,16 @@ from vora.store.directory import Directory
 REPO = Path(__file__).resolve().parent.parent
 SPEC_DIR = REPO / "spec"
 DEFAULT_REPORT_DIR = REPO / "build" / "fuzz"
+# Loaded by schemathesis itself (SCHEMATHESIS_HOOKS): drops the false findings it makes (docs/qa.md).
+HOOKS_FILE = REPO / "testbed" / "schemathesis_hooks.py"
 QA_USER = "qa"
 QA_IDENTITIES = ("910111000", "602128708", "A")
 ISSUER = "vora-fuzz"
 AUDIENCE = "vora"
+# Exit codes: schemathesis' own 1 (checks failed) and 2 (could not run), and the shell's 124 for a timeout.
+FINDINGS = 1
+NOT_RUN = 2
+TIMED_OUT = 124
 
 
 @dataclass(frozen=True)
@@ -119,9 +130,23 @@ def named_targets(args: argparse.Namespace) -> list[Target]:
             raise SystemExit("--client-id needs --token-url and --client-secret")
         token = client_credentials_token(args.token_url, args.client_id, args.client_secret)
     if not token:
-        raise SystemExit("--url needs --token, or --token-url with --client-id and --client-secret")
+        # FUZZ_TOKEN="$(...)" whose command failed arrives here empty: say that, not only what is missing.
+        raise SystemExit(
+            "--url needs --token (FUZZ_TOKEN, empty here), or --token-url with --client-id and --client-secret"
+        )
+    if bool(args.server_url) != bool(args.server_key):
+        # Half of the pair used to skip the server API without a word, so a run looked complete.
+        raise SystemExit("--server-url and --server-key (FUZZ_SERVER_URL, FUZZ_SERVER_KEY) go together; one is empty")
+    for name, secret in (("token", token), ("server key", args.server_key)):
+        if secret != secret.strip() or "\n" in secret:
+            # `$(cat .vora/server-api.key)` carries the file's comment line; schemathesis only says
+            # "Invalid return character or leading space in header".
+            raise SystemExit(
+                f"the {name} has spaces or more than one line; give one key, e.g. "
+                "$(grep -v '^#' .vora/server-api.key | head -1)"
+            )
     targets = [Target("vora", SPEC_DIR / "vora.yaml", args.url.rstrip("/"), f"Bearer {token}", token)]
-    if args.server_url and args.server_key:
+    if args.server_url:
         targets.append(server_api_target(args.server_url.rstrip("/"), args.server_key))
     return targets
 
@@ -134,7 +159,7 @@ def server_api_target(base_url: str, key: str) -> Target:
 
 
 def run_schemathesis(target: Target, args: argparse.Namespace, report_dir: Path) -> Outcome:
-    """Run schemathesis with every check, positive and negative data, on every phase; keep its reports."""
+    """Run schemathesis with every check on the data and phases asked for; keep its reports."""
     report_dir.mkdir(parents=True, exist_ok=True)
     junit = report_dir / "junit.xml"
     argv = [
@@ -171,20 +196,11 @@ def run_schemathesis(target: Target, args: argparse.Namespace, report_dir: Path)
         str(junit),
     ]
     started = time.monotonic()
-    try:
-        ran = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout, check=False, cwd=report_dir)
-        output, code = ran.stdout + ran.stderr, ran.returncode
-    except subprocess.TimeoutExpired as expired:
-        printed = "".join(
-            part if isinstance(part, str) else (part or b"").decode() for part in (expired.stdout, expired.stderr)
-        )
-        output, code = f"{printed}\nstopped after {args.timeout} s (--timeout)", 124
+    code = stream(argv, report_dir, target.secret, args.timeout)
     seconds = time.monotonic() - started
-    output = output.replace(target.secret, "<redacted>")
-    (report_dir / "output.txt").write_text(output)
-    print(output)
     tests = failures = errors = 0
-    if junit.is_file():
+    # A schemathesis stopped by the timeout leaves its JUnit file empty or cut short.
+    if junit.is_file() and code != TIMED_OUT:
         root = ET.parse(junit).getroot()  # noqa: S314 - schemathesis' own report, written just now
         for suite in root.iter("testsuite"):
             tests += int(suite.get("tests", 0))
@@ -193,25 +209,142 @@ def run_schemathesis(target: Target, args: argparse.Namespace, report_dir: Path)
     return Outcome(target, code, tests, failures, errors, seconds, report_dir)
 
 
-def summary(outcomes: list[Outcome], seed: int) -> str:
-    """Write the readable summary: one row per document, and where each report is."""
+def stream(argv: list[str], report_dir: Path, secret: str, timeout: float) -> int:
+    """Run schemathesis, printing and keeping its output as it comes (secret redacted); its exit code, or 124."""
+    # Printed as it comes, not at the end: a run of several minutes showed nothing until it was over, and a
+    # run stopped by Ctrl-C kept nothing of what it had printed.
+    with (report_dir / "output.txt").open("w") as kept:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=report_dir,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS_FILE), "PYTHONUNBUFFERED": "1"},
+        )
+        assert process.stdout is not None
+
+        def copy(lines: IO[str]) -> None:
+            for line in lines:
+                redacted = line.replace(secret, "<redacted>")
+                print(redacted, end="", flush=True)
+                kept.write(redacted)
+
+        copier = threading.Thread(target=copy, args=(process.stdout,), daemon=True)
+        copier.start()
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            code = TIMED_OUT
+        copier.join(timeout=10)
+        if code == TIMED_OUT:
+            note = f"\nstopped after {timeout:g} s (--timeout): this document was not fuzzed to the end\n"
+            print(note, end="")
+            kept.write(note)
+    return code
+
+
+def verdict(outcome: Outcome) -> str:
+    """Say in a few words what one document's run came to."""
+    if outcome.exit_code == 0:
+        return "clean"
+    if outcome.exit_code == FINDINGS and outcome.errors and not outcome.failures:
+        # Network errors (VORA unreachable, timed out) and schemathesis' own errors are JUnit errors, not failures.
+        return "ERRORS (exit 1): requests failed or schemathesis erred, see the output"
+    if outcome.exit_code == FINDINGS:
+        return "FINDINGS (exit 1)"
+    if outcome.exit_code == TIMED_OUT:
+        return f"TIMED OUT after {outcome.seconds:.0f} s (exit 124): incomplete"
+    return f"NOT RUN (schemathesis exit {outcome.exit_code}): see its output"
+
+
+def exit_code(outcomes: list[Outcome]) -> int:
+    """Exit 1 on any finding, else 2 when a document could not be fuzzed, else 124 when one ran out of time, else 0."""
+    codes = {o.exit_code for o in outcomes}
+    if FINDINGS in codes:
+        return FINDINGS
+    if codes - {0, TIMED_OUT}:
+        return NOT_RUN
+    return TIMED_OUT if TIMED_OUT in codes else 0
+
+
+def replay_command(args: argparse.Namespace) -> str:
+    """Return the make fuzz command that generates this run's requests again (credentials left out)."""
+    options = [
+        f"--seed {args.seed}",
+        f"--mode {args.mode}",
+        f"--max-examples {args.max_examples}",
+        f"--phases {args.phases}",
+        f"--workers {args.workers}",
+    ]
+    if args.url:
+        options.insert(0, f"--url {args.url}")
+        if args.server_url:
+            options.insert(1, f"--server-url {args.server_url}")
+    return f'make fuzz FUZZ_ARGS="{" ".join(options)}"'
+
+
+def summary(outcomes: list[Outcome], args: argparse.Namespace) -> str:
+    """Write the readable summary: one row per document, how to replay the run, and where each report is."""
+    data = {"all": "positive and negative data", "positive": "positive data", "negative": "negative data"}[args.mode]
     lines = [
         "# VORA fuzzing summary",
         "",
-        f"schemathesis, every check, positive and negative data, seed {seed}.",
+        f"schemathesis, every check, {data}, phases {args.phases}, {args.max_examples} examples per operation "
+        f"and phase, {args.workers} worker(s), seed {args.seed}.",
         "",
         "| document | base URL | JUnit cases | failed | errors | seconds | result |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for o in outcomes:
-        result = "clean" if o.exit_code == 0 else f"FINDINGS (exit {o.exit_code})"
         lines.append(
             f"| {o.target.document.name} | {o.target.base_url} | {o.tests} | {o.failures} | {o.errors} "
-            f"| {o.seconds:.0f} | {result} |"
+            f"| {o.seconds:.0f} | {verdict(o)} |"
         )
-    lines += ["", "Reports (JUnit XML, HTML, the printed output):", ""]
+    code = exit_code(outcomes)
+    meaning = {
+        0: "clean",
+        FINDINGS: "findings or errors",
+        NOT_RUN: "a document could not be fuzzed",
+        TIMED_OUT: "incomplete",
+    }
+    # make itself exits 2 whatever the recipe's code was: this line keeps python -m fuzz's own.
+    lines += ["", f"python -m fuzz exit code: {code} ({meaning[code]})."]
+    lines += ["", "Replay (the same requests, given the same server state; docs/qa.md, Replaying):", ""]
+    lines += [f"    {replay_command(args)}", ""]
+    lines += ["Reports (JUnit XML, HTML, the printed output):", ""]
     lines += [f"- {o.target.name}: {o.report_dir}" for o in outcomes]
     return "\n".join(lines) + "\n"
+
+
+def hold(targets: list[Target], env_file: Path) -> None:
+    """Keep the VORA started here serving until Ctrl-C, its URLs and credentials in env_file for the replays."""
+    # The token and key only exist for this VORA, which is gone when the run ends: without it a reproduction's
+    # curl line has nothing to reach.
+    rest, server = targets
+    env_file.touch(mode=0o600)
+    env_file.write_text(
+        f"FUZZ_URL={rest.base_url}\nFUZZ_TOKEN={rest.secret}\n"
+        f"FUZZ_SERVER_URL={server.base_url}\nFUZZ_SERVER_KEY={server.secret}\n"
+    )
+    print(
+        f"VORA keeps running (--keep) until Ctrl-C. To replay a curl line of the output, in another terminal:\n\n"
+        f"    set -a; . {env_file}; set +a\n"
+        f"    and replace -H 'Authorization: [Filtered]' with -H \"Authorization: Bearer $FUZZ_TOKEN\"\n"
+        f'    (-H "Authorization: Bearer $FUZZ_SERVER_KEY" for the server API); docs/qa.md, Replaying.\n',
+        flush=True,
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # `kill` stops it as Ctrl-C does: VORA and Redis are stopped and the temporary directory removed.
+    signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -234,11 +367,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", default=env("FUZZ_PHASES", "examples,coverage,fuzzing,stateful"))
     parser.add_argument("--timeout", type=float, default=float(env("FUZZ_TIMEOUT", "300")), help="seconds per document")
     parser.add_argument("--report-dir", type=Path, default=Path(env("FUZZ_REPORT_DIR", str(DEFAULT_REPORT_DIR))))
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        default=env("FUZZ_KEEP", "") not in ("", "0"),
+        help="keep the VORA started here running after the run, for replaying its curl lines, until Ctrl-C",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Fuzz each target, print and write the summary, and exit 1 when schemathesis found anything."""
+    """Fuzz each target, print and write the summary, and exit as exit_code says."""
     args = parse(argv)
     run_dir = args.report_dir / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -249,10 +388,14 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vora-fuzz-")))
             targets = stack.enter_context(local_vora(work))
         outcomes = [run_schemathesis(target, args, run_dir / target.name) for target in targets]
-    text = summary(outcomes, args.seed)
-    (run_dir / "summary.md").write_text(text)
-    print(text)
-    return 0 if all(o.exit_code == 0 for o in outcomes) else 1
+        text = summary(outcomes, args)
+        (run_dir / "summary.md").write_text(text)
+        print(text)
+        if args.keep and not args.url:
+            hold(targets, run_dir / "replay.env")
+        elif args.keep:
+            print("--keep (FUZZ_KEEP) keeps only a VORA make fuzz started; the one at --url is yours to keep")
+    return exit_code(outcomes)
 
 
 if __name__ == "__main__":
