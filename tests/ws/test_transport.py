@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import gc
 import math
 import os
@@ -18,16 +17,14 @@ import gevent.ssl
 import greenlet  # type: ignore[import-untyped]  # greenlet ships no type stubs
 import pytest
 import websocket
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection as FrameConnection
 from wsproto.events import AcceptConnection, Request
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
+from testbed.ports import HOST
+from tests.harness.tls import self_signed
 from tests.harness.ws_pair import SocketPair, socket_pair
 from vora.ws.reactor import GeventReactor
 from vora.ws.transport import (
@@ -235,39 +232,16 @@ def test_the_101_is_byte_for_byte_the_one_wsproto_wrote(offers: str) -> None:
     assert switching_protocols(key) == wrote
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """Write a throwaway self-signed certificate for localhost and its key; return both paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def test_a_tls_socket_is_never_written_from_another_greenlet(tmp_path: Path) -> None:
     """Over TLS the hub never writes itself, even to a writable socket: OpenSSL must retry a write with its bytes."""
-    cert_path, key_path = _self_signed(tmp_path)
+    certificate = self_signed(tmp_path)
     server_context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert_path, key_path)
+    server_context.load_cert_chain(certificate.cert_path, certificate.key_path)
     client_context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)
-    client_context.load_verify_locations(cert_path)
+    client_context.load_verify_locations(certificate.cert_path)
     server_plain, client_plain = gevent.socket.socketpair()
     server = server_context.wrap_socket(server_plain, server_side=True, do_handshake_on_connect=False)
-    client = client_context.wrap_socket(client_plain, server_hostname="localhost", do_handshake_on_connect=False)
+    client = client_context.wrap_socket(client_plain, server_hostname=HOST, do_handshake_on_connect=False)
     handshakes = [gevent.spawn(server.do_handshake), gevent.spawn(client.do_handshake)]
     gevent.joinall(handshakes, timeout=10, raise_error=True)
     assert all(handshake.successful() for handshake in handshakes)
