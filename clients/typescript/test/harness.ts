@@ -1,4 +1,5 @@
 // Helpers for the SDK's suite: the pytest side's control server starts real VORA instances and mints real tokens.
+import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { createServer as createHttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -216,6 +217,19 @@ export async function publishAndReceive(
     const already = events.find((event) => event.eventId === published.eventId);
     const received = already ?? (await next(stream, "event", 20_000, (event) => event.eventId === published.eventId));
     return { published, received };
+  } finally {
+    stop();
+  }
+}
+
+/** Publish a callHeld, then a callEnded, to a stream subscribed to callEnded alone: only the callEnded arrives. */
+export async function onlyCallEndedArrives(stream: VoraStream, target: Instance, identity: string): Promise<void> {
+  const delivered: string[] = [];
+  const stop = stream.on("event", (event) => delivered.push(event.type));
+  try {
+    await publish(target, identity, "callHeld", { callId: "c-held" });
+    await publishAndReceive(stream, target, identity, "callEnded", { callId: "c-ended" });
+    assert.deepEqual(delivered, ["callEnded"], "the held call is outside the subscription");
   } finally {
     stop();
   }

@@ -8,9 +8,8 @@ import {
   instance,
   newIdentity,
   next,
+  onlyCallEndedArrives,
   provision,
-  publish,
-  publishAndReceive,
   serverApi,
 } from "./harness.js";
 
@@ -37,19 +36,6 @@ async function sessionsOf(vora: Instance, identity: string): Promise<unknown[]> 
   return (JSON.parse(text) as { sessions: unknown[] }).sessions;
 }
 
-/** Held, then callEnded: only callEnded arrives, since the stream subscribed to it alone. */
-async function onlyTheSubscribedArrive(vora: Instance, stream: ReturnType<VoraClient["stream"]>, identity: string) {
-  const delivered: string[] = [];
-  const stop = stream.on("event", (event) => delivered.push(event.type));
-  try {
-    await publish(vora, identity, "callHeld", { callId: "c-held" });
-    await publishAndReceive(stream, vora, identity, "callEnded", { callId: "c-ended" });
-    assert.deepEqual(delivered, ["callEnded"], "the held call is outside the subscription");
-  } finally {
-    stop();
-  }
-}
-
 test("a subscription cut before its answer is retried on the same session: no second session is set up", async () => {
   const vora = await instance("main");
   const identity = newIdentity();
@@ -70,7 +56,7 @@ test("a subscription cut before its answer is retried on the same session: no se
   assert.equal((await reconnecting).setup, true);
   assert.equal(wrapped.setups(), 1, "a second setup leaves the first session to count toward the user's cap");
   assert.equal((await sessionsOf(vora, identity)).length, 1);
-  await onlyTheSubscribedArrive(vora, stream, identity);
+  await onlyCallEndedArrives(stream, vora, identity);
   stream.close();
 });
 
@@ -100,6 +86,6 @@ test("a session that ended before its subscription went through is replaced by a
   assert.equal(wrapped.setups(), 2);
   assert.match(String(errors[0]), /No active session/);
   assert.equal((await sessionsOf(vora, identity)).length, 1);
-  await onlyTheSubscribedArrive(vora, stream, identity);
+  await onlyCallEndedArrives(stream, vora, identity);
   stream.close();
 });

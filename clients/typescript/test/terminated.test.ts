@@ -9,7 +9,7 @@ import {
   instance,
   newIdentity,
   next,
-  publish,
+  onlyCallEndedArrives,
   publishAndReceive,
   serverApi,
 } from "./harness.js";
@@ -72,17 +72,7 @@ for (const transport of ["websocket", "sse"] as const) {
     const vora = await instance("main");
     const { stream, identity } = await openStream(vora, "resubscribe-user", transport);
     await stream.subscribe({ subscribeAll: false, events: ["callEnded"] });
-    const onlyEnded = async (): Promise<void> => {
-      const delivered: string[] = [];
-      const stop = stream.on("event", (event) => delivered.push(event.type));
-      try {
-        await publish(vora, identity, "callHeld", { callId: "c-held" });
-        await publishAndReceive(stream, vora, identity, "callEnded", { callId: "c-ended" });
-        assert.deepEqual(delivered, ["callEnded"], "the held call is outside the subscription");
-      } finally {
-        stop();
-      }
-    };
+    const onlyEnded = (): Promise<void> => onlyCallEndedArrives(stream, vora, identity);
     await onlyEnded();
     const setup = next(stream, "setup");
     const answer = await serverApi(vora, "DELETE", `/identities/${identity}/sessions?reason=disconnected`);
