@@ -139,7 +139,7 @@ def test_a_503_from_a_hung_redis_is_retried_with_the_same_key_and_the_event_arri
     socket_of: Callable[[RunningServer], Client],
     tmp_path: Path,
 ) -> None:
-    """A 503 while Redis hangs (may have been published) is retried with the same key: a duplicate, delivered once."""
+    """A 503 while Redis hangs (may have been published) is retried with the same keys: duplicates, delivered once."""
     env = {**api_env, "VORA_REDIS_TIMEOUT": "1"}
     with serving(env, own_redis.url, tmp_path) as server, publisher_for(language, server) as publisher:
         client = socket_of(server)
@@ -160,14 +160,26 @@ def test_a_503_from_a_hung_redis_is_retried_with_the_same_key_and_the_event_arri
         assert second["idempotencyKey"] == retrying["idempotencyKey"]
         publisher.send(presence("available"))
         third = publisher.next_line(settled, WAIT)
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        try:
+            publisher.send({"events": [presence("busy"), presence("away")]})
+            batch_retrying = publisher.next_line(timeout=WAIT)
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+        assert (batch_retrying["outcome"], batch_retrying["status"]) == ("retrying", 503), batch_retrying
+        assert batch_retrying["indexes"] == [0, 1]
+        batch = [publisher.next_line(settled, WAIT) for _ in range(2)]
+        assert [(line["outcome"], line["index"]) for line in batch] == [("duplicate", 0), ("duplicate", 1)]
 
-        received = client.events(3, timeout=WAIT)
+        received = client.events(5, timeout=WAIT)
         assert [(e["eventId"], e["data"]["status"]) for e in received] == [
             (first["eventId"], "busy"),
             (second["eventId"], "away"),
             (third["eventId"], "available"),
+            (batch[0]["eventId"], "busy"),
+            (batch[1]["eventId"], "away"),
         ]
-        assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 3
+        assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 5
 
 
 def test_a_connection_failure_is_retried_with_the_same_key_a_bounded_number_of_times(language: str) -> None:
