@@ -18,8 +18,12 @@ import pytest
 
 TELEPHONY = Path(__file__).resolve().parents[2] / "examples" / "telephony"
 LANGUAGES = ("node", "java")
-# The one command each language needs, and what installs it (make test-tools for the JDK, make install for Node).
-RUNTIMES = {"node": ("node", "make install (apt-get install nodejs npm)"), "java": ("java", "make test-tools")}
+# The commands each language needs, and what installs them (make install for Node, make test-tools for the JDK:
+# `java File.java` compiles the file, so a JRE without javac cannot run it).
+RUNTIMES = {
+    "node": (("node",), "make install (apt-get install nodejs npm)"),
+    "java": (("java", "javac"), "make test-tools (apt-get install default-jdk-headless)"),
+}
 # `java File.java` compiles the file before it runs: a slow first start on a busy machine.
 START_TIMEOUT = 60.0
 
@@ -28,9 +32,10 @@ Line = dict[str, Any]
 
 def require_runtime(language: str) -> None:
     """Skip the test, saying what to install, when the language's runtime is missing."""
-    command, installer = RUNTIMES[language]
-    if shutil.which(command) is None:
-        pytest.skip(f"{command} is not installed, so the {language} examples cannot run: {installer} installs it")
+    commands, installer = RUNTIMES[language]
+    missing = [command for command in commands if shutil.which(command) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} missing: the {language} examples cannot run; {installer} installs it")
 
 
 def example_argv(language: str, program: str) -> list[str]:

@@ -117,7 +117,13 @@ async function publishBatch(events) {
     } else {
       const message = answer.body?.message ?? "";
       for (const { index, event } of pending) {
-        settled.set(index, { outcome: "refused", index, idempotencyKey: event.idempotencyKey, status: answer.status, message });
+        settled.set(index, {
+          outcome: "refused",
+          index,
+          idempotencyKey: event.idempotencyKey,
+          status: answer.status,
+          message,
+        });
       }
     }
     if (again.length > 0 && attempt + 1 >= MAX_ATTEMPTS) {
