@@ -72,7 +72,7 @@ public final class Publisher {
                         "sequenceNumber", body.get("sequenceNumber")));
                 return;
             }
-            if (answer.status() != 503 && answer.status() != 0) {
+            if (!retryable(answer.status())) {
                 // 400 (the event is wrong), 401 (the key is), 409 (the key was used for another event).
                 report(line("outcome", "refused", "idempotencyKey", key, "status", answer.status(),
                         "message", answer.message()));
@@ -122,7 +122,7 @@ public final class Publisher {
                         }
                     }
                 }
-            } else if (answer.status() == 503 || answer.status() == 0) {
+            } else if (retryable(answer.status())) {
                 again.addAll(pending);
             } else {
                 for (int index : pending) {
@@ -147,6 +147,12 @@ public final class Publisher {
             pending = again;
         }
         settled.values().forEach(Publisher::report);
+    }
+
+    /** Tell whether a publish may be sent again: VORA's 503, a proxy's 502/504, or no answer at all. */
+    static boolean retryable(int status) {
+        // 502 and 504 come from a load balancer in front of VORA: the publish may have arrived, the key makes it safe.
+        return status == 503 || status == 502 || status == 504 || status == 0;
     }
 
     /** Give an event the idempotencyKey it keeps on every retry. */
@@ -176,7 +182,12 @@ public final class Publisher {
         try {
             HttpResponse<String> response = HTTP.send(request, HttpResponse.BodyHandlers.ofString());
             String text = response.body();
-            Object parsed = text.isEmpty() ? null : Json.parse(text);
+            Object parsed = null;
+            try {
+                parsed = text.isEmpty() ? null : Json.parse(text);
+            } catch (RuntimeException notJson) {
+                // Not VORA's JSON: a proxy's error page, say. The status still says what happened.
+            }
             return new Answer(response.statusCode(), response.headers().firstValue("Retry-After").orElse(null),
                     parsed, null);
         } catch (IOException e) {

@@ -42,6 +42,9 @@ public final class Receiver {
                 new InetSocketAddress(env("HOST", "127.0.0.1"), Integer.parseInt(env("PORT", "0"))), 64);
         Route push = new Route(env("VORA_PUSH_SECRET", ""), List.of("pushNotification"));
         Route readiness = new Route(env("VORA_HOLDUP_CALLBACK_SECRET", ""), List.of("holdUpReady", "holdUpNotReady"));
+        if (push.secret().isEmpty() || readiness.secret().isEmpty()) {
+            throw new IllegalStateException("set VORA_PUSH_SECRET and VORA_HOLDUP_CALLBACK_SECRET");
+        }
         server.createContext("/push", exchange -> receive(exchange, push));
         server.createContext("/readiness", exchange -> receive(exchange, readiness));
         server.setExecutor(Executors.newFixedThreadPool(8));

@@ -35,23 +35,32 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** POST a JSON body; return {status, retryAfter, body}, or {status: 0, error} when no answer came. */
 async function post(path, body) {
+  let response;
   try {
-    const response = await fetch(BASE + path, {
+    response = await fetch(BASE + path, {
       method: "POST",
       headers: { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
     const text = await response.text();
-    return {
-      status: response.status,
-      retryAfter: response.headers.get("Retry-After"),
-      body: text ? JSON.parse(text) : null,
-    };
+    let parsed = null;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      // Not VORA's JSON: a proxy's error page, say. The status still says what happened.
+    }
+    return { status: response.status, retryAfter: response.headers.get("Retry-After"), body: parsed };
   } catch (error) {
     // Refused, reset or timed out: VORA may or may not have stored it, so the retry keeps the same key.
     return { status: 0, error: String(error.cause?.code ?? error.name ?? error) };
   }
+}
+
+/** Tell whether a publish may be sent again: VORA's 503, a proxy's 502/504, or no answer at all. */
+function retryable(status) {
+  // 502 and 504 come from a load balancer in front of VORA: the publish may have arrived, the key makes it safe.
+  return status === 503 || status === 502 || status === 504 || status === 0;
 }
 
 /** Give an event the idempotencyKey it keeps on every retry. */
@@ -70,8 +79,7 @@ async function publishOne(command) {
       const outcome = duplicate ? "duplicate" : "published";
       return report({ outcome, idempotencyKey: event.idempotencyKey, eventId, sequenceNumber });
     }
-    const retryable = answer.status === 503 || answer.status === 0;
-    if (!retryable) {
+    if (!retryable(answer.status)) {
       // 400 (the event is wrong), 401 (the key is), 409 (the key was used for another event): retrying cannot help.
       const message = answer.body?.message ?? "";
       return report({ outcome: "refused", idempotencyKey: event.idempotencyKey, status: answer.status, message });
@@ -98,7 +106,6 @@ async function publishBatch(events) {
   for (let attempt = 0; pending.length > 0; attempt++) {
     const answer = await post("/events/batch", { events: pending.map((p) => p.event) });
     let again = [];
-    let retryAfter = answer.retryAfter;
     if (answer.status === 200) {
       answer.body.results.forEach((result, position) => {
         const { index, event } = pending[position];
@@ -112,7 +119,7 @@ async function publishBatch(events) {
           settled.set(index, { outcome: "refused", index, idempotencyKey: key, status: Number(status), message });
         }
       });
-    } else if (answer.status === 503 || answer.status === 0) {
+    } else if (retryable(answer.status)) {
       again = pending;
     } else {
       const message = answer.body?.message ?? "";
@@ -133,7 +140,7 @@ async function publishBatch(events) {
       again = [];
     }
     if (again.length > 0) {
-      const waitMs = delayMs(attempt, retryAfter);
+      const waitMs = delayMs(attempt, answer.retryAfter);
       report({
         outcome: "retrying",
         indexes: again.map((p) => p.index),

@@ -20,6 +20,10 @@ const ROUTES = {
   "/readiness": { secret: process.env.VORA_HOLDUP_CALLBACK_SECRET, events: ["holdUpReady", "holdUpNotReady"] },
 };
 
+for (const [path, { secret }] of Object.entries(ROUTES)) {
+  if (!secret) throw new Error(`set VORA_PUSH_SECRET and VORA_HOLDUP_CALLBACK_SECRET: ${path} has no secret`);
+}
+
 /** Print one line of what happened. */
 function report(line) {
   process.stdout.write(JSON.stringify(line) + "\n");
@@ -67,7 +71,7 @@ function answer(response, status, message) {
   response.end(body);
 }
 
-const server = createServer(async (request, response) => {
+async function receive(request, response) {
   const route = ROUTES[new URL(request.url, "http://receiver").pathname];
   if (!route) return answer(response, 404, "no such webhook");
   if (request.method !== "POST") return answer(response, 405, "POST only");
@@ -98,6 +102,14 @@ const server = createServer(async (request, response) => {
   }
   handled.set(delivery, Date.now());
   answer(response, 204);
+}
+
+const server = createServer((request, response) => {
+  receive(request, response).catch((error) => {
+    // A request aborted mid-body, say: answer if still possible, never take the process down.
+    report({ error: String(error) });
+    if (!response.headersSent) answer(response, 500, "not handled; retry");
+  });
 });
 
 server.listen(Number(process.env.PORT ?? 0), process.env.HOST ?? "127.0.0.1", () => {
