@@ -6,11 +6,13 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from testbed.ports import free_port
@@ -180,6 +182,56 @@ def test_a_503_from_a_hung_redis_is_retried_with_the_same_key_and_the_event_arri
             (batch[1]["eventId"], "away"),
         ]
         assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 5
+
+
+def test_a_503_not_published_while_redis_is_busy_is_retried_after_retry_after_and_published_once(
+    language: str,
+    api_env: dict[str, str],
+    own_redis: RedisServer,
+    socket_of: Callable[[RunningServer], Client],
+    tmp_path: Path,
+) -> None:
+    """While Redis is busy running a script VORA answers 503 (not published, Retry-After 1); the retry publishes it."""
+    with serving(api_env, own_redis.url, tmp_path) as server, publisher_for(language, server) as publisher:
+        client = socket_of(server)
+        publisher.send(presence("busy"))
+        first = publisher.next_line(settled, START_TIMEOUT)
+        own_redis.execute("CONFIG", "SET", "busy-reply-threshold", "50")
+        busy = threading.Thread(target=run_busy_script, args=(own_redis,), daemon=True)
+        busy.start()
+        try:
+            wait_for(lambda: is_busy(own_redis), WAIT, what="Redis to answer BUSY")
+            publisher.send(presence("away"))
+            retrying = publisher.next_line(timeout=WAIT)
+        finally:
+            with contextlib.closing(own_redis.client()) as killer:
+                killer.script_kill()
+            busy.join(WAIT)
+        assert (retrying["outcome"], retrying["status"]) == ("retrying", 503), retrying
+        assert "busy running a script" in retrying["reason"]
+        assert retrying["waitMs"] >= 1000  # Retry-After: 1
+        second = publisher.next_line(settled, WAIT)
+        assert (second["outcome"], second["idempotencyKey"]) == ("published", retrying["idempotencyKey"])
+
+        received = client.events(2, timeout=WAIT)
+        assert [e["eventId"] for e in received] == [first["eventId"], second["eventId"]]
+        assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 2
+
+
+def run_busy_script(redis_server: RedisServer) -> None:
+    """Keep Redis busy with a script that loops until SCRIPT KILL ends it."""
+    with contextlib.closing(redis_server.client(socket_timeout=30)) as conn, contextlib.suppress(redis.ResponseError):
+        conn.eval("while true do end", 0)
+
+
+def is_busy(redis_server: RedisServer) -> bool:
+    """Tell whether Redis answers BUSY (a script runs past busy-reply-threshold)."""
+    with contextlib.closing(redis_server.client()) as conn:
+        try:
+            conn.ping()
+        except redis.ResponseError as exc:
+            return str(exc).startswith("BUSY")
+        return False
 
 
 def test_a_connection_failure_is_retried_with_the_same_key_a_bounded_number_of_times(language: str) -> None:
