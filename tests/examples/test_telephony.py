@@ -247,6 +247,25 @@ def test_a_connection_failure_is_retried_with_the_same_key_a_bounded_number_of_t
     assert 50 <= retries[0]["waitMs"] <= 100 <= retries[1]["waitMs"] <= 200  # jittered, doubling
 
 
+def test_a_publish_sent_before_vora_listens_is_retried_with_the_same_key_until_it_is_published(
+    language: str, api_env: dict[str, str], own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Connections refused until the server API listens are retried with the event's key; then it is published once."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/vora/server/v1"
+    env = {"VORA_SERVER_API": api, "VORA_SERVER_API_KEY": SERVER_KEY, "VORA_PUBLISH_MAX_ATTEMPTS": "12"}
+    with ExampleProcess(language, "publisher", env | {"VORA_PUBLISH_BACKOFF_MS": "100"}) as publisher:
+        publisher.send(presence("busy"))
+        refused = publisher.next_line(timeout=START_TIMEOUT)
+        assert (refused["outcome"], refused["status"]) == ("retrying", 0), refused
+        with serving({**api_env, "VORA_SERVER_API_PORT": str(port)}, own_redis.url, tmp_path):
+            published = publisher.next_line(settled, START_TIMEOUT)
+        retries = [line for line in publisher.seen if line["outcome"] == "retrying"]
+    assert (published["outcome"], published["idempotencyKey"]) == ("published", refused["idempotencyKey"])
+    assert {line["idempotencyKey"] for line in retries} == {refused["idempotencyKey"]}
+    assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 1
+
+
 def post_signed(url: str, event: str, delivery: str, body: bytes, signature: str) -> int:
     """Post a webhook as VORA would, with the signature given, and return the status."""
     headers = {
