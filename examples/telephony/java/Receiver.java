@@ -21,6 +21,8 @@ import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.Executors;
 import javax.crypto.Mac;
 import javax.crypto.spec.SecretKeySpec;
@@ -34,6 +36,7 @@ public final class Receiver {
     // a load balancer need a shared store (for example Redis SET NX with an expiry) so a retry reaching another
     // one is dropped too.
     private static final Map<String, Long> HANDLED = new LinkedHashMap<>();
+    private static final Set<String> IN_PROGRESS = ConcurrentHashMap.newKeySet();
 
     record Route(String secret, List<String> events) {}
 
@@ -109,15 +112,22 @@ public final class Receiver {
                 answer(exchange, 200); // handled before: 2xx so that VORA stops retrying it
                 return;
             }
+            if (!IN_PROGRESS.add(delivery)) {
+                // VORA gave up waiting on the first attempt (VORA_PUSH_TIMEOUT) while it is still being handled.
+                answer(exchange, 503);
+                return;
+            }
             try {
                 handle(event, delivery, new String(raw, StandardCharsets.UTF_8));
+                synchronized (HANDLED) {
+                    HANDLED.put(delivery, System.currentTimeMillis());
+                }
             } catch (RuntimeException e) {
                 report("{\"failed\":" + quote(delivery) + "}");
                 answer(exchange, 500); // VORA retries 5xx with the same delivery id
                 return;
-            }
-            synchronized (HANDLED) {
-                HANDLED.put(delivery, System.currentTimeMillis());
+            } finally {
+                IN_PROGRESS.remove(delivery);
             }
             answer(exchange, 204);
         }

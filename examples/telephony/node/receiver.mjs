@@ -46,6 +46,7 @@ export function isFromVora(secret, header, rawBody, nowS = Date.now() / 1000) {
 // Delivery ids already handled. One process keeps them in memory; several receivers behind a load balancer
 // need a shared store (for example Redis SET NX with an expiry) so that a retry reaching another one is dropped too.
 const handled = new Map();
+const inProgress = new Set();
 
 function alreadyHandled(delivery) {
   const now = Date.now();
@@ -94,11 +95,18 @@ async function receive(request, response) {
     report({ duplicate: delivery, event });
     return answer(response, 200); // handled before: 2xx so that VORA stops retrying it
   }
+  if (inProgress.has(delivery)) {
+    // VORA gave up waiting on the first attempt (VORA_PUSH_TIMEOUT) while it is still being handled: not twice.
+    return answer(response, 503, "being handled; retry");
+  }
+  inProgress.add(delivery);
   try {
     await handle(event, JSON.parse(raw.toString("utf8")));
   } catch (error) {
     report({ failed: delivery, error: String(error) });
     return answer(response, 500, "not handled; retry"); // VORA retries 5xx with the same delivery id
+  } finally {
+    inProgress.delete(delivery);
   }
   handled.set(delivery, Date.now());
   answer(response, 204);
