@@ -277,6 +277,7 @@ def post_signed(url: str, event: str, delivery: str, body: bytes, signature: str
     return requests.post(url, data=body, headers=headers, timeout=10).status_code
 
 
+@pytest.mark.push
 def test_the_receiver_verifies_vora_s_real_push_and_readiness_and_refuses_tampered_or_stale_ones(
     language: str, ws_env: dict[str, str], own_redis: RedisServer, make_token: TokenFactory, tmp_path: Path
 ) -> None:
@@ -294,7 +295,8 @@ def test_the_receiver_verifies_vora_s_real_push_and_readiness_and_refuses_tamper
     with receiver, serving(env, own_redis.url, tmp_path) as server:
         setup = {"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": True, "push": DEVICE}
         token = open_socket(server, make_token, setup)
-        published = ring(make_publisher(own_redis.client()), IDENTITY, "call-7")
+        with contextlib.closing(own_redis.client()) as redis_client:
+            published = ring(make_publisher(redis_client), IDENTITY, "call-7")
 
         pushed = receiver.next_line(lambda line: "handled" in line, WAIT)
         assert pushed["handled"] == "pushNotification"
@@ -328,6 +330,7 @@ def test_the_receiver_verifies_vora_s_real_push_and_readiness_and_refuses_tamper
         assert (lines[4]["delivery"], lines[5]["duplicate"]) == ("e" * 32, "e" * 32)
 
 
+@pytest.mark.push
 def test_a_push_the_receiver_cannot_verify_is_refused_401_and_vora_signals_push_failed(
     language: str, ws_env: dict[str, str], own_redis: RedisServer, make_token: TokenFactory, tmp_path: Path
 ) -> None:
@@ -346,7 +349,8 @@ def test_a_push_the_receiver_cannot_verify_is_refused_401_and_vora_signals_push_
         with receiver, serving(env, own_redis.url, tmp_path) as server:
             setup = {"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": True, "push": DEVICE}
             open_socket(server, make_token, setup)
-            ring(make_publisher(own_redis.client()), IDENTITY, "call-9")
+            with contextlib.closing(own_redis.client()) as redis_client:
+                ring(make_publisher(redis_client), IDENTITY, "call-9")
             refused = receiver.next_line(lambda line: "refused" in line, WAIT)
             not_ready = callback.next_accepted(lambda r: r.body.get("callId") == "call-9", WAIT)
         assert refused == {"refused": 401, "path": "/push"}
