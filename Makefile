@@ -72,7 +72,7 @@ sdk: $(SDK_BUILT) $(CONSOLE_SDK) ## Install, check and build the TypeScript SDK 
 # The hand-written JavaScript and TypeScript, formatted by Prettier as the SDK's package-lock.json pins it (.prettierrc.json).
 PRETTIER := $(SDK_DIR)/node_modules/.bin/prettier
 JS_SOURCES := $(SDK_DIR)/src $(SDK_DIR)/test $(SDK_DIR)/scripts bench/peers/*.js devauth/*.js tools/spec-diff.mjs \
-	vora/rest/console/static/console.js
+	vora/rest/console/static/console.js examples/telephony/node/*.mjs
 
 format-js: sdk ## Format the hand-written JavaScript and TypeScript with Prettier
 	$(PRETTIER) --write --log-level warn $(JS_SOURCES)
@@ -94,10 +94,12 @@ $(CONSOLE_SDK): $(SDK_BUILT)
 redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
-test-tools: redis-server ## Install what the topology, browser and observability tests start: nginx, tinyproxy, Chromium, Prometheus
+# The Java examples (examples/telephony/java) run as `java File.java`, which compiles them first: a JDK, not a JRE.
+test-tools: redis-server ## Install what the topology, browser, observability and examples tests start: nginx, tinyproxy, Chromium, Prometheus, a JDK
 	@bash scripts/apt-ensure.sh nginx nginx-light
 	@bash scripts/apt-ensure.sh tinyproxy tinyproxy
 	@bash scripts/apt-ensure.sh promtool prometheus
+	@bash scripts/apt-ensure.sh javac default-jdk-headless
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \
 	  || echo "Chromium could not be installed: the browser tests will be skipped"
 
