@@ -193,3 +193,30 @@ def test_every_document_is_guarded() -> None:
     """The guard covers both APIs, the webhooks and the AsyncAPI document; not the console's, served with its client."""
     documents = {p.name for p in DEFAULT_SPEC_DIR.glob("vora*.yaml")} - {SIMULATOR_SPEC_FILE}
     assert sorted(GUARDED_DOCUMENTS) == sorted(documents)
+
+
+def test_a_tag_inserted_into_the_tag_list_passes(spec_dir: Path) -> None:
+    """A new tag described before the others breaks no client, though the later ones move down the list."""
+    edit_document(spec_dir, "vora.yaml", lambda d: d["tags"].insert(0, {"name": "Notes", "description": "Notes"}))
+    report = check_breaking(spec_dir)
+    assert not report.failed, [change.line() for change in report.breaking]
+
+
+def test_an_event_type_inserted_into_an_asyncapi_enum_is_an_addition(spec_dir: Path) -> None:
+    """A value inserted mid-enum in the AsyncAPI document is one addition, not every later value replaced."""
+
+    def insert(document: dict[str, Any]) -> None:
+        document["components"]["schemas"]["CallEvent"]["allOf"][1]["properties"]["type"]["enum"].insert(4, "callParked")
+
+    edit_document(spec_dir, "vora-events.asyncapi.yaml", insert)
+    report = check_breaking(spec_dir)
+    assert [change.line() for change in report.breaking] == []
+
+
+def test_a_spec_document_that_is_not_yaml_is_named_with_its_line(spec_dir: Path) -> None:
+    """A document with a YAML error is one short GuardError with its line, not api-smart-diff's copy of the document."""
+    path = spec_dir / "vora.yaml"
+    path.write_text(path.read_text().replace("      operationId: logout\n", "      operationId: [logout\n", 1))
+    with pytest.raises(GuardError, match=r"vora.yaml: not YAML: .*line 4\d") as refused:
+        check_breaking(spec_dir)
+    assert len(str(refused.value)) < 400
