@@ -132,3 +132,14 @@ def test_a_new_event_type_in_one_document_says_what_differs_and_where_to_add_it(
         "vora.core.catalog does not; an event type is added in vora/core/catalog.py (SUBSCRIBABLE_EVENTS) and in "
         "every list that docs/api-owners.md ('Adding an event type') names, in the same order"
     ]
+
+
+def test_a_renamed_operation_id_names_the_handler_to_rename(spec_dir: Path) -> None:
+    """An operationId renamed in the spec alone points at the handler still named the old way, and the links."""
+    failed = check_spec(spec_dir, "vora.yaml", lambda t: t.replace(LOGOUT_ID, "      operationId: logOut\n", 1))
+    assert (
+        "vora.yaml: POST /logout/{identity} (logOut) has no handler vora.rest.handlers.session.logOut; "
+        "`vora scaffold logOut` writes one; or, if 'logout' was renamed, rename its handler "
+        "vora.rest.handlers.session.SessionHandlers.logout to logOut (and every link naming it)"
+    ) in failed
+    assert sum("the link names operationId 'logout'" in line for line in failed) == 2

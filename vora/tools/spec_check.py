@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 import re
 from collections.abc import Iterator
@@ -18,7 +19,17 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.core.identities import IDENTITY_PATTERN
 from vora.events.publisher import ASYNCAPI_FILE
-from vora.http.operations import HANDLER_PACKAGES, HTTP_METHODS, SERVED_DOCUMENTS, describe, unfinished_operations
+from vora.http.operations import (
+    HANDLER_PACKAGES,
+    HTTP_METHODS,
+    SERVED_DOCUMENTS,
+    Binding,
+    SpecOperation,
+    describe,
+    handler_classes,
+    spec_operations,
+    unfinished_operations,
+)
 from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api.rules import SERVER_SPEC_FILE
 from vora.server_api.simulator import SIMULATOR_PATH, SIMULATOR_SPEC_FILE
@@ -447,7 +458,33 @@ def check_handlers(spec_dir: Path) -> list[str]:
     unnamed = check_operation_names(spec_dir)
     if unnamed:
         return unnamed  # without its operationId and tag, no handler can be looked for
-    return [describe(operation, binding) for operation, binding in unfinished_operations(spec_dir)]
+    return [
+        describe(operation, binding) + (_renamed_hint(spec_dir, operation) if binding is Binding.MISSING else "")
+        for operation, binding in unfinished_operations(spec_dir)
+    ]
+
+
+def _renamed_hint(spec_dir: Path, operation: SpecOperation) -> str:
+    """Name the handler an operationId was likely renamed from: one of its tag's that no operation names now."""
+    try:
+        module = importlib.import_module(operation.module)
+    except ModuleNotFoundError:
+        return ""
+    handlers = {
+        name: f"{owner.__name__}.{name}"
+        for owner in handler_classes(module)
+        for name, value in vars(owner).items()
+        if callable(value) and not name.startswith("_")
+    }
+    spec = yaml.safe_load((spec_dir / operation.document).read_text())
+    named = {other.operation_id for other in spec_operations(operation.document, spec)}
+    close = difflib.get_close_matches(operation.operation_id, [name for name in handlers if name not in named], n=1)
+    if not close:
+        return ""
+    return (
+        f"; or, if {close[0]!r} was renamed, rename its handler {operation.module}.{handlers[close[0]]} "
+        f"to {operation.operation_id} (and every link naming it)"
+    )
 
 
 # Ids every eventId pattern takes, whatever else it refuses: how a pattern is told to be an eventId's.
