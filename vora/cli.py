@@ -271,7 +271,7 @@ def scaffold(operation_ids: tuple[str, ...], every: bool) -> None:
 @main.command("check-breaking")
 def check_breaking() -> None:
     """Fail on each change of a spec document that breaks clients of the last release, unless acknowledged."""
-    from vora.tools.spec_guard import ACKNOWLEDGED_FILE, GuardError
+    from vora.tools.spec_guard import ACKNOWLEDGED_FILE, GuardError, acknowledgement_entries
     from vora.tools.spec_guard import check_breaking as guard
 
     spec_dir = _settings().spec_dir
@@ -288,9 +288,11 @@ def check_breaking() -> None:
         click.echo(f"BREAK {change.line()}", err=True)
     if report.failed:
         click.echo(
-            f"{len(report.breaking)} breaking change(s); if deliberate, name each in {spec_dir / ACKNOWLEDGED_FILE}",
+            f"{len(report.breaking)} breaking change(s); if deliberate, name each in {spec_dir / ACKNOWLEDGED_FILE}"
+            " under acknowledged:, each with the reason clients can live with it:",
             err=True,
         )
+        click.echo(acknowledgement_entries(report.breaking), err=True, nl=False)
         raise SystemExit(1)
     click.echo("no unacknowledged breaking change")
 

@@ -220,3 +220,18 @@ def test_a_spec_document_that_is_not_yaml_is_named_with_its_line(spec_dir: Path)
     with pytest.raises(GuardError, match=r"vora.yaml: not YAML: .*line 4\d") as refused:
         check_breaking(spec_dir)
     assert len(str(refused.value)) < 400
+
+
+def test_cli_prints_the_entries_that_acknowledge_its_breaks(spec_dir: Path) -> None:
+    """The entries `vora check-breaking` prints, pasted under acknowledged: with a reason each, make it pass."""
+    edit_document(spec_dir, "vora.yaml", lambda d: d["components"]["schemas"]["Identity"].update(pattern="^[0-9]+$"))
+    env = {"VORA_SPEC_DIR": str(spec_dir)}
+    failed = CliRunner().invoke(main, ["check-breaking"], env=env)
+    assert failed.exit_code == 1, failed.output
+    printed = failed.output.split("each with the reason clients can live with it:\n", 1)[1]
+    entries = yaml.safe_load(printed)
+    assert len(entries) == failed.output.count("BREAK ") > 1
+    path = spec_dir / ACKNOWLEDGED_FILE
+    path.write_text(path.read_text() + printed.replace("reason: ''", "reason: identities are digits from v0.3"))
+    passed = CliRunner().invoke(main, ["check-breaking"], env=env)
+    assert passed.exit_code == 0, passed.output

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,13 @@ def acknowledged(spec_dir: Path) -> set[tuple[str, str]]:
             raise GuardError(f"{path}: entry {number} needs a document, a path and a reason")
         pairs.add((str(entry["document"]), str(entry["path"])))
     return pairs
+
+
+def acknowledgement_entries(changes: list[Change]) -> str:
+    """Write the entries of spec/breaking-changes.yaml that would acknowledge changes, their reasons left to write."""
+    entries = [{"document": change.document, "path": change.path, "reason": ""} for change in changes]
+    # Indented as the file's own list; the empty reasons are refused until a person says why.
+    return textwrap.indent(yaml.safe_dump(entries, sort_keys=False, width=1000), "  ")
 
 
 @dataclass(frozen=True)
