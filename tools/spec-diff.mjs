@@ -53,7 +53,17 @@ if (!beforeFile || !afterFile) {
   console.error("usage: node tools/spec-diff.mjs BEFORE.yaml AFTER.yaml");
   process.exit(2);
 }
-const load = (file) => withParameterLists(yaml.load(fs.readFileSync(file, "utf8")));
+// js-yaml's own message repeats the whole document; a key given twice is an error to it (not to PyYAML).
+function read(file) {
+  try {
+    return yaml.load(fs.readFileSync(file, "utf8"));
+  } catch (error) {
+    if (!(error instanceof yaml.YAMLException)) throw error;
+    console.error(`${file}:${error.mark.line + 1}:${error.mark.column + 1}: not YAML: ${error.reason}`);
+    process.exit(2);
+  }
+}
+const load = (file) => withParameterLists(read(file));
 const [before, after] = [load(beforeFile), load(afterFile)];
 withEnumsInReleasedOrder(before, after);
 const { diffs } = apiCompare(before, after);

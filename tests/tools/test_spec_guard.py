@@ -235,3 +235,12 @@ def test_cli_prints_the_entries_that_acknowledge_its_breaks(spec_dir: Path) -> N
     path.write_text(path.read_text() + printed.replace("reason: ''", "reason: identities are digits from v0.3"))
     passed = CliRunner().invoke(main, ["check-breaking"], env=env)
     assert passed.exit_code == 0, passed.output
+
+
+def test_a_key_given_twice_is_named_with_its_line(spec_dir: Path) -> None:
+    """A duplicate key, which js-yaml refuses, is one short GuardError with file and line, not the whole document."""
+    path = spec_dir / "vora.yaml"
+    path.write_text(path.read_text().replace("      operationId: logout\n", "      operationId: logout\n" * 2, 1))
+    with pytest.raises(GuardError) as refused:
+        check_breaking(spec_dir)
+    assert str(refused.value) == f"vora.yaml: api-smart-diff failed: {path}:40:7: not YAML: duplicated mapping key"
