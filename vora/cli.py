@@ -252,8 +252,13 @@ def scaffold(operation_ids: tuple[str, ...], every: bool) -> None:
     from vora.http.operations import Binding, unfinished_operations
     from vora.tools.scaffold import ScaffoldError
     from vora.tools.scaffold import scaffold as write_stub
+    from vora.tools.spec_check import check_operation_names, check_yaml
 
     spec_dir = _settings().spec_dir
+    # Without readable YAML, an operationId and a tag, no handler can be placed: say why, as check-spec does.
+    unnamed = check_yaml(spec_dir) or check_operation_names(spec_dir)
+    if unnamed:
+        raise click.ClickException("\n".join(unnamed))
     if every:
         missing = [op.operation_id for op, binding in unfinished_operations(spec_dir) if binding is Binding.MISSING]
         operation_ids = (*operation_ids, *missing)

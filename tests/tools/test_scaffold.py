@@ -211,3 +211,14 @@ def test_a_handler_class_the_app_does_not_build_stops_the_start(
     assert "vora.rest.handlers.scratch.ScratchHandlers." in message
     assert "add 'scratch': ScratchHandlers(...)" in message
     assert "vora/rest/app.py" in message
+
+
+def test_scaffold_names_an_operation_without_tag_instead_of_failing(spec_dir: Path) -> None:
+    """`vora scaffold` on a document with a tagless operation says which and why, where it raised KeyError."""
+    path = spec_dir / "vora.yaml"
+    document = yaml.safe_load(path.read_text())
+    del document["paths"]["/scratch/ping"]["get"]["tags"]
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = CliRunner().invoke(main, ["scaffold", "scratchPing"], env={"VORA_SPEC_DIR": str(spec_dir)})
+    assert result.exit_code == 1
+    assert "GET /scratch/ping has no tags: its first tag names the handler's module" in result.output
