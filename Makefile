@@ -14,6 +14,7 @@ ASYNCAPI_VENDOR := build/asyncapi-page/.copied
 SPEC_DOCUMENTS := spec/vora.yaml spec/vora-server.yaml spec/vora-console.yaml spec/vora-webhooks.yaml spec/vora-events.asyncapi.yaml
 SDK_DIR := clients/typescript
 SDK_BUILT := $(SDK_DIR)/build/.built
+SDK_MODULES := $(SDK_DIR)/node_modules/.package-lock.json
 # The SDK bundled into one browser ESM file, which the console at /vora/console/ imports (VORA_CONSOLE_SDK).
 CONSOLE_SDK := build/console/vora-client.js
 HOST ?= 127.0.0.1
@@ -77,10 +78,12 @@ JS_SOURCES := $(SDK_DIR)/src $(SDK_DIR)/test $(SDK_DIR)/scripts bench/peers/*.js
 format-js: sdk ## Format the hand-written JavaScript and TypeScript with Prettier
 	$(PRETTIER) --write --log-level warn $(JS_SOURCES)
 
-$(SDK_BUILT): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json $(SDK_DIR)/tsconfig.json $(SDK_DIR)/tsconfig.test.json \
-		$(wildcard $(SDK_DIR)/src/*.ts $(SDK_DIR)/src/generated/*.ts $(SDK_DIR)/test/*.ts $(SDK_DIR)/scripts/*.mjs) \
-		spec/vora.yaml spec/vora-events.asyncapi.yaml | $(ASYNCAPI_SPECS)
+$(SDK_MODULES): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json | $(ASYNCAPI_SPECS)
 	npm ci --silent --no-audit --no-fund --prefix $(SDK_DIR)
+
+$(SDK_BUILT): $(SDK_MODULES) $(SDK_DIR)/tsconfig.json $(SDK_DIR)/tsconfig.test.json \
+		$(wildcard $(SDK_DIR)/src/*.ts $(SDK_DIR)/src/generated/*.ts $(SDK_DIR)/test/*.ts $(SDK_DIR)/scripts/*.mjs) \
+		spec/vora.yaml spec/vora-events.asyncapi.yaml
 	npm run --silent --prefix $(SDK_DIR) check:generated
 	npm run --silent --prefix $(SDK_DIR) build
 	npm run --silent --prefix $(SDK_DIR) build:test
@@ -148,8 +151,11 @@ check-breaking: install ## Fail on changes to the spec documents that break clie
 lint-spec: install ## Lint the OpenAPI and AsyncAPI documents with Spectral (.spectral.yaml)
 	tools/node_modules/.bin/spectral lint --fail-severity=warn -r .spectral.yaml $(SPEC_DOCUMENTS)
 
-docs: install ## Render spec/vora.yaml and spec/vora-server.yaml with Widdershins into docs/api/
+# Everything generated from spec/ and committed, which `make test` holds fresh: the rendered API documents
+# and the TypeScript SDK's types (its check:generated), so that an API owner has one command to run.
+docs: install $(SDK_MODULES) ## Render spec/vora.yaml and spec/vora-server.yaml into docs/api/, regenerate the TypeScript SDK's types
 	bash scripts/render-api-docs.sh docs/api
+	npm run --silent --prefix $(SDK_DIR) generate
 
 fuzz: install redis-server ## Fuzz a VORA with schemathesis (FUZZ_URL, FUZZ_TOKEN...; default: one started on loopback), docs/qa.md
 	$(PY) -m fuzz $(FUZZ_ARGS)

@@ -30,11 +30,41 @@ function classified(diff) {
   return { type, action: diff.action, path, description: diff.description ?? "" };
 }
 
+// The order of an enum means nothing, but api-smart-diff compares an AsyncAPI document's enums index by
+// index: a value inserted in the middle (a new event type in the catalogue's order) would read as every
+// later value replaced. List the after-document's values in the before-document's order, new ones last.
+function withEnumsInReleasedOrder(before, after) {
+  if (Array.isArray(before) && Array.isArray(after)) {
+    after.forEach((item, index) => withEnumsInReleasedOrder(before[index], item));
+  } else if (before && after && typeof before === "object" && typeof after === "object") {
+    for (const [key, value] of Object.entries(after)) {
+      if (key === "enum" && Array.isArray(value) && Array.isArray(before[key])) {
+        const kept = before[key].filter((item) => value.includes(item));
+        after[key] = [...kept, ...value.filter((item) => !kept.includes(item))];
+      } else {
+        withEnumsInReleasedOrder(before[key], value);
+      }
+    }
+  }
+}
+
 const [beforeFile, afterFile] = process.argv.slice(2);
 if (!beforeFile || !afterFile) {
   console.error("usage: node tools/spec-diff.mjs BEFORE.yaml AFTER.yaml");
   process.exit(2);
 }
-const load = (file) => withParameterLists(yaml.load(fs.readFileSync(file, "utf8")));
-const { diffs } = apiCompare(load(beforeFile), load(afterFile));
+// js-yaml's own message repeats the whole document; a key given twice is an error to it (not to PyYAML).
+function read(file) {
+  try {
+    return yaml.load(fs.readFileSync(file, "utf8"));
+  } catch (error) {
+    if (!(error instanceof yaml.YAMLException)) throw error;
+    console.error(`${file}:${error.mark.line + 1}:${error.mark.column + 1}: not YAML: ${error.reason}`);
+    process.exit(2);
+  }
+}
+const load = (file) => withParameterLists(read(file));
+const [before, after] = [load(beforeFile), load(afterFile)];
+withEnumsInReleasedOrder(before, after);
+const { diffs } = apiCompare(before, after);
 process.stdout.write(JSON.stringify(diffs.map(classified), null, 1) + "\n");

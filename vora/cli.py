@@ -252,8 +252,13 @@ def scaffold(operation_ids: tuple[str, ...], every: bool) -> None:
     from vora.http.operations import Binding, unfinished_operations
     from vora.tools.scaffold import ScaffoldError
     from vora.tools.scaffold import scaffold as write_stub
+    from vora.tools.spec_check import check_operation_names, check_yaml
 
     spec_dir = _settings().spec_dir
+    # Without readable YAML, an operationId and a tag, no handler can be placed: say why, as check-spec does.
+    unnamed = check_yaml(spec_dir) or check_operation_names(spec_dir)
+    if unnamed:
+        raise click.ClickException("\n".join(unnamed))
     if every:
         missing = [op.operation_id for op, binding in unfinished_operations(spec_dir) if binding is Binding.MISSING]
         operation_ids = (*operation_ids, *missing)
@@ -271,7 +276,7 @@ def scaffold(operation_ids: tuple[str, ...], every: bool) -> None:
 @main.command("check-breaking")
 def check_breaking() -> None:
     """Fail on each change of a spec document that breaks clients of the last release, unless acknowledged."""
-    from vora.tools.spec_guard import ACKNOWLEDGED_FILE, GuardError
+    from vora.tools.spec_guard import ACKNOWLEDGED_FILE, GuardError, acknowledgement_entries
     from vora.tools.spec_guard import check_breaking as guard
 
     spec_dir = _settings().spec_dir
@@ -288,9 +293,11 @@ def check_breaking() -> None:
         click.echo(f"BREAK {change.line()}", err=True)
     if report.failed:
         click.echo(
-            f"{len(report.breaking)} breaking change(s); if deliberate, name each in {spec_dir / ACKNOWLEDGED_FILE}",
+            f"{len(report.breaking)} breaking change(s); if deliberate, name each in {spec_dir / ACKNOWLEDGED_FILE}"
+            " under acknowledged:, each with the reason clients can live with it:",
             err=True,
         )
+        click.echo(acknowledgement_entries(report.breaking), err=True, nl=False)
         raise SystemExit(1)
     click.echo("no unacknowledged breaking change")
 

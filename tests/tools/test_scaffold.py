@@ -20,6 +20,7 @@ from tests.harness.rest import assert_error
 from vora.app import create_app
 from vora.cli import main
 from vora.core.settings import DEFAULT_SPEC_DIR, Settings
+from vora.http.connexion import UnbuiltHandlers
 from vora.http.operations import Binding, UnboundOperations, binding_of, spec_operations
 from vora.tools.scaffold import scaffold
 from vora.tools.spec_check import check_handlers
@@ -190,3 +191,34 @@ def test_development_is_read_from_the_environment() -> None:
     """VORA_DEVELOPMENT=1 turns development on; it is off by default."""
     assert Settings.from_env({"VORA_DEVELOPMENT": "1"}).development
     assert not Settings.from_env({}).development
+
+
+def test_a_handler_class_the_app_does_not_build_stops_the_start(
+    spec_dir: Path, handlers_dir: Path, settings: Settings
+) -> None:
+    """A new tag's handler class that the app is not given fails the start, naming the class and where to add it."""
+    (handlers_dir / "scratch.py").write_text(
+        "class ScratchHandlers:\n"
+        "    def scratchPing(self) -> tuple[dict[str, str], int]:\n"
+        "        return {}, 204\n"
+        "    def callForward(self) -> tuple[dict[str, str], int]:\n"
+        "        return {}, 200\n"
+    )
+    assert check_handlers(spec_dir) == []  # the class is there: only the app can tell it is not built
+    with pytest.raises(UnbuiltHandlers) as refused:
+        create_app(settings.with_changes(spec_dir=spec_dir, development=True))
+    message = str(refused.value)
+    assert "vora.rest.handlers.scratch.ScratchHandlers." in message
+    assert "add 'scratch': ScratchHandlers(...)" in message
+    assert "vora/rest/app.py" in message
+
+
+def test_scaffold_names_an_operation_without_tag_instead_of_failing(spec_dir: Path) -> None:
+    """`vora scaffold` on a document with a tagless operation says which and why, where it raised KeyError."""
+    path = spec_dir / "vora.yaml"
+    document = yaml.safe_load(path.read_text())
+    del document["paths"]["/scratch/ping"]["get"]["tags"]
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    result = CliRunner().invoke(main, ["scaffold", "scratchPing"], env={"VORA_SPEC_DIR": str(spec_dir)})
+    assert result.exit_code == 1
+    assert "GET /scratch/ping has no tags: its first tag names the handler's module" in result.output

@@ -193,3 +193,54 @@ def test_every_document_is_guarded() -> None:
     """The guard covers both APIs, the webhooks and the AsyncAPI document; not the console's, served with its client."""
     documents = {p.name for p in DEFAULT_SPEC_DIR.glob("vora*.yaml")} - {SIMULATOR_SPEC_FILE}
     assert sorted(GUARDED_DOCUMENTS) == sorted(documents)
+
+
+def test_a_tag_inserted_into_the_tag_list_passes(spec_dir: Path) -> None:
+    """A new tag described before the others breaks no client, though the later ones move down the list."""
+    edit_document(spec_dir, "vora.yaml", lambda d: d["tags"].insert(0, {"name": "Notes", "description": "Notes"}))
+    report = check_breaking(spec_dir)
+    assert not report.failed, [change.line() for change in report.breaking]
+
+
+def test_an_event_type_inserted_into_an_asyncapi_enum_is_an_addition(spec_dir: Path) -> None:
+    """A value inserted mid-enum in the AsyncAPI document is one addition, not every later value replaced."""
+
+    def insert(document: dict[str, Any]) -> None:
+        document["components"]["schemas"]["CallEvent"]["allOf"][1]["properties"]["type"]["enum"].insert(4, "callParked")
+
+    edit_document(spec_dir, "vora-events.asyncapi.yaml", insert)
+    report = check_breaking(spec_dir)
+    assert [change.line() for change in report.breaking] == []
+
+
+def test_a_spec_document_that_is_not_yaml_is_named_with_its_line(spec_dir: Path) -> None:
+    """A document with a YAML error is one short GuardError with its line, not api-smart-diff's copy of the document."""
+    path = spec_dir / "vora.yaml"
+    path.write_text(path.read_text().replace("      operationId: logout\n", "      operationId: [logout\n", 1))
+    with pytest.raises(GuardError, match=r"vora.yaml: not YAML: .*line 4\d") as refused:
+        check_breaking(spec_dir)
+    assert len(str(refused.value)) < 400
+
+
+def test_cli_prints_the_entries_that_acknowledge_its_breaks(spec_dir: Path) -> None:
+    """The entries `vora check-breaking` prints, pasted under acknowledged: with a reason each, make it pass."""
+    edit_document(spec_dir, "vora.yaml", lambda d: d["components"]["schemas"]["Identity"].update(pattern="^[0-9]+$"))
+    env = {"VORA_SPEC_DIR": str(spec_dir)}
+    failed = CliRunner().invoke(main, ["check-breaking"], env=env)
+    assert failed.exit_code == 1, failed.output
+    printed = failed.output.split("each with the reason clients can live with it:\n", 1)[1]
+    entries = yaml.safe_load(printed)
+    assert len(entries) == failed.output.count("BREAK ") > 1
+    path = spec_dir / ACKNOWLEDGED_FILE
+    path.write_text(path.read_text() + printed.replace("reason: ''", "reason: identities are digits from v0.3"))
+    passed = CliRunner().invoke(main, ["check-breaking"], env=env)
+    assert passed.exit_code == 0, passed.output
+
+
+def test_a_key_given_twice_is_named_with_its_line(spec_dir: Path) -> None:
+    """A duplicate key, which js-yaml refuses, is one short GuardError with file and line, not the whole document."""
+    path = spec_dir / "vora.yaml"
+    path.write_text(path.read_text().replace("      operationId: logout\n", "      operationId: logout\n" * 2, 1))
+    with pytest.raises(GuardError) as refused:
+        check_breaking(spec_dir)
+    assert str(refused.value) == f"vora.yaml: api-smart-diff failed: {path}:40:7: not YAML: duplicated mapping key"

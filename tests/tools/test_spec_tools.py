@@ -87,3 +87,12 @@ def test_the_render_is_like_the_seed() -> None:
         assert heading in rendered
     for language in ("shell", "http", "javascript", "ruby", "python", "php", "java", "go"):
         assert f"```{language}\n" in rendered
+
+
+def test_make_docs_regenerates_everything_the_spec_generates() -> None:
+    """`make docs`, the one command the guide names after a spec edit, renders docs/api/ and the SDK's types."""
+    planned = subprocess.run(
+        ["make", "-n", "docs"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "scripts/render-api-docs.sh docs/api" in planned
+    assert "--prefix clients/typescript generate" in planned

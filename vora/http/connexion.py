@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -19,8 +20,13 @@ from flask.globals import request_ctx
 from vora.http.bearer import authorization_parts
 from vora.http.connexion_request import LazyConnexionRequest
 from vora.http.hooks import done_by_fast_path
+from vora.http.operations import handler_classes
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+class UnbuiltHandlers(RuntimeError):
+    """A tag's handler class is written but the app was given no object of it, so its operations have no handler."""
 
 
 class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
@@ -49,8 +55,26 @@ class TagResolver(Resolver):  # type: ignore[misc] # connexion is untyped
         name = f"{self._package}.{tag}.{operation.operation_id}"
         handler = getattr(self._handlers.get(tag), operation.operation_id, None)
         if handler is None:
+            self._refuse_unbuilt_handler_class(tag, operation.operation_id)
             handler = self.resolve_function_from_operation_id(name)
         return Resolution(handler, name)
+
+    def _refuse_unbuilt_handler_class(self, tag: str, operation_id: str) -> None:
+        """Fail the start when a handler class has the method but the app builds no object of that class."""
+        module_name = f"{self._package}.{tag}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            return
+        for handlers in handler_classes(module):
+            if callable(getattr(handlers, operation_id, None)) and tag not in self._handlers:
+                raise UnbuiltHandlers(
+                    f"{module_name}.{handlers.__name__}.{operation_id} is written, but the app builds no "
+                    f"{handlers.__name__}: add {tag!r}: {handlers.__name__}(...) to the handlers it gives "
+                    f"TagResolver (create_rest_app in vora/rest/app.py, create_server_app in vora/server_api/app.py)"
+                )
 
     def resolve_function_from_operation_id(self, operation_id: str) -> Any:
         """Import a handler function, or say which one is missing and how to write it (501 in development)."""

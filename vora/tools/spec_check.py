@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
 import re
 from collections.abc import Iterator
@@ -18,7 +19,17 @@ from openapi_spec_validator.readers import read_from_filename
 from vora.core.catalog import LIFECYCLE_EVENTS, SUBSCRIBABLE_EVENTS, Family
 from vora.core.identities import IDENTITY_PATTERN
 from vora.events.publisher import ASYNCAPI_FILE
-from vora.http.operations import describe, unfinished_operations
+from vora.http.operations import (
+    HANDLER_PACKAGES,
+    HTTP_METHODS,
+    SERVED_DOCUMENTS,
+    Binding,
+    SpecOperation,
+    describe,
+    handler_classes,
+    spec_operations,
+    unfinished_operations,
+)
 from vora.push.rules import HOLDUP_NOT_READY, HOLDUP_READY, PUSH_NOTIFICATION
 from vora.server_api.rules import SERVER_SPEC_FILE
 from vora.server_api.simulator import SIMULATOR_PATH, SIMULATOR_SPEC_FILE
@@ -39,6 +50,18 @@ SERVER_FAMILY_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEve
 FAMILY_EVENT_SCHEMAS = {Family.CALL: "CallEvent", Family.PRESENCE: "PresenceEvent", Family.RECORDING: "RecordingEvent"}
 
 
+# How the OpenAPI validator names the operation of a problem it gives no JSON path for (a path parameter).
+OPERATION_IN_MESSAGE = re.compile(r"for '(?P<method>[a-z]+)' operation in '(?P<path>/[^']*)'")
+PATH_IN_MESSAGE = re.compile(r"in '(?P<path>/[^']*)'")
+UNRESOLVED_PATH_PARAMETER = re.compile(r"^Path parameter '[^']+' .* was not resolved")
+# Every error VORA answers has this shape (vora.core.errors), as each document's description says.
+ERROR_SHAPE_REF = "#/components/schemas/ResponseStatusVoraError"
+# Where an event type is added or removed: the code's catalogue and every list of the documents, together.
+CATALOGUE_HINT = (
+    "an event type is added in vora/core/catalog.py (SUBSCRIBABLE_EVENTS) and in every list that "
+    "docs/api-owners.md ('Adding an event type') names, in the same order"
+)
+TAB_HINT = "YAML indents with spaces only: replace the tab with spaces"
 # How much of a validator's message is printed: its own messages repeat whole parts of the document.
 MESSAGE_LIMIT = 300
 
@@ -59,8 +82,10 @@ def _walk(node: yaml.Node, tokens: tuple[str, ...] = ()) -> Iterator[tuple[tuple
             yield from _walk(item, (*tokens, str(index)))
 
 
-def _line_of(path: Path, root: yaml.Node, tokens: tuple[str, ...]) -> str:
+def _line_of(path: Path, root: yaml.Node | None, tokens: tuple[str, ...]) -> str:
     """Return "file:line" of a place in a document (the line of the nearest node found there)."""
+    if root is None:
+        return str(path)  # an empty document has no lines
     node = root
     for token in tokens:
         if isinstance(node, yaml.MappingNode):
@@ -97,6 +122,41 @@ def _suggestion(parent: Any, token: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _yaml_problems(path: Path) -> list[str]:
+    """Report what keeps a document from being read as its author wrote it: bad YAML, and keys given twice."""
+    try:
+        root = yaml.compose(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        said = " ".join(part for part in (exc.context, exc.problem) if part)
+        begun = exc.context_mark
+        if begun is not None and mark is not None and begun.line != mark.line:
+            said += f" (what is unfinished began on line {begun.line + 1})"
+        tab = "\\t" in said or "tab" in said
+        hint = TAB_HINT if tab else "fix the YAML there (a bracket, quote or indentation)"
+        return [f"{where}: not YAML: {said}; {hint}"]
+    problems = []
+    for tokens, node in _walk(root) if root is not None else ():
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[str, int] = {}
+        for key, _ in node.value:
+            name, line = str(key.value), key.start_mark.line + 1
+            if name in first:
+                problems.append(
+                    f"{path}:{line}: {_pointer((*tokens, name))}: duplicate key {name!r} "
+                    f"(first on line {first[name]}): a YAML reader keeps only the last one; keep one"
+                )
+            first.setdefault(name, line)
+    return problems
+
+
+def check_yaml(spec_dir: Path) -> list[str]:
+    """Report each spec document that is not YAML, or that gives a key twice in one mapping."""
+    return [problem for path in sorted(spec_dir.glob("*.yaml")) for problem in _yaml_problems(path)]
+
+
 def _reference_problems(path: Path, document: Any, root: yaml.Node) -> list[str]:
     """List each local $ref that names nothing, and each link to an operationId the document does not have."""
     problems = []
@@ -123,6 +183,15 @@ def _reference_problems(path: Path, document: Any, root: yaml.Node) -> list[str]
     return problems
 
 
+def _place_named_in(message: str) -> tuple[str, ...]:
+    """Find the operation or path a validator message names, for the messages that carry no place of their own."""
+    operation = OPERATION_IN_MESSAGE.search(message)
+    if operation:
+        return ("paths", operation["path"], operation["method"])
+    named = PATH_IN_MESSAGE.search(message)
+    return ("paths", named["path"]) if named else ()
+
+
 def _validator_problem(path: Path, root: yaml.Node, exc: Exception) -> str:
     """Say what the validator refused and where, without the parts of the document its message repeats."""
     place = getattr(exc, "absolute_path", None)
@@ -135,6 +204,9 @@ def _validator_problem(path: Path, root: yaml.Node, exc: Exception) -> str:
     if place is None:
         return f"{path}: {message}"
     tokens = tuple(str(token) for token in place)
+    tokens = tokens or _place_named_in(message)
+    if UNRESOLVED_PATH_PARAMETER.search(message):
+        message += "; declare it in the operation's (or the path's) parameters with `in: path` and `required: true`"
     return f"{_line_of(path, root, tokens)}: {_pointer(tokens) or '/'}: {message}"
 
 
@@ -155,12 +227,30 @@ def _validated_openapi(path: Path) -> tuple[Any, list[str]]:
     return document, []
 
 
+def _catalogue_mismatch(path: Path, tokens: tuple[str, ...], what: str, declared: list[Any], wanted: list[str]) -> str:
+    """Say where a list of event types departs from the catalogue, what it adds or lacks, and where each is added."""
+    where = _line_of(path, yaml.compose(path.read_text()), tokens)
+    added = [name for name in declared if name not in wanted]
+    lacking = [name for name in wanted if name not in declared]
+    said = "; ".join(
+        part
+        for part in (
+            f"lists {added}, which vora.core.catalog does not" if added else "",
+            f"does not list {lacking}" if lacking else "",
+            "" if added or lacking else f"lists them in another order than vora.core.catalog: {wanted}",
+        )
+        if part
+    )
+    return f"{where}: {_pointer(tokens)}: {what} {said}; {CATALOGUE_HINT}"
+
+
 def _check_catalogue_terms(path: Path, problems: list[str]) -> dict[str, Any]:
     """Hold a document's EventType enum and Identity pattern to the code; return its schemas."""
     schemas: dict[str, Any] = yaml.safe_load(path.read_text())["components"]["schemas"]
     enum = schemas["EventType"]["enum"]
     if list(enum) != list(SUBSCRIBABLE_EVENTS):
-        problems.append(f"{path}: EventType enum {enum} differs from vora.core.catalog {list(SUBSCRIBABLE_EVENTS)}")
+        tokens = ("components", "schemas", "EventType", "enum")
+        problems.append(_catalogue_mismatch(path, tokens, "EventType enum", enum, list(SUBSCRIBABLE_EVENTS)))
     if schemas["Identity"]["pattern"] != IDENTITY_PATTERN:
         problems.append(f"{path}: the Identity pattern differs from vora.core.identities.IDENTITY_PATTERN")
     return schemas
@@ -196,7 +286,10 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
             # A missing official schema is a failed check, never a silent "spec OK".
             return [f"{schema_path}: the official AsyncAPI 2.6.0 schema is missing; run `make install`"]
         validator = jsonschema.Draft7Validator(json.loads(schema_path.read_text()))
-        problems += [f"{path}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
+        for error in validator.iter_errors(document):
+            tokens = tuple(map(str, error.path))
+            where = _line_of(path, root, tokens) if root is not None else str(path)
+            problems.append(f"{where}: {_pointer(tokens) or '/'}: {error.message[:MESSAGE_LIMIT]}")
     expected = [*SUBSCRIBABLE_EVENTS, *LIFECYCLE_EVENTS]
     if sorted(document["channels"]) != sorted(EVENT_CHANNELS):
         described = sorted(document["channels"])
@@ -204,17 +297,21 @@ def check_asyncapi(spec_dir: Path, schema_path: Path | None = DEFAULT_ASYNCAPI_S
     for channel in EVENT_CHANNELS:
         sent = asyncapi_events(document, channel) if channel in document["channels"] else []
         if sent != expected:
-            problems.append(f"{path}: {channel} messages {sent} differ from vora.core.catalog {expected}")
+            tokens = ("channels", channel, "subscribe", "message", "oneOf")
+            problems.append(_catalogue_mismatch(path, tokens, f"{channel} messages", sent, expected))
     messages = document["components"]["messages"]
     for name in expected:
         if messages.get(name, {}).get("name") != name:
-            problems.append(f"{path}: message {name} is missing or misnamed")
+            problems.append(
+                f"{path}: components/messages/{name} is missing, or its name is not {name!r}; {CATALOGUE_HINT}"
+            )
     schemas = document["components"]["schemas"]
     for family, schema_name in FAMILY_EVENT_SCHEMAS.items():
         declared = schemas[schema_name]["allOf"][1]["properties"]["type"]["enum"]
         wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
         if declared != wanted:
-            problems.append(f"{path}: {schema_name} types {declared} differ from vora.core.catalog {wanted}")
+            tokens = ("components", "schemas", schema_name, "allOf", "1", "properties", "type", "enum")
+            problems.append(_catalogue_mismatch(path, tokens, f"{schema_name} types", declared, wanted))
     return problems
 
 
@@ -242,10 +339,13 @@ def _check_families(path: Path, schemas: dict[str, Any], request: str, problems:
         declared = schemas[schema_name]["properties"]["type"]["enum"]
         wanted = [t for t, f in SUBSCRIBABLE_EVENTS.items() if f is family]
         if declared != wanted:
-            problems.append(f"{path}: {schema_name} types {declared} differ from vora.core.catalog {wanted}")
+            tokens: tuple[str, ...] = ("components", "schemas", schema_name, "properties", "type", "enum")
+            problems.append(_catalogue_mismatch(path, tokens, f"{schema_name} types", declared, wanted))
         mapped = [t for t, ref in publish["discriminator"]["mapping"].items() if ref.endswith(f"/{schema_name}")]
         if mapped != wanted:
-            problems.append(f"{path}: the {request} discriminator maps {mapped} to {schema_name}, not {wanted}")
+            tokens = ("components", "schemas", request, "discriminator", "mapping")
+            what = f"the {request} discriminator maps to {schema_name} the types it"
+            problems.append(_catalogue_mismatch(path, tokens, what, mapped, wanted))
 
 
 def check_console_openapi(spec_dir: Path) -> list[str]:
@@ -290,9 +390,101 @@ def check_webhooks(spec_dir: Path) -> list[str]:
     return problems
 
 
+def check_operation_names(spec_dir: Path) -> list[str]:
+    """Report each operation of the served documents without the operationId and tag that name its handler."""
+    problems = []
+    for document in SERVED_DOCUMENTS:
+        path = spec_dir / document
+        root = yaml.compose(path.read_text())
+        spec = yaml.safe_load(path.read_text()) or {}
+        for spec_path, item in (spec.get("paths") or {}).items():
+            for method, operation in (item or {}).items():
+                if method not in HTTP_METHODS or not isinstance(operation, dict):
+                    continue
+                where = f"{_line_of(path, root, ('paths', spec_path, method))}: {method.upper()} {spec_path}"
+                if not operation.get("operationId"):
+                    problems.append(f"{where} has no operationId: it names the operation's handler; add one")
+                if not operation.get("tags"):
+                    problems.append(
+                        f"{where} has no tags: its first tag names the handler's module "
+                        f"({HANDLER_PACKAGES[document]}.<tag, lower case>); add one of the document's tags"
+                    )
+    return problems
+
+
+def _error_shape_problem(spec: dict[str, Any], response: Any) -> str | None:
+    """Say how an error response misses the error shape, or None when it has it."""
+    if isinstance(response, dict) and "$ref" in response:
+        found, response, _ = _resolve(spec, str(response["$ref"]).removeprefix("#"))
+        if not found:
+            return None  # the $ref check names it
+    content = (response or {}).get("content") or {}
+    schema = (content.get("application/json") or {}).get("schema") or {}
+    if schema.get("$ref") == ERROR_SHAPE_REF:
+        return None
+    if not content:
+        return "has no content"
+    return "has no application/json content" if "application/json" not in content else "has another schema"
+
+
+def check_error_responses(spec_dir: Path) -> list[str]:
+    """Report each 4xx and 5xx response of the served documents that does not answer in the error shape."""
+    problems = []
+    for document in SERVED_DOCUMENTS:
+        path = spec_dir / document
+        root = yaml.compose(path.read_text())
+        spec = yaml.safe_load(path.read_text()) or {}
+        for spec_path, item in (spec.get("paths") or {}).items():
+            for method, operation in (item or {}).items():
+                if method not in HTTP_METHODS or not isinstance(operation, dict):
+                    continue
+                for status, response in (operation.get("responses") or {}).items():
+                    if str(status)[0] not in "45" and str(status) != "default":
+                        continue
+                    missed = _error_shape_problem(spec, response)
+                    if missed is not None:
+                        tokens = ("paths", spec_path, method, "responses", str(status))
+                        problems.append(
+                            f"{_line_of(path, root, tokens)}: {_pointer(tokens)}: the error response {missed}; "
+                            "every error answers in the error shape: $ref one of #/components/responses "
+                            "(BadRequest, NotFound...), or give it application/json with schema "
+                            f"$ref '{ERROR_SHAPE_REF}'"
+                        )
+    return problems
+
+
 def check_handlers(spec_dir: Path) -> list[str]:
     """List each operation of the served documents with no handler, or with a scaffolded one not built yet."""
-    return [describe(operation, binding) for operation, binding in unfinished_operations(spec_dir)]
+    unnamed = check_operation_names(spec_dir)
+    if unnamed:
+        return unnamed  # without its operationId and tag, no handler can be looked for
+    return [
+        describe(operation, binding) + (_renamed_hint(spec_dir, operation) if binding is Binding.MISSING else "")
+        for operation, binding in unfinished_operations(spec_dir)
+    ]
+
+
+def _renamed_hint(spec_dir: Path, operation: SpecOperation) -> str:
+    """Name the handler an operationId was likely renamed from: one of its tag's that no operation names now."""
+    try:
+        module = importlib.import_module(operation.module)
+    except ModuleNotFoundError:
+        return ""
+    handlers = {
+        name: f"{owner.__name__}.{name}"
+        for owner in handler_classes(module)
+        for name, value in vars(owner).items()
+        if callable(value) and not name.startswith("_")
+    }
+    spec = yaml.safe_load((spec_dir / operation.document).read_text())
+    named = {other.operation_id for other in spec_operations(operation.document, spec)}
+    close = difflib.get_close_matches(operation.operation_id, [name for name in handlers if name not in named], n=1)
+    if not close:
+        return ""
+    return (
+        f"; or, if {close[0]!r} was renamed, rename its handler {operation.module}.{handlers[close[0]]} "
+        f"to {operation.operation_id} (and every link naming it)"
+    )
 
 
 # Ids every eventId pattern takes, whatever else it refuses: how a pattern is told to be an eventId's.
@@ -328,6 +520,10 @@ def check_event_id_patterns(spec_dir: Path) -> list[str]:
 
 def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SCHEMA) -> list[str]:
     """Run every spec check and return the problems found."""
+    unreadable = check_yaml(spec_dir)
+    if unreadable:
+        # The other checks would read these documents other than as written, or not at all.
+        return unreadable
     return (
         check_openapi(spec_dir)
         + check_asyncapi(spec_dir, asyncapi_schema)
@@ -335,5 +531,6 @@ def check_all(spec_dir: Path, asyncapi_schema: Path | None = DEFAULT_ASYNCAPI_SC
         + check_server_openapi(spec_dir)
         + check_console_openapi(spec_dir)
         + check_handlers(spec_dir)
+        + check_error_responses(spec_dir)
         + check_event_id_patterns(spec_dir)
     )

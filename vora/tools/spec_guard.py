@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ SERVER_BINDINGS = frozenset({"x-tokenInfoFunc", "x-scopeValidateFunc", "x-bearer
 # api-smart-diff calls a changed operationId an annotation, but generated clients name their methods and types
 # after it (the TypeScript SDK's `operations["setup"]`, openapi-generator's `setup()`): renaming one breaks them.
 OPERATION_ID = "operationId"
+# The document's top-level tag list only describes the groups operations name: inserting a tag there shifts the
+# later ones, which api-smart-diff compares by index and reports as replaced.
+TAG_LIST = "/tags/"
 
 
 class GuardError(Exception):
@@ -56,6 +60,8 @@ class Change:
         # response's reworded description); a property that happens to be named like it is no prose.
         if (last in PROSE_FIELDS and parent != "properties") or last in SERVER_BINDINGS:
             return False
+        if self.path.startswith(TAG_LIST):
+            return False  # the document's tag list describes the groups; an operation's own tags are guarded
         if last == OPERATION_ID and parent != "properties":
             return self.action in TAKING_ACTIONS
         if self.type == BREAKING:
@@ -117,9 +123,13 @@ def baseline_of(repo_root: Path, spec_dir: Path) -> Baseline:
 
 def diff_documents(before: Path, after: Path, document: str) -> list[Change]:
     """Run api-smart-diff (tools/spec-diff.mjs) on two versions of a document and return its changes."""
+    try:
+        yaml.safe_load(after.read_text())
+    except yaml.YAMLError as exc:  # its message names the line and column; api-smart-diff's repeats the document
+        raise GuardError(f"{after}: not YAML: {' '.join(str(exc).split())}; `vora check-spec` says more") from None
     node = shutil.which("node")
     if node is None or not TOOLS_MODULES.is_dir():
-        raise GuardError("node or tools/node_modules is missing; run `make tools`")
+        raise GuardError("node or tools/node_modules is missing; run `make install`")
     ran = subprocess.run(
         [node, str(DIFF_SCRIPT), str(before), str(after)], capture_output=True, text=True, timeout=120, check=False
     )
@@ -150,6 +160,13 @@ def acknowledged(spec_dir: Path) -> set[tuple[str, str]]:
             raise GuardError(f"{path}: entry {number} needs a document, a path and a reason")
         pairs.add((str(entry["document"]), str(entry["path"])))
     return pairs
+
+
+def acknowledgement_entries(changes: list[Change]) -> str:
+    """Write the entries of spec/breaking-changes.yaml that would acknowledge changes, their reasons left to write."""
+    entries = [{"document": change.document, "path": change.path, "reason": ""} for change in changes]
+    # Indented as the file's own list; the empty reasons are refused until a person says why.
+    return textwrap.indent(yaml.safe_dump(entries, sort_keys=False, width=1000), "  ")
 
 
 @dataclass(frozen=True)
