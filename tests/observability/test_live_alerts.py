@@ -1,0 +1,189 @@
+"""Alerts go pending in a real Prometheus when a real VORA's trouble really happens (Redis stopped, pushes refused)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+import websocket
+
+from testbed.redis_procs import RedisServer
+from testbed.vora_server import RunningServer, running_server
+from testbed.wait import WaitTimeout, wait_for
+from testbed.webhooks import WebhookReceiver
+from tests.harness.prometheus import (
+    OPERATIONS,
+    RunningPrometheus,
+    heading_anchors,
+    prometheus_binary,
+    runbook_anchor,
+    running_prometheus,
+)
+from tests.harness.server_api import SERVER_KEY
+from tests.harness.tokens import TokenFactory
+from vora.store import keys
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.prometheus,
+    pytest.mark.skipif(prometheus_binary() is None, reason="prometheus is missing: run `make test-tools`"),
+]
+
+USER = "alice"
+IDENTITY = "910444000"
+ALERT_TIMEOUT = 90.0  # scrapes and evaluations every second; a rate() needs two samples of the trouble
+GATEWAY_SECRET = "gateway-secret-" + "g" * 24
+DEVICE = {"platform": "apns", "deviceToken": "f" * 64, "appId": "com.example.vora"}
+
+
+@contextlib.contextmanager
+def watched(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningServer, RunningPrometheus]]:
+    """Serve VORA with these variables, scraped and evaluated every second by Prometheus with the real rule file."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    with (
+        running_server(env, tmp_path) as server,
+        running_prometheus(directory, [f"127.0.0.1:{server.metrics_port}"]) as prometheus,
+    ):
+        wait_for(prometheus.targets_up, 30, what="Prometheus' first good scrape of VORA")
+        yield server, prometheus
+
+
+def active(prometheus: RunningPrometheus) -> dict[str, dict[str, Any]]:
+    """Return the alerts pending or firing now, by name."""
+    return {alert["labels"]["alertname"]: alert for alert in prometheus.alerts()}
+
+
+def await_alerts(prometheus: RunningPrometheus, names: set[str], trouble: Callable[[], None]) -> dict[str, Any]:
+    """Keep the trouble going until every named alert is pending or firing; return them by name."""
+    seen: dict[str, dict[str, Any]] = {}
+
+    def all_active() -> bool:
+        trouble()
+        seen.update(active(prometheus))
+        return names <= seen.keys()
+
+    try:
+        wait_for(all_active, ALERT_TIMEOUT, what=f"alerts {sorted(names)}", ignore=())
+    except WaitTimeout:
+        pytest.fail(f"alerts never active: {sorted(names - seen.keys())}; active: {sorted(seen)}")
+    return {name: seen[name] for name in names}
+
+
+def assert_actionable(alert: dict[str, Any]) -> None:
+    """Check that the alert carries its job, a summary and a runbook_url naming a heading of docs/operations.md."""
+    assert alert["state"] in {"pending", "firing"}
+    assert alert["labels"]["job"] == "vora"
+    assert alert["annotations"]["summary"]
+    anchor = runbook_anchor(alert["annotations"]["runbook_url"])
+    assert anchor in heading_anchors(OPERATIONS.read_text()), alert["annotations"]["runbook_url"]
+
+
+def test_a_stopped_redis_raises_the_redis_readiness_and_handshake_alerts(
+    env: dict[str, str], tmp_path: Path, make_token: TokenFactory
+) -> None:
+    """With its Redis stopped, VORA's REST calls, publishes, probes and handshakes fail and each alert goes pending."""
+    with RedisServer() as redis_server:
+        settings = {
+            **env,
+            "VORA_REDIS_URL": redis_server.url,
+            "VORA_SERVER_API_KEYS": SERVER_KEY,
+            "VORA_REDIS_TIMEOUT": "0.5",
+            "VORA_WS_ACCEPT_TIMEOUT": "0.2",
+        }
+        with watched(settings, tmp_path) as (server, prometheus):
+            client = redis.Redis.from_url(redis_server.url)
+            client.sadd(keys.user_identities(USER), IDENTITY)
+            headers = {"Authorization": f"Bearer {make_token(USER)}"}
+            setup = requests.post(
+                f"{server.base_url}/identity/setup",
+                json={"connectionType": "WebSocket", "identity": IDENTITY},
+                headers=headers,
+                timeout=5,
+            )
+            token = setup.json()["webSocketToken"]
+            # VoraNoInstanceUp may be pending from an evaluation before the first scrape: quiet once evaluated again.
+            wait_for(lambda: active(prometheus) == {}, 10, what="no alert before the trouble")
+            redis_server.stop()
+
+            def handshake() -> int:
+                try:
+                    websocket.create_connection(f"{server.ws_url}?token={token}", timeout=10).close()
+                except websocket.WebSocketBadStatusException as refused:
+                    return int(refused.status_code)
+                return 101
+
+            def trouble() -> None:
+                with ThreadPoolExecutor(8) as pool:
+                    rest = [pool.submit(requests.get, f"{server.base_url}/identity", headers=headers, timeout=10)]
+                    rest += [
+                        pool.submit(
+                            requests.post,
+                            f"{server.server_api_url}/identities/{IDENTITY}/events",
+                            json={"type": "callRinging", "data": {"callId": "c"}},
+                            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+                            timeout=10,
+                        )
+                    ]
+                    rest += [pool.submit(requests.get, f"{server.base_url}/health/readiness", timeout=10)]
+                    sockets = [pool.submit(handshake) for _ in range(8)]
+                    assert {future.result().status_code for future in rest} == {503}
+                    # VoraReadinessFailing's description sends the operator to this answer's message.
+                    assert rest[-1].result().json()["message"].startswith("Redis does not answer")
+                    assert {future.result() for future in sockets} == {503}
+
+            alerts = await_alerts(
+                prometheus,
+                {"VoraRedisUnavailable", "VoraRedisErrors", "VoraReadinessFailing", "VoraHandshakesRefused"},
+                trouble,
+            )
+    for alert in alerts.values():
+        assert_actionable(alert)
+
+
+def test_a_gateway_refusing_pushes_raises_the_push_failure_alert(
+    env: dict[str, str], tmp_path: Path, make_token: TokenFactory, redisdb: redis.Redis
+) -> None:
+    """When the push gateway refuses every push of a held-up call, VoraPushFailures goes pending."""
+    with WebhookReceiver(GATEWAY_SECRET) as gateway:
+        settings = {
+            **env,
+            "VORA_SERVER_API_KEYS": SERVER_KEY,
+            "VORA_PUSH_GATEWAY_URL": gateway.url,
+            "VORA_PUSH_SECRET": GATEWAY_SECRET,
+            "VORA_PUSH_MAX_ATTEMPTS": "1",
+            "VORA_PUSH_RATE_LIMIT": "1000",
+        }
+        with watched(settings, tmp_path) as (server, prometheus):
+            redisdb.sadd(keys.user_identities(USER), IDENTITY)
+            setup = requests.post(
+                f"{server.base_url}/identity/setup",
+                json={"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": True, "push": DEVICE},
+                headers={"Authorization": f"Bearer {make_token(USER)}"},
+                timeout=5,
+            )
+            assert setup.status_code == 200, setup.text
+            calls = iter(range(1_000))
+
+            def trouble() -> None:
+                gateway.plan(400)
+                response = requests.post(
+                    f"{server.server_api_url}/identities/{IDENTITY}/events",
+                    json={
+                        "type": "callRinging",
+                        "data": {"callId": f"call-{next(calls)}", "direction": "inbound", "from": "+1", "to": "2"},
+                    },
+                    headers={"Authorization": f"Bearer {SERVER_KEY}"},
+                    timeout=10,
+                )
+                assert response.status_code == 200, response.text
+
+            alerts = await_alerts(prometheus, {"VoraPushFailures"}, trouble)
+    assert gateway.attempts_for(lambda received: True)
+    assert_actionable(alerts["VoraPushFailures"])
