@@ -74,7 +74,7 @@ def test_every_metric_exported_is_documented_with_its_labels(
             headers = {"Authorization": f"Bearer {make_token(USER)}"}
             tokens = []
             for hold_up in (False, False, True):
-                body = {"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": hold_up}
+                body: dict[str, object] = {"connectionType": "WebSocket", "identity": IDENTITY, "holdUpMode": hold_up}
                 if hold_up:
                     body["push"] = DEVICE
                 setup = requests.post(f"{server.base_url}/identity/setup", json=body, headers=headers, timeout=5)
