@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -143,8 +144,14 @@ def test_a_stopped_redis_raises_the_redis_readiness_and_handshake_alerts(
                 {"VoraRedisUnavailable", "VoraRedisErrors", "VoraReadinessFailing", "VoraHandshakesRefused"},
                 trouble,
             )
+            lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     for alert in alerts.values():
         assert_actionable(alert)
+    # The log lines the runbook sends the operator to, with the detail it says tells the causes apart.
+    unavailable = [line for line in lines if line["msg"] == "redis unavailable"]
+    assert unavailable
+    assert any("Connection refused" in line["detail"] for line in unavailable)
+    assert any(line["msg"] == "bus subscription lost" for line in lines)
 
 
 def test_a_gateway_refusing_pushes_raises_the_push_failure_alert(
