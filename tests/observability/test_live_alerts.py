@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,20 +41,58 @@ USER = "alice"
 IDENTITY = "910444000"
 ALERT_TIMEOUT = 90.0  # scrapes and evaluations every second; a rate() needs two samples of the trouble
 GATEWAY_SECRET = "gateway-secret-" + "g" * 24
+OPEN_FILES = 160  # the server's open-files limit; an idle worker here holds about 25 files of its own
+SOCKETS_NEAR_FILE_LIMIT = 120  # about 145 files: over 80 % of 160, under the limit
 DEVICE = {"platform": "apns", "deviceToken": "f" * 64, "appId": "com.example.vora"}
 
 
 @contextlib.contextmanager
-def watched(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[RunningServer, RunningPrometheus]]:
-    """Serve VORA with these variables, scraped and evaluated every second by Prometheus with the real rule file."""
+def watched(
+    env: dict[str, str], tmp_path: Path, open_files: int | None = None
+) -> Iterator[tuple[RunningServer, RunningPrometheus]]:
+    """Serve VORA (with an open-files limit), scraped and evaluated every second by Prometheus with the real rules."""
     directory = tmp_path / "prometheus"
     directory.mkdir()
-    with (
-        running_server(env, tmp_path) as server,
-        running_prometheus(directory, [f"127.0.0.1:{server.metrics_port}"]) as prometheus,
-    ):
+    with contextlib.ExitStack() as stack:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if open_files is not None:  # the server inherits the limit; this process gets its own back at once
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+        try:
+            server = stack.enter_context(running_server(env, tmp_path))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        prometheus = stack.enter_context(running_prometheus(directory, [f"127.0.0.1:{server.metrics_port}"]))
         wait_for(prometheus.targets_up, 30, what="Prometheus' first good scrape of VORA")
+        # VoraNoInstanceUp may be pending from an evaluation before the first scrape: quiet once evaluated again.
+        wait_for(lambda: active(prometheus) == {}, 10, what="no alert before the trouble")
         yield server, prometheus
+
+
+def server_time(prometheus: RunningPrometheus) -> float:
+    """Return Prometheus' clock."""
+    return float(prometheus.query("time()")[0]["result"][0])
+
+
+def open_sockets(server: RunningServer, token: str, count: int, stack: contextlib.ExitStack) -> None:
+    """Open count sockets of one session, each closed when the stack ends."""
+    for _ in range(count):
+        client = websocket.create_connection(f"{server.ws_url}?token={token}", timeout=10)
+        stack.callback(client.close)
+        assert json.loads(client.recv())["type"] == "channelOpened"
+
+
+def setup_token(server: RunningServer, make_token: TokenFactory, client: redis.Redis) -> str:
+    """Provision alice's identity and return a new session's WebSocket token."""
+    client.sadd(keys.user_identities(USER), IDENTITY)
+    setup = requests.post(
+        f"{server.base_url}/identity/setup",
+        json={"connectionType": "WebSocket", "identity": IDENTITY},
+        headers={"Authorization": f"Bearer {make_token(USER)}"},
+        timeout=5,
+    )
+    assert setup.status_code == 200, setup.text
+    token: str = setup.json()["webSocketToken"]
+    return token
 
 
 def active(prometheus: RunningPrometheus) -> dict[str, dict[str, Any]]:
@@ -109,8 +148,6 @@ def test_a_stopped_redis_raises_the_redis_readiness_and_handshake_alerts(
                 timeout=5,
             )
             token = setup.json()["webSocketToken"]
-            # VoraNoInstanceUp may be pending from an evaluation before the first scrape: quiet once evaluated again.
-            wait_for(lambda: active(prometheus) == {}, 10, what="no alert before the trouble")
             redis_server.stop()
 
             def handshake() -> int:
@@ -194,3 +231,41 @@ def test_a_gateway_refusing_pushes_raises_the_push_failure_alert(
             alerts = await_alerts(prometheus, {"VoraPushFailures"}, trouble)
     assert gateway.attempts_for(lambda received: True)
     assert_actionable(alerts["VoraPushFailures"])
+
+
+def test_sockets_near_the_open_files_limit_raise_the_file_descriptor_alert(
+    env: dict[str, str], tmp_path: Path, make_token: TokenFactory, redisdb: redis.Redis
+) -> None:
+    """A worker whose sockets fill 80 % of its open-files limit raises VoraFileDescriptorsNearLimit."""
+    settings = {**env, "VORA_WS_MAX_SOCKETS_PER_SESSION": "1000"}
+    with watched(settings, tmp_path, open_files=OPEN_FILES) as (server, prometheus), contextlib.ExitStack() as opened:
+        open_sockets(server, setup_token(server, make_token, redisdb), SOCKETS_NEAR_FILE_LIMIT, opened)
+        alerts = await_alerts(prometheus, {"VoraFileDescriptorsNearLimit"}, lambda: None)
+    assert_actionable(alerts["VoraFileDescriptorsNearLimit"])
+
+
+def test_idle_sockets_past_worker_connections_raise_no_alert(
+    env: dict[str, str], tmp_path: Path, make_token: TokenFactory, redisdb: redis.Redis
+) -> None:
+    """Idle sockets take no worker_connections slot: twice the limit is served, and no alert claims otherwise."""
+    settings = {**env, "VORA_WORKER_CONNECTIONS": "4", "VORA_WS_MAX_SOCKETS_PER_SESSION": "100"}
+    with watched(settings, tmp_path) as (server, prometheus), contextlib.ExitStack() as opened:
+        token = setup_token(server, make_token, redisdb)
+        open_sockets(server, token, 8, opened)
+        # Served on: the limit is not reached. Each scrape shows the 8 sockets on one worker whose limit is 4.
+        assert setup_token(server, make_token, redisdb)
+        wait_for(
+            lambda: prometheus.query('sum(vora_open_connections{job="vora"})')[0]["value"][1] == "8",
+            30,
+            what="the sockets on the metrics port",
+        )
+        # Five evaluations of every rule (one a second) with the sockets scraped: none may go pending.
+        until = server_time(prometheus) + 5
+        quiet: list[dict[str, Any]] = []
+
+        def evaluated_quietly() -> bool:
+            quiet.append(active(prometheus))
+            return server_time(prometheus) > until
+
+        wait_for(evaluated_quietly, 15, what="five evaluations")
+        assert [alerts for alerts in quiet if alerts] == []
