@@ -169,12 +169,14 @@ def test_a_stopped_redis_raises_the_redis_readiness_and_handshake_alerts(
                             timeout=10,
                         )
                     ]
+                    live = pool.submit(requests.get, f"{server.base_url}/health/liveness", timeout=10)
                     rest += [pool.submit(requests.get, f"{server.base_url}/health/readiness", timeout=10)]
                     sockets = [pool.submit(handshake) for _ in range(8)]
                     assert {future.result().status_code for future in rest} == {503}
                     # VoraReadinessFailing's description sends the operator to this answer's message.
                     assert rest[-1].result().json()["message"].startswith("Redis does not answer")
                     assert {future.result() for future in sockets} == {503}
+                    assert live.result().status_code == 204  # the runbook: liveness stays 204 through it all
 
             alerts = await_alerts(
                 prometheus,
