@@ -266,15 +266,11 @@ ROWS: tuple[tuple[str, tuple[Chart, ...]], ...] = (
             ),
             Chart(
                 "Limits used",
-                "The fullest worker's share of worker_connections, and of the open-files limit (workers and "
-                "master). Alerts VoraSocketsNearWorkerLimit, VoraFileDescriptorsNearLimit at 80%.",
+                "The fullest worker's share of its open-files limit: each socket is a file, and idle sockets "
+                "take no worker_connections slot, so this is the limit they meet. Alert VoraFileDescriptorsNearLimit "
+                "at 80%.",
                 "percentunit",
                 (
-                    q(
-                        "max by (instance) (sum by (instance, pid) (vora_open_connections{{sel}}) "
-                        "/ on (instance, pid) vora_worker_connections_limit{{sel}})",
-                        "{{instance}} connections",
-                    ),
                     q(
                         "max by (instance) "
                         "(vora_worker_open_fds{{sel}} / on (instance, pid) vora_worker_max_fds{{sel}})",

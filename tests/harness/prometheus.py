@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ OBSERVABILITY = REPO / "deploy" / "observability"
 RULES = OBSERVABILITY / "prometheus" / "vora-rules.yaml"
 RULE_TESTS = OBSERVABILITY / "prometheus" / "vora-rules.test.yaml"
 DASHBOARD = OBSERVABILITY / "grafana" / "vora-dashboard.json"
+OPERATIONS = REPO / "docs" / "operations.md"  # the runbook every alert's runbook_url points into
 SCRAPE_SECONDS = 1
 READY_TIMEOUT = 30.0
 JOB = "vora"  # the job name the rules and the dashboard select
@@ -34,6 +36,21 @@ def prometheus_binary() -> str | None:
 def promtool_binary() -> str | None:
     """Return promtool's path, None when it is not installed."""
     return shutil.which("promtool")
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """Return the anchors GitHub gives a Markdown document's headings: lower case, no punctuation, - for spaces."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", markdown, re.M):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def runbook_anchor(url: str) -> str:
+    """Return the anchor in docs/operations.md a runbook_url names, failing when it names another document."""
+    document, _, anchor = url.partition("#")
+    assert document == "docs/operations.md", url
+    return anchor
 
 
 @dataclass
@@ -66,6 +83,11 @@ class RunningPrometheus:
         """Tell whether every scrape target has been scraped and is up."""
         active = self.api("targets", state="active")["activeTargets"]
         return bool(active) and all(target["health"] == "up" for target in active)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Return the alerts pending or firing now, with their labels, annotations and state."""
+        alerts: list[dict[str, Any]] = self.api("alerts")["alerts"]
+        return alerts
 
     def rule_groups(self) -> list[dict[str, Any]]:
         """Return the loaded rule groups with their rules' state."""

@@ -370,3 +370,33 @@ def test_unknown_label_values_are_counted_as_other() -> None:
     after = REGISTRY.get_sample_value("vora_connection_closes_total", {"transport": "websocket", "code": "other"})
     assert (after or 0) - (before or 0) == 1
     assert REGISTRY.get_sample_value("vora_channel_terminated_total", {"transport": "websocket", "reason": "other"})
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_a_handshake_redis_refuses_counts_as_a_redis_refusal(
+    server: RunningServer, make_token: TokenFactory, redisdb: redis.Redis, transport: str
+) -> None:
+    """A socket or event stream refused 503 because Redis is full counts in refusals as redis_unavailable."""
+    redisdb.sadd(keys.user_identities("alice"), IDENTITY)
+    setup = requests.post(
+        f"{server.base_url}/identity/setup",
+        json={"connectionType": "WebSocket", "identity": IDENTITY},
+        headers={"Authorization": f"Bearer {make_token('alice')}"},
+        timeout=5,
+    )
+    token = setup.json()["webSocketToken"]
+    redisdb.config_set("maxmemory", "1")  # full: the admission script, which records the socket, is refused
+    try:
+        if transport == "websocket":
+            with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+                websocket.create_connection(f"{server.ws_url}?token={token}", timeout=10)
+            assert refused.value.status_code == 503
+        else:
+            answer = requests.get(f"{server.base_url}/sse", params={"token": token}, timeout=10)
+            assert answer.status_code == 503
+            assert "Redis is full" in answer.json()["message"]
+    finally:
+        redisdb.config_set("maxmemory", "0")
+    text = scrape(server)
+    assert sample(text, "vora_handshake_refusals_total", transport=transport, reason="redis_unavailable") == 1
+    assert sample(text, "vora_handshake_refusals_total", transport=transport, reason="other") == 0

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.prometheus import RULE_TESTS, RULES, promtool_binary
+from tests.harness.prometheus import (
+    OPERATIONS,
+    RULE_TESTS,
+    RULES,
+    heading_anchors,
+    promtool_binary,
+    runbook_anchor,
+)
 
 pytestmark = [
     pytest.mark.prometheus,
@@ -75,3 +82,20 @@ def test_every_alert_says_what_and_how_bad() -> None:
         if "alert" in rule:
             assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
             assert {"summary", "description"} <= rule["annotations"].keys(), rule["alert"]
+
+
+def test_every_alert_names_its_runbook_step() -> None:
+    """Each alert's runbook_url names its own heading in docs/operations.md, and that heading exists."""
+    anchors = heading_anchors(OPERATIONS.read_text())
+    for rule in _rules():
+        if "alert" in rule:
+            anchor = runbook_anchor(rule["annotations"]["runbook_url"])
+            assert anchor == rule["alert"].lower(), rule["alert"]
+            assert anchor in anchors, rule["alert"]
+
+
+def test_a_runbook_url_to_a_missing_heading_is_caught() -> None:
+    """The heading check can fail: an anchor docs/operations.md does not have is not among its headings."""
+    anchors = heading_anchors(OPERATIONS.read_text())
+    assert "voranosuchalert" not in anchors
+    assert {"redis-troubleshooting", "draining-an-instance", "push-wake-up-holdupmode"} <= anchors

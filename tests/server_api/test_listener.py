@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import requests
 
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
-from testbed.wait import port_accepts
+from testbed.wait import port_accepts, wait_for
 from tests.harness.server_api import IDENTITY, ROTATED_KEY, SERVER_KEY, ServerApiClient, assert_error_shape
 from tests.harness.tokens import TokenFactory
 
@@ -119,3 +120,34 @@ def test_server_api_port_may_not_be_a_public_port(api_env: dict[str, str], tmp_p
     ):
         pass
     assert "is also a public --bind port" in (tmp_path / f"server-{port}.log").read_text()
+
+
+def every_worker_answers(server: RunningServer, key: str, status: int) -> bool:
+    """Tell whether 12 requests, each on a new connection (so spread over the workers), all get status."""
+    headers = {"Authorization": f"Bearer {key}"}
+    return all(
+        requests.get(f"{server.server_api_url}/directory", headers=headers, timeout=5).status_code == status
+        for _ in range(12)
+    )
+
+
+def test_rotating_the_key_file_takes_effect_on_every_worker_without_a_restart(
+    ws_env: dict[str, str], tmp_path: Path, redisdb: redis.Redis
+) -> None:
+    """A key line added is taken by every worker, one removed is dropped, and a vanished key file keeps the keys."""
+    key_file = tmp_path / "keys"
+    key_file.write_text(f"# the current key\n{SERVER_KEY}\n")
+    env = {**ws_env, "VORA_SERVER_API_KEYS_FILE": str(key_file)}
+    with running_server(env, tmp_path, workers=2) as served:
+        assert every_worker_answers(served, SERVER_KEY, 200)
+        assert every_worker_answers(served, ROTATED_KEY, 401)
+        key_file.write_text(f"{SERVER_KEY}\n{ROTATED_KEY}\n")
+        # "Within a second every worker accepts both": a few seconds' bound for a busy machine.
+        wait_for(lambda: every_worker_answers(served, ROTATED_KEY, 200), 5, what="every worker to take the new key")
+        assert every_worker_answers(served, SERVER_KEY, 200)
+        key_file.write_text(f"{ROTATED_KEY}\n")
+        wait_for(lambda: every_worker_answers(served, SERVER_KEY, 401), 5, what="every worker to drop the old key")
+        # A Secret being replaced, or a file moved away: the keys last read stay.
+        key_file.unlink()
+        time.sleep(1.5)  # past the once-a-second look at the file: nothing to await, it must not change
+        assert every_worker_answers(served, ROTATED_KEY, 200)

@@ -22,7 +22,7 @@ import websocket
 from testbed.vora_server import RunningServer
 from testbed.wait import wait_for
 from tests.harness.tokens import TokenFactory
-from tests.harness.ws_client import EventClient, bearer, open_client
+from tests.harness.ws_client import EventClient, bearer, open_client, open_event_stream
 from tests.harness.ws_server import IDENTITY, ServerFactory
 from vora.events.publisher import EventPublisher
 from vora.sessions.service import hash_token
@@ -256,6 +256,36 @@ class TestTermination:
             assert draining.status == 503
             assert b"draining" in draining.read()
             probe.close()
+
+    def test_sigterm_to_the_master_drains_both_transports_and_exits(
+        self, make_server: ServerFactory, setup_token: Setup
+    ) -> None:
+        """SIGTERM to the gunicorn master, as docs/operations.md's drain says: maintenance, 1001, 503 probes, exit."""
+        with make_server(workers=2, graceful_timeout="10") as server:
+            socket_client = open_client(server.ws_url, setup_token(server))
+            stream = open_event_stream(server.base_url, setup_token(server))
+            probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            probe.request("GET", "/vora/health/readiness")
+            ready = probe.getresponse()
+            ready.read()
+            assert ready.status == 204
+            master = server.process.pid
+            assert master is not None
+            started = time.monotonic()
+            os.kill(master, signal.SIGTERM)
+            assert socket_client.next()["data"] == {"reason": "maintenance"}
+            assert stream.next()["data"] == {"reason": "maintenance"}
+            assert socket_client.close_status() == 1001
+            # The kept-alive probe connection reaches a draining worker, whatever the master did with its listener.
+            for path in ("readiness", "liveness"):
+                probe.request("GET", f"/vora/health/{path}")
+                draining = probe.getresponse()
+                assert (draining.status, b"draining" in draining.read()) == (503, True)
+            probe.close()
+            stream.close()
+            # No socket left open: the instance exits well before the graceful timeout.
+            assert server.process.wait(10)
+            assert time.monotonic() - started < 10
 
     def test_a_socket_still_writing_at_the_graceful_timeout_leaves_the_presence(
         self, make_server: ServerFactory, setup_token: Setup, publisher: EventPublisher, redisdb: redis.Redis

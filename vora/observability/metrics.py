@@ -39,6 +39,7 @@ REFUSAL_REASONS = (
     "draining",  # this instance is shutting down
     "overloaded",  # VORA_WS_MAX_PENDING_HANDSHAKES in progress on the worker
     "bus_unavailable",  # the worker's Redis event subscription is down
+    "redis_unavailable",  # Redis failed or refused the admission (503, its message says how)
 )
 HOLDUP_OUTCOMES = {
     "holdUpReady": ("",),

@@ -50,9 +50,12 @@ HANDSHAKE_RETRY_AFTER = "1"  # seconds a handshake refused for load or a missing
 _REFUSAL_REASONS = {400: "bad_request", 401: "unauthorized", 403: "origin", 426: "version", 429: "session_full"}
 
 
+def _transport_kind() -> str:
+    return EventStreamTransport.kind if request.environ.get("vora.operation") == "eventStream" else "websocket"
+
+
 def _refuse(status: int, message: str, headers: dict[str, str] | None = None, reason: str = "") -> Response:
-    transport = EventStreamTransport.kind if request.environ.get("vora.operation") == "eventStream" else "websocket"
-    count_refusal(transport, reason or _REFUSAL_REASONS.get(status, "other"))
+    count_refusal(_transport_kind(), reason or _REFUSAL_REASONS.get(status, "other"))
     headers = dict(headers or {})
     if status == 401:
         headers["WWW-Authenticate"] = bearer_challenge("invalid_token", message)
@@ -249,6 +252,10 @@ class EventChannel:
                 admitted = True
             except SocketRefused as refused:
                 return _refuse(refused.status, refused.message)
+            except REDIS_TROUBLE:
+                # The app's Redis error handler answers it (503, saying what Redis did); counted here, as a refusal.
+                count_refusal(_transport_kind(), "redis_unavailable")
+                raise
             finally:
                 if not admitted:
                     state.hub.unwatch(watch)
@@ -265,6 +272,9 @@ class EventChannel:
             self.state.sessions.check_socket_token(presented[0])
         except SocketRefused as refused:
             return _refuse(refused.status, refused.message)
+        except REDIS_TROUBLE:
+            count_refusal(_transport_kind(), "redis_unavailable")
+            raise
         return _StreamHead(status=200, headers=[*STREAM_HEADERS, *headers])
 
     def release(self) -> None:
