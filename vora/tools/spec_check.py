@@ -7,6 +7,7 @@ import importlib
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -390,25 +391,48 @@ def check_webhooks(spec_dir: Path) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class ServedOperation:
+    """One operation of a served document, with what is needed to name its place."""
+
+    document: str
+    path: Path
+    root: yaml.Node | None  # the document's composed tree, for line numbers (None when it is empty)
+    spec: dict[str, Any]
+    spec_path: str
+    method: str
+    operation: dict[str, Any]
+
+    def line(self, *tokens: str) -> str:
+        """Return file:line of this operation, or of a place under it."""
+        return _line_of(self.path, self.root, ("paths", self.spec_path, self.method, *tokens))
+
+
+def _served_operations(spec_dir: Path) -> Iterator[ServedOperation]:
+    """Yield every operation of the served documents, in document order."""
+    for document in SERVED_DOCUMENTS:
+        path = spec_dir / document
+        text = path.read_text()
+        root = yaml.compose(text)
+        spec = yaml.safe_load(text) or {}
+        for spec_path, item in (spec.get("paths") or {}).items():
+            for method, operation in (item or {}).items():
+                if method in HTTP_METHODS and isinstance(operation, dict):
+                    yield ServedOperation(document, path, root, spec, spec_path, method, operation)
+
+
 def check_operation_names(spec_dir: Path) -> list[str]:
     """Report each operation of the served documents without the operationId and tag that name its handler."""
     problems = []
-    for document in SERVED_DOCUMENTS:
-        path = spec_dir / document
-        root = yaml.compose(path.read_text())
-        spec = yaml.safe_load(path.read_text()) or {}
-        for spec_path, item in (spec.get("paths") or {}).items():
-            for method, operation in (item or {}).items():
-                if method not in HTTP_METHODS or not isinstance(operation, dict):
-                    continue
-                where = f"{_line_of(path, root, ('paths', spec_path, method))}: {method.upper()} {spec_path}"
-                if not operation.get("operationId"):
-                    problems.append(f"{where} has no operationId: it names the operation's handler; add one")
-                if not operation.get("tags"):
-                    problems.append(
-                        f"{where} has no tags: its first tag names the handler's module "
-                        f"({HANDLER_PACKAGES[document]}.<tag, lower case>); add one of the document's tags"
-                    )
+    for served in _served_operations(spec_dir):
+        where = f"{served.line()}: {served.method.upper()} {served.spec_path}"
+        if not served.operation.get("operationId"):
+            problems.append(f"{where} has no operationId: it names the operation's handler; add one")
+        if not served.operation.get("tags"):
+            problems.append(
+                f"{where} has no tags: its first tag names the handler's module "
+                f"({HANDLER_PACKAGES[served.document]}.<tag, lower case>); add one of the document's tags"
+            )
     return problems
 
 
@@ -430,26 +454,19 @@ def _error_shape_problem(spec: dict[str, Any], response: Any) -> str | None:
 def check_error_responses(spec_dir: Path) -> list[str]:
     """Report each 4xx and 5xx response of the served documents that does not answer in the error shape."""
     problems = []
-    for document in SERVED_DOCUMENTS:
-        path = spec_dir / document
-        root = yaml.compose(path.read_text())
-        spec = yaml.safe_load(path.read_text()) or {}
-        for spec_path, item in (spec.get("paths") or {}).items():
-            for method, operation in (item or {}).items():
-                if method not in HTTP_METHODS or not isinstance(operation, dict):
-                    continue
-                for status, response in (operation.get("responses") or {}).items():
-                    if str(status)[0] not in "45" and str(status) != "default":
-                        continue
-                    missed = _error_shape_problem(spec, response)
-                    if missed is not None:
-                        tokens = ("paths", spec_path, method, "responses", str(status))
-                        problems.append(
-                            f"{_line_of(path, root, tokens)}: {_pointer(tokens)}: the error response {missed}; "
-                            "every error answers in the error shape: $ref one of #/components/responses "
-                            "(BadRequest, NotFound...), or give it application/json with schema "
-                            f"$ref '{ERROR_SHAPE_REF}'"
-                        )
+    for served in _served_operations(spec_dir):
+        for status, response in (served.operation.get("responses") or {}).items():
+            if str(status)[0] not in "45" and str(status) != "default":
+                continue
+            missed = _error_shape_problem(served.spec, response)
+            if missed is not None:
+                tokens = ("paths", served.spec_path, served.method, "responses", str(status))
+                problems.append(
+                    f"{served.line('responses', str(status))}: {_pointer(tokens)}: the error response {missed}; "
+                    "every error answers in the error shape: $ref one of #/components/responses "
+                    "(BadRequest, NotFound...), or give it application/json with schema "
+                    f"$ref '{ERROR_SHAPE_REF}'"
+                )
     return problems
 
 
