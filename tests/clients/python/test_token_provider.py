@@ -154,6 +154,25 @@ def test_a_provider_that_says_the_user_is_logged_out_stops_the_stream_unauthoriz
     asyncio.run(scenario())
 
 
+def test_a_plain_function_may_provide_the_token(
+    server: RunningServer, owner: Callable[..., None], make_token: TokenFactory, publish: Publish
+) -> None:
+    """A provider that is a plain function returning a token (one the app holds) serves REST and the stream."""
+    owner("alice")
+    token = make_token("alice")
+
+    async def scenario() -> None:
+        async with VoraClient(server.base_url, lambda: token) as client:
+            assert await client.identities() == [IDENTITY]
+            stream = await connect(client, IDENTITY, policy=QUICK)
+            await stream.wait_open(10)
+            published = await asyncio.to_thread(publish, "presence", {"status": "busy"})
+            assert (await stream.next_event(10))["eventId"] == published
+            await stream.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_token_setup_refuses_even_after_a_refresh_stops_the_stream_unauthorized(
     server: RunningServer, owner: Callable[..., None], make_token: TokenFactory
 ) -> None:

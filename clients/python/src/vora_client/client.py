@@ -24,13 +24,14 @@ from vora_client.proxy import ProxySetting, httpx_proxy_options, resolve_proxy
 class RefreshingTokenProvider(Protocol):
     """An access-token provider told when VORA refused its last token (refresh=True: get a new one)."""
 
-    def __call__(self, *, refresh: bool = False) -> Awaitable[str]:
+    def __call__(self, *, refresh: bool = False) -> Awaitable[str] | str:
         """Return an access token: a fresh one when refresh is True."""
         ...
 
 
-# A plain provider is simply called again after a 401; one that takes `refresh` is told why.
-TokenProvider = Callable[[], Awaitable[str]] | RefreshingTokenProvider
+# A plain provider is simply called again after a 401; one that takes `refresh` is told why. Either may be a plain
+# function returning the token (one the app already holds), as the TypeScript SDK's may.
+TokenProvider = Callable[[], Awaitable[str] | str] | RefreshingTokenProvider
 
 
 def _takes_refresh(provider: object) -> bool:
@@ -139,8 +140,10 @@ class VoraClient:
 
     async def _ask_provider(self, refresh: bool) -> str:
         if self._tell_refresh:
-            return await cast(RefreshingTokenProvider, self._token_provider)(refresh=refresh)
-        return await self._token_provider()
+            token = cast(RefreshingTokenProvider, self._token_provider)(refresh=refresh)
+        else:
+            token = self._token_provider()
+        return await token if inspect.isawaitable(token) else token
 
     async def _token(self, refresh: bool) -> str:
         """Ask the app's provider for a token within access_token_timeout; raise AccessTokenProviderFailed if not."""
