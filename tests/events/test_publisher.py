@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from testbed.wait import wait_for
 from tests.harness import RedisServer
+from tests.harness.processes import frozen
 from vora.core.settings import DEFAULT_SPEC_DIR
 from vora.events.publisher import EventCatalog, EventPublisher
 from vora.store import keys
@@ -82,15 +81,11 @@ def test_a_batch_whose_wake_ups_cannot_be_queued_pays_for_one_failure_and_queues
         for data in calls
     ]
     assert push_client.ping()  # the connection is open before Redis stops answering on it
-    assert push_server.pid is not None
-    os.kill(push_server.pid, signal.SIGSTOP)
-    try:
+    with frozen(push_server.pid):
         started = time.monotonic()
         results = publisher.publish_many(events, 60_000)
         # Each enqueue waited out the client's 1 s timeout: twenty of them held the request for 20 s.
         assert time.monotonic() - started < 3.0
-    finally:
-        os.kill(push_server.pid, signal.SIGCONT)
     assert [r.sequence_number for r in results if isinstance(r, Appended)] == list(range(1, 21))
     wait_for(lambda: push_client.xlen(keys.PUSH_JOBS) == 20, 15.0, what="every wake-up job to be queued")
     assert push_client.xlen(keys.PUSH_JOBS) == 20  # once each: the queueing script's marker

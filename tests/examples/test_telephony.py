@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +19,7 @@ from testbed.wait import wait_for
 from testbed.webhooks import WebhookReceiver
 from tests.harness import RedisServer
 from tests.harness.examples import START_TIMEOUT, ExampleProcess, Line, start_receiver
+from tests.harness.processes import frozen
 from tests.harness.push import HOLDUP_TIMEOUT, WAIT, ring
 from tests.harness.server_api import SERVER_KEY
 from tests.harness.tokens import TokenFactory
@@ -147,13 +146,9 @@ def test_a_503_from_a_hung_redis_is_retried_with_the_same_key_and_the_event_arri
         client = socket_of(server)
         publisher.send(presence("busy"))  # also loads the keyed publish script before Redis hangs
         first = publisher.next_line(settled, START_TIMEOUT)
-        assert own_redis.pid is not None
-        os.kill(own_redis.pid, signal.SIGSTOP)  # Redis keeps its connections but answers nothing
-        try:
+        with frozen(own_redis.pid):  # Redis keeps its connections but answers nothing
             publisher.send(presence("away"))
             retrying = publisher.next_line(timeout=WAIT)
-        finally:
-            os.kill(own_redis.pid, signal.SIGCONT)
         assert (retrying["outcome"], retrying["status"]) == ("retrying", 503), retrying
         assert "may or may not have been published" in retrying["reason"]
         assert retrying["waitMs"] >= 1000  # Retry-After: 1
@@ -162,12 +157,9 @@ def test_a_503_from_a_hung_redis_is_retried_with_the_same_key_and_the_event_arri
         assert second["idempotencyKey"] == retrying["idempotencyKey"]
         publisher.send(presence("available"))
         third = publisher.next_line(settled, WAIT)
-        os.kill(own_redis.pid, signal.SIGSTOP)
-        try:
+        with frozen(own_redis.pid):
             publisher.send({"events": [presence("busy"), presence("away")]})
             batch_retrying = publisher.next_line(timeout=WAIT)
-        finally:
-            os.kill(own_redis.pid, signal.SIGCONT)
         assert (batch_retrying["outcome"], batch_retrying["status"]) == ("retrying", 503), batch_retrying
         assert batch_retrying["indexes"] == [0, 1]
         batch = [publisher.next_line(settled, WAIT) for _ in range(2)]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pytest
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
 from tests.harness import RedisServer
+from tests.harness.processes import frozen
 from tests.harness.server_api import IDENTITY, ServerApiClient, assert_error_shape
 from vora.store import keys
 
@@ -21,17 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.server_api]
 
 PRESENCE = {"type": "presence", "data": {"status": "busy"}}
 MAYBE = "may or may not have been published"
-
-
-@contextlib.contextmanager
-def frozen(redis_server: RedisServer) -> Iterator[None]:
-    """Stop a redis-server with SIGSTOP (it keeps its connections but answers nothing) until the block ends."""
-    assert redis_server.pid is not None
-    os.kill(redis_server.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(redis_server.pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -59,7 +46,7 @@ def test_hung_redis_publish_is_503_maybe_published_and_a_keyed_retry_stores_it_o
     """A keyed publish sent to a hung Redis is a 503 saying it may have been published; its retry is a duplicate."""
     redis_server, _, api = outage
     event = {**PRESENCE, "idempotencyKey": "hung-1"}
-    with frozen(redis_server):
+    with frozen(redis_server.pid):
         refused = assert_error_shape(api.publish(IDENTITY, event), 503)
     assert MAYBE in refused["message"], refused["message"]
     assert "same idempotencyKey" in refused["message"]
@@ -75,7 +62,7 @@ def test_hung_redis_unkeyed_publish_warns_that_a_retry_may_publish_twice(
 ) -> None:
     """Without an idempotencyKey, the unknown outcome is a 503 that says a blind retry may publish the event twice."""
     redis_server, _, api = outage
-    with frozen(redis_server):
+    with frozen(redis_server.pid):
         refused = assert_error_shape(api.publish(IDENTITY, PRESENCE), 503)
     assert MAYBE in refused["message"]
     assert "twice" in refused["message"]
@@ -88,7 +75,7 @@ def test_hung_redis_batch_is_503_maybe_published_and_a_keyed_retry_stores_each_o
     """A keyed batch sent to a hung Redis is a 503 saying any item may have been published; its retry adds none."""
     redis_server, _, api = outage
     items = [{"identity": IDENTITY, **PRESENCE, "idempotencyKey": f"hung-batch-{n}"} for n in range(3)]
-    with frozen(redis_server):
+    with frozen(redis_server.pid):
         refused = assert_error_shape(api.batch(items), 503)
     assert MAYBE in refused["message"]
     assert "same idempotencyKey" in refused["message"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 import time
 
@@ -12,6 +10,7 @@ import pytest
 import redis
 
 from tests.harness import RedisServer
+from tests.harness.processes import frozen
 from tests.harness.store import IDENTITY, create
 from vora.store import keys
 from vora.store.batching import CommandBatcher
@@ -503,17 +502,13 @@ def test_a_mass_close_during_a_redis_stall_detaches_every_socket() -> None:
             except redis.RedisError as exc:
                 failures.append(exc)
 
-        assert server.pid is not None
-        os.kill(server.pid, signal.SIGSTOP)  # a Redis busy elsewhere (a slow script, a fork) for a second
-        try:
+        with frozen(server.pid):  # a Redis busy elsewhere (a slow script, a fork) for a second
             threads = [threading.Thread(target=close_socket, args=(n,)) for n in range(sockets)]
             for thread in threads:
                 thread.start()
             for _ in threads:
                 started.acquire()
             time.sleep(2 * pool_timeout)  # the stall itself: it outlasts the pool's timeout
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
         for thread in threads:
             thread.join()
         assert (failures, client.zcard(presence)) == ([], 0)

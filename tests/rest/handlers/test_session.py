@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +18,7 @@ from testbed.ports import free_port
 from testbed.vora_server import running_server
 from tests.harness import RedisServer
 from tests.harness.assertions import assert_no_traceback
+from tests.harness.processes import frozen
 from tests.harness.rest import IDENTITY, SETUP, assert_error, session_hashes, setup_session
 from vora.app import create_app
 from vora.core.catalog import SUBSCRIBABLE_EVENTS
@@ -689,13 +688,9 @@ def test_a_hung_redis_answers_503_after_one_timeout(settings: Settings, auth: He
         services_of(app).directory.add("bob", [IDENTITY])
         client = app.test_client()
         assert client.get("/vora/identity", headers=auth("alice")).status_code == 404  # connected, answering
-        assert hung.pid is not None
-        os.kill(hung.pid, signal.SIGSTOP)
-        try:
+        with frozen(hung.pid):
             started = time.monotonic()
             response = client.get("/vora/identity", headers=auth("alice"))
             elapsed = time.monotonic() - started
-        finally:
-            os.kill(hung.pid, signal.SIGCONT)
     assert_error(response, 503, "unavailable")
     assert elapsed < timeout * 2  # one timeout and no retry of it (it was three timeouts and backoff)
