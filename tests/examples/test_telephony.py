@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from testbed.ports import free_port
@@ -21,6 +19,7 @@ from tests.harness import RedisServer
 from tests.harness.examples import START_TIMEOUT, ExampleProcess, Line, start_receiver
 from tests.harness.processes import frozen
 from tests.harness.push import HOLDUP_TIMEOUT, WAIT, ring
+from tests.harness.redis_busy import busy_with_a_script
 from tests.harness.server_api import SERVER_KEY
 from tests.harness.tokens import TokenFactory
 from tests.harness.ws_client import Client, make_publisher, open_client
@@ -188,17 +187,9 @@ def test_a_503_not_published_while_redis_is_busy_is_retried_after_retry_after_an
         client = socket_of(server)
         publisher.send(presence("busy"))
         first = publisher.next_line(settled, START_TIMEOUT)
-        own_redis.execute("CONFIG", "SET", "busy-reply-threshold", "50")
-        busy = threading.Thread(target=run_busy_script, args=(own_redis,), daemon=True)
-        busy.start()
-        try:
-            wait_for(lambda: is_busy(own_redis), WAIT, what="Redis to answer BUSY")
+        with busy_with_a_script(own_redis, WAIT):
             publisher.send(presence("away"))
             retrying = publisher.next_line(timeout=WAIT)
-        finally:
-            with contextlib.closing(own_redis.client()) as killer:
-                killer.script_kill()
-            busy.join(WAIT)
         assert (retrying["outcome"], retrying["status"]) == ("retrying", 503), retrying
         assert "busy running a script" in retrying["reason"]
         assert retrying["waitMs"] >= 1000  # Retry-After: 1
@@ -208,22 +199,6 @@ def test_a_503_not_published_while_redis_is_busy_is_retried_after_retry_after_an
         received = client.events(2, timeout=WAIT)
         assert [e["eventId"] for e in received] == [first["eventId"], second["eventId"]]
         assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 2
-
-
-def run_busy_script(redis_server: RedisServer) -> None:
-    """Keep Redis busy with a script that loops until SCRIPT KILL ends it."""
-    with contextlib.closing(redis_server.client(socket_timeout=30)) as conn, contextlib.suppress(redis.ResponseError):
-        conn.eval("while true do end", 0)
-
-
-def is_busy(redis_server: RedisServer) -> bool:
-    """Tell whether Redis answers BUSY (a script runs past busy-reply-threshold)."""
-    with contextlib.closing(redis_server.client()) as conn:
-        try:
-            conn.ping()
-        except redis.ResponseError as exc:
-            return str(exc).startswith("BUSY")
-        return False
 
 
 def test_a_connection_failure_is_retried_with_the_same_key_a_bounded_number_of_times(language: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,9 +14,9 @@ import requests
 import websocket
 
 from testbed.vora_server import RunningServer, running_server
-from testbed.wait import wait_for
 from tests.harness import RedisCluster3, RedisServer
 from tests.harness.journey import Api, Entry, readiness
+from tests.harness.redis_busy import busy_with_a_script
 from tests.harness.server_api import SERVER_KEY, ServerApiClient, assert_error_shape
 from tests.harness.tokens import TokenFactory
 from tests.harness.topology import EnvFactory
@@ -152,38 +151,16 @@ def test_a_redis_busy_running_a_script_answers_503_and_the_worker_stays_responsi
     """While a script runs past Redis' time limit (BUSY), setup and publish are 503s and liveness answers at once."""
     with stack(make_env, make_token, tmp_path) as s:
         assert s.server_api.publish(IDENTITY, PRESENCE).status_code == 200
-        s.client.config_set("busy-reply-threshold", 50)
-        busy = threading.Thread(target=_run_busy_script, args=(s.redis_server,), daemon=True)
-        busy.start()
-        try:
-            wait_for(lambda: _is_busy(s.redis_server), 5.0, what="Redis to answer BUSY")
+        with busy_with_a_script(s.redis_server, 5.0):
             assert_refused(s.api.try_setup(IDENTITY), "busy running a script", "1")
             assert_refused(s.server_api.publish(IDENTITY, PRESENCE), "busy running a script", "1")
             assert_refused(s.batch(), "busy running a script", "1")
             assert_live_promptly(s.server)
             probe = requests.get(f"{s.server.base_url}/health/readiness", timeout=5)
             assert "BUSY" in assert_error_shape(probe, 503)["message"]
-        finally:
-            with contextlib.closing(s.redis_server.client()) as killer:
-                killer.script_kill()
-            busy.join(10)
         assert s.api.try_setup(IDENTITY).status_code == 200
         assert s.lengths() == (1, 0)
         assert "Traceback" not in s.server.log()
-
-
-def _run_busy_script(redis_server: RedisServer) -> None:
-    with contextlib.closing(redis_server.client(socket_timeout=30)) as conn, contextlib.suppress(redis.ResponseError):
-        conn.eval("while true do end", 0)  # until SCRIPT KILL ends it with an error
-
-
-def _is_busy(redis_server: RedisServer) -> bool:
-    with contextlib.closing(redis_server.client()) as conn:
-        try:
-            conn.ping()
-        except redis.ResponseError as exc:
-            return str(exc).startswith("BUSY")
-        return False
 
 
 def test_a_logout_that_meets_a_slot_migration_is_a_503_and_succeeds_once_the_slot_has_moved(
