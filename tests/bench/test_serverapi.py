@@ -38,3 +38,16 @@ def test_a_schedule_times_each_call_and_reports_its_median_and_p99() -> None:
     schedule.calls[:] = [0.001 * n for n in range(1, 101)]
     assert answers == [0, 1, 2]
     assert schedule.report(100, {})["call_ms"] == {"p50_ms": 51.0, "p99_ms": 100.0}
+
+
+def test_the_apart_row_sets_the_publishes_on_an_instance_of_their_own_beside_the_python_path() -> None:
+    """The p99 with the publishes on a second instance is measured against the Python path's; none without both."""
+
+    def phase(p99_ms: float, lag_ms: float) -> dict[str, object]:
+        return {"paced": {"latency_ms": {"p99_ms": p99_ms}, "publish": {"worst_lag_ms": lag_ms}}}
+
+    figures = {"rate": 1000, "latency_http_apart": phase(6.0, 60.0), "latency_python": phase(2.0, 0.0)}
+    (row,) = serverapi._apart_rows(figures)
+    assert (row.measured, row.baseline, row.ratio, row.met) == (6.0, 2.0, 3.0, None)
+    assert "fell behind its schedule by up to 60 ms" in row.note
+    assert serverapi._apart_rows({"rate": 1000, "latency_python": phase(2.0, 0.0)}) == []
