@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from redis.cluster import RedisCluster
 
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
 from testbed.webhooks import WebhookReceiver
-from tests.harness import RedisServer
+from tests.harness import Nginx, RedisCluster3, RedisServer, nginx_or_skip
 from tests.harness.examples import START_TIMEOUT, ExampleProcess, Line, start_receiver
 from tests.harness.processes import frozen
 from tests.harness.push import HOLDUP_TIMEOUT, WAIT, ring
@@ -231,6 +232,121 @@ def test_a_publish_sent_before_vora_listens_is_retried_with_the_same_key_until_i
     assert (published["outcome"], published["idempotencyKey"]) == ("published", refused["idempotencyKey"])
     assert {line["idempotencyKey"] for line in retries} == {refused["idempotencyKey"]}
     assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 1
+
+
+@pytest.mark.topology
+def test_a_502_or_504_from_nginx_in_front_of_vora_is_retried_with_the_same_key_and_the_event_arrives_once(
+    language: str,
+    api_env: dict[str, str],
+    own_redis: RedisServer,
+    socket_of: Callable[[RunningServer], Client],
+    tmp_path: Path,
+) -> None:
+    """Behind nginx, a 502 (VORA down) and a 504 (VORA frozen) are retried with the event's key; each arrives once."""
+    api_port = free_port()
+    behind = {**api_env, "VORA_REDIS_URL": own_redis.url, "VORA_SERVER_API_PORT": str(api_port)}
+    with (
+        serving(api_env, own_redis.url, tmp_path) as sockets,  # another instance on the same Redis holds the socket
+        Nginx([api_port], read_timeout_s=1.0, binary=nginx_or_skip()) as proxy,
+        publisher_for(
+            language, sockets, VORA_SERVER_API=f"{proxy.url}/vora/server/v1", VORA_PUBLISH_MAX_ATTEMPTS="12"
+        ) as publisher,
+    ):
+        client = socket_of(sockets)
+        publisher.send(presence("busy"))  # nothing listens behind nginx yet: 502
+        bad_gateway = publisher.next_line(timeout=START_TIMEOUT)
+        assert (bad_gateway["outcome"], bad_gateway["status"]) == ("retrying", 502), bad_gateway
+        with running_server(behind, tmp_path) as api:
+            first = publisher.next_line(settled, START_TIMEOUT)
+            # A duplicate when a retry reached the listener before its worker served (504) and was stored later.
+            assert first["outcome"] in {"published", "duplicate"}, publisher.seen
+            assert first["idempotencyKey"] == bad_gateway["idempotencyKey"]
+            (worker,) = api.worker_pids()
+            with frozen(worker):  # the kernel still accepts its connections; nobody answers them
+                publisher.send(presence("away"))
+                timed_out = publisher.next_line(timeout=WAIT)
+            assert (timed_out["outcome"], timed_out["status"]) == ("retrying", 504), timed_out
+            second = publisher.next_line(settled, WAIT)
+        retries = [line for line in publisher.seen if line["outcome"] == "retrying"]
+
+        # The request nginx gave up on was read and stored once VORA went on: the retry found it.
+        assert (second["outcome"], second["idempotencyKey"]) == ("duplicate", timed_out["idempotencyKey"])
+        assert {line["status"] for line in retries if line["idempotencyKey"] == first["idempotencyKey"]} <= {502, 504}
+        assert {line["status"] for line in retries if line["idempotencyKey"] == second["idempotencyKey"]} == {504}
+        received = client.events(2, timeout=WAIT)
+        assert [(e["eventId"], e["data"]["status"]) for e in received] == [
+            (first["eventId"], "busy"),
+            (second["eventId"], "away"),
+        ]
+        assert int(own_redis.execute("XLEN", keys.event_stream(IDENTITY))) == 2
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster3]:
+    """Run a three-master Redis Cluster for the module's batch journeys."""
+    with RedisCluster3() as running:
+        yield running
+
+
+def owner_port(client: RedisCluster, identity: str) -> int:
+    """Return the port of the master that holds an identity's events."""
+    port: int = client.get_node_from_key(keys.event_stream(identity)).port
+    return port
+
+
+@pytest.mark.topology
+def test_a_batch_item_one_busy_cluster_shard_answers_503_is_retried_alone_with_its_key_and_arrives_once(
+    language: str,
+    api_env: dict[str, str],
+    cluster: RedisCluster3,
+    make_token: TokenFactory,
+    tmp_path: Path,
+) -> None:
+    """With one Cluster master busy, its batch item alone is a 503, retried alone with its key; each arrives once."""
+    with contextlib.closing(cluster.client()) as client:
+        home = owner_port(client, IDENTITY)
+        other = next(f"910555{n:03d}" for n in range(1, 1000) if owner_port(client, f"910555{n:03d}") != home)
+        client.delete(keys.event_stream(IDENTITY), keys.event_stream(other))
+        client.sadd(keys.user_identities(USER), other)
+        busy = next(node for node in cluster.nodes if node.port == owner_port(client, other))
+        with (
+            serving(api_env, cluster.url, tmp_path) as server,
+            publisher_for(language, server) as publisher,
+            contextlib.closing(open_client(server.ws_url, open_socket(server, make_token))) as mine,
+            contextlib.closing(
+                open_client(
+                    server.ws_url, open_socket(server, make_token, {"connectionType": "WebSocket", "identity": other})
+                )
+            ) as theirs,
+        ):
+            for socket in (mine, theirs):
+                assert socket.next(skip=("heartbeat",))["type"] == "channelOpened"
+            publisher.send({"events": [presence("busy"), {**presence("busy"), "identity": other}]})  # loads the script
+            warm = [publisher.next_line(settled, START_TIMEOUT) for _ in range(2)]
+            assert [line["outcome"] for line in warm] == ["published"] * 2
+            assert [socket.next()["eventId"] for socket in (mine, theirs)] == [line["eventId"] for line in warm]
+            with busy_with_a_script(busy, WAIT):
+                publisher.send(
+                    {"events": [presence("busy"), {**presence("away"), "identity": other}, presence("available")]}
+                )
+                retrying = publisher.next_line(timeout=START_TIMEOUT)
+            assert (retrying["outcome"], retrying.get("indexes")) == ("retrying", [1]), retrying
+            batch = [publisher.next_line(settled, WAIT) for _ in range(3)]
+            retries = [line for line in publisher.seen if line["outcome"] == "retrying"]
+
+            assert [(line["outcome"], line["index"]) for line in batch] == [
+                ("published", 0),
+                ("published", 1),
+                ("published", 2),
+            ]
+            assert {tuple(line["indexes"]) for line in retries} == {(1,)}  # never the items that were published
+            assert len({line["idempotencyKey"] for line in batch}) == 3
+            assert [(e["eventId"], e["data"]["status"]) for e in mine.events(2, timeout=WAIT)] == [
+                (batch[0]["eventId"], "busy"),
+                (batch[2]["eventId"], "available"),
+            ]
+            assert [e["eventId"] for e in theirs.events(1, timeout=WAIT)] == [batch[1]["eventId"]]
+            assert (client.xlen(keys.event_stream(IDENTITY)), client.xlen(keys.event_stream(other))) == (3, 2)
 
 
 def post_signed(url: str, event: str, delivery: str, body: bytes, signature: str) -> int:

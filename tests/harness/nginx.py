@@ -79,6 +79,7 @@ class Nginx(Harnessed):
         workdir: Path | str | None = None,
         fail_timeout_s: int = 5,
         connect_timeout_s: float = 1.0,
+        read_timeout_s: float = 3600.0,
         startup_timeout: float = 10.0,
         binary: str | None = None,
         websocket: WebSocketPolicy = "pass",
@@ -91,6 +92,8 @@ class Nginx(Harnessed):
         self.host = HOST
         self.fail_timeout_s = fail_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        # How long nginx waits for an upstream's answer before it answers 504 itself (long, for sockets, by default).
+        self.read_timeout_s = read_timeout_s
         self.startup_timeout = startup_timeout
         self._binary = binary
         self.websocket = websocket
@@ -140,13 +143,14 @@ class Nginx(Harnessed):
             for port in self.upstream_ports
         )
         connect = f"{max(1, round(self.connect_timeout_s * 1000))}ms"
+        read = f"{max(1, round(self.read_timeout_s * 1000))}ms"
         proxy = f"""\
             proxy_pass http://vora_backend;
             proxy_http_version 1.1;
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_read_timeout 3600s;
+            proxy_read_timeout {read};
             proxy_send_timeout 3600s;
             proxy_connect_timeout {connect};
             proxy_next_upstream error timeout;

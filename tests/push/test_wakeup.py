@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -141,16 +142,20 @@ def test_awake_or_plain_sessions_are_never_pushed(
         assert callback.accepted_now(for_identity(identity)) == []
 
 
-@pytest.mark.parametrize("failure", [500, HANG], ids=["http-500", "timeout"])
+@pytest.mark.parametrize(
+    ("failure", "identity"),
+    [(500, "700000005"), (HANG, "700000006"), (503, "700000015"), (429, "700000016")],
+    ids=["http-500", "timeout", "http-503", "http-429"],
+)
 def test_failed_attempt_is_retried_and_the_push_delivered_once(
     push_server: RunningServer,
     gateway: WebhookReceiver,
     open_session: OpenSession,
     publisher: EventPublisher,
     failure: int | str,
+    identity: str,
 ) -> None:
-    """A 500, or a gateway holding the request past VORA's timeout, is retried; the push is accepted exactly once."""
-    identity = "700000005" if failure == 500 else "700000006"
+    """A 5xx or 429, or a gateway holding the request past VORA's timeout, is retried; the push is accepted once."""
     session = open_session(push_server, identity)
     before = scrape(push_server)
     gateway.plan(failure)
@@ -166,6 +171,35 @@ def test_failed_attempt_is_retried_and_the_push_delivered_once(
         what="the retry counter to move",
     )
     gateway.release_hanging()
+
+
+@pytest.mark.parametrize(("refusal", "identity"), [(400, "700000012"), (404, "700000013"), (410, "700000014")])
+def test_a_push_the_gateway_refuses_4xx_is_sent_once_counted_failed_and_signalled_push_failed(
+    push_server: RunningServer,
+    gateway: WebhookReceiver,
+    callback: WebhookReceiver,
+    open_session: OpenSession,
+    publisher: EventPublisher,
+    refusal: int,
+    identity: str,
+) -> None:
+    """A gateway's 4xx is final: one attempt, counted in vora_push_failed_total, no retry, pushFailed signalled."""
+    open_session(push_server, identity)
+    before = scrape(push_server)
+    gateway.plan(refusal)  # and 200 after it: a retry would be accepted
+    ring(publisher, identity)
+
+    not_ready = callback.next_accepted(for_identity(identity), timeout=WAIT)
+    assert (not_ready.event, not_ready.body["reason"]) == ("holdUpNotReady", "pushFailed")
+    after = scrape(push_server)
+    assert [a.answer for a in gateway.attempts_for(for_identity(identity))] == [refusal]
+    assert gateway.accepted_now(for_identity(identity)) == []
+    assert sample(after, "vora_push_failed_total") == sample(before, "vora_push_failed_total") + 1
+    assert sample(after, "vora_push_retries_total") == sample(before, "vora_push_retries_total")
+    logged = [json.loads(line) for line in push_server.log().splitlines() if line.startswith("{")]
+    session_id = not_ready.body["sessionId"]
+    (given_up,) = [line for line in logged if line["msg"] == "push not delivered" and line["session"] == session_id]
+    assert (given_up["attempts"], given_up["problem"]) == (1, f"HTTP {refusal}")
 
 
 def test_rate_limit_caps_pushes_per_identity(

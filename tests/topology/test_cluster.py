@@ -15,6 +15,7 @@ from vora.store.client import connect, parse_redis_url
 from vora.store.directory import Directory
 from vora.store.push import HoldUp, HoldUpRef, PushRegistration, PushStore
 from vora.store.sessions import NewSession, NotOwner, SessionStore, SetupRate, SetupRateLimited
+from vora.store.streams import Append, Appended, StreamStore
 
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
@@ -133,3 +134,35 @@ def test_setup_limits_hold_on_the_cluster(redis_cluster: RedisCluster3) -> None:
         with pytest.raises(SetupRateLimited) as by_identity:
             store.create(identity, "o2", "g2", NewSession(other, "WebSocket", False, frozenset(), "*"))
         assert by_identity.value.scope == "identity"
+
+
+def test_a_batch_of_appends_runs_on_every_master_and_a_keyed_retry_finds_each_event(
+    redis_cluster: RedisCluster3,
+) -> None:
+    """append_many sends each event to its identity's master, reloads scripts a master forgot, and dedupes retries."""
+    client = connect(redis_cluster.url, timeout=2.0)
+    with contextlib.closing(client):
+        cluster = cast(RedisCluster, client)
+        store = StreamStore(client, max_length=100, max_age_seconds=3600)
+        run = uuid.uuid4().int % 10**6
+        owners: dict[int, str] = {}
+        for n in range(1000):  # one identity on each master
+            identity = f"47{run:06d}{n:03d}"
+            owners.setdefault(cluster.get_node_from_key(keys.event_stream(identity)).port, identity)
+            if len(owners) == len(redis_cluster.nodes):
+                break
+        identities = list(owners.values())
+        events = [
+            Append(identity, "presence", "2026-12-07T08:00:00.000Z", '{"status":"busy"}', f"k-{identity}", "f")
+            for identity in identities
+        ]
+
+        first = store.append_many(events, 60_000)
+        for node in redis_cluster.nodes:
+            node.execute("SCRIPT", "FLUSH")  # a restarted master: the retry meets NOSCRIPT everywhere
+        again = store.append_many(events, 60_000)
+
+        assert all(isinstance(result, Appended) and not result.duplicate for result in first), first
+        assert all(isinstance(result, Appended) and result.duplicate for result in again), again
+        assert [cast(Appended, r).event_id for r in again] == [cast(Appended, r).event_id for r in first]
+        assert [cluster.xlen(keys.event_stream(identity)) for identity in identities] == [1] * len(identities)

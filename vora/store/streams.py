@@ -335,8 +335,10 @@ class StreamStore:
             pipe = self._redis.pipeline(transaction=False)
             for index in pending:
                 script, script_keys, args = calls[index]
-                # EVALSHA directly: a pipeline that knows its scripts asks SCRIPT EXISTS on every execute.
-                pipe.evalsha(script.sha, len(script_keys), *script_keys, *args)
+                # EVALSHA directly: a pipeline that knows its scripts asks SCRIPT EXISTS on every execute. And
+                # as a command, not pipe.evalsha(), which redis-py's cluster pipeline refuses to queue at all
+                # (every batch on Cluster was a 503); as a command it is routed by its keys' slot like any other.
+                pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)  # type: ignore[no-untyped-call] # redis-py leaves Pipeline.execute_command untyped
             if self._min_replicas:
                 pipe.execute_command("WAIT", self._min_replicas, self._replica_timeout_ms)  # type: ignore[no-untyped-call] # redis-py leaves Pipeline.execute_command untyped
             answers = pipe.execute(raise_on_error=False)
