@@ -98,9 +98,10 @@ redis-server: ## Install redis-server with apt-get when it is missing (as root)
 	@bash scripts/apt-ensure.sh redis-server redis-server
 
 # The Java examples (examples/telephony/java) run as `java File.java`, which compiles them first: a JDK, not a JRE.
-test-tools: redis-server ## Install what the topology, browser, observability and examples tests start: nginx, tinyproxy, Chromium, Prometheus, a JDK
+test-tools: redis-server ## Install what the topology, browser, observability and examples tests start: nginx, tinyproxy, Privoxy, Chromium, Prometheus, a JDK
 	@bash scripts/apt-ensure.sh nginx nginx-light
 	@bash scripts/apt-ensure.sh tinyproxy tinyproxy
+	@bash scripts/apt-ensure.sh privoxy privoxy
 	@bash scripts/apt-ensure.sh promtool prometheus
 	@bash scripts/apt-ensure.sh javac default-jdk-headless
 	@bash scripts/apt-ensure.sh chromium chromium && bash scripts/apt-ensure.sh chromedriver chromium-driver \

@@ -46,6 +46,8 @@ def test_reads_each_variable() -> None:
         ("VORA_HTTP_READ_TIMEOUT", "0", "greater than zero"),
         ("VORA_MAX_SESSIONS_PER_IDENTITY_TOTAL", "2", "must not be below"),
         ("VORA_REDIS_BATCHING", "sometimes", "on or off"),
+        ("VORA_SSE_PADDING", "65537", "at most 65536"),
+        ("VORA_SSE_PADDING", "-1", "greater than zero"),
     ],
 )
 def test_bad_values_fail_fast(name: str, value: str, fragment: str) -> None:

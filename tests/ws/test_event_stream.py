@@ -20,7 +20,7 @@ from vora.app import create_app
 from vora.core.settings import Settings
 from vora.events.publisher import EventPublisher
 from vora.store import keys
-from vora.ws.event_stream import RETRY_MIN_MS, event_stream_message, retry_field
+from vora.ws.event_stream import RETRY_MIN_MS, event_stream_message, padding_comment, retry_field
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws]
 
@@ -33,6 +33,17 @@ def test_stream_events_carry_their_id_and_lifecycle_events_none() -> None:
     """A stream event is framed with `id:` (EventSource's Last-Event-ID); a lifecycle event without one."""
     assert event_stream_message('{"a": 1}', "5-1") == b'id: 5-1\ndata: {"a": 1}\n\n'
     assert event_stream_message('{"a": 1}', None) == b'data: {"a": 1}\n\n'
+
+
+@pytest.mark.parametrize("size", [3, 4096, 10_240])
+def test_padding_is_one_comment_of_the_size_asked(size: int) -> None:
+    """VORA_SSE_PADDING bytes become one comment line, which EventSource and both SDKs skip; 0 sends nothing."""
+    padding = padding_comment(size)
+    assert len(padding) == size
+    assert padding.startswith(b":")
+    assert padding.endswith(b"\n\n")
+    assert b"\n" not in padding[:-2]
+    assert padding_comment(0) == b""
 
 
 def test_retry_is_drawn_over_the_window() -> None:

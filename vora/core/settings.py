@@ -86,6 +86,17 @@ def _non_negative_int(name: str, raw: str) -> int:
     return _positive_int(name, raw)
 
 
+# A comment of this many bytes opens each event stream, for gateways that hold a response's first bytes.
+SSE_PADDING_MAX = 65_536
+
+
+def _sse_padding(name: str, raw: str) -> int:
+    value = _non_negative_int(name, raw)
+    if value > SSE_PADDING_MAX:
+        raise SettingsError(f"{name} must be at most {SSE_PADDING_MAX} bytes, got {value}")
+    return value
+
+
 def _non_negative_float(name: str, raw: str) -> float:
     if raw.strip() == "0":
         return 0.0
@@ -231,6 +242,7 @@ class Settings:
     ws_max_sockets_per_session: int = field(default=10, metadata={"parse": _positive_int})
     ws_max_pending_handshakes: int = field(default=512, metadata={"parse": _positive_int})
     sse_retry_window: float = field(default=20.0, metadata={"parse": _positive_float})
+    sse_padding: int = field(default=0, metadata={"parse": _sse_padding})
     # The reconnect window announced to clients (channelOpened, heartbeat): the sockets this instance holds
     # divided by the admissions per second the rest of the fleet absorbs from its crowd, within these bounds.
     reconnect_rate: int = field(default=800, metadata={"parse": _positive_int})

@@ -29,7 +29,7 @@ from vora.store.client import REDIS_TROUBLE
 from vora.store.streams import Position, StreamStore, parse_event_id
 from vora.ws.admission import HandshakeGate
 from vora.ws.connection import CLOSE_SERVER_ERROR, Connection, SocketOptions
-from vora.ws.event_stream import STREAM_HEADERS, EventStreamTransport, response_head, retry_field
+from vora.ws.event_stream import STREAM_HEADERS, EventStreamTransport, padding_comment, response_head, retry_field
 from vora.ws.hub import AdmissionWatch, Hub
 from vora.ws.reactor import Reactor, call_every, worker_reactor
 from vora.ws.runner import HubRunner
@@ -472,7 +472,7 @@ def install_event_stream(app: Flask, path: str, channel: EventChannel) -> None:
         headers = _cors_headers()
         # EventSource's own reconnect delay, jittered over the window the instance announces (this stream counted).
         window = min(channel.state.reconnect_window.seconds(opening=1), settings.sse_retry_window)
-        sock.sendall(response_head(headers) + retry_field(window))
+        sock.sendall(response_head(headers) + retry_field(window) + padding_comment(settings.sse_padding))
         transport = EventStreamTransport(sock, channel.reactor(), user_timeout_ms=user_timeout_ms)
         channel.serve(_admitted(), transport)
         return _TakenOver()

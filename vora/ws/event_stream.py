@@ -42,6 +42,18 @@ def retry_field(window_seconds: float, rng: random.Random | None = None) -> byte
     return f"retry: {delay}\n\n".encode()
 
 
+def padding_comment(size: int) -> bytes:
+    """Return a comment of size bytes (at least 3: ':' and the blank line; none for 0) that every reader skips.
+
+    Security gateways that scan a response hold its first bytes, head included, until they have some
+    kilobytes: a stream whose opening (head, retry, channelOpened) is smaller stays held there until
+    enough heartbeats add up, minutes later. Padding past that size lets the rest pass event by event.
+    """
+    if size <= 0:
+        return b""
+    return b":" + b" " * max(0, size - 3) + b"\n\n"
+
+
 # What an event stream's 200 says of itself, to a GET before its events and to a HEAD alone.
 STREAM_HEADERS = (
     ("Content-Type", CONTENT_TYPE),
