@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
@@ -227,6 +228,30 @@ def test_a_first_open_sends_setups_position_so_a_drop_before_channel_opened_lose
                 await stream.close()
 
     asyncio.run(scenario())
+
+
+@TRANSPORTS
+def test_closing_an_open_stream_leaves_no_unretrieved_error_to_asyncio(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, publish: Publish, transport: TransportChoice
+) -> None:
+    """Closing a stream whose read ends with the close reports nothing to asyncio's handler ('never retrieved')."""
+    owner("alice")
+
+    async def scenario() -> list[dict[str, Any]]:
+        reported: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: reported.append(context))
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            for _ in range(3):  # the read's end and the close race: each round is one more chance to lose it
+                stream = await connect(client, IDENTITY, subscribe_all=True, policy=QUICK, transport=transport)
+                await until(stream, State.OPEN)  # subscribed: what is published now is the session's
+                published = await asyncio.to_thread(publish, "presence", {"status": "away"})
+                assert (await stream.next_event(20))["eventId"] == published
+                await stream.close()
+                gc.collect()
+                await asyncio.sleep(0)
+        return reported
+
+    assert [context.get("message") for context in asyncio.run(scenario())] == []
 
 
 @TRANSPORTS

@@ -562,6 +562,10 @@ class EventStream:
                 receiving.add_done_callback(lambda task: task.cancelled() or task.exception())
                 receiving.cancel()
                 await asyncio.wait({receiving})
+            elif not receiving.cancelled():
+                # It ended (close() closes the connection under it: Closed) while this waited for something else:
+                # taken here, or asyncio logs 'Task exception was never retrieved' at every close.
+                receiving.exception()
 
     async def _read(self, connection: Connection) -> tuple[int, str]:
         """Deliver messages until the connection ends; return its close code and channelTerminated reason."""
