@@ -22,7 +22,7 @@ from testbed.wait import wait_for
 from tests.harness.browser import Wait, sign_in_on_provider_page
 from tests.harness.console_page import ConsolePage
 from tests.harness.devauth import DevAuth
-from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, oauth_env
+from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, new_provider, oauth_env
 from tests.harness.oauth_flow import authorization_code_login
 from tests.harness.server_api import SERVER_KEY, end_sessions
 from tests.harness.tokens import AUDIENCE
@@ -571,7 +571,7 @@ def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream
     dev_key_pem: bytes,
     owns: Callable[..., None],
 ) -> None:
-    """An expired pasted token shows expired, the status says to log in again, and a new setup stops the stream."""
+    """An expired pasted token shows expired, the status says to paste a fresh one, which the box then takes."""
     owns(USER)
     server, issuer = providerless_server
     page = ConsolePage(browser, wait, console_url(server.port))
@@ -590,6 +590,64 @@ def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream
     page.wait_state("closed")
     assert page.wait_row("closed").summary.startswith("stream closed: unauthorized")
     assert "Log in again" in page.text("status")
+    # The paste box the status line names is open beside Log out: a fresh token, and the stream opens again.
+    browser.find_element(By.ID, "paste-token").send_keys(mint_token(dev_key_pem, USER, issuer, AUDIENCE))
+    page.click("use-token")
+    wait().until(lambda _: " min " in page.text("token-exp"))
+    page.click("open")
+    page.wait_state("open")
+
+
+SHORT_TOKEN_TTL = 8  # seconds: the provider's access tokens outlive a login and a setup, not a test
+
+
+@pytest.fixture(scope="module")
+def short_token_server(
+    redis_proc: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[DevAuth, RunningServer]]:
+    """Serve VORA trusting a provider of its own whose access tokens expire within seconds; yield both."""
+    port = free_port()
+    with (
+        new_provider(port, access_token_ttl=SHORT_TOKEN_TTL) as short_provider,
+        running_server(
+            oauth_env(redis_proc, short_provider, VORA_SERVER_API_KEYS=SERVER_KEY),
+            tmp_path_factory.mktemp("short-token-server"),
+            port=port,
+        ) as running,
+    ):
+        yield short_provider, running
+
+
+def test_an_expired_token_offers_log_in_and_the_stream_resumes_after_it(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    short_token_server: tuple[DevAuth, RunningServer],
+    owns: Callable[..., None],
+    publisher: EventPublisher,
+) -> None:
+    """Once the token expires Log in is offered beside Log out, and after it the stream resumes after its last event."""
+    owns(USER)
+    short_provider, server = short_token_server
+    page = ConsolePage(browser, wait, console_url(server.port))
+    browser.get(page.url)
+    wait().until(ec.text_to_be_present_in_element((By.ID, "login-help"), short_provider.issuer))
+    page.click("login")
+    sign_in_on_provider_page(browser, wait, short_provider)
+    page.open_stream(IDENTITY)
+    seen = publisher.publish(IDENTITY, "callRinging", {"callId": "c-before"})
+    wait().until(lambda _: page.event_rows("callRinging"))
+    wait(SHORT_TOKEN_TTL + 10).until(lambda _: page.text("token-exp").endswith("(expired)"))
+    assert "log in again" in page.text("status")
+    # What the status line asks for is on screen: Log in, and the paste box.
+    assert browser.find_element(By.ID, "paste").is_displayed()
+    page.click("login")  # the provider still knows the user: it answers with a new code at once
+    wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged in."))
+    assert not page.text("token-exp").endswith("(expired)")
+    missed = publisher.publish(IDENTITY, "callRinging", {"callId": "c-while-away"})
+    page.click("open")  # "resume after the last eventId" is ticked: the stream before the login counts
+    page.wait_row("connection", f"open after {seen.event_id}")
+    wait().until(lambda _: len(page.event_rows("callRinging")) == 2)
+    assert [e["eventId"] for e in page.event_rows("callRinging")] == [seen.event_id, missed.event_id]
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).

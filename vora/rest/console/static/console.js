@@ -5,6 +5,7 @@
 const store = window.sessionStorage;
 const $ = (id) => document.getElementById(id);
 const LOG_KEY = "vora.log";
+const RESUME_KEY = "vora.resume"; // the last stream's identity and lastEventId, across the login redirect and reloads
 const LOG_LIMIT = 5000; // a tab kept open all day: the oldest entries go first
 const SAVED_LIMIT = 1000; // what survives the login and logout redirects (sessionStorage is small)
 const CONNECTION_TYPES = { websocket: "WebSocket", sse: "ServerSentEvents" };
@@ -25,6 +26,8 @@ const entries = []; // oldest first
 const waiting = []; // entries that arrived while paused, the newest LOG_LIMIT of them
 let dropped = 0; // entries that arrived while paused and were pushed out of waiting by newer ones
 let paused = false;
+let resumePoint = null; // {identity, lastEventId} of the stream the page had before it reloaded
+let forgetStream = false; // logged out: a reload brings the timeline back, not a point to resume from
 
 function status(text, isError = false) {
   $("status").textContent = text;
@@ -349,6 +352,9 @@ function exportLog() {
 
 /** Keep the log across the login and logout redirects (the page reloads; the timeline must not). */
 function saveLog() {
+  const last =
+    stream && stream.lastEventId ? { identity: stream.identity, lastEventId: stream.lastEventId } : resumePoint;
+  if (last && !forgetStream) store.setItem(RESUME_KEY, JSON.stringify(last));
   const kept = [...entries, ...waiting].slice(-SAVED_LIMIT).map((entry) => ({ ...entry, at: entry.at.toISOString() }));
   try {
     store.setItem(LOG_KEY, JSON.stringify(kept));
@@ -360,6 +366,8 @@ function saveLog() {
 function restoreLog() {
   const saved = JSON.parse(store.getItem(LOG_KEY) || "[]");
   store.removeItem(LOG_KEY);
+  resumePoint = JSON.parse(store.getItem(RESUME_KEY) || "null");
+  store.removeItem(RESUME_KEY);
   for (const entry of saved) append({ ...entry, at: new Date(entry.at) });
 }
 
@@ -449,11 +457,14 @@ function openStream() {
     // The SDK applies options.subscription after every setup of this stream.
     streamOptions.subscription = { subscribeAll: false, events: storedSubscription.events };
   }
-  if ($("resume").checked && previous && previous.identity === identity && previous.lastEventId) {
-    streamOptions.lastEventId = previous.lastEventId;
+  // The last stream of this identity, or the one the page had before the login redirect (or a reload).
+  const last = previous || resumePoint;
+  if ($("resume").checked && last && last.identity === identity && last.lastEventId) {
+    streamOptions.lastEventId = last.lastEventId;
   }
   const current = client.stream(streamOptions);
   stream = current;
+  forgetStream = false;
   const mine = (listener) => (value) => {
     if (stream === current) listener(value);
   };
@@ -514,6 +525,7 @@ function openStream() {
         detail: info.detail,
       });
       const again = info.reason === "unauthorized" ? " Log in again (or paste a fresh token)." : "";
+      if (info.reason === "unauthorized") offerLogin();
       status(`The stream closed: ${info.reason}.${again}`, info.reason !== "client" && info.reason !== "logout");
       renderSession();
     }),
@@ -749,6 +761,7 @@ function showToken() {
     expiryTimer = setTimeout(showToken, Math.min(expiresAt - Date.now() + 50, 2 ** 31 - 1)); // told at once, not up to 15 s late
   } else if (expiryTold !== saved.access) {
     expiryTold = saved.access;
+    offerLogin();
     status(
       `The access token expired at ${when}: log in again (or paste a fresh token). ` +
         "An open stream carries on until its session ends, then stops (it cannot set up again).",
@@ -759,12 +772,24 @@ function showToken() {
 
 async function loadIdentities() {
   const identities = await client.identities();
-  const previous = $("identity").value;
+  const previous = $("identity").value || (resumePoint ? resumePoint.identity : "");
   $("identity").replaceChildren(...identities.map((identity) => new Option(identity, identity)));
   if (identities.includes(previous)) $("identity").value = previous;
   status(identities.length ? `You own ${identities.length} identities.` : "You own no identities.");
   renderSession();
   await refreshServerView();
+}
+
+/**
+ * The token ran out (or VORA refused it) while the console stays open: offer Log in and the paste box beside Log out,
+ * which the status line asks for. A pasted token is used at once, and the open stream carries on; Log in leaves
+ * the page and comes back, and "Set up and open" then resumes after the last eventId.
+ */
+function offerLogin() {
+  if ($("app").hidden) return;
+  $("login").hidden = !discovery;
+  $("paste").hidden = false;
+  if (!discovery) $("paste").open = true;
 }
 
 function showLoggedOut(message, isError = false) {
@@ -825,6 +850,8 @@ async function logOut() {
     }
   }
   if (stream) stream.close();
+  forgetStream = true;
+  resumePoint = null;
   const ended = stream && stream.closeInfo ? stream.closeInfo.reason : null;
   const saved = JSON.parse(store.getItem("vora.tokens") || "null");
   store.removeItem("vora.tokens");
