@@ -19,12 +19,12 @@ from selenium.webdriver.support.ui import Select
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
-from tests.harness.browser import Wait, sign_in_on_provider_page
-from tests.harness.console_page import ConsolePage
+from tests.harness.browser import Wait, set_offline, sign_in_on_provider_page
+from tests.harness.console_page import ConsolePage, LogRow
 from tests.harness.devauth import DevAuth
 from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, new_provider, oauth_env
 from tests.harness.oauth_flow import authorization_code_login
-from tests.harness.server_api import SERVER_KEY, end_sessions
+from tests.harness.server_api import SERVER_KEY, end_sessions, list_sessions
 from tests.harness.tokens import AUDIENCE
 from tests.harness.ws_client import make_publisher
 from vora.auth.devkeys import mint_token
@@ -240,6 +240,53 @@ def test_logging_out_keeps_the_timeline(page: ConsolePage, access_token: str, ow
     assert page.rows_of("closed")[0].summary.startswith("stream closed: logout")
     page.open_with_token(access_token)  # a reload, and a new login: the timeline is still there
     assert page.rows_of("channelTerminated")[0].summary.startswith("reason logout")
+
+
+def rows_since(page: ConsolePage, row_type: str, fragment: str) -> list[LogRow]:
+    """Return the rows newer than the newest row of this type whose summary holds fragment, newest first."""
+    rows = page.rows()
+    mark = next(index for index, row in enumerate(rows) if row.type == row_type and fragment in row.summary)
+    return rows[:mark]
+
+
+def test_logging_out_while_reconnecting_stops_the_stream_at_once(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], console_server: RunningServer
+) -> None:
+    """A stream that falls to reconnecting during Log out stops there: no attempt, no new session after the logout."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    # The connection drops as the user clicks Log out: the SDK would reconnect within a second.
+    page.browser.execute_script("document.getElementById('drop').click(); document.getElementById('logout').click();")
+    page.wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out"))
+    after = rows_since(page, "console", "logging out of")
+    assert [row.summary for row in after if row.type in ("setup", "connection")] == [
+        'websocket: closed 4008 "dropped by the console"'
+    ]
+    assert list_sessions(console_server.server_api_url, SERVER_KEY, IDENTITY) == []
+    said = page.text("status")
+    assert said == "Logged out (the stream was reconnecting: it stopped here, and VORA ended the session)."
+
+
+def test_logging_out_offline_says_vora_did_not_hear_it(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], console_server: RunningServer
+) -> None:
+    """Logged out while offline, the console says VORA still holds the session, instead of a plain "Logged out"."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    set_offline(page.browser, True)
+    page.wait_state("reconnecting")
+    page.click("logout")
+    page.wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out"))
+    said = page.text("status")
+    assert said.startswith("Logged out here, but VORA did not hear it (POST /logout/910111000 got no answer")
+    assert f"the session of {IDENTITY} stays stored there until it expires" in said
+    assert page.browser.find_element(By.ID, "status").get_attribute("class") == "error"
+    after = rows_since(page, "console", "logging out of")
+    assert [row.summary for row in after if row.type == "connection" and "connecting" in row.summary] == []
+    set_offline(page.browser, False)
+    assert len(list_sessions(console_server.server_api_url, SERVER_KEY, IDENTITY)) == 1  # what the page said
 
 
 def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(

@@ -837,28 +837,50 @@ function streamClosed(timeoutMs) {
 }
 
 async function logOut() {
-  const identity = stream ? stream.identity : $("identity").value;
-  if (identity && stream && stream.state !== "closed") {
-    // VORA ends the session everywhere: the stream receives channelTerminated(logout) and the SDK stops.
+  const current = stream;
+  const identity = current ? current.identity : $("identity").value;
+  let unheard = null; // why VORA did not hear the logout (offline, down, the token expired)
+  let stoppedHere = false;
+  if (identity && current && current.state !== "closed") {
+    // VORA ends the session everywhere: an open stream receives channelTerminated(logout) and the SDK stops.
     lifecycle("console", `logging out of ${identity}`, { identity });
+    // A stream that is (or falls to) reconnecting can receive nothing: it stops here at once, or it would try again
+    // through the logout and set a session up again after it.
+    const stopIfNotOpen = () => {
+      if (current.state !== "connecting" && current.state !== "reconnecting") return;
+      stoppedHere = true;
+      queueMicrotask(() => current.close()); // not inside the SDK's own state event
+    };
+    const unsubscribe = current.on("state", stopIfNotOpen);
+    stopIfNotOpen();
     try {
       await client.logout(identity);
       await streamClosed(5000);
     } catch (error) {
-      // An expired token cannot log out at VORA; the login still ends here (the session ends with its TTL).
+      unheard = error.message;
       lifecycle("error", `logout failed: ${error.message}`, { message: error.message });
+    } finally {
+      unsubscribe();
     }
   }
-  if (stream) stream.close();
+  if (current) current.close();
   forgetStream = true;
   resumePoint = null;
-  const ended = stream && stream.closeInfo ? stream.closeInfo.reason : null;
+  const ended = current && current.closeInfo ? current.closeInfo.reason : null;
   const saved = JSON.parse(store.getItem("vora.tokens") || "null");
   store.removeItem("vora.tokens");
-  const farewell = ended ? `Logged out (the stream ended: ${ended}).` : "Logged out.";
-  lifecycle("console", farewell, { ended });
+  // The login ends here whatever VORA answered; an unheard logout leaves the session stored there, and says so.
+  const farewell = unheard
+    ? `Logged out here, but VORA did not hear it (${unheard}): the session of ${identity} stays stored there ` +
+      "until it expires (VORA_SESSION_TTL), and a push registration with it."
+    : stoppedHere
+      ? "Logged out (the stream was reconnecting: it stopped here, and VORA ended the session)."
+      : ended
+        ? `Logged out (the stream ended: ${ended}).`
+        : "Logged out.";
+  lifecycle("console", farewell, { ended, unheard });
   if (discovery && discovery.end_session_endpoint && saved && saved.id) {
-    store.setItem("vora.farewell", farewell);
+    store.setItem("vora.farewell", JSON.stringify({ text: farewell, isError: Boolean(unheard) }));
     saveLog(); // the provider's logout reloads the page: the timeline comes back with it
     location.assign(
       `${discovery.end_session_endpoint}?${new URLSearchParams({
@@ -868,7 +890,7 @@ async function logOut() {
       })}`,
     );
   } else {
-    showLoggedOut(farewell);
+    showLoggedOut(farewell, Boolean(unheard));
   }
 }
 
@@ -947,11 +969,12 @@ async function start() {
   if (tokens()) {
     await showLoggedIn();
   } else {
-    const farewell = store.getItem("vora.farewell");
+    const farewell = JSON.parse(store.getItem("vora.farewell") || "null");
     store.removeItem("vora.farewell");
     if (loginUnavailable)
-      showLoggedOut(`${farewell ? `${farewell} ` : ""}Log in is unavailable: ${loginUnavailable}.`, true);
-    else showLoggedOut(farewell || "Log in to use the console.");
+      showLoggedOut(`${farewell ? `${farewell.text} ` : ""}Log in is unavailable: ${loginUnavailable}.`, true);
+    else if (farewell) showLoggedOut(farewell.text, farewell.isError);
+    else showLoggedOut("Log in to use the console.");
   }
 }
 
