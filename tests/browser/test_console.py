@@ -414,6 +414,60 @@ def test_a_long_pause_holds_the_newest_rows_a_resume_keeps_and_says_how_many_it_
     assert page.text("log-pause") == "Pause"
 
 
+CONSOLE_SAVED_LIMIT = 1000  # console.js's SAVED_LIMIT: the rows a reload keeps
+CONSOLE_HEARTBEAT_LIMIT = 100  # console.js's HEARTBEAT_LIMIT: the heartbeats the page keeps besides
+FAST_HEARTBEATS = 0.005  # seconds: a quiet day's heartbeats (one each 30 s) within seconds
+
+# Counts the heartbeats the page's WebSockets receive: the page itself keeps only the newest of them.
+COUNT_HEARTBEATS = """
+window.heartbeatsReceived = 0;
+const Real = window.WebSocket;
+window.WebSocket = class extends Real {
+  constructor(url, protocols) {
+    super(url, protocols);
+    this.addEventListener('message', (message) => {
+      if (JSON.parse(message.data).type === 'heartbeat') window.heartbeatsReceived += 1;
+    });
+  }
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def heartbeat_server(
+    redis_proc: Any, provider: DevAuth, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Serve VORA sending a heartbeat every few milliseconds, for the whole module."""
+    env = oauth_env(redis_proc, provider, VORA_WS_HEARTBEAT_INTERVAL=str(FAST_HEARTBEATS))
+    with running_server(env, tmp_path_factory.mktemp("heartbeat-server")) as running:
+        yield running
+
+
+def test_heartbeats_never_push_events_out_of_the_timeline_or_out_of_a_reload(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    heartbeat_server: RunningServer,
+    access_token: str,
+    owns: Callable[..., None],
+    publisher: EventPublisher,
+) -> None:
+    """A quiet day's hidden heartbeats keep to their own small bound: the day's event stays, also across a reload."""
+    owns(USER)
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_HEARTBEATS})
+    page = ConsolePage(browser, wait, console_url(heartbeat_server.port))
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    published = publisher.publish(IDENTITY, "callRinging", {"callId": "c-quiet-day"})
+    wait().until(lambda _: page.event_rows("callRinging"))
+    heartbeats = CONSOLE_SAVED_LIMIT + CONSOLE_HEARTBEAT_LIMIT
+    wait(60).until(lambda _: browser.execute_script("return window.heartbeatsReceived") >= heartbeats)
+    kept = browser.execute_script("return document.querySelectorAll('#log tbody[data-kind=heartbeat]').length")
+    assert kept <= CONSOLE_HEARTBEAT_LIMIT
+    browser.refresh()  # what a login redirect does too: the page comes back with the rows it saved
+    wait().until(lambda _: page.text("state") == "closed" and page.rows())
+    assert [e["eventId"] for e in page.event_rows("callRinging")] == [published.event_id]
+
+
 def test_a_resume_past_retention_shows_resume_gap_on_the_timeline(
     page: ConsolePage, access_token: str, owns: Callable[..., None], redis_proc: Any
 ) -> None:

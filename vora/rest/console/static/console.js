@@ -7,6 +7,9 @@ const $ = (id) => document.getElementById(id);
 const LOG_KEY = "vora.log";
 const RESUME_KEY = "vora.resume"; // the last stream's identity and lastEventId, across the login redirect and reloads
 const LOG_LIMIT = 5000; // a tab kept open all day: the oldest entries go first
+// Heartbeats (one each 30 s by default) are kept apart, the newest of them: hidden, they must not push a quiet day's
+// events out of the timeline, nor out of the rows a reload keeps.
+const HEARTBEAT_LIMIT = 100;
 const SAVED_LIMIT = 1000; // what survives the login and logout redirects (sessionStorage is small)
 const CONNECTION_TYPES = { websocket: "WebSocket", sse: "ServerSentEvents" };
 const STREAM_EVENT = /^(call|presence|recording)/;
@@ -23,7 +26,8 @@ let storedSubscription = null;
 let simulator = null; // the development endpoint's templates, when VORA serves it
 let eventTypes = [];
 const entries = []; // oldest first
-const waiting = []; // entries that arrived while paused, the newest LOG_LIMIT of them
+const waiting = []; // entries that arrived while paused, the newest LOG_LIMIT of them (and HEARTBEAT_LIMIT heartbeats)
+const bodies = new WeakMap(); // entry → its rows in the table
 let dropped = 0; // entries that arrived while paused and were pushed out of waiting by newer ones
 let paused = false;
 let resumePoint = null; // {identity, lastEventId} of the stream the page had before it reloaded
@@ -197,25 +201,38 @@ function record(kind, type, summary, detail, envelope = null) {
   if (paused) {
     // A console paused for hours holds what a resume would keep, no more: the newest LOG_LIMIT rows.
     waiting.push(entry);
-    if (waiting.length > LOG_LIMIT) {
-      waiting.shift();
-      dropped += 1;
-    }
+    const over = overflowing(waiting);
+    if (over >= 0 && waiting.splice(over, 1)[0].kind !== "heartbeat") dropped += 1;
     showPause();
     return;
   }
   append(entry);
 }
 
+function heartbeatsIn(list) {
+  let count = 0;
+  for (const entry of list) if (entry.kind === "heartbeat") count += 1;
+  return count;
+}
+
+/** The index of the oldest entry a list (oldest first) holds past its bounds, or -1: one push passes one at most. */
+function overflowing(list) {
+  const heartbeats = heartbeatsIn(list);
+  if (heartbeats > HEARTBEAT_LIMIT) return list.findIndex((entry) => entry.kind === "heartbeat");
+  if (list.length - heartbeats > LOG_LIMIT) return list.findIndex((entry) => entry.kind !== "heartbeat");
+  return -1;
+}
+
 function append(entry) {
   entries.push(entry);
-  if (entries.length > LOG_LIMIT) {
-    entries.shift();
-    const oldest = $("log").tBodies[$("log").tBodies.length - 1];
-    if (oldest) oldest.remove();
+  const over = overflowing(entries);
+  if (over >= 0) {
+    const [gone] = entries.splice(over, 1);
+    if (bodies.has(gone)) bodies.get(gone).remove();
   }
   addTypeOption(entry.type);
   const body = renderEntry(entry);
+  bodies.set(entry, body);
   const table = $("log");
   table.insertBefore(body, table.tBodies[0] || null); // newest first
   applyFilter(body);
@@ -299,13 +316,17 @@ function showCount() {
   requestAnimationFrame(() => {
     countPending = false;
     const shown = [...$("log").tBodies].filter((body) => !body.hidden).length;
-    $("log-count").textContent = `(${shown} shown of ${entries.length})`;
+    // Of the rows the filters choose from: heartbeats only when they can be shown.
+    const heartbeatsShowable = $("log-heartbeats").checked || $("log-type").value === "heartbeat";
+    const total = heartbeatsShowable ? entries.length : entries.length - heartbeatsIn(entries);
+    $("log-count").textContent = `(${shown} shown of ${total})`;
   });
 }
 
 function showPause() {
   const older = dropped ? `; ${dropped} older dropped` : "";
-  $("log-pause").textContent = paused ? `Resume (${waiting.length} waiting${older})` : "Pause";
+  const rows = waiting.length - heartbeatsIn(waiting); // the heartbeats a resume brings are not worth counting
+  $("log-pause").textContent = paused ? `Resume (${rows} waiting${older})` : "Pause";
   $("log-pause").title =
     paused && waiting.length ? `waiting: ${[...new Set(waiting.map((entry) => entry.type))].join(", ")}` : "";
   $("log-pause").classList.toggle("paused", paused);
