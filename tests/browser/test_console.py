@@ -19,12 +19,12 @@ from selenium.webdriver.support.ui import Select
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer, running_server
 from testbed.wait import wait_for
-from tests.harness.browser import Wait, sign_in_on_provider_page
-from tests.harness.console_page import ConsolePage
+from tests.harness.browser import Wait, set_offline, sign_in_on_provider_page
+from tests.harness.console_page import ConsolePage, LogRow
 from tests.harness.devauth import DevAuth
-from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, oauth_env
+from tests.harness.oauth import IDENTITY, PASSWORD, USER, WEB_CLIENT, console_url, new_provider, oauth_env
 from tests.harness.oauth_flow import authorization_code_login
-from tests.harness.server_api import SERVER_KEY, end_sessions
+from tests.harness.server_api import SERVER_KEY, end_sessions, list_sessions
 from tests.harness.tokens import AUDIENCE
 from tests.harness.ws_client import make_publisher
 from vora.auth.devkeys import mint_token
@@ -242,6 +242,53 @@ def test_logging_out_keeps_the_timeline(page: ConsolePage, access_token: str, ow
     assert page.rows_of("channelTerminated")[0].summary.startswith("reason logout")
 
 
+def rows_since(page: ConsolePage, row_type: str, fragment: str) -> list[LogRow]:
+    """Return the rows newer than the newest row of this type whose summary holds fragment, newest first."""
+    rows = page.rows()
+    mark = next(index for index, row in enumerate(rows) if row.type == row_type and fragment in row.summary)
+    return rows[:mark]
+
+
+def test_logging_out_while_reconnecting_stops_the_stream_at_once(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], console_server: RunningServer
+) -> None:
+    """A stream that falls to reconnecting during Log out stops there: no attempt, no new session after the logout."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    # The connection drops as the user clicks Log out: the SDK would reconnect within a second.
+    page.browser.execute_script("document.getElementById('drop').click(); document.getElementById('logout').click();")
+    page.wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out"))
+    after = rows_since(page, "console", "logging out of")
+    assert [row.summary for row in after if row.type in ("setup", "connection")] == [
+        'websocket: closed 4008 "dropped by the console"'
+    ]
+    assert list_sessions(console_server.server_api_url, SERVER_KEY, IDENTITY) == []
+    said = page.text("status")
+    assert said == "Logged out (the stream was reconnecting: it stopped here, and VORA ended the session)."
+
+
+def test_logging_out_offline_says_vora_did_not_hear_it(
+    page: ConsolePage, access_token: str, owns: Callable[..., None], console_server: RunningServer
+) -> None:
+    """Logged out while offline, the console says VORA still holds the session, instead of a plain "Logged out"."""
+    owns(USER)
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    set_offline(page.browser, True)
+    page.wait_state("reconnecting")
+    page.click("logout")
+    page.wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged out"))
+    said = page.text("status")
+    assert said.startswith("Logged out here, but VORA did not hear it (POST /logout/910111000 got no answer")
+    assert f"the session of {IDENTITY} stays stored there until it expires" in said
+    assert page.browser.find_element(By.ID, "status").get_attribute("class") == "error"
+    after = rows_since(page, "console", "logging out of")
+    assert [row.summary for row in after if row.type == "connection" and "connecting" in row.summary] == []
+    set_offline(page.browser, False)
+    assert len(list_sessions(console_server.server_api_url, SERVER_KEY, IDENTITY)) == 1  # what the page said
+
+
 def test_timeline_is_newest_first_expands_filters_pauses_clears_and_exports(
     page: ConsolePage,
     access_token: str,
@@ -365,6 +412,60 @@ def test_a_long_pause_holds_the_newest_rows_a_resume_keeps_and_says_how_many_it_
     assert shown[-1] == published[extra + 1].event_id
     assert len(shown) == CONSOLE_LOG_LIMIT - 1
     assert page.text("log-pause") == "Pause"
+
+
+CONSOLE_SAVED_LIMIT = 1000  # console.js's SAVED_LIMIT: the rows a reload keeps
+CONSOLE_HEARTBEAT_LIMIT = 100  # console.js's HEARTBEAT_LIMIT: the heartbeats the page keeps besides
+FAST_HEARTBEATS = 0.005  # seconds: a quiet day's heartbeats (one each 30 s) within seconds
+
+# Counts the heartbeats the page's WebSockets receive: the page itself keeps only the newest of them.
+COUNT_HEARTBEATS = """
+window.heartbeatsReceived = 0;
+const Real = window.WebSocket;
+window.WebSocket = class extends Real {
+  constructor(url, protocols) {
+    super(url, protocols);
+    this.addEventListener('message', (message) => {
+      if (JSON.parse(message.data).type === 'heartbeat') window.heartbeatsReceived += 1;
+    });
+  }
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def heartbeat_server(
+    redis_proc: Any, provider: DevAuth, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Serve VORA sending a heartbeat every few milliseconds, for the whole module."""
+    env = oauth_env(redis_proc, provider, VORA_WS_HEARTBEAT_INTERVAL=str(FAST_HEARTBEATS))
+    with running_server(env, tmp_path_factory.mktemp("heartbeat-server")) as running:
+        yield running
+
+
+def test_heartbeats_never_push_events_out_of_the_timeline_or_out_of_a_reload(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    heartbeat_server: RunningServer,
+    access_token: str,
+    owns: Callable[..., None],
+    publisher: EventPublisher,
+) -> None:
+    """A quiet day's hidden heartbeats keep to their own small bound: the day's event stays, also across a reload."""
+    owns(USER)
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_HEARTBEATS})
+    page = ConsolePage(browser, wait, console_url(heartbeat_server.port))
+    page.open_with_token(access_token)
+    page.open_stream(IDENTITY)
+    published = publisher.publish(IDENTITY, "callRinging", {"callId": "c-quiet-day"})
+    wait().until(lambda _: page.event_rows("callRinging"))
+    heartbeats = CONSOLE_SAVED_LIMIT + CONSOLE_HEARTBEAT_LIMIT
+    wait(60).until(lambda _: browser.execute_script("return window.heartbeatsReceived") >= heartbeats)
+    kept = browser.execute_script("return document.querySelectorAll('#log tbody[data-kind=heartbeat]').length")
+    assert kept <= CONSOLE_HEARTBEAT_LIMIT
+    browser.refresh()  # what a login redirect does too: the page comes back with the rows it saved
+    wait().until(lambda _: page.text("state") == "closed" and page.rows())
+    assert [e["eventId"] for e in page.event_rows("callRinging")] == [published.event_id]
 
 
 def test_a_resume_past_retention_shows_resume_gap_on_the_timeline(
@@ -571,7 +672,7 @@ def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream
     dev_key_pem: bytes,
     owns: Callable[..., None],
 ) -> None:
-    """An expired pasted token shows expired, the status says to log in again, and a new setup stops the stream."""
+    """An expired pasted token shows expired, the status says to paste a fresh one, which the box then takes."""
     owns(USER)
     server, issuer = providerless_server
     page = ConsolePage(browser, wait, console_url(server.port))
@@ -590,6 +691,64 @@ def test_an_expired_access_token_is_shown_expired_and_said_once_while_the_stream
     page.wait_state("closed")
     assert page.wait_row("closed").summary.startswith("stream closed: unauthorized")
     assert "Log in again" in page.text("status")
+    # The paste box the status line names is open beside Log out: a fresh token, and the stream opens again.
+    browser.find_element(By.ID, "paste-token").send_keys(mint_token(dev_key_pem, USER, issuer, AUDIENCE))
+    page.click("use-token")
+    wait().until(lambda _: " min " in page.text("token-exp"))
+    page.click("open")
+    page.wait_state("open")
+
+
+SHORT_TOKEN_TTL = 8  # seconds: the provider's access tokens outlive a login and a setup, not a test
+
+
+@pytest.fixture(scope="module")
+def short_token_server(
+    redis_proc: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[DevAuth, RunningServer]]:
+    """Serve VORA trusting a provider of its own whose access tokens expire within seconds; yield both."""
+    port = free_port()
+    with (
+        new_provider(port, access_token_ttl=SHORT_TOKEN_TTL) as short_provider,
+        running_server(
+            oauth_env(redis_proc, short_provider, VORA_SERVER_API_KEYS=SERVER_KEY),
+            tmp_path_factory.mktemp("short-token-server"),
+            port=port,
+        ) as running,
+    ):
+        yield short_provider, running
+
+
+def test_an_expired_token_offers_log_in_and_the_stream_resumes_after_it(
+    browser: webdriver.Chrome,
+    wait: Wait,
+    short_token_server: tuple[DevAuth, RunningServer],
+    owns: Callable[..., None],
+    publisher: EventPublisher,
+) -> None:
+    """Once the token expires Log in is offered beside Log out, and after it the stream resumes after its last event."""
+    owns(USER)
+    short_provider, server = short_token_server
+    page = ConsolePage(browser, wait, console_url(server.port))
+    browser.get(page.url)
+    wait().until(ec.text_to_be_present_in_element((By.ID, "login-help"), short_provider.issuer))
+    page.click("login")
+    sign_in_on_provider_page(browser, wait, short_provider)
+    page.open_stream(IDENTITY)
+    seen = publisher.publish(IDENTITY, "callRinging", {"callId": "c-before"})
+    wait().until(lambda _: page.event_rows("callRinging"))
+    wait(SHORT_TOKEN_TTL + 10).until(lambda _: page.text("token-exp").endswith("(expired)"))
+    assert "log in again" in page.text("status")
+    # What the status line asks for is on screen: Log in, and the paste box.
+    assert browser.find_element(By.ID, "paste").is_displayed()
+    page.click("login")  # the provider still knows the user: it answers with a new code at once
+    wait().until(ec.text_to_be_present_in_element((By.ID, "status"), "Logged in."))
+    assert not page.text("token-exp").endswith("(expired)")
+    missed = publisher.publish(IDENTITY, "callRinging", {"callId": "c-while-away"})
+    page.click("open")  # "resume after the last eventId" is ticked: the stream before the login counts
+    page.wait_row("connection", f"open after {seen.event_id}")
+    wait().until(lambda _: len(page.event_rows("callRinging")) == 2)
+    assert [e["eventId"] for e in page.event_rows("callRinging")] == [seen.event_id, missed.event_id]
 
 
 # Frames a URL in the current page and reports once the frame has finished (a refused frame loads an error page).

@@ -22,3 +22,12 @@ def sign_in_on_provider_page(browser: webdriver.Chrome, wait: Wait, provider: De
     browser.find_element(By.ID, "username").send_keys(USER)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.ID, "sign-in").click()
+
+
+def set_offline(browser: webdriver.Chrome, offline: bool) -> None:
+    """Take the tab off the network or put it back, as a laptop losing its Wi-Fi (DevTools' network emulation)."""
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+    )

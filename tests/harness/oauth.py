@@ -55,7 +55,7 @@ def oauth_env(redis_proc: Any, provider: DevAuth, **overrides: str) -> dict[str,
     }
 
 
-def new_provider(vora_port: int, workdir: Path | None = None) -> DevAuth:
+def new_provider(vora_port: int, workdir: Path | None = None, access_token_ttl: int = 600) -> DevAuth:
     """Describe a provider whose web client may return to the console and Swagger UI of VORA on vora_port."""
     return DevAuth(
         audience=AUDIENCE,
@@ -63,6 +63,7 @@ def new_provider(vora_port: int, workdir: Path | None = None) -> DevAuth:
         web_redirect_uris=[console_url(vora_port), f"http://127.0.0.1:{vora_port}/vora/ui/oauth2-redirect.html"],
         service_clients={SERVICE_CLIENT: SERVICE_SECRET},
         workdir=workdir,
+        access_token_ttl=access_token_ttl,
     )
 
 

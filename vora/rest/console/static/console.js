@@ -5,7 +5,11 @@
 const store = window.sessionStorage;
 const $ = (id) => document.getElementById(id);
 const LOG_KEY = "vora.log";
+const RESUME_KEY = "vora.resume"; // the last stream's identity and lastEventId, across the login redirect and reloads
 const LOG_LIMIT = 5000; // a tab kept open all day: the oldest entries go first
+// Heartbeats (one each 30 s by default) are kept apart, the newest of them: hidden, they must not push a quiet day's
+// events out of the timeline, nor out of the rows a reload keeps.
+const HEARTBEAT_LIMIT = 100;
 const SAVED_LIMIT = 1000; // what survives the login and logout redirects (sessionStorage is small)
 const CONNECTION_TYPES = { websocket: "WebSocket", sse: "ServerSentEvents" };
 const STREAM_EVENT = /^(call|presence|recording)/;
@@ -22,9 +26,12 @@ let storedSubscription = null;
 let simulator = null; // the development endpoint's templates, when VORA serves it
 let eventTypes = [];
 const entries = []; // oldest first
-const waiting = []; // entries that arrived while paused, the newest LOG_LIMIT of them
+const waiting = []; // entries that arrived while paused, the newest LOG_LIMIT of them (and HEARTBEAT_LIMIT heartbeats)
+const bodies = new WeakMap(); // entry → its rows in the table
 let dropped = 0; // entries that arrived while paused and were pushed out of waiting by newer ones
 let paused = false;
+let resumePoint = null; // {identity, lastEventId} of the stream the page had before it reloaded
+let forgetStream = false; // logged out: a reload brings the timeline back, not a point to resume from
 
 function status(text, isError = false) {
   $("status").textContent = text;
@@ -194,25 +201,38 @@ function record(kind, type, summary, detail, envelope = null) {
   if (paused) {
     // A console paused for hours holds what a resume would keep, no more: the newest LOG_LIMIT rows.
     waiting.push(entry);
-    if (waiting.length > LOG_LIMIT) {
-      waiting.shift();
-      dropped += 1;
-    }
+    const over = overflowing(waiting);
+    if (over >= 0 && waiting.splice(over, 1)[0].kind !== "heartbeat") dropped += 1;
     showPause();
     return;
   }
   append(entry);
 }
 
+function heartbeatsIn(list) {
+  let count = 0;
+  for (const entry of list) if (entry.kind === "heartbeat") count += 1;
+  return count;
+}
+
+/** The index of the oldest entry a list (oldest first) holds past its bounds, or -1: one push passes one at most. */
+function overflowing(list) {
+  const heartbeats = heartbeatsIn(list);
+  if (heartbeats > HEARTBEAT_LIMIT) return list.findIndex((entry) => entry.kind === "heartbeat");
+  if (list.length - heartbeats > LOG_LIMIT) return list.findIndex((entry) => entry.kind !== "heartbeat");
+  return -1;
+}
+
 function append(entry) {
   entries.push(entry);
-  if (entries.length > LOG_LIMIT) {
-    entries.shift();
-    const oldest = $("log").tBodies[$("log").tBodies.length - 1];
-    if (oldest) oldest.remove();
+  const over = overflowing(entries);
+  if (over >= 0) {
+    const [gone] = entries.splice(over, 1);
+    if (bodies.has(gone)) bodies.get(gone).remove();
   }
   addTypeOption(entry.type);
   const body = renderEntry(entry);
+  bodies.set(entry, body);
   const table = $("log");
   table.insertBefore(body, table.tBodies[0] || null); // newest first
   applyFilter(body);
@@ -296,13 +316,17 @@ function showCount() {
   requestAnimationFrame(() => {
     countPending = false;
     const shown = [...$("log").tBodies].filter((body) => !body.hidden).length;
-    $("log-count").textContent = `(${shown} shown of ${entries.length})`;
+    // Of the rows the filters choose from: heartbeats only when they can be shown.
+    const heartbeatsShowable = $("log-heartbeats").checked || $("log-type").value === "heartbeat";
+    const total = heartbeatsShowable ? entries.length : entries.length - heartbeatsIn(entries);
+    $("log-count").textContent = `(${shown} shown of ${total})`;
   });
 }
 
 function showPause() {
   const older = dropped ? `; ${dropped} older dropped` : "";
-  $("log-pause").textContent = paused ? `Resume (${waiting.length} waiting${older})` : "Pause";
+  const rows = waiting.length - heartbeatsIn(waiting); // the heartbeats a resume brings are not worth counting
+  $("log-pause").textContent = paused ? `Resume (${rows} waiting${older})` : "Pause";
   $("log-pause").title =
     paused && waiting.length ? `waiting: ${[...new Set(waiting.map((entry) => entry.type))].join(", ")}` : "";
   $("log-pause").classList.toggle("paused", paused);
@@ -349,6 +373,9 @@ function exportLog() {
 
 /** Keep the log across the login and logout redirects (the page reloads; the timeline must not). */
 function saveLog() {
+  const last =
+    stream && stream.lastEventId ? { identity: stream.identity, lastEventId: stream.lastEventId } : resumePoint;
+  if (last && !forgetStream) store.setItem(RESUME_KEY, JSON.stringify(last));
   const kept = [...entries, ...waiting].slice(-SAVED_LIMIT).map((entry) => ({ ...entry, at: entry.at.toISOString() }));
   try {
     store.setItem(LOG_KEY, JSON.stringify(kept));
@@ -360,6 +387,8 @@ function saveLog() {
 function restoreLog() {
   const saved = JSON.parse(store.getItem(LOG_KEY) || "[]");
   store.removeItem(LOG_KEY);
+  resumePoint = JSON.parse(store.getItem(RESUME_KEY) || "null");
+  store.removeItem(RESUME_KEY);
   for (const entry of saved) append({ ...entry, at: new Date(entry.at) });
 }
 
@@ -449,11 +478,14 @@ function openStream() {
     // The SDK applies options.subscription after every setup of this stream.
     streamOptions.subscription = { subscribeAll: false, events: storedSubscription.events };
   }
-  if ($("resume").checked && previous && previous.identity === identity && previous.lastEventId) {
-    streamOptions.lastEventId = previous.lastEventId;
+  // The last stream of this identity, or the one the page had before the login redirect (or a reload).
+  const last = previous || resumePoint;
+  if ($("resume").checked && last && last.identity === identity && last.lastEventId) {
+    streamOptions.lastEventId = last.lastEventId;
   }
   const current = client.stream(streamOptions);
   stream = current;
+  forgetStream = false;
   const mine = (listener) => (value) => {
     if (stream === current) listener(value);
   };
@@ -514,6 +546,7 @@ function openStream() {
         detail: info.detail,
       });
       const again = info.reason === "unauthorized" ? " Log in again (or paste a fresh token)." : "";
+      if (info.reason === "unauthorized") offerLogin();
       status(`The stream closed: ${info.reason}.${again}`, info.reason !== "client" && info.reason !== "logout");
       renderSession();
     }),
@@ -749,6 +782,7 @@ function showToken() {
     expiryTimer = setTimeout(showToken, Math.min(expiresAt - Date.now() + 50, 2 ** 31 - 1)); // told at once, not up to 15 s late
   } else if (expiryTold !== saved.access) {
     expiryTold = saved.access;
+    offerLogin();
     status(
       `The access token expired at ${when}: log in again (or paste a fresh token). ` +
         "An open stream carries on until its session ends, then stops (it cannot set up again).",
@@ -759,12 +793,24 @@ function showToken() {
 
 async function loadIdentities() {
   const identities = await client.identities();
-  const previous = $("identity").value;
+  const previous = $("identity").value || (resumePoint ? resumePoint.identity : "");
   $("identity").replaceChildren(...identities.map((identity) => new Option(identity, identity)));
   if (identities.includes(previous)) $("identity").value = previous;
   status(identities.length ? `You own ${identities.length} identities.` : "You own no identities.");
   renderSession();
   await refreshServerView();
+}
+
+/**
+ * The token ran out (or VORA refused it) while the console stays open: offer Log in and the paste box beside Log out,
+ * which the status line asks for. A pasted token is used at once, and the open stream carries on; Log in leaves
+ * the page and comes back, and "Set up and open" then resumes after the last eventId.
+ */
+function offerLogin() {
+  if ($("app").hidden) return;
+  $("login").hidden = !discovery;
+  $("paste").hidden = false;
+  if (!discovery) $("paste").open = true;
 }
 
 function showLoggedOut(message, isError = false) {
@@ -812,26 +858,50 @@ function streamClosed(timeoutMs) {
 }
 
 async function logOut() {
-  const identity = stream ? stream.identity : $("identity").value;
-  if (identity && stream && stream.state !== "closed") {
-    // VORA ends the session everywhere: the stream receives channelTerminated(logout) and the SDK stops.
+  const current = stream;
+  const identity = current ? current.identity : $("identity").value;
+  let unheard = null; // why VORA did not hear the logout (offline, down, the token expired)
+  let stoppedHere = false;
+  if (identity && current && current.state !== "closed") {
+    // VORA ends the session everywhere: an open stream receives channelTerminated(logout) and the SDK stops.
     lifecycle("console", `logging out of ${identity}`, { identity });
+    // A stream that is (or falls to) reconnecting can receive nothing: it stops here at once, or it would try again
+    // through the logout and set a session up again after it.
+    const stopIfNotOpen = () => {
+      if (current.state !== "connecting" && current.state !== "reconnecting") return;
+      stoppedHere = true;
+      queueMicrotask(() => current.close()); // not inside the SDK's own state event
+    };
+    const unsubscribe = current.on("state", stopIfNotOpen);
+    stopIfNotOpen();
     try {
       await client.logout(identity);
       await streamClosed(5000);
     } catch (error) {
-      // An expired token cannot log out at VORA; the login still ends here (the session ends with its TTL).
+      unheard = error.message;
       lifecycle("error", `logout failed: ${error.message}`, { message: error.message });
+    } finally {
+      unsubscribe();
     }
   }
-  if (stream) stream.close();
-  const ended = stream && stream.closeInfo ? stream.closeInfo.reason : null;
+  if (current) current.close();
+  forgetStream = true;
+  resumePoint = null;
+  const ended = current && current.closeInfo ? current.closeInfo.reason : null;
   const saved = JSON.parse(store.getItem("vora.tokens") || "null");
   store.removeItem("vora.tokens");
-  const farewell = ended ? `Logged out (the stream ended: ${ended}).` : "Logged out.";
-  lifecycle("console", farewell, { ended });
+  // The login ends here whatever VORA answered; an unheard logout leaves the session stored there, and says so.
+  const farewell = unheard
+    ? `Logged out here, but VORA did not hear it (${unheard}): the session of ${identity} stays stored there ` +
+      "until it expires (VORA_SESSION_TTL), and a push registration with it."
+    : stoppedHere
+      ? "Logged out (the stream was reconnecting: it stopped here, and VORA ended the session)."
+      : ended
+        ? `Logged out (the stream ended: ${ended}).`
+        : "Logged out.";
+  lifecycle("console", farewell, { ended, unheard });
   if (discovery && discovery.end_session_endpoint && saved && saved.id) {
-    store.setItem("vora.farewell", farewell);
+    store.setItem("vora.farewell", JSON.stringify({ text: farewell, isError: Boolean(unheard) }));
     saveLog(); // the provider's logout reloads the page: the timeline comes back with it
     location.assign(
       `${discovery.end_session_endpoint}?${new URLSearchParams({
@@ -841,7 +911,7 @@ async function logOut() {
       })}`,
     );
   } else {
-    showLoggedOut(farewell);
+    showLoggedOut(farewell, Boolean(unheard));
   }
 }
 
@@ -920,11 +990,12 @@ async function start() {
   if (tokens()) {
     await showLoggedIn();
   } else {
-    const farewell = store.getItem("vora.farewell");
+    const farewell = JSON.parse(store.getItem("vora.farewell") || "null");
     store.removeItem("vora.farewell");
     if (loginUnavailable)
-      showLoggedOut(`${farewell ? `${farewell} ` : ""}Log in is unavailable: ${loginUnavailable}.`, true);
-    else showLoggedOut(farewell || "Log in to use the console.");
+      showLoggedOut(`${farewell ? `${farewell.text} ` : ""}Log in is unavailable: ${loginUnavailable}.`, true);
+    else if (farewell) showLoggedOut(farewell.text, farewell.isError);
+    else showLoggedOut("Log in to use the console.");
   }
 }
 
