@@ -32,7 +32,9 @@ from vora_client import (
     VoraClient,
     connect,
 )
+from vora_client.stream import CHANGES_KEPT
 
+from testbed.ports import free_port
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live
 from testbed.wait import wait_for
 from tests.harness.sdk import IDENTITY, ServerFactory, real_transport, until
@@ -252,6 +254,34 @@ def test_closing_an_open_stream_leaves_no_unretrieved_error_to_asyncio(
         return reported
 
     assert [context.get("message") for context in asyncio.run(scenario())] == []
+
+
+def test_a_stream_keeps_its_newest_transitions_only_while_on_state_sees_every_one() -> None:
+    """A stream retrying a refused address for long keeps the newest CHANGES_KEPT transitions; on_state gets all."""
+    seen: list[StateChange] = []
+    enough = asyncio.Event()
+
+    def on_state(change: StateChange) -> None:
+        seen.append(change)
+        if len(seen) > CHANGES_KEPT + 10:
+            enough.set()
+
+    async def scenario() -> list[StateChange]:
+        # Nothing listens on the port: every setup is refused by the kernel at once, and the backoff is capped near 0.
+        fast = ReconnectPolicy(alone_window=0.0005, backoff_cap=0.0005, rng=random.Random(1))
+        async with VoraClient(f"http://127.0.0.1:{free_port()}/vora", lambda: "token") as client:
+            stream = await connect(client, IDENTITY, subscribe_all=True, policy=fast, on_state=on_state)
+            try:
+                async with asyncio.timeout(60):
+                    await enough.wait()
+            finally:
+                await stream.close()
+            return stream.changes
+
+    kept = asyncio.run(scenario())
+    assert len(kept) == CHANGES_KEPT
+    assert kept == seen[-CHANGES_KEPT:]
+    assert kept[-1].current is State.CLOSED
 
 
 @TRANSPORTS

@@ -16,6 +16,7 @@ import json
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +57,8 @@ DEFAULT_REPLACED_WINDOW = 60.0
 # How long ending the stream waits for its connection to close: a close handshake is one round trip, and an app
 # leaving asyncio.run must not wait out the WebSocket library's 10 s on a dead path.
 CLOSE_TIMEOUT = 1.0
+# How many state transitions a stream keeps (EventStream.changes); on_state sees every one.
+CHANGES_KEPT = 1000
 
 
 class State(enum.Enum):
@@ -234,7 +237,8 @@ class EventStream:
         self._connection: Connection | None = None
         self._ending = False  # _finish has begun: the stream is closing, whatever it awaits on the way
         self._task: asyncio.Task[None] | None = None
-        self._changes: list[StateChange] = []
+        # The newest CHANGES_KEPT: a softphone's stream lives for weeks, and each reconnect adds two or three.
+        self._changes: deque[StateChange] = deque(maxlen=CHANGES_KEPT)
         self._session_over_reason = ""
         self._open_waiters: list[asyncio.Future[State]] = []
         self._reconnect_window: float | None = None
@@ -251,7 +255,7 @@ class EventStream:
 
     @property
     def changes(self) -> list[StateChange]:
-        """Return every transition so far, oldest first."""
+        """Return the transitions so far, oldest first: the newest CHANGES_KEPT of them."""
         return list(self._changes)
 
     async def start(self) -> EventStream:
