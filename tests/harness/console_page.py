@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 
 from tests.harness.browser import Wait
@@ -26,11 +25,21 @@ class LogRow:
     detail: dict[str, Any]
 
 
-def _row(body: WebElement) -> LogRow:
-    cells = body.find_elements(By.CSS_SELECTOR, "tr.line td")
-    texts = [str(cell.get_attribute("textContent")) for cell in cells]
-    detail = json.loads(str(body.find_element(By.CSS_SELECTOR, "tr.envelope pre").get_attribute("textContent")))
-    return LogRow(str(body.get_attribute("data-kind")), texts[1], texts[2], texts[3], texts[4], detail)
+# Every row read in one call inside the page: a timeline that changes meanwhile (a bound dropping its oldest row)
+# cannot leave a row read half, as reading it element by element did (a stale element), and one call is fast.
+_READ_ROWS = """
+return [...document.querySelectorAll('#log tbody.entry')].map((body) => ({
+  kind: body.getAttribute('data-kind') || '',
+  hidden: body.hidden,
+  cells: [...body.querySelectorAll('tr.line td')].map((cell) => cell.textContent),
+  detail: body.querySelector('tr.envelope pre').textContent,
+}));
+"""
+
+
+def _row(read: dict[str, Any]) -> LogRow:
+    texts = [str(text) for text in read["cells"]]
+    return LogRow(str(read["kind"]), texts[1], texts[2], texts[3], texts[4], json.loads(str(read["detail"])))
 
 
 class ConsolePage:
@@ -72,14 +81,17 @@ class ConsolePage:
         """Wait until the session panel shows this stream state."""
         self.wait(timeout).until(lambda _: self.text("state") == state)
 
+    def _read_rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.browser.execute_script(_READ_ROWS)
+        return rows
+
     def rows(self) -> list[LogRow]:
         """Return every row of the timeline, newest first (filtered-out rows included)."""
-        return [_row(body) for body in self.browser.find_elements(By.CSS_SELECTOR, "#log tbody.entry")]
+        return [_row(read) for read in self._read_rows()]
 
     def shown_rows(self) -> list[LogRow]:
         """Return the rows the filters leave visible, newest first."""
-        bodies = self.browser.find_elements(By.CSS_SELECTOR, "#log tbody.entry")
-        return [_row(body) for body in bodies if body.get_attribute("hidden") is None]
+        return [_row(read) for read in self._read_rows() if not read["hidden"]]
 
     def rows_of(self, row_type: str) -> list[LogRow]:
         """Return the rows of one type, newest first."""
