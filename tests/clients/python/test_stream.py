@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parents[3]
 # arrived, the moment at which a swallowed cancellation left it reading for ever; each round takes well under 1 s.
 ABANDON_ROUNDS = 6
 ABANDON_LIMIT = 30.0
+# The queue of a stream read through on_event alone: small, so that a queue filling regardless shows at once.
+CALLBACK_QUEUE_SIZE = 3
 
 
 def used(stream: EventStream) -> set[str]:
@@ -282,6 +284,48 @@ def test_a_stream_keeps_its_newest_transitions_only_while_on_state_sees_every_on
     assert len(kept) == CHANGES_KEPT
     assert kept == seen[-CHANGES_KEPT:]
     assert kept[-1].current is State.CLOSED
+
+
+@TRANSPORTS
+def test_a_stream_read_through_on_event_alone_queues_nothing_and_never_stops_at_queue_size(
+    server: RunningServer, owner: Callable[..., None], tokens: Tokens, transport: TransportChoice
+) -> None:
+    """An app taking events through on_event alone gets every one past queue_size, and the queue keeps none."""
+    owner("alice")
+    count = 4 * CALLBACK_QUEUE_SIZE  # once the queue held queue_size of them, the stream waited for ever
+
+    async def scenario() -> None:
+        got: list[dict[str, Any]] = []
+        all_in = asyncio.Event()
+
+        def on_event(envelope: dict[str, Any]) -> None:
+            got.append(envelope)
+            if len(got) == count:
+                all_in.set()
+
+        async with VoraClient(server.base_url, tokens("alice")) as client:
+            stream = await connect(
+                client,
+                IDENTITY,
+                events=["callRinging"],
+                policy=QUICK,
+                transport=transport,
+                queue_size=CALLBACK_QUEUE_SIZE,
+                on_event=on_event,
+            )
+            try:
+                await stream.wait_open(10)
+                ringing = {"identity": IDENTITY, "type": "callRinging"}
+                events = [{**ringing, "data": {"callId": f"c-{n}"}} for n in range(count)]
+                ids = await asyncio.to_thread(publish_batch, server.server_api_url, SERVER_KEY, events)
+                async with asyncio.timeout(5):
+                    await all_in.wait()
+                assert [envelope["eventId"] for envelope in got] == ids
+            finally:
+                await stream.close()
+            assert [envelope async for envelope in stream] == []  # nothing was held for a reader that never came
+
+    asyncio.run(scenario())
 
 
 @TRANSPORTS

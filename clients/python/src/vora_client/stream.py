@@ -156,6 +156,7 @@ class EventStream:
     Iterate with `async for envelope in stream`, or pass callbacks; both see every event once, in order
     (stream events and the lifecycle events resumeGap and channelTerminated; heartbeats only reset the
     dead-connection clock, and channelOpened only moves last_event_id to where the connection starts).
+    With on_event, the iterator holds the events from its first read on: before it, nothing is queued.
     A frame that is no event envelope is skipped and passed to on_error as a MalformedFrame; the stream reads on.
     """
 
@@ -220,6 +221,10 @@ class EventStream:
         )
         self._open_timeout = open_timeout
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
+        # With on_event, the queue fills only once the app reads it (async for, next_event): an app that takes every
+        # event through on_event never reads it, and a queue that filled regardless stopped the stream for good once
+        # queue_size events (a channelTerminated at each session's end among them) were delivered.
+        self._read_by_app = on_event is None
         self._on_event = on_event
         self._on_state = on_state
         self._on_resume_gap = on_resume_gap
@@ -313,6 +318,7 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Envelope:
+        self._read_by_app = True
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)  # later readers end too
@@ -665,7 +671,8 @@ class EventStream:
 
     async def _deliver(self, envelope: Envelope) -> None:
         await _call(self._on_event, envelope)
-        await self._queue.put(envelope)
+        if self._read_by_app:
+            await self._queue.put(envelope)
 
 
 async def connect(
