@@ -59,7 +59,10 @@ export interface FallbackInfo {
 }
 
 export interface ReconnectingInfo {
-  /** Attempts since the last stable socket (0: the first after a drop). */
+  /**
+   * Attempts since the last stable socket (0: the first after a drop; then 1, 2, ... whether refused or dropped again
+   * before stable); a refused attempt n waits up to 2**n s (rule 9).
+   */
   attempt: number;
   delayMs: number;
   cause: string;
@@ -247,6 +250,11 @@ export class VoraStream implements AsyncIterable<StreamItem> {
   #failedOpens = 0;
   #token: string | undefined;
   #lastEventId: string | undefined;
+  /**
+   * The number the next scheduled attempt takes: 0 after a stable socket, one more for each attempt scheduled since
+   * (a drop's, a refusal's, a termination's alike). A refusal's is at least 1, so the first refusal after a drop
+   * backs off as refused attempt 1, not 2.
+   */
   #attempt = 0;
   #unexplained = 0;
   #generation = 0;
@@ -646,7 +654,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
           // user has no session on the identity now, so set up another.
           this.#unsubscribed = undefined;
           this.#emitter.emit("error", error);
-          const attempt = ++this.#attempt;
+          const attempt = this.#nextAttempt(1);
           const delayMs = refusedDelayMs(this.#rules, attempt, undefined);
           this.#schedule(
             { kind: "resume", delayMs, setup: true, cause: "session ended before its subscription" },
@@ -756,7 +764,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     if (error instanceof VoraAccessTokenProviderError && !error.refused) {
       // The app's provider threw (not VoraAccessTokenRefusedError) or ran out of time: its OAuth server may be out of
       // reach for a moment, as for a phone waking on a new network. A refused attempt (rule 9), not the end.
-      const attempt = ++this.#attempt;
+      const attempt = this.#nextAttempt(1);
       const delayMs = refusedDelayMs(this.#rules, attempt, undefined);
       this.#schedule({ kind: "resume", delayMs, setup: true, cause: error.body.message }, attempt);
     } else if (error instanceof VoraUnauthorizedError) {
@@ -768,7 +776,7 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     } else {
       // No answer, 429 or 5xx: back off (never sooner than Retry-After) and set up again.
       const retryAfter = error instanceof VoraApiError ? error.retryAfterSeconds : undefined;
-      const attempt = ++this.#attempt;
+      const attempt = this.#nextAttempt(1);
       const cause = error instanceof VoraNetworkError ? "setup got no answer" : `setup refused: ${String(error)}`;
       this.#schedule(
         {
@@ -797,24 +805,29 @@ export class VoraStream implements AsyncIterable<StreamItem> {
     }
     if (terminated !== undefined) {
       const step = afterTermination(this.#rules, terminated, this.#reconnectWindowMs);
+      if (step.kind === "stop") {
+        this.#schedule(step, this.#attempt);
+        return;
+      }
       // A session set up again and ended again before it was stable backs off like a refusal.
-      if (step.kind === "resume" && this.#attempt > 0) step.delayMs = refusedDelayMs(this.#rules, this.#attempt, 0);
-      if (step.kind === "resume") this.#attempt++;
-      this.#schedule(step, this.#attempt);
+      const attempt = this.#nextAttempt(0);
+      if (attempt > 0) step.delayMs = refusedDelayMs(this.#rules, attempt, 0);
+      this.#schedule(step, attempt);
       return;
     }
     if (close.opened) {
       const stable = Date.now() - openedAt >= this.#rules.stableAfterMs;
       if (stable) this.#attempt = 0;
-      const step = afterDrop(this.#rules, close.code, this.#attempt, this.#reconnectWindowMs);
+      // Not reset by an unstable socket: a connection that keeps dropping soon after it opens backs off like refusals.
+      const attempt = this.#nextAttempt(0);
+      const step = afterDrop(this.#rules, close.code, attempt, this.#reconnectWindowMs);
       if (cause !== undefined && step.kind === "resume") step.cause = cause;
-      this.#attempt++;
-      this.#schedule(step, this.#attempt - 1);
+      this.#schedule(step, attempt);
       return;
     }
     const handshake = close.handshake;
     if (this.#endedBeforeOpen(handshake)) return;
-    const attempt = ++this.#attempt;
+    const attempt = this.#nextAttempt(1);
     let step = afterRefusal(this.#rules, handshake?.status, handshake?.retryAfterSeconds, attempt);
     if (step.kind === "resume" && handshake !== undefined && !handshake.statusVisible) {
       // A browser never sees why a handshake failed: after several, assume the session is gone (a 401).
@@ -905,6 +918,13 @@ export class VoraStream implements AsyncIterable<StreamItem> {
       ),
     );
     this.#schedule(step, probe.attempt);
+  }
+
+  /** Take the number of the attempt being scheduled (at least min: 1 for a refusal's), and count it. */
+  #nextAttempt(min: 0 | 1): number {
+    const attempt = Math.max(this.#attempt, min);
+    this.#attempt = attempt + 1;
+    return attempt;
   }
 
   #replacedWindowMs(): number {
