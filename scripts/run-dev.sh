@@ -51,6 +51,12 @@ stop_group() {
   # Whatever is left of the group goes too: gunicorn's workers outlive a master that was SIGKILLed.
   kill -KILL -- "-$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
+  # A killed worker holds its listening sockets until it has exited, which takes a moment on a busy machine:
+  # the ports are free when this returns (a make run started right after would otherwise find them taken).
+  for _ in $(seq 50); do
+    kill -0 -- "-$pid" 2>/dev/null || break
+    sleep 0.1
+  done
   return 0
 }
 stop() {
