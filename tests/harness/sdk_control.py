@@ -20,7 +20,8 @@ from testbed.ports import HOST, free_port
 from testbed.vora_server import LIVE_TIMEOUT, RunningServer, is_live, running_server
 from testbed.wait import wait_for
 from tests.harness.devauth import DevAuth
-from tests.harness.forward_proxy import ForwardProxy, find_tinyproxy
+from tests.harness.forward_proxy import ForwardProxy
+from tests.harness.loopback_daemon import find_binary
 from tests.harness.nginx import Nginx, WebSocketPolicy
 from tests.harness.oauth import SERVICE_CLIENT, SERVICE_SECRET
 from tests.harness.tokens import AUDIENCE
@@ -73,7 +74,7 @@ class Instances:
 
         Without tinyproxy on the machine the answer is {"skip": why}, for the suite to skip its proxy tests.
         """
-        binary = find_tinyproxy()
+        binary = find_binary("tinyproxy")
         if binary is None:
             return {"skip": "tinyproxy is not installed (make test-tools installs it: apt-get install tinyproxy)"}
         return self._starter.submit(self._forward_proxy, name, binary, credentials).result()

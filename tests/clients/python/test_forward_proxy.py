@@ -22,7 +22,8 @@ from vora_client import (
 
 from testbed.ports import free_port
 from testbed.vora_server import RunningServer
-from tests.harness.forward_proxy import ForwardProxy, tinyproxy_or_skip
+from tests.harness.forward_proxy import ForwardProxy
+from tests.harness.loopback_daemon import binary_or_skip
 from tests.harness.nginx import Nginx, nginx_or_skip
 from tests.harness.sdk import IDENTITY
 from tests.harness.tls import self_signed
@@ -46,7 +47,7 @@ def no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def forward_proxy() -> Iterator[ProxyFactory]:
     """Start tinyproxy instances on loopback; print their logs at teardown (pytest shows them when a test fails)."""
-    binary = tinyproxy_or_skip()
+    binary = binary_or_skip("tinyproxy")
     started: list[ForwardProxy] = []
 
     def start(**options: Any) -> ForwardProxy:

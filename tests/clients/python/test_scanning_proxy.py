@@ -11,7 +11,8 @@ import pytest
 from vora_client import ReconnectPolicy, State, VoraClient, connect
 
 from testbed.vora_server import RunningServer
-from tests.harness.scanning_proxy import STEPPED_BACK, ScanningProxy, privoxy_or_skip
+from tests.harness.loopback_daemon import binary_or_skip
+from tests.harness.scanning_proxy import STEPPED_BACK, ScanningProxy
 from tests.harness.sdk import IDENTITY, ServerFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.ws, pytest.mark.topology]
@@ -25,7 +26,7 @@ Publish = Callable[..., str]
 @pytest.fixture
 def gateway() -> Iterator[ScanningProxy]:
     """Start Privoxy holding the first 8 KiB of each text/* response; print its log at teardown."""
-    with ScanningProxy(binary=privoxy_or_skip(), hold_kib=HOLD_KIB) as proxy:
+    with ScanningProxy(binary=binary_or_skip("privoxy"), hold_kib=HOLD_KIB) as proxy:
         yield proxy
         print(f"privoxy on {proxy.port}:\n{proxy.log_tail()}")
 
