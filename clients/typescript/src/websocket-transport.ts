@@ -81,7 +81,10 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
         fromVora: false,
         error: undefined,
       };
+      let closeAfterError: ReturnType<typeof setTimeout> | undefined;
       const report = (code: number, reason: string) => {
+        // The close came: the wait for it after an error ends too (a pending timer keeps a Node process alive).
+        clearTimeout(closeAfterError);
         if (closed) return;
         closed = true;
         sink.onClose({ opened, code, reason, handshake: opened ? undefined : handshake });
@@ -144,7 +147,7 @@ export function webSocketTransport(options: WebSocketTransportOptions = {}): Tra
         // Browsers follow an error with close; Node 20's experimental WebSocket may not, when the
         // connection fails before the upgrade. Report it at once then, and if close never comes after.
         if (!opened) report(CLOSE_ABNORMAL, "connection failed");
-        else setTimeout(() => report(CLOSE_ABNORMAL, "connection failed"), CLOSE_AFTER_ERROR_MS);
+        else closeAfterError = setTimeout(() => report(CLOSE_ABNORMAL, "connection failed"), CLOSE_AFTER_ERROR_MS);
       });
       socket.addEventListener("close", (event) => report(event.code, event.reason));
       return {

@@ -1,7 +1,19 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import { type AddressInfo, createServer } from "node:net";
 import { test } from "node:test";
+import WebSocket from "ws";
 import { sseTransport, webSocketTransport } from "../src/index.js";
-import type { StreamEvents, Transport, TransportConnection, TransportSink, TransportTarget } from "../src/index.js";
+import type {
+  StreamEvents,
+  Transport,
+  TransportClose,
+  TransportConnection,
+  TransportSink,
+  TransportTarget,
+  WebSocketConstructor,
+} from "../src/index.js";
 import { FAST_RULES, clientFor, closedPort, instance, newIdentity, next } from "./harness.js";
 
 /** A real transport that counts the connections it was asked to open, and those the SDK closed. */
@@ -118,4 +130,40 @@ test("close() right after stream() (before it started) ends it with nothing emit
   assert.deepEqual(seen, ["closed"]);
   assert.equal(loads, 0);
   assert.equal(transport.opens, 0);
+});
+
+test("a socket that errs after it opened and then closes leaves no timer behind (Node may exit at once)", async () => {
+  // A server that upgrades, then sends a frame of a reserved opcode: the ws package reports an error, then closes.
+  const server = createServer((socket) => {
+    socket.once("data", (request) => {
+      const key = /sec-websocket-key: *(\S+)/i.exec(request.toString())?.[1] ?? "";
+      const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      );
+      socket.write(Buffer.from([0x83, 0x00])); // FIN, opcode 3 (reserved), no payload
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  try {
+    const transport = webSocketTransport({
+      WebSocket: WebSocket as unknown as WebSocketConstructor,
+      url: `ws://127.0.0.1:${port}/vora/ws`,
+    });
+    const before = timers();
+    const closed = new Promise<TransportClose>((resolve) => {
+      transport.open(
+        { baseUrl: `http://127.0.0.1:${port}/vora`, token: "t", lastEventId: undefined },
+        { onOpen: () => undefined, onMessage: () => undefined, onClose: resolve },
+      );
+    });
+    const close = await closed;
+    assert.equal(close.opened, true);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(timers(), before, "a timer armed at the error outlived the close it waited for");
+  } finally {
+    server.close();
+  }
 });
