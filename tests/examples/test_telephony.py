@@ -331,6 +331,9 @@ def test_a_batch_item_one_busy_cluster_shard_answers_503_is_retried_alone_with_i
                 )
                 retrying = publisher.next_line(timeout=START_TIMEOUT)
             assert (retrying["outcome"], retrying.get("indexes")) == ("retrying", [1]), retrying
+            # The retry line says why: the item's own 503 and its message, not the batch's 200.
+            assert retrying["status"] == 503, retrying
+            assert "busy running a script" in retrying["reason"], retrying
             batch = [publisher.next_line(settled, WAIT) for _ in range(3)]
             retries = [line for line in publisher.seen if line["outcome"] == "retrying"]
 

@@ -19,8 +19,10 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.UUID;
 import java.util.concurrent.ThreadLocalRandom;
@@ -101,20 +103,25 @@ public final class Publisher {
         for (int attempt = 0; !pending.isEmpty(); attempt++) {
             Answer answer = post("/events/batch", Map.of("events", pending.stream().map(keyedEvents::get).toList()));
             List<Integer> again = new ArrayList<>();
+            // The batch's own status and reason, or, when it was answered 200, those of the items refused for now.
+            int status = answer.status();
+            String reason = answer.message();
             if (answer.status() == 200) {
+                Set<String> reasons = new LinkedHashSet<>();
                 List<?> results = (List<?>) Json.object(answer.body()).get("results");
                 for (int position = 0; position < results.size(); position++) {
                     Map<String, Object> result = Json.object(results.get(position));
                     int index = pending.get(position);
                     Object key = keyedEvents.get(index).get("idempotencyKey");
-                    String status = (String) result.get("status");
-                    if (status.equals("published") || status.equals("duplicate")) {
-                        settled.put(index, line("outcome", status, "index", index, "idempotencyKey", key,
+                    String itemStatus = (String) result.get("status");
+                    if (itemStatus.equals("published") || itemStatus.equals("duplicate")) {
+                        settled.put(index, line("outcome", itemStatus, "index", index, "idempotencyKey", key,
                                 "eventId", result.get("eventId")));
                     } else {
                         Map<String, Object> error = Json.object(result.get("error"));
                         if ("503".equals(error.get("status"))) {
                             again.add(index); // this item alone was not stored: retry it with its key
+                            reasons.add((String) error.get("message"));
                         } else {
                             settled.put(index, line("outcome", "refused", "index", index, "idempotencyKey", key,
                                     "status", Integer.parseInt((String) error.get("status")),
@@ -122,6 +129,8 @@ public final class Publisher {
                         }
                     }
                 }
+                status = 503;
+                reason = String.join("; ", reasons);
             } else if (retryable(answer.status())) {
                 again.addAll(pending);
             } else {
@@ -134,14 +143,14 @@ public final class Publisher {
             if (!again.isEmpty() && attempt + 1 >= MAX_ATTEMPTS) {
                 for (int index : again) {
                     settled.put(index, line("outcome", "failed", "index", index, "idempotencyKey",
-                            keyedEvents.get(index).get("idempotencyKey"), "status", answer.status()));
+                            keyedEvents.get(index).get("idempotencyKey"), "status", status));
                 }
                 again.clear();
             }
             if (!again.isEmpty()) {
                 long waitMs = delayMs(attempt, answer.retryAfter());
-                report(line("outcome", "retrying", "indexes", again, "status", answer.status(),
-                        "reason", answer.message(), "waitMs", waitMs));
+                report(line("outcome", "retrying", "indexes", again, "status", status,
+                        "reason", reason, "waitMs", waitMs));
                 Thread.sleep(waitMs);
             }
             pending = again;

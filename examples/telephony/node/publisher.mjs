@@ -106,7 +106,11 @@ async function publishBatch(events) {
   for (let attempt = 0; pending.length > 0; attempt++) {
     const answer = await post("/events/batch", { events: pending.map((p) => p.event) });
     let again = [];
+    // The batch's own status and reason, or, when it was answered 200, those of the items refused for now.
+    let status = answer.status;
+    let reason = answer.body?.message ?? answer.error;
     if (answer.status === 200) {
+      const reasons = new Set();
       answer.body.results.forEach((result, position) => {
         const { index, event } = pending[position];
         const key = event.idempotencyKey;
@@ -114,11 +118,14 @@ async function publishBatch(events) {
           settled.set(index, { outcome: result.status, index, idempotencyKey: key, eventId: result.eventId });
         } else if (result.error.status === "503") {
           again.push(pending[position]); // this item alone was not stored: retry it with its key
+          reasons.add(result.error.message);
         } else {
           const { status, message } = result.error;
           settled.set(index, { outcome: "refused", index, idempotencyKey: key, status: Number(status), message });
         }
       });
+      status = 503;
+      reason = [...reasons].join("; ");
     } else if (retryable(answer.status)) {
       again = pending;
     } else {
@@ -135,7 +142,7 @@ async function publishBatch(events) {
     }
     if (again.length > 0 && attempt + 1 >= MAX_ATTEMPTS) {
       for (const { index, event } of again) {
-        settled.set(index, { outcome: "failed", index, idempotencyKey: event.idempotencyKey, status: answer.status });
+        settled.set(index, { outcome: "failed", index, idempotencyKey: event.idempotencyKey, status });
       }
       again = [];
     }
@@ -144,8 +151,8 @@ async function publishBatch(events) {
       report({
         outcome: "retrying",
         indexes: again.map((p) => p.index),
-        status: answer.status,
-        reason: answer.body?.message ?? answer.error,
+        status,
+        reason,
         waitMs: Math.round(waitMs),
       });
       await sleep(waitMs);
